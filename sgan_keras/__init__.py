@@ -1,0 +1,33 @@
+"""sgan_keras: semi-supervised GANs for TensorFlow 2 / Keras 3.
+
+    import sgan_keras
+    data = sgan_keras.load_dataset("mnist", labels=100, data_dir="../shared/data/mnist",
+                                   pixel_range=(0.0, 1.0))
+    model = sgan_keras.SGAN.from_preset("mnist_improved_gan")
+    model.compile()
+    model.fit(data.train_dataset(100), steps_per_epoch=600, epochs=300,
+              validation_data=data.test_dataset(1000))
+
+The names below are imported on first use, so ``import sgan_keras.losses``
+stays light.
+"""
+
+import importlib
+
+_EXPORTS = {
+    "DataError": "sgan_keras.data",
+    "SemiSupervisedData": "sgan_keras.data",
+    "load_dataset": "sgan_keras.data",
+    "SGAN": "sgan_keras.model",
+    "PRESETS": "sgan_keras.presets",
+    "Preset": "sgan_keras.presets",
+    "get_preset": "sgan_keras.presets",
+}
+__all__ = sorted(_EXPORTS)
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'sgan_keras' has no attribute {name!r}")

@@ -1,0 +1,124 @@
+"""Loss functions of the semi-supervised GAN, as pure functions of tensors.
+
+Everything here follows ``SPEC.md`` section 1 (Salimans et al. 2016, "Improved
+Techniques for Training GANs"). D outputs K class logits and a fake logit
+``l_f``; P(real | x) = Z / (Z + exp(l_f)) with Z = sum_k exp(l_k), so the
+real-vs-fake logit is ``logsumexp(l_1..l_K) - l_f``.
+
+All terms are computed in log space (``logsumexp``, ``softplus``): no ``exp``
+of a raw logit, so losses and gradients stay finite for logits of +-1e4.
+
+Functions that can be written per example return a ``[batch]`` vector; the
+model reduces them by the *global* batch (``tf.nn.compute_average_loss``) so
+that they are correct under ``tf.distribute``. Feature matching compares batch
+means, so it takes the (already globally averaged) means.
+"""
+
+import tensorflow as tf
+
+FAKE_CLASSES = ("zero", "learned", "separate")
+GENERATOR_LOSSES = ("feature_matching_l1", "feature_matching_l2", "non_saturating")
+MANIFOLD_REGULARIZATIONS = ("none", "lecouat", "blog")
+
+
+def class_logits(logits, num_classes):
+    """The K real-class logits (drops the fake/real-vs-fake column, if any)."""
+    return logits[:, :num_classes]
+
+
+def gan_logit(logits, fake_class, num_classes):
+    """The real-vs-fake logit of each example.
+
+    - ``zero``: K outputs, ``l_f = 0`` (Salimans et al.; the MNIST blog):
+      ``logsumexp(l)``.
+    - ``learned``: K+1 outputs, the last is ``l_f`` (Udacity ``extra_class=1``):
+      ``logsumexp(l_1..l_K) - l_f``.
+    - ``separate``: the last column is an independent sigmoid head's logit
+      (the PyTorch SGAN write-up): returned as is.
+    """
+    _check_fake_class(fake_class)
+    if fake_class == "zero":
+        return tf.reduce_logsumexp(logits, axis=-1)
+    if fake_class == "learned":
+        return (tf.reduce_logsumexp(logits[:, :num_classes], axis=-1)
+                - logits[:, num_classes])
+    return logits[:, num_classes]
+
+
+def supervised_loss(labels, logits, fake_class, num_classes):
+    """Per-example softmax cross-entropy of the labeled batch.
+
+    ``learned`` uses the (K+1)-way softmax with the true class (the fake
+    class then competes for probability mass, as in the Udacity notebook);
+    ``zero`` and ``separate`` use the K-way softmax over the class logits.
+    """
+    _check_fake_class(fake_class)
+    if fake_class != "learned":
+        logits = logits[:, :num_classes]
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(labels, tf.int32), logits=logits)
+
+
+def sigmoid_cross_entropy(logits, target):
+    """``-t log s(x) - (1-t) log(1-s(x))`` written as softplus terms."""
+    return target * tf.nn.softplus(-logits) + (1.0 - target) * tf.nn.softplus(logits)
+
+
+def unsupervised_loss(real_gan_logits, fake_gan_logits, label_smoothing=0.0):
+    """Per-example GAN loss of D: real unlabeled -> 1, generated -> 0.
+
+    ``softplus(-g_real) + softplus(g_fake)``; pairs the i-th real with the
+    i-th generated example, so both batches must have the same size. With
+    one-sided label smoothing (the SVHN write-up's ``smooth``) the real
+    target is ``1 - label_smoothing``; the fake target stays 0.
+    """
+    real_target = 1.0 - label_smoothing
+    return (sigmoid_cross_entropy(real_gan_logits, real_target)
+            + sigmoid_cross_entropy(fake_gan_logits, 0.0))
+
+
+def non_saturating_generator_loss(fake_gan_logits):
+    """Per-example ``-log D(G(z))`` (GANs in Action): ``softplus(-g_fake)``."""
+    return tf.nn.softplus(-fake_gan_logits)
+
+
+def feature_matching_loss(real_feature_mean, fake_feature_mean, distance="l1"):
+    """Distance between D's mean feature on real and on generated data.
+
+    L1 (mean absolute difference) as in the MNIST blog, the Udacity notebook
+    and Salimans' SVHN code; ``l2`` (mean squared) as in Salimans' MNIST code.
+    Takes batch *means* (shape ``[features]``) so that the model can average
+    over the global batch under ``tf.distribute``.
+    """
+    difference = real_feature_mean - fake_feature_mean
+    if distance == "l1":
+        return tf.reduce_mean(tf.abs(difference))
+    if distance == "l2":
+        return tf.reduce_mean(tf.square(difference))
+    raise ValueError(f"distance must be 'l1' or 'l2', got {distance!r}")
+
+
+def manifold_loss(logits, perturbed_logits, form="lecouat"):
+    """Per-example manifold regularizer of Lecouat et al. 2018 (D loss only).
+
+    ``sum_k (l_k(G(z)) - l_k(G(z + delta)))^2`` over the K class logits;
+    the caller multiplies by the weight (lambda = 1e-3). The MNIST blog's form
+    is ``l2_loss(diff) / batch``, i.e. half of the same sum per example.
+    """
+    squared = tf.reduce_sum(tf.square(logits - perturbed_logits), axis=-1)
+    if form == "lecouat":
+        return squared
+    if form == "blog":
+        return 0.5 * squared
+    raise ValueError(f"manifold form must be 'lecouat' or 'blog', got {form!r}")
+
+
+def accuracy(labels, logits, num_classes):
+    """Per-example 0/1 correctness of argmax over the K real classes."""
+    predictions = tf.argmax(logits[:, :num_classes], axis=-1, output_type=tf.int32)
+    return tf.cast(tf.equal(predictions, tf.cast(labels, tf.int32)), tf.float32)
+
+
+def _check_fake_class(fake_class):
+    if fake_class not in FAKE_CLASSES:
+        raise ValueError(f"fake_class must be one of {FAKE_CLASSES}, got {fake_class!r}")
