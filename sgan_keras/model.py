@@ -103,6 +103,7 @@ class SGAN(keras.Model):
             self.ema_discriminator.trainable = False
             self.ema_discriminator.set_weights(discriminator.get_weights())
         self.weight_norm_initialized = False
+        self.built = True  # G and D are built models; nothing to infer from data
 
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")

@@ -1,0 +1,223 @@
+"""The SGAN model: step order, training, determinism, EMA, distribution."""
+
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sgan_keras import SGAN
+
+K = 3
+LATENT = 5
+IMAGE_SHAPE = (4, 4, 1)
+
+
+def tiny_networks(fake_class="zero", seed=0):
+    """A dense G and D small enough to train in a few steps."""
+    init = lambda i: keras.initializers.GlorotUniform(seed=seed + i)  # noqa: E731
+    z = keras.Input((LATENT,))
+    x = keras.layers.Dense(16, activation="tanh", kernel_initializer=init(0))(z)
+    generator = keras.Model(z, keras.layers.Reshape(IMAGE_SHAPE)(x), name="generator")
+    images = keras.Input(IMAGE_SHAPE)
+    features = keras.layers.Dense(8, activation="relu", kernel_initializer=init(1))(
+        keras.layers.Flatten()(images))
+    width = K if fake_class == "zero" else K + 1
+    logits = keras.layers.Dense(width, kernel_initializer=init(2))(features)
+    discriminator = keras.Model(images, [logits, features], name="discriminator")
+    return generator, discriminator
+
+
+def tiny_model(fake_class="zero", seed=0, **kwargs):
+    generator, discriminator = tiny_networks(fake_class, seed)
+    model = SGAN(generator, discriminator, num_classes=K, fake_class=fake_class,
+                 noise_stddev=1.0, seed=seed, **kwargs)
+    model.compile(d_optimizer=keras.optimizers.Adam(1e-2),
+                  g_optimizer=keras.optimizers.Adam(1e-2))
+    return model
+
+
+def class_patterns(count, seed):
+    """Images whose class is which third of the pixels is bright."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, K, size=count)
+    images = rng.normal(0, 0.3, size=(count, 16)).astype(np.float32)
+    for i, label in enumerate(labels):
+        images[i, label * 5:(label + 1) * 5] += 1.5
+    return images.reshape(count, *IMAGE_SHAPE), labels.astype(np.int32)
+
+
+def tiny_batch(seed=0, size=8):
+    labeled, labels = class_patterns(size, seed)
+    unlabeled, _ = class_patterns(size, seed + 1)
+    generator_images, _ = class_patterns(size, seed + 2)
+    return {"labeled_images": tf.constant(labeled), "labels": tf.constant(labels),
+            "unlabeled_images": tf.constant(unlabeled),
+            "generator_images": tf.constant(generator_images)}
+
+
+def tiny_dataset(seed=0, size=8):
+    labeled, labels = class_patterns(64, seed)
+    unlabeled, _ = class_patterns(256, seed + 1)
+    def element(i):
+        pick = lambda n, offset: tf.random.stateless_uniform(  # noqa: E731
+            [size], [seed + offset, i], 0, n, tf.int64)
+        l_idx = pick(64, 0)
+        return {"labeled_images": tf.gather(labeled, l_idx),
+                "labels": tf.gather(labels, l_idx),
+                "unlabeled_images": tf.gather(unlabeled, pick(256, 1)),
+                "generator_images": tf.gather(unlabeled, pick(256, 2))}
+    return tf.data.Dataset.range(10**6).map(element)
+
+
+def weights(model):
+    return [w.numpy().copy() for w in model.weights]
+
+
+def test_discriminator_step_changes_only_discriminator_and_generator_step_only_generator():
+    model = tiny_model()
+    batch = tiny_batch()
+    g0 = [w.numpy().copy() for w in model.generator.weights]
+    d0 = [w.numpy().copy() for w in model.discriminator.weights]
+    model._discriminator_step(batch["labeled_images"], batch["labels"], batch["unlabeled_images"])
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(g0, model.generator.weights))
+    assert not all(np.array_equal(a, w.numpy()) for a, w in zip(d0, model.discriminator.weights))
+    d1 = [w.numpy().copy() for w in model.discriminator.weights]
+    model._generator_step(batch["generator_images"])
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(d1, model.discriminator.weights))
+    assert not all(np.array_equal(a, w.numpy()) for a, w in zip(g0, model.generator.weights))
+
+
+def test_generator_update_sees_the_updated_discriminator():
+    batch = tiny_batch()
+    model = tiny_model()
+    model.train_step(batch)
+    g_after_step = [w.numpy() for w in model.generator.weights]
+
+    # Same start, but the G update computed with D *before* its update
+    # (and the step counter where the full step leaves it).
+    stale = tiny_model()
+    stale.d_optimizer.iterations.assign(1)
+    stale._generator_step(batch["generator_images"])
+    g_with_stale_d = [w.numpy() for w in stale.generator.weights]
+
+    # Same start, D updated first: matches the full step.
+    fresh = tiny_model()
+    fresh._discriminator_step(batch["labeled_images"], batch["labels"], batch["unlabeled_images"])
+    fresh._generator_step(batch["generator_images"])
+    for a, b in zip(g_after_step, fresh.generator.weights):
+        np.testing.assert_allclose(a, b.numpy(), rtol=1e-6)
+    assert any(not np.allclose(a, b) for a, b in zip(g_after_step, g_with_stale_d))
+
+
+@pytest.mark.parametrize("fake_class", ["zero", "learned", "separate"])
+def test_fit_lowers_the_supervised_loss(fake_class):
+    model = tiny_model(fake_class)
+    images, labels = class_patterns(64, 0)
+    test = tf.data.Dataset.from_tensor_slices((images, labels)).batch(32)
+    before = model.evaluate(test, verbose=0, return_dict=True)
+    history = model.fit(tiny_dataset(), steps_per_epoch=40, epochs=1, verbose=0)
+    after = model.evaluate(test, verbose=0, return_dict=True)
+    assert after["cross_entropy"] < 0.5 * before["cross_entropy"]
+    assert after["accuracy"] > 0.9
+    for name in ("d_loss", "g_loss", "supervised_loss", "unsupervised_loss", "accuracy"):
+        assert np.isfinite(history.history[name][0])
+
+
+def test_two_runs_with_the_same_seed_give_identical_weights():
+    runs = []
+    for _ in range(2):
+        model = tiny_model(seed=3, manifold="lecouat")
+        model.fit(tiny_dataset(seed=3), steps_per_epoch=5, epochs=1, verbose=0)
+        runs.append(weights(model))
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+    other = tiny_model(seed=4, manifold="lecouat")
+    other.fit(tiny_dataset(seed=3), steps_per_epoch=5, epochs=1, verbose=0)
+    assert any(not np.array_equal(a, b) for a, b in zip(runs[0], weights(other)))
+
+
+def test_classifier_outputs_k_logits_for_the_learned_variant():
+    model = tiny_model("learned")
+    images, labels = class_patterns(10, 0)
+    assert model.predict(images, verbose=0).shape == (10, K)
+    assert model(images).shape == (10, K)
+    np.testing.assert_allclose(model.classifier()(images), model(images), rtol=1e-6)
+    metrics = model.evaluate(images, labels, verbose=0, return_dict=True)
+    assert set(metrics) == {"accuracy", "cross_entropy"}
+
+
+def test_ema_tracks_the_discriminator_and_is_used_for_evaluation():
+    model = tiny_model(ema_decay=0.5)
+    batch = tiny_batch()
+    before = [w.numpy().copy() for w in model.discriminator.trainable_weights]
+    model.train_step(batch)
+    for average, old, new in zip(model.ema_discriminator.trainable_weights, before,
+                                 model.discriminator.trainable_weights):
+        np.testing.assert_allclose(average.numpy(), 0.5 * old + 0.5 * new.numpy(), rtol=1e-5)
+    images = batch["labeled_images"]
+    ema_logits, _ = model.ema_discriminator(images)
+    np.testing.assert_allclose(model(images), ema_logits, rtol=1e-6)
+
+
+def test_supervised_only_mode_needs_no_generator():
+    _, discriminator = tiny_networks()
+    model = SGAN(None, discriminator, num_classes=K, supervised_only=True)
+    model.compile(d_optimizer=keras.optimizers.Adam(1e-2))
+    images, labels = class_patterns(64, 0)
+    data = tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(16)
+    history = model.fit(data, steps_per_epoch=30, epochs=1, verbose=0)
+    assert set(history.history) == {"supervised_loss", "accuracy"}
+    assert model.evaluate(images, labels, verbose=0, return_dict=True)["accuracy"] > 0.9
+
+
+def test_bad_options_are_rejected():
+    generator, discriminator = tiny_networks()
+    for option in ({"fake_class": "eleven"}, {"generator_loss": "wasserstein"},
+                   {"manifold": "yes"}, {"ema_decay": 1.0}):
+        with pytest.raises(ValueError, match=next(iter(option))):
+            SGAN(generator, discriminator, num_classes=K, **option)
+
+
+MIRRORED_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np, tensorflow as tf, keras
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    sys.path.insert(0, {tests_dir!r})
+    import test_model as t
+
+    def one_step(strategy):
+        with strategy.scope():
+            model = t.tiny_model(manifold="lecouat", ema_decay=0.9, generator_loss={loss!r})
+        history = model.fit(t.tiny_dataset(size=8), steps_per_epoch=1, epochs=1, verbose=0)
+        return ({{k: v[0] for k, v in history.history.items()}},
+                [w.numpy() for w in model.weights])
+
+    single_logs, single_weights = one_step(tf.distribute.get_strategy())
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert mirrored.num_replicas_in_sync == 2
+    mirrored_logs, mirrored_weights = one_step(mirrored)
+    weight_gap = max(float(np.max(np.abs(a - b))) for a, b in zip(single_weights, mirrored_weights))
+    print(json.dumps({{"single": single_logs, "mirrored": mirrored_logs, "weight_gap": weight_gap}}))
+""")
+
+
+@pytest.mark.parametrize("generator_loss", ["feature_matching_l1", "non_saturating"])
+def test_mirrored_strategy_on_two_cpus_matches_one_device(generator_loss, tmp_path):
+    import json
+    import pathlib
+    script = MIRRORED_SCRIPT.format(tests_dir=str(pathlib.Path(__file__).parent),
+                                    loss=generator_loss)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(report["single"]) == set(report["mirrored"])
+    for name, value in report["single"].items():
+        assert abs(value - report["mirrored"][name]) < 1e-5, name
+    assert report["weight_gap"] < 1e-5
