@@ -1,0 +1,25 @@
+# Set-up and entry points. Every target creates (or reuses) the virtual
+# environment in $(VENV) and installs the package with its test extra.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+ARGS ?= --dataset=mnist --labels=100 --data_dir=../shared/data/mnist --epochs=2 --steps_per_epoch=100
+
+.PHONY: install test train benchmark
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+train: $(VENV)/.installed
+	$(PY) -m sgan_keras.train $(ARGS)
+
+benchmark: $(VENV)/.installed
+	$(PY) experiments/benchmark_input_pipeline.py

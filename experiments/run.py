@@ -1,0 +1,201 @@
+r"""Runs an experiment for several seeds beside its supervised-only baseline.
+
+    python experiments/run.py --experiment=mnist_gans_in_action_100 --seeds=0,1,2 \
+        --data_dir=../shared/data/mnist
+
+Each seed trains the SGAN and the baseline (same discriminator, same labels,
+``--supervised_only``) with ``python -m sgan_keras.train`` and the flags of
+``experiments/definitions.py``; ``--epochs``/``--steps_per_epoch`` shorten the
+budget (recorded in the results). Writes ``experiments/results/<name>.json``,
+``.md`` and ``_accuracy.png`` (test accuracy per epoch, SGAN against baseline).
+``--not_measured`` writes result files that say the experiment has not been
+run (for datasets this machine cannot download). ``experiments/report.py``
+turns the JSON files into the README's table.
+"""
+
+import csv
+import datetime
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from definitions import EXPERIMENTS, GAN_ONLY_FLAGS  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("experiment", None, sorted(EXPERIMENTS), "Experiment to run.")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (label draw, weights, data order).")
+flags.DEFINE_integer("epochs", None, "Shorter budget: epochs (default: the source's).")
+flags.DEFINE_integer("steps_per_epoch", None, "Shorter budget: steps per epoch.")
+flags.DEFINE_string("data_dir", None, "Local data directory passed to the trainer.")
+flags.DEFINE_string("runs_dir", "experiments/runs", "Where the training runs go (not committed).")
+flags.DEFINE_string("results_dir", "experiments/results", "Where the result files go.")
+flags.DEFINE_bool("baseline", True, "Also run the supervised-only baseline.")
+flags.DEFINE_bool("not_measured", False, "Write result files marked 'not yet measured'.")
+flags.DEFINE_string("note", "", "A sentence recorded with the results (budget, machine).")
+flags.mark_flag_as_required("experiment")
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def training_command(name, seed, supervised_only, output_dir, budget, data_dir):
+    """The ``python -m sgan_keras.train`` argv of one run."""
+    run_flags = dict(EXPERIMENTS[name]["flags"], seed=seed, output_dir=output_dir, **budget)
+    if supervised_only:
+        run_flags = {k: v for k, v in run_flags.items() if k not in GAN_ONLY_FLAGS}
+        run_flags["supervised_only"] = True
+    if data_dir:
+        run_flags["data_dir"] = data_dir
+    argv = [sys.executable, "-m", "sgan_keras.train"]
+    for key, value in run_flags.items():
+        argv.append(f"--{key}" if value is True else f"--{key}={value}")
+    return argv
+
+
+def read_metrics(path):
+    with open(path) as file:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
+
+
+def run_one(argv):
+    """Runs (or resumes) one training; returns its per-epoch metrics and wall time."""
+    start = time.time()
+    output_dir = next(a.split("=", 1)[1] for a in argv if a.startswith("--output_dir="))
+    if not os.path.isdir(os.path.join(REPO_ROOT, output_dir, "export")):  # else: finished
+        subprocess.run(argv, check=True, cwd=REPO_ROOT)
+    rows = read_metrics(os.path.join(REPO_ROOT, output_dir, "metrics.csv"))
+    return {"test_accuracy": [row["test_accuracy"] for row in rows],
+            "final_test_accuracy": rows[-1]["test_accuracy"],
+            "best_test_accuracy": max(row["test_accuracy"] for row in rows),
+            "wall_seconds": round(time.time() - start, 1),
+            "train_seconds": round(sum(row["seconds"] for row in rows), 1),
+            "command": shlex.join(["python"] + argv[1:])}
+
+
+def summarize(runs):
+    finals = [run["final_test_accuracy"] for run in runs]
+    bests = [run["best_test_accuracy"] for run in runs]
+    spread = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
+    return {"final_mean": statistics.mean(finals), "final_std": spread(finals),
+            "best_mean": statistics.mean(bests), "best_std": spread(bests)}
+
+
+def machine():
+    return f"{platform.machine()} {os.cpu_count()} CPU cores, {platform.system()}"
+
+
+def commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_results(name, result, results_dir):
+    os.makedirs(results_dir, exist_ok=True)
+    base = os.path.join(results_dir, name)
+    with open(base + ".json.tmp", "w") as file:
+        json.dump(result, file, indent=2)
+    os.replace(base + ".json.tmp", base + ".json")
+    if result["status"] == "measured":
+        plot(result, base + "_accuracy.png")
+    with open(base + ".md.tmp", "w") as file:
+        file.write(markdown(name, result))
+    os.replace(base + ".md.tmp", base + ".md")
+
+
+def plot(result, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for kind, style in (("sgan", "-"), ("baseline", "--")):
+        for seed, run in result.get(kind, {}).items():
+            epochs = range(1, len(run["test_accuracy"]) + 1)
+            axis.plot(epochs, run["test_accuracy"], style, label=f"{kind} seed {seed}")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("test accuracy")
+    axis.set_title(result["name"])
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def markdown(name, result):
+    lines = [f"# {name}", "", f"Published: {result['published']}.", ""]
+    if result["status"] != "measured":
+        lines += ["**Not yet measured.** " + result.get("note", ""), "",
+                  "Command (full budget, per seed):", "", "```",
+                  result["commands"]["sgan"], result["commands"]["baseline"], "```", ""]
+        return "\n".join(lines)
+    lines += [f"Budget: {result['budget']}. {result.get('note', '')}",
+              f"Machine: {result['machine']}; commit {result['commit']}; {result['date']}.", "",
+              "| seed | SGAN final | SGAN best | baseline final | baseline best | SGAN wall s | baseline wall s |",
+              "|---|---|---|---|---|---|---|"]
+    for seed in result["seeds"]:
+        sgan, base = result["sgan"][str(seed)], result.get("baseline", {}).get(str(seed))
+        lines.append(
+            f"| {seed} | {sgan['final_test_accuracy']:.4f} | {sgan['best_test_accuracy']:.4f} | "
+            + (f"{base['final_test_accuracy']:.4f} | {base['best_test_accuracy']:.4f} | "
+               if base else "- | - | ")
+            + f"{sgan['wall_seconds']:.0f} | " + (f"{base['wall_seconds']:.0f} |" if base else "- |"))
+    for kind in ("sgan", "baseline"):
+        if kind + "_summary" in result:
+            s = result[kind + "_summary"]
+            lines.append(f"\n{kind}: final {s['final_mean']:.4f} +- {s['final_std']:.4f}, "
+                         f"best {s['best_mean']:.4f} +- {s['best_std']:.4f}")
+    lines += ["", f"![test accuracy per epoch]({name}_accuracy.png)", "", "Commands:", "", "```"]
+    for seed in result["seeds"]:
+        lines.append(result["sgan"][str(seed)]["command"])
+        if "baseline" in result:
+            lines.append(result["baseline"][str(seed)]["command"])
+    lines += ["```", ""]
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    name = FLAGS.experiment
+    seeds = [int(seed) for seed in FLAGS.seeds]
+    budget = {k: v for k, v in (("epochs", FLAGS.epochs),
+                                ("steps_per_epoch", FLAGS.steps_per_epoch)) if v}
+    result = {"name": name, "published": EXPERIMENTS[name]["published"],
+              "published_accuracy": EXPERIMENTS[name]["published_accuracy"],
+              "seeds": seeds, "note": FLAGS.note,
+              "budget": ", ".join(f"{k}={v}" for k, v in budget.items()) or "the source's full budget",
+              "machine": machine(), "commit": commit(),
+              "date": datetime.date.today().isoformat()}
+    if FLAGS.not_measured:
+        result["status"] = "not measured"
+        result["commands"] = {
+            kind: shlex.join(["python"] + training_command(
+                name, 0, kind == "baseline", f"runs/{name}_{kind}_seed0", {}, FLAGS.data_dir)[1:])
+            for kind in ("sgan", "baseline")}
+        write_results(name, result, FLAGS.results_dir)
+        return
+    result["status"] = "measured"
+    kinds = ["sgan", "baseline"] if FLAGS.baseline else ["sgan"]
+    for kind in kinds:
+        result[kind] = {}
+        for seed in seeds:
+            output_dir = os.path.join(FLAGS.runs_dir, name, f"{kind}_seed{seed}")
+            argv = training_command(name, seed, kind == "baseline", output_dir, budget,
+                                    FLAGS.data_dir)
+            result[kind][str(seed)] = run_one(argv)
+            result[kind + "_summary"] = summarize(list(result[kind].values()))
+            write_results(name, result, FLAGS.results_dir)  # partial results survive a stop
+
+
+if __name__ == "__main__":
+    app.run(main)

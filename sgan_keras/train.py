@@ -1,0 +1,330 @@
+r"""Trains a semi-supervised GAN and exports its classifier.
+
+    python -m sgan_keras.train --dataset=mnist --labels=100 \
+        --data_dir=../shared/data/mnist --output_dir=runs/mnist100
+
+Every flag left unset takes the preset's value (the source's own
+hyperparameters, ``sgan_keras/presets.py``). ``--batch_size`` is the *global*
+batch, split across the replicas of ``--strategy``.
+
+The output directory receives ``flags.json``, ``labeled_indices.json``,
+``metrics.csv``, ``tensorboard/``, ``samples/``, ``accuracy.png``,
+``losses.png``, ``checkpoint/`` and ``export/`` (a SavedModel classifier).
+Running the same command again resumes an interrupted run from its last
+finished epoch; a finished run is never overwritten without ``--overwrite``.
+"""
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import keras
+import tensorflow as tf
+from absl import app
+from absl import flags
+
+from sgan_keras import callbacks as callbacks_lib
+from sgan_keras import checkpoint
+from sgan_keras import data as data_lib
+from sgan_keras import distribute
+from sgan_keras import export
+from sgan_keras import losses
+from sgan_keras import presets as presets_lib
+from sgan_keras.model import SGAN
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_enum("dataset", "mnist", ["mnist", "svhn", "cifar10"], "Dataset to train on.")
+flags.DEFINE_string("labels", None, "Total label budget, class-balanced (a multiple of "
+                    "the class count), or 'all'. Default: the preset's.")
+flags.DEFINE_enum("preset", None, sorted(presets_lib.PRESETS),
+                  "Source to reproduce. Default: mnist -> mnist_improved_gan, "
+                  "svhn -> svhn_improved_gan, cifar10 -> cifar10_improved_gan.")
+flags.DEFINE_enum("fake_class", None, list(losses.FAKE_CLASSES),
+                  "zero: fixed zero fake logit; learned: K+1 outputs; separate: sigmoid head.")
+flags.DEFINE_enum("generator_loss", None, list(losses.GENERATOR_LOSSES), "Generator loss.")
+flags.DEFINE_enum("manifold_reg", None, list(losses.MANIFOLD_REGULARIZATIONS),
+                  "Manifold regularization of D: Lecouat et al. 2018 or the MNIST blog's form.")
+flags.DEFINE_float("manifold_weight", None, "Manifold regularization weight (lambda).")
+flags.DEFINE_float("manifold_epsilon", None, "Manifold regularization perturbation size.")
+flags.DEFINE_float("unsupervised_weight", None, "Weight of the unsupervised GAN term in D's loss.")
+flags.DEFINE_float("label_smoothing", None, "One-sided smoothing of the real target.")
+flags.DEFINE_float("ema", None, "Decay of the moving average of D's weights used for "
+                   "evaluation and export; 0 turns it off.")
+flags.DEFINE_integer("epochs", None, "Epochs to train.")
+flags.DEFINE_integer("steps_per_epoch", None, "Training steps per epoch.")
+flags.DEFINE_integer("batch_size", None, "Global batch size (split across replicas).")
+flags.DEFINE_float("lr", None, "Generator learning rate (D's is --d_lr_ratio times it).")
+flags.DEFINE_float("d_lr_ratio", None, "Discriminator learning rate / generator learning rate.")
+flags.DEFINE_integer("seed", 0, "Seed of the label draw, data order, weights and noise.")
+flags.DEFINE_string("data_dir", None, "Local data directory (mnist.npz, IDX files, SVHN "
+                    ".mat files or prepared TFDS data). Default: TFDS download.")
+flags.DEFINE_bool("include_extra", False, "SVHN: add the 531,131 'extra' images to the unlabeled set.")
+flags.DEFINE_string("output_dir", None, "Where outputs go. Default: runs/<experiment name>.")
+flags.DEFINE_enum("strategy", "auto", list(distribute.STRATEGIES),
+                  "auto: all GPUs (Mirrored), one GPU, or the default strategy on CPU; "
+                  "multi_worker reads TF_CONFIG.")
+flags.DEFINE_integer("virtual_cpus", 0, "Split the CPU into this many logical devices "
+                     "(to try tf.distribute without GPUs).")
+flags.DEFINE_bool("supervised_only", False, "Train the same discriminator on the labeled "
+                  "data alone, without a generator (the baseline).")
+flags.DEFINE_bool("overwrite", False, "Replace the outputs of an earlier run in --output_dir.")
+flags.DEFINE_bool("deterministic", False, "Make TensorFlow ops deterministic (slower on GPU).")
+flags.DEFINE_integer("eval_batch_size", 1000, "Batch size of test-set evaluation.")
+
+# Flags whose value goes into the Preset of the same (or the mapped) name.
+_PRESET_FLAGS = {
+    "fake_class": "fake_class", "generator_loss": "generator_loss",
+    "manifold_reg": "manifold", "manifold_weight": "manifold_weight",
+    "manifold_epsilon": "manifold_epsilon", "unsupervised_weight": "unsupervised_weight",
+    "label_smoothing": "label_smoothing", "ema": "ema_decay", "epochs": "epochs",
+    "steps_per_epoch": "steps_per_epoch", "batch_size": "batch_size", "lr": "g_lr",
+    "d_lr_ratio": "d_lr_ratio",
+}
+_GAN_ONLY_FLAGS = ("fake_class", "generator_loss", "manifold_reg", "manifold_weight",
+                   "manifold_epsilon", "unsupervised_weight", "label_smoothing")
+_IMAGE_SHAPES = {"mnist": (28, 28, 1), "svhn": (32, 32, 3), "cifar10": (32, 32, 3)}
+# Flags that do not change what a run computes (a resumed run may differ in them).
+_RUN_ONLY_FLAGS = ("overwrite", "output_dir", "strategy", "virtual_cpus", "eval_batch_size")
+
+
+class UsageError(ValueError):
+    """A bad flag value or combination; the message is one line."""
+
+
+def resolve_config(values):
+    """Flag values -> (preset, config dict) with every default filled in.
+
+    ``values`` maps flag names to values (``None`` = unset). Raises
+    :class:`UsageError` naming the flag on bad input.
+    """
+    dataset = values["dataset"]
+    preset_name = values["preset"] or presets_lib.DEFAULT_PRESET_FOR_DATASET[dataset]
+    preset = presets_lib.get_preset(preset_name)
+    if tuple(preset.image_shape) != _IMAGE_SHAPES[dataset]:
+        raise UsageError(f"--preset={preset_name} is built for {preset.image_shape} images, "
+                         f"but --dataset={dataset} has {_IMAGE_SHAPES[dataset]}")
+    if values["supervised_only"]:
+        clashing = [name for name in _GAN_ONLY_FLAGS if values.get(name) is not None]
+        if clashing:
+            raise UsageError(f"--supervised_only trains no generator; drop --{clashing[0]}")
+    if values.get("manifold_reg") in (None, "none") and (
+            values.get("manifold_weight") is not None or values.get("manifold_epsilon") is not None):
+        if not (values.get("manifold_reg") is None and preset.manifold != "none"):
+            raise UsageError("--manifold_weight/--manifold_epsilon need --manifold_reg=lecouat or blog")
+    for name in ("epochs", "steps_per_epoch", "batch_size", "eval_batch_size"):
+        if values.get(name) is not None and values[name] <= 0:
+            raise UsageError(f"--{name} must be a positive integer, got {values[name]}")
+    for name in ("lr", "d_lr_ratio", "manifold_weight", "manifold_epsilon"):
+        if values.get(name) is not None and values[name] <= 0:
+            raise UsageError(f"--{name} must be positive, got {values[name]}")
+    if values.get("ema") is not None and not 0 <= values["ema"] < 1:
+        raise UsageError(f"--ema must be in [0, 1), got {values['ema']}")
+    if values.get("label_smoothing") is not None and not 0 <= values["label_smoothing"] < 1:
+        raise UsageError(f"--label_smoothing must be in [0, 1), got {values['label_smoothing']}")
+    if values["include_extra"] and dataset != "svhn":
+        raise UsageError("--include_extra applies to --dataset=svhn only")
+    if values.get("virtual_cpus", 0) < 0:
+        raise UsageError(f"--virtual_cpus must be >= 0, got {values['virtual_cpus']}")
+    labels = parse_labels(values["labels"], preset.labels)
+
+    overrides = {field: values[flag] for flag, field in _PRESET_FLAGS.items()
+                 if values.get(flag) is not None}
+    preset = preset.replace(**overrides)
+    config = {name: values.get(name) for name in (
+        "dataset", "seed", "data_dir", "include_extra", "supervised_only", "deterministic",
+        "strategy", "virtual_cpus", "eval_batch_size", "overwrite")}
+    config.update(preset=preset.name, labels=labels,
+                  **{field: getattr(preset, field) for field in sorted(set(_PRESET_FLAGS.values()))})
+    config["output_dir"] = values["output_dir"] or os.path.join("runs", experiment_name(config))
+    return preset, config
+
+
+def parse_labels(text, default):
+    """``--labels``: a positive integer or ``all``; unset -> the preset's."""
+    if text is None:
+        return default
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        labels = int(text)
+    except ValueError:
+        raise UsageError(f"--labels must be a positive integer or 'all', got {text!r}") from None
+    if labels <= 0:
+        raise UsageError(f"--labels must be a positive integer or 'all', got {labels}")
+    return labels
+
+
+def experiment_name(config):
+    """A directory name that says the configuration (fixmatch style)."""
+    parts = [config["dataset"], config["preset"], f"labels{config['labels']}"]
+    if config["supervised_only"]:
+        parts.append("supervised")
+    else:
+        parts += [config["fake_class"], config["generator_loss"]]
+        if config["manifold"] != "none":
+            parts.append(f"manifold_{config['manifold']}{config['manifold_weight']:g}")
+    parts.append(f"seed{config['seed']}")
+    return "_".join(str(part) for part in parts)
+
+
+def _comparable(config):
+    return {k: v for k, v in config.items() if k not in _RUN_ONLY_FLAGS}
+
+
+def prepare_output_dir(config):
+    """Checks ``--output_dir``; returns the epochs already finished there (0 if new).
+
+    A directory holding the same configuration resumes; a finished run or a
+    different configuration needs ``--overwrite``; files that are not a run
+    of ours are never touched without it.
+    """
+    output_dir = config["output_dir"]
+    flags_path = os.path.join(output_dir, "flags.json")
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise UsageError(f"--output_dir={output_dir} is a file, not a directory")
+    if os.path.isdir(output_dir) and os.listdir(output_dir):
+        if config["overwrite"]:
+            shutil.rmtree(output_dir)
+        elif not os.path.exists(flags_path):
+            raise UsageError(f"--output_dir={output_dir} is not empty and holds no sgan_keras "
+                             "run; choose another directory or pass --overwrite")
+        else:
+            with open(flags_path) as file:
+                earlier = json.load(file)
+            if _comparable(earlier) != _comparable(config):
+                changed = sorted(k for k in _comparable(config)
+                                 if earlier.get(k) != config.get(k))
+                raise UsageError(f"--output_dir={output_dir} holds a run with other flags "
+                                 f"({', '.join(changed)}); pass --overwrite or another --output_dir")
+            if os.path.exists(os.path.join(output_dir, "export")):
+                raise UsageError(f"--output_dir={output_dir} holds a finished run; "
+                                 "pass --overwrite to train it again")
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output_dir):
+            pass
+    except OSError as error:
+        raise UsageError(f"--output_dir={output_dir} cannot be written ({error.strerror})") from None
+    write_json(flags_path, config)
+
+
+def write_json(path, value):
+    """Writes JSON atomically (temporary file, then rename)."""
+    temporary = path + ".tmp"
+    with open(temporary, "w") as file:
+        json.dump(value, file, indent=2, sort_keys=True)
+        file.write("\n")
+    os.replace(temporary, path)
+
+
+def train(preset, config):
+    """Runs the training described by ``config``; returns the output directory."""
+    if config["virtual_cpus"]:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * config["virtual_cpus"])
+    if config["deterministic"]:
+        tf.config.experimental.enable_op_determinism()
+    strategy = distribute.make_strategy(config["strategy"])
+    if preset.batch_size % strategy.num_replicas_in_sync:
+        raise UsageError(f"--batch_size={preset.batch_size} is not divisible by the "
+                         f"{strategy.num_replicas_in_sync} replicas of --strategy={config['strategy']}")
+    keras.utils.set_random_seed(config["seed"])
+    data = data_lib.load_dataset(
+        config["dataset"], config["labels"], seed=config["seed"], data_dir=config["data_dir"],
+        pixel_range=preset.pixel_range, include_extra=config["include_extra"])
+
+    chief = distribute.is_chief(strategy)
+    # Non-chief workers of a multi-worker run write to a throw-away directory.
+    output_dir = config["output_dir"] if chief else tempfile.mkdtemp(prefix="sgan_worker_")
+    if chief:
+        prepare_output_dir(config)
+        write_json(os.path.join(output_dir, "labeled_indices.json"),
+                   [int(i) for i in data.labeled_indices])
+
+    with strategy.scope():
+        model = SGAN.from_preset(
+            preset.name, num_classes=data.num_classes, seed=config["seed"],
+            supervised_only=config["supervised_only"],
+            **{field: getattr(preset, field) for field in set(_PRESET_FLAGS.values())})
+        model.compile()
+    checkpoint_dir = os.path.join(output_dir, "checkpoint")
+    initial_epoch = checkpoint.restore_checkpoint(checkpoint_dir, model.state_variables()) or 0
+    if initial_epoch:
+        model.weight_norm_initialized = True
+        print(f"Resuming from the end of epoch {initial_epoch}.", flush=True)
+    start_step = initial_epoch * preset.steps_per_epoch
+    if config["supervised_only"]:
+        train_data = data.supervised_dataset(preset.batch_size, start_step=start_step)
+    else:
+        train_data = data.train_dataset(preset.batch_size, start_step=start_step)
+
+    verbose = callbacks_lib.progress_verbosity()
+    metrics_path = os.path.join(output_dir, "metrics.csv")
+    callbacks = [
+        callbacks_lib.MetricsCSV(metrics_path, initial_epoch=initial_epoch),
+        SaveCheckpoint(checkpoint_dir, model),
+        callbacks_lib.CurvePlots(metrics_path, output_dir),
+        keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")),
+    ]
+    if not config["supervised_only"]:
+        callbacks.insert(1, callbacks_lib.SampleGrid(os.path.join(output_dir, "samples"),
+                                                     seed=config["seed"]))
+    if verbose == 0:
+        callbacks.append(callbacks_lib.EpochSummary())
+    if initial_epoch < preset.epochs:
+        model.fit(train_data, epochs=preset.epochs, initial_epoch=initial_epoch,
+                  steps_per_epoch=preset.steps_per_epoch,
+                  validation_data=data.test_dataset(config["eval_batch_size"]),
+                  callbacks=callbacks, verbose=verbose)
+    if chief:
+        export.export_classifier(model.classifier(), os.path.join(output_dir, "export"),
+                                 image_shape=data.image_shape, pixel_range=preset.pixel_range,
+                                 overwrite=True)
+    return output_dir
+
+
+class SaveCheckpoint(keras.callbacks.Callback):
+    """Saves the whole training state after every epoch (after metrics.csv)."""
+
+    def __init__(self, directory, sgan):
+        super().__init__()
+        self.directory = directory
+        self.sgan = sgan
+
+    def on_epoch_end(self, epoch, logs=None):
+        checkpoint.save_checkpoint(self.directory, self.sgan.state_variables(), epoch + 1)
+
+
+def main(argv):
+    if len(argv) > 1:
+        _fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --helpfull)")
+    values = {name: FLAGS[name].value for name in FLAGS if name in _KNOWN_FLAGS}
+    try:
+        preset, config = resolve_config(values)
+        output_dir = train(preset, config)
+    except (UsageError, ValueError, OSError) as error:
+        _fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
+    print(f"Done: outputs in {output_dir}", flush=True)
+
+
+_KNOWN_FLAGS = ("dataset", "labels", "preset", "supervised_only", "include_extra", "seed",
+                "data_dir", "output_dir", "strategy", "virtual_cpus", "overwrite",
+                "deterministic", "eval_batch_size", *_PRESET_FLAGS)
+
+
+def _fail(message):
+    print(f"sgan_keras.train: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def run():
+    """Console-script entry point (``sgan-train``)."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
