@@ -133,8 +133,10 @@ _PRESETS = [
         unsupervised_weight=1.0, g_lr=1e-3, d_lr_ratio=1.0, g_beta_1=0.9,
         d_beta_1=0.9,
         notes="GANs in Action SGAN tutorial: 8,000 iterations as 8 epochs x 1,000 "
-              "steps; Adam defaults. The tutorial's separate supervised/unsupervised "
-              "Keras models sharing a trunk are one D with the `zero` fake logit here."),
+              "steps; Adam defaults. The tutorial's supervised and unsupervised Keras "
+              "models share one trunk (softmax head, and Z / (Z + 1) head) and take "
+              "three separate optimizer steps per iteration (labeled, real, fake); here "
+              "they are one D with the `zero` fake logit and one step on the summed loss."),
     Preset(
         name="mnist_improved_gan", architecture="mnist_improved_gan",
         dataset="mnist", image_shape=(28, 28, 1), labels=100, batch_size=100,

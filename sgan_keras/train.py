@@ -110,10 +110,10 @@ def resolve_config(values):
         clashing = [name for name in _GAN_ONLY_FLAGS if values.get(name) is not None]
         if clashing:
             raise UsageError(f"--supervised_only trains no generator; drop --{clashing[0]}")
-    if values.get("manifold_reg") in (None, "none") and (
-            values.get("manifold_weight") is not None or values.get("manifold_epsilon") is not None):
-        if not (values.get("manifold_reg") is None and preset.manifold != "none"):
-            raise UsageError("--manifold_weight/--manifold_epsilon need --manifold_reg=lecouat or blog")
+    manifold = values.get("manifold_reg") or preset.manifold
+    if manifold == "none" and (values.get("manifold_weight") is not None
+                               or values.get("manifold_epsilon") is not None):
+        raise UsageError("--manifold_weight/--manifold_epsilon need --manifold_reg=lecouat or blog")
     for name in ("epochs", "steps_per_epoch", "batch_size", "eval_batch_size"):
         if values.get(name) is not None and values[name] <= 0:
             raise UsageError(f"--{name} must be a positive integer, got {values[name]}")
@@ -251,8 +251,9 @@ def train(preset, config):
             supervised_only=config["supervised_only"],
             **{field: getattr(preset, field) for field in set(_PRESET_FLAGS.values())})
         model.compile()
-    checkpoint_dir = os.path.join(output_dir, "checkpoint")
-    initial_epoch = checkpoint.restore_checkpoint(checkpoint_dir, model.state_variables()) or 0
+    # Every worker resumes from the chief's checkpoint (a shared file system).
+    initial_epoch = checkpoint.restore_checkpoint(
+        os.path.join(config["output_dir"], "checkpoint"), model.state_variables()) or 0
     if initial_epoch:
         model.weight_norm_initialized = True
         print(f"Resuming from the end of epoch {initial_epoch}.", flush=True)
@@ -266,7 +267,7 @@ def train(preset, config):
     metrics_path = os.path.join(output_dir, "metrics.csv")
     callbacks = [
         callbacks_lib.MetricsCSV(metrics_path, initial_epoch=initial_epoch),
-        SaveCheckpoint(checkpoint_dir, model),
+        SaveCheckpoint(os.path.join(output_dir, "checkpoint"), model),
         callbacks_lib.CurvePlots(metrics_path, output_dir),
         keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")),
     ]
@@ -280,10 +281,11 @@ def train(preset, config):
                   steps_per_epoch=preset.steps_per_epoch,
                   validation_data=data.test_dataset(config["eval_batch_size"]),
                   callbacks=callbacks, verbose=verbose)
-    if chief:
-        export.export_classifier(model.classifier(), os.path.join(output_dir, "export"),
-                                 image_shape=data.image_shape, pixel_range=preset.pixel_range,
-                                 overwrite=True)
+    # All workers export (reading distributed variables may need every worker);
+    # the non-chief ones into their throw-away directory.
+    export.export_classifier(model.classifier(), os.path.join(output_dir, "export"),
+                             image_shape=data.image_shape, pixel_range=preset.pixel_range,
+                             overwrite=True)
     return output_dir
 
 

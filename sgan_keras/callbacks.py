@@ -1,0 +1,314 @@
+"""Keras callbacks that write a run's outputs: metrics, sample grids, curves, log lines.
+
+As in the keras-io GAN examples (e.g. "DCGAN to generate face images",
+https://keras.io/examples/generative/dcgan_overriding_train_step/), images and
+plots come from callbacks at the end of each epoch rather than from the
+model. Every file is written atomically (a temporary file in the same
+directory, then ``os.replace``), so a run killed at any moment leaves either
+the previous or the new version, never half a file.
+
+Epochs are numbered from 1 in every output (Keras numbers them from 0).
+"""
+
+import csv
+import math
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+from matplotlib import image as mpl_image
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+CSV_FIRST_COLUMNS = ("epoch", "train_accuracy", "test_accuracy")
+CSV_LAST_COLUMN = "seconds"
+
+
+def metric_column(name):
+    """The ``metrics.csv`` name of a Keras log key.
+
+    Keras prefixes validation metrics with ``val_``; we evaluate on the test
+    set, so ``val_accuracy`` -> ``test_accuracy``, ``val_cross_entropy`` ->
+    ``test_cross_entropy``, ``val_loss`` -> ``test_loss``; the training
+    ``accuracy`` becomes ``train_accuracy``; other names are kept.
+    """
+    if name == "accuracy":
+        return "train_accuracy"
+    if name.startswith("val_"):
+        return "test_" + name[len("val_"):]
+    return name
+
+
+def _numeric_logs(logs):
+    """``{csv column: float}`` for the scalar entries of Keras ``logs``."""
+    values = {}
+    for key, value in (logs or {}).items():
+        try:
+            values[metric_column(key)] = float(value)
+        except (TypeError, ValueError):
+            continue  # not a scalar (Keras logs hold numbers only, but be safe)
+    return values
+
+
+def _replace_atomically(path, write, mode="w"):
+    """Calls ``write(file)`` on a temporary sibling of ``path``, then renames it to ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    try:
+        with open(temporary, mode, **({"newline": ""} if "b" not in mode else {})) as file:
+            write(file)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def read_metrics_csv(path):
+    """Rows of ``metrics.csv`` as ``{column: str}`` dicts (``[]`` if there is no file)."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+class MetricsCSV(keras.callbacks.Callback):
+    """Writes one ``metrics.csv`` row per epoch.
+
+    Columns: ``epoch`` (1-based), ``train_accuracy``, ``test_accuracy``, every
+    other scalar in the epoch's logs (names from :func:`metric_column`), then
+    ``seconds``, the epoch's wall time (training and test evaluation). A value
+    missing from an epoch's logs is written as ``nan``, so every cell parses
+    as a float.
+
+    Resume-safe: at train begin, rows with ``epoch > initial_epoch`` are
+    dropped (they come from a run killed after writing its CSV row but before
+    saving its checkpoint), so every epoch appears once after a resume. The
+    whole file is rewritten atomically after each epoch (like Keras'
+    ``CSVLogger`` with ``append=True``, but crash-safe and resumable).
+    """
+
+    def __init__(self, path, initial_epoch=0):
+        super().__init__()
+        if int(initial_epoch) < 0:
+            raise ValueError(f"initial_epoch must be >= 0, got {initial_epoch}")
+        self.path = os.fspath(path)
+        self.initial_epoch = int(initial_epoch)
+        self._rows = []
+        self._epoch_start = None
+
+    def on_train_begin(self, logs=None):
+        rows = read_metrics_csv(self.path)
+        self._rows = [row for row in rows if int(float(row["epoch"])) <= self.initial_epoch]
+        if os.path.exists(self.path) and len(self._rows) != len(rows):
+            self._write()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - (self._epoch_start or time.perf_counter())
+        row = {**_numeric_logs(logs), "epoch": epoch + 1, CSV_LAST_COLUMN: seconds}
+        self._rows = [old for old in self._rows if int(float(old["epoch"])) != epoch + 1]
+        self._rows.append(row)
+        self._write()
+
+    def _columns(self):
+        middle = []
+        for row in self._rows:
+            middle += [column for column in row
+                       if column not in CSV_FIRST_COLUMNS + (CSV_LAST_COLUMN,)
+                       and column not in middle]
+        return [*CSV_FIRST_COLUMNS, *middle, CSV_LAST_COLUMN]
+
+    def _write(self):
+        columns = self._columns()
+
+        def write(file):
+            writer = csv.DictWriter(file, fieldnames=columns, restval="nan")
+            writer.writeheader()
+            for row in self._rows:
+                writer.writerow({key: (repr(value) if isinstance(value, float) else value)
+                                 for key, value in row.items()})
+
+        _replace_atomically(self.path, write)
+
+
+def image_grid(images, pixel_range):
+    """Tiles ``[N, H, W, C]`` images into one ``[S*H, S*W, C]`` image in [0, 1].
+
+    ``S = ceil(sqrt(N))``: a square grid, filled row by row, empty tiles
+    black. Pixels are mapped linearly from ``pixel_range`` to [0, 1] and
+    clipped.
+    """
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4:
+        raise ValueError(f"images must be [N, H, W, C], got shape {images.shape}")
+    low, high = (float(value) for value in pixel_range)
+    images = np.clip((images - low) / (high - low), 0.0, 1.0)
+    count, height, width, channels = images.shape
+    side = max(1, math.ceil(math.sqrt(count)))
+    tiles = np.zeros((side * side, height, width, channels), np.float32)
+    tiles[:count] = images
+    tiles = tiles.reshape(side, side, height, width, channels)
+    return tiles.transpose(0, 2, 1, 3, 4).reshape(side * height, side * width, channels)
+
+
+def save_png(path, grid):
+    """Saves a ``[H, W, C]`` image in [0, 1] as a PNG (grayscale colormap for ``C == 1``)."""
+    def write(file):
+        if grid.shape[-1] == 1:
+            mpl_image.imsave(file, grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0, format="png")
+        else:
+            mpl_image.imsave(file, grid, format="png")
+
+    _replace_atomically(path, write, mode="wb")
+
+
+class SampleGrid(keras.callbacks.Callback):
+    """Saves a grid of generated images after every epoch.
+
+    Writes ``directory/samples_epoch_{epoch:04d}.png`` (1-based epoch), a
+    square grid of ``model.generate(num_images, seed)`` (the same noise every
+    epoch, so the grids show how G evolves, as in the keras-io GAN examples),
+    mapped from ``model.pixel_range`` to [0, 1]. When ``tensorboard_dir`` is
+    given, the grid also goes to TensorBoard as the image summary ``samples``.
+    """
+
+    def __init__(self, directory, num_images=100, seed=0, tensorboard_dir=None):
+        super().__init__()
+        if not isinstance(num_images, int) or num_images <= 0:
+            raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
+        self.directory = os.fspath(directory)
+        self.num_images = num_images
+        self.seed = seed
+        self.tensorboard_dir = tensorboard_dir
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        if not callable(getattr(self.model, "generate", None)) or \
+                not hasattr(self.model, "pixel_range"):
+            raise TypeError(f"SampleGrid needs a model with generate(num_images, seed) and "
+                            f"pixel_range; {type(self.model).__name__} has not")
+        os.makedirs(self.directory, exist_ok=True)
+        if self.tensorboard_dir is not None and self._writer is None:
+            import tensorflow as tf
+            self._writer = tf.summary.create_file_writer(os.fspath(self.tensorboard_dir))
+
+    def on_epoch_end(self, epoch, logs=None):
+        images = self.model.generate(self.num_images, seed=self.seed)
+        grid = image_grid(images, self.model.pixel_range)
+        save_png(os.path.join(self.directory, f"samples_epoch_{epoch + 1:04d}.png"), grid)
+        if self._writer is not None:
+            import tensorflow as tf
+            with self._writer.as_default():
+                tf.summary.image("samples", grid[np.newaxis], step=epoch + 1)
+            self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _float_column(rows, column):
+    values = []
+    for row in rows:
+        try:
+            values.append(float(row.get(column) or "nan"))
+        except ValueError:
+            values.append(float("nan"))
+    return np.asarray(values)
+
+
+def _plot(path, rows, columns, ylabel, title):
+    """One line per column against ``epoch``; columns with no finite value are skipped."""
+    epochs = _float_column(rows, "epoch")
+    figure = Figure(figsize=(6, 4), dpi=100)
+    axes = figure.add_subplot()
+    for column in columns:
+        values = _float_column(rows, column)
+        if np.isfinite(values).any():
+            axes.plot(epochs, values, marker="." if len(rows) < 50 else None, label=column)
+    axes.set_xlabel("epoch")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(True, alpha=0.3)
+    if axes.lines:
+        axes.legend()
+    figure.tight_layout()
+    _replace_atomically(path, lambda file: figure.savefig(file, format="png"), mode="wb")
+
+
+def plot_curves(csv_path, directory):
+    """Draws ``accuracy.png`` and ``losses.png`` in ``directory`` from ``metrics.csv``.
+
+    ``accuracy.png``: train and test accuracy per epoch. ``losses.png``:
+    every column ending in ``loss`` or ``cross_entropy``. Uses matplotlib's
+    object API (``Figure`` renders with Agg), never pyplot, so no global
+    backend is set. Returns the paths written (none when the CSV has no rows).
+    """
+    rows = read_metrics_csv(csv_path)
+    if not rows:
+        return []
+    loss_columns = [column for column in rows[0]
+                    if column.endswith("loss") or column.endswith("cross_entropy")]
+    paths = [os.path.join(directory, "accuracy.png"), os.path.join(directory, "losses.png")]
+    _plot(paths[0], rows, ["train_accuracy", "test_accuracy"], "accuracy",
+          "Classification accuracy")
+    _plot(paths[1], rows, loss_columns, "loss", "Losses")
+    return paths
+
+
+class CurvePlots(keras.callbacks.Callback):
+    """Redraws ``accuracy.png`` and ``losses.png`` from ``metrics.csv`` after every epoch.
+
+    Place it after :class:`MetricsCSV` in the callback list, so the CSV
+    already holds the epoch that just ended.
+    """
+
+    def __init__(self, csv_path, directory):
+        super().__init__()
+        self.csv_path = os.fspath(csv_path)
+        self.directory = os.fspath(directory)
+
+    def on_epoch_end(self, epoch, logs=None):
+        plot_curves(self.csv_path, self.directory)
+
+
+class EpochSummary(keras.callbacks.Callback):
+    """Prints one line per epoch: number, every metric (CSV names), seconds.
+
+    For logs that are files or pipes, where Keras' progress bar (``verbose=1``)
+    writes hundreds of carriage-return updates; use it with ``verbose=0``
+    (see :func:`progress_verbosity`).
+    """
+
+    def __init__(self, stream=None):
+        super().__init__()
+        self.stream = stream
+        self._epoch_start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - (self._epoch_start or time.perf_counter())
+        total = (self.params or {}).get("epochs")
+        number = f"{epoch + 1}/{total}" if total else f"{epoch + 1}"
+        values = _numeric_logs(logs)
+        ordered = [name for name in CSV_FIRST_COLUMNS[1:] if name in values]
+        ordered += [name for name in values if name not in ordered]
+        fields = [f"{name}={values[name]:.4g}" for name in ordered] + [f"({seconds:.1f} s)"]
+        print(f"Epoch {number}: " + " ".join(fields), file=self.stream or sys.stdout, flush=True)
+
+
+def progress_verbosity():
+    """``fit(verbose=...)``: 1 (progress bar) on a terminal, else 0 (add :class:`EpochSummary`)."""
+    try:
+        return 1 if sys.stdout.isatty() else 0
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return 0

@@ -1,0 +1,111 @@
+"""Chooses a ``tf.distribute`` strategy by name.
+
+Build and compile the model inside ``strategy.scope()`` and ``fit`` takes
+care of the rest (TensorFlow guide "Distributed training with Keras",
+https://www.tensorflow.org/tutorials/distribute/keras). Logical devices must
+be configured (e.g. ``tf.config.set_logical_device_configuration``) before
+calling :func:`make_strategy`, since creating a strategy initializes the
+TensorFlow runtime.
+"""
+
+import json
+import os
+
+import tensorflow as tf
+
+STRATEGIES = ("auto", "mirrored", "one_device", "multi_worker", "tpu")
+
+
+class StrategyError(ValueError):
+    """An unknown strategy name, or one that cannot run here; the message is one line."""
+
+
+def make_strategy(name):
+    """The ``tf.distribute.Strategy`` called ``name`` (one of :data:`STRATEGIES`).
+
+    - ``auto``: ``MirroredStrategy`` over all GPUs when there are several,
+      ``OneDeviceStrategy("/gpu:0")`` with one, the default strategy on CPU.
+    - ``mirrored``: ``MirroredStrategy`` over all GPUs, or over all logical
+      CPU devices when there is no GPU (to try it on a CPU split in two).
+    - ``one_device``: the first GPU, else ``/cpu:0``.
+    - ``multi_worker``: ``MultiWorkerMirroredStrategy`` configured by the
+      ``TF_CONFIG`` environment variable (TensorFlow tutorial "Multi-worker
+      training with Keras").
+    - ``tpu``: ``TPUStrategy`` on the TPU found by ``TPUClusterResolver``.
+    """
+    if name not in STRATEGIES:
+        raise StrategyError(f"strategy must be one of {', '.join(STRATEGIES)}; got {name!r}")
+    if name == "multi_worker":
+        # First: collective ops must be configured before the runtime starts
+        # (listing logical devices would start it).
+        check_tf_config(os.environ.get("TF_CONFIG"))
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        return _tpu_strategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        if len(gpus) > 1:
+            return tf.distribute.MirroredStrategy()
+        if len(gpus) == 1:
+            return tf.distribute.OneDeviceStrategy("/gpu:0")
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = gpus or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy(devices=[device.name for device in devices])
+    return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")  # one_device
+
+
+def check_tf_config(text):
+    """Raises :class:`StrategyError` unless ``text`` is a TF_CONFIG with a cluster and a task."""
+    if not text:
+        raise StrategyError("strategy multi_worker needs the TF_CONFIG environment variable "
+                            "(JSON with 'cluster' and 'task'); it is unset")
+    try:
+        config = json.loads(text)
+    except ValueError as error:
+        raise StrategyError(f"TF_CONFIG is not valid JSON ({error})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict) \
+            or not config["cluster"]:
+        raise StrategyError("TF_CONFIG must hold a non-empty 'cluster', e.g. "
+                            '{"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                            '"task": {"type": "worker", "index": 0}}')
+    task = config.get("task")
+    if not isinstance(task, dict) or "type" not in task or "index" not in task:
+        raise StrategyError("TF_CONFIG must hold a 'task' with 'type' and 'index', e.g. "
+                            '"task": {"type": "worker", "index": 0}')
+    jobs = config["cluster"].get(task["type"])
+    if not isinstance(jobs, list) or not isinstance(task["index"], int) \
+            or not 0 <= task["index"] < len(jobs):
+        raise StrategyError(f"TF_CONFIG task {task['type']}:{task['index']} is not in its "
+                            f"cluster {config['cluster']}")
+
+
+def _tpu_strategy():
+    """TPUStrategy as in the TensorFlow guide "Use TPUs"."""
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise StrategyError(f"strategy tpu found no reachable TPU ({first_line})") from None
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def is_chief(strategy):
+    """Whether this task writes the run's outputs.
+
+    True except in a multi-worker cluster on a task that is not the chief:
+    the ``chief`` task when the cluster has one, else ``worker`` 0 (the
+    convention of TensorFlow's "Multi-worker training with Keras" tutorial).
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return True
+    cluster = resolver.cluster_spec().as_dict()
+    task_type, task_id = resolver.task_type, resolver.task_id
+    if not cluster or task_type is None:
+        return True
+    if "chief" in cluster:
+        return task_type == "chief"
+    return task_type == "worker" and (task_id or 0) == 0

@@ -1,0 +1,146 @@
+"""Exports a trained classifier as a self-contained TensorFlow SavedModel.
+
+The SavedModel's ``serving_default`` signature takes what a user has at hand,
+uint8 images ``images: [N, H, W, C]``, scales them to the range the network
+was trained on inside the graph, and returns ``probabilities`` (softmax,
+float32 ``[N, K]``) and ``class_ids`` (argmax, int64 ``[N]``). Loading it
+needs TensorFlow only, not ``sgan_keras``::
+
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    outputs = serve(images=tf.constant(uint8_images))
+
+It is written with ``keras.export.ExportArchive``, the Keras 3 replacement of
+``tf.keras`` SavedModel saving (https://keras.io/api/models/model_saving_apis/export/),
+with one endpoint named ``serving_default`` (the TF-Serving default key).
+
+Writing is atomic: the archive goes to a temporary sibling directory that is
+renamed into place once complete, so a crash never leaves a half-written
+export under ``export_dir`` and an ``overwrite`` replaces the old export only
+after the new one is whole.
+"""
+
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+PIXEL_RANGES = ((-1.0, 1.0), (0.0, 1.0))
+
+
+class ExportError(ValueError):
+    """Bad export arguments or an existing export; the message is one line."""
+
+
+def export_classifier(classifier, export_dir, *, image_shape, pixel_range, overwrite=False):
+    """Writes ``classifier`` as a SavedModel serving uint8 images; returns ``export_dir``.
+
+    Args:
+      classifier: a ``keras.Model`` mapping float32 images scaled to
+        ``pixel_range`` to K class logits ``[N, K]``.
+      export_dir: the SavedModel directory to create.
+      image_shape: ``(H, W, C)`` of one image.
+      pixel_range: ``(-1.0, 1.0)`` or ``(0.0, 1.0)``: the classifier's input
+        range; uint8 ``0..255`` maps linearly onto it.
+      overwrite: replace an existing ``export_dir`` (after the new export is
+        complete) instead of raising :class:`ExportError`.
+    """
+    export_dir = os.path.abspath(os.fspath(export_dir))
+    image_shape = _check_image_shape(image_shape)
+    low, high = _check_pixel_range(pixel_range)
+    if os.path.lexists(export_dir) and not overwrite:
+        raise ExportError(f"export_dir {export_dir} already exists; "
+                          "pass overwrite=True to replace it")
+    num_classes = _check_classifier(classifier, image_shape)
+
+    def serving_default(images):
+        scaled = tf.cast(images, tf.float32) * ((high - low) / 255.0) + low
+        logits = tf.cast(classifier(scaled, training=False), tf.float32)
+        return {"probabilities": tf.nn.softmax(logits, axis=-1),
+                "class_ids": tf.argmax(logits, axis=-1, output_type=tf.int64)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(classifier)
+    archive.add_endpoint(
+        name="serving_default", fn=serving_default,
+        input_signature=[tf.TensorSpec([None, *image_shape], tf.uint8, name="images")])
+
+    parent = os.path.dirname(export_dir)
+    os.makedirs(parent, exist_ok=True)
+    name = os.path.basename(export_dir)
+    staging = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+    try:
+        archive.write_out(staging, verbose=False)
+        _check_written(staging, num_classes, image_shape)
+        _move_into_place(staging, export_dir, overwrite)
+    finally:
+        if os.path.lexists(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+    return export_dir
+
+
+def _check_image_shape(image_shape):
+    try:
+        shape = tuple(int(size) for size in image_shape)
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) != 3 or min(shape) <= 0:
+        raise ExportError(f"image_shape must be (height, width, channels) of positive "
+                          f"integers, got {image_shape!r}")
+    return shape
+
+
+def _check_pixel_range(pixel_range):
+    try:
+        low, high = (float(value) for value in pixel_range)
+    except (TypeError, ValueError):
+        low = high = None
+    if (low, high) not in PIXEL_RANGES:
+        raise ExportError(f"pixel_range must be one of {PIXEL_RANGES}, got {pixel_range!r}")
+    return low, high
+
+
+def _check_classifier(classifier, image_shape):
+    """Runs ``classifier`` on one blank image; returns K (its logit count)."""
+    if not isinstance(classifier, keras.Model):
+        raise ExportError(f"classifier must be a keras.Model, got {type(classifier).__name__}")
+    logits = classifier(np.zeros((1, *image_shape), np.float32), training=False)
+    shape = tuple(logits.shape)
+    if len(shape) != 2 or shape[0] != 1 or not shape[1]:
+        raise ExportError(f"classifier must map [N, {', '.join(map(str, image_shape))}] images "
+                          f"to [N, K] logits, got output shape {shape} for N=1")
+    return int(shape[1])
+
+
+def _check_written(path, num_classes, image_shape):
+    """Loads the new export back and checks its signature before it replaces anything."""
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    outputs = serve(images=tf.zeros((1, *image_shape), tf.uint8))
+    if tuple(outputs["probabilities"].shape) != (1, num_classes) or \
+            tuple(outputs["class_ids"].shape) != (1,):
+        raise ExportError(f"the SavedModel written to {path} does not serve "
+                          f"[N, {num_classes}] probabilities")
+
+
+def _move_into_place(staging, export_dir, overwrite):
+    """Renames ``staging`` to ``export_dir``; an old export is removed only afterwards."""
+    backup = None
+    if os.path.lexists(export_dir):
+        if not overwrite:  # it appeared while we were writing
+            raise ExportError(f"export_dir {export_dir} already exists; "
+                              "pass overwrite=True to replace it")
+        backup = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.old-",
+                                  dir=os.path.dirname(export_dir))
+        backup_path = os.path.join(backup, "previous")
+        os.rename(export_dir, backup_path)
+    try:
+        os.rename(staging, export_dir)
+    except OSError:
+        if backup is not None:  # put the old export back
+            os.rename(os.path.join(backup, "previous"), export_dir)
+            shutil.rmtree(backup, ignore_errors=True)
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)

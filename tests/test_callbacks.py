@@ -1,0 +1,238 @@
+"""The training callbacks, each driven by a real ``fit`` of a tiny stand-in for ``SGAN``."""
+
+import csv
+import hashlib
+import io
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from matplotlib import image as mpl_image
+
+from sgan_keras import callbacks as callbacks_lib
+
+IMAGE_SIZE = 4
+NUM_CLASSES = 3
+
+
+class StandIn(keras.Model):
+    """What the callbacks need from ``SGAN``: SGAN-like metric names, ``generate``, ``pixel_range``.
+
+    ``generate`` makes image ``i`` a constant ``-1 + 2 * i / (N - 1)``, so a
+    grid's tiles have known values.
+    """
+
+    def __init__(self, channels=1, pixel_range=(-1.0, 1.0)):
+        super().__init__()
+        self.channels = channels
+        self.pixel_range = pixel_range
+        self.net = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(NUM_CLASSES)])
+        self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
+        self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.cross_entropy_tracker = keras.metrics.Mean(name="cross_entropy")
+
+    @property
+    def metrics(self):
+        return [self.d_loss_tracker, self.g_loss_tracker, self.accuracy_tracker,
+                self.cross_entropy_tracker]
+
+    def call(self, images, training=False):
+        return self.net(images)
+
+    def train_step(self, batch):
+        images, labels = batch
+        with tf.GradientTape() as tape:
+            logits = self(images, training=True)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+        variables = self.net.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self.d_loss_tracker.update_state(loss)
+        self.g_loss_tracker.update_state(2.0 * loss)
+        self.accuracy_tracker.update_state(labels, logits)
+        return {"d_loss": self.d_loss_tracker.result(), "g_loss": self.g_loss_tracker.result(),
+                "accuracy": self.accuracy_tracker.result()}
+
+    def test_step(self, batch):
+        images, labels = batch
+        logits = self(images, training=False)
+        self.accuracy_tracker.update_state(labels, logits)
+        self.cross_entropy_tracker.update_state(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+        return {"accuracy": self.accuracy_tracker.result(),
+                "cross_entropy": self.cross_entropy_tracker.result()}
+
+    def generate(self, num_images, seed=0):
+        low, high = self.pixel_range
+        levels = np.linspace(low, high, num_images, dtype=np.float32)
+        return np.broadcast_to(levels[:, None, None, None],
+                               (num_images, IMAGE_SIZE, IMAGE_SIZE, self.channels)).copy()
+
+
+def train(callbacks, epochs=2, initial_epoch=0, channels=1, pixel_range=(-1.0, 1.0), verbose=0):
+    """Fits a fresh stand-in on 32 random images (2 steps per epoch); returns its history."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (32, IMAGE_SIZE, IMAGE_SIZE, channels)).astype(np.float32)
+    labels = rng.integers(0, NUM_CLASSES, 32)
+    model = StandIn(channels, pixel_range)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    history = model.fit(images, labels, batch_size=16, epochs=epochs, initial_epoch=initial_epoch,
+                        validation_data=(images[:16], labels[:16]), callbacks=callbacks,
+                        verbose=verbose, shuffle=False)
+    return history.history
+
+
+def read_csv(path):
+    with open(path, newline="") as file:
+        reader = csv.DictReader(file)
+        return reader.fieldnames, list(reader)
+
+
+# ----------------------------------------------------------------- MetricsCSV
+def test_metrics_csv_writes_one_row_per_epoch_with_test_names(tmp_path):
+    path = tmp_path / "metrics.csv"
+    history = train([callbacks_lib.MetricsCSV(path)], epochs=3)
+    columns, rows = read_csv(path)
+    assert columns[:3] == ["epoch", "train_accuracy", "test_accuracy"]
+    assert columns[-1] == "seconds"
+    assert set(columns) == {"epoch", "train_accuracy", "test_accuracy", "d_loss", "g_loss",
+                            "test_cross_entropy", "seconds"}
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
+    for column, key in [("train_accuracy", "accuracy"), ("test_accuracy", "val_accuracy"),
+                        ("d_loss", "d_loss"), ("g_loss", "g_loss"),
+                        ("test_cross_entropy", "val_cross_entropy")]:
+        np.testing.assert_allclose([float(row[column]) for row in rows], history[key],
+                                   rtol=1e-6, err_msg=column)
+    assert all(float(row["seconds"]) > 0 for row in rows)
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]  # no temporary left
+
+
+def test_metrics_csv_resume_drops_epochs_after_the_checkpoint(tmp_path):
+    path = tmp_path / "metrics.csv"
+    train([callbacks_lib.MetricsCSV(path)], epochs=3)
+    _, first_rows = read_csv(path)
+    # The run died after writing row 3 but before checkpointing epoch 3: resume from 2.
+    history = train([callbacks_lib.MetricsCSV(path, initial_epoch=2)], epochs=4, initial_epoch=2)
+    _, rows = read_csv(path)
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3, 4]
+    assert rows[:2] == first_rows[:2]
+    np.testing.assert_allclose([float(row["d_loss"]) for row in rows[2:]], history["d_loss"],
+                               rtol=1e-6)
+
+
+def test_metrics_csv_truncates_at_train_begin(tmp_path):
+    path = tmp_path / "metrics.csv"
+    train([callbacks_lib.MetricsCSV(path)], epochs=3)
+    callback = callbacks_lib.MetricsCSV(path, initial_epoch=1)
+    callback.on_train_begin()
+    _, rows = read_csv(path)
+    assert [int(row["epoch"]) for row in rows] == [1]
+
+
+# ----------------------------------------------------------------- SampleGrid
+@pytest.mark.parametrize("channels, pixel_range", [(1, (-1.0, 1.0)), (3, (0.0, 1.0))])
+def test_sample_grid_saves_a_square_grid_per_epoch(tmp_path, channels, pixel_range):
+    directory = tmp_path / "samples"
+    train([callbacks_lib.SampleGrid(directory, num_images=10, seed=3)], epochs=2,
+          channels=channels, pixel_range=pixel_range)
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "samples_epoch_0001.png", "samples_epoch_0002.png"]
+    grid = mpl_image.imread(directory / "samples_epoch_0002.png")
+    side = 4  # ceil(sqrt(10))
+    assert grid.shape[:2] == (side * IMAGE_SIZE, side * IMAGE_SIZE)
+    rgb = grid[..., :3]
+    if channels == 1:  # grayscale: equal channels
+        np.testing.assert_array_equal(rgb[..., 0], rgb[..., 1])
+        np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])
+    # Tile i (row by row) holds generated image i mapped to [0, 1]; the rest is black.
+    expected = np.concatenate([np.linspace(0, 1, 10), np.zeros(6)]).reshape(side, side)
+    tiles = rgb[::IMAGE_SIZE, ::IMAGE_SIZE, 0]
+    np.testing.assert_allclose(tiles, expected, atol=1 / 255 + 1e-6)
+
+
+def test_sample_grid_logs_to_tensorboard(tmp_path):
+    logs = tmp_path / "tensorboard"
+    train([callbacks_lib.SampleGrid(tmp_path / "samples", num_images=4,
+                                    tensorboard_dir=str(logs))], epochs=2)
+    steps = []
+    for event_file in logs.glob("events.out.tfevents*"):
+        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+            steps += [event.step for value in event.summary.value if value.tag == "samples"]
+    assert sorted(steps) == [1, 2]
+
+
+def test_image_grid_layout():
+    images = np.arange(3 * 2 * 2 * 1, dtype=np.float32).reshape(3, 2, 2, 1) / 11.0
+    grid = callbacks_lib.image_grid(images, (0.0, 1.0))
+    assert grid.shape == (4, 4, 1)
+    np.testing.assert_array_equal(grid[:2, :2], images[0])
+    np.testing.assert_array_equal(grid[:2, 2:], images[1])
+    np.testing.assert_array_equal(grid[2:, :2], images[2])
+    np.testing.assert_array_equal(grid[2:, 2:], 0.0)
+
+
+def test_sample_grid_rejects_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="num_images"):
+        callbacks_lib.SampleGrid(tmp_path, num_images=0)
+
+    class NoGenerator(keras.Model):
+        pass
+
+    callback = callbacks_lib.SampleGrid(tmp_path)
+    callback.set_model(NoGenerator())
+    with pytest.raises(TypeError, match="generate"):
+        callback.on_train_begin()
+
+
+# ----------------------------------------------------------------- CurvePlots
+def test_curve_plots_are_redrawn_every_epoch(tmp_path):
+    csv_path = tmp_path / "metrics.csv"
+    digests = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            digests.append(tuple(hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+                                 for name in ("accuracy.png", "losses.png")))
+
+    train([callbacks_lib.MetricsCSV(csv_path), callbacks_lib.CurvePlots(csv_path, tmp_path),
+           Probe()], epochs=3)
+    assert len(set(digests)) == 3  # a new picture each epoch
+    for name in ("accuracy.png", "losses.png"):
+        assert mpl_image.imread(tmp_path / name).shape[:2] == (400, 600)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "accuracy.png", "losses.png", "metrics.csv"]
+
+
+def test_plot_curves_without_rows_draws_nothing(tmp_path):
+    assert callbacks_lib.plot_curves(tmp_path / "missing.csv", tmp_path) == []
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------- EpochSummary
+def test_epoch_summary_prints_one_line_per_epoch(capsys):
+    train([callbacks_lib.EpochSummary()], epochs=3, verbose=0)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+    for number, line in enumerate(lines, start=1):
+        assert line.startswith(f"Epoch {number}/3: train_accuracy=")
+        for name in ("test_accuracy=", "d_loss=", "g_loss=", "test_cross_entropy="):
+            assert name in line
+        assert line.endswith(" s)")
+
+
+class FakeStream(io.StringIO):
+    def __init__(self, tty):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+@pytest.mark.parametrize("tty, verbosity", [(True, 1), (False, 0)])
+def test_progress_verbosity_follows_the_terminal(monkeypatch, tty, verbosity):
+    monkeypatch.setattr(sys, "stdout", FakeStream(tty))
+    assert callbacks_lib.progress_verbosity() == verbosity

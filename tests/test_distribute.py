@@ -1,0 +1,178 @@
+"""Strategy selection. Device set-up must precede TensorFlow's start, and pytest runs every
+test file in one process, so strategies that need it are built in subprocesses."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import tensorflow as tf
+
+from conftest import REPO_ROOT
+from sgan_keras import distribute
+from sgan_keras.distribute import StrategyError, is_chief, make_strategy
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+ENV.pop("TF_CONFIG", None)
+
+
+def run_python(script, env=ENV, timeout=120):
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env, cwd=REPO_ROOT, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+LOCAL_STRATEGIES = """
+import json
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from sgan_keras import distribute
+
+def replica_sum(strategy):
+    @tf.function
+    def all_reduce_ones():
+        return strategy.run(lambda: tf.distribute.get_replica_context().all_reduce(
+            "sum", tf.constant(1.0)))
+    return float(strategy.experimental_local_results(all_reduce_ones())[0])
+
+report = {}
+for name in ("mirrored", "auto", "one_device"):
+    strategy = distribute.make_strategy(name)
+    report[name] = {"type": type(strategy).__name__,
+                    "replicas": strategy.num_replicas_in_sync,
+                    "devices": [] if name == "auto" else list(strategy.extended.worker_devices),
+                    "replica_sum": replica_sum(strategy),
+                    "is_default": strategy is tf.distribute.get_strategy(),
+                    "is_chief": distribute.is_chief(strategy)}
+print(json.dumps(report))
+"""
+
+
+def test_local_strategies_on_two_logical_cpus():
+    report = run_python(LOCAL_STRATEGIES)
+    mirrored, auto, one_device = report["mirrored"], report["auto"], report["one_device"]
+    assert mirrored["type"] == "MirroredStrategy"
+    assert mirrored["replicas"] == 2 and mirrored["replica_sum"] == 2.0
+    assert [device.rsplit("/", 1)[1].lower() for device in mirrored["devices"]] == [
+        "device:cpu:0", "device:cpu:1"]
+    assert auto["is_default"] and auto["replicas"] == 1 and auto["replica_sum"] == 1.0
+    assert one_device["type"] == "OneDeviceStrategy" and one_device["replicas"] == 1
+    assert one_device["devices"][0].lower().endswith("cpu:0")
+    assert mirrored["is_chief"] and auto["is_chief"] and one_device["is_chief"]
+
+
+# Each worker all-reduces (its index + 1); both must see 1 + 2 = 3.
+MULTI_WORKER = """
+import json, os
+from sgan_keras import distribute
+import tensorflow as tf
+strategy = distribute.make_strategy("multi_worker")
+index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+
+@tf.function
+def reduce_across_workers():
+    def replica_fn():
+        return tf.distribute.get_replica_context().all_reduce("sum", tf.constant(index + 1.0))
+    return strategy.run(replica_fn)
+
+value = strategy.experimental_local_results(reduce_across_workers())[0]
+print(json.dumps({"replicas": strategy.num_replicas_in_sync, "value": float(value),
+                  "is_chief": distribute.is_chief(strategy)}))
+"""
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_workers_on_localhost_all_reduce():
+    cluster = {"worker": [f"localhost:{free_port()}", f"localhost:{free_port()}"]}
+    workers = []
+    try:
+        for index in range(2):
+            tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+            workers.append(subprocess.Popen(
+                [sys.executable, "-c", MULTI_WORKER], env={**ENV, "TF_CONFIG": tf_config},
+                cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        outputs = [worker.communicate(timeout=90) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    reports = []
+    for worker, (stdout, stderr) in zip(workers, outputs):
+        assert worker.returncode == 0, stderr[-3000:]
+        reports.append(json.loads(stdout.strip().splitlines()[-1]))
+    assert [report["replicas"] for report in reports] == [2, 2]
+    assert [report["value"] for report in reports] == [3.0, 3.0]
+    assert [report["is_chief"] for report in reports] == [True, False]
+
+
+# ------------------------------------------------------------------ bad input
+def test_unknown_strategy_lists_the_allowed_ones():
+    with pytest.raises(StrategyError) as error:
+        make_strategy("parameter_server")
+    message = str(error.value)
+    assert "\n" not in message and "parameter_server" in message
+    assert all(name in message for name in distribute.STRATEGIES)
+
+
+@pytest.mark.parametrize("tf_config, words", [
+    (None, "unset"),
+    ("{not json", "JSON"),
+    ('{"task": {"type": "worker", "index": 0}}', "cluster"),
+    ('{"cluster": {"worker": ["localhost:1"]}}', "task"),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 1}}',
+     "worker:1"),
+    ('["a list"]', "cluster"),
+])
+def test_multi_worker_needs_a_valid_tf_config(monkeypatch, tf_config, words):
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    with pytest.raises(StrategyError) as error:
+        make_strategy("multi_worker")
+    message = str(error.value)
+    assert "TF_CONFIG" in message and words in message and "\n" not in message
+
+
+def test_tpu_without_a_tpu_is_a_one_line_error(monkeypatch):
+    monkeypatch.delenv("TPU_NAME", raising=False)
+    with pytest.raises(StrategyError) as error:
+        make_strategy("tpu")
+    assert "tpu" in str(error.value) and "\n" not in str(error.value)
+
+
+# ------------------------------------------------------------------- is_chief
+class FakeStrategy:
+    def __init__(self, cluster, task_type, task_id):
+        self.cluster_resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+            tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id)
+
+
+WORKERS = {"worker": ["host:1", "host:2"]}
+WITH_CHIEF = {"chief": ["host:0"], "worker": ["host:1", "host:2"]}
+
+
+@pytest.mark.parametrize("cluster, task_type, task_id, chief", [
+    (WORKERS, "worker", 0, True),
+    (WORKERS, "worker", 1, False),
+    (WITH_CHIEF, "chief", 0, True),
+    (WITH_CHIEF, "worker", 0, False),
+    (WORKERS, "evaluator", 0, False),
+    ({}, None, None, True),
+])
+def test_is_chief(cluster, task_type, task_id, chief):
+    assert is_chief(FakeStrategy(cluster, task_type, task_id)) is chief
+
+
+def test_is_chief_without_a_cluster():
+    assert is_chief(tf.distribute.get_strategy()) is True

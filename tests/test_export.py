@@ -1,0 +1,173 @@
+"""The SavedModel export: uint8 serving signature, standalone loading, atomic overwrite."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from sgan_keras.export import ExportError, export_classifier
+
+IMAGE_SHAPE = (6, 5, 2)
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+
+# Runs in plain Python: loads each export with TensorFlow alone and serves uint8 images.
+SERVE_SCRIPT = """
+import json, sys
+import numpy as np, tensorflow as tf
+images = np.load(sys.argv[1])
+results = []
+for path in sys.argv[2:]:
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    outputs = serve(images=tf.constant(images))
+    results.append({"probabilities": outputs["probabilities"].numpy().tolist(),
+                    "probabilities_dtype": outputs["probabilities"].dtype.name,
+                    "class_ids": outputs["class_ids"].numpy().tolist(),
+                    "class_ids_dtype": outputs["class_ids"].dtype.name})
+assert "sgan_keras" not in sys.modules, "the export must not need sgan_keras"
+print(json.dumps(results))
+"""
+
+
+def tiny_classifier(seed, num_classes=3):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input(IMAGE_SHAPE), keras.layers.Flatten(),
+                             keras.layers.Dense(num_classes)])
+
+
+def softmax(logits):
+    return keras.ops.convert_to_numpy(keras.ops.softmax(logits))
+
+
+def uint8_images(count=16, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (count, *IMAGE_SHAPE), dtype=np.uint8)
+
+
+def scale(images, pixel_range):
+    low, high = pixel_range
+    return images.astype(np.float32) / 255.0 * (high - low) + low
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """One export per supported pixel range, with the model that made it."""
+    root = tmp_path_factory.mktemp("exports")
+    made = {}
+    for seed, pixel_range in enumerate([(-1.0, 1.0), (0.0, 1.0)]):
+        model = tiny_classifier(seed)
+        path = export_classifier(model, root / f"range{seed}", image_shape=IMAGE_SHAPE,
+                                 pixel_range=pixel_range)
+        made[pixel_range] = (model, path)
+    return made
+
+
+def test_export_serves_uint8_images_in_plain_tensorflow(exports, tmp_path):
+    images = uint8_images()
+    np.save(tmp_path / "images.npy", images)
+    paths = [path for _, path in exports.values()]
+    result = subprocess.run([sys.executable, "-c", SERVE_SCRIPT, str(tmp_path / "images.npy"),
+                             *paths], capture_output=True, text=True, env=ENV, cwd=tmp_path,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    served = json.loads(result.stdout.strip().splitlines()[-1])
+    for (pixel_range, (model, _)), outputs in zip(exports.items(), served):
+        expected = softmax(model(scale(images, pixel_range), training=False))
+        assert outputs["probabilities_dtype"] == "float32"
+        assert outputs["class_ids_dtype"] == "int64"
+        np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-5)
+        np.testing.assert_array_equal(outputs["class_ids"], expected.argmax(-1))
+    # The two exports differ in their scaling: the same images give other outputs.
+    assert not np.allclose(served[0]["probabilities"], served[1]["probabilities"], atol=1e-3)
+
+
+def test_saved_model_cli_lists_the_serving_signature(exports):
+    _, path = exports[(-1.0, 1.0)]
+    result = subprocess.run([SAVED_MODEL_CLI, "show", "--all", "--dir", path],
+                            capture_output=True, text=True, env=ENV, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    signature = result.stdout.split("signature_def['serving_default']:", 1)[1]
+    signature = signature.split("signature_def[", 1)[0]
+    assert "inputs['images']" in signature and "DT_UINT8" in signature
+    assert f"(-1, {', '.join(map(str, IMAGE_SHAPE))})" in signature
+    assert "outputs['probabilities']" in signature and "(-1, 3)" in signature
+    assert "outputs['class_ids']" in signature and "DT_INT64" in signature
+
+
+def read_tree(path):
+    return {os.path.relpath(os.path.join(root, name), path):
+            open(os.path.join(root, name), "rb").read()
+            for root, _, names in os.walk(path) for name in names}
+
+
+def serve_in_process(path, images):
+    import tensorflow as tf
+    outputs = tf.saved_model.load(str(path)).signatures["serving_default"](images=images)
+    return outputs["probabilities"].numpy()
+
+
+def test_existing_export_is_kept_without_overwrite(tmp_path):
+    path = tmp_path / "export"
+    export_classifier(tiny_classifier(0), path, image_shape=IMAGE_SHAPE, pixel_range=(-1, 1))
+    before = read_tree(path)
+    with pytest.raises(ExportError) as error:
+        export_classifier(tiny_classifier(1), path, image_shape=IMAGE_SHAPE, pixel_range=(-1, 1))
+    message = str(error.value)
+    assert "\n" not in message and str(path) in message and "overwrite" in message
+    assert read_tree(path) == before
+    assert os.listdir(tmp_path) == ["export"]
+
+
+def test_overwrite_replaces_the_export_and_leaves_no_temporaries(tmp_path):
+    path = tmp_path / "export"
+    images = uint8_images(4)
+    first, second = tiny_classifier(0), tiny_classifier(1)
+    export_classifier(first, path, image_shape=IMAGE_SHAPE, pixel_range=(0, 1))
+    returned = export_classifier(second, path, image_shape=IMAGE_SHAPE, pixel_range=(0, 1),
+                                 overwrite=True)
+    assert returned == str(path)
+    expected = softmax(second(scale(images, (0, 1))))
+    assert not np.allclose(expected, softmax(first(scale(images, (0, 1)))), atol=1e-3)
+    np.testing.assert_allclose(serve_in_process(path, images), expected, atol=1e-5)
+    assert os.listdir(tmp_path) == ["export"]
+
+
+def test_failed_overwrite_keeps_the_old_export(tmp_path, monkeypatch):
+    path = tmp_path / "export"
+    export_classifier(tiny_classifier(0), path, image_shape=IMAGE_SHAPE, pixel_range=(0, 1))
+    before = read_tree(path)
+
+    import tensorflow as tf
+
+    def crash(obj, export_dir, **kwargs):
+        os.makedirs(os.path.join(export_dir, "variables"), exist_ok=True)  # half written
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tf.saved_model, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        export_classifier(tiny_classifier(1), path, image_shape=IMAGE_SHAPE,
+                          pixel_range=(0, 1), overwrite=True)
+    assert read_tree(path) == before
+    assert os.listdir(tmp_path) == ["export"]
+
+
+@pytest.mark.parametrize("kwargs, names", [
+    ({"pixel_range": (0, 255)}, "pixel_range"),
+    ({"image_shape": (6, 5)}, "image_shape"),
+    ({"image_shape": (6, 0, 2)}, "image_shape"),
+    ({"classifier": lambda: "not a model"}, "classifier"),
+    # Logits [N, H, W, 3] instead of [N, 3]: no Flatten.
+    ({"classifier": lambda: keras.Sequential([keras.Input(IMAGE_SHAPE), keras.layers.Dense(3)])},
+     "classifier"),
+])
+def test_bad_arguments_raise_one_line_errors(tmp_path, kwargs, names):
+    arguments = {"classifier": lambda: tiny_classifier(0), "image_shape": IMAGE_SHAPE,
+                 "pixel_range": (-1, 1), **kwargs}
+    classifier = arguments.pop("classifier")()
+    with pytest.raises(ExportError) as error:
+        export_classifier(classifier, tmp_path / "export", **arguments)
+    assert names in str(error.value) and "\n" not in str(error.value)
+    assert os.listdir(tmp_path) == []
