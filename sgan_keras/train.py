@@ -272,8 +272,9 @@ def train(preset, config):
         keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")),
     ]
     if not config["supervised_only"]:
-        callbacks.insert(1, callbacks_lib.SampleGrid(os.path.join(output_dir, "samples"),
-                                                     seed=config["seed"]))
+        callbacks.insert(1, callbacks_lib.SampleGrid(
+            os.path.join(output_dir, "samples"), seed=config["seed"],
+            tensorboard_dir=os.path.join(output_dir, "tensorboard", "samples")))
     if verbose == 0:
         callbacks.append(callbacks_lib.EpochSummary())
     if initial_epoch < preset.epochs:

@@ -1,0 +1,292 @@
+"""Weight-normalized Dense, Conv2D and Conv2DTranspose layers for Keras 3.
+
+Weight normalization (Salimans & Kingma 2016, "Weight Normalization: A Simple
+Reparameterization to Accelerate Training of Deep Neural Networks") writes each
+output unit's weight vector as ``w = g * v / ||v||``, the norm taken over every
+kernel axis except the output one. ``v`` (the direction), ``g`` (the scale, one
+per output unit) and the bias are all trainable. tensorflow-addons, which used
+to provide ``WeightNormalization``, does not import with Keras 3, hence these
+native layers.
+
+Data-dependent initialization follows OpenAI's improved-gan code
+(``mnist_svhn_cifar10/nn.py``, the ``init=True`` pass): on a first batch each
+layer computes its pre-activation ``t = x * v / ||v||`` (``g = 1, b = 0``) and
+sets ``g = init_scale / std(t)`` and ``b = -mean(t) * g``, the statistics taken
+per output unit over the batch (and the spatial axes of a convolution), so that
+the initialized pre-activations have mean 0 and standard deviation
+``init_scale``. ``init_scale`` is 1 by default; the improved-gan SVHN/CIFAR-10
+code uses 0.1 for its last layers (``init_stdv=0.1``).
+
+That initialization must not run inside a compiled train step: call
+:func:`initialize_weight_norm` once, eagerly, before training. It toggles a
+Python-level flag on each layer, so traced graphs never contain the init branch.
+"""
+
+import keras
+from keras import ops
+
+_NORM_EPSILON = 1e-12   # guards ||v|| of an all-zero direction
+_STD_EPSILON = 1e-8     # guards the init statistics of a constant unit
+
+__all__ = [
+    "WeightNormDense",
+    "WeightNormConv2D",
+    "WeightNormConv2DTranspose",
+    "initialize_weight_norm",
+    "weight_norm_layers",
+]
+
+
+class _WeightNormBase(keras.layers.Layer):
+    """Shared parameters, normalization and data-dependent init.
+
+    Subclasses define ``_kernel_shape(input_shape)``, ``_output_axis`` (the
+    kernel axis of the output units) and ``_linear(inputs, kernel)``.
+    """
+
+    _output_axis = -1
+
+    def __init__(self, *, activation=None, use_bias=True,
+                 kernel_initializer=None, bias_initializer="zeros",
+                 init_scale=1.0, data_init=True, **kwargs):
+        super().__init__(**kwargs)
+        if not init_scale > 0:
+            raise ValueError(f"init_scale must be > 0, got {init_scale!r}")
+        self.activation = keras.activations.get(activation)
+        self.use_bias = bool(use_bias)
+        # improved-gan initializes v with N(0, 0.05) (lasagne.init.Normal(0.05)).
+        self.kernel_initializer = keras.initializers.get(
+            kernel_initializer or keras.initializers.RandomNormal(stddev=0.05))
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.init_scale = float(init_scale)
+        self.data_init = bool(data_init)
+        self.init_mode = False          # set by initialize_weight_norm only
+        self.initialized_in_last_pass = False
+
+    # ------------------------------------------------------------ weights
+    def build(self, input_shape):
+        kernel_shape = self._kernel_shape(input_shape)
+        units = kernel_shape[self._output_axis]
+        self.v = self.add_weight(name="v", shape=kernel_shape,
+                                 initializer=self.kernel_initializer)
+        self.g = self.add_weight(name="g", shape=(units,), initializer="ones")
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(name="bias", shape=(units,),
+                                        initializer=self.bias_initializer)
+
+    def _direction(self):
+        """``v / ||v||`` with the norm over every axis but the output one."""
+        axis = self._output_axis % len(self.v.shape)
+        reduce_axes = tuple(i for i in range(len(self.v.shape)) if i != axis)
+        v = ops.convert_to_tensor(self.v)
+        return v / ops.sqrt(ops.sum(ops.square(v), axis=reduce_axes, keepdims=True)
+                            + _NORM_EPSILON)
+
+    def _scale_shape(self):
+        shape = [1] * len(self.v.shape)
+        shape[self._output_axis] = -1
+        return shape
+
+    @property
+    def effective_kernel(self):
+        """The kernel the layer applies: ``g * v / ||v||``."""
+        return self._direction() * ops.reshape(ops.convert_to_tensor(self.g),
+                                               self._scale_shape())
+
+    # --------------------------------------------------------------- call
+    def call(self, inputs):
+        if self.init_mode and self.data_init:
+            return self._initialize_from(inputs)
+        outputs = self._linear(inputs, ops.cast(self.effective_kernel, inputs.dtype))
+        if self.use_bias:
+            outputs = outputs + ops.cast(self.bias, outputs.dtype)
+        return self.activation(outputs)
+
+    def _initialize_from(self, inputs):
+        """Sets ``g`` and the bias from this batch; returns the initialized output.
+
+        Eager only (the values are assigned with ``Variable.assign``; in a
+        ``tf.distribute`` scope this is a cross-replica assignment).
+        """
+        t = self._linear(inputs, ops.cast(self._direction(), inputs.dtype))
+        t = ops.cast(t, "float32")
+        batch_axes = tuple(range(len(t.shape) - 1))
+        mean = ops.mean(t, axis=batch_axes)
+        std = ops.sqrt(ops.var(t, axis=batch_axes) + _STD_EPSILON)
+        scale = self.init_scale / std
+        self.g.assign(ops.cast(scale, self.g.dtype))
+        if self.use_bias:
+            self.bias.assign(ops.cast(-mean * scale, self.bias.dtype))
+            outputs = (t - mean) * scale
+        else:
+            outputs = t * scale
+        self.initialized_in_last_pass = True
+        return self.activation(ops.cast(outputs, self.compute_dtype))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            activation=keras.activations.serialize(self.activation),
+            use_bias=self.use_bias,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            bias_initializer=keras.initializers.serialize(self.bias_initializer),
+            init_scale=self.init_scale,
+            data_init=self.data_init,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="sgan_keras")
+class WeightNormDense(_WeightNormBase):
+    """``keras.layers.Dense`` with ``w = g * v / ||v||`` (Salimans & Kingma 2016).
+
+    ``v``: ``[input_dim, units]``, normalized over the input axis. Like
+    ``Dense``, acts on the last axis of its input.
+
+    Args:
+      units: output units.
+      activation, use_bias, kernel_initializer (of ``v``; default N(0, 0.05)
+        as improved-gan), bias_initializer: as ``keras.layers.Dense``.
+      init_scale: target std of the pre-activation after data-dependent init.
+      data_init: whether :func:`initialize_weight_norm` initializes this layer
+        (improved-gan's MNIST generator output, ``nn.l2normalize``, is not).
+    """
+
+    def __init__(self, units, activation=None, use_bias=True, **kwargs):
+        super().__init__(activation=activation, use_bias=use_bias, **kwargs)
+        self.units = int(units)
+        if self.units < 1:
+            raise ValueError(f"units must be a positive integer, got {units!r}")
+
+    def _kernel_shape(self, input_shape):
+        return (int(input_shape[-1]), self.units)
+
+    def _linear(self, inputs, kernel):
+        return ops.matmul(inputs, kernel)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def get_config(self):
+        config = super().get_config()
+        config["units"] = self.units
+        return config
+
+
+class _WeightNormConvBase(_WeightNormBase):
+    """Shared arguments of the 2-D (transposed) convolutions (channels last)."""
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid",
+                 activation=None, use_bias=True, **kwargs):
+        super().__init__(activation=activation, use_bias=use_bias, **kwargs)
+        self.filters = int(filters)
+        if self.filters < 1:
+            raise ValueError(f"filters must be a positive integer, got {filters!r}")
+        self.kernel_size = _pair("kernel_size", kernel_size)
+        self.strides = _pair("strides", strides)
+        padding = str(padding).lower()
+        if padding not in ("valid", "same"):
+            raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
+        self.padding = padding
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, kernel_size=self.kernel_size,
+                      strides=self.strides, padding=self.padding)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="sgan_keras")
+class WeightNormConv2D(_WeightNormConvBase):
+    """``keras.layers.Conv2D`` (channels last) with ``w = g * v / ||v||``.
+
+    ``v``: ``[kh, kw, in_channels, filters]``, normalized over its first three
+    axes (per output filter), as improved-gan's ``nn.weight_norm`` on a
+    convolution.
+    """
+
+    def _kernel_shape(self, input_shape):
+        return (*self.kernel_size, int(input_shape[-1]), self.filters)
+
+    def _linear(self, inputs, kernel):
+        return ops.conv(inputs, kernel, strides=self.strides, padding=self.padding,
+                        data_format="channels_last")
+
+
+@keras.saving.register_keras_serializable(package="sgan_keras")
+class WeightNormConv2DTranspose(_WeightNormConvBase):
+    """``keras.layers.Conv2DTranspose`` (channels last) with ``w = g * v / ||v||``.
+
+    ``v``: ``[kh, kw, filters, in_channels]`` (the Keras transposed-conv
+    layout), normalized over every axis but the output-filter axis 2, as
+    improved-gan's ``Deconv2DLayer`` under ``nn.weight_norm``.
+    """
+
+    _output_axis = 2
+
+    def _kernel_shape(self, input_shape):
+        return (*self.kernel_size, self.filters, int(input_shape[-1]))
+
+    def _linear(self, inputs, kernel):
+        return ops.conv_transpose(inputs, kernel, strides=self.strides,
+                                  padding=self.padding, data_format="channels_last")
+
+
+def weight_norm_layers(model):
+    """The weight-normalized layers of ``model`` (nested models included), in order."""
+    found = []
+
+    def visit(layer):
+        if isinstance(layer, _WeightNormBase):
+            found.append(layer)
+        for child in getattr(layer, "layers", ()):
+            visit(child)
+
+    for layer in model.layers:
+        visit(layer)
+    return found
+
+
+def initialize_weight_norm(model: keras.Model, inputs, training=True) -> int:
+    """Data-dependent initialization of ``model``'s weight-normalized layers.
+
+    Runs ``model`` once eagerly on ``inputs`` in init mode: each
+    weight-normalized layer with ``data_init=True``, in the order the forward
+    pass reaches it, sets ``g`` and its bias from the statistics of its
+    pre-activation on this batch (see the module docstring) and passes the
+    initialized output on, so later layers see initialized inputs. Returns the
+    number of layers initialized (0 for a model without such layers).
+
+    ``training=True`` (default) matches improved-gan, whose init pass runs with
+    dropout and noise on (``deterministic=False``); it also makes
+    BatchNormalization use (and update its moving statistics from) this batch.
+
+    Works in a ``tf.distribute`` strategy scope: the pass is eager and
+    cross-replica, and the new values are set with plain ``Variable.assign``,
+    which writes every replica's copy. Must not be called inside a
+    ``tf.function``.
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
+    layers = [layer for layer in weight_norm_layers(model) if layer.data_init]
+    if not layers:
+        return 0
+    for layer in layers:
+        layer.init_mode = True
+        layer.initialized_in_last_pass = False
+    try:
+        model(inputs, training=training)
+    finally:
+        for layer in layers:
+            layer.init_mode = False
+    return sum(layer.initialized_in_last_pass for layer in layers)
+
+
+def _pair(name, value):
+    if isinstance(value, int):
+        value = (value, value)
+    value = tuple(int(v) for v in value)
+    if len(value) != 2 or min(value) < 1:
+        raise ValueError(f"{name} must be a positive int or a pair of them, got {value!r}")
+    return value

@@ -1,0 +1,465 @@
+"""Generator and discriminator of each reproduced source (``SPEC.md`` section 3).
+
+``build_generator(architecture, ...)`` maps noise ``z: [B, latent_dim]`` to
+images ``[B, H, W, C]``; ``build_discriminator(architecture, ...)`` maps images
+to ``[logits, features]``:
+
+- ``logits``: ``[B, K]`` for ``fake_class="zero"``; ``[B, K+1]`` for
+  ``"learned"`` (the last column is the fake-class logit ``l_f``); ``[B, K+1]``
+  for ``"separate"``, whose last column is the real-vs-fake logit of an
+  independent 1-unit head on the same input as the class head (the PyTorch
+  SGAN write-up), see :mod:`sgan_keras.losses`.
+- ``features``: the layer the generator's feature matching compares (SPEC
+  names it per architecture).
+
+Layer lists follow SPEC exactly; where SPEC is silent (biases, BatchNorm
+scale, initializers, upsampling mode) the named source is followed and the
+choice is written in the builder's docstring. ``describe(architecture)``
+returns the source and the layer list. ``conv(f, k, s)`` below is a 2-D
+convolution with "same" padding unless noted; LReLU(a) is a leaky ReLU.
+
+A fixed ``seed`` builds identical weights: every initializer, Dropout and
+GaussianNoise layer gets its own seed derived from it (``None``: random).
+"""
+
+import keras
+
+from sgan_keras import layers as wn
+from sgan_keras.losses import FAKE_CLASSES
+
+ARCHITECTURES = ("mnist_blog", "svhn_dcgan", "mnist_gans_in_action",
+                 "mnist_improved_gan", "svhn_improved_gan", "cifar10_improved_gan")
+
+NATIVE_IMAGE_SHAPES = {
+    "mnist_blog": (28, 28, 1),
+    "svhn_dcgan": (32, 32, 3),
+    "mnist_gans_in_action": (28, 28, 1),
+    "mnist_improved_gan": (28, 28, 1),
+    "svhn_improved_gan": (32, 32, 3),
+    "cifar10_improved_gan": (32, 32, 3),
+}
+
+_SOURCES = {
+    "mnist_blog": "the MNIST semi-supervised GAN blog post (feature matching + "
+                  "manifold regularization)",
+    "svhn_dcgan": "the Udacity deep-learning SVHN semi-supervised GAN notebook and "
+                  "the SVHN write-up",
+    "mnist_gans_in_action": "GANs in Action (Langr & Bok 2019), chapter 7 SGAN "
+                            "Keras notebook",
+    "mnist_improved_gan": "Salimans et al. 2016, openai/improved-gan "
+                          "train_mnist_feature_matching.py",
+    "svhn_improved_gan": "Salimans et al. 2016, openai/improved-gan "
+                         "train_svhn_feature_matching.py; Lecouat et al. 2018",
+    "cifar10_improved_gan": "Salimans et al. 2016, openai/improved-gan "
+                            "train_cifar_feature_matching.py; Lecouat et al. 2018",
+}
+
+_LAYERS = {
+    "mnist_blog": (
+        "G: z -> Dense 7*7*64 ReLU -> reshape -> Upsample x2 (nearest) -> conv(128,5,1) "
+        "ReLU -> Upsample x2 -> conv(64,5,1) ReLU -> conv(64,5,1) ReLU -> conv(1,5,1) tanh",
+        "D: conv(32,5,2) LReLU(0.2) Dropout 0.3 -> conv(64,5,2) LReLU Dropout 0.3 -> "
+        "conv(64,5,1) LReLU Dropout 0.3 -> Flatten (3136, features) -> Dense K"),
+    "svhn_dcgan": (
+        "G: z -> Dense 4*4*128 -> reshape -> BN -> LReLU(0.2) -> convT(64,5,2) BN LReLU "
+        "-> convT(32,5,2) BN LReLU -> convT(3,5,2) tanh",
+        "D: Dropout 0.2 -> conv(64,3,2) LReLU Dropout 0.5 -> conv(64,3,2) BN LReLU -> "
+        "conv(64,3,2) BN LReLU Dropout 0.5 -> conv(128,3,1) BN LReLU -> conv(128,3,1) BN "
+        "LReLU -> conv(128,3,1,valid) LReLU -> global average pool (128, features) -> Dense K"),
+    "mnist_gans_in_action": (
+        "G: z -> Dense 7*7*256 -> reshape -> convT(128,3,2) BN LReLU(0.01) -> "
+        "convT(1,3,2) tanh",
+        "D: conv(32,3,2) LReLU(0.01) -> conv(64,3,2) BN LReLU -> conv(128,3,2) BN LReLU "
+        "-> Dropout 0.5 -> Flatten (2048, features) -> Dense K"),
+    "mnist_improved_gan": (
+        "G: z -> Dense 500 (no bias) BN (no scale) softplus -> Dense 500 BN softplus -> "
+        "weight-normalized Dense 784 sigmoid -> reshape 28x28x1",
+        "D: Flatten -> GaussianNoise 0.3 -> WN Dense 1000, 500, 250, 250, 250 (ReLU, "
+        "GaussianNoise 0.5 after each; features: the last 250 before its noise) -> "
+        "WN Dense K"),
+    "svhn_improved_gan": (
+        "G: z -> Dense 4*4*512 (no bias) BN (no scale) ReLU -> convT(256,5,2) BN ReLU -> "
+        "convT(128,5,2) BN ReLU -> WN convT(3,5,2) tanh",
+        "D: Dropout 0.2 -> WN conv(64,3) x3 (third stride 2) -> Dropout 0.5 -> WN "
+        "conv(128,3) x3 (third stride 2) -> Dropout 0.5 -> WN conv(128,3,valid) -> WN 1x1 "
+        "conv 128 x2 -> global average pool (128, features) -> WN Dense K; LReLU(0.2)"),
+    "cifar10_improved_gan": (
+        "G: as svhn_improved_gan",
+        "D: as svhn_improved_gan with widths 96/192 (features: 192)"),
+}
+
+
+# ---------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------
+def describe(architecture):
+    """One paragraph: the source of ``architecture`` and its G and D layer lists."""
+    _check_architecture(architecture)
+    generator, discriminator = _LAYERS[architecture]
+    return (f"{architecture} ({_SOURCES[architecture]}; SPEC.md section 3)\n"
+            f"  {generator}\n  {discriminator}")
+
+
+def build_generator(architecture, *, image_shape, latent_dim=100, seed=None):
+    """The generator ``z [B, latent_dim] -> images [B, H, W, C]`` of ``architecture``.
+
+    ``image_shape`` must be the architecture's native ``(H, W, C)``
+    (``NATIVE_IMAGE_SHAPES``); the output is tanh (range [-1, 1]) except
+    ``mnist_improved_gan`` (sigmoid, [0, 1]), as each source.
+    """
+    _check_architecture(architecture)
+    _check_image_shape(architecture, image_shape)
+    if not isinstance(latent_dim, int) or isinstance(latent_dim, bool) or latent_dim < 1:
+        raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
+    seeds = _SeedStream(seed, salt=0)
+    z = keras.Input((latent_dim,), name="z")
+    images = _GENERATORS[architecture](z, seeds)
+    return keras.Model(z, images, name=f"generator_{architecture}")
+
+
+def build_discriminator(architecture, *, image_shape, num_classes=10, fake_class="zero",
+                        seed=None):
+    """The discriminator ``images -> [logits, features]`` of ``architecture``.
+
+    See the module docstring for the meaning of ``logits`` under each
+    ``fake_class`` and ``describe(architecture)`` for the layers.
+    """
+    _check_architecture(architecture)
+    _check_image_shape(architecture, image_shape)
+    if fake_class not in FAKE_CLASSES:
+        raise ValueError(f"fake_class must be one of {FAKE_CLASSES}, got {fake_class!r}")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    seeds = _SeedStream(seed, salt=1)
+    images = keras.Input(tuple(image_shape), name="images")
+    features, head_input, make_dense = _DISCRIMINATOR_BODIES[architecture](images, seeds)
+    logits = _logits_head(head_input, num_classes, fake_class, make_dense)
+    return keras.Model(images, [logits, features], name=f"discriminator_{architecture}")
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+class _SeedStream:
+    """Distinct, reproducible seeds for the layers of one network (None: random)."""
+
+    def __init__(self, seed, salt):
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise ValueError(f"seed must be an integer or None, got {seed!r}")
+        self._base = None if seed is None else (int(seed) * 2 + salt) * 1000
+        self._count = 0
+
+    def __call__(self):
+        if self._base is None:
+            return None
+        self._count += 1
+        return self._base + self._count
+
+    def glorot(self):
+        """Keras' default kernel initializer (Keras, tf.layers, lasagne default)."""
+        return keras.initializers.GlorotUniform(seed=self())
+
+    def normal(self, stddev):
+        return keras.initializers.RandomNormal(stddev=stddev, seed=self())
+
+
+def _check_architecture(architecture):
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+
+
+def _check_image_shape(architecture, image_shape):
+    try:
+        shape = tuple(int(d) for d in image_shape)
+    except (TypeError, ValueError):
+        shape = image_shape
+    if shape != NATIVE_IMAGE_SHAPES[architecture]:
+        raise ValueError(f"image_shape must be {NATIVE_IMAGE_SHAPES[architecture]} for "
+                         f"architecture {architecture!r}, got {image_shape!r}")
+
+
+def _logits_head(x, num_classes, fake_class, make_dense):
+    """K (``zero``), K+1 (``learned``) or K class + 1 real/fake (``separate``) logits."""
+    if fake_class == "zero":
+        return make_dense(num_classes, "d_logits")(x)
+    if fake_class == "learned":
+        return make_dense(num_classes + 1, "d_logits")(x)
+    class_logits = make_dense(num_classes, "d_class_logits")(x)
+    real_fake_logit = make_dense(1, "d_real_fake_logit")(x)
+    return keras.layers.Concatenate(axis=-1, name="d_logits")([class_logits, real_fake_logit])
+
+
+def _lrelu(slope, name):
+    return keras.layers.LeakyReLU(negative_slope=slope, name=name)
+
+
+def _dense_factory(seeds, **kwargs):
+    """Plain ``Dense`` output layers with seeded Glorot kernels."""
+    def make(units, name):
+        return keras.layers.Dense(units, kernel_initializer=seeds.glorot(), name=name,
+                                  **kwargs)
+    return make
+
+
+def _wn_dense_factory(seeds, stddev, init_scale):
+    """Weight-normalized output layers (``v ~ N(0, stddev)``)."""
+    def make(units, name):
+        return wn.WeightNormDense(units, kernel_initializer=seeds.normal(stddev),
+                                  init_scale=init_scale, name=name)
+    return make
+
+
+# ---------------------------------------------------------------------------
+# mnist_blog
+# ---------------------------------------------------------------------------
+def _mnist_blog_generator(z, seeds):
+    """MNIST blog G (SPEC 3): Dense 7*7*64 ReLU, two x2 upsamplings, four 5x5 convs.
+
+    SPEC is silent on the upsampling mode: nearest neighbour (the Keras
+    ``UpSampling2D`` default). All layers have biases, Glorot kernels.
+    """
+    x = keras.layers.Dense(7 * 7 * 64, activation="relu", kernel_initializer=seeds.glorot(),
+                           name="g_dense")(z)
+    x = keras.layers.Reshape((7, 7, 64), name="g_reshape")(x)
+    x = keras.layers.UpSampling2D(2, name="g_upsample1")(x)
+    x = keras.layers.Conv2D(128, 5, padding="same", activation="relu",
+                            kernel_initializer=seeds.glorot(), name="g_conv1")(x)
+    x = keras.layers.UpSampling2D(2, name="g_upsample2")(x)
+    x = keras.layers.Conv2D(64, 5, padding="same", activation="relu",
+                            kernel_initializer=seeds.glorot(), name="g_conv2")(x)
+    x = keras.layers.Conv2D(64, 5, padding="same", activation="relu",
+                            kernel_initializer=seeds.glorot(), name="g_conv3")(x)
+    return keras.layers.Conv2D(1, 5, padding="same", activation="tanh",
+                               kernel_initializer=seeds.glorot(), name="g_images")(x)
+
+
+def _mnist_blog_discriminator(images, seeds):
+    """MNIST blog D (SPEC 3): three 5x5 convs, LReLU(0.2), Dropout 0.3; features: Flatten."""
+    x = images
+    for index, (filters, stride) in enumerate([(32, 2), (64, 2), (64, 1)], start=1):
+        x = keras.layers.Conv2D(filters, 5, strides=stride, padding="same",
+                                kernel_initializer=seeds.glorot(), name=f"d_conv{index}")(x)
+        x = _lrelu(0.2, f"d_lrelu{index}")(x)
+        x = keras.layers.Dropout(0.3, seed=seeds(), name=f"d_dropout{index}")(x)
+    features = keras.layers.Flatten(name="d_features")(x)
+    return features, features, _dense_factory(seeds)
+
+
+# ---------------------------------------------------------------------------
+# svhn_dcgan (Udacity notebook)
+# ---------------------------------------------------------------------------
+def _svhn_dcgan_generator(z, seeds, width=32):
+    """Udacity SVHN G (SPEC 3), ``m = 32``: Dense 4*4*4m, BN, LReLU(0.2), three 5x5 stride-2 convT.
+
+    As the notebook's ``tf.layers`` defaults: biases everywhere, BatchNorm
+    with scale and offset (momentum 0.99, epsilon 1e-3), Glorot kernels.
+    """
+    x = keras.layers.Dense(4 * 4 * 4 * width, kernel_initializer=seeds.glorot(),
+                           name="g_dense")(z)
+    x = keras.layers.Reshape((4, 4, 4 * width), name="g_reshape")(x)
+    x = keras.layers.BatchNormalization(name="g_bn0")(x)
+    x = _lrelu(0.2, "g_lrelu0")(x)
+    for index, filters in enumerate([2 * width, width], start=1):
+        x = keras.layers.Conv2DTranspose(filters, 5, strides=2, padding="same",
+                                         kernel_initializer=seeds.glorot(),
+                                         name=f"g_convt{index}")(x)
+        x = keras.layers.BatchNormalization(name=f"g_bn{index}")(x)
+        x = _lrelu(0.2, f"g_lrelu{index}")(x)
+    return keras.layers.Conv2DTranspose(3, 5, strides=2, padding="same", activation="tanh",
+                                        kernel_initializer=seeds.glorot(), name="g_images")(x)
+
+
+def _svhn_dcgan_discriminator(images, seeds, width=64, rate=0.5):
+    """Udacity SVHN D (SPEC 3), ``m = 64``, ``r = 0.5``: six 3x3 convs, LReLU(0.2).
+
+    The notebook's unused stride-2 conv after the fifth is left out (SPEC).
+    Features: global average pool of the last, BN-free ``valid`` conv (128).
+    """
+    def conv(x, index, filters, stride, padding="same", batch_norm=True, dropout=False):
+        x = keras.layers.Conv2D(filters, 3, strides=stride, padding=padding,
+                                kernel_initializer=seeds.glorot(), name=f"d_conv{index}")(x)
+        if batch_norm:
+            x = keras.layers.BatchNormalization(name=f"d_bn{index}")(x)
+        x = _lrelu(0.2, f"d_lrelu{index}")(x)
+        if dropout:
+            x = keras.layers.Dropout(rate, seed=seeds(), name=f"d_dropout{index}")(x)
+        return x
+
+    x = keras.layers.Dropout(rate / 2.5, seed=seeds(), name="d_input_dropout")(images)
+    x = conv(x, 1, width, 2, batch_norm=False, dropout=True)
+    x = conv(x, 2, width, 2)
+    x = conv(x, 3, width, 2, dropout=True)
+    x = conv(x, 4, 2 * width, 1)
+    x = conv(x, 5, 2 * width, 1)
+    x = conv(x, 6, 2 * width, 1, padding="valid", batch_norm=False)
+    features = keras.layers.GlobalAveragePooling2D(name="d_features")(x)
+    return features, features, _dense_factory(seeds)
+
+
+# ---------------------------------------------------------------------------
+# mnist_gans_in_action
+# ---------------------------------------------------------------------------
+def _gans_in_action_generator(z, seeds):
+    """GANs in Action SGAN G as SPEC 3: Dense 7*7*256, convT(128,3,2) BN LReLU(0.01), convT(1,3,2).
+
+    Deviation note: the book's chapter-7 notebook also has a
+    ``convT(64,3,1) BN LReLU`` between the two; SPEC lists it without, and
+    SPEC is followed. Keras defaults otherwise (biases, BN momentum 0.99).
+    """
+    x = keras.layers.Dense(7 * 7 * 256, kernel_initializer=seeds.glorot(), name="g_dense")(z)
+    x = keras.layers.Reshape((7, 7, 256), name="g_reshape")(x)
+    x = keras.layers.Conv2DTranspose(128, 3, strides=2, padding="same",
+                                     kernel_initializer=seeds.glorot(), name="g_convt1")(x)
+    x = keras.layers.BatchNormalization(name="g_bn1")(x)
+    x = _lrelu(0.01, "g_lrelu1")(x)
+    return keras.layers.Conv2DTranspose(1, 3, strides=2, padding="same", activation="tanh",
+                                        kernel_initializer=seeds.glorot(), name="g_images")(x)
+
+
+def _gans_in_action_discriminator(images, seeds):
+    """GANs in Action SGAN D (SPEC 3): three 3x3 stride-2 convs, LReLU(0.01), Dropout 0.5.
+
+    28 -> 14 -> 7 -> 4 ("same"), so the flattened features have 4*4*128 = 2048
+    units (the book's comment says 3x3; Keras "same" padding gives 4x4).
+    """
+    x = images
+    for index, filters in enumerate([32, 64, 128], start=1):
+        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same",
+                                kernel_initializer=seeds.glorot(), name=f"d_conv{index}")(x)
+        if index > 1:
+            x = keras.layers.BatchNormalization(name=f"d_bn{index}")(x)
+        x = _lrelu(0.01, f"d_lrelu{index}")(x)
+    x = keras.layers.Dropout(0.5, seed=seeds(), name="d_dropout")(x)
+    features = keras.layers.Flatten(name="d_features")(x)
+    return features, features, _dense_factory(seeds)
+
+
+# ---------------------------------------------------------------------------
+# improved-GAN (Salimans et al. 2016)
+# ---------------------------------------------------------------------------
+def _improved_gan_batch_norm(name):
+    """improved-gan's ``nn.batch_norm(layer, g=None)``: offset only, no scale.
+
+    Its BatchNormLayer uses epsilon 1e-6 and moving averages with 0.9 (the
+    wrapped layer's bias is dropped: the builders pass ``use_bias=False``).
+    """
+    return keras.layers.BatchNormalization(scale=False, momentum=0.9, epsilon=1e-6, name=name)
+
+
+def _mnist_improved_gan_generator(z, seeds):
+    """improved-gan MNIST G: Dense 500 softplus BN, Dense 500 softplus BN, WN Dense 784 sigmoid.
+
+    The source wraps each ``DenseLayer(500, softplus)`` in ``nn.batch_norm(...,
+    g=None)``, which removes the Dense bias, adds an offset-only BatchNorm and
+    applies the softplus after it: Dense (no bias) -> BN (no scale) ->
+    softplus. SPEC's "Dense 500 softplus BN" is read that way. The output
+    layer is ``nn.l2normalize`` (trainable scale, bias, Glorot ``v``, no
+    data-dependent init: ``data_init=False``). Output reshaped to 28x28x1.
+    """
+    x = z
+    for index in (1, 2):
+        x = keras.layers.Dense(500, use_bias=False, kernel_initializer=seeds.glorot(),
+                               name=f"g_dense{index}")(x)
+        x = _improved_gan_batch_norm(f"g_bn{index}")(x)
+        x = keras.layers.Activation("softplus", name=f"g_softplus{index}")(x)
+    x = wn.WeightNormDense(28 * 28, activation="sigmoid", kernel_initializer=seeds.glorot(),
+                           data_init=False, name="g_dense3")(x)
+    return keras.layers.Reshape((28, 28, 1), name="g_images")(x)
+
+
+def _mnist_improved_gan_discriminator(images, seeds):
+    """improved-gan MNIST D: GaussianNoise 0.3, WN Dense 1000-500-250-250-250 ReLU + noise 0.5.
+
+    ``v ~ N(0, 0.1)`` as the source's ``nn.DenseLayer``; all layers take part in
+    the data-dependent init (target std 1). Features: the last 250-unit
+    layer's activations (``layers[-3]`` in the source, before its noise); the
+    class head reads the noised activations, as the source.
+
+    Deviation: the source trains ``g`` only in the output layer
+    (``train_scale``); here ``g`` is trainable everywhere (Salimans & Kingma).
+    """
+    x = keras.layers.Flatten(name="d_flatten")(images)
+    x = keras.layers.GaussianNoise(0.3, seed=seeds(), name="d_input_noise")(x)
+    features = None
+    for index, units in enumerate([1000, 500, 250, 250, 250], start=1):
+        x = wn.WeightNormDense(units, activation="relu", kernel_initializer=seeds.normal(0.1),
+                               name=f"d_dense{index}")(x)
+        features = x
+        x = keras.layers.GaussianNoise(0.5, seed=seeds(), name=f"d_noise{index}")(x)
+    return features, x, _wn_dense_factory(seeds, stddev=0.1, init_scale=1.0)
+
+
+def _improved_gan_conv_generator(z, seeds):
+    """improved-gan SVHN/CIFAR-10 G: Dense 4*4*512 BN ReLU, convT 256, 128 BN ReLU, WN convT 3.
+
+    As the source: ``v``/kernels ~ N(0, 0.05); Dense and BN'd convT without bias
+    and offset-only BatchNorm (``nn.batch_norm(..., g=None)``); the output WN
+    convT is data-initialized to pre-activation std 0.1 (``init_stdv=0.1``).
+    """
+    x = keras.layers.Dense(4 * 4 * 512, use_bias=False, kernel_initializer=seeds.normal(0.05),
+                           name="g_dense")(z)
+    x = _improved_gan_batch_norm("g_bn0")(x)
+    x = keras.layers.Activation("relu", name="g_relu0")(x)
+    x = keras.layers.Reshape((4, 4, 512), name="g_reshape")(x)
+    for index, filters in enumerate([256, 128], start=1):
+        x = keras.layers.Conv2DTranspose(filters, 5, strides=2, padding="same", use_bias=False,
+                                         kernel_initializer=seeds.normal(0.05),
+                                         name=f"g_convt{index}")(x)
+        x = _improved_gan_batch_norm(f"g_bn{index}")(x)
+        x = keras.layers.Activation("relu", name=f"g_relu{index}")(x)
+    return wn.WeightNormConv2DTranspose(3, 5, strides=2, padding="same", activation="tanh",
+                                        kernel_initializer=seeds.normal(0.05), init_scale=0.1,
+                                        name="g_images")(x)
+
+
+def _improved_gan_conv_discriminator(images, seeds, narrow, wide):
+    """improved-gan SVHN/CIFAR-10 D (widths 64/128 or 96/192), all weight-normalized, LReLU(0.2).
+
+    ``v ~ N(0, 0.05)``; hidden layers data-initialized to std 1, the output
+    Dense to 0.1 (``init_stdv=0.1``). "same" padding stands for the source's
+    ``pad=1``. The 1x1 convs are the source's NIN layers. Features: the
+    global average pool before the output Dense.
+
+    Deviation: the source freezes ``g`` of the hidden layers after the init
+    (``train_g=False``); here ``g`` is trainable everywhere.
+    """
+    def conv(x, index, filters, kernel_size=3, stride=1, padding="same"):
+        x = wn.WeightNormConv2D(filters, kernel_size, strides=stride, padding=padding,
+                                kernel_initializer=seeds.normal(0.05), name=f"d_conv{index}")(x)
+        return _lrelu(0.2, f"d_lrelu{index}")(x)
+
+    x = keras.layers.Dropout(0.2, seed=seeds(), name="d_input_dropout")(images)
+    x = conv(x, 1, narrow)
+    x = conv(x, 2, narrow)
+    x = conv(x, 3, narrow, stride=2)
+    x = keras.layers.Dropout(0.5, seed=seeds(), name="d_dropout1")(x)
+    x = conv(x, 4, wide)
+    x = conv(x, 5, wide)
+    x = conv(x, 6, wide, stride=2)
+    x = keras.layers.Dropout(0.5, seed=seeds(), name="d_dropout2")(x)
+    x = conv(x, 7, wide, padding="valid")
+    x = conv(x, 8, wide, kernel_size=1)
+    x = conv(x, 9, wide, kernel_size=1)
+    features = keras.layers.GlobalAveragePooling2D(name="d_features")(x)
+    return features, features, _wn_dense_factory(seeds, stddev=0.05, init_scale=0.1)
+
+
+_GENERATORS = {
+    "mnist_blog": _mnist_blog_generator,
+    "svhn_dcgan": _svhn_dcgan_generator,
+    "mnist_gans_in_action": _gans_in_action_generator,
+    "mnist_improved_gan": _mnist_improved_gan_generator,
+    "svhn_improved_gan": _improved_gan_conv_generator,
+    "cifar10_improved_gan": _improved_gan_conv_generator,
+}
+
+_DISCRIMINATOR_BODIES = {
+    "mnist_blog": _mnist_blog_discriminator,
+    "svhn_dcgan": _svhn_dcgan_discriminator,
+    "mnist_gans_in_action": _gans_in_action_discriminator,
+    "mnist_improved_gan": _mnist_improved_gan_discriminator,
+    "svhn_improved_gan": lambda images, seeds: _improved_gan_conv_discriminator(
+        images, seeds, narrow=64, wide=128),
+    "cifar10_improved_gan": lambda images, seeds: _improved_gan_conv_discriminator(
+        images, seeds, narrow=96, wide=192),
+}

@@ -1,0 +1,245 @@
+"""Weight-normalized layers (Salimans & Kingma 2016) and their data-dependent init."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from sgan_keras import layers as wn
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def normal(seed, stddev=0.05):
+    return keras.initializers.RandomNormal(stddev=stddev, seed=seed)
+
+
+def make_layer(kind, **kwargs):
+    if kind == "dense":
+        return wn.WeightNormDense(5, kernel_initializer=normal(1), **kwargs)
+    if kind == "conv":
+        return wn.WeightNormConv2D(5, 3, strides=2, padding="same",
+                                   kernel_initializer=normal(1), **kwargs)
+    return wn.WeightNormConv2DTranspose(5, 3, strides=2, padding="same",
+                                        kernel_initializer=normal(1), **kwargs)
+
+
+def reference_layer(kind):
+    """The plain Keras layer a weight-normalized one must compute."""
+    if kind == "dense":
+        return keras.layers.Dense(5)
+    if kind == "conv":
+        return keras.layers.Conv2D(5, 3, strides=2, padding="same")
+    return keras.layers.Conv2DTranspose(5, 3, strides=2, padding="same")
+
+
+INPUT_SHAPES = {"dense": (4, 7), "conv": (4, 6, 6, 3), "conv_transpose": (4, 6, 6, 3)}
+# The output-unit axis of each kernel layout: Dense [in, out], Conv2D
+# [kh, kw, in, out], Conv2DTranspose [kh, kw, out, in].
+OUTPUT_AXIS = {"dense": 1, "conv": 3, "conv_transpose": 2}
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv", "conv_transpose"])
+def test_effective_kernel_is_g_times_v_over_its_norm(kind):
+    rng = np.random.default_rng(0)
+    layer = make_layer(kind)
+    inputs = rng.normal(size=INPUT_SHAPES[kind]).astype("float32")
+    layer(inputs)
+    layer.g.assign(rng.uniform(0.5, 2.0, size=5).astype("float32"))
+    layer.bias.assign(rng.normal(size=5).astype("float32"))
+
+    v = layer.v.numpy()
+    axis = OUTPUT_AXIS[kind]
+    other_axes = tuple(i for i in range(v.ndim) if i != axis)
+    norm = np.sqrt(np.sum(v ** 2, axis=other_axes, keepdims=True))
+    g_shape = [1] * v.ndim
+    g_shape[axis] = 5
+    expected = layer.g.numpy().reshape(g_shape) * v / norm
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.effective_kernel), expected,
+                               rtol=1e-5, atol=1e-7)
+    # Each output unit's weight vector has norm g.
+    np.testing.assert_allclose(np.sqrt(np.sum(expected ** 2, axis=other_axes)).ravel(),
+                               layer.g.numpy(), rtol=1e-5)
+
+    # The layer applies exactly that kernel: same output as the plain Keras layer.
+    reference = reference_layer(kind)
+    reference(inputs)
+    reference.set_weights([expected, layer.bias.numpy()])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(inputs)),
+                               keras.ops.convert_to_numpy(reference(inputs)),
+                               rtol=1e-4, atol=1e-5)
+
+
+def three_layer_model(init_scale_last=1.0):
+    """Conv -> LReLU -> ConvT -> LReLU -> Flatten -> Dense; WN layers are linear."""
+    images = keras.Input((8, 8, 3))
+    x = wn.WeightNormConv2D(6, 3, strides=2, padding="same", kernel_initializer=normal(1),
+                            name="conv")(images)
+    x = keras.layers.LeakyReLU(negative_slope=0.2)(x)
+    x = wn.WeightNormConv2DTranspose(4, 3, strides=2, padding="same",
+                                     kernel_initializer=normal(2), name="conv_transpose")(x)
+    x = keras.layers.LeakyReLU(negative_slope=0.2)(x)
+    x = keras.layers.Flatten()(x)
+    logits = wn.WeightNormDense(3, kernel_initializer=normal(3), init_scale=init_scale_last,
+                                name="dense")(x)
+    return keras.Model(images, logits)
+
+
+def pre_activations(model, name, inputs):
+    probe = keras.Model(model.input, model.get_layer(name).output)
+    out = keras.ops.convert_to_numpy(probe(inputs, training=False))
+    return out.reshape(-1, out.shape[-1])  # batch (and spatial) axes first
+
+
+def test_initialize_weight_norm_standardizes_each_pre_activation():
+    # Inputs far from zero mean / unit scale, so an un-initialized net is not standardized.
+    inputs = np.random.default_rng(0).uniform(1.0, 5.0, (64, 8, 8, 3)).astype("float32")
+    model = three_layer_model(init_scale_last=0.1)
+    before = pre_activations(model, "conv", inputs)
+    assert np.abs(before.mean(axis=0)).max() > 0.1  # not already standardized
+
+    assert wn.initialize_weight_norm(model, inputs) == 3
+
+    for name, target_std in (("conv", 1.0), ("conv_transpose", 1.0), ("dense", 0.1)):
+        t = pre_activations(model, name, inputs)
+        np.testing.assert_allclose(t.mean(axis=0), 0.0, atol=1e-4 * max(1, target_std))
+        np.testing.assert_allclose(t.std(axis=0), target_std, rtol=1e-3)
+    assert not any(layer.init_mode for layer in wn.weight_norm_layers(model))
+
+
+def test_initialize_weight_norm_skips_layers_without_data_init():
+    inputs = np.random.default_rng(1).normal(2.0, 3.0, (32, 7)).astype("float32")
+    z = keras.Input((7,))
+    hidden = wn.WeightNormDense(6, activation="relu", kernel_initializer=normal(1))(z)
+    frozen = wn.WeightNormDense(4, kernel_initializer=normal(2), data_init=False,
+                                name="frozen")(hidden)
+    model = keras.Model(z, frozen)
+    assert wn.initialize_weight_norm(model, inputs) == 1
+    np.testing.assert_array_equal(model.get_layer("frozen").g.numpy(), np.ones(4))
+    np.testing.assert_array_equal(model.get_layer("frozen").bias.numpy(), np.zeros(4))
+
+
+def test_initialize_weight_norm_without_weight_norm_layers_is_a_no_op():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    assert wn.initialize_weight_norm(model, np.ones((4, 3), "float32")) == 0
+
+
+def test_weight_norm_model_compiles_and_fits():
+    rng = np.random.default_rng(2)
+    images = rng.normal(size=(16, 8, 8, 3)).astype("float32")
+    labels = rng.integers(0, 3, size=16)
+    model = three_layer_model()
+    wn.initialize_weight_norm(model, images)
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(images, labels, batch_size=8, epochs=1, steps_per_epoch=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    # Every weight-norm parameter (v, g, bias of each layer) is trained.
+    assert len(model.trainable_weights) == 9
+    for old, new in zip(before, model.trainable_weights):
+        assert not np.allclose(old, new.numpy()), new.path
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv", "conv_transpose"])
+def test_get_config_round_trip(kind):
+    layer = make_layer(kind, activation="tanh", use_bias=False, init_scale=0.1,
+                       data_init=False, name=f"wn_{kind}")
+    config = layer.get_config()
+    json.dumps(config)  # plain, serializable values
+    clone = type(layer).from_config(config)
+    assert clone.get_config() == config
+    restored = keras.layers.deserialize(keras.layers.serialize(layer))
+    assert type(restored) is type(layer) and restored.get_config() == config
+
+
+def test_saved_model_file_reloads_with_identical_outputs(tmp_path):
+    inputs = np.random.default_rng(3).normal(size=(4, 8, 8, 3)).astype("float32")
+    model = three_layer_model()
+    wn.initialize_weight_norm(model, inputs)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(reloaded(inputs).numpy(), model(inputs).numpy(), rtol=1e-6)
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(clone(inputs).numpy(), model(inputs).numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("arguments, name", [
+    ({"init_scale": 0.0}, "init_scale"),
+    ({"padding": "full"}, "padding"),
+    ({"kernel_size": (3, 0)}, "kernel_size"),
+])
+def test_bad_arguments_raise_one_line_errors(arguments, name):
+    options = {"filters": 2, "kernel_size": 3, **arguments}
+    with pytest.raises(ValueError, match=name) as error:
+        wn.WeightNormConv2D(**options)
+    assert "\n" not in str(error.value)
+
+
+# Runs in a fresh interpreter: logical devices must be configured before
+# TensorFlow initializes them, which other tests in this process already did.
+_MIRRORED_SCRIPT = textwrap.dedent("""
+    import json, os
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import numpy as np, tensorflow as tf, keras
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from sgan_keras import layers as wn
+
+    def build():
+        init = lambda seed: keras.initializers.RandomNormal(stddev=0.05, seed=seed)
+        images = keras.Input((8, 8, 3))
+        x = wn.WeightNormConv2D(4, 3, strides=2, padding="same", kernel_initializer=init(1),
+                                name="conv")(images)
+        x = keras.layers.LeakyReLU(negative_slope=0.2)(x)
+        x = wn.WeightNormConv2DTranspose(2, 3, strides=2, padding="same",
+                                         kernel_initializer=init(2), name="conv_transpose")(x)
+        x = keras.layers.Flatten()(x)
+        logits = wn.WeightNormDense(3, kernel_initializer=init(3), name="dense")(x)
+        return keras.Model(images, logits)
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 3, (32, 8, 8, 3)).astype("float32")
+    labels = rng.integers(0, 3, 32)
+    single = build()
+    wn.initialize_weight_norm(single, images)
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        model = build()
+        count = wn.initialize_weight_norm(model, images)
+        model.compile(optimizer="adam",
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    max_diff = 0.0
+    for name in ("conv", "conv_transpose", "dense"):
+        for attribute in ("g", "bias"):
+            variable = getattr(model.get_layer(name), attribute)
+            expected = getattr(single.get_layer(name), attribute).numpy()
+            copies = strategy.experimental_local_results(variable.value)
+            assert len(copies) == 2, copies
+            diffs = [float(np.abs(c.numpy() - expected).max()) for c in copies]
+            max_diff = max([max_diff] + diffs)
+    loss = model.fit(images, labels, batch_size=16, epochs=1, verbose=0).history["loss"][-1]
+    print(json.dumps({"replicas": strategy.num_replicas_in_sync, "count": count,
+                      "max_diff": max_diff, "loss": float(loss)}))
+""")
+
+
+def test_initialize_weight_norm_under_mirrored_strategy_with_two_cpus():
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT], capture_output=True,
+                            text=True, env=env, cwd=REPO_ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2
+    assert report["count"] == 3
+    # Every replica's copy holds exactly what a single-device init computes.
+    assert report["max_diff"] < 1e-5
+    assert np.isfinite(report["loss"])

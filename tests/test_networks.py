@@ -1,0 +1,286 @@
+"""Every preset's G and D are built layer for layer as SPEC.md section 3.
+
+Trainable parameter counts are worked out by hand from SPEC's layer lists
+(and, where SPEC is silent, the source the networks docstrings name) and
+asserted as literal integers. Conventions: conv(f,k) on c channels has
+k*k*c*f + f parameters; weight-normalized layers count v, g and bias;
+BatchNorm counts gamma and beta (2 per channel/unit), the improved-gan
+offset-only BatchNorm (``nn.batch_norm(g=None)``) beta only (1).
+"""
+
+import keras
+import numpy as np
+import pytest
+
+from sgan_keras import layers as wn
+from sgan_keras import networks
+
+K = 10
+
+GENERATOR_PARAMS = {
+    # Dense 100 -> 7*7*64=3136 (ReLU):        100*3136 + 3136          = 316,736
+    # conv(128,5) on 64 channels (14x14):      5*5*64*128 + 128         = 204,928
+    # conv(64,5) on 128 channels (28x28):      5*5*128*64 + 64          = 204,864
+    # conv(64,5) on 64:                        5*5*64*64 + 64           = 102,464
+    # conv(1,5) on 64 (tanh):                  5*5*64*1 + 1             =   1,601
+    # total 316,736 + 204,928 + 204,864 + 102,464 + 1,601               = 830,593
+    "mnist_blog": 830_593,
+    # m = 32. Dense 100 -> 4*4*128=2048:       100*2048 + 2048          = 206,848
+    # BN(128) after the reshape:               2*128                    =     256
+    # convT(64,5,2) on 128:                    5*5*128*64 + 64          = 204,864
+    # BN(64):                                                           =     128
+    # convT(32,5,2) on 64:                     5*5*64*32 + 32           =  51,232
+    # BN(32):                                                           =      64
+    # convT(3,5,2) on 32 (tanh):               5*5*32*3 + 3             =   2,403
+    # total                                                             = 465,795
+    "svhn_dcgan": 465_795,
+    # Dense 100 -> 7*7*256=12544:              100*12544 + 12544        = 1,266,944
+    # convT(128,3,2) on 256:                   3*3*256*128 + 128        =   295,040
+    # BN(128):                                                          =       256
+    # convT(1,3,2) on 128 (tanh):              3*3*128*1 + 1            =     1,153
+    # total                                                             = 1,563,393
+    "mnist_gans_in_action": 1_563_393,
+    # Dense 100 -> 500, no bias:               100*500                  =  50,000
+    # offset-only BN(500):                                              =     500
+    # Dense 500 -> 500, no bias:               500*500                  = 250,000
+    # offset-only BN(500):                                              =     500
+    # WN Dense 500 -> 784 (sigmoid): v 500*784 + g 784 + b 784          = 393,568
+    # total                                                             = 694,568
+    "mnist_improved_gan": 694_568,
+    # Dense 100 -> 4*4*512=8192, no bias:      100*8192                 =   819,200
+    # offset-only BN on the 8192 dense units (before the reshape):      =     8,192
+    # convT(256,5,2) on 512, no bias:          5*5*512*256              = 3,276,800
+    # offset-only BN(256):                                              =       256
+    # convT(128,5,2) on 256, no bias:          5*5*256*128              =   819,200
+    # offset-only BN(128):                                              =       128
+    # WN convT(3,5,2) on 128: v 5*5*128*3 + g 3 + b 3                   =     9,606
+    # total                                                             = 4,933,382
+    "svhn_improved_gan": 4_933_382,
+    "cifar10_improved_gan": 4_933_382,  # the same generator
+}
+
+# D without its output layer (the "body"), then the output layer for K and K+1 units.
+DISCRIMINATOR_BODY_PARAMS = {
+    # conv(32,5,2) on 1:      5*5*1*32 + 32    =     832
+    # conv(64,5,2) on 32:     5*5*32*64 + 64   =  51,264
+    # conv(64,5,1) on 64:     5*5*64*64 + 64   = 102,464
+    # body                                     = 154,560
+    "mnist_blog": 154_560,
+    # conv(64,3,2) on 3:      3*3*3*64 + 64    =   1,792
+    # conv(64,3,2) on 64:     3*3*64*64 + 64   =  36,928  + BN(64) 128
+    # conv(64,3,2) on 64:                      =  36,928  + BN(64) 128
+    # conv(128,3,1) on 64:    3*3*64*128 + 128 =  73,856  + BN(128) 256
+    # conv(128,3,1) on 128:   3*3*128*128+128  = 147,584  + BN(128) 256
+    # conv(128,3,1,valid):                     = 147,584  (no BN)
+    # body 1,792 + 36,928*2 + 128*2 + 73,856 + 147,584*2 + 256*2 = 445,440
+    "svhn_dcgan": 445_440,
+    # conv(32,3,2) on 1:      3*3*1*32 + 32    =     320
+    # conv(64,3,2) on 32:     3*3*32*64 + 64   =  18,496  + BN(64) 128
+    # conv(128,3,2) on 64:    3*3*64*128 + 128 =  73,856  + BN(128) 256
+    # body                                     =  93,056
+    "mnist_gans_in_action": 93_056,
+    # WN Dense 784 -> 1000:   784*1000 + 1000 + 1000 = 786,000
+    # WN Dense 1000 -> 500:   1000*500 + 500 + 500   = 501,000
+    # WN Dense 500 -> 250:    500*250 + 250 + 250    = 125,500
+    # WN Dense 250 -> 250:    250*250 + 250 + 250    =  63,000   (twice)
+    # body 786,000 + 501,000 + 125,500 + 2*63,000    = 1,538,500
+    "mnist_improved_gan": 1_538_500,
+    # WN conv(64,3) on 3:     3*3*3*64 + 64 + 64     =   1,856
+    # WN conv(64,3) on 64:    3*3*64*64 + 128        =  36,992   (twice)
+    # WN conv(128,3) on 64:   3*3*64*128 + 256       =  73,984
+    # WN conv(128,3) on 128:  3*3*128*128 + 256      = 147,712   (twice, + the valid one)
+    # WN 1x1 conv 128 on 128: 128*128 + 256          =  16,640   (twice)
+    # body 1,856 + 2*36,992 + 73,984 + 3*147,712 + 2*16,640 = 626,240
+    "svhn_improved_gan": 626_240,
+    # WN conv(96,3) on 3:     3*3*3*96 + 96 + 96     =   2,784
+    # WN conv(96,3) on 96:    3*3*96*96 + 192        =  83,136   (twice)
+    # WN conv(192,3) on 96:   3*3*96*192 + 384       = 166,272
+    # WN conv(192,3) on 192:  3*3*192*192 + 384      = 332,160   (twice, + the valid one)
+    # WN 1x1 conv 192 on 192: 192*192 + 384          =  37,248   (twice)
+    # body 2,784 + 2*83,136 + 166,272 + 3*332,160 + 2*37,248 = 1,406,304
+    "cifar10_improved_gan": 1_406_304,
+}
+
+OUTPUT_LAYER_PARAMS = {
+    # (features, K outputs, K+1 outputs). Dense F -> n: F*n + n; WN Dense: F*n + 2n.
+    "mnist_blog": (3136, 31_370, 34_507),            # 3136*10+10, 3136*11+11
+    "svhn_dcgan": (128, 1_290, 1_419),               # 128*10+10, 128*11+11
+    "mnist_gans_in_action": (2048, 20_490, 22_539),  # 2048*10+10, 2048*11+11
+    "mnist_improved_gan": (250, 2_520, 2_772),       # 250*10+20, 250*11+22
+    "svhn_improved_gan": (128, 1_300, 1_430),        # 128*10+20, 128*11+22
+    "cifar10_improved_gan": (192, 1_940, 2_134),     # 192*10+20, 192*11+22
+}
+
+DISCRIMINATOR_PARAMS = {
+    # body + K outputs ("zero"), body + K+1 outputs ("learned")
+    "mnist_blog": {"zero": 185_930, "learned": 189_067},
+    "svhn_dcgan": {"zero": 446_730, "learned": 446_859},
+    "mnist_gans_in_action": {"zero": 113_546, "learned": 115_595},
+    "mnist_improved_gan": {"zero": 1_541_020, "learned": 1_541_272},
+    "svhn_improved_gan": {"zero": 627_540, "learned": 627_670},
+    "cifar10_improved_gan": {"zero": 1_408_244, "learned": 1_408_438},
+}
+
+IMAGE_SHAPES = {
+    "mnist_blog": (28, 28, 1), "svhn_dcgan": (32, 32, 3), "mnist_gans_in_action": (28, 28, 1),
+    "mnist_improved_gan": (28, 28, 1), "svhn_improved_gan": (32, 32, 3),
+    "cifar10_improved_gan": (32, 32, 3),
+}
+
+
+def trainable_count(model):
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def test_hand_counts_add_up():
+    """The per-part comments above agree with the per-network totals."""
+    for architecture, (_, k_out, k1_out) in OUTPUT_LAYER_PARAMS.items():
+        body = DISCRIMINATOR_BODY_PARAMS[architecture]
+        assert DISCRIMINATOR_PARAMS[architecture] == {"zero": body + k_out,
+                                                      "learned": body + k1_out}
+
+
+def test_every_architecture_is_covered():
+    assert set(networks.ARCHITECTURES) == set(GENERATOR_PARAMS) == set(DISCRIMINATOR_PARAMS)
+    assert networks.FAKE_CLASSES == ("zero", "learned", "separate")
+
+
+@pytest.mark.parametrize("architecture", sorted(GENERATOR_PARAMS))
+def test_generator_output_shape_range_and_trainable_parameters(architecture):
+    shape = IMAGE_SHAPES[architecture]
+    generator = networks.build_generator(architecture, image_shape=shape, seed=0)
+    assert generator.input_shape == (None, 100)
+    assert generator.output_shape == (None, *shape)
+    assert trainable_count(generator) == GENERATOR_PARAMS[architecture]
+    images = generator(np.random.default_rng(0).normal(size=(2, 100)).astype("float32"),
+                       training=False).numpy()
+    low = 0.0 if architecture == "mnist_improved_gan" else -1.0  # sigmoid vs tanh output
+    assert images.shape == (2, *shape) and images.min() >= low and images.max() <= 1.0
+
+
+@pytest.mark.parametrize("architecture", sorted(DISCRIMINATOR_PARAMS))
+@pytest.mark.parametrize("fake_class", ["zero", "learned"])
+def test_discriminator_outputs_and_trainable_parameters(architecture, fake_class):
+    shape = IMAGE_SHAPES[architecture]
+    discriminator = networks.build_discriminator(architecture, image_shape=shape,
+                                                 num_classes=K, fake_class=fake_class, seed=0)
+    width = K if fake_class == "zero" else K + 1
+    num_features = OUTPUT_LAYER_PARAMS[architecture][0]
+    assert discriminator.input_shape == (None, *shape)
+    assert discriminator.output_shape == [(None, width), (None, num_features)]
+    assert trainable_count(discriminator) == DISCRIMINATOR_PARAMS[architecture][fake_class]
+    logits, features = discriminator(np.zeros((2, *shape), "float32"), training=False)
+    assert logits.shape == (2, width) and features.shape == (2, num_features)
+
+
+@pytest.mark.parametrize("architecture", ["mnist_blog", "svhn_improved_gan"])
+def test_separate_fake_class_adds_an_independent_real_fake_head(architecture):
+    shape = IMAGE_SHAPES[architecture]
+    discriminator = networks.build_discriminator(architecture, image_shape=shape,
+                                                 fake_class="separate", seed=0)
+    # K class logits + one real/fake unit, both reading the same F features:
+    # (F*K + K) + (F*1 + 1) for Dense; (F*K + 2K) + (F + 2) for WN Dense.
+    expected = {"mnist_blog": 154_560 + 31_370 + 3_137,         # 3136*1+1 = 3,137
+                "svhn_improved_gan": 626_240 + 1_300 + 130}     # 128*1+2 = 130
+    assert trainable_count(discriminator) == expected[architecture]
+    assert discriminator.output_shape[0] == (None, K + 1)
+    head = discriminator.get_layer("d_real_fake_logit")
+    images = np.random.default_rng(0).uniform(-1, 1, (3, *shape)).astype("float32")
+    logits, _ = discriminator(images, training=False)
+    head_input = keras.Model(discriminator.input, head.input)(images, training=False)
+    # The last column is the head's own output, not a function of the class logits.
+    np.testing.assert_allclose(logits[:, K], head(head_input)[:, 0], rtol=1e-5, atol=1e-6)
+    class_layer = discriminator.get_layer("d_class_logits")
+    assert head.input is class_layer.input  # "on the same features"
+
+
+def test_layer_details_follow_spec():
+    blog = networks.build_discriminator("mnist_blog", image_shape=(28, 28, 1), seed=0)
+    assert blog.get_layer("d_conv1").kernel.shape == (5, 5, 1, 32)
+    assert blog.get_layer("d_conv1").strides == (2, 2)
+    assert blog.get_layer("d_dropout1").rate == 0.3
+    assert blog.get_layer("d_lrelu1").negative_slope == pytest.approx(0.2)
+
+    dcgan = networks.build_discriminator("svhn_dcgan", image_shape=(32, 32, 3), seed=0)
+    assert dcgan.get_layer("d_input_dropout").rate == pytest.approx(0.2)  # r / 2.5
+    assert dcgan.get_layer("d_conv6").padding == "valid"
+    assert dcgan.get_layer("d_conv6").output.shape == (None, 2, 2, 128)
+
+    mnist = networks.build_discriminator("mnist_improved_gan", image_shape=(28, 28, 1), seed=0)
+    assert mnist.get_layer("d_input_noise").stddev == pytest.approx(0.3)
+    assert mnist.get_layer("d_noise5").stddev == pytest.approx(0.5)
+    # Features are the last 250-unit layer's activations, before its noise.
+    assert mnist.outputs[1] is mnist.get_layer("d_dense5").output
+
+    cifar = networks.build_discriminator("cifar10_improved_gan", image_shape=(32, 32, 3), seed=0)
+    widths = [cifar.get_layer(f"d_conv{i}").filters for i in range(1, 10)]
+    assert widths == [96, 96, 96, 192, 192, 192, 192, 192, 192]
+    assert cifar.get_layer("d_conv8").kernel_size == (1, 1)
+    assert isinstance(cifar.get_layer("d_logits"), wn.WeightNormDense)
+    assert cifar.get_layer("d_logits").init_scale == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("architecture, g_layers, d_layers", [
+    ("mnist_improved_gan", 0, 6),   # G's output layer is nn.l2normalize: no data init
+    ("svhn_improved_gan", 1, 10),   # 9 convs + the output Dense
+])
+def test_weight_norm_networks_data_initialize(architecture, g_layers, d_layers):
+    shape = IMAGE_SHAPES[architecture]
+    generator = networks.build_generator(architecture, image_shape=shape, seed=0)
+    discriminator = networks.build_discriminator(architecture, image_shape=shape, seed=0)
+    z = np.random.default_rng(0).uniform(size=(16, 100)).astype("float32")
+    assert wn.initialize_weight_norm(generator, z) == g_layers
+    assert wn.initialize_weight_norm(discriminator, generator(z, training=False)) == d_layers
+
+
+@pytest.mark.parametrize("architecture", networks.ARCHITECTURES)
+def test_same_seed_builds_identical_weights(architecture):
+    shape = IMAGE_SHAPES[architecture]
+
+    def weights(seed):
+        g = networks.build_generator(architecture, image_shape=shape, seed=seed)
+        d = networks.build_discriminator(architecture, image_shape=shape, seed=seed)
+        return [w.numpy() for w in g.weights + d.weights]
+
+    first, second, other = weights(3), weights(3), weights(4)
+    assert len(first) == len(second)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    assert any(a.size > 1 and not np.array_equal(a, c) for a, c in zip(first, other))
+
+
+def test_layers_of_equal_shape_get_different_initial_weights():
+    discriminator = networks.build_discriminator("svhn_improved_gan", image_shape=(32, 32, 3),
+                                                 seed=0)
+    v5 = discriminator.get_layer("d_conv5").v.numpy()
+    v6 = discriminator.get_layer("d_conv6").v.numpy()
+    assert v5.shape == v6.shape and not np.array_equal(v5, v6)
+
+
+@pytest.mark.parametrize("build, arguments, name", [
+    (networks.build_generator, {"architecture": "mnist_cnn", "image_shape": (28, 28, 1)},
+     "architecture"),
+    (networks.build_generator, {"architecture": "mnist_blog", "image_shape": (32, 32, 3)},
+     "image_shape"),
+    (networks.build_generator, {"architecture": "svhn_dcgan", "image_shape": (32, 32, 3),
+                                "latent_dim": 0}, "latent_dim"),
+    (networks.build_discriminator, {"architecture": "svhn_dcgan", "image_shape": (32, 32, 3),
+                                    "fake_class": "eleven"}, "fake_class"),
+    (networks.build_discriminator, {"architecture": "svhn_dcgan", "image_shape": (28, 28, 1)},
+     "image_shape"),
+    (networks.build_discriminator, {"architecture": "svhn_dcgan", "image_shape": (32, 32, 3),
+                                    "num_classes": 1}, "num_classes"),
+])
+def test_bad_arguments_raise_one_line_value_errors(build, arguments, name):
+    architecture = arguments.pop("architecture")
+    with pytest.raises(ValueError, match=name) as error:
+        build(architecture, **arguments)
+    assert "\n" not in str(error.value)
+
+
+def test_describe_names_the_source():
+    assert "improved-gan" in networks.describe("cifar10_improved_gan")
+    assert "96/192" in networks.describe("cifar10_improved_gan")
+    assert "Udacity" in networks.describe("svhn_dcgan")
+    with pytest.raises(ValueError, match="architecture"):
+        networks.describe("nope")
