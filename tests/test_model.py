@@ -221,3 +221,24 @@ def test_mirrored_strategy_on_two_cpus_matches_one_device(generator_loss, tmp_pa
     for name, value in report["single"].items():
         assert abs(value - report["mirrored"][name]) < 1e-5, name
     assert report["weight_gap"] < 1e-5
+
+
+@pytest.mark.parametrize("preset", ["mnist_blog", "svhn_dcgan", "mnist_gans_in_action",
+                                    "mnist_improved_gan", "svhn_improved_gan",
+                                    "cifar10_improved_gan"])
+def test_every_preset_takes_a_finite_training_step(preset):
+    fake_class = "learned" if preset == "svhn_dcgan" else "zero"
+    manifold = "blog" if preset == "mnist_blog" else "lecouat"
+    model = SGAN.from_preset(preset, seed=0, fake_class=fake_class, manifold=manifold)
+    model.compile()
+    rng = np.random.default_rng(0)
+    low, high = model.pixel_range
+    images = lambda: tf.constant(  # noqa: E731
+        rng.uniform(low, high, size=(4, *model.image_shape)).astype(np.float32))
+    batch = {"labeled_images": images(), "labels": tf.constant([0, 1, 2, 3]),
+             "unlabeled_images": images(), "generator_images": images()}
+    model.initialize_weight_norm(batch)
+    logs = model.train_step(batch)
+    assert all(np.isfinite(float(value)) for value in logs.values())
+    assert float(logs["manifold_loss"]) > 0
+    assert model.generate(2).shape == (2, *model.image_shape)
