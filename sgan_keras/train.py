@@ -24,6 +24,7 @@ import keras
 import tensorflow as tf
 from absl import app
 from absl import flags
+from absl import logging
 
 from sgan_keras import callbacks as callbacks_lib
 from sgan_keras import checkpoint
@@ -281,7 +282,7 @@ def train(preset, config):
         model.fit(train_data, epochs=preset.epochs, initial_epoch=initial_epoch,
                   steps_per_epoch=preset.steps_per_epoch,
                   validation_data=data.test_dataset(config["eval_batch_size"]),
-                  callbacks=callbacks, verbose=verbose)
+                  callbacks=callbacks, verbose=verbose, shuffle=False)
     # All workers export (reading distributed variables may need every worker);
     # the non-chief ones into their throw-away directory.
     export.export_classifier(model.classifier(), os.path.join(output_dir, "export"),
@@ -303,6 +304,7 @@ class SaveCheckpoint(keras.callbacks.Callback):
 
 
 def main(argv):
+    logging.set_verbosity(logging.WARNING)  # keep TF's INFO lines out of the log
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --helpfull)")
     values = {name: FLAGS[name].value for name in FLAGS if name in _KNOWN_FLAGS}

@@ -1,0 +1,351 @@
+"""Datasets, label budgets and ``tf.data`` pipelines (``SPEC.md`` section 2).
+
+``load_dataset(name, labels, seed=..., data_dir=...)`` reads MNIST, SVHN
+(cropped digits) or CIFAR-10 from local files when ``data_dir`` holds them
+(Keras ``mnist.npz``, MNIST IDX ``*-ubyte.gz``, SVHN ``*_32x32.mat``), else
+from TensorFlow Datasets, draws a class-balanced label budget with a seed and
+returns a :class:`SemiSupervisedData` with the training pipelines.
+
+Pipelines batch *indices* and gather a whole batch of images at once, so
+the images stay one uint8 array in memory and an element costs one gather
+and one scaling. Element ``i`` of every training pipeline depends only on
+``(seed, i)``: ``start_step`` resumes a run with exactly the batches it
+would have seen.
+"""
+
+import dataclasses
+import gzip
+import os
+import struct
+import zipfile
+
+import numpy as np
+import tensorflow as tf
+
+SUPPORTED_DATASETS = ("mnist", "svhn", "cifar10")
+PIXEL_RANGES = ((-1.0, 1.0), (0.0, 1.0))
+_NUM_CLASSES = 10
+_IMAGE_SHAPES = {"mnist": (28, 28, 1), "svhn": (32, 32, 3), "cifar10": (32, 32, 3)}
+_TFDS_NAMES = {"mnist": "mnist", "svhn": "svhn_cropped", "cifar10": "cifar10"}
+_MNIST_IDX = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+              "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+_STREAM_LABELED, _STREAM_UNLABELED = 0, 1
+
+
+class DataError(ValueError):
+    """Bad dataset argument or data file; the message is one line."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SemiSupervisedData:
+    """A training split with a labeled subset, a test split and their pipelines."""
+
+    name: str
+    num_classes: int
+    image_shape: tuple
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    labeled_indices: np.ndarray
+    pixel_range: tuple
+    seed: int
+
+    def scale(self, images):
+        """uint8 images -> float32 in ``pixel_range``."""
+        low, high = self.pixel_range
+        return tf.cast(images, tf.float32) * ((high - low) / 255.0) + low
+
+    # -------------------------------------------------------------- training
+    def labeled_dataset(self, batch_size, start_step=0):
+        """Infinite shuffled labeled batches ``(images, labels)``.
+
+        The labeled set is tiled so that every step has a full labeled batch
+        even when the budget is smaller than the batch.
+        """
+        return self._batches(self.labeled_indices, batch_size, _STREAM_LABELED, start_step,
+                             with_labels=True)
+
+    def unlabeled_dataset(self, batch_size, stream=0, start_step=0):
+        """Infinite shuffled batches of training images; streams differ in order."""
+        indices = np.arange(len(self.train_images))
+        return self._batches(indices, batch_size, _STREAM_UNLABELED + stream, start_step)
+
+    def train_dataset(self, batch_size, start_step=0):
+        """Dicts of a labeled batch and two unlabeled batches (D step, G step).
+
+        Infinite, prefetched; element ``i`` depends only on ``(seed, i)``.
+        """
+        batches = tf.data.Dataset.zip((
+            self.labeled_dataset(batch_size, start_step),
+            self.unlabeled_dataset(batch_size, 0, start_step),
+            self.unlabeled_dataset(batch_size, 1, start_step)))
+        return batches.map(
+            lambda labeled, unlabeled, generator: {
+                "labeled_images": labeled[0], "labels": labeled[1],
+                "unlabeled_images": unlabeled, "generator_images": generator},
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
+        ).prefetch(tf.data.AUTOTUNE)
+
+    def supervised_dataset(self, batch_size, start_step=0):
+        """Labeled batches only (the supervised-only baseline), prefetched."""
+        return self.labeled_dataset(batch_size, start_step).prefetch(tf.data.AUTOTUNE)
+
+    def test_dataset(self, batch_size):
+        """The test split in order, last partial batch kept: ``(images, labels)``."""
+        images = tf.constant(self.test_images)
+        labels = tf.constant(self.test_labels.astype(np.int32))
+        return tf.data.Dataset.range(len(self.test_images)).batch(batch_size).map(
+            lambda index: (self.scale(tf.gather(images, index)), tf.gather(labels, index)),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
+        ).prefetch(tf.data.AUTOTUNE)
+
+    def _batches(self, indices, batch_size, stream, start_step, with_labels=False):
+        """Shuffled epochs of ``indices`` (one permutation per ``(seed, stream,
+        epoch)``), concatenated and cut into batches.
+
+        Starting at ``start_step`` jumps to its epoch and skips only the
+        indices before it within that epoch: no batches are replayed.
+        """
+        if batch_size <= 0:
+            raise DataError(f"batch_size must be a positive integer, got {batch_size}")
+        count = len(indices)
+        first_epoch, offset = divmod(start_step * batch_size, count)
+        indices = tf.constant(indices, tf.int64)
+        seed = tf.constant([self.seed, stream], tf.int64)
+
+        def shuffled_epoch(epoch):
+            keys = tf.random.stateless_uniform([count], seed + tf.stack([0, epoch * 1000]))
+            return tf.data.Dataset.from_tensor_slices(tf.gather(indices, tf.argsort(keys)))
+
+        images = tf.constant(self.train_images)
+        labels = tf.constant(self.train_labels.astype(np.int32))
+
+        def gather(picked):
+            batch = self.scale(tf.gather(images, picked))
+            return (batch, tf.gather(labels, picked)) if with_labels else batch
+
+        return (tf.data.Dataset.counter(start=first_epoch)
+                .flat_map(shuffled_epoch)
+                .skip(offset)
+                .batch(batch_size, drop_remainder=True)
+                .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+
+
+def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0),
+                 include_extra=False):
+    """Loads ``name`` with a class-balanced budget of ``labels`` labels.
+
+    Args:
+      name: ``mnist``, ``svhn`` or ``cifar10``.
+      labels: the total label budget (``labels / 10`` per class), or ``"all"``
+        (also ``None``) for every training label.
+      seed: seed of the label draw and of the data order.
+      data_dir: a directory with local files or prepared TFDS data; ``None``
+        downloads with TFDS.
+      pixel_range: ``(-1, 1)`` for tanh generators, ``(0, 1)`` for sigmoid ones.
+      include_extra: SVHN only: add the ``extra`` split to the unlabeled data.
+    """
+    if name not in SUPPORTED_DATASETS:
+        raise DataError(f"unknown dataset {name!r}; allowed: {', '.join(SUPPORTED_DATASETS)}")
+    pixel_range = tuple(float(x) for x in pixel_range)
+    if pixel_range not in PIXEL_RANGES:
+        raise DataError(f"pixel_range must be (-1, 1) or (0, 1), got {pixel_range}")
+    if include_extra and name != "svhn":
+        raise DataError("include_extra applies to svhn only")
+    budget = _check_budget(labels)
+    if data_dir is not None and not os.path.isdir(data_dir):
+        raise DataError(f"data_dir {data_dir} does not exist")
+    splits = _read_local(name, data_dir, include_extra) if data_dir else None
+    if splits is None:
+        splits = _read_tfds(name, data_dir, include_extra)
+    (train_images, train_labels, labeled_pool), (test_images, test_labels) = splits
+    for split, images, split_labels in (("train", train_images, train_labels),
+                                        ("test", test_images, test_labels)):
+        _check_arrays(name, split, images, split_labels)
+    labeled_indices = draw_labeled_indices(train_labels[:labeled_pool], budget, seed)
+    return SemiSupervisedData(
+        name=name, num_classes=_NUM_CLASSES, image_shape=_IMAGE_SHAPES[name],
+        train_images=train_images, train_labels=train_labels, test_images=test_images,
+        test_labels=test_labels, labeled_indices=labeled_indices, pixel_range=pixel_range,
+        seed=int(seed))
+
+
+def draw_labeled_indices(labels, budget, seed, num_classes=_NUM_CLASSES):
+    """``budget / num_classes`` indices per class, drawn with ``seed`` (sorted).
+
+    ``np.random.default_rng`` (PCG64) gives the same draw on every machine.
+    ``budget=None`` means every index.
+    """
+    if budget is None:
+        return np.arange(len(labels), dtype=np.int64)
+    if budget % num_classes:
+        raise DataError(f"labels={budget} must be a multiple of the {num_classes} classes")
+    per_class = budget // num_classes
+    counts = np.bincount(labels, minlength=num_classes)
+    if per_class > counts.min():
+        raise DataError(f"labels={budget} asks for {per_class} per class, but the smallest "
+                        f"class has {counts.min()} training images")
+    rng = np.random.default_rng(seed)
+    chosen = [rng.choice(np.flatnonzero(labels == k), per_class, replace=False)
+              for k in range(num_classes)]
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def _check_budget(labels):
+    if labels is None or (isinstance(labels, str) and labels.lower() == "all"):
+        return None
+    if isinstance(labels, bool) or not isinstance(labels, (int, np.integer)):
+        raise DataError(f"labels must be a positive integer or 'all', got {labels!r}")
+    if labels <= 0:
+        raise DataError(f"labels must be a positive integer or 'all', got {labels}")
+    return int(labels)
+
+
+def _check_arrays(name, split, images, labels):
+    shape = _IMAGE_SHAPES[name]
+    if images.dtype != np.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != shape:
+        raise DataError(f"{name} {split} images must be uint8 of shape [N, "
+                        f"{', '.join(map(str, shape))}], got {images.dtype} {images.shape}")
+    if labels.shape != (len(images),):
+        raise DataError(f"{name} {split} labels must have shape [{len(images)}], got {labels.shape}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= _NUM_CLASSES):
+        raise DataError(f"{name} {split} labels must be in 0..{_NUM_CLASSES - 1}, "
+                        f"got {labels.min()}..{labels.max()}")
+
+
+# ------------------------------------------------------------------ sources
+def _read_local(name, data_dir, include_extra):
+    """Local files in ``data_dir``, or ``None`` if it holds none of ours."""
+    if name == "mnist":
+        if os.path.exists(os.path.join(data_dir, "mnist.npz")):
+            return _read_mnist_npz(os.path.join(data_dir, "mnist.npz"))
+        if all(os.path.exists(os.path.join(data_dir, f)) for f in _MNIST_IDX["train"]):
+            return _read_mnist_idx(data_dir)
+    if name == "svhn" and os.path.exists(os.path.join(data_dir, "train_32x32.mat")):
+        return _read_svhn_mat(data_dir, include_extra)
+    return None
+
+
+def _with_pool(train, test):
+    """Adds the labeled pool size (the whole training split here)."""
+    (images, labels), test = train, test
+    return (images, labels, len(labels)), test
+
+
+def _read_mnist_npz(path):
+    try:
+        with np.load(path) as archive:
+            arrays = {key: archive[key] for key in ("x_train", "y_train", "x_test", "y_test")}
+    except KeyError as error:
+        raise DataError(f"{path} lacks the array {error}; expected x_train, y_train, "
+                        "x_test, y_test") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path} is not a readable .npz file ({_reason(error)})") from None
+    to_images = lambda x: x[..., None] if x.ndim == 3 else x  # noqa: E731
+    return _with_pool((to_images(arrays["x_train"]), arrays["y_train"].astype(np.int64)),
+                      (to_images(arrays["x_test"]), arrays["y_test"].astype(np.int64)))
+
+
+def _read_idx(path, magic, item_shape):
+    try:
+        with gzip.open(path, "rb") as file:
+            content = file.read()
+    except (OSError, EOFError) as error:
+        raise DataError(f"{path} is not a readable gzip file ({_reason(error)})") from None
+    header = 8 if magic == 2049 else 16
+    if len(content) < header or struct.unpack(">I", content[:4])[0] != magic:
+        raise DataError(f"{path} is not an IDX file (magic number {magic} expected)")
+    count = struct.unpack(">I", content[4:8])[0]
+    expected = header + count * int(np.prod(item_shape, dtype=np.int64))
+    if len(content) != expected:
+        raise DataError(f"{path} is truncated or corrupt: {len(content)} bytes, "
+                        f"{expected} expected for {count} items")
+    if magic == 2051 and struct.unpack(">II", content[8:16]) != item_shape:
+        raise DataError(f"{path} holds {struct.unpack('>II', content[8:16])} images, "
+                        f"expected {item_shape}")
+    return np.frombuffer(content, np.uint8, offset=header).reshape(count, *item_shape)
+
+
+def _read_mnist_idx(data_dir):
+    splits = []
+    for split in ("train", "test"):
+        image_file, label_file = (os.path.join(data_dir, f) for f in _MNIST_IDX[split])
+        if not (os.path.exists(image_file) and os.path.exists(label_file)):
+            raise DataError(f"data_dir {data_dir} lacks {', '.join(_MNIST_IDX[split])}")
+        images = _read_idx(image_file, 2051, (28, 28))[..., None]
+        labels = _read_idx(label_file, 2049, ()).astype(np.int64)
+        if len(images) != len(labels):
+            raise DataError(f"{image_file} and {label_file} hold {len(images)} images "
+                            f"but {len(labels)} labels")
+        splits.append((images, labels))
+    return _with_pool(*splits)
+
+
+def _read_mat(path):
+    import scipy.io
+    try:
+        mat = scipy.io.loadmat(path)
+        images, labels = mat["X"], mat["y"]
+    except KeyError as error:
+        raise DataError(f"{path} lacks the variable {error}; expected X and y") from None
+    except (OSError, ValueError, TypeError, EOFError, NotImplementedError) as error:
+        raise DataError(f"{path} is not a readable .mat file ({_reason(error)})") from None
+    if images.ndim != 4 or images.shape[:3] != (32, 32, 3):
+        raise DataError(f"{path}: X must be 32x32x3xN, got {'x'.join(map(str, images.shape))}")
+    labels = np.asarray(labels).reshape(-1).astype(np.int64)
+    if len(labels) != images.shape[3]:
+        raise DataError(f"{path}: {images.shape[3]} images but {len(labels)} labels")
+    if len(labels) and (labels.min() < 1 or labels.max() > 10):
+        raise DataError(f"{path}: y must hold 1..10 (10 is digit 0), got "
+                        f"{labels.min()}..{labels.max()}")
+    images = np.ascontiguousarray(np.transpose(images, (3, 0, 1, 2))).astype(np.uint8)
+    return images, np.where(labels == 10, 0, labels)   # SVHN stores digit 0 as 10
+
+
+def _read_svhn_mat(data_dir, include_extra):
+    paths = {split: os.path.join(data_dir, f"{split}_32x32.mat")
+             for split in ("train", "test", "extra")}
+    for split in ("test",) + (("extra",) if include_extra else ()):
+        if not os.path.exists(paths[split]):
+            raise DataError(f"data_dir {data_dir} lacks {split}_32x32.mat")
+    train_images, train_labels = _read_mat(paths["train"])
+    test = _read_mat(paths["test"])
+    pool = len(train_labels)
+    if include_extra:
+        extra_images, extra_labels = _read_mat(paths["extra"])
+        train_images = np.concatenate([train_images, extra_images])
+        train_labels = np.concatenate([train_labels, extra_labels])
+    return (train_images, train_labels, pool), test
+
+
+def _read_tfds(name, data_dir, include_extra):
+    import tensorflow_datasets as tfds
+    splits = ["train", "test"] + (["extra"] if include_extra else [])
+    try:
+        loaded = tfds.load(_TFDS_NAMES[name], split=splits, data_dir=data_dir,
+                           batch_size=-1, as_supervised=True, download=data_dir is None)
+    except Exception as error:  # TFDS raises many types; the reason is one line.
+        where = (f"data_dir {data_dir} holds no {name} files (expected "
+                 f"{_expected_files(name)} or prepared TFDS data)") if data_dir else \
+            f"TFDS could not load {_TFDS_NAMES[name]}"
+        raise DataError(f"{where}: {_reason(error)}") from None
+    arrays = [(tfds.as_numpy(images), tfds.as_numpy(labels).astype(np.int64))
+              for images, labels in loaded]
+    train_images, train_labels = arrays[0]
+    pool = len(train_labels)
+    if include_extra:
+        train_images = np.concatenate([train_images, arrays[2][0]])
+        train_labels = np.concatenate([train_labels, arrays[2][1]])
+    return (train_images, train_labels, pool), arrays[1]
+
+
+def _expected_files(name):
+    return {"mnist": "mnist.npz or " + ", ".join(_MNIST_IDX["train"] + _MNIST_IDX["test"]),
+            "svhn": "train_32x32.mat, test_32x32.mat",
+            "cifar10": "no local format; TFDS data"}[name]
+
+
+def _reason(error):
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__
