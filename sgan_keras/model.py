@@ -163,6 +163,13 @@ class SGAN(keras.Model):
             if not self.supervised_only:
                 self.g_optimizer.build(self.generator.trainable_variables)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Nothing to build from data: G, D and both optimizers are built.
+
+        (Keras' version reduces a first batch across replicas, which fails
+        for dict batches under ``MultiWorkerMirroredStrategy``.)
+        """
+
     @property
     def metrics(self):
         return [self.d_loss_tracker, self.g_loss_tracker,
@@ -246,7 +253,7 @@ class SGAN(keras.Model):
         discriminator_logs = self._discriminator_step(labeled_images, labels, unlabeled_images)
         g_loss = self._generator_step(generator_images)
         self.g_loss_tracker.update_state(g_loss)
-        return {**discriminator_logs, "g_loss": self.g_loss_tracker.result()}
+        return self._logs({**discriminator_logs, "g_loss": self.g_loss_tracker.result()})
 
     def _discriminator_step(self, labeled_images, labels, unlabeled_images):
         batch_size = tf.shape(unlabeled_images)[0]
@@ -336,8 +343,17 @@ class SGAN(keras.Model):
         self._update_ema()
         self.supervised_loss_tracker.update_state(supervised)
         self.accuracy_tracker.update_state(losses.accuracy(labels, logits, self.num_classes))
-        return {"supervised_loss": self.supervised_loss_tracker.result(),
-                "accuracy": self.accuracy_tracker.result()}
+        return self._logs({"supervised_loss": self.supervised_loss_tracker.result(),
+                           "accuracy": self.accuracy_tracker.result()})
+
+    def _logs(self, values):
+        """The step's logs. Under ``MultiWorkerMirroredStrategy`` Keras reduces
+        them with ``strategy.reduce(MEAN, axis=0)``, which needs an axis: the
+        (replica-identical) metric values get shape ``[1]`` there."""
+        if isinstance(self.distribute_strategy,
+                      tf.distribute.MultiWorkerMirroredStrategy):
+            return {name: tf.reshape(value, [1]) for name, value in values.items()}
+        return values
 
     def _gan_logit(self, logits):
         return losses.gan_logit(logits, self.fake_class, self.num_classes)
@@ -362,8 +378,8 @@ class SGAN(keras.Model):
             tf.nn.sparse_softmax_cross_entropy_with_logits(
                 labels=tf.cast(labels, tf.int32), logits=logits))
         self.accuracy_tracker.update_state(losses.accuracy(labels, logits, self.num_classes))
-        return {"accuracy": self.accuracy_tracker.result(),
-                "cross_entropy": self.cross_entropy_tracker.result()}
+        return self._logs({"accuracy": self.accuracy_tracker.result(),
+                           "cross_entropy": self.cross_entropy_tracker.result()})
 
     def predict_step(self, batch):
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
