@@ -324,20 +324,26 @@ def _read_tfds(name, data_dir, include_extra):
     splits = ["train", "test"] + (["extra"] if include_extra else [])
     try:
         loaded = tfds.load(_TFDS_NAMES[name], split=splits, data_dir=data_dir,
-                           batch_size=-1, as_supervised=True, download=data_dir is None)
+                           as_supervised=True, download=data_dir is None)
+        arrays = [_to_numpy(split) for split in loaded]
     except Exception as error:  # TFDS raises many types; the reason is one line.
         where = (f"data_dir {data_dir} holds no {name} files (expected "
                  f"{_expected_files(name)} or prepared TFDS data)") if data_dir else \
             f"TFDS could not load {_TFDS_NAMES[name]}"
         raise DataError(f"{where}: {_reason(error)}") from None
-    arrays = [(tfds.as_numpy(images), tfds.as_numpy(labels).astype(np.int64))
-              for images, labels in loaded]
     train_images, train_labels = arrays[0]
     pool = len(train_labels)
     if include_extra:
         train_images = np.concatenate([train_images, arrays[2][0]])
         train_labels = np.concatenate([train_labels, arrays[2][1]])
     return (train_images, train_labels, pool), arrays[1]
+
+
+def _to_numpy(split):
+    """A TFDS ``(image, label)`` split as two arrays, read in large batches."""
+    batches = list(split.batch(10000).as_numpy_iterator())
+    return (np.concatenate([images for images, _ in batches]),
+            np.concatenate([labels for _, labels in batches]).astype(np.int64))
 
 
 def _expected_files(name):
