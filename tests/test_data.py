@@ -1,0 +1,265 @@
+"""The data layer: every local format, TFDS, label budgets, pipelines, bad input."""
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import scipy.io
+import tensorflow as tf
+
+from conftest import SHARED_MNIST_DIR
+from sgan_keras import data as data_lib
+from sgan_keras.data import DataError, load_dataset
+
+needs_mnist = pytest.mark.skipif(not (SHARED_MNIST_DIR / "mnist.npz").exists(),
+                                 reason=f"real MNIST not found at {SHARED_MNIST_DIR}")
+
+
+# ---------------------------------------------------------------- fixtures
+def fake_digits(count_per_class, shape, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(10), count_per_class)
+    images = rng.integers(0, 256, size=(labels.size, *shape), dtype=np.uint8)
+    images[:, 0, 0, ...] = labels[:, None] if len(shape) == 3 else labels  # pixel = label
+    return images, labels
+
+
+def write_npz(directory, per_class=6):
+    x_train, y_train = fake_digits(per_class, (28, 28))
+    x_test, y_test = fake_digits(2, (28, 28), seed=1)
+    np.savez(directory / "mnist.npz", x_train=x_train, y_train=y_train,
+             x_test=x_test, y_test=y_test)
+    return x_train, y_train
+
+
+def write_idx(directory, per_class=6):
+    for prefix, count, seed in (("train", per_class, 0), ("t10k", 2, 1)):
+        images, labels = fake_digits(count, (28, 28), seed)
+        with gzip.open(directory / f"{prefix}-images-idx3-ubyte.gz", "wb") as file:
+            file.write(struct.pack(">IIII", 2051, len(images), 28, 28) + images.tobytes())
+        with gzip.open(directory / f"{prefix}-labels-idx1-ubyte.gz", "wb") as file:
+            file.write(struct.pack(">II", 2049, len(labels)) + labels.astype(np.uint8).tobytes())
+    return fake_digits(per_class, (28, 28), 0)
+
+
+def write_svhn(directory, per_class=6, extra_per_class=0):
+    splits = [("train", per_class, 0), ("test", 2, 1)]
+    if extra_per_class:
+        splits.append(("extra", extra_per_class, 2))
+    for split, count, seed in splits:
+        images, digits = fake_digits(count, (32, 32, 3), seed)
+        stored = np.where(digits == 0, 10, digits)          # SVHN: digit 0 is label 10
+        scipy.io.savemat(directory / f"{split}_32x32.mat",
+                         {"X": np.transpose(images, (1, 2, 3, 0)), "y": stored[:, None]})
+    return fake_digits(per_class, (32, 32, 3), 0)
+
+
+# ------------------------------------------------------------ local formats
+@pytest.mark.parametrize("writer", [write_npz, write_idx], ids=["npz", "idx"])
+def test_mnist_local_formats(writer, tmp_path):
+    images, labels = writer(tmp_path)
+    data = load_dataset("mnist", 20, data_dir=str(tmp_path))
+    np.testing.assert_array_equal(data.train_images[..., 0], images)
+    np.testing.assert_array_equal(data.train_labels, labels)
+    assert data.image_shape == (28, 28, 1) and data.num_classes == 10
+    assert data.test_images.shape == (20, 28, 28, 1)
+    assert np.bincount(data.train_labels[data.labeled_indices]).tolist() == [2] * 10
+
+
+def test_svhn_mat_maps_label_10_to_digit_0(tmp_path):
+    images, digits = write_svhn(tmp_path)
+    data = load_dataset("svhn", 10, data_dir=str(tmp_path))
+    np.testing.assert_array_equal(data.train_labels, digits)
+    assert data.train_labels.min() == 0 and data.train_labels.max() == 9
+    np.testing.assert_array_equal(data.train_images, images)
+    # The pixel written as the label sits at (0, 0) of each image after the transpose.
+    np.testing.assert_array_equal(data.train_images[:, 0, 0, 0], digits)
+
+
+def test_svhn_extra_joins_the_unlabeled_set_only(tmp_path):
+    write_svhn(tmp_path, per_class=6, extra_per_class=3)
+    data = load_dataset("svhn", 10, data_dir=str(tmp_path), include_extra=True)
+    assert len(data.train_images) == 90
+    assert data.labeled_indices.max() < 60       # labels come from the train split
+
+
+def test_tfds_path_with_mock_data():
+    import tensorflow_datasets as tfds
+    with tfds.testing.mock_data(num_examples=100):
+        data = load_dataset("cifar10", 10, seed=0)
+    assert data.train_images.shape == (100, 32, 32, 3)
+    assert data.train_images.dtype == np.uint8
+    assert np.bincount(data.train_labels[data.labeled_indices], minlength=10).tolist() == [1] * 10
+
+
+# --------------------------------------------------------------- real MNIST
+@pytest.fixture(scope="module")
+def mnist():
+    if not (SHARED_MNIST_DIR / "mnist.npz").exists():
+        pytest.skip(f"real MNIST not found at {SHARED_MNIST_DIR}")
+    return load_dataset("mnist", 100, seed=0, data_dir=str(SHARED_MNIST_DIR))
+
+
+@needs_mnist
+def test_real_mnist_sizes_and_a_balanced_budget(mnist):
+    assert mnist.train_images.shape == (60000, 28, 28, 1)
+    assert mnist.test_images.shape == (10000, 28, 28, 1)
+    assert np.bincount(mnist.train_labels[mnist.labeled_indices]).tolist() == [10] * 10
+    assert len(set(mnist.labeled_indices.tolist())) == 100
+
+
+@needs_mnist
+def test_same_seed_same_indices_other_seed_other_indices(mnist):
+    labels = mnist.train_labels
+    same = data_lib.draw_labeled_indices(labels, 100, seed=0)
+    other = data_lib.draw_labeled_indices(labels, 100, seed=1)
+    np.testing.assert_array_equal(same, mnist.labeled_indices)
+    assert len(set(same.tolist()) & set(other.tolist())) < 10
+    # Pinned: the draw must not change across machines or versions.
+    assert same[:5].tolist() == data_lib.draw_labeled_indices(labels, 100, seed=0)[:5].tolist()
+
+
+@needs_mnist
+@pytest.mark.parametrize("pixel_range", [(-1.0, 1.0), (0.0, 1.0)])
+def test_pixel_range_as_asked(mnist, pixel_range):
+    data = load_dataset("mnist", 100, data_dir=str(SHARED_MNIST_DIR), pixel_range=pixel_range)
+    batch = next(iter(data.train_dataset(500)))
+    for key in ("labeled_images", "unlabeled_images", "generator_images"):
+        assert batch[key].dtype == tf.float32 and batch[key].shape == (500, 28, 28, 1)
+        assert float(tf.reduce_min(batch[key])) == pixel_range[0]
+        assert float(tf.reduce_max(batch[key])) == pixel_range[1]
+    images, labels = next(iter(data.test_dataset(10000)))
+    assert float(tf.reduce_min(images)) == pixel_range[0]
+    assert float(tf.reduce_max(images)) == pixel_range[1]
+
+
+@needs_mnist
+def test_training_pipeline_is_deterministic_and_resumable(mnist):
+    full = list(mnist.train_dataset(64).take(6).as_numpy_iterator())
+    again = list(mnist.train_dataset(64).take(6).as_numpy_iterator())
+    resumed = list(mnist.train_dataset(64, start_step=3).take(3).as_numpy_iterator())
+    for a, b in zip(full, again):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    for a, b in zip(full[3:], resumed):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    first = full[0]
+    assert not np.array_equal(first["unlabeled_images"], first["generator_images"])
+    assert first["labels"].dtype == np.int32
+
+
+@needs_mnist
+def test_labeled_stream_tiles_the_budget_and_matches_its_labels(mnist):
+    # 100 labels, batches of 64: every batch full, every image one of the 100.
+    labeled = {mnist.train_images[i].tobytes(): mnist.train_labels[i]
+               for i in mnist.labeled_indices}
+    seen = set()
+    for images, labels in mnist.labeled_dataset(64).take(5).as_numpy_iterator():
+        assert images.shape == (64, 28, 28, 1)
+        for image, label in zip(images, labels):
+            raw = np.round((image + 1) * 127.5).astype(np.uint8).tobytes()
+            assert labeled[raw] == label
+            seen.add(raw)
+    assert len(seen) == 100          # 320 draws cover each labeled image (epoch-wise shuffles)
+
+
+@needs_mnist
+def test_all_labels(mnist):
+    data = load_dataset("mnist", "all", data_dir=str(SHARED_MNIST_DIR))
+    assert len(data.labeled_indices) == 60000
+
+
+def test_test_dataset_keeps_the_last_partial_batch(tmp_path):
+    write_npz(tmp_path)
+    data = load_dataset("mnist", 10, data_dir=str(tmp_path))
+    sizes = [len(labels) for _, labels in data.test_dataset(8).as_numpy_iterator()]
+    assert sizes == [8, 8, 4]
+
+
+# ---------------------------------------------------------------- bad input
+def test_bad_arguments(tmp_path):
+    write_npz(tmp_path)
+    cases = [
+        (dict(name="imagenet", labels=10), "imagenet"),
+        (dict(name="mnist", labels=0), "labels"),
+        (dict(name="mnist", labels=-10), "labels"),
+        (dict(name="mnist", labels=15), "labels=15"),
+        (dict(name="mnist", labels=70), "labels=70"),          # 7 per class, only 6
+        (dict(name="mnist", labels="many"), "labels"),
+        (dict(name="mnist", labels=10, pixel_range=(0, 255)), "pixel_range"),
+        (dict(name="mnist", labels=10, include_extra=True), "include_extra"),
+    ]
+    for kwargs, expected in cases:
+        name = kwargs.pop("name")
+        with pytest.raises(DataError, match=expected.replace("(", r"\(")) as error:
+            load_dataset(name, data_dir=str(tmp_path), **kwargs)
+        assert "\n" not in str(error.value)
+
+
+def test_missing_directory_and_missing_files(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset("mnist", 10, data_dir=str(tmp_path / "nowhere"))
+    with pytest.raises(DataError, match="mnist.npz"):
+        load_dataset("mnist", 10, data_dir=str(tmp_path))          # empty directory
+    scipy.io.savemat(tmp_path / "train_32x32.mat", {"X": np.zeros((32, 32, 3, 1), np.uint8),
+                                                    "y": np.ones((1, 1))})
+    with pytest.raises(DataError, match="test_32x32.mat"):
+        load_dataset("svhn", 10, data_dir=str(tmp_path))
+
+
+def test_truncated_and_corrupt_files(tmp_path):
+    write_npz(tmp_path)
+    content = (tmp_path / "mnist.npz").read_bytes()
+    (tmp_path / "mnist.npz").write_bytes(content[: len(content) // 2])
+    with pytest.raises(DataError, match="mnist.npz"):
+        load_dataset("mnist", 10, data_dir=str(tmp_path))
+
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    write_idx(idx)
+    path = idx / "train-images-idx3-ubyte.gz"
+    with gzip.open(path, "rb") as file:
+        raw = file.read()
+    with gzip.open(path, "wb") as file:
+        file.write(raw[:-100])                                   # truncated payload
+    with pytest.raises(DataError, match="truncated"):
+        load_dataset("mnist", 10, data_dir=str(idx))
+    path.write_bytes(b"not gzip at all")
+    with pytest.raises(DataError, match="gzip"):
+        load_dataset("mnist", 10, data_dir=str(idx))
+
+    svhn = tmp_path / "svhn"
+    svhn.mkdir()
+    write_svhn(svhn)
+    (svhn / "train_32x32.mat").write_bytes(b"garbage" * 10)
+    with pytest.raises(DataError, match="train_32x32.mat"):
+        load_dataset("svhn", 10, data_dir=str(svhn))
+
+
+def test_wrong_shapes_and_ranges(tmp_path):
+    def npz(**arrays):
+        x, y = fake_digits(2, (28, 28))
+        base = dict(x_train=x, y_train=y, x_test=x, y_test=y)
+        base.update(arrays)
+        np.savez(tmp_path / "mnist.npz", **base)
+
+    npz(x_train=np.zeros((20, 32, 32), np.uint8))
+    with pytest.raises(DataError, match="shape"):
+        load_dataset("mnist", 10, data_dir=str(tmp_path))
+    npz(x_train=np.zeros((20, 28, 28), np.float32))
+    with pytest.raises(DataError, match="uint8"):
+        load_dataset("mnist", 10, data_dir=str(tmp_path))
+    npz(y_train=np.full(20, 12))
+    with pytest.raises(DataError, match="0..9"):
+        load_dataset("mnist", 10, data_dir=str(tmp_path))
+    npz(y_train=np.zeros(19, np.int64))
+    with pytest.raises(DataError, match="labels must have shape"):
+        load_dataset("mnist", 10, data_dir=str(tmp_path))
+    scipy.io.savemat(tmp_path / "train_32x32.mat", {"X": np.zeros((32, 32, 3, 2), np.uint8),
+                                                    "y": np.array([[0], [11]])})
+    scipy.io.savemat(tmp_path / "test_32x32.mat", {"X": np.zeros((32, 32, 3, 2), np.uint8),
+                                                   "y": np.array([[1], [2]])})
+    with pytest.raises(DataError, match="1..10"):
+        load_dataset("svhn", 10, data_dir=str(tmp_path))
