@@ -143,7 +143,8 @@ def markdown(name, result):
               f"Machine: {result['machine']}; commit {result['commit']}; {result['date']}.", "",
               "| seed | SGAN final | SGAN best | baseline final | baseline best | SGAN wall s | baseline wall s |",
               "|---|---|---|---|---|---|---|"]
-    for seed in result["seeds"]:
+    finished = [seed for seed in result["seeds"] if str(seed) in result.get("sgan", {})]
+    for seed in finished:
         sgan, base = result["sgan"][str(seed)], result.get("baseline", {}).get(str(seed))
         lines.append(
             f"| {seed} | {sgan['final_test_accuracy']:.4f} | {sgan['best_test_accuracy']:.4f} | "
@@ -156,9 +157,9 @@ def markdown(name, result):
             lines.append(f"\n{kind}: final {s['final_mean']:.4f} +- {s['final_std']:.4f}, "
                          f"best {s['best_mean']:.4f} +- {s['best_std']:.4f}")
     lines += ["", f"![test accuracy per epoch]({name}_accuracy.png)", "", "Commands:", "", "```"]
-    for seed in result["seeds"]:
+    for seed in finished:
         lines.append(result["sgan"][str(seed)]["command"])
-        if "baseline" in result:
+        if str(seed) in result.get("baseline", {}):
             lines.append(result["baseline"][str(seed)]["command"])
     lines += ["```", ""]
     return "\n".join(lines)

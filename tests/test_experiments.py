@@ -79,3 +79,14 @@ def test_cifar10_trains_through_the_tfds_path(tmp_path):
         train.train(preset, config)
     assert (tmp_path / "run" / "export" / "saved_model.pb").exists()
     assert len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) == 2
+
+
+def test_partial_results_are_written_while_seeds_remain(tmp_path):
+    import run
+    result = {"name": "x", "published": "p", "published_accuracy": 0.9, "seeds": [0, 1],
+              "status": "measured", "budget": "b", "machine": "m", "commit": "c", "date": "d",
+              "sgan": {"0": {"final_test_accuracy": 0.8, "best_test_accuracy": 0.85,
+                             "wall_seconds": 1.0, "command": "cmd0", "test_accuracy": [0.8]}}}
+    run.write_results("x", result, str(tmp_path))
+    text = (tmp_path / "x.md").read_text()
+    assert "| 0 | 0.8000 | 0.8500 |" in text and "| 1 |" not in text
