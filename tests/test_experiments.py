@@ -81,12 +81,22 @@ def test_cifar10_trains_through_the_tfds_path(tmp_path):
     assert len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) == 2
 
 
+PARTIAL = """
+import sys
+sys.path.insert(0, "experiments")
+import run
+result = {"name": "x", "published": "p", "published_accuracy": 0.9, "seeds": [0, 1],
+          "status": "measured", "budget": "b", "machine": "m", "commit": "c", "date": "d",
+          "sgan": {"0": {"final_test_accuracy": 0.8, "best_test_accuracy": 0.85,
+                         "wall_seconds": 1.0, "command": "cmd0", "test_accuracy": [0.8]}}}
+run.write_results("x", result, sys.argv[1])
+"""
+
+
 def test_partial_results_are_written_while_seeds_remain(tmp_path):
-    import run
-    result = {"name": "x", "published": "p", "published_accuracy": 0.9, "seeds": [0, 1],
-              "status": "measured", "budget": "b", "machine": "m", "commit": "c", "date": "d",
-              "sgan": {"0": {"final_test_accuracy": 0.8, "best_test_accuracy": 0.85,
-                             "wall_seconds": 1.0, "command": "cmd0", "test_accuracy": [0.8]}}}
-    run.write_results("x", result, str(tmp_path))
+    # run.py defines absl flags of the same names as the trainer: its own process.
+    result = subprocess.run([sys.executable, "-c", PARTIAL, str(tmp_path)], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
     text = (tmp_path / "x.md").read_text()
     assert "| 0 | 0.8000 | 0.8500 |" in text and "| 1 |" not in text
