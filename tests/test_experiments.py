@@ -99,4 +99,4 @@ def test_partial_results_are_written_while_seeds_remain(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     text = (tmp_path / "x.md").read_text()
-    assert "| 0 | 0.8000 | 0.8500 |" in text and "| 1 |" not in text
+    assert "\n| 0 | 0.8000 | 0.8500 |" in text and "\n| 1 | " not in text
