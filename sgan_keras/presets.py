@@ -142,24 +142,27 @@ _PRESETS = [
         dataset="mnist", image_shape=(28, 28, 1), labels=100, batch_size=100,
         epochs=300, steps_per_epoch=600, pixel_range=(0.0, 1.0),
         noise="uniform", fake_class="zero", generator_loss="feature_matching_l2",
-        unsupervised_weight=1.0, g_lr=3e-3, d_lr_ratio=1.0,
+        unsupervised_weight=0.5, g_lr=3e-3, d_lr_ratio=1.0,
         notes="Salimans et al. 2016 MNIST: sigmoid generator, pixels in [0, 1]; "
-              "mean squared feature matching."),
+              "mean squared feature matching; the unsupervised loss weighted 0.5 as in "
+              "their code (0.5 * (softplus(-l_unl) + softplus(l_gen)))."),
     Preset(
         name="svhn_improved_gan", architecture="svhn_improved_gan",
         dataset="svhn", image_shape=(32, 32, 3), labels=1000, batch_size=100,
         epochs=400, steps_per_epoch=73257 // 100, noise="uniform",
         fake_class="zero", generator_loss="feature_matching_l1",
-        unsupervised_weight=1.0, g_lr=3e-4, d_lr_ratio=1.0,
+        unsupervised_weight=0.5, g_lr=3e-4, d_lr_ratio=1.0,
         lr_schedule="linear_decay", lr_decay_start_epoch=300, ema_decay=0.9999,
         notes="Salimans et al. 2016 / Lecouat et al. 2018 SVHN: EMA evaluation; "
-              "--manifold_reg=lecouat adds the manifold term (Lecouat use batch 50)."),
+              "--manifold_reg=lecouat adds the manifold term (Lecouat use batch 50); "
+              "the unsupervised loss weighted 0.5 as in their code. SPEC gives no "
+              "epoch count: 400, the linear decay over the last 100."),
     Preset(
         name="cifar10_improved_gan", architecture="cifar10_improved_gan",
         dataset="cifar10", image_shape=(32, 32, 3), labels=4000, batch_size=100,
         epochs=1200, steps_per_epoch=50000 // 100, noise="uniform",
         fake_class="zero", generator_loss="feature_matching_l1",
-        unsupervised_weight=1.0, g_lr=3e-4, d_lr_ratio=1.0,
+        unsupervised_weight=0.5, g_lr=3e-4, d_lr_ratio=1.0,
         lr_schedule="linear_decay", lr_decay_start_epoch=800, ema_decay=0.9999,
         notes="Salimans et al. 2016 CIFAR-10: the SVHN model at widths 96/192; "
               "linear decay over the last 400 of 1,200 epochs as in their code."),
