@@ -210,3 +210,15 @@ def test_non_run_directory_is_never_touched(tmp_path):
     result = cli(*FAST, "--epochs=1", "--steps_per_epoch=1", f"--output_dir={keep.parent}")
     assert result.returncode != 0 and "--overwrite" in result.stderr
     assert keep.read_text() == "precious"
+
+
+def test_helpfull_explains_every_flag_and_flagfile_works(tmp_path):
+    from sgan_keras import train
+    result = cli("--helpfull")         # absl prints the help and exits 1
+    assert "Global batch size" in result.stdout
+    for name in train._KNOWN_FLAGS:
+        assert f"--{name}" in result.stdout or f"--[no]{name}" in result.stdout, name
+    flagfile = tmp_path / "flags.txt"
+    flagfile.write_text("--dataset=imagenet\n")
+    result = cli(f"--flagfile={flagfile}")
+    assert result.returncode != 0 and "--dataset=imagenet" in result.stderr
