@@ -3,8 +3,9 @@
 Weight normalization (Salimans & Kingma 2016, "Weight Normalization: A Simple
 Reparameterization to Accelerate Training of Deep Neural Networks") writes each
 output unit's weight vector as ``w = g * v / ||v||``, the norm taken over every
-kernel axis except the output one. ``v`` (the direction), ``g`` (the scale, one
-per output unit) and the bias are all trainable. tensorflow-addons, which used
+kernel axis except the output one. ``v`` (the direction) and the bias are trainable;
+``g`` (the scale, one per output unit) too unless ``train_scale=False``, as
+improved-gan's hidden layers, whose ``g`` only the data-dependent init sets. tensorflow-addons, which used
 to provide ``WeightNormalization``, does not import with Keras 3, hence these
 native layers.
 
@@ -48,7 +49,7 @@ class _WeightNormBase(keras.layers.Layer):
 
     def __init__(self, *, activation=None, use_bias=True,
                  kernel_initializer=None, bias_initializer="zeros",
-                 init_scale=1.0, data_init=True, **kwargs):
+                 init_scale=1.0, data_init=True, train_scale=True, **kwargs):
         super().__init__(**kwargs)
         if not init_scale > 0:
             raise ValueError(f"init_scale must be > 0, got {init_scale!r}")
@@ -60,6 +61,7 @@ class _WeightNormBase(keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.init_scale = float(init_scale)
         self.data_init = bool(data_init)
+        self.train_scale = bool(train_scale)
         self.init_mode = False          # set by initialize_weight_norm only
         self.initialized_in_last_pass = False
 
@@ -69,7 +71,10 @@ class _WeightNormBase(keras.layers.Layer):
         units = kernel_shape[self._output_axis]
         self.v = self.add_weight(name="v", shape=kernel_shape,
                                  initializer=self.kernel_initializer)
-        self.g = self.add_weight(name="g", shape=(units,), initializer="ones")
+        # improved-gan trains g only in output layers (train_g / train_scale);
+        # elsewhere the data-dependent init sets it and it stays fixed.
+        self.g = self.add_weight(name="g", shape=(units,), initializer="ones",
+                                 trainable=self.train_scale)
         self.bias = None
         if self.use_bias:
             self.bias = self.add_weight(name="bias", shape=(units,),
@@ -133,6 +138,7 @@ class _WeightNormBase(keras.layers.Layer):
             bias_initializer=keras.initializers.serialize(self.bias_initializer),
             init_scale=self.init_scale,
             data_init=self.data_init,
+            train_scale=self.train_scale,
         )
         return config
 
@@ -149,6 +155,7 @@ class WeightNormDense(_WeightNormBase):
       activation, use_bias, kernel_initializer (of ``v``; default N(0, 0.05)
         as improved-gan), bias_initializer: as ``keras.layers.Dense``.
       init_scale: target std of the pre-activation after data-dependent init.
+      train_scale: whether ``g`` is trained (improved-gan: output layers only).
       data_init: whether :func:`initialize_weight_norm` initializes this layer
         (improved-gan's MNIST generator output, ``nn.l2normalize``, is not).
     """

@@ -375,15 +375,15 @@ def _mnist_improved_gan_discriminator(images, seeds):
     layer's activations (``layers[-3]`` in the source, before its noise); the
     class head reads the noised activations, as the source.
 
-    Deviation: the source trains ``g`` only in the output layer
-    (``train_scale``); here ``g`` is trainable everywhere (Salimans & Kingma).
+    As the source, ``g`` is trained only in the output layer (``train_scale``);
+    the hidden layers' ``g`` is set by the data-dependent init and stays fixed.
     """
     x = keras.layers.Flatten(name="d_flatten")(images)
     x = keras.layers.GaussianNoise(0.3, seed=seeds(), name="d_input_noise")(x)
     features = None
     for index, units in enumerate([1000, 500, 250, 250, 250], start=1):
         x = wn.WeightNormDense(units, activation="relu", kernel_initializer=seeds.normal(0.1),
-                               name=f"d_dense{index}")(x)
+                               train_scale=False, name=f"d_dense{index}")(x)
         features = x
         x = keras.layers.GaussianNoise(0.5, seed=seeds(), name=f"d_noise{index}")(x)
     return features, x, _wn_dense_factory(seeds, stddev=0.1, init_scale=1.0)
@@ -420,12 +420,13 @@ def _improved_gan_conv_discriminator(images, seeds, narrow, wide):
     ``pad=1``. The 1x1 convs are the source's NIN layers. Features: the
     global average pool before the output Dense.
 
-    Deviation: the source freezes ``g`` of the hidden layers after the init
-    (``train_g=False``); here ``g`` is trainable everywhere.
+    As the source, the hidden layers' ``g`` is fixed after the data-dependent
+    init (``train_g=False``); the output layer's is trained.
     """
     def conv(x, index, filters, kernel_size=3, stride=1, padding="same"):
         x = wn.WeightNormConv2D(filters, kernel_size, strides=stride, padding=padding,
-                                kernel_initializer=seeds.normal(0.05), name=f"d_conv{index}")(x)
+                                kernel_initializer=seeds.normal(0.05), train_scale=False,
+                                name=f"d_conv{index}")(x)
         return _lrelu(0.2, f"d_lrelu{index}")(x)
 
     x = keras.layers.Dropout(0.2, seed=seeds(), name="d_input_dropout")(images)
