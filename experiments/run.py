@@ -35,6 +35,8 @@ flags.DEFINE_enum("experiment", None, sorted(EXPERIMENTS), "Experiment to run.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (label draw, weights, data order).")
 flags.DEFINE_integer("epochs", None, "Shorter budget: epochs (default: the source's).")
 flags.DEFINE_integer("steps_per_epoch", None, "Shorter budget: steps per epoch.")
+flags.DEFINE_list("overrides", [], "Extra trainer flags for both runs, e.g. ema=0.999 "
+                  "(recorded with the results).")
 flags.DEFINE_string("data_dir", None, "Local data directory passed to the trainer.")
 flags.DEFINE_string("runs_dir", "experiments/runs", "Where the training runs go (not committed).")
 flags.DEFINE_string("results_dir", "experiments/results", "Where the result files go.")
@@ -171,6 +173,7 @@ def main(argv):
     seeds = [int(seed) for seed in FLAGS.seeds]
     budget = {k: v for k, v in (("epochs", FLAGS.epochs),
                                 ("steps_per_epoch", FLAGS.steps_per_epoch)) if v}
+    budget.update(override.split("=", 1) for override in FLAGS.overrides)
     result = {"name": name, "published": EXPERIMENTS[name]["published"],
               "published_accuracy": EXPERIMENTS[name]["published_accuracy"],
               "seeds": seeds, "note": FLAGS.note,
