@@ -22,6 +22,8 @@ from matplotlib import image as mpl_image
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from sgan_keras import checkpoint as checkpoint_lib
+
 CSV_FIRST_COLUMNS = ("epoch", "train_accuracy", "test_accuracy")
 CSV_LAST_COLUMN = "seconds"
 
@@ -312,3 +314,15 @@ def progress_verbosity():
         return 1 if sys.stdout.isatty() else 0
     except (AttributeError, ValueError):  # no isatty, or a closed stream
         return 0
+
+
+class SaveCheckpoint(keras.callbacks.Callback):
+    """Saves the whole training state after every epoch (after metrics.csv)."""
+
+    def __init__(self, directory, sgan):
+        super().__init__()
+        self.directory = directory
+        self.sgan = sgan
+
+    def on_epoch_end(self, epoch, logs=None):
+        checkpoint_lib.save_checkpoint(self.directory, self.sgan.state_variables(), epoch + 1)

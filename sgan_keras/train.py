@@ -268,7 +268,7 @@ def train(preset, config):
     metrics_path = os.path.join(output_dir, "metrics.csv")
     callbacks = [
         callbacks_lib.MetricsCSV(metrics_path, initial_epoch=initial_epoch),
-        SaveCheckpoint(os.path.join(output_dir, "checkpoint"), model),
+        callbacks_lib.SaveCheckpoint(os.path.join(output_dir, "checkpoint"), model),
         callbacks_lib.CurvePlots(metrics_path, output_dir),
         keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")),
     ]
@@ -289,18 +289,6 @@ def train(preset, config):
                              image_shape=data.image_shape, pixel_range=preset.pixel_range,
                              overwrite=True)
     return output_dir
-
-
-class SaveCheckpoint(keras.callbacks.Callback):
-    """Saves the whole training state after every epoch (after metrics.csv)."""
-
-    def __init__(self, directory, sgan):
-        super().__init__()
-        self.directory = directory
-        self.sgan = sgan
-
-    def on_epoch_end(self, epoch, logs=None):
-        checkpoint.save_checkpoint(self.directory, self.sgan.state_variables(), epoch + 1)
 
 
 def main(argv):
