@@ -99,8 +99,8 @@ class SGAN(keras.Model):
         self.image_shape = tuple(discriminator.input_shape[1:])
         self.ema_discriminator = None
         if ema_decay > 0:
+            # Same layers, so ``weights`` pair up one to one; never trained.
             self.ema_discriminator = keras.models.clone_model(discriminator)
-            self.ema_discriminator.trainable = False
             self.ema_discriminator.set_weights(discriminator.get_weights())
         self.weight_norm_initialized = False
         self.built = True  # G and D are built models; nothing to infer from data
@@ -363,12 +363,11 @@ class SGAN(keras.Model):
         if self.ema_discriminator is None:
             return
         decay = self.ema_decay
-        for average, weight in zip(self.ema_discriminator.trainable_weights,
-                                   self.discriminator.trainable_weights):
-            average.assign(decay * average + (1.0 - decay) * weight)
-        for copy, weight in zip(self.ema_discriminator.non_trainable_weights,
-                                self.discriminator.non_trainable_weights):
-            copy.assign(weight)
+        for average, weight in zip(self.ema_discriminator.weights, self.discriminator.weights):
+            if weight.trainable:
+                average.assign(decay * average + (1.0 - decay) * weight)
+            else:  # BatchNorm statistics, fixed weight-norm scales
+                average.assign(weight)
 
     # ------------------------------------------------------- classifier side
     def test_step(self, batch):

@@ -153,10 +153,12 @@ def test_classifier_outputs_k_logits_for_the_learned_variant():
 def test_ema_tracks_the_discriminator_and_is_used_for_evaluation():
     model = tiny_model(ema_decay=0.5)
     batch = tiny_batch()
-    before = [w.numpy().copy() for w in model.discriminator.trainable_weights]
+    before = [w.numpy().copy() for w in model.discriminator.weights]
     model.train_step(batch)
-    for average, old, new in zip(model.ema_discriminator.trainable_weights, before,
-                                 model.discriminator.trainable_weights):
+    averages = model.ema_discriminator.weights
+    assert len(averages) == len(before) == 4
+    for average, old, new in zip(averages, before, model.discriminator.weights):
+        assert not np.allclose(old, new.numpy())
         np.testing.assert_allclose(average.numpy(), 0.5 * old + 0.5 * new.numpy(), rtol=1e-5)
     images = batch["labeled_images"]
     ema_logits, _ = model.ema_discriminator(images)
