@@ -100,3 +100,9 @@ def test_partial_results_are_written_while_seeds_remain(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     text = (tmp_path / "x.md").read_text()
     assert "\n| 0 | 0.8000 | 0.8500 |" in text and "\n| 1 | " not in text
+
+
+def test_readme_results_table_matches_the_result_files():
+    result = subprocess.run([sys.executable, "experiments/report.py", "--check"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, "README.md is stale: run python experiments/report.py"
