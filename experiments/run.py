@@ -143,7 +143,7 @@ def markdown(name, result):
         return "\n".join(lines)
     lines += [f"Budget: {result['budget']}. {result.get('note', '')}",
               f"Machine: {result['machine']}; commit {result['commit']}; {result['date']}.", "",
-              "| seed | SGAN final | SGAN best | baseline final | baseline best | SGAN wall s | baseline wall s |",
+              "| seed | SGAN final | SGAN best | baseline final | baseline best | SGAN train s | baseline train s |",
               "|---|---|---|---|---|---|---|"]
     finished = [seed for seed in result["seeds"] if str(seed) in result.get("sgan", {})]
     for seed in finished:
@@ -152,7 +152,7 @@ def markdown(name, result):
             f"| {seed} | {sgan['final_test_accuracy']:.4f} | {sgan['best_test_accuracy']:.4f} | "
             + (f"{base['final_test_accuracy']:.4f} | {base['best_test_accuracy']:.4f} | "
                if base else "- | - | ")
-            + f"{sgan['wall_seconds']:.0f} | " + (f"{base['wall_seconds']:.0f} |" if base else "- |"))
+            + f"{sgan['train_seconds']:.0f} | " + (f"{base['train_seconds']:.0f} |" if base else "- |"))
     for kind in ("sgan", "baseline"):
         if kind + "_summary" in result:
             s = result[kind + "_summary"]

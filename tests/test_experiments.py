@@ -87,8 +87,8 @@ sys.path.insert(0, "experiments")
 import run
 result = {"name": "x", "published": "p", "published_accuracy": 0.9, "seeds": [0, 1],
           "status": "measured", "budget": "b", "machine": "m", "commit": "c", "date": "d",
-          "sgan": {"0": {"final_test_accuracy": 0.8, "best_test_accuracy": 0.85,
-                         "wall_seconds": 1.0, "command": "cmd0", "test_accuracy": [0.8]}}}
+          "sgan": {"0": {"final_test_accuracy": 0.8, "best_test_accuracy": 0.85, "wall_seconds": 1.0,
+                         "train_seconds": 1.0, "command": "cmd0", "test_accuracy": [0.8]}}}
 run.write_results("x", result, sys.argv[1])
 """
 
