@@ -3,7 +3,7 @@
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
-ARGS ?= --dataset=mnist --labels=100 --data_dir=../shared/data/mnist --epochs=2 --steps_per_epoch=100
+ARGS ?= --dataset=mnist --preset=mnist_gans_in_action --labels=100 --data_dir=../shared/data/mnist --epochs=2 --steps_per_epoch=200
 
 .PHONY: install test train benchmark
 
