@@ -11,9 +11,21 @@ the images stay one uint8 array in memory and an element costs one gather
 and one scaling. Element ``i`` of every training pipeline depends only on
 ``(seed, i)``: ``start_step`` resumes a run with exactly the batches it
 would have seen.
+
+Memory and the 2 GB limit: the images live in ONE non-trainable host
+``tf.Variable`` per split, shared by every stream; the ``map`` functions
+capture its resource handle, so the array is never a ``Const`` node of a
+``GraphDef`` (the 2 GB protobuf limit) and tf.data's graph rewrites, which
+run when each iterator is made, serialize a handle, not the pixels. A
+captured ``tf.constant`` also works past 2 GB, but measured here it cost
+about four copies of the array once an iterator existed, against one for
+the variable. SVHN + extra is 1.9 GB; ``experiments/benchmark_input_pipeline.py
+--large`` runs a 2.2 GB array (also checked under a two-device
+``MirroredStrategy``).
 """
 
 import dataclasses
+import functools
 import gzip
 import os
 import struct
@@ -52,9 +64,19 @@ class SemiSupervisedData:
     seed: int
 
     def scale(self, images):
-        """uint8 images -> float32 in ``pixel_range``."""
+        """uint8 images -> float32 in ``pixel_range`` (x / 127.5 - 1 or x / 255)."""
         low, high = self.pixel_range
         return tf.cast(images, tf.float32) * ((high - low) / 255.0) + low
+
+    @functools.cached_property
+    def _train_tensors(self):
+        """Training images (uint8) and labels (int32) on the host, made once
+        and shared by every pipeline (see the module docstring)."""
+        return _host_array(self.train_images), _host_array(self.train_labels.astype(np.int32))
+
+    @functools.cached_property
+    def _test_tensors(self):
+        return _host_array(self.test_images), _host_array(self.test_labels.astype(np.int32))
 
     # -------------------------------------------------------------- training
     def labeled_dataset(self, batch_size, start_step=0):
@@ -67,7 +89,10 @@ class SemiSupervisedData:
                              with_labels=True)
 
     def unlabeled_dataset(self, batch_size, stream=0, start_step=0):
-        """Infinite shuffled batches of training images; streams differ in order."""
+        """Infinite shuffled batches of training images; streams 0 (D step) and
+        1 (G step) are shuffled independently."""
+        if stream not in (0, 1):
+            raise DataError(f"stream must be 0 or 1, got {stream!r}")
         indices = np.arange(len(self.train_images))
         return self._batches(indices, batch_size, _STREAM_UNLABELED + stream, start_step)
 
@@ -80,46 +105,53 @@ class SemiSupervisedData:
             self.labeled_dataset(batch_size, start_step),
             self.unlabeled_dataset(batch_size, 0, start_step),
             self.unlabeled_dataset(batch_size, 1, start_step)))
-        return batches.map(
+        return _deterministic(batches.map(
             lambda labeled, unlabeled, generator: {
                 "labeled_images": labeled[0], "labels": labeled[1],
                 "unlabeled_images": unlabeled, "generator_images": generator},
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
-        ).prefetch(tf.data.AUTOTUNE)
+        ).prefetch(tf.data.AUTOTUNE))
 
     def supervised_dataset(self, batch_size, start_step=0):
-        """Labeled batches only (the supervised-only baseline), prefetched."""
-        return self.labeled_dataset(batch_size, start_step).prefetch(tf.data.AUTOTUNE)
+        """Labeled batches only (the supervised-only baseline), prefetched;
+        the same labeled batches as ``train_dataset``'s at every step."""
+        return _deterministic(self.labeled_dataset(batch_size, start_step)
+                              .prefetch(tf.data.AUTOTUNE))
 
     def test_dataset(self, batch_size):
         """The test split in order, last partial batch kept: ``(images, labels)``."""
-        images = tf.constant(self.test_images)
-        labels = tf.constant(self.test_labels.astype(np.int32))
-        return tf.data.Dataset.range(len(self.test_images)).batch(batch_size).map(
+        _check_batch_size(batch_size)
+        images, labels = self._test_tensors
+        return _deterministic(tf.data.Dataset.range(len(self.test_images)).batch(batch_size).map(
             lambda index: (self.scale(tf.gather(images, index)), tf.gather(labels, index)),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
-        ).prefetch(tf.data.AUTOTUNE)
+        ).prefetch(tf.data.AUTOTUNE))
 
     def _batches(self, indices, batch_size, stream, start_step, with_labels=False):
         """Shuffled epochs of ``indices`` (one permutation per ``(seed, stream,
-        epoch)``), concatenated and cut into batches.
+        epoch)``), concatenated and cut into batches of ``batch_size``.
 
-        Starting at ``start_step`` jumps to its epoch and skips only the
-        indices before it within that epoch: no batches are replayed.
+        ``start_step`` jumps to its epoch and drops the indices before it
+        from that epoch's permutation (a slice): no batch is gathered twice.
+        Batches are gathered and scaled whole after batching the indices.
         """
-        if batch_size <= 0:
-            raise DataError(f"batch_size must be a positive integer, got {batch_size}")
+        _check_batch_size(batch_size)
+        if isinstance(start_step, bool) or not isinstance(start_step, (int, np.integer)) \
+                or start_step < 0:
+            raise DataError(f"start_step must be a non-negative integer, got {start_step!r}")
         count = len(indices)
-        first_epoch, offset = divmod(start_step * batch_size, count)
+        first_epoch, offset = divmod(int(start_step) * batch_size, count)
         indices = tf.constant(indices, tf.int64)
         seed = tf.constant([self.seed, stream], tf.int64)
 
         def shuffled_epoch(epoch):
+            # Seed [seed, stream + 1000 * epoch]: streams 0..2 never collide.
             keys = tf.random.stateless_uniform([count], seed + tf.stack([0, epoch * 1000]))
-            return tf.data.Dataset.from_tensor_slices(tf.gather(indices, tf.argsort(keys)))
+            permuted = tf.gather(indices, tf.argsort(keys))
+            skip = tf.where(epoch == first_epoch, tf.constant(offset, tf.int64), 0)
+            return tf.data.Dataset.from_tensor_slices(permuted[skip:])
 
-        images = tf.constant(self.train_images)
-        labels = tf.constant(self.train_labels.astype(np.int32))
+        images, labels = self._train_tensors
 
         def gather(picked):
             batch = self.scale(tf.gather(images, picked))
@@ -127,9 +159,34 @@ class SemiSupervisedData:
 
         return (tf.data.Dataset.counter(start=first_epoch)
                 .flat_map(shuffled_epoch)
-                .skip(offset)
                 .batch(batch_size, drop_remainder=True)
                 .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+
+
+def _host_array(array):
+    """``array`` as a non-trainable ``tf.Variable`` on the CPU.
+
+    Inside a ``tf.distribute`` strategy scope a variable would be mirrored
+    onto every device, so there it is a host ``tf.constant`` instead.
+    """
+    with tf.device("/cpu:0"):
+        if tf.distribute.has_strategy():
+            return tf.constant(array)
+        return tf.Variable(array, trainable=False)
+
+
+def _check_batch_size(batch_size):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size <= 0:
+        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def _deterministic(dataset):
+    """Pins ``deterministic=True`` for the whole pipeline (element order never
+    depends on thread timing, whatever ``tf.data`` autotuning does)."""
+    options = tf.data.Options()
+    options.deterministic = True
+    return dataset.with_options(options)
 
 
 def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0),
@@ -243,8 +300,19 @@ def _read_mnist_npz(path):
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"{path} is not a readable .npz file ({_reason(error)})") from None
     to_images = lambda x: x[..., None] if x.ndim == 3 else x  # noqa: E731
-    return _with_pool((to_images(arrays["x_train"]), arrays["y_train"].astype(np.int64)),
-                      (to_images(arrays["x_test"]), arrays["y_test"].astype(np.int64)))
+    return _with_pool(
+        (to_images(arrays["x_train"]), _integer_labels(arrays["y_train"], f"{path} y_train")),
+        (to_images(arrays["x_test"]), _integer_labels(arrays["y_test"], f"{path} y_test")))
+
+
+def _integer_labels(labels, where):
+    """``labels`` as int64, if every value is a whole number (MATLAB files
+    store SVHN's ``y`` as double); else a :class:`DataError`."""
+    labels = np.asarray(labels)
+    if not (np.issubdtype(labels.dtype, np.integer) or (
+            np.issubdtype(labels.dtype, np.floating) and np.all(np.mod(labels, 1) == 0))):
+        raise DataError(f"{where}: labels must be whole numbers, got dtype {labels.dtype}")
+    return labels.astype(np.int64)
 
 
 def _read_idx(path, magic, item_shape):
@@ -291,15 +359,16 @@ def _read_mat(path):
         raise DataError(f"{path} lacks the variable {error}; expected X and y") from None
     except Exception as error:  # scipy raises many types on corrupt files
         raise DataError(f"{path} is not a readable .mat file ({_reason(error)})") from None
-    if images.ndim != 4 or images.shape[:3] != (32, 32, 3):
-        raise DataError(f"{path}: X must be 32x32x3xN, got {'x'.join(map(str, images.shape))}")
-    labels = np.asarray(labels).reshape(-1).astype(np.int64)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[:3] != (32, 32, 3):
+        raise DataError(f"{path}: X must be uint8 of shape 32x32x3xN, got {images.dtype} "
+                        f"{'x'.join(map(str, images.shape))}")
+    labels = _integer_labels(np.asarray(labels).reshape(-1), f"{path} y")
     if len(labels) != images.shape[3]:
         raise DataError(f"{path}: {images.shape[3]} images but {len(labels)} labels")
     if len(labels) and (labels.min() < 1 or labels.max() > 10):
         raise DataError(f"{path}: y must hold 1..10 (10 is digit 0), got "
                         f"{labels.min()}..{labels.max()}")
-    images = np.ascontiguousarray(np.transpose(images, (3, 0, 1, 2))).astype(np.uint8)
+    images = np.ascontiguousarray(np.transpose(images, (3, 0, 1, 2)))
     return images, np.where(labels == 10, 0, labels)   # SVHN stores digit 0 as 10
 
 
@@ -340,7 +409,12 @@ def _read_tfds(name, data_dir, include_extra):
 
 
 def _to_numpy(split):
-    """A TFDS ``(image, label)`` split as two arrays, read in large batches."""
+    """A TFDS ``(image, label)`` split as two arrays, read in batches of 10,000.
+
+    Not ``tfds.load(..., batch_size=-1)`` (one batch of the whole split):
+    under ``tfds.testing.mock_data`` (TFDS 4.9.10) that aborts the process
+    with ``std::length_error``, so the tested path would not be this one.
+    """
     batches = list(split.batch(10000).as_numpy_iterator())
     return (np.concatenate([images for images, _ in batches]),
             np.concatenate([labels for _, labels in batches]).astype(np.int64))

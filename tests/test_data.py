@@ -43,13 +43,13 @@ def write_idx(directory, per_class=6):
     return fake_digits(per_class, (28, 28), 0)
 
 
-def write_svhn(directory, per_class=6, extra_per_class=0):
+def write_svhn(directory, per_class=6, extra_per_class=0, label_dtype=np.uint8):
     splits = [("train", per_class, 0), ("test", 2, 1)]
     if extra_per_class:
         splits.append(("extra", extra_per_class, 2))
     for split, count, seed in splits:
         images, digits = fake_digits(count, (32, 32, 3), seed)
-        stored = np.where(digits == 0, 10, digits)          # SVHN: digit 0 is label 10
+        stored = np.where(digits == 0, 10, digits).astype(label_dtype)  # digit 0 is label 10
         scipy.io.savemat(directory / f"{split}_32x32.mat",
                          {"X": np.transpose(images, (1, 2, 3, 0)), "y": stored[:, None]})
     return fake_digits(per_class, (32, 32, 3), 0)
@@ -67,9 +67,12 @@ def test_mnist_local_formats(writer, tmp_path):
     assert np.bincount(data.train_labels[data.labeled_indices]).tolist() == [2] * 10
 
 
-def test_svhn_mat_maps_label_10_to_digit_0(tmp_path):
-    images, digits = write_svhn(tmp_path)
+# The real SVHN files store y as double (MATLAB's default); whole numbers are accepted.
+@pytest.mark.parametrize("label_dtype", [np.uint8, np.float64])
+def test_svhn_mat_maps_label_10_to_digit_0(tmp_path, label_dtype):
+    images, digits = write_svhn(tmp_path, label_dtype=label_dtype)
     data = load_dataset("svhn", 10, data_dir=str(tmp_path))
+    assert data.train_labels.dtype == np.int64
     np.testing.assert_array_equal(data.train_labels, digits)
     assert data.train_labels.min() == 0 and data.train_labels.max() == 9
     np.testing.assert_array_equal(data.train_images, images)
@@ -85,12 +88,27 @@ def test_svhn_extra_joins_the_unlabeled_set_only(tmp_path):
 
 
 def test_tfds_path_with_mock_data():
+    # mock_data fakes the records of every split (random images, labels 0..9).
     import tensorflow_datasets as tfds
     with tfds.testing.mock_data(num_examples=100):
         data = load_dataset("cifar10", 10, seed=0)
-    assert data.train_images.shape == (100, 32, 32, 3)
-    assert data.train_images.dtype == np.uint8
+        svhn = load_dataset("svhn", 10, seed=0, include_extra=True)
+    assert data.train_images.shape == (100, 32, 32, 3) and data.test_images.shape[0] == 100
+    assert data.train_images.dtype == np.uint8 and data.train_labels.dtype == np.int64
     assert np.bincount(data.train_labels[data.labeled_indices], minlength=10).tolist() == [1] * 10
+    assert svhn.train_images.shape == (200, 32, 32, 3)       # train + extra
+    assert svhn.labeled_indices.max() < 100                  # labels come from train only
+
+
+def test_label_draw_is_pinned():
+    # np.random.default_rng (PCG64) is the same on every machine: these exact indices.
+    labels = np.repeat(np.arange(10), 50)
+    assert data_lib.draw_labeled_indices(labels, 20, seed=0).tolist() == [
+        31, 41, 63, 65, 100, 103, 182, 189, 224, 230,
+        281, 285, 327, 346, 383, 389, 419, 442, 451, 488]
+    other = data_lib.draw_labeled_indices(labels, 20, seed=1)
+    assert np.bincount(labels[other]).tolist() == [2] * 10
+    assert other.tolist()[:4] == [23, 25, 51, 96]
 
 
 # --------------------------------------------------------------- real MNIST
@@ -116,8 +134,8 @@ def test_same_seed_same_indices_other_seed_other_indices(mnist):
     other = data_lib.draw_labeled_indices(labels, 100, seed=1)
     np.testing.assert_array_equal(same, mnist.labeled_indices)
     assert len(set(same.tolist()) & set(other.tolist())) < 10
-    # Pinned: the draw must not change across machines or versions.
-    assert same[:5].tolist() == data_lib.draw_labeled_indices(labels, 100, seed=0)[:5].tolist()
+    # Pinned on the shared file (SHA256SUMS): the draw must not change across machines.
+    assert same[:8].tolist() == [113, 325, 476, 1000, 1064, 1715, 2047, 2561]
 
 
 @needs_mnist
@@ -171,6 +189,44 @@ def test_all_labels(mnist):
     assert len(data.labeled_indices) == 60000
 
 
+def test_start_step_resumes_across_epoch_boundaries(tmp_path):
+    # 60 training images, 20 labels, batch 8: the unlabeled streams start a new
+    # epoch inside step 7 and the labeled stream inside every third step.
+    write_npz(tmp_path)
+    data = load_dataset("mnist", 20, seed=3, data_dir=str(tmp_path))
+    full = list(data.train_dataset(8).take(26).as_numpy_iterator())
+    supervised = list(data.supervised_dataset(8).take(26).as_numpy_iterator())
+    for start in (1, 7, 8, 15, 23):
+        resumed = list(data.train_dataset(8, start_step=start).take(3).as_numpy_iterator())
+        for expected, got in zip(full[start:], resumed):
+            for key in expected:
+                np.testing.assert_array_equal(expected[key], got[key], err_msg=f"{start} {key}")
+        images, labels = next(data.supervised_dataset(8, start_step=start).as_numpy_iterator())
+        np.testing.assert_array_equal(images, full[start]["labeled_images"])
+        np.testing.assert_array_equal(labels, supervised[start][1])
+    # 15 steps = two unlabeled epochs, each a permutation of the 60 images, in
+    # another order each epoch and in each stream.
+    index_of = {image.tobytes(): i for i, image in enumerate(data.train_images)}
+    def order(key):
+        images = np.concatenate([batch[key] for batch in full[:15]])
+        return [index_of[np.round((x + 1) * 127.5).astype(np.uint8).tobytes()] for x in images]
+    for key in ("unlabeled_images", "generator_images"):
+        first, second = order(key)[:60], order(key)[60:]
+        assert sorted(first) == sorted(second) == list(range(60))
+        assert first != second
+    assert order("unlabeled_images") != order("generator_images")
+
+
+def test_pipelines_inside_a_strategy_scope(tmp_path):
+    # Made inside a strategy scope the host arrays must not become mirrored variables.
+    write_npz(tmp_path)
+    data = load_dataset("mnist", 10, data_dir=str(tmp_path))
+    with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
+        batch = next(iter(data.train_dataset(4)))
+        images, _ = next(iter(data.test_dataset(4)))
+    assert batch["unlabeled_images"].shape == (4, 28, 28, 1) and images.shape == (4, 28, 28, 1)
+
+
 def test_test_dataset_keeps_the_last_partial_batch(tmp_path):
     write_npz(tmp_path)
     data = load_dataset("mnist", 10, data_dir=str(tmp_path))
@@ -198,6 +254,19 @@ def test_bad_arguments(tmp_path):
         assert "\n" not in str(error.value)
 
 
+def test_bad_pipeline_arguments(tmp_path):
+    write_npz(tmp_path)
+    data = load_dataset("mnist", 10, data_dir=str(tmp_path))
+    for make in (lambda: data.train_dataset(0), lambda: data.test_dataset(-1),
+                 lambda: data.labeled_dataset(2.5)):
+        with pytest.raises(DataError, match="batch_size must be a positive integer"):
+            make()
+    with pytest.raises(DataError, match="start_step must be a non-negative integer"):
+        data.train_dataset(8, start_step=-1)
+    with pytest.raises(DataError, match="stream must be 0 or 1"):
+        data.unlabeled_dataset(8, stream=2)
+
+
 def test_missing_directory_and_missing_files(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_dataset("mnist", 10, data_dir=str(tmp_path / "nowhere"))
@@ -207,6 +276,15 @@ def test_missing_directory_and_missing_files(tmp_path):
                                                     "y": np.ones((1, 1))})
     with pytest.raises(DataError, match="test_32x32.mat"):
         load_dataset("svhn", 10, data_dir=str(tmp_path))
+    with pytest.raises(DataError, match="data_dir .* holds no cifar10 files"):
+        load_dataset("cifar10", 10, data_dir=str(tmp_path))
+    # Train files alone: the message lists the test files that are missing.
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    write_idx(idx)
+    (idx / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz"):
+        load_dataset("mnist", 10, data_dir=str(idx))
 
 
 def test_truncated_and_corrupt_files(tmp_path):
@@ -257,9 +335,23 @@ def test_wrong_shapes_and_ranges(tmp_path):
     npz(y_train=np.zeros(19, np.int64))
     with pytest.raises(DataError, match="labels must have shape"):
         load_dataset("mnist", 10, data_dir=str(tmp_path))
+    npz(y_train=np.full(20, 1.5))
+    with pytest.raises(DataError, match="y_train: labels must be whole numbers"):
+        load_dataset("mnist", 10, data_dir=str(tmp_path))
+    npz(x_test=np.zeros((20, 28), np.uint8))
+    with pytest.raises(DataError, match="test images must be uint8 of shape"):
+        load_dataset("mnist", 10, data_dir=str(tmp_path))
     scipy.io.savemat(tmp_path / "train_32x32.mat", {"X": np.zeros((32, 32, 3, 2), np.uint8),
                                                     "y": np.array([[0], [11]])})
     scipy.io.savemat(tmp_path / "test_32x32.mat", {"X": np.zeros((32, 32, 3, 2), np.uint8),
                                                    "y": np.array([[1], [2]])})
     with pytest.raises(DataError, match="1..10"):
+        load_dataset("svhn", 10, data_dir=str(tmp_path))
+    scipy.io.savemat(tmp_path / "train_32x32.mat", {"X": np.zeros((32, 32, 3, 2), np.float64),
+                                                    "y": np.array([[1], [2]])})
+    with pytest.raises(DataError, match="train_32x32.mat: X must be uint8"):
+        load_dataset("svhn", 10, data_dir=str(tmp_path))
+    scipy.io.savemat(tmp_path / "train_32x32.mat", {"X": np.zeros((32, 32, 1, 2), np.uint8),
+                                                    "y": np.array([[1], [2]])})
+    with pytest.raises(DataError, match="32x32x3xN"):
         load_dataset("svhn", 10, data_dir=str(tmp_path))
