@@ -381,8 +381,7 @@ class SGAN(keras.Model):
                            "cross_entropy": self.cross_entropy_tracker.result()})
 
     def predict_step(self, batch):
-        images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(images, training=False)
+        return self(_images_of(batch), training=False)
 
     def call(self, images, training=False):
         """The K class logits of the evaluation discriminator."""

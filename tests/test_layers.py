@@ -191,19 +191,10 @@ _MIRRORED_SCRIPT = textwrap.dedent("""
     import numpy as np, tensorflow as tf, keras
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import sys
+    sys.path.insert(0, "tests")
     from sgan_keras import layers as wn
-
-    def build():
-        init = lambda seed: keras.initializers.RandomNormal(stddev=0.05, seed=seed)
-        images = keras.Input((8, 8, 3))
-        x = wn.WeightNormConv2D(4, 3, strides=2, padding="same", kernel_initializer=init(1),
-                                name="conv")(images)
-        x = keras.layers.LeakyReLU(negative_slope=0.2)(x)
-        x = wn.WeightNormConv2DTranspose(2, 3, strides=2, padding="same",
-                                         kernel_initializer=init(2), name="conv_transpose")(x)
-        x = keras.layers.Flatten()(x)
-        logits = wn.WeightNormDense(3, kernel_initializer=init(3), name="dense")(x)
-        return keras.Model(images, logits)
+    from test_layers import three_layer_model as build
 
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 3, (32, 8, 8, 3)).astype("float32")
