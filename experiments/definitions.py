@@ -25,7 +25,11 @@ EXPERIMENTS = {
         "published_accuracy": 0.89,
     },
     "mnist_improved_gan_100": {
-        "flags": {"dataset": "mnist", "preset": "mnist_improved_gan", "labels": 100},
+        # lr 1e-3: openai/improved-gan's train_mnist_feature_matching.py at the
+        # repository root (start_lr = 0.001); its mnist_svhn_cifar10/ copy and
+        # SPEC say 3e-3, which on this package's Keras Adam collapses G early.
+        "flags": {"dataset": "mnist", "preset": "mnist_improved_gan", "labels": 100,
+                  "lr": 0.001},
         "published": "93 +- 6.5 test errors of 10,000, i.e. 0.93% error (Salimans et al. 2016)",
         "published_accuracy": 1 - 0.0093,
     },

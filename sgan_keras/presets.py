@@ -38,6 +38,7 @@ class Preset:
     d_lr_ratio: float = 1.0          # D learning rate = ratio x G learning rate
     g_beta_1: float = 0.5
     d_beta_1: float = 0.5
+    adam_epsilon: float = 1e-7       # Keras' default; Improved-GAN presets: 1e-4
     lr_schedule: str = "constant"    # "constant", "per_epoch_decay", "linear_decay"
     lr_decay_rate: float = 1.0       # per-epoch factor for "per_epoch_decay"
     lr_decay_start_epoch: int = 0    # first epoch of the linear ramp to 0
@@ -73,8 +74,10 @@ class Preset:
 
     def optimizers(self):
         """(d_optimizer, g_optimizer): Adam with this source's settings."""
-        d_optimizer = keras.optimizers.Adam(self.learning_rate(self.d_lr), beta_1=self.d_beta_1)
-        g_optimizer = keras.optimizers.Adam(self.learning_rate(self.g_lr), beta_1=self.g_beta_1)
+        d_optimizer = keras.optimizers.Adam(self.learning_rate(self.d_lr), beta_1=self.d_beta_1,
+                                            epsilon=self.adam_epsilon)
+        g_optimizer = keras.optimizers.Adam(self.learning_rate(self.g_lr), beta_1=self.g_beta_1,
+                                            epsilon=self.adam_epsilon)
         return d_optimizer, g_optimizer
 
 
@@ -142,18 +145,23 @@ _PRESETS = [
         dataset="mnist", image_shape=(28, 28, 1), labels=100, batch_size=100,
         epochs=300, steps_per_epoch=600, pixel_range=(0.0, 1.0),
         noise="uniform", fake_class="zero", generator_loss="feature_matching_l2",
-        unsupervised_weight=0.5, g_lr=3e-3, d_lr_ratio=1.0, ema_decay=0.9999,
+        unsupervised_weight=0.5, g_lr=3e-3, d_lr_ratio=1.0, adam_epsilon=1e-4,
+        ema_decay=0.9999,
         notes="Salimans et al. 2016 MNIST: sigmoid generator, pixels in [0, 1]; "
               "mean squared feature matching; the unsupervised loss weighted 0.5 as in "
               "their code (0.5 * (softplus(-l_unl) + softplus(l_gen))); test error of "
               "the weight average (decay 0.9999), which their code starts at zero and "
-              "this package at the initial weights."),
+              "this package at the initial weights. Adam epsilon 1e-4: their "
+              "nn.adam_updates divides by sqrt(v_hat + 1e-8). lr 3e-3 as SPEC and "
+              "mnist_svhn_cifar10/train_mnist_feature_matching.py; their other version "
+              "of the script uses 1e-3, which the experiment uses (see "
+              "experiments/definitions.py)."),
     Preset(
         name="svhn_improved_gan", architecture="svhn_improved_gan",
         dataset="svhn", image_shape=(32, 32, 3), labels=1000, batch_size=100,
         epochs=400, steps_per_epoch=73257 // 100, noise="uniform",
         fake_class="zero", generator_loss="feature_matching_l1",
-        unsupervised_weight=0.5, g_lr=3e-4, d_lr_ratio=1.0,
+        unsupervised_weight=0.5, g_lr=3e-4, d_lr_ratio=1.0, adam_epsilon=1e-4,
         lr_schedule="linear_decay", lr_decay_start_epoch=300, ema_decay=0.9999,
         notes="Salimans et al. 2016 / Lecouat et al. 2018 SVHN: EMA evaluation; "
               "--manifold_reg=lecouat adds the manifold term (Lecouat use batch 50); "
@@ -164,7 +172,7 @@ _PRESETS = [
         dataset="cifar10", image_shape=(32, 32, 3), labels=4000, batch_size=100,
         epochs=1200, steps_per_epoch=50000 // 100, noise="uniform",
         fake_class="zero", generator_loss="feature_matching_l1",
-        unsupervised_weight=0.5, g_lr=3e-4, d_lr_ratio=1.0,
+        unsupervised_weight=0.5, g_lr=3e-4, d_lr_ratio=1.0, adam_epsilon=1e-4,
         lr_schedule="linear_decay", lr_decay_start_epoch=800, ema_decay=0.9999,
         notes="Salimans et al. 2016 CIFAR-10: the SVHN model at widths 96/192; "
               "linear decay over the last 400 of 1,200 epochs as in their code."),

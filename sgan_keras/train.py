@@ -59,6 +59,7 @@ flags.DEFINE_integer("steps_per_epoch", None, "Training steps per epoch.")
 flags.DEFINE_integer("batch_size", None, "Global batch size (split across replicas).")
 flags.DEFINE_float("lr", None, "Generator learning rate (D's is --d_lr_ratio times it).")
 flags.DEFINE_float("d_lr_ratio", None, "Discriminator learning rate / generator learning rate.")
+flags.DEFINE_float("adam_epsilon", None, "Adam's epsilon for both optimizers.")
 flags.DEFINE_integer("seed", 0, "Seed of the label draw, data order, weights and noise.")
 flags.DEFINE_string("data_dir", None, "Local data directory (mnist.npz, IDX files, SVHN "
                     ".mat files or prepared TFDS data). Default: TFDS download.")
@@ -73,6 +74,10 @@ flags.DEFINE_bool("supervised_only", False, "Train the same discriminator on the
                   "data alone, without a generator (the baseline).")
 flags.DEFINE_bool("overwrite", False, "Replace the outputs of an earlier run in --output_dir.")
 flags.DEFINE_bool("deterministic", False, "Make TensorFlow ops deterministic (slower on GPU).")
+flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
+                  "XLA-compile the train step. auto: off on CPU, where "
+                  "experiments/results/benchmark.md measures it slower, and Keras' choice "
+                  "elsewhere.")
 flags.DEFINE_integer("eval_batch_size", 1000, "Batch size of test-set evaluation.")
 
 # Flags whose value goes into the Preset of the same (or the mapped) name.
@@ -82,13 +87,17 @@ _PRESET_FLAGS = {
     "manifold_epsilon": "manifold_epsilon", "unsupervised_weight": "unsupervised_weight",
     "label_smoothing": "label_smoothing", "ema": "ema_decay", "epochs": "epochs",
     "steps_per_epoch": "steps_per_epoch", "batch_size": "batch_size", "lr": "g_lr",
-    "d_lr_ratio": "d_lr_ratio",
+    "d_lr_ratio": "d_lr_ratio", "adam_epsilon": "adam_epsilon",
 }
 _GAN_ONLY_FLAGS = ("fake_class", "generator_loss", "manifold_reg", "manifold_weight",
                    "manifold_epsilon", "unsupervised_weight", "label_smoothing")
 _IMAGE_SHAPES = {"mnist": (28, 28, 1), "svhn": (32, 32, 3), "cifar10": (32, 32, 3)}
 # Flags that do not change what a run computes (a resumed run may differ in them).
-_RUN_ONLY_FLAGS = ("overwrite", "output_dir", "strategy", "virtual_cpus", "eval_batch_size")
+_RUN_ONLY_FLAGS = ("overwrite", "output_dir", "strategy", "virtual_cpus", "eval_batch_size",
+                   "jit_compile")
+# "auto" is Keras' rule (XLA off on CPU-only machines and under tf.distribute),
+# which experiments/benchmark.py confirms on CPU: XLA is slower there.
+_JIT_COMPILE = {"auto": "auto", "true": True, "false": False}
 
 
 class UsageError(ValueError):
@@ -118,7 +127,7 @@ def resolve_config(values):
     for name in ("epochs", "steps_per_epoch", "batch_size", "eval_batch_size"):
         if values.get(name) is not None and values[name] <= 0:
             raise UsageError(f"--{name} must be a positive integer, got {values[name]}")
-    for name in ("lr", "d_lr_ratio", "manifold_weight", "manifold_epsilon"):
+    for name in ("lr", "d_lr_ratio", "adam_epsilon", "manifold_weight", "manifold_epsilon"):
         if values.get(name) is not None and values[name] <= 0:
             raise UsageError(f"--{name} must be positive, got {values[name]}")
     if values.get("ema") is not None and not 0 <= values["ema"] < 1:
@@ -136,7 +145,7 @@ def resolve_config(values):
     preset = preset.replace(**overrides)
     config = {name: values.get(name) for name in (
         "dataset", "seed", "data_dir", "include_extra", "supervised_only", "deterministic",
-        "strategy", "virtual_cpus", "eval_batch_size", "overwrite")}
+        "strategy", "virtual_cpus", "eval_batch_size", "overwrite", "jit_compile")}
     config.update(preset=preset.name, labels=labels,
                   **{field: getattr(preset, field) for field in sorted(set(_PRESET_FLAGS.values()))})
     config["output_dir"] = values["output_dir"] or os.path.join("runs", experiment_name(config))
@@ -251,7 +260,7 @@ def train(preset, config):
             preset.name, num_classes=data.num_classes, seed=config["seed"],
             supervised_only=config["supervised_only"],
             **{field: getattr(preset, field) for field in set(_PRESET_FLAGS.values())})
-        model.compile()
+        model.compile(jit_compile=_JIT_COMPILE[config["jit_compile"] or "auto"])
     # Every worker resumes from the chief's checkpoint (a shared file system).
     initial_epoch = checkpoint.restore_checkpoint(
         os.path.join(config["output_dir"], "checkpoint"), model.state_variables()) or 0
@@ -306,7 +315,7 @@ def main(argv):
 
 _KNOWN_FLAGS = ("dataset", "labels", "preset", "supervised_only", "include_extra", "seed",
                 "data_dir", "output_dir", "strategy", "virtual_cpus", "overwrite",
-                "deterministic", "eval_batch_size", *_PRESET_FLAGS)
+                "deterministic", "eval_batch_size", "jit_compile", *_PRESET_FLAGS)
 
 
 def _fail(message):

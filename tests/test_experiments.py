@@ -106,3 +106,28 @@ def test_readme_results_table_matches_the_result_files():
     result = subprocess.run([sys.executable, "experiments/report.py", "--check"],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, "README.md is stale: run python experiments/report.py"
+
+
+def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
+    output = tmp_path / "benchmark.md"
+    subprocess.run(
+        [sys.executable, "experiments/benchmark.py", "--presets=mnist_gans_in_action",
+         "--steps=2", "--repeats=1", "--eager_steps=1", "--steps_per_execution=2",
+         "--modes=function,constant,eager,fit,fit_spe", f"--output={output}"],
+        cwd=REPO_ROOT, check=True, capture_output=True)
+    table = json.loads(output.with_suffix(".json").read_text())
+    row, = table["rows"]
+    assert row["preset"] == "mnist_gans_in_action" and row["batch_size"] == 32
+    assert set(row["seconds_per_step"]) == {"function", "constant", "eager", "fit", "fit_spe"}
+    assert all(seconds > 0 for seconds in row["seconds_per_step"].values())
+    assert 0 <= row["derived"]["input_wait_fraction"] < 1
+    assert table["peak_flops"] > 0 and row["derived"]["achieved_flops"] > 0
+    assert "| mnist_gans_in_action | 32 |" in output.read_text()
+
+
+def test_benchmark_rejects_an_unknown_preset(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "experiments/benchmark.py", "--presets=nope",
+         f"--output={tmp_path / 'b.md'}"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode != 0 and "--presets" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "b.md").exists()

@@ -244,3 +244,17 @@ def test_every_preset_takes_a_finite_training_step(preset):
     assert all(np.isfinite(float(value)) for value in logs.values())
     assert float(logs["manifold_loss"]) > 0
     assert model.generate(2).shape == (2, *model.image_shape)
+
+
+def test_improved_gan_presets_use_the_sources_adam_epsilon():
+    # improved-gan's nn.adam_updates divides by sqrt(v_hat + 1e-8): epsilon ~1e-4.
+    for name in ("mnist_improved_gan", "svhn_improved_gan", "cifar10_improved_gan"):
+        model = SGAN.from_preset(name, seed=0)
+        model.compile()
+        assert model.d_optimizer.epsilon == model.g_optimizer.epsilon == 1e-4
+    model = SGAN.from_preset("mnist_blog", seed=0)
+    model.compile()
+    assert model.d_optimizer.epsilon == 1e-7        # Keras' default elsewhere
+    model = SGAN.from_preset("mnist_blog", seed=0, adam_epsilon=1e-3)
+    model.compile()
+    assert model.g_optimizer.epsilon == 1e-3

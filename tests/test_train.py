@@ -67,6 +67,14 @@ def test_cli_run_writes_every_output(finished_run):
     assert result.stdout.count("Epoch ") + result.stdout.count("epoch ") >= 2
 
 
+def test_jit_compile_flag_compiles_the_step_with_xla(tmp_path):
+    result = cli(*FAST, "--epochs=1", "--steps_per_epoch=2", "--jit_compile=true",
+                 f"--output_dir={tmp_path / 'run'}", env={**ENV, "TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Compiled cluster using XLA" in result.stderr
+    assert len(metrics_rows(tmp_path / "run")) == 1
+
+
 EXPORT_PREDICT = """
 import json, sys
 import numpy as np, tensorflow as tf
@@ -182,6 +190,8 @@ def test_two_worker_multi_worker_run_on_localhost(tmp_path):
     (["--labels=105"], "labels"),
     (["--batch_size=0"], "--batch_size"),
     (["--epochs=0"], "--epochs"),
+    (["--adam_epsilon=0"], "--adam_epsilon"),
+    (["--jit_compile=maybe"], "--jit_compile"),
     (["--data_dir=/nonexistent/mnist"], "/nonexistent/mnist"),
     (["--supervised_only", "--generator_loss=non_saturating"], "--generator_loss"),
     (["--preset=mnist_blog", "--dataset=svhn"], "--preset"),

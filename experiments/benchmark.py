@@ -1,0 +1,308 @@
+r"""Measures the SGAN training step: images/s, FLOP/s, input wait, execution modes.
+
+    python experiments/benchmark.py                      # every preset, ~15 min on 2 CPU cores
+    python experiments/benchmark.py --presets=mnist_blog --batch_sizes=100
+
+For each preset at its source's batch size (and ``mnist_blog`` at batch 100,
+the figure the performance issue names), in one process on one machine:
+
+- ``function``: a bare loop ``step(next(iterator))`` over the package's
+  ``tf.data`` pipeline, ``step = tf.function(model.train_step)``; the time
+  spent in ``next()`` is the input wait.
+- ``constant batch``: the same compiled step on one batch held in memory (no
+  input pipeline at all), for comparison with ``function``.
+- ``xla``: the same loop with ``tf.function(..., jit_compile=True)``.
+- ``eager``: ``model.train_step`` without ``tf.function`` (few steps).
+- ``fit``: ``model.fit`` on the same pipeline (``steps_per_execution=1``),
+  then ``fit`` with ``steps_per_execution`` and ``fit`` with ``jit_compile``.
+
+Images/s counts the images D classifies in a step (labeled + unlabeled +
+generated = 3 x batch). FLOPs come from the layers
+(:mod:`sgan_keras.flops`); the peak is a large float32 matmul timed in the
+same run. Each time is the median over ``--repeats`` timed windows, measured
+in rounds that alternate the modes, so that slow drifts of a shared machine
+hit every mode alike. Images are random (the step's cost does not depend on
+pixel values), so no dataset is needed.
+
+Writes ``--output`` (Markdown) and the same rows as JSON beside it.
+"""
+
+import json
+import os
+import platform
+import statistics
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app
+from absl import flags
+
+from sgan_keras import SGAN, PRESETS
+from sgan_keras import data as data_lib
+from sgan_keras import flops as flops_lib
+
+flags.DEFINE_list("presets", sorted(PRESETS), "Presets to measure.")
+flags.DEFINE_list("batch_sizes", [], "Extra batch sizes for mnist_blog (the issue's 100).")
+flags.DEFINE_integer("steps", 20, "Steps per timed window (fewer for slow presets, see "
+                     "--max_window_seconds).")
+flags.DEFINE_float("max_window_seconds", 20.0, "Cap on one timed window's length.")
+flags.DEFINE_integer("repeats", 3, "Timed windows per mode (the median is reported).")
+flags.DEFINE_integer("eager_steps", 3, "Steps timed in eager mode.")
+flags.DEFINE_integer("steps_per_execution", 10, "steps_per_execution of the fit variant.")
+flags.DEFINE_list("modes", ["function", "constant", "xla", "eager", "fit", "fit_spe", "fit_xla"],
+                  "Modes to measure.")
+flags.DEFINE_string("output", "experiments/results/benchmark.md", "Markdown table; JSON beside it.")
+FLAGS = flags.FLAGS
+
+MODE_TITLES = {
+    "function": "tf.function loop", "constant": "constant batch", "xla": "XLA loop",
+    "eager": "eager", "fit": "fit()", "fit_spe": "fit() steps_per_execution",
+    "fit_xla": "fit() jit_compile",
+}
+
+
+# ----------------------------------------------------------------- machine
+def machine_description():
+    """CPU model and cores, accelerator, TensorFlow and Keras versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as file:
+            cpu = next(line.split(":", 1)[1].strip() for line in file
+                       if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpus = tf.config.list_physical_devices("GPU")
+    accelerator = "no GPU"
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        accelerator = f"{len(gpus)} x {details.get('device_name', 'GPU')}"
+    return {"cpu": cpu, "cpu_cores": os.cpu_count(), "accelerator": accelerator,
+            "tensorflow": tf.__version__, "keras": keras.__version__,
+            "python": platform.python_version()}
+
+
+def matmul_peak_flops(size=2048, repeats=10):
+    """FLOP/s of a ``size`` x ``size`` float32 matmul chain (best of ``repeats``)."""
+    a = tf.random.normal([size, size])
+    b = tf.random.normal([size, size]) / size ** 0.5
+
+    @tf.function
+    def chain(x):
+        for _ in range(4):
+            x = tf.matmul(x, b)
+        return tf.reduce_sum(x)
+
+    chain(a).numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        chain(a).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 4 * 2 * size ** 3 / best
+
+
+# ------------------------------------------------------------------- data
+def synthetic_data(preset, count=10000, seed=0):
+    """Random uint8 images of ``preset``'s shape in a ``SemiSupervisedData``."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(count) % 10
+    images = rng.integers(0, 256, size=(count, *preset.image_shape), dtype=np.uint8)
+    return data_lib.SemiSupervisedData(
+        name=preset.dataset, num_classes=10, image_shape=tuple(preset.image_shape),
+        train_images=images, train_labels=labels, test_images=images[:100],
+        test_labels=labels[:100],
+        labeled_indices=data_lib.draw_labeled_indices(labels, min(preset.labels, count), seed),
+        pixel_range=preset.pixel_range, seed=seed)
+
+
+# ------------------------------------------------------------------ modes
+class Bench:
+    """One preset at one batch size: a model, its pipeline and each mode's timer."""
+
+    def __init__(self, preset_name, batch_size):
+        self.preset = PRESETS[preset_name]
+        self.batch_size = batch_size
+        self.data = synthetic_data(self.preset)
+        self.model = self._model()
+        self.flops_per_step = flops_lib.train_step_flops(self.model, batch_size)
+        self.iterator = iter(self.data.train_dataset(batch_size))
+        self.model.initialize_weight_norm(next(self.iterator))
+        self.constant_batch = next(self.iterator)
+        self.steps = FLAGS.steps
+        self._functions = {}
+
+    def _model(self, **compile_kwargs):
+        keras.utils.set_random_seed(0)
+        model = SGAN.from_preset(self.preset.name, seed=0)
+        model.compile(**compile_kwargs)
+        return model
+
+    def calibrate(self):
+        """Compiles the loop step and sizes the timed window to ``max_window_seconds``."""
+        step = self._function("function")
+        step(next(self.iterator))
+        start = time.perf_counter()
+        _sync(step(next(self.iterator)))
+        seconds = time.perf_counter() - start
+        self.steps = max(2, min(FLAGS.steps, int(FLAGS.max_window_seconds / max(seconds, 1e-6))))
+
+    def _function(self, mode):
+        if mode not in self._functions:
+            self._functions[mode] = tf.function(self.model.train_step,
+                                                jit_compile=(mode == "xla"))
+        return self._functions[mode]
+
+    def time_loop(self, mode):
+        """(seconds per step, input-wait seconds per step) of a bare loop."""
+        if mode == "eager":
+            steps, step = FLAGS.eager_steps, self.model.train_step
+        else:
+            steps, step = self.steps, self._function("function" if mode == "constant" else mode)
+            _sync(step(self.constant_batch))       # traced (and XLA-compiled) before timing
+        waited = 0.0
+        start = time.perf_counter()
+        for _ in range(steps):
+            if mode == "constant":
+                batch = self.constant_batch
+            else:
+                fetch = time.perf_counter()
+                batch = next(self.iterator)
+                waited += time.perf_counter() - fetch
+            logs = step(batch)
+        _sync(logs)
+        return (time.perf_counter() - start) / steps, waited / steps
+
+    def time_fit(self, mode):
+        """Seconds per step of ``model.fit`` (after a warm-up epoch)."""
+        if mode not in self._functions:
+            kwargs = {"fit_spe": {"steps_per_execution": FLAGS.steps_per_execution},
+                      "fit_xla": {"jit_compile": True}}.get(mode, {"jit_compile": False})
+            model = self._model(**kwargs)
+            model.initialize_weight_norm(self.constant_batch)
+            self._functions[mode] = model
+        model = self._functions[mode]
+        steps = self.steps
+        if mode == "fit_spe":  # whole executions only
+            steps = max(1, round(steps / FLAGS.steps_per_execution)) * FLAGS.steps_per_execution
+        dataset = self.data.train_dataset(self.batch_size)
+        model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)  # warm-up
+        start = time.perf_counter()
+        model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+        return (time.perf_counter() - start) / steps, None
+
+
+def _sync(logs):
+    """Waits for a step's results (host copy of one value)."""
+    value = next(iter(logs.values())) if isinstance(logs, dict) else logs
+    return keras.ops.convert_to_numpy(value)
+
+
+def measure(preset_name, batch_size, modes, repeats):
+    """Median step time of each mode, measured in interleaved rounds."""
+    bench = Bench(preset_name, batch_size)
+    bench.calibrate()
+    times = {mode: [] for mode in modes}
+    waits = []
+    for _ in range(repeats):
+        for mode in modes:
+            if mode.startswith("fit"):
+                seconds, _ = bench.time_fit(mode)
+            else:
+                seconds, waited = bench.time_loop(mode)
+                if mode == "function":
+                    waits.append(waited)
+            times[mode].append(seconds)
+    row = {"preset": preset_name, "batch_size": batch_size, "steps_per_window": bench.steps,
+           "flops_per_step": bench.flops_per_step,
+           "seconds_per_step": {mode: statistics.median(t) for mode, t in times.items()}}
+    if waits:
+        row["input_wait_per_step"] = statistics.median(waits)
+    return row
+
+
+# ----------------------------------------------------------------- report
+def derived(row, peak):
+    """Images/s, achieved FLOP/s and ratios of one row."""
+    seconds = row["seconds_per_step"]
+    out = {"images_per_second": {m: 3 * row["batch_size"] / s for m, s in seconds.items()}}
+    if "function" in seconds:
+        out["achieved_flops"] = row["flops_per_step"] / seconds["function"]
+        out["fraction_of_peak"] = out["achieved_flops"] / peak
+        if "input_wait_per_step" in row:
+            out["input_wait_fraction"] = row["input_wait_per_step"] / seconds["function"]
+        if "fit" in seconds:
+            out["fit_over_loop"] = seconds["fit"] / seconds["function"]
+        if "xla" in seconds:
+            out["xla_speedup"] = seconds["function"] / seconds["xla"]
+    return out
+
+
+def markdown(machine, peak, rows):
+    modes = [m for m in MODE_TITLES if any(m in r["seconds_per_step"] for r in rows)]
+    lines = [
+        "# Training-step benchmark", "",
+        f"Machine: {machine['cpu']}, {machine['cpu_cores']} cores, {machine['accelerator']}; "
+        f"TensorFlow {machine['tensorflow']}, Keras {machine['keras']}, "
+        f"Python {machine['python']}. Command: `python experiments/benchmark.py` "
+        f"({machine['date']}).", "",
+        f"Peak (float32 2048x2048 matmul chain, same run): {peak / 1e9:.1f} GFLOP/s.", "",
+        "Milliseconds per training step (median of the timed windows); images/s counts the "
+        "3 x batch images D sees per step.", "",
+        "| preset | batch | GFLOP/step | " + " | ".join(MODE_TITLES[m] for m in modes)
+        + " | images/s (loop) | GFLOP/s (% of peak) | input wait | fit / loop | XLA speed-up |",
+        "|---|---|---|" + "---|" * len(modes) + "---|---|---|---|---|",
+    ]
+    for row in rows:
+        d = row["derived"]
+        seconds = row["seconds_per_step"]
+        cells = [f"{1000 * seconds[m]:.1f}" if m in seconds else "-" for m in modes]
+        lines.append(
+            f"| {row['preset']} | {row['batch_size']} | {row['flops_per_step'] / 1e9:.2f} | "
+            + " | ".join(cells) + " | "
+            + (f"{d['images_per_second'].get('function', 0):.0f} | " if "function" in seconds else "- | ")
+            + (f"{d['achieved_flops'] / 1e9:.1f} ({100 * d['fraction_of_peak']:.0f}%) | "
+               if "achieved_flops" in d else "- | ")
+            + (f"{100 * d['input_wait_fraction']:.2f}% | " if "input_wait_fraction" in d else "- | ")
+            + (f"{d['fit_over_loop']:.3f} | " if "fit_over_loop" in d else "- | ")
+            + (f"{d['xla_speedup']:.2f}x |" if "xla_speedup" in d else "- |"))
+    return "\n".join(lines) + "\n"
+
+
+def write_atomically(path, text):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as file:
+        file.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def main(argv):
+    del argv
+    unknown = sorted(set(FLAGS.presets) - set(PRESETS))
+    if unknown:
+        raise app.UsageError(f"--presets: unknown {unknown}; allowed: {sorted(PRESETS)}")
+    unknown = sorted(set(FLAGS.modes) - set(MODE_TITLES))
+    if unknown:
+        raise app.UsageError(f"--modes: unknown {unknown}; allowed: {sorted(MODE_TITLES)}")
+    machine = machine_description()
+    machine["date"] = time.strftime("%Y-%m-%d")
+    peak = matmul_peak_flops()
+    configs = [(name, PRESETS[name].batch_size) for name in FLAGS.presets]
+    configs += [("mnist_blog", int(b)) for b in FLAGS.batch_sizes]
+    rows = []
+    for name, batch_size in configs:
+        row = measure(name, batch_size, FLAGS.modes, FLAGS.repeats)
+        row["derived"] = derived(row, peak)
+        rows.append(row)
+        print(f"{name} batch {batch_size}: "
+              + ", ".join(f"{m} {1000 * s:.1f} ms" for m, s in row["seconds_per_step"].items()),
+              flush=True)
+        # Partial results survive an interruption.
+        write_atomically(FLAGS.output, markdown(machine, peak, rows))
+        write_atomically(os.path.splitext(FLAGS.output)[0] + ".json", json.dumps(
+            {"machine": machine, "peak_flops": peak, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    app.run(main)

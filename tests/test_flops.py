@@ -1,0 +1,51 @@
+"""FLOP counts from the layers (sgan_keras.flops), checked against hand counts."""
+
+import keras
+import pytest
+
+from sgan_keras import SGAN
+from sgan_keras import flops
+from sgan_keras import layers as wn
+
+
+def test_dense_counts_two_flops_per_multiply_add():
+    inputs = keras.Input((8,))
+    outputs = wn.WeightNormDense(3)(keras.layers.Dense(4)(inputs))
+    assert flops.forward_flops(keras.Model(inputs, outputs)) == 2 * 8 * 4 + 2 * 4 * 3
+
+
+@pytest.mark.parametrize("conv", [keras.layers.Conv2D, wn.WeightNormConv2D])
+def test_convolution_counts_per_output_position(conv):
+    inputs = keras.Input((8, 8, 3))
+    outputs = conv(5, 3, strides=2, padding="same")(inputs)          # 4 x 4 outputs
+    assert flops.forward_flops(keras.Model(inputs, outputs)) == 2 * 9 * 3 * 5 * 16
+
+
+@pytest.mark.parametrize("conv", [keras.layers.Conv2DTranspose, wn.WeightNormConv2DTranspose])
+def test_transposed_convolution_counts_per_input_position(conv):
+    inputs = keras.Input((4, 4, 5))
+    outputs = conv(2, 3, strides=2, padding="same")(inputs)          # 8 x 8 outputs
+    assert flops.forward_flops(keras.Model(inputs, outputs)) == 2 * 9 * 5 * 2 * 16
+
+
+def test_improved_gan_mnist_train_step():
+    model = SGAN.from_preset("mnist_improved_gan", seed=0)
+    generator = 2 * (100 * 500 + 500 * 500 + 500 * 784)
+    discriminator = 2 * (784 * 1000 + 1000 * 500 + 500 * 250 + 2 * 250 * 250 + 250 * 10)
+    assert flops.forward_flops(model.generator) == generator
+    assert flops.forward_flops(model.discriminator) == discriminator
+    # D step: G forward, D forward + backward on 3 batches; G step: G forward +
+    # backward, D forward + input backward on the fakes, D forward on the reals.
+    per_example = (generator + 9 * discriminator) + (3 * generator + 3 * discriminator)
+    assert flops.train_step_flops(model, 100) == 100 * per_example
+
+
+def test_manifold_and_supervised_only_steps():
+    plain = SGAN.from_preset("svhn_improved_gan", seed=0)
+    manifold = SGAN.from_preset("svhn_improved_gan", seed=0, manifold="lecouat")
+    baseline = SGAN.from_preset("svhn_improved_gan", seed=0, supervised_only=True)
+    generator = flops.forward_flops(plain.generator)
+    discriminator = flops.forward_flops(plain.discriminator)
+    assert (flops.train_step_flops(manifold, 10) - flops.train_step_flops(plain, 10)
+            == 10 * (generator + 3 * discriminator))
+    assert flops.train_step_flops(baseline, 10) == 10 * 3 * discriminator
