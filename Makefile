@@ -23,3 +23,4 @@ train: $(VENV)/.installed
 
 benchmark: $(VENV)/.installed
 	$(PY) experiments/benchmark_input_pipeline.py
+	$(PY) experiments/benchmark.py --batch_sizes=100
