@@ -127,7 +127,8 @@ class SGAN(keras.Model):
         if not supervised_only:
             generator = networks.build_generator(
                 preset.architecture, image_shape=preset.image_shape,
-                latent_dim=preset.latent_dim, seed=seed)
+                latent_dim=preset.latent_dim, seed=seed,
+                output_activation=preset.generator_activation or None)
         discriminator = networks.build_discriminator(
             preset.architecture, image_shape=preset.image_shape,
             num_classes=num_classes, fake_class=preset.fake_class, seed=seed)

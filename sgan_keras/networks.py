@@ -39,6 +39,17 @@ NATIVE_IMAGE_SHAPES = {
     "cifar10_improved_gan": (32, 32, 3),
 }
 
+# The generator's output activation: the source's first, then the allowed
+# alternatives (see build_generator).
+GENERATOR_OUTPUT_ACTIVATIONS = {
+    "mnist_blog": ("tanh",),
+    "svhn_dcgan": ("tanh",),
+    "mnist_gans_in_action": ("tanh",),
+    "mnist_improved_gan": ("sigmoid", "softplus"),
+    "svhn_improved_gan": ("tanh",),
+    "cifar10_improved_gan": ("tanh",),
+}
+
 _SOURCES = {
     "mnist_blog": "the MNIST semi-supervised GAN blog post (feature matching + "
                   "manifold regularization)",
@@ -100,20 +111,36 @@ def describe(architecture):
             f"  {generator}\n  {discriminator}")
 
 
-def build_generator(architecture, *, image_shape, latent_dim=100, seed=None):
+def build_generator(architecture, *, image_shape, latent_dim=100, seed=None,
+                    output_activation=None):
     """The generator ``z [B, latent_dim] -> images [B, H, W, C]`` of ``architecture``.
 
     ``image_shape`` must be the architecture's native ``(H, W, C)``
     (``NATIVE_IMAGE_SHAPES``); the output is tanh (range [-1, 1]) except
     ``mnist_improved_gan`` (sigmoid, [0, 1]), as each source.
+
+    ``output_activation`` (``None``: the source's) is a choice only where
+    ``GENERATOR_OUTPUT_ACTIVATIONS`` lists one: ``mnist_improved_gan`` takes
+    ``softplus``, the output of Sleepychord/ImprovedGAN-pytorch, whose author
+    replaced the source's sigmoid because the generator collapsed with it (as
+    it does here; see ``experiments/results/mnist_improved_gan_100.md``).
     """
     _check_architecture(architecture)
     _check_image_shape(architecture, image_shape)
     if not isinstance(latent_dim, int) or isinstance(latent_dim, bool) or latent_dim < 1:
         raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
+    allowed = GENERATOR_OUTPUT_ACTIVATIONS[architecture]
+    if output_activation is None:
+        output_activation = allowed[0]
+    if output_activation not in allowed:
+        raise ValueError(f"output_activation of the {architecture} generator must be one of "
+                         f"{allowed}, got {output_activation!r}")
     seeds = _SeedStream(seed, salt=0)
     z = keras.Input((latent_dim,), name="z")
-    images = _GENERATORS[architecture](z, seeds)
+    if architecture == "mnist_improved_gan":
+        images = _GENERATORS[architecture](z, seeds, output_activation)
+    else:
+        images = _GENERATORS[architecture](z, seeds)
     return keras.Model(z, images, name=f"generator_{architecture}")
 
 
@@ -346,7 +373,7 @@ def _improved_gan_batch_norm(name):
     return keras.layers.BatchNormalization(scale=False, momentum=0.9, epsilon=1e-6, name=name)
 
 
-def _mnist_improved_gan_generator(z, seeds):
+def _mnist_improved_gan_generator(z, seeds, output_activation="sigmoid"):
     """improved-gan MNIST G: Dense 500 softplus BN, Dense 500 softplus BN, WN Dense 784 sigmoid.
 
     The source wraps each ``DenseLayer(500, softplus)`` in ``nn.batch_norm(...,
@@ -355,6 +382,8 @@ def _mnist_improved_gan_generator(z, seeds):
     softplus. SPEC's "Dense 500 softplus BN" is read that way. The output
     layer is ``nn.l2normalize`` (trainable scale, bias, Glorot ``v``, no
     data-dependent init: ``data_init=False``). Output reshaped to 28x28x1.
+    ``output_activation="softplus"`` is Sleepychord/ImprovedGAN-pytorch's
+    replacement of the sigmoid (see :func:`build_generator`).
     """
     x = z
     for index in (1, 2):
@@ -362,7 +391,8 @@ def _mnist_improved_gan_generator(z, seeds):
                                name=f"g_dense{index}")(x)
         x = _improved_gan_batch_norm(f"g_bn{index}")(x)
         x = keras.layers.Activation("softplus", name=f"g_softplus{index}")(x)
-    x = wn.WeightNormDense(28 * 28, activation="sigmoid", kernel_initializer=seeds.glorot(),
+    x = wn.WeightNormDense(28 * 28, activation=output_activation,
+                           kernel_initializer=seeds.glorot(),
                            data_init=False, name="g_dense3")(x)
     return keras.layers.Reshape((28, 28, 1), name="g_images")(x)
 

@@ -43,6 +43,7 @@ class Preset:
     lr_decay_rate: float = 1.0       # per-epoch factor for "per_epoch_decay"
     lr_decay_start_epoch: int = 0    # first epoch of the linear ramp to 0
     ema_decay: float = 0.0           # 0 disables the EMA of D's weights
+    generator_activation: str = ""   # G's output; "" = the source's (networks.py)
     notes: str = ""
 
     @property

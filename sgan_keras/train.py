@@ -32,6 +32,7 @@ from sgan_keras import data as data_lib
 from sgan_keras import distribute
 from sgan_keras import export
 from sgan_keras import losses
+from sgan_keras import networks
 from sgan_keras import presets as presets_lib
 from sgan_keras.model import SGAN
 
@@ -46,6 +47,10 @@ flags.DEFINE_enum("preset", None, sorted(presets_lib.PRESETS),
 flags.DEFINE_enum("fake_class", None, list(losses.FAKE_CLASSES),
                   "zero: fixed zero fake logit; learned: K+1 outputs; separate: sigmoid head.")
 flags.DEFINE_enum("generator_loss", None, list(losses.GENERATOR_LOSSES), "Generator loss.")
+flags.DEFINE_enum("generator_activation", None, ["sigmoid", "softplus", "tanh"],
+                  "The generator's output activation; default: the source's. Only "
+                  "mnist_improved_gan has a choice (sigmoid, or softplus as "
+                  "Sleepychord/ImprovedGAN-pytorch).")
 flags.DEFINE_enum("manifold_reg", None, list(losses.MANIFOLD_REGULARIZATIONS),
                   "Manifold regularization of D: Lecouat et al. 2018 or the MNIST blog's form.")
 flags.DEFINE_float("manifold_weight", None, "Manifold regularization weight (lambda).")
@@ -88,9 +93,11 @@ _PRESET_FLAGS = {
     "label_smoothing": "label_smoothing", "ema": "ema_decay", "epochs": "epochs",
     "steps_per_epoch": "steps_per_epoch", "batch_size": "batch_size", "lr": "g_lr",
     "d_lr_ratio": "d_lr_ratio", "adam_epsilon": "adam_epsilon",
+    "generator_activation": "generator_activation",
 }
 _GAN_ONLY_FLAGS = ("fake_class", "generator_loss", "manifold_reg", "manifold_weight",
-                   "manifold_epsilon", "unsupervised_weight", "label_smoothing")
+                   "manifold_epsilon", "unsupervised_weight", "label_smoothing",
+                   "generator_activation")
 _IMAGE_SHAPES = {"mnist": (28, 28, 1), "svhn": (32, 32, 3), "cifar10": (32, 32, 3)}
 # Flags that do not change what a run computes (a resumed run may differ in them).
 _RUN_ONLY_FLAGS = ("overwrite", "output_dir", "strategy", "virtual_cpus", "eval_batch_size",
@@ -138,6 +145,11 @@ def resolve_config(values):
         raise UsageError("--include_extra applies to --dataset=svhn only")
     if values.get("virtual_cpus", 0) < 0:
         raise UsageError(f"--virtual_cpus must be >= 0, got {values['virtual_cpus']}")
+    activation = values.get("generator_activation")
+    allowed = networks.GENERATOR_OUTPUT_ACTIVATIONS[preset.architecture]
+    if activation is not None and activation not in allowed:
+        raise UsageError(f"--generator_activation={activation}: the {preset_name} generator "
+                         f"allows {', '.join(allowed)}")
     labels = parse_labels(values["labels"], preset.labels)
 
     overrides = {field: values[flag] for flag, field in _PRESET_FLAGS.items()
@@ -176,6 +188,8 @@ def experiment_name(config):
         parts += [config["fake_class"], config["generator_loss"]]
         if config["manifold"] != "none":
             parts.append(f"manifold_{config['manifold']}{config['manifold_weight']:g}")
+        if config["generator_activation"]:
+            parts.append(f"g_{config['generator_activation']}")
     parts.append(f"seed{config['seed']}")
     return "_".join(str(part) for part in parts)
 
