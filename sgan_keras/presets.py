@@ -154,9 +154,10 @@ _PRESETS = [
               "the weight average (decay 0.9999), which their code starts at zero and "
               "this package at the initial weights. Adam epsilon 1e-4: their "
               "nn.adam_updates divides by sqrt(v_hat + 1e-8). lr 3e-3 as SPEC and "
-              "mnist_svhn_cifar10/train_mnist_feature_matching.py; their other version "
-              "of the script uses 1e-3, which the experiment uses (see "
-              "experiments/definitions.py)."),
+              "mnist_svhn_cifar10/train_mnist_feature_matching.py. With the source's "
+              "sigmoid output G collapses here within an epoch; generator_activation="
+              "'softplus' (Sleepychord/ImprovedGAN-pytorch's fix) trains, and the "
+              "experiment uses it (experiments/definitions.py)."),
     Preset(
         name="svhn_improved_gan", architecture="svhn_improved_gan",
         dataset="svhn", image_shape=(32, 32, 3), labels=1000, batch_size=100,

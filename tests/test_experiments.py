@@ -12,7 +12,7 @@ import scipy.io
 from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "experiments"))
-from definitions import EXPERIMENTS  # noqa: E402
+from definitions import EXPERIMENTS, GAN_ONLY_FLAGS  # noqa: E402
 
 from sgan_keras import train  # noqa: E402
 
@@ -33,8 +33,12 @@ def test_every_experiment_resolves_to_its_preset(name):
     assert preset.name == flags["preset"]
     assert config["labels"] == flags["labels"]
     assert 0 < EXPERIMENTS[name]["published_accuracy"] < 1
+    for flag, value in flags.items():  # each flag reaches the config
+        field = train._PRESET_FLAGS.get(flag, flag)
+        if field in config and flag not in ("dataset", "labels"):
+            assert config[field] == value, flag
     _, baseline = train.resolve_config(flag_values(**{
-        k: v for k, v in flags.items() if k != "manifold_reg"}, supervised_only=True))
+        k: v for k, v in flags.items() if k not in GAN_ONLY_FLAGS}, supervised_only=True))
     assert baseline["supervised_only"]
 
 

@@ -159,6 +159,22 @@ def test_generator_output_shape_range_and_trainable_parameters(architecture):
     assert images.shape == (2, *shape) and images.min() >= low and images.max() <= 1.0
 
 
+def test_improved_gan_mnist_generator_output_activation_is_a_choice():
+    """sigmoid by default (the source); softplus (Sleepychord/ImprovedGAN-pytorch) on request."""
+    z = np.random.default_rng(0).uniform(size=(64, 100)).astype("float32")
+    outputs = {}
+    for activation in (None, "sigmoid", "softplus"):
+        generator = networks.build_generator("mnist_improved_gan", image_shape=(28, 28, 1),
+                                             seed=0, output_activation=activation)
+        assert trainable_count(generator) == GENERATOR_PARAMS["mnist_improved_gan"]
+        outputs[activation] = generator(z, training=True).numpy()
+    np.testing.assert_array_equal(outputs[None], outputs["sigmoid"])
+    # Same weights, so softplus(a) = -log(1 - sigmoid(a)) elementwise.
+    np.testing.assert_allclose(outputs["softplus"], -np.log1p(-outputs["sigmoid"]),
+                               rtol=1e-4, atol=1e-5)
+    assert outputs["softplus"].min() >= 0.0
+
+
 @pytest.mark.parametrize("architecture", sorted(DISCRIMINATOR_PARAMS))
 @pytest.mark.parametrize("fake_class", ["zero", "learned"])
 def test_discriminator_outputs_and_trainable_parameters(architecture, fake_class):
@@ -265,6 +281,11 @@ def test_layers_of_equal_shape_get_different_initial_weights():
      "image_shape"),
     (networks.build_generator, {"architecture": "svhn_dcgan", "image_shape": (32, 32, 3),
                                 "latent_dim": 0}, "latent_dim"),
+    (networks.build_generator, {"architecture": "mnist_blog", "image_shape": (28, 28, 1),
+                                "output_activation": "softplus"}, "output_activation"),
+    (networks.build_generator, {"architecture": "mnist_improved_gan",
+                                "image_shape": (28, 28, 1), "output_activation": "relu"},
+     "output_activation"),
     (networks.build_discriminator, {"architecture": "svhn_dcgan", "image_shape": (32, 32, 3),
                                     "fake_class": "eleven"}, "fake_class"),
     (networks.build_discriminator, {"architecture": "svhn_dcgan", "image_shape": (28, 28, 1)},

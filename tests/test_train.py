@@ -194,6 +194,8 @@ def test_two_worker_multi_worker_run_on_localhost(tmp_path):
     (["--jit_compile=maybe"], "--jit_compile"),
     (["--data_dir=/nonexistent/mnist"], "/nonexistent/mnist"),
     (["--supervised_only", "--generator_loss=non_saturating"], "--generator_loss"),
+    (["--generator_activation=softplus"], "--generator_activation"),
+    (["--generator_activation=relu"], "--generator_activation"),
     (["--preset=mnist_blog", "--dataset=svhn"], "--preset"),
     (["--include_extra"], "--include_extra"),
     (["--manifold_weight=0.1"], "--manifold"),
