@@ -12,6 +12,8 @@ the figure the performance issue names), in one process on one machine:
 - ``constant batch``: the same compiled step on one batch held in memory (no
   input pipeline at all), for comparison with ``function``.
 - ``xla``: the same loop with ``tf.function(..., jit_compile=True)``.
+- ``bf16``: the same loop on a model built with ``precision="mixed_bfloat16"``
+  (bfloat16 compute, float32 weights and losses).
 - ``eager``: ``model.train_step`` without ``tf.function`` (few steps).
 - ``fit``: ``model.fit`` on the same pipeline (``steps_per_execution=1``),
   then ``fit`` with ``steps_per_execution`` and ``fit`` with ``jit_compile``.
@@ -54,13 +56,15 @@ flags.DEFINE_float("heavy_step_seconds", 4.0, "Presets whose compiled step takes
                    "rows of --batch_sizes never do).")
 flags.DEFINE_integer("eager_steps", 2, "Steps timed in eager mode.")
 flags.DEFINE_integer("steps_per_execution", 10, "steps_per_execution of the fit variant.")
-flags.DEFINE_list("modes", ["function", "constant", "xla", "eager", "fit", "fit_spe", "fit_xla"],
+flags.DEFINE_list("modes", ["function", "constant", "xla", "bf16", "eager", "fit", "fit_spe",
+                            "fit_xla"],
                   "Modes to measure.")
 flags.DEFINE_string("output", "experiments/results/benchmark.md", "Markdown table; JSON beside it.")
 FLAGS = flags.FLAGS
 
 MODE_TITLES = {
     "function": "tf.function loop", "constant": "constant batch", "xla": "XLA loop",
+    "bf16": "mixed bfloat16 loop",
     "eager": "eager", "fit": "fit()", "fit_spe": "fit() steps_per_execution",
     "fit_xla": "fit() jit_compile",
 }
@@ -136,9 +140,9 @@ class Bench:
         self.steps = FLAGS.steps
         self._functions = {}
 
-    def _model(self, **compile_kwargs):
+    def _model(self, precision="float32", **compile_kwargs):
         keras.utils.set_random_seed(0)
-        model = SGAN.from_preset(self.preset.name, seed=0)
+        model = SGAN.from_preset(self.preset.name, seed=0, precision=precision)
         model.compile(**compile_kwargs)
         return model
 
@@ -154,8 +158,11 @@ class Bench:
 
     def _function(self, mode):
         if mode not in self._functions:
-            self._functions[mode] = tf.function(self.model.train_step,
-                                                jit_compile=(mode == "xla"))
+            model = self.model
+            if mode == "bf16":
+                model = self._model(precision="mixed_bfloat16")
+                model.initialize_weight_norm(self.constant_batch)
+            self._functions[mode] = tf.function(model.train_step, jit_compile=(mode == "xla"))
         return self._functions[mode]
 
     def time_loop(self, mode):
@@ -243,6 +250,8 @@ def derived(row, peak):
             out["fit_over_loop"] = seconds["fit"] / seconds["function"]
         if "xla" in seconds:
             out["xla_speedup"] = seconds["function"] / seconds["xla"]
+        if "bf16" in seconds:
+            out["bf16_speedup"] = seconds["function"] / seconds["bf16"]
     return out
 
 
@@ -258,8 +267,9 @@ def markdown(machine, peak, rows):
         "Milliseconds per training step (median of the timed windows); images/s counts the "
         "3 x batch images D sees per step.", "",
         "| preset | batch | GFLOP/step | " + " | ".join(MODE_TITLES[m] for m in modes)
-        + " | images/s (loop) | GFLOP/s (% of peak) | input wait | fit / loop | XLA speed-up |",
-        "|---|---|---|" + "---|" * len(modes) + "---|---|---|---|---|",
+        + " | images/s (loop) | GFLOP/s (% of peak) | input wait | fit / loop | XLA speed-up "
+        "| bf16 speed-up |",
+        "|---|---|---|" + "---|" * len(modes) + "---|---|---|---|---|---|",
     ]
     for row in rows:
         d = row["derived"]
@@ -273,7 +283,8 @@ def markdown(machine, peak, rows):
                if "achieved_flops" in d else "- | ")
             + (f"{100 * d['input_wait_fraction']:.2f}% | " if "input_wait_fraction" in d else "- | ")
             + (f"{d['fit_over_loop']:.3f} | " if "fit_over_loop" in d else "- | ")
-            + (f"{d['xla_speedup']:.2f}x |" if "xla_speedup" in d else "- |"))
+            + (f"{d['xla_speedup']:.2f}x | " if "xla_speedup" in d else "- | ")
+            + (f"{d['bf16_speedup']:.2f}x |" if "bf16_speedup" in d else "- |"))
     return "\n".join(lines) + "\n"
 
 

@@ -78,6 +78,11 @@ class SGAN(keras.Model):
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         if generator is None and not supervised_only:
             raise ValueError("generator is required unless supervised_only=True")
+        self.precision = ("mixed_bfloat16" if any(
+            layer.compute_dtype == "bfloat16" for layer in discriminator.layers) else "float32")
+        if self.precision != "float32" and manifold != "none" and not supervised_only:
+            raise ValueError("manifold regularization needs float32: its perturbation "
+                             f"(epsilon {manifold_epsilon:g}) is below bfloat16's resolution")
         self.generator = generator
         self.discriminator = discriminator
         self.num_classes = num_classes
@@ -116,11 +121,13 @@ class SGAN(keras.Model):
     # ------------------------------------------------------------------ build
     @classmethod
     def from_preset(cls, name, *, num_classes=10, seed=0, supervised_only=False,
-                    **overrides):
+                    precision="float32", **overrides):
         """Builds the networks and defaults of a source (``presets.PRESETS``).
 
         ``overrides`` replace :class:`~sgan_keras.presets.Preset` fields, e.g.
         ``fake_class="learned"``, ``manifold="lecouat"``, ``ema_decay=0``.
+        ``precision="mixed_bfloat16"`` computes in bfloat16 with float32
+        weights (see :mod:`sgan_keras.networks`).
         """
         preset = presets_lib.get_preset(name).replace(**overrides)
         generator = None
@@ -128,10 +135,11 @@ class SGAN(keras.Model):
             generator = networks.build_generator(
                 preset.architecture, image_shape=preset.image_shape,
                 latent_dim=preset.latent_dim, seed=seed,
-                output_activation=preset.generator_activation or None)
+                output_activation=preset.generator_activation or None, precision=precision)
         discriminator = networks.build_discriminator(
             preset.architecture, image_shape=preset.image_shape,
-            num_classes=num_classes, fake_class=preset.fake_class, seed=seed)
+            num_classes=num_classes, fake_class=preset.fake_class, seed=seed,
+            precision=precision)
         return cls(
             generator, discriminator, num_classes=num_classes,
             fake_class=preset.fake_class, generator_loss=preset.generator_loss,

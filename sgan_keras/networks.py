@@ -20,7 +20,15 @@ convolution with "same" padding unless noted; LReLU(a) is a leaky ReLU.
 
 A fixed ``seed`` builds identical weights: every initializer, Dropout and
 GaussianNoise layer gets its own seed derived from it (``None``: random).
+
+``precision="mixed_bfloat16"`` builds the layers with Keras' mixed policy
+(bfloat16 compute, float32 variables; the Keras mixed-precision guide) and
+casts the networks' outputs back to float32, so that losses, feature
+matching and exported logits stay in float32. bfloat16 needs no loss
+scaling; float16 (which does) is not offered.
 """
+
+import contextlib
 
 import keras
 
@@ -111,8 +119,11 @@ def describe(architecture):
             f"  {generator}\n  {discriminator}")
 
 
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+
 def build_generator(architecture, *, image_shape, latent_dim=100, seed=None,
-                    output_activation=None):
+                    output_activation=None, precision="float32"):
     """The generator ``z [B, latent_dim] -> images [B, H, W, C]`` of ``architecture``.
 
     ``image_shape`` must be the architecture's native ``(H, W, C)``
@@ -136,16 +147,18 @@ def build_generator(architecture, *, image_shape, latent_dim=100, seed=None,
         raise ValueError(f"output_activation of the {architecture} generator must be one of "
                          f"{allowed}, got {output_activation!r}")
     seeds = _SeedStream(seed, salt=0)
-    z = keras.Input((latent_dim,), name="z")
-    if architecture == "mnist_improved_gan":
-        images = _GENERATORS[architecture](z, seeds, output_activation)
-    else:
-        images = _GENERATORS[architecture](z, seeds)
+    with _dtype_policy(precision):
+        z = keras.Input((latent_dim,), name="z")
+        if architecture == "mnist_improved_gan":
+            images = _GENERATORS[architecture](z, seeds, output_activation)
+        else:
+            images = _GENERATORS[architecture](z, seeds)
+        images = _float32_output(images, precision, "g_images_float32")
     return keras.Model(z, images, name=f"generator_{architecture}")
 
 
 def build_discriminator(architecture, *, image_shape, num_classes=10, fake_class="zero",
-                        seed=None):
+                        seed=None, precision="float32"):
     """The discriminator ``images -> [logits, features]`` of ``architecture``.
 
     See the module docstring for the meaning of ``logits`` under each
@@ -158,9 +171,12 @@ def build_discriminator(architecture, *, image_shape, num_classes=10, fake_class
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     seeds = _SeedStream(seed, salt=1)
-    images = keras.Input(tuple(image_shape), name="images")
-    features, head_input, make_dense = _DISCRIMINATOR_BODIES[architecture](images, seeds)
-    logits = _logits_head(head_input, num_classes, fake_class, make_dense)
+    with _dtype_policy(precision):
+        images = keras.Input(tuple(image_shape), name="images")
+        features, head_input, make_dense = _DISCRIMINATOR_BODIES[architecture](images, seeds)
+        logits = _logits_head(head_input, num_classes, fake_class, make_dense)
+        logits = _float32_output(logits, precision, "d_logits_float32")
+        features = _float32_output(features, precision, "d_features_float32")
     return keras.Model(images, [logits, features], name=f"discriminator_{architecture}")
 
 
@@ -188,6 +204,26 @@ class _SeedStream:
 
     def normal(self, stddev):
         return keras.initializers.RandomNormal(stddev=stddev, seed=self())
+
+
+@contextlib.contextmanager
+def _dtype_policy(precision):
+    """Keras' dtype policy set to ``precision`` while the layers are made."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _float32_output(tensor, precision, name):
+    """Mixed precision: the output layer computes in float32 (the Keras guide)."""
+    if precision == "float32":
+        return tensor
+    return keras.layers.Activation("linear", dtype="float32", name=name)(tensor)
 
 
 def _check_architecture(architecture):

@@ -83,6 +83,9 @@ flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
                   "XLA-compile the train step. auto: off on CPU, where "
                   "experiments/results/benchmark.md measures it slower, and Keras' choice "
                   "elsewhere.")
+flags.DEFINE_enum("precision", "auto", ["auto", *networks.PRECISIONS],
+                  "Compute precision. mixed_bfloat16: bfloat16 math, float32 weights "
+                  "and losses. auto: float32 (see experiments/results/benchmark.md).")
 flags.DEFINE_integer("eval_batch_size", 1000, "Batch size of test-set evaluation.")
 
 # Flags whose value goes into the Preset of the same (or the mapped) name.
@@ -145,6 +148,10 @@ def resolve_config(values):
         raise UsageError("--include_extra applies to --dataset=svhn only")
     if values.get("virtual_cpus", 0) < 0:
         raise UsageError(f"--virtual_cpus must be >= 0, got {values['virtual_cpus']}")
+    if (values.get("precision") or "auto") not in ("auto", "float32") and manifold != "none":
+        raise UsageError(f"--precision={values['precision']} cannot be used with "
+                         f"--manifold_reg={manifold}: its perturbation is below bfloat16's "
+                         "resolution; use --precision=float32")
     activation = values.get("generator_activation")
     allowed = networks.GENERATOR_OUTPUT_ACTIVATIONS[preset.architecture]
     if activation is not None and activation not in allowed:
@@ -157,11 +164,21 @@ def resolve_config(values):
     preset = preset.replace(**overrides)
     config = {name: values.get(name) for name in (
         "dataset", "seed", "data_dir", "include_extra", "supervised_only", "deterministic",
-        "strategy", "virtual_cpus", "eval_batch_size", "overwrite", "jit_compile")}
+        "strategy", "virtual_cpus", "eval_batch_size", "overwrite", "jit_compile",
+        "precision")}
     config.update(preset=preset.name, labels=labels,
                   **{field: getattr(preset, field) for field in sorted(set(_PRESET_FLAGS.values()))})
     config["output_dir"] = values["output_dir"] or os.path.join("runs", experiment_name(config))
     return preset, config
+
+
+def resolve_precision(precision):
+    """``--precision``; ``auto`` is float32 on every device for now.
+
+    experiments/results/benchmark.md measures mixed_bfloat16 on the
+    development CPU; no GPU measurement exists yet to justify another default.
+    """
+    return "float32" if precision in (None, "auto") else precision
 
 
 def parse_labels(text, default):
@@ -273,6 +290,7 @@ def train(preset, config):
         model = SGAN.from_preset(
             preset.name, num_classes=data.num_classes, seed=config["seed"],
             supervised_only=config["supervised_only"],
+            precision=resolve_precision(config["precision"]),
             **{field: getattr(preset, field) for field in set(_PRESET_FLAGS.values())})
         model.compile(jit_compile=_JIT_COMPILE[config["jit_compile"] or "auto"])
     # Every worker resumes from the chief's checkpoint (a shared file system).
@@ -329,7 +347,8 @@ def main(argv):
 
 _KNOWN_FLAGS = ("dataset", "labels", "preset", "supervised_only", "include_extra", "seed",
                 "data_dir", "output_dir", "strategy", "virtual_cpus", "overwrite",
-                "deterministic", "eval_batch_size", "jit_compile", *_PRESET_FLAGS)
+                "deterministic", "eval_batch_size", "jit_compile", "precision",
+                *_PRESET_FLAGS)
 
 
 def _fail(message):

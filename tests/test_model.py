@@ -258,3 +258,40 @@ def test_improved_gan_presets_use_the_sources_adam_epsilon():
     model = SGAN.from_preset("mnist_blog", seed=0, adam_epsilon=1e-3)
     model.compile()
     assert model.g_optimizer.epsilon == 1e-3
+
+
+@pytest.mark.parametrize("preset", ["mnist_gans_in_action", "mnist_improved_gan"])
+def test_mixed_bfloat16_computes_in_bfloat16_with_float32_weights_and_losses(preset):
+    reference = SGAN.from_preset(preset, seed=0)
+    model = SGAN.from_preset(preset, seed=0, precision="mixed_bfloat16")
+    assert keras.config.dtype_policy().name == "float32"   # no global state left behind
+    assert model.precision == "mixed_bfloat16" and reference.precision == "float32"
+    assert {layer.compute_dtype for layer in model.discriminator.layers} >= {"bfloat16"}
+    assert {w.dtype for w in model.weights} == {"float32"}
+    for ours, theirs in zip(model.weights, reference.weights):   # same initial weights
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    rng = np.random.default_rng(0)
+    low, high = model.pixel_range
+    images = rng.uniform(low, high, size=(8, *model.image_shape)).astype(np.float32)
+    logits, features = model.discriminator(images, training=False)
+    expected, _ = reference.discriminator(images, training=False)
+    assert logits.dtype == features.dtype == "float32"
+    # bfloat16 keeps ~3 significant digits: close to float32, not equal to it.
+    gap = np.abs(logits.numpy() - expected.numpy()).max()
+    assert 0 < gap < 0.1 * (np.abs(expected.numpy()).max() + 1)
+    assert model.generator(tf.zeros([2, 100]), training=False).dtype == "float32"
+    assert model.classifier()(images).dtype == "float32"
+    model.compile()
+    batch = {"labeled_images": tf.constant(images), "labels": tf.constant(np.arange(8) % 10),
+             "unlabeled_images": tf.constant(images), "generator_images": tf.constant(images)}
+    model.initialize_weight_norm(batch)
+    logs = model.train_step(batch)
+    assert all(np.isfinite(float(value)) for value in logs.values())
+
+
+def test_mixed_bfloat16_refuses_manifold_regularization():
+    with pytest.raises(ValueError, match="manifold regularization needs float32"):
+        SGAN.from_preset("mnist_blog", seed=0, precision="mixed_bfloat16", manifold="blog")
+    assert keras.config.dtype_policy().name == "float32"
+    with pytest.raises(ValueError, match="precision"):
+        SGAN.from_preset("mnist_blog", seed=0, precision="float16")

@@ -196,6 +196,8 @@ def test_two_worker_multi_worker_run_on_localhost(tmp_path):
     (["--supervised_only", "--generator_loss=non_saturating"], "--generator_loss"),
     (["--generator_activation=softplus"], "--generator_activation"),
     (["--generator_activation=relu"], "--generator_activation"),
+    (["--precision=mixed_bfloat16", "--manifold_reg=lecouat"], "--precision"),
+    (["--precision=float16"], "--precision"),
     (["--preset=mnist_blog", "--dataset=svhn"], "--preset"),
     (["--include_extra"], "--include_extra"),
     (["--manifold_weight=0.1"], "--manifold"),
