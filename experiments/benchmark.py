@@ -1,6 +1,6 @@
 r"""Measures the SGAN training step: images/s, FLOP/s, input wait, execution modes.
 
-    python experiments/benchmark.py --batch_sizes=100    # every preset, ~30 min on 2 CPU cores
+    python experiments/benchmark.py --batch_sizes=100    # every preset, ~80 min on 2 CPU cores
     python experiments/benchmark.py --presets=mnist_blog --batch_sizes=100
 
 For each preset at its source's batch size (and ``mnist_blog`` at batch 100,
@@ -32,7 +32,10 @@ Writes ``--output`` (Markdown) and the same rows as JSON beside it.
 import json
 import os
 import platform
+import shlex
 import statistics
+import subprocess
+import sys
 import time
 
 import keras
@@ -88,6 +91,15 @@ def machine_description():
     return {"cpu": cpu, "cpu_cores": os.cpu_count(), "accelerator": accelerator,
             "tensorflow": tf.__version__, "keras": keras.__version__,
             "python": platform.python_version()}
+
+
+def git_commit():
+    """Short hash of the checked-out commit ("unknown" outside a git checkout)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def matmul_peak_flops(size=2048, repeats=10):
@@ -261,8 +273,8 @@ def markdown(machine, peak, rows):
         "# Training-step benchmark", "",
         f"Machine: {machine['cpu']}, {machine['cpu_cores']} cores, {machine['accelerator']}; "
         f"TensorFlow {machine['tensorflow']}, Keras {machine['keras']}, "
-        f"Python {machine['python']}. Command: `python experiments/benchmark.py` "
-        f"({machine['date']}).", "",
+        f"Python {machine['python']}. Command: `{machine['command']}` "
+        f"({machine['date']}, commit {machine['commit']}).", "",
         f"Peak (float32 2048x2048 matmul chain, same run): {peak / 1e9:.1f} GFLOP/s.", "",
         "Milliseconds per training step (median of the timed windows); images/s counts the "
         "3 x batch images D sees per step.", "",
@@ -305,6 +317,8 @@ def main(argv):
         raise app.UsageError(f"--modes: unknown {unknown}; allowed: {sorted(MODE_TITLES)}")
     machine = machine_description()
     machine["date"] = time.strftime("%Y-%m-%d")
+    machine["command"] = " ".join(["python", *map(shlex.quote, sys.argv)])
+    machine["commit"] = git_commit()
     peak = matmul_peak_flops()
     configs = [(name, PRESETS[name].batch_size) for name in FLAGS.presets]
     configs += [("mnist_blog", int(b)) for b in FLAGS.batch_sizes

@@ -105,7 +105,7 @@ class SemiSupervisedData:
             self.labeled_dataset(batch_size, start_step),
             self.unlabeled_dataset(batch_size, 0, start_step),
             self.unlabeled_dataset(batch_size, 1, start_step)))
-        return _deterministic(batches.map(
+        return _pipeline_options(batches.map(
             lambda labeled, unlabeled, generator: {
                 "labeled_images": labeled[0], "labels": labeled[1],
                 "unlabeled_images": unlabeled, "generator_images": generator},
@@ -115,14 +115,14 @@ class SemiSupervisedData:
     def supervised_dataset(self, batch_size, start_step=0):
         """Labeled batches only (the supervised-only baseline), prefetched;
         the same labeled batches as ``train_dataset``'s at every step."""
-        return _deterministic(self.labeled_dataset(batch_size, start_step)
+        return _pipeline_options(self.labeled_dataset(batch_size, start_step)
                               .prefetch(tf.data.AUTOTUNE))
 
     def test_dataset(self, batch_size):
         """The test split in order, last partial batch kept: ``(images, labels)``."""
         _check_batch_size(batch_size)
         images, labels = self._test_tensors
-        return _deterministic(tf.data.Dataset.range(len(self.test_images)).batch(batch_size).map(
+        return _pipeline_options(tf.data.Dataset.range(len(self.test_images)).batch(batch_size).map(
             lambda index: (self.scale(tf.gather(images, index)), tf.gather(labels, index)),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
         ).prefetch(tf.data.AUTOTUNE))
@@ -181,11 +181,21 @@ def _check_batch_size(batch_size):
         raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
-def _deterministic(dataset):
-    """Pins ``deterministic=True`` for the whole pipeline (element order never
-    depends on thread timing, whatever ``tf.data`` autotuning does)."""
+def _pipeline_options(dataset):
+    """Pins the options of every pipeline of this module.
+
+    ``deterministic``: element order never depends on thread timing.
+    ``autotune.enabled = False``: ``AUTOTUNE`` parallelism and prefetch fall
+    back to their static defaults (one call per core, a self-sizing prefetch
+    buffer). With model-based autotuning on, a fresh iterator (every
+    ``fit()`` call makes one) ran the SVHN DCGAN step at 343 ms instead of
+    215 ms in about half of the trials on 2 CPU cores; off, it never did
+    (``experiments/results/benchmark_pipeline_options.md``). This pipeline
+    only gathers whole batches from memory: it needs no tuning.
+    """
     options = tf.data.Options()
     options.deterministic = True
+    options.autotune.enabled = False
     return dataset.with_options(options)
 
 

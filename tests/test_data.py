@@ -169,6 +169,15 @@ def test_training_pipeline_is_deterministic_and_resumable(mnist):
 
 
 @needs_mnist
+def test_pipelines_are_deterministic_without_model_autotuning(mnist):
+    # data._pipeline_options: autotuning made fresh fit() iterators slow (see its docstring).
+    for dataset in (mnist.train_dataset(64), mnist.supervised_dataset(64),
+                    mnist.test_dataset(100)):
+        options = dataset.options()
+        assert options.deterministic is True and options.autotune.enabled is False
+
+
+@needs_mnist
 def test_labeled_stream_tiles_the_budget_and_matches_its_labels(mnist):
     # 100 labels, batches of 64: every batch full, every image one of the 100.
     labeled = {mnist.train_images[i].tobytes(): mnist.train_labels[i]

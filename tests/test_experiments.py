@@ -128,6 +128,8 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     assert 0 <= row["derived"]["input_wait_fraction"] < 1 and row["derived"]["bf16_speedup"] > 0
     assert table["peak_flops"] > 0 and row["derived"]["achieved_flops"] > 0
     assert "| mnist_gans_in_action | 32 |" in output.read_text()
+    assert "--presets=mnist_gans_in_action" in table["machine"]["command"]
+    assert table["machine"]["commit"] in output.read_text()
 
 
 def test_benchmark_rejects_an_unknown_preset(tmp_path):
