@@ -116,13 +116,14 @@ class SemiSupervisedData:
         """Labeled batches only (the supervised-only baseline), prefetched;
         the same labeled batches as ``train_dataset``'s at every step."""
         return _pipeline_options(self.labeled_dataset(batch_size, start_step)
-                              .prefetch(tf.data.AUTOTUNE))
+                                 .prefetch(tf.data.AUTOTUNE))
 
     def test_dataset(self, batch_size):
         """The test split in order, last partial batch kept: ``(images, labels)``."""
         _check_batch_size(batch_size)
         images, labels = self._test_tensors
-        return _pipeline_options(tf.data.Dataset.range(len(self.test_images)).batch(batch_size).map(
+        batches = tf.data.Dataset.range(len(self.test_images)).batch(batch_size)
+        return _pipeline_options(batches.map(
             lambda index: (self.scale(tf.gather(images, index)), tf.gather(labels, index)),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
         ).prefetch(tf.data.AUTOTUNE))

@@ -48,7 +48,7 @@ NATIVE_IMAGE_SHAPES = {
 }
 
 # The generator's output activation: the source's first, then the allowed
-# alternatives (see build_generator).
+# alternatives (see build_generator). Every generator body takes it.
 GENERATOR_OUTPUT_ACTIVATIONS = {
     "mnist_blog": ("tanh",),
     "svhn_dcgan": ("tanh",),
@@ -149,10 +149,7 @@ def build_generator(architecture, *, image_shape, latent_dim=100, seed=None,
     seeds = _SeedStream(seed, salt=0)
     with _dtype_policy(precision):
         z = keras.Input((latent_dim,), name="z")
-        if architecture == "mnist_improved_gan":
-            images = _GENERATORS[architecture](z, seeds, output_activation)
-        else:
-            images = _GENERATORS[architecture](z, seeds)
+        images = _GENERATORS[architecture](z, seeds, output_activation)
         images = _float32_output(images, precision, "g_images_float32")
     return keras.Model(z, images, name=f"generator_{architecture}")
 
@@ -275,7 +272,7 @@ def _wn_dense_factory(seeds, stddev, init_scale):
 # ---------------------------------------------------------------------------
 # mnist_blog
 # ---------------------------------------------------------------------------
-def _mnist_blog_generator(z, seeds):
+def _mnist_blog_generator(z, seeds, output_activation):
     """MNIST blog G (SPEC 3): Dense 7*7*64 ReLU, two x2 upsamplings, four 5x5 convs.
 
     SPEC is silent on the upsampling mode: nearest neighbour (the Keras
@@ -292,7 +289,7 @@ def _mnist_blog_generator(z, seeds):
                             kernel_initializer=seeds.glorot(), name="g_conv2")(x)
     x = keras.layers.Conv2D(64, 5, padding="same", activation="relu",
                             kernel_initializer=seeds.glorot(), name="g_conv3")(x)
-    return keras.layers.Conv2D(1, 5, padding="same", activation="tanh",
+    return keras.layers.Conv2D(1, 5, padding="same", activation=output_activation,
                                kernel_initializer=seeds.glorot(), name="g_images")(x)
 
 
@@ -311,7 +308,7 @@ def _mnist_blog_discriminator(images, seeds):
 # ---------------------------------------------------------------------------
 # svhn_dcgan (Udacity notebook)
 # ---------------------------------------------------------------------------
-def _svhn_dcgan_generator(z, seeds, width=32):
+def _svhn_dcgan_generator(z, seeds, output_activation, width=32):
     """Udacity SVHN G (SPEC 3), ``m = 32``: Dense 4*4*4m, BN, LReLU(0.2), three 5x5 stride-2 convT.
 
     As the notebook's ``tf.layers`` defaults: biases everywhere, BatchNorm
@@ -328,7 +325,8 @@ def _svhn_dcgan_generator(z, seeds, width=32):
                                          name=f"g_convt{index}")(x)
         x = keras.layers.BatchNormalization(name=f"g_bn{index}")(x)
         x = _lrelu(0.2, f"g_lrelu{index}")(x)
-    return keras.layers.Conv2DTranspose(3, 5, strides=2, padding="same", activation="tanh",
+    return keras.layers.Conv2DTranspose(3, 5, strides=2, padding="same",
+                                        activation=output_activation,
                                         kernel_initializer=seeds.glorot(), name="g_images")(x)
 
 
@@ -362,7 +360,7 @@ def _svhn_dcgan_discriminator(images, seeds, width=64, rate=0.5):
 # ---------------------------------------------------------------------------
 # mnist_gans_in_action
 # ---------------------------------------------------------------------------
-def _gans_in_action_generator(z, seeds):
+def _gans_in_action_generator(z, seeds, output_activation):
     """GANs in Action SGAN G as SPEC 3: Dense 7*7*256, convT(128,3,2) BN LReLU(0.01), convT(1,3,2).
 
     Deviation note: the book's chapter-7 notebook also has a
@@ -375,7 +373,8 @@ def _gans_in_action_generator(z, seeds):
                                      kernel_initializer=seeds.glorot(), name="g_convt1")(x)
     x = keras.layers.BatchNormalization(name="g_bn1")(x)
     x = _lrelu(0.01, "g_lrelu1")(x)
-    return keras.layers.Conv2DTranspose(1, 3, strides=2, padding="same", activation="tanh",
+    return keras.layers.Conv2DTranspose(1, 3, strides=2, padding="same",
+                                        activation=output_activation,
                                         kernel_initializer=seeds.glorot(), name="g_images")(x)
 
 
@@ -409,7 +408,7 @@ def _improved_gan_batch_norm(name):
     return keras.layers.BatchNormalization(scale=False, momentum=0.9, epsilon=1e-6, name=name)
 
 
-def _mnist_improved_gan_generator(z, seeds, output_activation="sigmoid"):
+def _mnist_improved_gan_generator(z, seeds, output_activation):
     """improved-gan MNIST G: Dense 500 softplus BN, Dense 500 softplus BN, WN Dense 784 sigmoid.
 
     The source wraps each ``DenseLayer(500, softplus)`` in ``nn.batch_norm(...,
@@ -455,7 +454,7 @@ def _mnist_improved_gan_discriminator(images, seeds):
     return features, x, _wn_dense_factory(seeds, stddev=0.1, init_scale=1.0)
 
 
-def _improved_gan_conv_generator(z, seeds):
+def _improved_gan_conv_generator(z, seeds, output_activation):
     """improved-gan SVHN/CIFAR-10 G: Dense 4*4*512 BN ReLU, convT 256, 128 BN ReLU, WN convT 3.
 
     As the source: ``v``/kernels ~ N(0, 0.05); Dense and BN'd convT without bias
@@ -473,7 +472,8 @@ def _improved_gan_conv_generator(z, seeds):
                                          name=f"g_convt{index}")(x)
         x = _improved_gan_batch_norm(f"g_bn{index}")(x)
         x = keras.layers.Activation("relu", name=f"g_relu{index}")(x)
-    return wn.WeightNormConv2DTranspose(3, 5, strides=2, padding="same", activation="tanh",
+    return wn.WeightNormConv2DTranspose(3, 5, strides=2, padding="same",
+                                        activation=output_activation,
                                         kernel_initializer=seeds.normal(0.05), init_scale=0.1,
                                         name="g_images")(x)
 

@@ -148,7 +148,7 @@ def resolve_config(values):
         raise UsageError("--include_extra applies to --dataset=svhn only")
     if values.get("virtual_cpus", 0) < 0:
         raise UsageError(f"--virtual_cpus must be >= 0, got {values['virtual_cpus']}")
-    if (values.get("precision") or "auto") not in ("auto", "float32") and manifold != "none":
+    if resolve_precision(values.get("precision")) != "float32" and manifold != "none":
         raise UsageError(f"--precision={values['precision']} cannot be used with "
                          f"--manifold_reg={manifold}: its perturbation is below bfloat16's "
                          "resolution; use --precision=float32")

@@ -112,6 +112,11 @@ def test_readme_results_table_matches_the_result_files():
     assert result.returncode == 0, "README.md is stale: run python experiments/report.py"
 
 
+def test_runner_drops_the_same_gan_only_flags_as_the_cli():
+    # experiments/ cannot import the CLI module (both define absl flags); keep the lists equal.
+    assert set(GAN_ONLY_FLAGS) == set(train._GAN_ONLY_FLAGS)
+
+
 def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     output = tmp_path / "benchmark.md"
     subprocess.run(
