@@ -26,7 +26,8 @@ def table(results_dir=os.path.join(REPO_ROOT, "experiments", "results")):
             continue  # e.g. the input-pipeline benchmark
         name = result["name"]
         link = f"[{name}](experiments/results/{name}.md)"
-        published = f"{100 * result['published_accuracy']:.2f}%"
+        published = (f"{100 * result['published_accuracy']:.2f}%"
+                     if result["published_accuracy"] is not None else "none")
         if result["status"] != "measured":
             rows.append(f"| {link} | {published} | not yet measured | | | |")
             continue

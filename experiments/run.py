@@ -7,7 +7,13 @@ Each seed trains the SGAN and the baseline (same discriminator, same labels,
 ``--supervised_only``) with ``python -m sgan_keras.train`` and the flags of
 ``experiments/definitions.py``; ``--epochs``/``--steps_per_epoch`` shorten the
 budget (recorded in the results). Writes ``experiments/results/<name>.json``,
-``.md`` and ``_accuracy.png`` (test accuracy per epoch, SGAN against baseline).
+``.md``, ``_accuracy.png`` (test accuracy per epoch, SGAN against baseline)
+and ``_samples.png`` (the last grid of generated images).
+
+Seeds may run in separate processes, one per core, e.g.
+``taskset -c 0 python experiments/run.py ... --seeds=0`` beside
+``taskset -c 1 ... --seeds=1``: each merges its runs into the result files
+of the same budget under a lock, so neither overwrites the other's.
 ``--not_measured`` writes result files that say the experiment has not been
 run (for datasets this machine cannot download). ``experiments/report.py``
 turns the JSON files into the README's table.
@@ -15,10 +21,13 @@ turns the JSON files into the README's table.
 
 import csv
 import datetime
+import fcntl
+import glob
 import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -67,12 +76,18 @@ def read_metrics(path):
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
 
 
-def run_one(argv):
-    """Runs (or resumes) one training; returns its per-epoch metrics and wall time."""
+def run_one(argv, samples_path=None):
+    """Runs (or resumes) one training; returns its per-epoch metrics and wall time.
+
+    ``samples_path``: where to copy the run's last grid of generated images.
+    """
     start = time.time()
     output_dir = next(a.split("=", 1)[1] for a in argv if a.startswith("--output_dir="))
     if not os.path.isdir(os.path.join(REPO_ROOT, output_dir, "export")):  # else: finished
         subprocess.run(argv, check=True, cwd=REPO_ROOT)
+    grids = sorted(glob.glob(os.path.join(REPO_ROOT, output_dir, "samples", "*.png")))
+    if samples_path and grids:
+        shutil.copyfile(grids[-1], samples_path)
     rows = read_metrics(os.path.join(REPO_ROOT, output_dir, "metrics.csv"))
     return {"test_accuracy": [row["test_accuracy"] for row in rows],
             "final_test_accuracy": rows[-1]["test_accuracy"],
@@ -100,6 +115,31 @@ def commit():
                               capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def record(name, kind, seed, run, result, results_dir):
+    """Adds one finished run to the result files, merged under a lock with the
+    runs other processes recorded for the same budget."""
+    os.makedirs(results_dir, exist_ok=True)
+    base = os.path.join(results_dir, name)
+    with open(base + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with open(base + ".json") as file:
+                earlier = json.load(file)
+        except (OSError, ValueError):
+            earlier = {}
+        if earlier.get("status") == "measured" and earlier.get("budget") == result["budget"]:
+            for key in ("sgan", "baseline"):
+                result[key] = {**earlier.get(key, {}), **result.get(key, {})}
+            result["seeds"] = sorted(set(earlier["seeds"]) | set(result["seeds"]))
+            result.setdefault("samples", earlier.get("samples"))
+        result.setdefault(kind, {})[str(seed)] = run
+        for key in ("sgan", "baseline"):
+            if result.get(key):
+                result[key + "_summary"] = summarize(
+                    [result[key][str(s)] for s in result["seeds"] if str(s) in result[key]])
+        write_results(name, result, results_dir)
 
 
 def write_results(name, result, results_dir):
@@ -158,7 +198,10 @@ def markdown(name, result):
             s = result[kind + "_summary"]
             lines.append(f"\n{kind}: final {s['final_mean']:.4f} +- {s['final_std']:.4f}, "
                          f"best {s['best_mean']:.4f} +- {s['best_std']:.4f}")
-    lines += ["", f"![test accuracy per epoch]({name}_accuracy.png)", "", "Commands:", "", "```"]
+    lines += ["", f"![test accuracy per epoch]({name}_accuracy.png)", ""]
+    if result.get("samples"):
+        lines += [f"![generated images]({result['samples']})", ""]
+    lines += ["Commands:", "", "```"]
     for seed in finished:
         lines.append(result["sgan"][str(seed)]["command"])
         if str(seed) in result.get("baseline", {}):
@@ -190,15 +233,18 @@ def main(argv):
         return
     result["status"] = "measured"
     kinds = ["sgan", "baseline"] if FLAGS.baseline else ["sgan"]
-    for kind in kinds:
-        result[kind] = {}
-        for seed in seeds:
+    for seed in seeds:
+        for kind in kinds:
             output_dir = os.path.join(FLAGS.runs_dir, name, f"{kind}_seed{seed}")
             argv = training_command(name, seed, kind == "baseline", output_dir, budget,
                                     FLAGS.data_dir)
-            result[kind][str(seed)] = run_one(argv)
-            result[kind + "_summary"] = summarize(list(result[kind].values()))
-            write_results(name, result, FLAGS.results_dir)  # partial results survive a stop
+            samples = None
+            if kind == "sgan" and seed == seeds[0]:
+                result["samples"] = f"{name}_samples.png"
+                samples = os.path.join(FLAGS.results_dir, result["samples"])
+                os.makedirs(FLAGS.results_dir, exist_ok=True)
+            # Recorded as each run ends: partial results survive a stop.
+            record(name, kind, seed, run_one(argv, samples), result, FLAGS.results_dir)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,11 @@ the variable. SVHN + extra is 1.9 GB; ``experiments/benchmark_input_pipeline.py
 import dataclasses
 import functools
 import gzip
+import io
 import os
+import pickle
 import struct
+import tarfile
 import zipfile
 
 import numpy as np
@@ -42,6 +45,18 @@ _TFDS_NAMES = {"mnist": "mnist", "svhn": "svhn_cropped", "cifar10": "cifar10"}
 _MNIST_IDX = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
               "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 _STREAM_LABELED, _STREAM_UNLABELED = 0, 1
+# CIFAR-10's official releases (https://www.cs.toronto.edu/~kriz/cifar.html):
+# the binary version (records of 1 label byte + 3,072 pixel bytes, the R, G and
+# B planes of 32x32 row-major) and the python version (pickled dicts with
+# b"data" [N, 3072] uint8 in the same layout and b"labels"), as directories or
+# as the archives they ship in.
+_CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+_CIFAR10_TEST_BATCH = "test_batch"
+_CIFAR10_LAYOUTS = (  # (directory, file suffix, archive)
+    ("cifar-10-batches-bin", ".bin", "cifar-10-binary.tar.gz"),
+    ("cifar-10-batches-py", "", "cifar-10-python.tar.gz"),
+)
+_CIFAR10_RECORD_BYTES = 1 + 32 * 32 * 3
 
 
 class DataError(ValueError):
@@ -292,6 +307,8 @@ def _read_local(name, data_dir, include_extra):
             return _read_mnist_idx(data_dir)
     if name == "svhn" and os.path.exists(os.path.join(data_dir, "train_32x32.mat")):
         return _read_svhn_mat(data_dir, include_extra)
+    if name == "cifar10":
+        return _read_cifar10(data_dir)
     return None
 
 
@@ -399,6 +416,86 @@ def _read_svhn_mat(data_dir, include_extra):
     return (train_images, train_labels, pool), test
 
 
+def _read_cifar10(data_dir):
+    """CIFAR-10 from ``data_dir``: the batch files themselves, their
+    ``cifar-10-batches-{bin,py}/`` directory, or its ``.tar.gz`` archive
+    (read in place, not extracted); ``None`` if none is there."""
+    for directory, suffix, archive in _CIFAR10_LAYOUTS:
+        for folder in (data_dir, os.path.join(data_dir, directory)):
+            if os.path.exists(os.path.join(folder, _CIFAR10_TRAIN_BATCHES[0] + suffix)):
+                def read(batch, folder=folder, suffix=suffix):
+                    path = os.path.join(folder, batch + suffix)
+                    if not os.path.exists(path):
+                        raise DataError(f"data_dir {data_dir} lacks {batch + suffix} "
+                                        f"(CIFAR-10 needs {_cifar10_files(suffix)})")
+                    with open(path, "rb") as file:
+                        return _parse_cifar10_batch(file.read(), path, suffix)
+                return _read_cifar10_batches(read)
+        archive_path = os.path.join(data_dir, archive)
+        if os.path.exists(archive_path):
+            return _read_cifar10_archive(archive_path, suffix)
+    return None
+
+
+def _read_cifar10_archive(path, suffix):
+    """The batches of an official CIFAR-10 ``.tar.gz``, read without extracting."""
+    try:
+        with tarfile.open(path, "r:gz") as archive:
+            members = {os.path.basename(member.name): member
+                       for member in archive.getmembers() if member.isfile()}
+
+            def read(batch):
+                if batch + suffix not in members:
+                    raise DataError(f"{path} lacks {batch + suffix} (CIFAR-10 needs "
+                                    f"{_cifar10_files(suffix)})")
+                content = archive.extractfile(members[batch + suffix]).read()
+                return _parse_cifar10_batch(content, f"{path}:{batch + suffix}", suffix)
+            return _read_cifar10_batches(read)
+    except (OSError, EOFError, tarfile.TarError) as error:
+        raise DataError(f"{path} is not a readable .tar.gz archive ({_reason(error)})") from None
+
+
+def _read_cifar10_batches(read):
+    """The five training batches and the test batch, each read by ``read(name)``."""
+    train = [read(batch) for batch in _CIFAR10_TRAIN_BATCHES]
+    train = (np.concatenate([images for images, _ in train]),
+             np.concatenate([labels for _, labels in train]))
+    return _with_pool(train, read(_CIFAR10_TEST_BATCH))
+
+
+def _parse_cifar10_batch(content, where, suffix):
+    """``(images [N, 32, 32, 3] uint8, labels [N] int64)`` of one batch file's bytes."""
+    if suffix == ".bin":
+        if not content or len(content) % _CIFAR10_RECORD_BYTES:
+            raise DataError(f"{where} is truncated or corrupt: {len(content)} bytes is not a "
+                            f"whole number of {_CIFAR10_RECORD_BYTES}-byte records")
+        records = np.frombuffer(content, np.uint8).reshape(-1, _CIFAR10_RECORD_BYTES)
+        labels, pixels = records[:, 0].astype(np.int64), records[:, 1:]
+    else:
+        try:
+            batch = pickle.load(io.BytesIO(content), encoding="bytes")
+            pixels, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])
+        except (KeyError, TypeError, IndexError):
+            raise DataError(f"{where} lacks b'data' or b'labels' (a CIFAR-10 python "
+                            "batch is a dict of both)") from None
+        except Exception as error:  # pickle raises many types on corrupt input
+            raise DataError(f"{where} is truncated or corrupt ({_reason(error)})") from None
+        if pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != 3072:
+            raise DataError(f"{where}: b'data' must be uint8 of shape [N, 3072], got "
+                            f"{pixels.dtype} {pixels.shape}")
+        labels = _integer_labels(labels.reshape(-1), f"{where} b'labels'")
+        if len(labels) != len(pixels):
+            raise DataError(f"{where}: {len(pixels)} images but {len(labels)} labels")
+    if len(labels) and labels.max() >= _NUM_CLASSES:
+        raise DataError(f"{where}: labels must be in 0..9, got {labels.max()} (corrupt file?)")
+    images = pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # planes -> channels last
+    return np.ascontiguousarray(images), labels
+
+
+def _cifar10_files(suffix):
+    return ", ".join(batch + suffix for batch in _CIFAR10_TRAIN_BATCHES + (_CIFAR10_TEST_BATCH,))
+
+
 def _read_tfds(name, data_dir, include_extra):
     import tensorflow_datasets as tfds
     splits = ["train", "test"] + (["extra"] if include_extra else [])
@@ -434,7 +531,8 @@ def _to_numpy(split):
 def _expected_files(name):
     return {"mnist": "mnist.npz or " + ", ".join(_MNIST_IDX["train"] + _MNIST_IDX["test"]),
             "svhn": "train_32x32.mat, test_32x32.mat",
-            "cifar10": "no local format; TFDS data"}[name]
+            "cifar10": ("cifar-10-batches-bin/ or cifar-10-batches-py/ (or their .tar.gz, "
+                        "or the batch files themselves)")}[name]
 
 
 def _reason(error):

@@ -32,7 +32,8 @@ def test_every_experiment_resolves_to_its_preset(name):
     preset, config = train.resolve_config(flag_values(**flags))
     assert preset.name == flags["preset"]
     assert config["labels"] == flags["labels"]
-    assert 0 < EXPERIMENTS[name]["published_accuracy"] < 1
+    published = EXPERIMENTS[name]["published_accuracy"]
+    assert published is None or 0 < published < 1
     for flag, value in flags.items():  # each flag reaches the config
         field = train._PRESET_FLAGS.get(flag, flag)
         if field in config and flag not in ("dataset", "labels"):
