@@ -1,14 +1,17 @@
 """The data layer: every local format, TFDS, label budgets, pipelines, bad input."""
 
 import gzip
+import io
+import pickle
 import struct
+import tarfile
 
 import numpy as np
 import pytest
 import scipy.io
 import tensorflow as tf
 
-from conftest import SHARED_MNIST_DIR
+from conftest import SHARED_CIFAR10_DIR, SHARED_MNIST_DIR
 from sgan_keras import data as data_lib
 from sgan_keras.data import DataError, load_dataset
 
@@ -55,7 +58,116 @@ def write_svhn(directory, per_class=6, extra_per_class=0, label_dtype=np.uint8):
     return fake_digits(per_class, (32, 32, 3), 0)
 
 
+def cifar10_batches(per_class=3, seed=0):
+    """Seven small CIFAR-10 batches (five train, test) of records with a known
+    pixel: at (0, 0) the R, G and B values are label, label + 100, label + 200."""
+    batches = {}
+    for index, name in enumerate(data_lib._CIFAR10_TRAIN_BATCHES + ("test_batch",)):
+        images, labels = fake_digits(per_class, (32, 32, 3), seed=seed + index)
+        images[:, 0, 0] = labels[:, None] + np.array([0, 100, 200])
+        batches[name] = images, labels
+    return batches
+
+
+def cifar10_bytes(images, labels, version):
+    """One batch file's content: the binary version's records (label byte, then
+    the R, G and B planes) or the python version's pickled dict."""
+    planes = images.transpose(0, 3, 1, 2).reshape(len(images), 3072)
+    if version == "bin":
+        return np.concatenate([labels[:, None].astype(np.uint8), planes], axis=1).tobytes()
+    return pickle.dumps({b"data": planes, b"labels": labels.tolist(), b"batch_label": b"x"})
+
+
+def write_cifar10(directory, layout, batches=None):
+    """CIFAR-10 in ``layout``: ``{bin,py}_{files,folder,archive}`` (the batch files
+    in ``directory``, in ``cifar-10-batches-*/`` below it, or its ``.tar.gz``)."""
+    batches = batches or cifar10_batches()
+    version, where = layout.split("_")
+    folder = f"cifar-10-batches-{version}"
+    suffix = ".bin" if version == "bin" else ""
+    files = {name + suffix: cifar10_bytes(*batch, version) for name, batch in batches.items()}
+    if where == "archive":
+        archive = "cifar-10-binary.tar.gz" if version == "bin" else "cifar-10-python.tar.gz"
+        with tarfile.open(directory / archive, "w:gz") as tar:
+            for name, content in files.items():
+                info = tarfile.TarInfo(f"{folder}/{name}")
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+        return batches
+    target = directory if where == "files" else directory / folder
+    target.mkdir(exist_ok=True)
+    for name, content in files.items():
+        (target / name).write_bytes(content)
+    return batches
+
+
 # ------------------------------------------------------------ local formats
+@pytest.mark.parametrize("layout", [f"{version}_{where}" for version in ("bin", "py")
+                                    for where in ("files", "folder", "archive")])
+def test_cifar10_local_formats(layout, tmp_path):
+    batches = write_cifar10(tmp_path, layout)
+    data = load_dataset("cifar10", 20, data_dir=str(tmp_path))
+    train = [batches[name] for name in data_lib._CIFAR10_TRAIN_BATCHES]
+    np.testing.assert_array_equal(data.train_images, np.concatenate([b[0] for b in train]))
+    np.testing.assert_array_equal(data.train_labels, np.concatenate([b[1] for b in train]))
+    np.testing.assert_array_equal(data.test_images, batches["test_batch"][0])
+    # The R, G, B planes land in the channels: the known pixel reads back.
+    np.testing.assert_array_equal(data.train_images[:, 0, 0, 1], data.train_labels + 100)
+    np.testing.assert_array_equal(data.train_images[:, 0, 0, 2], data.train_labels + 200)
+    assert data.image_shape == (32, 32, 3) and data.train_images.shape == (150, 32, 32, 3)
+    assert np.bincount(data.train_labels[data.labeled_indices]).tolist() == [2] * 10
+
+
+@pytest.mark.parametrize("version", ["bin", "py"])
+def test_cifar10_bad_files_are_refused_by_name(version, tmp_path):
+    write_cifar10(tmp_path, f"{version}_folder")
+    folder = tmp_path / f"cifar-10-batches-{version}"
+    name = "data_batch_3" + (".bin" if version == "bin" else "")
+    content = (folder / name).read_bytes()
+    (folder / name).write_bytes(content[:-5])                             # truncated
+    with pytest.raises(DataError, match=f"{name} is truncated or corrupt"):
+        load_dataset("cifar10", 10, data_dir=str(tmp_path))
+    (folder / name).write_bytes(content)
+    (folder / "test_batch" if version == "py" else folder / "test_batch.bin").unlink()
+    with pytest.raises(DataError, match="lacks test_batch"):
+        load_dataset("cifar10", 10, data_dir=str(tmp_path))
+
+
+def test_cifar10_mis_sized_and_mislabeled_files(tmp_path):
+    write_cifar10(tmp_path, "bin_files")
+    record = np.zeros(3073, np.uint8)
+    record[0] = 10                                                        # no class 10
+    (tmp_path / "data_batch_2.bin").write_bytes(record.tobytes() * 3)
+    with pytest.raises(DataError, match="data_batch_2.bin: labels must be in 0..9"):
+        load_dataset("cifar10", 10, data_dir=str(tmp_path))
+    (tmp_path / "data_batch_2.bin").write_bytes(b"")
+    with pytest.raises(DataError, match="data_batch_2.bin is truncated"):
+        load_dataset("cifar10", 10, data_dir=str(tmp_path))
+
+    python = tmp_path / "py"
+    python.mkdir()
+    write_cifar10(python, "py_files")
+    (python / "data_batch_1").write_bytes(pickle.dumps(
+        {b"data": np.zeros((4, 1024), np.uint8), b"labels": [0, 1, 2, 3]}))
+    with pytest.raises(DataError, match=r"data_batch_1: b'data' must be uint8 of shape \[N, 3072\]"):
+        load_dataset("cifar10", 10, data_dir=str(python))
+    (python / "data_batch_1").write_bytes(pickle.dumps({b"images": 1}))
+    with pytest.raises(DataError, match="data_batch_1 lacks b'data' or b'labels'"):
+        load_dataset("cifar10", 10, data_dir=str(python))
+    (python / "data_batch_1").write_bytes(pickle.dumps(
+        {b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2]}))
+    with pytest.raises(DataError, match="data_batch_1: 4 images but 3 labels"):
+        load_dataset("cifar10", 10, data_dir=str(python))
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    write_cifar10(archive, "bin_archive")
+    path = archive / "cifar-10-binary.tar.gz"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(DataError, match="cifar-10-binary.tar.gz is not a readable"):
+        load_dataset("cifar10", 10, data_dir=str(archive))
+
+
 @pytest.mark.parametrize("writer", [write_npz, write_idx], ids=["npz", "idx"])
 def test_mnist_local_formats(writer, tmp_path):
     images, labels = writer(tmp_path)
@@ -109,6 +221,28 @@ def test_label_draw_is_pinned():
     other = data_lib.draw_labeled_indices(labels, 20, seed=1)
     assert np.bincount(labels[other]).tolist() == [2] * 10
     assert other.tolist()[:4] == [23, 25, 51, 96]
+
+
+# ------------------------------------------------------------ real CIFAR-10
+@pytest.fixture(scope="module")
+def cifar10():
+    return load_dataset("cifar10", 4000, seed=0, data_dir=str(SHARED_CIFAR10_DIR))
+
+
+def test_real_cifar10_sizes_budget_and_pixel_range(cifar10):
+    assert cifar10.train_images.shape == (50000, 32, 32, 3)
+    assert cifar10.test_images.shape == (10000, 32, 32, 3)
+    # The labels as the files store them: byte 0 of every 3,073-byte record.
+    folder = SHARED_CIFAR10_DIR / "cifar-10-batches-bin"
+    file_labels = np.concatenate([
+        np.fromfile(folder / f"data_batch_{i}.bin", np.uint8).reshape(-1, 3073)[:, 0]
+        for i in range(1, 6)])
+    np.testing.assert_array_equal(cifar10.train_labels, file_labels)
+    assert np.bincount(file_labels[cifar10.labeled_indices]).tolist() == [400] * 10
+    assert len(set(cifar10.labeled_indices.tolist())) == 4000
+    scaled = cifar10.scale(cifar10.train_images[:2000]).numpy()
+    assert scaled.min() == -1.0 and scaled.max() == 1.0
+    assert cifar10.train_images.dtype == np.uint8
 
 
 # --------------------------------------------------------------- real MNIST
