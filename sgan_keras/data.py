@@ -134,6 +134,22 @@ class SemiSupervisedData:
         return _pipeline_options(self.labeled_dataset(batch_size, start_step)
                                  .prefetch(tf.data.AUTOTUNE))
 
+    def init_batch(self, count, source="unlabeled"):
+        """A batch for the weight-norm data-dependent init: ``count`` training
+        images drawn with the seed from every image (``unlabeled``) or from the
+        labeled ones (``labeled``; tiled if fewer), as ``{"unlabeled_images": ...}``.
+
+        improved-gan initializes on 500 images: 500 random training images
+        in its MNIST script, the first 500 of its shuffled labeled set in its
+        SVHN and CIFAR-10 scripts (``init_param(trainx[:500])``).
+        """
+        if source not in ("unlabeled", "labeled"):
+            raise DataError(f"init source must be 'unlabeled' or 'labeled', got {source!r}")
+        _check_batch_size(count)
+        pool = self.labeled_indices if source == "labeled" else np.arange(len(self.train_images))
+        picked = np.resize(np.random.default_rng([self.seed, 7]).permutation(pool), count)
+        return {"unlabeled_images": self.scale(self.train_images[picked])}
+
     def test_dataset(self, batch_size):
         """The test split in order, last partial batch kept: ``(images, labels)``."""
         _check_batch_size(batch_size)
@@ -567,8 +583,8 @@ def _to_numpy(split):
 def _expected_files(name):
     return {"mnist": "mnist.npz or " + ", ".join(_MNIST_IDX["train"] + _MNIST_IDX["test"]),
             "svhn": "train_32x32.mat, test_32x32.mat",
-            "cifar10": ("cifar-10-batches-bin/ or cifar-10-batches-py/ (or their .tar.gz, "
-                        "or the batch files themselves)")}[name]
+            "cifar10": ("cifar-10-batches-bin/, cifar-10-batches-py/, their .tar.gz "
+                        "archives or the batch files themselves")}[name]
 
 
 def _reason(error):

@@ -10,6 +10,8 @@ import dataclasses
 
 import keras
 
+from sgan_keras import optimizers as optimizers_lib
+
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
@@ -38,7 +40,10 @@ class Preset:
     d_lr_ratio: float = 1.0          # D learning rate = ratio x G learning rate
     g_beta_1: float = 0.5
     d_beta_1: float = 0.5
-    adam_epsilon: float = 1e-7       # Keras' default; Improved-GAN presets: 1e-4
+    adam_epsilon: float = 1e-7       # Keras' default; TF1 sources and improved-gan: 1e-8
+    adam_rule: str = "keras"         # "keras" (also TF1's) or "improved_gan" (optimizers.py)
+    init_images: int = 0             # weight-norm init batch; 0 = the first training batch
+    init_from: str = "unlabeled"     # ... drawn from the "unlabeled" (all) or "labeled" images
     lr_schedule: str = "constant"    # "constant", "per_epoch_decay", "linear_decay"
     lr_decay_rate: float = 1.0       # per-epoch factor for "per_epoch_decay"
     lr_decay_start_epoch: int = 0    # first epoch of the linear ramp to 0
@@ -74,12 +79,10 @@ class Preset:
                          f"'linear_decay', got {self.lr_schedule!r}")
 
     def optimizers(self):
-        """(d_optimizer, g_optimizer): Adam with this source's settings."""
-        d_optimizer = keras.optimizers.Adam(self.learning_rate(self.d_lr), beta_1=self.d_beta_1,
-                                            epsilon=self.adam_epsilon)
-        g_optimizer = keras.optimizers.Adam(self.learning_rate(self.g_lr), beta_1=self.g_beta_1,
-                                            epsilon=self.adam_epsilon)
-        return d_optimizer, g_optimizer
+        """(d_optimizer, g_optimizer): Adam with this source's rule and settings."""
+        return tuple(optimizers_lib.adam(self.adam_rule, self.learning_rate(lr), beta_1,
+                                         self.adam_epsilon)
+                     for lr, beta_1 in ((self.d_lr, self.d_beta_1), (self.g_lr, self.g_beta_1)))
 
 
 @keras.saving.register_keras_serializable(package="sgan_keras")
@@ -114,7 +117,7 @@ _PRESETS = [
         steps_per_epoch=50000 // 32, noise="normal", noise_stddev=0.01,
         fake_class="zero", generator_loss="feature_matching_l1",
         unsupervised_weight=0.5, manifold="none", g_lr=2e-4, d_lr_ratio=0.25,
-        g_beta_1=0.5, d_beta_1=0.9,
+        g_beta_1=0.5, d_beta_1=0.9, adam_epsilon=1e-8,
         notes="MNIST blog post: D lr = 0.25 x G lr (the final code; the text says 0.1) "
               "with Adam's default betas for D; manifold regularization off by "
               "default, --manifold_reg=blog turns on the blog's form."),
@@ -123,7 +126,7 @@ _PRESETS = [
         image_shape=(32, 32, 3), labels=1000, batch_size=128, epochs=25,
         steps_per_epoch=73257 // 128, noise="normal", noise_stddev=1.0,
         fake_class="zero", generator_loss="feature_matching_l1",
-        unsupervised_weight=1.0, g_lr=3e-4, d_lr_ratio=1.0,
+        unsupervised_weight=1.0, g_lr=3e-4, d_lr_ratio=1.0, adam_epsilon=1e-8,
         lr_schedule="per_epoch_decay", lr_decay_rate=0.9,
         notes="Udacity SVHN notebook: labels drawn class-balanced with a seed "
               "(the notebook takes the first 1,000 images) and evaluated on the "
@@ -146,8 +149,8 @@ _PRESETS = [
         dataset="mnist", image_shape=(28, 28, 1), labels=100, batch_size=100,
         epochs=300, steps_per_epoch=600, pixel_range=(0.0, 1.0),
         noise="uniform", fake_class="zero", generator_loss="feature_matching_l2",
-        unsupervised_weight=0.5, g_lr=3e-3, d_lr_ratio=1.0, adam_epsilon=1e-4,
-        ema_decay=0.9999,
+        unsupervised_weight=0.5, g_lr=3e-3, d_lr_ratio=1.0, adam_rule="improved_gan",
+        adam_epsilon=1e-8, init_images=500, init_from="unlabeled", ema_decay=0.9999,
         notes="Salimans et al. 2016 MNIST: sigmoid generator, pixels in [0, 1]; "
               "mean squared feature matching; the unsupervised loss weighted 0.5 as in "
               "their code (0.5 * (softplus(-l_unl) + softplus(l_gen))); test error of "
@@ -163,7 +166,8 @@ _PRESETS = [
         dataset="svhn", image_shape=(32, 32, 3), labels=1000, batch_size=100,
         epochs=400, steps_per_epoch=73257 // 100, noise="uniform",
         fake_class="zero", generator_loss="feature_matching_l1",
-        unsupervised_weight=0.5, g_lr=3e-4, d_lr_ratio=1.0, adam_epsilon=1e-4,
+        unsupervised_weight=0.5, g_lr=3e-4, d_lr_ratio=1.0, adam_rule="improved_gan",
+        adam_epsilon=1e-8, init_images=500, init_from="labeled",
         lr_schedule="linear_decay", lr_decay_start_epoch=300, ema_decay=0.9999,
         notes="Salimans et al. 2016 / Lecouat et al. 2018 SVHN: EMA evaluation; "
               "--manifold_reg=lecouat adds the manifold term (Lecouat use batch 50); "
@@ -174,7 +178,8 @@ _PRESETS = [
         dataset="cifar10", image_shape=(32, 32, 3), labels=4000, batch_size=100,
         epochs=1200, steps_per_epoch=50000 // 100, noise="uniform",
         fake_class="zero", generator_loss="feature_matching_l1",
-        unsupervised_weight=0.5, g_lr=3e-4, d_lr_ratio=1.0, adam_epsilon=1e-4,
+        unsupervised_weight=0.5, g_lr=3e-4, d_lr_ratio=1.0, adam_rule="improved_gan",
+        adam_epsilon=1e-8, init_images=500, init_from="labeled",
         lr_schedule="linear_decay", lr_decay_start_epoch=800, ema_decay=0.9999,
         notes="Salimans et al. 2016 CIFAR-10: the SVHN model at widths 96/192; "
               "linear decay over the last 400 of 1,200 epochs as in their code."),

@@ -33,6 +33,7 @@ from sgan_keras import distribute
 from sgan_keras import export
 from sgan_keras import losses
 from sgan_keras import networks
+from sgan_keras import optimizers
 from sgan_keras import presets as presets_lib
 from sgan_keras.model import SGAN
 
@@ -65,6 +66,14 @@ flags.DEFINE_integer("batch_size", None, "Global batch size (split across replic
 flags.DEFINE_float("lr", None, "Generator learning rate (D's is --d_lr_ratio times it).")
 flags.DEFINE_float("d_lr_ratio", None, "Discriminator learning rate / generator learning rate.")
 flags.DEFINE_float("adam_epsilon", None, "Adam's epsilon for both optimizers.")
+flags.DEFINE_enum("adam_rule", None, list(optimizers.ADAM_RULES),
+                  "Adam's update rule: keras (also TF1's: epsilon outside the root) or "
+                  "improved_gan (openai/improved-gan nn.adam_updates: epsilon inside the "
+                  "root of the bias-corrected second moment).")
+flags.DEFINE_integer("init_images", None, "Images of the weight-norm data-dependent init "
+                     "(improved-gan: 500); 0 = the first training batch.")
+flags.DEFINE_enum("init_from", None, ["unlabeled", "labeled"],
+                  "Draw the weight-norm init images from all training images or the labeled ones.")
 flags.DEFINE_integer("seed", 0, "Seed of the label draw, data order, weights and noise.")
 flags.DEFINE_string("data_dir", None, "Local data directory (mnist.npz, IDX files, SVHN "
                     ".mat files or prepared TFDS data). Default: TFDS download.")
@@ -96,7 +105,8 @@ _PRESET_FLAGS = {
     "label_smoothing": "label_smoothing", "ema": "ema_decay", "epochs": "epochs",
     "steps_per_epoch": "steps_per_epoch", "batch_size": "batch_size", "lr": "g_lr",
     "d_lr_ratio": "d_lr_ratio", "adam_epsilon": "adam_epsilon",
-    "generator_activation": "generator_activation",
+    "generator_activation": "generator_activation", "adam_rule": "adam_rule",
+    "init_images": "init_images", "init_from": "init_from",
 }
 _GAN_ONLY_FLAGS = ("fake_class", "generator_loss", "manifold_reg", "manifold_weight",
                    "manifold_epsilon", "unsupervised_weight", "label_smoothing",
@@ -134,6 +144,8 @@ def resolve_config(values):
     if manifold == "none" and (values.get("manifold_weight") is not None
                                or values.get("manifold_epsilon") is not None):
         raise UsageError("--manifold_weight/--manifold_epsilon need --manifold_reg=lecouat or blog")
+    if values.get("init_images") is not None and values["init_images"] < 0:
+        raise UsageError(f"--init_images must be >= 0, got {values['init_images']}")
     for name in ("epochs", "steps_per_epoch", "batch_size", "eval_batch_size"):
         if values.get(name) is not None and values[name] <= 0:
             raise UsageError(f"--{name} must be a positive integer, got {values[name]}")
@@ -299,6 +311,8 @@ def train(preset, config):
     if initial_epoch:
         model.weight_norm_initialized = True
         print(f"Resuming from the end of epoch {initial_epoch}.", flush=True)
+    elif preset.init_images:  # else fit() initializes on the first training batch
+        model.initialize_weight_norm(data.init_batch(preset.init_images, preset.init_from))
     start_step = initial_epoch * preset.steps_per_epoch
     if config["supervised_only"]:
         train_data = data.supervised_dataset(preset.batch_size, start_step=start_step)

@@ -498,3 +498,19 @@ def test_wrong_shapes_and_ranges(tmp_path):
                                                     "y": np.array([[1], [2]])})
     with pytest.raises(DataError, match="32x32x3xN"):
         load_dataset("svhn", 10, data_dir=str(tmp_path))
+
+
+def test_init_batch_draws_from_the_asked_pool(tmp_path):
+    write_npz(tmp_path, per_class=30)
+    data = load_dataset("mnist", 20, seed=3, data_dir=str(tmp_path), pixel_range=(0.0, 1.0))
+    labeled = data.init_batch(50, "labeled")["unlabeled_images"].numpy()
+    # Only the 20 labeled images, tiled: each pixel pattern is one of theirs.
+    allowed = {data.train_images[i].tobytes() for i in data.labeled_indices}
+    as_uint8 = np.round(labeled * 255).astype(np.uint8)
+    assert {image.tobytes() for image in as_uint8} == allowed
+    anywhere = data.init_batch(200, "unlabeled")["unlabeled_images"].numpy()
+    assert anywhere.shape == (200, 28, 28, 1) and 0.0 <= anywhere.min() and anywhere.max() <= 1.0
+    assert len({image.tobytes() for image in anywhere}) == 200          # no repeats
+    np.testing.assert_array_equal(anywhere, data.init_batch(200)["unlabeled_images"].numpy())
+    with pytest.raises(DataError, match="init source"):
+        data.init_batch(10, "test")

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from sgan_keras import SGAN
+from sgan_keras.optimizers import ImprovedGANAdam
 
 K = 3
 LATENT = 5
@@ -246,15 +247,19 @@ def test_every_preset_takes_a_finite_training_step(preset):
     assert model.generate(2).shape == (2, *model.image_shape)
 
 
-def test_improved_gan_presets_use_the_sources_adam_epsilon():
-    # improved-gan's nn.adam_updates divides by sqrt(v_hat + 1e-8): epsilon ~1e-4.
+def test_presets_use_their_sources_adam():
+    # improved-gan's nn.adam_updates: epsilon 1e-8 inside the root (optimizers.py).
     for name in ("mnist_improved_gan", "svhn_improved_gan", "cifar10_improved_gan"):
         model = SGAN.from_preset(name, seed=0)
         model.compile()
-        assert model.d_optimizer.epsilon == model.g_optimizer.epsilon == 1e-4
-    model = SGAN.from_preset("mnist_blog", seed=0)
-    model.compile()
-    assert model.d_optimizer.epsilon == 1e-7        # Keras' default elsewhere
+        for optimizer in (model.d_optimizer, model.g_optimizer):
+            assert isinstance(optimizer, ImprovedGANAdam) and optimizer.epsilon == 1e-8
+    for name, epsilon in (("mnist_blog", 1e-8), ("svhn_dcgan", 1e-8),     # TF1's default
+                          ("mnist_gans_in_action", 1e-7)):                # Keras'
+        model = SGAN.from_preset(name, seed=0)
+        model.compile()
+        assert type(model.d_optimizer) is keras.optimizers.Adam
+        assert model.d_optimizer.epsilon == model.g_optimizer.epsilon == epsilon
     model = SGAN.from_preset("mnist_blog", seed=0, adam_epsilon=1e-3)
     model.compile()
     assert model.g_optimizer.epsilon == 1e-3

@@ -1,0 +1,79 @@
+"""The Adam update rules of the reproduced sources.
+
+TF1's ``tf.train.AdamOptimizer`` (the MNIST blog, the Udacity notebook) and
+Keras 2's ``Adam`` (GANs in Action) update as Keras 3's ``keras.optimizers.Adam``
+does, ``p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``; they
+differ only in ``epsilon`` (1e-8 in TF1, 1e-7 in Keras), a preset field.
+
+openai/improved-gan (Salimans et al. 2016) has its own rule,
+``mnist_svhn_cifar10/nn.py`` ``adam_updates``::
+
+    m_hat = m / (1 - b1^t);  v_hat = v / (1 - b2^t)
+    p -= lr * m_hat / sqrt(v_hat + 1e-8)
+
+with epsilon *inside* the square root and added to the bias-corrected
+``v_hat``. Keras' form adds its epsilon outside the root and to the
+*uncorrected* ``sqrt(v)``, so early in training (``t`` small) its epsilon
+acts ``1 / sqrt(1 - b2^t)`` times larger (31x at the first step): no choice
+of Keras' epsilon reproduces the source. :class:`ImprovedGANAdam` does.
+"""
+
+import keras
+from keras import ops
+
+ADAM_RULES = ("keras", "improved_gan")
+
+
+@keras.saving.register_keras_serializable(package="sgan_keras")
+class ImprovedGANAdam(keras.optimizers.Optimizer):
+    """Adam as openai/improved-gan's ``nn.adam_updates``: ``p -= lr * m_hat / sqrt(v_hat + eps)``.
+
+    Args:
+      learning_rate: float or ``LearningRateSchedule``.
+      beta_1, beta_2: the moment decays (the source's ``mom1``, ``mom2``).
+      epsilon: added to the bias-corrected second moment inside the root
+        (1e-8 in the source).
+    """
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+                 name="improved_gan_adam", **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.momentums = self.add_optimizer_variables(variables, "momentum")
+        self.velocities = self.add_optimizer_variables(variables, "velocity")
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        lr = ops.cast(learning_rate, dtype)
+        gradient = ops.cast(gradient, dtype)
+        step = ops.cast(self.iterations + 1, dtype)
+        # The slot lookup every Keras 3 optimizer uses (keras.optimizers.Adam too);
+        # tests/test_optimizers.py fails if it changes.
+        slot = self._get_variable_index(variable)
+        m, v = self.momentums[slot], self.velocities[slot]
+        self.assign(m, self.beta_1 * m + (1.0 - self.beta_1) * gradient)
+        self.assign(v, self.beta_2 * v + (1.0 - self.beta_2) * ops.square(gradient))
+        m_hat = m / (1.0 - ops.power(ops.cast(self.beta_1, dtype), step))
+        v_hat = v / (1.0 - ops.power(ops.cast(self.beta_2, dtype), step))
+        self.assign_sub(variable, lr * m_hat / ops.sqrt(v_hat + self.epsilon))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
+        return config
+
+
+def adam(rule, learning_rate, beta_1, epsilon):
+    """An Adam optimizer with ``rule`` ``keras`` (Keras/TF1 form) or ``improved_gan``."""
+    if rule == "keras":
+        return keras.optimizers.Adam(learning_rate, beta_1=beta_1, epsilon=epsilon)
+    if rule == "improved_gan":
+        return ImprovedGANAdam(learning_rate, beta_1=beta_1, epsilon=epsilon)
+    raise ValueError(f"adam_rule must be one of {ADAM_RULES}, got {rule!r}")
