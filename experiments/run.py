@@ -49,7 +49,10 @@ flags.DEFINE_list("overrides", [], "Extra trainer flags for both runs, e.g. ema=
 flags.DEFINE_string("data_dir", None, "Local data directory passed to the trainer.")
 flags.DEFINE_string("runs_dir", "experiments/runs", "Where the training runs go (not committed).")
 flags.DEFINE_string("results_dir", "experiments/results", "Where the result files go.")
-flags.DEFINE_bool("baseline", True, "Also run the supervised-only baseline.")
+flags.DEFINE_list("kinds", ["sgan", "baseline"], "Which runs: sgan, baseline (the "
+                  "supervised-only one) or both; e.g. run the baselines in another process.")
+flags.DEFINE_bool("snapshot", False, "Train nothing: record the epochs the runs of --seeds "
+                  "have finished so far (status 'partial'), e.g. while a long run goes on.")
 flags.DEFINE_bool("not_measured", False, "Write result files marked 'not yet measured'.")
 flags.DEFINE_string("note", "", "A sentence recorded with the results (budget, machine).")
 flags.mark_flag_as_required("experiment")
@@ -76,20 +79,23 @@ def read_metrics(path):
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
 
 
-def run_one(argv, samples_path=None):
+def run_one(argv, samples_path=None, train=True):
     """Runs (or resumes) one training; returns its per-epoch metrics and wall time.
 
     ``samples_path``: where to copy the run's last grid of generated images.
+    ``train=False`` only reads the epochs the run has finished so far.
     """
     start = time.time()
     output_dir = next(a.split("=", 1)[1] for a in argv if a.startswith("--output_dir="))
-    if not os.path.isdir(os.path.join(REPO_ROOT, output_dir, "export")):  # else: finished
+    finished = os.path.isdir(os.path.join(REPO_ROOT, output_dir, "export"))
+    if train and not finished:
         subprocess.run(argv, check=True, cwd=REPO_ROOT)
     grids = sorted(glob.glob(os.path.join(REPO_ROOT, output_dir, "samples", "*.png")))
     if samples_path and grids:
         shutil.copyfile(grids[-1], samples_path)
     rows = read_metrics(os.path.join(REPO_ROOT, output_dir, "metrics.csv"))
-    return {"test_accuracy": [row["test_accuracy"] for row in rows],
+    return {"finished": train or finished,
+            "test_accuracy": [row["test_accuracy"] for row in rows],
             "final_test_accuracy": rows[-1]["test_accuracy"],
             "best_test_accuracy": max(row["test_accuracy"] for row in rows),
             "wall_seconds": round(time.time() - start, 1),
@@ -189,7 +195,8 @@ def markdown(name, result):
     for seed in finished:
         sgan, base = result["sgan"][str(seed)], result.get("baseline", {}).get(str(seed))
         lines.append(
-            f"| {seed} | {sgan['final_test_accuracy']:.4f} | {sgan['best_test_accuracy']:.4f} | "
+            f"| {seed}{'' if sgan.get('finished', True) else ' (running: ' + str(len(sgan['test_accuracy'])) + ' epochs so far)'} "
+            f"| {sgan['final_test_accuracy']:.4f} | {sgan['best_test_accuracy']:.4f} | "
             + (f"{base['final_test_accuracy']:.4f} | {base['best_test_accuracy']:.4f} | "
                if base else "- | - | ")
             + f"{sgan['train_seconds']:.0f} | " + (f"{base['train_seconds']:.0f} |" if base else "- |"))
@@ -232,9 +239,8 @@ def main(argv):
         write_results(name, result, FLAGS.results_dir)
         return
     result["status"] = "measured"
-    kinds = ["sgan", "baseline"] if FLAGS.baseline else ["sgan"]
     for seed in seeds:
-        for kind in kinds:
+        for kind in FLAGS.kinds:
             output_dir = os.path.join(FLAGS.runs_dir, name, f"{kind}_seed{seed}")
             argv = training_command(name, seed, kind == "baseline", output_dir, budget,
                                     FLAGS.data_dir)
@@ -244,7 +250,11 @@ def main(argv):
                 samples = os.path.join(FLAGS.results_dir, result["samples"])
                 os.makedirs(FLAGS.results_dir, exist_ok=True)
             # Recorded as each run ends: partial results survive a stop.
-            record(name, kind, seed, run_one(argv, samples), result, FLAGS.results_dir)
+            if FLAGS.snapshot and not os.path.exists(
+                    os.path.join(REPO_ROOT, output_dir, "metrics.csv")):
+                continue
+            record(name, kind, seed, run_one(argv, samples, train=not FLAGS.snapshot),
+                   result, FLAGS.results_dir)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@ _TFDS_NAMES = {"mnist": "mnist", "svhn": "svhn_cropped", "cifar10": "cifar10"}
 _MNIST_IDX = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
               "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 _STREAM_LABELED, _STREAM_UNLABELED = 0, 1
+_STREAM_MASKED = 3   # after the unlabeled streams 1 and 2
+LABEL_SELECTIONS = ("balanced", "first")
 # CIFAR-10's official releases (https://www.cs.toronto.edu/~kriz/cifar.html):
 # the binary version (records of 1 label byte + 3,072 pixel bytes, the R, G and
 # B planes of 32x32 row-major) and the python version (pickled dicts with
@@ -128,6 +130,23 @@ class SemiSupervisedData:
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
         ).prefetch(tf.data.AUTOTUNE))
 
+    def masked_dataset(self, batch_size, start_step=0):
+        """Batches of the whole training split with a label mask (the Udacity
+        SVHN notebook's scheme): dicts of ``images``, ``labels`` and
+        ``label_mask`` (1 for the images of the labeled set, else 0; their
+        labels are then not to be used). Infinite, prefetched; element ``i``
+        depends only on ``(seed, i)``."""
+        is_labeled = np.zeros(len(self.train_images), np.float32)
+        is_labeled[self.labeled_indices] = 1.0
+        mask = tf.constant(is_labeled)
+        batches = self._batches(np.arange(len(self.train_images)), batch_size, _STREAM_MASKED,
+                                start_step, with_labels=True, with_indices=True)
+        return _pipeline_options(batches.map(
+            lambda images, labels, picked: {"images": images, "labels": labels,
+                                            "label_mask": tf.gather(mask, picked)},
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
+        ).prefetch(tf.data.AUTOTUNE))
+
     def supervised_dataset(self, batch_size, start_step=0):
         """Labeled batches only (the supervised-only baseline), prefetched;
         the same labeled batches as ``train_dataset``'s at every step."""
@@ -160,7 +179,8 @@ class SemiSupervisedData:
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
         ).prefetch(tf.data.AUTOTUNE))
 
-    def _batches(self, indices, batch_size, stream, start_step, with_labels=False):
+    def _batches(self, indices, batch_size, stream, start_step, with_labels=False,
+                 with_indices=False):
         """Shuffled epochs of ``indices`` (one permutation per ``(seed, stream,
         epoch)``), concatenated and cut into batches of ``batch_size``.
 
@@ -178,7 +198,7 @@ class SemiSupervisedData:
         seed = tf.constant([self.seed, stream], tf.int64)
 
         def shuffled_epoch(epoch):
-            # Seed [seed, stream + 1000 * epoch]: streams 0..2 never collide.
+            # Seed [seed, stream + 1000 * epoch]: streams 0..3 never collide.
             keys = tf.random.stateless_uniform([count], seed + tf.stack([0, epoch * 1000]))
             permuted = tf.gather(indices, tf.argsort(keys))
             skip = tf.where(epoch == first_epoch, tf.constant(offset, tf.int64), 0)
@@ -188,7 +208,10 @@ class SemiSupervisedData:
 
         def gather(picked):
             batch = self.scale(tf.gather(images, picked))
-            return (batch, tf.gather(labels, picked)) if with_labels else batch
+            if not with_labels:
+                return batch
+            batch = (batch, tf.gather(labels, picked))
+            return batch + (picked,) if with_indices else batch
 
         return (tf.data.Dataset.counter(start=first_epoch)
                 .flat_map(shuffled_epoch)
@@ -233,13 +256,17 @@ def _pipeline_options(dataset):
 
 
 def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0),
-                 include_extra=False):
-    """Loads ``name`` with a class-balanced budget of ``labels`` labels.
+                 include_extra=False, label_selection="balanced"):
+    """Loads ``name`` with a budget of ``labels`` labels.
 
     Args:
       name: ``mnist``, ``svhn`` or ``cifar10``.
-      labels: the total label budget (``labels / 10`` per class), or ``"all"``
-        (also ``None``) for every training label.
+      labels: the total label budget, or ``"all"`` (also ``None``) for every
+        training label.
+      label_selection: ``balanced``: ``labels / 10`` per class, drawn with
+        ``seed`` (Salimans et al., the MNIST blog); ``first``: the first
+        ``labels`` images of the training split in file order, whatever their
+        classes (GANs in Action; the Udacity SVHN notebook).
       seed: seed of the label draw and of the data order.
       data_dir: a directory with local files or prepared TFDS data; ``None``
         downloads with TFDS.
@@ -254,6 +281,9 @@ def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0)
     if include_extra and name != "svhn":
         raise DataError("include_extra applies to svhn only")
     budget = _check_budget(labels)
+    if label_selection not in LABEL_SELECTIONS:
+        raise DataError(f"label_selection must be one of {', '.join(LABEL_SELECTIONS)}, "
+                        f"got {label_selection!r}")
     if data_dir is not None and not os.path.isdir(data_dir):
         raise DataError(f"data_dir {data_dir} does not exist")
     splits = _read_local(name, data_dir, include_extra) if data_dir else None
@@ -263,7 +293,12 @@ def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0)
     for split, images, split_labels in (("train", train_images, train_labels),
                                         ("test", test_images, test_labels)):
         _check_arrays(name, split, images, split_labels)
-    labeled_indices = draw_labeled_indices(train_labels[:labeled_pool], budget, seed)
+    if label_selection == "first" and budget is not None:
+        if budget > labeled_pool:
+            raise DataError(f"labels={budget} exceeds the {labeled_pool} training images")
+        labeled_indices = np.arange(budget, dtype=np.int64)
+    else:
+        labeled_indices = draw_labeled_indices(train_labels[:labeled_pool], budget, seed)
     return SemiSupervisedData(
         name=name, num_classes=_NUM_CLASSES, image_shape=_IMAGE_SHAPES[name],
         train_images=train_images, train_labels=train_labels, test_images=test_images,

@@ -30,6 +30,8 @@ from sgan_keras import networks
 from sgan_keras import presets as presets_lib
 
 NOISE_DISTRIBUTIONS = ("normal", "uniform")
+UPDATE_ORDERS = ("sequential", "simultaneous", "split")
+GENERATOR_FAKES = ("fresh", "reused")
 
 # Streams of the stateless noise: one per use within a step.
 _DISCRIMINATOR_NOISE, _GENERATOR_NOISE, _MANIFOLD_NOISE = 0, 1, 2
@@ -58,6 +60,10 @@ class SGAN(keras.Model):
       ema_decay: decay of the exponential moving average of D's weights used
         for evaluation and export (0.9999 in the papers); 0 turns it off.
       supervised_only: train D on the labeled batch alone (the baseline).
+      update_order: ``sequential`` | ``simultaneous`` | ``split`` (see
+        :meth:`train_step`).
+      generator_fakes: ``fresh`` (a new ``z`` for G's update) or ``reused``
+        (the D step's fakes), with ``update_order="sequential"``.
       seed: seed of the noise ``z``.
     """
 
@@ -66,8 +72,14 @@ class SGAN(keras.Model):
                  unsupervised_weight=1.0, label_smoothing=0.0, manifold="none",
                  manifold_weight=1e-3, manifold_epsilon=1e-5, noise="normal",
                  noise_stddev=1.0, pixel_range=(-1.0, 1.0), ema_decay=0.0,
-                 supervised_only=False, seed=0, preset=None, **kwargs):
+                 supervised_only=False, update_order="sequential", generator_fakes="fresh",
+                 seed=0, preset=None, **kwargs):
         super().__init__(**kwargs)
+        _check_choice("update_order", update_order, UPDATE_ORDERS)
+        _check_choice("generator_fakes", generator_fakes, GENERATOR_FAKES)
+        if generator_fakes == "reused" and update_order != "sequential":
+            raise ValueError("generator_fakes='reused' needs update_order='sequential' "
+                             f"(got {update_order!r})")
         _check_choice("fake_class", fake_class, losses.FAKE_CLASSES)
         _check_choice("generator_loss", generator_loss, losses.GENERATOR_LOSSES)
         _check_choice("manifold", manifold, losses.MANIFOLD_REGULARIZATIONS)
@@ -98,6 +110,9 @@ class SGAN(keras.Model):
         self.pixel_range = tuple(pixel_range)
         self.ema_decay = ema_decay
         self.supervised_only = supervised_only
+        self.update_order = update_order
+        self.generator_fakes = generator_fakes
+        self.d_unsupervised_optimizer = None
         self.seed = int(seed)
         self.preset = preset
         self.latent_dim = generator.input_shape[-1] if generator is not None else None
@@ -149,6 +164,7 @@ class SGAN(keras.Model):
             manifold_epsilon=preset.manifold_epsilon, noise=preset.noise,
             noise_stddev=preset.noise_stddev, pixel_range=preset.pixel_range,
             ema_decay=preset.ema_decay, supervised_only=supervised_only,
+            update_order=preset.update_order, generator_fakes=preset.generator_fakes,
             seed=seed, preset=preset, name=f"sgan_{preset.name}")
 
     def compile(self, d_optimizer=None, g_optimizer=None, **kwargs):
@@ -167,8 +183,15 @@ class SGAN(keras.Model):
             g_optimizer = g_optimizer or default_g
         self.d_optimizer = d_optimizer
         self.g_optimizer = g_optimizer
+        if self.update_order == "split" and not self.supervised_only:
+            # GANs in Action compiles a second model on D's trunk, with its own
+            # Adam, for the real/fake updates: a copy of D's optimizer.
+            self.d_unsupervised_optimizer = d_optimizer.__class__.from_config(
+                d_optimizer.get_config())
         with self.distribute_strategy.scope():
             self.d_optimizer.build(self.discriminator.trainable_variables)
+            if self.d_unsupervised_optimizer is not None:
+                self.d_unsupervised_optimizer.build(self.discriminator.trainable_variables)
             if not self.supervised_only:
                 self.g_optimizer.build(self.generator.trainable_variables)
 
@@ -253,54 +276,160 @@ class SGAN(keras.Model):
 
     # ------------------------------------------------------------ train step
     def train_step(self, batch):
+        """One training step in the configured procedure (``update_order``).
+
+        - ``sequential`` (Salimans et al.; the MNIST blog): one D update, then
+          one G update that sees the updated D and ``generator_images``, a
+          second unlabeled batch. Its fakes are a fresh ``G(z')``
+          (``generator_fakes="fresh"``), or the D step's own ``G(z)``
+          (``"reused"``: the blog's one G forward pass per step,
+          ``dcganmnist/mnist_ssl.py``).
+        - ``simultaneous`` (the Udacity SVHN notebook): D's and G's losses
+          from one forward pass, both updates applied together (G's gradient
+          is against the D before its update).
+        - ``split`` (GANs in Action): three D updates, on the labeled batch
+          (D's optimizer), on real and on fake images (a second optimizer,
+          the book's second compiled model), the fakes made by G in inference
+          mode (``generator.predict``); then the G update on a fresh ``z``.
+
+        With ``label_batching="masked"`` (Udacity) the batch is one batch of
+        the training set with a ``label_mask``: only its labeled images reach
+        ``L_sup``, and the same images are D's and G's real batch.
+        """
         if self.supervised_only:
             return self._supervised_step(batch)
-        labeled_images = batch["labeled_images"]
-        labels = batch["labels"]
-        unlabeled_images = batch["unlabeled_images"]
-        generator_images = batch["generator_images"]
-        discriminator_logs = self._discriminator_step(labeled_images, labels, unlabeled_images)
-        g_loss = self._generator_step(generator_images)
-        self.g_loss_tracker.update_state(g_loss)
-        return self._logs({**discriminator_logs, "g_loss": self.g_loss_tracker.result()})
+        if "label_mask" in batch:   # one batch: labeled images are marked in it
+            images = batch["images"]
+            batch = {"labeled_images": images, "labels": batch["labels"],
+                     "label_mask": tf.cast(batch["label_mask"], tf.float32),
+                     "unlabeled_images": images, "generator_images": images}
+        if self.update_order == "simultaneous":
+            logs = self._simultaneous_step(batch)
+        elif self.update_order == "split":
+            logs = self._split_step(batch)
+        else:
+            logs = self._sequential_step(batch)
+        return self._logs(logs)
 
-    def _discriminator_step(self, labeled_images, labels, unlabeled_images):
-        batch_size = tf.shape(unlabeled_images)[0]
-        z = self._global_noise(_DISCRIMINATOR_NOISE, batch_size)
-        with tf.GradientTape() as tape:
+    def _sequential_step(self, batch):
+        z = self._global_noise(_DISCRIMINATOR_NOISE, tf.shape(batch["unlabeled_images"])[0])
+        with tf.GradientTape() as g_tape:
             fake_images = self.generator(z, training=True)
-            labeled_logits, _ = self.discriminator(labeled_images, training=True)
-            real_logits, _ = self.discriminator(unlabeled_images, training=True)
-            fake_logits, _ = self.discriminator(fake_images, training=True)
-            supervised = losses.supervised_loss(
-                labels, labeled_logits, self.fake_class, self.num_classes)
-            unsupervised = losses.unsupervised_loss(
-                self._gan_logit(real_logits), self._gan_logit(fake_logits),
-                self.label_smoothing)
-            d_loss = (tf.nn.compute_average_loss(supervised)
-                      + self.unsupervised_weight * tf.nn.compute_average_loss(unsupervised))
-            manifold = tf.zeros([batch_size])
-            if self.manifold != "none":
-                manifold = self.manifold_weight * self._manifold_term(z, fake_logits)
-                d_loss += tf.nn.compute_average_loss(manifold)
-        variables = self.discriminator.trainable_variables
-        self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, variables), variables))
-        self._update_ema()
+            with g_tape.stop_recording():
+                with tf.GradientTape() as d_tape:
+                    d_loss, logs, _ = self._discriminator_loss(batch, fake_images, z)
+                self._apply(self.d_optimizer, d_tape, d_loss, self.discriminator)
+                self._update_ema()
+            if self.generator_fakes == "fresh":
+                z = self._global_noise(_GENERATOR_NOISE, tf.shape(z)[0])
+                fake_images = self.generator(z, training=True)
+            g_loss, scaled_g_loss = self._generator_pass(fake_images, batch["generator_images"])
+        self._apply(self.g_optimizer, g_tape, scaled_g_loss, self.generator)
+        return self._record(logs, g_loss)
 
-        supervised_mean = tf.reduce_mean(supervised)
-        unsupervised_mean = tf.reduce_mean(unsupervised)
+    def _simultaneous_step(self, batch):
+        z = self._global_noise(_DISCRIMINATOR_NOISE, tf.shape(batch["unlabeled_images"])[0])
+        with tf.GradientTape(persistent=True) as tape:
+            fake_images = self.generator(z, training=True)
+            d_loss, logs, (fake_logits, fake_features, real_features) = \
+                self._discriminator_loss(batch, fake_images, z)
+            g_loss, scaled_g_loss = self._generator_loss(fake_logits, fake_features, real_features)
+        self._apply(self.d_optimizer, tape, d_loss, self.discriminator)
+        self._apply(self.g_optimizer, tape, scaled_g_loss, self.generator)
+        self._update_ema()
+        return self._record(logs, g_loss)
+
+    def _split_step(self, batch):
+        labels, mask = batch["labels"], batch.get("label_mask")
+        with tf.GradientTape() as tape:
+            labeled_logits, _ = self.discriminator(batch["labeled_images"], training=True)
+            supervised = self._supervised_term(labels, labeled_logits, mask)
+        self._apply(self.d_optimizer, tape, supervised, self.discriminator)
+        z = self._global_noise(_DISCRIMINATOR_NOISE, tf.shape(batch["unlabeled_images"])[0])
+        fake_images = self.generator(z, training=False)     # generator.predict
+        unsupervised, manifold = [], tf.zeros(tf.shape(z)[:1])
+        for images, target in ((batch["unlabeled_images"], 1.0 - self.label_smoothing),
+                               (fake_images, 0.0)):
+            with tf.GradientTape() as tape:
+                logits, _ = self.discriminator(images, training=True)
+                per_example = losses.sigmoid_cross_entropy(self._gan_logit(logits), target)
+                loss = self.unsupervised_weight * tf.nn.compute_average_loss(per_example)
+                if target == 0.0 and self.manifold != "none":   # with the fake update
+                    manifold = self.manifold_weight * self._manifold_term(z, logits)
+                    loss += tf.nn.compute_average_loss(manifold)
+            self._apply(self.d_unsupervised_optimizer, tape, loss, self.discriminator)
+            unsupervised.append(per_example)
+        self._update_ema()
+        with tf.GradientTape() as tape:
+            fake_images = self.generator(
+                self._global_noise(_GENERATOR_NOISE, tf.shape(z)[0]), training=True)
+            g_loss, scaled_g_loss = self._generator_pass(fake_images, batch["generator_images"])
+        self._apply(self.g_optimizer, tape, scaled_g_loss, self.generator)
+        logs = self._track_discriminator(
+            labels, labeled_logits, mask, supervised, unsupervised[0] + unsupervised[1], manifold)
+        return self._record(logs, g_loss)
+
+    def _discriminator_loss(self, batch, fake_images, z):
+        """D's loss on one labeled, one real and one fake batch; also its logs and
+        D's outputs G's loss needs (for a G loss from the same pass)."""
+        labels, mask = batch["labels"], batch.get("label_mask")
+        real_logits, real_features = self.discriminator(batch["unlabeled_images"], training=True)
+        if mask is None:
+            labeled_logits, _ = self.discriminator(batch["labeled_images"], training=True)
+        else:       # masked batching: the labeled images are the real batch
+            labeled_logits = real_logits
+        fake_logits, fake_features = self.discriminator(fake_images, training=True)
+        supervised = self._supervised_term(labels, labeled_logits, mask)
+        unsupervised = losses.unsupervised_loss(
+            self._gan_logit(real_logits), self._gan_logit(fake_logits), self.label_smoothing)
+        d_loss = supervised + self.unsupervised_weight * tf.nn.compute_average_loss(unsupervised)
+        manifold = tf.zeros_like(unsupervised)
+        if self.manifold != "none":
+            manifold = self.manifold_weight * self._manifold_term(z, fake_logits)
+            d_loss += tf.nn.compute_average_loss(manifold)
+        logs = self._track_discriminator(labels, labeled_logits, mask, supervised, unsupervised,
+                                         manifold)
+        return d_loss, logs, (fake_logits, fake_features, real_features)
+
+    def _supervised_term(self, labels, logits, mask=None):
+        """``L_sup`` of this replica, scaled for a sum over replicas: the mean
+        over the global batch, or with a ``mask`` the mean over the labeled
+        images of the global batch (Udacity: ``sum(mask * ce) / max(1, sum(mask))``)."""
+        per_example = losses.supervised_loss(labels, logits, self.fake_class, self.num_classes)
+        if mask is None:
+            return tf.nn.compute_average_loss(per_example)
+        count = tf.reduce_sum(mask)
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+        return tf.reduce_sum(mask * per_example) / tf.maximum(1.0, count)
+
+    def _track_discriminator(self, labels, labeled_logits, mask, supervised, unsupervised,
+                             manifold):
+        """Updates D's trackers; ``supervised`` is this replica's scaled ``L_sup``."""
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        supervised_mean = supervised * replicas     # the global batch's L_sup
         self.d_loss_tracker.update_state(
-            supervised_mean + self.unsupervised_weight * unsupervised_mean
+            supervised_mean + self.unsupervised_weight * tf.reduce_mean(unsupervised)
             + tf.reduce_mean(manifold))
-        self.supervised_loss_tracker.update_state(supervised)
+        self.supervised_loss_tracker.update_state(supervised_mean)
         self.unsupervised_loss_tracker.update_state(unsupervised)
         self.manifold_loss_tracker.update_state(manifold)
         self.accuracy_tracker.update_state(
-            losses.accuracy(labels, labeled_logits, self.num_classes))
+            losses.accuracy(labels, labeled_logits, self.num_classes), sample_weight=mask)
         return {tracker.name: tracker.result() for tracker in (
             self.d_loss_tracker, self.supervised_loss_tracker,
             self.unsupervised_loss_tracker, self.manifold_loss_tracker,
             self.accuracy_tracker)}
+
+    def _record(self, logs, g_loss):
+        self.g_loss_tracker.update_state(g_loss)
+        return {**logs, "g_loss": self.g_loss_tracker.result()}
+
+    @staticmethod
+    def _apply(optimizer, tape, loss, network):
+        variables = network.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
 
     def _manifold_term(self, z, fake_logits):
         """Per-example ``sum_k (l_k(G(z)) - l_k(G(z + delta)))^2`` (Lecouat 2018)."""
@@ -318,28 +447,30 @@ class SGAN(keras.Model):
             losses.class_logits(perturbed_logits, self.num_classes),
             form=self.manifold)
 
-    def _generator_step(self, generator_images):
-        batch_size = tf.shape(generator_images)[0]
-        z = self._global_noise(_GENERATOR_NOISE, batch_size)
+    def _generator_loss(self, fake_logits, fake_features, real_features):
+        """(G's loss, the loss to differentiate on this replica).
+
+        Non-saturating: the mean over the global batch. Feature matching
+        compares the global batch's mean features; every replica computes the
+        same global loss and the optimizer sums the replicas' gradients, so
+        each differentiates ``loss / replicas``.
+        """
+        if self.generator_loss_name == "non_saturating":
+            per_example = losses.non_saturating_generator_loss(self._gan_logit(fake_logits))
+            return tf.reduce_mean(per_example), tf.nn.compute_average_loss(per_example)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        with tf.GradientTape() as tape:
-            fake_logits, fake_features = self.discriminator(
-                self.generator(z, training=True), training=True)
-            if self.generator_loss_name == "non_saturating":
-                per_example = losses.non_saturating_generator_loss(self._gan_logit(fake_logits))
-                g_loss = tf.reduce_mean(per_example)
-                scaled_loss = tf.nn.compute_average_loss(per_example)
-            else:
-                _, real_features = self.discriminator(generator_images, training=True)
-                g_loss = losses.feature_matching_loss(
-                    _global_mean(real_features), _global_mean(fake_features),
-                    distance=self.generator_loss_name[-2:])
-                # Every replica computes the same global loss and the optimizer
-                # sums the replicas' gradients: divide by their number.
-                scaled_loss = g_loss / replicas
-        variables = self.generator.trainable_variables
-        self.g_optimizer.apply_gradients(zip(tape.gradient(scaled_loss, variables), variables))
-        return g_loss
+        g_loss = losses.feature_matching_loss(
+            _global_mean(real_features), _global_mean(fake_features),
+            distance=self.generator_loss_name[-2:])
+        return g_loss, g_loss / replicas
+
+    def _generator_pass(self, fake_images, real_images):
+        """D on G's fakes (and, for feature matching, on ``real_images``) for G's loss."""
+        fake_logits, fake_features = self.discriminator(fake_images, training=True)
+        real_features = None
+        if self.generator_loss_name != "non_saturating":
+            _, real_features = self.discriminator(real_images, training=True)
+        return self._generator_loss(fake_logits, fake_features, real_features)
 
     def _supervised_step(self, batch):
         images, labels = _labeled_of(batch)
@@ -407,7 +538,7 @@ class SGAN(keras.Model):
     def state_variables(self):
         """Every variable a resumed run needs: weights, RNG seeds, optimizers."""
         variables = list(self.variables)
-        for optimizer in (self.d_optimizer, self.g_optimizer):
+        for optimizer in (self.d_optimizer, self.d_unsupervised_optimizer, self.g_optimizer):
             if optimizer is not None:
                 variables.extend(optimizer.variables)
         return variables

@@ -36,7 +36,8 @@ from sgan_keras import layers as wn
 from sgan_keras.losses import FAKE_CLASSES
 
 ARCHITECTURES = ("mnist_blog", "svhn_dcgan", "mnist_gans_in_action",
-                 "mnist_improved_gan", "svhn_improved_gan", "cifar10_improved_gan")
+                 "mnist_improved_gan", "svhn_improved_gan", "cifar10_improved_gan",
+                 "svhn_lecouat", "cifar10_lecouat")
 
 NATIVE_IMAGE_SHAPES = {
     "mnist_blog": (28, 28, 1),
@@ -45,6 +46,8 @@ NATIVE_IMAGE_SHAPES = {
     "mnist_improved_gan": (28, 28, 1),
     "svhn_improved_gan": (32, 32, 3),
     "cifar10_improved_gan": (32, 32, 3),
+    "svhn_lecouat": (32, 32, 3),
+    "cifar10_lecouat": (32, 32, 3),
 }
 
 # The generator's output activation: the source's first, then the allowed
@@ -56,6 +59,8 @@ GENERATOR_OUTPUT_ACTIVATIONS = {
     "mnist_improved_gan": ("sigmoid", "softplus"),
     "svhn_improved_gan": ("tanh",),
     "cifar10_improved_gan": ("tanh",),
+    "svhn_lecouat": ("tanh",),
+    "cifar10_lecouat": ("tanh",),
 }
 
 _SOURCES = {
@@ -71,6 +76,10 @@ _SOURCES = {
                          "train_svhn_feature_matching.py; Lecouat et al. 2018",
     "cifar10_improved_gan": "Salimans et al. 2016, openai/improved-gan "
                             "train_cifar_feature_matching.py; Lecouat et al. 2018",
+    "svhn_lecouat": "Lecouat et al. 2018, bruno-31/GAN-manifold-regularization "
+                    "svhn_gan.py",
+    "cifar10_lecouat": "Lecouat et al. 2018, bruno-31/GAN-manifold-regularization "
+                       "cifar_gan.py",
 }
 
 _LAYERS = {
@@ -105,6 +114,15 @@ _LAYERS = {
     "cifar10_improved_gan": (
         "G: as svhn_improved_gan",
         "D: as svhn_improved_gan with widths 96/192 (features: 192)"),
+    "svhn_lecouat": (
+        "G: z -> Dense 4*4*512 BN ReLU -> convT(256,5,2) BN ReLU -> convT(128,5,2) BN "
+        "ReLU -> WN convT(3,5,2) tanh (biases everywhere, BN with scale and offset, "
+        "momentum 0.99; weight norm without data-dependent init)",
+        "D: as svhn_improved_gan, but a global MAX pool (128, features) and weight norm "
+        "without data-dependent init (g = 1, trained)"),
+    "cifar10_lecouat": (
+        "G: as svhn_lecouat",
+        "D: as svhn_lecouat with widths 96/192 (features: 192)"),
 }
 
 
@@ -261,11 +279,11 @@ def _dense_factory(seeds, **kwargs):
     return make
 
 
-def _wn_dense_factory(seeds, stddev, init_scale):
+def _wn_dense_factory(seeds, stddev, init_scale, data_init=True):
     """Weight-normalized output layers (``v ~ N(0, stddev)``)."""
     def make(units, name):
         return wn.WeightNormDense(units, kernel_initializer=seeds.normal(stddev),
-                                  init_scale=init_scale, name=name)
+                                  init_scale=init_scale, data_init=data_init, name=name)
     return make
 
 
@@ -454,31 +472,39 @@ def _mnist_improved_gan_discriminator(images, seeds):
     return features, x, _wn_dense_factory(seeds, stddev=0.1, init_scale=1.0)
 
 
-def _improved_gan_conv_generator(z, seeds, output_activation):
+def _improved_gan_conv_generator(z, seeds, output_activation, lecouat=False):
     """improved-gan SVHN/CIFAR-10 G: Dense 4*4*512 BN ReLU, convT 256, 128 BN ReLU, WN convT 3.
 
     As the source: ``v``/kernels ~ N(0, 0.05); Dense and BN'd convT without bias
     and offset-only BatchNorm (``nn.batch_norm(..., g=None)``); the output WN
     convT is data-initialized to pre-activation std 0.1 (``init_stdv=0.1``).
+    ``lecouat=True`` (Lecouat et al.'s ``svhn_gan.py`` generator): biases, TF's
+    default BatchNorm (scale and offset, momentum 0.99, epsilon 1e-3) and an
+    output weight norm without data-dependent init (``g = 1``).
     """
-    x = keras.layers.Dense(4 * 4 * 512, use_bias=False, kernel_initializer=seeds.normal(0.05),
+    def batch_norm(name):
+        if lecouat:
+            return keras.layers.BatchNormalization(name=name)
+        return _improved_gan_batch_norm(name)
+
+    x = keras.layers.Dense(4 * 4 * 512, use_bias=lecouat, kernel_initializer=seeds.normal(0.05),
                            name="g_dense")(z)
-    x = _improved_gan_batch_norm("g_bn0")(x)
+    x = batch_norm("g_bn0")(x)
     x = keras.layers.Activation("relu", name="g_relu0")(x)
     x = keras.layers.Reshape((4, 4, 512), name="g_reshape")(x)
     for index, filters in enumerate([256, 128], start=1):
-        x = keras.layers.Conv2DTranspose(filters, 5, strides=2, padding="same", use_bias=False,
-                                         kernel_initializer=seeds.normal(0.05),
+        x = keras.layers.Conv2DTranspose(filters, 5, strides=2, padding="same",
+                                         use_bias=lecouat, kernel_initializer=seeds.normal(0.05),
                                          name=f"g_convt{index}")(x)
-        x = _improved_gan_batch_norm(f"g_bn{index}")(x)
+        x = batch_norm(f"g_bn{index}")(x)
         x = keras.layers.Activation("relu", name=f"g_relu{index}")(x)
     return wn.WeightNormConv2DTranspose(3, 5, strides=2, padding="same",
                                         activation=output_activation,
                                         kernel_initializer=seeds.normal(0.05), init_scale=0.1,
-                                        name="g_images")(x)
+                                        data_init=not lecouat, name="g_images")(x)
 
 
-def _improved_gan_conv_discriminator(images, seeds, narrow, wide):
+def _improved_gan_conv_discriminator(images, seeds, narrow, wide, lecouat=False):
     """improved-gan SVHN/CIFAR-10 D (widths 64/128 or 96/192), all weight-normalized, LReLU(0.2).
 
     ``v ~ N(0, 0.05)``; hidden layers data-initialized to std 1, the output
@@ -488,11 +514,15 @@ def _improved_gan_conv_discriminator(images, seeds, narrow, wide):
 
     As the source, the hidden layers' ``g`` is fixed after the data-dependent
     init (``train_g=False``); the output layer's is trained.
+
+    ``lecouat=True`` (Lecouat et al.'s ``svhn_gan.py``): the features are a
+    global MAX pool, and weight norm has no data-dependent init (their
+    ``nn.py`` comments it out): ``g = 1``, trained in every layer, ``b = 0``.
     """
     def conv(x, index, filters, kernel_size=3, stride=1, padding="same"):
         x = wn.WeightNormConv2D(filters, kernel_size, strides=stride, padding=padding,
-                                kernel_initializer=seeds.normal(0.05), train_scale=False,
-                                name=f"d_conv{index}")(x)
+                                kernel_initializer=seeds.normal(0.05), train_scale=lecouat,
+                                data_init=not lecouat, name=f"d_conv{index}")(x)
         return _lrelu(0.2, f"d_lrelu{index}")(x)
 
     x = keras.layers.Dropout(0.2, seed=seeds(), name="d_input_dropout")(images)
@@ -507,8 +537,10 @@ def _improved_gan_conv_discriminator(images, seeds, narrow, wide):
     x = conv(x, 7, wide, padding="valid")
     x = conv(x, 8, wide, kernel_size=1)
     x = conv(x, 9, wide, kernel_size=1)
-    features = keras.layers.GlobalAveragePooling2D(name="d_features")(x)
-    return features, features, _wn_dense_factory(seeds, stddev=0.05, init_scale=0.1)
+    pool = keras.layers.GlobalMaxPooling2D if lecouat else keras.layers.GlobalAveragePooling2D
+    features = pool(name="d_features")(x)
+    return features, features, _wn_dense_factory(seeds, stddev=0.05, init_scale=0.1,
+                                                 data_init=not lecouat)
 
 
 _GENERATORS = {
@@ -518,6 +550,10 @@ _GENERATORS = {
     "mnist_improved_gan": _mnist_improved_gan_generator,
     "svhn_improved_gan": _improved_gan_conv_generator,
     "cifar10_improved_gan": _improved_gan_conv_generator,
+    "svhn_lecouat": lambda z, seeds, activation: _improved_gan_conv_generator(
+        z, seeds, activation, lecouat=True),
+    "cifar10_lecouat": lambda z, seeds, activation: _improved_gan_conv_generator(
+        z, seeds, activation, lecouat=True),
 }
 
 _DISCRIMINATOR_BODIES = {
@@ -529,4 +565,8 @@ _DISCRIMINATOR_BODIES = {
         images, seeds, narrow=64, wide=128),
     "cifar10_improved_gan": lambda images, seeds: _improved_gan_conv_discriminator(
         images, seeds, narrow=96, wide=192),
+    "svhn_lecouat": lambda images, seeds: _improved_gan_conv_discriminator(
+        images, seeds, narrow=64, wide=128, lecouat=True),
+    "cifar10_lecouat": lambda images, seeds: _improved_gan_conv_discriminator(
+        images, seeds, narrow=96, wide=192, lecouat=True),
 }

@@ -7,10 +7,20 @@ written in the preset's ``notes``.
 """
 
 import dataclasses
+import typing
 
 import keras
 
 from sgan_keras import optimizers as optimizers_lib
+
+
+class Deviation(typing.NamedTuple):
+    """Where a preset's default differs from its source's code."""
+
+    aspect: str
+    source: str    # what the source does, and where (file, function or line)
+    ours: str      # what the preset does instead
+    option: str    # the flag that restores the source, or why there is none
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +59,15 @@ class Preset:
     lr_decay_start_epoch: int = 0    # first epoch of the linear ramp to 0
     ema_decay: float = 0.0           # 0 disables the EMA of D's weights
     generator_activation: str = ""   # G's output; "" = the source's (networks.py)
+    # The training procedure (model.SGAN.train_step, data.py).
+    label_selection: str = "balanced"   # "balanced" draw, or the "first" N images
+    label_batching: str = "separate"    # a "separate" labeled batch, or "masked" in one batch
+    update_order: str = "sequential"    # "sequential", "simultaneous" or "split"
+    generator_fakes: str = "fresh"      # G's update on "fresh" fakes or the D step's ("reused")
+    baseline_epochs: int = 0            # the supervised-only baseline's length; 0 = the GAN's
+    baseline_steps_per_epoch: int = 0
     notes: str = ""
+    deviations: tuple = ()   # Deviation rows: where the default differs from the source
 
     @property
     def d_lr(self):
@@ -110,6 +128,20 @@ class LinearDecay(keras.optimizers.schedules.LearningRateSchedule):
                 "start_step": self.start_step, "end_step": self.end_step}
 
 
+# Sources, as cited in the deviation rows below.
+_BLOG = "jostosh/gan dcganmnist/mnist_ssl.py"
+_UDACITY = "udacity/deep-learning semi-supervised/semi-supervised_learning_2_solution.ipynb"
+_GIA = "GANs-in-Action/gans-in-action chapter-7/Chapter_7_SGAN.ipynb"
+_IMPROVED_GAN = "openai/improved-gan mnist_svhn_cifar10/"
+_LECOUAT = "bruno-31/GAN-manifold-regularization"
+
+_EMA_FROM_ZERO = Deviation(
+    "weight average's start", _IMPROVED_GAN + "train_*_feature_matching.py "
+    "(disc_param_avg = 0.*p.get_value())", "the initial weights (as TF's "
+    "ExponentialMovingAverage, and Lecouat et al.); at decay 0.9999 the start is "
+    "forgotten after a few epochs", "none")
+
+
 _PRESETS = [
     Preset(
         name="mnist_blog", architecture="mnist_blog", dataset="mnist",
@@ -117,33 +149,71 @@ _PRESETS = [
         steps_per_epoch=50000 // 32, noise="normal", noise_stddev=0.01,
         fake_class="zero", generator_loss="feature_matching_l1",
         unsupervised_weight=0.5, manifold="none", g_lr=2e-4, d_lr_ratio=0.25,
-        g_beta_1=0.5, d_beta_1=0.9, adam_epsilon=1e-8,
+        g_beta_1=0.5, d_beta_1=0.9, adam_epsilon=1e-8, generator_fakes="reused",
         notes="MNIST blog post: D lr = 0.25 x G lr (the final code; the text says 0.1) "
               "with Adam's default betas for D; manifold regularization off by "
-              "default, --manifold_reg=blog turns on the blog's form."),
+              "default, --manifold_reg=blog turns on the blog's form. One G forward "
+              "pass per step: G's update re-uses the D step's fakes.",
+        deviations=(
+            Deviation("data order", _BLOG + " prepare_input_pipeline (one shuffled copy "
+                      "read through .shuffle(4000))", "a seeded reshuffle of the whole "
+                      "set every epoch (exact resume)", "none"),
+        )),
     Preset(
         name="svhn_dcgan", architecture="svhn_dcgan", dataset="svhn",
         image_shape=(32, 32, 3), labels=1000, batch_size=128, epochs=25,
         steps_per_epoch=73257 // 128, noise="normal", noise_stddev=1.0,
         fake_class="zero", generator_loss="feature_matching_l1",
         unsupervised_weight=1.0, g_lr=3e-4, d_lr_ratio=1.0, adam_epsilon=1e-8,
-        lr_schedule="per_epoch_decay", lr_decay_rate=0.9,
-        notes="Udacity SVHN notebook: labels drawn class-balanced with a seed "
-              "(the notebook takes the first 1,000 images) and evaluated on the "
-              "whole test split (the notebook uses half); the unused stride-2 conv "
-              "is left out."),
+        lr_schedule="per_epoch_decay", lr_decay_rate=0.9, label_selection="first",
+        label_batching="masked", update_order="simultaneous",
+        notes="Udacity SVHN notebook: one batch of the training set per step, labels "
+              "masked to the first 1,000 images; D's and G's losses from one forward "
+              "pass, both updates together; lr x 0.9 after every epoch.",
+        deviations=(
+            Deviation("dropout", _UDACITY + " discriminator (tf.layers.dropout without "
+                      "training=, so it never drops)", "dropout drops while training",
+                      "none (a bug, not copied)"),
+            Deviation("batch norm at test time", _UDACITY + " (is_training stays True "
+                      "when testing)", "inference mode (moving statistics)",
+                      "none (a bug, not copied)"),
+            Deviation("unused layer", _UDACITY + " discriminator (a stride-2 conv after "
+                      "the fifth whose output is never used)", "left out", "none"),
+            Deviation("test set", _UDACITY + " (half of the test split)",
+                      "the whole test split", "none"),
+        )),
     Preset(
         name="mnist_gans_in_action", architecture="mnist_gans_in_action",
         dataset="mnist", image_shape=(28, 28, 1), labels=100, batch_size=32,
         epochs=8, steps_per_epoch=1000, noise="normal", noise_stddev=1.0,
         fake_class="zero", generator_loss="non_saturating",
         unsupervised_weight=1.0, g_lr=1e-3, d_lr_ratio=1.0, g_beta_1=0.9,
-        d_beta_1=0.9,
+        d_beta_1=0.9, label_selection="first", update_order="split",
+        baseline_epochs=30, baseline_steps_per_epoch=4,
         notes="GANs in Action SGAN tutorial: 8,000 iterations as 8 epochs x 1,000 "
-              "steps; Adam defaults. The tutorial's supervised and unsupervised Keras "
-              "models share one trunk (softmax head, and Z / (Z + 1) head) and take "
-              "three separate optimizer steps per iteration (labeled, real, fake); here "
-              "they are one D with the `zero` fake logit and one step on the summed loss."),
+              "steps; Adam defaults. The first 100 training images are the labeled "
+              "set. Each iteration takes three D updates (labeled; real; fake, made "
+              "by G in inference mode) with two Adam optimizers on one trunk, then "
+              "the G update. The baseline trains the same D for 120 steps.",
+        deviations=(
+            Deviation("sampling", _GIA + " Dataset.batch_labeled/batch_unlabeled "
+                      "(np.random.randint: with replacement)", "seeded permutations, "
+                      "without replacement within an epoch", "none"),
+            Deviation("unlabeled pool", _GIA + " Dataset.batch_unlabeled (images "
+                      "100..59,999)", "all 60,000 training images", "none"),
+            Deviation("D's unsupervised loss", _GIA + " (Keras 2 binary cross-entropy "
+                      "of the clipped probability 1 - 1/(sum exp + 1))",
+                      "the same loss in log space, unclipped", "none (numerics)"),
+            Deviation("generator", _GIA + " build_generator (an extra convT(64,3,1) BN "
+                      "LReLU; the book's text has none)", "left out, as the book's text",
+                      "none"),
+            Deviation("baseline batches", _GIA + " (fit(batch_size=32, epochs=30) on "
+                      "100 images: batches of 32, 32, 32, 4)", "120 batches of 32 from "
+                      "the tiled labeled set", "none"),
+            Deviation("which first 100", _GIA + " (Keras' mnist.npz order)", "the first "
+                      "100 of the given copy; a copy in another order gives other labels",
+                      "--label_selection=balanced"),
+        )),
     Preset(
         name="mnist_improved_gan", architecture="mnist_improved_gan",
         dataset="mnist", image_shape=(28, 28, 1), labels=100, batch_size=100,
@@ -151,28 +221,31 @@ _PRESETS = [
         noise="uniform", fake_class="zero", generator_loss="feature_matching_l2",
         unsupervised_weight=0.5, g_lr=3e-3, d_lr_ratio=1.0, adam_rule="improved_gan",
         adam_epsilon=1e-8, init_images=500, init_from="unlabeled", ema_decay=0.9999,
-        notes="Salimans et al. 2016 MNIST: sigmoid generator, pixels in [0, 1]; "
-              "mean squared feature matching; the unsupervised loss weighted 0.5 as in "
-              "their code (0.5 * (softplus(-l_unl) + softplus(l_gen))); test error of "
-              "the weight average (decay 0.9999), which their code starts at zero and "
-              "this package at the initial weights. Adam epsilon 1e-4: their "
-              "nn.adam_updates divides by sqrt(v_hat + 1e-8). lr 3e-3 as SPEC and "
-              "mnist_svhn_cifar10/train_mnist_feature_matching.py. With the source's "
-              "sigmoid output G collapses here within an epoch; generator_activation="
-              "'softplus' (Sleepychord/ImprovedGAN-pytorch's fix) trains, and the "
-              "experiment uses it (experiments/definitions.py)."),
+        notes="Salimans et al. 2016 MNIST (train_mnist_feature_matching.py): sigmoid "
+              "generator, pixels in [0, 1]; mean squared feature matching; the "
+              "unsupervised loss weighted 0.5 as in their code; their Adam (epsilon "
+              "inside the root); weight-norm init on 500 training images; lr 3e-3 "
+              "without decay; test error of the weight average (decay 0.9999). "
+              "generator_activation='softplus' (Sleepychord/ImprovedGAN-pytorch) is "
+              "an option.",
+        deviations=(
+            _EMA_FROM_ZERO,
+            Deviation("pixel scale", _IMPROVED_GAN + " (mnist.npz of floats, x/256)",
+                      "x/255", "none"),
+        )),
     Preset(
         name="svhn_improved_gan", architecture="svhn_improved_gan",
         dataset="svhn", image_shape=(32, 32, 3), labels=1000, batch_size=100,
-        epochs=400, steps_per_epoch=73257 // 100, noise="uniform",
+        epochs=900, steps_per_epoch=73257 // 100, noise="uniform",
         fake_class="zero", generator_loss="feature_matching_l1",
         unsupervised_weight=0.5, g_lr=3e-4, d_lr_ratio=1.0, adam_rule="improved_gan",
         adam_epsilon=1e-8, init_images=500, init_from="labeled",
-        lr_schedule="linear_decay", lr_decay_start_epoch=300, ema_decay=0.9999,
-        notes="Salimans et al. 2016 / Lecouat et al. 2018 SVHN: EMA evaluation; "
-              "--manifold_reg=lecouat adds the manifold term (Lecouat use batch 50); "
-              "the unsupervised loss weighted 0.5 as in their code. SPEC gives no "
-              "epoch count: 400, the linear decay over the last 100."),
+        lr_schedule="linear_decay", lr_decay_start_epoch=600, ema_decay=0.9999,
+        notes="Salimans et al. 2016 SVHN (train_svhn_feature_matching.py): 900 epochs, "
+              "lr linearly to 0 over the last 300 (min(3 - epoch/300, 1)); their Adam; "
+              "weight-norm init on 500 labeled images; EMA evaluation; the unsupervised "
+              "loss weighted 0.5 as in their code.",
+        deviations=(_EMA_FROM_ZERO,)),
     Preset(
         name="cifar10_improved_gan", architecture="cifar10_improved_gan",
         dataset="cifar10", image_shape=(32, 32, 3), labels=4000, batch_size=100,
@@ -181,11 +254,51 @@ _PRESETS = [
         unsupervised_weight=0.5, g_lr=3e-4, d_lr_ratio=1.0, adam_rule="improved_gan",
         adam_epsilon=1e-8, init_images=500, init_from="labeled",
         lr_schedule="linear_decay", lr_decay_start_epoch=800, ema_decay=0.9999,
-        notes="Salimans et al. 2016 CIFAR-10: the SVHN model at widths 96/192; "
-              "linear decay over the last 400 of 1,200 epochs as in their code."),
+        notes="Salimans et al. 2016 CIFAR-10 (train_cifar_feature_matching.py): the "
+              "SVHN model at widths 96/192; 1,200 epochs, lr linearly to 0 over the "
+              "last 400; their Adam; weight-norm init on 500 labeled images.",
+        deviations=(_EMA_FROM_ZERO,)),
+    Preset(
+        name="svhn_lecouat", architecture="svhn_lecouat", dataset="svhn",
+        image_shape=(32, 32, 3), labels=1000, batch_size=50, epochs=400,
+        steps_per_epoch=73257 // 50, noise="uniform", fake_class="zero",
+        generator_loss="feature_matching_l1", unsupervised_weight=0.5,
+        manifold="lecouat", manifold_weight=1e-3, manifold_epsilon=1e-5,
+        g_lr=3e-4, d_lr_ratio=1.0, adam_epsilon=1e-8, lr_schedule="linear_decay",
+        lr_decay_start_epoch=300, ema_decay=0.9999,
+        notes="Lecouat et al. 2018 SVHN (train_svhn.py, svhn_gan.py): Salimans' "
+              "networks with a global max pool as the feature layer, weight norm "
+              "without data-dependent init, G with biases and Keras-default batch "
+              "norm; manifold regularization (lambda 1e-3, eps 1e-5); batch 50; 400 "
+              "epochs, lr linearly down from epoch 300; TF's Adam.",
+        deviations=(
+            Deviation("test batches", _LECOUAT + " train_svhn.py (int(26032/50) "
+                      "batches: 32 test images left out each epoch)", "every test image",
+                      "none"),
+        )),
+    Preset(
+        name="cifar10_lecouat", architecture="cifar10_lecouat", dataset="cifar10",
+        image_shape=(32, 32, 3), labels=4000, batch_size=25, epochs=1400,
+        steps_per_epoch=50000 // 25, noise="uniform", fake_class="zero",
+        generator_loss="feature_matching_l1", unsupervised_weight=0.5,
+        manifold="lecouat", manifold_weight=1e-3, manifold_epsilon=1e-5,
+        g_lr=3e-4, d_lr_ratio=1.0, adam_epsilon=1e-8, lr_schedule="linear_decay",
+        lr_decay_start_epoch=1200, ema_decay=0.9999,
+        notes="Lecouat et al. 2018 CIFAR-10 (train_cifar.py, cifar_gan.py): the SVHN "
+              "model at widths 96/192; batch 25; 1,400 epochs, lr linearly down from "
+              "epoch 1,200.",
+        deviations=()),
 ]
 
 PRESETS = {preset.name: preset for preset in _PRESETS}
+
+# The package's one procedure for every preset (``--procedure=unified``): the
+# fields that make a preset train its source's way, set to the shared choice.
+UNIFIED_PROCEDURE = {
+    "label_selection": "balanced", "label_batching": "separate",
+    "update_order": "sequential", "generator_fakes": "fresh", "adam_rule": "keras",
+    "init_images": 0, "baseline_epochs": 0, "baseline_steps_per_epoch": 0,
+}
 DEFAULT_PRESET_FOR_DATASET = {
     "mnist": "mnist_improved_gan",
     "svhn": "svhn_improved_gan",

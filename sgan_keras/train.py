@@ -35,7 +35,7 @@ from sgan_keras import losses
 from sgan_keras import networks
 from sgan_keras import optimizers
 from sgan_keras import presets as presets_lib
-from sgan_keras.model import SGAN
+from sgan_keras.model import GENERATOR_FAKES, SGAN, UPDATE_ORDERS
 
 FLAGS = flags.FLAGS
 
@@ -74,6 +74,27 @@ flags.DEFINE_integer("init_images", None, "Images of the weight-norm data-depend
                      "(improved-gan: 500); 0 = the first training batch.")
 flags.DEFINE_enum("init_from", None, ["unlabeled", "labeled"],
                   "Draw the weight-norm init images from all training images or the labeled ones.")
+flags.DEFINE_enum("procedure", "source", ["source", "unified"],
+                  "source: train as the preset's source did; unified: the package's one "
+                  "procedure for every preset (balanced labels, a separate labeled batch, "
+                  "sequential updates, fresh fakes for G, Keras' Adam, init on the first "
+                  "batch, the baseline as long as the GAN). The flags below override either.")
+flags.DEFINE_enum("label_selection", None, list(data_lib.LABEL_SELECTIONS),
+                  "balanced: --labels/10 per class, drawn with --seed; first: the first "
+                  "--labels training images (GANs in Action, the Udacity notebook).")
+flags.DEFINE_enum("label_batching", None, ["separate", "masked"],
+                  "separate: a labeled batch beside the unlabeled ones; masked: one batch of "
+                  "the training set whose labeled images alone reach the supervised loss "
+                  "(the Udacity notebook).")
+flags.DEFINE_enum("update_order", None, list(UPDATE_ORDERS),
+                  "sequential: D, then G against the updated D; simultaneous: both from one "
+                  "forward pass (Udacity); split: three D updates then G (GANs in Action).")
+flags.DEFINE_enum("generator_fakes", None, list(GENERATOR_FAKES),
+                  "fresh: G's update draws new noise; reused: it re-uses the D step's fakes "
+                  "(the MNIST blog's one G forward pass per step).")
+flags.DEFINE_integer("baseline_epochs", None, "--supervised_only: epochs (0 = --epochs).")
+flags.DEFINE_integer("baseline_steps_per_epoch", None,
+                     "--supervised_only: steps per epoch (0 = --steps_per_epoch).")
 flags.DEFINE_integer("seed", 0, "Seed of the label draw, data order, weights and noise.")
 flags.DEFINE_string("data_dir", None, "Local data directory (mnist.npz, IDX files, SVHN "
                     ".mat files or prepared TFDS data). Default: TFDS download.")
@@ -107,6 +128,9 @@ _PRESET_FLAGS = {
     "d_lr_ratio": "d_lr_ratio", "adam_epsilon": "adam_epsilon",
     "generator_activation": "generator_activation", "adam_rule": "adam_rule",
     "init_images": "init_images", "init_from": "init_from",
+    "label_selection": "label_selection", "label_batching": "label_batching",
+    "update_order": "update_order", "generator_fakes": "generator_fakes",
+    "baseline_epochs": "baseline_epochs", "baseline_steps_per_epoch": "baseline_steps_per_epoch",
 }
 _GAN_ONLY_FLAGS = ("fake_class", "generator_loss", "manifold_reg", "manifold_weight",
                    "manifold_epsilon", "unsupervised_weight", "label_smoothing",
@@ -146,6 +170,9 @@ def resolve_config(values):
         raise UsageError("--manifold_weight/--manifold_epsilon need --manifold_reg=lecouat or blog")
     if values.get("init_images") is not None and values["init_images"] < 0:
         raise UsageError(f"--init_images must be >= 0, got {values['init_images']}")
+    for name in ("baseline_epochs", "baseline_steps_per_epoch"):
+        if values.get(name) is not None and values[name] < 0:
+            raise UsageError(f"--{name} must be >= 0, got {values[name]}")
     for name in ("epochs", "steps_per_epoch", "batch_size", "eval_batch_size"):
         if values.get(name) is not None and values[name] <= 0:
             raise UsageError(f"--{name} must be a positive integer, got {values[name]}")
@@ -171,13 +198,23 @@ def resolve_config(values):
                          f"allows {', '.join(allowed)}")
     labels = parse_labels(values["labels"], preset.labels)
 
+    if values.get("procedure") == "unified":
+        preset = preset.replace(**presets_lib.UNIFIED_PROCEDURE)
     overrides = {field: values[flag] for flag, field in _PRESET_FLAGS.items()
                  if values.get(flag) is not None}
     preset = preset.replace(**overrides)
+    if preset.generator_fakes == "reused" and preset.update_order != "sequential":
+        raise UsageError("--generator_fakes=reused needs --update_order=sequential "
+                         f"(the {preset.name} preset's order is {preset.update_order})")
+    if values["supervised_only"]:
+        # The baseline's own length (GANs in Action: 120 steps), unless given.
+        preset = preset.replace(**{
+            name: getattr(preset, "baseline_" + name) or getattr(preset, name)
+            for name in ("epochs", "steps_per_epoch") if values.get(name) is None})
     config = {name: values.get(name) for name in (
         "dataset", "seed", "data_dir", "include_extra", "supervised_only", "deterministic",
         "strategy", "virtual_cpus", "eval_batch_size", "overwrite", "jit_compile",
-        "precision")}
+        "precision", "procedure")}
     config.update(preset=preset.name, labels=labels,
                   **{field: getattr(preset, field) for field in sorted(set(_PRESET_FLAGS.values()))})
     config["output_dir"] = values["output_dir"] or os.path.join("runs", experiment_name(config))
@@ -219,6 +256,8 @@ def experiment_name(config):
             parts.append(f"manifold_{config['manifold']}{config['manifold_weight']:g}")
         if config["generator_activation"]:
             parts.append(f"g_{config['generator_activation']}")
+    if config.get("procedure") == "unified":
+        parts.append("unified")
     parts.append(f"seed{config['seed']}")
     return "_".join(str(part) for part in parts)
 
@@ -288,7 +327,8 @@ def train(preset, config):
     keras.utils.set_random_seed(config["seed"])
     data = data_lib.load_dataset(
         config["dataset"], config["labels"], seed=config["seed"], data_dir=config["data_dir"],
-        pixel_range=preset.pixel_range, include_extra=config["include_extra"])
+        pixel_range=preset.pixel_range, include_extra=config["include_extra"],
+        label_selection=preset.label_selection)
 
     chief = distribute.is_chief(strategy)
     # Non-chief workers of a multi-worker run write to a throw-away directory.
@@ -316,6 +356,8 @@ def train(preset, config):
     start_step = initial_epoch * preset.steps_per_epoch
     if config["supervised_only"]:
         train_data = data.supervised_dataset(preset.batch_size, start_step=start_step)
+    elif preset.label_batching == "masked":
+        train_data = data.masked_dataset(preset.batch_size, start_step=start_step)
     else:
         train_data = data.train_dataset(preset.batch_size, start_step=start_step)
 
@@ -361,7 +403,7 @@ def main(argv):
 
 _KNOWN_FLAGS = ("dataset", "labels", "preset", "supervised_only", "include_extra", "seed",
                 "data_dir", "output_dir", "strategy", "virtual_cpus", "overwrite",
-                "deterministic", "eval_batch_size", "jit_compile", "precision",
+                "deterministic", "eval_batch_size", "jit_compile", "precision", "procedure",
                 *_PRESET_FLAGS)
 
 

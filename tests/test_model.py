@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sgan_keras import SGAN
+from sgan_keras import PRESETS, SGAN
 from sgan_keras.optimizers import ImprovedGANAdam
 
 K = 3
@@ -78,40 +78,152 @@ def weights(model):
     return [w.numpy().copy() for w in model.weights]
 
 
-def test_discriminator_step_changes_only_discriminator_and_generator_step_only_generator():
-    model = tiny_model()
+class CallCounter(keras.layers.Layer):
+    """The identity, counting its calls in training and in inference mode."""
+
+    def build(self, input_shape):
+        self.training_calls = self.add_weight(shape=(), initializer="zeros",
+                                              trainable=False, name="training_calls")
+        self.inference_calls = self.add_weight(shape=(), initializer="zeros",
+                                               trainable=False, name="inference_calls")
+
+    def call(self, inputs, training=False):
+        (self.training_calls if training else self.inference_calls).assign_add(1.0)
+        return inputs
+
+
+def counted_model(update_order="sequential", generator_fakes="fresh",
+                  d_lr=1e-2, g_lr=1e-2, **kwargs):
+    """``tiny_model`` whose G counts its forward passes."""
+    generator, discriminator = tiny_networks()
+    z = keras.Input((LATENT,))
+    counter = CallCounter(name="counter")
+    counted = keras.Model(z, generator(counter(z)), name="counted_generator")
+    model = SGAN(counted, discriminator, num_classes=K, noise_stddev=1.0, seed=0,
+                 update_order=update_order, generator_fakes=generator_fakes, **kwargs)
+    model.compile(d_optimizer=keras.optimizers.Adam(d_lr),
+                  g_optimizer=keras.optimizers.Adam(g_lr))
+    return model, counter
+
+
+def step(model, batch, steps=1):
+    """Runs ``train_step`` compiled, as ``fit`` does."""
+    compiled = tf.function(model.train_step)
+    for _ in range(steps):
+        logs = compiled(batch)
+    return logs
+
+
+ORDERS = [("sequential", "fresh"), ("sequential", "reused"), ("simultaneous", "fresh"),
+          ("split", "fresh")]
+
+
+@pytest.mark.parametrize("update_order, generator_fakes", ORDERS)
+def test_each_optimizer_changes_only_its_network(update_order, generator_fakes):
     batch = tiny_batch()
-    g0 = [w.numpy().copy() for w in model.generator.weights]
-    d0 = [w.numpy().copy() for w in model.discriminator.weights]
-    model._discriminator_step(batch["labeled_images"], batch["labels"], batch["unlabeled_images"])
-    assert all(np.array_equal(a, w.numpy()) for a, w in zip(g0, model.generator.weights))
-    assert not all(np.array_equal(a, w.numpy()) for a, w in zip(d0, model.discriminator.weights))
-    d1 = [w.numpy().copy() for w in model.discriminator.weights]
-    model._generator_step(batch["generator_images"])
-    assert all(np.array_equal(a, w.numpy()) for a, w in zip(d1, model.discriminator.weights))
-    assert not all(np.array_equal(a, w.numpy()) for a, w in zip(g0, model.generator.weights))
+    for frozen in ("generator", "discriminator"):
+        model, _ = counted_model(update_order, generator_fakes,
+                                 **{("g_lr" if frozen == "generator" else "d_lr"): 0.0})
+        before = {name: weights(getattr(model, name)) for name in ("generator", "discriminator")}
+        step(model, batch)
+        for name in ("generator", "discriminator"):
+            unchanged = all(np.array_equal(a, w.numpy()) for a, w in
+                            zip(before[name], getattr(model, name).weights) if w.trainable)
+            assert unchanged == (name == frozen), (name, frozen)
 
 
-def test_generator_update_sees_the_updated_discriminator():
+@pytest.mark.parametrize("update_order, generator_fakes", ORDERS)
+def test_generator_update_sees_the_updated_discriminator_unless_simultaneous(
+        update_order, generator_fakes):
+    # G's update after a D update of lr 1e-2 and after one of lr 0: the same
+    # G weights exactly when G's gradient is taken against the D before its
+    # update (the Udacity notebook's one sess.run), different otherwise.
     batch = tiny_batch()
-    model = tiny_model()
-    model.train_step(batch)
-    g_after_step = [w.numpy() for w in model.generator.weights]
+    results = []
+    for d_lr in (1e-2, 0.0):
+        model, _ = counted_model(update_order, generator_fakes, d_lr=d_lr)
+        step(model, batch)
+        results.append(weights(model.generator))
+    same = all(np.array_equal(a, b) for a, b in zip(*results))
+    assert same == (update_order == "simultaneous")
 
-    # Same start, but the G update computed with D *before* its update
-    # (and the step counter where the full step leaves it).
-    stale = tiny_model()
-    stale.d_optimizer.iterations.assign(1)
-    stale._generator_step(batch["generator_images"])
-    g_with_stale_d = [w.numpy() for w in stale.generator.weights]
 
-    # Same start, D updated first: matches the full step.
-    fresh = tiny_model()
-    fresh._discriminator_step(batch["labeled_images"], batch["labels"], batch["unlabeled_images"])
-    fresh._generator_step(batch["generator_images"])
-    for a, b in zip(g_after_step, fresh.generator.weights):
-        np.testing.assert_allclose(a, b.numpy(), rtol=1e-6)
-    assert any(not np.allclose(a, b) for a, b in zip(g_after_step, g_with_stale_d))
+@pytest.mark.parametrize("update_order, generator_fakes, training_calls, inference_calls", [
+    ("sequential", "fresh", 2, 0),      # Salimans et al.: a fresh G(z') for G's update
+    ("sequential", "reused", 1, 0),     # the MNIST blog: one G forward pass per step
+    ("simultaneous", "fresh", 1, 0),    # Udacity: one forward pass for both updates
+    ("split", "fresh", 1, 1),           # GANs in Action: generator.predict, then G's update
+])
+def test_generator_forward_passes_per_step(update_order, generator_fakes, training_calls,
+                                           inference_calls):
+    model, counter = counted_model(update_order, generator_fakes)
+    step(model, tiny_batch(), steps=3)
+    assert counter.training_calls.numpy() == 3 * training_calls
+    assert counter.inference_calls.numpy() == 3 * inference_calls
+
+
+def test_reused_fakes_train_g_on_the_d_steps_noise():
+    # With reused fakes G's update differs from the fresh-noise one: it is
+    # taken on G(z) of the D step, not on G(z').
+    batch = tiny_batch()
+    results = []
+    for generator_fakes in ("fresh", "reused"):
+        model, _ = counted_model("sequential", generator_fakes)
+        step(model, batch)
+        results.append(weights(model.generator))
+    assert any(not np.allclose(a, b) for a, b in zip(*results))
+
+
+def test_split_order_takes_three_discriminator_updates_with_two_optimizers():
+    model, _ = counted_model("split")
+    logs = step(model, tiny_batch(), steps=2)
+    assert int(model.d_optimizer.iterations) == 2                 # labeled batch
+    assert int(model.d_unsupervised_optimizer.iterations) == 4    # real, then fake
+    assert int(model.g_optimizer.iterations) == 2
+    assert model.d_unsupervised_optimizer is not model.d_optimizer
+    assert np.isfinite(float(logs["d_loss"])) and np.isfinite(float(logs["g_loss"]))
+
+
+def masked_batch(seed=0, size=8, labeled=(0, 3, 5)):
+    images, labels = class_patterns(size, seed)
+    mask = np.zeros(size, np.float32)
+    mask[list(labeled)] = 1.0
+    return images, labels, mask
+
+
+@pytest.mark.parametrize("update_order", ["simultaneous", "sequential"])
+def test_masked_batching_uses_only_the_labeled_images_labels(update_order):
+    images, labels, mask = masked_batch()
+    def train(step_labels):
+        model, _ = counted_model(update_order)
+        step(model, {"images": tf.constant(images), "labels": tf.constant(step_labels),
+                     "label_mask": tf.constant(mask)})
+        return weights(model.discriminator)
+
+    reference = train(labels)
+    unmasked_changed = labels.copy()
+    unmasked_changed[mask == 0] = (labels[mask == 0] + 1) % K    # labels L_sup must ignore
+    for a, b in zip(reference, train(unmasked_changed)):
+        np.testing.assert_array_equal(a, b)
+    masked_changed = labels.copy()
+    masked_changed[mask == 1] = (labels[mask == 1] + 1) % K
+    assert any(not np.array_equal(a, b) for a, b in zip(reference, train(masked_changed)))
+
+
+def test_masked_supervised_loss_is_the_mean_over_labeled_images():
+    images, labels, mask = masked_batch()
+    model, _ = counted_model("simultaneous", d_lr=0.0, g_lr=0.0)
+    logs = model.train_step({"images": tf.constant(images), "labels": tf.constant(labels),
+                             "label_mask": tf.constant(mask)})
+    logits, _ = model.discriminator(images, training=False)   # tiny D: no dropout
+    cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits).numpy()
+    np.testing.assert_allclose(float(logs["supervised_loss"]),
+                               cross_entropy[mask == 1].mean(), rtol=1e-5)
+
+
+def test_reused_fakes_need_the_sequential_order():
+    with pytest.raises(ValueError, match="needs update_order='sequential'"):
+        counted_model("simultaneous", "reused")
 
 
 @pytest.mark.parametrize("fake_class", ["zero", "learned", "separate"])
@@ -226,9 +338,7 @@ def test_mirrored_strategy_on_two_cpus_matches_one_device(generator_loss, tmp_pa
     assert report["weight_gap"] < 1e-5
 
 
-@pytest.mark.parametrize("preset", ["mnist_blog", "svhn_dcgan", "mnist_gans_in_action",
-                                    "mnist_improved_gan", "svhn_improved_gan",
-                                    "cifar10_improved_gan"])
+@pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_every_preset_takes_a_finite_training_step(preset):
     fake_class = "learned" if preset == "svhn_dcgan" else "zero"
     manifold = "blog" if preset == "mnist_blog" else "lecouat"
