@@ -21,6 +21,8 @@ reproducible, resumes exactly from a checkpoint (the step counter is the
 optimizer's), and one step gives the same result on one device or several.
 """
 
+import dataclasses
+
 import keras
 import tensorflow as tf
 
@@ -37,6 +39,7 @@ GENERATOR_FAKES = ("fresh", "reused")
 _DISCRIMINATOR_NOISE, _GENERATOR_NOISE, _MANIFOLD_NOISE = 0, 1, 2
 
 
+@keras.saving.register_keras_serializable(package="sgan_keras")
 class SGAN(keras.Model):
     """Semi-supervised GAN: a K-class classifier trained as the GAN's D.
 
@@ -123,7 +126,6 @@ class SGAN(keras.Model):
             self.ema_discriminator = keras.models.clone_model(discriminator)
             self.ema_discriminator.set_weights(discriminator.get_weights())
         self.weight_norm_initialized = False
-        self.built = True  # G and D are built models; nothing to infer from data
 
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
@@ -132,6 +134,10 @@ class SGAN(keras.Model):
         self.manifold_loss_tracker = keras.metrics.Mean(name="manifold_loss")
         self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
         self.cross_entropy_tracker = keras.metrics.Mean(name="cross_entropy")
+        self.build((None, *self.image_shape))
+
+    def build(self, input_shape=None):
+        """Nothing to create: G and D arrive built (Keras records the input shape)."""
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -195,12 +201,104 @@ class SGAN(keras.Model):
             if not self.supervised_only:
                 self.g_optimizer.build(self.generator.trainable_variables)
 
+    # The one private Keras method overridden. ``fit()`` calls it to build a
+    # model and its optimizer from a first batch; here both are built already,
+    # and Keras' version reduces that batch across replicas, which fails for
+    # dict batches under ``MultiWorkerMirroredStrategy`` (Keras 3.15).
+    # tests/test_model.py fails if Keras renames it or changes its arguments.
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        """Nothing to build from data: G, D and both optimizers are built.
+        """Nothing to build from data: G, D and every optimizer are built."""
 
-        (Keras' version reduces a first batch across replicas, which fails
-        for dict batches under ``MultiWorkerMirroredStrategy``.)
-        """
+    # ----------------------------------------------------- saving and export
+    def get_config(self):
+        """The constructor's arguments, the networks serialized (``model.save``)."""
+        preset = None
+        if self.preset is not None:   # a registered preset and the fields changed
+            base = presets_lib.get_preset(self.preset.name)
+            preset = {"name": base.name, "overrides": {
+                field.name: getattr(self.preset, field.name)
+                for field in dataclasses.fields(base)
+                if getattr(self.preset, field.name) != getattr(base, field.name)}}
+        return {
+            **super().get_config(),
+            "generator": (keras.saving.serialize_keras_object(self.generator)
+                          if self.generator is not None else None),
+            "discriminator": keras.saving.serialize_keras_object(self.discriminator),
+            "num_classes": self.num_classes, "fake_class": self.fake_class,
+            "generator_loss": self.generator_loss_name,
+            "unsupervised_weight": self.unsupervised_weight,
+            "label_smoothing": self.label_smoothing, "manifold": self.manifold,
+            "manifold_weight": self.manifold_weight,
+            "manifold_epsilon": self.manifold_epsilon, "noise": self.noise,
+            "noise_stddev": self.noise_stddev, "pixel_range": list(self.pixel_range),
+            "ema_decay": self.ema_decay, "supervised_only": self.supervised_only,
+            "update_order": self.update_order, "generator_fakes": self.generator_fakes,
+            "seed": self.seed, "preset": preset,
+            "weight_norm_initialized": self.weight_norm_initialized,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for network in ("generator", "discriminator"):
+            if config[network] is not None:
+                config[network] = keras.saving.deserialize_keras_object(config[network])
+        preset = config.pop("preset")
+        if preset is not None:
+            overrides = {name: tuple(value) if isinstance(value, list) else value
+                         for name, value in preset["overrides"].items()}
+            config["preset"] = presets_lib.get_preset(preset["name"]).replace(**overrides)
+        initialized = config.pop("weight_norm_initialized", False)
+        model = cls(**config)
+        model.weight_norm_initialized = initialized
+        return model
+
+    def save_own_variables(self, store):
+        """Keras' ``.keras`` format leaves out the seed-generator states of the
+        dropout and noise layers; they are saved here, so that a loaded model
+        trains on exactly as the saved one would have."""
+        super().save_own_variables(store)
+        for index, state in enumerate(self._seed_states()):
+            store[f"seed_state_{index}"] = keras.ops.convert_to_numpy(state)
+
+    def load_own_variables(self, store):
+        seeds = {key: store[key] for key in store.keys() if key.startswith("seed_state_")}
+        super().load_own_variables({key: store[key] for key in store.keys()
+                                    if key not in seeds})
+        for index, state in enumerate(self._seed_states()):
+            if f"seed_state_{index}" in seeds:
+                state.assign(seeds[f"seed_state_{index}"])
+
+    def _seed_states(self):
+        return [variable for variable in self.variables
+                if variable.path.endswith("seed_generator_state")]
+
+    def get_compile_config(self):
+        """Both optimizers (and the split order's second D optimizer are copied
+        from D's), so that a loaded model trains on with their state."""
+        if not self.compiled:
+            return {}
+        return {"d_optimizer": keras.optimizers.serialize(self.d_optimizer),
+                "g_optimizer": (keras.optimizers.serialize(self.g_optimizer)
+                                if self.g_optimizer is not None else None)}
+
+    def compile_from_config(self, config):
+        if not config:
+            return
+        self.compile(
+            d_optimizer=keras.optimizers.deserialize(config["d_optimizer"]),
+            g_optimizer=(keras.optimizers.deserialize(config["g_optimizer"])
+                         if config["g_optimizer"] else None))
+
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None,
+               **kwargs):
+        """``keras.Model.export``: a serving artifact of the classifier, float
+        images in ``pixel_range`` -> K class logits. (``sgan_keras.export``
+        writes one that takes uint8 images.)"""
+        if input_signature is None:
+            input_signature = [keras.InputSpec(shape=(None, *self.image_shape), dtype="float32")]
+        return super().export(filepath, format=format, verbose=verbose,
+                              input_signature=input_signature, **kwargs)
 
     @property
     def metrics(self):

@@ -149,10 +149,10 @@ def build_generator(architecture, *, image_shape, latent_dim=100, seed=None,
     ``mnist_improved_gan`` (sigmoid, [0, 1]), as each source.
 
     ``output_activation`` (``None``: the source's) is a choice only where
-    ``GENERATOR_OUTPUT_ACTIVATIONS`` lists one: ``mnist_improved_gan`` takes
-    ``softplus``, the output of Sleepychord/ImprovedGAN-pytorch, whose author
-    replaced the source's sigmoid because the generator collapsed with it (as
-    it does here; see ``experiments/results/mnist_improved_gan_100.md``).
+    ``GENERATOR_OUTPUT_ACTIVATIONS`` lists one: ``mnist_improved_gan`` also
+    takes ``softplus``, the output of Sleepychord/ImprovedGAN-pytorch, whose
+    author replaced the source's sigmoid with it (what the sigmoid does here:
+    ``experiments/results/mnist_improved_gan_sigmoid_early_epochs.md``).
     """
     _check_architecture(architecture)
     _check_image_shape(architecture, image_shape)

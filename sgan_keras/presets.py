@@ -137,9 +137,9 @@ _LECOUAT = "bruno-31/GAN-manifold-regularization"
 
 _EMA_FROM_ZERO = Deviation(
     "weight average's start", _IMPROVED_GAN + "train_*_feature_matching.py "
-    "(disc_param_avg = 0.*p.get_value())", "the initial weights (as TF's "
-    "ExponentialMovingAverage, and Lecouat et al.); at decay 0.9999 the start is "
-    "forgotten after a few epochs", "none")
+    "(disc_param_avg = 0.*p.get_value())", "the initial weights, as TF's "
+    "ExponentialMovingAverage and Lecouat et al. (the start's weight is 0.9999^t: "
+    "0.25% after 60,000 steps)", "none")
 
 
 _PRESETS = [
@@ -212,7 +212,7 @@ _PRESETS = [
                       "the tiled labeled set", "none"),
             Deviation("which first 100", _GIA + " (Keras' mnist.npz order)", "the first "
                       "100 of the given copy; a copy in another order gives other labels",
-                      "--label_selection=balanced"),
+                      "--data_dir holding Keras' own mnist.npz"),
         )),
     Preset(
         name="mnist_improved_gan", architecture="mnist_improved_gan",
@@ -304,6 +304,39 @@ DEFAULT_PRESET_FOR_DATASET = {
     "svhn": "svhn_improved_gan",
     "cifar10": "cifar10_improved_gan",
 }
+
+
+def procedure_markdown():
+    """A Markdown table of each preset's training procedure (docs/presets.md)."""
+    rows = ["| preset | labels | label batching | update order | G's fakes | Adam | "
+            "weight-norm init | length | lr schedule | baseline |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for preset in _PRESETS:
+        init = (f"{preset.init_images} {preset.init_from} images" if preset.init_images
+                else "first batch")
+        schedule = {"constant": "constant",
+                    "per_epoch_decay": f"x {preset.lr_decay_rate:g} per epoch",
+                    "linear_decay": f"linear to 0 from epoch {preset.lr_decay_start_epoch}",
+                    }[preset.lr_schedule]
+        baseline = (f"{preset.baseline_epochs} x {preset.baseline_steps_per_epoch} steps"
+                    if preset.baseline_epochs else "as the GAN")
+        rows.append(
+            f"| `{preset.name}` | {preset.labels:,} {preset.label_selection} | "
+            f"{preset.label_batching} | {preset.update_order} | {preset.generator_fakes} | "
+            f"{preset.adam_rule}, eps {preset.adam_epsilon:g} | {init} | "
+            f"{preset.epochs} x {preset.steps_per_epoch} steps, batch {preset.batch_size} | "
+            f"{schedule} | {baseline} |")
+    return "\n".join(rows)
+
+
+def deviations_markdown():
+    """A Markdown table of every preset's deviations from its source (docs/presets.md)."""
+    rows = ["| preset | aspect | source | ours | option |", "|---|---|---|---|---|"]
+    for preset in _PRESETS:
+        for deviation in preset.deviations:
+            rows.append(f"| `{preset.name}` | {deviation.aspect} | {deviation.source} | "
+                        f"{deviation.ours} | {deviation.option} |")
+    return "\n".join(rows)
 
 
 def get_preset(name):

@@ -199,12 +199,14 @@ def test_svhn_extra_joins_the_unlabeled_set_only(tmp_path):
     assert data.labeled_indices.max() < 60       # labels come from the train split
 
 
-def test_tfds_path_with_mock_data():
-    # mock_data fakes the records of every split (random images, labels 0..9).
+def test_tfds_path_with_mock_data(tmp_path):
+    # mock_data fakes the records of every split (random images, labels 0..9)
+    # of TFDS data prepared in a data_dir. (The download path is driven for
+    # real, up to the network, by test_download.py.)
     import tensorflow_datasets as tfds
     with tfds.testing.mock_data(num_examples=100):
-        data = load_dataset("cifar10", 10, seed=0)
-        svhn = load_dataset("svhn", 10, seed=0, include_extra=True)
+        data = load_dataset("cifar10", 10, seed=0, data_dir=str(tmp_path))
+        svhn = load_dataset("svhn", 10, seed=0, include_extra=True, data_dir=str(tmp_path))
     assert data.train_images.shape == (100, 32, 32, 3) and data.test_images.shape[0] == 100
     assert data.train_images.dtype == np.uint8 and data.train_labels.dtype == np.int64
     assert np.bincount(data.train_labels[data.labeled_indices], minlength=10).tolist() == [1] * 10

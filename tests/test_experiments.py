@@ -79,7 +79,8 @@ def test_cifar10_trains_through_the_tfds_path(tmp_path):
 
     preset, config = train.resolve_config(flag_values(
         dataset="cifar10", labels=10, epochs=1, steps_per_epoch=1, batch_size=4,
-        eval_batch_size=8, output_dir=str(tmp_path / "run")))
+        eval_batch_size=8, output_dir=str(tmp_path / "run"), data_dir=str(tmp_path),
+        init_images=8))
     with tfds.testing.mock_data(num_examples=100):
         train.train(preset, config)
     assert (tmp_path / "run" / "export" / "saved_model.pb").exists()

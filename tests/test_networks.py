@@ -58,6 +58,17 @@ GENERATOR_PARAMS = {
     # total                                                             = 4,933,382
     "svhn_improved_gan": 4_933_382,
     "cifar10_improved_gan": 4_933_382,  # the same generator
+    # Lecouat et al.: the same layers with biases and scale-and-offset BN.
+    # Dense 100 -> 8192 + bias:                100*8192 + 8192          =   827,392
+    # BN(8192), scale and offset:                                       =    16,384
+    # convT(256,5,2) on 512 + bias:            5*5*512*256 + 256        = 3,277,056
+    # BN(256):                                                          =       512
+    # convT(128,5,2) on 256 + bias:            5*5*256*128 + 128        =   819,328
+    # BN(128):                                                          =       256
+    # WN convT(3,5,2) on 128: v + g 3 + b 3                             =     9,606
+    # total                                                             = 4,950,534
+    "svhn_lecouat": 4_950_534,
+    "cifar10_lecouat": 4_950_534,
 }
 
 # D without its output layer (the "body"), then the output layer for K and K+1 units.
@@ -100,6 +111,10 @@ DISCRIMINATOR_BODY_PARAMS = {
     # WN 1x1 conv 192 on 192: 192*192 + 192          =  37,056   (twice)
     # body 2,688 + 2*83,040 + 166,080 + 3*331,968 + 2*37,056 = 1,404,864
     "cifar10_improved_gan": 1_404_864,
+    # Lecouat et al.: the improved-gan bodies with g trained in every layer:
+    # + 3*64 + 6*128 = 960 (SVHN), + 3*96 + 6*192 = 1,440 (CIFAR-10).
+    "svhn_lecouat": 626_240,
+    "cifar10_lecouat": 1_406_304,
 }
 
 OUTPUT_LAYER_PARAMS = {
@@ -110,6 +125,8 @@ OUTPUT_LAYER_PARAMS = {
     "mnist_improved_gan": (250, 2_520, 2_772),       # 250*10+20, 250*11+22
     "svhn_improved_gan": (128, 1_300, 1_430),        # 128*10+20, 128*11+22
     "cifar10_improved_gan": (192, 1_940, 2_134),     # 192*10+20, 192*11+22
+    "svhn_lecouat": (128, 1_300, 1_430),
+    "cifar10_lecouat": (192, 1_940, 2_134),
 }
 
 DISCRIMINATOR_PARAMS = {
@@ -120,12 +137,15 @@ DISCRIMINATOR_PARAMS = {
     "mnist_improved_gan": {"zero": 1_538_770, "learned": 1_539_022},
     "svhn_improved_gan": {"zero": 626_580, "learned": 626_710},
     "cifar10_improved_gan": {"zero": 1_406_804, "learned": 1_406_998},
+    "svhn_lecouat": {"zero": 627_540, "learned": 627_670},
+    "cifar10_lecouat": {"zero": 1_408_244, "learned": 1_408_438},
 }
 
 IMAGE_SHAPES = {
     "mnist_blog": (28, 28, 1), "svhn_dcgan": (32, 32, 3), "mnist_gans_in_action": (28, 28, 1),
     "mnist_improved_gan": (28, 28, 1), "svhn_improved_gan": (32, 32, 3),
-    "cifar10_improved_gan": (32, 32, 3),
+    "cifar10_improved_gan": (32, 32, 3), "svhn_lecouat": (32, 32, 3),
+    "cifar10_lecouat": (32, 32, 3),
 }
 
 
@@ -240,6 +260,7 @@ def test_layer_details_follow_spec():
 @pytest.mark.parametrize("architecture, g_layers, d_layers", [
     ("mnist_improved_gan", 0, 6),   # G's output layer is nn.l2normalize: no data init
     ("svhn_improved_gan", 1, 10),   # 9 convs + the output Dense
+    ("svhn_lecouat", 0, 0),         # Lecouat et al.: weight norm without data init
 ])
 def test_weight_norm_networks_data_initialize(architecture, g_layers, d_layers):
     shape = IMAGE_SHAPES[architecture]
@@ -306,3 +327,14 @@ def test_describe_names_the_source():
     assert "Udacity" in networks.describe("svhn_dcgan")
     with pytest.raises(ValueError, match="architecture"):
         networks.describe("nope")
+
+
+def test_lecouat_features_are_a_global_max_pool():
+    import keras
+    lecouat = networks.build_discriminator("svhn_lecouat", image_shape=(32, 32, 3), seed=0)
+    salimans = networks.build_discriminator("svhn_improved_gan", image_shape=(32, 32, 3), seed=0)
+    assert isinstance(lecouat.get_layer("d_features"), keras.layers.GlobalMaxPooling2D)
+    assert isinstance(salimans.get_layer("d_features"), keras.layers.GlobalAveragePooling2D)
+    images = np.random.default_rng(0).uniform(-1, 1, size=(2, 32, 32, 3)).astype("float32")
+    features = keras.Model(lecouat.input, lecouat.get_layer("d_lrelu9").output)(images)
+    np.testing.assert_allclose(lecouat(images)[1], np.max(features, axis=(1, 2)), rtol=1e-6)

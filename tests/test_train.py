@@ -187,7 +187,10 @@ def test_two_worker_multi_worker_run_on_localhost(tmp_path):
     (["--fake_class=eleven"], "--fake_class"),
     (["--labels=ten"], "--labels"),
     (["--labels=0"], "--labels"),
-    (["--labels=105"], "labels"),
+    (["--labels=105", "--label_selection=balanced"], "labels"),
+    (["--labels=60001"], "labels"),                 # the first 60,001 of 60,000
+    (["--update_order=simultaneous", "--generator_fakes=reused"], "--generator_fakes"),
+    (["--init_images=-1"], "--init_images"),
     (["--batch_size=0"], "--batch_size"),
     (["--epochs=0"], "--epochs"),
     (["--adam_epsilon=0"], "--adam_epsilon"),
