@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from conftest import REPO_ROOT
 from sgan_keras import lock
 
 
@@ -27,7 +28,7 @@ def test_a_lock_whose_process_died_is_taken_over(tmp_path):
     # A process locks the directory and is killed without releasing it.
     script = ("import os, sys; from sgan_keras import lock; lock.RunLock(sys.argv[1]).acquire(); "
               "os.kill(os.getpid(), 9)")
-    process = subprocess.run([sys.executable, "-c", script, str(tmp_path)])
+    process = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=REPO_ROOT)
     assert process.returncode == -9
     dead_pid = int((tmp_path / lock.LOCK_FILE).read_text())
     with lock.RunLock(tmp_path) as taken:
