@@ -176,7 +176,7 @@ def resolve_config(values):
     for name in ("epochs", "steps_per_epoch", "batch_size", "eval_batch_size"):
         if values.get(name) is not None and values[name] <= 0:
             raise UsageError(f"--{name} must be a positive integer, got {values[name]}")
-    if values.get("checkpoint_every_steps", 0) < 0:
+    if (values.get("checkpoint_every_steps") or 0) < 0:
         raise UsageError("--checkpoint_every_steps must be >= 0 (0: at epoch ends only), "
                          f"got {values['checkpoint_every_steps']}")
     for name in ("lr", "d_lr_ratio", "adam_epsilon", "manifold_weight", "manifold_epsilon"):
@@ -207,7 +207,8 @@ def resolve_config(values):
     config = {name: values.get(name) for name in (
         "dataset", "seed", "data_dir", "include_extra", "supervised_only", "deterministic",
         "strategy", "virtual_cpus", "eval_batch_size", "overwrite", "jit_compile",
-        "precision", "checkpoint_every_steps")}
+        "precision")}
+    config["checkpoint_every_steps"] = values.get("checkpoint_every_steps") or 0
     config.update(preset=preset.name, labels=labels,
                   **{field: getattr(preset, field) for field in sorted(set(_PRESET_FLAGS.values()))})
     config["output_dir"] = values["output_dir"] or os.path.join("runs", experiment_name(config))

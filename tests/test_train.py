@@ -54,11 +54,18 @@ def checkpoint_steps(output_dir):
                   if name.startswith("ckpt-") and name.endswith(".index"))
 
 
-def latest_step(output_dir):
-    """The step named by the checkpoint manager's state file, or None."""
+def latest_step(output_dir, settled=False):
+    """The newest step named by the checkpoint manager's state file, or None.
+
+    ``settled``: None until the manager has also deleted the checkpoints past
+    the two it keeps (it rewrites its state file after deleting them).
+    """
     state = output_dir / "checkpoint" / "checkpoint"
-    match = state.exists() and re.search(r'model_checkpoint_path: "ckpt-(\d+)"', state.read_text())
-    return int(match.group(1)) if match else None
+    text = state.read_text() if state.exists() else ""
+    match = re.search(r'model_checkpoint_path: "ckpt-(\d+)"', text)
+    if not match or (settled and len(re.findall("all_model_checkpoint_paths", text)) > 2):
+        return None
+    return int(match.group(1))
 
 
 def error_lines(stderr):
@@ -73,9 +80,10 @@ def launch(*args, env=None):
 
 
 def wait_for_step(process, output_dir, step, timeout=240):
-    """Waits until the run's newest checkpoint is ``step`` (a marker file, no sleeps)."""
+    """Waits until the run's newest checkpoint is ``step`` and its save is over
+    (the manager's state file is the marker: no fixed sleeps)."""
     deadline = time.time() + timeout
-    while latest_step(output_dir) != step:
+    while latest_step(output_dir, settled=True) != step:
         if process.poll() is not None or time.time() > deadline:
             _, stderr = process.communicate()
             pytest.fail(f"no checkpoint of step {step}; the run ended: {stderr[-2000:]}")
@@ -373,20 +381,20 @@ def fill(directory, leave=0):
 def test_full_disk_mid_training_gets_one_line_and_loses_nothing(small_disk, reference):
     output_dir = small_disk / "run"
     process = launch(*RESUMABLE, f"--output_dir={output_dir}")
-    wait_for_step(process, output_dir, 10)
-    before = files_of(output_dir / "checkpoint")  # ckpt-10 and the manager's state file
-    filler = fill(small_disk)  # ckpt-20 is 10 steps away
+    wait_for_step(process, output_dir, 40)
+    before = files_of(output_dir / "checkpoint")  # ckpt-30, ckpt-40, the manager's state file
+    filler = fill(small_disk)  # ckpt-50 is 10 steps away
     _, stderr = process.communicate(timeout=240)
     assert process.returncode == 5, stderr[-3000:]
     lines = error_lines(stderr)
     assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
-    assert re.search(r"error: cannot write \S+/checkpoint/ckpt-20 \(No space left on device\); "
+    assert re.search(r"error: cannot write \S+/checkpoint/ckpt-50 \(No space left on device\); "
                      r"earlier outputs are intact", lines[0]), lines[0]
-    assert files_of(output_dir / "checkpoint") == before  # no half-written ckpt-20 either
+    assert files_of(output_dir / "checkpoint") == before  # no half-written ckpt-50 either
     filler.unlink()
     result = cli(*RESUMABLE, f"--output_dir={output_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Resuming from step 10: epoch 1, after 10 of its 30 steps." in result.stdout
+    assert "Resuming from step 40: epoch 2, after 10 of its 30 steps." in result.stdout
     assert_same_as(reference, output_dir)
 
 
