@@ -300,6 +300,18 @@ def test_sigint_and_sigterm_save_at_the_next_step_and_the_printed_command_resume
     assert_same_as(reference, output_dir)
 
 
+def test_stop_signals_record_the_first_signal_and_let_a_second_one_end_the_process():
+    from sgan_keras import train
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with train.StopSignals() as stop:
+        assert stop.requested() is None
+        os.kill(os.getpid(), signal.SIGINT)  # handled by the next bytecode
+        assert stop.requested() == "SIGINT"
+        # A second signal takes the default action: the process ends at once.
+        assert signal.getsignal(signal.SIGTERM) == signal.getsignal(signal.SIGINT) == signal.SIG_DFL
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
 def test_two_concurrent_launches_exactly_one_runs(tmp_path):
     output_dir = tmp_path / "run"
     args = [*FAST, "--epochs=1", "--steps_per_epoch=30", f"--output_dir={output_dir}"]
