@@ -8,6 +8,11 @@ directory, then ``os.replace``), so a run killed at any moment leaves either
 the previous or the new version, never half a file.
 
 Epochs are numbered from 1 in every output (Keras numbers them from 0).
+A full disk or an unwritable file raises :class:`sgan_keras.faults.WriteError`.
+
+Fault handling around the checkpoint (``SaveCheckpoint``,
+``StopOnNonFiniteLoss``, ``ResumeEpochMetrics``) works at step boundaries:
+``on_train_batch_end`` and ``on_epoch_end``, between two ``train_step`` calls.
 """
 
 import csv
@@ -22,7 +27,7 @@ from matplotlib import image as mpl_image
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from sgan_keras import checkpoint as checkpoint_lib
+from sgan_keras import faults
 
 CSV_FIRST_COLUMNS = ("epoch", "train_accuracy", "test_accuracy")
 CSV_LAST_COLUMN = "seconds"
@@ -55,14 +60,19 @@ def _numeric_logs(logs):
 
 
 def _replace_atomically(path, write, mode="w"):
-    """Calls ``write(file)`` on a temporary sibling of ``path``, then renames it to ``path``."""
+    """Calls ``write(file)`` on a temporary sibling of ``path``, then renames it to ``path``.
+
+    A full disk or an unwritable directory raises :class:`faults.WriteError`
+    and leaves ``path`` as it was.
+    """
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
     temporary = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
     try:
-        with open(temporary, mode, **({"newline": ""} if "b" not in mode else {})) as file:
-            write(file)
-        os.replace(temporary, path)
+        with faults.writing(path):
+            os.makedirs(directory, exist_ok=True)
+            with open(temporary, mode, **({"newline": ""} if "b" not in mode else {})) as file:
+                write(file)
+            os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
@@ -286,12 +296,14 @@ class EpochSummary(keras.callbacks.Callback):
 
     For logs that are files or pipes, where Keras' progress bar (``verbose=1``)
     writes hundreds of carriage-return updates; use it with ``verbose=0``
-    (see :func:`progress_verbosity`).
+    (see :func:`progress_verbosity`). ``total_epochs`` is the run's epoch
+    count when a ``fit()`` call trains only part of them (a resumed epoch).
     """
 
-    def __init__(self, stream=None):
+    def __init__(self, stream=None, total_epochs=None):
         super().__init__()
         self.stream = stream
+        self.total_epochs = total_epochs  # default: fit()'s epochs
         self._epoch_start = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -299,7 +311,7 @@ class EpochSummary(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - (self._epoch_start or time.perf_counter())
-        total = (self.params or {}).get("epochs")
+        total = self.total_epochs or (self.params or {}).get("epochs")
         number = f"{epoch + 1}/{total}" if total else f"{epoch + 1}"
         values = _numeric_logs(logs)
         ordered = [name for name in CSV_FIRST_COLUMNS[1:] if name in values]
@@ -316,13 +328,109 @@ def progress_verbosity():
         return 0
 
 
-class SaveCheckpoint(keras.callbacks.Callback):
-    """Saves the whole training state after every epoch (after metrics.csv)."""
+class TrainingInterrupted(Exception):
+    """Training stopped on request (a signal or a preemption notice), after saving."""
 
-    def __init__(self, directory, sgan):
+    def __init__(self, reason, step, path=None):
+        super().__init__(f"{reason} at step {step}" + (f"; saved {path}" if path else ""))
+        self.reason, self.step, self.path = reason, step, path
+
+
+class NonFiniteLossError(ArithmeticError):
+    """A training loss became NaN or infinite; the message names it and the step."""
+
+
+class SaveCheckpoint(keras.callbacks.Callback):
+    """Saves the training state through a :class:`sgan_keras.checkpoint.CheckpointStore`.
+
+    Checkpoints are numbered by ``step_counter`` (the optimizer's step
+    counter, a variable) and written at step boundaries:
+
+    - at the end of every epoch. Put this callback last, so that the epoch's
+      ``metrics.csv`` row is written first: the last step of an epoch is saved
+      only there, so a checkpoint at a multiple of ``steps_per_epoch`` always
+      means a complete epoch;
+    - every ``every_steps`` steps inside an epoch (0: never);
+    - when ``stop_requested()`` returns a reason (``"SIGTERM"``), at the next
+      step boundary; then :class:`TrainingInterrupted` is raised, which ends
+      ``fit()`` at once;
+    - under ``MultiWorkerMirroredStrategy``, ``preemption`` (a
+      ``tf.distribute.experimental.PreemptionCheckpointHandler`` whose
+      ``save_fn`` saves through the store and whose ``exit_fn`` raises
+      :class:`TrainingInterrupted`) is asked once per step instead of
+      ``stop_requested``: it makes every worker save at the same step.
+    """
+
+    def __init__(self, store, step_counter, steps_per_epoch, every_steps=0,
+                 stop_requested=None, preemption=None):
         super().__init__()
-        self.directory = directory
-        self.sgan = sgan
+        self.store = store
+        self.step_counter = step_counter
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.every_steps = int(every_steps or 0)
+        self.stop_requested = stop_requested
+        self.preemption = preemption
+
+    def _step(self):
+        return int(self.step_counter.numpy())
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self._step()
+        if step % self.steps_per_epoch:  # an epoch's last step waits for on_epoch_end
+            self._step_boundary(step, save=bool(self.every_steps) and step % self.every_steps == 0)
 
     def on_epoch_end(self, epoch, logs=None):
-        checkpoint_lib.save_checkpoint(self.directory, self.sgan.state_variables(), epoch + 1)
+        self._step_boundary(self._step(), save=True)
+
+    def _step_boundary(self, step, save):
+        if save:
+            self.store.save(step)
+        if self.preemption is not None:
+            self.preemption.save_checkpoint_if_preempted()
+        elif self.stop_requested is not None:
+            reason = self.stop_requested()
+            if reason:
+                raise TrainingInterrupted(reason, step, self.store.save(step))
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first step whose losses are not all finite.
+
+    Like ``keras.callbacks.TerminateOnNaN(raise_error=True)``, but it checks
+    every log whose name ends in ``loss`` (``d_loss``, ``g_loss``, ...; that
+    callback reads ``loss`` alone), and raises :class:`NonFiniteLossError`
+    naming the step and the loss. Raising ends ``fit()`` before any epoch end,
+    so no checkpoint or ``metrics.csv`` row of that state is written: put it
+    first in the callback list.
+    """
+
+    def __init__(self, step_counter):
+        super().__init__()
+        self.step_counter = step_counter
+
+    def on_train_batch_end(self, batch, logs=None):
+        for name, value in (logs or {}).items():
+            if name.endswith("loss") and not math.isfinite(float(np.mean(value))):
+                step = int(self.step_counter.numpy())
+                raise NonFiniteLossError(f"{name} is {float(np.mean(value))} at step {step}")
+
+
+class ResumeEpochMetrics(keras.callbacks.Callback):
+    """Puts back the running metrics of an epoch resumed mid-way.
+
+    ``fit()`` resets every metric when an epoch begins, but a checkpoint
+    taken inside an epoch holds the sums of its first steps. ``restore()``
+    (the checkpoint's restore) runs again at the first epoch's begin, after
+    that reset, so the epoch's ``metrics.csv`` row equals an uninterrupted
+    run's. (A restore, not an ``assign``: under a ``tf.distribute`` strategy
+    metric variables are sync-on-read sums, which only a restore may set.)
+    """
+
+    def __init__(self, restore):
+        super().__init__()
+        self.restore = restore
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.restore is not None:
+            self.restore()
+            self.restore = None

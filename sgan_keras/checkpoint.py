@@ -1,54 +1,259 @@
-"""Resumable training state: every variable of a run in one ``.npz`` file.
+"""Resumable training state: TensorFlow checkpoints kept by ``tf.train.CheckpointManager``.
 
-``SGAN.state_variables()`` lists the weights of both networks, the random
-seed states of their dropout/noise layers and both optimizers' slots and step
-counters, always in the same order for the same configuration. Saving their
-values (atomically: a temporary file, then ``os.replace``) after each epoch,
-and assigning them back on restart, resumes a run exactly where its last
-finished epoch left it.
+A checkpoint holds every variable of ``SGAN.state_variables()``: both
+networks' weights, the seed states of their dropout and noise layers, both
+optimizers' slots and step counters, and the metric trackers (the running
+sums of an unfinished epoch). They are saved as one ordered list,
+``tf.train.Checkpoint(state=[...])``, rather than through the Keras object
+graph: Keras 3 keeps the state of its ``SeedGenerator`` objects out of that
+graph (``tf.train.Checkpoint(model=sgan)`` misses it), and replaying dropout
+exactly needs it. The list has the same order for the same configuration; a
+checkpoint of another model does not restore (other count or shapes).
+
+:class:`CheckpointStore` names each checkpoint after the training step it
+holds (``ckpt-<step>``) and keeps the newest two (``max_to_keep=2``).
+
+**Durable.** TensorFlow writes a checkpoint's data and index files under
+temporary names, then renames them. A write callback
+(``tf.train.CheckpointOptions(experimental_write_callbacks=...)``, run after
+the files are written and before the manager names the new checkpoint in its
+``checkpoint`` state file) fsyncs them, so the state file never names a
+checkpoint whose bytes are not on the disk; the state file and the directory
+are fsynced after each save.
+
+**Falls back.** Restoring takes the newest checkpoint that reads whole
+(TensorFlow checks each tensor's CRC32C). Newer ones that cannot be read are
+renamed ``unreadable-ckpt-<step>.*`` (kept, out of the manager's way) and
+listed in :attr:`Restored.unreadable`. When checkpoints exist but none reads,
+:class:`CheckpointError`: a run never starts over silently.
+
+**Multi-worker** (TensorFlow tutorial "Multi-worker training with Keras"):
+every worker saves, since reading distributed variables may need all of them;
+the chief into the run's directory, the others into a directory of their own
+(``write_directory``). Every worker restores from the chief's.
 """
 
-import json
+import dataclasses
+import glob
 import os
+import re
+import shutil
 
 import numpy as np
+import tensorflow as tf
 
-STATE_FILE = "checkpoint.npz"
+from sgan_keras import faults
+
+CHECKPOINT_NAME = "ckpt"
+UNREADABLE_PREFIX = "unreadable-"
+LEGACY_FILE = "checkpoint.npz"  # the hand-written format of earlier versions
+_STATE_FILE = "checkpoint"      # tf.train.CheckpointManager's
+_STEP = re.compile(rf"^{CHECKPOINT_NAME}-(\d+)$")
+_RESTORE_ERRORS = (tf.errors.OpError, ValueError, IndexError, AssertionError)
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that does not belong to this model."""
+    """No checkpoint can be restored, though some exist; the message is one line."""
 
 
-def save_checkpoint(directory, variables, epoch):
-    """Writes ``variables`` and the number of finished epochs to ``directory``."""
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, STATE_FILE)
-    temporary = path + ".tmp.npz"
-    arrays = {f"v{i:05d}": np.asarray(variable.numpy()) for i, variable in enumerate(variables)}
-    arrays["epoch"] = np.asarray(epoch)
-    arrays["names"] = np.asarray(json.dumps([variable.path for variable in variables]))
-    np.savez(temporary, **arrays)
-    os.replace(temporary, path)
+class NonFiniteStateError(ArithmeticError):
+    """A save was refused because a variable holds NaN or infinity."""
 
 
-def restore_checkpoint(directory, variables):
-    """Assigns the saved values to ``variables``; returns the finished epochs,
-    or ``None`` when ``directory`` holds no checkpoint."""
-    path = os.path.join(directory, STATE_FILE)
-    if not os.path.exists(path):
+@dataclasses.dataclass(frozen=True)
+class Restored:
+    """What :meth:`CheckpointStore.restore` restored.
+
+    ``unreadable``: ``(path, reason)`` of each newer checkpoint that could
+    not be read, newest first; ``set_aside``: whether they were renamed
+    ``unreadable-*`` (by the chief only).
+    """
+
+    step: int
+    path: str
+    unreadable: tuple = ()
+    set_aside: bool = False
+
+
+class CheckpointStore:
+    """Saves and restores ``variables`` as ``directory/ckpt-<step>``.
+
+    Args:
+      directory: where checkpoints are read from (the chief's).
+      variables: the variables to save, always in the same order.
+      write_directory: where this process writes; default ``directory`` (the
+        chief). Only the chief renames unreadable checkpoints.
+      max_to_keep: how many checkpoints the manager keeps.
+    """
+
+    def __init__(self, directory, variables, *, write_directory=None, max_to_keep=2):
+        self.directory = os.fspath(directory)
+        self.write_directory = os.fspath(write_directory or directory)
+        self.variables = list(variables)
+        self.max_to_keep = max_to_keep
+        self._checkpoint = tf.train.Checkpoint(state=self.variables)
+        # Created now, so that a restore can check that every saved value matched.
+        self._checkpoint.save_counter  # noqa: B018
+        self._manager = None  # made at the first save, after restore() tidied the directory
+        self._last_step = None
+
+    def checkpoint_path(self, step):
+        """The path of the checkpoint of ``step`` in ``directory`` (the chief's)."""
+        return os.path.join(self.directory, f"{CHECKPOINT_NAME}-{int(step)}")
+
+    @property
+    def is_chief(self):
+        return self.write_directory == self.directory
+
+    def restore(self):
+        """Restores the newest readable checkpoint: a :class:`Restored`, or
+        ``None`` when ``directory`` holds no checkpoint.
+
+        Raises :class:`CheckpointError` when checkpoints exist but none can
+        be read, or the directory holds only an old ``checkpoint.npz``.
+        """
+        candidates = _candidates(self.directory)
+        if not candidates and os.path.exists(os.path.join(self.directory, LEGACY_FILE)):
+            raise CheckpointError(f"{os.path.join(self.directory, LEGACY_FILE)} was written by "
+                                  "an earlier sgan_keras (before TensorFlow checkpoints); pass "
+                                  "--overwrite to start over")
+        unreadable = []
+        for step, path in candidates:
+            reason = self._read(path)
+            if reason is not None:
+                unreadable.append((path, reason))
+                continue
+            if self.is_chief:
+                for bad_path, _ in unreadable:
+                    _set_aside(bad_path)
+                _write_state(self.directory, [
+                    os.path.basename(name) for name_step, name in reversed(candidates)
+                    if name_step <= step and os.path.exists(name + ".index")])
+            self._last_step = step
+            return Restored(step, path, tuple(unreadable), set_aside=self.is_chief)
+        if unreadable:
+            details = "; ".join(f"{os.path.basename(path)}: {reason}" for path, reason in unreadable)
+            raise CheckpointError(f"no checkpoint in {self.directory} can be read ({details}); "
+                                  "pass --overwrite to start over")
         return None
+
+    def save(self, step):
+        """Saves the variables as ``ckpt-<step>`` (once per step); returns its path.
+
+        Raises :class:`NonFiniteStateError` (saving nothing) when a variable
+        holds NaN or infinity, and :class:`faults.WriteError` when the disk is
+        full or the directory unwritable (the earlier checkpoints stay intact).
+        """
+        step = int(step)
+        path = os.path.join(self.write_directory, f"{CHECKPOINT_NAME}-{step}")
+        if step == self._last_step:
+            return path
+        _check_finite(self.variables, step)
+        options = tf.train.CheckpointOptions(experimental_write_callbacks=[_fsync_checkpoint])
+        try:
+            with faults.writing(path):
+                os.makedirs(self.write_directory, exist_ok=True)
+                if self._manager is None:
+                    self._manager = tf.train.CheckpointManager(
+                        self._checkpoint, self.write_directory, max_to_keep=self.max_to_keep,
+                        checkpoint_name=CHECKPOINT_NAME)
+                path = self._manager.save(checkpoint_number=step, options=options)
+                _fsync(os.path.join(self.write_directory, _STATE_FILE))
+                _fsync(self.write_directory)
+        finally:
+            # TensorFlow's staging directory, left behind by a failed write.
+            shutil.rmtree(path + "_temp", ignore_errors=True)
+        self._last_step = step
+        return path
+
+    def read(self, path):
+        """Restores the checkpoint ``path`` (one :meth:`restore` chose);
+        :class:`CheckpointError` if it cannot be read."""
+        reason = self._read(path)
+        if reason is not None:
+            raise CheckpointError(f"checkpoint {path} cannot be read ({reason})")
+
+    def _read(self, path):
+        """Restores ``path``; ``None`` on success, else why it failed (one line)."""
+        status = None
+        try:
+            status = self._checkpoint.read(path)
+            status.assert_consumed()
+        except _RESTORE_ERRORS as error:
+            if status is not None:
+                status.expect_partial()  # no "unrestored values" warnings at exit
+            return _reason(error)
+        return None
+
+
+def _candidates(directory):
+    """``(step, path)`` of every checkpoint in ``directory``, newest first: those
+    with an index file, and those the state file names (even if missing)."""
+    names = {os.path.basename(path)[:-len(".index")]
+             for path in glob.glob(os.path.join(glob.escape(directory), f"{CHECKPOINT_NAME}-*.index"))}
+    state = tf.train.get_checkpoint_state(directory) if os.path.isdir(directory) else None
+    if state is not None:
+        names.update(os.path.basename(path) for path in state.all_model_checkpoint_paths)
+    steps = {int(match.group(1)): name for name in names if (match := _STEP.match(name))}
+    return [(step, os.path.join(directory, steps[step])) for step in sorted(steps, reverse=True)]
+
+
+def _set_aside(path):
+    """Renames the files of checkpoint ``path`` to ``unreadable-<name>.*``."""
+    directory, name = os.path.split(path)
+    for file in glob.glob(glob.escape(path) + ".*"):
+        os.replace(file, os.path.join(directory, UNREADABLE_PREFIX + os.path.basename(file)))
+
+
+def _write_state(directory, names):
+    """Makes the manager's state file list ``names`` (oldest first), so that
+    the manager keeps and deletes what is on the disk; nothing if it does."""
+    state = tf.train.get_checkpoint_state(directory)
+    if not names or (state is not None and [
+            os.path.basename(path) for path in state.all_model_checkpoint_paths] == names):
+        return
+    # tf.compat.v1's writer of the state file (atomic); its deprecation notice
+    # (use CheckpointManager, which has no call for this) is kept out of the log.
+    # Timestamps too: the manager deletes only checkpoints newer than
+    # last_preserved_timestamp (older ones count as kept for good).
+    times = [os.path.getmtime(os.path.join(directory, name + ".index")) for name in names]
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
     try:
-        with np.load(path) as saved:
-            names = json.loads(str(saved["names"]))
-            values = [saved[f"v{i:05d}"] for i in range(len(names))]
-            epoch = int(saved["epoch"])
-    except (OSError, ValueError, KeyError) as error:
-        raise CheckpointError(f"checkpoint {path} cannot be read ({error})") from None
-    if len(values) != len(variables) or any(
-            value.shape != tuple(variable.shape) for value, variable in zip(values, variables)):
-        raise CheckpointError(f"checkpoint {path} was written by a different model; "
-                              "pass --overwrite or another --output_dir")
-    for value, variable in zip(values, variables):
-        variable.assign(value)
-    return epoch
+        tf.compat.v1.train.update_checkpoint_state(
+            directory, names[-1], all_model_checkpoint_paths=names,
+            all_model_checkpoint_timestamps=times, last_preserved_timestamp=min(times) - 1)
+    finally:
+        logger.setLevel(level)
+    _fsync(os.path.join(directory, _STATE_FILE))
+
+
+def _check_finite(variables, step):
+    for variable in variables:
+        value = np.asarray(variable.numpy())
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            name = getattr(variable, "path", variable.name)
+            raise NonFiniteStateError(f"{name} holds NaN or infinity at step {step} (not saved)")
+
+
+def _fsync_checkpoint(save_path):
+    """Forces a just-written checkpoint's files and their directory to the disk."""
+    for file in glob.glob(glob.escape(save_path) + ".*"):
+        _fsync(file)
+    _fsync(os.path.dirname(save_path))
+
+
+def _fsync(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _reason(error):
+    """``Type: first line`` of an error, without TensorFlow's ``{{function_node ...}}``."""
+    text = (str(getattr(error, "message", "")) or str(error)).strip().splitlines()
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text[0]) if text else ""
+    return f"{type(error).__name__}: {text[:160]}" if text else type(error).__name__

@@ -634,11 +634,14 @@ class SGAN(keras.Model):
 
     # ---------------------------------------------------------------- state
     def state_variables(self):
-        """Every variable a resumed run needs: weights, RNG seeds, optimizers."""
+        """Every variable a resumed run needs: weights, RNG seeds, optimizers,
+        and the metric trackers (the running sums of an unfinished epoch)."""
         variables = list(self.variables)
         for optimizer in (self.d_optimizer, self.d_unsupervised_optimizer, self.g_optimizer):
             if optimizer is not None:
                 variables.extend(optimizer.variables)
+        for tracker in self.metrics:
+            variables.extend(tracker.variables)
         return variables
 
 

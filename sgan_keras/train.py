@@ -9,14 +9,39 @@ batch, split across the replicas of ``--strategy``.
 
 The output directory receives ``flags.json``, ``labeled_indices.json``,
 ``metrics.csv``, ``tensorboard/``, ``samples/``, ``accuracy.png``,
-``losses.png``, ``checkpoint/`` and ``export/`` (a SavedModel classifier).
-Running the same command again resumes an interrupted run from its last
-finished epoch; a finished run is never overwritten without ``--overwrite``.
+``losses.png``, ``checkpoint/`` (the last two training states, saved at each
+epoch end and every ``--checkpoint_every_steps`` steps), ``export/`` (a
+SavedModel classifier) and ``run.lock`` (one run per directory). Running the
+same command again resumes an interrupted run from its last checkpoint, at
+that exact step; a finished run is never overwritten without ``--overwrite``.
+
+Faults (README "Faults") print one line on stderr, no traceback, and exit with:
+
+    0   done
+    1   a flag absl's parser rejects (unknown flag, value not of its type or
+        choices): absl's "FATAL Flags parsing error" line
+    2   bad input: a flag, the data, or an --output_dir that cannot be used as
+        given (including one whose checkpoints are all unreadable)
+    3   another run holds --output_dir (the line names its pid)
+    4   training diverged: a loss, or a variable about to be saved, is NaN or
+        infinite; stopped at once, earlier checkpoints kept, none of that state
+    5   a full disk or an unwritable file; earlier outputs are intact
+    75  stopped by SIGTERM or SIGINT after saving at the next step boundary;
+        the line gives the command that resumes (EX_TEMPFAIL: try again)
+
+Any other failure is a bug and keeps its traceback (exit 1). A second SIGTERM
+or SIGINT ends the process at once (the run then resumes as after ``kill
+-9``, from its last checkpoint). Under ``--strategy=multi_worker``,
+TensorFlow's ``PreemptionCheckpointHandler`` handles SIGTERM to any worker:
+every worker saves at the same step and exits 75.
 """
 
+import contextlib
 import json
 import os
+import shlex
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -31,6 +56,8 @@ from sgan_keras import checkpoint
 from sgan_keras import data as data_lib
 from sgan_keras import distribute
 from sgan_keras import export
+from sgan_keras import faults
+from sgan_keras import lock as lock_lib
 from sgan_keras import losses
 from sgan_keras import networks
 from sgan_keras import optimizers
@@ -118,6 +145,18 @@ flags.DEFINE_enum("precision", "auto", ["auto", *networks.PRECISIONS],
                   "and losses. auto: float32 (see experiments/results/benchmark.md).")
 flags.DEFINE_integer("eval_batch_size", 1000, "Batch size of test-set evaluation.")
 
+# Fault tolerance.
+flags.DEFINE_integer("checkpoint_every_steps", 0, "Also save the training state every this "
+                     "many steps inside an epoch (0: at epoch ends only). SIGTERM and SIGINT "
+                     "always save at the next step.")
+
+# Exit statuses (module docstring, README "Faults").
+EXIT_USAGE = 2
+EXIT_LOCKED = 3
+EXIT_NON_FINITE = 4
+EXIT_WRITE = 5
+EXIT_INTERRUPTED = 75  # EX_TEMPFAIL (sysexits.h): temporary failure, try again
+
 # Flags whose value goes into the Preset of the same (or the mapped) name.
 _PRESET_FLAGS = {
     "fake_class": "fake_class", "generator_loss": "generator_loss",
@@ -138,7 +177,7 @@ _GAN_ONLY_FLAGS = ("fake_class", "generator_loss", "manifold_reg", "manifold_wei
 _IMAGE_SHAPES = {"mnist": (28, 28, 1), "svhn": (32, 32, 3), "cifar10": (32, 32, 3)}
 # Flags that do not change what a run computes (a resumed run may differ in them).
 _RUN_ONLY_FLAGS = ("overwrite", "output_dir", "strategy", "virtual_cpus", "eval_batch_size",
-                   "jit_compile")
+                   "jit_compile", "checkpoint_every_steps")
 # "auto" is Keras' rule (XLA off on CPU-only machines and under tf.distribute),
 # which experiments/benchmark.py confirms on CPU: XLA is slower there.
 _JIT_COMPILE = {"auto": "auto", "true": True, "false": False}
@@ -176,6 +215,9 @@ def resolve_config(values):
     for name in ("epochs", "steps_per_epoch", "batch_size", "eval_batch_size"):
         if values.get(name) is not None and values[name] <= 0:
             raise UsageError(f"--{name} must be a positive integer, got {values[name]}")
+    if (values.get("checkpoint_every_steps") or 0) < 0:
+        raise UsageError("--checkpoint_every_steps must be >= 0 (0: at epoch ends only), "
+                         f"got {values['checkpoint_every_steps']}")
     for name in ("lr", "d_lr_ratio", "adam_epsilon", "manifold_weight", "manifold_epsilon"):
         if values.get(name) is not None and values[name] <= 0:
             raise UsageError(f"--{name} must be positive, got {values[name]}")
@@ -215,6 +257,7 @@ def resolve_config(values):
         "dataset", "seed", "data_dir", "include_extra", "supervised_only", "deterministic",
         "strategy", "virtual_cpus", "eval_batch_size", "overwrite", "jit_compile",
         "precision", "procedure")}
+    config["checkpoint_every_steps"] = values.get("checkpoint_every_steps") or 0
     config.update(preset=preset.name, labels=labels,
                   **{field: getattr(preset, field) for field in sorted(set(_PRESET_FLAGS.values()))})
     config["output_dir"] = values["output_dir"] or os.path.join("runs", experiment_name(config))
@@ -267,53 +310,138 @@ def _comparable(config):
 
 
 def prepare_output_dir(config):
-    """Checks ``--output_dir``; returns the epochs already finished there (0 if new).
+    """Checks ``--output_dir``, takes its lock, writes ``flags.json``; returns
+    the held :class:`lock_lib.RunLock`.
 
-    A directory holding the same configuration resumes; a finished run or a
-    different configuration needs ``--overwrite``; files that are not a run
-    of ours are never touched without it.
+    Before anything is touched: a file, or a non-empty directory holding no
+    sgan_keras run, is refused (unless ``--overwrite``). Then the lock: one
+    run per directory (:class:`lock_lib.RunLockedError` names the holder).
+    Under it, a directory holding the same configuration resumes; a finished
+    run or a different configuration needs ``--overwrite``, which empties the
+    directory (the lock file aside).
     """
     output_dir = config["output_dir"]
     flags_path = os.path.join(output_dir, "flags.json")
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UsageError(f"--output_dir={output_dir} is a file, not a directory")
-    if os.path.isdir(output_dir) and os.listdir(output_dir):
-        if config["overwrite"]:
-            shutil.rmtree(output_dir)
-        elif not os.path.exists(flags_path):
-            raise UsageError(f"--output_dir={output_dir} is not empty and holds no sgan_keras "
-                             "run; choose another directory or pass --overwrite")
-        else:
-            with open(flags_path) as file:
-                earlier = json.load(file)
-            if _comparable(earlier) != _comparable(config):
-                changed = sorted(k for k in _comparable(config)
-                                 if earlier.get(k) != config.get(k))
-                raise UsageError(f"--output_dir={output_dir} holds a run with other flags "
-                                 f"({', '.join(changed)}); pass --overwrite or another --output_dir")
-            if os.path.exists(os.path.join(output_dir, "export")):
-                raise UsageError(f"--output_dir={output_dir} holds a finished run; "
-                                 "pass --overwrite to train it again")
+    if (os.path.isdir(output_dir) and set(os.listdir(output_dir)) - {lock_lib.LOCK_FILE}
+            and not os.path.exists(flags_path) and not config["overwrite"]):
+        raise UsageError(f"--output_dir={output_dir} is not empty and holds no sgan_keras run; "
+                         "choose another directory or pass --overwrite")
     try:
         os.makedirs(output_dir, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=output_dir):
             pass
     except OSError as error:
         raise UsageError(f"--output_dir={output_dir} cannot be written ({error.strerror})") from None
-    write_json(flags_path, config)
+    with faults.writing(os.path.join(output_dir, lock_lib.LOCK_FILE)):
+        run_lock = lock_lib.RunLock(output_dir).acquire()
+    try:
+        if config["overwrite"]:
+            with faults.writing(output_dir):
+                _empty_directory(output_dir, keep=lock_lib.LOCK_FILE)
+        elif os.path.exists(flags_path):
+            _check_same_run(output_dir, flags_path, config)
+        write_json(flags_path, config)
+    except BaseException:
+        run_lock.release()
+        raise
+    return run_lock
+
+
+def _check_same_run(output_dir, flags_path, config):
+    """Refuses a directory holding a finished run, or another configuration's
+    training (one that stopped before its first step, e.g. on a data error,
+    left only its flags: they are replaced)."""
+    try:
+        with open(flags_path) as file:
+            earlier = json.load(file)
+    except ValueError as error:
+        raise UsageError(f"{flags_path} cannot be read ({error}); pass --overwrite or another "
+                         "--output_dir") from None
+    trained = any(os.path.exists(os.path.join(output_dir, name))
+                  for name in ("metrics.csv", "checkpoint", "export"))
+    if _comparable(earlier) != _comparable(config) and trained:
+        changed = sorted(k for k in _comparable(config) if earlier.get(k) != config.get(k))
+        raise UsageError(f"--output_dir={output_dir} holds a run with other flags "
+                         f"({', '.join(changed)}); pass --overwrite or another --output_dir")
+    if os.path.exists(os.path.join(output_dir, "export")):
+        raise UsageError(f"--output_dir={output_dir} holds a finished run; "
+                         "pass --overwrite to train it again")
+
+
+def _empty_directory(directory, keep):
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if name == keep:
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
 
 
 def write_json(path, value):
-    """Writes JSON atomically (temporary file, then rename)."""
+    """Writes JSON atomically (temporary file, then rename); a full disk or an
+    unwritable directory raises :class:`faults.WriteError`, leaving ``path`` as it was."""
     temporary = path + ".tmp"
-    with open(temporary, "w") as file:
-        json.dump(value, file, indent=2, sort_keys=True)
-        file.write("\n")
-    os.replace(temporary, path)
+    try:
+        with faults.writing(path):
+            with open(temporary, "w") as file:
+                json.dump(value, file, indent=2, sort_keys=True)
+                file.write("\n")
+            os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+class StopSignals:
+    """While active, SIGTERM and SIGINT ask training to stop at the next step boundary.
+
+    The handler (Python's ``signal`` module) only records the first signal's
+    name in :attr:`received`, which :class:`callbacks_lib.SaveCheckpoint`
+    polls after every step; it also restores the default actions, so a
+    second signal ends the process at once (the run then resumes from its
+    last checkpoint, as after ``kill -9``). Under ``MultiWorkerMirroredStrategy``
+    (``sigint_as_sigterm``), TensorFlow's ``PreemptionCheckpointHandler`` owns
+    SIGTERM; SIGINT is re-sent to the process as SIGTERM for it.
+    """
+
+    def __init__(self, sigint_as_sigterm=False):
+        self.received = None
+        self._sigint_as_sigterm = sigint_as_sigterm
+        self._previous = {}
+
+    def __enter__(self):
+        signals = (signal.SIGINT,) if self._sigint_as_sigterm else (signal.SIGTERM, signal.SIGINT)
+        for number in signals:
+            self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc_info):
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def requested(self):
+        """The name of the signal received (``"SIGTERM"``), or ``None``."""
+        return self.received
+
+    def _handle(self, number, frame):
+        if self._sigint_as_sigterm:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        self.received = signal.Signals(number).name
+        for other in self._previous:
+            signal.signal(other, signal.SIG_DFL)
 
 
 def train(preset, config):
-    """Runs the training described by ``config``; returns the output directory."""
+    """Runs the training described by ``config``; returns the output directory.
+
+    Faults raise the package's errors (see :func:`main`), after the lock is
+    released and the signal handlers are restored.
+    """
     if config["virtual_cpus"]:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
@@ -324,17 +452,34 @@ def train(preset, config):
     if preset.batch_size % strategy.num_replicas_in_sync:
         raise UsageError(f"--batch_size={preset.batch_size} is not divisible by the "
                          f"{strategy.num_replicas_in_sync} replicas of --strategy={config['strategy']}")
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    with contextlib.ExitStack() as cleanup:
+        if distribute.is_chief(strategy):
+            run_lock = prepare_output_dir(config)
+            cleanup.callback(run_lock.release)
+            if run_lock.stale_pid:
+                print(f"Taking over {config['output_dir']}: its lock names pid {run_lock.stale_pid}, "
+                      "which ended without releasing it (killed or crashed).", flush=True)
+            output_dir = config["output_dir"]
+        else:
+            # Non-chief workers of a multi-worker run write to a throw-away directory.
+            output_dir = tempfile.mkdtemp(prefix="sgan_worker_")
+            cleanup.callback(shutil.rmtree, output_dir, ignore_errors=True)
+        stop = cleanup.enter_context(StopSignals(sigint_as_sigterm=multi_worker))
+        _train(preset, config, strategy, output_dir, stop)
+    return config["output_dir"]
+
+
+def _train(preset, config, strategy, output_dir, stop):
+    """:func:`train` once the output directory is ours. ``output_dir`` is this
+    worker's (the run's on the chief); ``stop`` the :class:`StopSignals`."""
+    chief = output_dir == config["output_dir"]
     keras.utils.set_random_seed(config["seed"])
     data = data_lib.load_dataset(
         config["dataset"], config["labels"], seed=config["seed"], data_dir=config["data_dir"],
         pixel_range=preset.pixel_range, include_extra=config["include_extra"],
         label_selection=preset.label_selection)
-
-    chief = distribute.is_chief(strategy)
-    # Non-chief workers of a multi-worker run write to a throw-away directory.
-    output_dir = config["output_dir"] if chief else tempfile.mkdtemp(prefix="sgan_worker_")
     if chief:
-        prepare_output_dir(config)
         write_json(os.path.join(output_dir, "labeled_indices.json"),
                    [int(i) for i in data.labeled_indices])
 
@@ -345,71 +490,196 @@ def train(preset, config):
             precision=resolve_precision(config["precision"]),
             **{field: getattr(preset, field) for field in set(_PRESET_FLAGS.values())})
         model.compile(jit_compile=_JIT_COMPILE[config["jit_compile"] or "auto"])
-    # Every worker resumes from the chief's checkpoint (a shared file system).
-    initial_epoch = checkpoint.restore_checkpoint(
-        os.path.join(config["output_dir"], "checkpoint"), model.state_variables()) or 0
-    if initial_epoch:
+    # Every worker restores from the chief's checkpoints (a shared file system).
+    store = checkpoint.CheckpointStore(
+        os.path.join(config["output_dir"], "checkpoint"), model.state_variables(),
+        write_directory=os.path.join(output_dir, "checkpoint"))
+    restored = _restore(store, preset.steps_per_epoch, os.path.join(output_dir, "metrics.csv"))
+    step = restored.step if restored else 0
+    if step:
         model.weight_norm_initialized = True
-        print(f"Resuming from the end of epoch {initial_epoch}.", flush=True)
     elif preset.init_images:  # else fit() initializes on the first training batch
         model.initialize_weight_norm(data.init_batch(preset.init_images, preset.init_from))
-    start_step = initial_epoch * preset.steps_per_epoch
-    if config["supervised_only"]:
-        train_data = data.supervised_dataset(preset.batch_size, start_step=start_step)
-    elif preset.label_batching == "masked":
-        train_data = data.masked_dataset(preset.batch_size, start_step=start_step)
-    else:
-        train_data = data.train_dataset(preset.batch_size, start_step=start_step)
+    # A checkpoint inside an epoch also holds that epoch's running metrics.
+    restore_metrics = (lambda: store.read(restored.path)) if step % preset.steps_per_epoch else None
 
-    verbose = callbacks_lib.progress_verbosity()
+    step_counter = model.d_optimizer.iterations
+    if stop.received:  # before any training step: nothing new to save
+        raise callbacks_lib.TrainingInterrupted(stop.received, step, path=None)
+    with contextlib.ExitStack() as context:
+        preemption = None
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            preemption = _preemption_handler(strategy, store, step_counter,
+                                             context.enter_context(tempfile.TemporaryDirectory()))
+        for index, (initial_epoch, epochs, steps, start_step) in enumerate(_fit_calls(
+                step, preset.steps_per_epoch, preset.epochs)):
+            if config["supervised_only"]:
+                train_data = data.supervised_dataset(preset.batch_size, start_step=start_step)
+            elif preset.label_batching == "masked":
+                train_data = data.masked_dataset(preset.batch_size, start_step=start_step)
+            else:
+                train_data = data.train_dataset(preset.batch_size, start_step=start_step)
+            callbacks = _callbacks(preset, config, output_dir, initial_epoch, store,
+                                   step_counter, stop, preemption,
+                                   restore_metrics=restore_metrics if index == 0 else None)
+            model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch,
+                      steps_per_epoch=steps,
+                      validation_data=data.test_dataset(config["eval_batch_size"]),
+                      callbacks=callbacks, verbose=callbacks_lib.progress_verbosity(),
+                      shuffle=False)
+    # All workers export (reading distributed variables may need every worker);
+    # the non-chief ones into their throw-away directory.
+    export_dir = os.path.join(output_dir, "export")
+    with faults.writing(export_dir):
+        export.export_classifier(model.classifier(), export_dir, image_shape=data.image_shape,
+                                 pixel_range=preset.pixel_range, overwrite=True)
+
+
+def _restore(store, steps_per_epoch, metrics_path):
+    """Restores the newest readable checkpoint, saying what it does; returns
+    the :class:`checkpoint.Restored` or ``None``."""
+    restored = store.restore()
+    if restored is None:
+        rows = callbacks_lib.read_metrics_csv(metrics_path) if store.is_chief else []
+        if rows:
+            print(f"No checkpoint in {store.directory}: starting from step 0 (metrics.csv's "
+                  f"{len(rows)} rows are dropped).", flush=True)
+        return None
+    for path, reason in restored.unreadable:
+        aside = (f"set aside as {checkpoint.UNREADABLE_PREFIX}{os.path.basename(path)}"
+                 if restored.set_aside else "skipped")
+        print(f"Checkpoint {path} cannot be read ({reason}): {aside}; falling back to "
+              f"{os.path.basename(restored.path)}.", flush=True)
+    epoch, done = divmod(restored.step, steps_per_epoch)
+    if done:
+        print(f"Resuming from step {restored.step}: epoch {epoch + 1}, after {done} of its "
+              f"{steps_per_epoch} steps.", flush=True)
+    else:
+        print(f"Resuming from the end of epoch {epoch}.", flush=True)
+    return restored
+
+
+def _fit_calls(step, steps_per_epoch, epochs):
+    """``(initial_epoch, epochs, steps_per_epoch, start_step)`` of the ``fit()``
+    calls that train from ``step`` to the end.
+
+    Keras runs the same number of steps in every epoch of one ``fit()`` call,
+    so an epoch resumed after ``done`` of its steps is finished by a call of
+    the remaining steps; a second call trains the epochs after it.
+    """
+    epoch, done = divmod(step, steps_per_epoch)
+    calls = []
+    if done:
+        calls.append((epoch, epoch + 1, steps_per_epoch - done, step))
+        epoch += 1
+    if epoch < epochs:
+        calls.append((epoch, epochs, steps_per_epoch, epoch * steps_per_epoch))
+    return calls
+
+
+def _callbacks(preset, config, output_dir, initial_epoch, store, step_counter, stop, preemption,
+               restore_metrics):
+    """The callbacks of one ``fit()`` call, in the order they must run."""
     metrics_path = os.path.join(output_dir, "metrics.csv")
-    callbacks = [
+    callbacks = [callbacks_lib.StopOnNonFiniteLoss(step_counter)]  # first: before any save
+    if restore_metrics is not None:
+        callbacks.append(callbacks_lib.ResumeEpochMetrics(restore_metrics))
+    callbacks += [
         callbacks_lib.MetricsCSV(metrics_path, initial_epoch=initial_epoch),
-        callbacks_lib.SaveCheckpoint(os.path.join(output_dir, "checkpoint"), model),
         callbacks_lib.CurvePlots(metrics_path, output_dir),
         keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")),
     ]
     if not config["supervised_only"]:
-        callbacks.insert(1, callbacks_lib.SampleGrid(
+        callbacks.append(callbacks_lib.SampleGrid(
             os.path.join(output_dir, "samples"), seed=config["seed"],
             tensorboard_dir=os.path.join(output_dir, "tensorboard", "samples")))
-    if verbose == 0:
-        callbacks.append(callbacks_lib.EpochSummary())
-    if initial_epoch < preset.epochs:
-        model.fit(train_data, epochs=preset.epochs, initial_epoch=initial_epoch,
-                  steps_per_epoch=preset.steps_per_epoch,
-                  validation_data=data.test_dataset(config["eval_batch_size"]),
-                  callbacks=callbacks, verbose=verbose, shuffle=False)
-    # All workers export (reading distributed variables may need every worker);
-    # the non-chief ones into their throw-away directory.
-    export.export_classifier(model.classifier(), os.path.join(output_dir, "export"),
-                             image_shape=data.image_shape, pixel_range=preset.pixel_range,
-                             overwrite=True)
-    return output_dir
+    if callbacks_lib.progress_verbosity() == 0:
+        callbacks.append(callbacks_lib.EpochSummary(total_epochs=preset.epochs))
+    # Last: an epoch's checkpoint is saved once its metrics.csv row is written.
+    callbacks.append(callbacks_lib.SaveCheckpoint(
+        store, step_counter, preset.steps_per_epoch, every_steps=config["checkpoint_every_steps"],
+        stop_requested=None if preemption else stop.requested, preemption=preemption))
+    return callbacks
+
+
+def _preemption_handler(strategy, store, step_counter, scratch_dir):
+    """TensorFlow's ``tf.distribute.experimental.PreemptionCheckpointHandler``
+    for ``MultiWorkerMirroredStrategy``.
+
+    When any worker gets SIGTERM, the handler agrees with every worker on a
+    step, where each saves through ``store`` (its ``save_fn``) and stops (its
+    ``exit_fn`` raises :class:`callbacks_lib.TrainingInterrupted`). The
+    handler restores from the checkpoint manager it is given when it starts;
+    it gets an empty one in ``scratch_dir`` and never writes to it (``save_fn``
+    replaces its saving): ``store`` has restored the run already, with
+    fall-back, and the handler's step count must start equal on every worker.
+    TensorFlow documents the handler as doing nothing on GCP CPU VMs; there,
+    SIGTERM ends the workers at once and a re-run resumes from the last
+    checkpoint.
+    """
+    def save():
+        store.save(int(step_counter.numpy()))
+
+    def stop():
+        step = int(step_counter.numpy())
+        raise callbacks_lib.TrainingInterrupted("SIGTERM (preemption)", step,
+                                                store.checkpoint_path(step))
+
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(), scratch_dir, max_to_keep=1)
+    return tf.distribute.experimental.PreemptionCheckpointHandler(
+        strategy.cluster_resolver, manager,
+        termination_config=tf.distribute.experimental.TerminationConfig(
+            save_fn=save, exit_fn=stop))
 
 
 def main(argv):
+    """Runs :func:`train`; each fault the package knows becomes one line and
+    its exit status (module docstring). Other errors keep their traceback."""
     logging.set_verbosity(logging.WARNING)  # keep TF's INFO lines out of the log
     if len(argv) > 1:
-        _fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --helpfull)")
+        _exit(EXIT_USAGE, f"unexpected arguments {argv[1:]}; every option is a --flag "
+                          "(see --helpfull)")
     values = {name: FLAGS[name].value for name in FLAGS if name in _KNOWN_FLAGS}
     try:
         preset, config = resolve_config(values)
         output_dir = train(preset, config)
-    except (UsageError, ValueError, OSError) as error:
-        _fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
+    except (UsageError, data_lib.DataError, distribute.StrategyError, export.ExportError,
+            checkpoint.CheckpointError) as error:
+        _exit(EXIT_USAGE, _first_line(error))
+    except lock_lib.RunLockedError as error:
+        _exit(EXIT_LOCKED, _first_line(error))
+    except (callbacks_lib.NonFiniteLossError, checkpoint.NonFiniteStateError) as error:
+        _exit(EXIT_NON_FINITE, f"{_first_line(error)}: training stopped without saving "
+                               "that state; earlier checkpoints are kept (a smaller --lr may help)")
+    except faults.WriteError as error:
+        _exit(EXIT_WRITE, f"{_first_line(error)}; earlier outputs are intact: free space "
+                          "or fix the directory, then re-run the same command to resume")
+    except callbacks_lib.TrainingInterrupted as error:
+        saved = f"saved {error.path}" if error.path else "no step trained since the last checkpoint"
+        _exit(EXIT_INTERRUPTED, f"{error.reason} at step {error.step}: {saved}; resume with "
+                                f"the same command: {_command()}", kind="interrupted")
     print(f"Done: outputs in {output_dir}", flush=True)
 
 
 _KNOWN_FLAGS = ("dataset", "labels", "preset", "supervised_only", "include_extra", "seed",
                 "data_dir", "output_dir", "strategy", "virtual_cpus", "overwrite",
                 "deterministic", "eval_batch_size", "jit_compile", "precision", "procedure",
-                *_PRESET_FLAGS)
+                "checkpoint_every_steps", *_PRESET_FLAGS)
 
 
-def _fail(message):
-    print(f"sgan_keras.train: error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
+def _first_line(error):
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _command():
+    """The command line of this process, to run again."""
+    return shlex.join([sys.executable, "-m", "sgan_keras.train", *sys.argv[1:]])
+
+
+def _exit(status, message, kind="error"):
+    print(f"sgan_keras.train: {kind}: {message}", file=sys.stderr, flush=True)
+    sys.exit(status)
 
 
 def run():

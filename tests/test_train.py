@@ -1,8 +1,14 @@
-"""The training CLI on the real MNIST: outputs, export, resume, distribution, bad input."""
+"""The training CLI on the real MNIST: outputs, export, resume, distribution, bad input,
+and every fault of the README's "Faults" table (one line, a documented exit status,
+nothing lost)."""
 
 import csv
+import errno
 import json
 import os
+import re
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,8 +41,53 @@ def metrics_rows(output_dir):
 
 
 def checkpoint_arrays(output_dir):
-    with np.load(output_dir / "checkpoint" / "checkpoint.npz") as saved:
-        return {key: saved[key] for key in saved.files}
+    """Every saved variable of the newest checkpoint (not TF's save counter)."""
+    import tensorflow as tf
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(output_dir / "checkpoint"))
+    return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+            if key.startswith("state/")}
+
+
+def checkpoint_steps(output_dir):
+    names = os.listdir(output_dir / "checkpoint")
+    return sorted(int(name[len("ckpt-"):-len(".index")]) for name in names
+                  if name.startswith("ckpt-") and name.endswith(".index"))
+
+
+def latest_step(output_dir, settled=False):
+    """The newest step named by the checkpoint manager's state file, or None.
+
+    ``settled``: None until the manager has also deleted the checkpoints past
+    the two it keeps (it rewrites its state file after deleting them).
+    """
+    state = output_dir / "checkpoint" / "checkpoint"
+    text = state.read_text() if state.exists() else ""
+    match = re.search(r'model_checkpoint_path: "ckpt-(\d+)"', text)
+    if not match or (settled and len(re.findall("all_model_checkpoint_paths", text)) > 2):
+        return None
+    return int(match.group(1))
+
+
+def error_lines(stderr):
+    """Our fault lines (TensorFlow's own log lines aside)."""
+    return [line for line in stderr.splitlines() if line.startswith("sgan_keras.train:")]
+
+
+def launch(*args, env=None):
+    return subprocess.Popen([sys.executable, "-m", "sgan_keras.train", *args], env=env or ENV,
+                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def wait_for_step(process, output_dir, step, timeout=240):
+    """Waits until the run's newest checkpoint is ``step`` and its save is over
+    (the manager's state file is the marker: no fixed sleeps)."""
+    deadline = time.time() + timeout
+    while latest_step(output_dir, settled=True) != step:
+        if process.poll() is not None or time.time() > deadline:
+            _, stderr = process.communicate()
+            pytest.fail(f"no checkpoint of step {step}; the run ended: {stderr[-2000:]}")
+        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +112,9 @@ def test_cli_run_writes_every_output(finished_run):
     assert (output_dir / "accuracy.png").stat().st_size > 0
     assert (output_dir / "losses.png").stat().st_size > 0
     assert list((output_dir / "tensorboard").rglob("events.out.tfevents*"))
-    assert (output_dir / "checkpoint" / "checkpoint.npz").exists()
+    assert checkpoint_steps(output_dir) == [3, 6] and latest_step(output_dir) == 6  # keeps 2
     assert (output_dir / "export" / "saved_model.pb").exists()
+    assert (output_dir / "run.lock").read_text() == ""  # released cleanly
     # Not a terminal: one concise line per epoch, no progress bar.
     assert result.stdout.count("Epoch ") + result.stdout.count("epoch ") >= 2
 
@@ -103,8 +155,9 @@ def test_export_predicts_like_the_in_process_model(finished_run, tmp_path):
 
     model = SGAN.from_preset("mnist_gans_in_action", seed=0)
     model.compile()
-    epoch = checkpoint.restore_checkpoint(str(output_dir / "checkpoint"), model.state_variables())
-    assert epoch == 2
+    restored = checkpoint.CheckpointStore(output_dir / "checkpoint",
+                                          model.state_variables()).restore()
+    assert restored.step == 6 and restored.unreadable == ()  # 2 epochs of 3 steps
     logits = model.predict(data.scale(images), verbose=0)
     probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(logits))
     np.testing.assert_allclose(served["probabilities"], probabilities, atol=1e-5)
@@ -120,34 +173,307 @@ def test_finished_run_is_not_overwritten_without_overwrite(finished_run):
     assert (output_dir / "metrics.csv").read_text() == before
 
 
-def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
-    common = [*FAST, "--epochs=3", "--steps_per_epoch=40", "--deterministic", "--seed=1"]
-    reference = tmp_path / "reference"
-    result = cli(*common, f"--output_dir={reference}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    epoch_seconds = float(metrics_rows(reference)[1]["seconds"])
+def test_a_run_that_never_trained_leaves_its_directory_to_a_corrected_command(tmp_path):
+    from sgan_keras import train
+    config = {"output_dir": str(tmp_path / "run"), "overwrite": False, "data_dir": "wrong"}
+    train.prepare_output_dir(config).release()        # e.g. then a data error
+    corrected = {**config, "data_dir": "right"}
+    train.prepare_output_dir(corrected).release()
+    assert json.loads((tmp_path / "run" / "flags.json").read_text())["data_dir"] == "right"
+    (tmp_path / "run" / "metrics.csv").write_text("epoch\n1\n")     # it trained
+    with pytest.raises(train.UsageError, match=r"other flags \(data_dir\)"):
+        train.prepare_output_dir({**config, "data_dir": "other"})
 
-    killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "sgan_keras.train", *common,
-                                f"--output_dir={killed}"], env=ENV, cwd=REPO_ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not (killed / "checkpoint" / "checkpoint.npz").exists():
-        assert time.time() < deadline and process.poll() is None, "first epoch never finished"
-        time.sleep(0.05)
-    time.sleep(0.4 * epoch_seconds)          # well inside epoch 2
+
+# ------------------------------------------------------------------ faults
+# One deterministic configuration for the resume tests: 2 epochs of 30 steps,
+# a checkpoint every 10 steps. Every interrupted run of it, once resumed, must
+# end bit-identical to the uninterrupted one.
+RESUMABLE = [*FAST, "--epochs=2", "--steps_per_epoch=30", "--checkpoint_every_steps=10",
+             "--deterministic", "--seed=1"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run of RESUMABLE."""
+    output_dir = tmp_path_factory.mktemp("reference") / "run"
+    result = cli(*RESUMABLE, f"--output_dir={output_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output_dir
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory):
+    """A run of RESUMABLE killed with SIGKILL in epoch 2, just after its step-40
+    checkpoint; tests work on copies. Returns the directory and the dead pid."""
+    output_dir = tmp_path_factory.mktemp("killed") / "run"
+    process = launch(*RESUMABLE, f"--output_dir={output_dir}")
+    wait_for_step(process, output_dir, 40)
     process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert [row["epoch"] for row in metrics_rows(killed)] == ["1"], "not killed mid-epoch 2"
+    process.communicate()
+    assert latest_step(output_dir) == 40 and checkpoint_steps(output_dir) == [30, 40]
+    assert [row["epoch"] for row in metrics_rows(output_dir)] == ["1"], "not killed mid-epoch 2"
+    return output_dir, process.pid
 
-    result = cli(*common, f"--output_dir={killed}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Resuming from the end of epoch 1" in result.stdout
-    assert [row["epoch"] for row in metrics_rows(killed)] == ["1", "2", "3"]
-    resumed, uninterrupted = checkpoint_arrays(killed), checkpoint_arrays(reference)
-    assert resumed.keys() == uninterrupted.keys()
+
+def copy_run(source, tmp_path):
+    target = tmp_path / "run"
+    shutil.copytree(source, target)
+    return target
+
+
+def files_of(output_dir, skip=("flags.json", "run.lock")):
+    """Every file's bytes, but those a new run rewrites by design."""
+    return {str(path.relative_to(output_dir)): path.read_bytes()
+            for path in sorted(output_dir.rglob("*")) if path.is_file() and path.name not in skip}
+
+
+def assert_same_as(reference, output_dir):
+    """Bit-identical weights, optimizer and RNG states and metric sums, and the
+    same metrics.csv but for the wall times."""
+    resumed, uninterrupted = checkpoint_arrays(output_dir), checkpoint_arrays(reference)
+    assert resumed.keys() == uninterrupted.keys() and len(resumed) > 50
     for key in uninterrupted:
         np.testing.assert_array_equal(resumed[key], uninterrupted[key], err_msg=key)
+
+    def without_seconds(rows):
+        return [{key: value for key, value in row.items() if key != "seconds"} for row in rows]
+    assert without_seconds(metrics_rows(output_dir)) == without_seconds(metrics_rows(reference))
+
+
+def test_sigkill_mid_epoch_then_resume_is_bit_identical_at_step_granularity(
+        killed, reference, tmp_path):
+    source, dead_pid = killed
+    output_dir = copy_run(source, tmp_path)
+    result = cli(*RESUMABLE, f"--output_dir={output_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    # The killed run's lock is stale: taken over, with a line saying so.
+    assert f"its lock names pid {dead_pid}, which ended without releasing it" in result.stdout
+    assert "Resuming from step 40: epoch 2, after 10 of its 30 steps." in result.stdout
+    assert [row["epoch"] for row in metrics_rows(output_dir)] == ["1", "2"]
+    assert_same_as(reference, output_dir)
+    assert not error_lines(result.stderr) and "Traceback" not in result.stderr
+
+
+def test_truncated_newest_checkpoint_falls_back_and_finishes(killed, reference, tmp_path):
+    output_dir = copy_run(killed[0], tmp_path)
+    data = output_dir / "checkpoint" / "ckpt-40.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:data.stat().st_size // 3])  # a crash before the disk had it
+    result = cli(*RESUMABLE, f"--output_dir={output_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"Checkpoint \S+/ckpt-40 cannot be read \(.+\): set aside as "
+                     r"unreadable-ckpt-40; falling back to ckpt-30\.", result.stdout), result.stdout
+    assert "Resuming from the end of epoch 1." in result.stdout
+    assert [row["epoch"] for row in metrics_rows(output_dir)] == ["1", "2"]
+    assert_same_as(reference, output_dir)
+    assert (output_dir / "checkpoint" / "unreadable-ckpt-40.index").exists()  # kept, not deleted
+    assert checkpoint_steps(output_dir) == [50, 60]
+    assert "Traceback" not in result.stderr
+
+
+def test_no_readable_checkpoint_refuses_with_one_line_and_touches_nothing(killed, tmp_path):
+    output_dir = copy_run(killed[0], tmp_path)
+    for step in (30, 40):
+        data = output_dir / "checkpoint" / f"ckpt-{step}.data-00000-of-00001"
+        data.write_bytes(data.read_bytes()[:1000])
+    before = files_of(output_dir)
+    result = cli(*RESUMABLE, f"--output_dir={output_dir}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and "no checkpoint" in lines[0] and "--overwrite" in lines[0], lines
+    assert "Traceback" not in result.stderr
+    assert files_of(output_dir) == before  # never starts over silently
+
+
+def test_sigint_and_sigterm_save_at_the_next_step_and_the_printed_command_resumes(
+        reference, tmp_path):
+    output_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "sgan_keras.train", *RESUMABLE, f"--output_dir={output_dir}"]
+    for sent, after_step in ((signal.SIGINT, 10), (signal.SIGTERM, 40)):
+        process = launch(*command[3:])
+        wait_for_step(process, output_dir, after_step)
+        process.send_signal(sent)
+        _, stderr = process.communicate(timeout=240)
+        assert process.returncode == 75, stderr[-3000:]
+        lines = error_lines(stderr)
+        assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
+        match = re.fullmatch(rf"sgan_keras\.train: interrupted: {sent.name} at step (\d+): saved "
+                             r"(\S+); resume with the same command: (.+)", lines[0])
+        assert match, lines[0]
+        step = int(match.group(1))
+        assert after_step <= step < after_step + 10  # the next step boundary, not a later save
+        assert match.group(2) == str(output_dir / "checkpoint" / f"ckpt-{step}")
+        assert latest_step(output_dir) == step
+        assert shlex.split(match.group(3)) == command
+    result = subprocess.run(shlex.split(match.group(3)), capture_output=True, text=True,
+                            timeout=300, env=ENV, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [row["epoch"] for row in metrics_rows(output_dir)] == ["1", "2"]
+    assert_same_as(reference, output_dir)
+
+
+def test_stop_signals_record_the_first_signal_and_let_a_second_one_end_the_process():
+    from sgan_keras import train
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with train.StopSignals() as stop:
+        assert stop.requested() is None
+        os.kill(os.getpid(), signal.SIGINT)  # handled by the next bytecode
+        assert stop.requested() == "SIGINT"
+        # A second signal takes the default action: the process ends at once.
+        assert signal.getsignal(signal.SIGTERM) == signal.getsignal(signal.SIGINT) == signal.SIG_DFL
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_two_concurrent_launches_exactly_one_runs(tmp_path):
+    output_dir = tmp_path / "run"
+    args = [*FAST, "--epochs=1", "--steps_per_epoch=30", f"--output_dir={output_dir}"]
+    processes = [launch(*args), launch(*args)]
+    outcomes = [(process, *process.communicate(timeout=300)) for process in processes]
+    codes = sorted(process.returncode for process in processes)
+    assert codes == [0, 3], [(process.returncode, stderr[-2000:]) for process, _, stderr in outcomes]
+    (winner, _, _), = [outcome for outcome in outcomes if outcome[0].returncode == 0]
+    (_, _, stderr), = [outcome for outcome in outcomes if outcome[0].returncode == 3]
+    lines = error_lines(stderr)
+    assert len(lines) == 1 and f"another run (pid {winner.pid}) is using {output_dir}" in lines[0]
+    assert "Traceback" not in stderr
+    assert [row["epoch"] for row in metrics_rows(output_dir)] == ["1"]
+
+
+NON_FINITE = [*(arg for arg in FAST if not arg.startswith("--preset")), "--preset=mnist_blog",
+              "--supervised_only", "--lr=1e6", "--epochs=1", "--steps_per_epoch=10",
+              "--deterministic"]
+
+
+@pytest.mark.parametrize("every_steps", [0, 1])
+def test_non_finite_training_stops_at_once_and_keeps_the_last_good_checkpoint(
+        every_steps, tmp_path):
+    # --lr=1e6 diverges for real: Adam's velocity overflows at step 2, the loss
+    # becomes NaN at step 4. Saving every step, the save of step 2 is refused;
+    # saving at epoch ends only, the NaN loss of step 4 stops the run.
+    output_dir = tmp_path / "run"
+    result = cli(*NON_FINITE, f"--checkpoint_every_steps={every_steps}",
+                 f"--output_dir={output_dir}")
+    assert result.returncode == 4, result.stderr[-3000:]
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert lines[0].endswith("training stopped without saving that state; earlier checkpoints "
+                             "are kept (a smaller --lr may help)")
+    assert not (output_dir / "metrics.csv").exists()  # no row of a diverged epoch
+    if every_steps == 0:
+        assert re.search(r"error: \w*loss is (nan|inf|-inf) at step \d+:", lines[0]), lines[0]
+        assert not (output_dir / "checkpoint").exists() or not checkpoint_steps(output_dir)
+    else:
+        match = re.search(r"error: \S+ holds NaN or infinity at step (\d+) \(not saved\)", lines[0])
+        assert match, lines[0]
+        assert checkpoint_steps(output_dir)[-1] == int(match.group(1)) - 1
+        for key, value in checkpoint_arrays(output_dir).items():
+            if value.dtype.kind == "f":
+                assert np.isfinite(value).all(), key
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 100 MB tmpfs, a real file system that fills up (mounting one needs root)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100m", "tmpfs",
+                              str(mount_point)], capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {mounted.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill(directory, leave=0):
+    """Fills the file system of ``directory`` up to ``leave`` free bytes; returns the filler."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (1 << 20, 4096, 1):
+            block = bytes(size)
+            try:
+                while True:
+                    os.write(fd, block)
+            except OSError as error:
+                assert error.errno == errno.ENOSPC, error
+        os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave))
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_full_disk_mid_training_gets_one_line_and_loses_nothing(small_disk, reference):
+    output_dir = small_disk / "run"
+    process = launch(*RESUMABLE, f"--output_dir={output_dir}")
+    wait_for_step(process, output_dir, 40)
+    before = files_of(output_dir / "checkpoint")  # ckpt-30, ckpt-40, the manager's state file
+    filler = fill(small_disk)  # ckpt-50 is 10 steps away
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 5, stderr[-3000:]
+    lines = error_lines(stderr)
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    assert re.search(r"error: cannot write \S+/checkpoint/ckpt-50 \(No space left on device\); "
+                     r"earlier outputs are intact", lines[0]), lines[0]
+    assert files_of(output_dir / "checkpoint") == before  # no half-written ckpt-50 either
+    filler.unlink()
+    result = cli(*RESUMABLE, f"--output_dir={output_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resuming from step 40: epoch 2, after 10 of its 30 steps." in result.stdout
+    assert_same_as(reference, output_dir)
+
+
+def test_read_only_directory_at_an_epoch_end_gets_one_line_and_loses_nothing(tmp_path):
+    output_dir = tmp_path / "run"
+    process = launch(*RESUMABLE, f"--output_dir={output_dir}")
+    wait_for_step(process, output_dir, 50)  # the epoch ends at step 60
+    # A read-only bind mount over the run: every new write fails with EROFS.
+    # (A whole file system cannot be remounted read-only while files are open
+    # on it; the bind mount can, once the run has no file open for writing.)
+    mounted = subprocess.run(["mount", "--bind", output_dir, output_dir], capture_output=True,
+                             text=True)
+    if mounted.returncode:
+        process.kill()
+        process.communicate()
+        pytest.skip(f"cannot bind-mount (needs root): {mounted.stderr.strip()}")
+    try:
+        for _ in range(100):  # busy while the save of step 50 finishes its writes
+            read_only = subprocess.run(["mount", "-o", "remount,bind,ro", output_dir],
+                                       capture_output=True, text=True)
+            if read_only.returncode == 0:
+                break
+        assert read_only.returncode == 0, read_only.stderr
+        before = files_of(output_dir)  # nothing can change it from here on
+        _, stderr = process.communicate(timeout=240)
+        after = files_of(output_dir)
+    finally:
+        subprocess.run(["umount", "-l", str(output_dir)], check=False)
+    assert process.returncode == 5, stderr[-3000:]
+    lines = error_lines(stderr)
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    assert re.search(r"error: cannot write \S+/metrics\.csv \(Read-only file system\)",
+                     lines[0]), lines[0]
+    assert {name: data for name, data in after.items() if not name.startswith("tensorboard")} \
+        == {name: data for name, data in before.items() if not name.startswith("tensorboard")}
+    assert [row["epoch"] for row in metrics_rows(output_dir)] == ["1"]
+
+
+def test_full_disk_at_export_gets_one_line_and_keeps_the_trained_run(small_disk, reference):
+    output_dir = small_disk / "run"
+    shutil.copytree(reference, output_dir)
+    shutil.rmtree(output_dir / "export")  # trained, not exported (as if killed while exporting)
+    before = files_of(output_dir)
+    filler = fill(small_disk, leave=256 * 1024)
+    result = cli(*RESUMABLE, f"--output_dir={output_dir}")
+    assert result.returncode == 5, result.stderr[-3000:]
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert re.search(r"error: cannot write \S+/export \(No space left on device\)", lines[0]), lines
+    assert files_of(output_dir) == before  # nothing half-written left behind
+    filler.unlink()
+    result = cli(*RESUMABLE, f"--output_dir={output_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resuming from the end of epoch 2." in result.stdout
+    assert (output_dir / "export" / "saved_model.pb").exists()
 
 
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
@@ -163,21 +489,37 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def test_two_worker_multi_worker_run_on_localhost(tmp_path):
+def test_two_worker_multi_worker_run_on_localhost_with_a_preemption(tmp_path):
+    """SIGTERM to the non-chief worker: TensorFlow's PreemptionCheckpointHandler
+    makes both workers save at the same step and stop (75); the same command resumes."""
+    output_dir = tmp_path / "run"
     cluster = {"worker": [f"localhost:{free_port()}", f"localhost:{free_port()}"]}
-    processes = []
-    for index in range(2):
-        env = {**ENV, "TF_CONFIG": json.dumps({"cluster": cluster,
-                                               "task": {"type": "worker", "index": index}})}
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "sgan_keras.train", *FAST, "--epochs=1",
-             "--steps_per_epoch=2", "--strategy=multi_worker", f"--output_dir={tmp_path / 'run'}"],
-            env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    for process in processes:
+
+    def start():
+        return [launch(*FAST, "--epochs=1", "--steps_per_epoch=20", "--checkpoint_every_steps=5",
+                       "--strategy=multi_worker", f"--output_dir={output_dir}",
+                       env={**ENV, "TF_CONFIG": json.dumps({
+                           "cluster": cluster, "task": {"type": "worker", "index": index}})})
+                for index in range(2)]
+
+    preempted = start()
+    wait_for_step(preempted[0], output_dir, 5)
+    preempted[1].send_signal(signal.SIGTERM)
+    steps = set()
+    for process in preempted:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 75, stderr[-3000:]
+        lines = error_lines(stderr)
+        assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
+        steps.add(int(re.search(r"interrupted: SIGTERM \(preemption\) at step (\d+): saved",
+                                lines[0]).group(1)))
+    assert len(steps) == 1 and latest_step(output_dir) == steps.pop()  # the same step
+
+    for process in start():
         _, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr[-3000:]
-    assert len(metrics_rows(tmp_path / "run")) == 1
-    assert (tmp_path / "run" / "export" / "saved_model.pb").exists()
+    assert len(metrics_rows(output_dir)) == 1
+    assert (output_dir / "export" / "saved_model.pb").exists()
 
 
 # ------------------------------------------------------------------ bad input
@@ -206,6 +548,7 @@ def test_two_worker_multi_worker_run_on_localhost(tmp_path):
     (["--manifold_weight=0.1"], "--manifold"),
     (["--output_dir=/dev/null/run"], "--output_dir"),
     (["--strategy=mirrored", "--virtual_cpus=2", "--batch_size=15"], "--batch_size"),
+    (["--checkpoint_every_steps=-1"], "--checkpoint_every_steps"),
 ])
 def test_bad_input_gets_one_line_and_a_nonzero_exit(args, names, tmp_path):
     base = {arg.split("=")[0]: arg for arg in [*FAST, f"--output_dir={tmp_path / 'out'}",
@@ -218,6 +561,8 @@ def test_bad_input_gets_one_line_and_a_nonzero_exit(args, names, tmp_path):
              if line.startswith(("sgan_keras.train: error:", "FATAL Flags parsing error"))]
     assert len(lines) == 1 and names in lines[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+    # absl's flag parser exits 1; our own checks exit 2 (README "Faults").
+    assert result.returncode == (1 if lines[0].startswith("FATAL") else 2)
 
 
 def test_non_run_directory_is_never_touched(tmp_path):

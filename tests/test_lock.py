@@ -1,0 +1,36 @@
+"""The output directory's lock: one holder, its pid named, stale locks taken over."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+from sgan_keras import lock
+
+
+def test_a_held_lock_refuses_a_second_holder_and_names_the_first(tmp_path):
+    with lock.RunLock(tmp_path) as first:
+        assert (tmp_path / lock.LOCK_FILE).read_text().strip() == str(os.getpid())
+        # flock locks belong to an open file description: a second one conflicts,
+        # even in the same process.
+        with pytest.raises(lock.RunLockedError, match=rf"another run \(pid {os.getpid()}\)"):
+            lock.RunLock(tmp_path).acquire()
+        assert first.stale_pid is None
+    # A clean release empties the file, so the next holder sees no stale pid.
+    assert (tmp_path / lock.LOCK_FILE).read_text() == ""
+    with lock.RunLock(tmp_path) as again:
+        assert again.stale_pid is None
+
+
+def test_a_lock_whose_process_died_is_taken_over(tmp_path):
+    # A process locks the directory and is killed without releasing it.
+    script = ("import os, sys; from sgan_keras import lock; lock.RunLock(sys.argv[1]).acquire(); "
+              "os.kill(os.getpid(), 9)")
+    process = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=REPO_ROOT)
+    assert process.returncode == -9
+    dead_pid = int((tmp_path / lock.LOCK_FILE).read_text())
+    with lock.RunLock(tmp_path) as taken:
+        assert taken.stale_pid == dead_pid
+        assert (tmp_path / lock.LOCK_FILE).read_text().strip() == str(os.getpid())
