@@ -11,7 +11,21 @@ needs TensorFlow only, not ``sgan_keras``::
 
 It is written with ``keras.export.ExportArchive``, the Keras 3 replacement of
 ``tf.keras`` SavedModel saving (https://keras.io/api/models/model_saving_apis/export/),
-with one endpoint named ``serving_default`` (the TF-Serving default key).
+with the endpoint ``serving_default`` (the TF-Serving default key), which also
+returns ``class_names`` (string ``[N]``), and ``classify``, the same without
+strings, from which the TFLite files are converted.
+
+With ``representative_images`` the export directory also holds, for phones
+and microcontrollers (``tf.lite.TFLiteConverter``, TensorFlow's post-training
+quantization guide):
+
+- ``classifier.tflite``: the float model, uint8 images in, ``probabilities``
+  and ``class_ids`` out;
+- ``classifier_int8.tflite``: full integer quantization (every op int8, only
+  the uint8 input cast and the float probabilities at the ends), calibrated
+  on ``representative_images``: in semi-supervised training the unlabeled
+  images are that data set, for free;
+- ``labels.txt``: the class names, one per line (TFLite's convention).
 
 Writing is atomic: the archive goes to a temporary sibling directory that is
 renamed into place once complete, so a crash never leaves a half-written
@@ -22,6 +36,7 @@ after the new one is whole.
 import os
 import shutil
 import tempfile
+import warnings
 
 import keras
 import numpy as np
@@ -34,7 +49,11 @@ class ExportError(ValueError):
     """Bad export arguments or an existing export; the message is one line."""
 
 
-def export_classifier(classifier, export_dir, *, image_shape, pixel_range, overwrite=False):
+TFLITE_FLOAT, TFLITE_INT8, LABELS = "classifier.tflite", "classifier_int8.tflite", "labels.txt"
+
+
+def export_classifier(classifier, export_dir, *, image_shape, pixel_range, overwrite=False,
+                      class_names=None, representative_images=None):
     """Writes ``classifier`` as a SavedModel serving uint8 images; returns ``export_dir``.
 
     Args:
@@ -46,6 +65,9 @@ def export_classifier(classifier, export_dir, *, image_shape, pixel_range, overw
         range; uint8 ``0..255`` maps linearly onto it.
       overwrite: replace an existing ``export_dir`` (after the new export is
         complete) instead of raising :class:`ExportError`.
+      class_names: K names (default ``"0"``..``"K-1"``).
+      representative_images: uint8 images ``[M, H, W, C]`` (a few hundred):
+        also write the TFLite files, the int8 one calibrated on them.
     """
     export_dir = os.path.abspath(os.fspath(export_dir))
     image_shape = _check_image_shape(image_shape)
@@ -54,18 +76,27 @@ def export_classifier(classifier, export_dir, *, image_shape, pixel_range, overw
         raise ExportError(f"export_dir {export_dir} already exists; "
                           "pass overwrite=True to replace it")
     num_classes = _check_classifier(classifier, image_shape)
+    class_names = [str(name) for name in (class_names or range(num_classes))]
+    if len(class_names) != num_classes:
+        raise ExportError(f"{len(class_names)} class names for {num_classes} classes")
 
-    def serving_default(images):
+    def classify(images):
         scaled = tf.cast(images, tf.float32) * ((high - low) / 255.0) + low
         logits = tf.cast(classifier(scaled, training=False), tf.float32)
         return {"probabilities": tf.nn.softmax(logits, axis=-1),
                 "class_ids": tf.argmax(logits, axis=-1, output_type=tf.int64)}
 
+    names = tf.constant(class_names)
+
+    def serving_default(images):
+        outputs = classify(images)
+        return {**outputs, "class_names": tf.gather(names, outputs["class_ids"])}
+
     archive = keras.export.ExportArchive()
     archive.track(classifier)
-    archive.add_endpoint(
-        name="serving_default", fn=serving_default,
-        input_signature=[tf.TensorSpec([None, *image_shape], tf.uint8, name="images")])
+    spec = [tf.TensorSpec([None, *image_shape], tf.uint8, name="images")]
+    archive.add_endpoint(name="serving_default", fn=serving_default, input_signature=spec)
+    archive.add_endpoint(name="classify", fn=classify, input_signature=spec)
 
     parent = os.path.dirname(export_dir)
     os.makedirs(parent, exist_ok=True)
@@ -74,11 +105,57 @@ def export_classifier(classifier, export_dir, *, image_shape, pixel_range, overw
     try:
         archive.write_out(staging, verbose=False)
         _check_written(staging, num_classes, image_shape)
+        if representative_images is not None:
+            _write_tflite(staging, representative_images, image_shape, class_names)
         _move_into_place(staging, export_dir, overwrite)
     finally:
         if os.path.lexists(staging):
             shutil.rmtree(staging, ignore_errors=True)
     return export_dir
+
+
+def _write_tflite(saved_model_dir, representative_images, image_shape, class_names):
+    """``classifier.tflite``, ``classifier_int8.tflite`` and ``labels.txt``
+    from the SavedModel's ``classify`` signature."""
+    images = np.asarray(representative_images)
+    if images.dtype != np.uint8 or images.shape[1:] != tuple(image_shape) or not len(images):
+        raise ExportError(f"representative_images must be uint8 [M, {', '.join(map(str, image_shape))}]"
+                          f" with M > 0, got {images.dtype} {images.shape}")
+
+    def converter():
+        return tf.lite.TFLiteConverter.from_saved_model(saved_model_dir,
+                                                        signature_keys=["classify"])
+
+    float_model = converter().convert()
+
+    def representative_dataset():
+        for image in images:
+            yield {"images": image[None]}
+
+    int8 = converter()
+    int8.optimizations = [tf.lite.Optimize.DEFAULT]
+    int8.representative_dataset = representative_dataset
+    int8.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    int8_model = int8.convert()
+    for file_name, content in ((TFLITE_FLOAT, float_model), (TFLITE_INT8, int8_model)):
+        with open(os.path.join(saved_model_dir, file_name), "wb") as file:
+            file.write(content)
+    with open(os.path.join(saved_model_dir, LABELS), "w") as file:
+        file.write("".join(f"{name}\n" for name in class_names))
+
+
+def tflite_classify(model_path, images, batch_size=256):
+    """``(probabilities [N, K], class_ids [N])`` of a TFLite file on uint8 images."""
+    with warnings.catch_warnings():  # TF 2.21 points at ai-edge-litert; it still works
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = tf.lite.Interpreter(model_path=os.fspath(model_path))
+    runner = interpreter.get_signature_runner("classify")
+    probabilities, class_ids = [], []
+    for start in range(0, len(images), batch_size):
+        outputs = runner(images=np.asarray(images[start:start + batch_size], np.uint8))
+        probabilities.append(np.asarray(outputs["probabilities"], np.float32))
+        class_ids.append(np.asarray(outputs["class_ids"], np.int64))
+    return np.concatenate(probabilities), np.concatenate(class_ids)
 
 
 def _check_image_shape(image_shape):

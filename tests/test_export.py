@@ -171,3 +171,43 @@ def test_bad_arguments_raise_one_line_errors(tmp_path, kwargs, names):
         export_classifier(classifier, tmp_path / "export", **arguments)
     assert names in str(error.value) and "\n" not in str(error.value)
     assert os.listdir(tmp_path) == []
+
+
+def tiny_conv_classifier(seed, num_classes=3):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input(IMAGE_SHAPE), keras.layers.Conv2D(4, 3),
+                             keras.layers.LeakyReLU(0.2), keras.layers.Flatten(),
+                             keras.layers.Dense(num_classes)])
+
+
+def test_class_names_and_tflite_files_ship_with_the_export(tmp_path):
+    import tensorflow as tf
+    from sgan_keras.export import LABELS, TFLITE_FLOAT, TFLITE_INT8, tflite_classify
+    classifier = tiny_conv_classifier(0)
+    names = ["cat", "dog", "bird"]
+    path = export_classifier(classifier, tmp_path / "export", image_shape=IMAGE_SHAPE,
+                             pixel_range=(-1, 1), class_names=names,
+                             representative_images=uint8_images(64, seed=1))
+    images = uint8_images(40, seed=2)
+    served = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(images))
+    ids = served["class_ids"].numpy()
+    assert [name.decode() for name in served["class_names"].numpy()] == [names[i] for i in ids]
+    assert (tmp_path / "export" / LABELS).read_text().split("\n")[:3] == names
+    probabilities, class_ids = tflite_classify(tmp_path / "export" / TFLITE_FLOAT, images)
+    np.testing.assert_allclose(probabilities, served["probabilities"].numpy(), atol=1e-4)
+    np.testing.assert_array_equal(class_ids, ids)
+    # Full integer: int8 tensors inside, the same class for most images.
+    interpreter = tf.lite.Interpreter(model_path=str(tmp_path / "export" / TFLITE_INT8))
+    assert any(detail["dtype"] == np.int8 for detail in interpreter.get_tensor_details())
+    probabilities8, class_ids8 = tflite_classify(tmp_path / "export" / TFLITE_INT8, images)
+    assert probabilities8.shape == (40, 3) and np.mean(class_ids8 == ids) >= 0.8
+
+
+def test_tflite_needs_uint8_representative_images_of_the_image_shape(tmp_path):
+    with pytest.raises(ExportError, match="representative_images must be uint8"):
+        export_classifier(tiny_conv_classifier(0), tmp_path / "export", image_shape=IMAGE_SHAPE,
+                          pixel_range=(-1, 1), representative_images=uint8_images()[:, :3])
+    assert not (tmp_path / "export").exists()      # nothing half-written
+    with pytest.raises(ExportError, match="2 class names for 3 classes"):
+        export_classifier(tiny_conv_classifier(0), tmp_path / "export", image_shape=IMAGE_SHAPE,
+                          pixel_range=(-1, 1), class_names=["a", "b"])
