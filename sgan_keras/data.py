@@ -625,3 +625,38 @@ def _expected_files(name):
 def _reason(error):
     text = str(error).strip().splitlines()
     return text[0][:200] if text else type(error).__name__
+
+
+# ------------------------------------------------------------------ images
+class UnreadableImage(DataError):
+    """An image file that cannot be decoded (not an image, truncated)."""
+
+
+def read_image_file(path, image_shape, convert_channels=False):
+    """One PNG, JPEG, GIF or BMP file as uint8 ``image_shape`` ``(H, W, C)``.
+
+    An alpha channel is dropped; a colour image for ``C = 1`` (or a grayscale
+    one for ``C = 3``) is converted only with ``convert_channels``, otherwise
+    it is a :class:`DataError`. Other sizes are resized (bilinear,
+    antialiased), as ``tf.image.resize``. Raises :class:`UnreadableImage`
+    for a file that does not decode.
+    """
+    try:
+        image = tf.io.decode_image(tf.io.read_file(os.fspath(path)), channels=0,
+                                   expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
+        raise UnreadableImage(f"{path} cannot be decoded ({_reason(error)})") from None
+    height, width, channels = (int(size) for size in image_shape)
+    if image.shape[-1] in (2, 4):                     # drop the alpha channel
+        image = image[..., :image.shape[-1] - 1]
+    if image.shape[-1] != channels:
+        if not convert_channels:
+            kinds = {1: "grayscale", 3: "colour (RGB)"}
+            raise DataError(f"{path} is {kinds[image.shape[-1]]} but the images must be "
+                            f"{kinds[channels]}; pass --convert_channels to convert them")
+        image = (tf.image.rgb_to_grayscale(image) if channels == 1
+                 else tf.image.grayscale_to_rgb(image))
+    if tuple(image.shape[:2]) != (height, width):
+        image = tf.image.resize(tf.cast(image, tf.float32), (height, width), antialias=True)
+        image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    return image.numpy()

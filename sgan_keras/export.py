@@ -144,12 +144,18 @@ def _write_tflite(saved_model_dir, representative_images, image_shape, class_nam
         file.write("".join(f"{name}\n" for name in class_names))
 
 
-def tflite_classify(model_path, images, batch_size=256):
-    """``(probabilities [N, K], class_ids [N])`` of a TFLite file on uint8 images."""
+def tflite_runner(model_path):
+    """The ``classify`` signature of a TFLite file, ready to run."""
     with warnings.catch_warnings():  # TF 2.21 points at ai-edge-litert; it still works
         warnings.simplefilter("ignore", UserWarning)
         interpreter = tf.lite.Interpreter(model_path=os.fspath(model_path))
-    runner = interpreter.get_signature_runner("classify")
+    return interpreter.get_signature_runner("classify")
+
+
+def tflite_classify(model, images, batch_size=256):
+    """``(probabilities [N, K], class_ids [N])`` of a TFLite file (or its
+    :func:`tflite_runner`) on uint8 images."""
+    runner = tflite_runner(model) if isinstance(model, (str, os.PathLike)) else model
     probabilities, class_ids = [], []
     for start in range(0, len(images), batch_size):
         outputs = runner(images=np.asarray(images[start:start + batch_size], np.uint8))

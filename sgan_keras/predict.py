@@ -1,0 +1,183 @@
+r"""Classifies image files with an exported classifier.
+
+    python -m sgan_keras.predict --model=runs/gia100 photos/ 'more/*.png' \
+        --output=predictions.csv
+
+``--model`` is a run directory (its ``export/``), an export directory (the
+SavedModel ``sgan_keras.train`` writes) or one of its TFLite files
+(``classifier.tflite``, ``classifier_int8.tflite``, with ``labels.txt`` beside
+them). Arguments are image files, directories (searched recursively) or glob
+patterns. PNG, JPEG, GIF and BMP images are decoded and resized to the model's
+input (bilinear, antialiased); a colour image for a grayscale model, or the
+reverse, needs ``--convert_channels``. Files are read and classified in
+batches of ``--batch_size``, and each batch's rows are written at once.
+
+The output (CSV, to ``--output`` or standard output) has one row per image:
+``file``, ``class_name``, ``class_id``, ``probability`` (of that class).
+
+Unreadable files (not an image, truncated) are skipped; the run ends with one
+line counting them on standard error. Exit status: 0 when at least one image
+was classified, 2 on bad input (no model, no image, a channel mismatch without
+``--convert_channels``) with one line naming it.
+"""
+
+import csv
+import glob
+import os
+import sys
+
+import numpy as np
+from absl import app
+from absl import flags
+
+from sgan_keras import data as data_lib
+from sgan_keras import export as export_lib
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "A run directory, its export/ directory, or a .tflite file.")
+flags.DEFINE_string("output", None, "CSV file to write; default: standard output.")
+flags.DEFINE_integer("batch_size", 256, "Images read and classified at a time.")
+flags.DEFINE_bool("convert_channels", False, "Convert colour images to grayscale for a "
+                  "grayscale model, and grayscale to RGB for a colour one.")
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
+
+
+class PredictError(ValueError):
+    """Bad input to the predict CLI; the message is one line."""
+
+
+class Classifier:
+    """An exported classifier: ``classify(uint8 images) -> (probabilities, class_ids)``."""
+
+    def __init__(self, path):
+        path = os.fspath(path)
+        if os.path.isdir(os.path.join(path, "export")):
+            path = os.path.join(path, "export")          # a run directory
+        self.path = path
+        if path.endswith(".tflite") and os.path.isfile(path):
+            self._load_tflite(path)
+        elif os.path.isfile(os.path.join(path, "saved_model.pb")):
+            self._load_saved_model(path)
+        else:
+            raise PredictError(f"--model={path} is neither a run directory, an export "
+                               "directory (saved_model.pb) nor a .tflite file")
+
+    def _load_saved_model(self, path):
+        import tensorflow as tf
+        loaded = tf.saved_model.load(path)
+        self._serve = loaded.signatures["serving_default"]
+        self.image_shape = tuple(self._serve.structured_input_signature[1]["images"].shape[1:])
+        outputs = self._serve(images=tf.zeros((1, *self.image_shape), tf.uint8))
+        self.class_names = None
+        if "class_names" not in outputs:     # an export from before class names
+            self.class_names = [str(k) for k in range(outputs["probabilities"].shape[-1])]
+
+    def _load_tflite(self, path):
+        self._tflite = export_lib.tflite_runner(path)
+        inputs = self._tflite.get_input_details()
+        self.image_shape = tuple(int(size) for size in inputs["images"]["shape"][1:])
+        labels = os.path.join(os.path.dirname(path), export_lib.LABELS)
+        self.class_names = None
+        if os.path.exists(labels):
+            with open(labels) as file:
+                self.class_names = file.read().splitlines()
+
+    def classify(self, images):
+        """``(class_names [N], class_ids [N], probabilities [N, K])``."""
+        if hasattr(self, "_tflite"):
+            probabilities, class_ids = export_lib.tflite_classify(self._tflite, images)
+            names = [self.class_names[k] if self.class_names else str(k) for k in class_ids]
+            return names, class_ids, probabilities
+        import tensorflow as tf
+        outputs = self._serve(images=tf.constant(images))
+        class_ids = outputs["class_ids"].numpy()
+        if "class_names" in outputs:
+            names = [name.decode() for name in outputs["class_names"].numpy()]
+        else:
+            names = [self.class_names[k] for k in class_ids]
+        return names, class_ids, outputs["probabilities"].numpy()
+
+
+def image_files(arguments):
+    """Every image file named by ``arguments`` (files, directories, globs), in order."""
+    found = []
+    for argument in arguments:
+        if os.path.isdir(argument):
+            for root, directories, files in os.walk(argument):
+                directories.sort()
+                found += [os.path.join(root, name) for name in sorted(files)
+                          if name.lower().endswith(IMAGE_EXTENSIONS)]
+        elif os.path.isfile(argument):
+            found.append(argument)
+        else:
+            matches = sorted(glob.glob(argument, recursive=True))
+            if not matches:
+                raise PredictError(f"{argument} is no file, directory or matching pattern")
+            found += [path for path in matches if os.path.isfile(path)]
+    if not found:
+        raise PredictError(f"no image file in {' '.join(arguments)}")
+    return found
+
+
+def predict(classifier, paths, output, batch_size=256, convert_channels=False):
+    """Writes the CSV rows of ``paths`` to the file object ``output``;
+    returns ``(classified, skipped)`` counts."""
+    writer = csv.writer(output)
+    writer.writerow(["file", "class_name", "class_id", "probability"])
+    classified, skipped = 0, []
+    for start in range(0, len(paths), batch_size):
+        batch, names = [], []
+        for path in paths[start:start + batch_size]:
+            try:
+                batch.append(data_lib.read_image_file(path, classifier.image_shape,
+                                                      convert_channels=convert_channels))
+                names.append(path)
+            except data_lib.UnreadableImage:
+                skipped.append(path)
+        if not batch:
+            continue
+        class_names, class_ids, probabilities = classifier.classify(np.stack(batch))
+        for path, name, class_id, row in zip(names, class_names, class_ids, probabilities):
+            writer.writerow([path, name, int(class_id), f"{row[class_id]:.6f}"])
+        output.flush()
+        classified += len(batch)
+    return classified, skipped
+
+
+def main(argv):
+    files = argv[1:]
+    try:
+        if not FLAGS.model:
+            raise PredictError("--model is required (a run directory, export/ or .tflite)")
+        if not files:
+            raise PredictError("name the images to classify: files, directories or globs")
+        if FLAGS.batch_size <= 0:
+            raise PredictError(f"--batch_size must be positive, got {FLAGS.batch_size}")
+        classifier = Classifier(FLAGS.model)
+        paths = image_files(files)
+        if FLAGS.output:
+            with open(FLAGS.output, "w", newline="") as output:
+                classified, skipped = predict(classifier, paths, output, FLAGS.batch_size,
+                                              FLAGS.convert_channels)
+        else:
+            classified, skipped = predict(classifier, paths, sys.stdout, FLAGS.batch_size,
+                                          FLAGS.convert_channels)
+    except (PredictError, data_lib.DataError) as error:
+        print(f"sgan_keras.predict: error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    if skipped:
+        print(f"sgan_keras.predict: skipped {len(skipped)} unreadable file(s), e.g. "
+              f"{skipped[0]}", file=sys.stderr, flush=True)
+    if not classified:
+        print("sgan_keras.predict: error: no image could be read", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def run():
+    """Console-script entry point (``sgan-predict``)."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,113 @@
+"""The predict CLI: run directories, exports and TFLite files on image files."""
+
+import csv
+import io
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sgan_keras import data as data_lib
+from sgan_keras.export import TFLITE_FLOAT, export_classifier
+
+IMAGE_SHAPE = (8, 8, 3)
+NAMES = ["zebra", "apple", "mango"]       # not alphabetical
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A directory laid out like a training run's: its classifier in export/."""
+    keras.utils.set_random_seed(0)
+    classifier = keras.Sequential([keras.Input(IMAGE_SHAPE), keras.layers.Conv2D(4, 3),
+                                   keras.layers.Flatten(), keras.layers.Dense(3)])
+    run = tmp_path_factory.mktemp("predict") / "run"
+    representative = np.random.default_rng(0).integers(0, 256, (32, *IMAGE_SHAPE), np.uint8)
+    export_classifier(classifier, run / "export", image_shape=IMAGE_SHAPE, pixel_range=(-1, 1),
+                      class_names=NAMES, representative_images=representative)
+    return run
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """PNG and JPEG files, one of another size, in nested folders, and a corrupt one."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(1)
+    (root / "nested" / "deeper").mkdir(parents=True)
+    paths = []
+    for index, (folder, size, encode) in enumerate([
+            ("", 8, tf.io.encode_png), ("nested", 8, tf.io.encode_jpeg),
+            ("nested/deeper", 20, tf.io.encode_png), ("nested", 8, tf.io.encode_png)]):
+        pixels = rng.integers(0, 256, (size, size, 3), np.uint8)
+        path = root / folder / f"image{index}.{'jpg' if encode is tf.io.encode_jpeg else 'png'}"
+        path.write_bytes(encode(pixels).numpy())
+        paths.append(path)
+    (root / "nested" / "broken.png").write_bytes(b"\x89PNG not really")
+    return root, paths
+
+
+def predict(*args):
+    return subprocess.run([sys.executable, "-m", "sgan_keras.predict", *map(str, args)],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+
+
+def rows(text):
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_predict_matches_the_saved_model_and_the_tflite_file(run_dir, images, tmp_path):
+    root, paths = images
+    gray = tmp_path / "gray.png"         # converted to RGB only when asked
+    gray.write_bytes(tf.io.encode_png(np.full((8, 8, 1), 200, np.uint8)).numpy())
+    result = predict(f"--model={run_dir}", root, gray, f"--output={tmp_path / 'out.csv'}",
+                     "--batch_size=2", "--convert_channels")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "skipped 1 unreadable file(s)" in result.stderr and "broken.png" in result.stderr
+    saved = rows((tmp_path / "out.csv").read_text())
+    assert sorted(row["file"] for row in saved) == sorted(map(str, paths + [gray]))
+    # The same images through the SavedModel directly.
+    serve = tf.saved_model.load(str(run_dir / "export")).signatures["serving_default"]
+    decoded = np.stack([data_lib.read_image_file(row["file"], IMAGE_SHAPE, convert_channels=True)
+                        for row in saved])
+    outputs = serve(images=tf.constant(decoded))
+    ids = outputs["class_ids"].numpy()
+    assert [int(row["class_id"]) for row in saved] == ids.tolist()
+    assert [row["class_name"] for row in saved] == [NAMES[k] for k in ids]
+    np.testing.assert_allclose([float(row["probability"]) for row in saved],
+                               outputs["probabilities"].numpy()[np.arange(len(ids)), ids],
+                               atol=1e-5)
+    # The float TFLite file: same classes, probabilities within 1e-4.
+    lite = predict(f"--model={run_dir / 'export' / TFLITE_FLOAT}", *paths)
+    assert lite.returncode == 0, lite.stderr[-2000:]
+    lite_rows = {row["file"]: row for row in rows(lite.stdout)}
+    for row in saved[:len(paths)]:
+        if row["file"] in lite_rows:
+            assert lite_rows[row["file"]]["class_name"] == row["class_name"]
+            assert abs(float(lite_rows[row["file"]]["probability"])
+                       - float(row["probability"])) < 1e-4
+    assert len(lite_rows) == len(paths)
+
+
+def test_channel_conversion_is_explicit(run_dir, tmp_path):
+    gray = tmp_path / "gray.png"
+    gray.write_bytes(tf.io.encode_png(np.full((8, 8, 1), 200, np.uint8)).numpy())
+    refused = predict(f"--model={run_dir}", gray)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"sgan_keras.predict: error: {gray} is grayscale but the images must be colour "
+        "(RGB); pass --convert_channels to convert them")
+
+
+def test_bad_model_and_image_arguments_are_named(tmp_path):
+    from sgan_keras.predict import Classifier, PredictError, image_files
+    with pytest.raises(PredictError, match="--model=/nonexistent is neither"):
+        Classifier("/nonexistent")
+    with pytest.raises(PredictError, match="/nonexistent/\\*.png is no file, directory"):
+        image_files(["/nonexistent/*.png"])
+    (tmp_path / "notes.txt").write_text("no image")
+    with pytest.raises(PredictError, match="no image file in"):
+        image_files([str(tmp_path)])
