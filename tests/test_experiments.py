@@ -58,20 +58,20 @@ def test_svhn_experiment_runs_with_its_baseline_on_generated_data(tmp_path):
     data_dir.mkdir()
     write_svhn_fixture(data_dir)
     result = subprocess.run(
-        [sys.executable, "experiments/run.py", "--experiment=svhn_improved_gan_manifold_1000",
+        [sys.executable, "experiments/run.py", "--experiment=svhn_lecouat_1000",
          "--seeds=0", "--epochs=1", "--steps_per_epoch=1", f"--data_dir={data_dir}",
          f"--runs_dir={tmp_path / 'runs'}", f"--results_dir={tmp_path / 'results'}"],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((tmp_path / "results" / "svhn_improved_gan_manifold_1000.json").read_text())
+    report = json.loads((tmp_path / "results" / "svhn_lecouat_1000.json").read_text())
     assert report["status"] == "measured"
     for kind in ("sgan", "baseline"):
         assert 0.0 <= report[kind]["0"]["final_test_accuracy"] <= 1.0
         assert "--dataset=svhn" in report[kind]["0"]["command"]
-    assert "--manifold_reg=lecouat" in report["sgan"]["0"]["command"]
+    assert "--preset=svhn_lecouat" in report["sgan"]["0"]["command"]
     assert "--supervised_only" in report["baseline"]["0"]["command"]
-    assert (tmp_path / "results" / "svhn_improved_gan_manifold_1000_accuracy.png").exists()
-    assert "seed" in (tmp_path / "results" / "svhn_improved_gan_manifold_1000.md").read_text()
+    assert (tmp_path / "results" / "svhn_lecouat_1000_accuracy.png").exists()
+    assert "seed" in (tmp_path / "results" / "svhn_lecouat_1000.md").read_text()
 
 
 def test_cifar10_trains_through_the_tfds_path(tmp_path):
