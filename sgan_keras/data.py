@@ -660,3 +660,131 @@ def read_image_file(path, image_shape, convert_channels=False):
         image = tf.image.resize(tf.cast(image, tf.float32), (height, width), antialias=True)
         image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
     return image.numpy()
+
+
+# ----------------------------------------------------------- image folders
+FOLDER_TEST_FRACTION = 0.2
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFolder:
+    """The images of a ``folder:PATH`` data set, decoded to one image shape.
+
+    ``labeled_*`` come from ``PATH/labeled/<class>/``, ``unlabeled_images``
+    from every image under ``PATH/unlabeled/``, ``test_*`` from
+    ``PATH/test/<class>/`` or, without it, a seeded held-out part of the
+    labeled images (``test_held_out``). ``class_names`` are the class folders'
+    names in sorted order (as ``keras.utils.image_dataset_from_directory``);
+    class ``k`` is ``class_names[k]``. ``skipped`` lists unreadable files.
+    """
+
+    class_names: tuple
+    labeled_images: np.ndarray
+    labeled_labels: np.ndarray
+    unlabeled_images: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    test_held_out: bool
+    skipped: tuple
+
+
+def read_image_folder(path, image_shape, *, convert_channels=False, seed=0,
+                      test_fraction=FOLDER_TEST_FRACTION):
+    """Reads ``path`` laid out as ``labeled/<class>/*``, ``unlabeled/**`` and
+    optionally ``test/<class>/*`` (see :class:`ImageFolder`).
+
+    Every image is decoded and resized to ``image_shape`` by
+    :func:`read_image_file`. Unreadable files are skipped and listed in
+    ``skipped`` (the caller reports their count); a folder, class or split
+    without any image is a :class:`DataError` naming it.
+    """
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise DataError(f"folder {path} does not exist; expected {path}/labeled/<class>/*, "
+                        f"{path}/unlabeled/** and optionally {path}/test/<class>/*")
+    labeled_dir = os.path.join(path, "labeled")
+    class_names = tuple(sorted(name for name in _subdirectories(labeled_dir)))
+    if len(class_names) < 2:
+        raise DataError(f"{labeled_dir} must hold one folder of images per class (at least "
+                        f"two), found {len(class_names)}")
+    skipped = []
+
+    def read_classes(root):
+        images, labels = [], []
+        for label, name in enumerate(class_names):
+            files = image_files_in(os.path.join(root, name))
+            decoded = _read_images(files, image_shape, convert_channels, skipped)
+            images += decoded
+            labels += [label] * len(decoded)
+        return images, labels
+
+    images, labels = read_classes(labeled_dir)
+    counts = np.bincount(labels, minlength=len(class_names))
+    if counts.min() == 0:
+        empty = class_names[int(np.argmin(counts))]
+        raise DataError(f"class {empty!r} has no readable image in {labeled_dir}/{empty}")
+    labeled_images, labeled_labels = np.stack(images), np.asarray(labels, np.int64)
+
+    unlabeled_dir = os.path.join(path, "unlabeled")
+    unlabeled = _read_images(image_files_in(unlabeled_dir), image_shape, convert_channels, skipped)
+    if not unlabeled:
+        raise DataError(f"{unlabeled_dir} holds no readable image (PNG, JPEG, GIF or BMP, "
+                        "in any subfolder)")
+
+    test_dir = os.path.join(path, "test")
+    if os.path.isdir(test_dir):
+        unknown = sorted(set(_subdirectories(test_dir)) - set(class_names))
+        if unknown:
+            raise DataError(f"{test_dir}/{unknown[0]} is not a class of {labeled_dir} "
+                            f"({', '.join(class_names)})")
+        images, labels = read_classes(test_dir)
+        if not images:
+            raise DataError(f"{test_dir} holds no readable image in its class folders")
+        test_images, test_labels = np.stack(images), np.asarray(labels, np.int64)
+        held_out = False
+    else:   # a seeded part of each class's labeled images
+        rng = np.random.default_rng([seed, 11])
+        test = np.concatenate([
+            rng.permutation(np.flatnonzero(labeled_labels == k))[
+                :int(np.floor(test_fraction * counts[k]))] for k in range(len(class_names))])
+        keep = np.setdiff1d(np.arange(len(labeled_labels)), test)
+        test_images, test_labels = labeled_images[test], labeled_labels[test]
+        labeled_images, labeled_labels = labeled_images[keep], labeled_labels[keep]
+        held_out = True
+        if not len(test):
+            raise DataError(f"{path} has no test/ folder and too few labeled images to hold "
+                            f"{test_fraction:.0%} of each class out for testing")
+    return ImageFolder(class_names=class_names, labeled_images=labeled_images,
+                       labeled_labels=labeled_labels, unlabeled_images=np.stack(unlabeled),
+                       test_images=test_images, test_labels=test_labels,
+                       test_held_out=held_out, skipped=tuple(skipped))
+
+
+def _subdirectories(directory):
+    if not os.path.isdir(directory):
+        raise DataError(f"{directory} does not exist")
+    return [name for name in os.listdir(directory)
+            if os.path.isdir(os.path.join(directory, name))]
+
+
+def image_files_in(directory):
+    """Every image file under ``directory`` (recursively), sorted."""
+    if not os.path.isdir(directory):
+        raise DataError(f"{directory} does not exist")
+    found = []
+    for root, directories, files in os.walk(directory):
+        directories.sort()
+        found += [os.path.join(root, name) for name in sorted(files)
+                  if name.lower().endswith(IMAGE_EXTENSIONS)]
+    return found
+
+
+def _read_images(files, image_shape, convert_channels, skipped):
+    images = []
+    for file in files:
+        try:
+            images.append(read_image_file(file, image_shape, convert_channels))
+        except UnreadableImage:
+            skipped.append(file)
+    return images

@@ -40,8 +40,6 @@ flags.DEFINE_integer("batch_size", 256, "Images read and classified at a time.")
 flags.DEFINE_bool("convert_channels", False, "Convert colour images to grayscale for a "
                   "grayscale model, and grayscale to RGB for a colour one.")
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
-
 
 class PredictError(ValueError):
     """Bad input to the predict CLI; the message is one line."""
@@ -104,10 +102,7 @@ def image_files(arguments):
     found = []
     for argument in arguments:
         if os.path.isdir(argument):
-            for root, directories, files in os.walk(argument):
-                directories.sort()
-                found += [os.path.join(root, name) for name in sorted(files)
-                          if name.lower().endswith(IMAGE_EXTENSIONS)]
+            found += data_lib.image_files_in(argument)
         elif os.path.isfile(argument):
             found.append(argument)
         else:

@@ -1,6 +1,7 @@
 """The data layer: every local format, TFDS, label budgets, pipelines, bad input."""
 
 import gzip
+import os
 import io
 import pickle
 import struct
@@ -516,3 +517,76 @@ def test_init_batch_draws_from_the_asked_pool(tmp_path):
     np.testing.assert_array_equal(anywhere, data.init_batch(200)["unlabeled_images"].numpy())
     with pytest.raises(DataError, match="init source"):
         data.init_batch(10, "test")
+
+
+# ------------------------------------------------------------ image folders
+def write_folder(root, classes=("zebra", "apple", "mango"), per_class=5, unlabeled=12,
+                 test=True, size=12, channels=3, seed=0):
+    """A folder data set of PNG and JPEG files; each image is one flat colour
+    whose value says its class (class k: 40 * (k + 1))."""
+    import tensorflow as tf
+    rng = np.random.default_rng(seed)
+
+    def write(path, value):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pixels = np.full((size, size, channels), value, np.uint8)
+        encode = tf.io.encode_jpeg if path.suffix == ".jpg" else tf.io.encode_png
+        path.write_bytes(encode(pixels).numpy())
+
+    for split, count in (("labeled", per_class),) + ((("test", 2),) if test else ()):
+        for k, name in enumerate(classes):
+            for i in range(count):
+                write(root / split / name / f"{i}.{'jpg' if i % 2 else 'png'}", 40 * (k + 1))
+    for i in range(unlabeled):           # nested folders, any depth
+        write(root / "unlabeled" / f"part{i % 3}" / ("deep" if i % 2 else "") / f"u{i}.png",
+              int(rng.integers(0, 256)))
+
+
+def test_image_folder_reads_classes_in_sorted_order_and_resizes(tmp_path):
+    write_folder(tmp_path)
+    (tmp_path / "unlabeled" / "broken.png").write_bytes(b"not an image")
+    folder = data_lib.read_image_folder(tmp_path, (8, 8, 3))
+    # Sorted names, not the order the folders were made in.
+    assert folder.class_names == ("apple", "mango", "zebra")
+    assert folder.labeled_images.shape == (15, 8, 8, 3) and folder.labeled_images.dtype == np.uint8
+    value = {"zebra": 40, "apple": 80, "mango": 120}          # written as 40 * (k + 1)
+    for image, label in zip(folder.labeled_images, folder.labeled_labels):
+        assert abs(int(image.mean()) - value[folder.class_names[label]]) <= 2  # JPEG rounding
+    assert len(folder.unlabeled_images) == 12
+    assert [os.path.basename(p) for p in folder.skipped] == ["broken.png"]
+    assert not folder.test_held_out and np.bincount(folder.test_labels).tolist() == [2, 2, 2]
+
+
+def test_image_folder_without_test_holds_out_a_seeded_part(tmp_path):
+    write_folder(tmp_path, test=False, per_class=10)
+    folder = data_lib.read_image_folder(tmp_path, (8, 8, 3), seed=1)
+    assert folder.test_held_out
+    assert np.bincount(folder.test_labels).tolist() == [2, 2, 2]        # 20% of each class
+    assert np.bincount(folder.labeled_labels).tolist() == [8, 8, 8]
+    again = data_lib.read_image_folder(tmp_path, (8, 8, 3), seed=1)
+    np.testing.assert_array_equal(again.test_images, folder.test_images)
+
+
+def test_image_folder_channel_conversion_is_explicit(tmp_path):
+    write_folder(tmp_path, channels=3)
+    with pytest.raises(DataError, match="is colour \\(RGB\\) but the images must be grayscale"):
+        data_lib.read_image_folder(tmp_path, (8, 8, 1))
+    folder = data_lib.read_image_folder(tmp_path, (8, 8, 1), convert_channels=True)
+    assert folder.labeled_images.shape[-1] == 1
+
+
+def test_image_folder_bad_layouts_are_named(tmp_path):
+    with pytest.raises(DataError, match="nowhere does not exist; expected"):
+        data_lib.read_image_folder(tmp_path / "nowhere", (8, 8, 3))
+    write_folder(tmp_path / "a")
+    for image in (tmp_path / "a" / "labeled" / "mango").iterdir():
+        image.unlink()
+    with pytest.raises(DataError, match="class 'mango' has no readable image"):
+        data_lib.read_image_folder(tmp_path / "a", (8, 8, 3))
+    write_folder(tmp_path / "b", unlabeled=0)
+    (tmp_path / "b" / "unlabeled").mkdir()
+    with pytest.raises(DataError, match="unlabeled holds no readable image"):
+        data_lib.read_image_folder(tmp_path / "b", (8, 8, 3))
+    write_folder(tmp_path / "c", classes=("only",))
+    with pytest.raises(DataError, match="at least two"):
+        data_lib.read_image_folder(tmp_path / "c", (8, 8, 3))
