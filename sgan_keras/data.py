@@ -616,6 +616,8 @@ def _to_numpy(split):
 
 
 def _expected_files(name):
+    if name not in _TFDS_NAMES:
+        return "TFDS data prepared on another machine"
     return {"mnist": "mnist.npz or " + ", ".join(_MNIST_IDX["train"] + _MNIST_IDX["test"]),
             "svhn": "train_32x32.mat, test_32x32.mat",
             "cifar10": ("cifar-10-batches-bin/, cifar-10-batches-py/, their .tar.gz "
@@ -788,3 +790,79 @@ def _read_images(files, image_shape, convert_channels, skipped):
         except UnreadableImage:
             skipped.append(file)
     return images
+
+
+# ------------------------------------------------------------ any TFDS set
+@dataclasses.dataclass(frozen=True)
+class TFDSImages:
+    """An image-classification data set of TensorFlow Datasets, as arrays."""
+
+    class_names: tuple
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+
+
+def read_tfds_images(name, image_shape, *, data_dir=None, train_split="train",
+                     test_split="test", convert_channels=False):
+    """``name`` (``NAME`` or ``NAME/config``) of TFDS, with an image and a class
+    label feature, its images converted to uint8 ``image_shape``.
+
+    Class names and count come from the data set's ``ClassLabel`` feature.
+    Images of another size are resized (bilinear, antialiased); a colour data
+    set for a grayscale model, or the reverse, needs ``convert_channels``.
+    """
+    import tensorflow_datasets as tfds
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as error:  # TFDS raises many types for unknown names
+        raise DataError(f"TFDS has no data set {name!r} ({_reason(error)}); see "
+                        "https://www.tensorflow.org/datasets/catalog") from None
+    image_key, label_key = _image_and_label_features(builder, name)
+    try:
+        if data_dir is None:   # else: TFDS data prepared there
+            _check_download_reachable(builder, name)
+            builder.download_and_prepare()
+        splits = builder.as_dataset(split=[train_split, test_split], as_supervised=False)
+    except DataError:
+        raise
+    except Exception as error:  # TFDS raises many types; the reason is one line
+        raise DataError(f"TFDS could not load {name} splits {train_split!r} and "
+                        f"{test_split!r}: {_reason(error)}") from None
+    height, width, channels = image_shape
+    source_channels = builder.info.features[image_key].shape[-1]
+    if source_channels != channels and not convert_channels:
+        kinds = {1: "grayscale", 3: "colour (RGB)"}
+        raise DataError(f"TFDS {name} images are {kinds.get(source_channels, source_channels)} "
+                        f"but the model takes {kinds[channels]} ones; pass --convert_channels")
+
+    def convert(example):
+        image = example[image_key]
+        if image.shape[-1] != channels:
+            image = (tf.image.rgb_to_grayscale(image) if channels == 1
+                     else tf.image.grayscale_to_rgb(image))
+        image = tf.image.resize(tf.cast(image, tf.float32), (height, width), antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), example[label_key]
+
+    arrays = [_to_numpy(split.map(convert, num_parallel_calls=tf.data.AUTOTUNE))
+              for split in splits]
+    label_feature = builder.info.features[label_key]
+    return TFDSImages(class_names=tuple(label_feature.names), train_images=arrays[0][0],
+                      train_labels=arrays[0][1], test_images=arrays[1][0],
+                      test_labels=arrays[1][1])
+
+
+def _image_and_label_features(builder, name):
+    """The names of ``builder``'s image and ``ClassLabel`` features, or a DataError."""
+    import tensorflow_datasets as tfds
+    features = builder.info.features
+    images = [key for key, feature in features.items()
+              if isinstance(feature, tfds.features.Image)]
+    labels = [key for key, feature in features.items()
+              if isinstance(feature, tfds.features.ClassLabel)]
+    if not images or not labels:
+        raise DataError(f"TFDS {name} is not an image-classification data set: it needs an "
+                        f"Image and a ClassLabel feature, it has {', '.join(features.keys())}")
+    prefer = lambda keys, word: word if word in keys else keys[0]  # noqa: E731
+    return prefer(images, "image"), prefer(labels, "label")

@@ -590,3 +590,25 @@ def test_image_folder_bad_layouts_are_named(tmp_path):
     write_folder(tmp_path / "c", classes=("only",))
     with pytest.raises(DataError, match="at least two"):
         data_lib.read_image_folder(tmp_path / "c", (8, 8, 3))
+
+
+# ------------------------------------------------------------- any TFDS set
+def test_any_tfds_image_classification_set_with_its_class_names(tmp_path):
+    import tensorflow_datasets as tfds
+    with tfds.testing.mock_data(num_examples=20):   # a name the package does not build in
+        fashion = data_lib.read_tfds_images("fashion_mnist", (28, 28, 1), data_dir=str(tmp_path))
+        with pytest.raises(DataError, match="grayscale but the model takes colour"):
+            data_lib.read_tfds_images("fashion_mnist", (32, 32, 3), data_dir=str(tmp_path))
+        colour = data_lib.read_tfds_images("fashion_mnist", (32, 32, 3), data_dir=str(tmp_path),
+                                           convert_channels=True)
+    assert fashion.class_names[:3] == ("T-shirt/top", "Trouser", "Pullover")
+    assert fashion.train_images.shape == (20, 28, 28, 1) and fashion.train_images.dtype == np.uint8
+    assert fashion.test_images.shape == (20, 28, 28, 1)
+    assert fashion.train_labels.max() < 10 and colour.train_images.shape == (20, 32, 32, 3)
+
+
+def test_tfds_names_that_are_not_image_classification_are_refused():
+    with pytest.raises(DataError, match="TFDS has no data set 'no_such_set_xyz'"):
+        data_lib.read_tfds_images("no_such_set_xyz", (28, 28, 1))
+    with pytest.raises(DataError, match="imdb_reviews is not an image-classification data set"):
+        data_lib.read_tfds_images("imdb_reviews", (28, 28, 1))
