@@ -36,7 +36,12 @@ def table(results_dir=os.path.join(REPO_ROOT, "experiments", "results")):
             summary = result.get(kind + "_summary")
             cells.append(f"{100 * summary['final_mean']:.2f} +- {100 * summary['final_std']:.2f}%"
                          if summary else "-")
-        rows.append(f"| {link} | {published} | {cells[0]} | {cells[1]} | {result['budget']} "
+        budget = result["budget"]
+        running = [run for run in result["sgan"].values() if not run.get("finished", True)]
+        if running:
+            done = min(len(run["test_accuracy"]) for run in running)
+            budget += f" (still running: {done} epochs so far)"
+        rows.append(f"| {link} | {published} | {cells[0]} | {cells[1]} | {budget} "
                     f"| {len(result['sgan'])} |")
     return "\n".join(rows)
 
