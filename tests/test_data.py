@@ -62,7 +62,7 @@ def cifar10_batches(per_class=3, seed=0):
     """Seven small CIFAR-10 batches (five train, test) of records with a known
     pixel: at (0, 0) the R, G and B values are label, label + 100, label + 200."""
     batches = {}
-    for index, name in enumerate(data_lib._CIFAR10_TRAIN_BATCHES + ("test_batch",)):
+    for index, name in enumerate(data_lib.CIFAR10_TRAIN_BATCHES + ("test_batch",)):
         images, labels = fake_digits(per_class, (32, 32, 3), seed=seed + index)
         images[:, 0, 0] = labels[:, None] + np.array([0, 100, 200])
         batches[name] = images, labels
@@ -107,7 +107,7 @@ def write_cifar10(directory, layout, batches=None):
 def test_cifar10_local_formats(layout, tmp_path):
     batches = write_cifar10(tmp_path, layout)
     data = load_dataset("cifar10", 20, data_dir=str(tmp_path))
-    train = [batches[name] for name in data_lib._CIFAR10_TRAIN_BATCHES]
+    train = [batches[name] for name in data_lib.CIFAR10_TRAIN_BATCHES]
     np.testing.assert_array_equal(data.train_images, np.concatenate([b[0] for b in train]))
     np.testing.assert_array_equal(data.train_labels, np.concatenate([b[1] for b in train]))
     np.testing.assert_array_equal(data.test_images, batches["test_batch"][0])
