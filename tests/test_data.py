@@ -11,12 +11,9 @@ import pytest
 import scipy.io
 import tensorflow as tf
 
-from conftest import SHARED_CIFAR10_DIR, SHARED_MNIST_DIR
 from sgan_keras import data as data_lib
 from sgan_keras.data import DataError, load_dataset
 
-needs_mnist = pytest.mark.skipif(not (SHARED_MNIST_DIR / "mnist.npz").exists(),
-                                 reason=f"real MNIST not found at {SHARED_MNIST_DIR}")
 
 
 # ---------------------------------------------------------------- fixtures
@@ -227,15 +224,15 @@ def test_label_draw_is_pinned():
 
 # ------------------------------------------------------------ real CIFAR-10
 @pytest.fixture(scope="module")
-def cifar10():
-    return load_dataset("cifar10", 4000, seed=0, data_dir=str(SHARED_CIFAR10_DIR))
+def cifar10(cifar10_dir):
+    return load_dataset("cifar10", 4000, seed=0, data_dir=str(cifar10_dir))
 
 
-def test_real_cifar10_sizes_budget_and_pixel_range(cifar10):
+def test_real_cifar10_sizes_budget_and_pixel_range(cifar10, cifar10_dir):
     assert cifar10.train_images.shape == (50000, 32, 32, 3)
     assert cifar10.test_images.shape == (10000, 32, 32, 3)
     # The labels as the files store them: byte 0 of every 3,073-byte record.
-    folder = SHARED_CIFAR10_DIR / "cifar-10-batches-bin"
+    folder = cifar10_dir / "cifar-10-batches-bin"
     file_labels = np.concatenate([
         np.fromfile(folder / f"data_batch_{i}.bin", np.uint8).reshape(-1, 3073)[:, 0]
         for i in range(1, 6)])
@@ -249,13 +246,10 @@ def test_real_cifar10_sizes_budget_and_pixel_range(cifar10):
 
 # --------------------------------------------------------------- real MNIST
 @pytest.fixture(scope="module")
-def mnist():
-    if not (SHARED_MNIST_DIR / "mnist.npz").exists():
-        pytest.skip(f"real MNIST not found at {SHARED_MNIST_DIR}")
-    return load_dataset("mnist", 100, seed=0, data_dir=str(SHARED_MNIST_DIR))
+def mnist(mnist_dir):
+    return load_dataset("mnist", 100, seed=0, data_dir=str(mnist_dir))
 
 
-@needs_mnist
 def test_real_mnist_sizes_and_a_balanced_budget(mnist):
     assert mnist.train_images.shape == (60000, 28, 28, 1)
     assert mnist.test_images.shape == (10000, 28, 28, 1)
@@ -263,7 +257,6 @@ def test_real_mnist_sizes_and_a_balanced_budget(mnist):
     assert len(set(mnist.labeled_indices.tolist())) == 100
 
 
-@needs_mnist
 def test_same_seed_same_indices_other_seed_other_indices(mnist):
     labels = mnist.train_labels
     same = data_lib.draw_labeled_indices(labels, 100, seed=0)
@@ -274,10 +267,9 @@ def test_same_seed_same_indices_other_seed_other_indices(mnist):
     assert same[:8].tolist() == [113, 325, 476, 1000, 1064, 1715, 2047, 2561]
 
 
-@needs_mnist
 @pytest.mark.parametrize("pixel_range", [(-1.0, 1.0), (0.0, 1.0)])
-def test_pixel_range_as_asked(mnist, pixel_range):
-    data = load_dataset("mnist", 100, data_dir=str(SHARED_MNIST_DIR), pixel_range=pixel_range)
+def test_pixel_range_as_asked(mnist_dir, pixel_range):
+    data = load_dataset("mnist", 100, data_dir=str(mnist_dir), pixel_range=pixel_range)
     batch = next(iter(data.train_dataset(500)))
     for key in ("labeled_images", "unlabeled_images", "generator_images"):
         assert batch[key].dtype == tf.float32 and batch[key].shape == (500, 28, 28, 1)
@@ -288,7 +280,6 @@ def test_pixel_range_as_asked(mnist, pixel_range):
     assert float(tf.reduce_max(images)) == pixel_range[1]
 
 
-@needs_mnist
 def test_training_pipeline_is_deterministic_and_resumable(mnist):
     full = list(mnist.train_dataset(64).take(6).as_numpy_iterator())
     again = list(mnist.train_dataset(64).take(6).as_numpy_iterator())
@@ -304,7 +295,6 @@ def test_training_pipeline_is_deterministic_and_resumable(mnist):
     assert first["labels"].dtype == np.int32
 
 
-@needs_mnist
 def test_pipelines_are_deterministic_without_model_autotuning(mnist):
     # data._pipeline_options: autotuning made fresh fit() iterators slow (see its docstring).
     for dataset in (mnist.train_dataset(64), mnist.supervised_dataset(64),
@@ -313,7 +303,6 @@ def test_pipelines_are_deterministic_without_model_autotuning(mnist):
         assert options.deterministic is True and options.autotune.enabled is False
 
 
-@needs_mnist
 def test_labeled_stream_tiles_the_budget_and_matches_its_labels(mnist):
     # 100 labels, batches of 64: every batch full, every image one of the 100.
     labeled = {mnist.train_images[i].tobytes(): mnist.train_labels[i]
@@ -328,9 +317,8 @@ def test_labeled_stream_tiles_the_budget_and_matches_its_labels(mnist):
     assert len(seen) == 100          # 320 draws cover each labeled image (epoch-wise shuffles)
 
 
-@needs_mnist
-def test_all_labels(mnist):
-    data = load_dataset("mnist", "all", data_dir=str(SHARED_MNIST_DIR))
+def test_all_labels(mnist_dir):
+    data = load_dataset("mnist", "all", data_dir=str(mnist_dir))
     assert len(data.labeled_indices) == 60000
 
 

@@ -2,6 +2,7 @@
 (which cannot be downloaded here) run end to end on small generated data."""
 
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -9,8 +10,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from conftest import REPO_ROOT
-
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "experiments"))
 from definitions import EXPERIMENTS, GAN_ONLY_FLAGS  # noqa: E402
 
