@@ -23,6 +23,7 @@ DATA_SETS = {
 }
 
 
+@pytest.hookimpl(trylast=True)   # after -k and -m have deselected tests
 def pytest_collection_modifyitems(config, items):
     missing = {}
     for item in items:
@@ -33,10 +34,10 @@ def pytest_collection_modifyitems(config, items):
     if missing:
         paths = ", ".join(str(path) for path in missing)
         count = len({nodeid for nodeids in missing.values() for nodeid in nodeids})
-        pytest.exit(f"{count} collected tests need the shared data sets, and {paths} is "
-                    "missing: put the real MNIST (Keras mnist.npz) and CIFAR-10 (binary "
-                    "version) in ../shared/data/{mnist,cifar10}/ beside the repository, or "
-                    "deselect those tests", returncode=pytest.ExitCode.USAGE_ERROR)
+        pytest.exit(f"{count} collected tests need the shared data sets, which are missing "
+                    f"({paths}): put the real MNIST (Keras mnist.npz) and CIFAR-10 (binary "
+                    "version) in ../shared/data/mnist/ and ../shared/data/cifar10/ beside the "
+                    "repository, or deselect those tests", returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.fixture(scope="session")
