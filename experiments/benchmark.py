@@ -100,9 +100,10 @@ class Bench:
     def __init__(self, preset_name, batch_size):
         self.preset = PRESETS[preset_name]
         self.batch_size = batch_size
+        config = self.preset.config
         self.data = data_lib.synthetic_dataset(
-            self.preset.dataset, min(self.preset.labels, 10000),
-            pixel_range=self.preset.pixel_range)
+            config.data.dataset, min(config.data.labels, 10000),
+            pixel_range=config.model.pixel_range)
         self.model = self._model()
         self.flops_per_step = flops_lib.train_step_flops(self.model, batch_size)
         self.iterator = iter(self.data.train_dataset(batch_size))
@@ -267,7 +268,7 @@ def main(argv):
         raise app.UsageError(f"--modes: unknown {unknown}; allowed: {sorted(MODE_TITLES)}")
     machine = provenance.record()
     peak = matmul_peak_flops()
-    source_batch = {name: preset.batch_size for name, preset in PRESETS.items()}
+    source_batch = {name: preset.config.training.batch_size for name, preset in PRESETS.items()}
     configs = [(name, source_batch[name]) for name in FLAGS.presets]
     configs += [("mnist_blog", int(b)) for b in FLAGS.batch_sizes
                 if int(b) != source_batch["mnist_blog"]]

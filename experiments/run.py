@@ -5,8 +5,8 @@ r"""Runs an experiment for several seeds beside its supervised-only baseline.
 
 Each seed trains the SGAN and the baseline (same discriminator, same labels,
 ``--supervised_only``) with ``python -m sgan_keras.train`` and the flags of
-``experiments/definitions.py``; ``--epochs``/``--steps_per_epoch`` shorten the
-budget (recorded in the results). Writes ``experiments/results/<name>.json``,
+``experiments/definitions.py`` (``training_command``); ``--epochs`` and
+``--steps_per_epoch`` shorten the budget (recorded in the results). Writes ``experiments/results/<name>.json``,
 ``.md``, ``_accuracy.png`` (test accuracy per epoch, SGAN against baseline)
 and ``_samples.png`` (the last grid of generated images).
 
@@ -38,7 +38,7 @@ from absl import flags
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(REPO_ROOT, "experiments"), REPO_ROOT]
 import provenance  # noqa: E402
-from definitions import EXPERIMENTS, GAN_ONLY_FLAGS  # noqa: E402
+from definitions import EXPERIMENTS, training_command  # noqa: E402
 from sgan_keras import faults  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -58,20 +58,6 @@ flags.DEFINE_bool("snapshot", False, "Train nothing: record the epochs the runs 
 flags.DEFINE_bool("not_measured", False, "Write result files marked 'not yet measured'.")
 flags.DEFINE_string("note", "", "A sentence recorded with the results (budget, machine).")
 flags.mark_flag_as_required("experiment")
-
-
-def training_command(name, seed, supervised_only, output_dir, budget, data_dir):
-    """The ``python -m sgan_keras.train`` argv of one run."""
-    run_flags = dict(EXPERIMENTS[name]["flags"], seed=seed, output_dir=output_dir, **budget)
-    if supervised_only:
-        run_flags = {k: v for k, v in run_flags.items() if k not in GAN_ONLY_FLAGS}
-        run_flags["supervised_only"] = True
-    if data_dir:
-        run_flags["data_dir"] = data_dir
-    argv = [sys.executable, "-m", "sgan_keras.train"]
-    for key, value in run_flags.items():
-        argv.append(f"--{key}" if value is True else f"--{key}={value}")
-    return argv
 
 
 def read_metrics(path):

@@ -19,6 +19,9 @@ import time
 import numpy as np
 import pytest
 
+from sgan_keras import config as config_lib
+from sgan_keras import presets
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
@@ -176,14 +179,20 @@ def test_finished_run_is_not_overwritten_without_overwrite(finished_run, fast):
 
 def test_a_run_that_never_trained_leaves_its_directory_to_a_corrected_command(tmp_path):
     from sgan_keras import train
-    config = {"output_dir": str(tmp_path / "run"), "overwrite": False, "data_dir": "wrong"}
+    config = presets.get_preset("mnist_gans_in_action").config.replace(
+        output_dir=str(tmp_path / "run"), data_dir="wrong")
     train.prepare_output_dir(config).release()        # e.g. then a data error
-    corrected = {**config, "data_dir": "right"}
+    corrected = config.replace(data_dir="right")
     train.prepare_output_dir(corrected).release()
     assert json.loads((tmp_path / "run" / "flags.json").read_text())["data_dir"] == "right"
     (tmp_path / "run" / "metrics.csv").write_text("epoch\n1\n")     # it trained
     with pytest.raises(train.UsageError, match=r"other flags \(data_dir\)"):
-        train.prepare_output_dir({**config, "data_dir": "other"})
+        train.prepare_output_dir(config.replace(data_dir="other"))
+    # Run-only options may change on a resume; no other may (here --lr).
+    train.prepare_output_dir(corrected.replace(eval_batch_size=10, checkpoint_every_steps=5)
+                             ).release()
+    with pytest.raises(train.UsageError, match=r"other flags \(g_lr\)"):
+        train.prepare_output_dir(corrected.replace(g_lr=0.5))
 
 
 # ------------------------------------------------------------------ faults
@@ -583,11 +592,14 @@ def test_non_run_directory_is_never_touched(tmp_path, fast):
 
 
 def test_helpfull_explains_every_flag_and_flagfile_works(tmp_path):
-    from sgan_keras import train
     result = cli("--helpfull")         # absl prints the help and exits 1
     assert "Global batch size" in result.stdout
-    for name in train._KNOWN_FLAGS:
-        assert f"--{name}" in result.stdout or f"--[no]{name}" in result.stdout, name
+    help_text = " ".join(result.stdout.split())       # absl wraps lines
+    for option in config_lib.OPTIONS.values():
+        if option.flag:
+            flag = f"--{option.flag}" if option.type is not bool else f"--[no]{option.flag}"
+            assert f"{flag}: " in help_text, option.flag
+            assert " ".join(option.help.split()) in help_text, option.flag
     flagfile = tmp_path / "flags.txt"
     flagfile.write_text("--dataset=imagenet\n")
     result = cli(f"--flagfile={flagfile}")
