@@ -170,13 +170,16 @@ class SGAN(keras.Model):
 
     @classmethod
     def from_config(cls, keras_config):
+        """The model of a :meth:`get_config` (``keras.models.load_model``)."""
         keras_config = dict(keras_config)
-        networks_ = {name: keras.saving.deserialize_keras_object(keras_config.pop(name))
-                     if keras_config[name] is not None else keras_config.pop(name)
-                     for name in ("generator", "discriminator")}
+        generator, discriminator = (
+            None if keras_config[name] is None
+            else keras.saving.deserialize_keras_object(keras_config[name])
+            for name in ("generator", "discriminator"))
         config = config_lib.Config.from_dict(keras_config.pop("config"))
         initialized = keras_config.pop("weight_norm_initialized", False)
-        model = cls(networks_["generator"], networks_["discriminator"], config, **keras_config)
+        del keras_config["generator"], keras_config["discriminator"]
+        model = cls(generator, discriminator, config, **keras_config)
         model.weight_norm_initialized = initialized
         return model
 
