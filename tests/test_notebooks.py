@@ -6,6 +6,7 @@ few steps, so that a real Jupyter kernel (nbclient) executes every cell,
 including the asserts inside them, in seconds.
 """
 
+import os
 import pathlib
 
 import nbformat
@@ -21,6 +22,9 @@ TINY_BUDGET = {"SGAN_NOTEBOOK_STEPS": "3", "SGAN_NOTEBOOK_EPOCHS": "2",
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs(path, monkeypatch, mnist_dir):
     monkeypatch.setenv("SGAN_MNIST_DIR", str(mnist_dir))
+    # The kernel imports this checkout's sgan_keras, whichever copy is installed.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
     for name, value in TINY_BUDGET.items():
         monkeypatch.setenv(name, value)
     notebook = nbformat.read(path, as_version=4)
