@@ -9,7 +9,9 @@ Each table sits between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``.
 import os
 import sys
 
-from sgan_keras import presets
+# This checkout's sgan_keras, whichever copy is installed.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from sgan_keras import presets  # noqa: E402
 
 PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets.md")
 TABLES = {"procedures": presets.procedure_markdown, "deviations": presets.deviations_markdown}

@@ -31,22 +31,22 @@ Writes ``--output`` (Markdown) and the same rows as JSON beside it.
 
 import json
 import os
-import platform
-import shlex
 import statistics
-import subprocess
 import sys
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import app
 from absl import flags
 
-from sgan_keras import SGAN, PRESETS
-from sgan_keras import data as data_lib
-from sgan_keras import flops as flops_lib
+# This checkout's sgan_keras, whichever copy is installed.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import provenance  # noqa: E402
+from sgan_keras import SGAN, PRESETS  # noqa: E402
+from sgan_keras import data as data_lib  # noqa: E402
+from sgan_keras import faults  # noqa: E402
+from sgan_keras import flops as flops_lib  # noqa: E402
 
 flags.DEFINE_list("presets", sorted(PRESETS), "Presets to measure.")
 flags.DEFINE_list("batch_sizes", [], "Extra batch sizes for mnist_blog (the issue's 100).")
@@ -73,35 +73,6 @@ MODE_TITLES = {
 }
 
 
-# ----------------------------------------------------------------- machine
-def machine_description():
-    """CPU model and cores, accelerator, TensorFlow and Keras versions."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as file:
-            cpu = next(line.split(":", 1)[1].strip() for line in file
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpus = tf.config.list_physical_devices("GPU")
-    accelerator = "no GPU"
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        accelerator = f"{len(gpus)} x {details.get('device_name', 'GPU')}"
-    return {"cpu": cpu, "cpu_cores": os.cpu_count(), "accelerator": accelerator,
-            "tensorflow": tf.__version__, "keras": keras.__version__,
-            "python": platform.python_version()}
-
-
-def git_commit():
-    """Short hash of the checked-out commit ("unknown" outside a git checkout)."""
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def matmul_peak_flops(size=2048, repeats=10):
     """FLOP/s of a ``size`` x ``size`` float32 matmul chain (best of ``repeats``)."""
     a = tf.random.normal([size, size])
@@ -122,20 +93,6 @@ def matmul_peak_flops(size=2048, repeats=10):
     return 4 * 2 * size ** 3 / best
 
 
-# ------------------------------------------------------------------- data
-def synthetic_data(preset, count=10000, seed=0):
-    """Random uint8 images of ``preset``'s shape in a ``SemiSupervisedData``."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(count) % 10
-    images = rng.integers(0, 256, size=(count, *preset.image_shape), dtype=np.uint8)
-    return data_lib.SemiSupervisedData(
-        name=preset.dataset, num_classes=10, image_shape=tuple(preset.image_shape),
-        train_images=images, train_labels=labels, test_images=images[:100],
-        test_labels=labels[:100],
-        labeled_indices=data_lib.draw_labeled_indices(labels, min(preset.labels, count), seed),
-        pixel_range=preset.pixel_range, seed=seed)
-
-
 # ------------------------------------------------------------------ modes
 class Bench:
     """One preset at one batch size: a model, its pipeline and each mode's timer."""
@@ -143,7 +100,10 @@ class Bench:
     def __init__(self, preset_name, batch_size):
         self.preset = PRESETS[preset_name]
         self.batch_size = batch_size
-        self.data = synthetic_data(self.preset)
+        config = self.preset.config
+        self.data = data_lib.synthetic_dataset(
+            config.data.dataset, min(config.data.labels, 10000),
+            pixel_range=config.model.pixel_range)
         self.model = self._model()
         self.flops_per_step = flops_lib.train_step_flops(self.model, batch_size)
         self.iterator = iter(self.data.train_dataset(batch_size))
@@ -271,9 +231,7 @@ def markdown(machine, peak, rows):
     modes = [m for m in MODE_TITLES if any(m in r["seconds_per_step"] for r in rows)]
     lines = [
         "# Training-step benchmark", "",
-        f"Machine: {machine['cpu']}, {machine['cpu_cores']} cores, {machine['accelerator']}; "
-        f"TensorFlow {machine['tensorflow']}, Keras {machine['keras']}, "
-        f"Python {machine['python']}. Command: `{machine['command']}` "
+        f"Machine: {provenance.machine_line(machine)}. Command: `{machine['command']}` "
         f"({machine['date']}, commit {machine['commit']}).", "",
         f"Peak (float32 2048x2048 matmul chain, same run): {peak / 1e9:.1f} GFLOP/s.", "",
         "Milliseconds per training step (median of the timed windows); images/s counts the "
@@ -300,13 +258,6 @@ def markdown(machine, peak, rows):
     return "\n".join(lines) + "\n"
 
 
-def write_atomically(path, text):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w") as file:
-        file.write(text)
-    os.replace(path + ".tmp", path)
-
-
 def main(argv):
     del argv
     unknown = sorted(set(FLAGS.presets) - set(PRESETS))
@@ -315,17 +266,15 @@ def main(argv):
     unknown = sorted(set(FLAGS.modes) - set(MODE_TITLES))
     if unknown:
         raise app.UsageError(f"--modes: unknown {unknown}; allowed: {sorted(MODE_TITLES)}")
-    machine = machine_description()
-    machine["date"] = time.strftime("%Y-%m-%d")
-    machine["command"] = " ".join(["python", *map(shlex.quote, sys.argv)])
-    machine["commit"] = git_commit()
+    machine = provenance.record()
     peak = matmul_peak_flops()
-    configs = [(name, PRESETS[name].batch_size) for name in FLAGS.presets]
+    source_batch = {name: preset.config.training.batch_size for name, preset in PRESETS.items()}
+    configs = [(name, source_batch[name]) for name in FLAGS.presets]
     configs += [("mnist_blog", int(b)) for b in FLAGS.batch_sizes
-                if int(b) != PRESETS["mnist_blog"].batch_size]
+                if int(b) != source_batch["mnist_blog"]]
     rows = []
     for name, batch_size in configs:
-        extra = name == "mnist_blog" and batch_size != PRESETS[name].batch_size
+        extra = name == "mnist_blog" and batch_size != source_batch[name]
         row = measure(name, batch_size, FLAGS.modes, FLAGS.repeats, always_full=extra)
         row["derived"] = derived(row, peak)
         rows.append(row)
@@ -333,8 +282,8 @@ def main(argv):
               + ", ".join(f"{m} {1000 * s:.1f} ms" for m, s in row["seconds_per_step"].items()),
               flush=True)
         # Partial results survive an interruption.
-        write_atomically(FLAGS.output, markdown(machine, peak, rows))
-        write_atomically(os.path.splitext(FLAGS.output)[0] + ".json", json.dumps(
+        faults.write_text(FLAGS.output, markdown(machine, peak, rows))
+        faults.write_text(os.path.splitext(FLAGS.output)[0] + ".json", json.dumps(
             {"machine": machine, "peak_flops": peak, "rows": rows}, indent=2))
 
 

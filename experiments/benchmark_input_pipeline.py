@@ -13,16 +13,18 @@ Writes the table as JSON, with the process's peak memory after each row.
 
 import json
 import os
-import platform
 import resource
+import sys
 import time
 
-import numpy as np
-import tensorflow as tf
 from absl import app
 from absl import flags
 
-from sgan_keras import data as data_lib
+# This checkout's sgan_keras, whichever copy is installed.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import provenance  # noqa: E402
+from sgan_keras import data as data_lib  # noqa: E402
+from sgan_keras import faults  # noqa: E402
 
 flags.DEFINE_string("data_dir", "../shared/data/mnist", "Directory with the real mnist.npz.")
 flags.DEFINE_integer("steps", 200, "Measured steps per dataset.")
@@ -44,18 +46,6 @@ def images_per_second(data, batch_size, steps, warmup_steps):
     return 3 * batch_size * steps / seconds, 1000 * seconds / steps
 
 
-def svhn_shaped(count, seed=0):
-    """``count`` random 32x32x3 images with balanced labels and 1,000 labels drawn."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(count) % 10
-    images = rng.integers(0, 256, size=(count, 32, 32, 3), dtype=np.uint8)
-    return data_lib.SemiSupervisedData(
-        name="svhn", num_classes=10, image_shape=(32, 32, 3), train_images=images,
-        train_labels=labels, test_images=images[:100], test_labels=labels[:100],
-        labeled_indices=data_lib.draw_labeled_indices(labels[:73257], 1000, seed),
-        pixel_range=(-1.0, 1.0), seed=seed)
-
-
 def peak_memory_gb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20   # Linux: KiB
 
@@ -63,9 +53,11 @@ def peak_memory_gb():
 def main(argv):
     del argv
     cases = [("mnist", lambda: data_lib.load_dataset("mnist", 100, data_dir=FLAGS.data_dir), 100),
-             ("svhn-shaped", lambda: svhn_shaped(73257), 128)]
+             ("svhn-shaped", lambda: data_lib.synthetic_dataset(
+                 "svhn", 1000, train_size=data_lib.DATASETS["svhn"].train_size), 128)]
     if FLAGS.large:
-        cases.append(("svhn-shaped-2.2GB", lambda: svhn_shaped(720000), 128))
+        cases.append(("svhn-shaped-2.2GB",
+                      lambda: data_lib.synthetic_dataset("svhn", 1000, train_size=720000), 128))
     rows = []
     for name, make_data, batch_size in cases:
         data = make_data()
@@ -78,13 +70,11 @@ def main(argv):
               f"({milliseconds:.2f} ms per step of 3 batches), peak memory "
               f"{peak_memory_gb():.2f} GB", flush=True)
         del data
-    result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-              "tensorflow": tf.__version__, "steps": FLAGS.steps,
-              "warmup_steps": FLAGS.warmup_steps, "rows": rows}
-    os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
-    with open(FLAGS.output + ".tmp", "w") as file:
-        json.dump(result, file, indent=2)
-    os.replace(FLAGS.output + ".tmp", FLAGS.output)
+    made = provenance.record()
+    result = {"machine": provenance.machine_line(made), "tensorflow": made["tensorflow"],
+              "commit": made["commit"], "date": made["date"], "command": made["command"],
+              "steps": FLAGS.steps, "warmup_steps": FLAGS.warmup_steps, "rows": rows}
+    faults.write_text(FLAGS.output, json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,15 @@
-"""The published results sgan_keras reproduces (``SPEC.md`` sections 3 and 4).
+"""The published results sgan_keras reproduces, and the training command of each run.
 
 Each experiment is a training command at the source's full budget, the
-number its source reports, and the supervised-only baseline (the same
-discriminator on the same labels, ``--supervised_only``) it is run beside.
-Names say the configuration: ``<preset>_<labels>`` plus any variant.
+number its source reports (the paper or tutorial named in ``published``), and
+the supervised-only baseline (the same discriminator on the same labels,
+``--supervised_only``) it is run beside. Names say the configuration:
+``<preset>_<labels>`` plus any variant.
 """
+
+import sys
+
+from sgan_keras import config as config_lib
 
 EXPERIMENTS = {
     "mnist_blog_4000": {
@@ -87,7 +92,22 @@ EXPERIMENTS = {
     },
 }
 
-# Flags that only shape the GAN; the supervised-only baseline drops them.
-GAN_ONLY_FLAGS = ("fake_class", "generator_loss", "manifold_reg", "manifold_weight",
-                  "manifold_epsilon", "unsupervised_weight", "label_smoothing",
-                  "generator_activation")
+
+def training_command(name, seed, supervised_only, output_dir, budget, data_dir):
+    """The ``python -m sgan_keras.train`` argv of one run of experiment ``name``.
+
+    ``budget`` holds extra flags (``epochs``, ``steps_per_epoch``, overrides).
+    The baseline (``supervised_only``) drops the flags that only shape the GAN
+    (``config.gan_only_flags()``: the fields marked ``gan_only``).
+    """
+    run_flags = dict(EXPERIMENTS[name]["flags"], seed=seed, output_dir=output_dir, **budget)
+    if supervised_only:
+        gan_only = config_lib.gan_only_flags()
+        run_flags = {k: v for k, v in run_flags.items() if k not in gan_only}
+        run_flags["supervised_only"] = True
+    if data_dir:
+        run_flags["data_dir"] = data_dir
+    argv = [sys.executable, "-m", "sgan_keras.train"]
+    for key, value in run_flags.items():
+        argv.append(f"--{key}" if value is True else f"--{key}={value}")
+    return argv

@@ -5,8 +5,8 @@ r"""Runs an experiment for several seeds beside its supervised-only baseline.
 
 Each seed trains the SGAN and the baseline (same discriminator, same labels,
 ``--supervised_only``) with ``python -m sgan_keras.train`` and the flags of
-``experiments/definitions.py``; ``--epochs``/``--steps_per_epoch`` shorten the
-budget (recorded in the results). Writes ``experiments/results/<name>.json``,
+``experiments/definitions.py`` (``training_command``); ``--epochs`` and
+``--steps_per_epoch`` shorten the budget (recorded in the results). Writes ``experiments/results/<name>.json``,
 ``.md``, ``_accuracy.png`` (test accuracy per epoch, SGAN against baseline)
 and ``_samples.png`` (the last grid of generated images).
 
@@ -20,12 +20,10 @@ turns the JSON files into the README's table.
 """
 
 import csv
-import datetime
 import fcntl
 import glob
 import json
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -36,8 +34,12 @@ import time
 from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from definitions import EXPERIMENTS, GAN_ONLY_FLAGS  # noqa: E402
+# This checkout's experiments and sgan_keras, whichever copy is installed.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.join(REPO_ROOT, "experiments"), REPO_ROOT]
+import provenance  # noqa: E402
+from definitions import EXPERIMENTS, training_command  # noqa: E402
+from sgan_keras import faults  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("experiment", None, sorted(EXPERIMENTS), "Experiment to run.")
@@ -56,22 +58,6 @@ flags.DEFINE_bool("snapshot", False, "Train nothing: record the epochs the runs 
 flags.DEFINE_bool("not_measured", False, "Write result files marked 'not yet measured'.")
 flags.DEFINE_string("note", "", "A sentence recorded with the results (budget, machine).")
 flags.mark_flag_as_required("experiment")
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def training_command(name, seed, supervised_only, output_dir, budget, data_dir):
-    """The ``python -m sgan_keras.train`` argv of one run."""
-    run_flags = dict(EXPERIMENTS[name]["flags"], seed=seed, output_dir=output_dir, **budget)
-    if supervised_only:
-        run_flags = {k: v for k, v in run_flags.items() if k not in GAN_ONLY_FLAGS}
-        run_flags["supervised_only"] = True
-    if data_dir:
-        run_flags["data_dir"] = data_dir
-    argv = [sys.executable, "-m", "sgan_keras.train"]
-    for key, value in run_flags.items():
-        argv.append(f"--{key}" if value is True else f"--{key}={value}")
-    return argv
 
 
 def read_metrics(path):
@@ -111,18 +97,6 @@ def summarize(runs):
             "best_mean": statistics.mean(bests), "best_std": spread(bests)}
 
 
-def machine():
-    return f"{platform.machine()} {os.cpu_count()} CPU cores, {platform.system()}"
-
-
-def commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
-                              capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def record(name, kind, seed, run, result, results_dir):
     """Adds one finished run to the result files, merged under a lock with the
     runs other processes recorded for the same budget."""
@@ -149,16 +123,11 @@ def record(name, kind, seed, run, result, results_dir):
 
 
 def write_results(name, result, results_dir):
-    os.makedirs(results_dir, exist_ok=True)
     base = os.path.join(results_dir, name)
-    with open(base + ".json.tmp", "w") as file:
-        json.dump(result, file, indent=2)
-    os.replace(base + ".json.tmp", base + ".json")
+    faults.write_text(base + ".json", json.dumps(result, indent=2))
     if result["status"] == "measured":
         plot(result, base + "_accuracy.png")
-    with open(base + ".md.tmp", "w") as file:
-        file.write(markdown(name, result))
-    os.replace(base + ".md.tmp", base + ".md")
+    faults.write_text(base + ".md", markdown(name, result))
 
 
 def plot(result, path):
@@ -176,7 +145,8 @@ def plot(result, path):
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    faults.replace_atomically(path, lambda file: figure.savefig(file, format="png", dpi=100),
+                              mode="wb")
     plt.close(figure)
 
 
@@ -224,12 +194,13 @@ def main(argv):
     budget = {k: v for k, v in (("epochs", FLAGS.epochs),
                                 ("steps_per_epoch", FLAGS.steps_per_epoch)) if v}
     budget.update(override.split("=", 1) for override in FLAGS.overrides)
+    made = provenance.record()
     result = {"name": name, "published": EXPERIMENTS[name]["published"],
               "published_accuracy": EXPERIMENTS[name]["published_accuracy"],
               "seeds": seeds, "note": FLAGS.note,
               "budget": ", ".join(f"{k}={v}" for k, v in budget.items()) or "the source's full budget",
-              "machine": machine(), "commit": commit(),
-              "date": datetime.date.today().isoformat()}
+              "machine": provenance.machine_line(made), "commit": made["commit"],
+              "date": made["date"]}
     if FLAGS.not_measured:
         result["status"] = "not measured"
         result["commands"] = {

@@ -15,6 +15,8 @@ stays light.
 import importlib
 
 _EXPORTS = {
+    "Config": "sgan_keras.config",
+    "ConfigError": "sgan_keras.config",
     "DataError": "sgan_keras.data",
     "SemiSupervisedData": "sgan_keras.data",
     "load_dataset": "sgan_keras.data",

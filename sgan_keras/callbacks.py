@@ -3,9 +3,9 @@
 As in the keras-io GAN examples (e.g. "DCGAN to generate face images",
 https://keras.io/examples/generative/dcgan_overriding_train_step/), images and
 plots come from callbacks at the end of each epoch rather than from the
-model. Every file is written atomically (a temporary file in the same
-directory, then ``os.replace``), so a run killed at any moment leaves either
-the previous or the new version, never half a file.
+model. Every file is written atomically (``faults.replace_atomically``), so a
+run killed at any moment leaves either the previous or the new version, never
+half a file.
 
 Epochs are numbered from 1 in every output (Keras numbers them from 0).
 A full disk or an unwritable file raises :class:`sgan_keras.faults.WriteError`.
@@ -57,25 +57,6 @@ def _numeric_logs(logs):
         except (TypeError, ValueError):
             continue  # not a scalar (Keras logs hold numbers only, but be safe)
     return values
-
-
-def _replace_atomically(path, write, mode="w"):
-    """Calls ``write(file)`` on a temporary sibling of ``path``, then renames it to ``path``.
-
-    A full disk or an unwritable directory raises :class:`faults.WriteError`
-    and leaves ``path`` as it was.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    try:
-        with faults.writing(path):
-            os.makedirs(directory, exist_ok=True)
-            with open(temporary, mode, **({"newline": ""} if "b" not in mode else {})) as file:
-                write(file)
-            os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def read_metrics_csv(path):
@@ -145,7 +126,7 @@ class MetricsCSV(keras.callbacks.Callback):
                 writer.writerow({key: (repr(value) if isinstance(value, float) else value)
                                  for key, value in row.items()})
 
-        _replace_atomically(self.path, write)
+        faults.replace_atomically(self.path, write)
 
 
 def image_grid(images, pixel_range):
@@ -176,7 +157,7 @@ def save_png(path, grid):
         else:
             mpl_image.imsave(file, grid, format="png")
 
-    _replace_atomically(path, write, mode="wb")
+    faults.replace_atomically(path, write, mode="wb")
 
 
 class SampleGrid(keras.callbacks.Callback):
@@ -252,7 +233,7 @@ def _plot(path, rows, columns, ylabel, title):
     if axes.lines:
         axes.legend()
     figure.tight_layout()
-    _replace_atomically(path, lambda file: figure.savefig(file, format="png"), mode="wb")
+    faults.replace_atomically(path, lambda file: figure.savefig(file, format="png"), mode="wb")
 
 
 def plot_curves(csv_path, directory):

@@ -158,8 +158,8 @@ class CheckpointStore:
                         self._checkpoint, self.write_directory, max_to_keep=self.max_to_keep,
                         checkpoint_name=CHECKPOINT_NAME)
                 path = self._manager.save(checkpoint_number=step, options=options)
-                _fsync(os.path.join(self.write_directory, _STATE_FILE))
-                _fsync(self.write_directory)
+                faults.fsync(os.path.join(self.write_directory, _STATE_FILE))
+                faults.fsync(self.write_directory)
         finally:
             # TensorFlow's staging directory, left behind by a failed write.
             shutil.rmtree(path + "_temp", ignore_errors=True)
@@ -226,7 +226,7 @@ def _write_state(directory, names):
             all_model_checkpoint_timestamps=times, last_preserved_timestamp=min(times) - 1)
     finally:
         logger.setLevel(level)
-    _fsync(os.path.join(directory, _STATE_FILE))
+    faults.fsync(os.path.join(directory, _STATE_FILE))
 
 
 def _check_finite(variables, step):
@@ -240,16 +240,8 @@ def _check_finite(variables, step):
 def _fsync_checkpoint(save_path):
     """Forces a just-written checkpoint's files and their directory to the disk."""
     for file in glob.glob(glob.escape(save_path) + ".*"):
-        _fsync(file)
-    _fsync(os.path.dirname(save_path))
-
-
-def _fsync(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        faults.fsync(file)
+    faults.fsync(os.path.dirname(save_path))
 
 
 def _reason(error):

@@ -1,6 +1,7 @@
-"""Datasets, label budgets and ``tf.data`` pipelines (``SPEC.md`` section 2).
+"""Datasets, label budgets and ``tf.data`` pipelines.
 
-``load_dataset(name, labels, seed=..., data_dir=...)`` reads MNIST, SVHN
+:data:`DATASETS` describes each data set once: its image shape, class count
+and split sizes. ``load_dataset(name, labels, seed=..., data_dir=...)`` reads MNIST, SVHN
 (cropped digits) or CIFAR-10 from local files when ``data_dir`` holds them
 (Keras ``mnist.npz``, MNIST IDX ``*-ubyte.gz``, SVHN ``*_32x32.mat``), else
 from TensorFlow Datasets, draws a class-balanced label budget with a seed and
@@ -37,11 +38,28 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-SUPPORTED_DATASETS = ("mnist", "svhn", "cifar10")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What the package knows of a data set before reading it."""
+
+    name: str
+    image_shape: tuple     # (height, width, channels) of one uint8 image
+    num_classes: int
+    train_size: int        # images of the training split (SVHN: without "extra")
+    test_size: int
+    tfds_name: str         # its name in TensorFlow Datasets
+
+
+DATASETS = {info.name: info for info in (
+    DatasetInfo("mnist", (28, 28, 1), 10, 60000, 10000, "mnist"),
+    DatasetInfo("svhn", (32, 32, 3), 10, 73257, 26032, "svhn_cropped"),
+    DatasetInfo("cifar10", (32, 32, 3), 10, 50000, 10000, "cifar10"),
+)}
+SUPPORTED_DATASETS = tuple(DATASETS)
+# The ranges uint8 pixels are scaled to: tanh generators' and sigmoid ones'.
 PIXEL_RANGES = ((-1.0, 1.0), (0.0, 1.0))
-_NUM_CLASSES = 10
-_IMAGE_SHAPES = {"mnist": (28, 28, 1), "svhn": (32, 32, 3), "cifar10": (32, 32, 3)}
-_TFDS_NAMES = {"mnist": "mnist", "svhn": "svhn_cropped", "cifar10": "cifar10"}
 _MNIST_IDX = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
               "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 _STREAM_LABELED, _STREAM_UNLABELED = 0, 1
@@ -52,13 +70,14 @@ LABEL_SELECTIONS = ("balanced", "first")
 # B planes of 32x32 row-major) and the python version (pickled dicts with
 # b"data" [N, 3072] uint8 in the same layout and b"labels"), as directories or
 # as the archives they ship in.
-_CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
-_CIFAR10_TEST_BATCH = "test_batch"
+CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR10_TEST_BATCH = "test_batch"
 _CIFAR10_LAYOUTS = (  # (directory, file suffix, archive)
     ("cifar-10-batches-bin", ".bin", "cifar-10-binary.tar.gz"),
     ("cifar-10-batches-py", "", "cifar-10-python.tar.gz"),
 )
-_CIFAR10_RECORD_BYTES = 1 + 32 * 32 * 3
+_CIFAR10_PIXELS = int(np.prod(DATASETS["cifar10"].image_shape))   # 3,072 bytes
+_CIFAR10_RECORD_BYTES = 1 + _CIFAR10_PIXELS
 _DOWNLOAD_CHECK_SECONDS = 20
 
 
@@ -298,15 +317,36 @@ def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0)
             raise DataError(f"labels={budget} exceeds the {labeled_pool} training images")
         labeled_indices = np.arange(budget, dtype=np.int64)
     else:
-        labeled_indices = draw_labeled_indices(train_labels[:labeled_pool], budget, seed)
+        labeled_indices = draw_labeled_indices(train_labels[:labeled_pool], budget, seed,
+                                               num_classes=DATASETS[name].num_classes)
     return SemiSupervisedData(
-        name=name, num_classes=_NUM_CLASSES, image_shape=_IMAGE_SHAPES[name],
+        name=name, num_classes=DATASETS[name].num_classes, image_shape=DATASETS[name].image_shape,
         train_images=train_images, train_labels=train_labels, test_images=test_images,
         test_labels=test_labels, labeled_indices=labeled_indices, pixel_range=pixel_range,
         seed=int(seed))
 
 
-def draw_labeled_indices(labels, budget, seed, num_classes=_NUM_CLASSES):
+def synthetic_dataset(name, labels, *, train_size=10000, seed=0, pixel_range=(-1.0, 1.0)):
+    """Random uint8 images of data set ``name``'s shape, ``labels`` of them
+    labeled (class-balanced), as a :class:`SemiSupervisedData`; the test split
+    is the first 100 training images.
+
+    A training step costs the same whatever the pixels, so the benchmarks
+    (``experiments/``) measure on this and need no download.
+    """
+    info = DATASETS[name]
+    rng = np.random.default_rng(seed)
+    train_labels = np.arange(train_size) % info.num_classes
+    images = rng.integers(0, 256, size=(train_size, *info.image_shape), dtype=np.uint8)
+    return SemiSupervisedData(
+        name=name, num_classes=info.num_classes, image_shape=info.image_shape,
+        train_images=images, train_labels=train_labels, test_images=images[:100],
+        test_labels=train_labels[:100],
+        labeled_indices=draw_labeled_indices(train_labels, labels, seed, info.num_classes),
+        pixel_range=tuple(pixel_range), seed=seed)
+
+
+def draw_labeled_indices(labels, budget, seed, num_classes=10):
     """``budget / num_classes`` indices per class, drawn with ``seed`` (sorted).
 
     ``np.random.default_rng`` (PCG64) gives the same draw on every machine.
@@ -338,14 +378,14 @@ def _check_budget(labels):
 
 
 def _check_arrays(name, split, images, labels):
-    shape = _IMAGE_SHAPES[name]
+    shape, num_classes = DATASETS[name].image_shape, DATASETS[name].num_classes
     if images.dtype != np.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != shape:
         raise DataError(f"{name} {split} images must be uint8 of shape [N, "
                         f"{', '.join(map(str, shape))}], got {images.dtype} {images.shape}")
     if labels.shape != (len(images),):
         raise DataError(f"{name} {split} labels must have shape [{len(images)}], got {labels.shape}")
-    if len(labels) and (labels.min() < 0 or labels.max() >= _NUM_CLASSES):
-        raise DataError(f"{name} {split} labels must be in 0..{_NUM_CLASSES - 1}, "
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"{name} {split} labels must be in 0..{num_classes - 1}, "
                         f"got {labels.min()}..{labels.max()}")
 
 
@@ -421,7 +461,7 @@ def _read_mnist_idx(data_dir):
         image_file, label_file = (os.path.join(data_dir, f) for f in _MNIST_IDX[split])
         if not (os.path.exists(image_file) and os.path.exists(label_file)):
             raise DataError(f"data_dir {data_dir} lacks {', '.join(_MNIST_IDX[split])}")
-        images = _read_idx(image_file, 2051, (28, 28))[..., None]
+        images = _read_idx(image_file, 2051, DATASETS["mnist"].image_shape[:2])[..., None]
         labels = _read_idx(label_file, 2049, ()).astype(np.int64)
         if len(images) != len(labels):
             raise DataError(f"{image_file} and {label_file} hold {len(images)} images "
@@ -439,7 +479,8 @@ def _read_mat(path):
         raise DataError(f"{path} lacks the variable {error}; expected X and y") from None
     except Exception as error:  # scipy raises many types on corrupt files
         raise DataError(f"{path} is not a readable .mat file ({_reason(error)})") from None
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[:3] != (32, 32, 3):
+    if images.dtype != np.uint8 or images.ndim != 4 or \
+            images.shape[:3] != DATASETS["svhn"].image_shape:
         raise DataError(f"{path}: X must be uint8 of shape 32x32x3xN, got {images.dtype} "
                         f"{'x'.join(map(str, images.shape))}")
     labels = _integer_labels(np.asarray(labels).reshape(-1), f"{path} y")
@@ -474,7 +515,7 @@ def _read_cifar10(data_dir):
     (read in place, not extracted); ``None`` if none is there."""
     for directory, suffix, archive in _CIFAR10_LAYOUTS:
         for folder in (data_dir, os.path.join(data_dir, directory)):
-            if os.path.exists(os.path.join(folder, _CIFAR10_TRAIN_BATCHES[0] + suffix)):
+            if os.path.exists(os.path.join(folder, CIFAR10_TRAIN_BATCHES[0] + suffix)):
                 def read(batch, folder=folder, suffix=suffix):
                     path = os.path.join(folder, batch + suffix)
                     if not os.path.exists(path):
@@ -509,10 +550,10 @@ def _read_cifar10_archive(path, suffix):
 
 def _read_cifar10_batches(read):
     """The five training batches and the test batch, each read by ``read(name)``."""
-    train = [read(batch) for batch in _CIFAR10_TRAIN_BATCHES]
+    train = [read(batch) for batch in CIFAR10_TRAIN_BATCHES]
     train = (np.concatenate([images for images, _ in train]),
              np.concatenate([labels for _, labels in train]))
-    return _with_pool(train, read(_CIFAR10_TEST_BATCH))
+    return _with_pool(train, read(CIFAR10_TEST_BATCH))
 
 
 def _parse_cifar10_batch(content, where, suffix):
@@ -532,35 +573,35 @@ def _parse_cifar10_batch(content, where, suffix):
                             "batch is a dict of both)") from None
         except Exception as error:  # pickle raises many types on corrupt input
             raise DataError(f"{where} is truncated or corrupt ({_reason(error)})") from None
-        if pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != 3072:
-            raise DataError(f"{where}: b'data' must be uint8 of shape [N, 3072], got "
+        if pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != _CIFAR10_PIXELS:
+            raise DataError(f"{where}: b'data' must be uint8 of shape [N, {_CIFAR10_PIXELS}], got "
                             f"{pixels.dtype} {pixels.shape}")
         labels = _integer_labels(labels.reshape(-1), f"{where} b'labels'")
         if len(labels) != len(pixels):
             raise DataError(f"{where}: {len(pixels)} images but {len(labels)} labels")
-    if len(labels) and labels.max() >= _NUM_CLASSES:
+    if len(labels) and labels.max() >= DATASETS["cifar10"].num_classes:
         raise DataError(f"{where}: labels must be in 0..9, got {labels.max()} (corrupt file?)")
     images = pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # planes -> channels last
     return np.ascontiguousarray(images), labels
 
 
 def _cifar10_files(suffix):
-    return ", ".join(batch + suffix for batch in _CIFAR10_TRAIN_BATCHES + (_CIFAR10_TEST_BATCH,))
+    return ", ".join(batch + suffix for batch in CIFAR10_TRAIN_BATCHES + (CIFAR10_TEST_BATCH,))
 
 
 def _read_tfds(name, data_dir, include_extra):
     import tensorflow_datasets as tfds
     splits = ["train", "test"] + (["extra"] if include_extra else [])
     if data_dir is None:
-        _check_download_reachable(tfds.builder(_TFDS_NAMES[name]), name)
+        _check_download_reachable(tfds.builder(DATASETS[name].tfds_name), name)
     try:
-        loaded = tfds.load(_TFDS_NAMES[name], split=splits, data_dir=data_dir,
+        loaded = tfds.load(DATASETS[name].tfds_name, split=splits, data_dir=data_dir,
                            as_supervised=True, download=data_dir is None)
         arrays = [_to_numpy(split) for split in loaded]
     except Exception as error:  # TFDS raises many types; the reason is one line.
         where = (f"data_dir {data_dir} holds no {name} files (expected "
                  f"{_expected_files(name)} or prepared TFDS data)") if data_dir else \
-            f"TFDS could not load {_TFDS_NAMES[name]}"
+            f"TFDS could not load {DATASETS[name].tfds_name}"
         raise DataError(f"{where}: {_reason(error)}") from None
     train_images, train_labels = arrays[0]
     pool = len(train_labels)
@@ -616,7 +657,7 @@ def _to_numpy(split):
 
 
 def _expected_files(name):
-    if name not in _TFDS_NAMES:
+    if name not in DATASETS:
         return "TFDS data prepared on another machine"
     return {"mnist": "mnist.npz or " + ", ".join(_MNIST_IDX["train"] + _MNIST_IDX["test"]),
             "svhn": "train_32x32.mat, test_32x32.mat",

@@ -42,7 +42,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-PIXEL_RANGES = ((-1.0, 1.0), (0.0, 1.0))
+from sgan_keras.data import PIXEL_RANGES
 
 
 class ExportError(ValueError):

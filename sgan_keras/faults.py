@@ -1,4 +1,4 @@
-"""Write failures (a full disk, an unwritable file) as one-line errors.
+"""Writing outputs safely: whole files or nothing, and failures as one-line errors.
 
 An ``OSError`` whose errno says that the disk is full or the file cannot be
 written (``ENOSPC``, ``EDQUOT``, ``EFBIG``, ``EROFS``, ``EACCES``, ``EPERM``),
@@ -8,13 +8,17 @@ system reports ``ENOSPC`` as ``ResourceExhaustedError`` and ``EROFS`` as
 while an output is written becomes a :class:`WriteError` that names the output.
 Any other error keeps its type and traceback.
 
-Every writer of the package replaces its file in one step (a temporary file,
-then a rename; see ``callbacks._replace_atomically``, ``checkpoint`` and
-``export``), so a failed write leaves the earlier version in place.
+Every file the package writes goes through :func:`replace_atomically` (a
+temporary sibling, fsynced, then renamed over the file); checkpoints through
+``tf.train.CheckpointManager`` (``checkpoint.py``) and the export through a
+renamed directory (``export.py``). A failed write leaves the earlier version
+in place. TensorFlow's own ``atomic_write_string_to_file`` is not public API
+and does not fsync, hence the helper here.
 """
 
 import contextlib
 import errno
+import json
 import os
 
 import tensorflow as tf
@@ -51,3 +55,48 @@ def writing(what):
         if reason is None:
             raise
         raise WriteError(f"cannot write {what} ({reason})") from None
+
+
+def replace_atomically(path, write, mode="w"):
+    """Replaces ``path`` in one step with what ``write(file)`` writes.
+
+    ``write`` fills a temporary sibling of ``path`` (opened with ``mode``,
+    text or binary), which is flushed to the disk (``fsync``) and renamed
+    over ``path`` (``os.replace``, atomic on POSIX); the directory is fsynced
+    too. A crash leaves the old version or the new one, never half a file.
+    A full disk or an unwritable directory raises :class:`WriteError` and
+    leaves ``path`` as it was.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    temporary = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    try:
+        with writing(path):
+            os.makedirs(directory, exist_ok=True)
+            with open(temporary, mode, **({} if "b" in mode else {"newline": ""})) as file:
+                write(file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+            fsync(directory)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_text(path, text):
+    """Writes ``text`` to ``path`` with :func:`replace_atomically`."""
+    replace_atomically(path, lambda file: file.write(text))
+
+
+def write_json(path, value):
+    """Writes ``value`` as indented JSON (keys sorted) with :func:`replace_atomically`."""
+    write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def fsync(path):
+    """Forces the file or directory ``path`` to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

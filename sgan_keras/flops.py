@@ -66,13 +66,13 @@ def train_step_flops(sgan, batch_size):
     forward + backward on B.
     """
     d = forward_flops(sgan.discriminator)
-    if sgan.supervised_only:
+    if sgan.config.supervised_only:
         return 3 * d * batch_size
     g = forward_flops(sgan.generator)
     total = g + 3 * (3 * d)                  # discriminator step
     total += 3 * g + 2 * d                   # generator step through D
-    if sgan.generator_loss_name.startswith("feature_matching"):
+    if sgan.config.model.generator_loss.startswith("feature_matching"):
         total += d                           # real features
-    if sgan.manifold != "none":
+    if sgan.config.model.manifold != "none":
         total += g + 3 * d
     return total * batch_size

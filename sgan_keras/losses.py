@@ -1,7 +1,9 @@
 """Loss functions of the semi-supervised GAN, as pure functions of tensors.
 
-Everything here follows ``SPEC.md`` section 1 (Salimans et al. 2016, "Improved
-Techniques for Training GANs"). D outputs K class logits and a fake logit
+Everything here follows Salimans et al. 2016, "Improved Techniques for
+Training GANs" (section 5, the semi-supervised loss; 3.1, feature matching;
+3.4, one-sided label smoothing) and its code, openai/improved-gan
+``train_*_feature_matching.py``. D outputs K class logits and a fake logit
 ``l_f``; P(real | x) = Z / (Z + exp(l_f)) with Z = sum_k exp(l_k), so the
 real-vs-fake logit is ``logsumexp(l_1..l_K) - l_f``.
 

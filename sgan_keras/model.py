@@ -1,10 +1,13 @@
 """The semi-supervised GAN as a subclassed ``keras.Model``.
 
-The model owns a ``generator`` and a ``discriminator`` and is compiled with
+The model owns a ``generator`` and a ``discriminator`` and the
+:class:`~sgan_keras.config.Config` they train under, and is compiled with
 ``compile(d_optimizer=..., g_optimizer=...)``, as in the keras-io GAN
 examples. Each ``train_step`` is one discriminator update followed by one
 generator update that sees the updated discriminator and a second unlabeled
-batch (Salimans et al. 2016; ``SPEC.md`` section 1).
+batch (Salimans et al. 2016, "Improved Techniques for Training GANs";
+openai/improved-gan ``train_*_feature_matching.py``), or a source's own order
+(``update_order``).
 
 The trained model is a classifier: calling it, ``predict()`` and
 ``evaluate()`` use the discriminator's K class logits (its exponential moving
@@ -21,19 +24,16 @@ reproducible, resumes exactly from a checkpoint (the step counter is the
 optimizer's), and one step gives the same result on one device or several.
 """
 
-import dataclasses
-
 import keras
 import tensorflow as tf
 
+from sgan_keras import config as config_lib
+from sgan_keras import data as data_lib
 from sgan_keras import layers as sgan_layers
 from sgan_keras import losses
 from sgan_keras import networks
+from sgan_keras import optimizers
 from sgan_keras import presets as presets_lib
-
-NOISE_DISTRIBUTIONS = ("normal", "uniform")
-UPDATE_ORDERS = ("sequential", "simultaneous", "split")
-GENERATOR_FAKES = ("fresh", "reused")
 
 # Streams of the stateless noise: one per use within a step.
 _DISCRIMINATOR_NOISE, _GENERATOR_NOISE, _MANIFOLD_NOISE = 0, 1, 2
@@ -45,83 +45,32 @@ class SGAN(keras.Model):
 
     Args:
       generator: Keras model ``z [B, latent_dim] -> images`` (``None`` when
-        ``supervised_only``).
+        ``config.supervised_only``).
       discriminator: Keras model ``images -> [logits, features]``; logits are
         ``[B, K]`` for ``fake_class="zero"``, ``[B, K+1]`` otherwise (see
-        :func:`sgan_keras.losses.gan_logit`).
-      num_classes: K.
-      fake_class: ``zero`` | ``learned`` | ``separate``.
-      generator_loss: ``feature_matching_l1`` | ``feature_matching_l2`` |
-        ``non_saturating``.
-      unsupervised_weight: weight of ``L_unsup`` in D's loss (0.5 in the MNIST
-        blog, 1 in the Udacity notebook and Salimans et al.).
-      label_smoothing: one-sided smoothing of the real target (SVHN write-up).
-      manifold: ``none`` | ``lecouat`` | ``blog`` manifold regularization of D,
-        with ``manifold_weight`` (lambda) and ``manifold_epsilon``.
-      noise, noise_stddev: ``z ~ N(0, stddev)`` or ``U(0, 1)``.
-      pixel_range: the range of real and generated pixels.
-      ema_decay: decay of the exponential moving average of D's weights used
-        for evaluation and export (0.9999 in the papers); 0 turns it off.
-      supervised_only: train D on the labeled batch alone (the baseline).
-      update_order: ``sequential`` | ``simultaneous`` | ``split`` (see
-        :meth:`train_step`).
-      generator_fakes: ``fresh`` (a new ``z`` for G's update) or ``reused``
-        (the D step's fakes), with ``update_order="sequential"``.
-      seed: seed of the noise ``z``.
+        :func:`sgan_keras.losses.gan_logit`), so K is read from its output.
+      config: the :class:`~sgan_keras.config.Config` to train under (its
+        ``model`` and ``training`` sections, ``seed`` and
+        ``supervised_only``); default ``Config()``. The networks' own shapes
+        (latent size, image shape) are read from them.
     """
 
-    def __init__(self, generator, discriminator, *, num_classes=10,
-                 fake_class="zero", generator_loss="feature_matching_l1",
-                 unsupervised_weight=1.0, label_smoothing=0.0, manifold="none",
-                 manifold_weight=1e-3, manifold_epsilon=1e-5, noise="normal",
-                 noise_stddev=1.0, pixel_range=(-1.0, 1.0), ema_decay=0.0,
-                 supervised_only=False, update_order="sequential", generator_fakes="fresh",
-                 seed=0, preset=None, **kwargs):
+    def __init__(self, generator, discriminator, config=None, **kwargs):
         super().__init__(**kwargs)
-        _check_choice("update_order", update_order, UPDATE_ORDERS)
-        _check_choice("generator_fakes", generator_fakes, GENERATOR_FAKES)
-        if generator_fakes == "reused" and update_order != "sequential":
-            raise ValueError("generator_fakes='reused' needs update_order='sequential' "
-                             f"(got {update_order!r})")
-        _check_choice("fake_class", fake_class, losses.FAKE_CLASSES)
-        _check_choice("generator_loss", generator_loss, losses.GENERATOR_LOSSES)
-        _check_choice("manifold", manifold, losses.MANIFOLD_REGULARIZATIONS)
-        _check_choice("noise", noise, NOISE_DISTRIBUTIONS)
-        if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        if generator is None and not supervised_only:
-            raise ValueError("generator is required unless supervised_only=True")
-        self.precision = ("mixed_bfloat16" if any(
-            layer.compute_dtype == "bfloat16" for layer in discriminator.layers) else "float32")
-        if self.precision != "float32" and manifold != "none" and not supervised_only:
-            raise ValueError("manifold regularization needs float32: its perturbation "
-                             f"(epsilon {manifold_epsilon:g}) is below bfloat16's resolution")
+        self.config = config_lib.Config() if config is None else config
+        if generator is None and not self.config.supervised_only:
+            raise ValueError("generator is required unless config.supervised_only")
         self.generator = generator
         self.discriminator = discriminator
-        self.num_classes = num_classes
-        self.fake_class = fake_class
-        self.generator_loss_name = generator_loss
-        self.unsupervised_weight = unsupervised_weight
-        self.label_smoothing = label_smoothing
-        self.manifold = manifold
-        self.manifold_weight = manifold_weight
-        self.manifold_epsilon = manifold_epsilon
-        self.noise = noise
-        self.noise_stddev = noise_stddev
-        self.pixel_range = tuple(pixel_range)
-        self.ema_decay = ema_decay
-        self.supervised_only = supervised_only
-        self.update_order = update_order
-        self.generator_fakes = generator_fakes
-        self.d_unsupervised_optimizer = None
-        self.seed = int(seed)
-        self.preset = preset
+        logit_count = discriminator.output_shape[0][-1]
+        self.num_classes = logit_count - (self.config.model.fake_class != "zero")
+        self.pixel_range = tuple(self.config.model.pixel_range)
+        self.precision = self.config.model.compute_precision
         self.latent_dim = generator.input_shape[-1] if generator is not None else None
         self.image_shape = tuple(discriminator.input_shape[1:])
+        self.d_unsupervised_optimizer = None
         self.ema_discriminator = None
-        if ema_decay > 0:
+        if self.config.model.ema_decay > 0:
             # Same layers, so ``weights`` pair up one to one; never trained.
             self.ema_discriminator = keras.models.clone_model(discriminator)
             self.ema_discriminator.set_weights(discriminator.get_weights())
@@ -141,55 +90,53 @@ class SGAN(keras.Model):
 
     # ------------------------------------------------------------------ build
     @classmethod
-    def from_preset(cls, name, *, num_classes=10, seed=0, supervised_only=False,
-                    precision="float32", **overrides):
-        """Builds the networks and defaults of a source (``presets.PRESETS``).
+    def from_preset(cls, name, **overrides):
+        """The model of a source (``presets.PRESETS``) with its networks.
 
-        ``overrides`` replace :class:`~sgan_keras.presets.Preset` fields, e.g.
-        ``fake_class="learned"``, ``manifold="lecouat"``, ``ema_decay=0``.
-        ``precision="mixed_bfloat16"`` computes in bfloat16 with float32
-        weights (see :mod:`sgan_keras.networks`).
+        ``overrides`` replace fields of its :class:`~sgan_keras.config.Config`,
+        e.g. ``seed=1``, ``fake_class="learned"``, ``manifold="lecouat"``,
+        ``ema_decay=0``, ``supervised_only=True``, ``precision="mixed_bfloat16"``
+        (bfloat16 compute, float32 weights; see :mod:`sgan_keras.networks`).
         """
-        preset = presets_lib.get_preset(name).replace(**overrides)
+        return cls.for_config(presets_lib.get_preset(name).config.replace(**overrides))
+
+    @classmethod
+    def for_config(cls, config):
+        """The model of ``config`` with the networks of ``config.model.architecture``,
+        built for ``config.data.dataset``'s images and classes."""
+        model, dataset = config.model, data_lib.DATASETS[config.data.dataset]
+        if not model.architecture:
+            raise config_lib.ConfigError("for_config() needs config.model.architecture; "
+                                         "pass your own networks to SGAN() instead")
         generator = None
-        if not supervised_only:
+        if not config.supervised_only:
             generator = networks.build_generator(
-                preset.architecture, image_shape=preset.image_shape,
-                latent_dim=preset.latent_dim, seed=seed,
-                output_activation=preset.generator_activation or None, precision=precision)
+                model.architecture, image_shape=dataset.image_shape,
+                latent_dim=model.latent_dim, seed=config.seed,
+                output_activation=model.generator_activation or None,
+                precision=model.compute_precision)
         discriminator = networks.build_discriminator(
-            preset.architecture, image_shape=preset.image_shape,
-            num_classes=num_classes, fake_class=preset.fake_class, seed=seed,
-            precision=precision)
-        return cls(
-            generator, discriminator, num_classes=num_classes,
-            fake_class=preset.fake_class, generator_loss=preset.generator_loss,
-            unsupervised_weight=preset.unsupervised_weight,
-            label_smoothing=preset.label_smoothing, manifold=preset.manifold,
-            manifold_weight=preset.manifold_weight,
-            manifold_epsilon=preset.manifold_epsilon, noise=preset.noise,
-            noise_stddev=preset.noise_stddev, pixel_range=preset.pixel_range,
-            ema_decay=preset.ema_decay, supervised_only=supervised_only,
-            update_order=preset.update_order, generator_fakes=preset.generator_fakes,
-            seed=seed, preset=preset, name=f"sgan_{preset.name}")
+            model.architecture, image_shape=dataset.image_shape,
+            num_classes=dataset.num_classes, fake_class=model.fake_class, seed=config.seed,
+            precision=model.compute_precision)
+        return cls(generator, discriminator, config,
+                   name=f"sgan_{config.preset or model.architecture}")
 
     def compile(self, d_optimizer=None, g_optimizer=None, **kwargs):
-        """``d_optimizer``/``g_optimizer`` default to the preset's Adam settings.
+        """``d_optimizer``/``g_optimizer`` default to ``config.training``'s Adam
+        (:func:`sgan_keras.optimizers.for_training`).
 
         Both optimizers are built here, inside the model's distribution
         strategy, so ``fit`` can run under ``tf.distribute``.
         """
         super().compile(**kwargs)
-        if d_optimizer is None or (g_optimizer is None and not self.supervised_only):
-            if self.preset is None:
-                raise ValueError("compile() needs d_optimizer and g_optimizer "
-                                 "when the model has no preset")
-            default_d, default_g = self.preset.optimizers()
+        if d_optimizer is None or (g_optimizer is None and not self.config.supervised_only):
+            default_d, default_g = optimizers.for_training(self.config.training)
             d_optimizer = d_optimizer or default_d
             g_optimizer = g_optimizer or default_g
         self.d_optimizer = d_optimizer
         self.g_optimizer = g_optimizer
-        if self.update_order == "split" and not self.supervised_only:
+        if self.config.training.update_order == "split" and not self.config.supervised_only:
             # GANs in Action compiles a second model on D's trunk, with its own
             # Adam, for the real/fake updates: a copy of D's optimizer.
             self.d_unsupervised_optimizer = d_optimizer.__class__.from_config(
@@ -198,7 +145,7 @@ class SGAN(keras.Model):
             self.d_optimizer.build(self.discriminator.trainable_variables)
             if self.d_unsupervised_optimizer is not None:
                 self.d_unsupervised_optimizer.build(self.discriminator.trainable_variables)
-            if not self.supervised_only:
+            if not self.config.supervised_only:
                 self.g_optimizer.build(self.generator.trainable_variables)
 
     # The one private Keras method overridden. ``fit()`` calls it to build a
@@ -211,45 +158,28 @@ class SGAN(keras.Model):
 
     # ----------------------------------------------------- saving and export
     def get_config(self):
-        """The constructor's arguments, the networks serialized (``model.save``)."""
-        preset = None
-        if self.preset is not None:   # a registered preset and the fields changed
-            base = presets_lib.get_preset(self.preset.name)
-            preset = {"name": base.name, "overrides": {
-                field.name: getattr(self.preset, field.name)
-                for field in dataclasses.fields(base)
-                if getattr(self.preset, field.name) != getattr(base, field.name)}}
+        """The networks, serialized, and the configuration (``model.save``)."""
         return {
             **super().get_config(),
             "generator": (keras.saving.serialize_keras_object(self.generator)
                           if self.generator is not None else None),
             "discriminator": keras.saving.serialize_keras_object(self.discriminator),
-            "num_classes": self.num_classes, "fake_class": self.fake_class,
-            "generator_loss": self.generator_loss_name,
-            "unsupervised_weight": self.unsupervised_weight,
-            "label_smoothing": self.label_smoothing, "manifold": self.manifold,
-            "manifold_weight": self.manifold_weight,
-            "manifold_epsilon": self.manifold_epsilon, "noise": self.noise,
-            "noise_stddev": self.noise_stddev, "pixel_range": list(self.pixel_range),
-            "ema_decay": self.ema_decay, "supervised_only": self.supervised_only,
-            "update_order": self.update_order, "generator_fakes": self.generator_fakes,
-            "seed": self.seed, "preset": preset,
+            "config": self.config.to_dict(),
             "weight_norm_initialized": self.weight_norm_initialized,
         }
 
     @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for network in ("generator", "discriminator"):
-            if config[network] is not None:
-                config[network] = keras.saving.deserialize_keras_object(config[network])
-        preset = config.pop("preset")
-        if preset is not None:
-            overrides = {name: tuple(value) if isinstance(value, list) else value
-                         for name, value in preset["overrides"].items()}
-            config["preset"] = presets_lib.get_preset(preset["name"]).replace(**overrides)
-        initialized = config.pop("weight_norm_initialized", False)
-        model = cls(**config)
+    def from_config(cls, keras_config):
+        """The model of a :meth:`get_config` (``keras.models.load_model``)."""
+        keras_config = dict(keras_config)
+        generator, discriminator = (
+            None if keras_config[name] is None
+            else keras.saving.deserialize_keras_object(keras_config[name])
+            for name in ("generator", "discriminator"))
+        config = config_lib.Config.from_dict(keras_config.pop("config"))
+        initialized = keras_config.pop("weight_norm_initialized", False)
+        del keras_config["generator"], keras_config["discriminator"]
+        model = cls(generator, discriminator, config, **keras_config)
         model.weight_norm_initialized = initialized
         return model
 
@@ -353,10 +283,10 @@ class SGAN(keras.Model):
             replicas = context.num_replicas_in_sync
         if step is None:
             step = self.d_optimizer.iterations
-        seed = tf.stack([tf.constant(self.seed, tf.int64),
+        seed = tf.stack([tf.constant(self.config.seed, tf.int64),
                          tf.cast(step, tf.int64) * 3 + stream])
         z = self._sample_noise([batch_size * replicas, self.latent_dim], seed,
-                               distribution or self.noise)
+                               distribution or self.config.model.noise)
         return z[replica * batch_size:(replica + 1) * batch_size]
 
     def _sample_noise(self, shape, seed, distribution):
@@ -364,12 +294,12 @@ class SGAN(keras.Model):
         if distribution == "uniform":
             return tf.random.stateless_uniform(shape, seed)
         z = tf.random.stateless_normal(shape, seed)
-        return self.noise_stddev * z if distribution == "normal" else z
+        return self.config.model.noise_stddev * z if distribution == "normal" else z
 
     def generate(self, num_images, seed=0):
         """``num_images`` samples of G (inference mode) as a NumPy array."""
         z = self._sample_noise([num_images, self.latent_dim],
-                               tf.constant([seed, -7], tf.int64), self.noise)
+                               tf.constant([seed, -7], tf.int64), self.config.model.noise)
         return keras.ops.convert_to_numpy(self.generator(z, training=False))
 
     # ------------------------------------------------------------ train step
@@ -394,16 +324,16 @@ class SGAN(keras.Model):
         the training set with a ``label_mask``: only its labeled images reach
         ``L_sup``, and the same images are D's and G's real batch.
         """
-        if self.supervised_only:
+        if self.config.supervised_only:
             return self._supervised_step(batch)
         if "label_mask" in batch:   # one batch: labeled images are marked in it
             images = batch["images"]
             batch = {"labeled_images": images, "labels": batch["labels"],
                      "label_mask": tf.cast(batch["label_mask"], tf.float32),
                      "unlabeled_images": images, "generator_images": images}
-        if self.update_order == "simultaneous":
+        if self.config.training.update_order == "simultaneous":
             logs = self._simultaneous_step(batch)
-        elif self.update_order == "split":
+        elif self.config.training.update_order == "split":
             logs = self._split_step(batch)
         else:
             logs = self._sequential_step(batch)
@@ -418,7 +348,7 @@ class SGAN(keras.Model):
                     d_loss, logs, _ = self._discriminator_loss(batch, fake_images, z)
                 self._apply(self.d_optimizer, d_tape, d_loss, self.discriminator)
                 self._update_ema()
-            if self.generator_fakes == "fresh":
+            if self.config.training.generator_fakes == "fresh":
                 z = self._global_noise(_GENERATOR_NOISE, tf.shape(z)[0])
                 fake_images = self.generator(z, training=True)
             g_loss, scaled_g_loss = self._generator_pass(fake_images, batch["generator_images"])
@@ -446,14 +376,15 @@ class SGAN(keras.Model):
         z = self._global_noise(_DISCRIMINATOR_NOISE, tf.shape(batch["unlabeled_images"])[0])
         fake_images = self.generator(z, training=False)     # generator.predict
         unsupervised, manifold = [], tf.zeros(tf.shape(z)[:1])
-        for images, target in ((batch["unlabeled_images"], 1.0 - self.label_smoothing),
+        options = self.config.model
+        for images, target in ((batch["unlabeled_images"], 1.0 - options.label_smoothing),
                                (fake_images, 0.0)):
             with tf.GradientTape() as tape:
                 logits, _ = self.discriminator(images, training=True)
                 per_example = losses.sigmoid_cross_entropy(self._gan_logit(logits), target)
-                loss = self.unsupervised_weight * tf.nn.compute_average_loss(per_example)
-                if target == 0.0 and self.manifold != "none":   # with the fake update
-                    manifold = self.manifold_weight * self._manifold_term(z, logits)
+                loss = options.unsupervised_weight * tf.nn.compute_average_loss(per_example)
+                if target == 0.0 and options.manifold != "none":   # with the fake update
+                    manifold = options.manifold_weight * self._manifold_term(z, logits)
                     loss += tf.nn.compute_average_loss(manifold)
             self._apply(self.d_unsupervised_optimizer, tape, loss, self.discriminator)
             unsupervised.append(per_example)
@@ -477,13 +408,14 @@ class SGAN(keras.Model):
         else:       # masked batching: the labeled images are the real batch
             labeled_logits = real_logits
         fake_logits, fake_features = self.discriminator(fake_images, training=True)
+        options = self.config.model
         supervised = self._supervised_term(labels, labeled_logits, mask)
         unsupervised = losses.unsupervised_loss(
-            self._gan_logit(real_logits), self._gan_logit(fake_logits), self.label_smoothing)
-        d_loss = supervised + self.unsupervised_weight * tf.nn.compute_average_loss(unsupervised)
+            self._gan_logit(real_logits), self._gan_logit(fake_logits), options.label_smoothing)
+        d_loss = supervised + options.unsupervised_weight * tf.nn.compute_average_loss(unsupervised)
         manifold = tf.zeros_like(unsupervised)
-        if self.manifold != "none":
-            manifold = self.manifold_weight * self._manifold_term(z, fake_logits)
+        if options.manifold != "none":
+            manifold = options.manifold_weight * self._manifold_term(z, fake_logits)
             d_loss += tf.nn.compute_average_loss(manifold)
         logs = self._track_discriminator(labels, labeled_logits, mask, supervised, unsupervised,
                                          manifold)
@@ -493,7 +425,8 @@ class SGAN(keras.Model):
         """``L_sup`` of this replica, scaled for a sum over replicas: the mean
         over the global batch, or with a ``mask`` the mean over the labeled
         images of the global batch (Udacity: ``sum(mask * ce) / max(1, sum(mask))``)."""
-        per_example = losses.supervised_loss(labels, logits, self.fake_class, self.num_classes)
+        per_example = losses.supervised_loss(labels, logits, self.config.model.fake_class,
+                                             self.num_classes)
         if mask is None:
             return tf.nn.compute_average_loss(per_example)
         count = tf.reduce_sum(mask)
@@ -508,7 +441,7 @@ class SGAN(keras.Model):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         supervised_mean = supervised * replicas     # the global batch's L_sup
         self.d_loss_tracker.update_state(
-            supervised_mean + self.unsupervised_weight * tf.reduce_mean(unsupervised)
+            supervised_mean + self.config.model.unsupervised_weight * tf.reduce_mean(unsupervised)
             + tf.reduce_mean(manifold))
         self.supervised_loss_tracker.update_state(supervised_mean)
         self.unsupervised_loss_tracker.update_state(unsupervised)
@@ -531,19 +464,20 @@ class SGAN(keras.Model):
 
     def _manifold_term(self, z, fake_logits):
         """Per-example ``sum_k (l_k(G(z)) - l_k(G(z + delta)))^2`` (Lecouat 2018)."""
-        if self.manifold == "lecouat":  # d ~ N(0, I), delta = eps * d / ||d||
+        if self.config.model.manifold == "lecouat":  # d ~ N(0, I), delta = eps * d / ||d||
             direction = self._global_noise(_MANIFOLD_NOISE, tf.shape(z)[0],
                                            distribution="standard_normal")
-            delta = self.manifold_epsilon * tf.math.l2_normalize(direction, axis=-1)
+            delta = (self.config.model.manifold_epsilon
+                     * tf.math.l2_normalize(direction, axis=-1))
         else:  # MNIST blog: delta = 1e-5 * N(0, stddev of z)
-            delta = self.manifold_epsilon * self._global_noise(
+            delta = self.config.model.manifold_epsilon * self._global_noise(
                 _MANIFOLD_NOISE, tf.shape(z)[0], distribution="normal")
         perturbed_logits, _ = self.discriminator(
             self.generator(z + delta, training=True), training=True)
         return losses.manifold_loss(
             losses.class_logits(fake_logits, self.num_classes),
             losses.class_logits(perturbed_logits, self.num_classes),
-            form=self.manifold)
+            form=self.config.model.manifold)
 
     def _generator_loss(self, fake_logits, fake_features, real_features):
         """(G's loss, the loss to differentiate on this replica).
@@ -553,20 +487,20 @@ class SGAN(keras.Model):
         same global loss and the optimizer sums the replicas' gradients, so
         each differentiates ``loss / replicas``.
         """
-        if self.generator_loss_name == "non_saturating":
+        if self.config.model.generator_loss == "non_saturating":
             per_example = losses.non_saturating_generator_loss(self._gan_logit(fake_logits))
             return tf.reduce_mean(per_example), tf.nn.compute_average_loss(per_example)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         g_loss = losses.feature_matching_loss(
             _global_mean(real_features), _global_mean(fake_features),
-            distance=self.generator_loss_name[-2:])
+            distance=self.config.model.generator_loss[-2:])
         return g_loss, g_loss / replicas
 
     def _generator_pass(self, fake_images, real_images):
         """D on G's fakes (and, for feature matching, on ``real_images``) for G's loss."""
         fake_logits, fake_features = self.discriminator(fake_images, training=True)
         real_features = None
-        if self.generator_loss_name != "non_saturating":
+        if self.config.model.generator_loss != "non_saturating":
             _, real_features = self.discriminator(real_images, training=True)
         return self._generator_loss(fake_logits, fake_features, real_features)
 
@@ -574,7 +508,8 @@ class SGAN(keras.Model):
         images, labels = _labeled_of(batch)
         with tf.GradientTape() as tape:
             logits, _ = self.discriminator(images, training=True)
-            supervised = losses.supervised_loss(labels, logits, self.fake_class, self.num_classes)
+            supervised = losses.supervised_loss(labels, logits, self.config.model.fake_class,
+                                                self.num_classes)
             loss = tf.nn.compute_average_loss(supervised)
         variables = self.discriminator.trainable_variables
         self.d_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
@@ -594,13 +529,13 @@ class SGAN(keras.Model):
         return values
 
     def _gan_logit(self, logits):
-        return losses.gan_logit(logits, self.fake_class, self.num_classes)
+        return losses.gan_logit(logits, self.config.model.fake_class, self.num_classes)
 
     def _update_ema(self):
         """EMA of D's weights (Salimans et al. 2016); other state is copied."""
         if self.ema_discriminator is None:
             return
-        decay = self.ema_decay
+        decay = self.config.model.ema_decay
         for average, weight in zip(self.ema_discriminator.weights, self.discriminator.weights):
             if weight.trainable:
                 average.assign(decay * average + (1.0 - decay) * weight)
@@ -666,7 +601,3 @@ def _labeled_of(batch):
         return batch["labeled_images"], batch["labels"]
     return batch[0], batch[1]
 
-
-def _check_choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")

@@ -1,4 +1,4 @@
-"""Generator and discriminator of each reproduced source (``SPEC.md`` section 3).
+"""Generator and discriminator of each reproduced source.
 
 ``build_generator(architecture, ...)`` maps noise ``z: [B, latent_dim]`` to
 images ``[B, H, W, C]``; ``build_discriminator(architecture, ...)`` maps images
@@ -9,12 +9,13 @@ to ``[logits, features]``:
   for ``"separate"``, whose last column is the real-vs-fake logit of an
   independent 1-unit head on the same input as the class head (the PyTorch
   SGAN write-up), see :mod:`sgan_keras.losses`.
-- ``features``: the layer the generator's feature matching compares (SPEC
-  names it per architecture).
+- ``features``: the layer the generator's feature matching compares (named
+  per architecture in its layer list).
 
-Layer lists follow SPEC exactly; where SPEC is silent (biases, BatchNorm
-scale, initializers, upsampling mode) the named source is followed and the
-choice is written in the builder's docstring. ``describe(architecture)``
+Each architecture follows the layer list of its source (``_SOURCES`` names
+the paper, tutorial or file; ``_LAYERS`` lists the layers); where the source
+leaves a detail open (biases, BatchNorm scale, initializers, upsampling mode)
+the choice is written in the builder's docstring. ``describe(architecture)``
 returns the source and the layer list. ``conv(f, k, s)`` below is a 2-D
 convolution with "same" padding unless noted; LReLU(a) is a leaky ReLU.
 
@@ -33,22 +34,23 @@ import contextlib
 import keras
 
 from sgan_keras import layers as wn
+from sgan_keras.data import DATASETS
 from sgan_keras.losses import FAKE_CLASSES
 
-ARCHITECTURES = ("mnist_blog", "svhn_dcgan", "mnist_gans_in_action",
-                 "mnist_improved_gan", "svhn_improved_gan", "cifar10_improved_gan",
-                 "svhn_lecouat", "cifar10_lecouat")
-
-NATIVE_IMAGE_SHAPES = {
-    "mnist_blog": (28, 28, 1),
-    "svhn_dcgan": (32, 32, 3),
-    "mnist_gans_in_action": (28, 28, 1),
-    "mnist_improved_gan": (28, 28, 1),
-    "svhn_improved_gan": (32, 32, 3),
-    "cifar10_improved_gan": (32, 32, 3),
-    "svhn_lecouat": (32, 32, 3),
-    "cifar10_lecouat": (32, 32, 3),
+# The data set each architecture was made for; it takes that set's images.
+NATIVE_DATASETS = {
+    "mnist_blog": "mnist",
+    "svhn_dcgan": "svhn",
+    "mnist_gans_in_action": "mnist",
+    "mnist_improved_gan": "mnist",
+    "svhn_improved_gan": "svhn",
+    "cifar10_improved_gan": "cifar10",
+    "svhn_lecouat": "svhn",
+    "cifar10_lecouat": "cifar10",
 }
+ARCHITECTURES = tuple(NATIVE_DATASETS)
+NATIVE_IMAGE_SHAPES = {architecture: DATASETS[dataset].image_shape
+                       for architecture, dataset in NATIVE_DATASETS.items()}
 
 # The generator's output activation: the source's first, then the allowed
 # alternatives (see build_generator). Every generator body takes it.
@@ -133,7 +135,7 @@ def describe(architecture):
     """One paragraph: the source of ``architecture`` and its G and D layer lists."""
     _check_architecture(architecture)
     generator, discriminator = _LAYERS[architecture]
-    return (f"{architecture} ({_SOURCES[architecture]}; SPEC.md section 3)\n"
+    return (f"{architecture} ({_SOURCES[architecture]})\n"
             f"  {generator}\n  {discriminator}")
 
 
@@ -291,10 +293,11 @@ def _wn_dense_factory(seeds, stddev, init_scale, data_init=True):
 # mnist_blog
 # ---------------------------------------------------------------------------
 def _mnist_blog_generator(z, seeds, output_activation):
-    """MNIST blog G (SPEC 3): Dense 7*7*64 ReLU, two x2 upsamplings, four 5x5 convs.
+    """MNIST blog G (jostosh/gan ``dcganmnist``): Dense 7*7*64 ReLU, two x2
+    upsamplings, four 5x5 convs.
 
-    SPEC is silent on the upsampling mode: nearest neighbour (the Keras
-    ``UpSampling2D`` default). All layers have biases, Glorot kernels.
+    The blog post does not name the upsampling mode: nearest neighbour (the
+    Keras ``UpSampling2D`` default). All layers have biases, Glorot kernels.
     """
     x = keras.layers.Dense(7 * 7 * 64, activation="relu", kernel_initializer=seeds.glorot(),
                            name="g_dense")(z)
@@ -312,7 +315,7 @@ def _mnist_blog_generator(z, seeds, output_activation):
 
 
 def _mnist_blog_discriminator(images, seeds):
-    """MNIST blog D (SPEC 3): three 5x5 convs, LReLU(0.2), Dropout 0.3; features: Flatten."""
+    """MNIST blog D (``dcganmnist``): three 5x5 convs, LReLU(0.2), Dropout 0.3; features: Flatten."""
     x = images
     for index, (filters, stride) in enumerate([(32, 2), (64, 2), (64, 1)], start=1):
         x = keras.layers.Conv2D(filters, 5, strides=stride, padding="same",
@@ -327,7 +330,7 @@ def _mnist_blog_discriminator(images, seeds):
 # svhn_dcgan (Udacity notebook)
 # ---------------------------------------------------------------------------
 def _svhn_dcgan_generator(z, seeds, output_activation, width=32):
-    """Udacity SVHN G (SPEC 3), ``m = 32``: Dense 4*4*4m, BN, LReLU(0.2), three 5x5 stride-2 convT.
+    """Udacity SVHN G (the notebook's ``generator``), ``m = 32``: Dense 4*4*4m, BN, LReLU(0.2), three 5x5 stride-2 convT.
 
     As the notebook's ``tf.layers`` defaults: biases everywhere, BatchNorm
     with scale and offset (momentum 0.99, epsilon 1e-3), Glorot kernels.
@@ -349,9 +352,11 @@ def _svhn_dcgan_generator(z, seeds, output_activation, width=32):
 
 
 def _svhn_dcgan_discriminator(images, seeds, width=64, rate=0.5):
-    """Udacity SVHN D (SPEC 3), ``m = 64``, ``r = 0.5``: six 3x3 convs, LReLU(0.2).
+    """Udacity SVHN D (the notebook's ``discriminator``), ``m = 64``, ``r = 0.5``: six 3x3
+    convs, LReLU(0.2).
 
-    The notebook's unused stride-2 conv after the fifth is left out (SPEC).
+    The notebook's unused stride-2 conv after the fifth is left out (its output
+    is never read; a deviation row of the ``svhn_dcgan`` preset).
     Features: global average pool of the last, BN-free ``valid`` conv (128).
     """
     def conv(x, index, filters, stride, padding="same", batch_norm=True, dropout=False):
@@ -379,11 +384,12 @@ def _svhn_dcgan_discriminator(images, seeds, width=64, rate=0.5):
 # mnist_gans_in_action
 # ---------------------------------------------------------------------------
 def _gans_in_action_generator(z, seeds, output_activation):
-    """GANs in Action SGAN G as SPEC 3: Dense 7*7*256, convT(128,3,2) BN LReLU(0.01), convT(1,3,2).
+    """GANs in Action SGAN G (chapter 7): Dense 7*7*256, convT(128,3,2) BN LReLU(0.01),
+    convT(1,3,2).
 
     Deviation note: the book's chapter-7 notebook also has a
-    ``convT(64,3,1) BN LReLU`` between the two; SPEC lists it without, and
-    SPEC is followed. Keras defaults otherwise (biases, BN momentum 0.99).
+    ``convT(64,3,1) BN LReLU`` between the two; the book's text lists it
+    without, and the text is followed (a deviation row of the preset). Keras defaults otherwise (biases, BN momentum 0.99).
     """
     x = keras.layers.Dense(7 * 7 * 256, kernel_initializer=seeds.glorot(), name="g_dense")(z)
     x = keras.layers.Reshape((7, 7, 256), name="g_reshape")(x)
@@ -397,7 +403,7 @@ def _gans_in_action_generator(z, seeds, output_activation):
 
 
 def _gans_in_action_discriminator(images, seeds):
-    """GANs in Action SGAN D (SPEC 3): three 3x3 stride-2 convs, LReLU(0.01), Dropout 0.5.
+    """GANs in Action SGAN D (chapter 7): three 3x3 stride-2 convs, LReLU(0.01), Dropout 0.5.
 
     28 -> 14 -> 7 -> 4 ("same"), so the flattened features have 4*4*128 = 2048
     units (the book's comment says 3x3; Keras "same" padding gives 4x4).
@@ -432,7 +438,7 @@ def _mnist_improved_gan_generator(z, seeds, output_activation):
     The source wraps each ``DenseLayer(500, softplus)`` in ``nn.batch_norm(...,
     g=None)``, which removes the Dense bias, adds an offset-only BatchNorm and
     applies the softplus after it: Dense (no bias) -> BN (no scale) ->
-    softplus. SPEC's "Dense 500 softplus BN" is read that way. The output
+    softplus. The paper's "Dense 500 softplus BN" is read that way. The output
     layer is ``nn.l2normalize`` (trainable scale, bias, Glorot ``v``, no
     data-dependent init: ``data_init=False``). Output reshaped to 28x28x1.
     ``output_activation="softplus"`` is Sleepychord/ImprovedGAN-pytorch's

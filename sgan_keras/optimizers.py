@@ -1,4 +1,4 @@
-"""The Adam update rules of the reproduced sources.
+"""The optimizers of the reproduced sources: Adam's update rules and the learning-rate schedules.
 
 TF1's ``tf.train.AdamOptimizer`` (the MNIST blog, the Udacity notebook) and
 Keras 2's ``Adam`` (GANs in Action) update as Keras 3's ``keras.optimizers.Adam``
@@ -22,6 +22,58 @@ import keras
 from keras import ops
 
 ADAM_RULES = ("keras", "improved_gan")
+LR_SCHEDULES = ("constant", "per_epoch_decay", "linear_decay")
+
+
+def for_training(training):
+    """``(d_optimizer, g_optimizer)`` of a ``config.TrainingConfig``: Adam with its
+    rule, epsilon, betas and learning rates under its schedule."""
+    return tuple(adam(training.adam_rule, learning_rate(training, lr), beta_1,
+                      training.adam_epsilon)
+                 for lr, beta_1 in ((training.d_lr, training.d_beta_1),
+                                    (training.g_lr, training.g_beta_1)))
+
+
+def learning_rate(training, base_lr):
+    """A Keras schedule (or a float) for ``base_lr`` under ``training.lr_schedule``."""
+    if training.lr_schedule == "constant":
+        return base_lr
+    if training.lr_schedule == "per_epoch_decay":
+        # The Udacity SVHN notebook: lr x 0.9 after every epoch.
+        return keras.optimizers.schedules.ExponentialDecay(
+            base_lr, decay_steps=training.steps_per_epoch,
+            decay_rate=training.lr_decay_rate, staircase=True)
+    if training.lr_schedule == "linear_decay":
+        return LinearDecay(base_lr,
+                           start_step=training.lr_decay_start_epoch * training.steps_per_epoch,
+                           end_step=training.epochs * training.steps_per_epoch)
+    raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {training.lr_schedule!r}")
+
+
+@keras.saving.register_keras_serializable(package="sgan_keras")
+class LinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Constant, then linear to 0 between ``start_step`` and ``end_step``.
+
+    Salimans et al.'s code scales the rate by ``min(3 - epoch/400, 1)``
+    (a ramp to 0 over the last third of 1,200 epochs,
+    openai/improved-gan ``train_cifar_feature_matching.py``); here the ramp's
+    start is ``lr_decay_start_epoch``.
+    """
+
+    def __init__(self, initial_learning_rate, start_step, end_step):
+        self.initial_learning_rate = initial_learning_rate
+        self.start_step = start_step
+        self.end_step = end_step
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        span = max(self.end_step - self.start_step, 1)
+        fraction = keras.ops.clip((self.end_step - step) / span, 0.0, 1.0)
+        return self.initial_learning_rate * fraction
+
+    def get_config(self):
+        return {"initial_learning_rate": self.initial_learning_rate,
+                "start_step": self.start_step, "end_step": self.end_step}
 
 
 @keras.saving.register_keras_serializable(package="sgan_keras")

@@ -34,11 +34,16 @@ from sgan_keras import data as data_lib
 from sgan_keras import export as export_lib
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "A run directory, its export/ directory, or a .tflite file.")
-flags.DEFINE_string("output", None, "CSV file to write; default: standard output.")
-flags.DEFINE_integer("batch_size", 256, "Images read and classified at a time.")
-flags.DEFINE_bool("convert_channels", False, "Convert colour images to grayscale for a "
-                  "grayscale model, and grayscale to RGB for a colour one.")
+
+
+def define_flags():
+    """The CLI's flags, defined when it runs (importing the module defines none)."""
+    flags.DEFINE_string("model", None, "A run directory, its export/ directory, or a .tflite "
+                        "file.")
+    flags.DEFINE_string("output", None, "CSV file to write; default: standard output.")
+    flags.DEFINE_integer("batch_size", 256, "Images read and classified at a time.")
+    flags.DEFINE_bool("convert_channels", False, "Convert colour images to grayscale for a "
+                      "grayscale model, and grayscale to RGB for a colour one.")
 
 
 class PredictError(ValueError):
@@ -171,6 +176,7 @@ def main(argv):
 
 def run():
     """Console-script entry point (``sgan-predict``)."""
+    define_flags()
     app.run(main)
 
 

@@ -3,9 +3,12 @@ r"""Trains a semi-supervised GAN and exports its classifier.
     python -m sgan_keras.train --dataset=mnist --labels=100 \
         --data_dir=../shared/data/mnist --output_dir=runs/mnist100
 
-Every flag left unset takes the preset's value (the source's own
-hyperparameters, ``sgan_keras/presets.py``). ``--batch_size`` is the *global*
-batch, split across the replicas of ``--strategy``.
+There is one flag per option of the configuration (``sgan_keras/config.py``,
+its help from there); every flag left unset takes the preset's value (the
+source's own hyperparameters, ``sgan_keras/presets.py``). ``--batch_size`` is
+the *global* batch, split across the replicas of ``--strategy``. The default
+``--output_dir`` is ``runs/<run name>``, the name listing every option that
+differs from the preset (``presets.run_name``).
 
 The output directory receives ``flags.json``, ``labeled_indices.json``,
 ``metrics.csv``, ``tensorboard/``, ``samples/``, ``accuracy.png``,
@@ -53,102 +56,19 @@ from absl import logging
 
 from sgan_keras import callbacks as callbacks_lib
 from sgan_keras import checkpoint
+from sgan_keras import config as config_lib
 from sgan_keras import data as data_lib
 from sgan_keras import distribute
 from sgan_keras import export
 from sgan_keras import faults
 from sgan_keras import lock as lock_lib
-from sgan_keras import losses
-from sgan_keras import networks
-from sgan_keras import optimizers
 from sgan_keras import presets as presets_lib
-from sgan_keras.model import GENERATOR_FAKES, SGAN, UPDATE_ORDERS
+from sgan_keras.model import SGAN
 
 FLAGS = flags.FLAGS
-
-flags.DEFINE_enum("dataset", "mnist", ["mnist", "svhn", "cifar10"], "Dataset to train on.")
-flags.DEFINE_string("labels", None, "Total label budget, class-balanced (a multiple of "
-                    "the class count), or 'all'. Default: the preset's.")
-flags.DEFINE_enum("preset", None, sorted(presets_lib.PRESETS),
-                  "Source to reproduce. Default: mnist -> mnist_improved_gan, "
-                  "svhn -> svhn_improved_gan, cifar10 -> cifar10_improved_gan.")
-flags.DEFINE_enum("fake_class", None, list(losses.FAKE_CLASSES),
-                  "zero: fixed zero fake logit; learned: K+1 outputs; separate: sigmoid head.")
-flags.DEFINE_enum("generator_loss", None, list(losses.GENERATOR_LOSSES), "Generator loss.")
-flags.DEFINE_enum("generator_activation", None, ["sigmoid", "softplus", "tanh"],
-                  "The generator's output activation; default: the source's. Only "
-                  "mnist_improved_gan has a choice (sigmoid, or softplus as "
-                  "Sleepychord/ImprovedGAN-pytorch).")
-flags.DEFINE_enum("manifold_reg", None, list(losses.MANIFOLD_REGULARIZATIONS),
-                  "Manifold regularization of D: Lecouat et al. 2018 or the MNIST blog's form.")
-flags.DEFINE_float("manifold_weight", None, "Manifold regularization weight (lambda).")
-flags.DEFINE_float("manifold_epsilon", None, "Manifold regularization perturbation size.")
-flags.DEFINE_float("unsupervised_weight", None, "Weight of the unsupervised GAN term in D's loss.")
-flags.DEFINE_float("label_smoothing", None, "One-sided smoothing of the real target.")
-flags.DEFINE_float("ema", None, "Decay of the moving average of D's weights used for "
-                   "evaluation and export; 0 turns it off.")
-flags.DEFINE_integer("epochs", None, "Epochs to train.")
-flags.DEFINE_integer("steps_per_epoch", None, "Training steps per epoch.")
-flags.DEFINE_integer("batch_size", None, "Global batch size (split across replicas).")
-flags.DEFINE_float("lr", None, "Generator learning rate (D's is --d_lr_ratio times it).")
-flags.DEFINE_float("d_lr_ratio", None, "Discriminator learning rate / generator learning rate.")
-flags.DEFINE_float("adam_epsilon", None, "Adam's epsilon for both optimizers.")
-flags.DEFINE_enum("adam_rule", None, list(optimizers.ADAM_RULES),
-                  "Adam's update rule: keras (also TF1's: epsilon outside the root) or "
-                  "improved_gan (openai/improved-gan nn.adam_updates: epsilon inside the "
-                  "root of the bias-corrected second moment).")
-flags.DEFINE_integer("init_images", None, "Images of the weight-norm data-dependent init "
-                     "(improved-gan: 500); 0 = the first training batch.")
-flags.DEFINE_enum("init_from", None, ["unlabeled", "labeled"],
-                  "Draw the weight-norm init images from all training images or the labeled ones.")
-flags.DEFINE_enum("procedure", "source", ["source", "unified"],
-                  "source: train as the preset's source did; unified: the package's one "
-                  "procedure for every preset (balanced labels, a separate labeled batch, "
-                  "sequential updates, fresh fakes for G, Keras' Adam, init on the first "
-                  "batch, the baseline as long as the GAN). The flags below override either.")
-flags.DEFINE_enum("label_selection", None, list(data_lib.LABEL_SELECTIONS),
-                  "balanced: --labels/10 per class, drawn with --seed; first: the first "
-                  "--labels training images (GANs in Action, the Udacity notebook).")
-flags.DEFINE_enum("label_batching", None, ["separate", "masked"],
-                  "separate: a labeled batch beside the unlabeled ones; masked: one batch of "
-                  "the training set whose labeled images alone reach the supervised loss "
-                  "(the Udacity notebook).")
-flags.DEFINE_enum("update_order", None, list(UPDATE_ORDERS),
-                  "sequential: D, then G against the updated D; simultaneous: both from one "
-                  "forward pass (Udacity); split: three D updates then G (GANs in Action).")
-flags.DEFINE_enum("generator_fakes", None, list(GENERATOR_FAKES),
-                  "fresh: G's update draws new noise; reused: it re-uses the D step's fakes "
-                  "(the MNIST blog's one G forward pass per step).")
-flags.DEFINE_integer("baseline_epochs", None, "--supervised_only: epochs (0 = --epochs).")
-flags.DEFINE_integer("baseline_steps_per_epoch", None,
-                     "--supervised_only: steps per epoch (0 = --steps_per_epoch).")
-flags.DEFINE_integer("seed", 0, "Seed of the label draw, data order, weights and noise.")
-flags.DEFINE_string("data_dir", None, "Local data directory (mnist.npz, IDX files, SVHN "
-                    ".mat files or prepared TFDS data). Default: TFDS download.")
-flags.DEFINE_bool("include_extra", False, "SVHN: add the 531,131 'extra' images to the unlabeled set.")
-flags.DEFINE_string("output_dir", None, "Where outputs go. Default: runs/<experiment name>.")
-flags.DEFINE_enum("strategy", "auto", list(distribute.STRATEGIES),
-                  "auto: all GPUs (Mirrored), one GPU, or the default strategy on CPU; "
-                  "multi_worker reads TF_CONFIG.")
-flags.DEFINE_integer("virtual_cpus", 0, "Split the CPU into this many logical devices "
-                     "(to try tf.distribute without GPUs).")
-flags.DEFINE_bool("supervised_only", False, "Train the same discriminator on the labeled "
-                  "data alone, without a generator (the baseline).")
-flags.DEFINE_bool("overwrite", False, "Replace the outputs of an earlier run in --output_dir.")
-flags.DEFINE_bool("deterministic", False, "Make TensorFlow ops deterministic (slower on GPU).")
-flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
-                  "XLA-compile the train step. auto: off on CPU, where "
-                  "experiments/results/benchmark.md measures it slower, and Keras' choice "
-                  "elsewhere.")
-flags.DEFINE_enum("precision", "auto", ["auto", *networks.PRECISIONS],
-                  "Compute precision. mixed_bfloat16: bfloat16 math, float32 weights "
-                  "and losses. auto: float32 (see experiments/results/benchmark.md).")
-flags.DEFINE_integer("eval_batch_size", 1000, "Batch size of test-set evaluation.")
-
-# Fault tolerance.
-flags.DEFINE_integer("checkpoint_every_steps", 0, "Also save the training state every this "
-                     "many steps inside an epoch (0: at epoch ends only). SIGTERM and SIGINT "
-                     "always save at the next step.")
+# One flag per option of sgan_keras/config.py, with its help; --help lists them.
+config_lib.define_flags(FLAGS, preset_names=sorted(presets_lib.PRESETS))
+flags.adopt_module_key_flags(config_lib)
 
 # Exit statuses (module docstring, README "Faults").
 EXIT_USAGE = 2
@@ -157,156 +77,23 @@ EXIT_NON_FINITE = 4
 EXIT_WRITE = 5
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL (sysexits.h): temporary failure, try again
 
-# Flags whose value goes into the Preset of the same (or the mapped) name.
-_PRESET_FLAGS = {
-    "fake_class": "fake_class", "generator_loss": "generator_loss",
-    "manifold_reg": "manifold", "manifold_weight": "manifold_weight",
-    "manifold_epsilon": "manifold_epsilon", "unsupervised_weight": "unsupervised_weight",
-    "label_smoothing": "label_smoothing", "ema": "ema_decay", "epochs": "epochs",
-    "steps_per_epoch": "steps_per_epoch", "batch_size": "batch_size", "lr": "g_lr",
-    "d_lr_ratio": "d_lr_ratio", "adam_epsilon": "adam_epsilon",
-    "generator_activation": "generator_activation", "adam_rule": "adam_rule",
-    "init_images": "init_images", "init_from": "init_from",
-    "label_selection": "label_selection", "label_batching": "label_batching",
-    "update_order": "update_order", "generator_fakes": "generator_fakes",
-    "baseline_epochs": "baseline_epochs", "baseline_steps_per_epoch": "baseline_steps_per_epoch",
-}
-_GAN_ONLY_FLAGS = ("fake_class", "generator_loss", "manifold_reg", "manifold_weight",
-                   "manifold_epsilon", "unsupervised_weight", "label_smoothing",
-                   "generator_activation")
-_IMAGE_SHAPES = {"mnist": (28, 28, 1), "svhn": (32, 32, 3), "cifar10": (32, 32, 3)}
-# Flags that do not change what a run computes (a resumed run may differ in them).
-_RUN_ONLY_FLAGS = ("overwrite", "output_dir", "strategy", "virtual_cpus", "eval_batch_size",
-                   "jit_compile", "checkpoint_every_steps")
-# "auto" is Keras' rule (XLA off on CPU-only machines and under tf.distribute),
-# which experiments/benchmark.py confirms on CPU: XLA is slower there.
-_JIT_COMPILE = {"auto": "auto", "true": True, "false": False}
-
 
 class UsageError(ValueError):
-    """A bad flag value or combination; the message is one line."""
+    """An --output_dir that cannot be used, or a batch the replicas cannot split; one line."""
 
 
 def resolve_config(values):
-    """Flag values -> (preset, config dict) with every default filled in.
+    """Flag values -> the run's :class:`~sgan_keras.config.Config`.
 
-    ``values`` maps flag names to values (``None`` = unset). Raises
-    :class:`UsageError` naming the flag on bad input.
+    ``values`` maps flag names to values (``None`` = unset: the preset's).
+    The output directory defaults to ``runs/<run name>``
+    (:func:`sgan_keras.presets.run_name`). Raises
+    :class:`~sgan_keras.config.ConfigError` naming the flag on bad input.
     """
-    dataset = values["dataset"]
-    preset_name = values["preset"] or presets_lib.DEFAULT_PRESET_FOR_DATASET[dataset]
-    preset = presets_lib.get_preset(preset_name)
-    if tuple(preset.image_shape) != _IMAGE_SHAPES[dataset]:
-        raise UsageError(f"--preset={preset_name} is built for {preset.image_shape} images, "
-                         f"but --dataset={dataset} has {_IMAGE_SHAPES[dataset]}")
-    if values["supervised_only"]:
-        clashing = [name for name in _GAN_ONLY_FLAGS if values.get(name) is not None]
-        if clashing:
-            raise UsageError(f"--supervised_only trains no generator; drop --{clashing[0]}")
-    manifold = values.get("manifold_reg") or preset.manifold
-    if manifold == "none" and (values.get("manifold_weight") is not None
-                               or values.get("manifold_epsilon") is not None):
-        raise UsageError("--manifold_weight/--manifold_epsilon need --manifold_reg=lecouat or blog")
-    if values.get("init_images") is not None and values["init_images"] < 0:
-        raise UsageError(f"--init_images must be >= 0, got {values['init_images']}")
-    for name in ("baseline_epochs", "baseline_steps_per_epoch"):
-        if values.get(name) is not None and values[name] < 0:
-            raise UsageError(f"--{name} must be >= 0, got {values[name]}")
-    for name in ("epochs", "steps_per_epoch", "batch_size", "eval_batch_size"):
-        if values.get(name) is not None and values[name] <= 0:
-            raise UsageError(f"--{name} must be a positive integer, got {values[name]}")
-    if (values.get("checkpoint_every_steps") or 0) < 0:
-        raise UsageError("--checkpoint_every_steps must be >= 0 (0: at epoch ends only), "
-                         f"got {values['checkpoint_every_steps']}")
-    for name in ("lr", "d_lr_ratio", "adam_epsilon", "manifold_weight", "manifold_epsilon"):
-        if values.get(name) is not None and values[name] <= 0:
-            raise UsageError(f"--{name} must be positive, got {values[name]}")
-    if values.get("ema") is not None and not 0 <= values["ema"] < 1:
-        raise UsageError(f"--ema must be in [0, 1), got {values['ema']}")
-    if values.get("label_smoothing") is not None and not 0 <= values["label_smoothing"] < 1:
-        raise UsageError(f"--label_smoothing must be in [0, 1), got {values['label_smoothing']}")
-    if values["include_extra"] and dataset != "svhn":
-        raise UsageError("--include_extra applies to --dataset=svhn only")
-    if values.get("virtual_cpus", 0) < 0:
-        raise UsageError(f"--virtual_cpus must be >= 0, got {values['virtual_cpus']}")
-    if resolve_precision(values.get("precision")) != "float32" and manifold != "none":
-        raise UsageError(f"--precision={values['precision']} cannot be used with "
-                         f"--manifold_reg={manifold}: its perturbation is below bfloat16's "
-                         "resolution; use --precision=float32")
-    activation = values.get("generator_activation")
-    allowed = networks.GENERATOR_OUTPUT_ACTIVATIONS[preset.architecture]
-    if activation is not None and activation not in allowed:
-        raise UsageError(f"--generator_activation={activation}: the {preset_name} generator "
-                         f"allows {', '.join(allowed)}")
-    labels = parse_labels(values["labels"], preset.labels)
-
-    if values.get("procedure") == "unified":
-        preset = preset.replace(**presets_lib.UNIFIED_PROCEDURE)
-    overrides = {field: values[flag] for flag, field in _PRESET_FLAGS.items()
-                 if values.get(flag) is not None}
-    preset = preset.replace(**overrides)
-    if preset.generator_fakes == "reused" and preset.update_order != "sequential":
-        raise UsageError("--generator_fakes=reused needs --update_order=sequential "
-                         f"(the {preset.name} preset's order is {preset.update_order})")
-    if values["supervised_only"]:
-        # The baseline's own length (GANs in Action: 120 steps), unless given.
-        preset = preset.replace(**{
-            name: getattr(preset, "baseline_" + name) or getattr(preset, name)
-            for name in ("epochs", "steps_per_epoch") if values.get(name) is None})
-    config = {name: values.get(name) for name in (
-        "dataset", "seed", "data_dir", "include_extra", "supervised_only", "deterministic",
-        "strategy", "virtual_cpus", "eval_batch_size", "overwrite", "jit_compile",
-        "precision", "procedure")}
-    config["checkpoint_every_steps"] = values.get("checkpoint_every_steps") or 0
-    config.update(preset=preset.name, labels=labels,
-                  **{field: getattr(preset, field) for field in sorted(set(_PRESET_FLAGS.values()))})
-    config["output_dir"] = values["output_dir"] or os.path.join("runs", experiment_name(config))
-    return preset, config
-
-
-def resolve_precision(precision):
-    """``--precision``; ``auto`` is float32 on every device for now.
-
-    experiments/results/benchmark.md measures mixed_bfloat16 on the
-    development CPU; no GPU measurement exists yet to justify another default.
-    """
-    return "float32" if precision in (None, "auto") else precision
-
-
-def parse_labels(text, default):
-    """``--labels``: a positive integer or ``all``; unset -> the preset's."""
-    if text is None:
-        return default
-    if text.strip().lower() == "all":
-        return "all"
-    try:
-        labels = int(text)
-    except ValueError:
-        raise UsageError(f"--labels must be a positive integer or 'all', got {text!r}") from None
-    if labels <= 0:
-        raise UsageError(f"--labels must be a positive integer or 'all', got {labels}")
-    return labels
-
-
-def experiment_name(config):
-    """A directory name that says the configuration (fixmatch style)."""
-    parts = [config["dataset"], config["preset"], f"labels{config['labels']}"]
-    if config["supervised_only"]:
-        parts.append("supervised")
-    else:
-        parts += [config["fake_class"], config["generator_loss"]]
-        if config["manifold"] != "none":
-            parts.append(f"manifold_{config['manifold']}{config['manifold_weight']:g}")
-        if config["generator_activation"]:
-            parts.append(f"g_{config['generator_activation']}")
-    if config.get("procedure") == "unified":
-        parts.append("unified")
-    parts.append(f"seed{config['seed']}")
-    return "_".join(str(part) for part in parts)
-
-
-def _comparable(config):
-    return {k: v for k, v in config.items() if k not in _RUN_ONLY_FLAGS}
+    config = presets_lib.resolve(config_lib.overrides_from_flags(values))
+    if config.run.output_dir is None:
+        config = config.replace(output_dir=os.path.join("runs", presets_lib.run_name(config)))
+    return config
 
 
 def prepare_output_dir(config):
@@ -320,12 +107,12 @@ def prepare_output_dir(config):
     run or a different configuration needs ``--overwrite``, which empties the
     directory (the lock file aside).
     """
-    output_dir = config["output_dir"]
+    output_dir = config.run.output_dir
     flags_path = os.path.join(output_dir, "flags.json")
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UsageError(f"--output_dir={output_dir} is a file, not a directory")
     if (os.path.isdir(output_dir) and set(os.listdir(output_dir)) - {lock_lib.LOCK_FILE}
-            and not os.path.exists(flags_path) and not config["overwrite"]):
+            and not os.path.exists(flags_path) and not config.run.overwrite):
         raise UsageError(f"--output_dir={output_dir} is not empty and holds no sgan_keras run; "
                          "choose another directory or pass --overwrite")
     try:
@@ -337,12 +124,12 @@ def prepare_output_dir(config):
     with faults.writing(os.path.join(output_dir, lock_lib.LOCK_FILE)):
         run_lock = lock_lib.RunLock(output_dir).acquire()
     try:
-        if config["overwrite"]:
+        if config.run.overwrite:
             with faults.writing(output_dir):
                 _empty_directory(output_dir, keep=lock_lib.LOCK_FILE)
         elif os.path.exists(flags_path):
             _check_same_run(output_dir, flags_path, config)
-        write_json(flags_path, config)
+        faults.write_json(flags_path, config.to_dict())
     except BaseException:
         run_lock.release()
         raise
@@ -361,13 +148,24 @@ def _check_same_run(output_dir, flags_path, config):
                          "--output_dir") from None
     trained = any(os.path.exists(os.path.join(output_dir, name))
                   for name in ("metrics.csv", "checkpoint", "export"))
-    if _comparable(earlier) != _comparable(config) and trained:
-        changed = sorted(k for k in _comparable(config) if earlier.get(k) != config.get(k))
+    changed = changed_options(earlier, config)
+    if changed and trained:
         raise UsageError(f"--output_dir={output_dir} holds a run with other flags "
                          f"({', '.join(changed)}); pass --overwrite or another --output_dir")
     if os.path.exists(os.path.join(output_dir, "export")):
         raise UsageError(f"--output_dir={output_dir} holds a finished run; "
                          "pass --overwrite to train it again")
+
+
+def changed_options(earlier, config):
+    """The fields, run-only ones aside, in which an earlier run's ``flags.json``
+    (``earlier``) differs from ``config``. A field an older ``flags.json`` lacks
+    had no flag then: the run had its preset's value."""
+    if config.preset in presets_lib.PRESETS:
+        earlier = {**presets_lib.defaults_of(config).to_dict(), **earlier}
+    current = config.to_dict()
+    return sorted(name for name, option in config_lib.OPTIONS.items()
+                  if not option.run_only and earlier.get(name) != current[name])
 
 
 def _empty_directory(directory, keep):
@@ -379,21 +177,6 @@ def _empty_directory(directory, keep):
             shutil.rmtree(path)
         else:
             os.remove(path)
-
-
-def write_json(path, value):
-    """Writes JSON atomically (temporary file, then rename); a full disk or an
-    unwritable directory raises :class:`faults.WriteError`, leaving ``path`` as it was."""
-    temporary = path + ".tmp"
-    try:
-        with faults.writing(path):
-            with open(temporary, "w") as file:
-                json.dump(value, file, indent=2, sort_keys=True)
-                file.write("\n")
-            os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 class StopSignals:
@@ -436,72 +219,71 @@ class StopSignals:
             signal.signal(other, signal.SIG_DFL)
 
 
-def train(preset, config):
-    """Runs the training described by ``config``; returns the output directory.
+def train(config):
+    """Runs the training ``config`` describes; returns the output directory.
 
     Faults raise the package's errors (see :func:`main`), after the lock is
     released and the signal handlers are restored.
     """
-    if config["virtual_cpus"]:
+    run, training = config.run, config.training
+    if run.virtual_cpus:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * config["virtual_cpus"])
-    if config["deterministic"]:
+            cpu, [tf.config.LogicalDeviceConfiguration()] * run.virtual_cpus)
+    if run.deterministic:
         tf.config.experimental.enable_op_determinism()
-    strategy = distribute.make_strategy(config["strategy"])
-    if preset.batch_size % strategy.num_replicas_in_sync:
-        raise UsageError(f"--batch_size={preset.batch_size} is not divisible by the "
-                         f"{strategy.num_replicas_in_sync} replicas of --strategy={config['strategy']}")
+    strategy = distribute.make_strategy(run.strategy)
+    if training.batch_size % strategy.num_replicas_in_sync:
+        raise UsageError(f"--batch_size={training.batch_size} is not divisible by the "
+                         f"{strategy.num_replicas_in_sync} replicas of --strategy={run.strategy}")
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     with contextlib.ExitStack() as cleanup:
         if distribute.is_chief(strategy):
             run_lock = prepare_output_dir(config)
             cleanup.callback(run_lock.release)
             if run_lock.stale_pid:
-                print(f"Taking over {config['output_dir']}: its lock names pid {run_lock.stale_pid}, "
+                print(f"Taking over {run.output_dir}: its lock names pid {run_lock.stale_pid}, "
                       "which ended without releasing it (killed or crashed).", flush=True)
-            output_dir = config["output_dir"]
+            output_dir = run.output_dir
         else:
             # Non-chief workers of a multi-worker run write to a throw-away directory.
             output_dir = tempfile.mkdtemp(prefix="sgan_worker_")
             cleanup.callback(shutil.rmtree, output_dir, ignore_errors=True)
         stop = cleanup.enter_context(StopSignals(sigint_as_sigterm=multi_worker))
-        _train(preset, config, strategy, output_dir, stop)
-    return config["output_dir"]
+        _train(config, strategy, output_dir, stop)
+    return run.output_dir
 
 
-def _train(preset, config, strategy, output_dir, stop):
+def _train(config, strategy, output_dir, stop):
     """:func:`train` once the output directory is ours. ``output_dir`` is this
     worker's (the run's on the chief); ``stop`` the :class:`StopSignals`."""
-    chief = output_dir == config["output_dir"]
-    keras.utils.set_random_seed(config["seed"])
+    training = config.training
+    chief = output_dir == config.run.output_dir
+    keras.utils.set_random_seed(config.seed)
     data = data_lib.load_dataset(
-        config["dataset"], config["labels"], seed=config["seed"], data_dir=config["data_dir"],
-        pixel_range=preset.pixel_range, include_extra=config["include_extra"],
-        label_selection=preset.label_selection)
+        config.data.dataset, config.data.labels, seed=config.seed,
+        data_dir=config.data.data_dir, pixel_range=config.model.pixel_range,
+        include_extra=config.data.include_extra, label_selection=config.data.label_selection)
     if chief:
-        write_json(os.path.join(output_dir, "labeled_indices.json"),
-                   [int(i) for i in data.labeled_indices])
+        faults.write_json(os.path.join(output_dir, "labeled_indices.json"),
+                          [int(i) for i in data.labeled_indices])
 
     with strategy.scope():
-        model = SGAN.from_preset(
-            preset.name, num_classes=data.num_classes, seed=config["seed"],
-            supervised_only=config["supervised_only"],
-            precision=resolve_precision(config["precision"]),
-            **{field: getattr(preset, field) for field in set(_PRESET_FLAGS.values())})
-        model.compile(jit_compile=_JIT_COMPILE[config["jit_compile"] or "auto"])
+        model = SGAN.for_config(config)
+        model.compile(jit_compile=config.run.keras_jit_compile)
     # Every worker restores from the chief's checkpoints (a shared file system).
     store = checkpoint.CheckpointStore(
-        os.path.join(config["output_dir"], "checkpoint"), model.state_variables(),
+        os.path.join(config.run.output_dir, "checkpoint"), model.state_variables(),
         write_directory=os.path.join(output_dir, "checkpoint"))
-    restored = _restore(store, preset.steps_per_epoch, os.path.join(output_dir, "metrics.csv"))
+    restored = _restore(store, training.steps_per_epoch, os.path.join(output_dir, "metrics.csv"))
     step = restored.step if restored else 0
     if step:
         model.weight_norm_initialized = True
-    elif preset.init_images:  # else fit() initializes on the first training batch
-        model.initialize_weight_norm(data.init_batch(preset.init_images, preset.init_from))
+    elif training.init_images:  # else fit() initializes on the first training batch
+        model.initialize_weight_norm(data.init_batch(training.init_images, training.init_from))
     # A checkpoint inside an epoch also holds that epoch's running metrics.
-    restore_metrics = (lambda: store.read(restored.path)) if step % preset.steps_per_epoch else None
+    restore_metrics = ((lambda: store.read(restored.path))
+                       if step % training.steps_per_epoch else None)
 
     step_counter = model.d_optimizer.iterations
     if stop.received:  # before any training step: nothing new to save
@@ -512,19 +294,19 @@ def _train(preset, config, strategy, output_dir, stop):
             preemption = _preemption_handler(strategy, store, step_counter,
                                              context.enter_context(tempfile.TemporaryDirectory()))
         for index, (initial_epoch, epochs, steps, start_step) in enumerate(_fit_calls(
-                step, preset.steps_per_epoch, preset.epochs)):
-            if config["supervised_only"]:
-                train_data = data.supervised_dataset(preset.batch_size, start_step=start_step)
-            elif preset.label_batching == "masked":
-                train_data = data.masked_dataset(preset.batch_size, start_step=start_step)
+                step, training.steps_per_epoch, training.epochs)):
+            if config.supervised_only:
+                train_data = data.supervised_dataset(training.batch_size, start_step=start_step)
+            elif training.label_batching == "masked":
+                train_data = data.masked_dataset(training.batch_size, start_step=start_step)
             else:
-                train_data = data.train_dataset(preset.batch_size, start_step=start_step)
-            callbacks = _callbacks(preset, config, output_dir, initial_epoch, store,
-                                   step_counter, stop, preemption,
+                train_data = data.train_dataset(training.batch_size, start_step=start_step)
+            callbacks = _callbacks(config, output_dir, initial_epoch, store, step_counter, stop,
+                                   preemption,
                                    restore_metrics=restore_metrics if index == 0 else None)
             model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch,
                       steps_per_epoch=steps,
-                      validation_data=data.test_dataset(config["eval_batch_size"]),
+                      validation_data=data.test_dataset(config.run.eval_batch_size),
                       callbacks=callbacks, verbose=callbacks_lib.progress_verbosity(),
                       shuffle=False)
     # All workers export (reading distributed variables may need every worker);
@@ -532,7 +314,7 @@ def _train(preset, config, strategy, output_dir, stop):
     export_dir = os.path.join(output_dir, "export")
     with faults.writing(export_dir):
         export.export_classifier(model.classifier(), export_dir, image_shape=data.image_shape,
-                                 pixel_range=preset.pixel_range, overwrite=True)
+                                 pixel_range=config.model.pixel_range, overwrite=True)
 
 
 def _restore(store, steps_per_epoch, metrics_path):
@@ -577,7 +359,7 @@ def _fit_calls(step, steps_per_epoch, epochs):
     return calls
 
 
-def _callbacks(preset, config, output_dir, initial_epoch, store, step_counter, stop, preemption,
+def _callbacks(config, output_dir, initial_epoch, store, step_counter, stop, preemption,
                restore_metrics):
     """The callbacks of one ``fit()`` call, in the order they must run."""
     metrics_path = os.path.join(output_dir, "metrics.csv")
@@ -589,15 +371,16 @@ def _callbacks(preset, config, output_dir, initial_epoch, store, step_counter, s
         callbacks_lib.CurvePlots(metrics_path, output_dir),
         keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")),
     ]
-    if not config["supervised_only"]:
+    if not config.supervised_only:
         callbacks.append(callbacks_lib.SampleGrid(
-            os.path.join(output_dir, "samples"), seed=config["seed"],
+            os.path.join(output_dir, "samples"), seed=config.seed,
             tensorboard_dir=os.path.join(output_dir, "tensorboard", "samples")))
     if callbacks_lib.progress_verbosity() == 0:
-        callbacks.append(callbacks_lib.EpochSummary(total_epochs=preset.epochs))
+        callbacks.append(callbacks_lib.EpochSummary(total_epochs=config.training.epochs))
     # Last: an epoch's checkpoint is saved once its metrics.csv row is written.
     callbacks.append(callbacks_lib.SaveCheckpoint(
-        store, step_counter, preset.steps_per_epoch, every_steps=config["checkpoint_every_steps"],
+        store, step_counter, config.training.steps_per_epoch,
+        every_steps=config.run.checkpoint_every_steps,
         stop_requested=None if preemption else stop.requested, preemption=preemption))
     return callbacks
 
@@ -639,12 +422,11 @@ def main(argv):
     if len(argv) > 1:
         _exit(EXIT_USAGE, f"unexpected arguments {argv[1:]}; every option is a --flag "
                           "(see --helpfull)")
-    values = {name: FLAGS[name].value for name in FLAGS if name in _KNOWN_FLAGS}
+    values = {name: FLAGS[name].value for name in config_lib.flag_names()}
     try:
-        preset, config = resolve_config(values)
-        output_dir = train(preset, config)
-    except (UsageError, data_lib.DataError, distribute.StrategyError, export.ExportError,
-            checkpoint.CheckpointError) as error:
+        output_dir = train(resolve_config(values))
+    except (config_lib.ConfigError, UsageError, data_lib.DataError, distribute.StrategyError,
+            export.ExportError, checkpoint.CheckpointError) as error:
         _exit(EXIT_USAGE, _first_line(error))
     except lock_lib.RunLockedError as error:
         _exit(EXIT_LOCKED, _first_line(error))
@@ -659,12 +441,6 @@ def main(argv):
         _exit(EXIT_INTERRUPTED, f"{error.reason} at step {error.step}: {saved}; resume with "
                                 f"the same command: {_command()}", kind="interrupted")
     print(f"Done: outputs in {output_dir}", flush=True)
-
-
-_KNOWN_FLAGS = ("dataset", "labels", "preset", "supervised_only", "include_extra", "seed",
-                "data_dir", "output_dir", "strategy", "virtual_cpus", "overwrite",
-                "deterministic", "eval_batch_size", "jit_compile", "precision", "procedure",
-                "checkpoint_every_steps", *_PRESET_FLAGS)
 
 
 def _first_line(error):

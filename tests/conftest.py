@@ -1,10 +1,52 @@
-"""Shared test set-up: quiet TensorFlow logs, paths to the shared data."""
+"""Shared test set-up: quiet TensorFlow logs, and the shared data sets as fixtures.
+
+Tests that read the real MNIST or CIFAR-10 take the ``mnist_dir`` or
+``cifar10_dir`` fixture: the directory of the data set, kept beside the
+repository in ``../shared/data/`` (never committed). When a collected test
+needs a data set that is not there, the session stops before running any
+test, with one message saying which data is missing and where it belongs: a
+missing data set fails loudly, it is never a silent skip.
+"""
 
 import os
 import pathlib
 
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_MNIST_DIR = REPO_ROOT.parent / "shared" / "data" / "mnist"
-SHARED_CIFAR10_DIR = REPO_ROOT.parent / "shared" / "data" / "cifar10"
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+# fixture -> (its directory, a file that must be in it)
+DATA_SETS = {
+    "mnist_dir": (SHARED_DATA / "mnist", "mnist.npz"),
+    "cifar10_dir": (SHARED_DATA / "cifar10", "cifar-10-batches-bin/data_batch_1.bin"),
+}
+
+
+@pytest.hookimpl(trylast=True)   # after -k and -m have deselected tests
+def pytest_collection_modifyitems(config, items):
+    missing = {}
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            directory, marker = DATA_SETS.get(fixture, (None, None))
+            if directory is not None and not (directory / marker).exists():
+                missing.setdefault(directory / marker, []).append(item.nodeid)
+    if missing:
+        paths = ", ".join(str(path) for path in missing)
+        count = len({nodeid for nodeids in missing.values() for nodeid in nodeids})
+        pytest.exit(f"{count} collected tests need the shared data sets, which are missing "
+                    f"({paths}): put the real MNIST (Keras mnist.npz) and CIFAR-10 (binary "
+                    "version) in ../shared/data/mnist/ and ../shared/data/cifar10/ beside the "
+                    "repository, or deselect those tests", returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    """The directory of the real MNIST (Keras ``mnist.npz``)."""
+    return DATA_SETS["mnist_dir"][0]
+
+
+@pytest.fixture(scope="session")
+def cifar10_dir():
+    """The directory of the real CIFAR-10 (``cifar-10-batches-bin/``)."""
+    return DATA_SETS["cifar10_dir"][0]

@@ -12,12 +12,9 @@ import pytest
 import scipy.io
 import tensorflow as tf
 
-from conftest import SHARED_CIFAR10_DIR, SHARED_MNIST_DIR
 from sgan_keras import data as data_lib
 from sgan_keras.data import DataError, load_dataset
 
-needs_mnist = pytest.mark.skipif(not (SHARED_MNIST_DIR / "mnist.npz").exists(),
-                                 reason=f"real MNIST not found at {SHARED_MNIST_DIR}")
 
 
 # ---------------------------------------------------------------- fixtures
@@ -63,7 +60,7 @@ def cifar10_batches(per_class=3, seed=0):
     """Seven small CIFAR-10 batches (five train, test) of records with a known
     pixel: at (0, 0) the R, G and B values are label, label + 100, label + 200."""
     batches = {}
-    for index, name in enumerate(data_lib._CIFAR10_TRAIN_BATCHES + ("test_batch",)):
+    for index, name in enumerate(data_lib.CIFAR10_TRAIN_BATCHES + ("test_batch",)):
         images, labels = fake_digits(per_class, (32, 32, 3), seed=seed + index)
         images[:, 0, 0] = labels[:, None] + np.array([0, 100, 200])
         batches[name] = images, labels
@@ -108,7 +105,7 @@ def write_cifar10(directory, layout, batches=None):
 def test_cifar10_local_formats(layout, tmp_path):
     batches = write_cifar10(tmp_path, layout)
     data = load_dataset("cifar10", 20, data_dir=str(tmp_path))
-    train = [batches[name] for name in data_lib._CIFAR10_TRAIN_BATCHES]
+    train = [batches[name] for name in data_lib.CIFAR10_TRAIN_BATCHES]
     np.testing.assert_array_equal(data.train_images, np.concatenate([b[0] for b in train]))
     np.testing.assert_array_equal(data.train_labels, np.concatenate([b[1] for b in train]))
     np.testing.assert_array_equal(data.test_images, batches["test_batch"][0])
@@ -228,15 +225,15 @@ def test_label_draw_is_pinned():
 
 # ------------------------------------------------------------ real CIFAR-10
 @pytest.fixture(scope="module")
-def cifar10():
-    return load_dataset("cifar10", 4000, seed=0, data_dir=str(SHARED_CIFAR10_DIR))
+def cifar10(cifar10_dir):
+    return load_dataset("cifar10", 4000, seed=0, data_dir=str(cifar10_dir))
 
 
-def test_real_cifar10_sizes_budget_and_pixel_range(cifar10):
+def test_real_cifar10_sizes_budget_and_pixel_range(cifar10, cifar10_dir):
     assert cifar10.train_images.shape == (50000, 32, 32, 3)
     assert cifar10.test_images.shape == (10000, 32, 32, 3)
     # The labels as the files store them: byte 0 of every 3,073-byte record.
-    folder = SHARED_CIFAR10_DIR / "cifar-10-batches-bin"
+    folder = cifar10_dir / "cifar-10-batches-bin"
     file_labels = np.concatenate([
         np.fromfile(folder / f"data_batch_{i}.bin", np.uint8).reshape(-1, 3073)[:, 0]
         for i in range(1, 6)])
@@ -250,13 +247,10 @@ def test_real_cifar10_sizes_budget_and_pixel_range(cifar10):
 
 # --------------------------------------------------------------- real MNIST
 @pytest.fixture(scope="module")
-def mnist():
-    if not (SHARED_MNIST_DIR / "mnist.npz").exists():
-        pytest.skip(f"real MNIST not found at {SHARED_MNIST_DIR}")
-    return load_dataset("mnist", 100, seed=0, data_dir=str(SHARED_MNIST_DIR))
+def mnist(mnist_dir):
+    return load_dataset("mnist", 100, seed=0, data_dir=str(mnist_dir))
 
 
-@needs_mnist
 def test_real_mnist_sizes_and_a_balanced_budget(mnist):
     assert mnist.train_images.shape == (60000, 28, 28, 1)
     assert mnist.test_images.shape == (10000, 28, 28, 1)
@@ -264,7 +258,6 @@ def test_real_mnist_sizes_and_a_balanced_budget(mnist):
     assert len(set(mnist.labeled_indices.tolist())) == 100
 
 
-@needs_mnist
 def test_same_seed_same_indices_other_seed_other_indices(mnist):
     labels = mnist.train_labels
     same = data_lib.draw_labeled_indices(labels, 100, seed=0)
@@ -275,10 +268,9 @@ def test_same_seed_same_indices_other_seed_other_indices(mnist):
     assert same[:8].tolist() == [113, 325, 476, 1000, 1064, 1715, 2047, 2561]
 
 
-@needs_mnist
 @pytest.mark.parametrize("pixel_range", [(-1.0, 1.0), (0.0, 1.0)])
-def test_pixel_range_as_asked(mnist, pixel_range):
-    data = load_dataset("mnist", 100, data_dir=str(SHARED_MNIST_DIR), pixel_range=pixel_range)
+def test_pixel_range_as_asked(mnist_dir, pixel_range):
+    data = load_dataset("mnist", 100, data_dir=str(mnist_dir), pixel_range=pixel_range)
     batch = next(iter(data.train_dataset(500)))
     for key in ("labeled_images", "unlabeled_images", "generator_images"):
         assert batch[key].dtype == tf.float32 and batch[key].shape == (500, 28, 28, 1)
@@ -289,7 +281,6 @@ def test_pixel_range_as_asked(mnist, pixel_range):
     assert float(tf.reduce_max(images)) == pixel_range[1]
 
 
-@needs_mnist
 def test_training_pipeline_is_deterministic_and_resumable(mnist):
     full = list(mnist.train_dataset(64).take(6).as_numpy_iterator())
     again = list(mnist.train_dataset(64).take(6).as_numpy_iterator())
@@ -305,7 +296,6 @@ def test_training_pipeline_is_deterministic_and_resumable(mnist):
     assert first["labels"].dtype == np.int32
 
 
-@needs_mnist
 def test_pipelines_are_deterministic_without_model_autotuning(mnist):
     # data._pipeline_options: autotuning made fresh fit() iterators slow (see its docstring).
     for dataset in (mnist.train_dataset(64), mnist.supervised_dataset(64),
@@ -314,7 +304,6 @@ def test_pipelines_are_deterministic_without_model_autotuning(mnist):
         assert options.deterministic is True and options.autotune.enabled is False
 
 
-@needs_mnist
 def test_labeled_stream_tiles_the_budget_and_matches_its_labels(mnist):
     # 100 labels, batches of 64: every batch full, every image one of the 100.
     labeled = {mnist.train_images[i].tobytes(): mnist.train_labels[i]
@@ -329,9 +318,8 @@ def test_labeled_stream_tiles_the_budget_and_matches_its_labels(mnist):
     assert len(seen) == 100          # 320 draws cover each labeled image (epoch-wise shuffles)
 
 
-@needs_mnist
-def test_all_labels(mnist):
-    data = load_dataset("mnist", "all", data_dir=str(SHARED_MNIST_DIR))
+def test_all_labels(mnist_dir):
+    data = load_dataset("mnist", "all", data_dir=str(mnist_dir))
     assert len(data.labeled_indices) == 60000
 
 

@@ -3,6 +3,7 @@ test file in one process, so strategies that need it are built in subprocesses."
 
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -10,10 +11,10 @@ import sys
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT
 from sgan_keras import distribute
 from sgan_keras.distribute import StrategyError, is_chief, make_strategy
 
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 ENV.pop("TF_CONFIG", None)
 

@@ -1,9 +1,10 @@
 """Generated documentation stays current."""
 
+import pathlib
 import subprocess
 import sys
 
-from conftest import REPO_ROOT
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_preset_tables_in_the_docs_are_current():

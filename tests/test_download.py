@@ -9,6 +9,7 @@ that names the dataset and says ``--data_dir``.
 """
 
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import REPO_ROOT
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def closed_local_port():

@@ -2,6 +2,7 @@
 (which cannot be downloaded here) run end to end on small generated data."""
 
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -9,38 +10,57 @@ import numpy as np
 import pytest
 import scipy.io
 
-from conftest import REPO_ROOT
+from sgan_keras import config as config_lib
+from sgan_keras import presets
+from sgan_keras import train
 
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "experiments"))
-from definitions import EXPERIMENTS, GAN_ONLY_FLAGS  # noqa: E402
+import definitions  # noqa: E402
+from definitions import EXPERIMENTS  # noqa: E402
 
-from sgan_keras import train  # noqa: E402
 
-
-def flag_values(**given):
-    values = {name: None for name in train._KNOWN_FLAGS}
-    values.update(dataset="mnist", seed=0, include_extra=False, supervised_only=False,
-                  overwrite=False, deterministic=False, strategy="auto", virtual_cpus=0,
-                  eval_batch_size=1000)
-    values.update({k: (str(v) if k == "labels" else v) for k, v in given.items()})
-    return values
+def flag_values(argv):
+    """The flag values of a ``--name=value`` command line, parsed by the CLI's own flags."""
+    from absl import flags
+    parsed = flags.FlagValues()
+    config_lib.define_flags(parsed, preset_names=sorted(presets.PRESETS))
+    parsed(["train", *argv])
+    return {name: parsed[name].value for name in config_lib.flag_names()}
 
 
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
 def test_every_experiment_resolves_to_its_preset(name):
     flags = EXPERIMENTS[name]["flags"]
-    preset, config = train.resolve_config(flag_values(**flags))
-    assert preset.name == flags["preset"]
-    assert config["labels"] == flags["labels"]
+    sgan, baseline = (definitions.training_command(name, 0, kind == "baseline", "out", {}, None)
+                      for kind in ("sgan", "baseline"))
+    config = train.resolve_config(flag_values(sgan[3:]))
+    assert config.preset == flags["preset"]
+    assert config.data.labels == flags["labels"]
     published = EXPERIMENTS[name]["published_accuracy"]
     assert published is None or 0 < published < 1
     for flag, value in flags.items():  # each flag reaches the config
-        field = train._PRESET_FLAGS.get(flag, flag)
-        if field in config and flag not in ("dataset", "labels"):
-            assert config[field] == value, flag
-    _, baseline = train.resolve_config(flag_values(**{
-        k: v for k, v in flags.items() if k not in GAN_ONLY_FLAGS}, supervised_only=True))
-    assert baseline["supervised_only"]
+        field = next(o.name for o in config_lib.OPTIONS.values() if o.flag == flag)
+        assert config.value(field) == value, flag
+    baseline = train.resolve_config(flag_values(baseline[3:]))
+    assert baseline.supervised_only and baseline.preset == flags["preset"]
+
+
+def test_the_runners_baseline_drops_the_configs_gan_only_flags():
+    gan_only = config_lib.gan_only_flags()
+    assert gan_only == tuple(option.flag for option in config_lib.OPTIONS.values()
+                             if option.gan_only)
+    assert {"fake_class", "generator_loss", "manifold_reg", "manifold_weight",
+            "manifold_epsilon", "unsupervised_weight", "label_smoothing",
+            "generator_activation"} <= set(gan_only)
+    name = "mnist_improved_gan_100_softplus"     # defines the GAN-only generator_activation
+    budget = {"epochs": 1, "label_smoothing": 0.1, "ema": 0.5}
+    sgan = definitions.training_command(name, 0, False, "out", budget, None)
+    baseline = definitions.training_command(name, 0, True, "out", budget, None)
+    flags_of = lambda argv: {arg[2:].split("=")[0] for arg in argv[3:]}  # noqa: E731
+    assert flags_of(sgan) - flags_of(baseline) == {"generator_activation", "label_smoothing"}
+    assert flags_of(baseline) - flags_of(sgan) == {"supervised_only"}
+    assert not flags_of(baseline) & set(gan_only)
 
 
 def write_svhn_fixture(directory, per_class=110, test_per_class=5, seed=0):
@@ -77,12 +97,12 @@ def test_svhn_experiment_runs_with_its_baseline_on_generated_data(tmp_path):
 def test_cifar10_trains_through_the_tfds_path(tmp_path):
     import tensorflow_datasets as tfds
 
-    preset, config = train.resolve_config(flag_values(
-        dataset="cifar10", labels=10, epochs=1, steps_per_epoch=1, batch_size=4,
-        eval_batch_size=8, output_dir=str(tmp_path / "run"), data_dir=str(tmp_path),
-        init_images=8))
+    config = train.resolve_config(flag_values([
+        "--dataset=cifar10", "--labels=10", "--epochs=1", "--steps_per_epoch=1",
+        "--batch_size=4", "--eval_batch_size=8", f"--output_dir={tmp_path / 'run'}",
+        f"--data_dir={tmp_path}", "--init_images=8"]))
     with tfds.testing.mock_data(num_examples=100):
-        train.train(preset, config)
+        train.train(config)
     assert (tmp_path / "run" / "export" / "saved_model.pb").exists()
     assert len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) == 2
 
@@ -112,11 +132,6 @@ def test_readme_results_table_matches_the_result_files():
     result = subprocess.run([sys.executable, "experiments/report.py", "--check"],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, "README.md is stale: run python experiments/report.py"
-
-
-def test_runner_drops_the_same_gan_only_flags_as_the_cli():
-    # experiments/ cannot import the CLI module (both define absl flags); keep the lists equal.
-    assert set(GAN_ONLY_FLAGS) == set(train._GAN_ONLY_FLAGS)
 
 
 def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):

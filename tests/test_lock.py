@@ -1,13 +1,15 @@
 """The output directory's lock: one holder, its pid named, stale locks taken over."""
 
 import os
+import pathlib
 import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO_ROOT
 from sgan_keras import lock
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_a_held_lock_refuses_a_second_holder_and_names_the_first(tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sgan_keras import PRESETS, SGAN
+from sgan_keras import PRESETS, SGAN, Config
 from sgan_keras.optimizers import ImprovedGANAdam
 
 K = 3
@@ -34,8 +34,9 @@ def tiny_networks(fake_class="zero", seed=0):
 
 def tiny_model(fake_class="zero", seed=0, **kwargs):
     generator, discriminator = tiny_networks(fake_class, seed)
-    model = SGAN(generator, discriminator, num_classes=K, fake_class=fake_class,
-                 noise_stddev=1.0, seed=seed, **kwargs)
+    model = SGAN(generator, discriminator, Config().replace(
+        fake_class=fake_class, noise_stddev=1.0, seed=seed, **kwargs))
+    assert model.num_classes == K          # read from D's logits
     model.compile(d_optimizer=keras.optimizers.Adam(1e-2),
                   g_optimizer=keras.optimizers.Adam(1e-2))
     return model
@@ -99,8 +100,9 @@ def counted_model(update_order="sequential", generator_fakes="fresh",
     z = keras.Input((LATENT,))
     counter = CallCounter(name="counter")
     counted = keras.Model(z, generator(counter(z)), name="counted_generator")
-    model = SGAN(counted, discriminator, num_classes=K, noise_stddev=1.0, seed=0,
-                 update_order=update_order, generator_fakes=generator_fakes, **kwargs)
+    model = SGAN(counted, discriminator, Config().replace(
+        noise_stddev=1.0, seed=0, update_order=update_order, generator_fakes=generator_fakes,
+        **kwargs))
     model.compile(d_optimizer=keras.optimizers.Adam(d_lr),
                   g_optimizer=keras.optimizers.Adam(g_lr))
     return model, counter
@@ -280,7 +282,7 @@ def test_ema_tracks_the_discriminator_and_is_used_for_evaluation():
 
 def test_supervised_only_mode_needs_no_generator():
     _, discriminator = tiny_networks()
-    model = SGAN(None, discriminator, num_classes=K, supervised_only=True)
+    model = SGAN(None, discriminator, Config(supervised_only=True))
     model.compile(d_optimizer=keras.optimizers.Adam(1e-2))
     images, labels = class_patterns(64, 0)
     data = tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(16)
@@ -294,7 +296,7 @@ def test_bad_options_are_rejected():
     for option in ({"fake_class": "eleven"}, {"generator_loss": "wasserstein"},
                    {"manifold": "yes"}, {"ema_decay": 1.0}):
         with pytest.raises(ValueError, match=next(iter(option))):
-            SGAN(generator, discriminator, num_classes=K, **option)
+            SGAN(generator, discriminator, Config().replace(**option))
 
 
 MIRRORED_SCRIPT = textwrap.dedent("""
@@ -431,7 +433,8 @@ def test_keras_file_round_trip_predicts_the_same_and_trains_on_exactly(tmp_path)
     model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)
     model.save(tmp_path / "sgan.keras")
     loaded = keras.models.load_model(tmp_path / "sgan.keras")
-    assert type(loaded) is SGAN and loaded.preset == model.preset
+    assert type(loaded) is SGAN and loaded.config == model.config
+    assert loaded.config.preset == "mnist_gans_in_action" and loaded.config.model.ema_decay == 0.9
     images = preset_batch(model, seed=1)["unlabeled_images"]
     np.testing.assert_allclose(loaded.predict(images, verbose=0),
                                model.predict(images, verbose=0), atol=1e-6)

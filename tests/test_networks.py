@@ -1,7 +1,8 @@
-"""Every preset's G and D are built layer for layer as SPEC.md section 3.
+"""Every preset's G and D are built layer for layer as its source lists them.
 
-Trainable parameter counts are worked out by hand from SPEC's layer lists
-(and, where SPEC is silent, the source the networks docstrings name) and
+Trainable parameter counts are worked out by hand from the sources' layer
+lists (``networks.describe``, and where a source leaves a detail open, the
+choice the networks docstrings name) and
 asserted as literal integers. Conventions: conv(f,k) on c channels has
 k*k*c*f + f parameters; weight-normalized layers count v and bias, and g
 only where the source trains it (output layers; hidden layers' g is fixed);

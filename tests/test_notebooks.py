@@ -6,22 +6,25 @@ few steps, so that a real Jupyter kernel (nbclient) executes every cell,
 including the asserts inside them, in seconds.
 """
 
+import os
+import pathlib
+
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from conftest import REPO_ROOT, SHARED_MNIST_DIR
-
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 TINY_BUDGET = {"SGAN_NOTEBOOK_STEPS": "3", "SGAN_NOTEBOOK_EPOCHS": "2",
                "SGAN_NOTEBOOK_TEST_IMAGES": "1000"}
 
 
-@pytest.mark.skipif(not (SHARED_MNIST_DIR / "mnist.npz").exists(),
-                    reason=f"real MNIST not found at {SHARED_MNIST_DIR}")
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs(path, monkeypatch):
-    monkeypatch.setenv("SGAN_MNIST_DIR", str(SHARED_MNIST_DIR))
+def test_notebook_runs(path, monkeypatch, mnist_dir):
+    monkeypatch.setenv("SGAN_MNIST_DIR", str(mnist_dir))
+    # The kernel imports this checkout's sgan_keras, whichever copy is installed.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
     for name, value in TINY_BUDGET.items():
         monkeypatch.setenv(name, value)
     notebook = nbformat.read(path, as_version=4)

@@ -1,0 +1,495 @@
+"""The configuration of a run: every option once, with its flag, help and checks.
+
+A :class:`Config` is frozen dataclasses in four sections, as the experiment
+configurations of tensorflow/models (``official/core/config_definitions.py``):
+
+- ``model`` (:class:`ModelConfig`): the networks and the losses, what a step computes;
+- ``training`` (:class:`TrainingConfig`): the optimizers, the length and the
+  training procedure (label batching, update order, weight-norm init, the
+  baseline's budget);
+- ``data`` (:class:`DataConfig`): the data set, the label budget, where it is read;
+- ``run`` (:class:`RunConfig`): how the run is carried out (devices, outputs,
+  checkpoints);
+
+and four fields of its own: the preset its values start from, the procedure,
+the supervised-only switch and the seed.
+
+Each field is declared once, with :func:`option`: its default, its help text,
+its flag name where that differs from the field's, its allowed values, and
+two properties, ``gan_only`` (it only shapes the GAN, so a ``--supervised_only``
+baseline drops it) and ``run_only`` (it does not change what a run computes,
+so a resumed run may change it). From these, and nowhere else:
+
+- :func:`define_flags` defines the command line's absl flags;
+- ``__post_init__`` checks every instance once, raising :class:`ConfigError`
+  (one line naming the flag);
+- ``presets.py`` holds each source's values as instances, ``model.SGAN``
+  takes one with its networks, and ``flags.json`` is :meth:`Config.to_dict`.
+
+Adding an option means one field here and the line that uses it.
+"""
+
+import dataclasses
+import numbers
+import typing
+
+from absl import flags
+
+from sgan_keras import data as data_lib
+from sgan_keras import distribute
+from sgan_keras import losses
+from sgan_keras import networks
+from sgan_keras import optimizers
+
+SECTIONS = ("model", "training", "data", "run")
+
+
+class ConfigError(ValueError):
+    """A bad option value or combination; the message is one line naming its flag."""
+
+
+# Checks of a number: what the message says it must be, and the test.
+POSITIVE = ("positive", lambda value: value > 0)
+NON_NEGATIVE = (">= 0", lambda value: value >= 0)
+FRACTION = ("in [0, 1)", lambda value: 0 <= value < 1)
+NO_FLAG = ""   # ``flag=NO_FLAG``: set by the preset or in code only
+
+
+def option(default, help, *, flag=None, choices=None, check=None, gan_only=False,
+           run_only=False, in_run_name=True, parser=None):
+    """A configuration field: its default and what the flags, checks and run names need.
+
+    Args:
+      default: the value when neither a preset nor a flag sets it.
+      help: the flag's help text.
+      flag: the flag's name; ``None``: the field's; :data:`NO_FLAG`: no flag.
+      choices: the allowed values (the flag is an enum of them; ``""`` is
+        allowed in the field only, as "the source's").
+      check: ``(what, test)`` for numbers, e.g. :data:`POSITIVE`.
+      gan_only: only shapes the GAN; ``--supervised_only`` refuses the flag.
+      run_only: does not change what a run computes; a resumed run may
+        change it and run names leave it out.
+      in_run_name: run names list it when it differs from the preset (off
+        for the fields every run name starts or ends with, and paths).
+      parser: an absl ``ArgumentParser`` for a flag of another type.
+    """
+    return dataclasses.field(default=default, metadata={
+        "help": help, "flag": flag, "choices": None if choices is None else tuple(choices),
+        "check": check, "gan_only": gan_only, "run_only": run_only,
+        "in_run_name": in_run_name and not run_only, "parser": parser})
+
+
+class LabelsParser(flags.ArgumentParser):
+    """``--labels``: a positive integer or ``all``."""
+
+    syntactic_help = "a positive integer or 'all'"
+
+    def parse(self, argument):
+        if isinstance(argument, int) or argument == "all":
+            return argument
+        if str(argument).strip().lower() == "all":
+            return "all"
+        try:
+            return int(argument)
+        except ValueError:
+            raise ValueError(f"must be a positive integer or 'all', got {argument!r}") from None
+
+    def flag_type(self):
+        return "labels"
+
+
+def _check_labels(labels):
+    return labels == "all" or (isinstance(labels, numbers.Integral)
+                               and not isinstance(labels, bool) and labels > 0)
+
+
+# ------------------------------------------------------------------ sections
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The networks and the losses (Salimans et al. 2016; ``losses.py``, ``model.py``)."""
+
+    architecture: str = option(
+        "", "The generator and discriminator of a source (networks.py); '' for networks "
+        "given to SGAN.", flag=NO_FLAG, choices=("", *networks.ARCHITECTURES))
+    latent_dim: int = option(100, "Size of the generator's noise z.", check=POSITIVE,
+                             gan_only=True)
+    noise: str = option("normal", "The noise z: normal, N(0, --noise_stddev), or uniform, "
+                        "U(0, 1).", choices=("normal", "uniform"), gan_only=True)
+    noise_stddev: float = option(1.0, "Standard deviation of normal noise z.", check=POSITIVE,
+                                 gan_only=True)
+    pixel_range: tuple = option(
+        (-1.0, 1.0), "The range of real and generated pixels: (-1, 1) for tanh generators, "
+        "(0, 1) for sigmoid ones.", flag=NO_FLAG, choices=data_lib.PIXEL_RANGES)
+    generator_activation: str = option(
+        "", "The generator's output activation; default: the source's. Only "
+        "mnist_improved_gan has a choice (sigmoid, or softplus as "
+        "Sleepychord/ImprovedGAN-pytorch).",
+        choices=("", *sorted({name for names in networks.GENERATOR_OUTPUT_ACTIVATIONS.values()
+                              for name in names})), gan_only=True)
+    fake_class: str = option(
+        "zero", "zero: fixed zero fake logit; learned: K+1 outputs; separate: sigmoid head.",
+        choices=losses.FAKE_CLASSES, gan_only=True)
+    generator_loss: str = option(
+        "feature_matching_l1", "Generator loss: feature matching (the L1 or squared distance "
+        "of D's mean features on real and generated images) or the non-saturating GAN loss.",
+        choices=losses.GENERATOR_LOSSES, gan_only=True)
+    unsupervised_weight: float = option(
+        1.0, "Weight of the unsupervised GAN term in D's loss.", check=NON_NEGATIVE,
+        gan_only=True)
+    label_smoothing: float = option(0.0, "One-sided smoothing of the real target.",
+                                    check=FRACTION, gan_only=True)
+    manifold: str = option(
+        "none", "Manifold regularization of D: Lecouat et al. 2018 or the MNIST blog's form.",
+        flag="manifold_reg", choices=losses.MANIFOLD_REGULARIZATIONS, gan_only=True)
+    manifold_weight: float = option(1e-3, "Manifold regularization weight (lambda).",
+                                    check=POSITIVE, gan_only=True)
+    manifold_epsilon: float = option(1e-5, "Manifold regularization perturbation size.",
+                                     check=POSITIVE, gan_only=True)
+    ema_decay: float = option(
+        0.0, "Decay of the moving average of D's weights used for evaluation and export; "
+        "0 turns it off.", flag="ema", check=FRACTION)
+    precision: str = option(
+        "auto", "Compute precision. mixed_bfloat16: bfloat16 math, float32 weights and "
+        "losses. auto: float32 (see experiments/results/benchmark.md).",
+        choices=("auto", *networks.PRECISIONS))
+
+    def __post_init__(self):
+        _check_fields(self)
+
+    @property
+    def compute_precision(self):
+        """``precision`` with ``auto`` resolved: float32 on every device for now
+        (``experiments/results/benchmark.md`` measures mixed_bfloat16 on the
+        development CPU; no GPU measurement justifies another default yet)."""
+        return "float32" if self.precision == "auto" else self.precision
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """The optimizers, the length and the training procedure (``model.py``, ``data.py``)."""
+
+    batch_size: int = option(100, "Global batch size (split across replicas).", check=POSITIVE)
+    epochs: int = option(10, "Epochs to train.", check=POSITIVE)
+    steps_per_epoch: int = option(100, "Training steps per epoch.", check=POSITIVE)
+    g_lr: float = option(2e-4, "Generator learning rate (D's is --d_lr_ratio times it).",
+                         flag="lr", check=POSITIVE)
+    d_lr_ratio: float = option(1.0, "Discriminator learning rate / generator learning rate.",
+                               check=POSITIVE)
+    g_beta_1: float = option(0.5, "Adam's beta_1 (first-moment decay) of G's optimizer.",
+                             check=FRACTION, gan_only=True)
+    d_beta_1: float = option(0.5, "Adam's beta_1 (first-moment decay) of D's optimizer.",
+                             check=FRACTION)
+    adam_epsilon: float = option(
+        1e-7, "Adam's epsilon for both optimizers (Keras' default 1e-7; the TF1 sources and "
+        "improved-gan use 1e-8).", check=POSITIVE)
+    adam_rule: str = option(
+        "keras", "Adam's update rule: keras (also TF1's: epsilon outside the root) or "
+        "improved_gan (openai/improved-gan nn.adam_updates: epsilon inside the root of the "
+        "bias-corrected second moment).", choices=optimizers.ADAM_RULES)
+    lr_schedule: str = option(
+        "constant", "constant; per_epoch_decay: x --lr_decay_rate after every epoch (the "
+        "Udacity notebook); linear_decay: linearly to 0 from epoch --lr_decay_start_epoch to "
+        "the last (Salimans et al. 2016).", choices=optimizers.LR_SCHEDULES)
+    lr_decay_rate: float = option(1.0, "Per-epoch factor of --lr_schedule=per_epoch_decay.",
+                                  check=POSITIVE)
+    lr_decay_start_epoch: int = option(
+        0, "First epoch of --lr_schedule=linear_decay's ramp to 0.", check=NON_NEGATIVE)
+    init_images: int = option(
+        0, "Images of the weight-norm data-dependent init (improved-gan: 500); 0 = the "
+        "first training batch.", check=NON_NEGATIVE)
+    init_from: str = option(
+        "unlabeled", "Draw the weight-norm init images from all training images or the "
+        "labeled ones.", choices=("unlabeled", "labeled"))
+    label_batching: str = option(
+        "separate", "separate: a labeled batch beside the unlabeled ones; masked: one batch "
+        "of the training set whose labeled images alone reach the supervised loss (the "
+        "Udacity notebook).", choices=("separate", "masked"))
+    update_order: str = option(
+        "sequential", "sequential: D, then G against the updated D; simultaneous: both from "
+        "one forward pass (Udacity); split: three D updates then G (GANs in Action).",
+        choices=("sequential", "simultaneous", "split"))
+    generator_fakes: str = option(
+        "fresh", "fresh: G's update draws new noise; reused: it re-uses the D step's fakes "
+        "(the MNIST blog's one G forward pass per step).", choices=("fresh", "reused"))
+    baseline_epochs: int = option(0, "--supervised_only: epochs (0 = --epochs).",
+                                  check=NON_NEGATIVE)
+    baseline_steps_per_epoch: int = option(
+        0, "--supervised_only: steps per epoch (0 = --steps_per_epoch).", check=NON_NEGATIVE)
+
+    def __post_init__(self):
+        _check_fields(self)
+
+    @property
+    def d_lr(self):
+        """D's learning rate: ``d_lr_ratio`` x ``g_lr``."""
+        return self.g_lr * self.d_lr_ratio
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """The data set and its label budget (``data.py``)."""
+
+    dataset: str = option("mnist", "Dataset to train on. Default: the preset's; mnist "
+                          "without --preset.", choices=data_lib.SUPPORTED_DATASETS,
+                          in_run_name=False)
+    labels: typing.Union[int, str] = option(
+        100, "Total label budget, class-balanced (a multiple of the class count), or 'all'. "
+        "Default: the preset's.", parser=LabelsParser(), in_run_name=False)
+    label_selection: str = option(
+        "balanced", "balanced: --labels/10 per class, drawn with --seed; first: the first "
+        "--labels training images (GANs in Action, the Udacity notebook).",
+        choices=data_lib.LABEL_SELECTIONS)
+    data_dir: typing.Optional[str] = option(
+        None, "Local data directory (mnist.npz, IDX files, SVHN .mat files, CIFAR-10 "
+        "batches or prepared TFDS data). Default: TFDS download.", in_run_name=False)
+    include_extra: bool = option(False, "SVHN: add the 531,131 'extra' images to the "
+                                 "unlabeled set.")
+
+    def __post_init__(self):
+        _check_fields(self)
+        if not _check_labels(self.labels):
+            raise ConfigError(f"--labels must be a positive integer or 'all', got {self.labels!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """How a run is carried out: devices, outputs, checkpoints (``train.py``)."""
+
+    output_dir: typing.Optional[str] = option(
+        None, "Where outputs go. Default: runs/<run name>, the run name saying the dataset, "
+        "preset, labels, every option that differs from the preset, and the seed.",
+        run_only=True)
+    overwrite: bool = option(False, "Replace the outputs of an earlier run in --output_dir.",
+                             run_only=True)
+    strategy: str = option(
+        "auto", "auto: all GPUs (Mirrored), one GPU, or the default strategy on CPU; "
+        "multi_worker reads TF_CONFIG.", choices=distribute.STRATEGIES, run_only=True)
+    virtual_cpus: int = option(0, "Split the CPU into this many logical devices (to try "
+                               "tf.distribute without GPUs).", check=NON_NEGATIVE,
+                               run_only=True)
+    deterministic: bool = option(False, "Make TensorFlow ops deterministic (slower on GPU).")
+    jit_compile: str = option(
+        "auto", "XLA-compile the train step. auto: off on CPU, where "
+        "experiments/results/benchmark.md measures it slower, and Keras' choice elsewhere.",
+        choices=("auto", "true", "false"), run_only=True)
+    eval_batch_size: int = option(1000, "Batch size of test-set evaluation.", check=POSITIVE,
+                                  run_only=True)
+    checkpoint_every_steps: int = option(
+        0, "Also save the training state every this many steps inside an epoch (0: at epoch "
+        "ends only). SIGTERM and SIGINT always save at the next step.", check=NON_NEGATIVE,
+        run_only=True)
+
+    def __post_init__(self):
+        _check_fields(self)
+
+    @property
+    def keras_jit_compile(self):
+        """``jit_compile`` as ``Model.compile`` takes it. Keras' ``"auto"`` is off
+        on CPU-only machines and under tf.distribute, which experiments/benchmark.py
+        confirms on CPU (XLA is slower there)."""
+        return {"auto": "auto", "true": True, "false": False}[self.jit_compile]
+
+
+# ------------------------------------------------------------------- config
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A whole run: four fields of its own and the four sections."""
+
+    preset: str = option(
+        "", "Source to reproduce (docs/presets.md). Default: the Salimans et al. preset of "
+        "--dataset (mnist_improved_gan, svhn_improved_gan, cifar10_improved_gan).",
+        in_run_name=False)
+    procedure: str = option(
+        "source", "source: train as the preset's source did; unified: the package's one "
+        "procedure for every preset (balanced labels, a separate labeled batch, sequential "
+        "updates, fresh fakes for G, Keras' Adam, init on the first batch, the baseline as "
+        "long as the GAN). The other flags override either.", choices=("source", "unified"),
+        in_run_name=False)
+    supervised_only: bool = option(
+        False, "Train the same discriminator on the labeled data alone, without a generator "
+        "(the baseline).", in_run_name=False)
+    seed: int = option(0, "Seed of the label draw, data order, weights and noise.",
+                       check=NON_NEGATIVE, in_run_name=False)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+
+    def __post_init__(self):
+        _check_fields(self)
+        model, training, data = self.model, self.training, self.data
+        source = f"--preset={self.preset}" if self.preset else f"architecture {model.architecture}"
+        if model.architecture:
+            native = networks.NATIVE_IMAGE_SHAPES[model.architecture]
+            shape = data_lib.DATASETS[data.dataset].image_shape
+            if native != shape:
+                raise ConfigError(f"{source} is built for {native} images, but "
+                                  f"--dataset={data.dataset} has {shape}")
+            allowed = networks.GENERATOR_OUTPUT_ACTIVATIONS[model.architecture]
+            if model.generator_activation and model.generator_activation not in allowed:
+                raise ConfigError(f"--generator_activation={model.generator_activation}: the "
+                                  f"{self.preset or model.architecture} generator allows "
+                                  f"{', '.join(allowed)}")
+        if data.include_extra and data.dataset != "svhn":
+            raise ConfigError("--include_extra applies to --dataset=svhn only")
+        if training.generator_fakes == "reused" and training.update_order != "sequential":
+            raise ConfigError("--generator_fakes=reused needs update_order='sequential' "
+                              f"(--update_order), got {training.update_order!r}")
+        if (model.compute_precision != "float32" and model.manifold != "none"
+                and not self.supervised_only):
+            raise ConfigError(
+                f"--precision={model.precision} cannot be used with --manifold_reg="
+                f"{model.manifold}: manifold regularization needs float32 (its perturbation, "
+                f"epsilon {model.manifold_epsilon:g}, is below bfloat16's resolution)")
+
+    def value(self, name):
+        """The value of the field called ``name``, in whichever section."""
+        section = OPTIONS[name].section
+        return getattr(getattr(self, section) if section else self, name)
+
+    def replace(self, **changes):
+        """A copy with the fields named in ``changes`` (any section) replaced, checked again."""
+        unknown = sorted(set(changes) - set(OPTIONS))
+        if unknown:
+            raise ConfigError(f"unknown option(s) {unknown}; allowed: {sorted(OPTIONS)}")
+        top = {name: value for name, value in changes.items() if not OPTIONS[name].section}
+        sections = {}
+        for section in SECTIONS:
+            ours = {name: value for name, value in changes.items()
+                    if OPTIONS[name].section == section}
+            if ours:
+                sections[section] = dataclasses.replace(getattr(self, section), **ours)
+        return dataclasses.replace(self, **top, **sections)
+
+    def to_dict(self):
+        """Every field by name (one flat dict, JSON-ready: tuples as lists)."""
+        return {name: list(value) if isinstance(value, tuple) else value
+                for name, value in ((name, self.value(name)) for name in OPTIONS)}
+
+    @classmethod
+    def from_dict(cls, values):
+        """The :class:`Config` of a :meth:`to_dict`; missing fields take their defaults."""
+        return cls().replace(**{
+            name: tuple(value) if OPTIONS.get(name) and OPTIONS[name].type is tuple else value
+            for name, value in values.items()})
+
+
+# ------------------------------------------------------------------ options
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One field of :class:`Config`, as the flags, checks and run names see it."""
+
+    name: str
+    section: str          # "" for the fields of Config itself
+    type: type
+    default: object
+    flag: str             # "" when the field has no flag
+    help: str
+    choices: tuple
+    check: tuple
+    gan_only: bool
+    run_only: bool
+    in_run_name: bool
+    parser: object
+
+    def label(self):
+        """How messages name it: ``--flag``, ``--flag (field)``, or the field."""
+        if not self.flag:
+            return self.name
+        return f"--{self.flag}" if self.flag == self.name else f"--{self.flag} ({self.name})"
+
+
+def _collect_options():
+    found = {}
+    for section, cls in (("", Config), ("model", ModelConfig), ("training", TrainingConfig),
+                         ("data", DataConfig), ("run", RunConfig)):
+        hints = typing.get_type_hints(cls)
+        for field in dataclasses.fields(cls):
+            if field.name in SECTIONS:
+                continue
+            meta = field.metadata
+            kind = hints[field.name]
+            if typing.get_origin(kind) is typing.Union:   # Optional[str] -> str
+                kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
+            found[field.name] = Option(
+                name=field.name, section=section, type=kind, default=field.default,
+                flag=field.name if meta["flag"] is None else meta["flag"], help=meta["help"],
+                choices=meta["choices"], check=meta["check"], gan_only=meta["gan_only"],
+                run_only=meta["run_only"], in_run_name=meta["in_run_name"],
+                parser=meta["parser"])
+    return found
+
+
+OPTIONS = _collect_options()   # field name -> Option, in declaration order
+
+
+def _check_fields(instance):
+    """Checks the type, allowed values and range of each field of ``instance``."""
+    for field in dataclasses.fields(instance):
+        if field.name in SECTIONS:
+            continue
+        option, value = OPTIONS[field.name], getattr(instance, field.name)
+        if option.parser is not None:
+            continue   # its own check, in the section's __post_init__
+        if value is None and field.default is None:
+            continue
+        if not _is_a(value, option.type):
+            raise ConfigError(f"{option.label()} must be {option.type.__name__}, got {value!r}")
+        if option.choices is not None and value not in option.choices:
+            allowed = tuple(choice for choice in option.choices if choice != "")
+            raise ConfigError(f"{option.label()} must be one of {allowed}, got {value!r}")
+        if option.check is not None and not option.check[1](value):
+            raise ConfigError(f"{option.label()} must be {option.check[0]}, got {value!r}")
+
+
+def _is_a(value, kind):
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+# -------------------------------------------------------------------- flags
+def define_flags(flag_values, preset_names):
+    """Defines one absl flag per field in ``flag_values`` (e.g. ``flags.FLAGS``).
+
+    Each flag's help is its field's; an enum's values are the field's choices
+    (``preset_names`` for ``--preset``). Every flag defaults to ``None``,
+    "unset": the preset's value (:func:`overrides_from_flags`).
+    """
+    for option in OPTIONS.values():
+        if not option.flag:
+            continue
+        args = dict(name=option.flag, default=None, help=option.help, flag_values=flag_values)
+        choices = preset_names if option.name == "preset" else option.choices
+        if option.parser is not None:
+            flags.DEFINE(option.parser, serializer=flags.ArgumentSerializer(), **args)
+        elif option.type is bool:
+            flags.DEFINE_bool(**args)
+        elif option.type is int:
+            flags.DEFINE_integer(**args)
+        elif option.type is float:
+            flags.DEFINE_float(**args)
+        elif choices is not None:
+            flags.DEFINE_enum(enum_values=[choice for choice in choices if choice != ""], **args)
+        else:
+            flags.DEFINE_string(**args)
+
+
+def flag_names():
+    """The flags :func:`define_flags` defines, in field order."""
+    return tuple(option.flag for option in OPTIONS.values() if option.flag)
+
+
+def gan_only_flags():
+    """The flags of the fields that only shape the GAN (a baseline drops them)."""
+    return tuple(option.flag for option in OPTIONS.values() if option.flag and option.gan_only)
+
+
+def overrides_from_flags(values):
+    """``{field: value}`` of the flags set in ``values`` (flag name -> value, ``None``: unset)."""
+    return {option.name: values[option.flag] for option in OPTIONS.values()
+            if option.flag and values.get(option.flag) is not None}

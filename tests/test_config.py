@@ -1,0 +1,205 @@
+"""The one configuration: generated flags and their help, checks naming the flag, presets
+as configurations, run names, and what a resumed run may change."""
+
+import json
+
+import pytest
+from absl import flags
+
+from sgan_keras import Config, ConfigError
+from sgan_keras import config as config_lib
+from sgan_keras import presets
+from sgan_keras import train
+
+# Every flag the CLI had before the configuration was generated: recorded
+# experiment commands (experiments/results/*.md) use them, so each must stay.
+FLAGS_BEFORE = (
+    "dataset", "labels", "preset", "fake_class", "generator_loss", "generator_activation",
+    "manifold_reg", "manifold_weight", "manifold_epsilon", "unsupervised_weight",
+    "label_smoothing", "ema", "epochs", "steps_per_epoch", "batch_size", "lr", "d_lr_ratio",
+    "adam_epsilon", "adam_rule", "init_images", "init_from", "procedure", "label_selection",
+    "label_batching", "update_order", "generator_fakes", "baseline_epochs",
+    "baseline_steps_per_epoch", "seed", "data_dir", "include_extra", "output_dir", "strategy",
+    "virtual_cpus", "supervised_only", "overwrite", "deterministic", "jit_compile", "precision",
+    "eval_batch_size", "checkpoint_every_steps")
+
+
+def cli_flags():
+    """A fresh set of the CLI's flags (absl's FlagValues), defined from the fields."""
+    values = flags.FlagValues()
+    config_lib.define_flags(values, preset_names=sorted(presets.PRESETS))
+    return values
+
+
+@pytest.fixture
+def flag_values():
+    return cli_flags()
+
+
+def parse(flag_values, *argv):
+    """``{flag: value}`` of ``argv`` (``None``: not given), as ``train.main`` reads them."""
+    flag_values(["train", *argv])
+    return {name: flag_values[name].value for name in config_lib.flag_names()}
+
+
+# ---------------------------------------------------------------- the flags
+def test_every_field_is_one_flag_with_its_help_type_and_choices(flag_values):
+    defined = set(flag_values)
+    assert set(FLAGS_BEFORE) <= defined
+    assert set(config_lib.flag_names()) <= defined
+    assert len(set(config_lib.flag_names())) == len(config_lib.flag_names())
+    for option in config_lib.OPTIONS.values():
+        if not option.flag:       # fixed by the preset (architecture, pixel range)
+            assert option.name in ("architecture", "pixel_range"), option.name
+            continue
+        flag = flag_values[option.flag]
+        assert flag.help.endswith(option.help) and flag.default is None, option.flag
+        kind = {bool: "bool", int: "int", float: "float"}.get(option.type)
+        if option.parser is not None:
+            assert flag.flag_type() == option.parser.flag_type()
+        elif kind:
+            assert flag.flag_type() == kind, option.flag
+        elif option.name == "preset":
+            assert flag.parser.enum_values == sorted(presets.PRESETS)
+        elif option.choices is not None:
+            assert flag.parser.enum_values == [c for c in option.choices if c], option.flag
+        else:
+            assert flag.flag_type() == "string", option.flag
+
+
+def test_flags_of_other_names_set_their_field(flag_values):
+    overrides = config_lib.overrides_from_flags(parse(
+        flag_values, "--lr=0.01", "--ema=0.5", "--manifold_reg=lecouat", "--labels=all",
+        "--nodeterministic"))
+    assert overrides == {"g_lr": 0.01, "ema_decay": 0.5, "manifold": "lecouat",
+                         "labels": "all", "deterministic": False}
+    assert config_lib.overrides_from_flags(parse(cli_flags())) == {}
+
+
+def test_labels_flag_takes_a_number_or_all_and_absl_rejects_other_text(flag_values):
+    assert parse(flag_values, "--labels=250")["labels"] == 250
+    with pytest.raises(flags.IllegalFlagValueError, match="--labels=ten: must be a positive "
+                                                           "integer or 'all'"):
+        parse(flag_values, "--labels=ten")
+
+
+# --------------------------------------------------------------- the checks
+@pytest.mark.parametrize("field, value, message", [
+    ("g_lr", 0.0, r"^--lr \(g_lr\) must be positive, got 0.0$"),
+    ("ema_decay", 1.0, r"^--ema \(ema_decay\) must be in \[0, 1\), got 1.0$"),
+    ("label_smoothing", -0.1, r"^--label_smoothing must be in \[0, 1\), got -0.1$"),
+    ("batch_size", 0, r"^--batch_size must be positive, got 0$"),
+    ("epochs", 2.5, r"^--epochs must be int, got 2.5$"),
+    ("init_images", -1, r"^--init_images must be >= 0, got -1$"),
+    ("checkpoint_every_steps", -1, r"^--checkpoint_every_steps must be >= 0"),
+    ("fake_class", "eleven", r"^--fake_class must be one of \('zero', 'learned', "),
+    ("manifold", "yes", r"^--manifold_reg \(manifold\) must be one of"),
+    ("pixel_range", (0.0, 2.0), r"^pixel_range must be one of"),
+    ("labels", 0, r"^--labels must be a positive integer or 'all', got 0$"),
+    ("deterministic", "yes", r"^--deterministic must be bool"),
+])
+def test_a_bad_value_is_refused_in_one_line_naming_its_flag(field, value, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        Config().replace(**{field: value})
+    assert "\n" not in str(error.value)
+
+
+def test_each_section_checks_itself_when_made():
+    with pytest.raises(ConfigError, match=r"--ema \(ema_decay\)"):
+        config_lib.ModelConfig(ema_decay=2.0)
+    with pytest.raises(ConfigError, match="--eval_batch_size"):
+        config_lib.RunConfig(eval_batch_size=0)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"dataset": "svhn"}, r"--preset=mnist_blog is built for \(28, 28, 1\) images, but "
+                          r"--dataset=svhn has \(32, 32, 3\)"),
+    ({"generator_activation": "softplus"}, "--generator_activation=softplus: the "
+                                           "mnist_blog generator allows tanh"),
+    ({"include_extra": True}, "--include_extra applies to --dataset=svhn only"),
+    ({"update_order": "split"}, "--generator_fakes=reused needs update_order='sequential'"),
+    ({"precision": "mixed_bfloat16", "manifold": "blog"},
+     "--precision=mixed_bfloat16 cannot be used with --manifold_reg=blog: manifold "
+     "regularization needs float32"),
+])
+def test_combinations_are_checked_across_sections(changes, message):
+    config = presets.get_preset("mnist_blog").config
+    with pytest.raises(ConfigError, match=message):
+        config.replace(**changes)
+
+
+def test_replace_reaches_every_section_and_refuses_unknown_fields():
+    config = Config().replace(g_lr=0.1, fake_class="learned", labels="all", strategy="mirrored",
+                              seed=3)
+    assert (config.training.g_lr, config.model.fake_class, config.data.labels,
+            config.run.strategy, config.seed) == (0.1, "learned", "all", "mirrored", 3)
+    assert config.training.d_lr == pytest.approx(0.1)
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['lr'\]"):
+        Config().replace(lr=0.1)     # the flag's name, not the field's
+
+
+# ------------------------------------------------------------------ presets
+@pytest.mark.parametrize("name", sorted(presets.PRESETS))
+def test_presets_are_configs_and_round_trip_through_json(name):
+    config = presets.get_preset(name).config
+    assert isinstance(config, Config) and config.preset == name
+    assert config.model.architecture == name
+    assert presets.resolve({"preset": name}) == config
+    assert Config.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_resolve_picks_the_datasets_preset_and_the_baselines_budget():
+    assert presets.resolve({}).preset == "mnist_improved_gan"
+    assert presets.resolve({"dataset": "cifar10"}).preset == "cifar10_improved_gan"
+    assert presets.resolve({"preset": "svhn_dcgan"}).data.dataset == "svhn"
+    baseline = presets.resolve({"preset": "mnist_gans_in_action", "supervised_only": True})
+    assert (baseline.training.epochs, baseline.training.steps_per_epoch) == (30, 4)
+    shorter = presets.resolve({"preset": "mnist_gans_in_action", "supervised_only": True,
+                               "epochs": 2})
+    assert (shorter.training.epochs, shorter.training.steps_per_epoch) == (2, 4)
+    unified = presets.resolve({"preset": "mnist_gans_in_action", "procedure": "unified"})
+    assert all(unified.value(field) == value
+               for field, value in presets.UNIFIED_PROCEDURE.items())
+
+
+@pytest.mark.parametrize("flag", config_lib.gan_only_flags())
+def test_a_baseline_refuses_every_gan_only_flag(flag):
+    field = next(o.name for o in config_lib.OPTIONS.values() if o.flag == flag)
+    value = presets.get_preset("svhn_lecouat").config.value(field)
+    with pytest.raises(ConfigError, match=f"--supervised_only trains no generator; drop --{flag}"):
+        presets.resolve({"preset": "svhn_lecouat", "supervised_only": True, field: value})
+
+
+# ---------------------------------------------------------------- run names
+def resolve_flags(*argv):
+    return train.resolve_config(parse(cli_flags(), "--preset=mnist_blog", "--labels=100", *argv))
+
+
+def test_run_names_say_every_option_that_differs_from_the_preset():
+    plain = resolve_flags()
+    assert plain.run.output_dir == "runs/mnist_mnist_blog_labels100_seed0"
+    first = resolve_flags("--lr=0.001")
+    second = resolve_flags("--lr=0.002")
+    assert first.run.output_dir == "runs/mnist_mnist_blog_labels100_lr0.001_seed0"
+    assert second.run.output_dir != first.run.output_dir       # no longer one directory
+    varied = resolve_flags("--manifold_reg=blog", "--ema=0.999",
+                           "--fake_class=learned", "--seed=2", "--checkpoint_every_steps=5",
+                           "--jit_compile=false", "--data_dir=/somewhere")
+    assert varied.run.output_dir == ("runs/mnist_mnist_blog_labels100_fake_class_learned_"
+                                     "manifold_reg_blog_ema0.999_seed2")
+    baseline = resolve_flags("--supervised_only", "--procedure=unified")
+    assert baseline.run.output_dir == "runs/mnist_mnist_blog_labels100_supervised_unified_seed0"
+
+
+# ---------------------------------------------------------------- resuming
+def test_a_resume_compares_every_option_but_the_run_only_ones():
+    config = presets.get_preset("mnist_gans_in_action").config
+    earlier = config.to_dict()
+    assert train.changed_options(earlier, config.replace(
+        output_dir="elsewhere", eval_batch_size=7, strategy="mirrored")) == []
+    assert train.changed_options(earlier, config.replace(g_lr=0.5, seed=1)) == ["g_lr", "seed"]
+    # flags.json of an older version lacks the fields that had no flag then:
+    # their value was the preset's.
+    older = {k: v for k, v in earlier.items() if k not in ("noise_stddev", "g_beta_1")}
+    assert train.changed_options(older, config) == []
+    assert train.changed_options(older, config.replace(noise_stddev=0.5)) == ["noise_stddev"]
