@@ -229,9 +229,12 @@ class TrainingConfig:
 class DataConfig:
     """The data set and its label budget (``data.py``)."""
 
-    dataset: str = option("mnist", "Dataset to train on. Default: the preset's; mnist "
-                          "without --preset.", choices=data_lib.SUPPORTED_DATASETS,
-                          in_run_name=False)
+    dataset: str = option(
+        "mnist", "Dataset to train on: mnist, svhn or cifar10; folder:PATH (images in "
+        "PATH/labeled/<class>/, PATH/unlabeled/ and optionally PATH/test/<class>/) or "
+        "tfds:NAME[/config] (any TensorFlow Datasets image-classification set), both "
+        "resized to the preset's image shape. Default: the preset's; mnist without --preset.",
+        in_run_name=False)
     labels: typing.Union[int, str] = option(
         100, "Total label budget, class-balanced (a multiple of the class count), or 'all'. "
         "Default: the preset's.", parser=LabelsParser(), in_run_name=False)
@@ -244,9 +247,19 @@ class DataConfig:
         "batches or prepared TFDS data). Default: TFDS download.", in_run_name=False)
     include_extra: bool = option(False, "SVHN: add the 531,131 'extra' images to the "
                                  "unlabeled set.")
+    train_split: str = option("train", "tfds: data sets: the split to train on.")
+    test_split: str = option("test", "tfds: data sets: the split to test on.")
+    convert_channels: bool = option(
+        False, "folder: and tfds: data sets: convert colour images to grayscale for a "
+        "grayscale preset, or grayscale to RGB for a colour one (else such images are "
+        "refused).")
 
     def __post_init__(self):
         _check_fields(self)
+        try:
+            data_lib.check_dataset_name(self.dataset)
+        except data_lib.DataError as error:
+            raise ConfigError(f"--dataset: {error}") from None
         if not _check_labels(self.labels):
             raise ConfigError(f"--labels must be a positive integer or 'all', got {self.labels!r}")
 
@@ -277,6 +290,10 @@ class RunConfig:
     checkpoint_every_steps: int = option(
         0, "Also save the training state every this many steps inside an epoch (0: at epoch "
         "ends only). SIGTERM and SIGINT always save at the next step.", check=NON_NEGATIVE,
+        run_only=True)
+    tflite: bool = option(
+        True, "Also export classifier.tflite (float) and classifier_int8.tflite (full "
+        "integer, calibrated on unlabeled training images) and score both on the test set.",
         run_only=True)
 
     def __post_init__(self):
@@ -319,7 +336,7 @@ class Config:
         _check_fields(self)
         model, training, data = self.model, self.training, self.data
         source = f"--preset={self.preset}" if self.preset else f"architecture {model.architecture}"
-        if model.architecture:
+        if model.architecture and not data_lib.is_custom(data.dataset):
             native = networks.NATIVE_IMAGE_SHAPES[model.architecture]
             shape = data_lib.DATASETS[data.dataset].image_shape
             if native != shape:

@@ -58,6 +58,21 @@ DATASETS = {info.name: info for info in (
     DatasetInfo("cifar10", (32, 32, 3), 10, 50000, 10000, "cifar10"),
 )}
 SUPPORTED_DATASETS = tuple(DATASETS)
+# Data sets of the user's: ``folder:PATH`` (image folders) and ``tfds:NAME[/config]``.
+CUSTOM_PREFIXES = ("folder:", "tfds:")
+
+
+def is_custom(name):
+    """Whether ``name`` is a ``folder:`` or ``tfds:`` data set of the user's."""
+    return isinstance(name, str) and name.startswith(CUSTOM_PREFIXES)
+
+
+def check_dataset_name(name):
+    """Raises :class:`DataError` unless ``name`` is a built-in or a custom data set."""
+    if name in DATASETS or (is_custom(name) and name.split(":", 1)[1]):
+        return
+    raise DataError(f"unknown dataset {name!r}; allowed: {', '.join(SUPPORTED_DATASETS)}, "
+                    "folder:PATH or tfds:NAME[/config]")
 # The ranges uint8 pixels are scaled to: tanh generators' and sigmoid ones'.
 PIXEL_RANGES = ((-1.0, 1.0), (0.0, 1.0))
 _MNIST_IDX = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -99,6 +114,13 @@ class SemiSupervisedData:
     labeled_indices: np.ndarray
     pixel_range: tuple
     seed: int
+    class_names: tuple = ()   # class k's name (default: "0".."K-1")
+    notes: tuple = ()         # lines the trainer reports (a held-out test set, skipped files)
+
+    def __post_init__(self):
+        if not self.class_names:
+            object.__setattr__(self, "class_names",
+                               tuple(str(k) for k in range(self.num_classes)))
 
     def scale(self, images):
         """uint8 images -> float32 in ``pixel_range`` (x / 127.5 - 1 or x / 255)."""
@@ -275,11 +297,17 @@ def _pipeline_options(dataset):
 
 
 def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0),
-                 include_extra=False, label_selection="balanced"):
+                 include_extra=False, label_selection="balanced", image_shape=None,
+                 convert_channels=False, train_split="train", test_split="test"):
     """Loads ``name`` with a budget of ``labels`` labels.
 
     Args:
-      name: ``mnist``, ``svhn`` or ``cifar10``.
+      name: ``mnist``, ``svhn`` or ``cifar10``; or the user's: ``folder:PATH``
+        (:func:`read_image_folder`) or ``tfds:NAME[/config]`` (any TFDS
+        image-classification set, :func:`read_tfds_images`, its
+        ``train_split`` and ``test_split``), whose images are decoded to
+        ``image_shape`` (the model's), converting colour to grayscale or back
+        only with ``convert_channels``.
       labels: the total label budget, or ``"all"`` (also ``None``) for every
         training label.
       label_selection: ``balanced``: ``labels / 10`` per class, drawn with
@@ -292,8 +320,7 @@ def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0)
       pixel_range: ``(-1, 1)`` for tanh generators, ``(0, 1)`` for sigmoid ones.
       include_extra: SVHN only: add the ``extra`` split to the unlabeled data.
     """
-    if name not in SUPPORTED_DATASETS:
-        raise DataError(f"unknown dataset {name!r}; allowed: {', '.join(SUPPORTED_DATASETS)}")
+    check_dataset_name(name)
     pixel_range = tuple(float(x) for x in pixel_range)
     if pixel_range not in PIXEL_RANGES:
         raise DataError(f"pixel_range must be (-1, 1) or (0, 1), got {pixel_range}")
@@ -305,6 +332,11 @@ def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0)
                         f"got {label_selection!r}")
     if data_dir is not None and not os.path.isdir(data_dir):
         raise DataError(f"data_dir {data_dir} does not exist")
+    if is_custom(name):
+        return _load_custom(name, budget, seed=seed, data_dir=data_dir, pixel_range=pixel_range,
+                            label_selection=label_selection, image_shape=image_shape,
+                            convert_channels=convert_channels, train_split=train_split,
+                            test_split=test_split)
     splits = _read_local(name, data_dir, include_extra) if data_dir else None
     if splits is None:
         splits = _read_tfds(name, data_dir, include_extra)
@@ -346,21 +378,69 @@ def synthetic_dataset(name, labels, *, train_size=10000, seed=0, pixel_range=(-1
         pixel_range=tuple(pixel_range), seed=seed)
 
 
-def draw_labeled_indices(labels, budget, seed, num_classes=10):
+def _load_custom(name, budget, *, seed, data_dir, pixel_range, label_selection, image_shape,
+                 convert_channels, train_split, test_split):
+    """A ``folder:`` or ``tfds:`` data set as :class:`SemiSupervisedData`."""
+    if image_shape is None:
+        raise DataError(f"{name} needs the model's image_shape")
+    kind, source = name.split(":", 1)
+    notes = []
+    if kind == "folder":
+        folder = read_image_folder(source, image_shape, convert_channels=convert_channels,
+                                   seed=seed)
+        class_names = folder.class_names
+        # The labeled images first (the pool labels are drawn from), then the unlabeled
+        # ones, whose labels are unknown: 0 stands in for them and is never read.
+        train_images = np.concatenate([folder.labeled_images, folder.unlabeled_images])
+        train_labels = np.concatenate([folder.labeled_labels,
+                                       np.zeros(len(folder.unlabeled_images), np.int64)])
+        pool = len(folder.labeled_labels)
+        test_images, test_labels = folder.test_images, folder.test_labels
+        if folder.test_held_out:
+            notes.append(f"{source} has no test/ folder: {len(test_labels)} of its labeled "
+                         f"images ({FOLDER_TEST_FRACTION:.0%} of each class, drawn with the "
+                         "seed) are held out as the test set.")
+        if folder.skipped:
+            notes.append(f"Skipped {len(folder.skipped)} unreadable image file(s) in {source}, "
+                         f"e.g. {folder.skipped[0]}.")
+    else:
+        read = read_tfds_images(source, image_shape, data_dir=data_dir, train_split=train_split,
+                                test_split=test_split, convert_channels=convert_channels)
+        class_names = read.class_names
+        train_images, train_labels = read.train_images, read.train_labels
+        pool = len(train_labels)
+        test_images, test_labels = read.test_images, read.test_labels
+    num_classes = len(class_names)
+    if label_selection == "first" and budget is not None:
+        if budget > pool:
+            raise DataError(f"labels={budget} exceeds the {pool} labeled images of {name}")
+        labeled_indices = np.arange(budget, dtype=np.int64)
+    else:
+        labeled_indices = draw_labeled_indices(train_labels[:pool], budget, seed,
+                                               num_classes=num_classes, where=name)
+    return SemiSupervisedData(
+        name=name, num_classes=num_classes, image_shape=tuple(image_shape),
+        train_images=train_images, train_labels=train_labels, test_images=test_images,
+        test_labels=test_labels, labeled_indices=labeled_indices, pixel_range=pixel_range,
+        seed=int(seed), class_names=tuple(class_names), notes=tuple(notes))
+
+
+def draw_labeled_indices(labels, budget, seed, num_classes=10, where=None):
     """``budget / num_classes`` indices per class, drawn with ``seed`` (sorted).
 
     ``np.random.default_rng`` (PCG64) gives the same draw on every machine.
-    ``budget=None`` means every index.
+    ``budget=None`` means every index. ``where`` names the data set in errors.
     """
     if budget is None:
         return np.arange(len(labels), dtype=np.int64)
+    of = f" of {where}" if where else ""
     if budget % num_classes:
-        raise DataError(f"labels={budget} must be a multiple of the {num_classes} classes")
+        raise DataError(f"labels={budget} must be a multiple of the {num_classes} classes{of}")
     per_class = budget // num_classes
     counts = np.bincount(labels, minlength=num_classes)
     if per_class > counts.min():
         raise DataError(f"labels={budget} asks for {per_class} per class, but the smallest "
-                        f"class has {counts.min()} training images")
+                        f"class{of} has {counts.min()} labeled training images")
     rng = np.random.default_rng(seed)
     chosen = [rng.choice(np.flatnonzero(labels == k), per_class, replace=False)
               for k in range(num_classes)]

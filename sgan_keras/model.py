@@ -101,23 +101,31 @@ class SGAN(keras.Model):
         return cls.for_config(presets_lib.get_preset(name).config.replace(**overrides))
 
     @classmethod
-    def for_config(cls, config):
+    def for_config(cls, config, num_classes=None):
         """The model of ``config`` with the networks of ``config.model.architecture``,
-        built for ``config.data.dataset``'s images and classes."""
-        model, dataset = config.model, data_lib.DATASETS[config.data.dataset]
+        built for their native image shape and ``num_classes`` classes (default:
+        those of ``config.data.dataset``; a ``folder:`` or ``tfds:`` data set
+        has its own)."""
+        model = config.model
         if not model.architecture:
             raise config_lib.ConfigError("for_config() needs config.model.architecture; "
                                          "pass your own networks to SGAN() instead")
+        image_shape = networks.NATIVE_IMAGE_SHAPES[model.architecture]
+        if num_classes is None:
+            if data_lib.is_custom(config.data.dataset):
+                raise config_lib.ConfigError(f"for_config() needs num_classes for "
+                                             f"--dataset={config.data.dataset}")
+            num_classes = data_lib.DATASETS[config.data.dataset].num_classes
         generator = None
         if not config.supervised_only:
             generator = networks.build_generator(
-                model.architecture, image_shape=dataset.image_shape,
+                model.architecture, image_shape=image_shape,
                 latent_dim=model.latent_dim, seed=config.seed,
                 output_activation=model.generator_activation or None,
                 precision=model.compute_precision)
         discriminator = networks.build_discriminator(
-            model.architecture, image_shape=dataset.image_shape,
-            num_classes=dataset.num_classes, fake_class=model.fake_class, seed=config.seed,
+            model.architecture, image_shape=image_shape,
+            num_classes=num_classes, fake_class=model.fake_class, seed=config.seed,
             precision=model.compute_precision)
         return cls(generator, discriminator, config,
                    name=f"sgan_{config.preset or model.architecture}")

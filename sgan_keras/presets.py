@@ -11,9 +11,12 @@ deviations (:func:`procedure_markdown`, :func:`deviations_markdown`).
 """
 
 import dataclasses
+import os
 import typing
 
 from sgan_keras import config as config_lib
+from sgan_keras import data as data_lib
+from sgan_keras import networks
 from sgan_keras.data import DATASETS
 
 
@@ -251,8 +254,14 @@ def resolve(overrides):
     the manifold weight and epsilon without a manifold regularization.
     """
     overrides = dict(overrides)
-    name = overrides.pop("preset", None) or DEFAULT_PRESET_FOR_DATASET[
-        overrides.get("dataset", "mnist")]
+    dataset = overrides.get("dataset", "mnist")
+    name = overrides.pop("preset", None)
+    if not name and data_lib.is_custom(dataset):
+        raise config_lib.ConfigError(
+            f"--dataset={dataset} needs --preset, whose networks set the image shape: "
+            + "; ".join(f"{shape[0]}x{shape[1]}x{shape[2]}: {', '.join(names)}"
+                        for shape, names in _presets_by_shape().items()))
+    name = name or DEFAULT_PRESET_FOR_DATASET[dataset]
     config = get_preset(name).config
     if overrides.get("procedure") == "unified":
         config = config.replace(**UNIFIED_PROCEDURE)
@@ -271,6 +280,14 @@ def resolve(overrides):
     return config.replace(**overrides)
 
 
+def _presets_by_shape():
+    shapes = {}
+    for preset in _PRESETS:
+        shape = networks.NATIVE_IMAGE_SHAPES[preset.config.model.architecture]
+        shapes.setdefault(shape, []).append(preset.name)
+    return shapes
+
+
 def defaults_of(config):
     """What ``config``'s preset gives before any other option: :func:`resolve` of
     its preset, dataset, procedure and ``supervised_only`` alone."""
@@ -284,7 +301,12 @@ def run_name(config):
     option that differs from :func:`defaults_of` (e.g. ``lr0.001``,
     ``manifold_reg_lecouat``), then the seed. Run-only options are left out."""
     base = defaults_of(config)
-    parts = [config.data.dataset, config.preset, f"labels{config.data.labels}"]
+    dataset = config.data.dataset
+    if data_lib.is_custom(dataset):   # folder:/data/pets -> folder-pets
+        kind, source = dataset.split(":", 1)
+        dataset = f"{kind}-" + "".join(c if c.isalnum() or c in "-._" else "-"
+                                       for c in os.path.basename(source.rstrip("/")) or source)
+    parts = [dataset, config.preset, f"labels{config.data.labels}"]
     if config.supervised_only:
         parts.append("supervised")
     if config.procedure == "unified":

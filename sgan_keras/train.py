@@ -49,6 +49,7 @@ import sys
 import tempfile
 
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import app
 from absl import flags
@@ -62,6 +63,7 @@ from sgan_keras import distribute
 from sgan_keras import export
 from sgan_keras import faults
 from sgan_keras import lock as lock_lib
+from sgan_keras import networks
 from sgan_keras import presets as presets_lib
 from sgan_keras.model import SGAN
 
@@ -76,6 +78,7 @@ EXIT_LOCKED = 3
 EXIT_NON_FINITE = 4
 EXIT_WRITE = 5
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL (sysexits.h): temporary failure, try again
+TFLITE_CALIBRATION_IMAGES = 300   # unlabeled training images for the int8 export
 
 
 class UsageError(ValueError):
@@ -263,13 +266,19 @@ def _train(config, strategy, output_dir, stop):
     data = data_lib.load_dataset(
         config.data.dataset, config.data.labels, seed=config.seed,
         data_dir=config.data.data_dir, pixel_range=config.model.pixel_range,
-        include_extra=config.data.include_extra, label_selection=config.data.label_selection)
+        include_extra=config.data.include_extra, label_selection=config.data.label_selection,
+        image_shape=networks.NATIVE_IMAGE_SHAPES[config.model.architecture],
+        convert_channels=config.data.convert_channels, train_split=config.data.train_split,
+        test_split=config.data.test_split)
+    for note in data.notes:
+        print(note, flush=True)
     if chief:
         faults.write_json(os.path.join(output_dir, "labeled_indices.json"),
                           [int(i) for i in data.labeled_indices])
+        faults.write_json(os.path.join(output_dir, "class_names.json"), list(data.class_names))
 
     with strategy.scope():
-        model = SGAN.for_config(config)
+        model = SGAN.for_config(config, num_classes=data.num_classes)
         model.compile(jit_compile=config.run.keras_jit_compile)
     # Every worker restores from the chief's checkpoints (a shared file system).
     store = checkpoint.CheckpointStore(
@@ -312,9 +321,34 @@ def _train(config, strategy, output_dir, stop):
     # All workers export (reading distributed variables may need every worker);
     # the non-chief ones into their throw-away directory.
     export_dir = os.path.join(output_dir, "export")
+    representative = None
+    if config.run.tflite:   # int8 calibration: unlabeled training images, free here
+        picked = np.random.default_rng([config.seed, 13]).permutation(
+            len(data.train_images))[:TFLITE_CALIBRATION_IMAGES]
+        representative = data.train_images[np.sort(picked)]
     with faults.writing(export_dir):
         export.export_classifier(model.classifier(), export_dir, image_shape=data.image_shape,
-                                 pixel_range=config.model.pixel_range, overwrite=True)
+                                 pixel_range=config.model.pixel_range, overwrite=True,
+                                 class_names=data.class_names,
+                                 representative_images=representative)
+    if config.run.tflite and chief:
+        _score_exports(export_dir, data, model, config.run.eval_batch_size)
+
+
+def _score_exports(export_dir, data, model, batch_size):
+    """Test accuracy of the Keras model and of both TFLite files, printed and
+    written to ``export/accuracy.json``."""
+    images, labels = data.test_images, data.test_labels
+    scores = {"keras": float(np.mean(np.argmax(model.predict(
+        data.scale(images), batch_size=batch_size, verbose=0), -1) == labels))}
+    for name, file_name in (("tflite_float", export.TFLITE_FLOAT),
+                            ("tflite_int8", export.TFLITE_INT8)):
+        _, class_ids = export.tflite_classify(os.path.join(export_dir, file_name), images,
+                                              batch_size)
+        scores[name] = float(np.mean(class_ids == labels))
+    faults.write_json(os.path.join(export_dir, "accuracy.json"), scores)
+    print("Test accuracy of the export: " + ", ".join(
+        f"{name} {100 * value:.2f}%" for name, value in scores.items()), flush=True)
 
 
 def _restore(store, steps_per_epoch, metrics_path):

@@ -80,6 +80,7 @@ def test_svhn_experiment_runs_with_its_baseline_on_generated_data(tmp_path):
     result = subprocess.run(
         [sys.executable, "experiments/run.py", "--experiment=svhn_lecouat_1000",
          "--seeds=0", "--epochs=1", "--steps_per_epoch=1", f"--data_dir={data_dir}",
+         "--overrides=tflite=false",
          f"--runs_dir={tmp_path / 'runs'}", f"--results_dir={tmp_path / 'results'}"],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -94,13 +95,34 @@ def test_svhn_experiment_runs_with_its_baseline_on_generated_data(tmp_path):
     assert "seed" in (tmp_path / "results" / "svhn_lecouat_1000.md").read_text()
 
 
+def test_any_tfds_image_set_trains_with_its_class_names(tmp_path):
+    import tensorflow_datasets as tfds
+
+    config = train.resolve_config(flag_values([
+        "--dataset=tfds:fashion_mnist", "--preset=mnist_gans_in_action", "--labels=20",
+        "--procedure=unified", "--epochs=1", "--steps_per_epoch=1", "--batch_size=4",
+        "--eval_batch_size=8", f"--output_dir={tmp_path / 'run'}", f"--data_dir={tmp_path}",
+        "--notflite"]))
+    assert presets.run_name(config) == (
+        "tfds-fashion_mnist_mnist_gans_in_action_labels20_unified_batch_size4_epochs1_"
+        "steps_per_epoch1_seed0")
+    with pytest.raises(config_lib.ConfigError, match="--dataset=tfds:fashion_mnist needs "
+                       "--preset, whose networks set the image shape: 28x28x1: mnist_blog"):
+        train.resolve_config(flag_values(["--dataset=tfds:fashion_mnist"]))
+    with tfds.testing.mock_data(num_examples=40):
+        train.train(config)
+    names = json.loads((tmp_path / "run" / "class_names.json").read_text())
+    assert names[:2] == ["T-shirt/top", "Trouser"] and len(names) == 10
+    assert (tmp_path / "run" / "export" / "saved_model.pb").exists()
+
+
 def test_cifar10_trains_through_the_tfds_path(tmp_path):
     import tensorflow_datasets as tfds
 
     config = train.resolve_config(flag_values([
         "--dataset=cifar10", "--labels=10", "--epochs=1", "--steps_per_epoch=1",
         "--batch_size=4", "--eval_batch_size=8", f"--output_dir={tmp_path / 'run'}",
-        f"--data_dir={tmp_path}", "--init_images=8"]))
+        f"--data_dir={tmp_path}", "--init_images=8", "--notflite"]))
     with tfds.testing.mock_data(num_examples=100):
         train.train(config)
     assert (tmp_path / "run" / "export" / "saved_model.pb").exists()

@@ -36,7 +36,8 @@ def cli(*args, timeout=300, env=None):
 def fast(mnist_dir):
     """A small, fast configuration of the GANs in Action preset (BN, dropout, conv)."""
     return ["--dataset=mnist", "--preset=mnist_gans_in_action", "--labels=100",
-            f"--data_dir={mnist_dir}", "--batch_size=16", "--eval_batch_size=2500"]
+            f"--data_dir={mnist_dir}", "--batch_size=16", "--eval_batch_size=2500",
+            "--notflite"]
 
 
 def metrics_rows(output_dir):
@@ -566,6 +567,8 @@ def test_two_worker_multi_worker_run_on_localhost_with_a_preemption(tmp_path, fa
     (["--output_dir=/dev/null/run"], "--output_dir"),
     (["--strategy=mirrored", "--virtual_cpus=2", "--batch_size=15"], "--batch_size"),
     (["--checkpoint_every_steps=-1"], "--checkpoint_every_steps"),
+    (["--dataset=folder:/nonexistent/pets", "--preset=svhn_dcgan"], "/nonexistent/pets"),
+    (["--dataset=tfds:imdb_reviews"], "imdb_reviews is not an image-classification"),
 ])
 def test_bad_input_gets_one_line_and_a_nonzero_exit(args, names, tmp_path, fast):
     base = {arg.split("=")[0]: arg for arg in [*fast, f"--output_dir={tmp_path / 'out'}",
@@ -604,3 +607,42 @@ def test_helpfull_explains_every_flag_and_flagfile_works(tmp_path):
     flagfile.write_text("--dataset=imagenet\n")
     result = cli(f"--flagfile={flagfile}")
     assert result.returncode != 0 and "--dataset=imagenet" in result.stderr
+
+
+# ------------------------------------------------------------ own images, TFLite
+def test_short_real_mnist_run_ships_tflite_files_that_score_like_the_model(mnist_dir, tmp_path):
+    output_dir = tmp_path / "run"
+    result = cli("--dataset=mnist", "--preset=mnist_gans_in_action", f"--data_dir={mnist_dir}",
+                 "--epochs=2", "--steps_per_epoch=100", f"--output_dir={output_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    export_dir = output_dir / "export"
+    for name in ("classifier.tflite", "classifier_int8.tflite", "labels.txt"):
+        assert (export_dir / name).stat().st_size > 0, name
+    scores = json.loads((export_dir / "accuracy.json").read_text())
+    assert "Test accuracy of the export: keras" in result.stdout
+    assert scores["keras"] > 0.5                                   # it learned something
+    assert abs(scores["tflite_float"] - scores["keras"]) <= 0.001
+    assert abs(scores["tflite_int8"] - scores["tflite_float"]) <= 0.02
+    assert (export_dir / "labels.txt").read_text().split() == [str(k) for k in range(10)]
+
+
+def test_cli_trains_and_exports_on_an_image_folder_of_real_cifar10(cifar10_dir, tmp_path):
+    sys.path.insert(0, str(REPO_ROOT / "experiments"))
+    from cifar10_image_folder import write_folder
+    names = write_folder(cifar10_dir, tmp_path / "pets")
+    (tmp_path / "pets" / "unlabeled" / "notes.png").write_bytes(b"not an image")
+    output_dir = tmp_path / "run"
+    result = cli(f"--dataset=folder:{tmp_path / 'pets'}", "--preset=svhn_dcgan",
+                 "--procedure=unified", "--labels=100", "--epochs=1", "--steps_per_epoch=5",
+                 "--batch_size=32", "--notflite", f"--output_dir={output_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Skipped 1 unreadable image file(s)" in result.stdout
+    assert json.loads((output_dir / "class_names.json").read_text()) == list(names)
+    assert len(json.loads((output_dir / "labeled_indices.json").read_text())) == 100
+    import tensorflow as tf
+    serve = tf.saved_model.load(str(output_dir / "export")).signatures["serving_default"]
+    outputs = serve(images=tf.zeros((2, 32, 32, 3), tf.uint8))
+    assert outputs["probabilities"].shape == (2, 10)
+    assert all(name.decode() in names for name in outputs["class_names"].numpy())
+    rows = metrics_rows(output_dir)
+    assert len(rows) == 1 and 0.0 <= float(rows[0]["test_accuracy"]) <= 1.0
