@@ -15,8 +15,9 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
+# The tests are single-threaded CPU work: one pytest worker per core.
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 train: $(VENV)/.installed
 	$(PY) -m sgan_keras.train $(ARGS)

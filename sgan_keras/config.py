@@ -256,12 +256,17 @@ class DataConfig:
 
     def __post_init__(self):
         _check_fields(self)
-        try:
-            data_lib.check_dataset_name(self.dataset)
-        except data_lib.DataError as error:
-            raise ConfigError(f"--dataset: {error}") from None
+        check_dataset(self.dataset)
         if not _check_labels(self.labels):
             raise ConfigError(f"--labels must be a positive integer or 'all', got {self.labels!r}")
+
+
+def check_dataset(name):
+    """Raises :class:`ConfigError` naming ``--dataset`` unless ``name`` is one we read."""
+    try:
+        data_lib.check_dataset_name(name)
+    except data_lib.DataError as error:
+        raise ConfigError(f"--dataset={name}: {error}") from None
 
 
 @dataclasses.dataclass(frozen=True)

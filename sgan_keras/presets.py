@@ -255,6 +255,7 @@ def resolve(overrides):
     """
     overrides = dict(overrides)
     dataset = overrides.get("dataset", "mnist")
+    config_lib.check_dataset(dataset)
     name = overrides.pop("preset", None)
     if not name and data_lib.is_custom(dataset):
         raise config_lib.ConfigError(
