@@ -599,8 +599,10 @@ def _global_mean(features):
 
 
 def _images_of(batch):
-    if isinstance(batch, dict):
-        return batch.get("unlabeled_images", batch.get("labeled_images"))
+    if isinstance(batch, dict):   # train_dataset's batches, or masked_dataset's ("images")
+        for key in ("unlabeled_images", "images", "labeled_images"):
+            if key in batch:
+                return batch[key]
     return batch[0] if isinstance(batch, (tuple, list)) else batch
 
 

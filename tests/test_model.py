@@ -223,6 +223,18 @@ def test_masked_supervised_loss_is_the_mean_over_labeled_images():
                                cross_entropy[mask == 1].mean(), rtol=1e-5)
 
 
+def test_fit_takes_masked_batches_as_the_cli_gives_them():
+    """svhn_dcgan's source procedure: fit() on a dataset of masked batches
+    (its first batch also feeds the weight-norm init)."""
+    images, labels, mask = masked_batch(size=16, labeled=(0, 3, 5, 9))
+    batches = tf.data.Dataset.from_tensors({"images": images, "labels": labels,
+                                            "label_mask": mask}).repeat()
+    model, _ = counted_model("simultaneous")
+    history = model.fit(batches, epochs=1, steps_per_epoch=2, verbose=0)
+    assert int(model.d_optimizer.iterations) == 2
+    assert np.isfinite(history.history["supervised_loss"][-1])
+
+
 def test_reused_fakes_need_the_sequential_order():
     with pytest.raises(ValueError, match="needs update_order='sequential'"):
         counted_model("simultaneous", "reused")

@@ -626,8 +626,9 @@ def test_short_real_mnist_run_ships_tflite_files_that_score_like_the_model(mnist
     assert (export_dir / "labels.txt").read_text().split() == [str(k) for k in range(10)]
 
 
-def test_cli_trains_and_exports_on_an_image_folder_of_real_cifar10(cifar10_dir, tmp_path):
-    sys.path.insert(0, str(REPO_ROOT / "experiments"))
+def test_cli_trains_and_exports_on_an_image_folder_of_real_cifar10(cifar10_dir, tmp_path,
+                                                                   monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "experiments"))
     from cifar10_image_folder import write_folder
     names = write_folder(cifar10_dir, tmp_path / "pets")
     (tmp_path / "pets" / "unlabeled" / "notes.png").write_bytes(b"not an image")
