@@ -73,26 +73,6 @@ MODE_TITLES = {
 }
 
 
-def matmul_peak_flops(size=2048, repeats=10):
-    """FLOP/s of a ``size`` x ``size`` float32 matmul chain (best of ``repeats``)."""
-    a = tf.random.normal([size, size])
-    b = tf.random.normal([size, size]) / size ** 0.5
-
-    @tf.function
-    def chain(x):
-        for _ in range(4):
-            x = tf.matmul(x, b)
-        return tf.reduce_sum(x)
-
-    chain(a).numpy()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        chain(a).numpy()
-        best = min(best, time.perf_counter() - start)
-    return 4 * 2 * size ** 3 / best
-
-
 # ------------------------------------------------------------------ modes
 class Bench:
     """One preset at one batch size: a model, its pipeline and each mode's timer."""
@@ -267,7 +247,7 @@ def main(argv):
     if unknown:
         raise app.UsageError(f"--modes: unknown {unknown}; allowed: {sorted(MODE_TITLES)}")
     machine = provenance.record()
-    peak = matmul_peak_flops()
+    peak = provenance.matmul_peak_flops()
     source_batch = {name: preset.config.training.batch_size for name, preset in PRESETS.items()}
     configs = [(name, source_batch[name]) for name in FLAGS.presets]
     configs += [("mnist_blog", int(b)) for b in FLAGS.batch_sizes

@@ -21,6 +21,14 @@ same precision (float32) and batch size:
   (``train_batch_disc`` then ``train_batch_gen``, ``nn.adam_updates``, the
   weight average), each compiled with ``tf.function`` as Theano compiles.
 
+Where the preset's D has no batch statistics (``mnist_blog``,
+``mnist_improved_gan``) a third side, ``ours, separate D calls``, runs the
+package's step with D called once per batch instead of once on their
+concatenation (``SGAN._discriminate``), to show what that one change gives.
+The percentage of peak divides the step's FLOPs (``sgan_keras.flops``, in
+the preset's procedure) by its time and by a float32 matmul chain's FLOP/s
+measured in the same run.
+
 Each side runs in its own subprocess (the TF1 graph needs graph mode), the
 same thread settings for both; the parent alternates timed windows between
 them (ours, peer, ours, ...) and reports medians, so a slow drift of the
@@ -41,6 +49,8 @@ import time
 from absl import app
 from absl import flags
 
+import provenance
+
 flags.DEFINE_list("peers", ["blog", "gans_in_action", "improved_gan"], "Peers to measure.")
 flags.DEFINE_integer("repeats", 3, "Timed windows per side (the median is reported).")
 flags.DEFINE_float("window_seconds", 15.0, "Approximate length of one timed window.")
@@ -59,7 +69,7 @@ PEERS = {  # peer: (preset, batch size, source)
 
 
 # -------------------------------------------------------------- the package
-def ours(peer):
+def ours(peer, separate_discriminator_calls=False):
     """The package's compiled train step on its own input pipeline."""
     import tensorflow as tf
     from sgan_keras import SGAN, PRESETS
@@ -70,6 +80,8 @@ def ours(peer):
                                       pixel_range=preset.config.model.pixel_range)
     model = SGAN.from_preset(preset_name, seed=0)
     model.compile()
+    if separate_discriminator_calls:
+        model.discriminator_batches_independent = False
     iterator = iter(data.train_dataset(batch_size))
     model.initialize_weight_norm(next(iterator))
     step = tf.function(model.train_step)
@@ -334,7 +346,10 @@ PEER_STEPS = {"blog": blog_tf1, "gans_in_action": gans_in_action_keras,
 # ----------------------------------------------------------- timing server
 def serve(peer, side):
     """Reads step counts on stdin, answers the seconds each took."""
-    run = ours(peer) if side == "ours" else PEER_STEPS[peer](PEERS[peer][1])
+    if side == "peer":
+        run = PEER_STEPS[peer](PEERS[peer][1])
+    else:
+        run = ours(peer, separate_discriminator_calls=(side == "separate"))
     run(2)                                   # compile / warm up
     print("ready", flush=True)
     for line in sys.stdin:
@@ -402,7 +417,9 @@ def main(argv):
                  f"{check['busy_processes'][:3]}); wait, or pass --force (recorded)")
     rows = []
     for peer in FLAGS.peers:
-        sides = {side: Side(peer, side) for side in ("ours", "peer")}
+        step_flops, fused = step_facts(PEERS[peer][0], PEERS[peer][1])
+        sides = {side: Side(peer, side)
+                 for side in ("ours", "peer") + (("separate",) if fused else ())}
         probe = sides["ours"].time(2) / 2
         steps = max(3, int(FLAGS.window_seconds / max(probe, 1e-3)))
         times = {side: [] for side in sides}
@@ -414,34 +431,59 @@ def main(argv):
         preset, batch_size, source = PEERS[peer]
         ours_ms = 1000 * statistics.median(times["ours"])
         peer_ms = 1000 * statistics.median(times["peer"])
+        separate_ms = (1000 * statistics.median(times["separate"])
+                       if "separate" in times else None)
         rows.append({"peer": peer, "preset": preset, "batch_size": batch_size, "source": source,
                      "ours_ms": round(ours_ms, 2), "peer_ms": round(peer_ms, 2),
+                     "separate_d_ms": separate_ms and round(separate_ms, 2),
+                     "flops_per_step": step_flops,
                      "speedup": round(peer_ms / ours_ms, 3), "steps_per_window": steps,
                      "windows_ms": {side: [round(1000 * t, 2) for t in values]
                                     for side, values in times.items()}})
         print(f"{peer}: ours {ours_ms:.1f} ms, peer {peer_ms:.1f} ms, "
               f"{peer_ms / ours_ms:.2f}x", flush=True)
-    write(rows, check)
+    peak = provenance.matmul_peak_flops()
+    for row in rows:
+        row["fraction_of_peak"] = round(row["flops_per_step"] / (row["ours_ms"] / 1000) / peak, 4)
+    write(rows, check, peak)
 
 
-def write(rows, check):
+def step_facts(preset_name, batch_size):
+    """(FLOPs of the package's step in the preset's procedure, whether its D
+    batches go through one concatenated call)."""
+    from sgan_keras import SGAN
+    from sgan_keras import flops as flops_lib
+    model = SGAN.from_preset(preset_name, seed=0)
+    return (flops_lib.train_step_flops(model, batch_size),
+            model.discriminator_batches_independent)
+
+
+def write(rows, check, peak):
     lines = ["# The package's training step beside each source's own code", "",
-             f"Command: `python {' '.join(sys.argv)}`; {time.strftime('%Y-%m-%d')}.",
+             f"Command: `python {' '.join(sys.argv)}`; {time.strftime('%Y-%m-%d')}, commit "
+             f"{provenance.commit()}.", f"Machine: {provenance.machine_line(provenance.machine())}.",
              f"Machine check before measuring: load average {check['load_average']}, other "
              f"processes using over 10% of a core: {check['busy_processes'] or 'none'}"
              + ("" if check["quiet"] else " (NOT quiet: measured with --force)") + ".", "",
              "Milliseconds per training step, median of the timed windows (float32, "
              "alternating windows, each side in its own process).", "",
-             "| preset | batch | peer | ours ms | peer ms | ours is faster by |",
-             "|---|---|---|---|---|---|"]
+             f"Peak: a float32 2048x2048 matmul chain, {peak / 1e9:.1f} GFLOP/s in this run. "
+             "`separate D` is the package's step with D called once per batch rather than "
+             "once on their concatenation.", "",
+             "| preset | batch | peer | ours ms | peer ms | ours is faster by | separate D ms "
+             "| GFLOP/step | ours, % of peak |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
+        separate = row["separate_d_ms"]
         lines.append(f"| {row['preset']} | {row['batch_size']} | {row['source']} | "
-                     f"{row['ours_ms']:.1f} | {row['peer_ms']:.1f} | {row['speedup']:.2f}x |")
+                     f"{row['ours_ms']:.1f} | {row['peer_ms']:.1f} | {row['speedup']:.2f}x | "
+                     + (f"{separate:.1f} | " if separate else "- | ")
+                     + f"{row['flops_per_step'] / 1e9:.2f} | {100 * row['fraction_of_peak']:.0f}% |")
     os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
     with open(FLAGS.output, "w") as file:
         file.write("\n".join(lines) + "\n")
     with open(os.path.splitext(FLAGS.output)[0] + ".json", "w") as file:
-        json.dump({"check": check, "rows": rows}, file, indent=2)
+        json.dump({"check": check, "peak_flops": peak, "rows": rows}, file, indent=2)
 
 
 if __name__ == "__main__":

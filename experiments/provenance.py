@@ -11,6 +11,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,6 +23,28 @@ def commit():
                               capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def matmul_peak_flops(size=2048, repeats=10):
+    """FLOP/s of a ``size`` x ``size`` float32 matmul chain (best of ``repeats``):
+    the machine's attainable peak, measured in the same run as the figures."""
+    import tensorflow as tf
+    a = tf.random.normal([size, size])
+    b = tf.random.normal([size, size]) / size ** 0.5
+
+    @tf.function
+    def chain(x):
+        for _ in range(4):
+            x = tf.matmul(x, b)
+        return tf.reduce_sum(x)
+
+    chain(a).numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        chain(a).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 4 * 2 * size ** 3 / best
 
 
 def machine():

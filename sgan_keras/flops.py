@@ -56,23 +56,39 @@ def forward_flops(model):
 
 
 def train_step_flops(sgan, batch_size):
-    """FLOPs of one ``SGAN.train_step`` on a global batch of ``batch_size``.
+    """FLOPs of one ``SGAN.train_step`` on a global batch of ``batch_size``,
+    in the model's procedure (``update_order``, ``generator_fakes``,
+    ``label_batching``).
 
-    D step: G forward on B, D forward + backward on the labeled, unlabeled
-    and generated batches (3B). G step: G forward + backward on B, D forward
-    + input-gradient backward on the generated batch, and (feature matching)
-    D forward on the real batch. Manifold regularization adds a G forward and
-    a D forward + backward on the perturbed batch. ``supervised_only``: D
-    forward + backward on B.
+    - ``sequential``: D step: G forward on B, D forward + backward on the
+      labeled, unlabeled and generated batches (3B; 2B with masked batching,
+      whose labeled images are the real batch). G step: G forward (none with
+      ``generator_fakes="reused"``) + backward on B, D forward + input-gradient
+      backward on the generated batch, and (feature matching) D forward on
+      the real batch.
+    - ``simultaneous``: one G forward and one D forward per batch; D's loss
+      backward on every batch, G's loss backward through D on the generated
+      batch and through G.
+    - ``split``: D forward + backward on the labeled, the real and the
+      generated batch (G forward in inference mode), then the sequential G step.
+
+    Manifold regularization adds a G forward and a D forward + backward on the
+    perturbed batch. ``supervised_only``: D forward + backward on B.
     """
     d = forward_flops(sgan.discriminator)
     if sgan.config.supervised_only:
         return 3 * d * batch_size
     g = forward_flops(sgan.generator)
-    total = g + 3 * (3 * d)                  # discriminator step
-    total += 3 * g + 2 * d                   # generator step through D
-    if sgan.config.model.generator_loss.startswith("feature_matching"):
-        total += d                           # real features
-    if sgan.config.model.manifold != "none":
+    training, options = sgan.config.training, sgan.config.model
+    d_batches = 2 if training.label_batching == "masked" else 3
+    feature_matching = options.generator_loss.startswith("feature_matching")
+    if training.update_order == "simultaneous":
+        total = g + 3 * d_batches * d + d + 2 * g
+    else:
+        total = g + 3 * d_batches * d                # discriminator step(s)
+        reused = (training.update_order == "sequential"
+                  and training.generator_fakes == "reused")
+        total += (2 * g if reused else 3 * g) + 2 * d + (d if feature_matching else 0)
+    if options.manifold != "none":
         total += g + 3 * d
     return total * batch_size

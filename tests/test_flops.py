@@ -49,3 +49,23 @@ def test_manifold_and_supervised_only_steps():
     assert (flops.train_step_flops(manifold, 10) - flops.train_step_flops(plain, 10)
             == 10 * (generator + 3 * discriminator))
     assert flops.train_step_flops(baseline, 10) == 10 * 3 * discriminator
+
+
+def test_each_procedure_counts_the_passes_it_makes():
+    def count(**overrides):
+        return flops.train_step_flops(SGAN.from_preset("mnist_blog", seed=0, **overrides), 10)
+    model = SGAN.from_preset("mnist_blog", seed=0)
+    generator = flops.forward_flops(model.generator)
+    discriminator = flops.forward_flops(model.discriminator)
+    fresh = count(update_order="sequential", generator_fakes="fresh", label_batching="separate")
+    # The blog's G step re-uses the D step's fakes: one G forward fewer.
+    assert fresh - count(update_order="sequential", generator_fakes="reused",
+                         label_batching="separate") == 10 * generator
+    # Masked batching (Udacity): no separate labeled batch through D.
+    assert fresh - count(update_order="sequential", generator_fakes="fresh",
+                         label_batching="masked") == 10 * 3 * discriminator
+    # One forward pass for both losses (the blog's G loss is feature matching):
+    # no second G forward, D forward on the fakes or D forward on the reals.
+    assert model.config.model.generator_loss.startswith("feature_matching")
+    assert fresh - count(update_order="simultaneous", generator_fakes="fresh",
+                         label_batching="separate") == 10 * (generator + 2 * discriminator)

@@ -235,6 +235,33 @@ def test_fit_takes_masked_batches_as_the_cli_gives_them():
     assert np.isfinite(history.history["supervised_loss"][-1])
 
 
+@pytest.mark.parametrize("generator_loss", ["feature_matching_l2", "non_saturating"])
+@pytest.mark.parametrize("update_order", ["sequential", "simultaneous"])
+def test_one_concatenated_discriminator_call_trains_as_separate_calls(update_order,
+                                                                      generator_loss):
+    trained = []
+    for independent in (True, False):
+        model = tiny_model(update_order=update_order, generator_loss=generator_loss)
+        assert model.discriminator_batches_independent      # tiny D: no BatchNorm
+        model.discriminator_batches_independent = independent
+        logs = step(model, tiny_batch(), steps=2)
+        trained.append((weights(model.discriminator) + weights(model.generator),
+                        {name: float(value) for name, value in logs.items()}))
+    for a, b in zip(trained[0][0], trained[1][0]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for name, value in trained[0][1].items():
+        np.testing.assert_allclose(value, trained[1][1][name], rtol=1e-5, atol=1e-6)
+
+
+def test_discriminators_with_batch_norm_keep_one_call_per_batch():
+    # BatchNorm's statistics would mix the labeled, real and fake batches.
+    for name in sorted(PRESETS):
+        model = SGAN.from_preset(name, seed=0)
+        has_batch_norm = any(isinstance(layer, keras.layers.BatchNormalization)
+                             for layer in model.discriminator.layers)
+        assert model.discriminator_batches_independent is not has_batch_norm, name
+
+
 def test_reused_fakes_need_the_sequential_order():
     with pytest.raises(ValueError, match="needs update_order='sequential'"):
         counted_model("simultaneous", "reused")
