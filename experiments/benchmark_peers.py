@@ -1,6 +1,6 @@
 r"""Times the package's training step beside each source's own code, in one run.
 
-    python experiments/benchmark_peers.py            # ~15 min on 2 CPU cores
+    python experiments/benchmark_peers.py            # ~10 min on 2 CPU cores
     python experiments/benchmark_peers.py --peers=blog --repeats=5
 
 Peers, each a faithful transcription of its source's training step at the
