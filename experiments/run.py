@@ -65,6 +65,14 @@ def read_metrics(path):
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
 
 
+class TrainingStopped(Exception):
+    """A training process ended without finishing (its own line is on stderr)."""
+
+    def __init__(self, output_dir, status):
+        super().__init__(output_dir, status)
+        self.output_dir, self.status = output_dir, status
+
+
 def run_one(argv, samples_path=None, train=True):
     """Runs (or resumes) one training; returns its per-epoch metrics and wall time.
 
@@ -75,7 +83,9 @@ def run_one(argv, samples_path=None, train=True):
     output_dir = next(a.split("=", 1)[1] for a in argv if a.startswith("--output_dir="))
     finished = os.path.isdir(os.path.join(REPO_ROOT, output_dir, "export"))
     if train and not finished:
-        subprocess.run(argv, check=True, cwd=REPO_ROOT)
+        status = subprocess.run(argv, cwd=REPO_ROOT).returncode
+        if status:
+            raise TrainingStopped(output_dir, status)
     grids = sorted(glob.glob(os.path.join(REPO_ROOT, output_dir, "samples", "*.png")))
     if samples_path and grids:
         shutil.copyfile(grids[-1], samples_path)
@@ -224,8 +234,18 @@ def main(argv):
             if FLAGS.snapshot and not os.path.exists(
                     os.path.join(REPO_ROOT, output_dir, "metrics.csv")):
                 continue
-            record(name, kind, seed, run_one(argv, samples, train=not FLAGS.snapshot),
-                   result, FLAGS.results_dir)
+            try:
+                run = run_one(argv, samples, train=not FLAGS.snapshot)
+            except TrainingStopped as stopped:
+                # The trainer printed why; its exit status is the runner's
+                # (README, Faults: 75 = interrupted, 2 = bad input, ...).
+                status = stopped.status if stopped.status > 0 else 128 - stopped.status
+                print(f"run.py: the {kind} run of seed {seed} stopped with exit status "
+                      f"{stopped.status} ({stopped.output_dir}); finished runs are recorded, "
+                      "the same command resumes it, --snapshot records it as it is",
+                      file=sys.stderr)
+                sys.exit(status)
+            record(name, kind, seed, run, result, FLAGS.results_dir)
 
 
 if __name__ == "__main__":

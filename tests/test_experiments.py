@@ -95,6 +95,19 @@ def test_svhn_experiment_runs_with_its_baseline_on_generated_data(tmp_path):
     assert "seed" in (tmp_path / "results" / "svhn_lecouat_1000.md").read_text()
 
 
+def test_a_training_that_stops_gets_one_line_and_its_exit_status(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "experiments/run.py", "--experiment=svhn_lecouat_1000", "--seeds=3",
+         "--kinds=sgan", "--overrides=batch_size=0", f"--runs_dir={tmp_path / 'runs'}",
+         f"--results_dir={tmp_path / 'results'}", f"--data_dir={tmp_path}"],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]    # the trainer's bad-input status
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "run.py: the sgan run of seed 3 stopped with exit status 2")
+    assert not (tmp_path / "results" / "svhn_lecouat_1000.json").exists()
+
+
 def test_any_tfds_image_set_trains_with_its_class_names(tmp_path):
     import tensorflow_datasets as tfds
 
