@@ -175,7 +175,7 @@ def markdown(name, result):
     for seed in finished:
         sgan, base = result["sgan"][str(seed)], result.get("baseline", {}).get(str(seed))
         lines.append(
-            f"| {seed}{'' if sgan.get('finished', True) else ' (running: ' + str(len(sgan['test_accuracy'])) + ' epochs so far)'} "
+            f"| {seed}{'' if sgan.get('finished', True) else ' (partial: ' + str(len(sgan['test_accuracy'])) + ' epochs so far)'} "
             f"| {sgan['final_test_accuracy']:.4f} | {sgan['best_test_accuracy']:.4f} | "
             + (f"{base['final_test_accuracy']:.4f} | {base['best_test_accuracy']:.4f} | "
                if base else "- | - | ")
