@@ -344,13 +344,9 @@ def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0)
     for split, images, split_labels in (("train", train_images, train_labels),
                                         ("test", test_images, test_labels)):
         _check_arrays(name, split, images, split_labels)
-    if label_selection == "first" and budget is not None:
-        if budget > labeled_pool:
-            raise DataError(f"labels={budget} exceeds the {labeled_pool} training images")
-        labeled_indices = np.arange(budget, dtype=np.int64)
-    else:
-        labeled_indices = draw_labeled_indices(train_labels[:labeled_pool], budget, seed,
-                                               num_classes=DATASETS[name].num_classes)
+    labeled_indices = select_labeled_indices(
+        train_labels[:labeled_pool], budget, seed, label_selection,
+        num_classes=DATASETS[name].num_classes, pool_name="training images")
     return SemiSupervisedData(
         name=name, num_classes=DATASETS[name].num_classes, image_shape=DATASETS[name].image_shape,
         train_images=train_images, train_labels=train_labels, test_images=test_images,
@@ -411,18 +407,26 @@ def _load_custom(name, budget, *, seed, data_dir, pixel_range, label_selection, 
         pool = len(train_labels)
         test_images, test_labels = read.test_images, read.test_labels
     num_classes = len(class_names)
-    if label_selection == "first" and budget is not None:
-        if budget > pool:
-            raise DataError(f"labels={budget} exceeds the {pool} labeled images of {name}")
-        labeled_indices = np.arange(budget, dtype=np.int64)
-    else:
-        labeled_indices = draw_labeled_indices(train_labels[:pool], budget, seed,
-                                               num_classes=num_classes, where=name)
+    labeled_indices = select_labeled_indices(
+        train_labels[:pool], budget, seed, label_selection, num_classes=num_classes,
+        pool_name=f"labeled images of {name}", where=name)
     return SemiSupervisedData(
         name=name, num_classes=num_classes, image_shape=tuple(image_shape),
         train_images=train_images, train_labels=train_labels, test_images=test_images,
         test_labels=test_labels, labeled_indices=labeled_indices, pixel_range=pixel_range,
         seed=int(seed), class_names=tuple(class_names), notes=tuple(notes))
+
+
+def select_labeled_indices(labels, budget, seed, label_selection, num_classes,
+                           pool_name, where=None):
+    """The labeled set out of ``labels`` (the pool labels may come from):
+    the first ``budget`` (``label_selection="first"``, GANs in Action) or a
+    class-balanced seeded draw (:func:`draw_labeled_indices`)."""
+    if label_selection == "first" and budget is not None:
+        if budget > len(labels):
+            raise DataError(f"labels={budget} exceeds the {len(labels)} {pool_name}")
+        return np.arange(budget, dtype=np.int64)
+    return draw_labeled_indices(labels, budget, seed, num_classes=num_classes, where=where)
 
 
 def draw_labeled_indices(labels, budget, seed, num_classes=10, where=None):
