@@ -31,6 +31,12 @@ Writing is atomic: the archive goes to a temporary sibling directory that is
 renamed into place once complete, so a crash never leaves a half-written
 export under ``export_dir`` and an ``overwrite`` replaces the old export only
 after the new one is whole.
+
+A classifier trained in mixed precision (bfloat16 compute, float32 variables)
+is exported from a float32 copy: the same float32 variables, float32 compute.
+TFLite has no bfloat16 matmul, and the Keras mixed-precision guide serves
+such models in float32; the export's accuracy is measured, not assumed
+(``train.py`` writes it to ``export/accuracy.json``).
 """
 
 import os
@@ -76,6 +82,7 @@ def export_classifier(classifier, export_dir, *, image_shape, pixel_range, overw
         raise ExportError(f"export_dir {export_dir} already exists; "
                           "pass overwrite=True to replace it")
     num_classes = _check_classifier(classifier, image_shape)
+    classifier = _computing_in_float32(classifier)
     class_names = [str(name) for name in (class_names or range(num_classes))]
     if len(class_names) != num_classes:
         raise ExportError(f"{len(class_names)} class names for {num_classes} classes")
@@ -162,6 +169,35 @@ def tflite_classify(model, images, batch_size=256):
         probabilities.append(np.asarray(outputs["probabilities"], np.float32))
         class_ids.append(np.asarray(outputs["class_ids"], np.int64))
     return np.concatenate(probabilities), np.concatenate(class_ids)
+
+
+def _computing_in_float32(classifier):
+    """``classifier`` itself if every layer computes in float32, else a float32
+    copy of it with the same weights (see the module docstring)."""
+    def layers(model):
+        for layer in model.layers:
+            yield layer
+            if isinstance(layer, keras.Model):
+                yield from layers(layer)
+
+    if all(layer.compute_dtype == "float32" for layer in layers(classifier)):
+        return classifier
+
+    def float32_layer(layer):
+        config = layer.get_config()
+        if "dtype" in config:
+            config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    try:
+        copy = keras.models.clone_model(classifier, clone_function=float32_layer,
+                                        recursive=True)
+    except ValueError as error:   # subclassed models cannot be cloned
+        raise ExportError(f"the classifier computes in {classifier.compute_dtype} and no "
+                          f"float32 copy can be made of it ({error}); build it with the "
+                          "float32 policy to export it") from None
+    copy.set_weights(classifier.get_weights())
+    return copy
 
 
 def _check_image_shape(image_shape):

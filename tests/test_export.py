@@ -211,3 +211,26 @@ def test_tflite_needs_uint8_representative_images_of_the_image_shape(tmp_path):
     with pytest.raises(ExportError, match="2 class names for 3 classes"):
         export_classifier(tiny_conv_classifier(0), tmp_path / "export", image_shape=IMAGE_SHAPE,
                           pixel_range=(-1, 1), class_names=["a", "b"])
+
+
+def test_a_mixed_bfloat16_classifier_exports_in_float32_with_its_tflite_files(tmp_path):
+    """Mixed-precision runs exported with a traceback (TFLite has no bfloat16
+    MatMul); the export now serves a float32 copy with the same weights."""
+    import tensorflow as tf
+    from sgan_keras import SGAN
+    from sgan_keras.export import TFLITE_FLOAT, TFLITE_INT8, tflite_classify
+    model = SGAN.from_preset("mnist_blog", seed=0, precision="mixed_bfloat16")
+    classifier, shape = model.classifier(), model.image_shape
+    conv = next(layer for layer in model.discriminator.layers if "conv" in layer.name)
+    assert conv.compute_dtype == "bfloat16"
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (32, *shape), dtype=np.uint8)
+    path = export_classifier(classifier, tmp_path / "export", image_shape=shape,
+                             pixel_range=model.pixel_range, representative_images=images)
+    served = tf.saved_model.load(path).signatures["classify"](images=tf.constant(images))
+    bfloat16 = softmax(classifier(scale(images, model.pixel_range)).numpy())
+    np.testing.assert_allclose(served["probabilities"].numpy(), bfloat16, atol=2e-2)
+    probabilities, _ = tflite_classify(tmp_path / "export" / TFLITE_FLOAT, images)
+    np.testing.assert_allclose(probabilities, served["probabilities"].numpy(), atol=1e-4)
+    assert os.path.getsize(tmp_path / "export" / TFLITE_INT8) > 0
+    assert conv.compute_dtype == "bfloat16"   # the trained model is untouched
