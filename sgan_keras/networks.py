@@ -468,13 +468,13 @@ def _mnist_improved_gan_discriminator(images, seeds):
     the hidden layers' ``g`` is set by the data-dependent init and stays fixed.
     """
     x = keras.layers.Flatten(name="d_flatten")(images)
-    x = keras.layers.GaussianNoise(0.3, seed=seeds(), name="d_input_noise")(x)
+    x = wn.GaussianNoise(0.3, seed=seeds(), name="d_input_noise")(x)
     features = None
     for index, units in enumerate([1000, 500, 250, 250, 250], start=1):
         x = wn.WeightNormDense(units, activation="relu", kernel_initializer=seeds.normal(0.1),
                                train_scale=False, name=f"d_dense{index}")(x)
         features = x
-        x = keras.layers.GaussianNoise(0.5, seed=seeds(), name=f"d_noise{index}")(x)
+        x = wn.GaussianNoise(0.5, seed=seeds(), name=f"d_noise{index}")(x)
     return features, x, _wn_dense_factory(seeds, stddev=0.1, init_scale=1.0)
 
 

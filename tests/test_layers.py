@@ -234,3 +234,30 @@ def test_initialize_weight_norm_under_mirrored_strategy_with_two_cpus():
     # Every replica's copy holds exactly what a single-device init computes.
     assert report["max_diff"] < 1e-5
     assert np.isfinite(report["loss"])
+
+
+@pytest.mark.parametrize("shape", [(2000, 251), (500, 4, 4, 3)])
+def test_gaussian_noise_draws_standard_normals_by_box_muller(shape):
+    """The Box-Muller layer adds N(0, stddev^2) noise: moments, tails, odd last axes."""
+    layer = wn.GaussianNoise(0.5, seed=3)
+    noise = keras.ops.convert_to_numpy(layer(np.zeros(shape, "float32"), training=True)) / 0.5
+    assert noise.shape == shape
+    assert abs(noise.mean()) < 0.01 and abs(noise.std() - 1) < 0.01
+    kurtosis = np.mean((noise - noise.mean()) ** 4) / noise.var() ** 2
+    assert abs(kurtosis - 3) < 0.05
+    assert abs(np.mean(np.abs(noise) > 2) - 0.0455) < 0.003   # two-sided tail of N(0, 1)
+    # Neighbouring values (a cos/sin pair) are uncorrelated.
+    flat = noise.reshape(-1, shape[-1])
+    assert abs(np.corrcoef(flat[:, 0], flat[:, (shape[-1] + 1) // 2])[0, 1]) < 0.05
+
+
+def test_gaussian_noise_is_seeded_and_off_at_inference():
+    inputs = np.ones((8, 5), "float32")
+    first = keras.ops.convert_to_numpy(wn.GaussianNoise(0.3, seed=7)(inputs, training=True))
+    again = keras.ops.convert_to_numpy(wn.GaussianNoise(0.3, seed=7)(inputs, training=True))
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, inputs)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(wn.GaussianNoise(0.3, seed=7)(inputs, training=False)), inputs)
+    layer = wn.GaussianNoise.from_config(wn.GaussianNoise(0.3, seed=7).get_config())
+    assert isinstance(layer, wn.GaussianNoise) and layer.stddev == 0.3
