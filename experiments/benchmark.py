@@ -63,6 +63,7 @@ flags.DEFINE_list("modes", ["function", "constant", "xla", "bf16", "eager", "fit
                             "fit_xla"],
                   "Modes to measure.")
 flags.DEFINE_string("output", "experiments/results/benchmark.md", "Markdown table; JSON beside it.")
+flags.DEFINE_bool("force", False, "Measure even if the machine is not quiet (recorded).")
 FLAGS = flags.FLAGS
 
 MODE_TITLES = {
@@ -213,6 +214,7 @@ def markdown(machine, peak, rows):
         "# Training-step benchmark", "",
         f"Machine: {provenance.machine_line(machine)}. Command: `{machine['command']}` "
         f"({machine['date']}, commit {machine['commit']}).", "",
+        provenance.quiet_line(machine["quiet_check"]), "",
         f"Peak (float32 2048x2048 matmul chain, same run): {peak / 1e9:.1f} GFLOP/s.", "",
         "Milliseconds per training step (median of the timed windows); images/s counts the "
         "3 x batch images D sees per step.", "",
@@ -246,7 +248,8 @@ def main(argv):
     unknown = sorted(set(FLAGS.modes) - set(MODE_TITLES))
     if unknown:
         raise app.UsageError(f"--modes: unknown {unknown}; allowed: {sorted(MODE_TITLES)}")
-    machine = provenance.record()
+    check = provenance.quiet_check(force=FLAGS.force)
+    machine = {**provenance.record(), "quiet_check": check}
     peak = provenance.matmul_peak_flops()
     source_batch = {name: preset.config.training.batch_size for name, preset in PRESETS.items()}
     configs = [(name, source_batch[name]) for name in FLAGS.presets]

@@ -377,44 +377,12 @@ class Side:
         self.process.wait()
 
 
-def quiet_check(seconds=3.0):
-    """The load average, and the processes that used a CPU over ``seconds``."""
-    def cpu_times():
-        times = {}
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit() or int(pid) == os.getpid():
-                continue
-            try:
-                with open(f"/proc/{pid}/stat") as file:
-                    fields = file.read().rsplit(")", 1)[1].split()
-                with open(f"/proc/{pid}/cmdline") as file:
-                    command = file.read().replace("\0", " ").strip()[:100]
-            except OSError:
-                continue
-            times[pid] = (int(fields[11]) + int(fields[12]), command)   # utime + stime
-        return times
-
-    before = cpu_times()
-    time.sleep(seconds)
-    after = cpu_times()
-    ticks = os.sysconf("SC_CLK_TCK") * seconds
-    busy = [f"{command} ({100 * (used - before[pid][0]) / ticks:.0f}% of a core)"
-            for pid, (used, command) in after.items()
-            if pid in before and command and (used - before[pid][0]) > 0.1 * ticks]
-    load = os.getloadavg()
-    return {"load_average": [round(value, 2) for value in load], "busy_processes": busy,
-            "quiet": load[0] < 1.5 and not busy}
-
-
 def main(argv):
     del argv
     if FLAGS.serve:
         serve(*FLAGS.serve.split(":"))
         return
-    check = quiet_check()
-    if not check["quiet"] and not FLAGS.force:
-        sys.exit(f"the machine is busy (load {check['load_average']}, busy: "
-                 f"{check['busy_processes'][:3]}); wait, or pass --force (recorded)")
+    check = provenance.quiet_check(force=FLAGS.force)
     rows = []
     for peer in FLAGS.peers:
         step_flops, fused = step_facts(PEERS[peer][0], PEERS[peer][1])
@@ -462,9 +430,7 @@ def write(rows, check, peak):
     lines = ["# The package's training step beside each source's own code", "",
              f"Command: `python {' '.join(sys.argv)}`; {time.strftime('%Y-%m-%d')}, commit "
              f"{provenance.commit()}.", f"Machine: {provenance.machine_line(provenance.machine())}.",
-             f"Machine check before measuring: load average {check['load_average']}, other "
-             f"processes using over 10% of a core: {check['busy_processes'] or 'none'}"
-             + ("" if check["quiet"] else " (NOT quiet: measured with --force)") + ".", "",
+             provenance.quiet_line(check), "",
              "Milliseconds per training step, median of the timed windows (float32, "
              "alternating windows, each side in its own process).", "",
              f"Peak: a float32 2048x2048 matmul chain, {peak / 1e9:.1f} GFLOP/s in this run. "

@@ -81,3 +81,48 @@ def machine_line(record):
     return (f"{record['cpu']}, {record['cpu_cores']} cores, {record['accelerator']}, "
             f"{record['system']}; TensorFlow {record['tensorflow']}, Keras {record['keras']}, "
             f"Python {record['python']}")
+
+
+def quiet_check(seconds=3.0, force=False):
+    """The load average, and the processes that used a CPU over ``seconds``.
+
+    Exits with one line if the machine is busy (load average over 1.5, or
+    another process using over 10% of a core), unless ``force``: timings from
+    a busy machine are not results. The returned dict is recorded with them.
+    """
+    def cpu_times():
+        times = {}
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{pid}/stat") as file:
+                    fields = file.read().rsplit(")", 1)[1].split()
+                with open(f"/proc/{pid}/cmdline") as file:
+                    command = file.read().replace("\0", " ").strip()[:100]
+            except OSError:
+                continue
+            times[pid] = (int(fields[11]) + int(fields[12]), command)   # utime + stime
+        return times
+
+    before = cpu_times()
+    time.sleep(seconds)
+    after = cpu_times()
+    ticks = os.sysconf("SC_CLK_TCK") * seconds
+    busy = [f"{command} ({100 * (used - before[pid][0]) / ticks:.0f}% of a core)"
+            for pid, (used, command) in after.items()
+            if pid in before and command and (used - before[pid][0]) > 0.1 * ticks]
+    load = os.getloadavg()
+    check = {"load_average": [round(value, 2) for value in load], "busy_processes": busy,
+             "quiet": load[0] < 1.5 and not busy}
+    if not check["quiet"] and not force:
+        sys.exit(f"the machine is busy (load {check['load_average']}, busy: "
+                 f"{check['busy_processes'][:3]}); wait, or pass --force (recorded)")
+    return check
+
+
+def quiet_line(check):
+    """The Markdown sentence that records a :func:`quiet_check`."""
+    return (f"Machine check before measuring: load average {check['load_average']}, other "
+            f"processes using over 10% of a core: {check['busy_processes'] or 'none'}"
+            + ("" if check["quiet"] else " (NOT quiet: measured with --force)") + ".")

@@ -2,6 +2,7 @@
 (which cannot be downloaded here) run end to end on small generated data."""
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -174,7 +175,7 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     subprocess.run(
         [sys.executable, "experiments/benchmark.py", "--presets=mnist_gans_in_action",
          "--steps=2", "--repeats=1", "--eager_steps=1", "--steps_per_execution=2",
-         "--modes=function,constant,bf16,eager,fit,fit_spe", f"--output={output}"],
+         "--modes=function,constant,bf16,eager,fit,fit_spe", f"--output={output}", "--force"],
         cwd=REPO_ROOT, check=True, capture_output=True)
     table = json.loads(output.with_suffix(".json").read_text())
     row, = table["rows"]
@@ -187,6 +188,17 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     assert "| mnist_gans_in_action | 32 |" in output.read_text()
     assert "--presets=mnist_gans_in_action" in table["machine"]["command"]
     assert table["machine"]["commit"] in output.read_text()
+    assert "quiet" in table["machine"]["quiet_check"]
+    assert "Machine check before measuring: load average" in output.read_text()
+
+
+def test_benchmarks_refuse_a_busy_machine_without_force(monkeypatch):
+    import provenance
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 2.0, 1.0))
+    with pytest.raises(SystemExit, match="the machine is busy .load .3.0"):
+        provenance.quiet_check(seconds=0.1)
+    check = provenance.quiet_check(seconds=0.1, force=True)
+    assert not check["quiet"] and "NOT quiet" in provenance.quiet_line(check)
 
 
 def test_benchmark_rejects_an_unknown_preset(tmp_path):
