@@ -49,7 +49,9 @@ import time
 from absl import app
 from absl import flags
 
-import provenance
+# This checkout's sgan_keras, whichever copy is installed.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import provenance  # noqa: E402
 
 flags.DEFINE_list("peers", ["blog", "gans_in_action", "improved_gan"], "Peers to measure.")
 flags.DEFINE_integer("repeats", 3, "Timed windows per side (the median is reported).")

@@ -7,6 +7,9 @@ elementwise and left out; they are a few percent of these networks' work):
 - Dense (and ``WeightNormDense``): ``2 * inputs * units`` per example.
 - Conv2D: ``2 * kh * kw * in_channels * filters`` per *output* position.
 - Conv2DTranspose: ``2 * kh * kw * in_channels * filters`` per *input* position.
+- UpsampleConv2D: what it executes, ``2 * m * m * in_channels * 4 * filters``
+  per *input* position (``m`` = 3 for a 5x5 kernel), not the 2.8x larger
+  count of the upsampling and convolution it computes.
 
 A training step's count (:func:`train_step_flops`) uses the standard
 approximation that a backward pass costs twice its forward pass when it
@@ -28,7 +31,12 @@ _CONV_TRANSPOSE = (keras.layers.Conv2DTranspose, sgan_layers.WeightNormConv2DTra
 
 def layer_flops(layer):
     """Forward FLOPs of ``layer`` per example (0 for layers without a kernel)."""
-    # Conv2DTranspose subclasses Conv2D in Keras: test it first.
+    # Conv2DTranspose and UpsampleConv2D subclass Conv2D: test them first.
+    if isinstance(layer, sgan_layers.UpsampleConv2D):
+        rows, columns = layer.phase_kernel_size
+        in_shape = layer.input.shape
+        return (2 * rows * columns * int(in_shape[-1]) * 4 * layer.filters
+                * int(in_shape[1]) * int(in_shape[2]))
     if isinstance(layer, _CONV_TRANSPOSE):
         kh, kw = layer.kernel_size
         in_shape = layer.input.shape

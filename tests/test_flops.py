@@ -28,6 +28,13 @@ def test_transposed_convolution_counts_per_input_position(conv):
     assert flops.forward_flops(keras.Model(inputs, outputs)) == 2 * 9 * 5 * 2 * 16
 
 
+def test_upsample_convolution_counts_what_it_executes():
+    inputs = keras.Input((7, 7, 4))
+    outputs = wn.UpsampleConv2D(6, 5)(inputs)                         # 14 x 14 outputs
+    # Four 3x3 phase kernels on the 7 x 7 input, not 25 taps at 14 x 14.
+    assert flops.forward_flops(keras.Model(inputs, outputs)) == 2 * 9 * 4 * 4 * 6 * 49
+
+
 def test_improved_gan_mnist_train_step():
     model = SGAN.from_preset("mnist_improved_gan", seed=0)
     generator = 2 * (100 * 500 + 500 * 500 + 500 * 784)

@@ -261,3 +261,41 @@ def test_gaussian_noise_is_seeded_and_off_at_inference():
         keras.ops.convert_to_numpy(wn.GaussianNoise(0.3, seed=7)(inputs, training=False)), inputs)
     layer = wn.GaussianNoise.from_config(wn.GaussianNoise(0.3, seed=7).get_config())
     assert isinstance(layer, wn.GaussianNoise) and layer.stddev == 0.3
+
+
+@pytest.mark.parametrize("kernel_size, image", [(5, (7, 7)), (3, (4, 5)), (1, (3, 3)),
+                                                ((7, 5), (6, 3))])
+def test_upsample_conv_equals_upsampling_then_conv(kernel_size, image):
+    """The same outputs and gradients as UpSampling2D(2) + Conv2D with the same weights."""
+    import tensorflow as tf
+    rng = np.random.default_rng(0)
+    inputs = tf.constant(rng.normal(size=(3, *image, 4)).astype("float32"))
+    fused = wn.UpsampleConv2D(6, kernel_size, activation="relu")
+    plain = keras.layers.Conv2D(6, kernel_size, padding="same", activation="relu")
+    upsample = keras.layers.UpSampling2D(2)
+    fused(inputs), plain(upsample(inputs))
+    kernel = rng.normal(size=fused.kernel.shape).astype("float32")
+    bias = rng.normal(size=6).astype("float32")
+    fused.set_weights([kernel, bias]), plain.set_weights([kernel, bias])
+    weights = tf.constant(rng.normal(size=(3, 2 * image[0], 2 * image[1], 6)).astype("float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(inputs)
+        fused_out, plain_out = fused(inputs), plain(upsample(inputs))
+        fused_loss = tf.reduce_sum(fused_out * weights)
+        plain_loss = tf.reduce_sum(plain_out * weights)
+    assert fused_out.shape == (3, 2 * image[0], 2 * image[1], 6)
+    np.testing.assert_allclose(fused_out.numpy(), plain_out.numpy(), rtol=1e-5, atol=1e-5)
+    for fused_grad, plain_grad in zip(
+            tape.gradient(fused_loss, [inputs, fused.kernel, fused.bias]),
+            tape.gradient(plain_loss, [inputs, plain.kernel, plain.bias])):
+        np.testing.assert_allclose(fused_grad.numpy(), plain_grad.numpy(), rtol=1e-4, atol=1e-4)
+    assert fused.compute_output_shape((None, *image, 4)) == (None, 2 * image[0], 2 * image[1], 6)
+
+
+def test_upsample_conv_round_trips_and_refuses_what_it_cannot_compute():
+    layer = wn.UpsampleConv2D(8, 5, activation="relu", name="g_conv1")
+    copy = wn.UpsampleConv2D.from_config(layer.get_config())
+    assert copy.filters == 8 and copy.kernel_size == (5, 5) and copy.phase_kernel_size == (3, 3)
+    for bad in ({"strides": 2}, {"padding": "valid"}, {"kernel_size": 4}):
+        with pytest.raises(ValueError, match="UpsampleConv2D needs an odd kernel"):
+            wn.UpsampleConv2D(**{"filters": 8, "kernel_size": 5, **bad})
