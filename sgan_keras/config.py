@@ -150,18 +150,28 @@ class ModelConfig:
         "0 turns it off.", flag="ema", check=FRACTION)
     precision: str = option(
         "auto", "Compute precision. mixed_bfloat16: bfloat16 math, float32 weights and "
-        "losses. auto: float32 (see experiments/results/benchmark.md).",
-        choices=("auto", *networks.PRECISIONS))
+        "losses. auto: mixed_bfloat16 on devices with bfloat16 matrix units (GPUs of compute "
+        "capability 8.0 or later, CPUs with AMX-BF16) for the presets whose bfloat16 "
+        "accuracy and speed were checked (docs/presets.md, bfloat16_checked_in), float32 "
+        "otherwise.", choices=("auto", *networks.PRECISIONS))
+    bfloat16_checked_in: str = option(
+        "", "The result file that checked this preset in mixed_bfloat16 against float32 "
+        "(the same test accuracy on seeded runs, a faster step); only then does "
+        "--precision=auto choose bfloat16.", flag=NO_FLAG, in_run_name=False)
 
     def __post_init__(self):
         _check_fields(self)
 
-    @property
-    def compute_precision(self):
-        """``precision`` with ``auto`` resolved: float32 on every device for now
-        (``experiments/results/benchmark.md`` measures mixed_bfloat16 on the
-        development CPU; no GPU measurement justifies another default yet)."""
-        return "float32" if self.precision == "auto" else self.precision
+    def resolved_precision(self, bfloat16_units):
+        """``precision`` with ``auto`` resolved for devices that have (truthy
+        ``bfloat16_units``, see :func:`distribute.bfloat16_matrix_units`) or lack
+        bfloat16 matrix units: mixed_bfloat16 for a preset checked in bfloat16
+        (``bfloat16_checked_in``) without manifold regularization, else float32."""
+        if self.precision != "auto":
+            return self.precision
+        if bfloat16_units and self.bfloat16_checked_in and self.manifold == "none":
+            return "mixed_bfloat16"
+        return "float32"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -357,7 +367,7 @@ class Config:
         if training.generator_fakes == "reused" and training.update_order != "sequential":
             raise ConfigError("--generator_fakes=reused needs update_order='sequential' "
                               f"(--update_order), got {training.update_order!r}")
-        if (model.compute_precision != "float32" and model.manifold != "none"
+        if (model.precision == "mixed_bfloat16" and model.manifold != "none"
                 and not self.supervised_only):
             raise ConfigError(
                 f"--precision={model.precision} cannot be used with --manifold_reg="

@@ -15,6 +15,43 @@ import tensorflow as tf
 
 STRATEGIES = ("auto", "mirrored", "one_device", "multi_worker", "tpu")
 
+# The probe's override: "0" (no units) or a description of the units.
+BFLOAT16_UNITS_VARIABLE = "SGAN_KERAS_BFLOAT16_UNITS"
+# CPU flags (/proc/cpuinfo) of bfloat16 matrix units: Intel AMX's bfloat16 tiles.
+BFLOAT16_CPU_FLAGS = ("amx_bf16",)
+CPUINFO = "/proc/cpuinfo"
+
+
+def bfloat16_matrix_units():
+    """A short description of this machine's bfloat16 matrix units, "" if it has none.
+
+    GPUs count when every visible one has compute capability 8.0 or later
+    (the bfloat16 tensor cores of Ampere and later); without a GPU, a CPU
+    with one of :data:`BFLOAT16_CPU_FLAGS` (AVX512-BF16 alone is a vector
+    dot product, measured in ``experiments/results/benchmark.md``). The
+    environment variable ``SGAN_KERAS_BFLOAT16_UNITS`` overrides the probe:
+    ``0`` for none, any other value names the units. ``--precision=auto``
+    reads it (``config.ModelConfig.resolved_precision``).
+    """
+    override = os.environ.get(BFLOAT16_UNITS_VARIABLE)
+    if override is not None:
+        return "" if override.strip() in ("", "0") else override.strip()
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capabilities = [tf.config.experimental.get_device_details(gpu).get(
+            "compute_capability", (0, 0)) for gpu in gpus]
+        if all(tuple(capability) >= (8, 0) for capability in capabilities):
+            return f"{len(gpus)} GPU(s) of compute capability {min(capabilities)}"
+        return ""
+    try:
+        with open(CPUINFO) as file:
+            flags = next((line.split(":", 1)[1].split() for line in file
+                          if line.startswith("flags")), [])
+    except OSError:
+        return ""
+    found = [flag for flag in BFLOAT16_CPU_FLAGS if flag in flags]
+    return f"CPU with {', '.join(found)}" if found else ""
+
 
 class StrategyError(ValueError):
     """An unknown strategy name, or one that cannot run here; the message is one line."""

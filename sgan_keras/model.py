@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from sgan_keras import config as config_lib
 from sgan_keras import data as data_lib
+from sgan_keras import distribute
 from sgan_keras import layers as sgan_layers
 from sgan_keras import losses
 from sgan_keras import networks
@@ -65,7 +66,10 @@ class SGAN(keras.Model):
         logit_count = discriminator.output_shape[0][-1]
         self.num_classes = logit_count - (self.config.model.fake_class != "zero")
         self.pixel_range = tuple(self.config.model.pixel_range)
-        self.precision = self.config.model.compute_precision
+        # What the networks compute in (auto already resolved when they were built).
+        self.precision = ("mixed_bfloat16" if any(
+            layer.compute_dtype == "bfloat16" for layer in discriminator.layers)
+            else "float32")
         self.latent_dim = generator.input_shape[-1] if generator is not None else None
         self.image_shape = tuple(discriminator.input_shape[1:])
         # Without batch statistics D treats each image on its own, so its
@@ -119,17 +123,18 @@ class SGAN(keras.Model):
                 raise config_lib.ConfigError(f"for_config() needs num_classes for "
                                              f"--dataset={config.data.dataset}")
             num_classes = data_lib.DATASETS[config.data.dataset].num_classes
+        precision = model.resolved_precision(distribute.bfloat16_matrix_units())
         generator = None
         if not config.supervised_only:
             generator = networks.build_generator(
                 model.architecture, image_shape=image_shape,
                 latent_dim=model.latent_dim, seed=config.seed,
                 output_activation=model.generator_activation or None,
-                precision=model.compute_precision)
+                precision=precision)
         discriminator = networks.build_discriminator(
             model.architecture, image_shape=image_shape,
             num_classes=num_classes, fake_class=model.fake_class, seed=config.seed,
-            precision=model.compute_precision)
+            precision=precision)
         return cls(generator, discriminator, config,
                    name=f"sgan_{config.preset or model.architecture}")
 

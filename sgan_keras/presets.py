@@ -55,6 +55,9 @@ _GIA = "GANs-in-Action/gans-in-action chapter-7/Chapter_7_SGAN.ipynb"
 _IMPROVED_GAN = "openai/improved-gan mnist_svhn_cifar10/"
 _LECOUAT = "bruno-31/GAN-manifold-regularization"
 
+# Where --precision=auto's bfloat16 choice for a preset was checked.
+_BFLOAT16_CHECK = "experiments/results/mixed_precision.md"
+
 _EMA_FROM_ZERO = Deviation(
     "weight average's start", _IMPROVED_GAN + "train_*_feature_matching.py "
     "(disc_param_avg = 0.*p.get_value())", "the initial weights, as TF's "
@@ -69,7 +72,8 @@ _PRESETS = [
                 steps_per_epoch=50000 // 32, noise="normal", noise_stddev=0.01,
                 fake_class="zero", generator_loss="feature_matching_l1",
                 unsupervised_weight=0.5, manifold="none", g_lr=2e-4, d_lr_ratio=0.25,
-                g_beta_1=0.5, d_beta_1=0.9, adam_epsilon=1e-8, generator_fakes="reused"),
+                g_beta_1=0.5, d_beta_1=0.9, adam_epsilon=1e-8, generator_fakes="reused",
+                bfloat16_checked_in=_BFLOAT16_CHECK),
         notes="MNIST blog post: D lr = 0.25 x G lr (the final code; the text says 0.1) "
               "with Adam's default betas for D; manifold regularization off by "
               "default, --manifold_reg=blog turns on the blog's form. One G forward "
@@ -335,8 +339,8 @@ def _name_part(name, value):
 def procedure_markdown():
     """A Markdown table of each preset's training procedure (docs/presets.md)."""
     rows = ["| preset | labels | label batching | update order | G's fakes | Adam | "
-            "weight-norm init | length | lr schedule | baseline |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "weight-norm init | length | lr schedule | baseline | --precision=auto |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for preset in _PRESETS:
         data, training = preset.config.data, preset.config.training
         init = (f"{training.init_images} {training.init_from} images" if training.init_images
@@ -353,8 +357,14 @@ def procedure_markdown():
             f"{training.generator_fakes} | {training.adam_rule}, eps "
             f"{training.adam_epsilon:g} | {init} | {training.epochs} x "
             f"{training.steps_per_epoch} steps, batch {training.batch_size} | "
-            f"{schedule} | {baseline} |")
+            f"{schedule} | {baseline} | {_auto_precision(preset.config.model)} |")
     return "\n".join(rows)
+
+
+def _auto_precision(model):
+    if model.bfloat16_checked_in and model.manifold == "none":
+        return f"bfloat16 on bfloat16 matrix units ([checked](../{model.bfloat16_checked_in}))"
+    return "float32"
 
 
 def deviations_markdown():

@@ -14,6 +14,10 @@ import pathlib
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# --precision=auto resolves the same on every machine (float32: no bfloat16
+# matrix units), in this process and the CLIs it starts; tests/test_precision.py
+# sets the probe's answer where the rule itself is tested.
+os.environ["SGAN_KERAS_BFLOAT16_UNITS"] = "0"
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 # fixture -> (its directory, a file that must be in it)

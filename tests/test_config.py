@@ -49,8 +49,9 @@ def test_every_field_is_one_flag_with_its_help_type_and_choices(flag_values):
     assert set(config_lib.flag_names()) <= defined
     assert len(set(config_lib.flag_names())) == len(config_lib.flag_names())
     for option in config_lib.OPTIONS.values():
-        if not option.flag:       # fixed by the preset (architecture, pixel range)
-            assert option.name in ("architecture", "pixel_range"), option.name
+        if not option.flag:       # fixed by the preset
+            assert option.name in ("architecture", "pixel_range", "bfloat16_checked_in"), \
+                option.name
             continue
         flag = flag_values[option.flag]
         assert flag.help.endswith(option.help) and flag.default is None, option.flag

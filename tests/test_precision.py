@@ -1,0 +1,48 @@
+"""--precision=auto: bfloat16 on bfloat16 matrix units for presets checked in bfloat16."""
+
+import dataclasses
+
+import pytest
+
+from sgan_keras import SGAN, PRESETS
+from sgan_keras import distribute
+
+CHECKED = [name for name, preset in PRESETS.items() if preset.config.model.bfloat16_checked_in]
+UNCHECKED = [name for name in PRESETS if name not in CHECKED]
+
+
+@pytest.mark.parametrize("precision, units, checked, manifold, expected", [
+    ("auto", "AMX", "results.md", "none", "mixed_bfloat16"),
+    ("auto", "", "results.md", "none", "float32"),          # no bfloat16 units
+    ("auto", "AMX", "", "none", "float32"),                 # preset not checked
+    ("auto", "AMX", "results.md", "lecouat", "float32"),    # manifold needs float32
+    ("float32", "AMX", "results.md", "none", "float32"),
+    ("mixed_bfloat16", "", "", "none", "mixed_bfloat16"),
+])
+def test_auto_precision_rule(precision, units, checked, manifold, expected):
+    model = dataclasses.replace(PRESETS["mnist_blog"].config.model, precision=precision,
+                                bfloat16_checked_in=checked, manifold=manifold)
+    assert model.resolved_precision(units) == expected
+
+
+def test_checked_presets_train_in_bfloat16_on_matrix_units_and_the_rest_in_float32(monkeypatch):
+    assert CHECKED and UNCHECKED
+    monkeypatch.setenv(distribute.BFLOAT16_UNITS_VARIABLE, "test units")
+    assert SGAN.from_preset(CHECKED[0], seed=0).precision == "mixed_bfloat16"
+    assert SGAN.from_preset(UNCHECKED[0], seed=0).precision == "float32"
+    assert SGAN.from_preset(CHECKED[0], seed=0, precision="float32").precision == "float32"
+    monkeypatch.setenv(distribute.BFLOAT16_UNITS_VARIABLE, "0")
+    assert SGAN.from_preset(CHECKED[0], seed=0).precision == "float32"
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ("fpu sse avx512f avx512_bf16 amx_bf16 amx_tile", "CPU with amx_bf16"),
+    ("fpu sse avx512f avx512_bf16", ""),      # a vector instruction, not matrix units
+])
+def test_cpu_probe_reads_the_amx_flag(tmp_path, monkeypatch, flags, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n")
+    monkeypatch.delenv(distribute.BFLOAT16_UNITS_VARIABLE)
+    monkeypatch.setattr(distribute, "CPUINFO", str(cpuinfo))
+    monkeypatch.setattr(distribute.tf.config, "list_physical_devices", lambda kind: [])
+    assert distribute.bfloat16_matrix_units() == expected
