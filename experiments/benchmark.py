@@ -170,6 +170,8 @@ def measure(preset_name, batch_size, modes, repeats, always_full=False):
     if step_seconds > FLAGS.heavy_step_seconds and not always_full:
         repeats = 1
         modes = [m for m in modes if m not in ("eager", "fit_spe", "fit_xla")]
+    if PRESETS[preset_name].config.model.manifold != "none":
+        modes = [m for m in modes if m != "bf16"]   # manifold regularization needs float32
     times = {mode: [] for mode in modes}
     waits = []
     for _ in range(repeats):
