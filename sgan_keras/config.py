@@ -150,10 +150,10 @@ class ModelConfig:
         "0 turns it off.", flag="ema", check=FRACTION)
     precision: str = option(
         "auto", "Compute precision. mixed_bfloat16: bfloat16 math, float32 weights and "
-        "losses. auto: mixed_bfloat16 on devices with bfloat16 matrix units (GPUs of compute "
-        "capability 8.0 or later, CPUs with AMX-BF16) for the presets whose bfloat16 "
-        "accuracy and speed were checked (docs/presets.md, bfloat16_checked_in), float32 "
-        "otherwise.", choices=("auto", *networks.PRECISIONS))
+        "losses. auto: mixed_bfloat16 on devices with bfloat16 matrix math (GPUs of "
+        "compute capability 8.0 or later, CPUs with AMX-BF16 or AVX512-BF16) for the "
+        "presets whose bfloat16 accuracy and speed were checked (docs/presets.md, "
+        "bfloat16_checked_in), float32 otherwise.", choices=("auto", *networks.PRECISIONS))
     bfloat16_checked_in: str = option(
         "", "The result file that checked this preset in mixed_bfloat16 against float32 "
         "(the same test accuracy on seeded runs, a faster step); only then does "

@@ -36,10 +36,11 @@ def test_checked_presets_train_in_bfloat16_on_matrix_units_and_the_rest_in_float
 
 
 @pytest.mark.parametrize("flags, expected", [
-    ("fpu sse avx512f avx512_bf16 amx_bf16 amx_tile", "CPU with amx_bf16"),
-    ("fpu sse avx512f avx512_bf16", ""),      # a vector instruction, not matrix units
+    ("fpu sse avx512f avx512_bf16 amx_bf16 amx_tile", "CPU with amx_bf16, avx512_bf16"),
+    ("fpu sse avx512f avx512_bf16", "CPU with avx512_bf16"),
+    ("fpu sse avx512f avx512_vnni", ""),
 ])
-def test_cpu_probe_reads_the_amx_flag(tmp_path, monkeypatch, flags, expected):
+def test_cpu_probe_reads_the_bfloat16_flags(tmp_path, monkeypatch, flags, expected):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n")
     monkeypatch.delenv(distribute.BFLOAT16_UNITS_VARIABLE)
