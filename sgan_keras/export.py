@@ -48,6 +48,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from sgan_keras import layers as sgan_layers
 from sgan_keras.data import PIXEL_RANGES
 
 
@@ -174,13 +175,7 @@ def tflite_classify(model, images, batch_size=256):
 def _computing_in_float32(classifier):
     """``classifier`` itself if every layer computes in float32, else a float32
     copy of it with the same weights (see the module docstring)."""
-    def layers(model):
-        for layer in model.layers:
-            yield layer
-            if isinstance(layer, keras.Model):
-                yield from layers(layer)
-
-    if all(layer.compute_dtype == "float32" for layer in layers(classifier)):
+    if all(layer.compute_dtype == "float32" for layer in sgan_layers.all_layers(classifier)):
         return classifier
 
     def float32_layer(layer):

@@ -38,6 +38,7 @@ _STD_EPSILON = 1e-8     # guards the init statistics of a constant unit
 __all__ = [
     "GaussianNoise",
     "UpsampleConv2D",
+    "all_layers",
     "WeightNormDense",
     "WeightNormConv2D",
     "WeightNormConv2DTranspose",
@@ -341,7 +342,7 @@ class UpsampleConv2D(keras.layers.Conv2D):
         outputs = tf.nn.depth_to_space(outputs, 2)     # channel (2p + q) * out + o -> (p, q)
         if self.use_bias:
             outputs = outputs + ops.cast(self.bias, outputs.dtype)
-        return self.activation(outputs) if self.activation is not None else outputs
+        return self.activation(outputs)
 
 
 def _phase_taps(kernel_size):
@@ -357,19 +358,17 @@ def _phase_taps(kernel_size):
     return taps
 
 
+def all_layers(model):
+    """Every layer of ``model``, the layers of nested models included, in order."""
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from all_layers(layer)
+
+
 def weight_norm_layers(model):
     """The weight-normalized layers of ``model`` (nested models included), in order."""
-    found = []
-
-    def visit(layer):
-        if isinstance(layer, _WeightNormBase):
-            found.append(layer)
-        for child in getattr(layer, "layers", ()):
-            visit(child)
-
-    for layer in model.layers:
-        visit(layer)
-    return found
+    return [layer for layer in all_layers(model) if isinstance(layer, _WeightNormBase)]
 
 
 def initialize_weight_norm(model: keras.Model, inputs, training=True) -> int:

@@ -68,7 +68,7 @@ class SGAN(keras.Model):
         self.pixel_range = tuple(self.config.model.pixel_range)
         # What the networks compute in (auto already resolved when they were built).
         self.precision = ("mixed_bfloat16" if any(
-            layer.compute_dtype == "bfloat16" for layer in discriminator.layers)
+            layer.compute_dtype == "bfloat16" for layer in sgan_layers.all_layers(discriminator))
             else "float32")
         self.latent_dim = generator.input_shape[-1] if generator is not None else None
         self.image_shape = tuple(discriminator.input_shape[1:])
@@ -628,8 +628,7 @@ def _global_mean(features):
 def _has_batch_norm(network):
     """Whether ``network`` or a network inside it has a BatchNormalization layer."""
     return any(isinstance(layer, keras.layers.BatchNormalization)
-               or (hasattr(layer, "layers") and _has_batch_norm(layer))
-               for layer in network.layers)
+               for layer in sgan_layers.all_layers(network))
 
 
 def _images_of(batch):

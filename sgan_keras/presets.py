@@ -362,7 +362,7 @@ def procedure_markdown():
 
 
 def _auto_precision(model):
-    if model.bfloat16_checked_in and model.manifold == "none":
+    if model.resolved_precision(bfloat16_units=True) == "mixed_bfloat16":
         return f"bfloat16 on bfloat16 matrix units ([checked](../{model.bfloat16_checked_in}))"
     return "float32"
 
