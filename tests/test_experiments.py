@@ -192,6 +192,36 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     assert "Machine check before measuring: load average" in output.read_text()
 
 
+def test_benchmark_fit_window_excludes_the_one_time_start_of_a_fit_call():
+    """benchmark.py times fit() on the second epoch of one call; a fit call's
+    iterator starts once, so a slow start lands in the first epoch only."""
+    code = """
+import sys, time
+sys.path.insert(0, "experiments")
+import keras, numpy as np, tensorflow as tf
+import benchmark
+
+def slow_start(_):
+    time.sleep(1.0)
+    return np.float32(0)
+
+data = (tf.data.Dataset.range(1)
+        .map(lambda i: tf.ensure_shape(tf.numpy_function(slow_start, [i], tf.float32), []))
+        .flat_map(lambda z: tf.data.Dataset.from_tensors(
+            (tf.zeros([4, 3]) + z, tf.zeros([4, 1]))).repeat()))
+model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+model.compile("sgd", "mse")
+timer = benchmark.EpochTimer()
+model.fit(data, epochs=2, steps_per_epoch=5, verbose=0, callbacks=[timer])
+print(timer.seconds)
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    first, second = json.loads(result.stdout.strip().splitlines()[-1])
+    assert first > 1.0 and second < 0.5
+
+
 def test_benchmarks_refuse_a_busy_machine_without_force(monkeypatch):
     import provenance
     monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 2.0, 1.0))
