@@ -222,6 +222,21 @@ print(timer.seconds)
     assert first > 1.0 and second < 0.5
 
 
+def test_conv_transpose_bench_times_each_layer_and_its_rewrite(tmp_path):
+    output = tmp_path / "profiles.md"
+    subprocess.run(
+        [sys.executable, "experiments/conv_transpose_bench.py", "--batch_size=2", "--steps=2",
+         "--repeats=1", f"--output={output}", "--force"],
+        cwd=REPO_ROOT, check=True, capture_output=True, timeout=300)
+    text = output.read_text()
+    for layer in ("7x7x256 -> 128, stride 2", "14x14x128 -> 64, stride 1",
+                  "14x14x128 -> 1, stride 2"):
+        assert f"| {layer} | conv_transpose |" in text
+    assert "| 14x14x128 -> 64, stride 1 | conv, flipped kernel |" in text
+    assert text.count("sub-pixel 2x2 conv + depth_to_space") == 2
+    assert "Machine check before measuring" in text and "Matmul peak" in text
+
+
 def test_benchmarks_refuse_a_busy_machine_without_force(monkeypatch):
     import provenance
     monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 2.0, 1.0))
