@@ -40,7 +40,7 @@ def table(results_dir=os.path.join(REPO_ROOT, "experiments", "results")):
         running = [run for run in result["sgan"].values() if not run.get("finished", True)]
         if running:
             done = min(len(run["test_accuracy"]) for run in running)
-            budget += f" (partial: {done} epochs so far, resumable)"
+            budget += f" (partial: {done} epoch{'s' if done != 1 else ''} so far, resumable)"
         rows.append(f"| {link} | {published} | {cells[0]} | {cells[1]} | {budget} "
                     f"| {len(result['sgan'])} |")
     return "\n".join(rows)

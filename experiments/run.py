@@ -160,6 +160,10 @@ def plot(result, path):
     plt.close(figure)
 
 
+def _partial(epochs):
+    return f" (partial: {epochs} epoch{'s' if epochs != 1 else ''} so far)"
+
+
 def markdown(name, result):
     lines = [f"# {name}", "", f"Published: {result['published']}.", ""]
     if result["status"] != "measured":
@@ -175,7 +179,7 @@ def markdown(name, result):
     for seed in finished:
         sgan, base = result["sgan"][str(seed)], result.get("baseline", {}).get(str(seed))
         lines.append(
-            f"| {seed}{'' if sgan.get('finished', True) else ' (partial: ' + str(len(sgan['test_accuracy'])) + ' epochs so far)'} "
+            f"| {seed}{'' if sgan.get('finished', True) else _partial(len(sgan['test_accuracy']))} "
             f"| {sgan['final_test_accuracy']:.4f} | {sgan['best_test_accuracy']:.4f} | "
             + (f"{base['final_test_accuracy']:.4f} | {base['best_test_accuracy']:.4f} | "
                if base else "- | - | ")
