@@ -184,6 +184,13 @@ def markdown(name, result):
             + (f"{base['final_test_accuracy']:.4f} | {base['best_test_accuracy']:.4f} | "
                if base else "- | - | ")
             + f"{sgan['train_seconds']:.0f} | " + (f"{base['train_seconds']:.0f} |" if base else "- |"))
+    for seed in finished:       # a partial SGAN beside its baseline after as many epochs
+        sgan, base = result["sgan"][str(seed)], result.get("baseline", {}).get(str(seed))
+        epochs = len(sgan["test_accuracy"])
+        if not sgan.get("finished", True) and base and len(base["test_accuracy"]) >= epochs:
+            lines.append(f"\nSeed {seed} after {epochs} epoch{'s' if epochs != 1 else ''} "
+                         f"(the SGAN's last so far): SGAN {sgan['final_test_accuracy']:.4f}, "
+                         f"baseline {base['test_accuracy'][epochs - 1]:.4f}.")
     for kind in ("sgan", "baseline"):
         if kind + "_summary" in result:
             s = result[kind + "_summary"]

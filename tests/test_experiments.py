@@ -164,6 +164,30 @@ def test_partial_results_are_written_while_seeds_remain(tmp_path):
     assert "\n| 0 | 0.8000 | 0.8500 |" in text and "\n| 1 | " not in text
 
 
+PARTIAL_BESIDE_BASELINE = """
+import sys
+sys.path.insert(0, "experiments")
+import run
+result = {"name": "x", "published": "p", "published_accuracy": 0.9, "seeds": [0],
+          "status": "measured", "budget": "b", "machine": "m", "commit": "c", "date": "d",
+          "sgan": {"0": {"finished": False, "final_test_accuracy": 0.6, "best_test_accuracy": 0.6,
+                         "train_seconds": 1.0, "command": "s", "test_accuracy": [0.3, 0.6]}},
+          "baseline": {"0": {"finished": True, "final_test_accuracy": 0.7,
+                             "best_test_accuracy": 0.7, "train_seconds": 1.0, "command": "b",
+                             "test_accuracy": [0.4, 0.55, 0.65, 0.7]}}}
+run.write_results("x", result, sys.argv[1])
+"""
+
+
+def test_partial_result_compares_with_the_baseline_after_as_many_epochs(tmp_path):
+    result = subprocess.run([sys.executable, "-c", PARTIAL_BESIDE_BASELINE, str(tmp_path)],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = (tmp_path / "x.md").read_text()
+    assert "| 0 (partial: 2 epochs so far) | 0.6000 |" in text
+    assert "Seed 0 after 2 epochs (the SGAN's last so far): SGAN 0.6000, baseline 0.5500." in text
+
+
 def test_readme_results_table_matches_the_result_files():
     result = subprocess.run([sys.executable, "experiments/report.py", "--check"],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
