@@ -10,6 +10,7 @@ The table sits between the ``<!-- results:begin -->`` and
 import glob
 import json
 import os
+import statistics
 import sys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,6 +42,11 @@ def table(results_dir=os.path.join(REPO_ROOT, "experiments", "results")):
         if running:
             done = min(len(run["test_accuracy"]) for run in running)
             budget += f" (partial: {done} epoch{'s' if done != 1 else ''} so far, resumable)"
+            baselines = [result.get("baseline", {}).get(seed) for seed in result["sgan"]]
+            if all(run and len(run["test_accuracy"]) >= done for run in baselines):
+                # Beside a partial SGAN: its baseline after as many epochs.
+                accuracy = statistics.mean(run["test_accuracy"][done - 1] for run in baselines)
+                cells[1] = f"{100 * accuracy:.2f}% after {done} epoch{'s' if done != 1 else ''}"
         rows.append(f"| {link} | {published} | {cells[0]} | {cells[1]} | {budget} "
                     f"| {len(result['sgan'])} |")
     return "\n".join(rows)

@@ -188,6 +188,22 @@ def test_partial_result_compares_with_the_baseline_after_as_many_epochs(tmp_path
     assert "Seed 0 after 2 epochs (the SGAN's last so far): SGAN 0.6000, baseline 0.5500." in text
 
 
+def test_report_sets_a_partial_sgan_beside_its_baseline_after_as_many_epochs(tmp_path):
+    import report
+
+    result = {"name": "x", "published_accuracy": None, "status": "measured", "budget": "b",
+              "sgan": {"0": {"finished": False, "test_accuracy": [0.3, 0.6]}},
+              "sgan_summary": {"final_mean": 0.6, "final_std": 0.0},
+              "baseline": {"0": {"finished": True, "test_accuracy": [0.4, 0.55, 0.65]}},
+              "baseline_summary": {"final_mean": 0.65, "final_std": 0.0}}
+    (tmp_path / "x.json").write_text(json.dumps(result))
+    row = report.table(str(tmp_path)).splitlines()[-1]
+    assert "| 60.00 +- 0.00% | 55.00% after 2 epochs | b (partial: 2 epochs so far" in row
+    result["baseline"]["0"]["test_accuracy"] = [0.4]     # shorter than the SGAN: its final
+    (tmp_path / "x.json").write_text(json.dumps(result))
+    assert "| 60.00 +- 0.00% | 65.00 +- 0.00% |" in report.table(str(tmp_path))
+
+
 def test_readme_results_table_matches_the_result_files():
     result = subprocess.run([sys.executable, "experiments/report.py", "--check"],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
