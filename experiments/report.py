@@ -17,6 +17,11 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
+def epochs(count):
+    """``"1 epoch"``, ``"5 epochs"``."""
+    return f"{count} epoch{'' if count == 1 else 's'}"
+
+
 def table(results_dir=os.path.join(REPO_ROOT, "experiments", "results")):
     rows = ["| experiment | published | SGAN test accuracy | supervised-only | budget | seeds |",
             "|---|---|---|---|---|---|"]
@@ -41,12 +46,12 @@ def table(results_dir=os.path.join(REPO_ROOT, "experiments", "results")):
         running = [run for run in result["sgan"].values() if not run.get("finished", True)]
         if running:
             done = min(len(run["test_accuracy"]) for run in running)
-            budget += f" (partial: {done} epoch{'s' if done != 1 else ''} so far, resumable)"
+            budget += f" (partial: {epochs(done)} so far, resumable)"
             baselines = [result.get("baseline", {}).get(seed) for seed in result["sgan"]]
             if all(run and len(run["test_accuracy"]) >= done for run in baselines):
                 # Beside a partial SGAN: its baseline after as many epochs.
                 accuracy = statistics.mean(run["test_accuracy"][done - 1] for run in baselines)
-                cells[1] = f"{100 * accuracy:.2f}% after {done} epoch{'s' if done != 1 else ''}"
+                cells[1] = f"{100 * accuracy:.2f}% after {epochs(done)}"
         rows.append(f"| {link} | {published} | {cells[0]} | {cells[1]} | {budget} "
                     f"| {len(result['sgan'])} |")
     return "\n".join(rows)

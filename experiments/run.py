@@ -38,6 +38,7 @@ from absl import flags
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(REPO_ROOT, "experiments"), REPO_ROOT]
 import provenance  # noqa: E402
+import report  # noqa: E402
 from definitions import EXPERIMENTS, training_command  # noqa: E402
 from sgan_keras import faults  # noqa: E402
 
@@ -160,10 +161,6 @@ def plot(result, path):
     plt.close(figure)
 
 
-def _partial(epochs):
-    return f" (partial: {epochs} epoch{'s' if epochs != 1 else ''} so far)"
-
-
 def markdown(name, result):
     lines = [f"# {name}", "", f"Published: {result['published']}.", ""]
     if result["status"] != "measured":
@@ -176,21 +173,22 @@ def markdown(name, result):
               "| seed | SGAN final | SGAN best | baseline final | baseline best | SGAN train s | baseline train s |",
               "|---|---|---|---|---|---|---|"]
     finished = [seed for seed in result["seeds"] if str(seed) in result.get("sgan", {})]
+    same_epoch = []     # a partial SGAN beside its baseline after as many epochs
     for seed in finished:
         sgan, base = result["sgan"][str(seed)], result.get("baseline", {}).get(str(seed))
+        done = len(sgan["test_accuracy"])
+        partial = not sgan.get("finished", True)
         lines.append(
-            f"| {seed}{'' if sgan.get('finished', True) else _partial(len(sgan['test_accuracy']))} "
+            f"| {seed}{f' (partial: {report.epochs(done)} so far)' if partial else ''} "
             f"| {sgan['final_test_accuracy']:.4f} | {sgan['best_test_accuracy']:.4f} | "
             + (f"{base['final_test_accuracy']:.4f} | {base['best_test_accuracy']:.4f} | "
                if base else "- | - | ")
             + f"{sgan['train_seconds']:.0f} | " + (f"{base['train_seconds']:.0f} |" if base else "- |"))
-    for seed in finished:       # a partial SGAN beside its baseline after as many epochs
-        sgan, base = result["sgan"][str(seed)], result.get("baseline", {}).get(str(seed))
-        epochs = len(sgan["test_accuracy"])
-        if not sgan.get("finished", True) and base and len(base["test_accuracy"]) >= epochs:
-            lines.append(f"\nSeed {seed} after {epochs} epoch{'s' if epochs != 1 else ''} "
-                         f"(the SGAN's last so far): SGAN {sgan['final_test_accuracy']:.4f}, "
-                         f"baseline {base['test_accuracy'][epochs - 1]:.4f}.")
+        if partial and base and len(base["test_accuracy"]) >= done:
+            same_epoch.append(f"\nSeed {seed} after {report.epochs(done)} (the SGAN's last so far): "
+                              f"SGAN {sgan['final_test_accuracy']:.4f}, "
+                              f"baseline {base['test_accuracy'][done - 1]:.4f}.")
+    lines += same_epoch
     for kind in ("sgan", "baseline"):
         if kind + "_summary" in result:
             s = result[kind + "_summary"]
