@@ -47,23 +47,35 @@ def matmul_peak_flops(size=2048, repeats=10):
     return 4 * 2 * size ** 3 / best
 
 
+# The /proc/cpuinfo flags that decide what the matrix math runs on: two CPUs
+# both named "AMD EPYC" differ by 1.7x in matmul peak and by 12x in mixed
+# bfloat16 speed (experiments/results/benchmark_cifar10_avx2.md), and these tell them apart.
+CPU_ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+CPUINFO = "/proc/cpuinfo"
+
+
 def machine():
-    """CPU model and cores, accelerator, and the TensorFlow, Keras and Python versions."""
+    """CPU model, its vector ISA flags and cores, accelerator, and the TensorFlow,
+    Keras and Python versions."""
     import keras
     import tensorflow as tf
-    cpu = platform.processor() or platform.machine()
+    cpu, flags = platform.processor() or platform.machine(), []
     try:
-        with open("/proc/cpuinfo") as file:
-            cpu = next(line.split(":", 1)[1].strip() for line in file
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
+        with open(CPUINFO) as file:
+            lines = file.read().splitlines()
+        cpu = next((line.split(":", 1)[1].strip() for line in lines
+                    if line.startswith("model name")), cpu)
+        flags = next((line.split(":", 1)[1].split() for line in lines
+                      if line.startswith("flags")), [])
+    except OSError:
         pass
     gpus = tf.config.list_physical_devices("GPU")
     accelerator = "no GPU"
     if gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
         accelerator = f"{len(gpus)} x {details.get('device_name', 'GPU')}"
-    return {"cpu": cpu, "cpu_cores": os.cpu_count(), "accelerator": accelerator,
+    return {"cpu": cpu, "cpu_isa": [flag for flag in CPU_ISA_FLAGS if flag in flags],
+            "cpu_cores": os.cpu_count(), "accelerator": accelerator,
             "system": platform.system(), "tensorflow": tf.__version__,
             "keras": keras.__version__, "python": platform.python_version()}
 
@@ -78,7 +90,9 @@ def record(argv=None):
 
 def machine_line(record):
     """One line naming the machine of a :func:`record`."""
-    return (f"{record['cpu']}, {record['cpu_cores']} cores, {record['accelerator']}, "
+    isa = record.get("cpu_isa")     # absent from records made before it was kept
+    cpu = f"{record['cpu']} ({', '.join(isa) or 'no AVX2'})" if isa is not None else record["cpu"]
+    return (f"{cpu}, {record['cpu_cores']} cores, {record['accelerator']}, "
             f"{record['system']}; TensorFlow {record['tensorflow']}, Keras {record['keras']}, "
             f"Python {record['python']}")
 

@@ -173,6 +173,23 @@ class ModelConfig:
             return "mixed_bfloat16"
         return "float32"
 
+    def precision_line(self, bfloat16_units):
+        """The line the trainer prints about precision, "" if none: what ``auto``
+        chose and why, or a warning when mixed bfloat16 was asked for on a
+        device without bfloat16 matrix units, where it is emulated (12x slower
+        than float32 on the cifar10_improved_gan step of an AVX2 CPU; README,
+        "Mixed precision")."""
+        if self.precision == "auto":
+            checked = self.bfloat16_checked_in or "not checked for this preset"
+            return (f"--precision=auto: {self.resolved_precision(bfloat16_units)} (bfloat16 "
+                    f"matrix units: {bfloat16_units or 'none'}; bfloat16 accuracy: {checked})")
+        if self.precision == "mixed_bfloat16" and not bfloat16_units:
+            return ("warning: --precision=mixed_bfloat16 on a device without bfloat16 matrix "
+                    "units (no GPU of compute capability 8.0+, no amx_bf16 or avx512_bf16 CPU "
+                    "flag): bfloat16 math is emulated here and can run many times slower than "
+                    "float32; --precision=auto picks float32 here")
+        return ""
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:

@@ -280,11 +280,9 @@ def _train(config, strategy, output_dir, stop):
     with strategy.scope():
         model = SGAN.for_config(config, num_classes=data.num_classes)
         model.compile(jit_compile=config.run.keras_jit_compile)
-    if config.model.precision == "auto" and chief:
-        units = distribute.bfloat16_matrix_units() or "none"
-        checked = config.model.bfloat16_checked_in or "not checked for this preset"
-        print(f"--precision=auto: {model.precision} (bfloat16 matrix units: {units}; "
-              f"bfloat16 accuracy: {checked})", flush=True)
+    precision_line = config.model.precision_line(distribute.bfloat16_matrix_units())
+    if precision_line and chief:
+        print(precision_line, flush=True)
     # Every worker restores from the chief's checkpoints (a shared file system).
     store = checkpoint.CheckpointStore(
         os.path.join(config.run.output_dir, "checkpoint"), model.state_variables(),

@@ -286,6 +286,25 @@ def test_benchmarks_refuse_a_busy_machine_without_force(monkeypatch):
     assert not check["quiet"] and "NOT quiet" in provenance.quiet_line(check)
 
 
+@pytest.mark.parametrize("flags, isa, named", [
+    ("fpu sse avx2 fma", ["avx2"], "AMD EPYC (avx2)"),
+    ("fpu avx2 avx512f avx512_bf16", ["avx2", "avx512f", "avx512_bf16"],
+     "AMD EPYC (avx2, avx512f, avx512_bf16)"),
+])
+def test_the_machine_record_names_the_cpus_vector_isa(tmp_path, monkeypatch, flags, isa, named):
+    """Two CPUs both called "AMD EPYC" ran 1.7x apart in matmul peak: the record
+    tells them apart by the ISA flags that the matrix math uses."""
+    import provenance
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(provenance, "CPUINFO", str(cpuinfo))
+    record = provenance.machine()
+    assert record["cpu"] == "AMD EPYC" and record["cpu_isa"] == isa
+    assert provenance.machine_line(record).startswith(named + ", ")
+    del record["cpu_isa"]     # a record written before the ISA was kept
+    assert provenance.machine_line(record).startswith("AMD EPYC, ")
+
+
 def test_benchmark_rejects_an_unknown_preset(tmp_path):
     result = subprocess.run(
         [sys.executable, "experiments/benchmark.py", "--presets=nope",

@@ -47,3 +47,18 @@ def test_cpu_probe_reads_the_bfloat16_flags(tmp_path, monkeypatch, flags, expect
     monkeypatch.setattr(distribute, "CPUINFO", str(cpuinfo))
     monkeypatch.setattr(distribute.tf.config, "list_physical_devices", lambda kind: [])
     assert distribute.bfloat16_matrix_units() == expected
+
+
+@pytest.mark.parametrize("precision, units, expected", [
+    ("auto", "", "--precision=auto: float32 (bfloat16 matrix units: none;"),
+    ("auto", "AMX", "--precision=auto: mixed_bfloat16 (bfloat16 matrix units: AMX;"),
+    ("mixed_bfloat16", "", "warning: --precision=mixed_bfloat16 on a device without bfloat16"),
+    ("mixed_bfloat16", "AMX", ""),     # asked for, and the hardware has it: nothing to say
+    ("float32", "", ""),
+])
+def test_the_trainer_says_what_auto_chose_and_warns_of_emulated_bfloat16(precision, units,
+                                                                         expected):
+    model = dataclasses.replace(PRESETS["mnist_blog"].config.model, precision=precision)
+    line = model.precision_line(units)
+    assert line.startswith(expected) and bool(line) == bool(expected)
+    assert "\n" not in line
