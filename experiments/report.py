@@ -46,7 +46,7 @@ def table(results_dir=os.path.join(REPO_ROOT, "experiments", "results")):
         running = [run for run in result["sgan"].values() if not run.get("finished", True)]
         if running:
             done = min(len(run["test_accuracy"]) for run in running)
-            budget += f" (partial: {epochs(done)} so far, resumable)"
+            budget += f" (partial: {epochs(done)} so far)"
             baselines = [result.get("baseline", {}).get(seed) for seed in result["sgan"]]
             if all(run and len(run["test_accuracy"]) >= done for run in baselines):
                 # Beside a partial SGAN: its baseline after as many epochs.
