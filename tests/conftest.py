@@ -8,8 +8,10 @@ test, with one message saying which data is missing and where it belongs: a
 missing data set fails loudly, it is never a silent skip.
 """
 
+import fcntl
 import os
 import pathlib
+import shutil
 
 import pytest
 
@@ -27,8 +29,22 @@ DATA_SETS = {
 }
 
 
+# The slowest tests (40-80 s each on 2 AVX2 cores) that share no module
+# fixture, run first: pytest-xdist hands out tests in collection order, and a
+# long test drawn last keeps one worker busy while the other has nothing left.
+SLOW_TESTS_FIRST = (
+    "test_two_worker_multi_worker_run_on_localhost_with_a_preemption",
+    "test_short_real_mnist_run_ships_tflite_files_that_score_like_the_model",
+    "test_notebook_runs",
+    "test_benchmark_measures_every_mode_and_writes_its_tables",
+    "test_svhn_experiment_runs_with_its_baseline_on_generated_data",
+    "test_mirrored_strategy_on_two_logical_cpus",
+)
+
+
 @pytest.hookimpl(trylast=True)   # after -k and -m have deselected tests
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: getattr(item, "originalname", item.name) not in SLOW_TESTS_FIRST)
     missing = {}
     for item in items:
         for fixture in getattr(item, "fixturenames", ()):
@@ -54,3 +70,26 @@ def mnist_dir():
 def cifar10_dir():
     """The directory of the real CIFAR-10 (``cifar-10-batches-bin/``)."""
     return DATA_SETS["cifar10_dir"][0]
+
+
+def made_once(tmp_path_factory, name, make):
+    """The directory that ``make(directory)`` filled, made once per test session.
+
+    Under pytest-xdist each worker sets a module fixture up for itself, so a
+    fixture that trains a run trained it on both workers. The first worker
+    makes it under a file lock in the session's directory, which the workers
+    share; the other waits and reuses it (pytest-xdist docs, "Making
+    session-scoped fixtures execute only once"). Tests must only read it.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent     # pytest-of-<user>/pytest-<n>/: this session's, every worker's
+    directory = root / f"made_once_{name}"
+    with open(root / f"made_once_{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)       # released when the file closes
+        if not (directory / ".made").exists():
+            shutil.rmtree(directory, ignore_errors=True)   # a failed attempt's leftovers
+            directory.mkdir()
+            make(directory)
+            (directory / ".made").touch()
+    return directory

@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import made_once
 from sgan_keras import config as config_lib
 from sgan_keras import presets
 
@@ -97,14 +98,18 @@ def wait_for_step(process, output_dir, step, timeout=240):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, fast):
-    output_dir = tmp_path_factory.mktemp("cli") / "run"
-    result = cli(*fast, "--epochs=2", "--steps_per_epoch=3", f"--output_dir={output_dir}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return output_dir, result
+    """A finished short run (made once per session; tests only read it) and its stdout."""
+    def make(directory):
+        result = cli(*fast, "--epochs=2", "--steps_per_epoch=3",
+                     f"--output_dir={directory / 'run'}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        (directory / "stdout.txt").write_text(result.stdout)
+    directory = made_once(tmp_path_factory, "finished_run", make)
+    return directory / "run", (directory / "stdout.txt").read_text()
 
 
 def test_cli_run_writes_every_output(finished_run):
-    output_dir, result = finished_run
+    output_dir, stdout = finished_run
     flags = json.loads((output_dir / "flags.json").read_text())
     assert flags["preset"] == "mnist_gans_in_action" and flags["labels"] == 100
     indices = json.loads((output_dir / "labeled_indices.json").read_text())
@@ -121,7 +126,7 @@ def test_cli_run_writes_every_output(finished_run):
     assert (output_dir / "export" / "saved_model.pb").exists()
     assert (output_dir / "run.lock").read_text() == ""  # released cleanly
     # Not a terminal: one concise line per epoch, no progress bar.
-    assert result.stdout.count("Epoch ") + result.stdout.count("epoch ") >= 2
+    assert stdout.count("Epoch ") + stdout.count("epoch ") >= 2
 
 
 def test_jit_compile_flag_compiles_the_step_with_xla(tmp_path, fast):
@@ -169,8 +174,8 @@ def test_export_predicts_like_the_in_process_model(finished_run, tmp_path, mnist
     np.testing.assert_array_equal(served["class_ids"], probabilities.argmax(-1))
 
 
-def test_finished_run_is_not_overwritten_without_overwrite(finished_run, fast):
-    output_dir, _ = finished_run
+def test_finished_run_is_not_overwritten_without_overwrite(finished_run, fast, tmp_path):
+    output_dir = copy_run(finished_run[0], tmp_path)   # other tests read the shared run
     before = (output_dir / "metrics.csv").read_text()
     result = cli(*fast, "--epochs=2", "--steps_per_epoch=3", f"--output_dir={output_dir}")
     assert result.returncode != 0
@@ -208,25 +213,30 @@ def resumable(fast):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, resumable):
-    """The uninterrupted run of resumable."""
-    output_dir = tmp_path_factory.mktemp("reference") / "run"
-    result = cli(*resumable, f"--output_dir={output_dir}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return output_dir
+    """The uninterrupted run of resumable (made once per session; tests only read it)."""
+    def make(directory):
+        result = cli(*resumable, f"--output_dir={directory / 'run'}")
+        assert result.returncode == 0, result.stderr[-3000:]
+    return made_once(tmp_path_factory, "reference", make) / "run"
 
 
 @pytest.fixture(scope="module")
 def killed(tmp_path_factory, resumable):
     """A run of resumable killed with SIGKILL in epoch 2, just after its step-40
-    checkpoint; tests work on copies. Returns the directory and the dead pid."""
-    output_dir = tmp_path_factory.mktemp("killed") / "run"
-    process = launch(*resumable, f"--output_dir={output_dir}")
-    wait_for_step(process, output_dir, 40)
-    process.send_signal(signal.SIGKILL)
-    process.communicate()
-    assert latest_step(output_dir) == 40 and checkpoint_steps(output_dir) == [30, 40]
-    assert [row["epoch"] for row in metrics_rows(output_dir)] == ["1"], "not killed mid-epoch 2"
-    return output_dir, process.pid
+    checkpoint (made once per session); tests work on copies. Returns the
+    directory and the dead pid."""
+    def make(directory):
+        output_dir = directory / "run"
+        process = launch(*resumable, f"--output_dir={output_dir}")
+        wait_for_step(process, output_dir, 40)
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+        assert latest_step(output_dir) == 40 and checkpoint_steps(output_dir) == [30, 40]
+        assert [row["epoch"] for row in metrics_rows(output_dir)] == ["1"], \
+            "not killed mid-epoch 2"
+        (directory / "pid").write_text(str(process.pid))
+    directory = made_once(tmp_path_factory, "killed", make)
+    return directory / "run", int((directory / "pid").read_text())
 
 
 def copy_run(source, tmp_path):
@@ -661,7 +671,7 @@ def test_helpfull_explains_every_flag_and_flagfile_works(tmp_path):
 def test_short_real_mnist_run_ships_tflite_files_that_score_like_the_model(mnist_dir, tmp_path):
     output_dir = tmp_path / "run"
     result = cli("--dataset=mnist", "--preset=mnist_gans_in_action", f"--data_dir={mnist_dir}",
-                 "--epochs=2", "--steps_per_epoch=100", f"--output_dir={output_dir}")
+                 "--epochs=1", "--steps_per_epoch=100", f"--output_dir={output_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     export_dir = output_dir / "export"
     for name in ("classifier.tflite", "classifier_int8.tflite", "labels.txt"):
