@@ -51,7 +51,6 @@ def matmul_peak_flops(size=2048, repeats=10):
 # both named "AMD EPYC" differ by 1.7x in matmul peak and by 12x in mixed
 # bfloat16 speed (experiments/results/benchmark_cifar10_avx2.md), and these tell them apart.
 CPU_ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-CPUINFO = "/proc/cpuinfo"
 
 
 def machine():
@@ -59,16 +58,15 @@ def machine():
     Keras and Python versions."""
     import keras
     import tensorflow as tf
-    cpu, flags = platform.processor() or platform.machine(), []
+    from sgan_keras import distribute
+    cpu = platform.processor() or platform.machine()
     try:
-        with open(CPUINFO) as file:
-            lines = file.read().splitlines()
-        cpu = next((line.split(":", 1)[1].strip() for line in lines
-                    if line.startswith("model name")), cpu)
-        flags = next((line.split(":", 1)[1].split() for line in lines
-                      if line.startswith("flags")), [])
-    except OSError:
+        with open(distribute.CPUINFO) as file:
+            cpu = next(line.split(":", 1)[1].strip() for line in file
+                       if line.startswith("model name"))
+    except (OSError, StopIteration):
         pass
+    flags = distribute.cpu_flags()
     gpus = tf.config.list_physical_devices("GPU")
     accelerator = "no GPU"
     if gpus:

@@ -44,14 +44,20 @@ def bfloat16_matrix_units():
         if all(tuple(capability) >= (8, 0) for capability in capabilities):
             return f"{len(gpus)} GPU(s) of compute capability {min(capabilities)}"
         return ""
-    try:
-        with open(CPUINFO) as file:
-            flags = next((line.split(":", 1)[1].split() for line in file
-                          if line.startswith("flags")), [])
-    except OSError:
-        return ""
+    flags = cpu_flags()
     found = [flag for flag in BFLOAT16_CPU_FLAGS if flag in flags]
     return f"CPU with {', '.join(found)}" if found else ""
+
+
+def cpu_flags():
+    """The CPU's feature flags from ``/proc/cpuinfo`` (:data:`CPUINFO`); [] where
+    there is no such file."""
+    try:
+        with open(CPUINFO) as file:
+            return next((line.split(":", 1)[1].split() for line in file
+                         if line.startswith("flags")), [])
+    except OSError:
+        return []
 
 
 class StrategyError(ValueError):

@@ -12,6 +12,7 @@ import pytest
 import scipy.io
 
 from sgan_keras import config as config_lib
+from sgan_keras import distribute
 from sgan_keras import presets
 from sgan_keras import train
 
@@ -297,7 +298,7 @@ def test_the_machine_record_names_the_cpus_vector_isa(tmp_path, monkeypatch, fla
     import provenance
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n")
-    monkeypatch.setattr(provenance, "CPUINFO", str(cpuinfo))
+    monkeypatch.setattr(distribute, "CPUINFO", str(cpuinfo))
     record = provenance.machine()
     assert record["cpu"] == "AMD EPYC" and record["cpu_isa"] == isa
     assert provenance.machine_line(record).startswith(named + ", ")
