@@ -21,6 +21,11 @@ was classified, 2 on bad input (no model, no image, a channel mismatch without
 ``--convert_channels``) with one line naming it.
 """
 
+import gc
+
+if __name__ == "__main__":
+    gc.disable()   # as sgan_keras.train: see run()
+
 import csv
 import glob
 import os
@@ -175,7 +180,10 @@ def main(argv):
 
 
 def run():
-    """Console-script entry point (``sgan-predict``)."""
+    """Console-script entry point (``sgan-predict``). Freezes the imported
+    modules' objects, as :func:`sgan_keras.train.run` does and for its reason."""
+    gc.freeze()
+    gc.enable()
     define_flags()
     app.run(main)
 

@@ -39,6 +39,13 @@ TensorFlow's ``PreemptionCheckpointHandler`` handles SIGTERM to any worker:
 every worker saves at the same step and exits 75.
 """
 
+import gc
+
+if __name__ == "__main__":
+    # ``python -m sgan_keras.train``: import TensorFlow and Keras with the
+    # cyclic garbage collector off; run() freezes what they made (see there).
+    gc.disable()
+
 import contextlib
 import json
 import os
@@ -496,7 +503,17 @@ def _exit(status, message, kind="error"):
 
 
 def run():
-    """Console-script entry point (``sgan-train``)."""
+    """Console-script entry point (``sgan-train``) and ``python -m sgan_keras.train``.
+
+    TensorFlow's and Keras' modules make about a million Python objects that
+    live as long as the process. ``gc.freeze()`` moves them out of the cyclic
+    collector's reach, so it no longer scans them in every full collection
+    and at exit (``python -m`` also imports them with the collector off): on
+    2 AVX2 cores a refused flag returns in 4.7 s instead of 7.4 s and a short
+    run saves 2.8 s, with the same metrics (experiments/results/startup.md).
+    """
+    gc.freeze()
+    gc.enable()
     app.run(main)
 
 

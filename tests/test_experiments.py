@@ -4,6 +4,7 @@
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -231,6 +232,17 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     assert table["machine"]["commit"] in output.read_text()
     assert "quiet" in table["machine"]["quiet_check"]
     assert "Machine check before measuring: load average" in output.read_text()
+
+
+def test_startup_time_times_the_shipped_cli_beside_the_untouched_one(tmp_path, mnist_dir):
+    output = tmp_path / "startup.md"
+    subprocess.run([sys.executable, "experiments/startup_time.py", "--commands=refused",
+                    "--repeats=1", f"--data_dir={mnist_dir}", f"--output={output}", "--force"],
+                   cwd=REPO_ROOT, check=True, capture_output=True, timeout=120)
+    times = json.loads(output.with_suffix(".json").read_text())["results"]["refused"]["seconds"]
+    assert len(times["shipped"]) == len(times["untouched"]) == 1
+    assert all(seconds[0] > 0 for seconds in times.values())
+    assert re.search(r"\| refused \| [\d.]+ \| [\d.]+ \| -?[\d.]+ \| - \|", output.read_text())
 
 
 def test_benchmark_fit_window_excludes_the_one_time_start_of_a_fit_call():

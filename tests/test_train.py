@@ -337,6 +337,24 @@ def test_sigint_and_sigterm_save_at_the_next_step_and_the_printed_command_resume
     assert_same_as(reference, output_dir)
 
 
+def test_the_cli_freezes_what_its_imports_made_and_keeps_the_collector_on(monkeypatch):
+    import gc
+    from absl import app
+    from sgan_keras import train
+    seen = []
+    monkeypatch.setattr(app, "run", lambda main: seen.append(
+        (main, gc.get_freeze_count(), gc.isenabled())))
+    gc.unfreeze()          # whatever this process froze before
+    gc.disable()           # as ``python -m sgan_keras.train`` imports
+    try:
+        train.run()
+    finally:
+        gc.enable()
+    # TensorFlow's and Keras' modules alone are hundreds of thousands of objects.
+    (main, frozen, enabled), = seen
+    assert main is train.main and frozen > 100_000 and enabled
+
+
 def test_stop_signals_record_the_first_signal_and_let_a_second_one_end_the_process():
     from sgan_keras import train
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
