@@ -337,22 +337,27 @@ def test_sigint_and_sigterm_save_at_the_next_step_and_the_printed_command_resume
     assert_same_as(reference, output_dir)
 
 
-def test_the_cli_freezes_what_its_imports_made_and_keeps_the_collector_on(monkeypatch):
+@pytest.mark.parametrize("cli_module", ["train", "predict"])
+def test_the_cli_freezes_what_its_imports_made_and_keeps_the_collector_on(cli_module,
+                                                                          monkeypatch):
     import gc
+    import importlib
     from absl import app
-    from sgan_keras import train
+    module = importlib.import_module(f"sgan_keras.{cli_module}")
     seen = []
+    if hasattr(module, "define_flags"):     # predict defines its flags in run(): once a process
+        monkeypatch.setattr(module, "define_flags", lambda: None)
     monkeypatch.setattr(app, "run", lambda main: seen.append(
         (main, gc.get_freeze_count(), gc.isenabled())))
     gc.unfreeze()          # whatever this process froze before
-    gc.disable()           # as ``python -m sgan_keras.train`` imports
+    gc.disable()           # as ``python -m sgan_keras.<cli>`` imports
     try:
-        train.run()
+        module.run()
     finally:
         gc.enable()
     # TensorFlow's and Keras' modules alone are hundreds of thousands of objects.
     (main, frozen, enabled), = seen
-    assert main is train.main and frozen > 100_000 and enabled
+    assert main is module.main and frozen > 100_000 and enabled
 
 
 def test_stop_signals_record_the_first_signal_and_let_a_second_one_end_the_process():
