@@ -7,6 +7,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -293,10 +294,23 @@ def test_conv_transpose_bench_times_each_layer_and_its_rewrite(tmp_path):
 def test_benchmarks_refuse_a_busy_machine_without_force(monkeypatch):
     import provenance
     monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 2.0, 1.0))
-    with pytest.raises(SystemExit, match="the machine is busy .load .3.0"):
-        provenance.quiet_check(seconds=0.1)
-    check = provenance.quiet_check(seconds=0.1, force=True)
+    with pytest.raises(SystemExit, match=r"the machine is busy .load .3.0.* after waiting"):
+        provenance.quiet_check(seconds=0.1, patience=0.3)
+    check = provenance.quiet_check(seconds=0.1, force=True)      # never waits
     assert not check["quiet"] and "NOT quiet" in provenance.quiet_line(check)
+    assert check["waited_seconds"] == 0
+
+
+def test_benchmarks_wait_for_the_load_of_a_process_that_just_ended(monkeypatch):
+    import provenance
+    looks = iter([{"load_average": [1.7, 1.6, 1.8], "busy_processes": [], "quiet": False}] * 2
+                 + [{"load_average": [1.2, 1.5, 1.7], "busy_processes": [], "quiet": True}])
+    monkeypatch.setattr(provenance, "_machine_load",
+                        lambda seconds: (time.sleep(seconds), next(looks))[1])
+    check = provenance.quiet_check(seconds=0.6, patience=10)
+    assert check["quiet"] and check["load_average"][0] == 1.2
+    assert 1.0 <= check["waited_seconds"] < 5
+    assert "after waiting 1 s for it to settle" in provenance.quiet_line(check)
 
 
 @pytest.mark.parametrize("flags, isa, named", [
