@@ -108,11 +108,11 @@ def quiet_check(seconds=3.0, force=False, patience=120.0):
     """
     start = time.monotonic()
     while True:
+        waited = time.monotonic() - start      # before this look
         check = _machine_load(seconds)
-        waited = time.monotonic() - start
         if check["quiet"] or force or waited >= patience:
             break
-    check["waited_seconds"] = round(waited - seconds, 1)
+    check["waited_seconds"] = round(waited, 1)
     if not check["quiet"] and not force:
         sys.exit(f"the machine is busy (load {check['load_average']}, busy: "
                  f"{check['busy_processes'][:3]}) after waiting {waited:.0f} s; wait, or pass "
