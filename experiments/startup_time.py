@@ -1,16 +1,22 @@
-r"""Times the training CLI's start and exit with and without its garbage-collector handling.
+r"""Times the training CLI's start and exit beside a reference: the same CLI
+without its garbage-collector handling, or another commit's CLI.
 
     python experiments/startup_time.py --output=experiments/results/startup.md
+    git worktree add /tmp/old 52ecf09
+    python experiments/startup_time.py --reference=/tmp/old --output=...
 
 ``sgan_keras.train.run`` freezes the objects that importing TensorFlow and
 Keras made (``gc.freeze``), and ``python -m sgan_keras.train`` imports them
 with the cyclic collector off. This times, in alternating processes, the
 CLI as shipped (``python -m sgan_keras.train``) beside the same ``main``
 started without that handling (``app.run(train.main)`` from ``python -c``,
-the collector as Python leaves it), for two commands:
+the collector as Python leaves it), or, with ``--reference=DIR``, beside
+``python -m sgan_keras.train`` of the checkout in ``DIR`` (e.g. a ``git
+worktree`` of an earlier commit), for two commands:
 
-- ``refused``: a flag the CLI refuses after its imports (``--labels=0``),
-  the import and exit alone, what a user waits for on a typo;
+- ``refused``: a flag the CLI refuses (``--labels=0``), what a user waits
+  for on a typo (since commit 52ecf09's successor, before TensorFlow is
+  imported);
 - ``short_run``: a short training run (the test suite's resumable run:
   2 epochs of 30 steps, a checkpoint every 10, deterministic), whose
   ``metrics.csv`` must come out the same both ways.
@@ -39,6 +45,9 @@ flags.DEFINE_string("data_dir", os.path.join(provenance.REPO_ROOT, "..", "shared
                                              "mnist"), "The directory of mnist.npz.")
 flags.DEFINE_string("output", "", "Markdown file to append the table to (and a .json beside).")
 flags.DEFINE_bool("force", False, "Measure even if the machine is not quiet (recorded).")
+flags.DEFINE_string("reference", "", "A checkout of another commit (e.g. a git worktree): "
+                    "time its `python -m sgan_keras.train` beside the shipped CLI instead of "
+                    "the untouched main.")
 
 SHIPPED = [sys.executable, "-m", "sgan_keras.train"]
 UNTOUCHED = [sys.executable, "-c", "import sys; from absl import app; "
@@ -55,14 +64,28 @@ def command_args(name, output_dir):
             "--deterministic", "--seed=1"]
 
 
-def timed(launcher, name):
-    """Wall seconds of one process, and its metrics.csv without the seconds column."""
-    with tempfile.TemporaryDirectory() as directory:
-        output_dir = os.path.join(directory, "run")
+def reference_way():
+    """``(name, directory, description)`` of the way timed beside the shipped CLI:
+    its launcher runs from ``directory`` (``python -m`` imports the package there)."""
+    if not FLAGS.reference:
+        return ("untouched", provenance.REPO_ROOT, "untouched: the same `train.main` under "
+                "`app.run` from `python -c`, the collector as Python leaves it")
+    directory = os.path.abspath(FLAGS.reference)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=directory,
+                            capture_output=True, text=True, check=True).stdout.strip()
+    return (f"commit {commit}", directory,
+            f"commit {commit}: `python -m sgan_keras.train` of that commit's checkout")
+
+
+def timed(launcher, name, directory):
+    """Wall seconds of one process started in ``directory``, and its
+    metrics.csv without the seconds column."""
+    with tempfile.TemporaryDirectory() as scratch:
+        output_dir = os.path.join(scratch, "run")
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         start = time.perf_counter()
         result = subprocess.run([*launcher, *command_args(name, output_dir)], env=env,
-                                capture_output=True, text=True, cwd=provenance.REPO_ROOT)
+                                capture_output=True, text=True, cwd=directory)
         seconds = time.perf_counter() - start
         if result.returncode != (2 if name == "refused" else 0):
             sys.exit(f"{name} exited {result.returncode}: {result.stderr[-1500:]}")
@@ -77,42 +100,45 @@ def timed(launcher, name):
 def main(argv):
     del argv
     check = provenance.quiet_check(force=FLAGS.force)
+    reference, reference_dir, described = reference_way()
+    launchers = {"shipped": (SHIPPED, provenance.REPO_ROOT),
+                 "reference": (SHIPPED if FLAGS.reference else UNTOUCHED, reference_dir)}
     rows, results = [], {}
     for name in FLAGS.commands:
-        times = {"shipped": [], "untouched": []}
+        times = {way: [] for way in launchers}
         metrics = {}
         for _ in range(FLAGS.repeats):
-            for way, launcher in (("shipped", SHIPPED), ("untouched", UNTOUCHED)):
-                seconds, metrics[way] = timed(launcher, name)
+            for way, (launcher, directory) in launchers.items():
+                seconds, metrics[way] = timed(launcher, name, directory)
                 times[way].append(seconds)
                 print(f"{name} {way}: {seconds:.2f} s", flush=True)
         # Only the short run writes metrics.csv; None: nothing to compare.
-        same = metrics["shipped"] == metrics["untouched"] if name == "short_run" else None
-        shipped, untouched = (statistics.median(times[way]) for way in ("shipped", "untouched"))
+        same = metrics["shipped"] == metrics["reference"] if name == "short_run" else None
+        shipped, other = (statistics.median(times[way]) for way in launchers)
         results[name] = {"seconds": times, "same_metrics": same}
         same_cell = "-" if same is None else "yes" if same else "NO"
-        rows.append(f"| {name} | {shipped:.2f} | {untouched:.2f} | {untouched - shipped:.2f} | "
+        rows.append(f"| {name} | {shipped:.2f} | {other:.2f} | {other - shipped:.2f} | "
                     f"{same_cell} | "
                     f"{', '.join(f'{s:.2f}' for s in times['shipped'])} / "
-                    f"{', '.join(f'{s:.2f}' for s in times['untouched'])} |")
-    table = ["| command | shipped s | untouched s | saved s | same metrics.csv | "
-             "each process, shipped / untouched |", "|---|---|---|---|---|---|", *rows]
+                    f"{', '.join(f'{s:.2f}' for s in times['reference'])} |")
+    table = [f"| command | shipped s | {reference} s | saved s | same metrics.csv | "
+             f"each process, shipped / {reference} |", "|---|---|---|---|---|---|", *rows]
     print("\n".join(table))
     if FLAGS.output:
         record = provenance.record()
         with open(FLAGS.output, "a") as file:
             file.write("\n".join([
-                "## The CLI's start and exit, with and without freezing the imported objects",
+                f"## The CLI's start and exit, shipped and {reference}",
                 "", f"`{record['command']}`; commit {record['commit']}, {record['date']}; "
                 f"{provenance.machine_line(record)}. {provenance.quiet_line(check)}", "",
                 f"Wall seconds per process, median of {FLAGS.repeats} alternating processes "
-                "per way. shipped: `python -m sgan_keras.train` (imports with the collector "
-                "off, then `gc.freeze()`); untouched: the same `train.main` under "
-                "`app.run` from `python -c`, the collector as Python leaves it.", "",
+                "per way. shipped: `python -m sgan_keras.train` (flags checked before "
+                "TensorFlow is imported; imported with the collector off, then "
+                f"`gc.freeze()`); {described}.", "",
                 *table, "", ""]))
         with open(os.path.splitext(FLAGS.output)[0] + ".json", "w") as file:
-            json.dump({"record": record, "quiet_check": check, "results": results}, file,
-                      indent=1)
+            json.dump({"record": record, "quiet_check": check, "reference": reference,
+                       "results": results}, file, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Datasets, label budgets and ``tf.data`` pipelines.
 
-:data:`DATASETS` describes each data set once: its image shape, class count
-and split sizes. ``load_dataset(name, labels, seed=..., data_dir=...)`` reads MNIST, SVHN
+``choices.DATASETS`` describes each data set once: its image shape, class
+count and split sizes. ``load_dataset(name, labels, seed=..., data_dir=...)`` reads MNIST, SVHN
 (cropped digits) or CIFAR-10 from local files when ``data_dir`` holds them
 (Keras ``mnist.npz``, MNIST IDX ``*-ubyte.gz``, SVHN ``*_32x32.mat``), else
 from TensorFlow Datasets, draws a class-balanced label budget with a seed and
@@ -38,48 +38,16 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
+from sgan_keras.choices import DATASETS
+from sgan_keras.choices import LABEL_SELECTIONS
+from sgan_keras.choices import PIXEL_RANGES
+from sgan_keras.choices import is_custom
+from sgan_keras.choices import unknown_dataset
 
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-    """What the package knows of a data set before reading it."""
-
-    name: str
-    image_shape: tuple     # (height, width, channels) of one uint8 image
-    num_classes: int
-    train_size: int        # images of the training split (SVHN: without "extra")
-    test_size: int
-    tfds_name: str         # its name in TensorFlow Datasets
-
-
-DATASETS = {info.name: info for info in (
-    DatasetInfo("mnist", (28, 28, 1), 10, 60000, 10000, "mnist"),
-    DatasetInfo("svhn", (32, 32, 3), 10, 73257, 26032, "svhn_cropped"),
-    DatasetInfo("cifar10", (32, 32, 3), 10, 50000, 10000, "cifar10"),
-)}
-SUPPORTED_DATASETS = tuple(DATASETS)
-# Data sets of the user's: ``folder:PATH`` (image folders) and ``tfds:NAME[/config]``.
-CUSTOM_PREFIXES = ("folder:", "tfds:")
-
-
-def is_custom(name):
-    """Whether ``name`` is a ``folder:`` or ``tfds:`` data set of the user's."""
-    return isinstance(name, str) and name.startswith(CUSTOM_PREFIXES)
-
-
-def check_dataset_name(name):
-    """Raises :class:`DataError` unless ``name`` is a built-in or a custom data set."""
-    if name in DATASETS or (is_custom(name) and name.split(":", 1)[1]):
-        return
-    raise DataError(f"unknown dataset {name!r}; allowed: {', '.join(SUPPORTED_DATASETS)}, "
-                    "folder:PATH or tfds:NAME[/config]")
-# The ranges uint8 pixels are scaled to: tanh generators' and sigmoid ones'.
-PIXEL_RANGES = ((-1.0, 1.0), (0.0, 1.0))
 _MNIST_IDX = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
               "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 _STREAM_LABELED, _STREAM_UNLABELED = 0, 1
 _STREAM_MASKED = 3   # after the unlabeled streams 1 and 2
-LABEL_SELECTIONS = ("balanced", "first")
 # CIFAR-10's official releases (https://www.cs.toronto.edu/~kriz/cifar.html):
 # the binary version (records of 1 label byte + 3,072 pixel bytes, the R, G and
 # B planes of 32x32 row-major) and the python version (pickled dicts with
@@ -98,6 +66,13 @@ _DOWNLOAD_CHECK_SECONDS = 20
 
 class DataError(ValueError):
     """Bad dataset argument or data file; the message is one line."""
+
+
+def check_dataset_name(name):
+    """Raises :class:`DataError` unless ``name`` is a built-in or a custom data set."""
+    problem = unknown_dataset(name)
+    if problem:
+        raise DataError(problem)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

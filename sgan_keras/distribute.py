@@ -13,7 +13,7 @@ import os
 
 import tensorflow as tf
 
-STRATEGIES = ("auto", "mirrored", "one_device", "multi_worker", "tpu")
+from sgan_keras.choices import STRATEGIES
 
 # The probe's override: "0" (no units) or a description of the units.
 BFLOAT16_UNITS_VARIABLE = "SGAN_KERAS_BFLOAT16_UNITS"

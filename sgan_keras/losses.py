@@ -18,9 +18,7 @@ means, so it takes the (already globally averaged) means.
 
 import tensorflow as tf
 
-FAKE_CLASSES = ("zero", "learned", "separate")
-GENERATOR_LOSSES = ("feature_matching_l1", "feature_matching_l2", "non_saturating")
-MANIFOLD_REGULARIZATIONS = ("none", "lecouat", "blog")
+from sgan_keras.choices import FAKE_CLASSES
 
 
 def class_logits(logits, num_classes):

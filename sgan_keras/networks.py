@@ -34,36 +34,11 @@ import contextlib
 import keras
 
 from sgan_keras import layers as wn
-from sgan_keras.data import DATASETS
-from sgan_keras.losses import FAKE_CLASSES
-
-# The data set each architecture was made for; it takes that set's images.
-NATIVE_DATASETS = {
-    "mnist_blog": "mnist",
-    "svhn_dcgan": "svhn",
-    "mnist_gans_in_action": "mnist",
-    "mnist_improved_gan": "mnist",
-    "svhn_improved_gan": "svhn",
-    "cifar10_improved_gan": "cifar10",
-    "svhn_lecouat": "svhn",
-    "cifar10_lecouat": "cifar10",
-}
-ARCHITECTURES = tuple(NATIVE_DATASETS)
-NATIVE_IMAGE_SHAPES = {architecture: DATASETS[dataset].image_shape
-                       for architecture, dataset in NATIVE_DATASETS.items()}
-
-# The generator's output activation: the source's first, then the allowed
-# alternatives (see build_generator). Every generator body takes it.
-GENERATOR_OUTPUT_ACTIVATIONS = {
-    "mnist_blog": ("tanh",),
-    "svhn_dcgan": ("tanh",),
-    "mnist_gans_in_action": ("tanh",),
-    "mnist_improved_gan": ("sigmoid", "softplus"),
-    "svhn_improved_gan": ("tanh",),
-    "cifar10_improved_gan": ("tanh",),
-    "svhn_lecouat": ("tanh",),
-    "cifar10_lecouat": ("tanh",),
-}
+from sgan_keras.choices import ARCHITECTURES
+from sgan_keras.choices import FAKE_CLASSES
+from sgan_keras.choices import GENERATOR_OUTPUT_ACTIVATIONS
+from sgan_keras.choices import NATIVE_IMAGE_SHAPES
+from sgan_keras.choices import PRECISIONS
 
 _SOURCES = {
     "mnist_blog": "the MNIST semi-supervised GAN blog post (feature matching + "
@@ -137,9 +112,6 @@ def describe(architecture):
     generator, discriminator = _LAYERS[architecture]
     return (f"{architecture} ({_SOURCES[architecture]})\n"
             f"  {generator}\n  {discriminator}")
-
-
-PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 def build_generator(architecture, *, image_shape, latent_dim=100, seed=None,

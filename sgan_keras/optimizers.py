@@ -21,8 +21,8 @@ of Keras' epsilon reproduces the source. :class:`ImprovedGANAdam` does.
 import keras
 from keras import ops
 
-ADAM_RULES = ("keras", "improved_gan")
-LR_SCHEDULES = ("constant", "per_epoch_decay", "linear_decay")
+from sgan_keras.choices import ADAM_RULES
+from sgan_keras.choices import LR_SCHEDULES
 
 
 def for_training(training):

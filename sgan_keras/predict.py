@@ -181,7 +181,8 @@ def main(argv):
 
 def run():
     """Console-script entry point (``sgan-predict``). Freezes the imported
-    modules' objects, as :func:`sgan_keras.train.run` does and for its reason."""
+    modules' objects, as :func:`sgan_keras.train.import_trainer` does and for
+    its reason."""
     gc.freeze()
     gc.enable()
     define_flags()

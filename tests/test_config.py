@@ -10,6 +10,7 @@ from sgan_keras import Config, ConfigError
 from sgan_keras import config as config_lib
 from sgan_keras import presets
 from sgan_keras import train
+from sgan_keras import trainer
 
 # Every flag the CLI had before the configuration was generated: recorded
 # experiment commands (experiments/results/*.md) use them, so each must stay.
@@ -196,11 +197,11 @@ def test_run_names_say_every_option_that_differs_from_the_preset():
 def test_a_resume_compares_every_option_but_the_run_only_ones():
     config = presets.get_preset("mnist_gans_in_action").config
     earlier = config.to_dict()
-    assert train.changed_options(earlier, config.replace(
+    assert trainer.changed_options(earlier, config.replace(
         output_dir="elsewhere", eval_batch_size=7, strategy="mirrored")) == []
-    assert train.changed_options(earlier, config.replace(g_lr=0.5, seed=1)) == ["g_lr", "seed"]
+    assert trainer.changed_options(earlier, config.replace(g_lr=0.5, seed=1)) == ["g_lr", "seed"]
     # flags.json of an older version lacks the fields that had no flag then:
     # their value was the preset's.
     older = {k: v for k, v in earlier.items() if k not in ("noise_stddev", "g_beta_1")}
-    assert train.changed_options(older, config) == []
-    assert train.changed_options(older, config.replace(noise_stddev=0.5)) == ["noise_stddev"]
+    assert trainer.changed_options(older, config) == []
+    assert trainer.changed_options(older, config.replace(noise_stddev=0.5)) == ["noise_stddev"]

@@ -17,6 +17,7 @@ from sgan_keras import config as config_lib
 from sgan_keras import distribute
 from sgan_keras import presets
 from sgan_keras import train
+from sgan_keras import trainer
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "experiments"))
@@ -127,7 +128,7 @@ def test_any_tfds_image_set_trains_with_its_class_names(tmp_path):
                        "--preset, whose networks set the image shape: 28x28x1: mnist_blog"):
         train.resolve_config(flag_values(["--dataset=tfds:fashion_mnist"]))
     with tfds.testing.mock_data(num_examples=40):
-        train.train(config)
+        trainer.train(config)
     names = json.loads((tmp_path / "run" / "class_names.json").read_text())
     assert names[:2] == ["T-shirt/top", "Trouser"] and len(names) == 10
     assert (tmp_path / "run" / "export" / "saved_model.pb").exists()
@@ -141,7 +142,7 @@ def test_cifar10_trains_through_the_tfds_path(tmp_path):
         "--batch_size=4", "--eval_batch_size=8", f"--output_dir={tmp_path / 'run'}",
         f"--data_dir={tmp_path}", "--init_images=8", "--notflite"]))
     with tfds.testing.mock_data(num_examples=100):
-        train.train(config)
+        trainer.train(config)
     assert (tmp_path / "run" / "export" / "saved_model.pb").exists()
     assert len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) == 2
 
@@ -235,15 +236,24 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     assert "Machine check before measuring: load average" in output.read_text()
 
 
-def test_startup_time_times_the_shipped_cli_beside_the_untouched_one(tmp_path, mnist_dir):
+@pytest.mark.parametrize("reference", ["", str(REPO_ROOT)])
+def test_startup_time_times_the_shipped_cli_beside_a_reference(reference, tmp_path, mnist_dir):
+    # The reference: the untouched main of this checkout, or another checkout's
+    # CLI (here this one again, as a stand-in for a git worktree).
     output = tmp_path / "startup.md"
     subprocess.run([sys.executable, "experiments/startup_time.py", "--commands=refused",
-                    "--repeats=1", f"--data_dir={mnist_dir}", f"--output={output}", "--force"],
+                    "--repeats=1", f"--data_dir={mnist_dir}", f"--output={output}", "--force",
+                    f"--reference={reference}"],
                    cwd=REPO_ROOT, check=True, capture_output=True, timeout=120)
-    times = json.loads(output.with_suffix(".json").read_text())["results"]["refused"]["seconds"]
-    assert len(times["shipped"]) == len(times["untouched"]) == 1
+    record = json.loads(output.with_suffix(".json").read_text())
+    times = record["results"]["refused"]["seconds"]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert record["reference"] == (f"commit {commit}" if reference else "untouched")
+    assert len(times["shipped"]) == len(times["reference"]) == 1
     assert all(seconds[0] > 0 for seconds in times.values())
     assert re.search(r"\| refused \| [\d.]+ \| [\d.]+ \| -?[\d.]+ \| - \|", output.read_text())
+    assert f"| command | shipped s | {record['reference']} s |" in output.read_text()
 
 
 def test_benchmark_fit_window_excludes_the_one_time_start_of_a_fit_call():

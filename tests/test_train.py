@@ -184,21 +184,21 @@ def test_finished_run_is_not_overwritten_without_overwrite(finished_run, fast, t
 
 
 def test_a_run_that_never_trained_leaves_its_directory_to_a_corrected_command(tmp_path):
-    from sgan_keras import train
+    from sgan_keras import trainer
     config = presets.get_preset("mnist_gans_in_action").config.replace(
         output_dir=str(tmp_path / "run"), data_dir="wrong")
-    train.prepare_output_dir(config).release()        # e.g. then a data error
+    trainer.prepare_output_dir(config).release()        # e.g. then a data error
     corrected = config.replace(data_dir="right")
-    train.prepare_output_dir(corrected).release()
+    trainer.prepare_output_dir(corrected).release()
     assert json.loads((tmp_path / "run" / "flags.json").read_text())["data_dir"] == "right"
     (tmp_path / "run" / "metrics.csv").write_text("epoch\n1\n")     # it trained
-    with pytest.raises(train.UsageError, match=r"other flags \(data_dir\)"):
-        train.prepare_output_dir(config.replace(data_dir="other"))
+    with pytest.raises(trainer.UsageError, match=r"other flags \(data_dir\)"):
+        trainer.prepare_output_dir(config.replace(data_dir="other"))
     # Run-only options may change on a resume; no other may (here --lr).
-    train.prepare_output_dir(corrected.replace(eval_batch_size=10, checkpoint_every_steps=5)
-                             ).release()
-    with pytest.raises(train.UsageError, match=r"other flags \(g_lr\)"):
-        train.prepare_output_dir(corrected.replace(g_lr=0.5))
+    trainer.prepare_output_dir(corrected.replace(eval_batch_size=10, checkpoint_every_steps=5)
+                               ).release()
+    with pytest.raises(trainer.UsageError, match=r"other flags \(g_lr\)"):
+        trainer.prepare_output_dir(corrected.replace(g_lr=0.5))
 
 
 # ------------------------------------------------------------------ faults
@@ -337,33 +337,54 @@ def test_sigint_and_sigterm_save_at_the_next_step_and_the_printed_command_resume
     assert_same_as(reference, output_dir)
 
 
-@pytest.mark.parametrize("cli_module", ["train", "predict"])
-def test_the_cli_freezes_what_its_imports_made_and_keeps_the_collector_on(cli_module,
-                                                                          monkeypatch):
+def test_the_train_cli_freezes_what_importing_tensorflow_made_and_keeps_the_collector_on(
+        monkeypatch):
     import gc
-    import importlib
     from absl import app
-    module = importlib.import_module(f"sgan_keras.{cli_module}")
+    from sgan_keras import train
     seen = []
-    if hasattr(module, "define_flags"):     # predict defines its flags in run(): once a process
-        monkeypatch.setattr(module, "define_flags", lambda: None)
-    monkeypatch.setattr(app, "run", lambda main: seen.append(
-        (main, gc.get_freeze_count(), gc.isenabled())))
-    gc.unfreeze()          # whatever this process froze before
-    gc.disable()           # as ``python -m sgan_keras.<cli>`` imports
+    monkeypatch.setattr(app, "run", lambda main: seen.append((main, gc.isenabled())))
     try:
-        module.run()
+        train.run()
+    finally:
+        gc.enable()
+    assert seen == [(train.main, False)]     # main() starts with the collector off
+    gc.unfreeze()          # whatever this process froze before
+    gc.disable()
+    try:
+        trainer = train.import_trainer()    # TensorFlow: already imported in this process
+        frozen, enabled = gc.get_freeze_count(), gc.isenabled()
     finally:
         gc.enable()
     # TensorFlow's and Keras' modules alone are hundreds of thousands of objects.
+    assert trainer.__name__ == "sgan_keras.trainer" and frozen > 100_000 and enabled
+    gc.unfreeze()          # with the collector on (a notebook, a test): nothing is frozen
+    train.import_trainer()
+    assert gc.get_freeze_count() == 0
+
+
+def test_the_predict_cli_freezes_what_its_imports_made_and_keeps_the_collector_on(monkeypatch):
+    import gc
+    from absl import app
+    from sgan_keras import predict
+    seen = []
+    monkeypatch.setattr(predict, "define_flags", lambda: None)  # defined once a process
+    monkeypatch.setattr(app, "run", lambda main: seen.append(
+        (main, gc.get_freeze_count(), gc.isenabled())))
+    gc.unfreeze()          # whatever this process froze before
+    gc.disable()           # as ``python -m sgan_keras.predict`` imports
+    try:
+        predict.run()
+    finally:
+        gc.enable()
     (main, frozen, enabled), = seen
-    assert main is module.main and frozen > 100_000 and enabled
+    assert main is predict.main and frozen > 100_000 and enabled
 
 
 def test_stop_signals_record_the_first_signal_and_let_a_second_one_end_the_process():
-    from sgan_keras import train
+    from sgan_keras import trainer
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    with train.StopSignals() as stop:
+    with trainer.StopSignals() as stop:
         assert stop.requested() is None
         os.kill(os.getpid(), signal.SIGINT)  # handled by the next bytecode
         assert stop.requested() == "SIGINT"
@@ -629,18 +650,17 @@ for argv in json.loads(sys.stdin.read()):
             traceback.print_exc()
             status = 1
     results.append({"returncode": status or 0, "stderr": stderr.getvalue()})
-print(json.dumps(results))
+print(json.dumps({"results": results, "tensorflow_imported": "tensorflow" in sys.modules}))
 """
 
 
-@pytest.fixture(scope="module")
-def bad_input_results(tmp_path_factory, fast):
-    """Each BAD_INPUTS case's exit status and stderr from the CLI, on top of the
-    fast configuration with a fresh output directory."""
+def run_bad_inputs(cases, fast, output_dir):
+    """BAD_INPUT_DRIVER's report of the CLI on each of ``cases`` (lists of
+    flags) on top of the fast configuration; ``output_dir(index)`` gives each
+    its output directory."""
     argvs = []
-    for index, (args, _) in enumerate(BAD_INPUTS):
-        output_dir = tmp_path_factory.mktemp(f"bad_input_{index}") / "out"
-        base = {arg.split("=")[0]: arg for arg in [*fast, f"--output_dir={output_dir}",
+    for index, args in enumerate(cases):
+        base = {arg.split("=")[0]: arg for arg in [*fast, f"--output_dir={output_dir(index)}",
                                                   "--epochs=1", "--steps_per_epoch=1"]}
         base.update({arg.split("=")[0]: arg for arg in args})
         argvs.append(list(base.values()))
@@ -649,6 +669,25 @@ def bad_input_results(tmp_path_factory, fast):
                             cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def bad_input_results(tmp_path_factory, fast):
+    """Each BAD_INPUTS case's exit status and stderr from the CLI, with a fresh
+    output directory."""
+    return run_bad_inputs([args for args, _ in BAD_INPUTS], fast, lambda index: (
+        tmp_path_factory.mktemp(f"bad_input_{index}") / "out"))["results"]
+
+
+def test_flags_are_checked_before_tensorflow_is_imported(tmp_path, fast):
+    # Refused by config.py and presets.py: a check of one field, of a section,
+    # of the whole configuration, of a preset. No TensorFlow, nothing written.
+    cases = [["--labels=0"], ["--dataset=imagenet"], ["--preset=mnist_blog", "--dataset=svhn"],
+             ["--supervised_only", "--generator_loss=non_saturating"],
+             ["--precision=mixed_bfloat16", "--manifold_reg=lecouat"]]
+    report = run_bad_inputs(cases, fast, lambda index: tmp_path / f"out{index}")
+    assert [result["returncode"] for result in report["results"]] == [2] * len(cases)
+    assert not report["tensorflow_imported"] and not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("case", range(len(BAD_INPUTS)),

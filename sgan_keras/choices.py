@@ -1,0 +1,90 @@
+"""The values the options choose among, and what is known of data sets and architectures.
+
+This module imports nothing beyond the standard library, so that
+``config.py`` and ``presets.py``, built on it alone, check a whole command
+line before TensorFlow is imported (a few seconds): ``python -m
+sgan_keras.train`` answers a mistyped flag at once. Each name is used by the
+module that implements it (``data.py``, ``networks.py``, ``losses.py``,
+``optimizers.py``, ``distribute.py``), which imports it from here.
+"""
+
+import dataclasses
+
+
+# ------------------------------------------------------------------ data sets
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What the package knows of a data set before reading it."""
+
+    name: str
+    image_shape: tuple     # (height, width, channels) of one uint8 image
+    num_classes: int
+    train_size: int        # images of the training split (SVHN: without "extra")
+    test_size: int
+    tfds_name: str         # its name in TensorFlow Datasets
+
+
+DATASETS = {info.name: info for info in (
+    DatasetInfo("mnist", (28, 28, 1), 10, 60000, 10000, "mnist"),
+    DatasetInfo("svhn", (32, 32, 3), 10, 73257, 26032, "svhn_cropped"),
+    DatasetInfo("cifar10", (32, 32, 3), 10, 50000, 10000, "cifar10"),
+)}
+SUPPORTED_DATASETS = tuple(DATASETS)
+# Data sets of the user's: ``folder:PATH`` (image folders) and ``tfds:NAME[/config]``.
+CUSTOM_PREFIXES = ("folder:", "tfds:")
+# The ranges uint8 pixels are scaled to: tanh generators' and sigmoid ones'.
+PIXEL_RANGES = ((-1.0, 1.0), (0.0, 1.0))
+LABEL_SELECTIONS = ("balanced", "first")
+
+
+def is_custom(name):
+    """Whether ``name`` is a ``folder:`` or ``tfds:`` data set of the user's."""
+    return isinstance(name, str) and name.startswith(CUSTOM_PREFIXES)
+
+
+def unknown_dataset(name):
+    """Why ``name`` is not a data set the package reads (one line), or ``""``
+    for a built-in or a custom data set."""
+    if name in DATASETS or (is_custom(name) and name.split(":", 1)[1]):
+        return ""
+    return (f"unknown dataset {name!r}; allowed: {', '.join(SUPPORTED_DATASETS)}, "
+            "folder:PATH or tfds:NAME[/config]")
+
+
+# ------------------------------------------------------------- architectures
+# The data set each architecture of networks.py was made for; it takes that set's images.
+NATIVE_DATASETS = {
+    "mnist_blog": "mnist",
+    "svhn_dcgan": "svhn",
+    "mnist_gans_in_action": "mnist",
+    "mnist_improved_gan": "mnist",
+    "svhn_improved_gan": "svhn",
+    "cifar10_improved_gan": "cifar10",
+    "svhn_lecouat": "svhn",
+    "cifar10_lecouat": "cifar10",
+}
+ARCHITECTURES = tuple(NATIVE_DATASETS)
+NATIVE_IMAGE_SHAPES = {architecture: DATASETS[dataset].image_shape
+                       for architecture, dataset in NATIVE_DATASETS.items()}
+
+# The generator's output activation: the source's first, then the allowed
+# alternatives (see networks.build_generator). Every generator body takes it.
+GENERATOR_OUTPUT_ACTIVATIONS = {
+    "mnist_blog": ("tanh",),
+    "svhn_dcgan": ("tanh",),
+    "mnist_gans_in_action": ("tanh",),
+    "mnist_improved_gan": ("sigmoid", "softplus"),
+    "svhn_improved_gan": ("tanh",),
+    "cifar10_improved_gan": ("tanh",),
+    "svhn_lecouat": ("tanh",),
+    "cifar10_lecouat": ("tanh",),
+}
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+# -------------------------------------------------- losses, optimizers, devices
+FAKE_CLASSES = ("zero", "learned", "separate")
+GENERATOR_LOSSES = ("feature_matching_l1", "feature_matching_l2", "non_saturating")
+MANIFOLD_REGULARIZATIONS = ("none", "lecouat", "blog")
+ADAM_RULES = ("keras", "improved_gan")
+LR_SCHEDULES = ("constant", "per_epoch_decay", "linear_decay")
+STRATEGIES = ("auto", "mirrored", "one_device", "multi_worker", "tpu")

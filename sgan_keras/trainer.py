@@ -1,0 +1,402 @@
+"""Trains one run: its output directory, devices, data, model, ``fit()`` and export.
+
+:func:`train` takes a checked :class:`~sgan_keras.config.Config` and does
+what ``python -m sgan_keras.train`` does once its flags are valid (the
+command line, ``train.py``, lists the outputs and turns the errors below
+into one line and an exit status); notebooks and tests call it directly.
+It imports TensorFlow and Keras, which the command line does only after
+checking its flags.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from sgan_keras import callbacks as callbacks_lib
+from sgan_keras import checkpoint
+from sgan_keras import choices
+from sgan_keras import config as config_lib
+from sgan_keras import data as data_lib
+from sgan_keras import distribute
+from sgan_keras import export
+from sgan_keras import faults
+from sgan_keras import lock as lock_lib
+from sgan_keras import presets as presets_lib
+from sgan_keras.model import SGAN
+
+TFLITE_CALIBRATION_IMAGES = 300   # unlabeled training images for the int8 export
+
+
+class UsageError(ValueError):
+    """An --output_dir that cannot be used, or a batch the replicas cannot split; one line."""
+
+
+# The errors train() raises for the faults a user can meet, by the exit
+# status the command line gives them (train.py); any other error is a bug.
+BAD_INPUT = (config_lib.ConfigError, UsageError, data_lib.DataError, distribute.StrategyError,
+             export.ExportError, checkpoint.CheckpointError)
+LOCKED = (lock_lib.RunLockedError,)
+NON_FINITE = (callbacks_lib.NonFiniteLossError, checkpoint.NonFiniteStateError)
+WRITE_FAILED = (faults.WriteError,)
+INTERRUPTED = (callbacks_lib.TrainingInterrupted,)
+
+
+def prepare_output_dir(config):
+    """Checks ``--output_dir``, takes its lock, writes ``flags.json``; returns
+    the held :class:`lock_lib.RunLock`.
+
+    Before anything is touched: a file, or a non-empty directory holding no
+    sgan_keras run, is refused (unless ``--overwrite``). Then the lock: one
+    run per directory (:class:`lock_lib.RunLockedError` names the holder).
+    Under it, a directory holding the same configuration resumes; a finished
+    run or a different configuration needs ``--overwrite``, which empties the
+    directory (the lock file aside).
+    """
+    output_dir = config.run.output_dir
+    flags_path = os.path.join(output_dir, "flags.json")
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise UsageError(f"--output_dir={output_dir} is a file, not a directory")
+    if (os.path.isdir(output_dir) and set(os.listdir(output_dir)) - {lock_lib.LOCK_FILE}
+            and not os.path.exists(flags_path) and not config.run.overwrite):
+        raise UsageError(f"--output_dir={output_dir} is not empty and holds no sgan_keras run; "
+                         "choose another directory or pass --overwrite")
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output_dir):
+            pass
+    except OSError as error:
+        raise UsageError(f"--output_dir={output_dir} cannot be written ({error.strerror})") from None
+    with faults.writing(os.path.join(output_dir, lock_lib.LOCK_FILE)):
+        run_lock = lock_lib.RunLock(output_dir).acquire()
+    try:
+        if config.run.overwrite:
+            with faults.writing(output_dir):
+                _empty_directory(output_dir, keep=lock_lib.LOCK_FILE)
+        elif os.path.exists(flags_path):
+            _check_same_run(output_dir, flags_path, config)
+        faults.write_json(flags_path, config.to_dict())
+    except BaseException:
+        run_lock.release()
+        raise
+    return run_lock
+
+
+def _check_same_run(output_dir, flags_path, config):
+    """Refuses a directory holding a finished run, or another configuration's
+    training (one that stopped before its first step, e.g. on a data error,
+    left only its flags: they are replaced)."""
+    try:
+        with open(flags_path) as file:
+            earlier = json.load(file)
+    except ValueError as error:
+        raise UsageError(f"{flags_path} cannot be read ({error}); pass --overwrite or another "
+                         "--output_dir") from None
+    trained = any(os.path.exists(os.path.join(output_dir, name))
+                  for name in ("metrics.csv", "checkpoint", "export"))
+    changed = changed_options(earlier, config)
+    if changed and trained:
+        raise UsageError(f"--output_dir={output_dir} holds a run with other flags "
+                         f"({', '.join(changed)}); pass --overwrite or another --output_dir")
+    if os.path.exists(os.path.join(output_dir, "export")):
+        raise UsageError(f"--output_dir={output_dir} holds a finished run; "
+                         "pass --overwrite to train it again")
+
+
+def changed_options(earlier, config):
+    """The fields, run-only ones aside, in which an earlier run's ``flags.json``
+    (``earlier``) differs from ``config``. A field an older ``flags.json`` lacks
+    had no flag then: the run had its preset's value."""
+    if config.preset in presets_lib.PRESETS:
+        earlier = {**presets_lib.defaults_of(config).to_dict(), **earlier}
+    current = config.to_dict()
+    return sorted(name for name, option in config_lib.OPTIONS.items()
+                  if not option.run_only and earlier.get(name) != current[name])
+
+
+def _empty_directory(directory, keep):
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if name == keep:
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+
+class StopSignals:
+    """While active, SIGTERM and SIGINT ask training to stop at the next step boundary.
+
+    The handler (Python's ``signal`` module) only records the first signal's
+    name in :attr:`received`, which :class:`callbacks_lib.SaveCheckpoint`
+    polls after every step; it also restores the default actions, so a
+    second signal ends the process at once (the run then resumes from its
+    last checkpoint, as after ``kill -9``). Under ``MultiWorkerMirroredStrategy``
+    (``sigint_as_sigterm``), TensorFlow's ``PreemptionCheckpointHandler`` owns
+    SIGTERM; SIGINT is re-sent to the process as SIGTERM for it.
+    """
+
+    def __init__(self, sigint_as_sigterm=False):
+        self.received = None
+        self._sigint_as_sigterm = sigint_as_sigterm
+        self._previous = {}
+
+    def __enter__(self):
+        signals = (signal.SIGINT,) if self._sigint_as_sigterm else (signal.SIGTERM, signal.SIGINT)
+        for number in signals:
+            self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc_info):
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def requested(self):
+        """The name of the signal received (``"SIGTERM"``), or ``None``."""
+        return self.received
+
+    def _handle(self, number, frame):
+        if self._sigint_as_sigterm:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        self.received = signal.Signals(number).name
+        for other in self._previous:
+            signal.signal(other, signal.SIG_DFL)
+
+
+def train(config):
+    """Runs the training ``config`` describes; returns the output directory.
+
+    Faults raise the errors of :data:`BAD_INPUT`, :data:`LOCKED`,
+    :data:`NON_FINITE`, :data:`WRITE_FAILED` and :data:`INTERRUPTED`, after
+    the lock is released and the signal handlers are restored.
+    """
+    run, training = config.run, config.training
+    if run.virtual_cpus:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * run.virtual_cpus)
+    if run.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    strategy = distribute.make_strategy(run.strategy)
+    if training.batch_size % strategy.num_replicas_in_sync:
+        raise UsageError(f"--batch_size={training.batch_size} is not divisible by the "
+                         f"{strategy.num_replicas_in_sync} replicas of --strategy={run.strategy}")
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    with contextlib.ExitStack() as cleanup:
+        if distribute.is_chief(strategy):
+            run_lock = prepare_output_dir(config)
+            cleanup.callback(run_lock.release)
+            if run_lock.stale_pid:
+                print(f"Taking over {run.output_dir}: its lock names pid {run_lock.stale_pid}, "
+                      "which ended without releasing it (killed or crashed).", flush=True)
+            output_dir = run.output_dir
+        else:
+            # Non-chief workers of a multi-worker run write to a throw-away directory.
+            output_dir = tempfile.mkdtemp(prefix="sgan_worker_")
+            cleanup.callback(shutil.rmtree, output_dir, ignore_errors=True)
+        stop = cleanup.enter_context(StopSignals(sigint_as_sigterm=multi_worker))
+        _train(config, strategy, output_dir, stop)
+    return run.output_dir
+
+
+def _train(config, strategy, output_dir, stop):
+    """:func:`train` once the output directory is ours. ``output_dir`` is this
+    worker's (the run's on the chief); ``stop`` the :class:`StopSignals`."""
+    training = config.training
+    chief = output_dir == config.run.output_dir
+    keras.utils.set_random_seed(config.seed)
+    data = data_lib.load_dataset(
+        config.data.dataset, config.data.labels, seed=config.seed,
+        data_dir=config.data.data_dir, pixel_range=config.model.pixel_range,
+        include_extra=config.data.include_extra, label_selection=config.data.label_selection,
+        image_shape=choices.NATIVE_IMAGE_SHAPES[config.model.architecture],
+        convert_channels=config.data.convert_channels, train_split=config.data.train_split,
+        test_split=config.data.test_split)
+    for note in data.notes:
+        print(note, flush=True)
+    if chief:
+        faults.write_json(os.path.join(output_dir, "labeled_indices.json"),
+                          [int(i) for i in data.labeled_indices])
+        faults.write_json(os.path.join(output_dir, "class_names.json"), list(data.class_names))
+
+    with strategy.scope():
+        model = SGAN.for_config(config, num_classes=data.num_classes)
+        model.compile(jit_compile=config.run.keras_jit_compile)
+    precision_line = config.model.precision_line(distribute.bfloat16_matrix_units())
+    if precision_line and chief:
+        print(precision_line, flush=True)
+    # Every worker restores from the chief's checkpoints (a shared file system).
+    store = checkpoint.CheckpointStore(
+        os.path.join(config.run.output_dir, "checkpoint"), model.state_variables(),
+        write_directory=os.path.join(output_dir, "checkpoint"))
+    restored = _restore(store, training.steps_per_epoch, os.path.join(output_dir, "metrics.csv"))
+    step = restored.step if restored else 0
+    if step:
+        model.weight_norm_initialized = True
+    elif training.init_images:  # else fit() initializes on the first training batch
+        model.initialize_weight_norm(data.init_batch(training.init_images, training.init_from))
+    # A checkpoint inside an epoch also holds that epoch's running metrics.
+    restore_metrics = ((lambda: store.read(restored.path))
+                       if step % training.steps_per_epoch else None)
+
+    step_counter = model.d_optimizer.iterations
+    if stop.received:  # before any training step: nothing new to save
+        raise callbacks_lib.TrainingInterrupted(stop.received, step, path=None)
+    with contextlib.ExitStack() as context:
+        preemption = None
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            preemption = _preemption_handler(strategy, store, step_counter,
+                                             context.enter_context(tempfile.TemporaryDirectory()))
+        for index, (initial_epoch, epochs, steps, start_step) in enumerate(_fit_calls(
+                step, training.steps_per_epoch, training.epochs)):
+            if config.supervised_only:
+                train_data = data.supervised_dataset(training.batch_size, start_step=start_step)
+            elif training.label_batching == "masked":
+                train_data = data.masked_dataset(training.batch_size, start_step=start_step)
+            else:
+                train_data = data.train_dataset(training.batch_size, start_step=start_step)
+            callbacks = _callbacks(config, output_dir, initial_epoch, store, step_counter, stop,
+                                   preemption,
+                                   restore_metrics=restore_metrics if index == 0 else None)
+            model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch,
+                      steps_per_epoch=steps,
+                      validation_data=data.test_dataset(config.run.eval_batch_size),
+                      callbacks=callbacks, verbose=callbacks_lib.progress_verbosity(),
+                      shuffle=False)
+    # All workers export (reading distributed variables may need every worker);
+    # the non-chief ones into their throw-away directory.
+    export_dir = os.path.join(output_dir, "export")
+    representative = None
+    if config.run.tflite:   # int8 calibration: unlabeled training images, free here
+        picked = np.random.default_rng([config.seed, 13]).permutation(
+            len(data.train_images))[:TFLITE_CALIBRATION_IMAGES]
+        representative = data.train_images[np.sort(picked)]
+    with faults.writing(export_dir):
+        export.export_classifier(model.classifier(), export_dir, image_shape=data.image_shape,
+                                 pixel_range=config.model.pixel_range, overwrite=True,
+                                 class_names=data.class_names,
+                                 representative_images=representative)
+    if config.run.tflite and chief:
+        _score_exports(export_dir, data, model, config.run.eval_batch_size)
+
+
+def _score_exports(export_dir, data, model, batch_size):
+    """Test accuracy of the Keras model and of both TFLite files, printed and
+    written to ``export/accuracy.json``."""
+    images, labels = data.test_images, data.test_labels
+    scores = {"keras": float(np.mean(np.argmax(model.predict(
+        data.scale(images), batch_size=batch_size, verbose=0), -1) == labels))}
+    for name, file_name in (("tflite_float", export.TFLITE_FLOAT),
+                            ("tflite_int8", export.TFLITE_INT8)):
+        _, class_ids = export.tflite_classify(os.path.join(export_dir, file_name), images,
+                                              batch_size)
+        scores[name] = float(np.mean(class_ids == labels))
+    faults.write_json(os.path.join(export_dir, "accuracy.json"), scores)
+    print("Test accuracy of the export: " + ", ".join(
+        f"{name} {100 * value:.2f}%" for name, value in scores.items()), flush=True)
+
+
+def _restore(store, steps_per_epoch, metrics_path):
+    """Restores the newest readable checkpoint, saying what it does; returns
+    the :class:`checkpoint.Restored` or ``None``."""
+    restored = store.restore()
+    if restored is None:
+        rows = callbacks_lib.read_metrics_csv(metrics_path) if store.is_chief else []
+        if rows:
+            print(f"No checkpoint in {store.directory}: starting from step 0 (metrics.csv's "
+                  f"{len(rows)} rows are dropped).", flush=True)
+        return None
+    for path, reason in restored.unreadable:
+        aside = (f"set aside as {checkpoint.UNREADABLE_PREFIX}{os.path.basename(path)}"
+                 if restored.set_aside else "skipped")
+        print(f"Checkpoint {path} cannot be read ({reason}): {aside}; falling back to "
+              f"{os.path.basename(restored.path)}.", flush=True)
+    epoch, done = divmod(restored.step, steps_per_epoch)
+    if done:
+        print(f"Resuming from step {restored.step}: epoch {epoch + 1}, after {done} of its "
+              f"{steps_per_epoch} steps.", flush=True)
+    else:
+        print(f"Resuming from the end of epoch {epoch}.", flush=True)
+    return restored
+
+
+def _fit_calls(step, steps_per_epoch, epochs):
+    """``(initial_epoch, epochs, steps_per_epoch, start_step)`` of the ``fit()``
+    calls that train from ``step`` to the end.
+
+    Keras runs the same number of steps in every epoch of one ``fit()`` call,
+    so an epoch resumed after ``done`` of its steps is finished by a call of
+    the remaining steps; a second call trains the epochs after it.
+    """
+    epoch, done = divmod(step, steps_per_epoch)
+    calls = []
+    if done:
+        calls.append((epoch, epoch + 1, steps_per_epoch - done, step))
+        epoch += 1
+    if epoch < epochs:
+        calls.append((epoch, epochs, steps_per_epoch, epoch * steps_per_epoch))
+    return calls
+
+
+def _callbacks(config, output_dir, initial_epoch, store, step_counter, stop, preemption,
+               restore_metrics):
+    """The callbacks of one ``fit()`` call, in the order they must run."""
+    metrics_path = os.path.join(output_dir, "metrics.csv")
+    callbacks = [callbacks_lib.StopOnNonFiniteLoss(step_counter)]  # first: before any save
+    if restore_metrics is not None:
+        callbacks.append(callbacks_lib.ResumeEpochMetrics(restore_metrics))
+    callbacks += [
+        callbacks_lib.MetricsCSV(metrics_path, initial_epoch=initial_epoch),
+        callbacks_lib.CurvePlots(metrics_path, output_dir),
+        keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")),
+    ]
+    if not config.supervised_only:
+        callbacks.append(callbacks_lib.SampleGrid(
+            os.path.join(output_dir, "samples"), seed=config.seed,
+            tensorboard_dir=os.path.join(output_dir, "tensorboard", "samples")))
+    if callbacks_lib.progress_verbosity() == 0:
+        callbacks.append(callbacks_lib.EpochSummary(total_epochs=config.training.epochs))
+    # Last: an epoch's checkpoint is saved once its metrics.csv row is written.
+    callbacks.append(callbacks_lib.SaveCheckpoint(
+        store, step_counter, config.training.steps_per_epoch,
+        every_steps=config.run.checkpoint_every_steps,
+        stop_requested=None if preemption else stop.requested, preemption=preemption))
+    return callbacks
+
+
+def _preemption_handler(strategy, store, step_counter, scratch_dir):
+    """TensorFlow's ``tf.distribute.experimental.PreemptionCheckpointHandler``
+    for ``MultiWorkerMirroredStrategy``.
+
+    When any worker gets SIGTERM, the handler agrees with every worker on a
+    step, where each saves through ``store`` (its ``save_fn``) and stops (its
+    ``exit_fn`` raises :class:`callbacks_lib.TrainingInterrupted`). The
+    handler restores from the checkpoint manager it is given when it starts;
+    it gets an empty one in ``scratch_dir`` and never writes to it (``save_fn``
+    replaces its saving): ``store`` has restored the run already, with
+    fall-back, and the handler's step count must start equal on every worker.
+    TensorFlow documents the handler as doing nothing on GCP CPU VMs; there,
+    SIGTERM ends the workers at once and a re-run resumes from the last
+    checkpoint.
+    """
+    def save():
+        store.save(int(step_counter.numpy()))
+
+    def stop():
+        step = int(step_counter.numpy())
+        raise callbacks_lib.TrainingInterrupted("SIGTERM (preemption)", step,
+                                                store.checkpoint_path(step))
+
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(), scratch_dir, max_to_keep=1)
+    return tf.distribute.experimental.PreemptionCheckpointHandler(
+        strategy.cluster_resolver, manager,
+        termination_config=tf.distribute.experimental.TerminationConfig(
+            save_fn=save, exit_fn=stop))
