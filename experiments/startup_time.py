@@ -15,8 +15,7 @@ the collector as Python leaves it), or, with ``--reference=DIR``, beside
 worktree`` of an earlier commit), for two commands:
 
 - ``refused``: a flag the CLI refuses (``--labels=0``), what a user waits
-  for on a typo (since commit 52ecf09's successor, before TensorFlow is
-  imported);
+  for on a typo (refused before TensorFlow is imported since commit 81ab550);
 - ``short_run``: a short training run (the test suite's resumable run:
   2 epochs of 30 steps, a checkpoint every 10, deterministic), whose
   ``metrics.csv`` must come out the same both ways.

@@ -1,8 +1,8 @@
 """The values the options choose among, and what is known of data sets and architectures.
 
 This module imports nothing beyond the standard library, so that
-``config.py`` and ``presets.py``, built on it alone, check a whole command
-line before TensorFlow is imported (a few seconds): ``python -m
+``config.py`` and ``presets.py``, built on it alone, check a command line's
+flags before TensorFlow is imported (a few seconds): ``python -m
 sgan_keras.train`` answers a mistyped flag at once. Each name is used by the
 module that implements it (``data.py``, ``networks.py``, ``losses.py``,
 ``optimizers.py``, ``distribute.py``), which imports it from here.

@@ -10,9 +10,10 @@ the *global* batch, split across the replicas of ``--strategy``. The default
 ``--output_dir`` is ``runs/<run name>``, the name listing every option that
 differs from the preset (``presets.run_name``).
 
-The flags are checked in full (``config.py``, ``presets.py``) before
-TensorFlow is imported: a mistyped flag is answered in a fraction of a
-second. The training itself is :func:`sgan_keras.trainer.train`.
+The flags, each value and their combinations, are checked (``config.py``,
+``presets.py``) before TensorFlow is imported: a mistyped flag is answered in
+a fraction of a second. The training, and the checks of the data and the
+output directory, are :func:`sgan_keras.trainer.train`'s.
 
 The output directory receives ``flags.json``, ``labeled_indices.json``,
 ``metrics.csv``, ``tensorboard/``, ``samples/``, ``accuracy.png``,
