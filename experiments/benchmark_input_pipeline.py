@@ -23,6 +23,7 @@ from absl import flags
 # This checkout's sgan_keras, whichever copy is installed.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import provenance  # noqa: E402
+from sgan_keras import choices as choices_lib  # noqa: E402
 from sgan_keras import data as data_lib  # noqa: E402
 from sgan_keras import faults  # noqa: E402
 
@@ -54,7 +55,7 @@ def main(argv):
     del argv
     cases = [("mnist", lambda: data_lib.load_dataset("mnist", 100, data_dir=FLAGS.data_dir), 100),
              ("svhn-shaped", lambda: data_lib.synthetic_dataset(
-                 "svhn", 1000, train_size=data_lib.DATASETS["svhn"].train_size), 128)]
+                 "svhn", 1000, train_size=choices_lib.DATASETS["svhn"].train_size), 128)]
     if FLAGS.large:
         cases.append(("svhn-shaped-2.2GB",
                       lambda: data_lib.synthetic_dataset("svhn", 1000, train_size=720000), 128))

@@ -28,7 +28,7 @@ so a resumed run may change it). From these, and nowhere else:
 
 Adding an option means one field here and the line that uses it. This module
 and ``presets.py`` import no TensorFlow (the values to choose among are in
-``choices.py``): the command line checks every flag before importing it.
+``choices.py``): the command line checks its flags before importing it.
 """
 
 import dataclasses
@@ -37,7 +37,7 @@ import typing
 
 from absl import flags
 
-from sgan_keras import choices
+from sgan_keras import choices as choices_lib
 
 SECTIONS = ("model", "training", "data", "run")
 
@@ -108,7 +108,7 @@ class ModelConfig:
 
     architecture: str = option(
         "", "The generator and discriminator of a source (networks.py); '' for networks "
-        "given to SGAN.", flag=NO_FLAG, choices=("", *choices.ARCHITECTURES))
+        "given to SGAN.", flag=NO_FLAG, choices=("", *choices_lib.ARCHITECTURES))
     latent_dim: int = option(100, "Size of the generator's noise z.", check=POSITIVE,
                              gan_only=True)
     noise: str = option("normal", "The noise z: normal, N(0, --noise_stddev), or uniform, "
@@ -117,20 +117,21 @@ class ModelConfig:
                                  gan_only=True)
     pixel_range: tuple = option(
         (-1.0, 1.0), "The range of real and generated pixels: (-1, 1) for tanh generators, "
-        "(0, 1) for sigmoid ones.", flag=NO_FLAG, choices=choices.PIXEL_RANGES)
+        "(0, 1) for sigmoid ones.", flag=NO_FLAG, choices=choices_lib.PIXEL_RANGES)
     generator_activation: str = option(
         "", "The generator's output activation; default: the source's. Only "
         "mnist_improved_gan has a choice (sigmoid, or softplus as "
         "Sleepychord/ImprovedGAN-pytorch).",
-        choices=("", *sorted({name for names in choices.GENERATOR_OUTPUT_ACTIVATIONS.values()
+        choices=("", *sorted({name for names in
+                              choices_lib.GENERATOR_OUTPUT_ACTIVATIONS.values()
                               for name in names})), gan_only=True)
     fake_class: str = option(
         "zero", "zero: fixed zero fake logit; learned: K+1 outputs; separate: sigmoid head.",
-        choices=choices.FAKE_CLASSES, gan_only=True)
+        choices=choices_lib.FAKE_CLASSES, gan_only=True)
     generator_loss: str = option(
         "feature_matching_l1", "Generator loss: feature matching (the L1 or squared distance "
         "of D's mean features on real and generated images) or the non-saturating GAN loss.",
-        choices=choices.GENERATOR_LOSSES, gan_only=True)
+        choices=choices_lib.GENERATOR_LOSSES, gan_only=True)
     unsupervised_weight: float = option(
         1.0, "Weight of the unsupervised GAN term in D's loss.", check=NON_NEGATIVE,
         gan_only=True)
@@ -138,7 +139,7 @@ class ModelConfig:
                                     check=FRACTION, gan_only=True)
     manifold: str = option(
         "none", "Manifold regularization of D: Lecouat et al. 2018 or the MNIST blog's form.",
-        flag="manifold_reg", choices=choices.MANIFOLD_REGULARIZATIONS, gan_only=True)
+        flag="manifold_reg", choices=choices_lib.MANIFOLD_REGULARIZATIONS, gan_only=True)
     manifold_weight: float = option(1e-3, "Manifold regularization weight (lambda).",
                                     check=POSITIVE, gan_only=True)
     manifold_epsilon: float = option(1e-5, "Manifold regularization perturbation size.",
@@ -151,7 +152,7 @@ class ModelConfig:
         "losses. auto: mixed_bfloat16 on devices with bfloat16 matrix math (GPUs of "
         "compute capability 8.0 or later, CPUs with AMX-BF16 or AVX512-BF16) for the "
         "presets whose bfloat16 accuracy and speed were checked (docs/presets.md, "
-        "bfloat16_checked_in), float32 otherwise.", choices=("auto", *choices.PRECISIONS))
+        "bfloat16_checked_in), float32 otherwise.", choices=("auto", *choices_lib.PRECISIONS))
     bfloat16_checked_in: str = option(
         "", "The result file that checked this preset in mixed_bfloat16 against float32 "
         "(the same test accuracy on seeded runs, a faster step); only then does "
@@ -210,11 +211,11 @@ class TrainingConfig:
     adam_rule: str = option(
         "keras", "Adam's update rule: keras (also TF1's: epsilon outside the root) or "
         "improved_gan (openai/improved-gan nn.adam_updates: epsilon inside the root of the "
-        "bias-corrected second moment).", choices=choices.ADAM_RULES)
+        "bias-corrected second moment).", choices=choices_lib.ADAM_RULES)
     lr_schedule: str = option(
         "constant", "constant; per_epoch_decay: x --lr_decay_rate after every epoch (the "
         "Udacity notebook); linear_decay: linearly to 0 from epoch --lr_decay_start_epoch to "
-        "the last (Salimans et al. 2016).", choices=choices.LR_SCHEDULES)
+        "the last (Salimans et al. 2016).", choices=choices_lib.LR_SCHEDULES)
     lr_decay_rate: float = option(1.0, "Per-epoch factor of --lr_schedule=per_epoch_decay.",
                                   check=POSITIVE)
     lr_decay_start_epoch: int = option(
@@ -266,7 +267,7 @@ class DataConfig:
     label_selection: str = option(
         "balanced", "balanced: --labels/10 per class, drawn with --seed; first: the first "
         "--labels training images (GANs in Action, the Udacity notebook).",
-        choices=choices.LABEL_SELECTIONS)
+        choices=choices_lib.LABEL_SELECTIONS)
     data_dir: typing.Optional[str] = option(
         None, "Local data directory (mnist.npz, IDX files, SVHN .mat files, CIFAR-10 "
         "batches or prepared TFDS data). Default: TFDS download.", in_run_name=False)
@@ -288,7 +289,7 @@ class DataConfig:
 
 def check_dataset(name):
     """Raises :class:`ConfigError` naming ``--dataset`` unless ``name`` is one we read."""
-    problem = choices.unknown_dataset(name)
+    problem = choices_lib.unknown_dataset(name)
     if problem:
         raise ConfigError(f"--dataset={name}: {problem}")
 
@@ -305,7 +306,7 @@ class RunConfig:
                              run_only=True)
     strategy: str = option(
         "auto", "auto: all GPUs (Mirrored), one GPU, or the default strategy on CPU; "
-        "multi_worker reads TF_CONFIG.", choices=choices.STRATEGIES, run_only=True)
+        "multi_worker reads TF_CONFIG.", choices=choices_lib.STRATEGIES, run_only=True)
     virtual_cpus: int = option(0, "Split the CPU into this many logical devices (to try "
                                "tf.distribute without GPUs).", check=NON_NEGATIVE,
                                run_only=True)
@@ -365,13 +366,13 @@ class Config:
         _check_fields(self)
         model, training, data = self.model, self.training, self.data
         source = f"--preset={self.preset}" if self.preset else f"architecture {model.architecture}"
-        if model.architecture and not choices.is_custom(data.dataset):
-            native = choices.NATIVE_IMAGE_SHAPES[model.architecture]
-            shape = choices.DATASETS[data.dataset].image_shape
+        if model.architecture and not choices_lib.is_custom(data.dataset):
+            native = choices_lib.NATIVE_IMAGE_SHAPES[model.architecture]
+            shape = choices_lib.DATASETS[data.dataset].image_shape
             if native != shape:
                 raise ConfigError(f"{source} is built for {native} images, but "
                                   f"--dataset={data.dataset} has {shape}")
-            allowed = choices.GENERATOR_OUTPUT_ACTIVATIONS[model.architecture]
+            allowed = choices_lib.GENERATOR_OUTPUT_ACTIVATIONS[model.architecture]
             if model.generator_activation and model.generator_activation not in allowed:
                 raise ConfigError(f"--generator_activation={model.generator_activation}: the "
                                   f"{self.preset or model.architecture} generator allows "

@@ -49,7 +49,7 @@ import numpy as np
 import tensorflow as tf
 
 from sgan_keras import layers as sgan_layers
-from sgan_keras.data import PIXEL_RANGES
+from sgan_keras.choices import PIXEL_RANGES
 
 
 class ExportError(ValueError):

@@ -27,8 +27,8 @@ optimizer's), and one step gives the same result on one device or several.
 import keras
 import tensorflow as tf
 
+from sgan_keras import choices as choices_lib
 from sgan_keras import config as config_lib
-from sgan_keras import data as data_lib
 from sgan_keras import distribute
 from sgan_keras import layers as sgan_layers
 from sgan_keras import losses
@@ -117,12 +117,12 @@ class SGAN(keras.Model):
         if not model.architecture:
             raise config_lib.ConfigError("for_config() needs config.model.architecture; "
                                          "pass your own networks to SGAN() instead")
-        image_shape = networks.NATIVE_IMAGE_SHAPES[model.architecture]
+        image_shape = choices_lib.NATIVE_IMAGE_SHAPES[model.architecture]
         if num_classes is None:
-            if data_lib.is_custom(config.data.dataset):
+            if choices_lib.is_custom(config.data.dataset):
                 raise config_lib.ConfigError(f"for_config() needs num_classes for "
                                              f"--dataset={config.data.dataset}")
-            num_classes = data_lib.DATASETS[config.data.dataset].num_classes
+            num_classes = choices_lib.DATASETS[config.data.dataset].num_classes
         precision = model.resolved_precision(distribute.bfloat16_matrix_units())
         generator = None
         if not config.supervised_only:

@@ -14,7 +14,7 @@ import dataclasses
 import os
 import typing
 
-from sgan_keras import choices
+from sgan_keras import choices as choices_lib
 from sgan_keras import config as config_lib
 from sgan_keras.choices import DATASETS
 
@@ -260,7 +260,7 @@ def resolve(overrides):
     dataset = overrides.get("dataset", "mnist")
     config_lib.check_dataset(dataset)
     name = overrides.pop("preset", None)
-    if not name and choices.is_custom(dataset):
+    if not name and choices_lib.is_custom(dataset):
         raise config_lib.ConfigError(
             f"--dataset={dataset} needs --preset, whose networks set the image shape: "
             + "; ".join(f"{shape[0]}x{shape[1]}x{shape[2]}: {', '.join(names)}"
@@ -287,7 +287,7 @@ def resolve(overrides):
 def _presets_by_shape():
     shapes = {}
     for preset in _PRESETS:
-        shape = choices.NATIVE_IMAGE_SHAPES[preset.config.model.architecture]
+        shape = choices_lib.NATIVE_IMAGE_SHAPES[preset.config.model.architecture]
         shapes.setdefault(shape, []).append(preset.name)
     return shapes
 
@@ -306,7 +306,7 @@ def run_name(config):
     ``manifold_reg_lecouat``), then the seed. Run-only options are left out."""
     base = defaults_of(config)
     dataset = config.data.dataset
-    if choices.is_custom(dataset):   # folder:/data/pets -> folder-pets
+    if choices_lib.is_custom(dataset):   # folder:/data/pets -> folder-pets
         kind, source = dataset.split(":", 1)
         dataset = f"{kind}-" + "".join(c if c.isalnum() or c in "-._" else "-"
                                        for c in os.path.basename(source.rstrip("/")) or source)

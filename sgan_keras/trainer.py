@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from sgan_keras import callbacks as callbacks_lib
 from sgan_keras import checkpoint
-from sgan_keras import choices
+from sgan_keras import choices as choices_lib
 from sgan_keras import config as config_lib
 from sgan_keras import data as data_lib
 from sgan_keras import distribute
@@ -217,7 +217,7 @@ def _train(config, strategy, output_dir, stop):
         config.data.dataset, config.data.labels, seed=config.seed,
         data_dir=config.data.data_dir, pixel_range=config.model.pixel_range,
         include_extra=config.data.include_extra, label_selection=config.data.label_selection,
-        image_shape=choices.NATIVE_IMAGE_SHAPES[config.model.architecture],
+        image_shape=choices_lib.NATIVE_IMAGE_SHAPES[config.model.architecture],
         convert_channels=config.data.convert_channels, train_split=config.data.train_split,
         test_split=config.data.test_split)
     for note in data.notes:

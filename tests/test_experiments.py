@@ -236,7 +236,7 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     assert "Machine check before measuring: load average" in output.read_text()
 
 
-@pytest.mark.parametrize("reference", ["", str(REPO_ROOT)])
+@pytest.mark.parametrize("reference", ["", str(REPO_ROOT)], ids=["untouched", "checkout"])
 def test_startup_time_times_the_shipped_cli_beside_a_reference(reference, tmp_path, mnist_dir):
     # The reference: the untouched main of this checkout, or another checkout's
     # CLI (here this one again, as a stand-in for a git worktree).
