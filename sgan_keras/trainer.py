@@ -179,6 +179,8 @@ def train(config):
     the lock is released and the signal handlers are restored.
     """
     run, training = config.run, config.training
+    if run.output_dir is None:   # the CLI's default is runs/<run name> (train.py)
+        raise config_lib.ConfigError("--output_dir (config.run.output_dir) is not set")
     if run.virtual_cpus:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(

@@ -381,6 +381,14 @@ def test_the_predict_cli_freezes_what_its_imports_made_and_keeps_the_collector_o
     assert main is predict.main and frozen > 100_000 and enabled
 
 
+def test_train_needs_an_output_dir_before_it_touches_anything():
+    from sgan_keras import trainer
+    config = presets.get_preset("mnist_gans_in_action").config
+    assert config.run.output_dir is None
+    with pytest.raises(config_lib.ConfigError, match="--output_dir"):
+        trainer.train(config)
+
+
 def test_stop_signals_record_the_first_signal_and_let_a_second_one_end_the_process():
     from sgan_keras import trainer
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
