@@ -5,9 +5,10 @@ without its garbage-collector handling, or another commit's CLI.
     git worktree add /tmp/old 52ecf09
     python experiments/startup_time.py --reference=/tmp/old --output=...
 
-``sgan_keras.train.run`` freezes the objects that importing TensorFlow and
-Keras made (``gc.freeze``), and ``python -m sgan_keras.train`` imports them
-with the cyclic collector off. This times, in alternating processes, the
+``python -m sgan_keras.train`` checks its flags before importing TensorFlow,
+imports it with the cyclic collector off and then freezes the objects that
+importing TensorFlow and Keras made (``gc.freeze``, in
+``sgan_keras.train.import_trainer``). This times, in alternating processes, the
 CLI as shipped (``python -m sgan_keras.train``) beside the same ``main``
 started without that handling (``app.run(train.main)`` from ``python -c``,
 the collector as Python leaves it), or, with ``--reference=DIR``, beside

@@ -296,7 +296,7 @@ def check_dataset(name):
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """How a run is carried out: devices, outputs, checkpoints (``train.py``)."""
+    """How a run is carried out: devices, outputs, checkpoints (``trainer.py``)."""
 
     output_dir: typing.Optional[str] = option(
         None, "Where outputs go. Default: runs/<run name>, the run name saying the dataset, "

@@ -36,7 +36,7 @@ A classifier trained in mixed precision (bfloat16 compute, float32 variables)
 is exported from a float32 copy: the same float32 variables, float32 compute.
 TFLite has no bfloat16 matmul, and the Keras mixed-precision guide serves
 such models in float32; the export's accuracy is measured, not assumed
-(``train.py`` writes it to ``export/accuracy.json``).
+(``trainer.py`` writes it to ``export/accuracy.json``).
 """
 
 import os
