@@ -24,7 +24,7 @@ was classified, 2 on bad input (no model, no image, a channel mismatch without
 import gc
 
 if __name__ == "__main__":
-    gc.disable()   # as sgan_keras.train: see run()
+    gc.disable()   # import TensorFlow with the collector off: see run()
 
 import csv
 import glob
