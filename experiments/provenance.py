@@ -16,10 +16,11 @@ import time
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def commit():
-    """Short hash of the checked-out commit ("unknown" outside a git checkout)."""
+def commit(directory=REPO_ROOT):
+    """Short hash of the commit checked out in ``directory`` (default: this
+    repository; "unknown" outside a git checkout)."""
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=directory,
                               capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -71,8 +71,7 @@ def reference_way():
         return ("untouched", provenance.REPO_ROOT, "untouched: the same `train.main` under "
                 "`app.run` from `python -c`, the collector as Python leaves it")
     directory = os.path.abspath(FLAGS.reference)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=directory,
-                            capture_output=True, text=True, check=True).stdout.strip()
+    commit = provenance.commit(directory)
     return (f"commit {commit}", directory,
             f"commit {commit}: `python -m sgan_keras.train` of that commit's checkout")
 
