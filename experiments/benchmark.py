@@ -14,6 +14,10 @@ the figure the performance issue names), in one process on one machine:
 - ``xla``: the same loop with ``tf.function(..., jit_compile=True)``.
 - ``bf16``: the same loop on a model built with ``precision="mixed_bfloat16"``
   (bfloat16 compute, float32 weights and losses).
+- ``unfused_adam``: the same loop with each Adam update written as separate
+  Keras ops (``keras.optimizers.Adam``, or the improved-gan rule op by op:
+  :class:`UnfusedImprovedGANAdam`), the form before the package's fused
+  updates (``sgan_keras/optimizers.py``); the same rule, so the same work.
 - ``eager``: ``model.train_step`` without ``tf.function`` (few steps).
 - ``fit``: ``model.fit`` on the same pipeline (``steps_per_execution=1``),
   then ``fit`` with ``steps_per_execution`` and ``fit`` with ``jit_compile``.
@@ -52,6 +56,7 @@ from sgan_keras import SGAN, PRESETS  # noqa: E402
 from sgan_keras import data as data_lib  # noqa: E402
 from sgan_keras import faults  # noqa: E402
 from sgan_keras import flops as flops_lib  # noqa: E402
+from sgan_keras import optimizers  # noqa: E402
 
 flags.DEFINE_list("presets", sorted(PRESETS), "Presets to measure.")
 flags.DEFINE_list("batch_sizes", [], "Extra batch sizes for mnist_blog (the issue's 100).")
@@ -64,8 +69,8 @@ flags.DEFINE_float("heavy_step_seconds", 4.0, "Presets whose compiled step takes
                    "rows of --batch_sizes never do).")
 flags.DEFINE_integer("eager_steps", 2, "Steps timed in eager mode.")
 flags.DEFINE_integer("steps_per_execution", 10, "steps_per_execution of the fit variant.")
-flags.DEFINE_list("modes", ["function", "constant", "xla", "bf16", "eager", "fit", "fit_spe",
-                            "fit_xla"],
+flags.DEFINE_list("modes", ["function", "constant", "xla", "bf16", "unfused_adam", "eager", "fit",
+                            "fit_spe", "fit_xla"],
                   "Modes to measure.")
 flags.DEFINE_string("output", "experiments/results/benchmark.md", "Markdown table; JSON beside it.")
 flags.DEFINE_bool("force", False, "Measure even if the machine is not quiet (recorded).")
@@ -73,7 +78,7 @@ FLAGS = flags.FLAGS
 
 MODE_TITLES = {
     "function": "tf.function loop", "constant": "constant batch", "xla": "XLA loop",
-    "bf16": "mixed bfloat16 loop",
+    "bf16": "mixed bfloat16 loop", "unfused_adam": "unfused Adam loop",
     "eager": "eager", "fit": "fit()", "fit_spe": "fit() steps_per_execution",
     "fit_xla": "fit() jit_compile",
 }
@@ -120,6 +125,11 @@ class Bench:
             if mode == "bf16":
                 model = self._model(precision="mixed_bfloat16")
                 model.initialize_weight_norm(self.constant_batch)
+            if mode == "unfused_adam":
+                fused = optimizers.for_training(self.preset.config.training)
+                d_optimizer, g_optimizer = (unfused(optimizer) for optimizer in fused)
+                model = self._model(d_optimizer=d_optimizer, g_optimizer=g_optimizer)
+                model.initialize_weight_norm(self.constant_batch)
             self._functions[mode] = tf.function(model.train_step, jit_compile=(mode == "xla"))
         return self._functions[mode]
 
@@ -159,6 +169,31 @@ class Bench:
         model.fit(self.data.train_dataset(self.batch_size), epochs=2, steps_per_epoch=steps,
                   verbose=0, shuffle=False, callbacks=[timer])
         return timer.seconds[-1] / steps, None
+
+
+class UnfusedImprovedGANAdam(optimizers.ImprovedGANAdam):
+    """openai/improved-gan's Adam rule as separate Keras ops, one pass through
+    memory each: the ``unfused_adam`` mode's reference for the fused update."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        lr = keras.ops.cast(learning_rate, dtype)
+        gradient = keras.ops.cast(gradient, dtype)
+        step = keras.ops.cast(self.iterations + 1, dtype)
+        slot = self._get_variable_index(variable)
+        m, v = self.momentums[slot], self.velocities[slot]
+        self.assign(m, self.beta_1 * m + (1.0 - self.beta_1) * gradient)
+        self.assign(v, self.beta_2 * v + (1.0 - self.beta_2) * keras.ops.square(gradient))
+        m_hat = m / (1.0 - keras.ops.power(keras.ops.cast(self.beta_1, dtype), step))
+        v_hat = v / (1.0 - keras.ops.power(keras.ops.cast(self.beta_2, dtype), step))
+        self.assign_sub(variable, lr * m_hat / keras.ops.sqrt(v_hat + self.epsilon))
+
+
+def unfused(optimizer):
+    """The same Adam rule and settings as ``optimizer``, computed op by op."""
+    if isinstance(optimizer, optimizers.ImprovedGANAdam):
+        return UnfusedImprovedGANAdam.from_config(optimizer.get_config())
+    return keras.optimizers.Adam.from_config(optimizer.get_config())
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -226,6 +261,8 @@ def derived(row, peak):
             out["xla_speedup"] = seconds["function"] / seconds["xla"]
         if "bf16" in seconds:
             out["bf16_speedup"] = seconds["function"] / seconds["bf16"]
+        if "unfused_adam" in seconds:
+            out["fused_adam_speedup"] = seconds["unfused_adam"] / seconds["function"]
     return out
 
 
@@ -241,8 +278,8 @@ def markdown(machine, peak, rows):
         "3 x batch images D sees per step.", "",
         "| preset | batch | GFLOP/step | " + " | ".join(MODE_TITLES[m] for m in modes)
         + " | images/s (loop) | GFLOP/s (% of peak) | input wait | fit / loop | XLA speed-up "
-        "| bf16 speed-up |",
-        "|---|---|---|" + "---|" * len(modes) + "---|---|---|---|---|---|",
+        "| bf16 speed-up | fused Adam speed-up |",
+        "|---|---|---|" + "---|" * len(modes) + "---|---|---|---|---|---|---|",
     ]
     for row in rows:
         d = row["derived"]
@@ -257,7 +294,8 @@ def markdown(machine, peak, rows):
             + (f"{100 * d['input_wait_fraction']:.2f}% | " if "input_wait_fraction" in d else "- | ")
             + (f"{d['fit_over_loop']:.3f} | " if "fit_over_loop" in d else "- | ")
             + (f"{d['xla_speedup']:.2f}x | " if "xla_speedup" in d else "- | ")
-            + (f"{d['bf16_speedup']:.2f}x |" if "bf16_speedup" in d else "- |"))
+            + (f"{d['bf16_speedup']:.2f}x | " if "bf16_speedup" in d else "- | ")
+            + (f"{d['fused_adam_speedup']:.2f}x |" if "fused_adam_speedup" in d else "- |"))
     return "\n".join(lines) + "\n"
 
 

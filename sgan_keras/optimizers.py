@@ -16,9 +16,20 @@ with epsilon *inside* the square root and added to the bias-corrected
 *uncorrected* ``sqrt(v)``, so early in training (``t`` small) its epsilon
 acts ``1 / sqrt(1 - b2^t)`` times larger (31x at the first step): no choice
 of Keras' epsilon reproduces the source. :class:`ImprovedGANAdam` does.
+
+Both update each variable in one pass over its arrays (parameter, gradient,
+two moments) instead of Keras' dozen elementwise ops, each a pass through
+memory: :class:`FusedAdam` runs TensorFlow's own Adam kernel
+(``ResourceApplyAdam``, the op TF1's ``AdamOptimizer`` runs),
+:class:`ImprovedGANAdam` its rule compiled by XLA with the moments and the
+parameter updated in place. Adam is memory-bound, so this is a step-time
+matter for the presets with millions of parameters and little arithmetic
+per parameter (the Improved-GAN MNIST MLP, GANs in Action):
+``experiments/results/benchmark_fused_adam.md``.
 """
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from sgan_keras.choices import ADAM_RULES
@@ -77,6 +88,55 @@ class LinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 
 @keras.saving.register_keras_serializable(package="sgan_keras")
+class FusedAdam(keras.optimizers.Adam):
+    """``keras.optimizers.Adam`` (``amsgrad=False``) computed by TensorFlow's fused
+    ``ResourceApplyAdam`` kernel: the same rule, ``alpha = lr * sqrt(1 - b2^t) /
+    (1 - b1^t)``, ``m += (g - m)(1 - b1)``, ``v += (g^2 - v)(1 - b2)``,
+    ``p -= alpha * m / (sqrt(v) + eps)``, in one pass over the arrays."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.amsgrad:
+            raise ValueError("FusedAdam has no amsgrad; use keras.optimizers.Adam")
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        step = ops.cast(self.iterations + 1, dtype)
+        slot = self._get_variable_index(variable)
+        tf.raw_ops.ResourceApplyAdam(
+            var=_handle(variable), m=_handle(self._momentums[slot]),
+            v=_handle(self._velocities[slot]),
+            beta1_power=ops.power(ops.cast(self.beta_1, dtype), step),
+            beta2_power=ops.power(ops.cast(self.beta_2, dtype), step),
+            lr=ops.cast(learning_rate, dtype), beta1=ops.cast(self.beta_1, dtype),
+            beta2=ops.cast(self.beta_2, dtype), epsilon=ops.cast(self.epsilon, dtype),
+            grad=ops.cast(gradient, dtype))
+
+
+def _tf_variable(variable):
+    """The TensorFlow variable of a Keras one (Keras passes ``update_step`` the
+    model's variable as a TensorFlow one already, and the slots as Keras ones)."""
+    return variable.value if isinstance(variable, keras.Variable) else variable
+
+
+def _handle(variable):
+    """The resource handle of a variable (under ``tf.distribute``'s update
+    call: this device's copy)."""
+    return _tf_variable(variable).handle
+
+
+@tf.function(jit_compile=True)
+def _improved_gan_adam_update(variable, m, v, gradient, lr, beta_1, beta_2, epsilon, step):
+    """openai/improved-gan's Adam on one variable, compiled by XLA into one
+    pass that updates ``m``, ``v`` and the variable in place."""
+    m.assign(beta_1 * m + (1.0 - beta_1) * gradient)
+    v.assign(beta_2 * v + (1.0 - beta_2) * tf.square(gradient))
+    m_hat = m / (1.0 - tf.pow(beta_1, step))
+    v_hat = v / (1.0 - tf.pow(beta_2, step))
+    variable.assign_sub(lr * m_hat / tf.sqrt(v_hat + epsilon))
+
+
+@keras.saving.register_keras_serializable(package="sgan_keras")
 class ImprovedGANAdam(keras.optimizers.Optimizer):
     """Adam as openai/improved-gan's ``nn.adam_updates``: ``p -= lr * m_hat / sqrt(v_hat + eps)``.
 
@@ -103,18 +163,15 @@ class ImprovedGANAdam(keras.optimizers.Optimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
-        lr = ops.cast(learning_rate, dtype)
-        gradient = ops.cast(gradient, dtype)
-        step = ops.cast(self.iterations + 1, dtype)
         # The slot lookup every Keras 3 optimizer uses (keras.optimizers.Adam too);
         # tests/test_optimizers.py fails if it changes.
         slot = self._get_variable_index(variable)
-        m, v = self.momentums[slot], self.velocities[slot]
-        self.assign(m, self.beta_1 * m + (1.0 - self.beta_1) * gradient)
-        self.assign(v, self.beta_2 * v + (1.0 - self.beta_2) * ops.square(gradient))
-        m_hat = m / (1.0 - ops.power(ops.cast(self.beta_1, dtype), step))
-        v_hat = v / (1.0 - ops.power(ops.cast(self.beta_2, dtype), step))
-        self.assign_sub(variable, lr * m_hat / ops.sqrt(v_hat + self.epsilon))
+        _improved_gan_adam_update(
+            _tf_variable(variable), _tf_variable(self.momentums[slot]),
+            _tf_variable(self.velocities[slot]), ops.cast(gradient, dtype),
+            ops.cast(learning_rate, dtype), ops.cast(self.beta_1, dtype),
+            ops.cast(self.beta_2, dtype), ops.cast(self.epsilon, dtype),
+            ops.cast(self.iterations + 1, dtype))
 
     def get_config(self):
         config = super().get_config()
@@ -125,7 +182,7 @@ class ImprovedGANAdam(keras.optimizers.Optimizer):
 def adam(rule, learning_rate, beta_1, epsilon):
     """An Adam optimizer with ``rule`` ``keras`` (Keras/TF1 form) or ``improved_gan``."""
     if rule == "keras":
-        return keras.optimizers.Adam(learning_rate, beta_1=beta_1, epsilon=epsilon)
+        return FusedAdam(learning_rate, beta_1=beta_1, epsilon=epsilon)
     if rule == "improved_gan":
         return ImprovedGANAdam(learning_rate, beta_1=beta_1, epsilon=epsilon)
     raise ValueError(f"adam_rule must be one of {ADAM_RULES}, got {rule!r}")

@@ -219,15 +219,17 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     subprocess.run(
         [sys.executable, "experiments/benchmark.py", "--presets=mnist_gans_in_action",
          "--steps=2", "--repeats=1", "--eager_steps=1", "--steps_per_execution=2",
-         "--modes=function,constant,bf16,eager,fit,fit_spe", f"--output={output}", "--force"],
+         "--modes=function,constant,bf16,unfused_adam,eager,fit,fit_spe", f"--output={output}",
+         "--force"],
         cwd=REPO_ROOT, check=True, capture_output=True)
     table = json.loads(output.with_suffix(".json").read_text())
     row, = table["rows"]
     assert row["preset"] == "mnist_gans_in_action" and row["batch_size"] == 32
-    assert set(row["seconds_per_step"]) == {"function", "constant", "bf16", "eager", "fit",
-                                            "fit_spe"}
+    assert set(row["seconds_per_step"]) == {"function", "constant", "bf16", "unfused_adam",
+                                            "eager", "fit", "fit_spe"}
     assert all(seconds > 0 for seconds in row["seconds_per_step"].values())
     assert 0 <= row["derived"]["input_wait_fraction"] < 1 and row["derived"]["bf16_speedup"] > 0
+    assert row["derived"]["fused_adam_speedup"] > 0
     assert table["peak_flops"] > 0 and row["derived"]["achieved_flops"] > 0
     assert "| mnist_gans_in_action | 32 |" in output.read_text()
     assert "--presets=mnist_gans_in_action" in table["machine"]["command"]

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from sgan_keras import PRESETS, SGAN, Config
-from sgan_keras.optimizers import ImprovedGANAdam
+from sgan_keras.optimizers import FusedAdam, ImprovedGANAdam
 
 K = 3
 LATENT = 5
@@ -346,10 +346,14 @@ MIRRORED_SCRIPT = textwrap.dedent("""
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     sys.path.insert(0, {tests_dir!r})
     import test_model as t
+    from sgan_keras import optimizers
 
     def one_step(strategy):
         with strategy.scope():
             model = t.tiny_model(manifold="lecouat", ema_decay=0.9, generator_loss={loss!r})
+            # Each of the fused Adam updates updates this device's copy of each variable.
+            model.compile(d_optimizer=optimizers.adam({rule!r}, 1e-2, 0.9, 1e-8),
+                          g_optimizer=optimizers.adam({rule!r}, 1e-2, 0.9, 1e-8))
         history = model.fit(t.tiny_dataset(size=8), steps_per_epoch=1, epochs=1, verbose=0)
         return ({{k: v[0] for k, v in history.history.items()}},
                 [w.numpy() for w in model.weights])
@@ -363,12 +367,13 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("generator_loss", ["feature_matching_l1", "non_saturating"])
-def test_mirrored_strategy_on_two_cpus_matches_one_device(generator_loss, tmp_path):
+@pytest.mark.parametrize("generator_loss, adam_rule", [("feature_matching_l1", "improved_gan"),
+                                                      ("non_saturating", "keras")])
+def test_mirrored_strategy_on_two_cpus_matches_one_device(generator_loss, adam_rule, tmp_path):
     import json
     import pathlib
     script = MIRRORED_SCRIPT.format(tests_dir=str(pathlib.Path(__file__).parent),
-                                    loss=generator_loss)
+                                    loss=generator_loss, rule=adam_rule)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -409,7 +414,7 @@ def test_presets_use_their_sources_adam():
                           ("mnist_gans_in_action", 1e-7)):                # Keras'
         model = SGAN.from_preset(name, seed=0)
         model.compile()
-        assert type(model.d_optimizer) is keras.optimizers.Adam
+        assert type(model.d_optimizer) is FusedAdam
         assert model.d_optimizer.epsilon == model.g_optimizer.epsilon == epsilon
     model = SGAN.from_preset("mnist_blog", seed=0, adam_epsilon=1e-3)
     model.compile()

@@ -60,3 +60,23 @@ def test_improved_gan_adam_round_trips_its_config():
     clone = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
     assert isinstance(clone, optimizers.ImprovedGANAdam)
     assert (clone.beta_1, clone.epsilon) == (0.5, 1e-8)
+
+
+def test_fused_adam_follows_keras_adam():
+    """TensorFlow's fused kernel computes Keras' Adam rule (to float32 rounding)."""
+    rng = np.random.default_rng(1)
+    initial = [rng.normal(size=(5, 3)).astype("float32"), rng.normal(size=(3,)).astype("float32")]
+    steps = [[(rng.normal(size=p.shape) * scale).astype("float32") for p in initial]
+             for scale in (1e-6, 1e-3, 1.0, 1e-4, 10.0)]
+    fused_variables = [keras.Variable(p) for p in initial]
+    keras_variables = [keras.Variable(p) for p in initial]
+    fused = optimizers.FusedAdam(learning_rate=2e-3, beta_1=0.5, epsilon=1e-8)
+    reference = keras.optimizers.Adam(learning_rate=2e-3, beta_1=0.5, epsilon=1e-8)
+    for grads in steps:
+        fused.apply_gradients(zip(grads, fused_variables))
+        reference.apply_gradients(zip(grads, keras_variables))
+    for ours, theirs, start in zip(fused_variables, keras_variables, initial):
+        assert np.abs(theirs.numpy() - start).max() > 5e-3      # the steps moved them
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="amsgrad"):
+        optimizers.FusedAdam(amsgrad=True)
