@@ -102,6 +102,7 @@ class Bench:
         self.constant_batch = next(self.iterator)
         self.steps = FLAGS.steps
         self._functions = {}
+        self.optimizers = {}   # loop mode -> the class names of its D and G optimizers
 
     def _model(self, precision="float32", **compile_kwargs):
         keras.utils.set_random_seed(0)
@@ -131,6 +132,8 @@ class Bench:
                 model = self._model(d_optimizer=d_optimizer, g_optimizer=g_optimizer)
                 model.initialize_weight_norm(self.constant_batch)
             self._functions[mode] = tf.function(model.train_step, jit_compile=(mode == "xla"))
+            self.optimizers[mode] = [type(optimizer).__name__
+                                     for optimizer in (model.d_optimizer, model.g_optimizer)]
         return self._functions[mode]
 
     def time_loop(self, mode):
@@ -239,7 +242,8 @@ def measure(preset_name, batch_size, modes, repeats, always_full=False):
             times[mode].append(seconds)
     row = {"preset": preset_name, "batch_size": batch_size, "steps_per_window": bench.steps,
            "flops_per_step": bench.flops_per_step,
-           "seconds_per_step": {mode: statistics.median(t) for mode, t in times.items()}}
+           "seconds_per_step": {mode: statistics.median(t) for mode, t in times.items()},
+           "optimizers": bench.optimizers}
     if waits:
         row["input_wait_per_step"] = statistics.median(waits)
     return row

@@ -230,6 +230,9 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     assert all(seconds > 0 for seconds in row["seconds_per_step"].values())
     assert 0 <= row["derived"]["input_wait_fraction"] < 1 and row["derived"]["bf16_speedup"] > 0
     assert row["derived"]["fused_adam_speedup"] > 0
+    # The unfused mode times Keras' op-by-op Adam beside the package's fused one.
+    assert row["optimizers"]["function"] == ["FusedAdam", "FusedAdam"]
+    assert row["optimizers"]["unfused_adam"] == ["Adam", "Adam"]
     assert table["peak_flops"] > 0 and row["derived"]["achieved_flops"] > 0
     assert "| mnist_gans_in_action | 32 |" in output.read_text()
     assert "--presets=mnist_gans_in_action" in table["machine"]["command"]
