@@ -351,7 +351,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     def one_step(strategy):
         with strategy.scope():
             model = t.tiny_model(manifold="lecouat", ema_decay=0.9, generator_loss={loss!r})
-            # Each of the fused Adam updates updates this device's copy of each variable.
+            # Each device updates its own copy of every variable through the fused update.
             model.compile(d_optimizer=optimizers.adam({rule!r}, 1e-2, 0.9, 1e-8),
                           g_optimizer=optimizers.adam({rule!r}, 1e-2, 0.9, 1e-8))
         history = model.fit(t.tiny_dataset(size=8), steps_per_epoch=1, epochs=1, verbose=0)
