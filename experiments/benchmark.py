@@ -54,6 +54,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import provenance  # noqa: E402
 from sgan_keras import SGAN, PRESETS  # noqa: E402
 from sgan_keras import data as data_lib  # noqa: E402
+from sgan_keras import distribute  # noqa: E402
 from sgan_keras import faults  # noqa: E402
 from sgan_keras import flops as flops_lib  # noqa: E402
 from sgan_keras import optimizers  # noqa: E402
@@ -277,6 +278,7 @@ def markdown(machine, peak, rows):
         f"Machine: {provenance.machine_line(machine)}. Command: `{machine['command']}` "
         f"({machine['date']}, commit {machine['commit']}).", "",
         provenance.quiet_line(machine["quiet_check"]), "",
+        provenance.cpu_allocator_line(machine.get("pooled_cpu_allocator")), "",
         f"Peak (float32 2048x2048 matmul chain, same run): {peak / 1e9:.1f} GFLOP/s.", "",
         "Milliseconds per training step (median of the timed windows); images/s counts the "
         "3 x batch images D sees per step.", "",
@@ -311,8 +313,11 @@ def main(argv):
     unknown = sorted(set(FLAGS.modes) - set(MODE_TITLES))
     if unknown:
         raise app.UsageError(f"--modes: unknown {unknown}; allowed: {sorted(MODE_TITLES)}")
+    # What the CLI runs; TF_CPU_ALLOCATOR_USE_BFC=false times the default.
+    distribute.use_pooled_cpu_allocator()
     check = provenance.quiet_check(force=FLAGS.force)
-    machine = {**provenance.record(), "quiet_check": check}
+    machine = {**provenance.record(), "quiet_check": check,
+               "pooled_cpu_allocator": distribute.pooled_cpu_allocator_in_use()}
     peak = provenance.matmul_peak_flops()
     source_batch = {name: preset.config.training.batch_size for name, preset in PRESETS.items()}
     configs = [(name, source_batch[name]) for name in FLAGS.presets]

@@ -384,6 +384,9 @@ def main(argv):
     if FLAGS.serve:
         serve(*FLAGS.serve.split(":"))
         return
+    # Both sides' processes inherit it: the CLI's allocator, for ours and the peer alike.
+    from sgan_keras import distribute
+    distribute.use_pooled_cpu_allocator()
     check = provenance.quiet_check(force=FLAGS.force)
     rows = []
     for peer in FLAGS.peers:
@@ -429,10 +432,13 @@ def step_facts(preset_name, batch_size):
 
 
 def write(rows, check, peak):
+    from sgan_keras import distribute
+    pooled = distribute.pooled_cpu_allocator_in_use()   # this process's; the sides inherit it
     lines = ["# The package's training step beside each source's own code", "",
              f"Command: `python {' '.join(sys.argv)}`; {time.strftime('%Y-%m-%d')}, commit "
              f"{provenance.commit()}.", f"Machine: {provenance.machine_line(provenance.machine())}.",
              provenance.quiet_line(check), "",
+             provenance.cpu_allocator_line(pooled) + " Both sides' processes use it.", "",
              "Milliseconds per training step, median of the timed windows (float32, "
              "alternating windows, each side in its own process).", "",
              f"Peak: a float32 2048x2048 matmul chain, {peak / 1e9:.1f} GFLOP/s in this run. "
@@ -451,7 +457,7 @@ def write(rows, check, peak):
     with open(FLAGS.output, "w") as file:
         file.write("\n".join(lines) + "\n")
     with open(os.path.splitext(FLAGS.output)[0] + ".json", "w") as file:
-        json.dump({"check": check, "peak_flops": peak, "rows": rows}, file, indent=2)
+        json.dump({"check": check, "pooled_cpu_allocator": pooled, "peak_flops": peak, "rows": rows}, file, indent=2)
 
 
 if __name__ == "__main__":

@@ -119,7 +119,8 @@ def main(argv):
 def import_trainer():
     """The module that trains (:mod:`sgan_keras.trainer`), imported once the
     flags are valid: it imports TensorFlow and Keras, which takes seconds, so
-    a mistyped flag is answered without them.
+    a mistyped flag is answered without them. TensorFlow's pooled CPU
+    allocator is chosen first (:func:`sgan_keras.distribute.use_pooled_cpu_allocator`).
 
     Under :func:`run` (the collector off), the import's objects are then
     frozen and the collector turned back on: the imports of TensorFlow,
@@ -131,6 +132,8 @@ def import_trainer():
     that saved 2.8 s of a short run, with the same metrics
     (experiments/results/startup.md).
     """
+    from sgan_keras import distribute   # pylint: disable=import-outside-toplevel
+    distribute.use_pooled_cpu_allocator()   # before the runtime starts (see there)
     from sgan_keras import trainer   # pylint: disable=import-outside-toplevel
     if not gc.isenabled():
         gc.freeze()

@@ -66,6 +66,36 @@ def test_local_strategies_on_two_logical_cpus():
     assert mirrored["is_chief"] and auto["is_chief"] and one_device["is_chief"]
 
 
+# What the CLI does before TensorFlow runs anything, then which allocator TensorFlow took.
+CLI_ALLOCATOR = """
+import json
+from sgan_keras import train
+train.import_trainer()
+from sgan_keras import distribute
+print(json.dumps(distribute.pooled_cpu_allocator_in_use()))
+"""
+
+
+@pytest.mark.parametrize("setting, pooled", [(None, True), ("false", False)])
+def test_the_train_cli_runs_tensorflow_with_the_pooled_cpu_allocator_unless_told_not_to(
+        setting, pooled):
+    env = {key: value for key, value in ENV.items()
+           if key != distribute.POOLED_CPU_ALLOCATOR_VARIABLE}
+    if setting is not None:
+        env[distribute.POOLED_CPU_ALLOCATOR_VARIABLE] = setting
+    assert run_python(CLI_ALLOCATOR, env=env) is pooled
+
+
+def test_use_pooled_cpu_allocator_keeps_the_environments_choice(monkeypatch):
+    variable = distribute.POOLED_CPU_ALLOCATOR_VARIABLE
+    monkeypatch.setenv(variable, "false")
+    distribute.use_pooled_cpu_allocator()
+    assert os.environ[variable] == "false"
+    monkeypatch.delenv(variable)
+    distribute.use_pooled_cpu_allocator()
+    assert os.environ[variable] == "true"
+
+
 # Each worker all-reduces (its index + 1); both must see 1 + 2 = 3.
 MULTI_WORKER = """
 import json, os

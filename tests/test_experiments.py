@@ -221,7 +221,9 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
          "--steps=2", "--repeats=1", "--eager_steps=1", "--steps_per_execution=2",
          "--modes=function,constant,bf16,unfused_adam,eager,fit,fit_spe", f"--output={output}",
          "--force"],
-        cwd=REPO_ROOT, check=True, capture_output=True)
+        cwd=REPO_ROOT, check=True, capture_output=True,
+        env={key: value for key, value in os.environ.items()
+             if key != "TF_CPU_ALLOCATOR_USE_BFC"})
     table = json.loads(output.with_suffix(".json").read_text())
     row, = table["rows"]
     assert row["preset"] == "mnist_gans_in_action" and row["batch_size"] == 32
@@ -239,6 +241,9 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     assert table["machine"]["commit"] in output.read_text()
     assert "quiet" in table["machine"]["quiet_check"]
     assert "Machine check before measuring: load average" in output.read_text()
+    # It times what the CLI runs: TensorFlow's pooled CPU allocator.
+    assert table["machine"]["pooled_cpu_allocator"] is True
+    assert "CPU allocator: TensorFlow's pooled (BFC) allocator" in output.read_text()
 
 
 @pytest.mark.parametrize("reference", ["", str(REPO_ROOT)], ids=["untouched", "checkout"])
