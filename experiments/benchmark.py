@@ -40,6 +40,7 @@ Writes ``--output`` (Markdown) and the same rows as JSON beside it.
 
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -104,6 +105,7 @@ class Bench:
         self.steps = FLAGS.steps
         self._functions = {}
         self.optimizers = {}   # loop mode -> the class names of its D and G optimizers
+        self.page_faults = {}  # loop mode -> minor page faults per step, one per window
 
     def _model(self, precision="float32", **compile_kwargs):
         keras.utils.set_random_seed(0)
@@ -138,13 +140,15 @@ class Bench:
         return self._functions[mode]
 
     def time_loop(self, mode):
-        """(seconds per step, input-wait seconds per step) of a bare loop."""
+        """(seconds per step, input-wait seconds per step) of a bare loop; the
+        process's minor page faults per step go to ``self.page_faults[mode]``."""
         if mode == "eager":
             steps, step = FLAGS.eager_steps, self.model.train_step
         else:
             steps, step = self.steps, self._function("function" if mode == "constant" else mode)
             _sync(step(self.constant_batch))       # traced (and XLA-compiled) before timing
         waited = 0.0
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         start = time.perf_counter()
         for _ in range(steps):
             if mode == "constant":
@@ -155,7 +159,10 @@ class Bench:
                 waited += time.perf_counter() - fetch
             logs = step(batch)
         _sync(logs)
-        return (time.perf_counter() - start) / steps, waited / steps
+        seconds = (time.perf_counter() - start) / steps
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+        self.page_faults.setdefault(mode, []).append(faults / steps)
+        return seconds, waited / steps
 
     def time_fit(self, mode):
         """Seconds per step of ``model.fit``: the second epoch of one call."""
@@ -244,7 +251,10 @@ def measure(preset_name, batch_size, modes, repeats, always_full=False):
     row = {"preset": preset_name, "batch_size": batch_size, "steps_per_window": bench.steps,
            "flops_per_step": bench.flops_per_step,
            "seconds_per_step": {mode: statistics.median(t) for mode, t in times.items()},
-           "optimizers": bench.optimizers}
+           "optimizers": bench.optimizers,
+           # The pooled CPU allocator's effect (sgan_keras.distribute.use_pooled_cpu_allocator).
+           "minor_page_faults_per_step": {mode: statistics.median(faults)
+                                          for mode, faults in bench.page_faults.items()}}
     if waits:
         row["input_wait_per_step"] = statistics.median(waits)
     return row
@@ -284,8 +294,8 @@ def markdown(machine, peak, rows):
         "3 x batch images D sees per step.", "",
         "| preset | batch | GFLOP/step | " + " | ".join(MODE_TITLES[m] for m in modes)
         + " | images/s (loop) | GFLOP/s (% of peak) | input wait | fit / loop | XLA speed-up "
-        "| bf16 speed-up | fused Adam speed-up |",
-        "|---|---|---|" + "---|" * len(modes) + "---|---|---|---|---|---|---|",
+        "| bf16 speed-up | fused Adam speed-up | page faults / step (loop) |",
+        "|---|---|---|" + "---|" * len(modes) + "---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         d = row["derived"]
@@ -301,7 +311,9 @@ def markdown(machine, peak, rows):
             + (f"{d['fit_over_loop']:.3f} | " if "fit_over_loop" in d else "- | ")
             + (f"{d['xla_speedup']:.2f}x | " if "xla_speedup" in d else "- | ")
             + (f"{d['bf16_speedup']:.2f}x | " if "bf16_speedup" in d else "- | ")
-            + (f"{d['fused_adam_speedup']:.2f}x |" if "fused_adam_speedup" in d else "- |"))
+            + (f"{d['fused_adam_speedup']:.2f}x | " if "fused_adam_speedup" in d else "- | ")
+            + (f"{row['minor_page_faults_per_step']['function']:.0f} |"
+               if "function" in row.get("minor_page_faults_per_step", {}) else "- |"))
     return "\n".join(lines) + "\n"
 
 

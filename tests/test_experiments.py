@@ -243,6 +243,9 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     assert "Machine check before measuring: load average" in output.read_text()
     # It times what the CLI runs: TensorFlow's pooled CPU allocator.
     assert table["machine"]["pooled_cpu_allocator"] is True
+    assert set(row["minor_page_faults_per_step"]) == {"function", "constant", "bf16",
+                                                      "unfused_adam", "eager"}
+    assert all(faults >= 0 for faults in row["minor_page_faults_per_step"].values())
     assert "CPU allocator: TensorFlow's pooled (BFC) allocator" in output.read_text()
 
 
