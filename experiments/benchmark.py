@@ -288,7 +288,7 @@ def markdown(machine, peak, rows):
         f"Machine: {provenance.machine_line(machine)}. Command: `{machine['command']}` "
         f"({machine['date']}, commit {machine['commit']}).", "",
         provenance.quiet_line(machine["quiet_check"]), "",
-        provenance.cpu_allocator_line(machine.get("pooled_cpu_allocator")), "",
+        provenance.cpu_allocator_line(machine["pooled_cpu_allocator"]), "",
         f"Peak (float32 2048x2048 matmul chain, same run): {peak / 1e9:.1f} GFLOP/s.", "",
         "Milliseconds per training step (median of the timed windows); images/s counts the "
         "3 x batch images D sees per step.", "",

@@ -457,7 +457,8 @@ def write(rows, check, peak):
     with open(FLAGS.output, "w") as file:
         file.write("\n".join(lines) + "\n")
     with open(os.path.splitext(FLAGS.output)[0] + ".json", "w") as file:
-        json.dump({"check": check, "pooled_cpu_allocator": pooled, "peak_flops": peak, "rows": rows}, file, indent=2)
+        json.dump({"check": check, "pooled_cpu_allocator": pooled, "peak_flops": peak,
+                   "rows": rows}, file, indent=2)
 
 
 if __name__ == "__main__":

@@ -90,8 +90,6 @@ def record(argv=None):
 def cpu_allocator_line(pooled):
     """One line naming the CPU allocator TensorFlow timed with
     (:func:`sgan_keras.distribute.use_pooled_cpu_allocator`)."""
-    if pooled is None:      # results made before it was recorded
-        return "CPU allocator: not recorded (TensorFlow's default before the CLI chose the pooled one)."
     return ("CPU allocator: TensorFlow's pooled (BFC) allocator, as the CLI runs."
             if pooled else "CPU allocator: TensorFlow's default (malloc), "
             "TF_CPU_ALLOCATOR_USE_BFC=false.")

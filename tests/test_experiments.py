@@ -223,7 +223,7 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
          "--force"],
         cwd=REPO_ROOT, check=True, capture_output=True,
         env={key: value for key, value in os.environ.items()
-             if key != "TF_CPU_ALLOCATOR_USE_BFC"})
+             if key != distribute.POOLED_CPU_ALLOCATOR_VARIABLE})
     table = json.loads(output.with_suffix(".json").read_text())
     row, = table["rows"]
     assert row["preset"] == "mnist_gans_in_action" and row["batch_size"] == 32
