@@ -313,7 +313,7 @@ def markdown(machine, peak, rows):
             + (f"{d['bf16_speedup']:.2f}x | " if "bf16_speedup" in d else "- | ")
             + (f"{d['fused_adam_speedup']:.2f}x | " if "fused_adam_speedup" in d else "- | ")
             + (f"{row['minor_page_faults_per_step']['function']:.0f} |"
-               if "function" in row.get("minor_page_faults_per_step", {}) else "- |"))
+               if "function" in row["minor_page_faults_per_step"] else "- |"))
     return "\n".join(lines) + "\n"
 
 

@@ -387,6 +387,7 @@ def main(argv):
     # Both sides' processes inherit it: the CLI's allocator, for ours and the peer alike.
     from sgan_keras import distribute
     distribute.use_pooled_cpu_allocator()
+    pooled = distribute.pooled_cpu_allocator_in_use()   # this process's; the sides inherit it
     check = provenance.quiet_check(force=FLAGS.force)
     rows = []
     for peer in FLAGS.peers:
@@ -418,7 +419,7 @@ def main(argv):
     peak = provenance.matmul_peak_flops()
     for row in rows:
         row["fraction_of_peak"] = round(row["flops_per_step"] / (row["ours_ms"] / 1000) / peak, 4)
-    write(rows, check, peak)
+    write(rows, check, peak, pooled)
 
 
 def step_facts(preset_name, batch_size):
@@ -431,9 +432,7 @@ def step_facts(preset_name, batch_size):
             model.discriminator_batches_independent)
 
 
-def write(rows, check, peak):
-    from sgan_keras import distribute
-    pooled = distribute.pooled_cpu_allocator_in_use()   # this process's; the sides inherit it
+def write(rows, check, peak, pooled):
     lines = ["# The package's training step beside each source's own code", "",
              f"Command: `python {' '.join(sys.argv)}`; {time.strftime('%Y-%m-%d')}, commit "
              f"{provenance.commit()}.", f"Machine: {provenance.machine_line(provenance.machine())}.",

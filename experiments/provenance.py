@@ -90,9 +90,10 @@ def record(argv=None):
 def cpu_allocator_line(pooled):
     """One line naming the CPU allocator TensorFlow timed with
     (:func:`sgan_keras.distribute.use_pooled_cpu_allocator`)."""
+    from sgan_keras import distribute
     return ("CPU allocator: TensorFlow's pooled (BFC) allocator, as the CLI runs."
             if pooled else "CPU allocator: TensorFlow's default (malloc), "
-            "TF_CPU_ALLOCATOR_USE_BFC=false.")
+            f"{distribute.POOLED_CPU_ALLOCATOR_VARIABLE}=false.")
 
 
 def machine_line(record):
