@@ -57,6 +57,8 @@ flags.DEFINE_list("peers", ["blog", "gans_in_action", "improved_gan"], "Peers to
 flags.DEFINE_integer("repeats", 3, "Timed windows per side (the median is reported).")
 flags.DEFINE_float("window_seconds", 15.0, "Approximate length of one timed window.")
 flags.DEFINE_bool("force", False, "Measure even if the machine is not quiet (recorded).")
+flags.DEFINE_integer("peak_repeats", 10, "Timed runs of the matmul-peak probe (the fastest is "
+                     "the peak; 1 for a smoke run).", lower_bound=1)
 flags.DEFINE_string("output", "experiments/results/benchmark_peers.md", "Markdown; JSON beside.")
 flags.DEFINE_string("serve", None, "Internal: run one side as a timing server (peer:side).")
 FLAGS = flags.FLAGS
@@ -416,7 +418,7 @@ def main(argv):
                                     for side, values in times.items()}})
         print(f"{peer}: ours {ours_ms:.1f} ms, peer {peer_ms:.1f} ms, "
               f"{peer_ms / ours_ms:.2f}x", flush=True)
-    peak = provenance.matmul_peak_flops()
+    peak = provenance.matmul_peak_flops(repeats=FLAGS.peak_repeats)
     for row in rows:
         row["fraction_of_peak"] = round(row["flops_per_step"] / (row["ours_ms"] / 1000) / peak, 4)
     write(rows, check, peak, pooled)
@@ -440,7 +442,8 @@ def write(rows, check, peak, pooled):
              provenance.cpu_allocator_line(pooled) + " Both sides' processes use it.", "",
              "Milliseconds per training step, median of the timed windows (float32, "
              "alternating windows, each side in its own process).", "",
-             f"Peak: a float32 2048x2048 matmul chain, {peak / 1e9:.1f} GFLOP/s in this run. "
+             f"Peak: a float32 2048x2048 matmul chain, {peak / 1e9:.1f} GFLOP/s in this run "
+             f"(best of {FLAGS.peak_repeats}). "
              "`separate D` is the package's step with D called once per batch rather than "
              "once on their concatenation.", "",
              "| preset | batch | peer | ours ms | peer ms | ours is faster by | separate D ms "

@@ -14,16 +14,26 @@ temporary sibling, fsynced, then renamed over the file); checkpoints through
 renamed directory (``export.py``). A failed write leaves the earlier version
 in place. TensorFlow's own ``atomic_write_string_to_file`` is not public API
 and does not fsync, hence the helper here.
+
+This module does not import TensorFlow: a TensorFlow error can only be raised
+once something else has imported it, so :func:`_tensorflow_errors` looks it up
+in ``sys.modules``. Scripts that only write files (``experiments/run.py``)
+then start without TensorFlow's seconds-long import.
 """
 
 import contextlib
 import errno
 import json
 import os
-
-import tensorflow as tf
+import sys
 
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _tensorflow_errors():
+    """TensorFlow's ``OpError`` class as a tuple when TensorFlow is imported, else ``()``."""
+    tensorflow = sys.modules.get("tensorflow")
+    return (tensorflow.errors.OpError,) if tensorflow is not None else ()
 
 
 class WriteError(OSError):
@@ -35,7 +45,7 @@ def disk_reason(error):
     failure, else ``None``."""
     if isinstance(error, OSError) and error.errno in DISK_ERRNOS:
         return error.strerror or os.strerror(error.errno)
-    if isinstance(error, tf.errors.OpError):
+    if isinstance(error, _tensorflow_errors()):
         for code in DISK_ERRNOS:
             if os.strerror(code) in str(error.message):
                 return os.strerror(code)
@@ -50,7 +60,7 @@ def writing(what):
         yield
     except WriteError:
         raise
-    except (OSError, tf.errors.OpError) as error:
+    except (OSError, *_tensorflow_errors()) as error:
         reason = disk_reason(error)
         if reason is None:
             raise
