@@ -684,9 +684,13 @@ def run_bad_inputs(cases, fast, output_dir):
 @pytest.fixture(scope="module")
 def bad_input_results(tmp_path_factory, fast):
     """Each BAD_INPUTS case's exit status and stderr from the CLI, with a fresh
-    output directory."""
-    return run_bad_inputs([args for args, _ in BAD_INPUTS], fast, lambda index: (
-        tmp_path_factory.mktemp(f"bad_input_{index}") / "out"))["results"]
+    output directory (made once per session; tests only read it)."""
+    def make(directory):
+        report = run_bad_inputs([args for args, _ in BAD_INPUTS], fast,
+                                lambda index: directory / f"bad_input_{index}" / "out")
+        (directory / "results.json").write_text(json.dumps(report["results"]))
+    directory = made_once(tmp_path_factory, "bad_input_results", make)
+    return json.loads((directory / "results.json").read_text())
 
 
 def test_flags_are_checked_before_tensorflow_is_imported(tmp_path, fast):
