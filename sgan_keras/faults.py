@@ -28,6 +28,7 @@ import os
 import sys
 
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)
+TEMPORARY_MARK = ".tmp"   # in the name of a file being written: .<name>.tmp<pid>
 
 
 def _tensorflow_errors():
@@ -78,7 +79,7 @@ def replace_atomically(path, write, mode="w"):
     leaves ``path`` as it was.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    temporary = os.path.join(directory, f".{os.path.basename(path)}{TEMPORARY_MARK}{os.getpid()}")
     try:
         with writing(path):
             os.makedirs(directory, exist_ok=True)
@@ -91,6 +92,12 @@ def replace_atomically(path, write, mode="w"):
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def is_temporary(name):
+    """Whether the file ``name`` is one of this package's short-lived files: the
+    temporary of a :func:`replace_atomically` in progress (``.<name>.tmp<pid>``)."""
+    return name.startswith(".") and TEMPORARY_MARK in name
 
 
 def write_text(path, text):

@@ -63,13 +63,14 @@ def prepare_output_dir(config):
     flags_path = os.path.join(output_dir, "flags.json")
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UsageError(f"--output_dir={output_dir} is a file, not a directory")
-    if (os.path.isdir(output_dir) and set(os.listdir(output_dir)) - {lock_lib.LOCK_FILE}
+    if (os.path.isdir(output_dir) and _foreign_files(output_dir)
             and not os.path.exists(flags_path) and not config.run.overwrite):
         raise UsageError(f"--output_dir={output_dir} is not empty and holds no sgan_keras run; "
                          "choose another directory or pass --overwrite")
     try:
         os.makedirs(output_dir, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=output_dir):
+        with tempfile.NamedTemporaryFile(dir=output_dir,
+                                         prefix=f".write_check{faults.TEMPORARY_MARK}"):
             pass
     except OSError as error:
         raise UsageError(f"--output_dir={output_dir} cannot be written ({error.strerror})") from None
@@ -86,6 +87,15 @@ def prepare_output_dir(config):
         run_lock.release()
         raise
     return run_lock
+
+
+def _foreign_files(output_dir):
+    """The files of ``output_dir`` this package did not put there. A launch on
+    the same new directory may hold, for a moment, the lock, its write check
+    and the temporary of its ``flags.json`` before that file exists: those are
+    not a user's files (the lock then refuses the second launch)."""
+    return [name for name in os.listdir(output_dir)
+            if name != lock_lib.LOCK_FILE and not faults.is_temporary(name)]
 
 
 def _check_same_run(output_dir, flags_path, config):

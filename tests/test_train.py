@@ -201,6 +201,26 @@ def test_a_run_that_never_trained_leaves_its_directory_to_a_corrected_command(tm
         trainer.prepare_output_dir(corrected.replace(g_lr=0.5))
 
 
+def test_a_second_launch_on_a_new_directory_is_refused_by_the_lock_not_as_a_users(tmp_path):
+    """Two launches on the same new directory: the first holds, for a moment,
+    its lock, its write check and the temporary of its flags.json, before
+    flags.json exists. The second must stop at the lock (exit 3), not take
+    those files for a user's (exit 2, "holds no sgan_keras run")."""
+    from sgan_keras import lock as lock_lib, trainer
+    output_dir = tmp_path / "run"
+    output_dir.mkdir()
+    for name in (".write_check.tmpk3x9_q", f".flags.json.tmp{os.getpid() + 1}"):
+        (output_dir / name).write_text("")
+    config = presets.get_preset("mnist_gans_in_action").config.replace(
+        output_dir=str(output_dir))
+    with lock_lib.RunLock(output_dir):             # the first launch holds the lock
+        with pytest.raises(lock_lib.RunLockedError):
+            trainer.prepare_output_dir(config)
+    (output_dir / "thesis.txt").write_text("precious")   # a user's file is still refused
+    with pytest.raises(trainer.UsageError, match="holds no sgan_keras run"):
+        trainer.prepare_output_dir(config)
+
+
 # ------------------------------------------------------------------ faults
 # One deterministic configuration for the resume tests: 2 epochs of 30 steps,
 # a checkpoint every 10 steps. Every interrupted run of it, once resumed, must
