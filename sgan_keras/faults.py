@@ -95,8 +95,10 @@ def replace_atomically(path, write, mode="w"):
 
 
 def is_temporary(name):
-    """Whether the file ``name`` is one of this package's short-lived files: the
-    temporary of a :func:`replace_atomically` in progress (``.<name>.tmp<pid>``)."""
+    """Whether the file ``name`` is one of this package's short-lived files,
+    named with :data:`TEMPORARY_MARK`: the temporary of a
+    :func:`replace_atomically` in progress (``.<name>.tmp<pid>``), or the
+    output directory's write check (``trainer.prepare_output_dir``)."""
     return name.startswith(".") and TEMPORARY_MARK in name
 
 
