@@ -201,22 +201,55 @@ def test_a_run_that_never_trained_leaves_its_directory_to_a_corrected_command(tm
         trainer.prepare_output_dir(corrected.replace(g_lr=0.5))
 
 
-def test_a_second_launch_on_a_new_directory_is_refused_by_the_lock_not_as_a_users(tmp_path):
+@pytest.mark.parametrize("moment", ["write_check", "flags_temporary"])
+def test_a_second_launch_on_a_new_directory_is_refused_by_the_lock_not_as_a_users(
+        moment, tmp_path, monkeypatch):
     """Two launches on the same new directory: the first holds, for a moment,
-    its lock, its write check and the temporary of its flags.json, before
-    flags.json exists. The second must stop at the lock (exit 3), not take
-    those files for a user's (exit 2, "holds no sgan_keras run")."""
-    from sgan_keras import lock as lock_lib, trainer
-    output_dir = tmp_path / "run"
-    output_dir.mkdir()
-    for name in (".write_check.tmpk3x9_q", f".flags.json.tmp{os.getpid() + 1}"):
-        (output_dir / name).write_text("")
+    its write check, then its lock and the temporary of its flags.json, before
+    flags.json exists. A second launch at either moment must meet the lock
+    (exit 3), not take those files for a user's (exit 2, "holds no sgan_keras
+    run"). The second launch runs inside the first's write, on its real files."""
+    import tempfile
+    from sgan_keras import faults, lock as lock_lib, trainer
     config = presets.get_preset("mnist_gans_in_action").config.replace(
-        output_dir=str(output_dir))
-    with lock_lib.RunLock(output_dir):             # the first launch holds the lock
+        output_dir=str(tmp_path / "run"))
+    seen = []        # the directory as the second launch found it
+    held = []        # the lock of the launch that won it
+
+    def second_launch():
+        seen.append(sorted(os.listdir(tmp_path / "run")))
+        held.append(trainer.prepare_output_dir(config))
+
+    if moment == "write_check":        # before the first holds the lock: the second wins it
+        make_check = tempfile.NamedTemporaryFile
+
+        def write_check(*args, **kwargs):
+            check = make_check(*args, **kwargs)
+            if not seen:
+                second_launch()
+            return check
+        monkeypatch.setattr(tempfile, "NamedTemporaryFile", write_check)
+    else:                              # the first holds the lock: the second meets it
+        replace = faults.replace_atomically
+
+        def replace_atomically(path, write, mode="w"):
+            def write_then_launch(file):
+                write(file)
+                with pytest.raises(lock_lib.RunLockedError):
+                    second_launch()
+            replace(path, write_then_launch, mode)
+        monkeypatch.setattr(faults, "replace_atomically", replace_atomically)
+        trainer.prepare_output_dir(config).release()
+    if moment == "write_check":
         with pytest.raises(lock_lib.RunLockedError):
             trainer.prepare_output_dir(config)
-    (output_dir / "thesis.txt").write_text("precious")   # a user's file is still refused
+    found, = seen
+    assert "flags.json" not in found and any(faults.is_temporary(name) for name in found)
+    monkeypatch.undo()
+    for run_lock in held:
+        run_lock.release()
+    (tmp_path / "run" / "flags.json").unlink()
+    (tmp_path / "run" / "thesis.txt").write_text("precious")   # a user's file is still refused
     with pytest.raises(trainer.UsageError, match="holds no sgan_keras run"):
         trainer.prepare_output_dir(config)
 
