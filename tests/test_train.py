@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pytest
 
+import preloaded_cli
 from conftest import made_once
 from sgan_keras import config as config_lib
 from sgan_keras import presets
@@ -28,6 +29,14 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
 
 def cli(*args, timeout=300, env=None):
+    """Runs the training CLI to its end in a process of its own, forked from
+    one that has already imported TensorFlow (tests/preloaded_cli.py)."""
+    return preloaded_cli.run(args, env or ENV, REPO_ROOT, timeout)
+
+
+def fresh_cli(*args, timeout=300, env=None):
+    """The same in a new interpreter: for what happens before TensorFlow's
+    import, and for another C++ log level."""
     return subprocess.run([sys.executable, "-m", "sgan_keras.train", *args],
                           capture_output=True, text=True, timeout=timeout,
                           env=env or ENV, cwd=REPO_ROOT)
@@ -80,9 +89,8 @@ def error_lines(stderr):
 
 
 def launch(*args, env=None):
-    return subprocess.Popen([sys.executable, "-m", "sgan_keras.train", *args], env=env or ENV,
-                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    """Starts the training CLI as :func:`cli` does; returns a Popen-like child."""
+    return preloaded_cli.launch(args, env or ENV, REPO_ROOT)
 
 
 def wait_for_step(process, output_dir, step, timeout=240):
@@ -130,7 +138,7 @@ def test_cli_run_writes_every_output(finished_run):
 
 
 def test_jit_compile_flag_compiles_the_step_with_xla(tmp_path, fast):
-    result = cli(*fast, "--epochs=1", "--steps_per_epoch=2", "--jit_compile=true",
+    result = fresh_cli(*fast, "--epochs=1", "--steps_per_epoch=2", "--jit_compile=true",
                  f"--output_dir={tmp_path / 'run'}", env={**ENV, "TF_CPP_MIN_LOG_LEVEL": "0"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Compiled cluster using XLA" in result.stderr
@@ -782,7 +790,7 @@ def test_non_run_directory_is_never_touched(tmp_path, fast):
 
 
 def test_helpfull_explains_every_flag_and_flagfile_works(tmp_path):
-    result = cli("--helpfull")         # absl prints the help and exits 1
+    result = fresh_cli("--helpfull")         # absl prints the help and exits 1
     assert "Global batch size" in result.stdout
     help_text = " ".join(result.stdout.split())       # absl wraps lines
     for option in config_lib.OPTIONS.values():
@@ -792,7 +800,7 @@ def test_helpfull_explains_every_flag_and_flagfile_works(tmp_path):
             assert " ".join(option.help.split()) in help_text, option.flag
     flagfile = tmp_path / "flags.txt"
     flagfile.write_text("--dataset=imagenet\n")
-    result = cli(f"--flagfile={flagfile}")
+    result = fresh_cli(f"--flagfile={flagfile}")
     assert result.returncode != 0 and "--dataset=imagenet" in result.stderr
 
 

@@ -1,0 +1,217 @@
+"""Training-CLI processes forked from one that has already imported TensorFlow.
+
+Each run of ``python -m sgan_keras.train`` spends 5-7 s of CPU importing
+TensorFlow, Keras and this package; the suite starts about 30 of them, on 2
+cores. :func:`launch` and :func:`run` start each from a *server*: a process
+(one per pytest worker) that imported :mod:`sgan_keras.trainer` once and forks
+a child per command. Importing it does not start TensorFlow's runtime (no
+device, no thread pool: the only other thread is NumPy's OpenBLAS pool, which
+re-creates itself in a forked child), so each child starts the runtime
+itself, as a fresh interpreter would, under its own environment (``TF_CONFIG``,
+``--virtual_cpus``, the CPU allocator).
+
+A child is a process of its own that runs the CLI's entry point the way
+``python -m sgan_keras.train`` does (``runpy``, as ``__main__``): its own
+argv, environment, working directory, stdout and stderr, pid, signals and
+exit status (negative: killed by that signal, as ``subprocess.Popen`` has it).
+Only the import is shared. What happens before or during the import (flags
+checked before TensorFlow is imported, the allocator chosen before it starts,
+``gc.freeze``, TensorFlow's C++ log level, which it reads once at import, and
+start-up time) is tested on real interpreters (``subprocess``).
+"""
+
+import atexit
+import ctypes
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import types
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLI_MODULE = "sgan_keras.train"
+
+
+# ------------------------------------------------------------------ the server
+def _serve():
+    """Reads one JSON request per line on stdin, forks a child for each and
+    answers its pid; writes each child's exit status to its ``status`` file
+    (atomically) as soon as it ends. Ends when stdin closes and every child
+    has ended."""
+    import sgan_keras.trainer  # noqa: F401  (TensorFlow, Keras: imported, not started)
+    from tensorflow.python.eager import context
+    started = context.context_safe()
+    if started is not None and started._context_handle is not None:  # pylint: disable=protected-access
+        raise RuntimeError("importing sgan_keras.trainer started TensorFlow's runtime: "
+                           "its thread pools cannot be forked")
+    ctypes.CDLL(None).fflush(None)   # the C streams' buffered import log lines: written once
+    children = {}
+    reading = True
+    while reading or children:
+        if reading and select.select([sys.stdin], [], [], 0.01)[0]:
+            line = sys.stdin.readline()
+            if not line:     # the pytest worker ended: so did its tests
+                reading = False
+                for pid in children:
+                    os.kill(pid, signal.SIGKILL)
+                continue
+            request = json.loads(line)
+            pid = os.fork()
+            if pid == 0:
+                _child(request)          # never returns
+            children[pid] = request["status"]
+            print(json.dumps({"pid": pid}), flush=True)
+        elif not reading:
+            time.sleep(0.01)
+        while children:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            path = children.pop(pid)
+            with open(path + ".tmp", "w") as file:
+                file.write(str(os.waitstatus_to_exitcode(status)))
+            os.replace(path + ".tmp", path)
+
+
+def _child(request):
+    """In the forked child: becomes the CLI process ``request`` describes."""
+    import runpy
+    import traceback
+    code = 1
+    try:
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        for fd, path, flags in ((0, os.devnull, os.O_RDONLY),
+                                (1, request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+                                (2, request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
+            opened = os.open(path, flags, 0o644)
+            os.dup2(opened, fd)
+            os.close(opened)
+        sys.argv = ["-m", *request["argv"]]   # runpy sets argv[0] to the module's file
+        try:
+            runpy.run_module(CLI_MODULE, run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as exit:   # what the interpreter does with it
+            if exit.code is None or isinstance(exit.code, int):
+                code = exit.code or 0
+            else:
+                print(exit.code, file=sys.stderr)
+        except BaseException:        # an uncaught error: its traceback, status 1
+            traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:   # pylint: disable=broad-except
+                pass
+        os._exit(code)
+
+
+# ------------------------------------------------------------------ the client
+# TensorFlow reads its C++ log level once, at import: the server's holds for
+# every child (tests that need another start a real interpreter).
+LOG_LEVEL = "2"
+_server = None
+
+
+def _the_server():
+    """This pytest worker's server, started on first use; it ends with the worker."""
+    global _server   # pylint: disable=global-statement
+    if _server is None or _server.poll() is not None:
+        here = os.path.dirname(os.path.abspath(__file__))
+        log = tempfile.NamedTemporaryFile("w+", prefix="sgan_cli_server_", suffix=".log",
+                                          delete=False)
+        _server = subprocess.Popen(
+            [sys.executable, "-c", "import preloaded_cli; preloaded_cli._serve()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO_ROOT,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": LOG_LEVEL, "PYTHONUNBUFFERED": "1",
+                 "PYTHONPATH": os.pathsep.join(
+                     [here, REPO_ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])})
+        _server.log_path = log.name   # its stderr: TensorFlow's import lines, or why it ended
+        atexit.register(_remove, log.name)
+    return _server
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+class Child:
+    """A forked CLI process, with the part of ``subprocess.Popen``'s interface
+    the tests use (``pid``, ``returncode``, ``poll``, ``wait``, ``send_signal``,
+    ``kill``, ``communicate``); stdout and stderr are text."""
+
+    def __init__(self, argv, env, cwd):
+        if env.get("TF_CPP_MIN_LOG_LEVEL") != LOG_LEVEL:
+            raise ValueError(f"a forked CLI runs at TF_CPP_MIN_LOG_LEVEL={LOG_LEVEL}; "
+                             "use subprocess for another level")
+        self._directory = tempfile.mkdtemp(prefix="sgan_cli_")
+        self._paths = types.SimpleNamespace(
+            stdout=os.path.join(self._directory, "stdout"),
+            stderr=os.path.join(self._directory, "stderr"),
+            status=os.path.join(self._directory, "status"))
+        server = _the_server()
+        server.stdin.write(json.dumps({"argv": list(argv), "env": env, "cwd": str(cwd),
+                                       **vars(self._paths)}) + "\n")
+        server.stdin.flush()
+        answer = server.stdout.readline()
+        if not answer:
+            with open(server.log_path) as log:
+                raise RuntimeError(f"the preloaded CLI server ended: {log.read()[-3000:]}")
+        self.pid = json.loads(answer)["pid"]
+        self.returncode = None
+
+    def poll(self):
+        if self.returncode is None and os.path.exists(self._paths.status):
+            with open(self._paths.status) as file:
+                self.returncode = int(file.read())
+        return self.returncode
+
+    def wait(self, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(CLI_MODULE, timeout)
+            time.sleep(0.02)
+        return self.returncode
+
+    def send_signal(self, number):
+        if self.poll() is None:
+            os.kill(self.pid, number)
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+
+    def communicate(self, timeout=None):
+        """Waits for the end; returns ``(stdout, stderr)``."""
+        self.wait(timeout)
+        with open(self._paths.stdout) as out, open(self._paths.stderr) as err:
+            outputs = out.read(), err.read()
+        shutil.rmtree(self._directory, ignore_errors=True)
+        return outputs
+
+
+def launch(argv, env, cwd=REPO_ROOT):
+    """Starts ``python -m sgan_keras.train *argv`` (forked); returns its :class:`Child`."""
+    return Child(argv, env, cwd)
+
+
+def run(argv, env, cwd=REPO_ROOT, timeout=None):
+    """Runs it to the end; returns a ``subprocess.CompletedProcess`` (text)."""
+    child = launch(argv, env, cwd)
+    try:
+        stdout, stderr = child.communicate(timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        raise
+    return subprocess.CompletedProcess([sys.executable, "-m", CLI_MODULE, *argv],
+                                       child.returncode, stdout, stderr)
