@@ -11,6 +11,8 @@ import sys
 import pytest
 import tensorflow as tf
 
+import preloaded
+
 from sgan_keras import distribute
 from sgan_keras.distribute import StrategyError, is_chief, make_strategy
 
@@ -19,9 +21,15 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 ENV.pop("TF_CONFIG", None)
 
 
-def run_python(script, env=ENV, timeout=120):
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            env=env, cwd=REPO_ROOT, timeout=timeout)
+def run_python(script, env=ENV, timeout=120, fresh=False):
+    """Runs ``script`` in a TensorFlow runtime of its own: forked from a process
+    that has imported TensorFlow (tests/preloaded.py), or with ``fresh``, in a
+    new interpreter (for what happens before TensorFlow is imported)."""
+    if fresh:
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                env=env, cwd=REPO_ROOT, timeout=timeout)
+    else:
+        result = preloaded.run_code(script, env=env, cwd=REPO_ROOT, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -83,7 +91,7 @@ def test_the_train_cli_runs_tensorflow_with_the_pooled_cpu_allocator_unless_told
            if key != distribute.POOLED_CPU_ALLOCATOR_VARIABLE}
     if setting is not None:
         env[distribute.POOLED_CPU_ALLOCATOR_VARIABLE] = setting
-    assert run_python(CLI_ALLOCATOR, env=env) is pooled
+    assert run_python(CLI_ALLOCATOR, env=env, fresh=True) is pooled
 
 
 def test_use_pooled_cpu_allocator_keeps_the_environments_choice(monkeypatch):
@@ -128,9 +136,8 @@ def test_two_workers_on_localhost_all_reduce():
     try:
         for index in range(2):
             tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-            workers.append(subprocess.Popen(
-                [sys.executable, "-c", MULTI_WORKER], env={**ENV, "TF_CONFIG": tf_config},
-                cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            workers.append(preloaded.launch_code(
+                MULTI_WORKER, env={**ENV, "TF_CONFIG": tf_config}, cwd=REPO_ROOT))
         outputs = [worker.communicate(timeout=90) for worker in workers]
     finally:
         for worker in workers:

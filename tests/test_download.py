@@ -1,7 +1,7 @@
 """The TFDS download path, driven for real up to the network call.
 
 No test here mocks ``tfds.load``: the CLI runs in a process of its own
-(``tests/preloaded_cli.py``) with no prepared data (an empty
+(``tests/preloaded.py``) with no prepared data (an empty
 ``TFDS_DATA_DIR``) and ``HTTPS_PROXY``/``HTTP_PROXY`` pointing at a closed
 local port, so TFDS builds its dataset builder, reads its
 checksums (the code that once needed the undeclared ``importlib_resources``)
@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-import preloaded_cli
+import preloaded
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -34,8 +34,8 @@ def test_offline_download_fails_fast_with_one_line(dataset, host, tmp_path):
     env = {**os.environ, "HTTPS_PROXY": proxy, "HTTP_PROXY": proxy, "NO_PROXY": "",
            "TFDS_DATA_DIR": str(tmp_path / "tfds"), "TF_CPP_MIN_LOG_LEVEL": "2"}
     start = time.monotonic()
-    result = preloaded_cli.run([f"--dataset={dataset}", f"--output_dir={tmp_path / 'run'}"],
-                               env, REPO_ROOT, timeout=300)
+    result = preloaded.run_module("sgan_keras.train", [f"--dataset={dataset}",
+                                  f"--output_dir={tmp_path / 'run'}"], env, REPO_ROOT, timeout=300)
     elapsed = time.monotonic() - start
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr

@@ -3,14 +3,13 @@
 import csv
 import io
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import preloaded
 from sgan_keras import data as data_lib
 from sgan_keras.export import TFLITE_FLOAT, export_classifier
 
@@ -51,8 +50,9 @@ def images(tmp_path_factory):
 
 
 def predict(*args):
-    return subprocess.run([sys.executable, "-m", "sgan_keras.predict", *map(str, args)],
-                          capture_output=True, text=True, env=ENV, timeout=300)
+    """``python -m sgan_keras.predict *args``, forked from a process that has
+    imported TensorFlow (tests/preloaded.py)."""
+    return preloaded.run_module("sgan_keras.predict", args, ENV, os.getcwd(), timeout=300)
 
 
 def rows(text):

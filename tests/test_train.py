@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pytest
 
-import preloaded_cli
+import preloaded
 from conftest import made_once
 from sgan_keras import config as config_lib
 from sgan_keras import presets
@@ -30,8 +30,8 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
 def cli(*args, timeout=300, env=None):
     """Runs the training CLI to its end in a process of its own, forked from
-    one that has already imported TensorFlow (tests/preloaded_cli.py)."""
-    return preloaded_cli.run(args, env or ENV, REPO_ROOT, timeout)
+    one that has already imported TensorFlow (tests/preloaded.py)."""
+    return preloaded.run_module("sgan_keras.train", args, env or ENV, REPO_ROOT, timeout)
 
 
 def fresh_cli(*args, timeout=300, env=None):
@@ -90,7 +90,7 @@ def error_lines(stderr):
 
 def launch(*args, env=None):
     """Starts the training CLI as :func:`cli` does; returns a Popen-like child."""
-    return preloaded_cli.launch(args, env or ENV, REPO_ROOT)
+    return preloaded.launch_module("sgan_keras.train", args, env or ENV, REPO_ROOT)
 
 
 def wait_for_step(process, output_dir, step, timeout=240):

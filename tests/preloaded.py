@@ -1,25 +1,28 @@
-"""Training-CLI processes forked from one that has already imported TensorFlow.
+"""Test processes forked from one that has already imported TensorFlow.
 
-Each run of ``python -m sgan_keras.train`` spends 5-7 s of CPU importing
-TensorFlow, Keras and this package; the suite starts about 30 of them, on 2
-cores. :func:`launch` and :func:`run` start each from a *server*: a process
-(one per pytest worker) that imported :mod:`sgan_keras.trainer` once and forks
-a child per command. Importing it does not start TensorFlow's runtime (no
-device, no thread pool: the only other thread is NumPy's OpenBLAS pool, which
-re-creates itself in a forked child), so each child starts the runtime
-itself, as a fresh interpreter would, under its own environment (``TF_CONFIG``,
-``--virtual_cpus``, the CPU allocator).
+Each run of ``python -m sgan_keras.train``, and each script that needs a
+TensorFlow runtime of its own (logical CPUs, a cluster), spends 5-7 s of CPU
+importing TensorFlow, Keras and this package; the suite starts about 40 of
+them, on 2 cores. :func:`launch_module`, :func:`run_module`, :func:`launch_code`
+and :func:`run_code` start each from a *server*: a process (one per pytest worker) that imported
+:mod:`sgan_keras.trainer` once and forks a child per command. Importing it
+does not start TensorFlow's runtime (no device, no thread pool: the only
+other thread is NumPy's OpenBLAS pool, which re-creates itself in a forked
+child), so each child starts the runtime itself, as a fresh interpreter
+would, under its own environment (``TF_CONFIG``, logical CPUs, the CPU
+allocator).
 
 A child is a process of its own that runs the CLI's entry point the way
-``python -m sgan_keras.train`` does (``runpy``, as ``__main__``): its own
-argv, environment, working directory, stdout and stderr, pid, signals and
-exit status (negative: killed by that signal, as ``subprocess.Popen`` has it).
-Only the import is shared. What happens before or during the import (flags
-checked before TensorFlow is imported, the allocator chosen before it starts,
-``gc.freeze``, TensorFlow's C++ log level, which it reads once at import, and
-start-up time) is tested on real interpreters (``subprocess``).
+``python -m sgan_keras.train`` does (``runpy``, as ``__main__``), or a
+script as ``python -c`` does: its own argv, environment, working directory,
+stdout and stderr, pid, signals and exit status (negative: killed by that
+signal, as ``subprocess.Popen`` has it). Only the import is shared (the
+modules it loaded stay loaded). What happens before or during the import
+(flags checked before TensorFlow is imported, the allocator chosen before it
+starts, ``gc.freeze``, which modules a script imports, TensorFlow's C++ log
+level, which it reads once at import, and start-up time) is tested on real
+interpreters (``subprocess``).
 """
-
 import atexit
 import ctypes
 import json
@@ -34,7 +37,6 @@ import time
 import types
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLI_MODULE = "sgan_keras.train"
 
 
 # ------------------------------------------------------------------ the server
@@ -46,7 +48,8 @@ def _serve():
     import sgan_keras.trainer  # noqa: F401  (TensorFlow, Keras: imported, not started)
     from tensorflow.python.eager import context
     started = context.context_safe()
-    if started is not None and started._context_handle is not None:  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    if started is not None and started._context_handle is not None:
         raise RuntimeError("importing sgan_keras.trainer started TensorFlow's runtime: "
                            "its thread pools cannot be forked")
     ctypes.CDLL(None).fflush(None)   # the C streams' buffered import log lines: written once
@@ -79,10 +82,14 @@ def _serve():
 
 
 def _child(request):
-    """In the forked child: becomes the CLI process ``request`` describes."""
+    """In the forked child: becomes the CLI process ``request`` describes, and
+    ends as the interpreter would (its exit status, its threads joined, its
+    ``atexit`` handlers run, killed by SIGINT on an uncaught ``KeyboardInterrupt``)."""
     import runpy
+    import threading
     import traceback
     code = 1
+    interrupted = False
     try:
         os.chdir(request["cwd"])
         os.environ.clear()
@@ -93,29 +100,40 @@ def _child(request):
             opened = os.open(path, flags, 0o644)
             os.dup2(opened, fd)
             os.close(opened)
-        sys.argv = ["-m", *request["argv"]]   # runpy sets argv[0] to the module's file
         try:
-            runpy.run_module(CLI_MODULE, run_name="__main__", alter_sys=True)
+            if "code" in request:     # python -c CODE ARGV...
+                sys.argv = ["-c", *request["argv"]]
+                exec(compile(request["code"], "<string>", "exec"),  # pylint: disable=exec-used
+                     {"__name__": "__main__", "__builtins__": __builtins__})
+            else:                     # python -m MODULE ARGV... (runpy sets argv[0])
+                sys.argv = ["-m", *request["argv"]]
+                runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
             code = 0
         except SystemExit as exit:   # what the interpreter does with it
             if exit.code is None or isinstance(exit.code, int):
                 code = exit.code or 0
             else:
                 print(exit.code, file=sys.stderr)
-        except BaseException:        # an uncaught error: its traceback, status 1
+        except BaseException as error:   # uncaught: its traceback, status 1
             traceback.print_exc()
+            interrupted = isinstance(error, KeyboardInterrupt)
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
+        try:
+            threading._shutdown()    # pylint: disable=protected-access
+            atexit._run_exitfuncs()  # pylint: disable=protected-access
+            for stream in (sys.stdout, sys.stderr):
                 stream.flush()
-            except Exception:   # pylint: disable=broad-except
-                pass
-        os._exit(code)
+        finally:
+            if interrupted:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGINT)
+            os._exit(code)
 
 
 # ------------------------------------------------------------------ the client
 # TensorFlow reads its C++ log level once, at import: the server's holds for
-# every child (tests that need another start a real interpreter).
+# every child, whatever its TF_CPP_MIN_LOG_LEVEL (tests that need another level
+# start a real interpreter).
 LOG_LEVEL = "2"
 _server = None
 
@@ -128,7 +146,7 @@ def _the_server():
         log = tempfile.NamedTemporaryFile("w+", prefix="sgan_cli_server_", suffix=".log",
                                           delete=False)
         _server = subprocess.Popen(
-            [sys.executable, "-c", "import preloaded_cli; preloaded_cli._serve()"],
+            [sys.executable, "-c", "import preloaded; preloaded._serve()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO_ROOT,
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": LOG_LEVEL, "PYTHONUNBUFFERED": "1",
                  "PYTHONPATH": os.pathsep.join(
@@ -146,27 +164,26 @@ def _remove(path):
 
 
 class Child:
-    """A forked CLI process, with the part of ``subprocess.Popen``'s interface
-    the tests use (``pid``, ``returncode``, ``poll``, ``wait``, ``send_signal``,
+    """A forked process, with the part of ``subprocess.Popen``'s interface the
+    tests use (``pid``, ``returncode``, ``poll``, ``wait``, ``send_signal``,
     ``kill``, ``communicate``); stdout and stderr are text."""
 
-    def __init__(self, argv, env, cwd):
-        if env.get("TF_CPP_MIN_LOG_LEVEL") != LOG_LEVEL:
-            raise ValueError(f"a forked CLI runs at TF_CPP_MIN_LOG_LEVEL={LOG_LEVEL}; "
-                             "use subprocess for another level")
-        self._directory = tempfile.mkdtemp(prefix="sgan_cli_")
+    def __init__(self, request, env, cwd):
+        self._directory = tempfile.mkdtemp(prefix="sgan_forked_")
         self._paths = types.SimpleNamespace(
             stdout=os.path.join(self._directory, "stdout"),
             stderr=os.path.join(self._directory, "stderr"),
             status=os.path.join(self._directory, "status"))
+        for path in (self._paths.stdout, self._paths.stderr):
+            open(path, "w").close()   # readable from the start
         server = _the_server()
-        server.stdin.write(json.dumps({"argv": list(argv), "env": env, "cwd": str(cwd),
+        server.stdin.write(json.dumps({**request, "env": dict(env), "cwd": str(cwd),
                                        **vars(self._paths)}) + "\n")
         server.stdin.flush()
         answer = server.stdout.readline()
         if not answer:
             with open(server.log_path) as log:
-                raise RuntimeError(f"the preloaded CLI server ended: {log.read()[-3000:]}")
+                raise RuntimeError(f"the preloaded server ended: {log.read()[-3000:]}")
         self.pid = json.loads(answer)["pid"]
         self.returncode = None
 
@@ -180,7 +197,7 @@ class Child:
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.poll() is None:
             if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(CLI_MODULE, timeout)
+                raise subprocess.TimeoutExpired(f"forked process {self.pid}", timeout)
             time.sleep(0.02)
         return self.returncode
 
@@ -200,18 +217,34 @@ class Child:
         return outputs
 
 
-def launch(argv, env, cwd=REPO_ROOT):
-    """Starts ``python -m sgan_keras.train *argv`` (forked); returns its :class:`Child`."""
-    return Child(argv, env, cwd)
+def launch_module(module, argv, env, cwd=REPO_ROOT):
+    """Starts ``python -m module *argv`` (forked); returns its :class:`Child`."""
+    return Child({"module": module, "argv": [str(arg) for arg in argv]}, env, cwd)
 
 
-def run(argv, env, cwd=REPO_ROOT, timeout=None):
+def run_module(module, argv, env, cwd=REPO_ROOT, timeout=None):
     """Runs it to the end; returns a ``subprocess.CompletedProcess`` (text)."""
-    child = launch(argv, env, cwd)
+    return _completed(launch_module(module, argv, env, cwd),
+                      [sys.executable, "-m", module, *argv], timeout)
+
+
+def launch_code(code, argv=(), env=None, cwd=REPO_ROOT):
+    """Starts ``python -c code *argv`` (forked); returns its :class:`Child`."""
+    return Child({"code": code, "argv": [str(arg) for arg in argv]},
+                 os.environ if env is None else env, cwd)
+
+
+def run_code(code, argv=(), env=None, cwd=REPO_ROOT, timeout=None):
+    """Runs it to the end; returns a ``subprocess.CompletedProcess`` (text)."""
+    return _completed(launch_code(code, argv, env, cwd), [sys.executable, "-c", code, *argv],
+                      timeout)
+
+
+def _completed(child, args, timeout):
     try:
         stdout, stderr = child.communicate(timeout)
     except subprocess.TimeoutExpired:
         child.kill()
+        child.communicate()
         raise
-    return subprocess.CompletedProcess([sys.executable, "-m", CLI_MODULE, *argv],
-                                       child.returncode, stdout, stderr)
+    return subprocess.CompletedProcess(args, child.returncode, stdout, stderr)
