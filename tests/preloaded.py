@@ -82,8 +82,8 @@ def _serve():
 
 
 def _child(request):
-    """In the forked child: becomes the CLI process ``request`` describes, and
-    ends as the interpreter would (its exit status, its threads joined, its
+    """In the forked child: becomes the process ``request`` describes (``python
+    -m module`` or ``python -c code``), and ends as the interpreter would (its exit status, its threads joined, its
     ``atexit`` handlers run, killed by SIGINT on an uncaught ``KeyboardInterrupt``)."""
     import runpy
     import threading
@@ -143,7 +143,7 @@ def _the_server():
     global _server   # pylint: disable=global-statement
     if _server is None or _server.poll() is not None:
         here = os.path.dirname(os.path.abspath(__file__))
-        log = tempfile.NamedTemporaryFile("w+", prefix="sgan_cli_server_", suffix=".log",
+        log = tempfile.NamedTemporaryFile("w+", prefix="sgan_preloaded_server_", suffix=".log",
                                           delete=False)
         _server = subprocess.Popen(
             [sys.executable, "-c", "import preloaded; preloaded._serve()"],
