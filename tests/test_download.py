@@ -1,11 +1,10 @@
 """The TFDS download path, driven for real up to the network call.
 
 No test here mocks ``tfds.load``: the CLI runs in a process of its own
-(``tests/preloaded.py``) with no prepared data (an empty
-``TFDS_DATA_DIR``) and ``HTTPS_PROXY``/``HTTP_PROXY`` pointing at a closed
-local port, so TFDS builds its dataset builder, reads its
-checksums (the code that once needed the undeclared ``importlib_resources``)
-and the first request is refused. The run must end at once with one line
+(``tests/preloaded.py``) with no prepared data (an empty ``TFDS_DATA_DIR``)
+and ``HTTPS_PROXY``/``HTTP_PROXY`` pointing at a closed local port, so TFDS
+builds its dataset builder, reads its checksums (the code that once needed
+the undeclared ``importlib_resources``) and the first request is refused. The run must end at once with one line
 that names the dataset and says ``--data_dir``.
 """
 
@@ -34,8 +33,8 @@ def test_offline_download_fails_fast_with_one_line(dataset, host, tmp_path):
     env = {**os.environ, "HTTPS_PROXY": proxy, "HTTP_PROXY": proxy, "NO_PROXY": "",
            "TFDS_DATA_DIR": str(tmp_path / "tfds"), "TF_CPP_MIN_LOG_LEVEL": "2"}
     start = time.monotonic()
-    result = preloaded.run_module("sgan_keras.train", [f"--dataset={dataset}",
-                                  f"--output_dir={tmp_path / 'run'}"], env, REPO_ROOT, timeout=300)
+    argv = [f"--dataset={dataset}", f"--output_dir={tmp_path / 'run'}"]
+    result = preloaded.run_module("sgan_keras.train", argv, env, REPO_ROOT, timeout=300)
     elapsed = time.monotonic() - start
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr

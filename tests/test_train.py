@@ -139,7 +139,8 @@ def test_cli_run_writes_every_output(finished_run):
 
 def test_jit_compile_flag_compiles_the_step_with_xla(tmp_path, fast):
     result = fresh_cli(*fast, "--epochs=1", "--steps_per_epoch=2", "--jit_compile=true",
-                 f"--output_dir={tmp_path / 'run'}", env={**ENV, "TF_CPP_MIN_LOG_LEVEL": "0"})
+                       f"--output_dir={tmp_path / 'run'}",
+                       env={**ENV, "TF_CPP_MIN_LOG_LEVEL": "0"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Compiled cluster using XLA" in result.stderr
     assert len(metrics_rows(tmp_path / "run")) == 1
@@ -790,7 +791,7 @@ def test_non_run_directory_is_never_touched(tmp_path, fast):
 
 
 def test_helpfull_explains_every_flag_and_flagfile_works(tmp_path):
-    result = fresh_cli("--helpfull")         # absl prints the help and exits 1
+    result = fresh_cli("--helpfull")   # absl prints the help and exits 1
     assert "Global batch size" in result.stdout
     help_text = " ".join(result.stdout.split())       # absl wraps lines
     for option in config_lib.OPTIONS.values():
