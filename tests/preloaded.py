@@ -3,9 +3,10 @@
 Each run of ``python -m sgan_keras.train``, and each script that needs a
 TensorFlow runtime of its own (logical CPUs, a cluster), spends 5-7 s of CPU
 importing TensorFlow, Keras and this package; the suite starts about 40 of
-them, on 2 cores. :func:`launch_module`, :func:`run_module`, :func:`launch_code`
-and :func:`run_code` start each from a *server*: a process (one per pytest worker) that imported
-:mod:`sgan_keras.trainer` once and forks a child per command. Importing it
+them, on 2 cores. :func:`launch_module`, :func:`run_module`,
+:func:`launch_code` and :func:`run_code` start each from a *server*: a
+process (one per pytest worker) that imported :mod:`sgan_keras.trainer` once
+and forks a child per command. Importing it
 does not start TensorFlow's runtime (no device, no thread pool: the only
 other thread is NumPy's OpenBLAS pool, which re-creates itself in a forked
 child), so each child starts the runtime itself, as a fresh interpreter
@@ -28,7 +29,6 @@ import ctypes
 import json
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -46,6 +46,7 @@ def _serve():
     (atomically) as soon as it ends. Ends when stdin closes and every child
     has ended."""
     import sgan_keras.trainer  # noqa: F401  (TensorFlow, Keras: imported, not started)
+    from sgan_keras import faults
     from tensorflow.python.eager import context
     started = context.context_safe()
     # pylint: disable-next=protected-access
@@ -75,16 +76,14 @@ def _serve():
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
                 break
-            path = children.pop(pid)
-            with open(path + ".tmp", "w") as file:
-                file.write(str(os.waitstatus_to_exitcode(status)))
-            os.replace(path + ".tmp", path)
+            faults.write_text(children.pop(pid), str(os.waitstatus_to_exitcode(status)))
 
 
 def _child(request):
-    """In the forked child: becomes the process ``request`` describes (``python
-    -m module`` or ``python -c code``), and ends as the interpreter would (its exit status, its threads joined, its
-    ``atexit`` handlers run, killed by SIGINT on an uncaught ``KeyboardInterrupt``)."""
+    """In the forked child: becomes the process ``request`` describes
+    (``python -m module`` or ``python -c code``), and ends as the interpreter
+    would: its exit status, its threads joined, its ``atexit`` handlers run,
+    killed by SIGINT on an uncaught ``KeyboardInterrupt``."""
     import runpy
     import threading
     import traceback
@@ -136,31 +135,31 @@ def _child(request):
 # start a real interpreter).
 LOG_LEVEL = "2"
 _server = None
+# The server's stderr (TensorFlow's import lines, or why it ended) and each
+# child's stdout, stderr and exit status: made with the server, in the pytest
+# worker only, and removed when the worker ends.
+_scratch = None
 
 
 def _the_server():
     """This pytest worker's server, started on first use; it ends with the worker."""
-    global _server   # pylint: disable=global-statement
+    global _server, _scratch   # pylint: disable=global-statement
     if _server is None or _server.poll() is not None:
+        _scratch = _scratch or tempfile.TemporaryDirectory(prefix="sgan_preloaded_")
         here = os.path.dirname(os.path.abspath(__file__))
-        log = tempfile.NamedTemporaryFile("w+", prefix="sgan_preloaded_server_", suffix=".log",
-                                          delete=False)
-        _server = subprocess.Popen(
-            [sys.executable, "-c", "import preloaded; preloaded._serve()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO_ROOT,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": LOG_LEVEL, "PYTHONUNBUFFERED": "1",
-                 "PYTHONPATH": os.pathsep.join(
-                     [here, REPO_ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])})
-        _server.log_path = log.name   # its stderr: TensorFlow's import lines, or why it ended
-        atexit.register(_remove, log.name)
+        with open(_server_log(), "w") as log:
+            _server = subprocess.Popen(
+                [sys.executable, "-c", "import preloaded; preloaded._serve()"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+                cwd=REPO_ROOT,
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": LOG_LEVEL, "PYTHONUNBUFFERED": "1",
+                     "PYTHONPATH": os.pathsep.join(
+                         [here, REPO_ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])})
     return _server
 
 
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
+def _server_log():
+    return os.path.join(_scratch.name, "server.log")
 
 
 class Child:
@@ -169,20 +168,20 @@ class Child:
     ``kill``, ``communicate``); stdout and stderr are text."""
 
     def __init__(self, request, env, cwd):
-        self._directory = tempfile.mkdtemp(prefix="sgan_forked_")
+        request = {**request, "argv": [str(arg) for arg in request["argv"]]}
+        server = _the_server()
+        directory = tempfile.mkdtemp(dir=_scratch.name)
         self._paths = types.SimpleNamespace(
-            stdout=os.path.join(self._directory, "stdout"),
-            stderr=os.path.join(self._directory, "stderr"),
-            status=os.path.join(self._directory, "status"))
+            stdout=os.path.join(directory, "stdout"), stderr=os.path.join(directory, "stderr"),
+            status=os.path.join(directory, "status"))
         for path in (self._paths.stdout, self._paths.stderr):
             open(path, "w").close()   # readable from the start
-        server = _the_server()
         server.stdin.write(json.dumps({**request, "env": dict(env), "cwd": str(cwd),
                                        **vars(self._paths)}) + "\n")
         server.stdin.flush()
         answer = server.stdout.readline()
         if not answer:
-            with open(server.log_path) as log:
+            with open(_server_log()) as log:
                 raise RuntimeError(f"the preloaded server ended: {log.read()[-3000:]}")
         self.pid = json.loads(answer)["pid"]
         self.returncode = None
@@ -212,14 +211,12 @@ class Child:
         """Waits for the end; returns ``(stdout, stderr)``."""
         self.wait(timeout)
         with open(self._paths.stdout) as out, open(self._paths.stderr) as err:
-            outputs = out.read(), err.read()
-        shutil.rmtree(self._directory, ignore_errors=True)
-        return outputs
+            return out.read(), err.read()
 
 
 def launch_module(module, argv, env, cwd=REPO_ROOT):
     """Starts ``python -m module *argv`` (forked); returns its :class:`Child`."""
-    return Child({"module": module, "argv": [str(arg) for arg in argv]}, env, cwd)
+    return Child({"module": module, "argv": argv}, env, cwd)
 
 
 def run_module(module, argv, env, cwd=REPO_ROOT, timeout=None):
@@ -230,8 +227,7 @@ def run_module(module, argv, env, cwd=REPO_ROOT, timeout=None):
 
 def launch_code(code, argv=(), env=None, cwd=REPO_ROOT):
     """Starts ``python -c code *argv`` (forked); returns its :class:`Child`."""
-    return Child({"code": code, "argv": [str(arg) for arg in argv]},
-                 os.environ if env is None else env, cwd)
+    return Child({"code": code, "argv": argv}, os.environ if env is None else env, cwd)
 
 
 def run_code(code, argv=(), env=None, cwd=REPO_ROOT, timeout=None):
