@@ -17,11 +17,22 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 TINY_BUDGET = {"SGAN_NOTEBOOK_STEPS": "3", "SGAN_NOTEBOOK_EPOCHS": "2",
                "SGAN_NOTEBOOK_TEST_IMAGES": "1000"}
+# What a notebook writes into SGAN_NOTEBOOK_OUTPUT_DIR (glob patterns). Given
+# that directory, a notebook leaves nothing in the temporary directory.
+OUTPUTS = {"quickstart.ipynb": ["sgan/metrics.csv", "sgan/samples/*.png", "sgan/*.png",
+                                "export/**/saved_model.pb"],
+           "variants.ipynb": []}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs(path, monkeypatch, mnist_dir):
+def test_notebook_runs(path, monkeypatch, mnist_dir, tmp_path):
     monkeypatch.setenv("SGAN_MNIST_DIR", str(mnist_dir))
+    output_dir = tmp_path / "outputs"
+    output_dir.mkdir()
+    monkeypatch.setenv("SGAN_NOTEBOOK_OUTPUT_DIR", str(output_dir))
+    kernel_tmp = tmp_path / "tmp"
+    kernel_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(kernel_tmp))
     # The kernel imports this checkout's sgan_keras, whichever copy is installed.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
@@ -36,6 +47,11 @@ def test_notebook_runs(path, monkeypatch, mnist_dir):
     images = [output for cell in notebook.cells for output in cell.get("outputs", [])
               if "image/png" in output.get("data", {})]
     assert images, "the notebook drew no figure"
+    for pattern in OUTPUTS[path.name]:
+        assert list(output_dir.glob(pattern)), f"no {pattern} in SGAN_NOTEBOOK_OUTPUT_DIR"
+    if not OUTPUTS[path.name]:
+        assert not any(output_dir.iterdir())
+    assert sorted(entry.name for entry in kernel_tmp.iterdir()) == []
 
 
 def test_the_documented_notebooks_exist():
