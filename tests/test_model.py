@@ -252,6 +252,37 @@ def test_one_concatenated_discriminator_call_trains_as_separate_calls(update_ord
         np.testing.assert_allclose(value, trained[1][1][name], rtol=1e-5, atol=1e-6)
 
 
+class BatchSizeRecorder(keras.layers.Layer):
+    """The identity, recording the batch size of each call (when traced)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.batch_sizes = []
+
+    def call(self, inputs):
+        self.batch_sizes.append(inputs.shape[0])
+        return inputs
+
+
+@pytest.mark.parametrize("generator_fakes", ["fresh", "reused"])
+def test_feature_matching_calls_d_on_the_fakes_and_the_real_images_apart(generator_fakes):
+    """G's loss depends on G through the fakes only: the real images get a D
+    call of their own (as in improved-gan and the MNIST blog), so G's
+    backward pass does not run through them; D's update keeps one call."""
+    generator, discriminator = tiny_networks()
+    recorder = BatchSizeRecorder()
+    images = keras.Input(IMAGE_SHAPE)
+    recorded = keras.Model(images, discriminator(recorder(images)))
+    model = SGAN(generator, recorded, Config().replace(
+        noise_stddev=1.0, seed=0, generator_fakes=generator_fakes,
+        generator_loss="feature_matching_l2"))
+    model.compile(d_optimizer=keras.optimizers.Adam(1e-2),
+                  g_optimizer=keras.optimizers.Adam(1e-2))
+    recorder.batch_sizes.clear()
+    step(model, tiny_batch(size=8))
+    assert recorder.batch_sizes == [3 * 8, 8, 8]   # D's update; G's: fakes, then real
+
+
 def test_discriminators_with_batch_norm_keep_one_call_per_batch():
     # BatchNorm's statistics would mix the labeled, real and fake batches.
     for name in sorted(PRESETS):
