@@ -18,6 +18,11 @@ the figure the performance issue names), in one process on one machine:
   Keras ops (``keras.optimizers.Adam``, or the improved-gan rule op by op:
   :class:`UnfusedImprovedGANAdam`), the form before the package's fused
   updates (``sgan_keras/optimizers.py``); the same rule, so the same work.
+- ``joined_g_pass``: the same loop with G's feature-matching loss taken
+  through one D call on the fakes and the real images concatenated, the form
+  before commit b303210 (``SGAN._generator_pass`` now calls D on each apart,
+  so G's backward pass skips the real half); the same losses, more work.
+  Only for presets with feature matching and a D without BatchNorm.
 - ``eager``: ``model.train_step`` without ``tf.function`` (few steps).
 - ``fit``: ``model.fit`` on the same pipeline (``steps_per_execution=1``),
   then ``fit`` with ``steps_per_execution`` and ``fit`` with ``jit_compile``.
@@ -71,8 +76,8 @@ flags.DEFINE_float("heavy_step_seconds", 4.0, "Presets whose compiled step takes
                    "rows of --batch_sizes never do).")
 flags.DEFINE_integer("eager_steps", 2, "Steps timed in eager mode.")
 flags.DEFINE_integer("steps_per_execution", 10, "steps_per_execution of the fit variant.")
-flags.DEFINE_list("modes", ["function", "constant", "xla", "bf16", "unfused_adam", "eager", "fit",
-                            "fit_spe", "fit_xla"],
+flags.DEFINE_list("modes", ["function", "constant", "xla", "bf16", "unfused_adam",
+                            "joined_g_pass", "eager", "fit", "fit_spe", "fit_xla"],
                   "Modes to measure.")
 flags.DEFINE_string("output", "experiments/results/benchmark.md", "Markdown table; JSON beside it.")
 flags.DEFINE_bool("force", False, "Measure even if the machine is not quiet (recorded).")
@@ -83,6 +88,7 @@ FLAGS = flags.FLAGS
 MODE_TITLES = {
     "function": "tf.function loop", "constant": "constant batch", "xla": "XLA loop",
     "bf16": "mixed bfloat16 loop", "unfused_adam": "unfused Adam loop",
+    "joined_g_pass": "joined G pass loop",
     "eager": "eager", "fit": "fit()", "fit_spe": "fit() steps_per_execution",
     "fit_xla": "fit() jit_compile",
 }
@@ -135,6 +141,9 @@ class Bench:
                 fused = optimizers.for_training(self.preset.config.training)
                 d_optimizer, g_optimizer = (unfused(optimizer) for optimizer in fused)
                 model = self._model(d_optimizer=d_optimizer, g_optimizer=g_optimizer)
+                model.initialize_weight_norm(self.constant_batch)
+            if mode == "joined_g_pass":
+                model = join_generator_pass(self._model())
                 model.initialize_weight_norm(self.constant_batch)
             self._functions[mode] = tf.function(model.train_step, jit_compile=(mode == "xla"))
             self.optimizers[mode] = [type(optimizer).__name__
@@ -209,6 +218,24 @@ def unfused(optimizer):
     return keras.optimizers.Adam.from_config(optimizer.get_config())
 
 
+def join_generator_pass(model):
+    """``model`` with G's feature-matching pass on one D call over the fakes
+    and the real images concatenated (``SGAN._discriminate``), as before
+    commit b303210: the ``joined_g_pass`` mode's reference."""
+    def generator_pass(fake_images, real_images):
+        (fake_logits, fake_features), (_, real_features) = model._discriminate(
+            fake_images, real_images)
+        return model._generator_loss(fake_logits, fake_features, real_features)
+    model._generator_pass = generator_pass
+    return model
+
+
+def joins_generator_pass(model):
+    """Whether ``joined_g_pass`` differs from the package's step for ``model``."""
+    return (model.config.model.generator_loss.startswith("feature_matching")
+            and model.discriminator_batches_independent)
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Wall seconds of each epoch, its last step's results waited for."""
 
@@ -239,6 +266,8 @@ def measure(preset_name, batch_size, modes, repeats, always_full=False):
         modes = [m for m in modes if m not in ("eager", "fit_spe", "fit_xla")]
     if PRESETS[preset_name].config.model.manifold != "none":
         modes = [m for m in modes if m != "bf16"]   # manifold regularization needs float32
+    if not joins_generator_pass(bench.model):
+        modes = [m for m in modes if m != "joined_g_pass"]
     times = {mode: [] for mode in modes}
     waits = []
     for _ in range(repeats):
@@ -280,6 +309,8 @@ def derived(row, peak):
             out["bf16_speedup"] = seconds["function"] / seconds["bf16"]
         if "unfused_adam" in seconds:
             out["fused_adam_speedup"] = seconds["unfused_adam"] / seconds["function"]
+        if "joined_g_pass" in seconds:
+            out["separate_g_pass_speedup"] = seconds["joined_g_pass"] / seconds["function"]
     return out
 
 
@@ -297,8 +328,9 @@ def markdown(machine, peak, rows):
         "3 x batch images D sees per step.", "",
         "| preset | batch | GFLOP/step | " + " | ".join(MODE_TITLES[m] for m in modes)
         + " | images/s (loop) | GFLOP/s (% of peak) | input wait | fit / loop | XLA speed-up "
-        "| bf16 speed-up | fused Adam speed-up | page faults / step (loop) |",
-        "|---|---|---|" + "---|" * len(modes) + "---|---|---|---|---|---|---|---|",
+        "| bf16 speed-up | fused Adam speed-up | separate G pass speed-up "
+        "| page faults / step (loop) |",
+        "|---|---|---|" + "---|" * len(modes) + "---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         d = row["derived"]
@@ -315,6 +347,8 @@ def markdown(machine, peak, rows):
             + (f"{d['xla_speedup']:.2f}x | " if "xla_speedup" in d else "- | ")
             + (f"{d['bf16_speedup']:.2f}x | " if "bf16_speedup" in d else "- | ")
             + (f"{d['fused_adam_speedup']:.2f}x | " if "fused_adam_speedup" in d else "- | ")
+            + (f"{d['separate_g_pass_speedup']:.2f}x | " if "separate_g_pass_speedup" in d
+               else "- | ")
             + (f"{row['minor_page_faults_per_step']['function']:.0f} |"
                if "function" in row["minor_page_faults_per_step"] else "- |"))
     return "\n".join(lines) + "\n"

@@ -23,6 +23,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "experiments"))
 import definitions  # noqa: E402
 from definitions import EXPERIMENTS  # noqa: E402
+import preloaded  # noqa: E402
 
 
 def flag_values(argv):
@@ -220,7 +221,8 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     subprocess.run(
         [sys.executable, "experiments/benchmark.py", "--presets=mnist_gans_in_action",
          "--steps=2", "--repeats=1", "--eager_steps=1", "--steps_per_execution=2",
-         "--modes=function,constant,bf16,unfused_adam,eager,fit,fit_spe", "--peak_repeats=1",
+         "--modes=function,constant,bf16,unfused_adam,joined_g_pass,eager,fit,fit_spe",
+         "--peak_repeats=1",
          f"--output={output}", "--force"],
         cwd=REPO_ROOT, check=True, capture_output=True,
         env={key: value for key, value in os.environ.items()
@@ -228,6 +230,7 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     table = json.loads(output.with_suffix(".json").read_text())
     row, = table["rows"]
     assert row["preset"] == "mnist_gans_in_action" and row["batch_size"] == 32
+    # joined_g_pass is left out: GANs in Action's G loss sees the fakes alone.
     assert set(row["seconds_per_step"]) == {"function", "constant", "bf16", "unfused_adam",
                                             "eager", "fit", "fit_spe"}
     assert all(seconds > 0 for seconds in row["seconds_per_step"].values())
@@ -299,6 +302,35 @@ print(timer.seconds)
     assert result.returncode == 0, result.stderr[-2000:]
     first, second = json.loads(result.stdout.strip().splitlines()[-1])
     assert first > 1.0 and second < 0.5
+
+
+def test_benchmarks_joined_g_pass_is_the_same_training_on_one_concatenated_call():
+    """benchmark.py's ``joined_g_pass`` reference: G's feature matching on one
+    D call over fakes and real images (the form before b303210), training
+    exactly as the package's step does (a D without noise or dropout)."""
+    code = """
+import sys
+sys.path[:0] = ["experiments", "tests"]
+import numpy as np
+import benchmark, test_model
+
+trained, sizes = [], []
+for joined in (False, True):
+    model, recorder = test_model.recorded_model()
+    assert benchmark.joins_generator_pass(model)
+    if joined:
+        benchmark.join_generator_pass(model)
+    test_model.step(model, test_model.tiny_batch(size=8), steps=2)
+    sizes.append(recorder.batch_sizes)
+    trained.append(test_model.weights(model.generator) + test_model.weights(model.discriminator))
+assert sizes == [[24, 8, 8], [24, 16]], sizes
+for a, b in zip(*trained):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+print("same")
+"""
+    result = preloaded.run_code(code, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("same")
 
 
 def test_conv_transpose_bench_times_each_layer_and_its_rewrite(tmp_path):

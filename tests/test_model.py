@@ -264,11 +264,8 @@ class BatchSizeRecorder(keras.layers.Layer):
         return inputs
 
 
-@pytest.mark.parametrize("generator_fakes", ["fresh", "reused"])
-def test_feature_matching_calls_d_on_the_fakes_and_the_real_images_apart(generator_fakes):
-    """G's loss depends on G through the fakes only: the real images get a D
-    call of their own (as in improved-gan and the MNIST blog), so G's
-    backward pass does not run through them; D's update keeps one call."""
+def recorded_model(generator_fakes="fresh"):
+    """A feature-matching ``tiny_model`` whose D records its calls' batch sizes."""
     generator, discriminator = tiny_networks()
     recorder = BatchSizeRecorder()
     images = keras.Input(IMAGE_SHAPE)
@@ -279,6 +276,15 @@ def test_feature_matching_calls_d_on_the_fakes_and_the_real_images_apart(generat
     model.compile(d_optimizer=keras.optimizers.Adam(1e-2),
                   g_optimizer=keras.optimizers.Adam(1e-2))
     recorder.batch_sizes.clear()
+    return model, recorder
+
+
+@pytest.mark.parametrize("generator_fakes", ["fresh", "reused"])
+def test_feature_matching_calls_d_on_the_fakes_and_the_real_images_apart(generator_fakes):
+    """G's loss depends on G through the fakes only: the real images get a D
+    call of their own (as in improved-gan and the MNIST blog), so G's
+    backward pass does not run through them; D's update keeps one call."""
+    model, recorder = recorded_model(generator_fakes)
     step(model, tiny_batch(size=8))
     assert recorder.batch_sizes == [3 * 8, 8, 8]   # D's update; G's: fakes, then real
 
