@@ -522,8 +522,9 @@ class SGAN(keras.Model):
         ``discriminator`` calls): G's loss depends on G through the fakes
         only, so only their call is differentiated. Through one call on the
         concatenation, the backward pass would carry the real half through
-        every layer as well (1.11x slower on the Improved-GAN MNIST step,
-        1.08x on the MNIST blog's: ``experiments/results/speedup_accuracy.md``).
+        every layer as well: 6.8% more FLOPs on the Improved-GAN MNIST step,
+        1.04x slower there, 1.02x-1.08x on the MNIST blog's
+        (``experiments/results/benchmark_separate_g_pass_avx2.md``).
         """
         fake_logits, fake_features = self.discriminator(fake_images, training=True)
         if self.config.model.generator_loss == "non_saturating":
