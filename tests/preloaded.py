@@ -236,6 +236,18 @@ def run_code(code, argv=(), env=None, cwd=REPO_ROOT, timeout=None):
                       timeout)
 
 
+def run_script(path, argv=(), env=None, cwd=REPO_ROOT, timeout=None):
+    """Runs ``python path *argv`` (forked) to the end: ``path`` (relative to
+    ``cwd``) as ``__main__``, its directory first on ``sys.path``; returns a
+    ``subprocess.CompletedProcess`` (text)."""
+    code = ("import os, runpy, sys\n"
+            f"sys.argv[0] = {str(path)!r}\n"
+            f"sys.path.insert(0, os.path.dirname(os.path.abspath({str(path)!r})))\n"
+            f"runpy.run_path({str(path)!r}, run_name='__main__')\n")
+    return _completed(launch_code(code, argv, env, cwd), [sys.executable, str(path), *argv],
+                      timeout)
+
+
 def _completed(child, args, timeout):
     try:
         stdout, stderr = child.communicate(timeout)

@@ -218,15 +218,15 @@ def test_readme_results_table_matches_the_result_files():
 
 def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     output = tmp_path / "benchmark.md"
-    subprocess.run(
-        [sys.executable, "experiments/benchmark.py", "--presets=mnist_gans_in_action",
-         "--steps=2", "--repeats=1", "--eager_steps=1", "--steps_per_execution=2",
+    result = preloaded.run_script(
+        "experiments/benchmark.py",
+        ["--presets=mnist_gans_in_action", "--steps=2", "--repeats=1", "--eager_steps=1",
+         "--steps_per_execution=2",
          "--modes=function,constant,bf16,unfused_adam,joined_g_pass,eager,fit,fit_spe",
-         "--peak_repeats=1",
-         f"--output={output}", "--force"],
-        cwd=REPO_ROOT, check=True, capture_output=True,
+         "--peak_repeats=1", f"--output={output}", "--force"],
         env={key: value for key, value in os.environ.items()
-             if key != distribute.POOLED_CPU_ALLOCATOR_VARIABLE})
+             if key != distribute.POOLED_CPU_ALLOCATOR_VARIABLE}, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
     table = json.loads(output.with_suffix(".json").read_text())
     row, = table["rows"]
     assert row["preset"] == "mnist_gans_in_action" and row["batch_size"] == 32
@@ -297,8 +297,7 @@ timer = benchmark.EpochTimer()
 model.fit(data, epochs=2, steps_per_epoch=5, verbose=0, callbacks=[timer])
 print(timer.seconds)
 """
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = preloaded.run_code(code, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     first, second = json.loads(result.stdout.strip().splitlines()[-1])
     assert first > 1.0 and second < 0.5
@@ -335,10 +334,11 @@ print("same")
 
 def test_conv_transpose_bench_times_each_layer_and_its_rewrite(tmp_path):
     output = tmp_path / "profiles.md"
-    subprocess.run(
-        [sys.executable, "experiments/conv_transpose_bench.py", "--batch_size=2", "--steps=2",
-         "--repeats=1", "--peak_repeats=1", f"--output={output}", "--force"],
-        cwd=REPO_ROOT, check=True, capture_output=True, timeout=300)
+    result = preloaded.run_script(
+        "experiments/conv_transpose_bench.py",
+        ["--batch_size=2", "--steps=2", "--repeats=1", "--peak_repeats=1", f"--output={output}",
+         "--force"], timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
     text = output.read_text()
     for layer in ("7x7x256 -> 128, stride 2", "14x14x128 -> 64, stride 1",
                   "14x14x128 -> 1, stride 2"):
@@ -390,8 +390,8 @@ def test_the_machine_record_names_the_cpus_vector_isa(tmp_path, monkeypatch, fla
 
 
 def test_benchmark_rejects_an_unknown_preset(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "experiments/benchmark.py", "--presets=nope",
-         f"--output={tmp_path / 'b.md'}"], cwd=REPO_ROOT, capture_output=True, text=True)
+    result = preloaded.run_script("experiments/benchmark.py",
+                                  ["--presets=nope", f"--output={tmp_path / 'b.md'}"],
+                                  timeout=120)
     assert result.returncode != 0 and "--presets" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "b.md").exists()

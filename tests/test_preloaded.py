@@ -21,6 +21,18 @@ def test_a_script_has_its_own_argv_environment_directory_and_exit_status(tmp_pat
                               timeout=120).stdout == "None\n"
 
 
+def test_a_script_file_runs_as_main_with_its_directory_on_the_path(tmp_path):
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "tools" / "helper.py").write_text("WHERE = 'beside the script'\n")
+    (tmp_path / "tools" / "script.py").write_text(
+        "import json, sys\nimport helper\n"
+        "if __name__ == '__main__':\n"
+        "    print(json.dumps([sys.argv, helper.WHERE]))\n")
+    result = preloaded.run_script("tools/script.py", ["--flag=1"], cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout) == [["tools/script.py", "--flag=1"], "beside the script"]
+
+
 def test_an_uncaught_error_prints_its_traceback_and_exits_1():
     result = preloaded.run_code("raise ValueError('on purpose')", timeout=120)
     assert result.returncode == 1
