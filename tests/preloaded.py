@@ -4,9 +4,9 @@ Each run of ``python -m sgan_keras.train``, and each script that needs a
 TensorFlow runtime of its own (logical CPUs, a cluster), spends 5-7 s of CPU
 importing TensorFlow, Keras and this package; the suite starts about 40 of
 them, on 2 cores. :func:`launch_module`, :func:`run_module`,
-:func:`launch_code` and :func:`run_code` start each from a *server*: a
-process (one per pytest worker) that imported :mod:`sgan_keras.trainer` once
-and forks a child per command. Importing it
+:func:`launch_code`, :func:`run_code` and :func:`run_script` start each
+from a *server*: a process (one per pytest worker) that imported
+:mod:`sgan_keras.trainer` once and forks a child per command. Importing it
 does not start TensorFlow's runtime (no device, no thread pool: the only
 other thread is NumPy's OpenBLAS pool, which re-creates itself in a forked
 child), so each child starts the runtime itself, as a fresh interpreter
@@ -15,7 +15,7 @@ allocator).
 
 A child is a process of its own that runs the CLI's entry point the way
 ``python -m sgan_keras.train`` does (``runpy``, as ``__main__``), or a
-script as ``python -c`` does: its own argv, environment, working directory,
+script as ``python -c`` or ``python path`` does: its own argv, environment, working directory,
 stdout and stderr, pid, signals and exit status (negative: killed by that
 signal, as ``subprocess.Popen`` has it). Only the import is shared (the
 modules it loaded stay loaded). What happens before or during the import
