@@ -15,9 +15,9 @@ allocator).
 
 A child is a process of its own that runs the CLI's entry point the way
 ``python -m sgan_keras.train`` does (``runpy``, as ``__main__``), or a
-script as ``python -c`` or ``python path`` does: its own argv, environment, working directory,
-stdout and stderr, pid, signals and exit status (negative: killed by that
-signal, as ``subprocess.Popen`` has it). Only the import is shared (the
+script as ``python -c`` or ``python path`` does: its own argv, environment,
+working directory, stdout and stderr, pid, signals and exit status
+(negative: killed by that signal, as ``subprocess.Popen`` has it). Only the import is shared (the
 modules it loaded stay loaded). What happens before or during the import
 (flags checked before TensorFlow is imported, the allocator chosen before it
 starts, ``gc.freeze``, which modules a script imports, TensorFlow's C++ log
@@ -81,9 +81,9 @@ def _serve():
 
 def _child(request):
     """In the forked child: becomes the process ``request`` describes
-    (``python -m module`` or ``python -c code``), and ends as the interpreter
-    would: its exit status, its threads joined, its ``atexit`` handlers run,
-    killed by SIGINT on an uncaught ``KeyboardInterrupt``."""
+    (``python -m module``, ``python -c code`` or ``python path``), and ends as
+    the interpreter would: its exit status, its threads joined, its ``atexit``
+    handlers run, killed by SIGINT on an uncaught ``KeyboardInterrupt``."""
     import runpy
     import threading
     import traceback
@@ -104,6 +104,10 @@ def _child(request):
                 sys.argv = ["-c", *request["argv"]]
                 exec(compile(request["code"], "<string>", "exec"),  # pylint: disable=exec-used
                      {"__name__": "__main__", "__builtins__": __builtins__})
+            elif "script" in request:   # python PATH ARGV...: its directory first on the path
+                sys.argv = [request["script"], *request["argv"]]
+                sys.path.insert(0, os.path.dirname(os.path.abspath(request["script"])))
+                runpy.run_path(request["script"], run_name="__main__")
             else:                     # python -m MODULE ARGV... (runpy sets argv[0])
                 sys.argv = ["-m", *request["argv"]]
                 runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
@@ -240,12 +244,8 @@ def run_script(path, argv=(), env=None, cwd=REPO_ROOT, timeout=None):
     """Runs ``python path *argv`` (forked) to the end: ``path`` (relative to
     ``cwd``) as ``__main__``, its directory first on ``sys.path``; returns a
     ``subprocess.CompletedProcess`` (text)."""
-    code = ("import os, runpy, sys\n"
-            f"sys.argv[0] = {str(path)!r}\n"
-            f"sys.path.insert(0, os.path.dirname(os.path.abspath({str(path)!r})))\n"
-            f"runpy.run_path({str(path)!r}, run_name='__main__')\n")
-    return _completed(launch_code(code, argv, env, cwd), [sys.executable, str(path), *argv],
-                      timeout)
+    child = Child({"script": str(path), "argv": argv}, os.environ if env is None else env, cwd)
+    return _completed(child, [sys.executable, str(path), *argv], timeout)
 
 
 def _completed(child, args, timeout):
