@@ -4,8 +4,9 @@ No test here mocks ``tfds.load``: the CLI runs in a process of its own
 (``tests/preloaded.py``) with no prepared data (an empty ``TFDS_DATA_DIR``)
 and ``HTTPS_PROXY``/``HTTP_PROXY`` pointing at a closed local port, so TFDS
 builds its dataset builder, reads its checksums (the code that once needed
-the undeclared ``importlib_resources``) and the first request is refused. The run must end at once with one line
-that names the dataset and says ``--data_dir``.
+the undeclared ``importlib_resources``) and the first request is refused.
+The run must end at once with one line that names the dataset and says
+``--data_dir``.
 """
 
 import os
