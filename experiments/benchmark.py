@@ -23,6 +23,11 @@ the figure the performance issue names), in one process on one machine:
   before commit b303210 (``SGAN._generator_pass`` now calls D on each apart,
   so G's backward pass skips the real half); the same losses, more work.
   Only for presets with feature matching and a D without BatchNorm.
+- ``native_conv_transpose``: the same loop with G's first transposed
+  convolution computed by TensorFlow's own op (``keras.layers.Conv2DTranspose``'s
+  ``call``), the form before it became a ``MatmulConv2DTranspose`` (one
+  matmul and shifted sums; ``sgan_keras/layers.py``); the same function and
+  weights. Only for presets whose G has one.
 - ``eager``: ``model.train_step`` without ``tf.function`` (few steps).
 - ``fit``: ``model.fit`` on the same pipeline (``steps_per_execution=1``),
   then ``fit`` with ``steps_per_execution`` and ``fit`` with ``jit_compile``.
@@ -49,6 +54,7 @@ import resource
 import statistics
 import sys
 import time
+import types
 
 import keras
 import tensorflow as tf
@@ -63,6 +69,7 @@ from sgan_keras import data as data_lib  # noqa: E402
 from sgan_keras import distribute  # noqa: E402
 from sgan_keras import faults  # noqa: E402
 from sgan_keras import flops as flops_lib  # noqa: E402
+from sgan_keras import layers as sgan_layers  # noqa: E402
 from sgan_keras import optimizers  # noqa: E402
 
 flags.DEFINE_list("presets", sorted(PRESETS), "Presets to measure.")
@@ -77,7 +84,7 @@ flags.DEFINE_float("heavy_step_seconds", 4.0, "Presets whose compiled step takes
 flags.DEFINE_integer("eager_steps", 2, "Steps timed in eager mode.")
 flags.DEFINE_integer("steps_per_execution", 10, "steps_per_execution of the fit variant.")
 flags.DEFINE_list("modes", ["function", "constant", "xla", "bf16", "unfused_adam",
-                            "joined_g_pass", "eager", "fit", "fit_spe", "fit_xla"],
+                            "joined_g_pass", "native_conv_transpose", "eager", "fit", "fit_spe", "fit_xla"],
                   "Modes to measure.")
 flags.DEFINE_string("output", "experiments/results/benchmark.md", "Markdown table; JSON beside it.")
 flags.DEFINE_bool("force", False, "Measure even if the machine is not quiet (recorded).")
@@ -88,7 +95,7 @@ FLAGS = flags.FLAGS
 MODE_TITLES = {
     "function": "tf.function loop", "constant": "constant batch", "xla": "XLA loop",
     "bf16": "mixed bfloat16 loop", "unfused_adam": "unfused Adam loop",
-    "joined_g_pass": "joined G pass loop",
+    "joined_g_pass": "joined G pass loop", "native_conv_transpose": "native convT loop",
     "eager": "eager", "fit": "fit()", "fit_spe": "fit() steps_per_execution",
     "fit_xla": "fit() jit_compile",
 }
@@ -144,6 +151,9 @@ class Bench:
                 model.initialize_weight_norm(self.constant_batch)
             if mode == "joined_g_pass":
                 model = join_generator_pass(self._model())
+                model.initialize_weight_norm(self.constant_batch)
+            if mode == "native_conv_transpose":
+                model = native_conv_transpose(self._model())
                 model.initialize_weight_norm(self.constant_batch)
             self._functions[mode] = tf.function(model.train_step, jit_compile=(mode == "xla"))
             self.optimizers[mode] = [type(optimizer).__name__
@@ -236,6 +246,21 @@ def joins_generator_pass(model):
             and model.discriminator_batches_independent)
 
 
+def matmul_conv_transposes(model):
+    """G's ``MatmulConv2DTranspose`` layers."""
+    return [layer for layer in model.generator.layers
+            if isinstance(layer, sgan_layers.MatmulConv2DTranspose)]
+
+
+def native_conv_transpose(model):
+    """``model`` with each ``MatmulConv2DTranspose`` of G computed by
+    TensorFlow's transposed convolution, the ``native_conv_transpose`` mode's
+    reference (the same weights: the layer subclasses ``Conv2DTranspose``)."""
+    for layer in matmul_conv_transposes(model):
+        layer.call = types.MethodType(keras.layers.Conv2DTranspose.call, layer)
+    return model
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Wall seconds of each epoch, its last step's results waited for."""
 
@@ -268,6 +293,8 @@ def measure(preset_name, batch_size, modes, repeats, always_full=False):
         modes = [m for m in modes if m != "bf16"]   # manifold regularization needs float32
     if not joins_generator_pass(bench.model):
         modes = [m for m in modes if m != "joined_g_pass"]
+    if not matmul_conv_transposes(bench.model):
+        modes = [m for m in modes if m != "native_conv_transpose"]
     times = {mode: [] for mode in modes}
     waits = []
     for _ in range(repeats):
@@ -311,6 +338,9 @@ def derived(row, peak):
             out["fused_adam_speedup"] = seconds["unfused_adam"] / seconds["function"]
         if "joined_g_pass" in seconds:
             out["separate_g_pass_speedup"] = seconds["joined_g_pass"] / seconds["function"]
+        if "native_conv_transpose" in seconds:
+            out["matmul_conv_transpose_speedup"] = (seconds["native_conv_transpose"]
+                                                    / seconds["function"])
     return out
 
 
@@ -329,8 +359,8 @@ def markdown(machine, peak, rows):
         "| preset | batch | GFLOP/step | " + " | ".join(MODE_TITLES[m] for m in modes)
         + " | images/s (loop) | GFLOP/s (% of peak) | input wait | fit / loop | XLA speed-up "
         "| bf16 speed-up | fused Adam speed-up | separate G pass speed-up "
-        "| page faults / step (loop) |",
-        "|---|---|---|" + "---|" * len(modes) + "---|---|---|---|---|---|---|---|---|",
+        "| matmul convT speed-up | page faults / step (loop) |",
+        "|---|---|---|" + "---|" * len(modes) + "---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         d = row["derived"]
@@ -349,6 +379,8 @@ def markdown(machine, peak, rows):
             + (f"{d['fused_adam_speedup']:.2f}x | " if "fused_adam_speedup" in d else "- | ")
             + (f"{d['separate_g_pass_speedup']:.2f}x | " if "separate_g_pass_speedup" in d
                else "- | ")
+            + (f"{d['matmul_conv_transpose_speedup']:.2f}x | "
+               if "matmul_conv_transpose_speedup" in d else "- | ")
             + (f"{row['minor_page_faults_per_step']['function']:.0f} |"
                if "function" in row["minor_page_faults_per_step"] else "- |"))
     return "\n".join(lines) + "\n"

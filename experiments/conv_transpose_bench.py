@@ -1,18 +1,19 @@
-r"""Times the GANs in Action generator's transposed convolutions, alone.
+r"""Times the generators' transposed convolutions alone, and their rewrites.
 
-    python experiments/conv_transpose_bench.py --output=experiments/results/step_profiles.md
+    python experiments/conv_transpose_bench.py --output=experiments/results/conv_transpose_matmul_avx2.md
 
-The GANs in Action step is mostly its generator's first transposed
-convolution (7x7x256 -> 14x14x128, 3x3, stride 2), run forward twice and
-backward once a step. This measures, at the preset's batch of 32 and in
-float32, each transposed convolution of that generator (and of the book's
-code's extra stride-1 one) forward and forward + backward (input and kernel
-gradients), its GFLOP/s against the matmul peak of the same run, and the
-rewrites one could try instead: a stride-1 transposed convolution as the
-plain convolution with the flipped kernel, a stride-2 one as a 2x2
-convolution with four times the filters and ``depth_to_space`` (sub-pixel).
-If the layers already run near the peak, the step cannot be made much faster
-without doing less work. Refuses a busy machine unless ``--force``.
+Each layer below at its preset's batch, in float32, forward and forward +
+backward (input and kernel gradients), with its GFLOP/s against the matmul
+peak of the same run: TensorFlow's transposed convolution (what
+``keras.layers.Conv2DTranspose`` runs) and the rewrites one could use
+instead. A stride-2 layer as ``sgan_keras.layers.MatmulConv2DTranspose``
+(one matmul and shifted sums, TensorFlow's gradients), which the presets use
+for G's first transposed convolution, and, for 3x3 kernels, as a 2x2
+convolution with four times the filters and ``depth_to_space`` (sub-pixel);
+a stride-1 layer as the plain convolution with the flipped kernel. A GANs in
+Action step runs its G forward twice and backward once; the SVHN DCGAN and
+conv-large steps once each way more than that in their D updates' fakes.
+Refuses a busy machine unless ``--force``.
 """
 
 import os
@@ -24,25 +25,37 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import provenance  # noqa: E402  (experiments/provenance.py)
+from sgan_keras import layers as sgan_layers  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("batch_size", 32, "Images per call (the GANs in Action batch).")
-flags.DEFINE_integer("steps", 200, "Calls per timed window.")
+flags.DEFINE_integer("batch_size", 0, "Images per call; 0: each layer's preset batch.")
+flags.DEFINE_float("window_seconds", 1.0, "Length of one timed window (at least one call).")
 flags.DEFINE_integer("repeats", 3, "Timed windows (the fastest is reported).")
 flags.DEFINE_string("output", "", "Markdown file to append the table to.")
 flags.DEFINE_bool("force", False, "Measure even if the machine is not quiet (recorded).")
 flags.DEFINE_integer("peak_repeats", 10, "Timed runs of the matmul-peak probe (the fastest is "
                      "the peak; 1 for a smoke run).", lower_bound=1)
 
-# (input size, input channels, output channels, stride) of each transposed conv.
-LAYERS = ((7, 256, 128, 2), (14, 128, 64, 1), (14, 128, 1, 2))
+# (generator, input size, input channels, output channels, kernel, stride, batch)
+LAYERS = (
+    ("GANs in Action g_convt1", 7, 256, 128, 3, 2, 32),
+    ("GANs in Action book's extra layer", 14, 128, 64, 3, 1, 32),
+    ("GANs in Action g_images", 14, 128, 1, 3, 2, 32),
+    ("SVHN DCGAN g_convt1", 4, 128, 64, 5, 2, 128),
+    ("SVHN DCGAN g_convt2", 8, 64, 32, 5, 2, 128),
+    ("conv-large g_convt1", 4, 512, 256, 5, 2, 100),
+    ("conv-large g_convt2", 8, 256, 128, 5, 2, 100),
+)
 
 
-def milliseconds(function, argument, steps, repeats):
+def milliseconds(function, argument, window_seconds, repeats):
     """Fastest window's milliseconds per call of ``function(argument)``."""
-    for _ in range(5):
+    for _ in range(2):
         result = function(argument)
     result[0].numpy()
+    start = time.perf_counter()
+    function(argument)[0].numpy()
+    steps = max(1, int(window_seconds / (time.perf_counter() - start)))
     windows = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -67,9 +80,10 @@ def forward_and_backward(forward, kernel):
     return forward_only, both
 
 
-def variants(size, channels_in, channels_out, stride, batch):
-    """``{name: forward}`` of the transposed conv and its rewrite."""
-    kernel = tf.Variable(tf.random.normal([3, 3, channels_out, channels_in], stddev=0.05))
+def variants(size, channels_in, channels_out, kernel_size, stride, batch):
+    """``{name: (forward, kernel variable)}`` of the transposed conv and its rewrites."""
+    kernel = tf.Variable(tf.random.normal(
+        [kernel_size, kernel_size, channels_out, channels_in], stddev=0.05))
     out_size = size * stride
     found = {"conv_transpose": (lambda x: tf.nn.conv2d_transpose(
         x, kernel, [batch, out_size, out_size, channels_out], stride, "SAME"), kernel)}
@@ -77,7 +91,13 @@ def variants(size, channels_in, channels_out, stride, batch):
         flipped = tf.Variable(tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2]))
         found["conv, flipped kernel"] = (lambda x: tf.nn.conv2d(x, flipped, 1, "SAME"),
                                          flipped)
-    else:
+        return found
+    layer = sgan_layers.MatmulConv2DTranspose(channels_out, kernel_size, strides=stride,
+                                              use_bias=False)
+    layer.build((batch, size, size, channels_in))
+    layer.kernel.assign(kernel)
+    found["MatmulConv2DTranspose"] = (layer, layer.kernel)
+    if kernel_size == 3 and stride == 2:
         phases = tf.Variable(tf.random.normal([2, 2, channels_in, 4 * channels_out],
                                               stddev=0.05))
         found["sub-pixel 2x2 conv + depth_to_space"] = (lambda x: tf.nn.depth_to_space(
@@ -90,24 +110,27 @@ def main(argv):
     del argv
     check = provenance.quiet_check(force=FLAGS.force)
     peak = provenance.matmul_peak_flops(repeats=FLAGS.peak_repeats)
-    batch = FLAGS.batch_size
     lines = [f"Matmul peak (same run, best of {FLAGS.peak_repeats}): {peak / 1e9:.1f} GFLOP/s; "
-             f"batch {batch}, float32, fastest of {FLAGS.repeats} windows of {FLAGS.steps} calls.",
+             f"float32, fastest of {FLAGS.repeats} windows of about {FLAGS.window_seconds:g} s.",
              "",
-             "| layer | implementation | forward ms | GFLOP/s (% of peak) "
-             "| forward + backward ms | GFLOP/s (% of peak) |", "|---|---|---|---|---|---|"]
-    for size, channels_in, channels_out, stride in LAYERS:
+             "| generator layer | shape | batch | implementation | forward ms "
+             "| GFLOP/s (% of peak) | forward + backward ms | GFLOP/s (% of peak) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, size, channels_in, channels_out, kernel_size, stride, batch in LAYERS:
+        batch = FLAGS.batch_size or batch
         x = tf.random.normal([batch, size, size, channels_in], seed=0)
-        flops = 2 * batch * size * size * channels_in * channels_out * 9
-        for name, (forward, kernel) in variants(size, channels_in, channels_out, stride,
-                                                batch).items():
+        flops = 2 * batch * size * size * channels_in * channels_out * kernel_size ** 2
+        shape = (f"{size}x{size}x{channels_in} -> {channels_out}, {kernel_size}x{kernel_size}, "
+                 f"stride {stride}")
+        for implementation, (forward, kernel) in variants(
+                size, channels_in, channels_out, kernel_size, stride, batch).items():
             forward_only, both = forward_and_backward(forward, kernel)
-            fwd = milliseconds(forward_only, x, FLAGS.steps, FLAGS.repeats)
-            fwd_bwd = milliseconds(both, x, FLAGS.steps, FLAGS.repeats)
+            fwd = milliseconds(forward_only, x, FLAGS.window_seconds, FLAGS.repeats)
+            fwd_bwd = milliseconds(both, x, FLAGS.window_seconds, FLAGS.repeats)
             rate = flops / fwd / 1e6
             rate_both = 3 * flops / fwd_bwd / 1e6
             lines.append(
-                f"| {size}x{size}x{channels_in} -> {channels_out}, stride {stride} | {name} "
+                f"| {name} | {shape} | {batch} | {implementation} "
                 f"| {fwd:.2f} | {rate:.0f} ({100 * rate * 1e9 / peak:.0f}%) | {fwd_bwd:.2f} "
                 f"| {rate_both:.0f} ({100 * rate_both * 1e9 / peak:.0f}%) |")
             print(lines[-1], flush=True)
@@ -115,11 +138,11 @@ def main(argv):
         record = provenance.record()
         with open(FLAGS.output, "a") as file:
             file.write("\n".join([
-                "## GANs in Action: its generator's transposed convolutions alone", "",
+                "## The generators' transposed convolutions alone", "",
                 f"`{record['command']}`; commit {record['commit']}, {record['date']}; "
                 f"{provenance.machine_line(record)}. {provenance.quiet_line(check)}", "",
-                "FLOPs count the useful multiply-adds (the rewrites do more: the "
-                "sub-pixel one 16 taps per input pixel where 9 are needed).", "",
+                "FLOPs count the useful multiply-adds (the sub-pixel rewrite does more: "
+                "16 taps per input pixel where 9 are needed).", "",
                 *lines, "", ""]))
 
 

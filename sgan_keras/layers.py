@@ -37,6 +37,7 @@ _STD_EPSILON = 1e-8     # guards the init statistics of a constant unit
 
 __all__ = [
     "GaussianNoise",
+    "MatmulConv2DTranspose",
     "UpsampleConv2D",
     "all_layers",
     "WeightNormDense",
@@ -343,6 +344,111 @@ class UpsampleConv2D(keras.layers.Conv2D):
         if self.use_bias:
             outputs = outputs + ops.cast(self.bias, outputs.dtype)
         return self.activation(outputs)
+
+
+@keras.saving.register_keras_serializable(package="sgan_keras")
+class MatmulConv2DTranspose(keras.layers.Conv2DTranspose):
+    """``keras.layers.Conv2DTranspose`` ("same" padding, channels last) whose
+    forward pass is one matrix product and a sum of shifted taps.
+
+    Input pixel ``(i, j)`` adds ``x[i, j] @ kernel[ky, kx]`` to output pixel
+    ``(s i + ky - p, s j + kx - p)`` (stride ``s``, ``p`` the top/left padding
+    of "same"). The product of the ``[N H W, in]`` inputs with the kernel as
+    ``[in, kh kw filters]`` makes every tap's contribution (the useful
+    multiply-adds only); the taps that land on output phase ``(s q + r)``,
+    shifted by their whole-pixel offset, are summed, and a reshape interleaves
+    the ``s x s`` phases into the output. The gradients are TensorFlow's own
+    for a transposed convolution (``Conv2D`` of the output gradient for the
+    inputs, ``Conv2DBackpropFilter`` for the kernel).
+
+    The same weights, initializer and config as the ``Conv2DTranspose`` it
+    replaces; the output is the same function up to float rounding
+    (``tests/test_layers.py``). Why: on the AVX2 CPU the package is developed
+    on, TensorFlow's transposed convolution of a few pixels and many channels
+    runs far below the machine's matmul speed (the GANs in Action G's first
+    layer, 7x7x256 -> 14x14x128 at batch 32: 31 ms forward against 13 ms this
+    way); the generators use this layer for their first transposed
+    convolution only, where it measured faster (``experiments/results/
+    conv_transpose_matmul_avx2.md``). GPU speed is unmeasured.
+    """
+
+    def __init__(self, filters, kernel_size, **kwargs):
+        kwargs.setdefault("padding", "same")
+        super().__init__(filters, kernel_size, **kwargs)
+        if (self.padding != "same" or tuple(self.dilation_rate) != (1, 1)
+                or self.output_padding is not None or self.data_format != "channels_last"):
+            raise ValueError("MatmulConv2DTranspose needs 'same' padding, no dilation or "
+                             f"output_padding and channels_last; got {self.get_config()}")
+
+    def call(self, inputs):
+        kernel = ops.cast(self.kernel, inputs.dtype)
+        outputs = _matmul_conv_transpose(inputs, kernel, tuple(self.strides))
+        if self.use_bias:
+            outputs = outputs + ops.cast(self.bias, outputs.dtype)
+        return self.activation(outputs)
+
+
+def _matmul_conv_transpose(inputs, kernel, strides):
+    """``conv2d_transpose(inputs, kernel, strides, "SAME")`` as a matmul and
+    shifted sums (see ``MatmulConv2DTranspose``); TensorFlow's gradients."""
+    _, height, width, in_channels = inputs.shape
+    kernel_h, kernel_w, filters, _ = kernel.shape
+    stride_h, stride_w = strides
+    rows = _tap_offsets(kernel_h, stride_h)
+    columns = _tap_offsets(kernel_w, stride_w)
+
+    @tf.custom_gradient
+    def conv_transpose(inputs, kernel):
+        # [in, kh, kw, filters]: tap (ky, kx) is column block ky * kw + kx.
+        matrix = tf.reshape(tf.transpose(kernel, [3, 0, 1, 2]), [in_channels, -1])
+        taps = tf.matmul(tf.reshape(inputs, [-1, in_channels]), matrix)
+        taps = tf.reshape(taps, [-1, height, width, kernel_h * kernel_w, filters])
+        phases = [[None] * stride_w for _ in range(stride_h)]
+        for ky, (phase_y, shift_y) in enumerate(rows):
+            for kx, (phase_x, shift_x) in enumerate(columns):
+                tap = _shift(_shift(taps[:, :, :, ky * kernel_w + kx], shift_y, 1), shift_x, 2)
+                total = phases[phase_y][phase_x]
+                phases[phase_y][phase_x] = tap if total is None else total + tap
+        zeros = tf.zeros_like(taps[:, :, :, 0])
+        phases = [[zeros if p is None else p for p in row] for row in phases]
+        # [N, H, sh, W, sw, filters] -> [N, H sh, W sw, filters]
+        interleaved = tf.stack([tf.stack(row, axis=3) for row in phases], axis=2)
+        outputs = tf.reshape(interleaved, [-1, height * stride_h, width * stride_w, filters])
+
+        def gradients(upstream):
+            strides4 = [1, stride_h, stride_w, 1]
+            return (tf.nn.conv2d(upstream, kernel, strides4, "SAME"),
+                    tf.raw_ops.Conv2DBackpropFilter(
+                        input=upstream, filter_sizes=tf.shape(kernel), out_backprop=inputs,
+                        strides=strides4, padding="SAME"))
+        return outputs, gradients
+
+    return conv_transpose(inputs, kernel)
+
+
+def _tap_offsets(kernel_size, stride):
+    """``(phase, shift)`` of each kernel tap along one axis of a "same"
+    transposed convolution: tap ``k`` of input ``i`` lands on output
+    ``stride * (i + shift) + phase``. "same" pads ``kernel_size - stride``
+    in all, the smaller half before (TensorFlow's rule)."""
+    pad_before = max(kernel_size - stride, 0) // 2
+    return [((k - pad_before) % stride, (k - pad_before) // stride) for k in range(kernel_size)]
+
+
+def _shift(tensor, offset, axis):
+    """``tensor`` moved by ``offset`` along ``axis`` (``out[q] = in[q - offset]``),
+    zero filled, same shape."""
+    if offset == 0:
+        return tensor
+    rank = len(tensor.shape)
+    length = tensor.shape[axis]
+    padding = [[0, 0]] * rank
+    padding[axis] = [offset, 0] if offset > 0 else [0, -offset]
+    begin = [0] * rank
+    begin[axis] = 0 if offset > 0 else -offset
+    size = [-1] * rank
+    size[axis] = length
+    return tf.slice(tf.pad(tensor, padding), begin, size)
 
 
 def _phase_taps(kernel_size):

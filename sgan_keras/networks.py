@@ -241,6 +241,17 @@ def _logits_head(x, num_classes, fake_class, make_dense):
     return keras.layers.Concatenate(axis=-1, name="d_logits")([class_logits, real_fake_logit])
 
 
+def _conv_transpose(index):
+    """The class of G's ``index``-th transposed convolution (from 1).
+
+    The first, on the few pixels and many channels after G's Dense, is a
+    ``MatmulConv2DTranspose``: the same function and weights as Keras'
+    ``Conv2DTranspose``, faster there on CPU (``sgan_keras/layers.py``); the
+    later ones measured slower that way and stay Keras' own.
+    """
+    return wn.MatmulConv2DTranspose if index == 1 else keras.layers.Conv2DTranspose
+
+
 def _lrelu(slope, name):
     return keras.layers.LeakyReLU(negative_slope=slope, name=name)
 
@@ -314,9 +325,9 @@ def _svhn_dcgan_generator(z, seeds, output_activation, width=32):
     x = keras.layers.BatchNormalization(name="g_bn0")(x)
     x = _lrelu(0.2, "g_lrelu0")(x)
     for index, filters in enumerate([2 * width, width], start=1):
-        x = keras.layers.Conv2DTranspose(filters, 5, strides=2, padding="same",
-                                         kernel_initializer=seeds.glorot(),
-                                         name=f"g_convt{index}")(x)
+        x = _conv_transpose(index)(filters, 5, strides=2, padding="same",
+                                   kernel_initializer=seeds.glorot(),
+                                   name=f"g_convt{index}")(x)
         x = keras.layers.BatchNormalization(name=f"g_bn{index}")(x)
         x = _lrelu(0.2, f"g_lrelu{index}")(x)
     return keras.layers.Conv2DTranspose(3, 5, strides=2, padding="same",
@@ -366,8 +377,8 @@ def _gans_in_action_generator(z, seeds, output_activation):
     """
     x = keras.layers.Dense(7 * 7 * 256, kernel_initializer=seeds.glorot(), name="g_dense")(z)
     x = keras.layers.Reshape((7, 7, 256), name="g_reshape")(x)
-    x = keras.layers.Conv2DTranspose(128, 3, strides=2, padding="same",
-                                     kernel_initializer=seeds.glorot(), name="g_convt1")(x)
+    x = _conv_transpose(1)(128, 3, strides=2, padding="same",
+                           kernel_initializer=seeds.glorot(), name="g_convt1")(x)
     x = keras.layers.BatchNormalization(name="g_bn1")(x)
     x = _lrelu(0.01, "g_lrelu1")(x)
     return keras.layers.Conv2DTranspose(1, 3, strides=2, padding="same",
@@ -472,9 +483,9 @@ def _improved_gan_conv_generator(z, seeds, output_activation, lecouat=False):
     x = keras.layers.Activation("relu", name="g_relu0")(x)
     x = keras.layers.Reshape((4, 4, 512), name="g_reshape")(x)
     for index, filters in enumerate([256, 128], start=1):
-        x = keras.layers.Conv2DTranspose(filters, 5, strides=2, padding="same",
-                                         use_bias=lecouat, kernel_initializer=seeds.normal(0.05),
-                                         name=f"g_convt{index}")(x)
+        x = _conv_transpose(index)(filters, 5, strides=2, padding="same",
+                                   use_bias=lecouat, kernel_initializer=seeds.normal(0.05),
+                                   name=f"g_convt{index}")(x)
         x = batch_norm(f"g_bn{index}")(x)
         x = keras.layers.Activation("relu", name=f"g_relu{index}")(x)
     return wn.WeightNormConv2DTranspose(3, 5, strides=2, padding="same",

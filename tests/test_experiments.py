@@ -222,7 +222,8 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
         "experiments/benchmark.py",
         ["--presets=mnist_gans_in_action", "--steps=2", "--repeats=1", "--eager_steps=1",
          "--steps_per_execution=2",
-         "--modes=function,constant,bf16,unfused_adam,joined_g_pass,eager,fit,fit_spe",
+         "--modes=function,constant,bf16,unfused_adam,joined_g_pass,native_conv_transpose,"
+         "eager,fit,fit_spe",
          "--peak_repeats=1", f"--output={output}", "--force"],
         env={key: value for key, value in os.environ.items()
              if key != distribute.POOLED_CPU_ALLOCATOR_VARIABLE}, timeout=300)
@@ -232,10 +233,11 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     assert row["preset"] == "mnist_gans_in_action" and row["batch_size"] == 32
     # joined_g_pass is left out: GANs in Action's G loss sees the fakes alone.
     assert set(row["seconds_per_step"]) == {"function", "constant", "bf16", "unfused_adam",
-                                            "eager", "fit", "fit_spe"}
+                                            "native_conv_transpose", "eager", "fit", "fit_spe"}
     assert all(seconds > 0 for seconds in row["seconds_per_step"].values())
     assert 0 <= row["derived"]["input_wait_fraction"] < 1 and row["derived"]["bf16_speedup"] > 0
     assert row["derived"]["fused_adam_speedup"] > 0
+    assert row["derived"]["matmul_conv_transpose_speedup"] > 0
     # The unfused mode times Keras' op-by-op Adam beside the package's fused one.
     assert row["optimizers"]["function"] == ["FusedAdam", "FusedAdam"]
     assert row["optimizers"]["unfused_adam"] == ["Adam", "Adam"]
@@ -249,7 +251,8 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     # It times what the CLI runs: TensorFlow's pooled CPU allocator.
     assert table["machine"]["pooled_cpu_allocator"] is True
     assert set(row["minor_page_faults_per_step"]) == {"function", "constant", "bf16",
-                                                      "unfused_adam", "eager"}
+                                                      "unfused_adam", "native_conv_transpose",
+                                                      "eager"}
     assert all(faults >= 0 for faults in row["minor_page_faults_per_step"].values())
     assert "CPU allocator: TensorFlow's pooled (BFC) allocator" in output.read_text()
 
@@ -332,19 +335,54 @@ print("same")
     assert result.stdout.strip().endswith("same")
 
 
+def test_benchmarks_native_conv_transpose_is_the_same_generator_on_tensorflows_op():
+    """benchmark.py's ``native_conv_transpose`` reference: G's first transposed
+    convolution by TensorFlow's op (one more Conv2DBackpropInput in the traced
+    G), the same outputs as the package's MatmulConv2DTranspose."""
+    code = """
+import sys
+sys.path[:0] = ["experiments"]
+import numpy as np, tensorflow as tf
+import benchmark
+from sgan_keras import SGAN
+
+z = tf.random.normal([4, 100], seed=1)
+counts, images = [], []
+for native in (False, True):
+    model = SGAN.from_preset("mnist_gans_in_action", seed=0)
+    assert [layer.name for layer in benchmark.matmul_conv_transposes(model)] == ["g_convt1"]
+    if native:
+        benchmark.native_conv_transpose(model)
+    generate = tf.function(lambda z: model.generator(z, training=True))
+    graph = generate.get_concrete_function(tf.TensorSpec([4, 100])).graph
+    counts.append(sum(op.type == "Conv2DBackpropInput" for op in graph.get_operations()))
+    images.append(generate(z).numpy())
+assert counts == [1, 2], counts
+np.testing.assert_allclose(images[0], images[1], rtol=1e-5, atol=1e-5)
+print("same")
+"""
+    result = preloaded.run_code(code, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("same")
+
+
 def test_conv_transpose_bench_times_each_layer_and_its_rewrite(tmp_path):
     output = tmp_path / "profiles.md"
     result = preloaded.run_script(
         "experiments/conv_transpose_bench.py",
-        ["--batch_size=2", "--steps=2", "--repeats=1", "--peak_repeats=1", f"--output={output}",
-         "--force"], timeout=300)
+        ["--batch_size=2", "--window_seconds=0.001", "--repeats=1", "--peak_repeats=1",
+         f"--output={output}", "--force"], timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     text = output.read_text()
-    for layer in ("7x7x256 -> 128, stride 2", "14x14x128 -> 64, stride 1",
-                  "14x14x128 -> 1, stride 2"):
-        assert f"| {layer} | conv_transpose |" in text
-    assert "| 14x14x128 -> 64, stride 1 | conv, flipped kernel |" in text
-    assert text.count("sub-pixel 2x2 conv + depth_to_space") == 2
+    for layer in ("GANs in Action g_convt1 | 7x7x256 -> 128, 3x3, stride 2",
+                  "GANs in Action g_images | 14x14x128 -> 1, 3x3, stride 2",
+                  "SVHN DCGAN g_convt1 | 4x4x128 -> 64, 5x5, stride 2",
+                  "conv-large g_convt1 | 4x4x512 -> 256, 5x5, stride 2"):
+        assert f"| {layer} | 2 | conv_transpose |" in text
+        assert f"| {layer} | 2 | MatmulConv2DTranspose |" in text
+    assert "| 14x14x128 -> 64, 3x3, stride 1 | 2 | conv, flipped kernel |" in text
+    assert text.count("sub-pixel 2x2 conv + depth_to_space |") == 2
+    assert text.count("| conv_transpose |") == 7
     assert "Machine check before measuring" in text and "Matmul peak (same run, best of 1)" in text
 
 

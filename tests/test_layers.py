@@ -297,3 +297,49 @@ def test_upsample_conv_round_trips_and_refuses_what_it_cannot_compute():
     for bad in ({"strides": 2}, {"padding": "valid"}, {"kernel_size": 4}):
         with pytest.raises(ValueError, match="UpsampleConv2D needs an odd kernel"):
             wn.UpsampleConv2D(**{"filters": 8, "kernel_size": 5, **bad})
+
+
+@pytest.mark.parametrize("kernel_size, strides, image", [
+    (3, 2, (7, 7)), (5, 2, (4, 4)), (4, 2, (3, 5)), (1, 2, (3, 3)), ((5, 3), (2, 1), (4, 3)),
+    (3, 1, (5, 5)), (2, 3, (2, 3))])
+def test_matmul_conv_transpose_equals_conv2d_transpose(kernel_size, strides, image):
+    """The same outputs and gradients as keras.layers.Conv2DTranspose with the same weights,
+    in float32 and in mixed bfloat16."""
+    import tensorflow as tf
+    rng = np.random.default_rng(0)
+    inputs = tf.constant(rng.normal(size=(3, *image, 4)).astype("float32"))
+    matmul = wn.MatmulConv2DTranspose(6, kernel_size, strides=strides, activation="relu")
+    plain = keras.layers.Conv2DTranspose(6, kernel_size, strides=strides, padding="same",
+                                         activation="relu")
+    matmul(inputs), plain(inputs)
+    kernel = rng.normal(size=plain.kernel.shape).astype("float32")
+    bias = rng.normal(size=6).astype("float32")
+    matmul.set_weights([kernel, bias]), plain.set_weights([kernel, bias])
+    weights = tf.constant(rng.normal(size=plain(inputs).shape).astype("float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(inputs)
+        matmul_out, plain_out = matmul(inputs), plain(inputs)
+        matmul_loss = tf.reduce_sum(matmul_out * weights)
+        plain_loss = tf.reduce_sum(plain_out * weights)
+    assert matmul_out.shape == plain_out.shape
+    np.testing.assert_allclose(matmul_out.numpy(), plain_out.numpy(), rtol=1e-5, atol=1e-5)
+    for matmul_grad, plain_grad in zip(
+            tape.gradient(matmul_loss, [inputs, matmul.kernel, matmul.bias]),
+            tape.gradient(plain_loss, [inputs, plain.kernel, plain.bias])):
+        np.testing.assert_allclose(matmul_grad.numpy(), plain_grad.numpy(), rtol=1e-4, atol=1e-4)
+    half = wn.MatmulConv2DTranspose(6, kernel_size, strides=strides, activation="relu",
+                                    dtype="mixed_bfloat16")
+    half(inputs)
+    half.set_weights([kernel, bias])
+    assert half(inputs).dtype == tf.bfloat16
+    np.testing.assert_allclose(tf.cast(half(inputs), tf.float32).numpy(), plain_out.numpy(),
+                               rtol=0.05, atol=0.05 * float(tf.reduce_max(tf.abs(plain_out))))
+
+
+def test_matmul_conv_transpose_round_trips_and_refuses_what_it_cannot_compute():
+    layer = wn.MatmulConv2DTranspose(8, 3, strides=2, name="g_convt1")
+    copy = wn.MatmulConv2DTranspose.from_config(layer.get_config())
+    assert copy.filters == 8 and copy.kernel_size == (3, 3) and copy.strides == (2, 2)
+    for bad in ({"padding": "valid"}, {"dilation_rate": 2}, {"strides": 2, "output_padding": 1}):
+        with pytest.raises(ValueError, match="MatmulConv2DTranspose needs 'same' padding"):
+            wn.MatmulConv2DTranspose(**{"filters": 8, "kernel_size": 3, **bad})
