@@ -18,12 +18,19 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def commit(directory=REPO_ROOT):
     """Short hash of the commit checked out in ``directory`` (default: this
-    repository; "unknown" outside a git checkout)."""
+    repository; "unknown" outside a git checkout), followed by " + uncommitted
+    changes" when tracked files other than ``experiments/results`` differ from
+    it: a figure measured on edited code says so."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=directory, capture_output=True, text=True,
+                              check=True).stdout.strip()
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=directory,
-                              capture_output=True, text=True, check=True).stdout.strip()
+        head = git("rev-parse", "--short", "HEAD")
+        edited = git("status", "--porcelain", "--untracked-files=no", "--", ":/",
+                     ":(top,exclude)experiments/results")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return head + (" + uncommitted changes" if edited else "")
 
 
 def matmul_peak_flops(size=2048, repeats=10):

@@ -1,6 +1,7 @@
 """Weight-normalized Dense, Conv2D and Conv2DTranspose layers for Keras 3,
-a GaussianNoise layer that draws its normals faster on CPU, and
-UpsampleConv2D, a nearest x2 upsampling and convolution without the upsampled image.
+a GaussianNoise layer that draws its normals faster on CPU,
+UpsampleConv2D, a nearest x2 upsampling and convolution without the upsampled image,
+and MatmulConv2DTranspose, a transposed convolution as one matmul.
 
 Weight normalization (Salimans & Kingma 2016, "Weight Normalization: A Simple
 Reparameterization to Accelerate Training of Deep Neural Networks") writes each

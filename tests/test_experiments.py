@@ -270,11 +270,35 @@ def test_startup_time_times_the_shipped_cli_beside_a_reference(reference, tmp_pa
     times = record["results"]["refused"]["seconds"]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
                             capture_output=True, text=True, check=True).stdout.strip()
-    assert record["reference"] == (f"commit {commit}" if reference else "untouched")
+    if reference:   # " + uncommitted changes" follows in an edited checkout
+        assert record["reference"].startswith(f"commit {commit}")
+    else:
+        assert record["reference"] == "untouched"
     assert len(times["shipped"]) == len(times["reference"]) == 1
     assert all(seconds[0] > 0 for seconds in times.values())
     assert re.search(r"\| refused \| [\d.]+ \| [\d.]+ \| -?[\d.]+ \| - \|", output.read_text())
     assert f"| command | shipped s | {record['reference']} s |" in output.read_text()
+
+
+def test_provenance_commit_says_when_the_code_has_uncommitted_changes(tmp_path):
+    import provenance
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "experiments" / "results").mkdir(parents=True)
+    (tmp_path / "experiments" / "results" / "table.md").write_text("old\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first")
+    head = provenance.commit(tmp_path)
+    assert re.fullmatch(r"[0-9a-f]{7,}", head)
+    (tmp_path / "experiments" / "results" / "table.md").write_text("new\n")   # a result
+    (tmp_path / "notes.txt").write_text("untracked\n")
+    assert provenance.commit(tmp_path) == head
+    (tmp_path / "code.py").write_text("x = 2\n")                               # the code
+    assert provenance.commit(tmp_path) == head + " + uncommitted changes"
+    assert provenance.commit(tmp_path / "experiments" / "results") == head + " + uncommitted changes"
 
 
 def test_benchmark_fit_window_excludes_the_one_time_start_of_a_fit_call():
