@@ -343,3 +343,7 @@ def test_matmul_conv_transpose_round_trips_and_refuses_what_it_cannot_compute():
     for bad in ({"padding": "valid"}, {"dilation_rate": 2}, {"strides": 2, "output_padding": 1}):
         with pytest.raises(ValueError, match="MatmulConv2DTranspose needs 'same' padding"):
             wn.MatmulConv2DTranspose(**{"filters": 8, "kernel_size": 3, **bad})
+    import tensorflow as tf
+    unknown_size = tf.function(layer, input_signature=[tf.TensorSpec([None, None, None, 4])])
+    with pytest.raises(ValueError, match="needs a known height, width"):
+        unknown_size.get_concrete_function()

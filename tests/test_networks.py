@@ -232,6 +232,21 @@ def test_separate_fake_class_adds_an_independent_real_fake_head(architecture):
     assert head.input is class_layer.input  # "on the same features"
 
 
+@pytest.mark.parametrize("architecture", sorted(GENERATOR_PARAMS))
+def test_only_the_first_transposed_convolution_is_a_matmul_one(architecture):
+    """G's first transposed convolution (few pixels, many channels) is a
+    MatmulConv2DTranspose; the later ones, measured slower that way, are not."""
+    generator = networks.build_generator(architecture, image_shape=IMAGE_SHAPES[architecture],
+                                         seed=0)
+    transposed = [layer for layer in generator.layers
+                  if isinstance(layer, (keras.layers.Conv2DTranspose,
+                                        wn.WeightNormConv2DTranspose))]
+    matmul = [layer.name for layer in transposed if isinstance(layer, wn.MatmulConv2DTranspose)]
+    assert matmul == (["g_convt1"] if transposed else [])
+    if transposed:
+        assert transposed[0].name == "g_convt1"
+
+
 def test_layer_details_follow_spec():
     blog = networks.build_discriminator("mnist_blog", image_shape=(28, 28, 1), seed=0)
     assert blog.get_layer("d_conv1").kernel.shape == (5, 5, 1, 32)
