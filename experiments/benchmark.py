@@ -84,7 +84,8 @@ flags.DEFINE_float("heavy_step_seconds", 4.0, "Presets whose compiled step takes
 flags.DEFINE_integer("eager_steps", 2, "Steps timed in eager mode.")
 flags.DEFINE_integer("steps_per_execution", 10, "steps_per_execution of the fit variant.")
 flags.DEFINE_list("modes", ["function", "constant", "xla", "bf16", "unfused_adam",
-                            "joined_g_pass", "native_conv_transpose", "eager", "fit", "fit_spe", "fit_xla"],
+                            "joined_g_pass", "native_conv_transpose", "eager", "fit",
+                            "fit_spe", "fit_xla"],
                   "Modes to measure.")
 flags.DEFINE_string("output", "experiments/results/benchmark.md", "Markdown table; JSON beside it.")
 flags.DEFINE_bool("force", False, "Measure even if the machine is not quiet (recorded).")

@@ -1,6 +1,7 @@
 r"""Times the generators' transposed convolutions alone, and their rewrites.
 
-    python experiments/conv_transpose_bench.py --output=experiments/results/conv_transpose_matmul_avx2.md
+    python experiments/conv_transpose_bench.py \
+        --output=experiments/results/conv_transpose_matmul_avx2.md
 
 Each layer below at its preset's batch, in float32, forward and forward +
 backward (input and kernel gradients), with its GFLOP/s against the matmul

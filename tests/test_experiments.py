@@ -298,7 +298,8 @@ def test_provenance_commit_says_when_the_code_has_uncommitted_changes(tmp_path):
     assert provenance.commit(tmp_path) == head
     (tmp_path / "code.py").write_text("x = 2\n")                               # the code
     assert provenance.commit(tmp_path) == head + " + uncommitted changes"
-    assert provenance.commit(tmp_path / "experiments" / "results") == head + " + uncommitted changes"
+    in_results = provenance.commit(tmp_path / "experiments" / "results")   # the whole tree
+    assert in_results == head + " + uncommitted changes"
 
 
 def test_benchmark_fit_window_excludes_the_one_time_start_of_a_fit_call():
