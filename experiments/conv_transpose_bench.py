@@ -12,9 +12,8 @@ instead. A stride-2 layer as ``sgan_keras.layers.MatmulConv2DTranspose``
 for G's first transposed convolution, and, for 3x3 kernels, as a 2x2
 convolution with four times the filters and ``depth_to_space`` (sub-pixel);
 a stride-1 layer as the plain convolution with the flipped kernel. A GANs in
-Action step runs its G forward twice and backward once; the SVHN DCGAN and
-conv-large steps once each way more than that in their D updates' fakes.
-Refuses a busy machine unless ``--force``.
+Action step runs its G forward twice (the fakes of D's update, then G's
+update) and backward once. Refuses a busy machine unless ``--force``.
 """
 
 import os

@@ -415,8 +415,9 @@ def _matmul_conv_transpose(inputs, kernel, strides):
                 tap = _shift(_shift(taps[:, :, :, ky * kernel_w + kx], shift_y, 1), shift_x, 2)
                 total = phases[phase_y][phase_x]
                 phases[phase_y][phase_x] = tap if total is None else total + tap
-        zeros = tf.zeros_like(taps[:, :, :, 0])
-        phases = [[zeros if p is None else p for p in row] for row in phases]
+        if any(p is None for row in phases for p in row):   # kernel smaller than stride
+            zeros = tf.zeros_like(taps[:, :, :, 0])
+            phases = [[zeros if p is None else p for p in row] for row in phases]
         # [N, H, sh, W, sw, filters] -> [N, H sh, W sw, filters]
         interleaved = tf.stack([tf.stack(row, axis=3) for row in phases], axis=2)
         outputs = tf.reshape(interleaved, [-1, height * stride_h, width * stride_w, filters])
