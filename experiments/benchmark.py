@@ -28,6 +28,13 @@ the figure the performance issue names), in one process on one machine:
   ``call``), the form before it became a ``MatmulConv2DTranspose`` (one
   matmul and shifted sums; ``sgan_keras/layers.py``); the same function and
   weights. Only for presets whose G has one.
+- ``native_conv_input_grad``: the same loop with every stride-1 convolution's
+  input gradient computed by TensorFlow's own op (``Conv2DBackpropInput``,
+  the gradient of ``keras.ops.conv``), the form before those convolutions'
+  input gradients became forward convolutions
+  (``Conv2DWithConvInputGrad``, ``UpsampleConv2D`` and the stride-1
+  ``WeightNormConv2D``; ``sgan_keras/layers.py``); the same function and
+  weights. Only for presets with such a convolution.
 - ``eager``: ``model.train_step`` without ``tf.function`` (few steps).
 - ``fit``: ``model.fit`` on the same pipeline (``steps_per_execution=1``),
   then ``fit`` with ``steps_per_execution`` and ``fit`` with ``jit_compile``.
@@ -48,6 +55,7 @@ pixel values), so no dataset is needed.
 Writes ``--output`` (Markdown) and the same rows as JSON beside it.
 """
 
+import functools
 import json
 import os
 import resource
@@ -84,7 +92,8 @@ flags.DEFINE_float("heavy_step_seconds", 4.0, "Presets whose compiled step takes
 flags.DEFINE_integer("eager_steps", 2, "Steps timed in eager mode.")
 flags.DEFINE_integer("steps_per_execution", 10, "steps_per_execution of the fit variant.")
 flags.DEFINE_list("modes", ["function", "constant", "xla", "bf16", "unfused_adam",
-                            "joined_g_pass", "native_conv_transpose", "eager", "fit",
+                            "joined_g_pass", "native_conv_transpose", "native_conv_input_grad",
+                            "eager", "fit",
                             "fit_spe", "fit_xla"],
                   "Modes to measure.")
 flags.DEFINE_string("output", "experiments/results/benchmark.md", "Markdown table; JSON beside it.")
@@ -97,6 +106,7 @@ MODE_TITLES = {
     "function": "tf.function loop", "constant": "constant batch", "xla": "XLA loop",
     "bf16": "mixed bfloat16 loop", "unfused_adam": "unfused Adam loop",
     "joined_g_pass": "joined G pass loop", "native_conv_transpose": "native convT loop",
+    "native_conv_input_grad": "native conv input grad loop",
     "eager": "eager", "fit": "fit()", "fit_spe": "fit() steps_per_execution",
     "fit_xla": "fit() jit_compile",
 }
@@ -155,6 +165,9 @@ class Bench:
                 model.initialize_weight_norm(self.constant_batch)
             if mode == "native_conv_transpose":
                 model = native_conv_transpose(self._model())
+                model.initialize_weight_norm(self.constant_batch)
+            if mode == "native_conv_input_grad":
+                model = native_conv_input_grad(self._model())
                 model.initialize_weight_norm(self.constant_batch)
             self._functions[mode] = tf.function(model.train_step, jit_compile=(mode == "xla"))
             self.optimizers[mode] = [type(optimizer).__name__
@@ -262,6 +275,28 @@ def native_conv_transpose(model):
     return model
 
 
+def conv_input_grad_layers(model):
+    """The layers of G and D (the trained networks) whose convolution's input
+    gradient is a forward convolution (``sgan_layers._conv2d_with_conv_input_grad``)."""
+    return [layer for network in (model.generator, model.discriminator)
+            for layer in sgan_layers.all_layers(network)
+            if isinstance(layer, sgan_layers.Conv2DWithConvInputGrad)
+            or (isinstance(layer, sgan_layers.WeightNormConv2D)
+                and tuple(layer.strides) == (1, 1))]
+
+
+def native_conv_input_grad(model):
+    """``model`` with each of those convolutions computed by ``keras.ops.conv``
+    (TensorFlow's gradient op for its input), the ``native_conv_input_grad``
+    mode's reference (the same weights and function)."""
+    for layer in conv_input_grad_layers(model):
+        if isinstance(layer, keras.layers.Conv2D):
+            layer.convolution_op = types.MethodType(keras.layers.Conv2D.convolution_op, layer)
+        else:
+            layer._linear = functools.partial(keras.ops.conv, strides=1, padding=layer.padding)
+    return model
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Wall seconds of each epoch, its last step's results waited for."""
 
@@ -296,6 +331,8 @@ def measure(preset_name, batch_size, modes, repeats, always_full=False):
         modes = [m for m in modes if m != "joined_g_pass"]
     if not matmul_conv_transposes(bench.model):
         modes = [m for m in modes if m != "native_conv_transpose"]
+    if not conv_input_grad_layers(bench.model):
+        modes = [m for m in modes if m != "native_conv_input_grad"]
     times = {mode: [] for mode in modes}
     waits = []
     for _ in range(repeats):
@@ -342,6 +379,9 @@ def derived(row, peak):
         if "native_conv_transpose" in seconds:
             out["matmul_conv_transpose_speedup"] = (seconds["native_conv_transpose"]
                                                     / seconds["function"])
+        if "native_conv_input_grad" in seconds:
+            out["conv_input_grad_speedup"] = (seconds["native_conv_input_grad"]
+                                              / seconds["function"])
     return out
 
 
@@ -360,8 +400,8 @@ def markdown(machine, peak, rows):
         "| preset | batch | GFLOP/step | " + " | ".join(MODE_TITLES[m] for m in modes)
         + " | images/s (loop) | GFLOP/s (% of peak) | input wait | fit / loop | XLA speed-up "
         "| bf16 speed-up | fused Adam speed-up | separate G pass speed-up "
-        "| matmul convT speed-up | page faults / step (loop) |",
-        "|---|---|---|" + "---|" * len(modes) + "---|---|---|---|---|---|---|---|---|---|",
+        "| matmul convT speed-up | conv input grad speed-up | page faults / step (loop) |",
+        "|---|---|---|" + "---|" * len(modes) + "---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         d = row["derived"]
@@ -382,6 +422,8 @@ def markdown(machine, peak, rows):
                else "- | ")
             + (f"{d['matmul_conv_transpose_speedup']:.2f}x | "
                if "matmul_conv_transpose_speedup" in d else "- | ")
+            + (f"{d['conv_input_grad_speedup']:.2f}x | "
+               if "conv_input_grad_speedup" in d else "- | ")
             + (f"{row['minor_page_faults_per_step']['function']:.0f} |"
                if "function" in row["minor_page_faults_per_step"] else "- |"))
     return "\n".join(lines) + "\n"

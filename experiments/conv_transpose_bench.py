@@ -18,7 +18,6 @@ update) and backward once. Refuses a busy machine unless ``--force``.
 
 import os
 import sys
-import time
 
 import tensorflow as tf
 from absl import app, flags
@@ -46,24 +45,6 @@ LAYERS = (
     ("conv-large g_convt1", 4, 512, 256, 5, 2, 100),
     ("conv-large g_convt2", 8, 256, 128, 5, 2, 100),
 )
-
-
-def milliseconds(function, argument, window_seconds, repeats):
-    """Fastest window's milliseconds per call of ``function(argument)``."""
-    for _ in range(2):
-        result = function(argument)
-    result[0].numpy()
-    start = time.perf_counter()
-    function(argument)[0].numpy()
-    steps = max(1, int(window_seconds / (time.perf_counter() - start)))
-    windows = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
-            result = function(argument)
-        result[0].numpy()
-        windows.append((time.perf_counter() - start) / steps * 1e3)
-    return min(windows)
 
 
 def forward_and_backward(forward, kernel):
@@ -125,8 +106,8 @@ def main(argv):
         for implementation, (forward, kernel) in variants(
                 size, channels_in, channels_out, kernel_size, stride, batch).items():
             forward_only, both = forward_and_backward(forward, kernel)
-            fwd = milliseconds(forward_only, x, FLAGS.window_seconds, FLAGS.repeats)
-            fwd_bwd = milliseconds(both, x, FLAGS.window_seconds, FLAGS.repeats)
+            fwd = provenance.milliseconds(forward_only, x, FLAGS.window_seconds, FLAGS.repeats)
+            fwd_bwd = provenance.milliseconds(both, x, FLAGS.window_seconds, FLAGS.repeats)
             rate = flops / fwd / 1e6
             rate_both = 3 * flops / fwd_bwd / 1e6
             lines.append(

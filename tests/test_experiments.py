@@ -391,6 +391,62 @@ print("same")
     assert result.stdout.strip().endswith("same")
 
 
+def test_benchmarks_native_conv_input_grad_is_the_same_function_on_tensorflows_op(tmp_path):
+    """benchmark.py's ``native_conv_input_grad`` reference: every stride-1
+    convolution's input gradient by TensorFlow's op (more Conv2DBackpropInput
+    in the traced gradient of D(G(z))), the same gradients as the package's
+    forward-convolution form; and the mode's column in the table."""
+    code = """
+import sys
+sys.path[:0] = ["experiments"]
+import numpy as np, tensorflow as tf
+import benchmark
+from sgan_keras import SGAN
+
+for preset, layers, extra in (("mnist_blog", 5, 5), ("cifar10_improved_gan", 7, 7)):
+    z = tf.random.normal([2, 100], seed=1)
+    counts, gradients = [], []
+    for native in (False, True):
+        model = SGAN.from_preset(preset, seed=0)
+        assert len(benchmark.conv_input_grad_layers(model)) == layers, preset
+        if native:
+            benchmark.native_conv_input_grad(model)
+        variables = model.generator.trainable_variables + model.discriminator.trainable_variables
+
+        @tf.function
+        def gradient(z):
+            with tf.GradientTape() as tape:
+                tape.watch(z)
+                logits, features = model.discriminator(model.generator(z, training=False),
+                                                       training=False)
+                loss = tf.reduce_sum(logits) + tf.reduce_sum(features)
+            return tape.gradient(loss, [z] + variables)
+
+        graph = gradient.get_concrete_function(tf.TensorSpec([2, 100])).graph
+        counts.append(sum(op.type == "Conv2DBackpropInput" for op in graph.get_operations()))
+        gradients.append(gradient(z))
+    assert counts[1] == counts[0] + extra, (preset, counts)
+    for ours, reference in zip(*gradients):
+        scale = float(tf.reduce_max(tf.abs(reference))) or 1.0
+        np.testing.assert_allclose(ours.numpy(), reference.numpy(), rtol=1e-4, atol=1e-4 * scale)
+print("same")
+"""
+    result = preloaded.run_code(code, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("same")
+    output = tmp_path / "benchmark.md"
+    result = preloaded.run_script(
+        "experiments/benchmark.py",
+        ["--presets=mnist_blog", "--steps=2", "--repeats=1",
+         "--modes=function,native_conv_input_grad", "--peak_repeats=1", f"--output={output}",
+         "--force"], timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    row, = json.loads(output.with_suffix(".json").read_text())["rows"]
+    assert set(row["seconds_per_step"]) == {"function", "native_conv_input_grad"}
+    assert row["derived"]["conv_input_grad_speedup"] > 0
+    assert "| conv input grad speed-up |" in output.read_text()
+
+
 def test_conv_transpose_bench_times_each_layer_and_its_rewrite(tmp_path):
     output = tmp_path / "profiles.md"
     result = preloaded.run_script(
@@ -408,6 +464,24 @@ def test_conv_transpose_bench_times_each_layer_and_its_rewrite(tmp_path):
     assert "| 14x14x128 -> 64, 3x3, stride 1 | 2 | conv, flipped kernel |" in text
     assert text.count("sub-pixel 2x2 conv + depth_to_space |") == 2
     assert text.count("| conv_transpose |") == 7
+    assert "Machine check before measuring" in text and "Matmul peak (same run, best of 1)" in text
+
+
+def test_conv_input_grad_bench_times_each_stride_one_convolutions_input_gradient(tmp_path):
+    output = tmp_path / "input_grads.md"
+    result = preloaded.run_script(
+        "experiments/conv_input_grad_bench.py",
+        ["--batch_size=2", "--window_seconds=0.001", "--repeats=1", "--peak_repeats=1",
+         f"--output={output}", "--force"], timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = output.read_text()
+    for layer in ("MNIST blog g_conv1 (UpsampleConv2D) | 7x7x64 -> 512, 3x3, same",
+                  "SVHN DCGAN d_conv6 | 4x4x128 -> 128, 3x3, valid",
+                  "conv-large d_conv8 | 6x6x192 -> 192, 1x1, valid"):
+        assert f"| {layer} | 2 |" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and " | 2 | " in line]
+    assert len(rows) == 13 and all(row.endswith("x |") for row in rows)
+    assert "## Stride-1 convolutions' input gradients alone" in text
     assert "Machine check before measuring" in text and "Matmul peak (same run, best of 1)" in text
 
 

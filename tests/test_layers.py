@@ -294,9 +294,96 @@ def test_upsample_conv_round_trips_and_refuses_what_it_cannot_compute():
     layer = wn.UpsampleConv2D(8, 5, activation="relu", name="g_conv1")
     copy = wn.UpsampleConv2D.from_config(layer.get_config())
     assert copy.filters == 8 and copy.kernel_size == (5, 5) and copy.phase_kernel_size == (3, 3)
-    for bad in ({"strides": 2}, {"padding": "valid"}, {"kernel_size": 4}):
-        with pytest.raises(ValueError, match="UpsampleConv2D needs an odd kernel"):
+    for bad, message in (({"strides": 2}, "needs stride 1"), ({"padding": "valid"}, "needs an odd"),
+                         ({"kernel_size": 4}, "needs an odd kernel")):
+        with pytest.raises(ValueError, match=f"UpsampleConv2D {message}"):
             wn.UpsampleConv2D(**{"filters": 8, "kernel_size": 5, **bad})
+
+
+@pytest.mark.parametrize("kernel_size, padding, image", [
+    (3, "same", (5, 5)), (5, "same", (4, 6)), (1, "same", (3, 3)), (2, "same", (4, 4)),
+    (4, "same", (5, 3)), ((3, 5), "same", (6, 4)), (3, "valid", (4, 4)), ((2, 3), "valid", (5, 4)),
+    (5, "valid", (5, 7))])
+def test_conv_input_grad_conv2d_equals_conv2d(kernel_size, padding, image):
+    """Conv2DWithConvInputGrad: the same outputs and gradients (its input's by a
+    forward convolution) as keras.layers.Conv2D with the same weights, odd and
+    even kernels, "same" and "valid", in float32 and in mixed bfloat16."""
+    import tensorflow as tf
+    rng = np.random.default_rng(0)
+    inputs = tf.constant(rng.normal(size=(3, *image, 4)).astype("float32"))
+    layer = wn.Conv2DWithConvInputGrad(6, kernel_size, padding=padding, activation="relu")
+    plain = keras.layers.Conv2D(6, kernel_size, padding=padding, activation="relu")
+    layer(inputs), plain(inputs)
+    kernel = rng.normal(size=plain.kernel.shape).astype("float32")
+    bias = rng.normal(size=6).astype("float32")
+    layer.set_weights([kernel, bias]), plain.set_weights([kernel, bias])
+    weights = tf.constant(rng.normal(size=plain(inputs).shape).astype("float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(inputs)
+        layer_out, plain_out = layer(inputs), plain(inputs)
+        layer_loss = tf.reduce_sum(layer_out * weights)
+        plain_loss = tf.reduce_sum(plain_out * weights)
+    assert layer_out.shape == plain_out.shape
+    np.testing.assert_allclose(layer_out.numpy(), plain_out.numpy(), rtol=1e-5, atol=1e-5)
+    plain_grads = tape.gradient(plain_loss, [inputs, plain.kernel, plain.bias])
+    for layer_grad, plain_grad in zip(
+            tape.gradient(layer_loss, [inputs, layer.kernel, layer.bias]), plain_grads):
+        np.testing.assert_allclose(layer_grad.numpy(), plain_grad.numpy(), rtol=1e-4, atol=1e-4)
+    half = wn.Conv2DWithConvInputGrad(6, kernel_size, padding=padding, activation="relu",
+                                      dtype="mixed_bfloat16")
+    half(inputs)
+    half.set_weights([kernel, bias])
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        half_out = half(inputs)
+        half_loss = tf.reduce_sum(tf.cast(half_out, tf.float32) * weights)
+    assert half_out.dtype == tf.bfloat16
+    scale = float(tf.reduce_max(tf.abs(plain_out)))
+    np.testing.assert_allclose(tf.cast(half_out, tf.float32).numpy(), plain_out.numpy(),
+                               rtol=0.05, atol=0.05 * scale)
+    half_grad = tape.gradient(half_loss, inputs)
+    np.testing.assert_allclose(half_grad.numpy(), plain_grads[0].numpy(), rtol=0.05,
+                               atol=0.05 * float(tf.reduce_max(tf.abs(plain_grads[0]))))
+
+
+def test_conv_input_grad_conv2d_round_trips_and_refuses_what_it_cannot_compute():
+    layer = wn.Conv2DWithConvInputGrad(8, 3, padding="same", name="d_conv4")
+    copy = wn.Conv2DWithConvInputGrad.from_config(layer.get_config())
+    assert copy.filters == 8 and copy.kernel_size == (3, 3) and copy.padding == "same"
+    for bad in ({"strides": 2}, {"dilation_rate": 2}, {"groups": 2},
+                {"data_format": "channels_first"}):
+        with pytest.raises(ValueError, match="Conv2DWithConvInputGrad needs stride 1"):
+            wn.Conv2DWithConvInputGrad(**{"filters": 8, "kernel_size": 3, **bad})
+    with pytest.raises(ValueError, match="padding must be 'same' or 'valid', got 'causal'"):
+        wn._conv2d_with_conv_input_grad(np.zeros((1, 4, 4, 2), "float32"),
+                                        np.zeros((3, 3, 2, 2), "float32"), "causal")
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_stride_one_weight_norm_conv_has_the_gradients_of_keras_conv(padding):
+    """A stride-1 WeightNormConv2D takes its input gradient as a forward
+    convolution: the same outputs and gradients as with keras.ops.conv."""
+    import functools
+    import tensorflow as tf
+    rng = np.random.default_rng(0)
+    inputs = tf.constant(rng.normal(size=(3, 6, 5, 4)).astype("float32"))
+    layers = [wn.WeightNormConv2D(5, 3, padding=padding, kernel_initializer=normal(1))
+              for _ in range(2)]
+    for layer in layers:
+        layer(inputs)
+        layer.g.assign(rng.uniform(0.5, 2.0, size=5).astype("float32"))
+    layers[1].set_weights(layers[0].get_weights())
+    layers[1]._linear = functools.partial(keras.ops.conv, strides=1, padding=padding)
+    weights = tf.constant(rng.normal(size=layers[0](inputs).shape).astype("float32"))
+    results = []
+    for layer in layers:
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            outputs = layer(inputs)
+            loss = tf.reduce_sum(outputs * weights)
+        results.append([outputs, *tape.gradient(loss, [inputs, layer.v, layer.g, layer.bias])])
+    for ours, reference in zip(*results):
+        np.testing.assert_allclose(ours.numpy(), reference.numpy(), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("kernel_size, strides, image", [

@@ -247,6 +247,24 @@ def test_only_the_first_transposed_convolution_is_a_matmul_one(architecture):
         assert transposed[0].name == "g_convt1"
 
 
+@pytest.mark.parametrize("architecture", sorted(GENERATOR_PARAMS))
+def test_stride_one_convolutions_take_their_input_gradient_as_a_convolution(architecture):
+    """Every stride-1 convolution of G and D computes its input gradient as a
+    forward convolution (Conv2DWithConvInputGrad, UpsampleConv2D, stride-1
+    WeightNormConv2D); the strided ones are Keras' own."""
+    shape = IMAGE_SHAPES[architecture]
+    models = [networks.build_generator(architecture, image_shape=shape, seed=0),
+              networks.build_discriminator(architecture, image_shape=shape, seed=0)]
+    convolutions = [layer for model in models for layer in wn.all_layers(model)
+                    if isinstance(layer, (keras.layers.Conv2D, wn.WeightNormConv2D))]
+    for layer in convolutions:
+        stride_one = tuple(layer.strides) == (1, 1)
+        if isinstance(layer, keras.layers.Conv2D):
+            assert isinstance(layer, wn.Conv2DWithConvInputGrad) == stride_one, layer.name
+    has_stride_one = any(tuple(layer.strides) == (1, 1) for layer in convolutions)
+    assert has_stride_one == (architecture not in ("mnist_gans_in_action", "mnist_improved_gan"))
+
+
 def test_layer_details_follow_spec():
     blog = networks.build_discriminator("mnist_blog", image_shape=(28, 28, 1), seed=0)
     assert blog.get_layer("d_conv1").kernel.shape == (5, 5, 1, 32)

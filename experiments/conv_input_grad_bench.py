@@ -1,0 +1,117 @@
+r"""Times the stride-1 convolutions' input gradients alone: TensorFlow's op
+against the forward convolution the package uses.
+
+    python experiments/conv_input_grad_bench.py \
+        --output=experiments/results/conv_input_grad_avx2.md
+
+Each stride-1 convolution of the presets' networks below, at its preset's
+batch, in float32: the forward pass alone, then the forward pass and the
+gradient with respect to its input, once with ``tf.nn.conv2d`` (whose input
+gradient is TensorFlow's ``Conv2DBackpropInput``) and once with
+``sgan_keras.layers._conv2d_with_conv_input_grad`` (the same function; its
+input gradient a forward convolution with the flipped kernel), which
+``Conv2DWithConvInputGrad``, ``UpsampleConv2D`` and the stride-1
+``WeightNormConv2D`` run. Refuses a busy machine unless ``--force``.
+"""
+
+import os
+import sys
+
+import tensorflow as tf
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import provenance  # noqa: E402  (experiments/provenance.py)
+from sgan_keras import layers as sgan_layers  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("batch_size", 0, "Images per call; 0: each layer's preset batch.")
+flags.DEFINE_float("window_seconds", 1.0, "Length of one timed window (at least one call).")
+flags.DEFINE_integer("repeats", 3, "Timed windows (the fastest is reported).")
+flags.DEFINE_string("output", "", "Markdown file to append the table to.")
+flags.DEFINE_bool("force", False, "Measure even if the machine is not quiet (recorded).")
+flags.DEFINE_integer("peak_repeats", 10, "Timed runs of the matmul-peak probe (the fastest is "
+                     "the peak; 1 for a smoke run).", lower_bound=1)
+
+# (layer, input size, input channels, output channels, kernel, padding, batch). The blog's
+# UpsampleConv2D layers convolve with a 3x3 phase kernel of four times the filters.
+LAYERS = (
+    ("MNIST blog g_conv1 (UpsampleConv2D)", 7, 64, 4 * 128, 3, "same", 32),
+    ("MNIST blog g_conv2 (UpsampleConv2D)", 14, 128, 4 * 64, 3, "same", 32),
+    ("MNIST blog g_conv3", 28, 64, 64, 5, "same", 32),
+    ("MNIST blog g_images", 28, 64, 1, 5, "same", 32),
+    ("MNIST blog d_conv3", 7, 64, 64, 5, "same", 32),
+    ("SVHN DCGAN d_conv4", 4, 64, 128, 3, "same", 128),
+    ("SVHN DCGAN d_conv5", 4, 128, 128, 3, "same", 128),
+    ("SVHN DCGAN d_conv6", 4, 128, 128, 3, "valid", 128),
+    ("conv-large d_conv2", 32, 96, 96, 3, "same", 100),
+    ("conv-large d_conv4", 16, 96, 192, 3, "same", 100),
+    ("conv-large d_conv5", 16, 192, 192, 3, "same", 100),
+    ("conv-large d_conv7", 8, 192, 192, 3, "valid", 100),
+    ("conv-large d_conv8", 6, 192, 192, 1, "valid", 100),
+)
+
+
+def timed_functions(kernel, padding):
+    """``{name: tf.function(x)}``: the forward pass, and the forward pass with
+    the input gradient by each implementation."""
+    def with_input_gradient(convolution):
+        @tf.function
+        def run(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = convolution(x)
+                loss = tf.reduce_sum(y * y)
+            return (tape.gradient(loss, x),)
+        return run
+
+    native = lambda x: tf.nn.conv2d(x, kernel, 1, padding.upper())  # noqa: E731
+    package = lambda x: sgan_layers._conv2d_with_conv_input_grad(x, kernel, padding)  # noqa: E731
+    return {"forward": tf.function(lambda x: (native(x),)),
+            "tensorflow": with_input_gradient(native),
+            "package": with_input_gradient(package)}
+
+
+def main(argv):
+    del argv
+    check = provenance.quiet_check(force=FLAGS.force)
+    peak = provenance.matmul_peak_flops(repeats=FLAGS.peak_repeats)
+    lines = [f"Matmul peak (same run, best of {FLAGS.peak_repeats}): {peak / 1e9:.1f} GFLOP/s; "
+             f"float32, fastest of {FLAGS.repeats} windows of about {FLAGS.window_seconds:g} s. "
+             "Input gradient = (forward + input gradient) - forward.", "",
+             "| layer | shape | batch | forward ms | forward + input gradient ms, TensorFlow's "
+             "op | the same, flipped-kernel convolution | input gradient ms, TensorFlow's op "
+             "(% of peak) | input gradient ms, flipped-kernel convolution (% of peak) "
+             "| input gradient speed-up |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, size, channels_in, channels_out, kernel_size, padding, batch in LAYERS:
+        batch = FLAGS.batch_size or batch
+        x = tf.random.normal([batch, size, size, channels_in], seed=0)
+        kernel = tf.random.normal([kernel_size, kernel_size, channels_in, channels_out],
+                                  stddev=0.05, seed=1)
+        out_size = size if padding == "same" else size - kernel_size + 1
+        flops = 2 * batch * out_size ** 2 * channels_in * channels_out * kernel_size ** 2
+        ms = {implementation: provenance.milliseconds(
+                  function, x, FLAGS.window_seconds, FLAGS.repeats)
+              for implementation, function in timed_functions(kernel, padding).items()}
+        grads = {k: max(ms[k] - ms["forward"], 1e-3) for k in ("tensorflow", "package")}
+        rate = {k: 100 * flops / grads[k] / 1e-3 / peak for k in grads}
+        lines.append(
+            f"| {name} | {size}x{size}x{channels_in} -> {channels_out}, "
+            f"{kernel_size}x{kernel_size}, {padding} | {batch} | {ms['forward']:.2f} "
+            f"| {ms['tensorflow']:.2f} | {ms['package']:.2f} | {grads['tensorflow']:.2f} "
+            f"({rate['tensorflow']:.0f}%) | {grads['package']:.2f} ({rate['package']:.0f}%) "
+            f"| {grads['tensorflow'] / grads['package']:.2f}x |")
+        print(lines[-1], flush=True)
+    if FLAGS.output:
+        record = provenance.record()
+        with open(FLAGS.output, "a") as file:
+            file.write("\n".join([
+                "## Stride-1 convolutions' input gradients alone", "",
+                f"`{record['command']}`; commit {record['commit']}, {record['date']}; "
+                f"{provenance.machine_line(record)}. {provenance.quiet_line(check)}", "",
+                *lines, "", ""]))
+
+
+if __name__ == "__main__":
+    app.run(main)
