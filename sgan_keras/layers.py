@@ -328,12 +328,15 @@ def _conv2d_with_conv_input_grad(inputs, kernel, padding):
     its channel axes swapped, padded by ``k - 1 - p`` where the forward pass
     padded ``p`` (a "full" convolution where it was "valid"). TensorFlow's
     gradient op (``Conv2DBackpropInput``) computes the same on another code
-    path, which on the AVX2 CPU the package is developed on runs several times
-    slower than its forward ``Conv2D`` of the same size: 36 against 8 ms for
-    the SVHN DCGAN D's 4x4x128 -> 128 3x3 convolution at batch 128, 274
-    against 92 ms for the MNIST blog G's first ``UpsampleConv2D``
-    (``experiments/results/conv_input_grad_avx2.md``). The kernel gradient is
-    TensorFlow's (``Conv2DBackpropFilter``). GPU speed is unmeasured.
+    path, which on the AVX2 CPU the package is developed on runs up to several
+    times slower than a forward ``Conv2D`` of the same size: the SVHN DCGAN
+    D's 4x4x128 -> 128 3x3 convolution at batch 128 takes its input gradient
+    in 35.3 ms that way, 6.7 ms this way; the MNIST blog G's first
+    ``UpsampleConv2D`` at batch 32 in 33.1 against 7.9 ms
+    (``experiments/results/conv_input_grad_avx2.md``; in the step, SVHN DCGAN
+    1.37x, the blog 1.14x, conv-large 1.12x, ``benchmark_conv_input_grad_avx2.md``).
+    The kernel gradient is TensorFlow's (``Conv2DBackpropFilter``). GPU speed
+    is unmeasured.
     """
     padding = str(padding).upper()
     if padding not in ("SAME", "VALID"):
