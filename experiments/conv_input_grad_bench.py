@@ -18,20 +18,11 @@ import os
 import sys
 
 import tensorflow as tf
-from absl import app, flags
+from absl import app
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import provenance  # noqa: E402  (experiments/provenance.py)
+import layer_bench  # noqa: E402  (flags, timer, report)
 from sgan_keras import layers as sgan_layers  # noqa: E402
-
-FLAGS = flags.FLAGS
-flags.DEFINE_integer("batch_size", 0, "Images per call; 0: each layer's preset batch.")
-flags.DEFINE_float("window_seconds", 1.0, "Length of one timed window (at least one call).")
-flags.DEFINE_integer("repeats", 3, "Timed windows (the fastest is reported).")
-flags.DEFINE_string("output", "", "Markdown file to append the table to.")
-flags.DEFINE_bool("force", False, "Measure even if the machine is not quiet (recorded).")
-flags.DEFINE_integer("peak_repeats", 10, "Timed runs of the matmul-peak probe (the fastest is "
-                     "the peak; 1 for a smoke run).", lower_bound=1)
 
 # (layer, input size, input channels, output channels, kernel, padding, batch). The blog's
 # UpsampleConv2D layers convolve with a 3x3 phase kernel of four times the filters.
@@ -74,25 +65,21 @@ def timed_functions(kernel, padding):
 
 def main(argv):
     del argv
-    check = provenance.quiet_check(force=FLAGS.force)
-    peak = provenance.matmul_peak_flops(repeats=FLAGS.peak_repeats)
-    lines = [f"Matmul peak (same run, best of {FLAGS.peak_repeats}): {peak / 1e9:.1f} GFLOP/s; "
-             f"float32, fastest of {FLAGS.repeats} windows of about {FLAGS.window_seconds:g} s. "
-             "Input gradient = (forward + input gradient) - forward.", "",
+    check, peak, peak_line = layer_bench.start()
+    lines = [peak_line + " Input gradient = (forward + input gradient) - forward.", "",
              "| layer | shape | batch | forward ms | forward + input gradient ms, TensorFlow's "
              "op | the same, flipped-kernel convolution | input gradient ms, TensorFlow's op "
              "(% of peak) | input gradient ms, flipped-kernel convolution (% of peak) "
              "| input gradient speed-up |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, size, channels_in, channels_out, kernel_size, padding, batch in LAYERS:
-        batch = FLAGS.batch_size or batch
+        batch = layer_bench.FLAGS.batch_size or batch
         x = tf.random.normal([batch, size, size, channels_in], seed=0)
         kernel = tf.random.normal([kernel_size, kernel_size, channels_in, channels_out],
                                   stddev=0.05, seed=1)
         out_size = size if padding == "same" else size - kernel_size + 1
         flops = 2 * batch * out_size ** 2 * channels_in * channels_out * kernel_size ** 2
-        ms = {implementation: provenance.milliseconds(
-                  function, x, FLAGS.window_seconds, FLAGS.repeats)
+        ms = {implementation: layer_bench.milliseconds(function, x)
               for implementation, function in timed_functions(kernel, padding).items()}
         grads = {k: max(ms[k] - ms["forward"], 1e-3) for k in ("tensorflow", "package")}
         rate = {k: 100 * flops / grads[k] / 1e-3 / peak for k in grads}
@@ -103,14 +90,7 @@ def main(argv):
             f"({rate['tensorflow']:.0f}%) | {grads['package']:.2f} ({rate['package']:.0f}%) "
             f"| {grads['tensorflow'] / grads['package']:.2f}x |")
         print(lines[-1], flush=True)
-    if FLAGS.output:
-        record = provenance.record()
-        with open(FLAGS.output, "a") as file:
-            file.write("\n".join([
-                "## Stride-1 convolutions' input gradients alone", "",
-                f"`{record['command']}`; commit {record['commit']}, {record['date']}; "
-                f"{provenance.machine_line(record)}. {provenance.quiet_line(check)}", "",
-                *lines, "", ""]))
+    layer_bench.append_section("Stride-1 convolutions' input gradients alone", check, lines)
 
 
 if __name__ == "__main__":

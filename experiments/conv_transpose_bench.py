@@ -20,20 +20,11 @@ import os
 import sys
 
 import tensorflow as tf
-from absl import app, flags
+from absl import app
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import provenance  # noqa: E402  (experiments/provenance.py)
+import layer_bench  # noqa: E402  (flags, timer, report)
 from sgan_keras import layers as sgan_layers  # noqa: E402
-
-FLAGS = flags.FLAGS
-flags.DEFINE_integer("batch_size", 0, "Images per call; 0: each layer's preset batch.")
-flags.DEFINE_float("window_seconds", 1.0, "Length of one timed window (at least one call).")
-flags.DEFINE_integer("repeats", 3, "Timed windows (the fastest is reported).")
-flags.DEFINE_string("output", "", "Markdown file to append the table to.")
-flags.DEFINE_bool("force", False, "Measure even if the machine is not quiet (recorded).")
-flags.DEFINE_integer("peak_repeats", 10, "Timed runs of the matmul-peak probe (the fastest is "
-                     "the peak; 1 for a smoke run).", lower_bound=1)
 
 # (generator, input size, input channels, output channels, kernel, stride, batch)
 LAYERS = (
@@ -89,16 +80,14 @@ def variants(size, channels_in, channels_out, kernel_size, stride, batch):
 
 def main(argv):
     del argv
-    check = provenance.quiet_check(force=FLAGS.force)
-    peak = provenance.matmul_peak_flops(repeats=FLAGS.peak_repeats)
-    lines = [f"Matmul peak (same run, best of {FLAGS.peak_repeats}): {peak / 1e9:.1f} GFLOP/s; "
-             f"float32, fastest of {FLAGS.repeats} windows of about {FLAGS.window_seconds:g} s.",
-             "",
+    check, peak, peak_line = layer_bench.start()
+    lines = ["FLOPs count the useful multiply-adds (the sub-pixel rewrite does more: "
+             "16 taps per input pixel where 9 are needed).", "", peak_line, "",
              "| generator layer | shape | batch | implementation | forward ms "
              "| GFLOP/s (% of peak) | forward + backward ms | GFLOP/s (% of peak) |",
              "|---|---|---|---|---|---|---|---|"]
     for name, size, channels_in, channels_out, kernel_size, stride, batch in LAYERS:
-        batch = FLAGS.batch_size or batch
+        batch = layer_bench.FLAGS.batch_size or batch
         x = tf.random.normal([batch, size, size, channels_in], seed=0)
         flops = 2 * batch * size * size * channels_in * channels_out * kernel_size ** 2
         shape = (f"{size}x{size}x{channels_in} -> {channels_out}, {kernel_size}x{kernel_size}, "
@@ -106,8 +95,8 @@ def main(argv):
         for implementation, (forward, kernel) in variants(
                 size, channels_in, channels_out, kernel_size, stride, batch).items():
             forward_only, both = forward_and_backward(forward, kernel)
-            fwd = provenance.milliseconds(forward_only, x, FLAGS.window_seconds, FLAGS.repeats)
-            fwd_bwd = provenance.milliseconds(both, x, FLAGS.window_seconds, FLAGS.repeats)
+            fwd = layer_bench.milliseconds(forward_only, x)
+            fwd_bwd = layer_bench.milliseconds(both, x)
             rate = flops / fwd / 1e6
             rate_both = 3 * flops / fwd_bwd / 1e6
             lines.append(
@@ -115,17 +104,7 @@ def main(argv):
                 f"| {fwd:.2f} | {rate:.0f} ({100 * rate * 1e9 / peak:.0f}%) | {fwd_bwd:.2f} "
                 f"| {rate_both:.0f} ({100 * rate_both * 1e9 / peak:.0f}%) |")
             print(lines[-1], flush=True)
-    if FLAGS.output:
-        record = provenance.record()
-        with open(FLAGS.output, "a") as file:
-            file.write("\n".join([
-                "## The generators' transposed convolutions alone", "",
-                f"`{record['command']}`; commit {record['commit']}, {record['date']}; "
-                f"{provenance.machine_line(record)}. {provenance.quiet_line(check)}", "",
-                "FLOPs count the useful multiply-adds (the sub-pixel rewrite does more: "
-                "16 taps per input pixel where 9 are needed).", "",
-                *lines, "", ""]))
-
+    layer_bench.append_section("The generators' transposed convolutions alone", check, lines)
 
 if __name__ == "__main__":
     app.run(main)

@@ -61,24 +61,6 @@ def matmul_peak_flops(size=2048, repeats=10):
 CPU_ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
-def milliseconds(function, argument, window_seconds, repeats):
-    """Fastest window's milliseconds per call of ``function(argument)``."""
-    for _ in range(2):
-        result = function(argument)
-    result[0].numpy()
-    start = time.perf_counter()
-    function(argument)[0].numpy()
-    steps = max(1, int(window_seconds / (time.perf_counter() - start)))
-    windows = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
-            result = function(argument)
-        result[0].numpy()
-        windows.append((time.perf_counter() - start) / steps * 1e3)
-    return min(windows)
-
-
 def machine():
     """CPU model, its vector ISA flags and cores, accelerator, and the TensorFlow,
     Keras and Python versions."""

@@ -261,32 +261,67 @@ def test_gaussian_noise_is_seeded_and_off_at_inference():
     assert isinstance(layer, wn.GaussianNoise) and layer.stddev == 0.3
 
 
+def assert_same_outputs_and_gradients(layer, reference, inputs, prepare=lambda x: x):
+    """Gives ``layer`` and ``reference`` (applied to ``prepare(inputs)``) the same
+    random kernel and bias, then checks their outputs (to 1e-5) and the gradients
+    of a random projection of them with respect to the inputs, kernel and bias
+    (to 1e-4). Returns the reference's output, the weights, the projection and
+    the reference's input gradient, for a bfloat16 check."""
+    import tensorflow as tf
+    rng = np.random.default_rng(1)
+    layer(inputs), reference(prepare(inputs))
+    weights = [rng.normal(size=layer.kernel.shape).astype("float32"),
+               rng.normal(size=layer.bias.shape).astype("float32")]
+    layer.set_weights(weights), reference.set_weights(weights)
+    projection = tf.constant(rng.normal(size=reference(prepare(inputs)).shape).astype("float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(inputs)
+        outputs, reference_outputs = layer(inputs), reference(prepare(inputs))
+        loss = tf.reduce_sum(outputs * projection)
+        reference_loss = tf.reduce_sum(reference_outputs * projection)
+    assert outputs.shape == reference_outputs.shape
+    np.testing.assert_allclose(outputs.numpy(), reference_outputs.numpy(), rtol=1e-5, atol=1e-5)
+    reference_grads = tape.gradient(reference_loss, [inputs, reference.kernel, reference.bias])
+    for grad, reference_grad in zip(tape.gradient(loss, [inputs, layer.kernel, layer.bias]),
+                                    reference_grads):
+        np.testing.assert_allclose(grad.numpy(), reference_grad.numpy(), rtol=1e-4, atol=1e-4)
+    return reference_outputs, weights, projection, reference_grads[0]
+
+
+def assert_bfloat16_close(half, inputs, reference):
+    """``half`` (a mixed-bfloat16 layer) with the weights of ``reference`` (what
+    ``assert_same_outputs_and_gradients`` returned) gives bfloat16 outputs
+    within bfloat16's precision of the float32 ones, and an input gradient
+    pointing the float32 one's way (cosine above 0.9: elementwise, bfloat16
+    rounding flips the ReLU's mask at outputs near zero)."""
+    import tensorflow as tf
+    reference_outputs, weights, projection, reference_input_grad = reference
+    half(inputs)
+    half.set_weights(weights)
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        outputs = half(inputs)
+        loss = tf.reduce_sum(tf.cast(outputs, tf.float32) * projection)
+    assert outputs.dtype == tf.bfloat16
+    np.testing.assert_allclose(tf.cast(outputs, tf.float32).numpy(), reference_outputs.numpy(),
+                               rtol=0.05,
+                               atol=0.05 * float(tf.reduce_max(tf.abs(reference_outputs))))
+    grad, expected = tape.gradient(loss, inputs).numpy().ravel(), reference_input_grad.numpy().ravel()
+    assert np.dot(grad, expected) > 0.9 * np.linalg.norm(grad) * np.linalg.norm(expected)
+
+
 @pytest.mark.parametrize("kernel_size, image", [(5, (7, 7)), (3, (4, 5)), (1, (3, 3)),
                                                 ((7, 5), (6, 3))])
 def test_upsample_conv_equals_upsampling_then_conv(kernel_size, image):
     """The same outputs and gradients as UpSampling2D(2) + Conv2D with the same weights."""
     import tensorflow as tf
-    rng = np.random.default_rng(0)
-    inputs = tf.constant(rng.normal(size=(3, *image, 4)).astype("float32"))
-    fused = wn.UpsampleConv2D(6, kernel_size, activation="relu")
-    plain = keras.layers.Conv2D(6, kernel_size, padding="same", activation="relu")
-    upsample = keras.layers.UpSampling2D(2)
-    fused(inputs), plain(upsample(inputs))
-    kernel = rng.normal(size=fused.kernel.shape).astype("float32")
-    bias = rng.normal(size=6).astype("float32")
-    fused.set_weights([kernel, bias]), plain.set_weights([kernel, bias])
-    weights = tf.constant(rng.normal(size=(3, 2 * image[0], 2 * image[1], 6)).astype("float32"))
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(inputs)
-        fused_out, plain_out = fused(inputs), plain(upsample(inputs))
-        fused_loss = tf.reduce_sum(fused_out * weights)
-        plain_loss = tf.reduce_sum(plain_out * weights)
-    assert fused_out.shape == (3, 2 * image[0], 2 * image[1], 6)
-    np.testing.assert_allclose(fused_out.numpy(), plain_out.numpy(), rtol=1e-5, atol=1e-5)
-    for fused_grad, plain_grad in zip(
-            tape.gradient(fused_loss, [inputs, fused.kernel, fused.bias]),
-            tape.gradient(plain_loss, [inputs, plain.kernel, plain.bias])):
-        np.testing.assert_allclose(fused_grad.numpy(), plain_grad.numpy(), rtol=1e-4, atol=1e-4)
+    inputs = tf.constant(np.random.default_rng(0).normal(size=(3, *image, 4)).astype("float32"))
+    reference_outputs, *_ = assert_same_outputs_and_gradients(
+        wn.UpsampleConv2D(6, kernel_size, activation="relu"),
+        keras.layers.Conv2D(6, kernel_size, padding="same", activation="relu"), inputs,
+        prepare=keras.layers.UpSampling2D(2))
+    assert reference_outputs.shape == (3, 2 * image[0], 2 * image[1], 6)
+    fused = wn.UpsampleConv2D(6, kernel_size)
     assert fused.compute_output_shape((None, *image, 4)) == (None, 2 * image[0], 2 * image[1], 6)
 
 
@@ -309,41 +344,13 @@ def test_conv_input_grad_conv2d_equals_conv2d(kernel_size, padding, image):
     forward convolution) as keras.layers.Conv2D with the same weights, odd and
     even kernels, "same" and "valid", in float32 and in mixed bfloat16."""
     import tensorflow as tf
-    rng = np.random.default_rng(0)
-    inputs = tf.constant(rng.normal(size=(3, *image, 4)).astype("float32"))
-    layer = wn.Conv2DWithConvInputGrad(6, kernel_size, padding=padding, activation="relu")
-    plain = keras.layers.Conv2D(6, kernel_size, padding=padding, activation="relu")
-    layer(inputs), plain(inputs)
-    kernel = rng.normal(size=plain.kernel.shape).astype("float32")
-    bias = rng.normal(size=6).astype("float32")
-    layer.set_weights([kernel, bias]), plain.set_weights([kernel, bias])
-    weights = tf.constant(rng.normal(size=plain(inputs).shape).astype("float32"))
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(inputs)
-        layer_out, plain_out = layer(inputs), plain(inputs)
-        layer_loss = tf.reduce_sum(layer_out * weights)
-        plain_loss = tf.reduce_sum(plain_out * weights)
-    assert layer_out.shape == plain_out.shape
-    np.testing.assert_allclose(layer_out.numpy(), plain_out.numpy(), rtol=1e-5, atol=1e-5)
-    plain_grads = tape.gradient(plain_loss, [inputs, plain.kernel, plain.bias])
-    for layer_grad, plain_grad in zip(
-            tape.gradient(layer_loss, [inputs, layer.kernel, layer.bias]), plain_grads):
-        np.testing.assert_allclose(layer_grad.numpy(), plain_grad.numpy(), rtol=1e-4, atol=1e-4)
-    half = wn.Conv2DWithConvInputGrad(6, kernel_size, padding=padding, activation="relu",
-                                      dtype="mixed_bfloat16")
-    half(inputs)
-    half.set_weights([kernel, bias])
-    with tf.GradientTape() as tape:
-        tape.watch(inputs)
-        half_out = half(inputs)
-        half_loss = tf.reduce_sum(tf.cast(half_out, tf.float32) * weights)
-    assert half_out.dtype == tf.bfloat16
-    scale = float(tf.reduce_max(tf.abs(plain_out)))
-    np.testing.assert_allclose(tf.cast(half_out, tf.float32).numpy(), plain_out.numpy(),
-                               rtol=0.05, atol=0.05 * scale)
-    half_grad = tape.gradient(half_loss, inputs)
-    np.testing.assert_allclose(half_grad.numpy(), plain_grads[0].numpy(), rtol=0.05,
-                               atol=0.05 * float(tf.reduce_max(tf.abs(plain_grads[0]))))
+    inputs = tf.constant(np.random.default_rng(0).normal(size=(3, *image, 4)).astype("float32"))
+    reference = assert_same_outputs_and_gradients(
+        wn.Conv2DWithConvInputGrad(6, kernel_size, padding=padding, activation="relu"),
+        keras.layers.Conv2D(6, kernel_size, padding=padding, activation="relu"), inputs)
+    assert_bfloat16_close(wn.Conv2DWithConvInputGrad(6, kernel_size, padding=padding,
+                                                     activation="relu", dtype="mixed_bfloat16"),
+                          inputs, reference)
 
 
 def test_conv_input_grad_conv2d_round_trips_and_refuses_what_it_cannot_compute():
@@ -393,34 +400,14 @@ def test_matmul_conv_transpose_equals_conv2d_transpose(kernel_size, strides, ima
     """The same outputs and gradients as keras.layers.Conv2DTranspose with the same weights,
     in float32 and in mixed bfloat16."""
     import tensorflow as tf
-    rng = np.random.default_rng(0)
-    inputs = tf.constant(rng.normal(size=(3, *image, 4)).astype("float32"))
-    matmul = wn.MatmulConv2DTranspose(6, kernel_size, strides=strides, activation="relu")
-    plain = keras.layers.Conv2DTranspose(6, kernel_size, strides=strides, padding="same",
-                                         activation="relu")
-    matmul(inputs), plain(inputs)
-    kernel = rng.normal(size=plain.kernel.shape).astype("float32")
-    bias = rng.normal(size=6).astype("float32")
-    matmul.set_weights([kernel, bias]), plain.set_weights([kernel, bias])
-    weights = tf.constant(rng.normal(size=plain(inputs).shape).astype("float32"))
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(inputs)
-        matmul_out, plain_out = matmul(inputs), plain(inputs)
-        matmul_loss = tf.reduce_sum(matmul_out * weights)
-        plain_loss = tf.reduce_sum(plain_out * weights)
-    assert matmul_out.shape == plain_out.shape
-    np.testing.assert_allclose(matmul_out.numpy(), plain_out.numpy(), rtol=1e-5, atol=1e-5)
-    for matmul_grad, plain_grad in zip(
-            tape.gradient(matmul_loss, [inputs, matmul.kernel, matmul.bias]),
-            tape.gradient(plain_loss, [inputs, plain.kernel, plain.bias])):
-        np.testing.assert_allclose(matmul_grad.numpy(), plain_grad.numpy(), rtol=1e-4, atol=1e-4)
-    half = wn.MatmulConv2DTranspose(6, kernel_size, strides=strides, activation="relu",
-                                    dtype="mixed_bfloat16")
-    half(inputs)
-    half.set_weights([kernel, bias])
-    assert half(inputs).dtype == tf.bfloat16
-    np.testing.assert_allclose(tf.cast(half(inputs), tf.float32).numpy(), plain_out.numpy(),
-                               rtol=0.05, atol=0.05 * float(tf.reduce_max(tf.abs(plain_out))))
+    inputs = tf.constant(np.random.default_rng(0).normal(size=(3, *image, 4)).astype("float32"))
+    reference = assert_same_outputs_and_gradients(
+        wn.MatmulConv2DTranspose(6, kernel_size, strides=strides, activation="relu"),
+        keras.layers.Conv2DTranspose(6, kernel_size, strides=strides, padding="same",
+                                     activation="relu"), inputs)
+    assert_bfloat16_close(wn.MatmulConv2DTranspose(6, kernel_size, strides=strides,
+                                                   activation="relu", dtype="mixed_bfloat16"),
+                          inputs, reference)
 
 
 def test_matmul_conv_transpose_round_trips_and_refuses_what_it_cannot_compute():
