@@ -106,5 +106,6 @@ def main(argv):
             print(lines[-1], flush=True)
     layer_bench.append_section("The generators' transposed convolutions alone", check, lines)
 
+
 if __name__ == "__main__":
     app.run(main)

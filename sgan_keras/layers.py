@@ -345,9 +345,9 @@ def _conv2d_with_conv_input_grad(inputs, kernel, padding):
     kernel_h, kernel_w = kernel.shape[:2]
 
     def gradient_padding(size):
-        before = (size - 1) // 2 if padding == "SAME" else 0   # TensorFlow's "same" rule
-        after = size - 1 - before if padding == "SAME" else 0
-        return [size - 1 - before, size - 1 - after]
+        total = size - 1 if padding == "SAME" else 0
+        before = total // 2                       # TensorFlow's "same": the smaller half first
+        return [size - 1 - before, size - 1 - (total - before)]
 
     pads = [[0, 0], gradient_padding(kernel_h), gradient_padding(kernel_w), [0, 0]]
 
@@ -391,8 +391,8 @@ class UpsampleConv2D(Conv2DWithConvInputGrad):
         kwargs.setdefault("padding", "same")
         super().__init__(filters, kernel_size, **kwargs)
         if self.padding != "same" or any(size % 2 == 0 for size in self.kernel_size):
-            raise ValueError("UpsampleConv2D needs an odd kernel, stride 1, 'same' padding, "
-                             f"no dilation or groups and channels_last; got {self.get_config()}")
+            raise ValueError("UpsampleConv2D needs an odd kernel and 'same' padding; "
+                             f"got {self.get_config()}")
         self._taps = [_phase_taps(size) for size in self.kernel_size]
 
     @property
