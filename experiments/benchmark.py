@@ -1,7 +1,7 @@
 r"""Measures the SGAN training step: images/s, FLOP/s, input wait, execution modes.
 
     python experiments/benchmark.py --batch_sizes=100    # every preset, ~80 min on 2 CPU cores
-    python experiments/benchmark.py --presets=mnist_blog --batch_sizes=100
+    python experiments/benchmark.py --presets=mnist_blog --batch_sizes=100 --peers=
 
 For each preset at its source's batch size (and ``mnist_blog`` at batch 100,
 the figure the performance issue names), in one process on one machine:
@@ -52,6 +52,12 @@ in rounds that alternate the modes, so that slow drifts of a shared machine
 hit every mode alike. Images are random (the step's cost does not depend on
 pixel values), so no dataset is needed.
 
+Then, unless ``--peers=`` is empty, it runs ``benchmark_peers.py`` (each
+source's own code beside the package's step, in their own processes; it
+checks the machine again first) into ``<output>_peers.md`` and adds that
+table to ``--output``: one command gives the presets and the peers of one
+machine and commit.
+
 Writes ``--output`` (Markdown) and the same rows as JSON beside it.
 """
 
@@ -60,6 +66,7 @@ import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 import types
@@ -96,6 +103,10 @@ flags.DEFINE_list("modes", ["function", "constant", "xla", "bf16", "unfused_adam
                             "eager", "fit",
                             "fit_spe", "fit_xla"],
                   "Modes to measure.")
+flags.DEFINE_list("peers", ["blog", "gans_in_action", "improved_gan"],
+                  "Sources' own code timed after the presets by benchmark_peers.py "
+                  "(empty: none).")
+flags.DEFINE_float("peer_window_seconds", 15.0, "benchmark_peers.py's --window_seconds.")
 flags.DEFINE_string("output", "experiments/results/benchmark.md", "Markdown table; JSON beside it.")
 flags.DEFINE_bool("force", False, "Measure even if the machine is not quiet (recorded).")
 flags.DEFINE_integer("peak_repeats", 10, "Timed runs of the matmul-peak probe (the fastest is "
@@ -385,7 +396,27 @@ def derived(row, peak):
     return out
 
 
-def markdown(machine, peak, rows):
+def run_peers(peers, output):
+    """Runs ``benchmark_peers.py`` on ``peers`` into ``<output>_peers.md``; returns that file's text.
+
+    Its own processes and quiet check (it waits for this process's load to
+    settle); ``--repeats``, ``--peak_repeats`` and ``--force`` pass through.
+    """
+    path = os.path.splitext(output)[0] + "_peers.md"
+    command = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                            "benchmark_peers.py"),
+               f"--peers={','.join(peers)}", f"--repeats={FLAGS.repeats}",
+               f"--window_seconds={FLAGS.peer_window_seconds}",
+               f"--peak_repeats={FLAGS.peak_repeats}", f"--output={path}"]
+    status = subprocess.run(command + (["--force"] if FLAGS.force else [])).returncode
+    if status:
+        sys.exit(f"benchmark_peers.py exited with status {status} (its message is above); "
+                 f"the presets' table is in {output}")
+    with open(path) as file:
+        return file.read()
+
+
+def markdown(machine, peak, rows, peers_markdown=None):
     modes = [m for m in MODE_TITLES if any(m in r["seconds_per_step"] for r in rows)]
     lines = [
         "# Training-step benchmark", "",
@@ -426,6 +457,8 @@ def markdown(machine, peak, rows):
                if "conv_input_grad_speedup" in d else "- | ")
             + (f"{row['minor_page_faults_per_step']['function']:.0f} |"
                if "function" in row["minor_page_faults_per_step"] else "- |"))
+    if peers_markdown:   # its title one level down, as a section of this file
+        lines += ["", "#" + peers_markdown.strip()]
     return "\n".join(lines) + "\n"
 
 
@@ -461,6 +494,9 @@ def main(argv):
         faults.write_text(FLAGS.output, markdown(machine, peak, rows))
         faults.write_text(os.path.splitext(FLAGS.output)[0] + ".json", json.dumps(
             {"machine": machine, "peak_flops": peak, "rows": rows}, indent=2))
+    if FLAGS.peers:
+        faults.write_text(FLAGS.output, markdown(machine, peak, rows,
+                                                 run_peers(FLAGS.peers, FLAGS.output)))
 
 
 if __name__ == "__main__":

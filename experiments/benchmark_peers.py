@@ -363,13 +363,19 @@ def serve(peer, side):
 
 
 class Side:
+    """One side's timing server (its own process); the sides of a peer start
+    together and each answers once warm (:meth:`wait_ready`), before any window."""
+
     def __init__(self, peer, side):
+        self.name = f"{peer}:{side}"
         self.process = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), f"--serve={peer}:{side}"],
+            [sys.executable, os.path.abspath(__file__), f"--serve={self.name}"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+    def wait_ready(self):
         if self.process.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"{peer}:{side} did not start")
+            raise RuntimeError(f"{self.name} did not start")
 
     def time(self, steps):
         self.process.stdin.write(f"{steps}\n")
@@ -386,6 +392,9 @@ def main(argv):
     if FLAGS.serve:
         serve(*FLAGS.serve.split(":"))
         return
+    unknown = sorted(set(FLAGS.peers) - set(PEERS))
+    if unknown:
+        raise app.UsageError(f"--peers: unknown {unknown}; allowed: {sorted(PEERS)}")
     # Both sides' processes inherit it: the CLI's allocator, for ours and the peer alike.
     from sgan_keras import distribute
     distribute.use_pooled_cpu_allocator()
@@ -396,6 +405,8 @@ def main(argv):
         step_flops, fused = step_facts(PEERS[peer][0], PEERS[peer][1])
         sides = {side: Side(peer, side)
                  for side in ("ours", "peer") + (("separate",) if fused else ())}
+        for process in sides.values():
+            process.wait_ready()
         probe = sides["ours"].time(2) / 2
         steps = max(3, int(FLAGS.window_seconds / max(probe, 1e-3)))
         times = {side: [] for side in sides}

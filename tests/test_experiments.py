@@ -224,6 +224,7 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
          "--steps_per_execution=2",
          "--modes=function,constant,bf16,unfused_adam,joined_g_pass,native_conv_transpose,"
          "eager,fit,fit_spe",
+         "--peers=gans_in_action", "--peer_window_seconds=0.05",
          "--peak_repeats=1", f"--output={output}", "--force"],
         env={key: value for key, value in os.environ.items()
              if key != distribute.POOLED_CPU_ALLOCATOR_VARIABLE}, timeout=300)
@@ -255,6 +256,15 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
                                                       "eager"}
     assert all(faults >= 0 for faults in row["minor_page_faults_per_step"].values())
     assert "CPU allocator: TensorFlow's pooled (BFC) allocator" in output.read_text()
+    # Then the source's own code beside the package's step (benchmark_peers.py),
+    # its table a section of the same file.
+    peers = json.loads((tmp_path / "benchmark_peers.json").read_text())
+    peer_row, = peers["rows"]
+    assert peer_row["peer"] == "gans_in_action" and peer_row["batch_size"] == 32
+    assert peer_row["ours_ms"] > 0 and peer_row["peer_ms"] > 0
+    assert len(peer_row["windows_ms"]["peer"]) == 1        # --repeats passes through
+    assert "\n## The package's training step beside each source's own code" in output.read_text()
+    assert "| mnist_gans_in_action | 32 | Keras train_on_batch loop" in output.read_text()
 
 
 @pytest.mark.parametrize("reference", ["", str(REPO_ROOT)], ids=["untouched", "checkout"])
@@ -439,7 +449,7 @@ print("same")
         "experiments/benchmark.py",
         ["--presets=mnist_blog", "--steps=2", "--repeats=1",
          "--modes=function,native_conv_input_grad", "--peak_repeats=1", f"--output={output}",
-         "--force"], timeout=300)
+         "--peers=", "--force"], timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     row, = json.loads(output.with_suffix(".json").read_text())["rows"]
     assert set(row["seconds_per_step"]) == {"function", "native_conv_input_grad"}
@@ -524,6 +534,14 @@ def test_the_machine_record_names_the_cpus_vector_isa(tmp_path, monkeypatch, fla
     assert provenance.machine_line(record).startswith(named + ", ")
     del record["cpu_isa"]     # a record written before the ISA was kept
     assert provenance.machine_line(record).startswith("AMD EPYC, ")
+
+
+def test_benchmark_peers_rejects_an_unknown_peer(tmp_path):
+    result = preloaded.run_script("experiments/benchmark_peers.py",
+                                  ["--peers=blog,nope", f"--output={tmp_path / 'p.md'}"],
+                                  timeout=120)
+    assert result.returncode != 0 and "--peers: unknown ['nope']" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "p.md").exists()
 
 
 def test_benchmark_rejects_an_unknown_preset(tmp_path):
