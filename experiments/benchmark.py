@@ -1,6 +1,6 @@
 r"""Measures the SGAN training step: images/s, FLOP/s, input wait, execution modes.
 
-    python experiments/benchmark.py --batch_sizes=100    # every preset, ~80 min on 2 CPU cores
+    python experiments/benchmark.py --batch_sizes=100    # all presets and peers: ~53 min, 2 AVX2 cores
     python experiments/benchmark.py --presets=mnist_blog --batch_sizes=100 --peers=
 
 For each preset at its source's batch size (and ``mnist_blog`` at batch 100,
@@ -403,8 +403,8 @@ def run_peers(peers, output):
     settle); ``--repeats``, ``--peak_repeats`` and ``--force`` pass through.
     """
     path = os.path.splitext(output)[0] + "_peers.md"
-    command = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                            "benchmark_peers.py"),
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "benchmark_peers.py")
+    command = [sys.executable, os.path.relpath(script),     # relative: its recorded command
                f"--peers={','.join(peers)}", f"--repeats={FLAGS.repeats}",
                f"--window_seconds={FLAGS.peer_window_seconds}",
                f"--peak_repeats={FLAGS.peak_repeats}", f"--output={path}"]

@@ -19,7 +19,8 @@ from sgan_keras.choices import STRATEGIES
 BFLOAT16_UNITS_VARIABLE = "SGAN_KERAS_BFLOAT16_UNITS"
 # CPU flags (/proc/cpuinfo) of bfloat16 matrix math: Intel AMX's bfloat16 tiles,
 # and AVX512-BF16's dot products, which oneDNN's matmuls and convolutions use
-# (mixed bfloat16 measured 1.2x-1.6x faster with it, experiments/results/benchmark.md).
+# (mixed bfloat16 measured 1.2x-1.6x faster with it,
+# experiments/results/benchmark_avx512bf16.md).
 BFLOAT16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 CPUINFO = "/proc/cpuinfo"
 # TensorFlow reads it once, when its runtime starts (process_state.cc).
