@@ -536,17 +536,11 @@ def test_the_machine_record_names_the_cpus_vector_isa(tmp_path, monkeypatch, fla
     assert provenance.machine_line(record).startswith("AMD EPYC, ")
 
 
-def test_benchmark_peers_rejects_an_unknown_peer(tmp_path):
-    result = preloaded.run_script("experiments/benchmark_peers.py",
-                                  ["--peers=blog,nope", f"--output={tmp_path / 'p.md'}"],
-                                  timeout=120)
-    assert result.returncode != 0 and "--peers: unknown ['nope']" in result.stderr
-    assert "Traceback" not in result.stderr and not (tmp_path / "p.md").exists()
-
-
-def test_benchmark_rejects_an_unknown_preset(tmp_path):
-    result = preloaded.run_script("experiments/benchmark.py",
-                                  ["--presets=nope", f"--output={tmp_path / 'b.md'}"],
-                                  timeout=120)
-    assert result.returncode != 0 and "--presets" in result.stderr
+@pytest.mark.parametrize("script, names, message", [
+    ("experiments/benchmark.py", "--presets=nope", "--presets: unknown ['nope']"),
+    ("experiments/benchmark_peers.py", "--peers=blog,nope", "--peers: unknown ['nope']"),
+], ids=["preset", "peer"])
+def test_benchmarks_reject_an_unknown_name(script, names, message, tmp_path):
+    result = preloaded.run_script(script, [names, f"--output={tmp_path / 'b.md'}"], timeout=120)
+    assert result.returncode != 0 and message in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "b.md").exists()
