@@ -108,9 +108,7 @@ flags.DEFINE_list("peers", ["blog", "gans_in_action", "improved_gan"],
                   "(empty: none).")
 flags.DEFINE_float("peer_window_seconds", 15.0, "benchmark_peers.py's --window_seconds.")
 flags.DEFINE_string("output", "experiments/results/benchmark.md", "Markdown table; JSON beside it.")
-flags.DEFINE_bool("force", False, "Measure even if the machine is not quiet (recorded).")
-flags.DEFINE_integer("peak_repeats", 10, "Timed runs of the matmul-peak probe (the fastest is "
-                     "the peak; 1 for a smoke run).", lower_bound=1)
+provenance.define_timing_flags()
 FLAGS = flags.FLAGS
 
 MODE_TITLES = {

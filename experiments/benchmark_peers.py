@@ -56,9 +56,7 @@ import provenance  # noqa: E402
 flags.DEFINE_list("peers", ["blog", "gans_in_action", "improved_gan"], "Peers to measure.")
 flags.DEFINE_integer("repeats", 3, "Timed windows per side (the median is reported).")
 flags.DEFINE_float("window_seconds", 15.0, "Approximate length of one timed window.")
-flags.DEFINE_bool("force", False, "Measure even if the machine is not quiet (recorded).")
-flags.DEFINE_integer("peak_repeats", 10, "Timed runs of the matmul-peak probe (the fastest is "
-                     "the peak; 1 for a smoke run).", lower_bound=1)
+provenance.define_timing_flags()
 flags.DEFINE_string("output", "experiments/results/benchmark_peers.md", "Markdown; JSON beside.")
 flags.DEFINE_string("serve", None, "Internal: run one side as a timing server (peer:side).")
 FLAGS = flags.FLAGS

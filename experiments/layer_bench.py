@@ -12,9 +12,7 @@ flags.DEFINE_integer("batch_size", 0, "Images per call; 0: each layer's preset b
 flags.DEFINE_float("window_seconds", 1.0, "Length of one timed window (at least one call).")
 flags.DEFINE_integer("repeats", 3, "Timed windows (the fastest is reported).")
 flags.DEFINE_string("output", "", "Markdown file to append the table to.")
-flags.DEFINE_bool("force", False, "Measure even if the machine is not quiet (recorded).")
-flags.DEFINE_integer("peak_repeats", 10, "Timed runs of the matmul-peak probe (the fastest is "
-                     "the peak; 1 for a smoke run).", lower_bound=1)
+provenance.define_timing_flags()
 FLAGS = flags.FLAGS
 
 

@@ -112,6 +112,16 @@ def machine_line(record):
             f"Python {record['python']}")
 
 
+def define_timing_flags(peak=True):
+    """The flags of every timing script: ``--force`` (:func:`quiet_check`'s)
+    and, with ``peak``, ``--peak_repeats`` (:func:`matmul_peak_flops`')."""
+    from absl import flags
+    flags.DEFINE_bool("force", False, "Measure even if the machine is not quiet (recorded).")
+    if peak:
+        flags.DEFINE_integer("peak_repeats", 10, "Timed runs of the matmul-peak probe (the "
+                             "fastest is the peak; 1 for a smoke run).", lower_bound=1)
+
+
 def quiet_check(seconds=3.0, force=False, patience=120.0):
     """The load average, and the processes that used a CPU over ``seconds``.
 

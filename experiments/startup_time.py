@@ -44,7 +44,7 @@ flags.DEFINE_list("commands", ["refused", "short_run"], "Which commands to time.
 flags.DEFINE_string("data_dir", os.path.join(provenance.REPO_ROOT, "..", "shared", "data",
                                              "mnist"), "The directory of mnist.npz.")
 flags.DEFINE_string("output", "", "Markdown file to append the table to (and a .json beside).")
-flags.DEFINE_bool("force", False, "Measure even if the machine is not quiet (recorded).")
+provenance.define_timing_flags(peak=False)
 flags.DEFINE_string("reference", "", "A checkout of another commit (e.g. a git worktree): "
                     "time its `python -m sgan_keras.train` beside the shipped CLI instead of "
                     "the untouched main.")
