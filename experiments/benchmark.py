@@ -44,12 +44,15 @@ the figure the performance issue names), in one process on one machine:
   window had read as a 24% ``fit`` overhead), as a training run's one
   ``fit`` call over many epochs does.
 
-Images/s counts the images D classifies in a step (labeled + unlabeled +
-generated = 3 x batch). FLOPs come from the layers
-(:mod:`sgan_keras.flops`); the peak is a large float32 matmul timed in the
-same run. Each time is the median over ``--repeats`` timed windows, measured
-in rounds that alternate the modes, so that slow drifts of a shared machine
-hit every mode alike. Images are random (the step's cost does not depend on
+Each preset runs on its own batches (``SemiSupervisedData.training_dataset``,
+as the CLI): with ``label_batching="masked"`` (SVHN DCGAN) one real batch whose
+labeled images are marked, two D calls a step; otherwise a labeled and an
+unlabeled batch, three. Images/s counts the images D classifies in a step
+(labeled + unlabeled + generated = 3 x batch; 2 x batch when masked). FLOPs
+come from the layers (:mod:`sgan_keras.flops`); the peak is a large float32
+matmul timed in the same run. Each time is the median over ``--repeats``
+timed windows, measured in rounds that alternate the modes, so that slow
+drifts of a shared machine hit every mode alike. Images are random (the step's cost does not depend on
 pixel values), so no dataset is needed.
 
 Then, unless ``--peers=`` is empty, it runs ``benchmark_peers.py`` (each
@@ -134,9 +137,14 @@ class Bench:
             pixel_range=config.model.pixel_range)
         self.model = self._model()
         self.flops_per_step = flops_lib.train_step_flops(self.model, batch_size)
-        self.iterator = iter(self.data.train_dataset(batch_size))
+        self.iterator = iter(self.data.training_dataset(batch_size,
+                                                        config.training.label_batching))
         self.model.initialize_weight_norm(next(self.iterator))
         self.constant_batch = next(self.iterator)
+        # As drawn: a masked batch is one real batch with its labeled images
+        # marked, so D classifies it and the fakes (2 x batch), not 3 x batch.
+        self.label_batching = "masked" if "label_mask" in self.constant_batch else "separate"
+        self.images_per_step = (2 if self.label_batching == "masked" else 3) * batch_size
         self.steps = FLAGS.steps
         self._functions = {}
         self.optimizers = {}   # loop mode -> the class names of its D and G optimizers
@@ -221,8 +229,9 @@ class Bench:
         if mode == "fit_spe":  # whole executions only
             steps = max(1, round(steps / FLAGS.steps_per_execution)) * FLAGS.steps_per_execution
         timer = EpochTimer()
-        model.fit(self.data.train_dataset(self.batch_size), epochs=2, steps_per_epoch=steps,
-                  verbose=0, shuffle=False, callbacks=[timer])
+        training = self.preset.config.training
+        model.fit(self.data.training_dataset(self.batch_size, training.label_batching),
+                  epochs=2, steps_per_epoch=steps, verbose=0, shuffle=False, callbacks=[timer])
         return timer.seconds[-1] / steps, None
 
 
@@ -354,6 +363,7 @@ def measure(preset_name, batch_size, modes, repeats, always_full=False):
                     waits.append(waited)
             times[mode].append(seconds)
     row = {"preset": preset_name, "batch_size": batch_size, "steps_per_window": bench.steps,
+           "label_batching": bench.label_batching, "images_per_step": bench.images_per_step,
            "flops_per_step": bench.flops_per_step,
            "seconds_per_step": {mode: statistics.median(t) for mode, t in times.items()},
            "optimizers": bench.optimizers,
@@ -369,7 +379,7 @@ def measure(preset_name, batch_size, modes, repeats, always_full=False):
 def derived(row, peak):
     """Images/s, achieved FLOP/s and ratios of one row."""
     seconds = row["seconds_per_step"]
-    out = {"images_per_second": {m: 3 * row["batch_size"] / s for m, s in seconds.items()}}
+    out = {"images_per_second": {m: row["images_per_step"] / s for m, s in seconds.items()}}
     if "function" in seconds:
         out["achieved_flops"] = row["flops_per_step"] / seconds["function"]
         out["fraction_of_peak"] = out["achieved_flops"] / peak
@@ -425,7 +435,7 @@ def markdown(machine, peak, rows, peers_markdown=None):
         f"Peak (float32 2048x2048 matmul chain, same run, best of {machine['peak_repeats']}): "
         f"{peak / 1e9:.1f} GFLOP/s.", "",
         "Milliseconds per training step (median of the timed windows); images/s counts the "
-        "3 x batch images D sees per step.", "",
+        "images D classifies per step (3 x batch; 2 x batch with masked label batching).", "",
         "| preset | batch | GFLOP/step | " + " | ".join(MODE_TITLES[m] for m in modes)
         + " | images/s (loop) | GFLOP/s (% of peak) | input wait | fit / loop | XLA speed-up "
         "| bf16 speed-up | fused Adam speed-up | separate G pass speed-up "

@@ -84,7 +84,7 @@ def ours(peer, separate_discriminator_calls=False):
     model.compile()
     if separate_discriminator_calls:
         model.discriminator_batches_independent = False
-    iterator = iter(data.train_dataset(batch_size))
+    iterator = iter(data.training_dataset(batch_size, preset.config.training.label_batching))
     model.initialize_weight_norm(next(iterator))
     step = tf.function(model.train_step)
 

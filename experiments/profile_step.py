@@ -42,7 +42,7 @@ def trace(preset_name, batch_size, steps, logdir):
                                       pixel_range=config.model.pixel_range)
     model = SGAN.from_preset(preset_name, seed=0)
     model.compile()
-    batches = iter(data.train_dataset(batch_size))
+    batches = iter(data.training_dataset(batch_size, config.training.label_batching))
     model.initialize_weight_norm(next(batches))
     step = tf.function(model.train_step)
     held = [next(batches) for _ in range(5)]

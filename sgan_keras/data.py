@@ -163,6 +163,25 @@ class SemiSupervisedData:
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
         ).prefetch(tf.data.AUTOTUNE))
 
+    def training_dataset(self, batch_size, label_batching="separate", supervised_only=False,
+                         start_step=0):
+        """The batches a configuration trains on (``TrainingConfig.label_batching``,
+        ``Config.supervised_only``): ``supervised_dataset`` for a supervised-only
+        run, ``masked_dataset`` for ``"masked"``, else ``train_dataset``.
+
+        The CLI and the benchmarks both call this, so a benchmark times the
+        step a preset trains with (two D calls a step with masked batching,
+        three with separate).
+        """
+        if supervised_only:
+            return self.supervised_dataset(batch_size, start_step=start_step)
+        if label_batching == "masked":
+            return self.masked_dataset(batch_size, start_step=start_step)
+        if label_batching != "separate":
+            raise DataError(f"label_batching must be 'separate' or 'masked', "
+                            f"got {label_batching!r}")
+        return self.train_dataset(batch_size, start_step=start_step)
+
     def supervised_dataset(self, batch_size, start_step=0):
         """Labeled batches only (the supervised-only baseline), prefetched;
         the same labeled batches as ``train_dataset``'s at every step."""

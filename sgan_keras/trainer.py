@@ -269,12 +269,8 @@ def _train(config, strategy, output_dir, stop):
                                              context.enter_context(tempfile.TemporaryDirectory()))
         for index, (initial_epoch, epochs, steps, start_step) in enumerate(_fit_calls(
                 step, training.steps_per_epoch, training.epochs)):
-            if config.supervised_only:
-                train_data = data.supervised_dataset(training.batch_size, start_step=start_step)
-            elif training.label_batching == "masked":
-                train_data = data.masked_dataset(training.batch_size, start_step=start_step)
-            else:
-                train_data = data.train_dataset(training.batch_size, start_step=start_step)
+            train_data = data.training_dataset(training.batch_size, training.label_batching,
+                                               config.supervised_only, start_step=start_step)
             callbacks = _callbacks(config, output_dir, initial_epoch, store, step_counter, stop,
                                    preemption,
                                    restore_metrics=restore_metrics if index == 0 else None)

@@ -296,6 +296,26 @@ def test_training_pipeline_is_deterministic_and_resumable(mnist):
     assert first["labels"].dtype == np.int32
 
 
+@pytest.mark.parametrize("label_batching, supervised_only, made_by", [
+    ("separate", False, "train_dataset"), ("masked", False, "masked_dataset"),
+    ("masked", True, "supervised_dataset"), ("separate", True, "supervised_dataset")])
+def test_training_dataset_is_the_pipeline_the_configuration_trains_on(
+        mnist, label_batching, supervised_only, made_by):
+    # The CLI and the benchmarks take their batches from here: a masked preset
+    # (SVHN DCGAN) gets one batch with a label mask, not a labeled batch beside
+    # two unlabeled ones (which would time a third D call it never makes).
+    chosen = mnist.training_dataset(8, label_batching, supervised_only, start_step=2)
+    expected = getattr(mnist, made_by)(8, start_step=2)
+    for a, b in zip(chosen.take(2).as_numpy_iterator(), expected.take(2).as_numpy_iterator()):
+        assert type(a) is type(b)
+        for key in (a if isinstance(a, dict) else range(len(a))):
+            np.testing.assert_array_equal(a[key], b[key])
+    if made_by == "masked_dataset":
+        assert set(next(chosen.as_numpy_iterator())) == {"images", "labels", "label_mask"}
+    with pytest.raises(DataError, match="label_batching must be 'separate' or 'masked'"):
+        mnist.training_dataset(8, "mixed")
+
+
 def test_pipelines_are_deterministic_without_model_autotuning(mnist):
     # data._pipeline_options: autotuning made fresh fit() iterators slow (see its docstring).
     for dataset in (mnist.train_dataset(64), mnist.supervised_dataset(64),

@@ -457,6 +457,29 @@ print("same")
     assert "| conv input grad speed-up |" in output.read_text()
 
 
+def test_benchmark_times_each_preset_on_the_batches_it_trains_on():
+    """SVHN DCGAN trains on masked batches (one real batch, its labeled images
+    marked: two D calls a step); timing it on a labeled batch beside unlabeled
+    ones would time a third D call it never makes. benchmark.py's bare loop and
+    fit() modes draw from ``Bench.iterator`` and ``training_dataset``."""
+    code = """
+import sys
+sys.path[:0] = ["experiments"]
+from absl import flags
+import benchmark
+flags.FLAGS(["benchmark.py"])
+for preset in ("svhn_dcgan", "mnist_blog"):
+    bench = benchmark.Bench(preset, 4)
+    print(preset, sorted(next(bench.iterator)), bench.label_batching, bench.images_per_step)
+"""
+    result = preloaded.run_code(code, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-2:] == [
+        "svhn_dcgan ['images', 'label_mask', 'labels'] masked 8",
+        "mnist_blog ['generator_images', 'labeled_images', 'labels', 'unlabeled_images'] "
+        "separate 12"]
+
+
 def test_conv_transpose_bench_times_each_layer_and_its_rewrite(tmp_path):
     output = tmp_path / "profiles.md"
     result = preloaded.run_script(
