@@ -15,8 +15,11 @@ average, when ``ema_decay > 0``).
 
 Training batches are dicts from ``SemiSupervisedData.train_dataset``:
 ``labeled_images``, ``labels``, ``unlabeled_images`` (D step) and
-``generator_images`` (G step). In ``supervised_only`` mode an ``(images,
-labels)`` tuple is enough.
+``generator_images`` (G step); with ``label_batching="masked"`` from
+``masked_dataset``: ``images``, ``labels`` and ``label_mask``
+(``SemiSupervisedData.training_dataset`` picks the one a configuration
+trains on). In ``supervised_only`` mode an ``(images, labels)`` tuple is
+enough.
 
 Randomness of the noise ``z`` is stateless: drawn from ``(seed, step)`` for the
 whole global batch, each replica taking its slice. A run is therefore
