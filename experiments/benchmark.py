@@ -52,8 +52,8 @@ unlabeled batch, three. Images/s counts the images D classifies in a step
 come from the layers (:mod:`sgan_keras.flops`); the peak is a large float32
 matmul timed in the same run. Each time is the median over ``--repeats``
 timed windows, measured in rounds that alternate the modes, so that slow
-drifts of a shared machine hit every mode alike. Images are random (the step's cost does not depend on
-pixel values), so no dataset is needed.
+drifts of a shared machine hit every mode alike. Images are random (the
+step's cost does not depend on pixel values), so no dataset is needed.
 
 Then, unless ``--peers=`` is empty, it runs ``benchmark_peers.py`` (each
 source's own code beside the package's step, in their own processes; it
@@ -137,8 +137,7 @@ class Bench:
             pixel_range=config.model.pixel_range)
         self.model = self._model()
         self.flops_per_step = flops_lib.train_step_flops(self.model, batch_size)
-        self.iterator = iter(self.data.training_dataset(batch_size,
-                                                        config.training.label_batching))
+        self.iterator = iter(self.training_batches())
         self.model.initialize_weight_norm(next(self.iterator))
         self.constant_batch = next(self.iterator)
         # As drawn: a masked batch is one real batch with its labeled images
@@ -149,6 +148,11 @@ class Bench:
         self._functions = {}
         self.optimizers = {}   # loop mode -> the class names of its D and G optimizers
         self.page_faults = {}  # loop mode -> minor page faults per step, one per window
+
+    def training_batches(self):
+        """A new pipeline of the batches the preset trains on, as the CLI's."""
+        return self.data.training_dataset(self.batch_size,
+                                          self.preset.config.training.label_batching)
 
     def _model(self, precision="float32", **compile_kwargs):
         keras.utils.set_random_seed(0)
@@ -229,9 +233,8 @@ class Bench:
         if mode == "fit_spe":  # whole executions only
             steps = max(1, round(steps / FLAGS.steps_per_execution)) * FLAGS.steps_per_execution
         timer = EpochTimer()
-        training = self.preset.config.training
-        model.fit(self.data.training_dataset(self.batch_size, training.label_batching),
-                  epochs=2, steps_per_epoch=steps, verbose=0, shuffle=False, callbacks=[timer])
+        model.fit(self.training_batches(), epochs=2, steps_per_epoch=steps, verbose=0,
+                  shuffle=False, callbacks=[timer])
         return timer.seconds[-1] / steps, None
 
 

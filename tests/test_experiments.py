@@ -461,7 +461,7 @@ def test_benchmark_times_each_preset_on_the_batches_it_trains_on():
     """SVHN DCGAN trains on masked batches (one real batch, its labeled images
     marked: two D calls a step); timing it on a labeled batch beside unlabeled
     ones would time a third D call it never makes. benchmark.py's bare loop and
-    fit() modes draw from ``Bench.iterator`` and ``training_dataset``."""
+    fit() modes both draw from ``Bench.training_batches``."""
     code = """
 import sys
 sys.path[:0] = ["experiments"]
@@ -470,7 +470,9 @@ import benchmark
 flags.FLAGS(["benchmark.py"])
 for preset in ("svhn_dcgan", "mnist_blog"):
     bench = benchmark.Bench(preset, 4)
-    print(preset, sorted(next(bench.iterator)), bench.label_batching, bench.images_per_step)
+    fit_batch = next(iter(bench.training_batches()))     # fit()'s pipeline
+    assert sorted(fit_batch) == sorted(next(bench.iterator)), preset
+    print(preset, sorted(fit_batch), bench.label_batching, bench.images_per_step)
 """
     result = preloaded.run_code(code, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
