@@ -74,13 +74,17 @@ import sys
 import time
 import types
 
-import keras
-import tensorflow as tf
 from absl import app
 from absl import flags
 
 # This checkout's sgan_keras, whichever copy is installed.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from sgan_keras import onednn  # noqa: E402
+
+onednn.use_onednn()   # what the CLI runs, chosen before TensorFlow is imported (see there)
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
 import provenance  # noqa: E402
 from sgan_keras import SGAN, PRESETS  # noqa: E402
 from sgan_keras import data as data_lib  # noqa: E402

@@ -393,7 +393,10 @@ def main(argv):
     unknown = sorted(set(FLAGS.peers) - set(PEERS))
     if unknown:
         raise app.UsageError(f"--peers: unknown {unknown}; allowed: {sorted(PEERS)}")
-    # Both sides' processes inherit it: the CLI's allocator, for ours and the peer alike.
+    # Both sides' processes inherit them: the CLI's oneDNN kernels and allocator,
+    # for ours and the peer alike (oneDNN chosen before TensorFlow is imported).
+    from sgan_keras import onednn
+    onednn.use_onednn()
     from sgan_keras import distribute
     distribute.use_pooled_cpu_allocator()
     pooled = distribute.pooled_cpu_allocator_in_use()   # this process's; the sides inherit it

@@ -75,6 +75,8 @@ def op_type_table(xplane, steps):
 
 def main(argv):
     del argv
+    from sgan_keras import onednn
+    onednn.use_onednn()   # as the CLI, before TensorFlow is imported
     from sgan_keras import PRESETS
     batch_size = FLAGS.batch_size or PRESETS[FLAGS.preset].config.training.batch_size
     xplane = trace(FLAGS.preset, batch_size, FLAGS.steps, FLAGS.logdir)

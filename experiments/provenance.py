@@ -83,7 +83,19 @@ def machine():
     return {"cpu": cpu, "cpu_isa": [flag for flag in CPU_ISA_FLAGS if flag in flags],
             "cpu_cores": os.cpu_count(), "accelerator": accelerator,
             "system": platform.system(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "python": platform.python_version()}
+            "keras": keras.__version__, "python": platform.python_version(),
+            "onednn": onednn_kernels()}
+
+
+def onednn_kernels():
+    """Whether this process's TensorFlow runs oneDNN's CPU kernels (it decides
+    when imported: :mod:`sgan_keras.onednn`); ``None`` if it cannot tell."""
+    try:
+        # pylint: disable-next=import-outside-toplevel
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:
+        return None
+    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 def record(argv=None):
@@ -107,9 +119,11 @@ def machine_line(record):
     """One line naming the machine of a :func:`record`."""
     isa = record.get("cpu_isa")     # absent from records made before it was kept
     cpu = f"{record['cpu']} ({', '.join(isa) or 'no AVX2'})" if isa is not None else record["cpu"]
+    kernels = {True: " (oneDNN kernels)", False: " (Eigen kernels, oneDNN off)"}.get(
+        record.get("onednn"), "")      # absent from records made before it was kept
     return (f"{cpu}, {record['cpu_cores']} cores, {record['accelerator']}, "
-            f"{record['system']}; TensorFlow {record['tensorflow']}, Keras {record['keras']}, "
-            f"Python {record['python']}")
+            f"{record['system']}; TensorFlow {record['tensorflow']}{kernels}, "
+            f"Keras {record['keras']}, Python {record['python']}")
 
 
 def define_timing_flags(peak=True):

@@ -45,6 +45,8 @@ def use_pooled_cpu_allocator():
     SVHN-shaped data conv-large ran 1.15x faster, the SVHN DCGAN and the
     manifold-regularized preset the same). The process keeps its peak memory
     instead of returning it.
+    With oneDNN's kernels on (:mod:`sgan_keras.onednn`), TensorFlow's CPU
+    device pools its memory in oneDNN's own allocator, whatever this says.
 
     Takes effect only before the runtime starts (a process's first op), so
     the CLI calls it first; a notebook calls it (or sets the variable) before

@@ -119,8 +119,10 @@ def main(argv):
 def import_trainer():
     """The module that trains (:mod:`sgan_keras.trainer`), imported once the
     flags are valid: it imports TensorFlow and Keras, which takes seconds, so
-    a mistyped flag is answered without them. TensorFlow's pooled CPU
-    allocator is chosen first (:func:`sgan_keras.distribute.use_pooled_cpu_allocator`).
+    a mistyped flag is answered without them. oneDNN's CPU kernels
+    (:func:`sgan_keras.onednn.use_onednn`, read when TensorFlow is imported)
+    and TensorFlow's pooled CPU allocator
+    (:func:`sgan_keras.distribute.use_pooled_cpu_allocator`) are chosen first.
 
     Under :func:`run` (the collector off), the import's objects are then
     frozen and the collector turned back on: the imports of TensorFlow,
@@ -132,6 +134,8 @@ def import_trainer():
     that saved 2.8 s of a short run, with the same metrics
     (experiments/results/startup.md).
     """
+    from sgan_keras import onednn   # pylint: disable=import-outside-toplevel
+    onednn.use_onednn()   # before TensorFlow is imported (see there)
     from sgan_keras import distribute   # pylint: disable=import-outside-toplevel
     distribute.use_pooled_cpu_allocator()   # before the runtime starts (see there)
     from sgan_keras import trainer   # pylint: disable=import-outside-toplevel

@@ -19,10 +19,11 @@ script as ``python -c`` or ``python path`` does: its own argv, environment,
 working directory, stdout and stderr, pid, signals and exit status
 (negative: killed by that signal, as ``subprocess.Popen`` has it). Only the import is shared (the
 modules it loaded stay loaded). What happens before or during the import
-(flags checked before TensorFlow is imported, the allocator chosen before it
-starts, ``gc.freeze``, which modules a script imports, TensorFlow's C++ log
-level, which it reads once at import, and start-up time) is tested on real
-interpreters (``subprocess``).
+(flags checked before TensorFlow is imported, oneDNN chosen before that
+import (the server chooses it first, as the CLI does), the allocator chosen
+before the runtime starts, ``gc.freeze``, which modules a script imports,
+TensorFlow's C++ log level, which it reads once at import, and start-up
+time) is tested on real interpreters (``subprocess``).
 """
 import atexit
 import ctypes
@@ -45,6 +46,8 @@ def _serve():
     answers its pid; writes each child's exit status to its ``status`` file
     (atomically) as soon as it ends. Ends when stdin closes and every child
     has ended."""
+    from sgan_keras import onednn
+    onednn.use_onednn()    # as the CLI, before TensorFlow is imported (it reads it then)
     import sgan_keras.trainer  # noqa: F401  (TensorFlow, Keras: imported, not started)
     from sgan_keras import faults
     from tensorflow.python.eager import context

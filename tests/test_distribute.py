@@ -4,6 +4,7 @@ test file in one process, so strategies that need it are built in subprocesses."
 import json
 import os
 import pathlib
+import platform
 import socket
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import tensorflow as tf
 import preloaded
 
 from sgan_keras import distribute
+from sgan_keras import onednn
 from sgan_keras.distribute import StrategyError, is_chief, make_strategy
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -87,8 +89,11 @@ print(json.dumps(distribute.pooled_cpu_allocator_in_use()))
 @pytest.mark.parametrize("setting, pooled", [(None, True), ("false", False)])
 def test_the_train_cli_runs_tensorflow_with_the_pooled_cpu_allocator_unless_told_not_to(
         setting, pooled):
+    # With oneDNN's kernels TensorFlow's CPU device pools memory whatever the
+    # variable says (its oneDNN allocator): the variable is tested with them off.
     env = {key: value for key, value in ENV.items()
            if key != distribute.POOLED_CPU_ALLOCATOR_VARIABLE}
+    env[onednn.ONEDNN_VARIABLE] = "0"
     if setting is not None:
         env[distribute.POOLED_CPU_ALLOCATOR_VARIABLE] = setting
     assert run_python(CLI_ALLOCATOR, env=env, fresh=True) is pooled
@@ -102,6 +107,38 @@ def test_use_pooled_cpu_allocator_keeps_the_environments_choice(monkeypatch):
     monkeypatch.delenv(variable)
     distribute.use_pooled_cpu_allocator()
     assert os.environ[variable] == "true"
+
+
+# What the CLI does before importing TensorFlow, then whether TensorFlow runs oneDNN's kernels.
+CLI_ONEDNN = """
+import json
+from sgan_keras import train
+train.import_trainer()
+from tensorflow.python.util import _pywrap_util_port
+print(json.dumps(_pywrap_util_port.IsMklEnabled()))
+"""
+
+
+@pytest.mark.skipif(platform.machine().lower() not in onednn.X86_MACHINES,
+                    reason="the CLI asks for oneDNN on x86 CPUs only")
+@pytest.mark.parametrize("setting, enabled", [(None, True), ("0", False)])
+def test_the_train_cli_runs_tensorflow_with_onednn_on_x86_unless_told_not_to(setting, enabled):
+    env = {key: value for key, value in ENV.items() if key != onednn.ONEDNN_VARIABLE}
+    if setting is not None:
+        env[onednn.ONEDNN_VARIABLE] = setting
+    assert run_python(CLI_ONEDNN, env=env, fresh=True) is enabled
+
+
+def test_use_onednn_asks_on_x86_only_and_keeps_the_environments_choice(monkeypatch):
+    variable = onednn.ONEDNN_VARIABLE
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setenv(variable, "0")
+    assert onednn.use_onednn() == "0" and os.environ[variable] == "0"
+    monkeypatch.delenv(variable)
+    assert onednn.use_onednn() == "1" and os.environ[variable] == "1"
+    monkeypatch.delenv(variable)
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert onednn.use_onednn() is None and variable not in os.environ
 
 
 # Each worker all-reduces (its index + 1); both must see 1 + 2 = 3.

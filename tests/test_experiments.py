@@ -4,6 +4,7 @@
 import json
 import os
 import pathlib
+import platform
 import re
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import scipy.io
 
 from sgan_keras import config as config_lib
 from sgan_keras import distribute
+from sgan_keras import onednn
 from sgan_keras import presets
 from sgan_keras import train
 from sgan_keras import trainer
@@ -249,8 +251,11 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     assert table["machine"]["commit"] in output.read_text()
     assert "quiet" in table["machine"]["quiet_check"]
     assert "Machine check before measuring: load average" in output.read_text()
-    # It times what the CLI runs: TensorFlow's pooled CPU allocator.
+    # It times what the CLI runs: TensorFlow's pooled CPU allocator, and on x86
+    # oneDNN's kernels (sgan_keras.onednn).
     assert table["machine"]["pooled_cpu_allocator"] is True
+    if platform.machine().lower() in onednn.X86_MACHINES:
+        assert table["machine"]["onednn"] is True and "(oneDNN kernels)" in output.read_text()
     assert set(row["minor_page_faults_per_step"]) == {"function", "constant", "bf16",
                                                       "unfused_adam", "native_conv_transpose",
                                                       "eager"}

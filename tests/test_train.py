@@ -403,8 +403,9 @@ def test_the_train_cli_freezes_what_importing_tensorflow_made_and_keeps_the_coll
         monkeypatch):
     import gc
     from absl import app
-    from sgan_keras import distribute, train
-    # import_trainer chooses the allocator in os.environ: restored after the test.
+    from sgan_keras import distribute, onednn, train
+    # import_trainer chooses oneDNN and the allocator in os.environ: restored after the test.
+    monkeypatch.setenv(onednn.ONEDNN_VARIABLE, "1")
     monkeypatch.setenv(distribute.POOLED_CPU_ALLOCATOR_VARIABLE, "true")
     seen = []
     monkeypatch.setattr(app, "run", lambda main: seen.append((main, gc.isenabled())))
