@@ -6,7 +6,8 @@ either with oneDNN's kernels or with Eigen's, as the environment variable
 AVX512-BF16 EPYC of this package's earlier benchmarks it chose oneDNN, on the
 AVX2-only EPYC Eigen. There, oneDNN's float32 matmul ran at 187 GFLOP/s
 against Eigen's 139, and the training steps of 8 of the 9 benchmarked
-configurations ran 1.07x-1.29x faster with oneDNN, GANs in Action 0.95x
+configurations ran faster with oneDNN (the conv-large, Lecouat and MNIST
+blog steps 1.07x-1.29x in every round), GANs in Action 0.75x-0.95x
 (``experiments/results/onednn_avx2.md``, with the short seeded runs that
 show the same accuracies), so the command line asks for oneDNN.
 
