@@ -66,7 +66,7 @@ def machine():
     Keras and Python versions."""
     import keras
     import tensorflow as tf
-    from sgan_keras import distribute
+    from sgan_keras import distribute, onednn
     cpu = platform.processor() or platform.machine()
     try:
         with open(distribute.CPUINFO) as file:
@@ -84,18 +84,7 @@ def machine():
             "cpu_cores": os.cpu_count(), "accelerator": accelerator,
             "system": platform.system(), "tensorflow": tf.__version__,
             "keras": keras.__version__, "python": platform.python_version(),
-            "onednn": onednn_kernels()}
-
-
-def onednn_kernels():
-    """Whether this process's TensorFlow runs oneDNN's CPU kernels (it decides
-    when imported: :mod:`sgan_keras.onednn`); ``None`` if it cannot tell."""
-    try:
-        # pylint: disable-next=import-outside-toplevel
-        from tensorflow.python.util import _pywrap_util_port
-    except ImportError:
-        return None
-    return bool(_pywrap_util_port.IsMklEnabled())
+            "onednn": onednn.onednn_kernels_in_use()}
 
 
 def record(argv=None):

@@ -33,6 +33,26 @@ def use_onednn():
     measured) keep TensorFlow's default. Returns the variable's value, or
     ``None`` when it stays unset.
     """
-    if platform.machine().lower() in X86_MACHINES:
+    if is_x86():
         os.environ.setdefault(ONEDNN_VARIABLE, "1")
     return os.environ.get(ONEDNN_VARIABLE)
+
+
+def is_x86():
+    """Whether this machine's CPU is x86, where :func:`use_onednn` asks for oneDNN."""
+    return platform.machine().lower() in X86_MACHINES
+
+
+def onednn_kernels_in_use():
+    """Whether this process's TensorFlow runs oneDNN's kernels (imports
+    TensorFlow, which decides then); ``None`` if this TensorFlow cannot tell.
+
+    TensorFlow has no public call for it: this asks its internal
+    ``_pywrap_util_port.IsMklEnabled``, the check its own kernels make.
+    """
+    try:
+        # pylint: disable-next=import-outside-toplevel
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:
+        return None
+    return bool(_pywrap_util_port.IsMklEnabled())

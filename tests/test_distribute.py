@@ -114,12 +114,12 @@ CLI_ONEDNN = """
 import json
 from sgan_keras import train
 train.import_trainer()
-from tensorflow.python.util import _pywrap_util_port
-print(json.dumps(_pywrap_util_port.IsMklEnabled()))
+from sgan_keras import onednn
+print(json.dumps(onednn.onednn_kernels_in_use()))
 """
 
 
-@pytest.mark.skipif(platform.machine().lower() not in onednn.X86_MACHINES,
+@pytest.mark.skipif(not onednn.is_x86(),
                     reason="the CLI asks for oneDNN on x86 CPUs only")
 @pytest.mark.parametrize("setting, enabled", [(None, True), ("0", False)])
 def test_the_train_cli_runs_tensorflow_with_onednn_on_x86_unless_told_not_to(setting, enabled):
