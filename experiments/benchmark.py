@@ -55,6 +55,15 @@ timed windows, measured in rounds that alternate the modes, so that slow
 drifts of a shared machine hit every mode alike. Images are random (the
 step's cost does not depend on pixel values), so no dataset is needed.
 
+Each preset runs on the CPU kernels its CLI runs choose
+(:func:`sgan_keras.onednn.kernels_setting`: oneDNN's on x86, Eigen's for
+GANs in Action): TensorFlow takes them when it is imported, so a preset
+whose kernels differ from this process's is timed by this command in a
+process of its own (``--presets`` that preset, its files beside
+``--output`` as ``<output>_kernels<value>.md``, with its own machine check)
+and its rows join the table. ``TF_ENABLE_ONEDNN_OPTS`` set in the
+environment times every preset in this process on those kernels.
+
 Then, unless ``--peers=`` is empty, it runs ``benchmark_peers.py`` (each
 source's own code beside the package's step, in their own processes; it
 checks the machine again first) into ``<output>_peers.md`` and adds that
@@ -81,7 +90,11 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from sgan_keras import onednn  # noqa: E402
 
-onednn.use_onednn()   # what the CLI runs, chosen before TensorFlow is imported (see there)
+# The CLI's default CPU kernels, chosen before TensorFlow is imported (see
+# there); the presets its runs give other kernels are timed in a process of
+# their own (timed_elsewhere), unless the environment chose for all.
+KERNELS_CHOSEN_BY_ENVIRONMENT = onednn.ONEDNN_VARIABLE in os.environ
+onednn.choose_cpu_kernels()
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -370,6 +383,7 @@ def measure(preset_name, batch_size, modes, repeats, always_full=False):
                     waits.append(waited)
             times[mode].append(seconds)
     row = {"preset": preset_name, "batch_size": batch_size, "steps_per_window": bench.steps,
+           "onednn": onednn.onednn_kernels_in_use(),
            "label_batching": bench.label_batching, "images_per_step": bench.images_per_step,
            "flops_per_step": bench.flops_per_step,
            "seconds_per_step": {mode: statistics.median(t) for mode, t in times.items()},
@@ -411,11 +425,47 @@ def derived(row, peak):
     return out
 
 
+def timed_elsewhere(preset_names):
+    """``{TF_ENABLE_ONEDNN_OPTS value: [preset]}``: the presets whose CLI runs
+    choose other CPU kernels than this process runs
+    (:func:`sgan_keras.onednn.kernels_setting`), each group to be timed in a
+    process of its own (:func:`measure_elsewhere`); none when the environment
+    chose the kernels for every preset, or off x86."""
+    here = onednn.onednn_kernels_in_use()
+    if KERNELS_CHOSEN_BY_ENVIRONMENT or not onednn.is_x86() or here is None:
+        return {}
+    groups = {}
+    for name in preset_names:
+        setting = onednn.kernels_setting(PRESETS[name].config.model.architecture)
+        if (setting == "1") != here:
+            groups.setdefault(setting, []).append(name)
+    return groups
+
+
+def measure_elsewhere(setting, preset_names, output):
+    """The rows of this command run on ``preset_names`` alone (no peers, no
+    extra batch sizes) in a new process with ``TF_ENABLE_ONEDNN_OPTS=setting``;
+    its files go beside ``output``. It checks the machine again first."""
+    path = f"{os.path.splitext(output)[0]}_kernels{setting}.md"
+    command = [sys.executable, os.path.abspath(__file__), *sys.argv[1:],
+               f"--presets={','.join(preset_names)}", "--peers=", f"--output={path}"]
+    if "mnist_blog" not in preset_names:
+        command.append("--batch_sizes=")
+    status = subprocess.run(command, env={**os.environ, onednn.ONEDNN_VARIABLE: setting}
+                            ).returncode
+    if status:
+        sys.exit(f"the run of {preset_names} with {onednn.ONEDNN_VARIABLE}={setting} exited "
+                 f"with status {status} (its message is above)")
+    with open(os.path.splitext(path)[0] + ".json") as file:
+        return json.load(file)["rows"]
+
+
 def run_peers(peers, output):
     """Runs ``benchmark_peers.py`` on ``peers`` into ``<output>_peers.md``; returns that file's text.
 
     Its own processes and quiet check (it waits for this process's load to
-    settle); ``--repeats``, ``--peak_repeats`` and ``--force`` pass through.
+    settle); ``--repeats``, ``--peak_repeats``, ``--force`` and a
+    ``TF_ENABLE_ONEDNN_OPTS`` from the environment pass through.
     """
     path = os.path.splitext(output)[0] + "_peers.md"
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "benchmark_peers.py")
@@ -423,7 +473,10 @@ def run_peers(peers, output):
                f"--peers={','.join(peers)}", f"--repeats={FLAGS.repeats}",
                f"--window_seconds={FLAGS.peer_window_seconds}",
                f"--peak_repeats={FLAGS.peak_repeats}", f"--output={path}"]
-    status = subprocess.run(command + (["--force"] if FLAGS.force else [])).returncode
+    env = dict(os.environ)
+    if not KERNELS_CHOSEN_BY_ENVIRONMENT:   # this process's choice: it chooses per peer
+        env.pop(onednn.ONEDNN_VARIABLE, None)
+    status = subprocess.run(command + (["--force"] if FLAGS.force else []), env=env).returncode
     if status:
         sys.exit(f"benchmark_peers.py exited with status {status} (its message is above); "
                  f"the presets' table is in {output}")
@@ -443,18 +496,25 @@ def markdown(machine, peak, rows, peers_markdown=None):
         f"{peak / 1e9:.1f} GFLOP/s.", "",
         "Milliseconds per training step (median of the timed windows); images/s counts the "
         "images D classifies per step (3 x batch; 2 x batch with masked label batching).", "",
-        "| preset | batch | GFLOP/step | " + " | ".join(MODE_TITLES[m] for m in modes)
+        "`kernels`: the CPU kernels the row ran, those the CLI chooses for the preset "
+        "(`sgan_keras/onednn.py`) unless TF_ENABLE_ONEDNN_OPTS was set; a preset whose "
+        "kernels differ from the machine line's (this process's, the peak's) ran in a "
+        "process of its own (its file `<output>_kernels<value>.md` records its own "
+        "machine check).", "",
+        "| preset | batch | kernels | GFLOP/step | " + " | ".join(MODE_TITLES[m] for m in modes)
         + " | images/s (loop) | GFLOP/s (% of peak) | input wait | fit / loop | XLA speed-up "
         "| bf16 speed-up | fused Adam speed-up | separate G pass speed-up "
         "| matmul convT speed-up | conv input grad speed-up | page faults / step (loop) |",
-        "|---|---|---|" + "---|" * len(modes) + "---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|" + "---|" * len(modes) + "---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         d = row["derived"]
         seconds = row["seconds_per_step"]
         cells = [f"{1000 * seconds[m]:.1f}" if m in seconds else "-" for m in modes]
         lines.append(
-            f"| {row['preset']} | {row['batch_size']} | {row['flops_per_step'] / 1e9:.2f} | "
+            f"| {row['preset']} | {row['batch_size']} | "
+            f"{ {True: 'oneDNN', False: 'Eigen'}.get(row.get('onednn'), '?')} | "
+            f"{row['flops_per_step'] / 1e9:.2f} | "
             + " | ".join(cells) + " | "
             + (f"{d['images_per_second'].get('function', 0):.0f} | " if "function" in seconds else "- | ")
             + (f"{d['achieved_flops'] / 1e9:.1f} ({100 * d['fraction_of_peak']:.0f}%) | "
@@ -496,19 +556,29 @@ def main(argv):
     configs = [(name, source_batch[name]) for name in FLAGS.presets]
     configs += [("mnist_blog", int(b)) for b in FLAGS.batch_sizes
                 if int(b) != source_batch["mnist_blog"]]
+    elsewhere = timed_elsewhere(FLAGS.presets)
     rows = []
-    for name, batch_size in configs:
-        extra = name == "mnist_blog" and batch_size != source_batch[name]
-        row = measure(name, batch_size, FLAGS.modes, FLAGS.repeats, always_full=extra)
-        row["derived"] = derived(row, peak)
+
+    def add(row):
+        row["derived"] = derived(row, peak)    # every row against this process's peak
         rows.append(row)
-        print(f"{name} batch {batch_size}: "
+        rows.sort(key=lambda r: configs.index((r["preset"], r["batch_size"])))
+        print(f"{row['preset']} batch {row['batch_size']}: "
               + ", ".join(f"{m} {1000 * s:.1f} ms" for m, s in row["seconds_per_step"].items()),
               flush=True)
         # Partial results survive an interruption.
         faults.write_text(FLAGS.output, markdown(machine, peak, rows))
         faults.write_text(os.path.splitext(FLAGS.output)[0] + ".json", json.dumps(
             {"machine": machine, "peak_flops": peak, "rows": rows}, indent=2))
+
+    for name, batch_size in configs:
+        if any(name in names for names in elsewhere.values()):
+            continue
+        extra = name == "mnist_blog" and batch_size != source_batch[name]
+        add(measure(name, batch_size, FLAGS.modes, FLAGS.repeats, always_full=extra))
+    for setting, names in elsewhere.items():
+        for row in measure_elsewhere(setting, names, FLAGS.output):
+            add(row)
     if FLAGS.peers:
         faults.write_text(FLAGS.output, markdown(machine, peak, rows,
                                                  run_peers(FLAGS.peers, FLAGS.output)))

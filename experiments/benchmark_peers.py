@@ -353,7 +353,8 @@ def serve(peer, side):
     else:
         run = ours(peer, separate_discriminator_calls=(side == "separate"))
     run(2)                                   # compile / warm up
-    print("ready", flush=True)
+    from sgan_keras import onednn
+    print(f"ready {json.dumps(onednn.onednn_kernels_in_use())}", flush=True)
     for line in sys.stdin:
         start = time.perf_counter()
         run(int(line))
@@ -364,16 +365,20 @@ class Side:
     """One side's timing server (its own process); the sides of a peer start
     together and each answers once warm (:meth:`wait_ready`), before any window."""
 
-    def __init__(self, peer, side):
+    def __init__(self, peer, side, kernels_env):
         self.name = f"{peer}:{side}"
         self.process = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), f"--serve={self.name}"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **kernels_env})
+        self.onednn = None
 
     def wait_ready(self):
-        if self.process.stdout.readline().strip() != "ready":
+        """Waits until warm; keeps whether it runs oneDNN's kernels."""
+        answer = self.process.stdout.readline().split()
+        if not answer or answer[0] != "ready":
             raise RuntimeError(f"{self.name} did not start")
+        self.onednn = json.loads(answer[1])
 
     def time(self, steps):
         self.process.stdin.write(f"{steps}\n")
@@ -393,10 +398,13 @@ def main(argv):
     unknown = sorted(set(FLAGS.peers) - set(PEERS))
     if unknown:
         raise app.UsageError(f"--peers: unknown {unknown}; allowed: {sorted(PEERS)}")
-    # Both sides' processes inherit them: the CLI's oneDNN kernels and allocator,
-    # for ours and the peer alike (oneDNN chosen before TensorFlow is imported).
+    # The CPU kernels and allocator the CLI runs each preset with, chosen
+    # before TensorFlow is imported, for ours and the peer alike: this process
+    # (the peak) gets the default kernels, each peer's two sides its preset's
+    # (sgan_keras/onednn.py), unless TF_ENABLE_ONEDNN_OPTS is set.
     from sgan_keras import onednn
-    onednn.use_onednn()
+    kernels_chosen_by_environment = onednn.ONEDNN_VARIABLE in os.environ
+    onednn.choose_cpu_kernels()
     from sgan_keras import distribute
     distribute.use_pooled_cpu_allocator()
     pooled = distribute.pooled_cpu_allocator_in_use()   # this process's; the sides inherit it
@@ -404,7 +412,9 @@ def main(argv):
     rows = []
     for peer in FLAGS.peers:
         step_flops, fused = step_facts(PEERS[peer][0], PEERS[peer][1])
-        sides = {side: Side(peer, side)
+        kernels_env = ({} if kernels_chosen_by_environment or not onednn.is_x86() else
+                       {onednn.ONEDNN_VARIABLE: onednn.kernels_setting(architecture(peer))})
+        sides = {side: Side(peer, side, kernels_env)
                  for side in ("ours", "peer") + (("separate",) if fused else ())}
         for process in sides.values():
             process.wait_ready()
@@ -426,6 +436,7 @@ def main(argv):
                      "separate_d_ms": separate_ms and round(separate_ms, 2),
                      "flops_per_step": step_flops,
                      "speedup": round(peer_ms / ours_ms, 3), "steps_per_window": steps,
+                     "onednn": {side: process.onednn for side, process in sides.items()},
                      "windows_ms": {side: [round(1000 * t, 2) for t in values]
                                     for side, values in times.items()}})
         print(f"{peer}: ours {ours_ms:.1f} ms, peer {peer_ms:.1f} ms, "
@@ -434,6 +445,17 @@ def main(argv):
     for row in rows:
         row["fraction_of_peak"] = round(row["flops_per_step"] / (row["ours_ms"] / 1000) / peak, 4)
     write(rows, check, peak, pooled)
+
+
+def architecture(peer):
+    """The architecture of ``peer``'s preset (which decides its CPU kernels)."""
+    from sgan_keras.presets import PRESETS
+    return PRESETS[PEERS[peer][0]].config.model.architecture
+
+
+def kernels_name(onednn_in_use):
+    """oneDNN / Eigen / ? for a side's ``onednn_kernels_in_use()``."""
+    return {True: "oneDNN", False: "Eigen"}.get(onednn_in_use, "?")
 
 
 def step_facts(preset_name, batch_size):
@@ -457,14 +479,18 @@ def write(rows, check, peak, pooled):
              f"Peak: a float32 2048x2048 matmul chain, {peak / 1e9:.1f} GFLOP/s in this run "
              f"(best of {FLAGS.peak_repeats}). "
              "`separate D` is the package's step with D called once per batch rather than "
-             "once on their concatenation.", "",
-             "| preset | batch | peer | ours ms | peer ms | ours is faster by | separate D ms "
-             "| GFLOP/step | ours, % of peak |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "once on their concatenation. `kernels`: the CPU kernels both sides of the row "
+             "ran, those the CLI chooses for the preset (`sgan_keras/onednn.py`) unless "
+             "TF_ENABLE_ONEDNN_OPTS was set; the machine line above is this process's (the "
+             "peak's).", "",
+             "| preset | batch | peer | kernels | ours ms | peer ms | ours is faster by "
+             "| separate D ms | GFLOP/step | ours, % of peak |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         separate = row["separate_d_ms"]
+        kernels = sorted({kernels_name(value) for value in row["onednn"].values()})
         lines.append(f"| {row['preset']} | {row['batch_size']} | {row['source']} | "
-                     f"{row['ours_ms']:.1f} | {row['peer_ms']:.1f} | {row['speedup']:.2f}x | "
+                     f"{' and '.join(kernels)} | {row['ours_ms']:.1f} | {row['peer_ms']:.1f} | {row['speedup']:.2f}x | "
                      + (f"{separate:.1f} | " if separate else "- | ")
                      + f"{row['flops_per_step'] / 1e9:.2f} | {100 * row['fraction_of_peak']:.0f}% |")
     os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)

@@ -76,8 +76,9 @@ def op_type_table(xplane, steps):
 def main(argv):
     del argv
     from sgan_keras import onednn
-    onednn.use_onednn()   # as the CLI, before TensorFlow is imported
-    from sgan_keras import PRESETS
+    from sgan_keras.presets import PRESETS   # (imports no TensorFlow)
+    # The preset's kernels, as its CLI run chooses them before TensorFlow is imported.
+    onednn.choose_cpu_kernels(PRESETS[FLAGS.preset].config.model.architecture)
     batch_size = FLAGS.batch_size or PRESETS[FLAGS.preset].config.training.batch_size
     xplane = trace(FLAGS.preset, batch_size, FLAGS.steps, FLAGS.logdir)
     print(f"trace: {xplane} (TensorBoard --logdir={FLAGS.logdir}, Profile tab)")

@@ -1,4 +1,4 @@
-"""oneDNN's CPU kernels for TensorFlow on x86: chosen before TensorFlow is imported.
+"""oneDNN's or Eigen's CPU kernels for TensorFlow on x86: chosen before TensorFlow is imported.
 
 TensorFlow's x86 build runs its matmuls, convolutions and their gradients
 either with oneDNN's kernels or with Eigen's, as the environment variable
@@ -7,15 +7,19 @@ AVX512-BF16 EPYC of this package's earlier benchmarks it chose oneDNN, on the
 AVX2-only EPYC Eigen. There, oneDNN's float32 matmul ran at 187 GFLOP/s
 against Eigen's 139, and the training steps of 8 of the 9 benchmarked
 configurations ran faster with oneDNN (the conv-large, Lecouat and MNIST
-blog steps 1.07x-1.29x in every round), GANs in Action 0.75x-0.95x
-(``experiments/results/onednn_avx2.md``, with the short seeded runs that
-show the same accuracies), so the command line asks for oneDNN.
+blog steps 1.07x-1.29x in every round), GANs in Action's 0.75x-0.95x, in
+every round slower (``experiments/results/onednn_avx2.md``, with the short
+seeded runs that show the same accuracies). So the command line asks for
+oneDNN, except for the architectures in :data:`EIGEN_ARCHITECTURES`, for
+which it asks for Eigen's. Eigen's were measured faster there on the AVX2
+EPYC only; other x86 CPUs get the same choice, unmeasured.
 
 TensorFlow reads the variable once, when it is imported, so
-:func:`use_onednn` must run before the first ``import tensorflow`` (this
-module imports nothing of TensorFlow); the CLI calls it first
-(``sgan_keras.train.import_trainer``). A notebook that wants the same sets
-the variable before importing TensorFlow.
+:func:`choose_cpu_kernels` must run before the first ``import tensorflow``
+(this module imports nothing of TensorFlow); the CLI calls it first, with
+the run's architecture (``sgan_keras.train.import_trainer``). A notebook
+that wants the same sets the variable before importing TensorFlow:
+``os.environ["TF_ENABLE_ONEDNN_OPTS"] = onednn.kernels_setting(architecture)``.
 """
 
 import os
@@ -25,21 +29,37 @@ ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 X86_MACHINES = ("x86_64", "amd64", "i386", "i686")
 
 
-def use_onednn():
-    """Asks TensorFlow for oneDNN's kernels on an x86 CPU, unless the
-    environment already chose (``TF_ENABLE_ONEDNN_OPTS=0`` keeps Eigen's).
+# Architectures (``sgan_keras.choices.ARCHITECTURES``) whose training step
+# ran faster with Eigen's kernels than with oneDNN's on the AVX2 EPYC:
+# GANs in Action 0.75x-0.95x with oneDNN in all five rounds of
+# experiments/results/onednn_avx2.md.
+EIGEN_ARCHITECTURES = ("mnist_gans_in_action",)
+
+
+def kernels_setting(architecture=""):
+    """The ``TF_ENABLE_ONEDNN_OPTS`` value this package runs ``architecture``
+    with on x86: ``"0"`` (Eigen's kernels) for :data:`EIGEN_ARCHITECTURES`,
+    else ``"1"`` (oneDNN's); ``""`` means no architecture (networks of one's
+    own, or several presets in one process)."""
+    return "0" if architecture in EIGEN_ARCHITECTURES else "1"
+
+
+def choose_cpu_kernels(architecture=""):
+    """Sets ``TF_ENABLE_ONEDNN_OPTS`` on an x86 CPU to
+    :func:`kernels_setting` of ``architecture``, unless the environment
+    already chose (then its value stays, e.g. ``=0`` for Eigen's kernels).
 
     Other CPUs (e.g. aarch64, whose oneDNN build differs and was not
     measured) keep TensorFlow's default. Returns the variable's value, or
     ``None`` when it stays unset.
     """
     if is_x86():
-        os.environ.setdefault(ONEDNN_VARIABLE, "1")
+        os.environ.setdefault(ONEDNN_VARIABLE, kernels_setting(architecture))
     return os.environ.get(ONEDNN_VARIABLE)
 
 
 def is_x86():
-    """Whether this machine's CPU is x86, where :func:`use_onednn` asks for oneDNN."""
+    """Whether this machine's CPU is x86, where :func:`choose_cpu_kernels` chooses."""
     return platform.machine().lower() in X86_MACHINES
 
 

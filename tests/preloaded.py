@@ -47,7 +47,10 @@ def _serve():
     (atomically) as soon as it ends. Ends when stdin closes and every child
     has ended."""
     from sgan_keras import onednn
-    onednn.use_onednn()    # as the CLI, before TensorFlow is imported (it reads it then)
+    # As the CLI for most architectures, before TensorFlow is imported (it reads
+    # it then); one process serves every run, so GANs in Action's runs get
+    # oneDNN's kernels here, not the Eigen ones its CLI runs choose.
+    onednn.choose_cpu_kernels()
     import sgan_keras.trainer  # noqa: F401  (TensorFlow, Keras: imported, not started)
     from sgan_keras import faults
     from tensorflow.python.eager import context

@@ -109,36 +109,66 @@ def test_use_pooled_cpu_allocator_keeps_the_environments_choice(monkeypatch):
     assert os.environ[variable] == "true"
 
 
-# What the CLI does before importing TensorFlow, then whether TensorFlow runs oneDNN's kernels.
+# What the CLI does before importing TensorFlow for a run of ``architecture``
+# (set by a line before it), then whether TensorFlow runs oneDNN's kernels.
 CLI_ONEDNN = """
 import json
 from sgan_keras import train
-train.import_trainer()
+train.import_trainer(architecture)
 from sgan_keras import onednn
 print(json.dumps(onednn.onednn_kernels_in_use()))
 """
 
 
 @pytest.mark.skipif(not onednn.is_x86(),
-                    reason="the CLI asks for oneDNN on x86 CPUs only")
-@pytest.mark.parametrize("setting, enabled", [(None, True), ("0", False)])
-def test_the_train_cli_runs_tensorflow_with_onednn_on_x86_unless_told_not_to(setting, enabled):
+                    reason="the CLI chooses the kernels on x86 CPUs only")
+@pytest.mark.parametrize("setting, architecture, enabled", [
+    (None, "mnist_blog", True),                 # oneDNN's kernels, measured faster
+    (None, "mnist_gans_in_action", False),      # Eigen's, measured faster for it
+    ("1", "mnist_gans_in_action", True),        # the environment's choice wins
+])
+def test_the_train_cli_runs_tensorflow_with_the_kernels_measured_faster_for_the_architecture(
+        setting, architecture, enabled):
     env = {key: value for key, value in ENV.items() if key != onednn.ONEDNN_VARIABLE}
     if setting is not None:
         env[onednn.ONEDNN_VARIABLE] = setting
-    assert run_python(CLI_ONEDNN, env=env, fresh=True) is enabled
+    script = f"architecture = {architecture!r}\n" + CLI_ONEDNN
+    assert run_python(script, env=env, fresh=True) is enabled
 
 
-def test_use_onednn_asks_on_x86_only_and_keeps_the_environments_choice(monkeypatch):
+def test_choose_cpu_kernels_on_x86_only_by_architecture_and_keeps_the_environments_choice(
+        monkeypatch):
     variable = onednn.ONEDNN_VARIABLE
     monkeypatch.setattr(platform, "machine", lambda: "x86_64")
     monkeypatch.setenv(variable, "0")
-    assert onednn.use_onednn() == "0" and os.environ[variable] == "0"
+    assert onednn.choose_cpu_kernels("mnist_blog") == "0" and os.environ[variable] == "0"
     monkeypatch.delenv(variable)
-    assert onednn.use_onednn() == "1" and os.environ[variable] == "1"
+    assert onednn.choose_cpu_kernels() == "1" and os.environ[variable] == "1"
+    monkeypatch.delenv(variable)
+    assert onednn.choose_cpu_kernels("mnist_gans_in_action") == "0"
+    assert os.environ[variable] == "0"
     monkeypatch.delenv(variable)
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
-    assert onednn.use_onednn() is None and variable not in os.environ
+    assert onednn.choose_cpu_kernels("mnist_gans_in_action") is None
+    assert variable not in os.environ
+
+
+def test_the_cli_chooses_the_kernels_for_the_presets_architecture(monkeypatch, tmp_path):
+    from absl import app, flags
+    from sgan_keras import train
+    chosen = []
+
+    def import_trainer(architecture=""):
+        chosen.append(architecture)
+        raise SystemExit(0)        # stop before TensorFlow: only the choice is tested
+    monkeypatch.setattr(train, "import_trainer", import_trainer)
+    try:
+        with pytest.raises(SystemExit):
+            app.run(train.main, argv=["sgan_keras.train", "--preset=mnist_gans_in_action",
+                                      f"--output_dir={tmp_path}"])
+    finally:
+        flags.FLAGS.unparse_flags()
+    assert chosen == ["mnist_gans_in_action"]
 
 
 # Each worker all-reduces (its index + 1); both must see 1 + 2 = 3.

@@ -251,10 +251,16 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     assert "quiet" in table["machine"]["quiet_check"]
     assert "Machine check before measuring: load average" in output.read_text()
     # It times what the CLI runs: TensorFlow's pooled CPU allocator, and on x86
-    # oneDNN's kernels (sgan_keras.onednn).
+    # the preset's kernels (sgan_keras.onednn): oneDNN's in this process (the
+    # peak's), Eigen's for GANs in Action, timed in a process of its own.
     assert table["machine"]["pooled_cpu_allocator"] is True
     if onednn.is_x86():
         assert table["machine"]["onednn"] is True and "(oneDNN kernels)" in output.read_text()
+        assert row["onednn"] is False
+        assert "| mnist_gans_in_action | 32 | Eigen |" in output.read_text()
+        elsewhere = json.loads((tmp_path / "benchmark_kernels0.json").read_text())
+        assert elsewhere["machine"]["onednn"] is False
+        assert "--presets=mnist_gans_in_action" in elsewhere["machine"]["command"]
     assert set(row["minor_page_faults_per_step"]) == {"function", "constant", "bf16",
                                                       "unfused_adam", "native_conv_transpose",
                                                       "eager"}
@@ -267,6 +273,8 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     assert peer_row["peer"] == "gans_in_action" and peer_row["batch_size"] == 32
     assert peer_row["ours_ms"] > 0 and peer_row["peer_ms"] > 0
     assert len(peer_row["windows_ms"]["peer"]) == 1        # --repeats passes through
+    if onednn.is_x86():     # both sides on the kernels the preset's CLI runs choose
+        assert peer_row["onednn"] == {"ours": False, "peer": False}
     assert "\n## The package's training step beside each source's own code" in output.read_text()
     assert "| mnist_gans_in_action | 32 | Keras train_on_batch loop" in output.read_text()
 

@@ -22,10 +22,17 @@ import pytest
 import preloaded
 from conftest import made_once
 from sgan_keras import config as config_lib
+from sgan_keras import onednn
 from sgan_keras import presets
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+# The CLI runs forked from tests/preloaded.py's server all run the server's
+# kernels (one process imported TensorFlow for them); a run in a new
+# interpreter is told the same, or its GANs in Action steps would take Eigen's
+# (sgan_keras/onednn.py) and no longer match theirs bit for bit.
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+if onednn.is_x86():
+    ENV.setdefault(onednn.ONEDNN_VARIABLE, onednn.kernels_setting())
 
 
 def cli(*args, timeout=300, env=None):
@@ -403,8 +410,8 @@ def test_the_train_cli_freezes_what_importing_tensorflow_made_and_keeps_the_coll
         monkeypatch):
     import gc
     from absl import app
-    from sgan_keras import distribute, onednn, train
-    # import_trainer chooses oneDNN and the allocator in os.environ: restored after the test.
+    from sgan_keras import distribute, train
+    # import_trainer chooses the kernels and the allocator in os.environ: restored after the test.
     monkeypatch.setenv(onednn.ONEDNN_VARIABLE, "1")
     monkeypatch.setenv(distribute.POOLED_CPU_ALLOCATOR_VARIABLE, "true")
     seen = []
