@@ -513,7 +513,7 @@ def markdown(machine, peak, rows, peers_markdown=None):
         cells = [f"{1000 * seconds[m]:.1f}" if m in seconds else "-" for m in modes]
         lines.append(
             f"| {row['preset']} | {row['batch_size']} | "
-            f"{ {True: 'oneDNN', False: 'Eigen'}.get(row.get('onednn'), '?')} | "
+            f"{provenance.kernels_name(row.get('onednn'))} | "
             f"{row['flops_per_step'] / 1e9:.2f} | "
             + " | ".join(cells) + " | "
             + (f"{d['images_per_second'].get('function', 0):.0f} | " if "function" in seconds else "- | ")

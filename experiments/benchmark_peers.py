@@ -453,11 +453,6 @@ def architecture(peer):
     return PRESETS[PEERS[peer][0]].config.model.architecture
 
 
-def kernels_name(onednn_in_use):
-    """oneDNN / Eigen / ? for a side's ``onednn_kernels_in_use()``."""
-    return {True: "oneDNN", False: "Eigen"}.get(onednn_in_use, "?")
-
-
 def step_facts(preset_name, batch_size):
     """(FLOPs of the package's step in the preset's procedure, whether its D
     batches go through one concatenated call)."""
@@ -488,7 +483,7 @@ def write(rows, check, peak, pooled):
              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         separate = row["separate_d_ms"]
-        kernels = sorted({kernels_name(value) for value in row["onednn"].values()})
+        kernels = sorted({provenance.kernels_name(value) for value in row["onednn"].values()})
         lines.append(f"| {row['preset']} | {row['batch_size']} | {row['source']} | "
                      f"{' and '.join(kernels)} | {row['ours_ms']:.1f} | {row['peer_ms']:.1f} | {row['speedup']:.2f}x | "
                      + (f"{separate:.1f} | " if separate else "- | ")

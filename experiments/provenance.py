@@ -104,6 +104,12 @@ def cpu_allocator_line(pooled):
             f"{distribute.POOLED_CPU_ALLOCATOR_VARIABLE}=false.")
 
 
+def kernels_name(onednn_in_use):
+    """The kernels' name (oneDNN, Eigen or ?) for a record's ``onednn`` value
+    (:func:`sgan_keras.onednn.onednn_kernels_in_use`; None if unknown)."""
+    return {True: "oneDNN", False: "Eigen"}.get(onednn_in_use, "?")
+
+
 def machine_line(record):
     """One line naming the machine of a :func:`record`."""
     isa = record.get("cpu_isa")     # absent from records made before it was kept
