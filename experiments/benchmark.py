@@ -447,7 +447,8 @@ def measure_elsewhere(setting, preset_names, output):
     extra batch sizes) in a new process with ``TF_ENABLE_ONEDNN_OPTS=setting``;
     its files go beside ``output``. It checks the machine again first."""
     path = f"{os.path.splitext(output)[0]}_kernels{setting}.md"
-    command = [sys.executable, os.path.abspath(__file__), *sys.argv[1:],
+    command = [sys.executable, os.path.relpath(os.path.abspath(__file__)),  # its recorded command
+               *sys.argv[1:],
                f"--presets={','.join(preset_names)}", "--peers=", f"--output={path}"]
     if "mnist_blog" not in preset_names:
         command.append("--batch_sizes=")
