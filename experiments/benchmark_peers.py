@@ -485,7 +485,8 @@ def write(rows, check, peak, pooled):
         separate = row["separate_d_ms"]
         kernels = sorted({provenance.kernels_name(value) for value in row["onednn"].values()})
         lines.append(f"| {row['preset']} | {row['batch_size']} | {row['source']} | "
-                     f"{' and '.join(kernels)} | {row['ours_ms']:.1f} | {row['peer_ms']:.1f} | {row['speedup']:.2f}x | "
+                     f"{' and '.join(kernels)} | {row['ours_ms']:.1f} | {row['peer_ms']:.1f} | "
+                     f"{row['speedup']:.2f}x | "
                      + (f"{separate:.1f} | " if separate else "- | ")
                      + f"{row['flops_per_step'] / 1e9:.2f} | {100 * row['fraction_of_peak']:.0f}% |")
     os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)

@@ -7,8 +7,8 @@ AVX512-BF16 EPYC of this package's earlier benchmarks it chose oneDNN, on the
 AVX2-only EPYC Eigen. There, oneDNN's float32 matmul ran at 187 GFLOP/s
 against Eigen's 139, and the training steps of 8 of the 9 benchmarked
 configurations ran faster with oneDNN (the conv-large, Lecouat and MNIST
-blog steps 1.07x-1.29x in every round), GANs in Action's 0.75x-0.95x, in
-every round slower (``experiments/results/onednn_avx2.md``, with the short
+blog steps 1.07x-1.29x in every round), GANs in Action's slower in every
+pair of processes (``experiments/results/onednn_avx2.md``, with the short
 seeded runs that show the same accuracies). So the command line asks for
 oneDNN, except for the architectures in :data:`EIGEN_ARCHITECTURES`, for
 which it asks for Eigen's. Eigen's were measured faster there on the AVX2
@@ -30,9 +30,9 @@ X86_MACHINES = ("x86_64", "amd64", "i386", "i686")
 
 
 # Architectures (``sgan_keras.choices.ARCHITECTURES``) whose training step
-# ran faster with Eigen's kernels than with oneDNN's on the AVX2 EPYC:
-# GANs in Action 0.75x-0.95x with oneDNN in all five rounds of
-# experiments/results/onednn_avx2.md.
+# ran faster with Eigen's kernels than with oneDNN's on the AVX2 EPYC: GANs
+# in Action's, in each of the nine pairs of processes of
+# experiments/results/onednn_avx2.md (oneDNN 2%-33% slower).
 EIGEN_ARCHITECTURES = ("mnist_gans_in_action",)
 
 
