@@ -93,7 +93,7 @@ from sgan_keras import onednn  # noqa: E402
 # The CLI's default CPU kernels, chosen before TensorFlow is imported (see
 # there); the presets its runs give other kernels are timed in a process of
 # their own (timed_elsewhere), unless the environment chose for all.
-KERNELS_CHOSEN_BY_ENVIRONMENT = onednn.ONEDNN_VARIABLE in os.environ
+KERNELS_FROM_ENVIRONMENT = os.environ.get(onednn.ONEDNN_VARIABLE)
 onednn.choose_cpu_kernels()
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -432,7 +432,7 @@ def timed_elsewhere(preset_names):
     process of its own (:func:`measure_elsewhere`); none when the environment
     chose the kernels for every preset, or off x86."""
     here = onednn.onednn_kernels_in_use()
-    if KERNELS_CHOSEN_BY_ENVIRONMENT or not onednn.is_x86() or here is None:
+    if KERNELS_FROM_ENVIRONMENT is not None or not onednn.is_x86() or here is None:
         return {}
     groups = {}
     for name in preset_names:
@@ -475,7 +475,7 @@ def run_peers(peers, output):
                f"--window_seconds={FLAGS.peer_window_seconds}",
                f"--peak_repeats={FLAGS.peak_repeats}", f"--output={path}"]
     env = dict(os.environ)
-    if not KERNELS_CHOSEN_BY_ENVIRONMENT:   # this process's choice: it chooses per peer
+    if KERNELS_FROM_ENVIRONMENT is None:   # this process's choice: it chooses per peer
         env.pop(onednn.ONEDNN_VARIABLE, None)
     status = subprocess.run(command + (["--force"] if FLAGS.force else []), env=env).returncode
     if status:

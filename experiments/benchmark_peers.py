@@ -403,7 +403,7 @@ def main(argv):
     # (the peak) gets the default kernels, each peer's two sides its preset's
     # (sgan_keras/onednn.py), unless TF_ENABLE_ONEDNN_OPTS is set.
     from sgan_keras import onednn
-    kernels_chosen_by_environment = onednn.ONEDNN_VARIABLE in os.environ
+    kernels_from_environment = os.environ.get(onednn.ONEDNN_VARIABLE)
     onednn.choose_cpu_kernels()
     from sgan_keras import distribute
     distribute.use_pooled_cpu_allocator()
@@ -412,8 +412,7 @@ def main(argv):
     rows = []
     for peer in FLAGS.peers:
         step_flops, fused = step_facts(PEERS[peer][0], PEERS[peer][1])
-        kernels_env = ({} if kernels_chosen_by_environment or not onednn.is_x86() else
-                       {onednn.ONEDNN_VARIABLE: onednn.kernels_setting(architecture(peer))})
+        kernels_env = onednn.kernels_environment(architecture(peer), kernels_from_environment)
         sides = {side: Side(peer, side, kernels_env)
                  for side in ("ours", "peer") + (("separate",) if fused else ())}
         for process in sides.values():

@@ -18,8 +18,9 @@ TensorFlow reads the variable once, when it is imported, so
 :func:`choose_cpu_kernels` must run before the first ``import tensorflow``
 (this module imports nothing of TensorFlow); the CLI calls it first, with
 the run's architecture (``sgan_keras.train.import_trainer``). A notebook
-that wants the same sets the variable before importing TensorFlow:
-``os.environ["TF_ENABLE_ONEDNN_OPTS"] = onednn.kernels_setting(architecture)``.
+that wants the same calls it (or sets the variable) before importing
+TensorFlow. A script that starts processes for several architectures
+gives each :func:`kernels_environment` (``experiments/benchmark_peers.py``).
 """
 
 import os
@@ -44,17 +45,26 @@ def kernels_setting(architecture=""):
     return "0" if architecture in EIGEN_ARCHITECTURES else "1"
 
 
-def choose_cpu_kernels(architecture=""):
-    """Sets ``TF_ENABLE_ONEDNN_OPTS`` on an x86 CPU to
-    :func:`kernels_setting` of ``architecture``, unless the environment
-    already chose (then its value stays, e.g. ``=0`` for Eigen's kernels).
+def kernels_environment(architecture="", chosen=None):
+    """``{TF_ENABLE_ONEDNN_OPTS: value}`` for a process that runs
+    ``architecture``: ``chosen`` (the environment's value, if it set one)
+    wins; else, on an x86 CPU, :func:`kernels_setting` of ``architecture``.
 
     Other CPUs (e.g. aarch64, whose oneDNN build differs and was not
-    measured) keep TensorFlow's default. Returns the variable's value, or
-    ``None`` when it stays unset.
+    measured) get ``{}``: TensorFlow's default.
     """
-    if is_x86():
-        os.environ.setdefault(ONEDNN_VARIABLE, kernels_setting(architecture))
+    if chosen is not None:
+        return {ONEDNN_VARIABLE: chosen}
+    return {ONEDNN_VARIABLE: kernels_setting(architecture)} if is_x86() else {}
+
+
+def choose_cpu_kernels(architecture=""):
+    """Sets ``TF_ENABLE_ONEDNN_OPTS`` for this process as
+    :func:`kernels_environment` says for ``architecture`` (a value already
+    set stays, e.g. ``=0`` for Eigen's kernels). Returns the variable's
+    value, or ``None`` when it stays unset (not x86).
+    """
+    os.environ.update(kernels_environment(architecture, os.environ.get(ONEDNN_VARIABLE)))
     return os.environ.get(ONEDNN_VARIABLE)
 
 

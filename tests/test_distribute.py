@@ -148,9 +148,12 @@ def test_choose_cpu_kernels_on_x86_only_by_architecture_and_keeps_the_environmen
     assert onednn.choose_cpu_kernels("mnist_gans_in_action") == "0"
     assert os.environ[variable] == "0"
     monkeypatch.delenv(variable)
+    # What a script gives the process it starts for an architecture.
+    assert onednn.kernels_environment("mnist_gans_in_action", chosen="1") == {variable: "1"}
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
     assert onednn.choose_cpu_kernels("mnist_gans_in_action") is None
     assert variable not in os.environ
+    assert onednn.kernels_environment("mnist_gans_in_action") == {}
 
 
 def test_the_cli_chooses_the_kernels_for_the_presets_architecture(monkeypatch, tmp_path):

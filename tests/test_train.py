@@ -30,9 +30,8 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # kernels (one process imported TensorFlow for them); a run in a new
 # interpreter is told the same, or its GANs in Action steps would take Eigen's
 # (sgan_keras/onednn.py) and no longer match theirs bit for bit.
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-if onednn.is_x86():
-    ENV.setdefault(onednn.ONEDNN_VARIABLE, onednn.kernels_setting())
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
+       **onednn.kernels_environment(chosen=os.environ.get(onednn.ONEDNN_VARIABLE))}
 
 
 def cli(*args, timeout=300, env=None):
