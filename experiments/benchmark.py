@@ -35,6 +35,11 @@ the figure the performance issue names), in one process on one machine:
   (``Conv2DWithConvInputGrad``, ``UpsampleConv2D`` and the stride-1
   ``WeightNormConv2D``; ``sgan_keras/layers.py``); the same function and
   weights. Only for presets with such a convolution.
+- ``keras_batch_norm``: the same loop with every ``FusedBatchNormalization``
+  computed by Keras' own ``BatchNormalization.call`` (moments, normalization
+  and their gradients as separate ops), the form before those layers ran
+  TensorFlow's fused kernel (``sgan_keras/layers.py``); the same function and
+  weights. Only for presets with such a layer.
 - ``eager``: ``model.train_step`` without ``tf.function`` (few steps).
 - ``fit``: ``model.fit`` on the same pipeline (``steps_per_execution=1``),
   then ``fit`` with ``steps_per_execution`` and ``fit`` with ``jit_compile``.
@@ -120,7 +125,7 @@ flags.DEFINE_integer("eager_steps", 2, "Steps timed in eager mode.")
 flags.DEFINE_integer("steps_per_execution", 10, "steps_per_execution of the fit variant.")
 flags.DEFINE_list("modes", ["function", "constant", "xla", "bf16", "unfused_adam",
                             "joined_g_pass", "native_conv_transpose", "native_conv_input_grad",
-                            "eager", "fit",
+                            "keras_batch_norm", "eager", "fit",
                             "fit_spe", "fit_xla"],
                   "Modes to measure.")
 flags.DEFINE_list("peers", ["blog", "gans_in_action", "improved_gan"],
@@ -136,6 +141,7 @@ MODE_TITLES = {
     "bf16": "mixed bfloat16 loop", "unfused_adam": "unfused Adam loop",
     "joined_g_pass": "joined G pass loop", "native_conv_transpose": "native convT loop",
     "native_conv_input_grad": "native conv input grad loop",
+    "keras_batch_norm": "Keras batch norm loop",
     "eager": "eager", "fit": "fit()", "fit_spe": "fit() steps_per_execution",
     "fit_xla": "fit() jit_compile",
 }
@@ -206,6 +212,9 @@ class Bench:
                 model.initialize_weight_norm(self.constant_batch)
             if mode == "native_conv_input_grad":
                 model = native_conv_input_grad(self._model())
+                model.initialize_weight_norm(self.constant_batch)
+            if mode == "keras_batch_norm":
+                model = keras_batch_norm(self._model())
                 model.initialize_weight_norm(self.constant_batch)
             self._functions[mode] = tf.function(model.train_step, jit_compile=(mode == "xla"))
             self.optimizers[mode] = [type(optimizer).__name__
@@ -335,6 +344,22 @@ def native_conv_input_grad(model):
     return model
 
 
+def fused_batch_norms(model):
+    """The ``FusedBatchNormalization`` layers of G and D."""
+    return [layer for network in (model.generator, model.discriminator)
+            for layer in sgan_layers.all_layers(network)
+            if isinstance(layer, sgan_layers.FusedBatchNormalization)]
+
+
+def keras_batch_norm(model):
+    """``model`` with each ``FusedBatchNormalization`` computed by Keras'
+    ``BatchNormalization.call``, the ``keras_batch_norm`` mode's reference
+    (the same weights: the layer subclasses it)."""
+    for layer in fused_batch_norms(model):
+        layer.call = types.MethodType(keras.layers.BatchNormalization.call, layer)
+    return model
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Wall seconds of each epoch, its last step's results waited for."""
 
@@ -371,6 +396,8 @@ def measure(preset_name, batch_size, modes, repeats, always_full=False):
         modes = [m for m in modes if m != "native_conv_transpose"]
     if not conv_input_grad_layers(bench.model):
         modes = [m for m in modes if m != "native_conv_input_grad"]
+    if not fused_batch_norms(bench.model):
+        modes = [m for m in modes if m != "keras_batch_norm"]
     times = {mode: [] for mode in modes}
     waits = []
     for _ in range(repeats):
@@ -419,6 +446,8 @@ def derived(row, peak):
         if "native_conv_transpose" in seconds:
             out["matmul_conv_transpose_speedup"] = (seconds["native_conv_transpose"]
                                                     / seconds["function"])
+        if "keras_batch_norm" in seconds:
+            out["fused_batch_norm_speedup"] = seconds["keras_batch_norm"] / seconds["function"]
         if "native_conv_input_grad" in seconds:
             out["conv_input_grad_speedup"] = (seconds["native_conv_input_grad"]
                                               / seconds["function"])
@@ -505,7 +534,7 @@ def markdown(machine, peak, rows, peers_markdown=None):
         "| preset | batch | kernels | GFLOP/step | " + " | ".join(MODE_TITLES[m] for m in modes)
         + " | images/s (loop) | GFLOP/s (% of peak) | input wait | fit / loop | XLA speed-up "
         "| bf16 speed-up | fused Adam speed-up | separate G pass speed-up "
-        "| matmul convT speed-up | conv input grad speed-up | page faults / step (loop) |",
+        "| matmul convT speed-up | conv input grad speed-up | fused batch norm speed-up | page faults / step (loop) |",
         "|---|---|---|---|" + "---|" * len(modes) + "---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -531,6 +560,8 @@ def markdown(machine, peak, rows, peers_markdown=None):
                if "matmul_conv_transpose_speedup" in d else "- | ")
             + (f"{d['conv_input_grad_speedup']:.2f}x | "
                if "conv_input_grad_speedup" in d else "- | ")
+            + (f"{d['fused_batch_norm_speedup']:.2f}x | "
+               if "fused_batch_norm_speedup" in d else "- | ")
             + (f"{row['minor_page_faults_per_step']['function']:.0f} |"
                if "function" in row["minor_page_faults_per_step"] else "- |"))
     if peers_markdown:   # its title one level down, as a section of this file

@@ -1,8 +1,9 @@
 """Weight-normalized Dense, Conv2D and Conv2DTranspose layers for Keras 3,
 a GaussianNoise layer that draws its normals faster on CPU,
 UpsampleConv2D, a nearest x2 upsampling and convolution without the upsampled image,
-MatmulConv2DTranspose, a transposed convolution as one matmul, and
-Conv2DWithConvInputGrad, a stride-1 convolution whose input gradient is a convolution.
+MatmulConv2DTranspose, a transposed convolution as one matmul,
+Conv2DWithConvInputGrad, a stride-1 convolution whose input gradient is a convolution,
+and FusedBatchNormalization, Keras' batch norm on TensorFlow's fused kernel.
 
 Weight normalization (Salimans & Kingma 2016, "Weight Normalization: A Simple
 Reparameterization to Accelerate Training of Deep Neural Networks") writes each
@@ -465,43 +466,93 @@ class MatmulConv2DTranspose(keras.layers.Conv2DTranspose):
         return self.activation(outputs)
 
 
-def _matmul_conv_transpose(inputs, kernel, strides):
+def _matmul_conv_transpose(inputs, kernel, strides, forward=None):
     """``conv2d_transpose(inputs, kernel, strides, "SAME")`` as a matmul and
-    shifted sums (see ``MatmulConv2DTranspose``); TensorFlow's gradients."""
-    _, height, width, in_channels = inputs.shape
-    kernel_h, kernel_w, filters, _ = kernel.shape
+    shifted sums (see ``MatmulConv2DTranspose``); TensorFlow's gradients.
+    ``forward`` replaces the XLA-compiled ``_summed_taps`` (benchmarks time
+    its uncompiled ``python_function``)."""
+    forward = forward or _summed_taps
     stride_h, stride_w = strides
-    rows = _tap_offsets(kernel_h, stride_h)
-    columns = _tap_offsets(kernel_w, stride_w)
 
     @tf.custom_gradient
     def conv_transpose(inputs, kernel):
-        # [in, kh, kw, filters]: tap (ky, kx) is column block ky * kw + kx.
-        matrix = tf.reshape(tf.transpose(kernel, [3, 0, 1, 2]), [in_channels, -1])
-        taps = tf.matmul(tf.reshape(inputs, [-1, in_channels]), matrix)
-        taps = tf.reshape(taps, [-1, height, width, kernel_h * kernel_w, filters])
-        phases = [[None] * stride_w for _ in range(stride_h)]
-        for ky, (phase_y, shift_y) in enumerate(rows):
-            for kx, (phase_x, shift_x) in enumerate(columns):
-                tap = _shift(_shift(taps[:, :, :, ky * kernel_w + kx], shift_y, 1), shift_x, 2)
-                total = phases[phase_y][phase_x]
-                phases[phase_y][phase_x] = tap if total is None else total + tap
-        if any(p is None for row in phases for p in row):   # kernel smaller than stride
-            zeros = tf.zeros_like(taps[:, :, :, 0])
-            phases = [[zeros if p is None else p for p in row] for row in phases]
-        # [N, H, sh, W, sw, filters] -> [N, H sh, W sw, filters]
-        interleaved = tf.stack([tf.stack(row, axis=3) for row in phases], axis=2)
-        outputs = tf.reshape(interleaved, [-1, height * stride_h, width * stride_w, filters])
-
         def gradients(upstream):
             strides4 = [1, stride_h, stride_w, 1]
             return (tf.nn.conv2d(upstream, kernel, strides4, "SAME"),
                     tf.raw_ops.Conv2DBackpropFilter(
                         input=upstream, filter_sizes=tf.shape(kernel), out_backprop=inputs,
                         strides=strides4, padding="SAME"))
-        return outputs, gradients
+        return forward(inputs, kernel, strides), gradients
 
     return conv_transpose(inputs, kernel)
+
+
+@tf.function(jit_compile=True)
+def _summed_taps(inputs, kernel, strides):
+    """The forward pass of ``_matmul_conv_transpose``, compiled by XLA into the
+    matmul and one fused loop for the shifted sums and the interleave (as
+    separate TensorFlow ops they cost 1.1-3.3 ms more a call on the
+    generators' first layers: ``experiments/results/conv_transpose_matmul_avx2.md``)."""
+    _, height, width, in_channels = inputs.shape
+    kernel_h, kernel_w, filters, _ = kernel.shape
+    stride_h, stride_w = strides
+    rows = _tap_offsets(kernel_h, stride_h)
+    columns = _tap_offsets(kernel_w, stride_w)
+    # The kernel [kh, kw, filters, in] as [kh kw filters, in], transposed in
+    # the product: column block ky * kw + kx of the taps is tap (ky, kx).
+    taps = tf.matmul(tf.reshape(inputs, [-1, in_channels]),
+                     tf.reshape(kernel, [-1, in_channels]), transpose_b=True)
+    taps = tf.reshape(taps, [-1, height, width, kernel_h * kernel_w, filters])
+    phases = [[None] * stride_w for _ in range(stride_h)]
+    for ky, (phase_y, shift_y) in enumerate(rows):
+        for kx, (phase_x, shift_x) in enumerate(columns):
+            tap = _shift(_shift(taps[:, :, :, ky * kernel_w + kx], shift_y, 1), shift_x, 2)
+            total = phases[phase_y][phase_x]
+            phases[phase_y][phase_x] = tap if total is None else total + tap
+    if any(p is None for row in phases for p in row):   # kernel smaller than stride
+        zeros = tf.zeros_like(taps[:, :, :, 0])
+        phases = [[zeros if p is None else p for p in row] for row in phases]
+    # [N, H, sh, W, sw, filters] -> [N, H sh, W sw, filters]
+    interleaved = tf.stack([tf.stack(row, axis=3) for row in phases], axis=2)
+    return tf.reshape(interleaved, [-1, height * stride_h, width * stride_w, filters])
+
+
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` whose training-mode pass on
+    channels-last images is TensorFlow's fused kernel (``FusedBatchNormV3``
+    and its gradient), as tf.keras 2 ran it by default for 4-D inputs.
+
+    The same weights, config and function up to float rounding
+    (``tests/test_layers.py``): the moving averages take the batch's biased
+    variance, as Keras 3's layer does (the kernel returns the unbiased one,
+    which is rescaled). Keras 3 computes the same step as separate moments,
+    normalization and their gradients; on the AVX2 CPU the package is
+    developed on, the fused kernel runs GANs in Action G's batch norm
+    (and LeakyReLU) on 32x14x14x128 forward and backward in 2.6 ms against
+    5.0 ms. Inference, masks, renorm, synchronized statistics, other ranks
+    or axes, and an epsilon below the 1.001e-5 cuDNN accepts, run Keras'
+    own ``call``. GPU speed is unmeasured.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        axis = self.axis if isinstance(self.axis, int) else None
+        if (not (training and self.trainable) or mask is not None or self.renorm
+                or self.synchronized or len(inputs.shape) != 4
+                or axis not in (-1, 3) or self.epsilon < 1.001e-5):
+            return super().call(inputs, training=training, mask=mask)
+        inputs = ops.cast(inputs, "float32")
+        channels = inputs.shape[-1]
+        scale = ops.cast(self.gamma, "float32") if self.scale else tf.ones([channels])
+        offset = ops.cast(self.beta, "float32") if self.center else tf.zeros([channels])
+        outputs, mean, unbiased_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+            x=inputs, scale=scale, offset=offset, mean=tf.zeros([0]), variance=tf.zeros([0]),
+            epsilon=self.epsilon, is_training=True)
+        count = tf.cast(tf.size(inputs) // channels, "float32")
+        variance = unbiased_variance * (count - 1.0) / tf.maximum(count, 1.0)
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(
+            self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return ops.cast(outputs, self.compute_dtype)
 
 
 def _tap_offsets(kernel_size, stride):

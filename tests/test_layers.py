@@ -410,6 +410,70 @@ def test_matmul_conv_transpose_equals_conv2d_transpose(kernel_size, strides, ima
                           inputs, reference)
 
 
+def test_matmul_conv_transpose_runs_its_forward_pass_as_one_xla_computation():
+    """The matmul and shifted sums are compiled by XLA (one fused loop for the
+    sums; faster than separate ops): the layer's graph calls a function that
+    must be compiled, and that function holds the matmul."""
+    import tensorflow as tf
+    layer = wn.MatmulConv2DTranspose(8, 3, strides=2)
+    graph = tf.function(layer).get_concrete_function(tf.TensorSpec([2, 4, 4, 5])).graph
+    compiled = [op for op in graph.get_operations() if op.type.endswith("PartitionedCall")
+                and op.get_attr("_XlaMustCompile")]
+    assert len(compiled) == 1
+    function_name = compiled[0].get_attr("f").name
+    inner = {f.signature.name: f for f in graph.as_graph_def().library.function}[function_name]
+    assert any(node.op == "MatMul" for node in inner.node_def)
+
+
+@pytest.mark.parametrize("options, shape", [
+    ({}, (4, 5, 3, 6)), ({"scale": False}, (4, 5, 3, 6)),
+    ({"center": False, "momentum": 0.9, "epsilon": 1e-4}, (2, 3, 3, 4))])
+def test_fused_batch_norm_equals_keras_batch_norm(options, shape):
+    """FusedBatchNormalization: in training mode the same outputs, gradients and
+    moving averages (Keras' biased batch variance, not the kernel's unbiased
+    one) as keras.layers.BatchNormalization with the same weights; in
+    inference the same outputs; one FusedBatchNormV3 op in training."""
+    import tensorflow as tf
+    rng = np.random.default_rng(0)
+    inputs = tf.constant(rng.normal(2.0, 3.0, size=shape).astype("float32"))
+    layers = [wn.FusedBatchNormalization(**options), keras.layers.BatchNormalization(**options)]
+    for layer in layers:
+        layer.build(shape)
+    weights = [rng.uniform(0.5, 1.5, size=w.shape).astype("float32") for w in layers[1].weights]
+    projection = tf.constant(rng.normal(size=shape).astype("float32"))
+    results = []
+    for layer in layers:
+        layer.set_weights(weights)
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            outputs = layer(inputs, training=True)
+            loss = tf.reduce_sum(outputs * projection)
+        gradients = tape.gradient(loss, [inputs, *layer.trainable_weights])
+        results.append([outputs, *gradients, *layer.non_trainable_weights,
+                        layer(inputs, training=False)])
+    assert len(results[0]) == len(results[1])
+    for ours, reference in zip(*results):
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(reference), rtol=1e-5, atol=1e-5)
+    graph = tf.function(lambda x: layers[0](x, training=True)).get_concrete_function(
+        tf.TensorSpec(shape)).graph
+    assert [op.type for op in graph.get_operations()].count("FusedBatchNormV3") == 1
+
+
+def test_fused_batch_norm_runs_keras_own_call_where_the_kernel_does_not_apply():
+    """Rank-2 inputs, a channels-first axis and an epsilon under cuDNN's 1.001e-5
+    run Keras' call (no fused op): the fused layer never changes what it computes."""
+    import tensorflow as tf
+    for layer, shape in ((wn.FusedBatchNormalization(), (4, 6)),
+                         (wn.FusedBatchNormalization(axis=1), (2, 3, 4, 4)),
+                         (wn.FusedBatchNormalization(epsilon=1e-6), (2, 3, 3, 4))):
+        graph = tf.function(lambda x, layer=layer: layer(x, training=True)).get_concrete_function(
+            tf.TensorSpec(shape)).graph
+        assert "FusedBatchNormV3" not in [op.type for op in graph.get_operations()]
+    copy = wn.FusedBatchNormalization.from_config(
+        wn.FusedBatchNormalization(momentum=0.8, name="g_bn1").get_config())
+    assert copy.momentum == 0.8 and copy.name == "g_bn1"
+
+
 def test_matmul_conv_transpose_round_trips_and_refuses_what_it_cannot_compute():
     layer = wn.MatmulConv2DTranspose(8, 3, strides=2, name="g_convt1")
     copy = wn.MatmulConv2DTranspose.from_config(layer.get_config())
