@@ -9,7 +9,9 @@ peak of the same run: TensorFlow's transposed convolution (what
 ``keras.layers.Conv2DTranspose`` runs) and the rewrites one could use
 instead. A stride-2 layer as ``sgan_keras.layers.MatmulConv2DTranspose``
 (one matmul and shifted sums, TensorFlow's gradients), which the presets use
-for G's first transposed convolution, and, for 3x3 kernels, as a 2x2
+for G's first transposed convolution, the same with its forward pass as
+separate TensorFlow ops rather than one XLA computation (the layer before
+commit 42edd2c), and, for 3x3 kernels, as a 2x2
 convolution with four times the filters and ``depth_to_space`` (sub-pixel);
 a stride-1 layer as the plain convolution with the flipped kernel. A GANs in
 Action step runs its G forward twice (the fakes of D's update, then G's
@@ -69,6 +71,11 @@ def variants(size, channels_in, channels_out, kernel_size, stride, batch):
     layer.build((batch, size, size, channels_in))
     layer.kernel.assign(kernel)
     found["MatmulConv2DTranspose"] = (layer, layer.kernel)
+    separate_ops = sgan_layers._summed_taps.python_function   # the forward uncompiled
+    found["MatmulConv2DTranspose, forward as separate ops"] = (
+        lambda x: sgan_layers._matmul_conv_transpose(x, tf.convert_to_tensor(layer.kernel),
+                                                     (stride, stride),
+                                                     forward=separate_ops), layer.kernel)
     if kernel_size == 3 and stride == 2:
         phases = tf.Variable(tf.random.normal([2, 2, channels_in, 4 * channels_out],
                                               stddev=0.05))

@@ -224,7 +224,7 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
         ["--presets=mnist_gans_in_action", "--steps=2", "--repeats=1", "--eager_steps=1",
          "--steps_per_execution=2",
          "--modes=function,constant,bf16,unfused_adam,joined_g_pass,native_conv_transpose,"
-         "eager,fit,fit_spe",
+         "keras_batch_norm,eager,fit,fit_spe",
          "--peers=gans_in_action", "--peer_window_seconds=0.05",
          "--peak_repeats=1", f"--output={output}", "--force"],
         env={key: value for key, value in os.environ.items()
@@ -235,11 +235,14 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     assert row["preset"] == "mnist_gans_in_action" and row["batch_size"] == 32
     # joined_g_pass is left out: GANs in Action's G loss sees the fakes alone.
     assert set(row["seconds_per_step"]) == {"function", "constant", "bf16", "unfused_adam",
-                                            "native_conv_transpose", "eager", "fit", "fit_spe"}
+                                            "native_conv_transpose", "keras_batch_norm",
+                                            "eager", "fit", "fit_spe"}
     assert all(seconds > 0 for seconds in row["seconds_per_step"].values())
     assert 0 <= row["derived"]["input_wait_fraction"] < 1 and row["derived"]["bf16_speedup"] > 0
     assert row["derived"]["fused_adam_speedup"] > 0
     assert row["derived"]["matmul_conv_transpose_speedup"] > 0
+    assert row["derived"]["fused_batch_norm_speedup"] > 0
+    assert "| fused batch norm speed-up |" in output.read_text()
     # The unfused mode times Keras' op-by-op Adam beside the package's fused one.
     assert row["optimizers"]["function"] == ["FusedAdam", "FusedAdam"]
     assert row["optimizers"]["unfused_adam"] == ["Adam", "Adam"]
@@ -263,7 +266,7 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
         assert "--presets=mnist_gans_in_action" in elsewhere["machine"]["command"]
     assert set(row["minor_page_faults_per_step"]) == {"function", "constant", "bf16",
                                                       "unfused_adam", "native_conv_transpose",
-                                                      "eager"}
+                                                      "keras_batch_norm", "eager"}
     assert all(faults >= 0 for faults in row["minor_page_faults_per_step"].values())
     assert "CPU allocator: TensorFlow's pooled (BFC) allocator" in output.read_text()
     # Then the source's own code beside the package's step (benchmark_peers.py),
@@ -413,6 +416,39 @@ print("same")
     assert result.stdout.strip().endswith("same")
 
 
+def test_benchmarks_keras_batch_norm_is_the_same_generator_on_keras_ops():
+    """benchmark.py's ``keras_batch_norm`` reference: G's FusedBatchNormalization
+    by Keras' own call (no FusedBatchNormV3 in the traced G), the same images
+    and moving averages as the fused kernel's."""
+    code = """
+import sys
+sys.path[:0] = ["experiments"]
+import numpy as np, tensorflow as tf
+import benchmark
+from sgan_keras import SGAN
+
+z = tf.random.normal([4, 100], seed=1)
+counts, results = [], []
+for keras_call in (False, True):
+    model = SGAN.from_preset("mnist_gans_in_action", seed=0)
+    assert [layer.name for layer in benchmark.fused_batch_norms(model)] == ["g_bn1"]
+    if keras_call:
+        benchmark.keras_batch_norm(model)
+    generate = tf.function(lambda z: model.generator(z, training=True))
+    graph = generate.get_concrete_function(tf.TensorSpec([4, 100])).graph
+    counts.append(sum(op.type == "FusedBatchNormV3" for op in graph.get_operations()))
+    images = generate(z).numpy()
+    results.append([images, model.generator.get_layer("g_bn1").moving_variance.numpy()])
+assert counts == [1, 0], counts
+for ours, reference in zip(*results):
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5)
+print("same")
+"""
+    result = preloaded.run_code(code, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("same")
+
+
 def test_benchmarks_native_conv_input_grad_is_the_same_function_on_tensorflows_op(tmp_path):
     """benchmark.py's ``native_conv_input_grad`` reference: every stride-1
     convolution's input gradient by TensorFlow's op (more Conv2DBackpropInput
@@ -511,6 +547,7 @@ def test_conv_transpose_bench_times_each_layer_and_its_rewrite(tmp_path):
     assert "| 14x14x128 -> 64, 3x3, stride 1 | 2 | conv, flipped kernel |" in text
     assert text.count("sub-pixel 2x2 conv + depth_to_space |") == 2
     assert text.count("| conv_transpose |") == 7
+    assert text.count("| MatmulConv2DTranspose, forward as separate ops |") == 6
     assert "Machine check before measuring" in text and "Matmul peak (same run, best of 1)" in text
 
 
