@@ -519,6 +519,7 @@ def _summed_taps(inputs, kernel, strides):
     return tf.reshape(interleaved, [-1, height * stride_h, width * stride_w, filters])
 
 
+@keras.saving.register_keras_serializable(package="sgan_keras")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
     """``keras.layers.BatchNormalization`` whose training-mode pass on
     channels-last images is TensorFlow's fused kernel (``FusedBatchNormV3``
@@ -551,7 +552,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         outputs, mean, unbiased_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
             x=inputs, scale=scale, offset=offset, mean=tf.zeros([0]), variance=tf.zeros([0]),
             epsilon=self.epsilon, is_training=True)
-        count = tf.cast(tf.size(inputs) // channels, "float32")
+        count = tf.cast(tf.size(inputs, out_type=tf.int64) // channels, "float32")
         variance = unbiased_variance * (count - 1.0) / tf.maximum(count, 1.0)
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
         self.moving_variance.assign(

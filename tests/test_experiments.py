@@ -385,42 +385,17 @@ print("same")
     assert result.stdout.strip().endswith("same")
 
 
-def test_benchmarks_native_conv_transpose_is_the_same_generator_on_tensorflows_op():
-    """benchmark.py's ``native_conv_transpose`` reference: G's first transposed
-    convolution by TensorFlow's op (one more Conv2DBackpropInput in the traced
-    G), the same outputs as the package's MatmulConv2DTranspose."""
-    code = """
-import sys
-sys.path[:0] = ["experiments"]
-import numpy as np, tensorflow as tf
-import benchmark
-from sgan_keras import SGAN
-
-z = tf.random.normal([4, 100], seed=1)
-counts, images = [], []
-for native in (False, True):
-    model = SGAN.from_preset("mnist_gans_in_action", seed=0)
-    assert [layer.name for layer in benchmark.matmul_conv_transposes(model)] == ["g_convt1"]
-    if native:
-        benchmark.native_conv_transpose(model)
-    generate = tf.function(lambda z: model.generator(z, training=True))
-    graph = generate.get_concrete_function(tf.TensorSpec([4, 100])).graph
-    counts.append(sum(op.type == "Conv2DBackpropInput" for op in graph.get_operations()))
-    images.append(generate(z).numpy())
-assert counts == [1, 2], counts
-np.testing.assert_allclose(images[0], images[1], rtol=1e-5, atol=1e-5)
-print("same")
-"""
-    result = preloaded.run_code(code, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().endswith("same")
-
-
-def test_benchmarks_keras_batch_norm_is_the_same_generator_on_keras_ops():
-    """benchmark.py's ``keras_batch_norm`` reference: G's FusedBatchNormalization
-    by Keras' own call (no FusedBatchNormV3 in the traced G), the same images
-    and moving averages as the fused kernel's."""
-    code = """
+@pytest.mark.parametrize("layers, reference, op_type, counts", [
+    ("matmul_conv_transposes", "native_conv_transpose", "Conv2DBackpropInput", [1, 2]),
+    ("fused_batch_norms", "keras_batch_norm", "FusedBatchNormV3", [1, 0])])
+def test_benchmarks_reference_modes_are_the_same_generator_on_other_ops(
+        layers, reference, op_type, counts):
+    """benchmark.py's ``native_conv_transpose`` and ``keras_batch_norm``
+    references: GANs in Action G with its first transposed convolution by
+    TensorFlow's op (one more Conv2DBackpropInput in the traced G), or its
+    batch norm by Keras' own call (no FusedBatchNormV3); the same images and
+    moving averages as the package's layers."""
+    code = f"""
 import sys
 sys.path[:0] = ["experiments"]
 import numpy as np, tensorflow as tf
@@ -429,19 +404,19 @@ from sgan_keras import SGAN
 
 z = tf.random.normal([4, 100], seed=1)
 counts, results = [], []
-for keras_call in (False, True):
+for reference in (False, True):
     model = SGAN.from_preset("mnist_gans_in_action", seed=0)
-    assert [layer.name for layer in benchmark.fused_batch_norms(model)] == ["g_bn1"]
-    if keras_call:
-        benchmark.keras_batch_norm(model)
+    assert len(benchmark.{layers}(model)) == 1
+    if reference:
+        benchmark.{reference}(model)
     generate = tf.function(lambda z: model.generator(z, training=True))
     graph = generate.get_concrete_function(tf.TensorSpec([4, 100])).graph
-    counts.append(sum(op.type == "FusedBatchNormV3" for op in graph.get_operations()))
+    counts.append(sum(op.type == "{op_type}" for op in graph.get_operations()))
     images = generate(z).numpy()
     results.append([images, model.generator.get_layer("g_bn1").moving_variance.numpy()])
-assert counts == [1, 0], counts
-for ours, reference in zip(*results):
-    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5)
+assert counts == {counts}, counts
+for ours, theirs in zip(*results):
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
 print("same")
 """
     result = preloaded.run_code(code, timeout=120)
