@@ -505,6 +505,31 @@ for preset in ("svhn_dcgan", "mnist_blog"):
         "separate 12"]
 
 
+def test_input_pipeline_latency_times_the_pipeline_beside_its_own_batch_in_memory():
+    """benchmark_input_pipeline.py's ``next_latency``: the in-memory reference
+    holds the pipeline's own first batch (so the two differ by the pipeline
+    only), and each dataset gets its median of one ``next()``."""
+    code = """
+import json, sys
+sys.path.insert(0, "experiments")
+import numpy as np
+import benchmark_input_pipeline as bench
+from sgan_keras import data as data_lib
+datasets = bench.latency_datasets(data_lib.synthetic_dataset("mnist", 100), 8)
+first = next(iter(datasets["train_dataset"]))
+held = next(iter(datasets["same_tensors_in_memory"]))
+print(json.dumps({"same": all(np.array_equal(first[key], held[key]) for key in first),
+                  "keys": sorted(first) == sorted(held),
+                  "latency": bench.next_latency(datasets, calls=3, step_ms=1.0)}))
+"""
+    result = preloaded.run_code(code, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["same"] and report["keys"]
+    assert sorted(report["latency"]) == ["one_scalar", "same_tensors_in_memory", "train_dataset"]
+    assert all(milliseconds > 0 for milliseconds in report["latency"].values())
+
+
 def test_conv_transpose_bench_times_each_layer_and_its_rewrite(tmp_path):
     output = tmp_path / "profiles.md"
     result = preloaded.run_script(
