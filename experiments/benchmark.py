@@ -366,6 +366,19 @@ REFERENCE_MODES = {
 }
 
 
+# The speed-up columns: (key in a row's ``derived``, column title, mode,
+# whether it is the mode's speed-up over the loop, as for XLA and bfloat16,
+# or the loop's over the mode, as for the reference forms above).
+SPEEDUPS = (
+    ("xla_speedup", "XLA speed-up", "xla", True),
+    ("bf16_speedup", "bf16 speed-up", "bf16", True),
+    ("fused_adam_speedup", "fused Adam speed-up", "unfused_adam", False),
+    ("separate_g_pass_speedup", "separate G pass speed-up", "joined_g_pass", False),
+    ("matmul_conv_transpose_speedup", "matmul convT speed-up", "native_conv_transpose", False),
+    ("conv_input_grad_speedup", "conv input grad speed-up", "native_conv_input_grad", False),
+    ("fused_batch_norm_speedup", "fused batch norm speed-up", "keras_batch_norm", False),
+)
+
 class EpochTimer(keras.callbacks.Callback):
     """Wall seconds of each epoch, its last step's results waited for."""
 
@@ -435,22 +448,10 @@ def derived(row, peak):
             out["input_wait_fraction"] = row["input_wait_per_step"] / seconds["function"]
         if "fit" in seconds:
             out["fit_over_loop"] = seconds["fit"] / seconds["function"]
-        if "xla" in seconds:
-            out["xla_speedup"] = seconds["function"] / seconds["xla"]
-        if "bf16" in seconds:
-            out["bf16_speedup"] = seconds["function"] / seconds["bf16"]
-        if "unfused_adam" in seconds:
-            out["fused_adam_speedup"] = seconds["unfused_adam"] / seconds["function"]
-        if "joined_g_pass" in seconds:
-            out["separate_g_pass_speedup"] = seconds["joined_g_pass"] / seconds["function"]
-        if "native_conv_transpose" in seconds:
-            out["matmul_conv_transpose_speedup"] = (seconds["native_conv_transpose"]
-                                                    / seconds["function"])
-        if "keras_batch_norm" in seconds:
-            out["fused_batch_norm_speedup"] = seconds["keras_batch_norm"] / seconds["function"]
-        if "native_conv_input_grad" in seconds:
-            out["conv_input_grad_speedup"] = (seconds["native_conv_input_grad"]
-                                              / seconds["function"])
+        for key, _, mode, of_the_mode in SPEEDUPS:
+            if mode in seconds:
+                out[key] = (seconds["function"] / seconds[mode] if of_the_mode
+                            else seconds[mode] / seconds["function"])
     return out
 
 
@@ -531,13 +532,11 @@ def markdown(machine, peak, rows, peers_markdown=None):
         "kernels differ from the machine line's (this process's, the peak's) ran in a "
         "process of its own (its file `<output>_kernels<value>.md` records its own "
         "machine check).", "",
-        "| preset | batch | kernels | GFLOP/step | " + " | ".join(MODE_TITLES[m] for m in modes)
-        + " | images/s (loop) | GFLOP/s (% of peak) | input wait | fit / loop | XLA speed-up "
-        "| bf16 speed-up | fused Adam speed-up | separate G pass speed-up "
-        "| matmul convT speed-up | conv input grad speed-up | fused batch norm speed-up "
-        "| page faults / step (loop) |",
-        "|---|---|---|---|" + "---|" * len(modes) + "---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    titles = (["preset", "batch", "kernels", "GFLOP/step"] + [MODE_TITLES[m] for m in modes]
+              + ["images/s (loop)", "GFLOP/s (% of peak)", "input wait", "fit / loop"]
+              + [title for _, title, _, _ in SPEEDUPS] + ["page faults / step (loop)"])
+    lines += ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for row in rows:
         d = row["derived"]
         seconds = row["seconds_per_step"]
@@ -552,17 +551,7 @@ def markdown(machine, peak, rows, peers_markdown=None):
                if "achieved_flops" in d else "- | ")
             + (f"{100 * d['input_wait_fraction']:.2f}% | " if "input_wait_fraction" in d else "- | ")
             + (f"{d['fit_over_loop']:.3f} | " if "fit_over_loop" in d else "- | ")
-            + (f"{d['xla_speedup']:.2f}x | " if "xla_speedup" in d else "- | ")
-            + (f"{d['bf16_speedup']:.2f}x | " if "bf16_speedup" in d else "- | ")
-            + (f"{d['fused_adam_speedup']:.2f}x | " if "fused_adam_speedup" in d else "- | ")
-            + (f"{d['separate_g_pass_speedup']:.2f}x | " if "separate_g_pass_speedup" in d
-               else "- | ")
-            + (f"{d['matmul_conv_transpose_speedup']:.2f}x | "
-               if "matmul_conv_transpose_speedup" in d else "- | ")
-            + (f"{d['conv_input_grad_speedup']:.2f}x | "
-               if "conv_input_grad_speedup" in d else "- | ")
-            + (f"{d['fused_batch_norm_speedup']:.2f}x | "
-               if "fused_batch_norm_speedup" in d else "- | ")
+            + "".join(f"{d[key]:.2f}x | " if key in d else "- | " for key, _, _, _ in SPEEDUPS)
             + (f"{row['minor_page_faults_per_step']['function']:.0f} |"
                if "function" in row["minor_page_faults_per_step"] else "- |"))
     if peers_markdown:   # its title one level down, as a section of this file

@@ -32,6 +32,7 @@ from absl import flags
 # This checkout's sgan_keras, whichever copy is installed.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import provenance  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from sgan_keras import choices as choices_lib  # noqa: E402
 from sgan_keras import data as data_lib  # noqa: E402
 from sgan_keras import faults  # noqa: E402
@@ -63,7 +64,6 @@ def next_latency(datasets, calls, step_ms):
     """Median milliseconds of one ``next()`` on each of ``datasets`` (name ->
     ``tf.data.Dataset``), each call right after about ``step_ms`` of
     matmuls, as in a training loop; ``calls`` timed calls after 20 untimed."""
-    import tensorflow as tf   # pylint: disable=import-outside-toplevel
 
     @tf.function
     def matmuls(matrix, count):
@@ -93,7 +93,6 @@ def next_latency(datasets, calls, step_ms):
 
 def latency_datasets(data, batch_size):
     """``train_dataset``, its first element held in memory, and one scalar."""
-    import tensorflow as tf   # pylint: disable=import-outside-toplevel
     pipeline = data.train_dataset(batch_size)
     return {"train_dataset": pipeline,
             "same_tensors_in_memory": tf.data.Dataset.from_tensors(

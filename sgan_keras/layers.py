@@ -540,10 +540,10 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     """
 
     def call(self, inputs, training=None, mask=None):
-        axis = self.axis if isinstance(self.axis, int) else None
         if (not (training and self.trainable) or mask is not None or self.renorm
                 or self.synchronized or len(inputs.shape) != 4
-                or axis not in (-1, 3) or self.epsilon < 1.001e-5 or _in_xla_compilation()):
+                or self.axis not in (-1, 3) or self.epsilon < 1.001e-5
+                or _in_xla_compilation()):
             return super().call(inputs, training=training, mask=mask)
         inputs = ops.cast(inputs, "float32")
         channels = inputs.shape[-1]

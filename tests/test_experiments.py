@@ -243,6 +243,9 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     assert row["derived"]["matmul_conv_transpose_speedup"] > 0
     assert row["derived"]["fused_batch_norm_speedup"] > 0
     assert "| fused batch norm speed-up |" in output.read_text()
+    header, delimiter = [line for line in output.read_text().splitlines()
+                         if line.startswith(("| preset | batch | kernels |", "|---"))][:2]
+    assert header.count("|") == delimiter.count("|")    # else Markdown shows no table
     # The unfused mode times Keras' op-by-op Adam beside the package's fused one.
     assert row["optimizers"]["function"] == ["FusedAdam", "FusedAdam"]
     assert row["optimizers"]["unfused_adam"] == ["Adam", "Adam"]
