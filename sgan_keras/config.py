@@ -176,8 +176,8 @@ class ModelConfig:
         """The line the trainer prints about precision, "" if none: what ``auto``
         chose and why, or a warning when mixed bfloat16 was asked for on a
         device without bfloat16 matrix units, where it is emulated (12x slower
-        than float32 on the cifar10_improved_gan step of an AVX2 CPU; README,
-        "Mixed precision")."""
+        than float32 on the cifar10_improved_gan step of an AVX2 CPU:
+        ``experiments/results/benchmark_cifar10_avx2.md``)."""
         if self.precision == "auto":
             checked = self.bfloat16_checked_in or "not checked for this preset"
             return (f"--precision=auto: {self.resolved_precision(bfloat16_units)} (bfloat16 "
