@@ -379,6 +379,7 @@ SPEEDUPS = (
     ("fused_batch_norm_speedup", "fused batch norm speed-up", "keras_batch_norm", False),
 )
 
+
 class EpochTimer(keras.callbacks.Callback):
     """Wall seconds of each epoch, its last step's results waited for."""
 

@@ -9,6 +9,9 @@ batches) over ``--steps`` steps after a warm-up, for the real MNIST (batch
 720,000 SVHN-shaped images (2.2 GB, past the 2 GB protobuf limit; SVHN +
 extra is 604,388 images, 1.9 GB) to show the pipeline holds such arrays.
 Writes the table as JSON, with the process's peak memory after each row.
+Like every timing script here, it first checks that the machine is quiet
+(``provenance.quiet_check``: it waits for a busy one to settle, then refuses
+it unless ``--force``) and records that check with the table.
 
 It also times one ``next()`` the way a training loop calls it
 (``next_latency``): right after a burst of matmuls as long as a training
@@ -45,6 +48,7 @@ flags.DEFINE_integer("latency_calls", 150, "Timed next() calls per dataset of ne
 flags.DEFINE_float("step_ms", 40.0, "Matmul burst before each timed next() call, about a "
                    "training step (the Improved-GAN MNIST step: 40-45 ms on 2 AVX2 cores).")
 flags.DEFINE_string("output", "experiments/results/input_pipeline.json", "Where the table goes.")
+provenance.define_timing_flags(peak=False)
 FLAGS = flags.FLAGS
 
 
@@ -106,6 +110,7 @@ def peak_memory_gb():
 
 def main(argv):
     del argv
+    check = provenance.quiet_check(force=FLAGS.force)
     cases = [("mnist", lambda: data_lib.load_dataset("mnist", 100, data_dir=FLAGS.data_dir), 100),
              ("svhn-shaped", lambda: data_lib.synthetic_dataset(
                  "svhn", 1000, train_size=choices_lib.DATASETS["svhn"].train_size), 128)]
@@ -134,7 +139,7 @@ def main(argv):
     made = provenance.record()
     result = {"machine": provenance.machine_line(made), "tensorflow": made["tensorflow"],
               "commit": made["commit"], "date": made["date"], "command": made["command"],
-              "steps": FLAGS.steps, "warmup_steps": FLAGS.warmup_steps,
+              "quiet_check": check, "steps": FLAGS.steps, "warmup_steps": FLAGS.warmup_steps,
               "latency_calls": FLAGS.latency_calls, "step_ms": FLAGS.step_ms, "rows": rows}
     faults.write_text(FLAGS.output, json.dumps(result, indent=2))
 

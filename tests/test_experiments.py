@@ -533,6 +533,22 @@ print(json.dumps({"same": all(np.array_equal(first[key], held[key]) for key in f
     assert all(milliseconds > 0 for milliseconds in report["latency"].values())
 
 
+def test_input_pipeline_benchmark_checks_the_machine_and_records_the_check(tmp_path, mnist_dir):
+    output = tmp_path / "input_pipeline.json"
+    result = preloaded.run_script(
+        "experiments/benchmark_input_pipeline.py",
+        [f"--data_dir={mnist_dir}", "--steps=2", "--warmup_steps=1", "--latency_calls=2",
+         "--step_ms=1", "--force", f"--output={output}"], timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads(output.read_text())
+    assert set(record["quiet_check"]) >= {"load_average", "busy_processes", "quiet"}
+    assert record["quiet_check"]["waited_seconds"] == 0      # --force never waits
+    mnist, = [row for row in record["rows"] if row["dataset"] == "mnist"]
+    assert mnist["images_per_second"] > 0
+    assert sorted(mnist["next_latency_ms"]) == ["one_scalar", "same_tensors_in_memory",
+                                                "train_dataset"]
+
+
 def test_conv_transpose_bench_times_each_layer_and_its_rewrite(tmp_path):
     output = tmp_path / "profiles.md"
     result = preloaded.run_script(
