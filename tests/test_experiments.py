@@ -483,6 +483,29 @@ print("same")
     assert "| conv input grad speed-up |" in output.read_text()
 
 
+def test_peers_time_our_step_in_float32_where_auto_would_pick_bfloat16():
+    """The peers run in float32, so ours does too: on a machine with bfloat16
+    matrix units ``--precision=auto`` gives ``mnist_blog`` mixed bfloat16, and
+    the peers' table once set that step beside the blog's float32 graph."""
+    code = """
+import sys
+sys.path[:0] = ["experiments"]
+import benchmark_peers
+from sgan_keras import SGAN
+
+def compute_dtypes(model):
+    return {layer.compute_dtype for network in (model.generator, model.discriminator)
+            for layer in network.layers if layer.weights}
+
+print(sorted(compute_dtypes(SGAN.from_preset("mnist_blog", seed=0))),
+      sorted(compute_dtypes(benchmark_peers.our_model("mnist_blog"))))
+"""
+    result = preloaded.run_code(code, env={**os.environ, "SGAN_KERAS_BFLOAT16_UNITS": "test units"},
+                                timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1] == "['bfloat16'] ['float32']"
+
+
 def test_benchmark_times_each_preset_on_the_batches_it_trains_on():
     """SVHN DCGAN trains on masked batches (one real batch, its labeled images
     marked: two D calls a step); timing it on a labeled batch beside unlabeled
