@@ -13,7 +13,9 @@ the figure the performance issue names), in one process on one machine:
   input pipeline at all), for comparison with ``function``.
 - ``xla``: the same loop with ``tf.function(..., jit_compile=True)``.
 - ``bf16``: the same loop on a model built with ``precision="mixed_bfloat16"``
-  (bfloat16 compute, float32 weights and losses).
+  (bfloat16 compute, float32 weights and losses), on the row's kernels: for
+  GANs in Action Eigen's, which emulate bfloat16 (a mixed-bfloat16 CLI run of
+  it takes oneDNN's, ``sgan_keras/onednn.py``).
 - ``unfused_adam``: the same loop with each Adam update written as separate
   Keras ops (``keras.optimizers.Adam``, or the improved-gan rule op by op:
   :class:`UnfusedImprovedGANAdam`), the form before the package's fused

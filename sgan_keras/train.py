@@ -96,7 +96,7 @@ def main(argv):
         config = resolve_config(values)
     except config_lib.ConfigError as error:
         _exit(EXIT_USAGE, _first_line(error))
-    trainer = import_trainer(config.model.architecture)
+    trainer = import_trainer(config.model.architecture, config.model.precision)
     try:
         output_dir = trainer.train(config)
     except trainer.BAD_INPUT as error:
@@ -116,12 +116,13 @@ def main(argv):
     print(f"Done: outputs in {output_dir}", flush=True)
 
 
-def import_trainer(architecture=""):
+def import_trainer(architecture="", precision="float32"):
     """The module that trains (:mod:`sgan_keras.trainer`), imported once the
     flags are valid: it imports TensorFlow and Keras, which takes seconds, so
     a mistyped flag is answered without them. The CPU kernels measured faster
-    for the run's ``architecture`` (:func:`sgan_keras.onednn.choose_cpu_kernels`,
-    read when TensorFlow is imported) and TensorFlow's pooled CPU allocator
+    for the run's ``architecture`` and ``precision``
+    (:func:`sgan_keras.onednn.choose_cpu_kernels`, read when TensorFlow is
+    imported) and TensorFlow's pooled CPU allocator
     (:func:`sgan_keras.distribute.use_pooled_cpu_allocator`) are chosen first.
 
     Under :func:`run` (the collector off), the import's objects are then
@@ -135,7 +136,7 @@ def import_trainer(architecture=""):
     (experiments/results/startup.md).
     """
     from sgan_keras import onednn   # pylint: disable=import-outside-toplevel
-    onednn.choose_cpu_kernels(architecture)   # before TensorFlow is imported (see there)
+    onednn.choose_cpu_kernels(architecture, precision)   # before TensorFlow is imported
     from sgan_keras import distribute   # pylint: disable=import-outside-toplevel
     distribute.use_pooled_cpu_allocator()   # before the runtime starts (see there)
     from sgan_keras import trainer   # pylint: disable=import-outside-toplevel

@@ -148,6 +148,12 @@ def test_choose_cpu_kernels_on_x86_only_by_architecture_and_keeps_the_environmen
     assert onednn.choose_cpu_kernels("mnist_gans_in_action") == "0"
     assert os.environ[variable] == "0"
     monkeypatch.delenv(variable)
+    # Eigen's kernels emulate bfloat16: a mixed-bfloat16 run takes oneDNN's;
+    # auto is float32 for GANs in Action (its preset is not checked in bfloat16).
+    assert onednn.choose_cpu_kernels("mnist_gans_in_action", "mixed_bfloat16") == "1"
+    monkeypatch.delenv(variable)
+    assert onednn.kernels_setting("mnist_gans_in_action", "auto") == "0"
+    assert onednn.kernels_setting("mnist_blog", "float32") == "1"
     # What a script gives the process it starts for an architecture.
     assert onednn.kernels_environment("mnist_gans_in_action", chosen="1") == {variable: "1"}
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
@@ -156,22 +162,24 @@ def test_choose_cpu_kernels_on_x86_only_by_architecture_and_keeps_the_environmen
     assert onednn.kernels_environment("mnist_gans_in_action") == {}
 
 
-def test_the_cli_chooses_the_kernels_for_the_presets_architecture(monkeypatch, tmp_path):
+@pytest.mark.parametrize("precision", ["auto", "mixed_bfloat16"])
+def test_the_cli_chooses_the_kernels_for_the_presets_architecture_and_precision(
+        precision, monkeypatch, tmp_path):
     from absl import app, flags
     from sgan_keras import train
     chosen = []
 
-    def import_trainer(architecture=""):
-        chosen.append(architecture)
+    def import_trainer(architecture="", precision="float32"):
+        chosen.append((architecture, precision))
         raise SystemExit(0)        # stop before TensorFlow: only the choice is tested
     monkeypatch.setattr(train, "import_trainer", import_trainer)
     try:
         with pytest.raises(SystemExit):
             app.run(train.main, argv=["sgan_keras.train", "--preset=mnist_gans_in_action",
-                                      f"--output_dir={tmp_path}"])
+                                      f"--precision={precision}", f"--output_dir={tmp_path}"])
     finally:
         flags.FLAGS.unparse_flags()
-    assert chosen == ["mnist_gans_in_action"]
+    assert chosen == [("mnist_gans_in_action", precision)]
 
 
 # Each worker all-reduces (its index + 1); both must see 1 + 2 = 3.
