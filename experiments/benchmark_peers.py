@@ -72,13 +72,12 @@ PEERS = {  # peer: (preset, batch size, source)
 
 # -------------------------------------------------------------- the package
 def our_model(preset_name):
-    """The package's model of ``preset_name`` in float32, the peers' precision,
-    compiled. Named, not left to ``--precision=auto``, which picks mixed
-    bfloat16 for ``mnist_blog`` on a machine with bfloat16 matrix units."""
+    """The package's model of ``preset_name`` in float32, the peers' precision
+    (the one model both the timed step and its FLOP count come from). Named,
+    not left to ``--precision=auto``, which picks mixed bfloat16 for
+    ``mnist_blog`` on a machine with bfloat16 matrix units."""
     from sgan_keras import SGAN
-    model = SGAN.from_preset(preset_name, seed=0, precision="float32")
-    model.compile()
-    return model
+    return SGAN.from_preset(preset_name, seed=0, precision="float32")
 
 
 def ours(peer, separate_discriminator_calls=False):
@@ -91,6 +90,7 @@ def ours(peer, separate_discriminator_calls=False):
     data = data_lib.synthetic_dataset(preset.config.data.dataset, preset.config.data.labels,
                                       pixel_range=preset.config.model.pixel_range)
     model = our_model(preset_name)
+    model.compile()
     if separate_discriminator_calls:
         model.discriminator_batches_independent = False
     iterator = iter(data.training_dataset(batch_size, preset.config.training.label_batching))
@@ -464,9 +464,8 @@ def architecture(peer):
 def step_facts(preset_name, batch_size):
     """(FLOPs of the package's step in the preset's procedure, whether its D
     batches go through one concatenated call)."""
-    from sgan_keras import SGAN
     from sgan_keras import flops as flops_lib
-    model = SGAN.from_preset(preset_name, seed=0, precision="float32")
+    model = our_model(preset_name)
     return (flops_lib.train_step_flops(model, batch_size),
             model.discriminator_batches_independent)
 
