@@ -3,8 +3,9 @@ r"""Measures the SGAN training step: images/s, FLOP/s, input wait, execution mod
     python experiments/benchmark.py --batch_sizes=100    # all presets and peers: ~53 min, 2 AVX2 cores
     python experiments/benchmark.py --presets=mnist_blog --batch_sizes=100 --peers=
 
-For each preset at its source's batch size (and ``mnist_blog`` at batch 100,
-the figure the performance issue names), in one process on one machine:
+For each preset at its source's batch size (and at ``--batch_sizes`` for the
+presets of ``--batch_size_presets``: ``mnist_blog`` at batch 100, the figure
+the performance issue names), in one process on one machine:
 
 - ``function``: a bare loop ``step(next(iterator))`` over the package's
   ``tf.data`` pipeline, ``step = tf.function(model.train_step)``; the time
@@ -42,6 +43,12 @@ the figure the performance issue names), in one process on one machine:
   and their gradients as separate ops), the form before those layers ran
   TensorFlow's fused kernel (``sgan_keras/layers.py``); the same function and
   weights. Only for presets with such a layer.
+- ``without_noise``: not a form of the package's step but a measure of one
+  part of it: the same loop with D's Gaussian noise layers passing their
+  inputs through (``stddev`` 0), so ``1 - without_noise / function`` is the
+  share of the step spent drawing and adding the noise, the source's
+  regularizer (improved-gan's ``GaussianNoiseLayer``s). Only for presets
+  whose D has such a layer.
 - ``eager``: ``model.train_step`` without ``tf.function`` (few steps).
 - ``fit``: ``model.fit`` on the same pipeline (``steps_per_execution=1``),
   then ``fit`` with ``steps_per_execution`` and ``fit`` with ``jit_compile``.
@@ -115,19 +122,22 @@ from sgan_keras import layers as sgan_layers  # noqa: E402
 from sgan_keras import optimizers  # noqa: E402
 
 flags.DEFINE_list("presets", sorted(PRESETS), "Presets to measure.")
-flags.DEFINE_list("batch_sizes", [], "Extra batch sizes for mnist_blog (the issue's 100).")
+flags.DEFINE_list("batch_sizes", [], "Extra batch sizes for the presets of "
+                  "--batch_size_presets (for mnist_blog, the issue's 100).")
+flags.DEFINE_list("batch_size_presets", ["mnist_blog"], "Presets of --presets also timed at "
+                  "--batch_sizes.")
 flags.DEFINE_integer("steps", 20, "Steps per timed window (fewer for slow presets, see "
                      "--max_window_seconds).")
 flags.DEFINE_float("max_window_seconds", 20.0, "Cap on one timed window's length.")
 flags.DEFINE_integer("repeats", 3, "Timed windows per mode (the median is reported).")
 flags.DEFINE_float("heavy_step_seconds", 4.0, "Presets whose compiled step takes longer get "
-                   "one window per mode and skip eager, fit_spe and fit_xla (the mnist_blog "
-                   "rows of --batch_sizes never do).")
+                   "one window per mode and skip eager, fit_spe and fit_xla (the rows of "
+                   "--batch_sizes never do).")
 flags.DEFINE_integer("eager_steps", 2, "Steps timed in eager mode.")
 flags.DEFINE_integer("steps_per_execution", 10, "steps_per_execution of the fit variant.")
 flags.DEFINE_list("modes", ["function", "constant", "xla", "bf16", "unfused_adam",
                             "joined_g_pass", "native_conv_transpose", "native_conv_input_grad",
-                            "keras_batch_norm", "eager", "fit",
+                            "keras_batch_norm", "without_noise", "eager", "fit",
                             "fit_spe", "fit_xla"],
                   "Modes to measure.")
 flags.DEFINE_list("peers", ["blog", "gans_in_action", "improved_gan"],
@@ -143,7 +153,7 @@ MODE_TITLES = {
     "bf16": "mixed bfloat16 loop", "unfused_adam": "unfused Adam loop",
     "joined_g_pass": "joined G pass loop", "native_conv_transpose": "native convT loop",
     "native_conv_input_grad": "native conv input grad loop",
-    "keras_batch_norm": "Keras batch norm loop",
+    "keras_batch_norm": "Keras batch norm loop", "without_noise": "loop without D's noise",
     "eager": "eager", "fit": "fit()", "fit_spe": "fit() steps_per_execution",
     "fit_xla": "fit() jit_compile",
 }
@@ -358,13 +368,31 @@ def keras_batch_norm(model):
     return model
 
 
+def noise_layers(model):
+    """D's Gaussian noise layers that add noise (Keras' and the package's)."""
+    return [layer for layer in sgan_layers.all_layers(model.discriminator)
+            if isinstance(layer, keras.layers.GaussianNoise) and layer.stddev > 0]
+
+
+def without_noise(model):
+    """``model`` with each of those layers passing its inputs through
+    (``stddev`` 0: both layers' ``call`` then return the inputs), the
+    ``without_noise`` mode's step: not the source's training, a measure of
+    what its noise costs."""
+    for layer in noise_layers(model):
+        layer.stddev = 0.0
+    return model
+
+
 # The modes that time the package's step beside an older or plainer form of
-# it: mode -> (whether the form differs for a model, the model rewritten to it).
+# it (or, ``without_noise``, beside it without one part): mode -> (whether the
+# form differs for a model, the model rewritten to it).
 REFERENCE_MODES = {
     "joined_g_pass": (joins_generator_pass, join_generator_pass),
     "native_conv_transpose": (matmul_conv_transposes, native_conv_transpose),
     "native_conv_input_grad": (conv_input_grad_layers, native_conv_input_grad),
     "keras_batch_norm": (fused_batch_norms, keras_batch_norm),
+    "without_noise": (noise_layers, without_noise),
 }
 
 
@@ -455,6 +483,8 @@ def derived(row, peak):
             if mode in seconds:
                 out[key] = (seconds["function"] / seconds[mode] if of_the_mode
                             else seconds[mode] / seconds["function"])
+        if "without_noise" in seconds:
+            out["noise_share"] = 1 - seconds["without_noise"] / seconds["function"]
     return out
 
 
@@ -476,15 +506,13 @@ def timed_elsewhere(preset_names):
 
 
 def measure_elsewhere(setting, preset_names, output):
-    """The rows of this command run on ``preset_names`` alone (no peers, no
-    extra batch sizes) in a new process with ``TF_ENABLE_ONEDNN_OPTS=setting``;
+    """The rows of this command run on ``preset_names`` alone (no peers) in a
+    new process with ``TF_ENABLE_ONEDNN_OPTS=setting``;
     its files go beside ``output``. It checks the machine again first."""
     path = f"{os.path.splitext(output)[0]}_kernels{setting}.md"
     command = [sys.executable, os.path.relpath(os.path.abspath(__file__)),  # its recorded command
                *sys.argv[1:],
                f"--presets={','.join(preset_names)}", "--peers=", f"--output={path}"]
-    if "mnist_blog" not in preset_names:
-        command.append("--batch_sizes=")
     status = subprocess.run(command, env={**os.environ, onednn.ONEDNN_VARIABLE: setting}
                             ).returncode
     if status:
@@ -538,7 +566,8 @@ def markdown(machine, peak, rows, peers_markdown=None):
     ]
     titles = (["preset", "batch", "kernels", "GFLOP/step"] + [MODE_TITLES[m] for m in modes]
               + ["images/s (loop)", "GFLOP/s (% of peak)", "input wait", "fit / loop"]
-              + [title for _, title, _, _ in SPEEDUPS] + ["page faults / step (loop)"])
+              + [title for _, title, _, _ in SPEEDUPS]
+              + ["noise share of the step", "page faults / step (loop)"])
     lines += ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for row in rows:
         d = row["derived"]
@@ -555,6 +584,7 @@ def markdown(machine, peak, rows, peers_markdown=None):
             + (f"{100 * d['input_wait_fraction']:.2f}% | " if "input_wait_fraction" in d else "- | ")
             + (f"{d['fit_over_loop']:.3f} | " if "fit_over_loop" in d else "- | ")
             + "".join(f"{d[key]:.2f}x | " if key in d else "- | " for key, _, _, _ in SPEEDUPS)
+            + (f"{100 * d['noise_share']:.1f}% | " if "noise_share" in d else "- | ")
             + (f"{row['minor_page_faults_per_step']['function']:.0f} |"
                if "function" in row["minor_page_faults_per_step"] else "- |"))
     if peers_markdown:   # its title one level down, as a section of this file
@@ -567,6 +597,10 @@ def main(argv):
     unknown = sorted(set(FLAGS.presets) - set(PRESETS))
     if unknown:
         raise app.UsageError(f"--presets: unknown {unknown}; allowed: {sorted(PRESETS)}")
+    unknown = sorted(set(FLAGS.batch_size_presets) - set(PRESETS))
+    if unknown:
+        raise app.UsageError(f"--batch_size_presets: unknown {unknown}; "
+                             f"allowed: {sorted(PRESETS)}")
     unknown = sorted(set(FLAGS.modes) - set(MODE_TITLES))
     if unknown:
         raise app.UsageError(f"--modes: unknown {unknown}; allowed: {sorted(MODE_TITLES)}")
@@ -579,8 +613,8 @@ def main(argv):
     peak = provenance.matmul_peak_flops(repeats=FLAGS.peak_repeats)
     source_batch = {name: preset.config.training.batch_size for name, preset in PRESETS.items()}
     configs = [(name, source_batch[name]) for name in FLAGS.presets]
-    configs += [("mnist_blog", int(b)) for b in FLAGS.batch_sizes
-                if int(b) != source_batch["mnist_blog"]]
+    configs += [(name, int(b)) for name in FLAGS.presets if name in FLAGS.batch_size_presets
+                for b in FLAGS.batch_sizes if int(b) != source_batch[name]]
     elsewhere = timed_elsewhere(FLAGS.presets)
     rows = []
 
@@ -599,7 +633,7 @@ def main(argv):
     for name, batch_size in configs:
         if any(name in names for names in elsewhere.values()):
             continue
-        extra = name == "mnist_blog" and batch_size != source_batch[name]
+        extra = batch_size != source_batch[name]
         add(measure(name, batch_size, FLAGS.modes, FLAGS.repeats, always_full=extra))
     for setting, names in elsewhere.items():
         for row in measure_elsewhere(setting, names, FLAGS.output):

@@ -483,6 +483,53 @@ print("same")
     assert "| conv input grad speed-up |" in output.read_text()
 
 
+def test_benchmarks_without_noise_mode_times_the_step_with_ds_noise_off(tmp_path):
+    """benchmark.py's ``without_noise`` mode: the Improved-GAN MNIST D with its
+    six Gaussian noise layers passing their inputs through (its training-mode
+    output then equals its inference-mode one, which it did not before), the
+    noise share column, and ``--batch_size_presets``: that preset also timed
+    at ``--batch_sizes``, in the same table."""
+    code = """
+import sys
+sys.path[:0] = ["experiments"]
+import numpy as np, tensorflow as tf
+import benchmark
+from sgan_keras import SGAN
+
+model = SGAN.from_preset("mnist_improved_gan", seed=0)
+images = tf.random.uniform([4, 28, 28, 1], seed=1)
+def same_in_both_modes():
+    trained, _ = model.discriminator(images, training=True)
+    inferred, _ = model.discriminator(images, training=False)
+    return np.allclose(trained.numpy(), inferred.numpy(), rtol=1e-6, atol=1e-6)
+assert len(benchmark.noise_layers(model)) == 6
+assert not same_in_both_modes()
+benchmark.without_noise(model)
+assert benchmark.noise_layers(model) == [] and same_in_both_modes()
+assert benchmark.noise_layers(SGAN.from_preset("mnist_gans_in_action", seed=0)) == []
+print("noise off")
+"""
+    result = preloaded.run_code(code, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("noise off")
+    output = tmp_path / "benchmark.md"
+    result = preloaded.run_script(
+        "experiments/benchmark.py",
+        ["--presets=mnist_improved_gan", "--batch_sizes=8",
+         "--batch_size_presets=mnist_improved_gan", "--steps=2", "--repeats=1",
+         "--modes=function,without_noise", "--peak_repeats=1", f"--output={output}",
+         "--peers=", "--force"], timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(output.with_suffix(".json").read_text())["rows"]
+    assert [(row["preset"], row["batch_size"]) for row in rows] == [
+        ("mnist_improved_gan", 100), ("mnist_improved_gan", 8)]
+    for row in rows:
+        assert set(row["seconds_per_step"]) == {"function", "without_noise"}
+        assert row["derived"]["noise_share"] < 1
+    assert "| noise share of the step |" in output.read_text()
+    assert "| mnist_improved_gan | 8 |" in output.read_text()
+
+
 def test_peers_time_our_step_in_float32_where_auto_would_pick_bfloat16():
     """The peers run in float32, so ours does too: on a machine with bfloat16
     matrix units ``--precision=auto`` gives ``mnist_blog`` mixed bfloat16, and
@@ -654,8 +701,10 @@ def test_the_machine_record_names_the_cpus_vector_isa(tmp_path, monkeypatch, fla
 
 @pytest.mark.parametrize("script, names, message", [
     ("experiments/benchmark.py", "--presets=nope", "--presets: unknown ['nope']"),
+    ("experiments/benchmark.py", "--batch_size_presets=nope",
+     "--batch_size_presets: unknown ['nope']"),
     ("experiments/benchmark_peers.py", "--peers=blog,nope", "--peers: unknown ['nope']"),
-], ids=["preset", "peer"])
+], ids=["preset", "batch_size_preset", "peer"])
 def test_benchmarks_reject_an_unknown_name(script, names, message, tmp_path):
     result = preloaded.run_script(script, [names, f"--output={tmp_path / 'b.md'}"], timeout=120)
     assert result.returncode != 0 and message in result.stderr
