@@ -309,10 +309,12 @@ class SGAN(keras.Model):
         return z[replica * batch_size:(replica + 1) * batch_size]
 
     def _sample_noise(self, shape, seed, distribution):
-        """``z ~ U(0, 1)``, ``N(0, noise_stddev)`` or ``N(0, 1)`` (``standard_normal``)."""
+        """``z ~ U(0, 1)``, ``N(0, noise_stddev)`` or ``N(0, 1)`` (``standard_normal``),
+        by TensorFlow's Philox generator, named as in ``layers.GaussianNoise``
+        (XLA runs its default, ``auto_select``, slowly)."""
         if distribution == "uniform":
-            return tf.random.stateless_uniform(shape, seed)
-        z = tf.random.stateless_normal(shape, seed)
+            return tf.random.stateless_uniform(shape, seed, alg="philox")
+        z = tf.random.stateless_normal(shape, seed, alg="philox")
         return self.config.model.noise_stddev * z if distribution == "normal" else z
 
     def generate(self, num_images, seed=0):

@@ -163,6 +163,20 @@ def test_generator_forward_passes_per_step(update_order, generator_fakes, traini
     assert counter.inference_calls.numpy() == 3 * inference_calls
 
 
+@pytest.mark.parametrize("distribution", ["uniform", "normal", "standard_normal"])
+def test_latent_noise_names_tensorflows_philox_generator(distribution):
+    """``z``'s draw names Philox (``SGAN._sample_noise``), as the noise layer
+    does: ``alg="auto_select"`` leaves XLA to choose at run time, slowly."""
+    model = SGAN.from_preset("mnist_improved_gan", seed=0)
+    graph = tf.function(
+        lambda seed: model._sample_noise([5, 100], seed, distribution)).get_concrete_function(
+            tf.TensorSpec([2], tf.int64)).graph
+    draws = [op for op in graph.get_operations()
+             if op.type in ("StatelessRandomUniformV2", "StatelessRandomNormalV2")]
+    assert [tf.get_static_value(op.inputs[3]) for op in draws] == [
+        tf.random.Algorithm.PHILOX.value]
+
+
 def test_reused_fakes_train_g_on_the_d_steps_noise():
     # With reused fakes G's update differs from the fresh-noise one: it is
     # taken on G(z) of the D step, not on G(z').
