@@ -427,6 +427,18 @@ print("same")
     assert result.stdout.strip().endswith("same")
 
 
+def run_benchmark(tmp_path, *args):
+    """``benchmark.py`` with ``args``, two-step windows, one window a mode, no
+    peers; its rows and its Markdown table."""
+    output = tmp_path / "benchmark.md"
+    result = preloaded.run_script(
+        "experiments/benchmark.py",
+        [*args, "--steps=2", "--repeats=1", "--peak_repeats=1", f"--output={output}",
+         "--peers=", "--force"], timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(output.with_suffix(".json").read_text())["rows"], output.read_text()
+
+
 def test_benchmarks_native_conv_input_grad_is_the_same_function_on_tensorflows_op(tmp_path):
     """benchmark.py's ``native_conv_input_grad`` reference: every stride-1
     convolution's input gradient by TensorFlow's op (more Conv2DBackpropInput
@@ -470,17 +482,11 @@ print("same")
     result = preloaded.run_code(code, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("same")
-    output = tmp_path / "benchmark.md"
-    result = preloaded.run_script(
-        "experiments/benchmark.py",
-        ["--presets=mnist_blog", "--steps=2", "--repeats=1",
-         "--modes=function,native_conv_input_grad", "--peak_repeats=1", f"--output={output}",
-         "--peers=", "--force"], timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    row, = json.loads(output.with_suffix(".json").read_text())["rows"]
+    (row,), table = run_benchmark(tmp_path, "--presets=mnist_blog",
+                                  "--modes=function,native_conv_input_grad")
     assert set(row["seconds_per_step"]) == {"function", "native_conv_input_grad"}
     assert row["derived"]["conv_input_grad_speedup"] > 0
-    assert "| conv input grad speed-up |" in output.read_text()
+    assert "| conv input grad speed-up |" in table
 
 
 def test_benchmarks_without_noise_mode_times_the_step_with_ds_noise_off(tmp_path):
@@ -512,22 +518,16 @@ print("noise off")
     result = preloaded.run_code(code, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("noise off")
-    output = tmp_path / "benchmark.md"
-    result = preloaded.run_script(
-        "experiments/benchmark.py",
-        ["--presets=mnist_improved_gan", "--batch_sizes=8",
-         "--batch_size_presets=mnist_improved_gan", "--steps=2", "--repeats=1",
-         "--modes=function,without_noise", "--peak_repeats=1", f"--output={output}",
-         "--peers=", "--force"], timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    rows = json.loads(output.with_suffix(".json").read_text())["rows"]
+    rows, table = run_benchmark(tmp_path, "--presets=mnist_improved_gan", "--batch_sizes=8",
+                                "--batch_size_presets=mnist_improved_gan",
+                                "--modes=function,without_noise")
     assert [(row["preset"], row["batch_size"]) for row in rows] == [
         ("mnist_improved_gan", 100), ("mnist_improved_gan", 8)]
     for row in rows:
         assert set(row["seconds_per_step"]) == {"function", "without_noise"}
         assert row["derived"]["noise_share"] < 1
-    assert "| noise share of the step |" in output.read_text()
-    assert "| mnist_improved_gan | 8 |" in output.read_text()
+    assert "| noise share of the step |" in table
+    assert "| mnist_improved_gan | 8 |" in table
 
 
 def test_peers_time_our_step_in_float32_where_auto_would_pick_bfloat16():
