@@ -284,9 +284,9 @@ class GaussianNoise(keras.layers.GaussianNoise):
 
     The uniforms come from TensorFlow's Philox generator, named: the same
     numbers as ``keras.random.uniform`` without XLA, where its default
-    ``alg="auto_select"`` is Philox too. Under XLA that default leaves the
-    algorithm to a run-time input: an XLA-compiled Improved-GAN MNIST step
-    took 275.1 ms with it, 50.8 ms with Philox named (2 AVX512-BF16 cores,
+    ``alg="auto_select"`` is Philox too. Under XLA an Improved-GAN MNIST
+    step took 275.1 ms with that default, 50.8 ms with Philox named (why,
+    inside XLA, was not traced) (2 AVX512-BF16 cores,
     ``experiments/results/xla_philox_avx512bf16.md``).
     """
 

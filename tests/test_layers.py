@@ -264,7 +264,7 @@ def test_gaussian_noise_is_seeded_and_off_at_inference():
 
 def random_algorithms(function, *args):
     """The generator each of ``function``'s stateless random draws names
-    (its ``alg`` input, a constant), or ``None`` where the graph chooses it."""
+    (its ``alg`` input: 1 Philox, 3 ``auto_select``)."""
     graph = tf.function(function).get_concrete_function(*args).graph
     draws = [op for op in graph.get_operations()
              if op.type in ("StatelessRandomUniformV2", "StatelessRandomNormalV2")]
@@ -273,9 +273,9 @@ def random_algorithms(function, *args):
 
 
 def test_gaussian_noise_names_tensorflows_philox_generator():
-    """Named, not ``alg="auto_select"``, with which XLA chooses at run time
-    (an XLA-compiled Improved-GAN MNIST step took 275.1 against 50.8 ms,
-    ``sgan_keras/layers.py``); without XLA the same numbers as before."""
+    """Named, not TensorFlow's default ``alg="auto_select"``, with which an
+    XLA-compiled Improved-GAN MNIST step took 275.1 against 50.8 ms
+    (``sgan_keras/layers.py``); without XLA the same numbers as before."""
     layer = wn.GaussianNoise(0.5, seed=7)
     algorithms = random_algorithms(lambda x: layer(x, training=True),
                                    tf.TensorSpec([6, 9], tf.float32))

@@ -166,7 +166,7 @@ def test_generator_forward_passes_per_step(update_order, generator_fakes, traini
 @pytest.mark.parametrize("distribution", ["uniform", "normal", "standard_normal"])
 def test_latent_noise_names_tensorflows_philox_generator(distribution):
     """``z``'s draw names Philox (``SGAN._sample_noise``), as the noise layer
-    does: ``alg="auto_select"`` leaves XLA to choose at run time, slowly."""
+    does: with ``alg="auto_select"`` an XLA-compiled step ran slowly."""
     model = SGAN.from_preset("mnist_improved_gan", seed=0)
     graph = tf.function(
         lambda seed: model._sample_noise([5, 100], seed, distribution)).get_concrete_function(
