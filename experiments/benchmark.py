@@ -369,8 +369,9 @@ def keras_batch_norm(model):
 
 
 def noise_layers(model):
-    """D's Gaussian noise layers that add noise (Keras' and the package's)."""
-    return [layer for layer in sgan_layers.all_layers(model.discriminator)
+    """The Gaussian noise layers of G and D that add noise (Keras' and the
+    package's; in the presets, D's)."""
+    return [layer for layer in trained_layers(model)
             if isinstance(layer, keras.layers.GaussianNoise) and layer.stddev > 0]
 
 

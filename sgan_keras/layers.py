@@ -285,9 +285,9 @@ class GaussianNoise(keras.layers.GaussianNoise):
     The uniforms come from TensorFlow's Philox generator, named: the same
     numbers as ``keras.random.uniform`` without XLA, where its default
     ``alg="auto_select"`` is Philox too. Under XLA an Improved-GAN MNIST
-    step took 275.1 ms with that default, 50.8 ms with Philox named (why,
-    inside XLA, was not traced) (2 AVX512-BF16 cores,
-    ``experiments/results/xla_philox_avx512bf16.md``).
+    step took 275.1 ms with that default, 50.8 ms with Philox named, on 2
+    AVX512-BF16 cores (``experiments/results/xla_philox_avx512bf16.md``);
+    why, inside XLA, was not traced.
     """
 
     def call(self, inputs, training=False):

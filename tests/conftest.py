@@ -93,3 +93,14 @@ def made_once(tmp_path_factory, name, make):
             make(directory)
             (directory / ".made").touch()
     return directory
+
+
+def random_algorithms(function, *args):
+    """The generator each of ``function``'s stateless random draws names
+    (its ``alg`` input: 1 Philox, 3 ``auto_select``), traced for ``args``."""
+    import tensorflow as tf   # pylint: disable=import-outside-toplevel
+    graph = tf.function(function).get_concrete_function(*args).graph
+    draws = [op for op in graph.get_operations()
+             if op.type in ("StatelessRandomUniformV2", "StatelessRandomNormalV2")]
+    assert draws, "no stateless draw in the traced function"
+    return [tf.get_static_value(op.inputs[3]) for op in draws]

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 import preloaded
+from conftest import random_algorithms
 from sgan_keras import layers as wn
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -260,16 +261,6 @@ def test_gaussian_noise_is_seeded_and_off_at_inference():
         keras.ops.convert_to_numpy(wn.GaussianNoise(0.3, seed=7)(inputs, training=False)), inputs)
     layer = wn.GaussianNoise.from_config(wn.GaussianNoise(0.3, seed=7).get_config())
     assert isinstance(layer, wn.GaussianNoise) and layer.stddev == 0.3
-
-
-def random_algorithms(function, *args):
-    """The generator each of ``function``'s stateless random draws names
-    (its ``alg`` input: 1 Philox, 3 ``auto_select``)."""
-    graph = tf.function(function).get_concrete_function(*args).graph
-    draws = [op for op in graph.get_operations()
-             if op.type in ("StatelessRandomUniformV2", "StatelessRandomNormalV2")]
-    assert draws, "no stateless draw in the traced function"
-    return [tf.get_static_value(op.inputs[3]) for op in draws]
 
 
 def test_gaussian_noise_names_tensorflows_philox_generator():
