@@ -122,7 +122,10 @@ def record(name, kind, seed, run, result, results_dir):
             earlier = {}
         if earlier.get("status") == "measured" and earlier.get("budget") == result["budget"]:
             for key in ("sgan", "baseline"):
-                result[key] = {**earlier.get(key, {}), **result.get(key, {})}
+                # Runs recorded before runs kept their own provenance: the file's.
+                kept = {seed: {**provenance_of(earlier), **kept_run}
+                        for seed, kept_run in earlier.get(key, {}).items()}
+                result[key] = {**kept, **result.get(key, {})}
             result["seeds"] = sorted(set(earlier["seeds"]) | set(result["seeds"]))
             result.setdefault("samples", earlier.get("samples"))
         result.setdefault(kind, {})[str(seed)] = run
@@ -131,6 +134,23 @@ def record(name, kind, seed, run, result, results_dir):
                 result[key + "_summary"] = summarize(
                     [result[key][str(s)] for s in result["seeds"] if str(s) in result[key]])
         write_results(name, result, results_dir)
+
+
+def provenance_of(record):
+    """The machine, commit and date a run (or a result file) was made on."""
+    return {key: record[key] for key in ("machine", "commit", "date") if key in record}
+
+
+def provenance_lines(result):
+    """One line for the machine, commit and date of every run, or one line a
+    run where runs from several commits or machines were merged."""
+    made = {(kind, seed): {**provenance_of(result), **provenance_of(run)}
+            for kind in ("sgan", "baseline") for seed, run in result.get(kind, {}).items()}
+    if len({tuple(sorted(p.items())) for p in made.values()}) <= 1:
+        return [f"Machine: {result['machine']}; commit {result['commit']}; {result['date']}."]
+    return ["Runs merged from more than one commit or machine:", ""] + [
+        f"- {kind} seed {seed}: {p['machine']}; commit {p['commit']}; {p['date']}."
+        for (kind, seed), p in sorted(made.items())]
 
 
 def write_results(name, result, results_dir):
@@ -169,7 +189,7 @@ def markdown(name, result):
                   result["commands"]["sgan"], result["commands"]["baseline"], "```", ""]
         return "\n".join(lines)
     lines += [f"Budget: {result['budget']}. {result.get('note', '')}",
-              f"Machine: {result['machine']}; commit {result['commit']}; {result['date']}.", "",
+              *provenance_lines(result), "",
               "| seed | SGAN final | SGAN best | baseline final | baseline best | SGAN train s | baseline train s |",
               "|---|---|---|---|---|---|---|"]
     finished = [seed for seed in result["seeds"] if str(seed) in result.get("sgan", {})]
@@ -244,7 +264,8 @@ def main(argv):
                     os.path.join(REPO_ROOT, output_dir, "metrics.csv")):
                 continue
             try:
-                run = run_one(argv, samples, train=not FLAGS.snapshot)
+                run = {**run_one(argv, samples, train=not FLAGS.snapshot),
+                       **provenance_of(result)}
             except TrainingStopped as stopped:
                 # The trainer printed why; its exit status is the runner's
                 # (README, Faults: 75 = interrupted, 2 = bad input, ...).

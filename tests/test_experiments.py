@@ -195,6 +195,40 @@ def test_partial_result_compares_with_the_baseline_after_as_many_epochs(tmp_path
     assert "Seed 0 after 2 epochs (the SGAN's last so far): SGAN 0.6000, baseline 0.5500." in text
 
 
+MERGED_FROM_TWO_COMMITS = """
+import json, os, sys
+sys.path.insert(0, "experiments")
+import run
+results = sys.argv[1]
+accuracy = {"final_test_accuracy": 0.6, "best_test_accuracy": 0.6, "train_seconds": 1.0,
+            "test_accuracy": [0.6]}
+earlier = {"name": "x", "published": "p", "published_accuracy": 0.9, "seeds": [0],
+           "status": "measured", "budget": "b", "machine": "old machine", "commit": "aaa",
+           "date": "day 1", "sgan": {"0": {**accuracy, "finished": False, "command": "s"}}}
+run.write_results("x", earlier, results)
+print(open(os.path.join(results, "x.md")).read())
+later = {**earlier, "machine": "new machine", "commit": "bbb", "date": "day 2"}
+del later["sgan"]
+run.record("x", "baseline", 0, {**accuracy, "command": "b", **run.provenance_of(later)},
+           later, results)
+"""
+
+
+def test_merged_runs_keep_the_commit_and_machine_each_was_made_on(tmp_path):
+    """run.py records a baseline beside an SGAN run an earlier commit made: the
+    result file names each run's own machine, commit and date."""
+    result = subprocess.run([sys.executable, "-c", MERGED_FROM_TWO_COMMITS, str(tmp_path)],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Machine: old machine; commit aaa; day 1." in result.stdout    # one made them all
+    text = (tmp_path / "x.md").read_text()
+    assert "Runs merged from more than one commit or machine:" in text
+    assert "- sgan seed 0: old machine; commit aaa; day 1." in text
+    assert "- baseline seed 0: new machine; commit bbb; day 2." in text
+    merged = json.loads((tmp_path / "x.json").read_text())
+    assert merged["sgan"]["0"]["commit"] == "aaa" and merged["baseline"]["0"]["commit"] == "bbb"
+
+
 def test_report_sets_a_partial_sgan_beside_its_baseline_after_as_many_epochs(tmp_path):
     import report
 
