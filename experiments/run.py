@@ -142,12 +142,14 @@ def provenance_of(record):
 
 
 def provenance_lines(result):
-    """One line for the machine, commit and date of every run, or one line a
-    run where runs from several commits or machines were merged."""
+    """The machine, commit and date of the runs: one line when they share them,
+    else a line for each run (runs merged from several commits or machines)."""
     made = {(kind, seed): {**provenance_of(result), **provenance_of(run)}
             for kind in ("sgan", "baseline") for seed, run in result.get(kind, {}).items()}
-    if len({tuple(sorted(p.items())) for p in made.values()}) <= 1:
-        return [f"Machine: {result['machine']}; commit {result['commit']}; {result['date']}."]
+    shared = {tuple(sorted(p.items())) for p in made.values()}
+    if len(shared) <= 1:
+        p = dict(shared.pop()) if shared else result
+        return [f"Machine: {p['machine']}; commit {p['commit']}; {p['date']}."]
     return ["Runs merged from more than one commit or machine:", ""] + [
         f"- {kind} seed {seed}: {p['machine']}; commit {p['commit']}; {p['date']}."
         for (kind, seed), p in sorted(made.items())]
