@@ -150,7 +150,7 @@ def provenance_lines(result):
     if len(shared) <= 1:
         p = dict(shared.pop()) if shared else result
         return [f"Machine: {p['machine']}; commit {p['commit']}; {p['date']}."]
-    return ["Runs merged from more than one commit or machine:", ""] + [
+    return ["", "Runs merged from more than one commit or machine:", ""] + [
         f"- {kind} seed {seed}: {p['machine']}; commit {p['commit']}; {p['date']}."
         for (kind, seed), p in sorted(made.items())]
 
@@ -266,6 +266,8 @@ def main(argv):
                     os.path.join(REPO_ROOT, output_dir, "metrics.csv")):
                 continue
             try:
+                # This invocation's machine and commit (with --snapshot, the
+                # snapshot's: the trainer's run directory records neither).
                 run = {**run_one(argv, samples, train=not FLAGS.snapshot),
                        **provenance_of(result)}
             except TrainingStopped as stopped:
