@@ -1,7 +1,7 @@
 """sgan_keras: semi-supervised GANs for TensorFlow 2 / Keras 3.
 
     import sgan_keras
-    data = sgan_keras.load_dataset("mnist", labels=100, data_dir="../shared/data/mnist",
+    data = sgan_keras.load_dataset("mnist", labels=100, data_dir="data/mnist",
                                    pixel_range=(0.0, 1.0))
     model = sgan_keras.SGAN.from_preset("mnist_improved_gan")
     model.compile()

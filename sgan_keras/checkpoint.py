@@ -1,8 +1,9 @@
 """Resumable training state: TensorFlow checkpoints kept by ``tf.train.CheckpointManager``.
 
 A checkpoint holds every variable of ``SGAN.state_variables()``: both
-networks' weights, the seed states of their dropout and noise layers, both
-optimizers' slots and step counters, and the metric trackers (the running
+networks' weights (and D's weight average), the seed states of their dropout
+and noise layers, every optimizer's slots and step counter (three under
+``update_order="split"``), and the metric trackers (the running
 sums of an unfinished epoch). They are saved as one ordered list,
 ``tf.train.Checkpoint(state=[...])``, rather than through the Keras object
 graph: Keras 3 keeps the state of its ``SeedGenerator`` objects out of that

@@ -16,9 +16,10 @@ the supervised-only switch and the seed.
 
 Each field is declared once, with :func:`option`: its default, its help text,
 its flag name where that differs from the field's, its allowed values, and
-two properties, ``gan_only`` (it only shapes the GAN, so a ``--supervised_only``
-baseline drops it) and ``run_only`` (it does not change what a run computes,
-so a resumed run may change it). From these, and nowhere else:
+two properties, ``gan_only`` (it only shapes the GAN: a ``--supervised_only``
+run refuses its flag, and the experiments' baselines drop it) and
+``run_only`` (it does not change what a run computes, so a resumed run may
+change it). From these, and nowhere else:
 
 - :func:`define_flags` defines the command line's absl flags;
 - ``__post_init__`` checks every instance once, raising :class:`ConfigError`
@@ -152,7 +153,8 @@ class ModelConfig:
         "losses. auto: mixed_bfloat16 on devices with bfloat16 matrix math (GPUs of "
         "compute capability 8.0 or later, CPUs with AMX-BF16 or AVX512-BF16) for the "
         "presets whose bfloat16 accuracy and speed were checked (docs/presets.md, "
-        "bfloat16_checked_in), float32 otherwise.", choices=("auto", *choices_lib.PRECISIONS))
+        "bfloat16_checked_in), without --manifold_reg; float32 otherwise.",
+        choices=("auto", *choices_lib.PRECISIONS))
     bfloat16_checked_in: str = option(
         "", "The result file that checked this preset in mixed_bfloat16 against float32 "
         "(the same test accuracy on seeded runs, a faster step); only then does "
@@ -265,8 +267,8 @@ class DataConfig:
         100, "Total label budget, class-balanced (a multiple of the class count), or 'all'. "
         "Default: the preset's.", parser=LabelsParser(), in_run_name=False)
     label_selection: str = option(
-        "balanced", "balanced: --labels/10 per class, drawn with --seed; first: the first "
-        "--labels training images (GANs in Action, the Udacity notebook).",
+        "balanced", "balanced: --labels / (the class count) per class, drawn with --seed; "
+        "first: the first --labels training images (GANs in Action, the Udacity notebook).",
         choices=choices_lib.LABEL_SELECTIONS)
     data_dir: typing.Optional[str] = option(
         None, "Local data directory (mnist.npz, IDX files, SVHN .mat files, CIFAR-10 "
@@ -532,7 +534,8 @@ def flag_names():
 
 
 def gan_only_flags():
-    """The flags of the fields that only shape the GAN (a baseline drops them)."""
+    """The flags of the fields that only shape the GAN (``--supervised_only``
+    refuses them; the experiments' baselines drop them)."""
     return tuple(option.flag for option in OPTIONS.values() if option.flag and option.gan_only)
 
 

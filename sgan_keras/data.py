@@ -3,9 +3,12 @@
 ``choices.DATASETS`` describes each data set once: its image shape, class
 count and split sizes. ``load_dataset(name, labels, seed=..., data_dir=...)`` reads MNIST, SVHN
 (cropped digits) or CIFAR-10 from local files when ``data_dir`` holds them
-(Keras ``mnist.npz``, MNIST IDX ``*-ubyte.gz``, SVHN ``*_32x32.mat``), else
-from TensorFlow Datasets, draws a class-balanced label budget with a seed and
-returns a :class:`SemiSupervisedData` with the training pipelines.
+(Keras ``mnist.npz``, MNIST IDX ``*-ubyte.gz``, SVHN ``*_32x32.mat``,
+CIFAR-10's binary or python batches or their ``.tar.gz``), else from
+TensorFlow Datasets; or a ``folder:PATH`` of images or any ``tfds:NAME``
+image-classification set. It draws the label budget with a seed
+(class-balanced, or a source's first N images) and returns a
+:class:`SemiSupervisedData` with the training pipelines.
 
 Pipelines batch *indices* and gather a whole batch of images at once, so
 the images stay one uint8 array in memory and an element costs one gather
@@ -170,7 +173,7 @@ class SemiSupervisedData:
         run, ``masked_dataset`` for ``"masked"``, else ``train_dataset``.
 
         The CLI and the benchmarks both call this, so a benchmark times the
-        step a preset trains with (two D calls a step with masked batching,
+        step a preset trains with (two D batches a step with masked batching,
         three with separate).
         """
         if supervised_only:
@@ -304,7 +307,7 @@ def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0)
         only with ``convert_channels``.
       labels: the total label budget, or ``"all"`` (also ``None``) for every
         training label.
-      label_selection: ``balanced``: ``labels / 10`` per class, drawn with
+      label_selection: ``balanced``: ``labels / K`` per class (K classes), drawn with
         ``seed`` (Salimans et al., the MNIST blog); ``first``: the first
         ``labels`` images of the training split in file order, whatever their
         classes (GANs in Action; the Udacity SVHN notebook).

@@ -36,7 +36,8 @@ A classifier trained in mixed precision (bfloat16 compute, float32 variables)
 is exported from a float32 copy: the same float32 variables, float32 compute.
 TFLite has no bfloat16 matmul, and the Keras mixed-precision guide serves
 such models in float32; the export's accuracy is measured, not assumed
-(``trainer.py`` writes it to ``export/accuracy.json``).
+(``trainer.py`` writes the test accuracy of the trained Keras model, the
+SavedModel and both TFLite files to ``export/accuracy.json``).
 """
 
 import os
@@ -164,9 +165,20 @@ def tflite_classify(model, images, batch_size=256):
     """``(probabilities [N, K], class_ids [N])`` of a TFLite file (or its
     :func:`tflite_runner`) on uint8 images."""
     runner = tflite_runner(model) if isinstance(model, (str, os.PathLike)) else model
+    return _classify_in_batches(runner, images, batch_size)
+
+
+def saved_model_classify(export_dir, images, batch_size=256):
+    """``(probabilities [N, K], class_ids [N])`` of the exported SavedModel's
+    ``serving_default`` signature on uint8 images."""
+    serve = tf.saved_model.load(os.fspath(export_dir)).signatures["serving_default"]
+    return _classify_in_batches(serve, images, batch_size)
+
+
+def _classify_in_batches(signature, images, batch_size):
     probabilities, class_ids = [], []
     for start in range(0, len(images), batch_size):
-        outputs = runner(images=np.asarray(images[start:start + batch_size], np.uint8))
+        outputs = signature(images=np.asarray(images[start:start + batch_size], np.uint8))
         probabilities.append(np.asarray(outputs["probabilities"], np.float32))
         class_ids.append(np.asarray(outputs["class_ids"], np.int64))
     return np.concatenate(probabilities), np.concatenate(class_ids)

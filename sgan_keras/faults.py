@@ -11,9 +11,11 @@ Any other error keeps its type and traceback.
 Every file the package writes goes through :func:`replace_atomically` (a
 temporary sibling, fsynced, then renamed over the file); checkpoints through
 ``tf.train.CheckpointManager`` (``checkpoint.py``) and the export through a
-renamed directory (``export.py``). A failed write leaves the earlier version
-in place. TensorFlow's own ``atomic_write_string_to_file`` is not public API
-and does not fsync, hence the helper here.
+renamed directory (``export.py``). The one exception is ``run.lock``, which
+is written in place because the lock is held on that very file (``lock.py``).
+A failed write leaves the earlier version in place. TensorFlow's own
+``atomic_write_string_to_file`` is not public API and does not fsync, hence
+the helper here.
 
 This module does not import TensorFlow: a TensorFlow error can only be raised
 once something else has imported it, so :func:`_tensorflow_errors` looks it up

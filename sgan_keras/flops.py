@@ -31,7 +31,7 @@ _CONV_TRANSPOSE = (keras.layers.Conv2DTranspose, sgan_layers.WeightNormConv2DTra
 
 def layer_flops(layer):
     """Forward FLOPs of ``layer`` per example (0 for layers without a kernel)."""
-    # Conv2DTranspose and UpsampleConv2D subclass Conv2D: test them first.
+    # UpsampleConv2D subclasses Conv2D but runs a smaller kernel: test it first.
     if isinstance(layer, sgan_layers.UpsampleConv2D):
         rows, columns = layer.phase_kernel_size
         in_shape = layer.input.shape
@@ -78,7 +78,8 @@ def train_step_flops(sgan, batch_size):
       backward on every batch, G's loss backward through D on the generated
       batch and through G.
     - ``split``: D forward + backward on the labeled, the real and the
-      generated batch (G forward in inference mode), then the sequential G step.
+      generated batch (G forward in inference mode), three updates with masked
+      batching too, then the sequential G step.
 
     Manifold regularization adds a G forward and a D forward + backward on the
     perturbed batch. ``supervised_only``: D forward + backward on B.
@@ -88,7 +89,10 @@ def train_step_flops(sgan, batch_size):
         return 3 * d * batch_size
     g = forward_flops(sgan.generator)
     training, options = sgan.config.training, sgan.config.model
-    d_batches = 2 if training.label_batching == "masked" else 3
+    # Masked batching's labeled images are the real batch, in one D call,
+    # except under split, whose three D updates each make their own.
+    masked = training.label_batching == "masked" and training.update_order != "split"
+    d_batches = 2 if masked else 3
     feature_matching = options.generator_loss.startswith("feature_matching")
     if training.update_order == "simultaneous":
         total = g + 3 * d_batches * d + d + 2 * g

@@ -265,8 +265,9 @@ class SGAN(keras.Model):
     def initialize_weight_norm(self, batch):
         """Data-dependent init of weight-normalized layers (Salimans & Kingma 2016).
 
-        Runs once, eagerly, on the first training batch: D on its unlabeled
-        (or labeled) images, G on a noise batch. A no-op for networks without
+        Runs once, eagerly, on ``batch`` (``fit()`` gives it the first training
+        batch; the CLI a batch of ``--init_images`` images, improved-gan's 500):
+        D on its unlabeled (or labeled) images, G on a noise batch. A no-op for networks without
         weight normalization and on later calls.
         """
         if self.weight_norm_initialized:
@@ -492,7 +493,7 @@ class SGAN(keras.Model):
                                            distribution="standard_normal")
             delta = (self.config.model.manifold_epsilon
                      * tf.math.l2_normalize(direction, axis=-1))
-        else:  # MNIST blog: delta = 1e-5 * N(0, stddev of z)
+        else:  # MNIST blog: delta = manifold_epsilon * N(0, stddev of z)
             delta = self.config.model.manifold_epsilon * self._global_noise(
                 _MANIFOLD_NOISE, tf.shape(z)[0], distribution="normal")
         perturbed_logits, _ = self.discriminator(

@@ -56,7 +56,8 @@ class PredictError(ValueError):
 
 
 class Classifier:
-    """An exported classifier: ``classify(uint8 images) -> (probabilities, class_ids)``."""
+    """An exported classifier: ``classify(uint8 images) -> (class_names, class_ids,
+    probabilities)``."""
 
     def __init__(self, path):
         path = os.fspath(path)

@@ -1,7 +1,7 @@
 r"""Trains a semi-supervised GAN and exports its classifier.
 
     python -m sgan_keras.train --dataset=mnist --labels=100 \
-        --data_dir=../shared/data/mnist --output_dir=runs/mnist100
+        --data_dir=data/mnist --output_dir=runs/mnist100
 
 There is one flag per option of the configuration (``sgan_keras/config.py``,
 its help from there); every flag left unset takes the preset's value (the
@@ -16,10 +16,12 @@ a fraction of a second. The training, and the checks of the data and the
 output directory, are :func:`sgan_keras.trainer.train`'s.
 
 The output directory receives ``flags.json``, ``labeled_indices.json``,
-``metrics.csv``, ``tensorboard/``, ``samples/``, ``accuracy.png``,
-``losses.png``, ``checkpoint/`` (the last two training states, saved at each
-epoch end and every ``--checkpoint_every_steps`` steps), ``export/`` (a
-SavedModel classifier) and ``run.lock`` (one run per directory). Running the
+``class_names.json``, ``metrics.csv``, ``tensorboard/``, ``samples/``,
+``accuracy.png``, ``losses.png``, ``checkpoint/`` (the last two training
+states, saved at each epoch end and every ``--checkpoint_every_steps``
+steps), ``export/`` (a SavedModel classifier; with ``--tflite``, the default,
+also two TFLite files, ``labels.txt`` and ``accuracy.json``) and ``run.lock``
+(one run per directory; README "What lands in --output_dir"). Running the
 same command again resumes an interrupted run from its last checkpoint, at
 that exact step; a finished run is never overwritten without ``--overwrite``.
 

@@ -56,7 +56,8 @@ def prepare_output_dir(config):
     sgan_keras run, is refused (unless ``--overwrite``). Then the lock: one
     run per directory (:class:`lock_lib.RunLockedError` names the holder).
     Under it, a directory holding the same configuration resumes; a finished
-    run or a different configuration needs ``--overwrite``, which empties the
+    run, or one that has trained under a different configuration, needs
+    ``--overwrite``, which empties the
     directory (the lock file aside).
     """
     output_dir = config.run.output_dir
@@ -297,11 +298,14 @@ def _train(config, strategy, output_dir, stop):
 
 
 def _score_exports(export_dir, data, model, batch_size):
-    """Test accuracy of the Keras model and of both TFLite files, printed and
+    """Test accuracy of the trained Keras model (in its training precision),
+    of the exported SavedModel (float32) and of both TFLite files, printed and
     written to ``export/accuracy.json``."""
     images, labels = data.test_images, data.test_labels
     scores = {"keras": float(np.mean(np.argmax(model.predict(
         data.scale(images), batch_size=batch_size, verbose=0), -1) == labels))}
+    _, class_ids = export.saved_model_classify(export_dir, images, batch_size)
+    scores["saved_model"] = float(np.mean(class_ids == labels))
     for name, file_name in (("tflite_float", export.TFLITE_FLOAT),
                             ("tflite_int8", export.TFLITE_INT8)):
         _, class_ids = export.tflite_classify(os.path.join(export_dir, file_name), images,

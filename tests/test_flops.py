@@ -76,3 +76,8 @@ def test_each_procedure_counts_the_passes_it_makes():
     assert model.config.model.generator_loss.startswith("feature_matching")
     assert fresh - count(update_order="simultaneous", generator_fakes="fresh",
                          label_batching="separate") == 10 * (generator + 2 * discriminator)
+    # GANs in Action's three D updates, each its own D call, with masked
+    # batching as without: the labeled update is a pass of its own.
+    split = dict(update_order="split", generator_fakes="fresh")
+    assert (count(**split, label_batching="masked")
+            == count(**split, label_batching="separate") == fresh)

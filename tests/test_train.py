@@ -824,7 +824,8 @@ def test_short_real_mnist_run_ships_tflite_files_that_score_like_the_model(mnist
     scores = json.loads((export_dir / "accuracy.json").read_text())
     assert "Test accuracy of the export: keras" in result.stdout
     assert scores["keras"] > 0.5                                   # it learned something
-    assert abs(scores["tflite_float"] - scores["keras"]) <= 0.001
+    assert abs(scores["saved_model"] - scores["keras"]) <= 0.001
+    assert abs(scores["tflite_float"] - scores["saved_model"]) <= 0.001
     assert abs(scores["tflite_int8"] - scores["tflite_float"]) <= 0.02
     assert (export_dir / "labels.txt").read_text().split() == [str(k) for k in range(10)]
 
