@@ -17,7 +17,7 @@ install: $(VENV)/.installed
 
 # The tests are single-threaded CPU work: one pytest worker per core.
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n auto
+	$(PY) -m pytest -q -rs -n auto
 
 train: $(VENV)/.installed
 	$(PY) -m sgan_keras.train $(ARGS)

@@ -246,6 +246,10 @@ def _train(config, strategy, output_dir, stop):
     precision_line = config.model.precision_line(distribute.bfloat16_matrix_units())
     if precision_line and chief:
         print(precision_line, flush=True)
+    replicas = strategy.num_replicas_in_sync
+    if replicas > 1 and chief:
+        print(f"--strategy={config.run.strategy}: {type(strategy).__name__}, {replicas} replicas, "
+              f"{training.batch_size // replicas} images each a step", flush=True)
     # Every worker restores from the chief's checkpoints (a shared file system).
     store = checkpoint.CheckpointStore(
         os.path.join(config.run.output_dir, "checkpoint"), model.state_variables(),

@@ -285,6 +285,7 @@ def test_training_pipeline_is_deterministic_and_resumable(mnist):
     full = list(mnist.train_dataset(64).take(6).as_numpy_iterator())
     again = list(mnist.train_dataset(64).take(6).as_numpy_iterator())
     resumed = list(mnist.train_dataset(64, start_step=3).take(3).as_numpy_iterator())
+    assert (len(full), len(again), len(resumed)) == (6, 6, 3)
     for a, b in zip(full, again):
         for key in a:
             np.testing.assert_array_equal(a[key], b[key])
@@ -306,7 +307,10 @@ def test_training_dataset_is_the_pipeline_the_configuration_trains_on(
     # two unlabeled ones (which would time a third D call it never makes).
     chosen = mnist.training_dataset(8, label_batching, supervised_only, start_step=2)
     expected = getattr(mnist, made_by)(8, start_step=2)
-    for a, b in zip(chosen.take(2).as_numpy_iterator(), expected.take(2).as_numpy_iterator()):
+    chosen_batches = list(chosen.take(2).as_numpy_iterator())
+    expected_batches = list(expected.take(2).as_numpy_iterator())
+    assert len(chosen_batches) == len(expected_batches) == 2
+    for a, b in zip(chosen_batches, expected_batches):
         assert type(a) is type(b)
         for key in (a if isinstance(a, dict) else range(len(a))):
             np.testing.assert_array_equal(a[key], b[key])
@@ -352,6 +356,7 @@ def test_start_step_resumes_across_epoch_boundaries(tmp_path):
     supervised = list(data.supervised_dataset(8).take(26).as_numpy_iterator())
     for start in (1, 7, 8, 15, 23):
         resumed = list(data.train_dataset(8, start_step=start).take(3).as_numpy_iterator())
+        assert len(resumed) == 3, start
         for expected, got in zip(full[start:], resumed):
             for key in expected:
                 np.testing.assert_array_equal(expected[key], got[key], err_msg=f"{start} {key}")

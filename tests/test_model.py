@@ -249,14 +249,18 @@ def test_fit_takes_masked_batches_as_the_cli_gives_them():
 @pytest.mark.parametrize("update_order", ["sequential", "simultaneous"])
 def test_one_concatenated_discriminator_call_trains_as_separate_calls(update_order,
                                                                       generator_loss):
-    trained = []
+    trained, largest_call = [], []
     for independent in (True, False):
-        model = tiny_model(update_order=update_order, generator_loss=generator_loss)
+        model, recorder = recorded_model(update_order=update_order,
+                                         generator_loss=generator_loss)
         assert model.discriminator_batches_independent      # tiny D: no BatchNorm
         model.discriminator_batches_independent = independent
-        logs = step(model, tiny_batch(), steps=2)
+        logs = step(model, tiny_batch(size=8), steps=2)
         trained.append((weights(model.discriminator) + weights(model.generator),
                         {name: float(value) for name, value in logs.items()}))
+        largest_call.append(max(recorder.batch_sizes))
+    # The two took different paths: D saw one joined batch, or only single ones.
+    assert largest_call[0] > 8 and largest_call[1] == 8
     for a, b in zip(trained[0][0], trained[1][0]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     for name, value in trained[0][1].items():
@@ -275,15 +279,16 @@ class BatchSizeRecorder(keras.layers.Layer):
         return inputs
 
 
-def recorded_model(generator_fakes="fresh"):
-    """A feature-matching ``tiny_model`` whose D records its calls' batch sizes."""
+def recorded_model(generator_fakes="fresh", **overrides):
+    """A ``tiny_model`` (feature matching unless ``overrides`` say otherwise)
+    whose D records its calls' batch sizes."""
     generator, discriminator = tiny_networks()
     recorder = BatchSizeRecorder()
     images = keras.Input(IMAGE_SHAPE)
     recorded = keras.Model(images, discriminator(recorder(images)))
-    model = SGAN(generator, recorded, Config().replace(
-        noise_stddev=1.0, seed=0, generator_fakes=generator_fakes,
-        generator_loss="feature_matching_l2"))
+    model = SGAN(generator, recorded, Config().replace(**{
+        "noise_stddev": 1.0, "seed": 0, "generator_fakes": generator_fakes,
+        "generator_loss": "feature_matching_l2", **overrides}))
     model.compile(d_optimizer=keras.optimizers.Adam(1e-2),
                   g_optimizer=keras.optimizers.Adam(1e-2))
     recorder.batch_sizes.clear()

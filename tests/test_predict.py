@@ -84,12 +84,12 @@ def test_predict_matches_the_saved_model_and_the_tflite_file(run_dir, images, tm
     lite = predict(f"--model={run_dir / 'export' / TFLITE_FLOAT}", *paths)
     assert lite.returncode == 0, lite.stderr[-2000:]
     lite_rows = {row["file"]: row for row in rows(lite.stdout)}
-    for row in saved[:len(paths)]:
-        if row["file"] in lite_rows:
-            assert lite_rows[row["file"]]["class_name"] == row["class_name"]
-            assert abs(float(lite_rows[row["file"]]["probability"])
-                       - float(row["probability"])) < 1e-4
-    assert len(lite_rows) == len(paths)
+    assert sorted(lite_rows) == sorted(map(str, paths))
+    saved_rows = {row["file"]: row for row in saved}
+    for path in map(str, paths):
+        assert lite_rows[path]["class_name"] == saved_rows[path]["class_name"], path
+        assert abs(float(lite_rows[path]["probability"])
+                   - float(saved_rows[path]["probability"])) < 1e-4, path
 
 
 def test_channel_conversion_is_explicit(run_dir, tmp_path):

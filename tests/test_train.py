@@ -140,7 +140,9 @@ def test_cli_run_writes_every_output(finished_run):
     assert (output_dir / "export" / "saved_model.pb").exists()
     assert (output_dir / "run.lock").read_text() == ""  # released cleanly
     # Not a terminal: one concise line per epoch, no progress bar.
-    assert stdout.count("Epoch ") + stdout.count("epoch ") >= 2
+    epoch_lines = re.findall(r"^Epoch [12]/2: train_accuracy=.* \(\d+\.\d s\)$", stdout, re.M)
+    assert len(epoch_lines) == 2, stdout[-2000:]
+    assert "\r" not in stdout and "\u2501" not in stdout     # Keras' bar: '\r' and '━'
 
 
 def test_jit_compile_flag_compiles_the_step_with_xla(tmp_path, fast):
@@ -631,6 +633,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, fast):
     result = cli(*fast, "--epochs=1", "--steps_per_epoch=2", "--strategy=mirrored",
                  "--virtual_cpus=2", f"--output_dir={tmp_path / 'run'}")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "--strategy=mirrored: MirroredStrategy, 2 replicas," in result.stdout
     assert len(metrics_rows(tmp_path / "run")) == 1
 
 
