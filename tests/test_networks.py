@@ -13,6 +13,7 @@ offset-only BatchNorm (``nn.batch_norm(g=None)``) beta only (1).
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from sgan_keras import layers as wn
 from sgan_keras import networks
@@ -260,6 +261,21 @@ def test_only_the_gans_in_action_generator_runs_its_batch_norm_on_the_fused_kern
     assert fused == (["g_bn1"] if architecture == "mnist_gans_in_action" else [])
 
 
+def input_gradient_ops(layer):
+    """The op types of ``layer``'s gradient with respect to a small input."""
+    channels = int(layer.v.shape[2])
+
+    @tf.function
+    def gradient(images):
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            outputs = layer(images)
+        return tape.gradient(outputs, images)
+
+    graph = gradient.get_concrete_function(tf.TensorSpec([1, 8, 8, channels])).graph
+    return {op.type for op in graph.get_operations()}
+
+
 @pytest.mark.parametrize("architecture", sorted(GENERATOR_PARAMS))
 def test_stride_one_convolutions_take_their_input_gradient_as_a_convolution(architecture):
     """Every stride-1 convolution of G and D computes its input gradient as a
@@ -274,6 +290,8 @@ def test_stride_one_convolutions_take_their_input_gradient_as_a_convolution(arch
         stride_one = tuple(layer.strides) == (1, 1)
         if isinstance(layer, keras.layers.Conv2D):
             assert isinstance(layer, wn.Conv2DWithConvInputGrad) == stride_one, layer.name
+        else:   # its kernel is made in call(): read the gradient's ops
+            assert ("Conv2DBackpropInput" in input_gradient_ops(layer)) != stride_one, layer.name
     has_stride_one = any(tuple(layer.strides) == (1, 1) for layer in convolutions)
     assert has_stride_one == (architecture not in ("mnist_gans_in_action", "mnist_improved_gan"))
 
