@@ -7,6 +7,7 @@ the supervised-only baseline (the same discriminator on the same labels,
 ``<preset>_<labels>`` plus any variant.
 """
 
+import os
 import sys
 
 from sgan_keras import config as config_lib
@@ -91,6 +92,16 @@ EXPERIMENTS = {
         "published_accuracy": 1 - 0.1863,
     },
 }
+
+
+def run_directory(runs_dir, name, kind, seed, budget):
+    """Where a run trains: by experiment, kind and seed, and for a shortened
+    budget by that budget too, so that a finished run is reused only for the
+    budget it ran (``run.py`` does not train a run that has its export)."""
+    leaf = f"{kind}_seed{seed}"
+    if budget:
+        leaf += "".join(f"_{key}{value}" for key, value in budget.items()).replace(os.sep, "-")
+    return os.path.join(runs_dir, name, leaf)
 
 
 def training_command(name, seed, supervised_only, output_dir, budget, data_dir):

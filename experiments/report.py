@@ -43,17 +43,18 @@ def table(results_dir=os.path.join(REPO_ROOT, "experiments", "results")):
             cells.append(f"{100 * summary['final_mean']:.2f} +- {100 * summary['final_std']:.2f}%"
                          if summary else "-")
         budget = result["budget"]
-        running = [run for run in result["sgan"].values() if not run.get("finished", True)]
+        sgan_runs = result.get("sgan", {})    # none yet when only baselines ran
+        running = [run for run in sgan_runs.values() if not run.get("finished", True)]
         if running:
             done = min(len(run["test_accuracy"]) for run in running)
             budget += f" (partial: {epochs(done)} so far)"
-            baselines = [result.get("baseline", {}).get(seed) for seed in result["sgan"]]
+            baselines = [result.get("baseline", {}).get(seed) for seed in sgan_runs]
             if all(run and len(run["test_accuracy"]) >= done for run in baselines):
                 # Beside a partial SGAN: its baseline after as many epochs.
                 accuracy = statistics.mean(run["test_accuracy"][done - 1] for run in baselines)
                 cells[1] = f"{100 * accuracy:.2f}% after {epochs(done)}"
-        rows.append(f"| {link} | {published} | {cells[0]} | {cells[1]} | {budget} "
-                    f"| {len(result['sgan'])} |")
+        seeds = len(sgan_runs) or len(result.get("baseline", {}))
+        rows.append(f"| {link} | {published} | {cells[0]} | {cells[1]} | {budget} | {seeds} |")
     return "\n".join(rows)
 
 

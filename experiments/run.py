@@ -5,10 +5,14 @@ r"""Runs an experiment for several seeds beside its supervised-only baseline.
 
 Each seed trains the SGAN and the baseline (same discriminator, same labels,
 ``--supervised_only``) with ``python -m sgan_keras.train`` and the flags of
-``experiments/definitions.py`` (``training_command``); ``--epochs`` and
-``--steps_per_epoch`` shorten the budget (recorded in the results). Writes ``experiments/results/<name>.json``,
+``experiments/definitions.py`` (``training_command``), in
+``experiments/runs/<name>/<kind>_seed<N>[_<shortened budget>]``
+(``run_directory``): the same command resumes an interrupted run, and a
+finished one is recorded without training again. ``--epochs`` and
+``--steps_per_epoch`` shorten the budget (recorded in the results). Writes
+``experiments/results/<name>.json``,
 ``.md``, ``_accuracy.png`` (test accuracy per epoch, SGAN against baseline)
-and ``_samples.png`` (the last grid of generated images).
+and ``_samples.png`` (the lowest seed's last grid of generated images).
 
 Seeds may run in separate processes, one per core, e.g.
 ``taskset -c 0 python experiments/run.py ... --seeds=0`` beside
@@ -39,7 +43,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(REPO_ROOT, "experiments"), REPO_ROOT]
 import provenance  # noqa: E402
 import report  # noqa: E402
-from definitions import EXPERIMENTS, training_command  # noqa: E402
+from definitions import EXPERIMENTS, run_directory, training_command  # noqa: E402
 from sgan_keras import faults  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -50,12 +54,17 @@ flags.DEFINE_integer("steps_per_epoch", None, "Shorter budget: steps per epoch."
 flags.DEFINE_list("overrides", [], "Extra trainer flags for both runs, e.g. ema=0.999 "
                   "(recorded with the results).")
 flags.DEFINE_string("data_dir", None, "Local data directory passed to the trainer.")
-flags.DEFINE_string("runs_dir", "experiments/runs", "Where the training runs go (not committed).")
-flags.DEFINE_string("results_dir", "experiments/results", "Where the result files go.")
+flags.DEFINE_string("runs_dir", "experiments/runs", "Where the training runs go (not "
+                    "committed), relative to the repository.")
+flags.DEFINE_string("results_dir", "experiments/results", "Where the result files go, "
+                    "relative to the repository.")
 flags.DEFINE_list("kinds", ["sgan", "baseline"], "Which runs: sgan, baseline (the "
                   "supervised-only one) or both; e.g. run the baselines in another process.")
+flags.register_validator("kinds", lambda kinds: set(kinds) <= {"sgan", "baseline"},
+                         message="--kinds takes sgan, baseline or both")
 flags.DEFINE_bool("snapshot", False, "Train nothing: record the epochs the runs of --seeds "
-                  "have finished so far (status 'partial'), e.g. while a long run goes on.")
+                  "have finished so far (each marked 'N epochs so far'), e.g. while a long "
+                  "run goes on.")
 flags.DEFINE_bool("not_measured", False, "Write result files marked 'not yet measured'.")
 flags.DEFINE_string("note", "", "A sentence recorded with the results (budget, machine).")
 flags.mark_flag_as_required("experiment")
@@ -74,10 +83,16 @@ class TrainingStopped(Exception):
         self.output_dir, self.status = output_dir, status
 
 
-def run_one(argv, samples_path=None, train=True):
-    """Runs (or resumes) one training; returns its per-epoch metrics and wall time.
+def last_grid(output_dir):
+    """The run's last grid of generated images, or ``None``."""
+    grids = sorted(glob.glob(os.path.join(REPO_ROOT, output_dir, "samples", "*.png")))
+    return grids[-1] if grids else None
 
-    ``samples_path``: where to copy the run's last grid of generated images.
+
+def run_one(argv, train=True):
+    """Runs (or resumes) one training; returns its per-epoch metrics and wall
+    time, or ``None`` when ``train=False`` finds no finished epoch yet.
+
     ``train=False`` only reads the epochs the run has finished so far.
     """
     start = time.time()
@@ -87,10 +102,10 @@ def run_one(argv, samples_path=None, train=True):
         status = subprocess.run(argv, cwd=REPO_ROOT).returncode
         if status:
             raise TrainingStopped(output_dir, status)
-    grids = sorted(glob.glob(os.path.join(REPO_ROOT, output_dir, "samples", "*.png")))
-    if samples_path and grids:
-        shutil.copyfile(grids[-1], samples_path)
-    rows = read_metrics(os.path.join(REPO_ROOT, output_dir, "metrics.csv"))
+    metrics = os.path.join(REPO_ROOT, output_dir, "metrics.csv")
+    rows = read_metrics(metrics) if os.path.exists(metrics) else []
+    if not rows and not train:
+        return None
     return {"finished": train or finished,
             "test_accuracy": [row["test_accuracy"] for row in rows],
             "final_test_accuracy": rows[-1]["test_accuracy"],
@@ -108,9 +123,16 @@ def summarize(runs):
             "best_mean": statistics.mean(bests), "best_std": spread(bests)}
 
 
-def record(name, kind, seed, run, result, results_dir):
-    """Adds one finished run to the result files, merged under a lock with the
-    runs other processes recorded for the same budget."""
+def record(name, kind, seed, run, result, results_dir, grid=None):
+    """Adds one finished run to this process's ``result`` and writes the result
+    files, merged under a lock with the runs other processes recorded for the
+    same budget, as the file holds them now: this process's runs replace only
+    their own kind and seed.
+
+    ``grid``: an SGAN run's last grid of generated images; the result shows the
+    lowest seed's (``samples_seed``), whichever process records it.
+    """
+    result.setdefault(kind, {})[str(seed)] = run
     os.makedirs(results_dir, exist_ok=True)
     base = os.path.join(results_dir, name)
     with open(base + ".lock", "w") as lock:
@@ -120,20 +142,26 @@ def record(name, kind, seed, run, result, results_dir):
                 earlier = json.load(file)
         except (OSError, ValueError):
             earlier = {}
+        merged = dict(result)
         if earlier.get("status") == "measured" and earlier.get("budget") == result["budget"]:
             for key in ("sgan", "baseline"):
                 # Runs recorded before runs kept their own provenance: the file's.
                 kept = {seed: {**provenance_of(earlier), **kept_run}
                         for seed, kept_run in earlier.get(key, {}).items()}
-                result[key] = {**kept, **result.get(key, {})}
-            result["seeds"] = sorted(set(earlier["seeds"]) | set(result["seeds"]))
-            result.setdefault("samples", earlier.get("samples"))
-        result.setdefault(kind, {})[str(seed)] = run
+                if kept or result.get(key):
+                    merged[key] = {**kept, **result.get(key, {})}
+            merged["seeds"] = sorted(set(earlier["seeds"]) | set(result["seeds"]))
+            for key in ("samples", "samples_seed"):
+                if key in earlier:
+                    merged[key] = earlier[key]
+        if grid and seed <= merged.get("samples_seed", seed):
+            merged["samples"], merged["samples_seed"] = f"{name}_samples.png", seed
+            shutil.copyfile(grid, os.path.join(results_dir, merged["samples"]))
         for key in ("sgan", "baseline"):
-            if result.get(key):
-                result[key + "_summary"] = summarize(
-                    [result[key][str(s)] for s in result["seeds"] if str(s) in result[key]])
-        write_results(name, result, results_dir)
+            if merged.get(key):
+                merged[key + "_summary"] = summarize(
+                    [merged[key][str(s)] for s in merged["seeds"] if str(s) in merged[key]])
+        write_results(name, merged, results_dir)
 
 
 def provenance_of(record):
@@ -194,18 +222,23 @@ def markdown(name, result):
               *provenance_lines(result), "",
               "| seed | SGAN final | SGAN best | baseline final | baseline best | SGAN train s | baseline train s |",
               "|---|---|---|---|---|---|---|"]
-    finished = [seed for seed in result["seeds"] if str(seed) in result.get("sgan", {})]
+    shown = [seed for seed in result["seeds"]
+             if str(seed) in result.get("sgan", {}) or str(seed) in result.get("baseline", {})]
     same_epoch = []     # a partial SGAN beside its baseline after as many epochs
-    for seed in finished:
-        sgan, base = result["sgan"][str(seed)], result.get("baseline", {}).get(str(seed))
-        done = len(sgan["test_accuracy"])
-        partial = not sgan.get("finished", True)
+    for seed in shown:
+        sgan = result.get("sgan", {}).get(str(seed))
+        base = result.get("baseline", {}).get(str(seed))
+        done = len(sgan["test_accuracy"]) if sgan else 0
+        partial = sgan is not None and not sgan.get("finished", True)
+
+        def accuracies(run):
+            return (f"{run['final_test_accuracy']:.4f} | {run['best_test_accuracy']:.4f} | "
+                    if run else "- | - | ")
         lines.append(
-            f"| {seed}{f' (partial: {report.epochs(done)} so far)' if partial else ''} "
-            f"| {sgan['final_test_accuracy']:.4f} | {sgan['best_test_accuracy']:.4f} | "
-            + (f"{base['final_test_accuracy']:.4f} | {base['best_test_accuracy']:.4f} | "
-               if base else "- | - | ")
-            + f"{sgan['train_seconds']:.0f} | " + (f"{base['train_seconds']:.0f} |" if base else "- |"))
+            f"| {seed}{f' (partial: {report.epochs(done)} so far)' if partial else ''} | "
+            + accuracies(sgan) + accuracies(base)
+            + (f"{sgan['train_seconds']:.0f} | " if sgan else "- | ")
+            + (f"{base['train_seconds']:.0f} |" if base else "- |"))
         if partial and base and len(base["test_accuracy"]) >= done:
             same_epoch.append(f"\nSeed {seed} after {report.epochs(done)} (the SGAN's last so far): "
                               f"SGAN {sgan['final_test_accuracy']:.4f}, "
@@ -218,12 +251,14 @@ def markdown(name, result):
                          f"best {s['best_mean']:.4f} +- {s['best_std']:.4f}")
     lines += ["", f"![test accuracy per epoch]({name}_accuracy.png)", ""]
     if result.get("samples"):
-        lines += [f"![generated images]({result['samples']})", ""]
+        seed = result.get("samples_seed")
+        lines += [f"![generated images{f' (SGAN seed {seed})' if seed is not None else ''}]"
+                  f"({result['samples']})", ""]
     lines += ["Commands:", "", "```"]
-    for seed in finished:
-        lines.append(result["sgan"][str(seed)]["command"])
-        if str(seed) in result.get("baseline", {}):
-            lines.append(result["baseline"][str(seed)]["command"])
+    for seed in shown:
+        for kind in ("sgan", "baseline"):
+            if str(seed) in result.get(kind, {}):
+                lines.append(result[kind][str(seed)]["command"])
     lines += ["```", ""]
     return "\n".join(lines)
 
@@ -236,6 +271,7 @@ def main(argv):
                                 ("steps_per_epoch", FLAGS.steps_per_epoch)) if v}
     budget.update(override.split("=", 1) for override in FLAGS.overrides)
     made = provenance.record()
+    results_dir = os.path.join(REPO_ROOT, FLAGS.results_dir)   # as the report reads them
     result = {"name": name, "published": EXPERIMENTS[name]["published"],
               "published_accuracy": EXPERIMENTS[name]["published_accuracy"],
               "seeds": seeds, "note": FLAGS.note,
@@ -246,30 +282,20 @@ def main(argv):
         result["status"] = "not measured"
         result["commands"] = {
             kind: shlex.join(["python"] + training_command(
-                name, 0, kind == "baseline", f"runs/{name}_{kind}_seed0", {}, FLAGS.data_dir)[1:])
+                name, 0, kind == "baseline", run_directory(FLAGS.runs_dir, name, kind, 0, {}),
+                {}, FLAGS.data_dir)[1:])
             for kind in ("sgan", "baseline")}
-        write_results(name, result, FLAGS.results_dir)
+        write_results(name, result, results_dir)
         return
     result["status"] = "measured"
     for seed in seeds:
         for kind in FLAGS.kinds:
-            output_dir = os.path.join(FLAGS.runs_dir, name, f"{kind}_seed{seed}")
+            output_dir = run_directory(FLAGS.runs_dir, name, kind, seed, budget)
             argv = training_command(name, seed, kind == "baseline", output_dir, budget,
                                     FLAGS.data_dir)
-            samples = None
-            if kind == "sgan" and seed == seeds[0]:
-                result["samples"] = f"{name}_samples.png"
-                samples = os.path.join(FLAGS.results_dir, result["samples"])
-                os.makedirs(FLAGS.results_dir, exist_ok=True)
             # Recorded as each run ends: partial results survive a stop.
-            if FLAGS.snapshot and not os.path.exists(
-                    os.path.join(REPO_ROOT, output_dir, "metrics.csv")):
-                continue
             try:
-                # This invocation's machine and commit (with --snapshot, the
-                # snapshot's: the trainer's run directory records neither).
-                run = {**run_one(argv, samples, train=not FLAGS.snapshot),
-                       **provenance_of(result)}
+                run = run_one(argv, train=not FLAGS.snapshot)
             except TrainingStopped as stopped:
                 # The trainer printed why; its exit status is the runner's
                 # (README, Faults: 75 = interrupted, 2 = bad input, ...).
@@ -279,7 +305,13 @@ def main(argv):
                       "the same command resumes it, --snapshot records it as it is",
                       file=sys.stderr)
                 sys.exit(status)
-            record(name, kind, seed, run, result, FLAGS.results_dir)
+            if run is None:      # --snapshot: no epoch finished yet
+                continue
+            # This invocation's machine and commit (with --snapshot, the
+            # snapshot's: the trainer's run directory records neither).
+            run.update(provenance_of(result))
+            record(name, kind, seed, run, result, results_dir,
+                   grid=last_grid(output_dir) if kind == "sgan" else None)
 
 
 if __name__ == "__main__":

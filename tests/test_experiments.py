@@ -227,6 +227,78 @@ def test_merged_runs_keep_the_commit_and_machine_each_was_made_on(tmp_path):
     assert merged["sgan"]["0"]["commit"] == "aaa" and merged["baseline"]["0"]["commit"] == "bbb"
 
 
+TWO_PROCESSES = """
+import json, os, sys
+sys.path.insert(0, "experiments")
+import run
+results = sys.argv[1]
+def made(accuracy, finished=True):
+    return {"final_test_accuracy": accuracy, "best_test_accuracy": accuracy,
+            "train_seconds": 1.0, "test_accuracy": [accuracy], "finished": finished,
+            "command": f"run {accuracy}"}
+def invocation(seeds):     # main()'s result of one run.py process
+    return {"name": "x", "published": "p", "published_accuracy": 0.9, "seeds": seeds,
+            "status": "measured", "budget": "b", "machine": "m", "commit": "c", "date": "d"}
+grid = {seed: os.path.join(results, f"grid{seed}.png") for seed in (0, 1)}
+for seed in grid:
+    open(grid[seed], "w").write(f"seed {seed}")
+first, second = invocation([0]), invocation([1])
+run.record("x", "sgan", 1, made(0.5, finished=False), second, results)   # an old partial
+run.record("x", "sgan", 0, made(0.8), first, results, grid=grid[0])
+run.record("x", "sgan", 1, made(0.9), second, results, grid=grid[1])      # finishes it
+run.record("x", "baseline", 0, made(0.6), first, results)
+print(json.dumps(json.load(open(os.path.join(results, "x.json")))))
+"""
+
+
+def test_runs_recorded_by_two_processes_keep_each_others_latest(tmp_path):
+    """Two run.py processes, one seed each, merge into one result file: a
+    process's later record does not write back its stale copy of the other's
+    run, and the samples shown are the lowest seed's, whichever finished last."""
+    result = subprocess.run([sys.executable, "-c", TWO_PROCESSES, str(tmp_path)],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    merged = json.loads(result.stdout.splitlines()[-1])
+    assert merged["sgan"]["1"]["final_test_accuracy"] == 0.9 and merged["sgan"]["1"]["finished"]
+    assert merged["sgan"]["0"]["final_test_accuracy"] == 0.8
+    assert merged["baseline"]["0"]["final_test_accuracy"] == 0.6
+    assert merged["seeds"] == [0, 1]
+    assert merged["sgan_summary"]["final_mean"] == pytest.approx(0.85)
+    assert merged["samples_seed"] == 0
+    assert (tmp_path / "x_samples.png").read_text() == "seed 0"
+    assert "![generated images (SGAN seed 0)](x_samples.png)" in (tmp_path / "x.md").read_text()
+
+
+def test_a_shortened_budget_trains_in_a_directory_of_its_own():
+    """A finished run is reused, not retrained: only for the budget it ran."""
+    full = definitions.run_directory("experiments/runs", "x", "sgan", 0, {})
+    assert full == os.path.join("experiments/runs", "x", "sgan_seed0")
+    short = definitions.run_directory("experiments/runs", "x", "sgan", 0,
+                                      {"epochs": 8, "ema": "0.999"})
+    assert short == os.path.join("experiments/runs", "x", "sgan_seed0_epochs8_ema0.999")
+
+
+def test_runner_refuses_an_unknown_kind(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "experiments/run.py", "--experiment=svhn_lecouat_1000",
+         "--kinds=baselines", f"--runs_dir={tmp_path}", f"--results_dir={tmp_path}"],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    assert result.returncode == 1 and "--kinds takes sgan, baseline or both" in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_report_counts_the_seeds_of_a_file_with_only_baselines(tmp_path):
+    import report
+
+    result = {"name": "x", "published_accuracy": None, "status": "measured", "budget": "b",
+              "baseline": {"0": {"finished": True, "test_accuracy": [0.4]},
+                           "1": {"finished": True, "test_accuracy": [0.5]}},
+              "baseline_summary": {"final_mean": 0.45, "final_std": 0.07}}
+    (tmp_path / "x.json").write_text(json.dumps(result))
+    assert report.table(str(tmp_path)).splitlines()[-1].endswith(
+        "| - | 45.00 +- 7.00% | b | 2 |")
+
+
 def test_report_sets_a_partial_sgan_beside_its_baseline_after_as_many_epochs(tmp_path):
     import report
 
