@@ -4,7 +4,8 @@ Each experiment is a training command at the source's full budget, the
 number its source reports (the paper or tutorial named in ``published``), and
 the supervised-only baseline (the same discriminator on the same labels,
 ``--supervised_only``) it is run beside. Names say the configuration:
-``<preset>_<labels>`` plus any variant.
+``<preset>_<labels>`` plus any variant (``cifar10_dcgan_4000``: the SVHN
+DCGAN networks on CIFAR-10, ``<dataset>_<networks>_<labels>``).
 """
 
 import os

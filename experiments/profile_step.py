@@ -7,7 +7,7 @@ Traces ``--steps`` compiled train steps with ``tf.profiler.experimental``
 (TensorFlow's profiler guide) into ``--logdir`` (open it in TensorBoard's
 Profile tab) and, when ``xprof`` is installed, prints the self time of each
 op type per step, summed over the CPU threads, with ``IDLE`` the time the
-op threads waited. Pass ``--output`` to also write that table as Markdown.
+op threads waited. Pass ``--output`` to also append that table to a Markdown file.
 Run it on a quiet machine: the shares are what matter, not the totals.
 """
 
