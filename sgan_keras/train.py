@@ -110,11 +110,11 @@ def main(argv):
                                "that state; earlier checkpoints are kept (a smaller --lr may help)")
     except trainer.WRITE_FAILED as error:
         _exit(EXIT_WRITE, f"{_first_line(error)}; earlier outputs are intact: free space "
-                          "or fix the directory, then re-run the same command to resume")
+                          f"or fix the directory, then resume with: {_resume_command()}")
     except trainer.INTERRUPTED as error:
         saved = f"saved {error.path}" if error.path else "no step trained since the last checkpoint"
-        _exit(EXIT_INTERRUPTED, f"{error.reason} at step {error.step}: {saved}; resume with "
-                                f"the same command: {_command()}", kind="interrupted")
+        _exit(EXIT_INTERRUPTED, f"{error.reason} at step {error.step}: {saved}; resume with: "
+                                f"{_resume_command()}", kind="interrupted")
     print(f"Done: outputs in {output_dir}", flush=True)
 
 
@@ -153,9 +153,12 @@ def _first_line(error):
     return lines[0] if lines else type(error).__name__
 
 
-def _command():
-    """The command line of this process, to run again."""
-    return shlex.join([sys.executable, "-m", "sgan_keras.train", *sys.argv[1:]])
+def _resume_command():
+    """The command line of this process, to run again to resume it: without
+    ``--overwrite``, which would empty the run it resumes."""
+    arguments = [argument for argument in sys.argv[1:]
+                 if argument.lstrip("-").split("=", 1)[0] != "overwrite"]
+    return shlex.join([sys.executable, "-m", "sgan_keras.train", *arguments])
 
 
 def _exit(status, message, kind="error"):

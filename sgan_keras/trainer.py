@@ -64,8 +64,11 @@ def prepare_output_dir(config):
     flags_path = os.path.join(output_dir, "flags.json")
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UsageError(f"--output_dir={output_dir} is a file, not a directory")
-    if (os.path.isdir(output_dir) and _foreign_files(output_dir)
-            and not os.path.exists(flags_path) and not config.run.overwrite):
+    try:
+        foreign = os.path.isdir(output_dir) and _foreign_files(output_dir)
+    except OSError as error:
+        raise UsageError(f"--output_dir={output_dir} cannot be read ({error.strerror})") from None
+    if foreign and not os.path.exists(flags_path) and not config.run.overwrite:
         raise UsageError(f"--output_dir={output_dir} is not empty and holds no sgan_keras run; "
                          "choose another directory or pass --overwrite")
     try:
@@ -106,8 +109,9 @@ def _check_same_run(output_dir, flags_path, config):
     try:
         with open(flags_path) as file:
             earlier = json.load(file)
-    except ValueError as error:
-        raise UsageError(f"{flags_path} cannot be read ({error}); pass --overwrite or another "
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) else error
+        raise UsageError(f"{flags_path} cannot be read ({reason}); pass --overwrite or another "
                          "--output_dir") from None
     trained = any(os.path.exists(os.path.join(output_dir, name))
                   for name in ("metrics.csv", "checkpoint", "export"))
@@ -115,9 +119,19 @@ def _check_same_run(output_dir, flags_path, config):
     if changed and trained:
         raise UsageError(f"--output_dir={output_dir} holds a run with other flags "
                          f"({', '.join(changed)}); pass --overwrite or another --output_dir")
-    if os.path.exists(os.path.join(output_dir, "export")):
+    if _finished(output_dir, config):
         raise UsageError(f"--output_dir={output_dir} holds a finished run; "
                          "pass --overwrite to train it again")
+
+
+def _finished(output_dir, config):
+    """Whether ``output_dir`` holds a run that reached its end: its export and,
+    with ``--tflite``, the export's scores, written last. A run stopped between
+    the two resumes at its last step: it exports and scores again."""
+    export_dir = os.path.join(output_dir, "export")
+    if not os.path.exists(os.path.join(export_dir, "saved_model.pb")):
+        return False
+    return not config.run.tflite or os.path.exists(os.path.join(export_dir, "accuracy.json"))
 
 
 def changed_options(earlier, config):
@@ -306,8 +320,12 @@ def _score_exports(export_dir, data, model, batch_size):
     of the exported SavedModel (float32) and of both TFLite files, printed and
     written to ``export/accuracy.json``."""
     images, labels = data.test_images, data.test_labels
-    scores = {"keras": float(np.mean(np.argmax(model.predict(
-        data.scale(images), batch_size=batch_size, verbose=0), -1) == labels))}
+    # Direct calls, not predict(): under MultiWorkerMirroredStrategy predict()
+    # gathers across the workers, and only the chief scores.
+    class_ids = np.concatenate([
+        np.argmax(model(data.scale(images[start:start + batch_size]), training=False), -1)
+        for start in range(0, len(images), batch_size)])
+    scores = {"keras": float(np.mean(class_ids == labels))}
     _, class_ids = export.saved_model_classify(export_dir, images, batch_size)
     scores["saved_model"] = float(np.mean(class_ids == labels))
     for name, file_name in (("tflite_float", export.TFLITE_FLOAT),

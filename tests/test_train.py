@@ -393,7 +393,7 @@ def test_sigint_and_sigterm_save_at_the_next_step_and_the_printed_command_resume
         lines = error_lines(stderr)
         assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
         match = re.fullmatch(rf"sgan_keras\.train: interrupted: {sent.name} at step (\d+): saved "
-                             r"(\S+); resume with the same command: (.+)", lines[0])
+                             r"(\S+); resume with: (.+)", lines[0])
         assert match, lines[0]
         step = int(match.group(1))
         assert after_step <= step < after_step + 10  # the next step boundary, not a later save
@@ -405,6 +405,15 @@ def test_sigint_and_sigterm_save_at_the_next_step_and_the_printed_command_resume
     assert result.returncode == 0, result.stderr[-3000:]
     assert [row["epoch"] for row in metrics_rows(output_dir)] == ["1", "2"]
     assert_same_as(reference, output_dir)
+
+
+def test_the_printed_resume_command_leaves_out_overwrite(monkeypatch):
+    """Run again with ``--overwrite``, the command would empty the run it resumes."""
+    from sgan_keras import train
+    monkeypatch.setattr(sys, "argv", ["train.py", "--overwrite", "--labels=100",
+                                      "--overwrite=true", "--output_dir=runs/x"])
+    assert shlex.split(train._resume_command())[1:] == [
+        "-m", "sgan_keras.train", "--labels=100", "--output_dir=runs/x"]
 
 
 def test_the_train_cli_freezes_what_importing_tensorflow_made_and_keeps_the_collector_on(
@@ -645,13 +654,14 @@ def free_port():
 
 def test_two_worker_multi_worker_run_on_localhost_with_a_preemption(tmp_path, fast):
     """SIGTERM to the non-chief worker: TensorFlow's PreemptionCheckpointHandler
-    makes both workers save at the same step and stop (75); the same command resumes."""
+    makes both workers save at the same step and stop (75); the same command
+    resumes (here with the TFLite files, which only the chief scores)."""
     output_dir = tmp_path / "run"
     cluster = {"worker": [f"localhost:{free_port()}", f"localhost:{free_port()}"]}
 
-    def start():
+    def start(*extra):
         return [launch(*fast, "--epochs=1", "--steps_per_epoch=20", "--checkpoint_every_steps=5",
-                       "--strategy=multi_worker", f"--output_dir={output_dir}",
+                       "--strategy=multi_worker", f"--output_dir={output_dir}", *extra,
                        env={**ENV, "TF_CONFIG": json.dumps({
                            "cluster": cluster, "task": {"type": "worker", "index": index}})})
                 for index in range(2)]
@@ -669,11 +679,13 @@ def test_two_worker_multi_worker_run_on_localhost_with_a_preemption(tmp_path, fa
                                 lines[0]).group(1)))
     assert len(steps) == 1 and latest_step(output_dir) == steps.pop()  # the same step
 
-    for process in start():
+    for process in start("--tflite"):
         _, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr[-3000:]
     assert len(metrics_rows(output_dir)) == 1
     assert (output_dir / "export" / "saved_model.pb").exists()
+    scores = json.loads((output_dir / "export" / "accuracy.json").read_text())
+    assert set(scores) == {"keras", "saved_model", "tflite_float", "tflite_int8"}
 
 
 # ------------------------------------------------------------------ bad input
@@ -831,6 +843,15 @@ def test_short_real_mnist_run_ships_tflite_files_that_score_like_the_model(mnist
     assert abs(scores["tflite_float"] - scores["saved_model"]) <= 0.001
     assert abs(scores["tflite_int8"] - scores["tflite_float"]) <= 0.02
     assert (export_dir / "labels.txt").read_text().split() == [str(k) for k in range(10)]
+    # Stopped after its export but before its scores (e.g. a full disk): the
+    # same command resumes at the last step, trains nothing, exports and scores.
+    (export_dir / "accuracy.json").unlink()
+    rows = (output_dir / "metrics.csv").read_text()
+    again = cli("--dataset=mnist", "--preset=mnist_gans_in_action", f"--data_dir={mnist_dir}",
+                "--epochs=1", "--steps_per_epoch=100", f"--output_dir={output_dir}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((export_dir / "accuracy.json").read_text()) == scores
+    assert (output_dir / "metrics.csv").read_text() == rows
 
 
 def test_cli_trains_and_exports_on_an_image_folder_of_real_cifar10(cifar10_dir, tmp_path,
