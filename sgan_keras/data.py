@@ -37,6 +37,7 @@ import pickle
 import struct
 import tarfile
 import zipfile
+import zlib
 
 import numpy as np
 import tensorflow as tf
@@ -498,7 +499,7 @@ def _read_mnist_npz(path):
     except KeyError as error:
         raise DataError(f"{path} lacks the array {error}; expected x_train, y_train, "
                         "x_test, y_test") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise DataError(f"{path} is not a readable .npz file ({_reason(error)})") from None
     to_images = lambda x: x[..., None] if x.ndim == 3 else x  # noqa: E731
     return _with_pool(
@@ -520,7 +521,7 @@ def _read_idx(path, magic, item_shape):
     try:
         with gzip.open(path, "rb") as file:
             content = file.read()
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, zlib.error) as error:
         raise DataError(f"{path} is not a readable gzip file ({_reason(error)})") from None
     header = 8 if magic == 2049 else 16
     if len(content) < header or struct.unpack(">I", content[:4])[0] != magic:
@@ -625,7 +626,7 @@ def _read_cifar10_archive(path, suffix):
                 content = archive.extractfile(members[batch + suffix]).read()
                 return _parse_cifar10_batch(content, f"{path}:{batch + suffix}", suffix)
             return _read_cifar10_batches(read)
-    except (OSError, EOFError, tarfile.TarError) as error:
+    except (OSError, EOFError, tarfile.TarError, zlib.error) as error:
         raise DataError(f"{path} is not a readable .tar.gz archive ({_reason(error)})") from None
 
 
@@ -886,10 +887,12 @@ def read_image_folder(path, image_shape, *, convert_channels=False, seed=0,
 
 
 def _subdirectories(directory):
+    """The class folders of ``directory``: hidden ones (``.ipynb_checkpoints``)
+    left out, as ``keras.utils.image_dataset_from_directory`` does."""
     if not os.path.isdir(directory):
         raise DataError(f"{directory} does not exist")
     return [name for name in os.listdir(directory)
-            if os.path.isdir(os.path.join(directory, name))]
+            if os.path.isdir(os.path.join(directory, name)) and not name.startswith(".")]
 
 
 def image_files_in(directory):

@@ -41,6 +41,7 @@ SavedModel and both TFLite files to ``export/accuracy.json``).
 """
 
 import os
+import secrets
 import shutil
 import tempfile
 import warnings
@@ -110,7 +111,10 @@ def export_classifier(classifier, export_dir, *, image_shape, pixel_range, overw
     parent = os.path.dirname(export_dir)
     os.makedirs(parent, exist_ok=True)
     name = os.path.basename(export_dir)
-    staging = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+    # Not mkdtemp, which makes it owner-only: the export gets the umask's
+    # mode, so that a server running as another user can read it.
+    staging = os.path.join(parent, f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    os.mkdir(staging)
     try:
         archive.write_out(staging, verbose=False)
         _check_written(staging, num_classes, image_shape)

@@ -6,6 +6,7 @@ import io
 import pickle
 import struct
 import tarfile
+import zlib
 
 import numpy as np
 import pytest
@@ -453,6 +454,28 @@ def test_truncated_and_corrupt_files(tmp_path):
     with pytest.raises(DataError, match="mnist.npz"):
         load_dataset("mnist", 10, data_dir=str(tmp_path))
 
+    # A compressed .npz (as Keras ships it) with a corrupt deflate stream: the
+    # first byte flip that makes zlib itself fail.
+    compressed = tmp_path / "compressed"
+    compressed.mkdir()
+    x, y = fake_digits(2, (28, 28))
+    np.savez_compressed(compressed / "mnist.npz", x_train=x, y_train=y, x_test=x, y_test=y)
+    content = (compressed / "mnist.npz").read_bytes()
+    for offset in range(100, len(content)):
+        flipped = content[:offset] + bytes([content[offset] ^ 0xFF]) + content[offset + 1:]
+        (compressed / "mnist.npz").write_bytes(flipped)
+        try:
+            with np.load(compressed / "mnist.npz") as archive:
+                [archive[key] for key in archive.files]
+        except zlib.error:
+            break
+        except Exception:   # noqa: BLE001 -- other corruptions: not this case
+            continue
+    else:
+        pytest.fail("no byte flip made zlib fail")
+    with pytest.raises(DataError, match="not a readable .npz file"):
+        load_dataset("mnist", 10, data_dir=str(compressed))
+
     idx = tmp_path / "idx"
     idx.mkdir()
     write_idx(idx)
@@ -465,6 +488,10 @@ def test_truncated_and_corrupt_files(tmp_path):
         load_dataset("mnist", 10, data_dir=str(idx))
     path.write_bytes(b"not gzip at all")
     with pytest.raises(DataError, match="gzip"):
+        load_dataset("mnist", 10, data_dir=str(idx))
+    # A gzip header before a corrupt deflate stream: zlib's own error.
+    path.write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + b"\xff" * 64)
+    with pytest.raises(DataError, match="not a readable gzip file"):
         load_dataset("mnist", 10, data_dir=str(idx))
 
     svhn = tmp_path / "svhn"
@@ -558,6 +585,8 @@ def write_folder(root, classes=("zebra", "apple", "mango"), per_class=5, unlabel
 def test_image_folder_reads_classes_in_sorted_order_and_resizes(tmp_path):
     write_folder(tmp_path)
     (tmp_path / "unlabeled" / "broken.png").write_bytes(b"not an image")
+    for split in ("labeled", "test"):     # a notebook's hidden folder is no class
+        (tmp_path / split / ".ipynb_checkpoints").mkdir()
     folder = data_lib.read_image_folder(tmp_path, (8, 8, 3))
     # Sorted names, not the order the folders were made in.
     assert folder.class_names == ("apple", "mango", "zebra")

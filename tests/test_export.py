@@ -2,6 +2,7 @@
 
 import json
 import os
+import stat
 import subprocess
 import sys
 
@@ -133,6 +134,16 @@ def test_overwrite_replaces_the_export_and_leaves_no_temporaries(tmp_path):
     assert not np.allclose(expected, softmax(first(scale(images, (0, 1)))), atol=1e-3)
     np.testing.assert_allclose(serve_in_process(path, images), expected, atol=1e-5)
     assert os.listdir(tmp_path) == ["export"]
+
+
+def test_the_export_has_the_umasks_mode_for_a_server_of_another_user(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        export_classifier(tiny_classifier(0), tmp_path / "export", image_shape=IMAGE_SHAPE,
+                          pixel_range=(0, 1))
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(os.stat(tmp_path / "export").st_mode) == 0o755
 
 
 def test_failed_overwrite_keeps_the_old_export(tmp_path, monkeypatch):
