@@ -404,6 +404,13 @@ def _load_custom(name, budget, *, seed, data_dir, pixel_range, label_selection, 
         train_images, train_labels = read.train_images, read.train_labels
         pool = len(train_labels)
         test_images, test_labels = read.test_images, read.test_labels
+        for split, labels in ((train_split, train_labels), (test_split, test_labels)):
+            outside = labels[(labels < 0) | (labels >= len(class_names))]
+            if outside.size:   # e.g. stl10's "unlabelled" split: label -1
+                raise DataError(f"{source} split {split!r} holds {outside.size} examples "
+                                f"labeled {int(outside[0])}, outside its {len(class_names)} "
+                                "classes; train and test on labeled splits (every training "
+                                "image also serves as unlabeled)")
     num_classes = len(class_names)
     labeled_indices = select_labeled_indices(
         train_labels[:pool], budget, seed, label_selection, num_classes=num_classes,

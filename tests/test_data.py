@@ -649,6 +649,20 @@ def test_any_tfds_image_classification_set_with_its_class_names(tmp_path):
     assert fashion.train_labels.max() < 10 and colour.train_images.shape == (20, 32, 32, 3)
 
 
+def test_a_tfds_split_of_unlabeled_examples_is_refused_in_one_line(monkeypatch):
+    """stl10's "unlabelled" split labels its examples -1: no class to draw."""
+    import types
+    images = np.zeros((20, 28, 28, 1), np.uint8)
+    labels = np.tile(np.arange(10), 2)
+    read = types.SimpleNamespace(class_names=tuple("abcdefghij"), train_images=images,
+                                 train_labels=np.where(np.arange(20) < 15, labels, -1),
+                                 test_images=images, test_labels=labels)
+    monkeypatch.setattr(data_lib, "read_tfds_images", lambda *args, **kwargs: read)
+    with pytest.raises(DataError, match="split 'train' holds 5 examples labeled -1, outside "
+                                        "its 10 classes"):
+        load_dataset("tfds:stl10", 10, image_shape=(28, 28, 1))
+
+
 def test_tfds_names_that_are_not_image_classification_are_refused():
     with pytest.raises(DataError, match="TFDS has no data set 'no_such_set_xyz'"):
         data_lib.read_tfds_images("no_such_set_xyz", (28, 28, 1))
