@@ -65,12 +65,17 @@ class Classifier:
             path = os.path.join(path, "export")          # a run directory
         self.path = path
         if path.endswith(".tflite") and os.path.isfile(path):
-            self._load_tflite(path)
+            load = self._load_tflite
         elif os.path.isfile(os.path.join(path, "saved_model.pb")):
-            self._load_saved_model(path)
+            load = self._load_saved_model
         else:
             raise PredictError(f"--model={path} is neither a run directory, an export "
                                "directory (saved_model.pb) nor a .tflite file")
+        try:
+            load(path)
+        except Exception as error:  # noqa: BLE001 -- TensorFlow and TFLite raise many types
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise PredictError(f"--model={path} cannot be loaded ({reason})") from None
 
     def _load_saved_model(self, path):
         import tensorflow as tf
@@ -163,7 +168,12 @@ def main(argv):
         classifier = Classifier(FLAGS.model)
         paths = image_files(files)
         if FLAGS.output:
-            with open(FLAGS.output, "w", newline="") as output:
+            try:
+                output = open(FLAGS.output, "w", newline="")
+            except OSError as error:
+                raise PredictError(f"--output={FLAGS.output} cannot be written "
+                                   f"({error.strerror})") from None
+            with output:
                 classified, skipped = predict(classifier, paths, output, FLAGS.batch_size,
                                               FLAGS.convert_channels)
         else:

@@ -3,6 +3,7 @@
 import csv
 import io
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -100,6 +101,25 @@ def test_channel_conversion_is_explicit(run_dir, tmp_path):
     assert refused.stderr.strip().splitlines()[-1] == (
         f"sgan_keras.predict: error: {gray} is grayscale but the images must be colour "
         "(RGB); pass --convert_channels to convert them")
+
+
+def test_a_corrupt_model_and_an_unwritable_output_get_one_line(run_dir, images, tmp_path):
+    _, paths = images
+    broken = tmp_path / "export"
+    shutil.copytree(run_dir / "export", broken)
+    (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+    (tmp_path / "broken.tflite").write_bytes(b"not a TFLite file")
+    for model in (broken, tmp_path / "broken.tflite"):
+        refused = predict(f"--model={model}", paths[0])
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+        assert refused.stderr.strip().splitlines()[-1].startswith(
+            f"sgan_keras.predict: error: --model={model} cannot be loaded (")
+    output = tmp_path / "missing" / "out.csv"
+    refused = predict(f"--model={run_dir}", paths[0], f"--output={output}")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"sgan_keras.predict: error: --output={output} cannot be written "
+        "(No such file or directory)")
 
 
 def test_bad_model_and_image_arguments_are_named(tmp_path):
