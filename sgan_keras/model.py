@@ -406,7 +406,8 @@ class SGAN(keras.Model):
                 per_example = losses.sigmoid_cross_entropy(self._gan_logit(logits), target)
                 loss = options.unsupervised_weight * tf.nn.compute_average_loss(per_example)
                 if target == 0.0 and options.manifold != "none":   # with the fake update
-                    manifold = options.manifold_weight * self._manifold_term(z, logits)
+                    manifold = options.manifold_weight * self._manifold_term(
+                        z, logits, generator_training=False)
                     loss += tf.nn.compute_average_loss(manifold)
             self._apply(self.d_unsupervised_optimizer, tape, loss, self.discriminator)
             unsupervised.append(per_example)
@@ -486,8 +487,9 @@ class SGAN(keras.Model):
         variables = network.trainable_variables
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
 
-    def _manifold_term(self, z, fake_logits):
-        """Per-example ``sum_k (l_k(G(z)) - l_k(G(z + delta)))^2`` (Lecouat 2018)."""
+    def _manifold_term(self, z, fake_logits, generator_training=True):
+        """Per-example ``sum_k (l_k(G(z)) - l_k(G(z + delta)))^2`` (Lecouat 2018),
+        ``G(z + delta)`` in the mode ``G(z)`` was drawn in (``generator_training``)."""
         if self.config.model.manifold == "lecouat":  # d ~ N(0, I), delta = eps * d / ||d||
             direction = self._global_noise(_MANIFOLD_NOISE, tf.shape(z)[0],
                                            distribution="standard_normal")
@@ -497,7 +499,7 @@ class SGAN(keras.Model):
             delta = self.config.model.manifold_epsilon * self._global_noise(
                 _MANIFOLD_NOISE, tf.shape(z)[0], distribution="normal")
         perturbed_logits, _ = self.discriminator(
-            self.generator(z + delta, training=True), training=True)
+            self.generator(z + delta, training=generator_training), training=True)
         return losses.manifold_loss(
             losses.class_logits(fake_logits, self.num_classes),
             losses.class_logits(perturbed_logits, self.num_classes),

@@ -164,6 +164,16 @@ def test_generator_forward_passes_per_step(update_order, generator_fakes, traini
     assert counter.inference_calls.numpy() == 3 * inference_calls
 
 
+def test_split_order_perturbs_its_fakes_in_the_mode_it_drew_them():
+    """GANs in Action draws its fakes in inference mode (``generator.predict``):
+    the manifold term's perturbed fakes come from G in the same mode, so the
+    term compares like with like (and G's BatchNorm statistics stay as they were)."""
+    model, counter = counted_model("split", "fresh", manifold="lecouat")
+    step(model, tiny_batch(), steps=3)
+    assert counter.training_calls.numpy() == 3        # G's own update only
+    assert counter.inference_calls.numpy() == 3 * 2   # the fakes and the perturbed fakes
+
+
 @pytest.mark.parametrize("distribution", ["uniform", "normal", "standard_normal"])
 def test_latent_noise_names_tensorflows_philox_generator(distribution):
     """``z``'s draw names Philox (``SGAN._sample_noise``), as the noise layer
