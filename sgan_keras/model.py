@@ -146,13 +146,17 @@ class SGAN(keras.Model):
         (:func:`sgan_keras.optimizers.for_training`).
 
         Both optimizers are built here, inside the model's distribution
-        strategy, so ``fit`` can run under ``tf.distribute``.
+        strategy, so ``fit`` can run under ``tf.distribute``. D's is also
+        Keras' ``model.optimizer``, which ``fit()``'s callbacks read: the
+        TensorBoard callback logs its learning rate and places evaluation
+        points at its step count (Keras' default would be an RMSprop that
+        never steps).
         """
-        super().compile(**kwargs)
         if d_optimizer is None or (g_optimizer is None and not self.config.supervised_only):
             default_d, default_g = optimizers.for_training(self.config.training)
             d_optimizer = d_optimizer or default_d
             g_optimizer = g_optimizer or default_g
+        super().compile(**{"optimizer": d_optimizer, **kwargs})
         self.d_optimizer = d_optimizer
         self.g_optimizer = g_optimizer
         if self.config.training.update_order == "split" and not self.config.supervised_only:

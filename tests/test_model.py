@@ -164,6 +164,16 @@ def test_generator_forward_passes_per_step(update_order, generator_fakes, traini
     assert counter.inference_calls.numpy() == 3 * inference_calls
 
 
+def test_keras_sees_ds_optimizer_so_callbacks_log_its_rate_and_step():
+    """TensorBoard logs ``model.optimizer``'s learning rate and puts evaluation
+    points at its step count: D's, not an RMSprop Keras made and never steps."""
+    model = tiny_model()
+    model.fit(tiny_dataset(), steps_per_epoch=3, epochs=1, verbose=0)
+    assert model.optimizer is model.d_optimizer
+    assert int(model.optimizer.iterations) == 3
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-2)
+
+
 def test_split_order_perturbs_its_fakes_in_the_mode_it_drew_them():
     """GANs in Action draws its fakes in inference mode (``generator.predict``):
     the manifold term's perturbed fakes come from G in the same mode, so the
