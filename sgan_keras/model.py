@@ -161,9 +161,10 @@ class SGAN(keras.Model):
         self.g_optimizer = g_optimizer
         if self.config.training.update_order == "split" and not self.config.supervised_only:
             # GANs in Action compiles a second model on D's trunk, with its own
-            # Adam, for the real/fake updates: a copy of D's optimizer.
-            self.d_unsupervised_optimizer = d_optimizer.__class__.from_config(
-                d_optimizer.get_config())
+            # Adam, for the real/fake updates: a copy of D's optimizer, which
+            # updates twice a step; its schedule still follows training steps.
+            self.d_unsupervised_optimizer = optimizers.copy_for_updates_per_step(
+                d_optimizer, updates_per_step=2)
         with self.distribute_strategy.scope():
             self.d_optimizer.build(self.discriminator.trainable_variables)
             if self.d_unsupervised_optimizer is not None:

@@ -88,6 +88,48 @@ class LinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 
 @keras.saving.register_keras_serializable(package="sgan_keras")
+class PerTrainingStep(keras.optimizers.schedules.LearningRateSchedule):
+    """``schedule`` read at the training step of an optimizer that updates
+    ``updates_per_step`` times a training step.
+
+    A schedule is a function of its optimizer's own update count. The split
+    order's copied D optimizer updates twice a step (real, then fake: GANs in
+    Action's second compiled model), so read directly its schedule would run
+    twice as fast as the other optimizers'. Adam's bias correction still
+    counts every update, as the book's Keras ``Adam`` does.
+    """
+
+    def __init__(self, schedule, updates_per_step):
+        if int(updates_per_step) < 1:
+            raise ValueError(f"updates_per_step must be >= 1, got {updates_per_step}")
+        self.schedule = schedule
+        self.updates_per_step = int(updates_per_step)
+
+    def __call__(self, step):
+        return self.schedule(keras.ops.floor_divide(step, self.updates_per_step))
+
+    def get_config(self):
+        return {"schedule": keras.saving.serialize_keras_object(self.schedule),
+                "updates_per_step": self.updates_per_step}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(keras.saving.deserialize_keras_object(config["schedule"]),
+                   config["updates_per_step"])
+
+
+def copy_for_updates_per_step(optimizer, updates_per_step):
+    """A fresh optimizer with ``optimizer``'s configuration whose learning-rate
+    schedule (if any) follows training steps while it updates
+    ``updates_per_step`` times a step (:class:`PerTrainingStep`)."""
+    config = optimizer.get_config()
+    if isinstance(config["learning_rate"], dict):   # a serialized schedule
+        schedule = keras.optimizers.schedules.deserialize(config["learning_rate"])
+        config["learning_rate"] = PerTrainingStep(schedule, updates_per_step)
+    return optimizer.__class__.from_config(config)
+
+
+@keras.saving.register_keras_serializable(package="sgan_keras")
 class FusedAdam(keras.optimizers.Adam):
     """``keras.optimizers.Adam`` (``amsgrad=False``) computed by TensorFlow's fused
     ``ResourceApplyAdam`` kernel: the same rule, ``alpha = lr * sqrt(1 - b2^t) /

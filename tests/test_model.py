@@ -10,7 +10,7 @@ import tensorflow as tf
 import preloaded
 from conftest import random_algorithms
 from sgan_keras import PRESETS, SGAN, Config
-from sgan_keras.optimizers import FusedAdam, ImprovedGANAdam
+from sgan_keras.optimizers import FusedAdam, ImprovedGANAdam, LinearDecay
 
 K = 3
 LATENT = 5
@@ -214,6 +214,24 @@ def test_split_order_takes_three_discriminator_updates_with_two_optimizers():
     assert int(model.g_optimizer.iterations) == 2
     assert model.d_unsupervised_optimizer is not model.d_optimizer
     assert np.isfinite(float(logs["d_loss"])) and np.isfinite(float(logs["g_loss"]))
+
+
+def test_split_orders_copied_optimizer_follows_the_schedule_by_training_step():
+    # The copy updates twice a step; its schedule must not run twice as fast.
+    schedule = LinearDecay(1e-2, start_step=0, end_step=10)
+    model, _ = counted_model("split")
+    model.compile(d_optimizer=keras.optimizers.Adam(schedule),
+                  g_optimizer=keras.optimizers.Adam(1e-2))
+    step(model, tiny_batch(), steps=3)
+    copied = model.d_unsupervised_optimizer
+    assert int(copied.iterations) == 6
+    assert float(model.d_optimizer.learning_rate) == pytest.approx(float(schedule(3)))
+    assert float(copied.learning_rate) == pytest.approx(float(schedule(3)))
+    assert float(schedule(3)) != pytest.approx(float(schedule(6)))
+    rebuilt = keras.optimizers.Adam.from_config(copied.get_config())   # serializable
+    rebuilt.build(model.discriminator.trainable_variables)
+    rebuilt.iterations.assign(6)
+    assert float(rebuilt.learning_rate) == pytest.approx(float(schedule(3)))
 
 
 def masked_batch(seed=0, size=8, labeled=(0, 3, 5)):
