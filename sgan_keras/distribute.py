@@ -196,3 +196,35 @@ def is_chief(strategy):
     if "chief" in cluster:
         return task_type == "chief"
     return task_type == "worker" and (task_id or 0) == 0
+
+
+def each_workers_value(strategy, value):
+    """``value`` (an int) as every replica of ``strategy`` has it, in replica
+    order: an all-gather across workers, so it is also a barrier (every
+    worker waits here for the others). One-element list without a
+    multi-worker strategy."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return [int(value)]
+
+    @tf.function
+    def gather():
+        def replica_fn():
+            return tf.distribute.get_replica_context().all_gather(
+                tf.constant([value], tf.int64), axis=0)
+        return strategy.run(replica_fn)
+
+    return [int(v) for v in strategy.experimental_local_results(gather())[0].numpy()]
+
+
+def check_same_step(strategy, step, output_dir):
+    """Raises :class:`StrategyError` on every worker unless all workers
+    restored the same checkpoint ``step``: a worker that cannot see the
+    chief's ``output_dir`` (no shared file system) would start from step 0
+    and train a different model beside the others."""
+    steps = each_workers_value(strategy, step)
+    if len(set(steps)) > 1:
+        raise StrategyError(
+            f"the workers restored different checkpoint steps ({', '.join(map(str, steps))}, "
+            f"worker by worker): every worker must read the chief's --output_dir={output_dir} "
+            "on a shared file system")
+

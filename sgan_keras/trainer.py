@@ -264,12 +264,16 @@ def _train(config, strategy, output_dir, stop):
     if replicas > 1 and chief:
         print(f"--strategy={config.run.strategy}: {type(strategy).__name__}, {replicas} replicas, "
               f"{training.batch_size // replicas} images each a step", flush=True)
-    # Every worker restores from the chief's checkpoints (a shared file system).
+    # Every worker restores from the chief's checkpoints (a shared file system),
+    # once the chief has prepared the directory (the gather is a barrier), and
+    # all must restore the same step.
+    distribute.each_workers_value(strategy, 0)
     store = checkpoint.CheckpointStore(
         os.path.join(config.run.output_dir, "checkpoint"), model.state_variables(),
         write_directory=os.path.join(output_dir, "checkpoint"))
     restored = _restore(store, training.steps_per_epoch, os.path.join(output_dir, "metrics.csv"))
     step = restored.step if restored else 0
+    distribute.check_same_step(strategy, step, config.run.output_dir)
     if step:
         model.weight_norm_initialized = True
     elif training.init_images:  # else fit() initializes on the first training batch

@@ -182,7 +182,8 @@ def test_the_cli_chooses_the_kernels_for_the_presets_architecture_and_precision(
     assert chosen == [("mnist_gans_in_action", precision)]
 
 
-# Each worker all-reduces (its index + 1); both must see 1 + 2 = 3.
+# Each worker all-reduces (its index + 1); both must see 1 + 2 = 3. Then each
+# checks the checkpoint steps: equal ones pass, 0 and 10 stop both workers.
 MULTI_WORKER = """
 import json, os
 from sgan_keras import distribute
@@ -197,8 +198,16 @@ def reduce_across_workers():
     return strategy.run(replica_fn)
 
 value = strategy.experimental_local_results(reduce_across_workers())[0]
+distribute.check_same_step(strategy, 7, "out")       # the same step: no error
+try:
+    distribute.check_same_step(strategy, 10 * index, "out")
+    disagreement = ""
+except distribute.StrategyError as error:
+    disagreement = str(error)
 print(json.dumps({"replicas": strategy.num_replicas_in_sync, "value": float(value),
-                  "is_chief": distribute.is_chief(strategy)}))
+                  "is_chief": distribute.is_chief(strategy),
+                  "steps": distribute.each_workers_value(strategy, index + 1),
+                  "disagreement": disagreement}))
 """
 
 
@@ -208,7 +217,7 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def test_two_workers_on_localhost_all_reduce():
+def test_two_workers_on_localhost_all_reduce_and_check_their_restored_steps():
     cluster = {"worker": [f"localhost:{free_port()}", f"localhost:{free_port()}"]}
     workers = []
     try:
@@ -229,6 +238,11 @@ def test_two_workers_on_localhost_all_reduce():
     assert [report["replicas"] for report in reports] == [2, 2]
     assert [report["value"] for report in reports] == [3.0, 3.0]
     assert [report["is_chief"] for report in reports] == [True, False]
+    assert [report["steps"] for report in reports] == [[1, 2], [1, 2]]
+    for report in reports:   # workers that restored steps 0 and 10 both stop
+        assert "restored different checkpoint steps (0, 10, worker by worker)" in (
+            report["disagreement"])
+        assert "--output_dir=out" in report["disagreement"]
 
 
 # ------------------------------------------------------------------ bad input
