@@ -57,34 +57,41 @@ def learning_rate(training, base_lr):
     if training.lr_schedule == "linear_decay":
         return LinearDecay(base_lr,
                            start_step=training.lr_decay_start_epoch * training.steps_per_epoch,
-                           end_step=training.epochs * training.steps_per_epoch)
+                           end_step=training.epochs * training.steps_per_epoch,
+                           steps_per_epoch=training.steps_per_epoch)
     raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {training.lr_schedule!r}")
 
 
 @keras.saving.register_keras_serializable(package="sgan_keras")
 class LinearDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Constant, then linear to 0 between ``start_step`` and ``end_step``.
+    """Constant, then linear to 0 between ``start_step`` and ``end_step``,
+    set once an epoch.
 
-    Salimans et al.'s code scales the rate by ``min(3 - epoch/400, 1)``
-    (a ramp to 0 over the last third of 1,200 epochs,
-    openai/improved-gan ``train_cifar_feature_matching.py``); here the ramp's
-    start is ``lr_decay_start_epoch``.
+    Salimans et al.'s code sets the rate at the start of each epoch ``e``
+    (from 0) to ``lr * min(3 - e/400, 1)`` (a ramp to 0 over the last third
+    of 1,200 epochs, openai/improved-gan ``train_cifar_feature_matching.py``);
+    Lecouat et al.'s ``linear_decay(decay_start, decay_end, epoch)`` is the
+    same ramp. Here the ramp's start is ``lr_decay_start_epoch``, and the
+    rate holds for ``steps_per_epoch`` steps (1: a new rate every step).
     """
 
-    def __init__(self, initial_learning_rate, start_step, end_step):
+    def __init__(self, initial_learning_rate, start_step, end_step, steps_per_epoch=1):
         self.initial_learning_rate = initial_learning_rate
         self.start_step = start_step
         self.end_step = end_step
+        self.steps_per_epoch = steps_per_epoch
 
     def __call__(self, step):
-        step = keras.ops.cast(step, "float32")
+        epoch_start = keras.ops.floor_divide(step, self.steps_per_epoch) * self.steps_per_epoch
+        epoch_start = keras.ops.cast(epoch_start, "float32")
         span = max(self.end_step - self.start_step, 1)
-        fraction = keras.ops.clip((self.end_step - step) / span, 0.0, 1.0)
+        fraction = keras.ops.clip((self.end_step - epoch_start) / span, 0.0, 1.0)
         return self.initial_learning_rate * fraction
 
     def get_config(self):
         return {"initial_learning_rate": self.initial_learning_rate,
-                "start_step": self.start_step, "end_step": self.end_step}
+                "start_step": self.start_step, "end_step": self.end_step,
+                "steps_per_epoch": self.steps_per_epoch}
 
 
 @keras.saving.register_keras_serializable(package="sgan_keras")

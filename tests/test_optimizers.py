@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from sgan_keras import Config
 from sgan_keras import optimizers
 
 
@@ -80,3 +81,17 @@ def test_fused_adam_follows_keras_adam():
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="amsgrad"):
         optimizers.FusedAdam(amsgrad=True)
+
+
+def test_linear_decay_sets_the_rate_once_an_epoch_as_the_sources_do():
+    # Salimans et al. and Lecouat et al.: lr * min((end - e) / (end - start), 1)
+    # at the start of epoch e (from 0); here 4 epochs of 10 steps, ramp from epoch 2.
+    training = Config().replace(lr_schedule="linear_decay", lr_decay_start_epoch=2,
+                                epochs=4, steps_per_epoch=10).training
+    schedule = optimizers.learning_rate(training, 0.1)
+    for step in range(40):
+        epoch = step // 10
+        source = 0.1 * min((4 - epoch) / (4 - 2), 1.0)
+        assert float(schedule(step)) == pytest.approx(source), step
+    rebuilt = optimizers.LinearDecay.from_config(schedule.get_config())
+    assert float(rebuilt(35)) == pytest.approx(0.05)
