@@ -50,6 +50,7 @@ class ConfigError(ValueError):
 # Checks of a number: what the message says it must be, and the test.
 POSITIVE = ("positive", lambda value: value > 0)
 NON_NEGATIVE = (">= 0", lambda value: value >= 0)
+SEED_RANGE = ("in 0..2**32 - 1 (NumPy's seed range)", lambda value: 0 <= value < 2**32)
 FRACTION = ("in [0, 1)", lambda value: 0 <= value < 1)
 NO_FLAG = ""   # ``flag=NO_FLAG``: set by the preset or in code only
 
@@ -358,7 +359,7 @@ class Config:
         False, "Train the same discriminator on the labeled data alone, without a generator "
         "(the baseline).", in_run_name=False)
     seed: int = option(0, "Seed of the label draw, data order, weights and noise.",
-                       check=NON_NEGATIVE, in_run_name=False)
+                       check=SEED_RANGE, in_run_name=False)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)

@@ -336,8 +336,15 @@ def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0)
                             convert_channels=convert_channels, train_split=train_split,
                             test_split=test_split)
     splits = _read_local(name, data_dir, include_extra) if data_dir else None
+    notes = []
     if splits is None:
         splits = _read_tfds(name, data_dir, include_extra)
+        if label_selection == "first" and budget is not None:
+            # TFDS stores a set's examples shuffled (by key), so its first
+            # images are not the original files' first, which the sources take.
+            notes.append(f"--label_selection=first takes the first {budget} {name} training "
+                         "images in TFDS' order, not the original files' order the sources "
+                         f"use; for their labeled set pass --data_dir with {_expected_files(name)}")
     (train_images, train_labels, labeled_pool), (test_images, test_labels) = splits
     for split, images, split_labels in (("train", train_images, train_labels),
                                         ("test", test_images, test_labels)):
@@ -349,7 +356,7 @@ def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0)
         name=name, num_classes=DATASETS[name].num_classes, image_shape=DATASETS[name].image_shape,
         train_images=train_images, train_labels=train_labels, test_images=test_images,
         test_labels=test_labels, labeled_indices=labeled_indices, pixel_range=pixel_range,
-        seed=int(seed))
+        seed=int(seed), notes=tuple(notes))
 
 
 def synthetic_dataset(name, labels, *, train_size=10000, seed=0, pixel_range=(-1.0, 1.0)):
@@ -473,6 +480,8 @@ def _check_arrays(name, split, images, labels):
                         f"{', '.join(map(str, shape))}], got {images.dtype} {images.shape}")
     if labels.shape != (len(images),):
         raise DataError(f"{name} {split} labels must have shape [{len(images)}], got {labels.shape}")
+    if not len(images):
+        raise DataError(f"{name} {split} holds no images")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         raise DataError(f"{name} {split} labels must be in 0..{num_classes - 1}, "
                         f"got {labels.min()}..{labels.max()}")
@@ -501,7 +510,11 @@ def _with_pool(train, test):
 
 def _read_mnist_npz(path):
     try:
-        with np.load(path) as archive:
+        loaded = np.load(path)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise DataError(f"{path} holds one array (a .npy file), not a .npz archive of "
+                            "x_train, y_train, x_test, y_test")
+        with loaded as archive:
             arrays = {key: archive[key] for key in ("x_train", "y_train", "x_test", "y_test")}
     except KeyError as error:
         raise DataError(f"{path} lacks the array {error}; expected x_train, y_train, "
@@ -610,8 +623,12 @@ def _read_cifar10(data_dir):
                     if not os.path.exists(path):
                         raise DataError(f"data_dir {data_dir} lacks {batch + suffix} "
                                         f"(CIFAR-10 needs {_cifar10_files(suffix)})")
-                    with open(path, "rb") as file:
-                        return _parse_cifar10_batch(file.read(), path, suffix)
+                    try:
+                        with open(path, "rb") as file:
+                            content = file.read()
+                    except OSError as error:
+                        raise DataError(f"{path} cannot be read ({error.strerror})") from None
+                    return _parse_cifar10_batch(content, path, suffix)
                 return _read_cifar10_batches(read)
         archive_path = os.path.join(data_dir, archive)
         if os.path.exists(archive_path):
@@ -686,7 +703,7 @@ def _read_tfds(name, data_dir, include_extra):
     try:
         loaded = tfds.load(DATASETS[name].tfds_name, split=splits, data_dir=data_dir,
                            as_supervised=True, download=data_dir is None)
-        arrays = [_to_numpy(split) for split in loaded]
+        arrays = [_to_numpy(split, split_name) for split, split_name in zip(loaded, splits)]
     except Exception as error:  # TFDS raises many types; the reason is one line.
         where = (f"data_dir {data_dir} holds no {name} files (expected "
                  f"{_expected_files(name)} or prepared TFDS data)") if data_dir else \
@@ -733,7 +750,7 @@ def _reason_of_request(error):
     return text.rsplit("] ", 1)[-1].rstrip(")'\"") if "] " in text else _reason(error)
 
 
-def _to_numpy(split):
+def _to_numpy(split, name):
     """A TFDS ``(image, label)`` split as two arrays, read in batches of 10,000.
 
     Not ``tfds.load(..., batch_size=-1)`` (one batch of the whole split):
@@ -741,6 +758,8 @@ def _to_numpy(split):
     with ``std::length_error``, so the tested path would not be this one.
     """
     batches = list(split.batch(10000).as_numpy_iterator())
+    if not batches:
+        raise DataError(f"the split {name!r} holds no examples")
     return (np.concatenate([images for images, _ in batches]),
             np.concatenate([labels for _, labels in batches]).astype(np.int64))
 
@@ -761,7 +780,7 @@ def _reason(error):
 
 # ------------------------------------------------------------------ images
 class UnreadableImage(DataError):
-    """An image file that cannot be decoded (not an image, truncated)."""
+    """An image file that cannot be read or decoded (not an image, truncated)."""
 
 
 def read_image_file(path, image_shape, convert_channels=False):
@@ -776,8 +795,9 @@ def read_image_file(path, image_shape, convert_channels=False):
     try:
         image = tf.io.decode_image(tf.io.read_file(os.fspath(path)), channels=0,
                                    expand_animations=False)
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
-        raise UnreadableImage(f"{path} cannot be decoded ({_reason(error)})") from None
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
+            tf.errors.PermissionDeniedError) as error:
+        raise UnreadableImage(f"{path} cannot be read or decoded ({_reason(error)})") from None
     height, width, channels = (int(size) for size in image_shape)
     if image.shape[-1] in (2, 4):                     # drop the alpha channel
         image = image[..., :image.shape[-1] - 1]
@@ -977,8 +997,13 @@ def read_tfds_images(name, image_shape, *, data_dir=None, train_split="train",
         image = tf.image.resize(tf.cast(image, tf.float32), (height, width), antialias=True)
         return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), example[label_key]
 
-    arrays = [_to_numpy(split.map(convert, num_parallel_calls=tf.data.AUTOTUNE))
-              for split in splits]
+    try:
+        arrays = [_to_numpy(split.map(convert, num_parallel_calls=tf.data.AUTOTUNE), split_name)
+                  for split, split_name in zip(splits, (train_split, test_split))]
+    except DataError:
+        raise
+    except Exception as error:  # a corrupt prepared file, an undecodable image
+        raise DataError(f"TFDS {name} cannot be read: {_reason(error)}") from None
     label_feature = builder.info.features[label_key]
     return TFDSImages(class_names=tuple(label_feature.names), train_images=arrays[0][0],
                       train_labels=arrays[0][1], test_images=arrays[1][0],

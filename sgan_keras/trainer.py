@@ -206,6 +206,9 @@ def train(config):
     run, training = config.run, config.training
     if run.output_dir is None:   # the CLI's default is runs/<run name> (train.py)
         raise config_lib.ConfigError("--output_dir (config.run.output_dir) is not set")
+    if not config.model.architecture:   # networks given in code go to SGAN(...) and fit()
+        raise config_lib.ConfigError("train() needs config.model.architecture (set by a "
+                                     "--preset); pass networks to SGAN(...) and call fit()")
     if run.virtual_cpus:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(

@@ -205,3 +205,11 @@ def test_a_resume_compares_every_option_but_the_run_only_ones():
     older = {k: v for k, v in earlier.items() if k not in ("noise_stddev", "g_beta_1")}
     assert trainer.changed_options(older, config) == []
     assert trainer.changed_options(older, config.replace(noise_stddev=0.5)) == ["noise_stddev"]
+
+
+def test_train_without_an_architecture_refuses_before_touching_its_directory(tmp_path):
+    # Config()'s empty architecture is for networks given to SGAN(...) in code.
+    config = Config().replace(output_dir=str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match="train.. needs config.model.architecture"):
+        trainer.train(config)
+    assert not (tmp_path / "run").exists()

@@ -130,6 +130,10 @@ def test_cifar10_bad_files_are_refused_by_name(version, tmp_path):
     (folder / "test_batch" if version == "py" else folder / "test_batch.bin").unlink()
     with pytest.raises(DataError, match="lacks test_batch"):
         load_dataset("cifar10", 10, data_dir=str(tmp_path))
+    (folder / name).unlink()
+    (folder / name).mkdir()                          # there, but no readable file
+    with pytest.raises(DataError, match=f"{name} cannot be read"):
+        load_dataset("cifar10", 10, data_dir=str(tmp_path))
 
 
 def test_cifar10_mis_sized_and_mislabeled_files(tmp_path):
@@ -211,6 +215,31 @@ def test_tfds_path_with_mock_data(tmp_path):
     assert np.bincount(data.train_labels[data.labeled_indices], minlength=10).tolist() == [1] * 10
     assert svhn.train_images.shape == (200, 32, 32, 3)       # train + extra
     assert svhn.labeled_indices.max() < 100                  # labels come from train only
+    assert data.notes == ()
+
+
+def test_first_labels_from_tfds_say_they_are_not_the_files_first(tmp_path):
+    # TFDS stores examples shuffled by key: "first" there is not the sources' set.
+    import tensorflow_datasets as tfds
+    with tfds.testing.mock_data(num_examples=30):
+        from_tfds = load_dataset("mnist", 10, data_dir=str(tmp_path), label_selection="first")
+    assert from_tfds.labeled_indices.tolist() == list(range(10))
+    assert len(from_tfds.notes) == 1
+    assert "first 10 mnist training images in TFDS' order" in from_tfds.notes[0]
+    assert "mnist.npz" in from_tfds.notes[0]
+    local = tmp_path / "local"
+    local.mkdir()
+    write_npz(local)
+    assert load_dataset("mnist", 10, data_dir=str(local), label_selection="first").notes == ()
+
+
+def test_an_empty_tfds_split_is_refused_in_one_line(tmp_path):
+    import tensorflow_datasets as tfds
+    with tfds.testing.mock_data(num_examples=0):   # e.g. a slice that rounds to nothing
+        with pytest.raises(DataError, match="the split 'train' holds no examples"):
+            data_lib.read_tfds_images("fashion_mnist", (28, 28, 1), data_dir=str(tmp_path))
+        with pytest.raises(DataError, match="the split 'train' holds no examples"):
+            load_dataset("mnist", 10, data_dir=str(tmp_path))
 
 
 def test_label_draw_is_pinned():
@@ -493,6 +522,13 @@ def test_truncated_and_corrupt_files(tmp_path):
     path.write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + b"\xff" * 64)
     with pytest.raises(DataError, match="not a readable gzip file"):
         load_dataset("mnist", 10, data_dir=str(idx))
+
+    npy = tmp_path / "npy"        # one array saved by np.save, under the .npz name
+    npy.mkdir()
+    np.save(npy / "mnist.npy", fake_digits(2, (28, 28))[0])
+    os.rename(npy / "mnist.npy", npy / "mnist.npz")
+    with pytest.raises(DataError, match="holds one array .a .npy file., not a .npz archive"):
+        load_dataset("mnist", 10, data_dir=str(npy))
 
     svhn = tmp_path / "svhn"
     svhn.mkdir()

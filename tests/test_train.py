@@ -704,6 +704,7 @@ BAD_INPUTS = [
     (["--init_images=-1"], "--init_images"),
     (["--batch_size=0"], "--batch_size"),
     (["--epochs=0"], "--epochs"),
+    (["--seed=4294967296"], "--seed"),              # past NumPy's seed range
     (["--adam_epsilon=0"], "--adam_epsilon"),
     (["--jit_compile=maybe"], "--jit_compile"),
     (["--data_dir=/nonexistent/mnist"], "/nonexistent/mnist"),
