@@ -221,9 +221,12 @@ def _write_state(directory, names):
     logger = tf.get_logger()
     level = logger.level
     logger.setLevel("ERROR")
+    # Its names are relative to the working directory when ``directory`` is
+    # relative (it stores them relative to ``directory``), bare when absolute.
+    paths = names if os.path.isabs(directory) else [os.path.join(directory, n) for n in names]
     try:
         tf.compat.v1.train.update_checkpoint_state(
-            directory, names[-1], all_model_checkpoint_paths=names,
+            directory, paths[-1], all_model_checkpoint_paths=paths,
             all_model_checkpoint_timestamps=times, last_preserved_timestamp=min(times) - 1)
     finally:
         logger.setLevel(level)

@@ -1,6 +1,7 @@
 """CheckpointStore: keeps two, falls back past unreadable ones, never saves NaN."""
 
 import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -86,14 +87,26 @@ def test_a_checkpoint_of_another_model_does_not_restore(tmp_path):
         checkpoint.CheckpointStore(tmp_path, other).restore()
 
 
-def test_a_lost_state_file_is_rebuilt_from_the_files_on_disk(tmp_path):
-    save_steps(tmp_path, [10, 20])
-    os.remove(tmp_path / "checkpoint")
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute", "relative"])
+def test_a_lost_state_file_is_rebuilt_from_the_files_on_disk(tmp_path, monkeypatch, relative):
+    # A relative directory (the CLI's default runs/<name>) must not make the
+    # rebuilt state name files of the working directory (TensorFlow's writer
+    # takes names relative to it), nor let the manager delete them.
+    monkeypatch.chdir(tmp_path)
+    directory = pathlib.Path("run/checkpoint") if relative else tmp_path / "run" / "checkpoint"
+    save_steps(directory, [10, 20])
+    os.remove(directory / "checkpoint")
+    (tmp_path / "ckpt-10.index").write_text("a user's own file")
     variables = make_variables()
-    store = checkpoint.CheckpointStore(tmp_path, variables)
+    store = checkpoint.CheckpointStore(directory, variables)
     assert store.restore().step == 20
     store.save(30)
-    assert saved_steps(tmp_path) == [20, 30]
+    assert saved_steps(directory) == [20, 30]
+    assert (tmp_path / "ckpt-10.index").read_text() == "a user's own file"
+    state = tf.train.get_checkpoint_state(directory)
+    assert [os.path.basename(path) for path in state.all_model_checkpoint_paths] == [
+        "ckpt-20", "ckpt-30"]
+    assert all(os.path.exists(path + ".index") for path in state.all_model_checkpoint_paths)
 
 
 def test_a_non_finite_state_is_never_saved(tmp_path):
