@@ -37,6 +37,7 @@ from absl import flags
 
 from sgan_keras import data as data_lib
 from sgan_keras import export as export_lib
+from sgan_keras import faults
 
 FLAGS = flags.FLAGS
 
@@ -156,6 +157,35 @@ def predict(classifier, paths, output, batch_size=256, convert_channels=False):
     return classified, skipped
 
 
+class _NothingClassified(Exception):
+    """No image could be read: the output file is not replaced."""
+
+
+def write_predictions(path, classifier, paths, batch_size=256, convert_channels=False):
+    """:func:`predict` into the file ``path``, replaced only once every row is
+    written (:func:`sgan_keras.faults.replace_atomically`): a bad image, no
+    readable image or a full disk leave an earlier file as it was. Returns
+    ``(classified, skipped)``."""
+    if os.path.isdir(path):
+        raise PredictError(f"--output={path} is a directory")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise PredictError(f"--output={path} cannot be written (No such file or directory)")
+    counts = []
+
+    def write(file):
+        counts.extend(predict(classifier, paths, file, batch_size, convert_channels))
+        if not counts[0]:
+            raise _NothingClassified()
+
+    try:
+        faults.replace_atomically(path, write)
+    except _NothingClassified:
+        pass
+    except faults.WriteError as error:
+        raise PredictError(f"--output={path}: {error}") from None
+    return tuple(counts)
+
+
 def main(argv):
     files = argv[1:]
     try:
@@ -168,14 +198,8 @@ def main(argv):
         classifier = Classifier(FLAGS.model)
         paths = image_files(files)
         if FLAGS.output:
-            try:
-                output = open(FLAGS.output, "w", newline="")
-            except OSError as error:
-                raise PredictError(f"--output={FLAGS.output} cannot be written "
-                                   f"({error.strerror})") from None
-            with output:
-                classified, skipped = predict(classifier, paths, output, FLAGS.batch_size,
-                                              FLAGS.convert_channels)
+            classified, skipped = write_predictions(FLAGS.output, classifier, paths,
+                                                    FLAGS.batch_size, FLAGS.convert_channels)
         else:
             classified, skipped = predict(classifier, paths, sys.stdout, FLAGS.batch_size,
                                           FLAGS.convert_channels)

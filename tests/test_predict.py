@@ -93,14 +93,27 @@ def test_predict_matches_the_saved_model_and_the_tflite_file(run_dir, images, tm
                    - float(saved_rows[path]["probability"])) < 1e-4, path
 
 
-def test_channel_conversion_is_explicit(run_dir, tmp_path):
+def test_channel_conversion_is_explicit_and_a_refused_run_keeps_the_earlier_output(
+        run_dir, images, tmp_path):
+    root, paths = images
     gray = tmp_path / "gray.png"
     gray.write_bytes(tf.io.encode_png(np.full((8, 8, 1), 200, np.uint8)).numpy())
-    refused = predict(f"--model={run_dir}", gray)
+    earlier = tmp_path / "earlier.csv"
+    earlier.write_text("the user's earlier predictions\n")
+    # The colour image is classified first; the grayscale one then stops the run.
+    refused = predict(f"--model={run_dir}", paths[0], gray, "--batch_size=1",
+                      f"--output={earlier}")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines()[-1] == (
         f"sgan_keras.predict: error: {gray} is grayscale but the images must be colour "
         "(RGB); pass --convert_channels to convert them")
+    assert earlier.read_text() == "the user's earlier predictions\n"
+    assert sorted(os.listdir(tmp_path)) == ["earlier.csv", "gray.png"]   # no temporary left
+    nothing = predict(f"--model={run_dir}", root / "nested" / "broken.png", f"--output={earlier}")
+    assert nothing.returncode == 2 and "Traceback" not in nothing.stderr
+    assert nothing.stderr.strip().splitlines()[-1] == (
+        "sgan_keras.predict: error: no image could be read")
+    assert earlier.read_text() == "the user's earlier predictions\n"
 
 
 def test_a_corrupt_model_and_an_unwritable_output_get_one_line(run_dir, images, tmp_path):
@@ -120,6 +133,10 @@ def test_a_corrupt_model_and_an_unwritable_output_get_one_line(run_dir, images, 
     assert refused.stderr.strip().splitlines()[-1] == (
         f"sgan_keras.predict: error: --output={output} cannot be written "
         "(No such file or directory)")
+    refused = predict(f"--model={run_dir}", paths[0], f"--output={tmp_path}")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"sgan_keras.predict: error: --output={tmp_path} is a directory")
 
 
 def test_bad_model_and_image_arguments_are_named(tmp_path):
