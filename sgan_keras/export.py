@@ -50,6 +50,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from sgan_keras import faults
 from sgan_keras import layers as sgan_layers
 from sgan_keras.choices import PIXEL_RANGES
 
@@ -120,6 +121,7 @@ def export_classifier(classifier, export_dir, *, image_shape, pixel_range, overw
         _check_written(staging, num_classes, image_shape)
         if representative_images is not None:
             _write_tflite(staging, representative_images, image_shape, class_names)
+        faults.fsync_tree(staging)   # on the disk before it replaces an old export
         _move_into_place(staging, export_dir, overwrite)
     finally:
         if os.path.lexists(staging):
@@ -272,5 +274,6 @@ def _move_into_place(staging, export_dir, overwrite):
             os.rename(os.path.join(backup, "previous"), export_dir)
             shutil.rmtree(backup, ignore_errors=True)
         raise
+    faults.fsync(os.path.dirname(os.path.abspath(export_dir)))   # the rename itself
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)

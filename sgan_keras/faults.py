@@ -121,3 +121,13 @@ def fsync(path):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_tree(directory):
+    """Forces every file and folder under ``directory``, and ``directory``
+    itself, to the disk (for what TensorFlow's writers leave unsynced, such
+    as a SavedModel)."""
+    for root, _, files in os.walk(directory, topdown=False):
+        for name in files:
+            fsync(os.path.join(root, name))
+        fsync(root)

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 
+from sgan_keras import faults
 from sgan_keras.export import ExportError, export_classifier
 
 IMAGE_SHAPE = (6, 5, 2)
@@ -134,6 +135,26 @@ def test_overwrite_replaces_the_export_and_leaves_no_temporaries(tmp_path):
     assert not np.allclose(expected, softmax(first(scale(images, (0, 1)))), atol=1e-3)
     np.testing.assert_allclose(serve_in_process(path, images), expected, atol=1e-5)
     assert os.listdir(tmp_path) == ["export"]
+
+
+def test_the_export_is_on_the_disk_before_it_replaces_an_old_one(tmp_path, monkeypatch):
+    # TensorFlow's SavedModel writer does not fsync: a power loss after the
+    # rename could leave empty files where the old export was.
+    path = tmp_path / "export"
+    export_classifier(tiny_classifier(0), path, image_shape=IMAGE_SHAPE, pixel_range=(0, 1))
+    synced, renamed = [], []
+    real_fsync, real_rename = faults.fsync, os.rename
+    monkeypatch.setattr(faults, "fsync", lambda p: (synced.append(str(p)), real_fsync(p)))
+    monkeypatch.setattr(os, "rename", lambda a, b: (renamed.append((str(a), str(b), len(synced))),
+                                                    real_rename(a, b)))
+    export_classifier(tiny_classifier(1), path, image_shape=IMAGE_SHAPE, pixel_range=(0, 1),
+                      representative_images=uint8_images(4), overwrite=True)
+    staging, _, synced_before = next(move for move in renamed if move[1] == str(path))
+    files = {os.path.relpath(os.path.join(root, name), path)
+             for root, folders, names in os.walk(path) for name in names + folders}
+    before = {os.path.relpath(p, staging) for p in synced[:synced_before]}
+    assert files and files <= before and "." in before     # every file, folder and the root
+    assert str(tmp_path) in synced[synced_before:]          # then the rename itself
 
 
 def test_the_export_has_the_umasks_mode_for_a_server_of_another_user(tmp_path):
