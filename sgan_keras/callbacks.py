@@ -167,7 +167,9 @@ class SampleGrid(keras.callbacks.Callback):
     square grid of ``model.generate(num_images, seed)`` (the same noise every
     epoch, so the grids show how G evolves, as in the keras-io GAN examples),
     mapped from ``model.pixel_range`` to [0, 1]. When ``tensorboard_dir`` is
-    given, the grid also goes to TensorBoard as the image summary ``samples``.
+    given, the grid also goes to TensorBoard as the image summary ``samples``,
+    at the step of the epoch's ``epoch_*`` scalars, which Keras' TensorBoard
+    callback logs at the epoch's index from 0.
     """
 
     def __init__(self, directory, num_images=100, seed=0, tensorboard_dir=None):
@@ -197,7 +199,7 @@ class SampleGrid(keras.callbacks.Callback):
         if self._writer is not None:
             import tensorflow as tf
             with self._writer.as_default():
-                tf.summary.image("samples", grid[np.newaxis], step=epoch + 1)
+                tf.summary.image("samples", grid[np.newaxis], step=epoch)
             self._writer.flush()
 
     def on_train_end(self, logs=None):

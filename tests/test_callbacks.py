@@ -153,15 +153,22 @@ def test_sample_grid_saves_a_square_grid_per_epoch(tmp_path, channels, pixel_ran
     np.testing.assert_allclose(tiles, expected, atol=1 / 255 + 1e-6)
 
 
-def test_sample_grid_logs_to_tensorboard(tmp_path):
-    logs = tmp_path / "tensorboard"
-    train([callbacks_lib.SampleGrid(tmp_path / "samples", num_images=4,
-                                    tensorboard_dir=str(logs))], epochs=2)
-    steps = []
-    for event_file in logs.glob("events.out.tfevents*"):
+def summary_steps(directory, accept):
+    steps = set()
+    for event_file in directory.glob("events.out.tfevents*"):
         for event in tf.compat.v1.train.summary_iterator(str(event_file)):
-            steps += [event.step for value in event.summary.value if value.tag == "samples"]
-    assert sorted(steps) == [1, 2]
+            steps |= {event.step for value in event.summary.value if accept(value.tag)}
+    return sorted(steps)
+
+
+def test_sample_grid_logs_to_tensorboard_beside_each_epochs_scalars(tmp_path):
+    logs = tmp_path / "tensorboard"
+    train([keras.callbacks.TensorBoard(str(logs)),
+           callbacks_lib.SampleGrid(tmp_path / "samples", num_images=4,
+                                    tensorboard_dir=str(logs / "samples"))], epochs=2)
+    scalars = summary_steps(logs / "train", lambda tag: tag.startswith("epoch_"))
+    assert scalars == [0, 1]                               # Keras' epoch index
+    assert summary_steps(logs / "samples", lambda tag: tag == "samples") == scalars
 
 
 def test_image_grid_layout():
