@@ -97,6 +97,10 @@ class Classifier:
         if os.path.exists(labels):
             with open(labels) as file:
                 self.class_names = file.read().splitlines()
+            classes = int(self._tflite.get_output_details()["probabilities"]["shape"][-1])
+            if len(self.class_names) != classes:
+                raise ValueError(f"{labels} names {len(self.class_names)} classes, the "
+                                 f"model has {classes}")
 
     def classify(self, images):
         """``(class_names [N], class_ids [N], probabilities [N, K])``."""

@@ -127,6 +127,15 @@ def test_a_corrupt_model_and_an_unwritable_output_get_one_line(run_dir, images, 
         assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
         assert refused.stderr.strip().splitlines()[-1].startswith(
             f"sgan_keras.predict: error: --model={model} cannot be loaded (")
+    short_labels = tmp_path / "short"             # a labels.txt that lacks classes
+    short_labels.mkdir()
+    shutil.copy(run_dir / "export" / TFLITE_FLOAT, short_labels)
+    (short_labels / "labels.txt").write_text("only\ntwo\n")
+    refused = predict(f"--model={short_labels / TFLITE_FLOAT}", paths[0])
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"sgan_keras.predict: error: --model={short_labels / TFLITE_FLOAT} cannot be loaded "
+        f"({short_labels / 'labels.txt'} names 2 classes, the model has {len(NAMES)})")
     output = tmp_path / "missing" / "out.csv"
     refused = predict(f"--model={run_dir}", paths[0], f"--output={output}")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
