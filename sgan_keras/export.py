@@ -87,7 +87,8 @@ def export_classifier(classifier, export_dir, *, image_shape, pixel_range, overw
                           "pass overwrite=True to replace it")
     num_classes = _check_classifier(classifier, image_shape)
     classifier = _computing_in_float32(classifier)
-    class_names = [str(name) for name in (class_names or range(num_classes))]
+    class_names = [str(name) for name in
+                   (range(num_classes) if class_names is None else class_names)]
     if len(class_names) != num_classes:
         raise ExportError(f"{len(class_names)} class names for {num_classes} classes")
 
@@ -238,7 +239,12 @@ def _check_classifier(classifier, image_shape):
     """Runs ``classifier`` on one blank image; returns K (its logit count)."""
     if not isinstance(classifier, keras.Model):
         raise ExportError(f"classifier must be a keras.Model, got {type(classifier).__name__}")
-    logits = classifier(np.zeros((1, *image_shape), np.float32), training=False)
+    try:
+        logits = classifier(np.zeros((1, *image_shape), np.float32), training=False)
+    except ValueError as error:   # Keras' input-shape check
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise ExportError(f"classifier does not take images of image_shape {image_shape} "
+                          f"({reason})") from None
     shape = tuple(logits.shape)
     if len(shape) != 2 or shape[0] != 1 or not shape[1]:
         raise ExportError(f"classifier must map [N, {', '.join(map(str, image_shape))}] images "

@@ -190,6 +190,8 @@ def test_failed_overwrite_keeps_the_old_export(tmp_path, monkeypatch):
     ({"pixel_range": (0, 255)}, "pixel_range"),
     ({"image_shape": (6, 5)}, "image_shape"),
     ({"image_shape": (6, 0, 2)}, "image_shape"),
+    ({"image_shape": (5, 5, 2)}, "image_shape (5, 5, 2)"),   # not the classifier's input
+    ({"class_names": np.array(["a", "b"])}, "2 class names for 3 classes"),
     ({"classifier": lambda: "not a model"}, "classifier"),
     # Logits [N, H, W, 3] instead of [N, 3]: no Flatten.
     ({"classifier": lambda: keras.Sequential([keras.Input(IMAGE_SHAPE), keras.layers.Dense(3)])},
