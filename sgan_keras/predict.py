@@ -130,7 +130,8 @@ def image_files(arguments):
             matches = sorted(glob.glob(argument, recursive=True))
             if not matches:
                 raise PredictError(f"{argument} is no file, directory or matching pattern")
-            found += [path for path in matches if os.path.isfile(path)]
+            for path in matches:                  # a matched directory is searched too
+                found += data_lib.image_files_in(path) if os.path.isdir(path) else [path]
     if not found:
         raise PredictError(f"no image file in {' '.join(arguments)}")
     return found

@@ -157,3 +157,10 @@ def test_bad_model_and_image_arguments_are_named(tmp_path):
     (tmp_path / "notes.txt").write_text("no image")
     with pytest.raises(PredictError, match="no image file in"):
         image_files([str(tmp_path)])
+
+
+def test_a_glob_that_matches_directories_searches_them(images):
+    from sgan_keras.predict import image_files
+    root, paths = images
+    found = image_files([str(root / "*")])         # image0.png and the folder nested/
+    assert sorted(found) == sorted(map(str, paths + [root / "nested" / "broken.png"]))
