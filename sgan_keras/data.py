@@ -42,6 +42,7 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
+from sgan_keras import faults
 from sgan_keras.choices import DATASETS
 from sgan_keras.choices import LABEL_SELECTIONS
 from sgan_keras.choices import PIXEL_RANGES
@@ -703,7 +704,10 @@ def _read_tfds(name, data_dir, include_extra):
     try:
         loaded = tfds.load(DATASETS[name].tfds_name, split=splits, data_dir=data_dir,
                            as_supervised=True, download=data_dir is None)
-        arrays = [_to_numpy(split, split_name) for split, split_name in zip(loaded, splits)]
+        arrays = [_to_numpy(split, DATASETS[name].tfds_name, split_name)
+                  for split, split_name in zip(loaded, splits)]
+    except DataError:
+        raise
     except Exception as error:  # TFDS raises many types; the reason is one line.
         where = (f"data_dir {data_dir} holds no {name} files (expected "
                  f"{_expected_files(name)} or prepared TFDS data)") if data_dir else \
@@ -750,7 +754,7 @@ def _reason_of_request(error):
     return text.rsplit("] ", 1)[-1].rstrip(")'\"") if "] " in text else _reason(error)
 
 
-def _to_numpy(split, name):
+def _to_numpy(split, dataset, split_name):
     """A TFDS ``(image, label)`` split as two arrays, read in batches of 10,000.
 
     Not ``tfds.load(..., batch_size=-1)`` (one batch of the whole split):
@@ -759,7 +763,7 @@ def _to_numpy(split, name):
     """
     batches = list(split.batch(10000).as_numpy_iterator())
     if not batches:
-        raise DataError(f"the split {name!r} holds no examples")
+        raise DataError(f"TFDS {dataset}: the split {split_name!r} holds no examples")
     return (np.concatenate([images for images, _ in batches]),
             np.concatenate([labels for _, labels in batches]).astype(np.int64))
 
@@ -774,8 +778,7 @@ def _expected_files(name):
 
 
 def _reason(error):
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__
+    return faults.first_line(error)[:200]
 
 
 # ------------------------------------------------------------------ images
@@ -998,7 +1001,8 @@ def read_tfds_images(name, image_shape, *, data_dir=None, train_split="train",
         return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), example[label_key]
 
     try:
-        arrays = [_to_numpy(split.map(convert, num_parallel_calls=tf.data.AUTOTUNE), split_name)
+        arrays = [_to_numpy(split.map(convert, num_parallel_calls=tf.data.AUTOTUNE), name,
+                            split_name)
                   for split, split_name in zip(splits, (train_split, test_split))]
     except DataError:
         raise

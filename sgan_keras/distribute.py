@@ -13,6 +13,7 @@ import os
 
 import tensorflow as tf
 
+from sgan_keras import faults
 from sgan_keras.choices import STRATEGIES
 
 # The probe's override: "0" (no units) or a description of the units.
@@ -174,8 +175,8 @@ def _tpu_strategy():
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise StrategyError(f"strategy tpu found no reachable TPU ({first_line})") from None
+        raise StrategyError(f"strategy tpu found no reachable TPU "
+                            f"({faults.first_line(error)})") from None
     return tf.distribute.TPUStrategy(resolver)
 
 

@@ -242,9 +242,8 @@ def _check_classifier(classifier, image_shape):
     try:
         logits = classifier(np.zeros((1, *image_shape), np.float32), training=False)
     except ValueError as error:   # Keras' input-shape check
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         raise ExportError(f"classifier does not take images of image_shape {image_shape} "
-                          f"({reason})") from None
+                          f"({faults.first_line(error)[:200]})") from None
     shape = tuple(logits.shape)
     if len(shape) != 2 or shape[0] != 1 or not shape[1]:
         raise ExportError(f"classifier must map [N, {', '.join(map(str, image_shape))}] images "

@@ -39,6 +39,13 @@ def _tensorflow_errors():
     return (tensorflow.errors.OpError,) if tensorflow is not None else ()
 
 
+def first_line(error):
+    """The first line of ``error``'s message (its type's name if it has none):
+    the one line a fault or bad input is reported with."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 class WriteError(OSError):
     """An output could not be written (disk full, read-only or not permitted); one line."""
 

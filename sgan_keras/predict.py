@@ -75,8 +75,8 @@ class Classifier:
         try:
             load(path)
         except Exception as error:  # noqa: BLE001 -- TensorFlow and TFLite raise many types
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-            raise PredictError(f"--model={path} cannot be loaded ({reason})") from None
+            raise PredictError(f"--model={path} cannot be loaded "
+                               f"({faults.first_line(error)[:200]})") from None
 
     def _load_saved_model(self, path):
         import tensorflow as tf

@@ -56,6 +56,7 @@ from absl import flags
 from absl import logging
 
 from sgan_keras import config as config_lib
+from sgan_keras import faults
 from sgan_keras import presets as presets_lib
 
 FLAGS = flags.FLAGS
@@ -97,19 +98,19 @@ def main(argv):
     try:
         config = resolve_config(values)
     except config_lib.ConfigError as error:
-        _exit(EXIT_USAGE, _first_line(error))
+        _exit(EXIT_USAGE, faults.first_line(error))
     trainer = import_trainer(config.model.architecture, config.model.precision)
     try:
         output_dir = trainer.train(config)
     except trainer.BAD_INPUT as error:
-        _exit(EXIT_USAGE, _first_line(error))
+        _exit(EXIT_USAGE, faults.first_line(error))
     except trainer.LOCKED as error:
-        _exit(EXIT_LOCKED, _first_line(error))
+        _exit(EXIT_LOCKED, faults.first_line(error))
     except trainer.NON_FINITE as error:
-        _exit(EXIT_NON_FINITE, f"{_first_line(error)}: training stopped without saving "
+        _exit(EXIT_NON_FINITE, f"{faults.first_line(error)}: training stopped without saving "
                                "that state; earlier checkpoints are kept (a smaller --lr may help)")
     except trainer.WRITE_FAILED as error:
-        _exit(EXIT_WRITE, f"{_first_line(error)}; earlier outputs are intact: free space "
+        _exit(EXIT_WRITE, f"{faults.first_line(error)}; earlier outputs are intact: free space "
                           f"or fix the directory, then resume with: {_resume_command()}")
     except trainer.INTERRUPTED as error:
         saved = f"saved {error.path}" if error.path else "no step trained since the last checkpoint"
@@ -146,11 +147,6 @@ def import_trainer(architecture="", precision="float32"):
         gc.freeze()
         gc.enable()
     return trainer
-
-
-def _first_line(error):
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
 
 
 def _resume_command():

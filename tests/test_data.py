@@ -238,8 +238,9 @@ def test_an_empty_tfds_split_is_refused_in_one_line(tmp_path):
     with tfds.testing.mock_data(num_examples=0):   # e.g. a slice that rounds to nothing
         with pytest.raises(DataError, match="the split 'train' holds no examples"):
             data_lib.read_tfds_images("fashion_mnist", (28, 28, 1), data_dir=str(tmp_path))
-        with pytest.raises(DataError, match="the split 'train' holds no examples"):
+        with pytest.raises(DataError, match="the split 'train' holds no examples") as error:
             load_dataset("mnist", 10, data_dir=str(tmp_path))
+    assert str(error.value) == "TFDS mnist: the split 'train' holds no examples"
 
 
 def test_label_draw_is_pinned():
@@ -557,6 +558,9 @@ def test_wrong_shapes_and_ranges(tmp_path):
     npz(y_train=np.zeros(19, np.int64))
     with pytest.raises(DataError, match="labels must have shape"):
         load_dataset("mnist", 10, data_dir=str(tmp_path))
+    npz(x_train=np.zeros((0, 28, 28), np.uint8), y_train=np.zeros(0, np.int64))
+    with pytest.raises(DataError, match="mnist train holds no images"):
+        load_dataset("mnist", "all", data_dir=str(tmp_path))
     npz(y_train=np.full(20, 1.5))
     with pytest.raises(DataError, match="y_train: labels must be whole numbers"):
         load_dataset("mnist", 10, data_dir=str(tmp_path))
