@@ -274,7 +274,7 @@ def _move_into_place(staging, export_dir, overwrite):
         os.rename(export_dir, backup_path)
     try:
         os.rename(staging, export_dir)
-    except OSError:
+    except BaseException:   # a failed rename, or Ctrl-C between the two
         if backup is not None:  # put the old export back
             os.rename(os.path.join(backup, "previous"), export_dir)
             shutil.rmtree(backup, ignore_errors=True)

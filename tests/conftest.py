@@ -8,10 +8,12 @@ test, with one message saying which data is missing and where it belongs: a
 missing data set fails loudly, it is never a silent skip.
 """
 
+import errno
 import fcntl
 import os
 import pathlib
 import shutil
+import subprocess
 
 import pytest
 
@@ -104,3 +106,34 @@ def random_algorithms(function, *args):
              if op.type in ("StatelessRandomUniformV2", "StatelessRandomNormalV2")]
     assert draws, "no stateless draw in the traced function"
     return [tf.get_static_value(op.inputs[3]) for op in draws]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 100 MB tmpfs, a real file system that fills up (mounting one needs root)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100m", "tmpfs",
+                              str(mount_point)], capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {mounted.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill(directory, leave=0):
+    """Fills the file system of ``directory`` up to ``leave`` free bytes; returns the filler."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (1 << 20, 4096, 1):
+            block = bytes(size)
+            try:
+                while True:
+                    os.write(fd, block)
+            except OSError as error:
+                assert error.errno == errno.ENOSPC, error
+        os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave))
+    finally:
+        os.close(fd)
+    return filler

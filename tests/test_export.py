@@ -186,6 +186,27 @@ def test_failed_overwrite_keeps_the_old_export(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["export"]
 
 
+@pytest.mark.parametrize("interruption", [OSError("cross-device link"), KeyboardInterrupt()])
+def test_an_overwrite_stopped_between_its_renames_puts_the_old_export_back(
+        tmp_path, monkeypatch, interruption):
+    path = tmp_path / "export"
+    export_classifier(tiny_classifier(0), path, image_shape=IMAGE_SHAPE, pixel_range=(0, 1))
+    before = read_tree(path)
+    rename = os.rename
+
+    def rename_then_stop(source, destination):
+        if os.path.basename(source).startswith(".export.tmp-"):   # the old export has moved
+            raise interruption
+        rename(source, destination)
+
+    monkeypatch.setattr(os, "rename", rename_then_stop)
+    with pytest.raises(type(interruption)):
+        export_classifier(tiny_classifier(1), path, image_shape=IMAGE_SHAPE,
+                          pixel_range=(0, 1), overwrite=True)
+    assert read_tree(path) == before
+    assert os.listdir(tmp_path) == ["export"]   # no backup or staging directory left
+
+
 @pytest.mark.parametrize("kwargs, names", [
     ({"pixel_range": (0, 255)}, "pixel_range"),
     ({"image_shape": (6, 5)}, "image_shape"),

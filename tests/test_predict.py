@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import preloaded
+from conftest import fill
 from sgan_keras import data as data_lib
 from sgan_keras.export import TFLITE_FLOAT, export_classifier
 
@@ -164,3 +165,17 @@ def test_a_glob_that_matches_directories_searches_them(images):
     root, paths = images
     found = image_files([str(root / "*")])         # image0.png and the folder nested/
     assert sorted(found) == sorted(map(str, paths + [root / "nested" / "broken.png"]))
+
+
+def test_a_full_disk_gets_one_line_and_keeps_the_earlier_output(run_dir, images, small_disk):
+    _, paths = images
+    earlier = small_disk / "predictions.csv"
+    earlier.write_text("the user's earlier predictions\n")
+    fill(small_disk)
+    refused = predict(f"--model={run_dir}", *paths, f"--output={earlier}")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"sgan_keras.predict: error: --output={earlier}: cannot write {earlier} "
+        "(No space left on device)")
+    assert earlier.read_text() == "the user's earlier predictions\n"
+    assert sorted(os.listdir(small_disk)) == ["filler", "predictions.csv"]  # no temporary left

@@ -3,7 +3,6 @@ and every fault of the README's "Faults" table (one line, a documented exit stat
 nothing lost)."""
 
 import csv
-import errno
 import json
 import os
 import pathlib
@@ -20,7 +19,7 @@ import numpy as np
 import pytest
 
 import preloaded
-from conftest import made_once
+from conftest import fill, made_once
 from sgan_keras import config as config_lib
 from sgan_keras import onednn
 from sgan_keras import presets
@@ -530,37 +529,6 @@ def test_non_finite_training_stops_at_once_and_keeps_the_last_good_checkpoint(
         for key, value in checkpoint_arrays(output_dir).items():
             if value.dtype.kind == "f":
                 assert np.isfinite(value).all(), key
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 100 MB tmpfs, a real file system that fills up (mounting one needs root)."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100m", "tmpfs",
-                              str(mount_point)], capture_output=True, text=True)
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {mounted.stderr.strip()}")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
-def fill(directory, leave=0):
-    """Fills the file system of ``directory`` up to ``leave`` free bytes; returns the filler."""
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        for size in (1 << 20, 4096, 1):
-            block = bytes(size)
-            try:
-                while True:
-                    os.write(fd, block)
-            except OSError as error:
-                assert error.errno == errno.ENOSPC, error
-        os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave))
-    finally:
-        os.close(fd)
-    return filler
 
 
 def test_full_disk_mid_training_gets_one_line_and_loses_nothing(small_disk, reference, resumable):
