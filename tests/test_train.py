@@ -60,6 +60,14 @@ def metrics_rows(output_dir):
         return list(csv.DictReader(file))
 
 
+def tensorboard_steps(directory, tag):
+    """The steps at which the event files in ``directory`` hold ``tag``."""
+    import tensorflow as tf
+    return sorted(event.step for path in directory.glob("events.out.tfevents*")
+                  for event in tf.compat.v1.train.summary_iterator(str(path))
+                  for value in event.summary.value if value.tag == tag)
+
+
 def checkpoint_arrays(output_dir):
     """Every saved variable of the newest checkpoint (not TF's save counter)."""
     import tensorflow as tf
@@ -399,6 +407,10 @@ def test_sigint_and_sigterm_save_at_the_next_step_and_the_printed_command_resume
         assert match.group(2) == str(output_dir / "checkpoint" / f"ckpt-{step}")
         assert latest_step(output_dir) == step
         assert shlex.split(match.group(3)) == command
+    # What the stopped run wrote for its finished epoch reached TensorBoard's
+    # files, though fit() raised before its callbacks closed their writers.
+    assert tensorboard_steps(output_dir / "tensorboard" / "train", "epoch_d_loss") == [0]
+    assert tensorboard_steps(output_dir / "tensorboard" / "samples", "samples") == [0]
     result = subprocess.run(shlex.split(match.group(3)), capture_output=True, text=True,
                             timeout=300, env=ENV, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
