@@ -639,6 +639,27 @@ def test_image_folder_reads_classes_in_sorted_order_and_resizes(tmp_path):
     assert not folder.test_held_out and np.bincount(folder.test_labels).tolist() == [2, 2, 2]
 
 
+def test_an_image_file_it_may_not_read_is_skipped_as_unreadable(tmp_path, monkeypatch):
+    """EACCES (a file of another user) is an unreadable image, as a corrupt one
+    is. The tests run as root, whom no mode bit stops, so the read is refused
+    here by TensorFlow's error for it."""
+    write_folder(tmp_path)
+    forbidden = tmp_path / "unlabeled" / "part0" / "u0.png"
+    read_file = tf.io.read_file
+
+    def refuse(path, *args, **kwargs):
+        if path == os.fspath(forbidden):
+            raise tf.errors.PermissionDeniedError(None, None, f"{path}; Permission denied")
+        return read_file(path, *args, **kwargs)
+
+    monkeypatch.setattr(tf.io, "read_file", refuse)
+    with pytest.raises(data_lib.UnreadableImage, match=r"u0\.png cannot be read or decoded "
+                       r"\(.*Permission denied\)"):
+        data_lib.read_image_file(forbidden, (8, 8, 3))
+    folder = data_lib.read_image_folder(tmp_path, (8, 8, 3))
+    assert folder.skipped == (os.fspath(forbidden),) and len(folder.unlabeled_images) == 11
+
+
 def test_image_folder_without_test_holds_out_a_seeded_part(tmp_path):
     write_folder(tmp_path, test=False, per_class=10)
     folder = data_lib.read_image_folder(tmp_path, (8, 8, 3), seed=1)
