@@ -965,8 +965,9 @@ def read_tfds_images(name, image_shape, *, data_dir=None, train_split="train",
     label feature, its images converted to uint8 ``image_shape``.
 
     Class names and count come from the data set's ``ClassLabel`` feature.
-    Images of another size are resized (bilinear, antialiased); a colour data
-    set for a grayscale model, or the reverse, needs ``convert_channels``.
+    Images of another size are resized (bilinear, antialiased); an alpha
+    channel is dropped; a colour data set for a grayscale model, or the
+    reverse, needs ``convert_channels``.
     """
     import tensorflow_datasets as tfds
     try:
@@ -986,7 +987,9 @@ def read_tfds_images(name, image_shape, *, data_dir=None, train_split="train",
         raise DataError(f"TFDS could not load {name} splits {train_split!r} and "
                         f"{test_split!r}: {_reason(error)}") from None
     height, width, channels = image_shape
+    # An alpha channel is dropped, as read_image_file drops it.
     source_channels = builder.info.features[image_key].shape[-1]
+    source_channels = {2: 1, 4: 3}.get(source_channels, source_channels)
     if source_channels != channels and not convert_channels:
         kinds = {1: "grayscale", 3: "colour (RGB)"}
         raise DataError(f"TFDS {name} images are {kinds.get(source_channels, source_channels)} "
@@ -994,6 +997,8 @@ def read_tfds_images(name, image_shape, *, data_dir=None, train_split="train",
 
     def convert(example):
         image = example[image_key]
+        if image.shape[-1] in (2, 4):
+            image = image[..., :-1]
         if image.shape[-1] != channels:
             image = (tf.image.rgb_to_grayscale(image) if channels == 1
                      else tf.image.grayscale_to_rgb(image))

@@ -710,6 +710,42 @@ def test_any_tfds_image_classification_set_with_its_class_names(tmp_path):
     assert fashion.train_labels.max() < 10 and colour.train_images.shape == (20, 32, 32, 3)
 
 
+def test_a_tfds_set_of_rgba_images_loses_its_alpha_channel(tmp_path, monkeypatch):
+    """As read_image_file drops it; no TFDS set of this version has RGBA
+    images, so a small generated one stands in."""
+    import tensorflow_datasets as tfds
+
+    class RgbaShapes(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(8, 8, 4)),
+                "label": tfds.features.ClassLabel(names=["dark", "light"])}))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(6), "test": self._generate_examples(2)}
+
+        def _generate_examples(self, count):
+            for index in range(count):
+                image = np.full((8, 8, 4), 40 * (index % 2 + 1), np.uint8)
+                image[..., 3] = 7                      # nearly transparent: not blended
+                yield index, {"image": image, "label": index % 2}
+
+    RgbaShapes(data_dir=str(tmp_path)).download_and_prepare()
+    monkeypatch.setattr(tfds, "builder", lambda name, data_dir=None: RgbaShapes(data_dir=data_dir))
+    read = data_lib.read_tfds_images("rgba_shapes", (8, 8, 3), data_dir=str(tmp_path))
+    assert read.train_images.shape == (6, 8, 8, 3) and read.test_images.shape == (2, 8, 8, 3)
+    assert sorted(np.unique(read.train_images).tolist()) == [40, 80]
+    np.testing.assert_array_equal(read.train_images[:, 0, 0, 0], 40 * (read.train_labels + 1))
+    with pytest.raises(DataError, match="images are colour \\(RGB\\) but the model takes "
+                       "grayscale ones; pass --convert_channels"):
+        data_lib.read_tfds_images("rgba_shapes", (8, 8, 1), data_dir=str(tmp_path))
+    gray = data_lib.read_tfds_images("rgba_shapes", (8, 8, 1), data_dir=str(tmp_path),
+                                     convert_channels=True)
+    assert gray.train_images.shape == (6, 8, 8, 1)
+
+
 def test_a_tfds_split_of_unlabeled_examples_is_refused_in_one_line(monkeypatch):
     """stl10's "unlabelled" split labels its examples -1: no class to draw."""
     import types
