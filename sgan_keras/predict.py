@@ -187,7 +187,7 @@ def write_predictions(path, classifier, paths, batch_size=256, convert_channels=
     except _NothingClassified:
         pass
     except faults.WriteError as error:
-        raise PredictError(f"--output={path}: {error}") from None
+        raise PredictError(f"{error}; an earlier file there is unchanged") from None
     return tuple(counts)
 
 

@@ -175,7 +175,7 @@ def test_a_full_disk_gets_one_line_and_keeps_the_earlier_output(run_dir, images,
     refused = predict(f"--model={run_dir}", *paths, f"--output={earlier}")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
     assert refused.stderr.strip().splitlines()[-1] == (
-        f"sgan_keras.predict: error: --output={earlier}: cannot write {earlier} "
-        "(No space left on device)")
+        f"sgan_keras.predict: error: cannot write {earlier} (No space left on device); "
+        "an earlier file there is unchanged")
     assert earlier.read_text() == "the user's earlier predictions\n"
     assert sorted(os.listdir(small_disk)) == ["filler", "predictions.csv"]  # no temporary left
