@@ -786,6 +786,12 @@ class UnreadableImage(DataError):
     """An image file that cannot be read or decoded (not an image, truncated)."""
 
 
+def _colour_channels(channels):
+    """The channels of an image with ``channels`` once its alpha channel is
+    dropped: grayscale-and-alpha (2) and RGBA (4) lose their last one."""
+    return channels - 1 if channels in (2, 4) else channels
+
+
 def read_image_file(path, image_shape, convert_channels=False):
     """One PNG, JPEG, GIF or BMP file as uint8 ``image_shape`` ``(H, W, C)``.
 
@@ -802,8 +808,7 @@ def read_image_file(path, image_shape, convert_channels=False):
             tf.errors.PermissionDeniedError) as error:
         raise UnreadableImage(f"{path} cannot be read or decoded ({_reason(error)})") from None
     height, width, channels = (int(size) for size in image_shape)
-    if image.shape[-1] in (2, 4):                     # drop the alpha channel
-        image = image[..., :image.shape[-1] - 1]
+    image = image[..., :_colour_channels(image.shape[-1])]      # no alpha channel
     if image.shape[-1] != channels:
         if not convert_channels:
             kinds = {1: "grayscale", 3: "colour (RGB)"}
@@ -987,18 +992,14 @@ def read_tfds_images(name, image_shape, *, data_dir=None, train_split="train",
         raise DataError(f"TFDS could not load {name} splits {train_split!r} and "
                         f"{test_split!r}: {_reason(error)}") from None
     height, width, channels = image_shape
-    # An alpha channel is dropped, as read_image_file drops it.
-    source_channels = builder.info.features[image_key].shape[-1]
-    source_channels = {2: 1, 4: 3}.get(source_channels, source_channels)
+    source_channels = _colour_channels(builder.info.features[image_key].shape[-1])
     if source_channels != channels and not convert_channels:
         kinds = {1: "grayscale", 3: "colour (RGB)"}
         raise DataError(f"TFDS {name} images are {kinds.get(source_channels, source_channels)} "
                         f"but the model takes {kinds[channels]} ones; pass --convert_channels")
 
     def convert(example):
-        image = example[image_key]
-        if image.shape[-1] in (2, 4):
-            image = image[..., :-1]
+        image = example[image_key][..., :source_channels]     # no alpha channel
         if image.shape[-1] != channels:
             image = (tf.image.rgb_to_grayscale(image) if channels == 1
                      else tf.image.grayscale_to_rgb(image))

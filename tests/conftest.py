@@ -108,6 +108,17 @@ def random_algorithms(function, *args):
     return [tf.get_static_value(op.inputs[3]) for op in draws]
 
 
+def summary_steps(directory, accept):
+    """The steps at which the TensorBoard event files in ``directory`` hold a
+    value whose tag ``accept`` takes."""
+    import tensorflow as tf   # pylint: disable=import-outside-toplevel
+    steps = set()
+    for event_file in directory.glob("events.out.tfevents*"):
+        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+            steps |= {event.step for value in event.summary.value if accept(value.tag)}
+    return sorted(steps)
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 100 MB tmpfs, a real file system that fills up (mounting one needs root)."""

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 from matplotlib import image as mpl_image
 
+from conftest import summary_steps
 from sgan_keras import callbacks as callbacks_lib
 
 IMAGE_SIZE = 4
@@ -151,14 +152,6 @@ def test_sample_grid_saves_a_square_grid_per_epoch(tmp_path, channels, pixel_ran
     expected = np.concatenate([np.linspace(0, 1, 10), np.zeros(6)]).reshape(side, side)
     tiles = rgb[::IMAGE_SIZE, ::IMAGE_SIZE, 0]
     np.testing.assert_allclose(tiles, expected, atol=1 / 255 + 1e-6)
-
-
-def summary_steps(directory, accept):
-    steps = set()
-    for event_file in directory.glob("events.out.tfevents*"):
-        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
-            steps |= {event.step for value in event.summary.value if accept(value.tag)}
-    return sorted(steps)
 
 
 def test_sample_grid_logs_to_tensorboard_beside_each_epochs_scalars(tmp_path):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import preloaded
-from conftest import fill, made_once
+from conftest import fill, made_once, summary_steps
 from sgan_keras import config as config_lib
 from sgan_keras import onednn
 from sgan_keras import presets
@@ -58,14 +58,6 @@ def fast(mnist_dir):
 def metrics_rows(output_dir):
     with open(output_dir / "metrics.csv") as file:
         return list(csv.DictReader(file))
-
-
-def tensorboard_steps(directory, tag):
-    """The steps at which the event files in ``directory`` hold ``tag``."""
-    import tensorflow as tf
-    return sorted(event.step for path in directory.glob("events.out.tfevents*")
-                  for event in tf.compat.v1.train.summary_iterator(str(path))
-                  for value in event.summary.value if value.tag == tag)
 
 
 def checkpoint_arrays(output_dir):
@@ -409,8 +401,9 @@ def test_sigint_and_sigterm_save_at_the_next_step_and_the_printed_command_resume
         assert shlex.split(match.group(3)) == command
     # What the stopped run wrote for its finished epoch reached TensorBoard's
     # files, though fit() raised before its callbacks closed their writers.
-    assert tensorboard_steps(output_dir / "tensorboard" / "train", "epoch_d_loss") == [0]
-    assert tensorboard_steps(output_dir / "tensorboard" / "samples", "samples") == [0]
+    tensorboard = output_dir / "tensorboard"
+    assert summary_steps(tensorboard / "train", lambda tag: tag == "epoch_d_loss") == [0]
+    assert summary_steps(tensorboard / "samples", lambda tag: tag == "samples") == [0]
     result = subprocess.run(shlex.split(match.group(3)), capture_output=True, text=True,
                             timeout=300, env=ENV, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
