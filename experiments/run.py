@@ -154,6 +154,10 @@ def record(name, kind, seed, run, result, results_dir, grid=None):
             for key in ("samples", "samples_seed"):
                 if key in earlier:
                     merged[key] = earlier[key]
+            if "samples" in earlier and "samples_seed" not in earlier and earlier.get("sgan"):
+                # A file from before the grid's seed was recorded: its grid
+                # counts as its lowest SGAN seed's, so a higher seed keeps it.
+                merged["samples_seed"] = min(int(s) for s in earlier["sgan"])
         if grid and seed <= merged.get("samples_seed", seed):
             merged["samples"], merged["samples_seed"] = f"{name}_samples.png", seed
             shutil.copyfile(grid, os.path.join(results_dir, merged["samples"]))

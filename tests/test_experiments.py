@@ -269,6 +269,38 @@ def test_runs_recorded_by_two_processes_keep_each_others_latest(tmp_path):
     assert "![generated images (SGAN seed 0)](x_samples.png)" in (tmp_path / "x.md").read_text()
 
 
+OLDER_FILE = """
+import json, os, sys
+sys.path.insert(0, "experiments")
+import run
+results = sys.argv[1]
+run_of = {"final_test_accuracy": 0.8, "best_test_accuracy": 0.8, "train_seconds": 1.0,
+          "test_accuracy": [0.8], "finished": True, "command": "c"}
+common = {"name": "x", "published": "p", "published_accuracy": 0.9, "status": "measured",
+          "budget": "b", "machine": "m", "commit": "c", "date": "d"}
+# A file written before the grid's seed was recorded: seed 0's grid, no samples_seed.
+json.dump({**common, "seeds": [0], "sgan": {"0": run_of}, "samples": "x_samples.png"},
+          open(os.path.join(results, "x.json"), "w"))
+open(os.path.join(results, "x_samples.png"), "w").write("seed 0")
+open(os.path.join(results, "grid1.png"), "w").write("seed 1")
+run.record("x", "sgan", 1, dict(run_of), {**common, "seeds": [1]}, results,
+           grid=os.path.join(results, "grid1.png"))
+print(json.dumps(json.load(open(os.path.join(results, "x.json")))))
+"""
+
+
+def test_a_higher_seed_keeps_the_grid_of_a_file_recorded_without_its_seed(tmp_path):
+    """Result files from before ``samples_seed`` hold their lowest SGAN seed's
+    grid: a run of a higher seed merged into one does not replace it."""
+    result = subprocess.run([sys.executable, "-c", OLDER_FILE, str(tmp_path)],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    merged = json.loads(result.stdout.splitlines()[-1])
+    assert merged["seeds"] == [0, 1] and merged["samples_seed"] == 0
+    assert (tmp_path / "x_samples.png").read_text() == "seed 0"
+    assert "![generated images (SGAN seed 0)](x_samples.png)" in (tmp_path / "x.md").read_text()
+
+
 def test_a_shortened_budget_trains_in_a_directory_of_its_own():
     """A finished run is reused, not retrained: only for the budget it ran."""
     full = definitions.run_directory("experiments/runs", "x", "sgan", 0, {})
