@@ -201,7 +201,7 @@ def plot(result, path):
     import matplotlib.pyplot as plt
     figure, axis = plt.subplots(figsize=(6, 4))
     for kind, style in (("sgan", "-"), ("baseline", "--")):
-        for seed, run in result.get(kind, {}).items():
+        for seed, run in sorted(result.get(kind, {}).items(), key=lambda item: int(item[0])):
             epochs = range(1, len(run["test_accuracy"]) + 1)
             axis.plot(epochs, run["test_accuracy"], style, label=f"{kind} seed {seed}")
     axis.set_xlabel("epoch")
