@@ -154,10 +154,13 @@ def record(name, kind, seed, run, result, results_dir, grid=None):
             for key in ("samples", "samples_seed"):
                 if key in earlier:
                     merged[key] = earlier[key]
-            if "samples" in earlier and "samples_seed" not in earlier and earlier.get("sgan"):
-                # A file from before the grid's seed was recorded: its grid
-                # counts as its lowest SGAN seed's, so a higher seed keeps it.
-                merged["samples_seed"] = min(int(s) for s in earlier["sgan"])
+            earlier_sgan_seeds = list(earlier.get("sgan", {}))
+            if ("samples" in earlier and "samples_seed" not in earlier
+                    and len(earlier_sgan_seeds) == 1):
+                # A file from before the grid's seed was recorded, with one SGAN
+                # run: the grid is that run's, so a higher seed keeps it. (With
+                # several, which one's is unknown: a new grid replaces it.)
+                merged["samples_seed"] = int(earlier_sgan_seeds[0])
         if grid and seed <= merged.get("samples_seed", seed):
             merged["samples"], merged["samples_seed"] = f"{name}_samples.png", seed
             shutil.copyfile(grid, os.path.join(results_dir, merged["samples"]))

@@ -290,8 +290,8 @@ print(json.dumps(json.load(open(os.path.join(results, "x.json")))))
 
 
 def test_a_higher_seed_keeps_the_grid_of_a_file_recorded_without_its_seed(tmp_path):
-    """Result files from before ``samples_seed`` hold their lowest SGAN seed's
-    grid: a run of a higher seed merged into one does not replace it."""
+    """A result file from before ``samples_seed``, with one SGAN run, holds
+    that run's grid: a run of a higher seed merged into it does not replace it."""
     result = subprocess.run([sys.executable, "-c", OLDER_FILE, str(tmp_path)],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
