@@ -151,16 +151,16 @@ def record(name, kind, seed, run, result, results_dir, grid=None):
                 if kept or result.get(key):
                     merged[key] = {**kept, **result.get(key, {})}
             merged["seeds"] = sorted(set(earlier["seeds"]) | set(result["seeds"]))
-            for key in ("samples", "samples_seed"):
-                if key in earlier:
-                    merged[key] = earlier[key]
-            earlier_sgan_seeds = list(earlier.get("sgan", {}))
-            if ("samples" in earlier and "samples_seed" not in earlier
-                    and len(earlier_sgan_seeds) == 1):
-                # A file from before the grid's seed was recorded, with one SGAN
-                # run: the grid is that run's, so a higher seed keeps it. (With
-                # several, which one's is unknown: a new grid replaces it.)
-                merged["samples_seed"] = int(earlier_sgan_seeds[0])
+            if "samples" in earlier:
+                merged["samples"] = earlier["samples"]
+                # A file from before the grid's seed was recorded holds its one
+                # SGAN run's grid; with several, which one's is unknown, and a
+                # new grid replaces it.
+                sgan_seeds = [int(s) for s in earlier.get("sgan", {})]
+                grid_seed = earlier.get("samples_seed",
+                                        sgan_seeds[0] if len(sgan_seeds) == 1 else None)
+                if grid_seed is not None:
+                    merged["samples_seed"] = grid_seed
         if grid and seed <= merged.get("samples_seed", seed):
             merged["samples"], merged["samples_seed"] = f"{name}_samples.png", seed
             shutil.copyfile(grid, os.path.join(results_dir, merged["samples"]))

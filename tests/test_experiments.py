@@ -227,7 +227,8 @@ def test_merged_runs_keep_the_commit_and_machine_each_was_made_on(tmp_path):
     assert merged["sgan"]["0"]["commit"] == "aaa" and merged["baseline"]["0"]["commit"] == "bbb"
 
 
-TWO_PROCESSES = """
+# What run.record is given, for the scripts below (each run in a process of its own).
+RECORD_PRELUDE = """
 import json, os, sys
 sys.path.insert(0, "experiments")
 import run
@@ -239,6 +240,18 @@ def made(accuracy, finished=True):
 def invocation(seeds):     # main()'s result of one run.py process
     return {"name": "x", "published": "p", "published_accuracy": 0.9, "seeds": seeds,
             "status": "measured", "budget": "b", "machine": "m", "commit": "c", "date": "d"}
+"""
+
+
+def merged_result_of(script, results_dir):
+    """The result file ``script`` (after RECORD_PRELUDE) leaves in ``results_dir``."""
+    result = subprocess.run([sys.executable, "-c", RECORD_PRELUDE + script, str(results_dir)],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads((results_dir / "x.json").read_text())
+
+
+TWO_PROCESSES = """
 grid = {seed: os.path.join(results, f"grid{seed}.png") for seed in (0, 1)}
 for seed in grid:
     open(grid[seed], "w").write(f"seed {seed}")
@@ -247,7 +260,6 @@ run.record("x", "sgan", 1, made(0.5, finished=False), second, results)   # an ol
 run.record("x", "sgan", 0, made(0.8), first, results, grid=grid[0])
 run.record("x", "sgan", 1, made(0.9), second, results, grid=grid[1])      # finishes it
 run.record("x", "baseline", 0, made(0.6), first, results)
-print(json.dumps(json.load(open(os.path.join(results, "x.json")))))
 """
 
 
@@ -255,10 +267,7 @@ def test_runs_recorded_by_two_processes_keep_each_others_latest(tmp_path):
     """Two run.py processes, one seed each, merge into one result file: a
     process's later record does not write back its stale copy of the other's
     run, and the samples shown are the lowest seed's, whichever finished last."""
-    result = subprocess.run([sys.executable, "-c", TWO_PROCESSES, str(tmp_path)],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr[-2000:]
-    merged = json.loads(result.stdout.splitlines()[-1])
+    merged = merged_result_of(TWO_PROCESSES, tmp_path)
     assert merged["sgan"]["1"]["final_test_accuracy"] == 0.9 and merged["sgan"]["1"]["finished"]
     assert merged["sgan"]["0"]["final_test_accuracy"] == 0.8
     assert merged["baseline"]["0"]["final_test_accuracy"] == 0.6
@@ -270,32 +279,20 @@ def test_runs_recorded_by_two_processes_keep_each_others_latest(tmp_path):
 
 
 OLDER_FILE = """
-import json, os, sys
-sys.path.insert(0, "experiments")
-import run
-results = sys.argv[1]
-run_of = {"final_test_accuracy": 0.8, "best_test_accuracy": 0.8, "train_seconds": 1.0,
-          "test_accuracy": [0.8], "finished": True, "command": "c"}
-common = {"name": "x", "published": "p", "published_accuracy": 0.9, "status": "measured",
-          "budget": "b", "machine": "m", "commit": "c", "date": "d"}
 # A file written before the grid's seed was recorded: seed 0's grid, no samples_seed.
-json.dump({**common, "seeds": [0], "sgan": {"0": run_of}, "samples": "x_samples.png"},
-          open(os.path.join(results, "x.json"), "w"))
+older = {**invocation([0]), "sgan": {"0": made(0.8)}, "samples": "x_samples.png"}
+json.dump(older, open(os.path.join(results, "x.json"), "w"))
 open(os.path.join(results, "x_samples.png"), "w").write("seed 0")
 open(os.path.join(results, "grid1.png"), "w").write("seed 1")
-run.record("x", "sgan", 1, dict(run_of), {**common, "seeds": [1]}, results,
+run.record("x", "sgan", 1, made(0.9), invocation([1]), results,
            grid=os.path.join(results, "grid1.png"))
-print(json.dumps(json.load(open(os.path.join(results, "x.json")))))
 """
 
 
 def test_a_higher_seed_keeps_the_grid_of_a_file_recorded_without_its_seed(tmp_path):
     """A result file from before ``samples_seed``, with one SGAN run, holds
     that run's grid: a run of a higher seed merged into it does not replace it."""
-    result = subprocess.run([sys.executable, "-c", OLDER_FILE, str(tmp_path)],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr[-2000:]
-    merged = json.loads(result.stdout.splitlines()[-1])
+    merged = merged_result_of(OLDER_FILE, tmp_path)
     assert merged["seeds"] == [0, 1] and merged["samples_seed"] == 0
     assert (tmp_path / "x_samples.png").read_text() == "seed 0"
     assert "![generated images (SGAN seed 0)](x_samples.png)" in (tmp_path / "x.md").read_text()
