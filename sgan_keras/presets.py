@@ -251,10 +251,12 @@ def resolve(overrides):
     They start from ``preset`` (default: ``dataset``'s in
     :data:`DEFAULT_PRESET_FOR_DATASET`, mnist's without either), take
     :data:`UNIFIED_PROCEDURE` with ``procedure="unified"``, and a
-    ``supervised_only`` baseline the preset's own length (GANs in Action:
-    120 steps) unless ``epochs``/``steps_per_epoch`` are given. Options that
-    would change nothing are refused: the GAN's with ``supervised_only``,
-    the manifold weight and epsilon without a manifold regularization.
+    ``supervised_only`` baseline the length of ``baseline_epochs`` and
+    ``baseline_steps_per_epoch`` (the preset's own; GANs in Action: 120 steps)
+    unless ``epochs``/``steps_per_epoch`` are given. Options that would
+    change nothing are refused: the GAN's with ``supervised_only``, the
+    baseline's length without it, the manifold weight and epsilon without a
+    manifold regularization.
     """
     overrides = dict(overrides)
     dataset = overrides.get("dataset", "mnist")
@@ -276,7 +278,12 @@ def resolve(overrides):
             raise config_lib.ConfigError(f"--supervised_only trains no generator; drop "
                                          f"--{clashing[0]}")
         for field in ("epochs", "steps_per_epoch"):
-            overrides.setdefault(field, config.value("baseline_" + field) or config.value(field))
+            baseline_length = overrides.get("baseline_" + field, config.value("baseline_" + field))
+            overrides.setdefault(field, baseline_length or config.value(field))
+    elif {"baseline_epochs", "baseline_steps_per_epoch"} & set(overrides):
+        raise config_lib.ConfigError("--baseline_epochs/--baseline_steps_per_epoch set the length "
+                                     "of a --supervised_only run; add --supervised_only or drop "
+                                     "them")
     if (overrides.get("manifold", config.model.manifold) == "none"
             and {"manifold_weight", "manifold_epsilon"} & set(overrides)):
         raise config_lib.ConfigError("--manifold_weight/--manifold_epsilon need "

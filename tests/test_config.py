@@ -159,6 +159,11 @@ def test_resolve_picks_the_datasets_preset_and_the_baselines_budget():
     shorter = presets.resolve({"preset": "mnist_gans_in_action", "supervised_only": True,
                                "epochs": 2})
     assert (shorter.training.epochs, shorter.training.steps_per_epoch) == (2, 4)
+    own_length = presets.resolve({"preset": "mnist_gans_in_action", "supervised_only": True,
+                                  "baseline_epochs": 5, "baseline_steps_per_epoch": 7})
+    assert (own_length.training.epochs, own_length.training.steps_per_epoch) == (5, 7)
+    with pytest.raises(ConfigError, match="add --supervised_only or drop them"):
+        presets.resolve({"preset": "mnist_gans_in_action", "baseline_epochs": 5})
     unified = presets.resolve({"preset": "mnist_gans_in_action", "procedure": "unified"})
     assert all(unified.value(field) == value
                for field, value in presets.UNIFIED_PROCEDURE.items())
