@@ -305,8 +305,8 @@ class RunConfig:
         None, "Where outputs go. Default: runs/<run name>, the run name saying the dataset, "
         "preset, labels, every option that differs from the preset, and the seed.",
         run_only=True)
-    overwrite: bool = option(False, "Replace the outputs of an earlier run in --output_dir.",
-                             run_only=True)
+    overwrite: bool = option(False, "Replace the outputs of an earlier run in --output_dir "
+                             "(its other files stay).", run_only=True)
     strategy: str = option(
         "auto", "auto: all GPUs (Mirrored), one GPU, or the default strategy on CPU; "
         "multi_worker reads TF_CONFIG.", choices=choices_lib.STRATEGIES, run_only=True)

@@ -115,7 +115,8 @@ def export_classifier(classifier, export_dir, *, image_shape, pixel_range, overw
     name = os.path.basename(export_dir)
     # Not mkdtemp, which makes it owner-only: the export gets the umask's
     # mode, so that a server running as another user can read it.
-    staging = os.path.join(parent, f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    staging = os.path.join(
+        parent, f".{name}{faults.TEMPORARY_MARK}-{os.getpid()}-{secrets.token_hex(4)}")
     os.mkdir(staging)
     try:
         archive.write_out(staging, verbose=False)
@@ -268,8 +269,9 @@ def _move_into_place(staging, export_dir, overwrite):
         if not overwrite:  # it appeared while we were writing
             raise ExportError(f"export_dir {export_dir} already exists; "
                               "pass overwrite=True to replace it")
-        backup = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.old-",
-                                  dir=os.path.dirname(export_dir))
+        backup = tempfile.mkdtemp(
+            prefix=f".{os.path.basename(export_dir)}.old{faults.TEMPORARY_MARK}-",
+            dir=os.path.dirname(export_dir))
         backup_path = os.path.join(backup, "previous")
         os.rename(export_dir, backup_path)
     try:

@@ -11,8 +11,10 @@ Any other error keeps its type and traceback.
 Every file the package writes goes through :func:`replace_atomically` (a
 temporary sibling, fsynced, then renamed over the file); checkpoints through
 ``tf.train.CheckpointManager`` (``checkpoint.py``) and the export through a
-renamed directory (``export.py``). The one exception is ``run.lock``, which
-is written in place because the lock is held on that very file (``lock.py``).
+renamed directory (``export.py``). The exceptions: ``run.lock``, written in
+place because the lock is held on that very file (``lock.py``), and
+TensorBoard's event files, which TensorFlow's summary writers append to as
+training goes.
 A failed write leaves the earlier version in place. TensorFlow's own
 ``atomic_write_string_to_file`` is not public API and does not fsync, hence
 the helper here.
@@ -106,8 +108,11 @@ def replace_atomically(path, write, mode="w"):
 def is_temporary(name):
     """Whether the file ``name`` is one of this package's short-lived files,
     named with :data:`TEMPORARY_MARK`: the temporary of a
-    :func:`replace_atomically` in progress (``.<name>.tmp<pid>``), or the
-    output directory's write check (``trainer.prepare_output_dir``)."""
+    :func:`replace_atomically` in progress (``.<name>.tmp<pid>``), an
+    export's staging directory or the old export it replaces
+    (``export.py``), or the output directory's write check
+    (``trainer.prepare_output_dir``). One a killed run left behind is
+    removed by the next run in that directory."""
     return name.startswith(".") and TEMPORARY_MARK in name
 
 

@@ -48,44 +48,54 @@ WRITE_FAILED = (faults.WriteError,)
 INTERRUPTED = (callbacks_lib.TrainingInterrupted,)
 
 
+# What a run writes in --output_dir (README "What lands in --output_dir"),
+# besides its lock and temporaries: all --overwrite removes.
+RUN_OUTPUTS = ("flags.json", "labeled_indices.json", "class_names.json", "metrics.csv",
+               "accuracy.png", "losses.png", "tensorboard", "samples", "checkpoint", "export")
+WRITE_CHECK_PREFIX = f".write_check{faults.TEMPORARY_MARK}"
+
+
 def prepare_output_dir(config):
     """Checks ``--output_dir``, takes its lock, writes ``flags.json``; returns
     the held :class:`lock_lib.RunLock`.
 
     Before anything is touched: a file, or a non-empty directory holding no
-    sgan_keras run, is refused (unless ``--overwrite``). Then the lock: one
-    run per directory (:class:`lock_lib.RunLockedError` names the holder).
-    Under it, a directory holding the same configuration resumes; a finished
-    run, or one that has trained under a different configuration, needs
-    ``--overwrite``, which empties the
-    directory (the lock file aside).
+    sgan_keras run, is refused (``--overwrite`` too: it never removes what
+    this package did not write). Then the lock: one run per directory
+    (:class:`lock_lib.RunLockedError` names the holder). Under it, a
+    directory holding the same configuration resumes; a finished run, or one
+    that has trained under a different configuration, needs ``--overwrite``,
+    which removes the run's outputs (:data:`RUN_OUTPUTS`) and temporaries;
+    a user's other files in the directory stay.
     """
     output_dir = config.run.output_dir
     flags_path = os.path.join(output_dir, "flags.json")
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UsageError(f"--output_dir={output_dir} is a file, not a directory")
     try:
-        foreign = os.path.isdir(output_dir) and _foreign_files(output_dir)
+        names = _names_of_a_user(output_dir) if os.path.isdir(output_dir) else []
+        earlier = _earlier_flags(flags_path)
+        if earlier is None and os.path.lexists(flags_path):   # another tool's flags.json
+            names.append("flags.json")
     except OSError as error:
         raise UsageError(f"--output_dir={output_dir} cannot be read ({error.strerror})") from None
-    if foreign and not os.path.exists(flags_path) and not config.run.overwrite:
-        raise UsageError(f"--output_dir={output_dir} is not empty and holds no sgan_keras run; "
-                         "choose another directory or pass --overwrite")
+    if names and earlier is None:
+        listed = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
+        raise UsageError(f"--output_dir={output_dir} is not empty and holds no sgan_keras run "
+                         f"({listed}); choose another directory")
     try:
         os.makedirs(output_dir, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=output_dir,
-                                         prefix=f".write_check{faults.TEMPORARY_MARK}"):
+        with tempfile.NamedTemporaryFile(dir=output_dir, prefix=WRITE_CHECK_PREFIX):
             pass
     except OSError as error:
         raise UsageError(f"--output_dir={output_dir} cannot be written ({error.strerror})") from None
     with faults.writing(os.path.join(output_dir, lock_lib.LOCK_FILE)):
         run_lock = lock_lib.RunLock(output_dir).acquire()
     try:
-        if config.run.overwrite:
-            with faults.writing(output_dir):
-                _empty_directory(output_dir, keep=lock_lib.LOCK_FILE)
-        elif os.path.exists(flags_path):
-            _check_same_run(output_dir, flags_path, config)
+        with faults.writing(output_dir):
+            _remove_run_outputs(output_dir, temporaries_only=not config.run.overwrite)
+        if earlier is not None and not config.run.overwrite:
+            _check_same_run(output_dir, earlier, config)
         faults.write_json(flags_path, config.to_dict())
     except BaseException:
         run_lock.release()
@@ -93,32 +103,43 @@ def prepare_output_dir(config):
     return run_lock
 
 
-def _foreign_files(output_dir):
-    """The files of ``output_dir`` this package did not put there. A launch on
-    the same new directory may hold, for a moment, the lock, its write check
-    and the temporary of its ``flags.json`` before that file exists: those are
-    not a user's files (the lock then refuses the second launch)."""
+def _names_of_a_user(output_dir):
+    """The files of ``output_dir`` this package did not put there
+    (:data:`RUN_OUTPUTS`, the lock, temporaries). A launch on the same new
+    directory may hold, for a moment, the lock, its write check and the
+    temporary of its ``flags.json`` before that file exists: those are not a
+    user's files (the lock then refuses the second launch)."""
     return [name for name in os.listdir(output_dir)
-            if name != lock_lib.LOCK_FILE and not faults.is_temporary(name)]
+            if name not in RUN_OUTPUTS and name != lock_lib.LOCK_FILE
+            and not faults.is_temporary(name)]
 
 
-def _check_same_run(output_dir, flags_path, config):
-    """Refuses a directory holding a finished run, or another configuration's
-    training (one that stopped before its first step, e.g. on a data error,
-    left only its flags: they are replaced)."""
+def _earlier_flags(flags_path):
+    """The ``flags.json`` an earlier run of this package wrote at ``flags_path``
+    (a mapping with a ``preset`` and a ``dataset``), or ``None`` when there is
+    none: no file, or one this package did not write (another tool's
+    ``flags.json``, or not JSON), which then counts as a user's file."""
     try:
         with open(flags_path) as file:
             earlier = json.load(file)
-    except (OSError, ValueError) as error:
-        reason = error.strerror if isinstance(error, OSError) else error
-        raise UsageError(f"{flags_path} cannot be read ({reason}); pass --overwrite or another "
-                         "--output_dir") from None
+    except (FileNotFoundError, ValueError):   # ValueError: not JSON, or not text
+        return None
+    if not isinstance(earlier, dict) or not {"preset", "dataset"} <= set(earlier):
+        return None
+    return earlier
+
+
+def _check_same_run(output_dir, earlier, config):
+    """Refuses a directory holding a finished run, or another configuration's
+    training (one that stopped before its first step, e.g. on a data error,
+    left only its flags: they are replaced). ``earlier`` is its ``flags.json``."""
     trained = any(os.path.exists(os.path.join(output_dir, name))
                   for name in ("metrics.csv", "checkpoint", "export"))
     changed = changed_options(earlier, config)
     if changed and trained:
-        raise UsageError(f"--output_dir={output_dir} holds a run with other flags "
-                         f"({', '.join(changed)}); pass --overwrite or another --output_dir")
+        labels = ", ".join(config_lib.OPTIONS[name].label() for name in changed)
+        raise UsageError(f"--output_dir={output_dir} holds a run with other flags ({labels}); "
+                         "pass --overwrite or another --output_dir")
     if _finished(output_dir, config):
         raise UsageError(f"--output_dir={output_dir} holds a finished run; "
                          "pass --overwrite to train it again")
@@ -145,11 +166,17 @@ def changed_options(earlier, config):
                   if not option.run_only and earlier.get(name) != current[name])
 
 
-def _empty_directory(directory, keep):
+def _remove_run_outputs(directory, temporaries_only=False):
+    """Removes what a run wrote in ``directory`` (:data:`RUN_OUTPUTS` and
+    temporaries); the lock and a user's files stay. Called under the lock,
+    so every temporary there is stale (a killed run's half-written file or
+    export), but for another launch's write check, which it is about to
+    delete itself. ``temporaries_only``: the stale temporaries alone."""
     for name in os.listdir(directory):
-        path = os.path.join(directory, name)
-        if name == keep:
+        if name.startswith(WRITE_CHECK_PREFIX) or not (
+                faults.is_temporary(name) or (name in RUN_OUTPUTS and not temporaries_only)):
             continue
+        path = os.path.join(directory, name)
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path)
         else:

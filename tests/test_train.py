@@ -208,12 +208,12 @@ def test_a_run_that_never_trained_leaves_its_directory_to_a_corrected_command(tm
     trainer.prepare_output_dir(corrected).release()
     assert json.loads((tmp_path / "run" / "flags.json").read_text())["data_dir"] == "right"
     (tmp_path / "run" / "metrics.csv").write_text("epoch\n1\n")     # it trained
-    with pytest.raises(trainer.UsageError, match=r"other flags \(data_dir\)"):
+    with pytest.raises(trainer.UsageError, match=r"other flags \(--data_dir\)"):
         trainer.prepare_output_dir(config.replace(data_dir="other"))
     # Run-only options may change on a resume; no other may (here --lr).
     trainer.prepare_output_dir(corrected.replace(eval_batch_size=10, checkpoint_every_steps=5)
                                ).release()
-    with pytest.raises(trainer.UsageError, match=r"other flags \(g_lr\)"):
+    with pytest.raises(trainer.UsageError, match=r"other flags \(--lr \(g_lr\)\)"):
         trainer.prepare_output_dir(corrected.replace(g_lr=0.5))
 
 
@@ -781,9 +781,50 @@ def test_non_run_directory_is_never_touched(tmp_path, fast):
     keep = tmp_path / "mine" / "thesis.txt"
     keep.parent.mkdir()
     keep.write_text("precious")
-    result = cli(*fast, "--epochs=1", "--steps_per_epoch=1", f"--output_dir={keep.parent}")
-    assert result.returncode != 0 and "--overwrite" in result.stderr
+    for overwrite in ([], ["--overwrite"]):
+        result = cli(*fast, "--epochs=1", "--steps_per_epoch=1", f"--output_dir={keep.parent}",
+                     *overwrite)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert "holds no sgan_keras run (thesis.txt); choose another directory" in result.stderr
+        assert sorted(os.listdir(keep.parent)) == ["thesis.txt"]
     assert keep.read_text() == "precious"
+
+
+@pytest.mark.parametrize("content", ['["--lr=0.1"]', '{"learning_rate": 0.1}', "not json"])
+def test_another_tools_flags_json_is_a_users_file(content, tmp_path):
+    """A flags.json this package did not write (another tool's, or not JSON)
+    does not make a directory a run: it is refused, with --overwrite too."""
+    from sgan_keras import trainer
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "flags.json").write_text(content)
+    config = presets.get_preset("mnist_gans_in_action").config.replace(
+        output_dir=str(tmp_path / "run"))
+    for overwrite in (False, True):
+        with pytest.raises(trainer.UsageError, match=r"holds no sgan_keras run \(flags.json\)"):
+            trainer.prepare_output_dir(config.replace(overwrite=overwrite))
+    assert (tmp_path / "run" / "flags.json").read_text() == content
+    assert os.listdir(tmp_path / "run") == ["flags.json"]
+
+
+def test_overwrite_removes_a_runs_outputs_and_keeps_a_users_files(tmp_path):
+    """--overwrite replaces a run's outputs; a user's file beside them, in the
+    run directory, stays. A killed run's stale temporaries (a half-written
+    file, an export's staging) go on the next run, --overwrite or not."""
+    from sgan_keras import trainer
+    run = tmp_path / "run"
+    config = presets.get_preset("mnist_gans_in_action").config.replace(output_dir=str(run))
+    trainer.prepare_output_dir(config).release()
+    for name in ("metrics.csv", "notes.txt", ".metrics.csv.tmp123"):
+        (run / name).write_text(name)
+    (run / "samples").mkdir()
+    (run / ".export.tmp-123-abcd").mkdir()
+    trainer.prepare_output_dir(config).release()          # a resume
+    assert sorted(os.listdir(run)) == ["flags.json", "metrics.csv", "notes.txt", "run.lock",
+                                       "samples"]
+    trainer.prepare_output_dir(config.replace(overwrite=True, g_lr=0.5)).release()
+    assert sorted(os.listdir(run)) == ["flags.json", "notes.txt", "run.lock"]
+    assert (run / "notes.txt").read_text() == "notes.txt"
+    assert json.loads((run / "flags.json").read_text())["g_lr"] == 0.5
 
 
 def test_helpfull_explains_every_flag_and_flagfile_works(tmp_path):
