@@ -36,8 +36,9 @@ Faults (README "Faults") print one line on stderr, no traceback, and exit with:
     4   training diverged: a loss, or a variable about to be saved, is NaN or
         infinite; stopped at once, earlier checkpoints kept, none of that state
     5   a full disk or an unwritable file; earlier outputs are intact
-    75  stopped by SIGTERM or SIGINT after saving at the next step boundary;
-        the line gives the command that resumes (EX_TEMPFAIL: try again)
+    75  stopped by SIGTERM or SIGINT after saving at the next step boundary
+        (before training starts: with nothing to save); the line gives the
+        command that resumes (EX_TEMPFAIL: try again)
 
 Any other failure is a bug and keeps its traceback (exit 1). A second SIGTERM
 or SIGINT ends the process at once (the run then resumes as after ``kill
@@ -49,6 +50,7 @@ every worker saves at the same step and exits 75.
 import gc
 import os
 import shlex
+import signal
 import sys
 
 from absl import app
@@ -99,16 +101,24 @@ def main(argv):
         config = resolve_config(values)
     except config_lib.ConfigError as error:
         _exit(EXIT_USAGE, faults.first_line(error))
-    trainer = import_trainer(config.model.architecture, config.model.precision)
+    # Until training takes the signals over (trainer.StopSignals), SIGTERM
+    # interrupts like SIGINT (KeyboardInterrupt): one line, not a silent death.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        trainer = import_trainer(config.model.architecture, config.model.precision)
         output_dir = trainer.train(config)
+    except KeyboardInterrupt:
+        _exit(EXIT_INTERRUPTED, "a signal (SIGTERM or SIGINT) arrived before training started "
+                                f"or after it ended; resume with: {_resume_command()}",
+              kind="interrupted")
     except trainer.BAD_INPUT as error:
         _exit(EXIT_USAGE, faults.first_line(error))
     except trainer.LOCKED as error:
         _exit(EXIT_LOCKED, faults.first_line(error))
     except trainer.NON_FINITE as error:
         _exit(EXIT_NON_FINITE, f"{faults.first_line(error)}: training stopped without saving "
-                               "that state; earlier checkpoints are kept (a smaller --lr may help)")
+                               "that state; earlier checkpoints are kept (a smaller --lr may "
+                               "help, in another --output_dir)")
     except trainer.WRITE_FAILED as error:
         _exit(EXIT_WRITE, f"{faults.first_line(error)}; earlier outputs are intact: free space "
                           f"or fix the directory, then resume with: {_resume_command()}")
@@ -151,9 +161,14 @@ def import_trainer(architecture="", precision="float32"):
 
 def _resume_command():
     """The command line of this process, to run again to resume it: without
-    ``--overwrite``, which would empty the run it resumes."""
+    ``--overwrite``, which would empty the run it resumes (and with
+    ``--nooverwrite`` last when a ``--flagfile`` might set it)."""
+    def name(argument):
+        return argument.lstrip("-").split("=", 1)[0]
     arguments = [argument for argument in sys.argv[1:]
-                 if argument.lstrip("-").split("=", 1)[0] != "overwrite"]
+                 if name(argument) not in ("overwrite", "nooverwrite")]
+    if any(name(argument) == "flagfile" for argument in arguments):
+        arguments.append("--nooverwrite")
     return shlex.join([sys.executable, "-m", "sgan_keras.train", *arguments])
 
 

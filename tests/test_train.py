@@ -418,6 +418,31 @@ def test_the_printed_resume_command_leaves_out_overwrite(monkeypatch):
                                       "--overwrite=true", "--output_dir=runs/x"])
     assert shlex.split(train._resume_command())[1:] == [
         "-m", "sgan_keras.train", "--labels=100", "--output_dir=runs/x"]
+    # A flag file may hold --overwrite: the last --nooverwrite wins over it.
+    monkeypatch.setattr(sys, "argv", ["train.py", "--nooverwrite", "--flagfile=f.txt",
+                                      "--labels=100"])
+    assert shlex.split(train._resume_command())[1:] == [
+        "-m", "sgan_keras.train", "--flagfile=f.txt", "--labels=100", "--nooverwrite"]
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_a_signal_before_training_starts_gets_one_line_and_exit_75(signal_name, tmp_path, fast):
+    """Before trainer.StopSignals takes the signals over (here: while
+    TensorFlow is imported), SIGTERM and SIGINT end the run with the
+    interrupted line and its status, without a traceback or any output."""
+    script = (f"import os, signal, sys\n"
+              f"from sgan_keras import train\n"
+              f"train.import_trainer = lambda *a: os.kill(os.getpid(), signal.{signal_name})\n"
+              f"sys.argv = ['train.py'] + sys.argv[1:]\n"
+              f"train.run()\n")
+    output_dir = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-c", script, *fast, f"--output_dir={output_dir}"],
+                            capture_output=True, text=True, timeout=120, env=ENV, cwd=REPO_ROOT)
+    assert result.returncode == 75, result.stderr[-3000:]
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "interrupted: a signal (SIGTERM or SIGINT) arrived before training started" in lines[0]
+    assert not output_dir.exists()
 
 
 def test_the_train_cli_freezes_what_importing_tensorflow_made_and_keeps_the_collector_on(
@@ -522,7 +547,7 @@ def test_non_finite_training_stops_at_once_and_keeps_the_last_good_checkpoint(
     lines = error_lines(result.stderr)
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert lines[0].endswith("training stopped without saving that state; earlier checkpoints "
-                             "are kept (a smaller --lr may help)")
+                             "are kept (a smaller --lr may help, in another --output_dir)")
     assert not (output_dir / "metrics.csv").exists()  # no row of a diverged epoch
     if every_steps == 0:
         assert re.search(r"error: \w*loss is (nan|inf|-inf) at step \d+:", lines[0]), lines[0]
