@@ -265,11 +265,12 @@ class DataConfig:
         "resized to the preset's image shape. Default: the preset's; mnist without --preset.",
         in_run_name=False)
     labels: typing.Union[int, str] = option(
-        100, "Total label budget, class-balanced (a multiple of the class count), or 'all'. "
-        "Default: the preset's.", parser=LabelsParser(), in_run_name=False)
+        100, "Total label budget (with --label_selection=balanced a multiple of the class "
+        "count), or 'all'. Default: the preset's.", parser=LabelsParser(), in_run_name=False)
     label_selection: str = option(
         "balanced", "balanced: --labels / (the class count) per class, drawn with --seed; "
-        "first: the first --labels training images (GANs in Action, the Udacity notebook).",
+        "first: the first --labels training images (GANs in Action, the Udacity notebook; "
+        "balanced for folder: data, which has no order across classes).",
         choices=choices_lib.LABEL_SELECTIONS)
     data_dir: typing.Optional[str] = option(
         None, "Local data directory (mnist.npz, IDX files, SVHN .mat files, CIFAR-10 "

@@ -312,7 +312,8 @@ def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0)
       label_selection: ``balanced``: ``labels / K`` per class (K classes), drawn with
         ``seed`` (Salimans et al., the MNIST blog); ``first``: the first
         ``labels`` images of the training split in file order, whatever their
-        classes (GANs in Action; the Udacity SVHN notebook).
+        classes (GANs in Action; the Udacity SVHN notebook). A ``folder:``
+        set, read class by class, has no such order: ``balanced`` there.
       seed: seed of the label draw and of the data order.
       data_dir: a directory with local files or prepared TFDS data; ``None``
         downloads with TFDS.
@@ -405,6 +406,12 @@ def _load_custom(name, budget, *, seed, data_dir, pixel_range, label_selection, 
         if folder.skipped:
             notes.append(f"Skipped {len(folder.skipped)} unreadable image file(s) in {source}, "
                          f"e.g. {folder.skipped[0]}.")
+        if label_selection == "first" and budget is not None:
+            # Read class by class, its first images would all be the first class's.
+            label_selection = "balanced"
+            notes.append(f"{source} has no image order across its classes: the {budget} "
+                         "labels are a class-balanced draw with the seed "
+                         "(--label_selection=balanced), not the first images.")
     else:
         read = read_tfds_images(source, image_shape, data_dir=data_dir, train_split=train_split,
                                 test_split=test_split, convert_channels=convert_channels)

@@ -660,6 +660,19 @@ def test_an_image_file_it_may_not_read_is_skipped_as_unreadable(tmp_path, monkey
     assert folder.skipped == (os.fspath(forbidden),) and len(folder.unlabeled_images) == 11
 
 
+def test_a_folders_labels_are_class_balanced_even_for_first(tmp_path):
+    """A folder is read class by class: 'the first N images' would be one
+    class's, so a preset's label_selection='first' draws balanced there."""
+    write_folder(tmp_path, per_class=4)
+    data = data_lib.load_dataset(f"folder:{tmp_path}", 6, label_selection="first", seed=3,
+                                 image_shape=(8, 8, 3))
+    labels = data.train_labels[data.labeled_indices]
+    assert np.bincount(labels, minlength=3).tolist() == [2, 2, 2]
+    assert any("not the first images" in note for note in data.notes)
+    balanced = data_lib.load_dataset(f"folder:{tmp_path}", 6, seed=3, image_shape=(8, 8, 3))
+    np.testing.assert_array_equal(balanced.labeled_indices, data.labeled_indices)
+
+
 def test_image_folder_without_test_holds_out_a_seeded_part(tmp_path):
     write_folder(tmp_path, test=False, per_class=10)
     folder = data_lib.read_image_folder(tmp_path, (8, 8, 3), seed=1)
