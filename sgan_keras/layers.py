@@ -1,5 +1,6 @@
 """Weight-normalized Dense, Conv2D and Conv2DTranspose layers for Keras 3,
-a GaussianNoise layer that draws its normals faster on CPU,
+a GaussianNoise layer that draws its normals faster on CPU, and it and a
+Dropout layer drawing apart on each replica of a ``tf.distribute`` strategy,
 UpsampleConv2D, a nearest x2 upsampling and convolution without the upsampled image,
 MatmulConv2DTranspose, a transposed convolution as one matmul,
 Conv2DWithConvInputGrad, a stride-1 convolution whose input gradient is a convolution,
@@ -40,6 +41,8 @@ _STD_EPSILON = 1e-8     # guards the init statistics of a constant unit
 
 __all__ = [
     "Conv2DWithConvInputGrad",
+    "Dropout",
+    "FusedBatchNormalization",
     "GaussianNoise",
     "MatmulConv2DTranspose",
     "UpsampleConv2D",
@@ -48,6 +51,7 @@ __all__ = [
     "WeightNormConv2D",
     "WeightNormConv2DTranspose",
     "initialize_weight_norm",
+    "replica_seed",
     "weight_norm_layers",
 ]
 
@@ -296,13 +300,47 @@ class GaussianNoise(keras.layers.GaussianNoise):
         shape = ops.shape(inputs)
         pairs = (shape[-1] + 1) // 2
         uniform = tf.random.stateless_uniform((2, *shape[:-1], pairs),
-                                              seed=_int32_seed(self.seed_generator.next()),
+                                              seed=replica_seed(self.seed_generator.next()),
                                               alg="philox")
         radius = ops.sqrt(-2.0 * ops.log(1.0 - uniform[0]))   # 1 - u is in (0, 1]
         angle = (2.0 * math.pi) * uniform[1]
         normal = ops.concatenate([radius * ops.cos(angle), radius * ops.sin(angle)], axis=-1)
         normal = normal[..., :shape[-1]]
         return inputs + ops.cast(self.stddev * normal, inputs.dtype)
+
+
+@keras.saving.register_keras_serializable(package="sgan_keras")
+class Dropout(keras.layers.Dropout):
+    """``keras.layers.Dropout`` whose mask differs between the replicas of a
+    ``tf.distribute`` strategy (:func:`replica_seed`). Keras' layer gives
+    every replica the same seed, so under ``MirroredStrategy`` each replica's
+    k-th example got the same mask. On one device the masks are Keras' own,
+    bit for bit (``tf.nn.experimental.stateless_dropout``, as its TensorFlow
+    backend draws them)."""
+
+    def call(self, inputs, training=False):
+        if not (training and self.rate > 0):
+            return inputs
+        noise_shape = self.noise_shape
+        if noise_shape is not None:
+            noise_shape = [tf.shape(inputs)[axis] if size is None else size
+                           for axis, size in enumerate(noise_shape)]
+        return tf.nn.experimental.stateless_dropout(
+            inputs, rate=self.rate, noise_shape=noise_shape,
+            seed=replica_seed(self.seed_generator.next()))
+
+
+def replica_seed(seed):
+    """A ``SeedGenerator``'s seed (:func:`_int32_seed`), folded with the
+    replica's id when a ``tf.distribute`` strategy runs several: each replica
+    then draws its own dropout mask or noise. Keras' ``SeedGenerator`` state
+    is one mirrored variable, so without this every replica draws the same
+    numbers. On one replica the seed is unchanged."""
+    seed = _int32_seed(seed)
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return seed
+    return tf.random.experimental.stateless_fold_in(seed, context.replica_id_in_sync_group)
 
 
 def _int32_seed(seed):

@@ -24,7 +24,12 @@ enough.
 Randomness of the noise ``z`` is stateless: drawn from ``(seed, step)`` for the
 whole global batch, each replica taking its slice. A run is therefore
 reproducible, resumes exactly from a checkpoint (the step counter is the
-optimizer's), and one step gives the same result on one device or several.
+optimizer's), and, for networks without dropout, Gaussian noise or
+BatchNorm, one step gives the same result on one device or several. Those
+layers work per replica: each replica draws its own masks and noise
+(``layers.replica_seed``) and BatchNorm takes its own replica's statistics
+(Keras' default), so with them a run on several devices is a different
+draw of the same training, not the same numbers.
 """
 
 import keras

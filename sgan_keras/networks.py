@@ -315,7 +315,7 @@ def _mnist_blog_discriminator(images, seeds):
         x = _conv2d(stride)(filters, 5, strides=stride, padding="same",
                             kernel_initializer=seeds.glorot(), name=f"d_conv{index}")(x)
         x = _lrelu(0.2, f"d_lrelu{index}")(x)
-        x = keras.layers.Dropout(0.3, seed=seeds(), name=f"d_dropout{index}")(x)
+        x = wn.Dropout(0.3, seed=seeds(), name=f"d_dropout{index}")(x)
     features = keras.layers.Flatten(name="d_features")(x)
     return features, features, _dense_factory(seeds)
 
@@ -360,10 +360,10 @@ def _svhn_dcgan_discriminator(images, seeds, width=64, rate=0.5):
             x = keras.layers.BatchNormalization(name=f"d_bn{index}")(x)
         x = _lrelu(0.2, f"d_lrelu{index}")(x)
         if dropout:
-            x = keras.layers.Dropout(rate, seed=seeds(), name=f"d_dropout{index}")(x)
+            x = wn.Dropout(rate, seed=seeds(), name=f"d_dropout{index}")(x)
         return x
 
-    x = keras.layers.Dropout(rate / 2.5, seed=seeds(), name="d_input_dropout")(images)
+    x = wn.Dropout(rate / 2.5, seed=seeds(), name="d_input_dropout")(images)
     x = conv(x, 1, width, 2, batch_norm=False, dropout=True)
     x = conv(x, 2, width, 2)
     x = conv(x, 3, width, 2, dropout=True)
@@ -414,7 +414,7 @@ def _gans_in_action_discriminator(images, seeds):
         if index > 1:
             x = keras.layers.BatchNormalization(name=f"d_bn{index}")(x)
         x = _lrelu(0.01, f"d_lrelu{index}")(x)
-    x = keras.layers.Dropout(0.5, seed=seeds(), name="d_dropout")(x)
+    x = wn.Dropout(0.5, seed=seeds(), name="d_dropout")(x)
     features = keras.layers.Flatten(name="d_features")(x)
     return features, features, _dense_factory(seeds)
 
@@ -530,15 +530,15 @@ def _improved_gan_conv_discriminator(images, seeds, narrow, wide, lecouat=False)
                                 data_init=not lecouat, name=f"d_conv{index}")(x)
         return _lrelu(0.2, f"d_lrelu{index}")(x)
 
-    x = keras.layers.Dropout(0.2, seed=seeds(), name="d_input_dropout")(images)
+    x = wn.Dropout(0.2, seed=seeds(), name="d_input_dropout")(images)
     x = conv(x, 1, narrow)
     x = conv(x, 2, narrow)
     x = conv(x, 3, narrow, stride=2)
-    x = keras.layers.Dropout(0.5, seed=seeds(), name="d_dropout1")(x)
+    x = wn.Dropout(0.5, seed=seeds(), name="d_dropout1")(x)
     x = conv(x, 4, wide)
     x = conv(x, 5, wide)
     x = conv(x, 6, wide, stride=2)
-    x = keras.layers.Dropout(0.5, seed=seeds(), name="d_dropout2")(x)
+    x = wn.Dropout(0.5, seed=seeds(), name="d_dropout2")(x)
     x = conv(x, 7, wide, padding="valid")
     x = conv(x, 8, wide, kernel_size=1)
     x = conv(x, 9, wide, kernel_size=1)

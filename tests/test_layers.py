@@ -236,6 +236,58 @@ def test_initialize_weight_norm_under_mirrored_strategy_with_two_cpus():
     assert np.isfinite(report["loss"])
 
 
+_REPLICA_DRAWS_SCRIPT = textwrap.dedent("""
+    import json, os
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import numpy as np, tensorflow as tf, keras
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from sgan_keras import layers as wn
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        layers = {"dropout": wn.Dropout(0.5, seed=3), "noise": wn.GaussianNoise(0.5, seed=3),
+                  "keras_dropout": keras.layers.Dropout(0.5, seed=3)}
+
+    @tf.function
+    def draw():
+        ones = tf.ones((64, 16))
+        return {name: layer(ones, training=True) for name, layer in layers.items()}
+
+    draws = strategy.run(draw)
+    report = {name: [r.numpy().tolist() for r in strategy.experimental_local_results(value)]
+              for name, value in draws.items()}
+    print(json.dumps(report))
+""")
+
+
+def test_dropout_and_noise_draw_apart_on_each_replica():
+    """Under MirroredStrategy each replica draws its own dropout mask and
+    noise (Keras' Dropout, for contrast, gives both replicas one mask)."""
+    result = preloaded.run_code(_REPLICA_DRAWS_SCRIPT, cwd=REPO_ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = {name: [np.asarray(r) for r in replicas]
+              for name, replicas in json.loads(result.stdout.strip().splitlines()[-1]).items()}
+    assert all(len(replicas) == 2 for replicas in report.values())
+    np.testing.assert_array_equal(*report["keras_dropout"])      # the flaw worked around
+    for name in ("dropout", "noise"):
+        first, second = report[name]
+        assert not np.array_equal(first, second), name
+    for mask in report["dropout"]:
+        assert set(np.unique(mask)) == {0.0, 2.0} and abs(np.mean(mask == 0) - 0.5) < 0.05
+
+
+def test_dropout_is_keras_dropout_bit_for_bit_on_one_device():
+    inputs = np.random.default_rng(0).normal(size=(32, 8, 8, 3)).astype("float32")
+    for noise_shape in (None, (None, 1, 1, 3)):
+        ours = wn.Dropout(0.3, noise_shape=noise_shape, seed=5)
+        theirs = keras.layers.Dropout(0.3, noise_shape=noise_shape, seed=5)
+        for _ in range(2):      # the seed generator advances alike
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours(inputs, training=True)),
+                                          keras.ops.convert_to_numpy(theirs(inputs, training=True)))
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours(inputs)), inputs)
+
+
 @pytest.mark.parametrize("shape", [(2000, 251), (500, 4, 4, 3)])
 def test_gaussian_noise_draws_standard_normals_by_box_muller(shape):
     """The Box-Muller layer adds N(0, stddev^2) noise: moments, tails, odd last axes."""
