@@ -89,6 +89,7 @@ class SGAN(keras.Model):
             # Same layers, so ``weights`` pair up one to one; never trained.
             self.ema_discriminator = keras.models.clone_model(discriminator)
             self.ema_discriminator.set_weights(discriminator.get_weights())
+            self.ema_discriminator.trainable = False   # not in trainable_weights
         self.weight_norm_initialized = False
 
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")

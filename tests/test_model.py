@@ -396,6 +396,9 @@ def test_classifier_outputs_k_logits_for_the_learned_variant():
 
 def test_ema_tracks_the_discriminator_and_is_used_for_evaluation():
     model = tiny_model(ema_decay=0.5)
+    # The average is no trainable weight of the model (summary(), count_params()).
+    assert {id(w) for w in model.trainable_weights} == {
+        id(w) for w in model.generator.trainable_weights + model.discriminator.trainable_weights}
     batch = tiny_batch()
     before = [w.numpy().copy() for w in model.discriminator.weights]
     model.train_step(batch)
