@@ -46,6 +46,8 @@ from sgan_keras import presets as presets_lib
 
 # Streams of the stateless noise: one per use within a step.
 _DISCRIMINATOR_NOISE, _GENERATOR_NOISE, _MANIFOLD_NOISE = 0, 1, 2
+# The arguments of compile() on how fit() runs, which a saved model keeps.
+_RUN_OPTIONS = ("jit_compile", "steps_per_execution", "run_eagerly")
 
 
 @keras.saving.register_keras_serializable(package="sgan_keras")
@@ -163,6 +165,8 @@ class SGAN(keras.Model):
             d_optimizer = d_optimizer or default_d
             g_optimizer = g_optimizer or default_g
         super().compile(**{"optimizer": d_optimizer, **kwargs})
+        # Kept for get_compile_config: how fit() runs, as the caller asked.
+        self._run_options = {name: kwargs[name] for name in _RUN_OPTIONS if name in kwargs}
         self.d_optimizer = d_optimizer
         self.g_optimizer = g_optimizer
         if self.config.training.update_order == "split" and not self.config.supervised_only:
@@ -235,12 +239,15 @@ class SGAN(keras.Model):
 
     def get_compile_config(self):
         """Both optimizers (and the split order's second D optimizer are copied
-        from D's), so that a loaded model trains on with their state."""
+        from D's), so that a loaded model trains on with their state, and the
+        ``jit_compile``, ``steps_per_execution`` and ``run_eagerly`` given to
+        :meth:`compile`, as Keras' own ``get_compile_config`` keeps them."""
         if not self.compiled:
             return {}
         return {"d_optimizer": keras.optimizers.serialize(self.d_optimizer),
                 "g_optimizer": (keras.optimizers.serialize(self.g_optimizer)
-                                if self.g_optimizer is not None else None)}
+                                if self.g_optimizer is not None else None),
+                **self._run_options}
 
     def compile_from_config(self, config):
         if not config:
@@ -248,7 +255,8 @@ class SGAN(keras.Model):
         self.compile(
             d_optimizer=keras.optimizers.deserialize(config["d_optimizer"]),
             g_optimizer=(keras.optimizers.deserialize(config["g_optimizer"])
-                         if config["g_optimizer"] else None))
+                         if config["g_optimizer"] else None),
+            **{name: config[name] for name in _RUN_OPTIONS if name in config})
 
     def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None,
                **kwargs):

@@ -565,12 +565,13 @@ def test_keras_file_round_trip_predicts_the_same_and_trains_on_exactly(tmp_path)
     # The split order has a third optimizer; EMA a second discriminator;
     # dropout layers carry seed-generator states.
     model = SGAN.from_preset("mnist_gans_in_action", seed=0, ema_decay=0.9)
-    model.compile()
+    model.compile(jit_compile=False, steps_per_execution=2)
     data = tf.data.Dataset.from_tensors(preset_batch(model)).repeat()
     model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)
     model.save(tmp_path / "sgan.keras")
     loaded = keras.models.load_model(tmp_path / "sgan.keras")
     assert type(loaded) is SGAN and loaded.config == model.config
+    assert (loaded.jit_compile, loaded.steps_per_execution) == (False, 2)   # as compiled
     assert loaded.config.preset == "mnist_gans_in_action" and loaded.config.model.ema_decay == 0.9
     images = preset_batch(model, seed=1)["unlabeled_images"]
     np.testing.assert_allclose(loaded.predict(images, verbose=0),
