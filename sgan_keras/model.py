@@ -368,9 +368,10 @@ class SGAN(keras.Model):
         if self.config.supervised_only:
             return self._supervised_step(batch)
         if "label_mask" in batch:   # one batch: labeled images are marked in it
-            images = batch["images"]
-            batch = {"labeled_images": images, "labels": batch["labels"],
-                     "label_mask": tf.cast(batch["label_mask"], tf.float32),
+            images, mask = batch["images"], tf.cast(batch["label_mask"], tf.float32)
+            # The others' labels are never read; any value (e.g. -1) may stand there.
+            labels = tf.where(mask > 0, tf.cast(batch["labels"], tf.int32), 0)
+            batch = {"labeled_images": images, "labels": labels, "label_mask": mask,
                      "unlabeled_images": images, "generator_images": images}
         if self.config.training.update_order == "simultaneous":
             logs = self._simultaneous_step(batch)

@@ -255,6 +255,10 @@ def test_masked_batching_uses_only_the_labeled_images_labels(update_order):
     unmasked_changed[mask == 0] = (labels[mask == 0] + 1) % K    # labels L_sup must ignore
     for a, b in zip(reference, train(unmasked_changed)):
         np.testing.assert_array_equal(a, b)
+    unknown = labels.copy()
+    unknown[mask == 0] = -1                          # "no label", as a user's data may say
+    for a, b in zip(reference, train(unknown)):
+        np.testing.assert_array_equal(a, b)
     masked_changed = labels.copy()
     masked_changed[mask == 1] = (labels[mask == 1] + 1) % K
     assert any(not np.array_equal(a, b) for a, b in zip(reference, train(masked_changed)))
