@@ -108,6 +108,11 @@ class StrategyError(ValueError):
     """An unknown strategy name, or one that cannot run here; the message is one line."""
 
 
+class WorkerLostError(RuntimeError):
+    """Another worker of a multi-worker run stopped, or the network to it failed
+    (TensorFlow's ``UnavailableError`` in a collective); the message is one line."""
+
+
 def make_strategy(name):
     """The ``tf.distribute.Strategy`` called ``name`` (one of :data:`STRATEGIES`).
 

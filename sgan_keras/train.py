@@ -36,6 +36,8 @@ Faults (README "Faults") print one line on stderr, no traceback, and exit with:
     4   training diverged: a loss, or a variable about to be saved, is NaN or
         infinite; stopped at once, earlier checkpoints kept, none of that state
     5   a full disk or an unwritable file; earlier outputs are intact
+    69  --strategy=multi_worker: another worker stopped (its own line says why)
+        or the network to it failed (EX_UNAVAILABLE)
     75  stopped by SIGTERM or SIGINT after saving at the next step boundary
         (before training starts: with nothing to save); the line gives the
         command that resumes (EX_TEMPFAIL: try again)
@@ -71,6 +73,7 @@ EXIT_USAGE = 2
 EXIT_LOCKED = 3
 EXIT_NON_FINITE = 4
 EXIT_WRITE = 5
+EXIT_WORKER_LOST = 69  # EX_UNAVAILABLE (sysexits.h): a service is unavailable
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL (sysexits.h): temporary failure, try again
 
 
@@ -122,6 +125,8 @@ def main(argv):
     except trainer.WRITE_FAILED as error:
         _exit(EXIT_WRITE, f"{faults.first_line(error)}; earlier outputs are intact: free space "
                           f"or fix the directory, then resume with: {_resume_command()}")
+    except trainer.WORKER_LOST as error:
+        _exit(EXIT_WORKER_LOST, faults.first_line(error))
     except trainer.INTERRUPTED as error:
         saved = f"saved {error.path}" if error.path else "no step trained since the last checkpoint"
         _exit(EXIT_INTERRUPTED, f"{error.reason} at step {error.step}: {saved}; resume with: "
@@ -161,7 +166,7 @@ def import_trainer(architecture="", precision="float32"):
 
 def _resume_command():
     """The command line of this process, to run again to resume it: without
-    ``--overwrite``, which would empty the run it resumes (and with
+    ``--overwrite``, which would remove the run it resumes (and with
     ``--nooverwrite`` last when a ``--flagfile`` might set it)."""
     def name(argument):
         return argument.lstrip("-").split("=", 1)[0]

@@ -46,6 +46,7 @@ LOCKED = (lock_lib.RunLockedError,)
 NON_FINITE = (callbacks_lib.NonFiniteLossError, checkpoint.NonFiniteStateError)
 WRITE_FAILED = (faults.WriteError,)
 INTERRUPTED = (callbacks_lib.TrainingInterrupted,)
+WORKER_LOST = (distribute.WorkerLostError,)
 
 
 # What a run writes in --output_dir (README "What lands in --output_dir"),
@@ -227,8 +228,9 @@ def train(config):
     """Runs the training ``config`` describes; returns the output directory.
 
     Faults raise the errors of :data:`BAD_INPUT`, :data:`LOCKED`,
-    :data:`NON_FINITE`, :data:`WRITE_FAILED` and :data:`INTERRUPTED`, after
-    the lock is released and the signal handlers are restored.
+    :data:`NON_FINITE`, :data:`WRITE_FAILED`, :data:`INTERRUPTED` and
+    :data:`WORKER_LOST`, after the lock is released and the signal handlers
+    are restored.
     """
     run, training = config.run, config.training
     if run.output_dir is None:   # the CLI's default is runs/<run name> (train.py)
@@ -247,20 +249,29 @@ def train(config):
         raise UsageError(f"--batch_size={training.batch_size} is not divisible by the "
                          f"{strategy.num_replicas_in_sync} replicas of --strategy={run.strategy}")
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-    with contextlib.ExitStack() as cleanup:
-        if distribute.is_chief(strategy):
-            run_lock = prepare_output_dir(config)
-            cleanup.callback(run_lock.release)
-            if run_lock.stale_pid:
-                print(f"Taking over {run.output_dir}: its lock names pid {run_lock.stale_pid}, "
-                      "which ended without releasing it (killed or crashed).", flush=True)
-            output_dir = run.output_dir
-        else:
-            # Non-chief workers of a multi-worker run write to a throw-away directory.
-            output_dir = tempfile.mkdtemp(prefix="sgan_worker_")
-            cleanup.callback(shutil.rmtree, output_dir, ignore_errors=True)
-        stop = cleanup.enter_context(StopSignals(sigint_as_sigterm=multi_worker))
-        _train(config, strategy, output_dir, stop)
+    try:
+        with contextlib.ExitStack() as cleanup:
+            if distribute.is_chief(strategy):
+                run_lock = prepare_output_dir(config)
+                cleanup.callback(run_lock.release)
+                if run_lock.stale_pid:
+                    print(f"Taking over {run.output_dir}: its lock names pid "
+                          f"{run_lock.stale_pid}, which ended without releasing it (killed or "
+                          "crashed).", flush=True)
+                output_dir = run.output_dir
+            else:
+                # Non-chief workers of a multi-worker run write to a throw-away directory.
+                output_dir = tempfile.mkdtemp(prefix="sgan_worker_")
+                cleanup.callback(shutil.rmtree, output_dir, ignore_errors=True)
+            stop = cleanup.enter_context(StopSignals(sigint_as_sigterm=multi_worker))
+            _train(config, strategy, output_dir, stop)
+    except tf.errors.UnavailableError:
+        if not multi_worker:
+            raise
+        raise distribute.WorkerLostError(
+            "lost another worker of --strategy=multi_worker: it stopped (its log says why) or "
+            "the network to it failed; run the same command on every worker to resume"
+        ) from None
     return run.output_dir
 
 

@@ -686,6 +686,29 @@ def test_two_worker_multi_worker_run_on_localhost_with_a_preemption(tmp_path, fa
     assert set(scores) == {"keras", "saved_model", "tflite_float", "tflite_int8"}
 
 
+def test_a_multi_worker_run_whose_chief_stops_ends_every_worker_with_one_line(tmp_path, fast):
+    """The chief refuses its --output_dir (a user's directory): it says so
+    (exit 2); the other worker, left waiting for it, says it lost a worker
+    (exit 69) instead of TensorFlow's traceback."""
+    output_dir = tmp_path / "mine"
+    output_dir.mkdir()
+    (output_dir / "thesis.txt").write_text("precious")
+    cluster = {"worker": [f"localhost:{free_port()}", f"localhost:{free_port()}"]}
+    workers = [launch(*fast, "--epochs=1", "--steps_per_epoch=5", "--strategy=multi_worker",
+                      f"--output_dir={output_dir}",
+                      env={**ENV, "TF_CONFIG": json.dumps({
+                          "cluster": cluster, "task": {"type": "worker", "index": index}})})
+               for index in range(2)]
+    ends = [process.communicate(timeout=300)[1] for process in workers]
+    for process, stderr, status, says in zip(
+            workers, ends, (2, 69), ("holds no sgan_keras run", "lost another worker")):
+        assert process.returncode == status, stderr[-3000:]
+        lines = error_lines(stderr)
+        assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
+        assert says in lines[0], lines[0]
+    assert (output_dir / "thesis.txt").read_text() == "precious"
+
+
 # ------------------------------------------------------------------ bad input
 BAD_INPUTS = [
     # First: logical CPUs can only be configured before TensorFlow's runtime
