@@ -54,9 +54,16 @@ SEED_RANGE = ("in 0..2**32 - 1 (NumPy's seed range)", lambda value: 0 <= value <
 FRACTION = ("in [0, 1)", lambda value: 0 <= value < 1)
 NO_FLAG = ""   # ``flag=NO_FLAG``: set by the preset or in code only
 
+# ``needs`` of options that only act with another's value: (field, test, what).
+MANIFOLD_ON = ("manifold", lambda value: value != "none", "--manifold_reg=lecouat or blog")
+SUPERVISED_ONLY = ("supervised_only", bool, "--supervised_only")
+TFDS_DATASET = ("dataset", lambda value: value.startswith("tfds:"), "a tfds: --dataset")
+OWN_DATASET = ("dataset", lambda value: value.startswith(("folder:", "tfds:")),
+               "a folder: or tfds: --dataset")
+
 
 def option(default, help, *, flag=None, choices=None, check=None, gan_only=False,
-           run_only=False, in_run_name=True, parser=None):
+           run_only=False, in_run_name=True, parser=None, needs=None):
     """A configuration field: its default and what the flags, checks and run names need.
 
     Args:
@@ -72,11 +79,14 @@ def option(default, help, *, flag=None, choices=None, check=None, gan_only=False
       in_run_name: run names list it when it differs from the preset (off
         for the fields every run name starts or ends with, and paths).
       parser: an absl ``ArgumentParser`` for a flag of another type.
+      needs: ``(field, test, what)`` when the option only acts if another
+        field's value passes ``test`` (``what`` says how, for the message):
+        given without it, it would change nothing, so it is refused.
     """
     return dataclasses.field(default=default, metadata={
         "help": help, "flag": flag, "choices": None if choices is None else tuple(choices),
         "check": check, "gan_only": gan_only, "run_only": run_only,
-        "in_run_name": in_run_name and not run_only, "parser": parser})
+        "in_run_name": in_run_name and not run_only, "parser": parser, "needs": needs})
 
 
 class LabelsParser(flags.ArgumentParser):
@@ -116,7 +126,8 @@ class ModelConfig:
     noise: str = option("normal", "The noise z: normal, N(0, --noise_stddev), or uniform, "
                         "U(0, 1).", choices=("normal", "uniform"), gan_only=True)
     noise_stddev: float = option(1.0, "Standard deviation of normal noise z.", check=POSITIVE,
-                                 gan_only=True)
+                                 gan_only=True,
+                                 needs=("noise", lambda value: value == "normal", "--noise=normal"))
     pixel_range: tuple = option(
         (-1.0, 1.0), "The range of real and generated pixels: (-1, 1) for tanh generators, "
         "(0, 1) for sigmoid ones.", flag=NO_FLAG, choices=choices_lib.PIXEL_RANGES)
@@ -143,9 +154,9 @@ class ModelConfig:
         "none", "Manifold regularization of D: Lecouat et al. 2018 or the MNIST blog's form.",
         flag="manifold_reg", choices=choices_lib.MANIFOLD_REGULARIZATIONS, gan_only=True)
     manifold_weight: float = option(1e-3, "Manifold regularization weight (lambda).",
-                                    check=POSITIVE, gan_only=True)
+                                    check=POSITIVE, gan_only=True, needs=MANIFOLD_ON)
     manifold_epsilon: float = option(1e-5, "Manifold regularization perturbation size.",
-                                     check=POSITIVE, gan_only=True)
+                                     check=POSITIVE, gan_only=True, needs=MANIFOLD_ON)
     ema_decay: float = option(
         0.0, "Decay of the moving average of D's weights used for evaluation and export; "
         "0 turns it off.", flag="ema", check=FRACTION)
@@ -219,16 +230,20 @@ class TrainingConfig:
         "constant", "constant; per_epoch_decay: x --lr_decay_rate after every epoch (the "
         "Udacity notebook); linear_decay: linearly to 0 from epoch --lr_decay_start_epoch to "
         "the last (Salimans et al. 2016).", choices=choices_lib.LR_SCHEDULES)
-    lr_decay_rate: float = option(1.0, "Per-epoch factor of --lr_schedule=per_epoch_decay.",
-                                  check=POSITIVE)
+    lr_decay_rate: float = option(
+        1.0, "Per-epoch factor of --lr_schedule=per_epoch_decay.", check=POSITIVE,
+        needs=("lr_schedule", lambda value: value == "per_epoch_decay",
+               "--lr_schedule=per_epoch_decay"))
     lr_decay_start_epoch: int = option(
-        0, "First epoch of --lr_schedule=linear_decay's ramp to 0.", check=NON_NEGATIVE)
+        0, "First epoch of --lr_schedule=linear_decay's ramp to 0.", check=NON_NEGATIVE,
+        needs=("lr_schedule", lambda value: value == "linear_decay", "--lr_schedule=linear_decay"))
     init_images: int = option(
         0, "Images of the weight-norm data-dependent init (improved-gan: 500); 0 = the "
         "first training batch.", check=NON_NEGATIVE)
     init_from: str = option(
         "unlabeled", "Draw the weight-norm init images from all training images or the "
-        "labeled ones.", choices=("unlabeled", "labeled"))
+        "labeled ones.", choices=("unlabeled", "labeled"),
+        needs=("init_images", lambda value: value > 0, "--init_images above 0"))
     label_batching: str = option(
         "separate", "separate: a labeled batch beside the unlabeled ones; masked: one batch "
         "of the training set whose labeled images alone reach the supervised loss (the "
@@ -241,9 +256,10 @@ class TrainingConfig:
         "fresh", "fresh: G's update draws new noise; reused: it re-uses the D step's fakes "
         "(the MNIST blog's one G forward pass per step).", choices=("fresh", "reused"))
     baseline_epochs: int = option(0, "--supervised_only: epochs (0 = --epochs).",
-                                  check=NON_NEGATIVE)
+                                  check=NON_NEGATIVE, needs=SUPERVISED_ONLY)
     baseline_steps_per_epoch: int = option(
-        0, "--supervised_only: steps per epoch (0 = --steps_per_epoch).", check=NON_NEGATIVE)
+        0, "--supervised_only: steps per epoch (0 = --steps_per_epoch).", check=NON_NEGATIVE,
+        needs=SUPERVISED_ONLY)
 
     def __post_init__(self):
         _check_fields(self)
@@ -277,12 +293,14 @@ class DataConfig:
         "batches or prepared TFDS data). Default: TFDS download.", in_run_name=False)
     include_extra: bool = option(False, "SVHN: add the 531,131 'extra' images to the "
                                  "unlabeled set.")
-    train_split: str = option("train", "tfds: data sets: the split to train on.")
-    test_split: str = option("test", "tfds: data sets: the split to test on.")
+    train_split: str = option("train", "tfds: data sets: the split to train on.",
+                              needs=TFDS_DATASET)
+    test_split: str = option("test", "tfds: data sets: the split to test on.",
+                             needs=TFDS_DATASET)
     convert_channels: bool = option(
         False, "folder: and tfds: data sets: convert colour images to grayscale for a "
         "grayscale preset, or grayscale to RGB for a colour one (else such images are "
-        "refused).")
+        "refused).", needs=OWN_DATASET)
 
     def __post_init__(self):
         _check_fields(self)
@@ -442,6 +460,7 @@ class Option:
     run_only: bool
     in_run_name: bool
     parser: object
+    needs: tuple
 
     def label(self):
         """How messages name it: ``--flag``, ``--flag (field)``, or the field."""
@@ -467,7 +486,7 @@ def _collect_options():
                 flag=field.name if meta["flag"] is None else meta["flag"], help=meta["help"],
                 choices=meta["choices"], check=meta["check"], gan_only=meta["gan_only"],
                 run_only=meta["run_only"], in_run_name=meta["in_run_name"],
-                parser=meta["parser"])
+                parser=meta["parser"], needs=meta["needs"])
     return found
 
 

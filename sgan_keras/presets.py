@@ -254,9 +254,9 @@ def resolve(overrides):
     ``supervised_only`` baseline the length of ``baseline_epochs`` and
     ``baseline_steps_per_epoch`` (the preset's own; GANs in Action: 120 steps)
     unless ``epochs``/``steps_per_epoch`` are given. Options that would
-    change nothing are refused: the GAN's with ``supervised_only``, the
-    baseline's length without it, the manifold weight and epsilon without a
-    manifold regularization.
+    change nothing are refused: the GAN's with ``supervised_only``, and each
+    whose ``needs`` (``config.option``) the configuration does not meet,
+    e.g. the manifold weight without a manifold regularization.
     """
     overrides = dict(overrides)
     dataset = overrides.get("dataset", "mnist")
@@ -280,15 +280,13 @@ def resolve(overrides):
         for field in ("epochs", "steps_per_epoch"):
             baseline_length = overrides.get("baseline_" + field, config.value("baseline_" + field))
             overrides.setdefault(field, baseline_length or config.value(field))
-    elif {"baseline_epochs", "baseline_steps_per_epoch"} & set(overrides):
-        raise config_lib.ConfigError("--baseline_epochs/--baseline_steps_per_epoch set the length "
-                                     "of a --supervised_only run; add --supervised_only or drop "
-                                     "them")
-    if (overrides.get("manifold", config.model.manifold) == "none"
-            and {"manifold_weight", "manifold_epsilon"} & set(overrides)):
-        raise config_lib.ConfigError("--manifold_weight/--manifold_epsilon need "
-                                     "--manifold_reg=lecouat or blog")
-    return config.replace(**overrides)
+    config = config.replace(**overrides)
+    for field in overrides:
+        option = config_lib.OPTIONS[field]
+        if option.needs and not option.needs[1](config.value(option.needs[0])):
+            raise config_lib.ConfigError(f"{option.label()} changes nothing without "
+                                         f"{option.needs[2]}; drop it")
+    return config
 
 
 def _presets_by_shape():

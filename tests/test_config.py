@@ -2,6 +2,7 @@
 as configurations, run names, and what a resumed run may change."""
 
 import json
+import re
 
 import pytest
 from absl import flags
@@ -162,8 +163,40 @@ def test_resolve_picks_the_datasets_preset_and_the_baselines_budget():
     own_length = presets.resolve({"preset": "mnist_gans_in_action", "supervised_only": True,
                                   "baseline_epochs": 5, "baseline_steps_per_epoch": 7})
     assert (own_length.training.epochs, own_length.training.steps_per_epoch) == (5, 7)
-    with pytest.raises(ConfigError, match="add --supervised_only or drop them"):
+    with pytest.raises(ConfigError, match="--baseline_epochs changes nothing without "
+                                          "--supervised_only; drop it"):
         presets.resolve({"preset": "mnist_gans_in_action", "baseline_epochs": 5})
+
+
+@pytest.mark.parametrize("overrides, refused", [
+    ({"lr_decay_rate": 0.9}, "--lr_decay_rate changes nothing without "
+                             "--lr_schedule=per_epoch_decay"),
+    ({"lr_decay_start_epoch": 3}, "--lr_decay_start_epoch changes nothing without "
+                                  "--lr_schedule=linear_decay"),
+    ({"noise": "uniform", "noise_stddev": 0.5}, "--noise_stddev changes nothing without "
+                                                "--noise=normal"),
+    ({"init_from": "labeled"}, "--init_from changes nothing without --init_images above 0"),
+    ({"train_split": "train[:50%]"}, "--train_split changes nothing without a tfds: --dataset"),
+    ({"convert_channels": True}, "--convert_channels changes nothing without a folder: or "
+                                 "tfds: --dataset"),
+    ({"manifold_weight": 0.1}, "--manifold_weight changes nothing without "
+                               "--manifold_reg=lecouat or blog"),
+])
+def test_an_option_that_would_change_nothing_is_refused(overrides, refused):
+    """Each option declares what it needs (config.option's ``needs``): given
+    without it, it is refused rather than recorded in flags.json and the run
+    name while doing nothing; with it, it is taken."""
+    base = {"preset": "mnist_blog"}
+    with pytest.raises(ConfigError, match=re.escape(refused + "; drop it")):
+        presets.resolve({**base, **overrides})
+    field = next(iter(overrides.keys() - {"noise"}))
+    needed, _, _ = config_lib.OPTIONS[field].needs
+    enabling = {"lr_schedule": {"lr_decay_rate": "per_epoch_decay",
+                                "lr_decay_start_epoch": "linear_decay"}.get(field),
+                "noise": "normal", "init_images": 10, "dataset": "tfds:mnist",
+                "manifold": "blog"}[needed]
+    taken = presets.resolve({**base, **overrides, needed: enabling})
+    assert taken.value(field) == overrides[field]
     unified = presets.resolve({"preset": "mnist_gans_in_action", "procedure": "unified"})
     assert all(unified.value(field) == value
                for field, value in presets.UNIFIED_PROCEDURE.items())
