@@ -46,6 +46,7 @@ from sgan_keras import presets as presets_lib
 
 # Streams of the stateless noise: one per use within a step.
 _DISCRIMINATOR_NOISE, _GENERATOR_NOISE, _MANIFOLD_NOISE = 0, 1, 2
+_FEATURE_MATCHING_DISTANCES = {"feature_matching_l1": "l1", "feature_matching_l2": "l2"}
 # The arguments of compile() on how fit() runs, which a saved model keeps.
 _RUN_OPTIONS = ("jit_compile", "steps_per_execution", "run_eagerly")
 
@@ -539,7 +540,7 @@ class SGAN(keras.Model):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         g_loss = losses.feature_matching_loss(
             _global_mean(real_features), _global_mean(fake_features),
-            distance=self.config.model.generator_loss[-2:])
+            distance=_FEATURE_MATCHING_DISTANCES[self.config.model.generator_loss])
         return g_loss, g_loss / replicas
 
     def _generator_pass(self, fake_images, real_images):
@@ -637,7 +638,8 @@ class SGAN(keras.Model):
         """A functional ``keras.Model``: images -> K class logits (EMA weights if on)."""
         inputs = keras.Input(self.image_shape, name="images")
         logits, _ = self.evaluation_discriminator(inputs, training=False)
-        return keras.Model(inputs, logits[:, :self.num_classes], name="classifier")
+        return keras.Model(inputs, losses.class_logits(logits, self.num_classes),
+                           name="classifier")
 
     # ---------------------------------------------------------------- state
     def state_variables(self):

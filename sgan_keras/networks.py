@@ -266,11 +266,10 @@ def _lrelu(slope, name):
     return keras.layers.LeakyReLU(negative_slope=slope, name=name)
 
 
-def _dense_factory(seeds, **kwargs):
+def _dense_factory(seeds):
     """Plain ``Dense`` output layers with seeded Glorot kernels."""
     def make(units, name):
-        return keras.layers.Dense(units, kernel_initializer=seeds.glorot(), name=name,
-                                  **kwargs)
+        return keras.layers.Dense(units, kernel_initializer=seeds.glorot(), name=name)
     return make
 
 
