@@ -74,10 +74,9 @@ def prepare_output_dir(config):
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UsageError(f"--output_dir={output_dir} is a file, not a directory")
     try:
-        names = _names_of_a_user(output_dir) if os.path.isdir(output_dir) else []
         earlier = _earlier_flags(flags_path)
-        if earlier is None and os.path.lexists(flags_path):   # another tool's flags.json
-            names.append("flags.json")
+        # Without a run's flags.json, whatever the directory holds is a user's.
+        names = _files_in(output_dir) if earlier is None and os.path.isdir(output_dir) else []
     except OSError as error:
         raise UsageError(f"--output_dir={output_dir} cannot be read ({error.strerror})") from None
     if names and earlier is None:
@@ -104,15 +103,13 @@ def prepare_output_dir(config):
     return run_lock
 
 
-def _names_of_a_user(output_dir):
-    """The files of ``output_dir`` this package did not put there
-    (:data:`RUN_OUTPUTS`, the lock, temporaries). A launch on the same new
-    directory may hold, for a moment, the lock, its write check and the
-    temporary of its ``flags.json`` before that file exists: those are not a
-    user's files (the lock then refuses the second launch)."""
+def _files_in(output_dir):
+    """The files of ``output_dir`` but the lock and temporaries. A launch on
+    the same new directory may hold, for a moment, the lock, its write check
+    and the temporary of its ``flags.json`` before that file exists: those
+    are not a user's files (the lock then refuses the second launch)."""
     return [name for name in os.listdir(output_dir)
-            if name not in RUN_OUTPUTS and name != lock_lib.LOCK_FILE
-            and not faults.is_temporary(name)]
+            if name != lock_lib.LOCK_FILE and not faults.is_temporary(name)]
 
 
 def _earlier_flags(flags_path):

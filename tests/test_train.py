@@ -829,13 +829,17 @@ def test_non_run_directory_is_never_touched(tmp_path, fast):
     keep = tmp_path / "mine" / "thesis.txt"
     keep.parent.mkdir()
     keep.write_text("precious")
+    (keep.parent / "samples").mkdir()          # named like an output, but no run's
+    (keep.parent / "samples" / "cat.png").write_text("precious too")
     for overwrite in ([], ["--overwrite"]):
         result = cli(*fast, "--epochs=1", "--steps_per_epoch=1", f"--output_dir={keep.parent}",
                      *overwrite)
         assert result.returncode == 2 and "Traceback" not in result.stderr
-        assert "holds no sgan_keras run (thesis.txt); choose another directory" in result.stderr
-        assert sorted(os.listdir(keep.parent)) == ["thesis.txt"]
+        assert ("holds no sgan_keras run (samples, thesis.txt); choose another directory"
+                in result.stderr)
+        assert sorted(os.listdir(keep.parent)) == ["samples", "thesis.txt"]
     assert keep.read_text() == "precious"
+    assert (keep.parent / "samples" / "cat.png").read_text() == "precious too"
 
 
 @pytest.mark.parametrize("content", ['["--lr=0.1"]', '{"learning_rate": 0.1}', "not json"])
