@@ -109,11 +109,12 @@ def main(argv):
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         trainer = import_trainer(config.model.architecture, config.model.precision)
+    except KeyboardInterrupt:
+        _exit_interrupted_outside_training()
+    try:
         output_dir = trainer.train(config)
     except KeyboardInterrupt:
-        _exit(EXIT_INTERRUPTED, "a signal (SIGTERM or SIGINT) arrived before training started "
-                                f"or after it ended; resume with: {_resume_command()}",
-              kind="interrupted")
+        _exit_interrupted_outside_training()
     except trainer.BAD_INPUT as error:
         _exit(EXIT_USAGE, faults.first_line(error))
     except trainer.LOCKED as error:
@@ -175,6 +176,11 @@ def _resume_command():
     if any(name(argument) == "flagfile" for argument in arguments):
         arguments.append("--nooverwrite")
     return shlex.join([sys.executable, "-m", "sgan_keras.train", *arguments])
+
+
+def _exit_interrupted_outside_training():
+    _exit(EXIT_INTERRUPTED, "a signal (SIGTERM or SIGINT) arrived before training started or "
+                            f"after it ended; resume with: {_resume_command()}", kind="interrupted")
 
 
 def _exit(status, message, kind="error"):
