@@ -16,9 +16,18 @@ The output (CSV, to ``--output`` or standard output) has one row per image:
 ``file``, ``class_name``, ``class_id``, ``probability`` (of that class).
 
 Unreadable files (not an image, truncated) are skipped; the run ends with one
-line counting them on standard error. Exit status: 0 when at least one image
-was classified, 2 on bad input (no model, no image, a channel mismatch without
-``--convert_channels``) with one line naming it.
+line counting them on standard error. ``--output`` replaces only an earlier
+predictions file (its first row is the header above), once every row is
+written; any other file there is refused. Faults print one line naming what
+is wrong, and the exit status says which:
+
+    0   at least one image was classified (also when the reader of standard
+        output, e.g. ``| head``, closed it early)
+    1   a flag absl's parser rejects (its "FATAL Flags parsing error" line)
+    2   bad input: no model, no image, a channel mismatch without
+        ``--convert_channels``, an ``--output`` that is not a predictions file
+        or cannot be written there
+    5   a full disk or an unwritable file; an earlier ``--output`` is unchanged
 """
 
 import gc
@@ -137,11 +146,16 @@ def image_files(arguments):
     return found
 
 
+HEADER = ["file", "class_name", "class_id", "probability"]
+EXIT_USAGE = 2
+EXIT_WRITE = 5   # as sgan_keras.train's
+
+
 def predict(classifier, paths, output, batch_size=256, convert_channels=False):
     """Writes the CSV rows of ``paths`` to the file object ``output``;
     returns ``(classified, skipped)`` counts."""
     writer = csv.writer(output)
-    writer.writerow(["file", "class_name", "class_id", "probability"])
+    writer.writerow(HEADER)
     classified, skipped = 0, []
     for start in range(0, len(paths), batch_size):
         batch, names = [], []
@@ -166,15 +180,32 @@ class _NothingClassified(Exception):
     """No image could be read: the output file is not replaced."""
 
 
-def write_predictions(path, classifier, paths, batch_size=256, convert_channels=False):
-    """:func:`predict` into the file ``path``, replaced only once every row is
-    written (:func:`sgan_keras.faults.replace_atomically`): a bad image, no
-    readable image or a full disk leave an earlier file as it was. Returns
-    ``(classified, skipped)``."""
+def check_output(path):
+    """Refuses an ``--output`` that is a directory, lies in none, or is a file
+    other than an earlier predictions file (a user's image, a link): only
+    those are replaced."""
     if os.path.isdir(path):
         raise PredictError(f"--output={path} is a directory")
     if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
         raise PredictError(f"--output={path} cannot be written (No such file or directory)")
+    if os.path.lexists(path) and (os.path.islink(path) or not _is_predictions_file(path)):
+        raise PredictError(f"--output={path} exists and is not an earlier predictions file; "
+                           "remove it or choose another --output")
+
+
+def _is_predictions_file(path):
+    try:
+        with open(path, newline="") as file:
+            return next(csv.reader(file), None) == HEADER
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+
+
+def write_predictions(path, classifier, paths, batch_size=256, convert_channels=False):
+    """:func:`predict` into the file ``path``, replaced only once every row is
+    written (:func:`sgan_keras.faults.replace_atomically`): a bad image, no
+    readable image or a full disk leave an earlier file as it was. Returns
+    ``(classified, skipped)``. Call :func:`check_output` first."""
     counts = []
 
     def write(file):
@@ -187,7 +218,10 @@ def write_predictions(path, classifier, paths, batch_size=256, convert_channels=
     except _NothingClassified:
         pass
     except faults.WriteError as error:
-        raise PredictError(f"{error}; an earlier file there is unchanged") from None
+        raise faults.WriteError(f"{error}; an earlier file there is unchanged") from None
+    except OSError as error:   # e.g. a name too long for the temporary beside it
+        raise PredictError(f"--output={path} cannot be written ({error.strerror}); an earlier "
+                           "file there is unchanged") from None
     return tuple(counts)
 
 
@@ -200,23 +234,37 @@ def main(argv):
             raise PredictError("name the images to classify: files, directories or globs")
         if FLAGS.batch_size <= 0:
             raise PredictError(f"--batch_size must be positive, got {FLAGS.batch_size}")
+        if FLAGS.output:
+            check_output(FLAGS.output)
+        paths = image_files(files)               # before the model's seconds-long load
         classifier = Classifier(FLAGS.model)
-        paths = image_files(files)
         if FLAGS.output:
             classified, skipped = write_predictions(FLAGS.output, classifier, paths,
                                                     FLAGS.batch_size, FLAGS.convert_channels)
         else:
-            classified, skipped = predict(classifier, paths, sys.stdout, FLAGS.batch_size,
-                                          FLAGS.convert_channels)
+            with faults.writing("standard output"):
+                classified, skipped = predict(classifier, paths, sys.stdout, FLAGS.batch_size,
+                                              FLAGS.convert_channels)
     except (PredictError, data_lib.DataError) as error:
-        print(f"sgan_keras.predict: error: {error}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        _exit(EXIT_USAGE, f"error: {error}")
+    except faults.WriteError as error:
+        _exit(EXIT_WRITE, f"error: {error}")
+    except BrokenPipeError:
+        # The reader of standard output (| head) has what it wanted. Python
+        # would report the pipe again when it flushes at exit: send that to
+        # /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     if skipped:
         print(f"sgan_keras.predict: skipped {len(skipped)} unreadable file(s), e.g. "
               f"{skipped[0]}", file=sys.stderr, flush=True)
     if not classified:
-        print("sgan_keras.predict: error: no image could be read", file=sys.stderr, flush=True)
-        sys.exit(2)
+        _exit(EXIT_USAGE, "error: no image could be read")
+
+
+def _exit(status, message):
+    print(f"sgan_keras.predict: {message}", file=sys.stderr, flush=True)
+    sys.exit(status)
 
 
 def run():

@@ -51,6 +51,9 @@ def images(tmp_path_factory):
     return root, paths
 
 
+EARLIER_PREDICTIONS = "file,class_name,class_id,probability\nold.png,apple,1,0.900000\n"
+
+
 def predict(*args):
     """``python -m sgan_keras.predict *args``, forked from a process that has
     imported TensorFlow (tests/preloaded.py)."""
@@ -100,7 +103,7 @@ def test_channel_conversion_is_explicit_and_a_refused_run_keeps_the_earlier_outp
     gray = tmp_path / "gray.png"
     gray.write_bytes(tf.io.encode_png(np.full((8, 8, 1), 200, np.uint8)).numpy())
     earlier = tmp_path / "earlier.csv"
-    earlier.write_text("the user's earlier predictions\n")
+    earlier.write_text(EARLIER_PREDICTIONS)
     # The colour image is classified first; the grayscale one then stops the run.
     refused = predict(f"--model={run_dir}", paths[0], gray, "--batch_size=1",
                       f"--output={earlier}")
@@ -108,13 +111,13 @@ def test_channel_conversion_is_explicit_and_a_refused_run_keeps_the_earlier_outp
     assert refused.stderr.strip().splitlines()[-1] == (
         f"sgan_keras.predict: error: {gray} is grayscale but the images must be colour "
         "(RGB); pass --convert_channels to convert them")
-    assert earlier.read_text() == "the user's earlier predictions\n"
+    assert earlier.read_text() == EARLIER_PREDICTIONS
     assert sorted(os.listdir(tmp_path)) == ["earlier.csv", "gray.png"]   # no temporary left
     nothing = predict(f"--model={run_dir}", root / "nested" / "broken.png", f"--output={earlier}")
     assert nothing.returncode == 2 and "Traceback" not in nothing.stderr
     assert nothing.stderr.strip().splitlines()[-1] == (
         "sgan_keras.predict: error: no image could be read")
-    assert earlier.read_text() == "the user's earlier predictions\n"
+    assert earlier.read_text() == EARLIER_PREDICTIONS
 
 
 def test_a_corrupt_model_and_an_unwritable_output_get_one_line(run_dir, images, tmp_path):
@@ -170,12 +173,58 @@ def test_a_glob_that_matches_directories_searches_them(images):
 def test_a_full_disk_gets_one_line_and_keeps_the_earlier_output(run_dir, images, small_disk):
     _, paths = images
     earlier = small_disk / "predictions.csv"
-    earlier.write_text("the user's earlier predictions\n")
+    earlier.write_text(EARLIER_PREDICTIONS)
     fill(small_disk)
     refused = predict(f"--model={run_dir}", *paths, f"--output={earlier}")
-    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert refused.returncode == 5 and "Traceback" not in refused.stderr, refused.stderr
     assert refused.stderr.strip().splitlines()[-1] == (
         f"sgan_keras.predict: error: cannot write {earlier} (No space left on device); "
         "an earlier file there is unchanged")
-    assert earlier.read_text() == "the user's earlier predictions\n"
+    assert earlier.read_text() == EARLIER_PREDICTIONS
     assert sorted(os.listdir(small_disk)) == ["filler", "predictions.csv"]  # no temporary left
+
+
+def test_output_replaces_only_an_earlier_predictions_file(run_dir, images, tmp_path):
+    """A user's file (an image, notes) or a link at --output is refused and
+    left as it was; an earlier predictions file is replaced."""
+    _, paths = images
+    picture = tmp_path / "keep.png"
+    shutil.copy(paths[0], picture)
+    notes = tmp_path / "notes.csv"
+    notes.write_text("name,comment\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(notes)
+    for output in (picture, notes, link):
+        before = output.read_bytes()
+        refused = predict(f"--model={run_dir}", paths[1], f"--output={output}")
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+        assert refused.stderr.strip().splitlines()[-1] == (
+            f"sgan_keras.predict: error: --output={output} exists and is not an earlier "
+            "predictions file; remove it or choose another --output")
+        assert output.read_bytes() == before
+    earlier = tmp_path / "earlier.csv"
+    earlier.write_text(EARLIER_PREDICTIONS)
+    result = predict(f"--model={run_dir}", paths[1], f"--output={earlier}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [row["file"] for row in rows(earlier.read_text())] == [str(paths[1])]
+
+
+def test_standard_output_closed_early_or_full(run_dir, images):
+    """A reader that closes the pipe early (``| head``) ends the run quietly
+    with 0; a full standard output (``> /dev/full``) gets one line and 5."""
+    import subprocess
+    import sys
+    command = [sys.executable, "-m", "sgan_keras.predict", f"--model={run_dir}",
+               "--batch_size=1", *map(str, images[1])]
+    closed = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=ENV, text=True)
+    closed.stdout.close()                  # the reader is gone before the first row
+    _, stderr = closed.communicate(timeout=300)
+    assert closed.returncode == 0 and "Traceback" not in stderr, stderr[-2000:]
+    assert "sgan_keras.predict: error" not in stderr
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, env=ENV,
+                                text=True, timeout=300)
+    assert result.returncode == 5 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "sgan_keras.predict: error: cannot write standard output (No space left on device)")
