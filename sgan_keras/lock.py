@@ -46,8 +46,9 @@ class RunLock:
             os.close(fd)
             raise RunLockedError(self.directory, pid) from None
         try:
-            previous = _read_pid(fd)
-            self.stale_pid = previous if previous not in (None, os.getpid()) else None
+            # Any pid left there is a dead run's, even one equal to ours: a
+            # container restarted after an OOM kill runs its command as pid 1 again.
+            self.stale_pid = _read_pid(fd)
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             os.fsync(fd)

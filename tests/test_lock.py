@@ -36,3 +36,11 @@ def test_a_lock_whose_process_died_is_taken_over(tmp_path):
     with lock.RunLock(tmp_path) as taken:
         assert taken.stale_pid == dead_pid
         assert (tmp_path / lock.LOCK_FILE).read_text().strip() == str(os.getpid())
+
+
+def test_a_dead_runs_pid_equal_to_ours_is_still_reported(tmp_path):
+    """In a container the command runs as pid 1 on every restart: a lock left
+    by a killed run may name the new run's own pid, and is still a take-over."""
+    (tmp_path / lock.LOCK_FILE).write_text(f"{os.getpid()}\n")     # unlocked: its run died
+    with lock.RunLock(tmp_path) as taken:
+        assert taken.stale_pid == os.getpid()
