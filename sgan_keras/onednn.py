@@ -72,6 +72,10 @@ def choose_cpu_kernels(architecture="", precision="float32"):
     :func:`kernels_environment` says for ``architecture`` in ``precision`` (a
     value already set stays, e.g. ``=0`` for Eigen's kernels). Returns the
     variable's value, or ``None`` when it stays unset (not x86).
+
+    TensorFlow reads the variable once, when it is imported: called after
+    that, the value is set but the kernels do not change. The value stays in
+    the environment, so later calls and child processes take it as given.
     """
     os.environ.update(kernels_environment(architecture, os.environ.get(ONEDNN_VARIABLE),
                                           precision))
