@@ -3,9 +3,10 @@
 This module imports nothing beyond the standard library, so that
 ``config.py`` and ``presets.py``, built on it alone, check a command line's
 flags before TensorFlow is imported (a few seconds): ``python -m
-sgan_keras.train`` answers a mistyped flag at once. Each name is used by the
-module that implements it (``data.py``, ``networks.py``, ``losses.py``,
-``optimizers.py``, ``distribute.py``), which imports it from here.
+sgan_keras.train`` answers a mistyped flag at once. ``config.py`` checks the
+options against these names; the modules that implement the choices
+(``data.py``, ``networks.py``, ``losses.py``, ``optimizers.py``,
+``distribute.py``) import the ones they need from here.
 """
 
 import dataclasses
@@ -20,14 +21,13 @@ class DatasetInfo:
     image_shape: tuple     # (height, width, channels) of one uint8 image
     num_classes: int
     train_size: int        # images of the training split (SVHN: without "extra")
-    test_size: int
     tfds_name: str         # its name in TensorFlow Datasets
 
 
 DATASETS = {info.name: info for info in (
-    DatasetInfo("mnist", (28, 28, 1), 10, 60000, 10000, "mnist"),
-    DatasetInfo("svhn", (32, 32, 3), 10, 73257, 26032, "svhn_cropped"),
-    DatasetInfo("cifar10", (32, 32, 3), 10, 50000, 10000, "cifar10"),
+    DatasetInfo("mnist", (28, 28, 1), 10, 60000, "mnist"),
+    DatasetInfo("svhn", (32, 32, 3), 10, 73257, "svhn_cropped"),
+    DatasetInfo("cifar10", (32, 32, 3), 10, 50000, "cifar10"),
 )}
 SUPPORTED_DATASETS = tuple(DATASETS)
 # Data sets of the user's: ``folder:PATH`` (image folders) and ``tfds:NAME[/config]``.

@@ -268,9 +268,11 @@ def _exit(status, message):
 
 
 def run():
-    """Console-script entry point (``sgan-predict``). Freezes the imported
-    modules' objects, as :func:`sgan_keras.train.import_trainer` does and for
-    its reason."""
+    """Entry point of ``python -m sgan_keras.predict`` and the console script
+    ``sgan-predict``. Freezes the imported modules' objects, as
+    :func:`sgan_keras.train.import_trainer` does and for its reason; under
+    ``python -m`` the imports also ran with the collector off (the module's
+    top), under the console script with it on."""
     gc.freeze()
     gc.enable()
     define_flags()
