@@ -584,8 +584,7 @@ class SGAN(keras.Model):
             supervised = losses.supervised_loss(labels, logits, self.config.model.fake_class,
                                                 self.num_classes)
             loss = tf.nn.compute_average_loss(supervised)
-        variables = self.discriminator.trainable_variables
-        self.d_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self._apply(self.d_optimizer, tape, loss, self.discriminator)
         self._update_ema()
         self.supervised_loss_tracker.update_state(supervised)
         self.accuracy_tracker.update_state(losses.accuracy(labels, logits, self.num_classes))
