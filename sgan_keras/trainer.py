@@ -335,11 +335,14 @@ def _train(config, strategy, output_dir, stop):
             callbacks = _callbacks(config, output_dir, initial_epoch, store, step_counter, stop,
                                    preemption,
                                    restore_metrics=restore_metrics if index == 0 else None)
-            model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch,
-                      steps_per_epoch=steps,
-                      validation_data=data.test_dataset(config.run.eval_batch_size),
-                      callbacks=callbacks, verbose=callbacks_lib.progress_verbosity(),
-                      shuffle=False)
+            # Each output names itself when it cannot be written; this names
+            # the rest (TensorBoard's event files, which TensorFlow writes).
+            with faults.writing(f"the outputs in {output_dir}"):
+                model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch,
+                          steps_per_epoch=steps,
+                          validation_data=data.test_dataset(config.run.eval_batch_size),
+                          callbacks=callbacks, verbose=callbacks_lib.progress_verbosity(),
+                          shuffle=False)
     # All workers export (reading distributed variables may need every worker);
     # the non-chief ones into their throw-away directory.
     export_dir = os.path.join(output_dir, "export")

@@ -581,6 +581,31 @@ def test_full_disk_mid_training_gets_one_line_and_loses_nothing(small_disk, refe
     assert_same_as(reference, output_dir)
 
 
+def test_a_full_disk_under_tensorboards_writer_gets_one_line(tmp_path, fast):
+    """TensorFlow writes TensorBoard's event files itself and reports a full
+    disk as an OpError naming the reason (simulated at an epoch's TensorBoard
+    write): one line and exit 5, like every other output."""
+    script = ("import sys, keras, tensorflow as tf\n"
+              "def full(*args, **kwargs):\n"
+              "    raise tf.errors.ResourceExhaustedError(\n"
+              "        None, None, 'events.out.tfevents; No space left on device')\n"
+              "keras.callbacks.TensorBoard.on_epoch_end = full\n"
+              "from sgan_keras import train\n"
+              "sys.argv = ['train.py'] + sys.argv[1:]\n"
+              "train.run()\n")
+    output_dir = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-c", script, *fast, "--epochs=1",
+                             "--steps_per_epoch=2", f"--output_dir={output_dir}"],
+                            capture_output=True, text=True, timeout=300, env=ENV, cwd=REPO_ROOT)
+    assert result.returncode == 5, result.stderr[-3000:]
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert lines[0].startswith(f"sgan_keras.train: error: cannot write the outputs in "
+                               f"{output_dir} (No space left on device); earlier outputs are "
+                               "intact"), lines[0]
+    assert [row["epoch"] for row in metrics_rows(output_dir)] == ["1"]   # written before it
+
+
 def test_read_only_directory_at_an_epoch_end_gets_one_line_and_loses_nothing(tmp_path, resumable):
     output_dir = tmp_path / "run"
     process = launch(*resumable, f"--output_dir={output_dir}")
