@@ -166,16 +166,19 @@ def import_trainer(architecture="", precision="float32"):
 
 
 def _resume_command():
-    """The command line of this process, to run again to resume it: without
-    ``--overwrite``, which would remove the run it resumes (and with
-    ``--nooverwrite`` last when a ``--flagfile`` might set it)."""
+    """The shell command that resumes this process's run from any directory:
+    ``cd`` to this one (relative paths, the default ``runs/<name>``), then
+    this command line without ``--overwrite``, which would remove the run it
+    resumes (and with ``--nooverwrite`` last when a ``--flagfile`` might set
+    it)."""
     def name(argument):
         return argument.lstrip("-").split("=", 1)[0]
     arguments = [argument for argument in sys.argv[1:]
                  if name(argument) not in ("overwrite", "nooverwrite")]
     if any(name(argument) == "flagfile" for argument in arguments):
         arguments.append("--nooverwrite")
-    return shlex.join([sys.executable, "-m", "sgan_keras.train", *arguments])
+    command = shlex.join([sys.executable, "-m", "sgan_keras.train", *arguments])
+    return f"cd {shlex.quote(os.getcwd())} && {command}"
 
 
 def _exit_interrupted_outside_training():

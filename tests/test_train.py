@@ -398,14 +398,14 @@ def test_sigint_and_sigterm_save_at_the_next_step_and_the_printed_command_resume
         assert after_step <= step < after_step + 10  # the next step boundary, not a later save
         assert match.group(2) == str(output_dir / "checkpoint" / f"ckpt-{step}")
         assert latest_step(output_dir) == step
-        assert shlex.split(match.group(3)) == command
+        assert shlex.split(match.group(3)) == ["cd", str(REPO_ROOT), "&&", *command]
     # What the stopped run wrote for its finished epoch reached TensorBoard's
     # files, though fit() raised before its callbacks closed their writers.
     tensorboard = output_dir / "tensorboard"
     assert summary_steps(tensorboard / "train", lambda tag: tag == "epoch_d_loss") == [0]
     assert summary_steps(tensorboard / "samples", lambda tag: tag == "samples") == [0]
-    result = subprocess.run(shlex.split(match.group(3)), capture_output=True, text=True,
-                            timeout=300, env=ENV, cwd=REPO_ROOT)
+    result = subprocess.run(["bash", "-c", match.group(3)], capture_output=True, text=True,
+                            timeout=300, env=ENV, cwd="/")      # from any directory
     assert result.returncode == 0, result.stderr[-3000:]
     assert [row["epoch"] for row in metrics_rows(output_dir)] == ["1", "2"]
     assert_same_as(reference, output_dir)
@@ -416,13 +416,16 @@ def test_the_printed_resume_command_leaves_out_overwrite(monkeypatch):
     from sgan_keras import train
     monkeypatch.setattr(sys, "argv", ["train.py", "--overwrite", "--labels=100",
                                       "--overwrite=true", "--output_dir=runs/x"])
-    assert shlex.split(train._resume_command())[1:] == [
-        "-m", "sgan_keras.train", "--labels=100", "--output_dir=runs/x"]
+    monkeypatch.chdir("/tmp")       # a relative --output_dir resumes from where it ran
+    assert shlex.split(train._resume_command()) == [
+        "cd", "/tmp", "&&", sys.executable, "-m", "sgan_keras.train", "--labels=100",
+        "--output_dir=runs/x"]
     # A flag file may hold --overwrite: the last --nooverwrite wins over it.
     monkeypatch.setattr(sys, "argv", ["train.py", "--nooverwrite", "--flagfile=f.txt",
                                       "--labels=100"])
-    assert shlex.split(train._resume_command())[1:] == [
-        "-m", "sgan_keras.train", "--flagfile=f.txt", "--labels=100", "--nooverwrite"]
+    assert shlex.split(train._resume_command())[3:] == [
+        sys.executable, "-m", "sgan_keras.train", "--flagfile=f.txt", "--labels=100",
+        "--nooverwrite"]
 
 
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
