@@ -79,7 +79,7 @@ def prepare_output_dir(config):
         names = _files_in(output_dir) if earlier is None and os.path.isdir(output_dir) else []
     except OSError as error:
         raise UsageError(f"--output_dir={output_dir} cannot be read ({error.strerror})") from None
-    if names and earlier is None:
+    if names:
         listed = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
         raise UsageError(f"--output_dir={output_dir} is not empty and holds no sgan_keras run "
                          f"({listed}); choose another directory")
@@ -171,8 +171,8 @@ def _remove_run_outputs(directory, temporaries_only=False):
     export), but for another launch's write check, which it is about to
     delete itself. ``temporaries_only``: the stale temporaries alone."""
     for name in os.listdir(directory):
-        if name.startswith(WRITE_CHECK_PREFIX) or not (
-                faults.is_temporary(name) or (name in RUN_OUTPUTS and not temporaries_only)):
+        stale = faults.is_temporary(name) and not name.startswith(WRITE_CHECK_PREFIX)
+        if not (stale or (name in RUN_OUTPUTS and not temporaries_only)):
             continue
         path = os.path.join(directory, name)
         if os.path.isdir(path) and not os.path.islink(path):
