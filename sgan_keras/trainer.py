@@ -74,12 +74,13 @@ def prepare_output_dir(config):
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UsageError(f"--output_dir={output_dir} is a file, not a directory")
     try:
+        # Listed before flags.json is read: a launch beside this one may write
+        # flags.json in between (in one rename), and then it is read as a run's.
+        names = _files_in(output_dir) if os.path.isdir(output_dir) else []
         earlier = _earlier_flags(flags_path)
-        # Without a run's flags.json, whatever the directory holds is a user's.
-        names = _files_in(output_dir) if earlier is None and os.path.isdir(output_dir) else []
     except OSError as error:
         raise UsageError(f"--output_dir={output_dir} cannot be read ({error.strerror})") from None
-    if names:
+    if names and earlier is None:   # without a run's flags.json, all of it is a user's
         listed = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
         raise UsageError(f"--output_dir={output_dir} is not empty and holds no sgan_keras run "
                          f"({listed}); choose another directory")
