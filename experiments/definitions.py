@@ -11,7 +11,10 @@ DCGAN networks on CIFAR-10, ``<dataset>_<networks>_<labels>``).
 import os
 import sys
 
+from absl import flags
+
 from sgan_keras import config as config_lib
+from sgan_keras import presets as presets_lib
 
 EXPERIMENTS = {
     "mnist_blog_4000": {
@@ -103,6 +106,40 @@ def run_directory(runs_dir, name, kind, seed, budget):
     if budget:
         leaf += "".join(f"_{key}{value}" for key, value in budget.items()).replace(os.sep, "-")
     return os.path.join(runs_dir, name, leaf)
+
+
+# The trainer flags run.py sets itself for each run: --overrides cannot change them.
+RUNNER_FLAGS = ("seed", "output_dir", "supervised_only", "data_dir")
+
+
+def split_overrides(name, overrides):
+    """``{flag: value}`` of ``--overrides`` -> (the ones that shape the run,
+    the run-only ones: ``config.option(run_only=True)``, e.g.
+    ``checkpoint_every_steps``). Only the first count as the budget and name
+    the run's directory: the others change nothing a run computes, so a
+    resumed run may change them. Raises ``ValueError`` for a name that is
+    no trainer flag, or one the experiment or the runner sets."""
+    options = {option.flag: option for option in config_lib.OPTIONS.values() if option.flag}
+    shaping, run_only = {}, {}
+    for flag, value in overrides.items():
+        if flag not in options:
+            raise ValueError(f"--overrides={flag}=...: the trainer has no --{flag}")
+        if flag in RUNNER_FLAGS or flag in EXPERIMENTS[name]["flags"]:
+            raise ValueError(f"--overrides={flag}=...: --{flag} is set by the experiment "
+                             "or the runner (see experiments/definitions.py)")
+        (run_only if options[flag].run_only else shaping)[flag] = value
+    return shaping, run_only
+
+
+def trainer_config(argv):
+    """The :class:`~sgan_keras.config.Config` ``python -m sgan_keras.train``
+    resolves from ``argv`` (a :func:`training_command`), read with the
+    trainer's own flags (in a flag set of their own: run.py's share names)."""
+    parsed = flags.FlagValues()
+    config_lib.define_flags(parsed, preset_names=sorted(presets_lib.PRESETS))
+    parsed(["sgan_keras.train", *argv[3:]])
+    values = {name: parsed[name].value for name in config_lib.flag_names()}
+    return presets_lib.resolve(config_lib.overrides_from_flags(values))
 
 
 def training_command(name, seed, supervised_only, output_dir, budget, data_dir):

@@ -14,6 +14,8 @@ import statistics
 import sys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)      # this checkout's sgan_keras, whichever copy is installed
+from sgan_keras import faults  # noqa: E402
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
@@ -22,7 +24,18 @@ def epochs(count):
     return f"{count} epoch{'' if count == 1 else 's'}"
 
 
+def accuracy_cell(finals):
+    """``"mean +- sample standard deviation%"`` of several runs' final test
+    accuracies (n - 1 in the deviation), the one value of a single run."""
+    if len(finals) == 1:
+        return f"{100 * finals[0]:.2f}%"
+    return f"{100 * statistics.mean(finals):.2f} +- {100 * statistics.stdev(finals):.2f}%"
+
+
 def table(results_dir=os.path.join(REPO_ROOT, "experiments", "results")):
+    """The README's table: each experiment's finished runs of each kind, and a
+    partial SGAN (no finished one yet) beside its baseline after as many
+    epochs."""
     rows = ["| experiment | published | SGAN test accuracy | supervised-only | budget | seeds |",
             "|---|---|---|---|---|---|"]
     for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
@@ -37,23 +50,31 @@ def table(results_dir=os.path.join(REPO_ROOT, "experiments", "results")):
         if result["status"] != "measured":
             rows.append(f"| {link} | {published} | not yet measured | | | |")
             continue
-        cells = []
+        finished, running = {}, {}
         for kind in ("sgan", "baseline"):
-            summary = result.get(kind + "_summary")
-            cells.append(f"{100 * summary['final_mean']:.2f} +- {100 * summary['final_std']:.2f}%"
-                         if summary else "-")
+            runs = result.get(kind, {}).values()
+            finished[kind] = [run["test_accuracy"][-1] for run in runs
+                              if run.get("finished", True)]
+            running[kind] = [run for run in runs if not run.get("finished", True)]
+        cells = [accuracy_cell(finished[kind]) if finished[kind] else "-"
+                 for kind in ("sgan", "baseline")]
         budget = result["budget"]
-        sgan_runs = result.get("sgan", {})    # none yet when only baselines ran
-        running = [run for run in sgan_runs.values() if not run.get("finished", True)]
-        if running:
-            done = min(len(run["test_accuracy"]) for run in running)
+        if running["sgan"]:
+            done = min(len(run["test_accuracy"]) for run in running["sgan"])
             budget += f" (partial: {epochs(done)} so far)"
-            baselines = [result.get("baseline", {}).get(seed) for seed in sgan_runs]
+        if running["sgan"] and not finished["sgan"]:
+            cells[0] = (f"{100 * statistics.mean(run['test_accuracy'][done - 1] for run in running['sgan']):.2f}%"
+                        f" after {epochs(done)}")
+            partial_seeds = [seed for seed, run in result["sgan"].items()
+                             if not run.get("finished", True)]
+            baselines = [result.get("baseline", {}).get(seed) for seed in partial_seeds]
             if all(run and len(run["test_accuracy"]) >= done for run in baselines):
                 # Beside a partial SGAN: its baseline after as many epochs.
                 accuracy = statistics.mean(run["test_accuracy"][done - 1] for run in baselines)
                 cells[1] = f"{100 * accuracy:.2f}% after {epochs(done)}"
-        seeds = len(sgan_runs) or len(result.get("baseline", {}))
+        counts = [len(finished[kind]) or len(running[kind]) for kind in ("sgan", "baseline")]
+        seeds = (str(max(counts)) if min(counts) in (0, max(counts))
+                 else f"{counts[0]} SGAN, {counts[1]} baseline")
         rows.append(f"| {link} | {published} | {cells[0]} | {cells[1]} | {budget} | {seeds} |")
     return "\n".join(rows)
 
@@ -67,8 +88,7 @@ def main():
     updated = f"{head}{BEGIN}\n{table()}\n{END}{tail}"
     if "--check" in sys.argv:
         sys.exit(0 if updated == readme else 1)
-    with open(readme_path, "w") as file:
-        file.write(updated)
+    faults.write_text(readme_path, updated)     # in one rename: never half a README
 
 
 if __name__ == "__main__":

@@ -17,10 +17,25 @@ and ``_samples.png`` (the lowest seed's last grid of generated images).
 Seeds may run in separate processes, one per core, e.g.
 ``taskset -c 0 python experiments/run.py ... --seeds=0`` beside
 ``taskset -c 1 ... --seeds=1``: each merges its runs into the result files
-of the same budget under a lock, so neither overwrites the other's.
+of the same budget under a lock, so neither overwrites the other's. A
+result file of another budget is never replaced (exit 2: use another
+``--results_dir``), and the note stays unless ``--note`` gives a new one.
 ``--not_measured`` writes result files that say the experiment has not been
 run (for datasets this machine cannot download). ``experiments/report.py``
 turns the JSON files into the README's table.
+
+Where each run trained: before each training session, the commit, date and
+machine (with the kernels the trainer chooses for the preset) are appended
+to ``<run directory>.sessions.json``, and the result names them per run. A
+run found finished is checked against the command (its ``flags.json``; exit
+2 if it trained other flags) and recorded once: a run already in the
+result file keeps its record.
+
+The trainer runs in a session of its own: SIGINT or SIGTERM to this process
+(a terminal's Ctrl-C, ``kill``) is passed on to it once, so it saves at its
+next step and exits 75 (README, Faults), and so does this process. Exit
+statuses: the trainer's when a training stops; 2 for a command run.py
+refuses.
 """
 
 import csv
@@ -29,7 +44,7 @@ import glob
 import json
 import os
 import shlex
-import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -43,8 +58,11 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(REPO_ROOT, "experiments"), REPO_ROOT]
 import provenance  # noqa: E402
 import report  # noqa: E402
-from definitions import EXPERIMENTS, run_directory, training_command  # noqa: E402
+from definitions import (EXPERIMENTS, run_directory, split_overrides,  # noqa: E402
+                         trainer_config, training_command)
+from sgan_keras import config as config_lib  # noqa: E402
 from sgan_keras import faults  # noqa: E402
+from sgan_keras import onednn  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("experiment", None, sorted(EXPERIMENTS), "Experiment to run.")
@@ -66,8 +84,12 @@ flags.DEFINE_bool("snapshot", False, "Train nothing: record the epochs the runs 
                   "have finished so far (each marked 'N epochs so far'), e.g. while a long "
                   "run goes on.")
 flags.DEFINE_bool("not_measured", False, "Write result files marked 'not yet measured'.")
-flags.DEFINE_string("note", "", "A sentence recorded with the results (budget, machine).")
+flags.DEFINE_string("note", None, "A sentence recorded with the results (budget, machine); "
+                    "without it the result file keeps its note.")
 flags.mark_flag_as_required("experiment")
+
+
+FULL_BUDGET = "the source's full budget"   # a result's budget without shortening
 
 
 def read_metrics(path):
@@ -81,6 +103,11 @@ class TrainingStopped(Exception):
     def __init__(self, output_dir, status):
         super().__init__(output_dir, status)
         self.output_dir, self.status = output_dir, status
+        self.run = "a run"     # which one: set by the caller that knows
+
+
+class Refused(Exception):
+    """A command run.py does not carry out (one line; exit 2)."""
 
 
 def last_grid(output_dir):
@@ -89,20 +116,35 @@ def last_grid(output_dir):
     return grids[-1] if grids else None
 
 
-def run_one(argv, train=True):
-    """Runs (or resumes) one training; returns its per-epoch metrics and wall
-    time, or ``None`` when ``train=False`` finds no finished epoch yet.
+def run_one(argv, made, train=True):
+    """Runs (or resumes) one training; returns its per-epoch metrics, wall
+    time and provenance (:func:`run_provenance`), or ``None`` when
+    ``train=False`` finds no finished epoch yet. ``made``: this process's
+    :func:`provenance.record`.
 
-    ``train=False`` only reads the epochs the run has finished so far.
+    ``train=False`` only reads the epochs the run has finished so far. A
+    run not trained here (finished, or ``train=False``) must hold the
+    command's flags (:class:`Refused` otherwise); ``"trained_here"`` says
+    whether this call trained it.
     """
+    from sgan_keras import trainer    # pylint: disable=import-outside-toplevel
     start = time.time()
-    output_dir = next(a.split("=", 1)[1] for a in argv if a.startswith("--output_dir="))
-    finished = os.path.isdir(os.path.join(REPO_ROOT, output_dir, "export"))
-    if train and not finished:
-        status = subprocess.run(argv, cwd=REPO_ROOT).returncode
+    try:
+        config = trainer_config(argv)
+    except (flags.Error, config_lib.ConfigError) as error:
+        raise Refused(faults.first_line(error)) from None
+    output_dir = os.path.join(REPO_ROOT, config.run.output_dir)
+    finished = trainer.is_finished(output_dir, config)
+    metrics = os.path.join(output_dir, "metrics.csv")
+    trained_here = train and not finished
+    if trained_here:
+        epochs_before = len(read_metrics(metrics)) if os.path.exists(metrics) else 0
+        add_session(output_dir, made, config, epochs_before + 1)
+        status = run_trainer(argv)
         if status:
-            raise TrainingStopped(output_dir, status)
-    metrics = os.path.join(REPO_ROOT, output_dir, "metrics.csv")
+            raise TrainingStopped(config.run.output_dir, status)
+    else:
+        check_same_flags(config, trainer)
     rows = read_metrics(metrics) if os.path.exists(metrics) else []
     if not rows and not train:
         return None
@@ -112,22 +154,105 @@ def run_one(argv, train=True):
             "best_test_accuracy": max(row["test_accuracy"] for row in rows),
             "wall_seconds": round(time.time() - start, 1),
             "train_seconds": round(sum(row["seconds"] for row in rows), 1),
-            "command": shlex.join(["python"] + argv[1:])}
+            "command": shlex.join(["python"] + argv[1:]),
+            **run_provenance(output_dir), "trained_here": trained_here}
+
+
+def run_trainer(argv):
+    """Runs the trainer to its end; returns its exit status.
+
+    It runs in a session of its own, and each SIGINT or SIGTERM this
+    process receives is passed on to it once: it then saves at its next
+    step and exits 75, as it does on its own. In this process's group it
+    would get a terminal's Ctrl-C twice (from the terminal and passed on),
+    and a second signal ends it at once (``trainer.StopSignals``).
+    """
+    child = subprocess.Popen(argv, cwd=REPO_ROOT, start_new_session=True)
+    previous = {number: signal.signal(number, lambda number, frame: child.send_signal(number))
+                for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return child.wait()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def check_same_flags(config, trainer):
+    """Refuses a run directory whose ``flags.json`` differs from ``config``
+    (run-only options aside), as the trainer refuses to resume one."""
+    earlier = read_json(os.path.join(REPO_ROOT, config.run.output_dir, "flags.json"), None)
+    changed = trainer.changed_options(earlier, config) if earlier is not None else []
+    if changed:
+        labels = ", ".join(config_lib.OPTIONS[name].label() for name in changed)
+        raise Refused(f"{config.run.output_dir} holds a run of other flags ({labels}) than "
+                      "this command's; move it away or pass another --runs_dir")
+
+
+def sessions_path(output_dir):
+    """The run's sessions file: beside its directory, since inside it the
+    trainer would take a new run's directory for a user's."""
+    return os.path.normpath(output_dir) + ".sessions.json"
+
+
+def add_session(output_dir, made, config, first_epoch):
+    """Appends where this training session runs (commit, date, and the
+    machine with the kernels the trainer chooses for ``config``) to the
+    run's sessions file."""
+    chosen = onednn.kernels_environment(config.model.architecture,
+                                        os.environ.get(onednn.ONEDNN_VARIABLE),
+                                        config.model.precision).get(onednn.ONEDNN_VARIABLE)
+    machine = {**made, "onednn": made.get("onednn") if chosen is None else chosen == "1"}
+    path = sessions_path(output_dir)
+    sessions = read_json(path, [])
+    sessions.append({"commit": made["commit"], "date": made["date"],
+                     "machine": provenance.machine_line(machine), "first_epoch": first_epoch})
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    faults.write_json(path, sessions)
+
+
+def run_provenance(output_dir):
+    """A run's machine, commit and date: its first session's, with
+    ``sessions`` when it trained on more than one commit or machine; "not
+    recorded" for a run trained before run.py recorded its sessions."""
+    sessions = read_json(sessions_path(output_dir), [])
+    if not sessions:
+        return {key: "not recorded" for key in ("machine", "commit", "date")}
+    made = {key: sessions[0][key] for key in ("machine", "commit", "date")}
+    if len({(session["commit"], session["machine"]) for session in sessions}) > 1:
+        made["sessions"] = sessions
+    return made
+
+
+def read_json(path, default):
+    """The JSON value in ``path``, or ``default`` when there is no such file."""
+    try:
+        with open(path) as file:
+            return json.load(file)
+    except FileNotFoundError:
+        return default
 
 
 def summarize(runs):
+    """Mean and sample standard deviation (n - 1; 0 for one run) of the
+    finished runs' final and best test accuracies, and their count."""
+    runs = [run for run in runs if run.get("finished", True)]
+    if not runs:
+        return None
     finals = [run["final_test_accuracy"] for run in runs]
     bests = [run["best_test_accuracy"] for run in runs]
     spread = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
     return {"final_mean": statistics.mean(finals), "final_std": spread(finals),
-            "best_mean": statistics.mean(bests), "best_std": spread(bests)}
+            "best_mean": statistics.mean(bests), "best_std": spread(bests),
+            "finished_runs": len(runs)}
 
 
 def record(name, kind, seed, run, result, results_dir, grid=None):
-    """Adds one finished run to this process's ``result`` and writes the result
+    """Adds one run to this process's ``result`` and writes the result
     files, merged under a lock with the runs other processes recorded for the
     same budget, as the file holds them now: this process's runs replace only
-    their own kind and seed.
+    their own kind and seed. The note stays unless this process has one
+    (``result["note"]`` not ``None``). A file of another budget is not
+    touched: :class:`Refused`.
 
     ``grid``: an SGAN run's last grid of generated images; the result shows the
     lowest seed's (``samples_seed``), whichever process records it.
@@ -137,13 +262,12 @@ def record(name, kind, seed, run, result, results_dir, grid=None):
     base = os.path.join(results_dir, name)
     with open(base + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            with open(base + ".json") as file:
-                earlier = json.load(file)
-        except (OSError, ValueError):
-            earlier = {}
+        earlier = read_result(results_dir, name)
+        check_same_budget(results_dir, name, result, earlier)
         merged = dict(result)
-        if earlier.get("status") == "measured" and earlier.get("budget") == result["budget"]:
+        if merged.get("note") is None:
+            merged["note"] = earlier.get("note", "")
+        if earlier.get("status") == "measured":
             for key in ("sgan", "baseline"):
                 # Runs recorded before runs kept their own provenance: the file's.
                 kept = {seed: {**provenance_of(earlier), **kept_run}
@@ -163,31 +287,66 @@ def record(name, kind, seed, run, result, results_dir, grid=None):
                     merged["samples_seed"] = grid_seed
         if grid and seed <= merged.get("samples_seed", seed):
             merged["samples"], merged["samples_seed"] = f"{name}_samples.png", seed
-            shutil.copyfile(grid, os.path.join(results_dir, merged["samples"]))
+            with open(grid, "rb") as file:
+                image = file.read()
+            faults.replace_atomically(os.path.join(results_dir, merged["samples"]),
+                                      lambda file: file.write(image), mode="wb")
         for key in ("sgan", "baseline"):
-            if merged.get(key):
-                merged[key + "_summary"] = summarize(
-                    [merged[key][str(s)] for s in merged["seeds"] if str(s) in merged[key]])
+            merged.pop(key + "_summary", None)
+            summary = summarize(merged.get(key, {}).values())
+            if summary:
+                merged[key + "_summary"] = summary
         write_results(name, merged, results_dir)
 
 
+def read_result(results_dir, name):
+    """The result file of experiment ``name`` in ``results_dir``, or ``{}``."""
+    try:
+        return read_json(os.path.join(results_dir, name + ".json"), {})
+    except ValueError:      # not JSON: no result a user has (it is replaced)
+        return {}
+
+
+def check_same_budget(results_dir, name, result, earlier):
+    """Refuses to replace measured results of another budget (or mark them
+    not measured): run.py never drops runs a result file holds."""
+    if earlier.get("status") != "measured":
+        return
+    if result["status"] != "measured" or earlier["budget"] != result["budget"]:
+        asked = result["budget"] if result["status"] == "measured" else "not measured"
+        raise Refused(f"{os.path.join(results_dir, name)}.json holds results of another "
+                      f"budget ({earlier['budget']}; this command: {asked}), which this "
+                      "would replace; pass another --results_dir")
+
+
 def provenance_of(record):
-    """The machine, commit and date a run (or a result file) was made on."""
-    return {key: record[key] for key in ("machine", "commit", "date") if key in record}
+    """The machine, commit and date a run (or a result file) was made on, and
+    the run's ``sessions`` if it has them (:func:`run_provenance`)."""
+    return {key: record[key] for key in ("machine", "commit", "date", "sessions")
+            if key in record}
 
 
 def provenance_lines(result):
-    """The machine, commit and date of the runs: one line when they share them,
-    else a line for each run (runs merged from several commits or machines)."""
+    """Where the runs trained: one line when they share machine, commit and
+    date, else a line for each run, with each of its sessions when it
+    trained on several commits or machines."""
     made = {(kind, seed): {**provenance_of(result), **provenance_of(run)}
             for kind in ("sgan", "baseline") for seed, run in result.get(kind, {}).items()}
-    shared = {tuple(sorted(p.items())) for p in made.values()}
-    if len(shared) <= 1:
-        p = dict(shared.pop()) if shared else result
-        return [f"Machine: {p['machine']}; commit {p['commit']}; {p['date']}."]
-    return ["", "Runs merged from more than one commit or machine:", ""] + [
-        f"- {kind} seed {seed}: {p['machine']}; commit {p['commit']}; {p['date']}."
-        for (kind, seed), p in sorted(made.items())]
+    explained = ("A run names where it trained (its first training session; run.py "
+                 "records them since 2026-12-04); one recorded before names the commit and "
+                 "machine that recorded it.")
+    shared = {json.dumps(p, sort_keys=True) for p in made.values()}
+    if len(shared) <= 1 and not any("sessions" in p for p in made.values()):
+        p = json.loads(shared.pop()) if shared else result
+        return [f"Machine: {p['machine']}; commit {p['commit']}; {p['date']}. {explained}"]
+
+    def where(p):
+        if "sessions" not in p:
+            return f"{p['machine']}; commit {p['commit']}; {p['date']}."
+        return " ".join(f"From epoch {s['first_epoch']}: {s['machine']}; commit "
+                             f"{s['commit']}; {s['date']}." for s in p["sessions"])
+    return ["", "Runs merged from more than one commit or machine. " + explained, ""] + [
+        f"- {kind} seed {seed}: {where(p)}" for (kind, seed), p in sorted(made.items())]
 
 
 def write_results(name, result, results_dir):
@@ -252,16 +411,25 @@ def markdown(name, result):
                               f"baseline {base['test_accuracy'][done - 1]:.4f}.")
     lines += same_epoch
     for kind in ("sgan", "baseline"):
-        if kind + "_summary" in result:
-            s = result[kind + "_summary"]
-            lines.append(f"\n{kind}: final {s['final_mean']:.4f} +- {s['final_std']:.4f}, "
-                         f"best {s['best_mean']:.4f} +- {s['best_std']:.4f}")
+        s = summarize(result.get(kind, {}).values())
+        if s and s["finished_runs"] > 1:
+            lines.append(f"\n{kind}, {s['finished_runs']} finished seeds: final "
+                         f"{s['final_mean']:.4f} +- {s['final_std']:.4f}, best "
+                         f"{s['best_mean']:.4f} +- {s['best_std']:.4f} (mean +- sample "
+                         "standard deviation)")
+        elif s:
+            lines.append(f"\n{kind}, 1 finished seed: final {s['final_mean']:.4f}, "
+                         f"best {s['best_mean']:.4f}")
     lines += ["", f"![test accuracy per epoch]({name}_accuracy.png)", ""]
     if result.get("samples"):
         seed = result.get("samples_seed")
         lines += [f"![generated images{f' (SGAN seed {seed})' if seed is not None else ''}]"
                   f"({result['samples']})", ""]
-    lines += ["Commands:", "", "```"]
+    if runner_command(result):
+        lines += ["To train (or resume) these runs and record them again:", "", "```",
+                  runner_command(result), "```", ""]
+    lines += ["Each run's training command, as recorded (a run recorded by an earlier "
+              "run.py has the run directory of its day):", "", "```"]
     for seed in shown:
         for kind in ("sgan", "baseline"):
             if str(seed) in result.get(kind, {}):
@@ -270,23 +438,68 @@ def markdown(name, result):
     return "\n".join(lines)
 
 
+def runner_command(result):
+    """The run.py command of a result's seeds and budget (and the data
+    directory its runs were given); ``None`` for a budget run.py did not write."""
+    items = [] if result["budget"] == FULL_BUDGET else result["budget"].split(", ")
+    if not all("=" in item for item in items):
+        return None
+    budget = dict(item.split("=", 1) for item in items)
+    argv = ["python", "experiments/run.py", f"--experiment={result['name']}",
+            f"--seeds={','.join(str(seed) for seed in result['seeds'])}"]
+    argv += [f"--{key}={budget.pop(key)}" for key in ("epochs", "steps_per_epoch")
+             if key in budget]
+    if budget:
+        argv.append("--overrides=" + ",".join(f"{key}={value}" for key, value in budget.items()))
+    commands = [run["command"] for kind in ("sgan", "baseline")
+                for run in result.get(kind, {}).values()]
+    data_dirs = [argument for command in commands for argument in shlex.split(command)
+                 if argument.startswith("--data_dir=")]
+    return shlex.join(argv + data_dirs[:1])
+
+
 def main(argv):
     del argv
+    try:
+        run_experiment()
+    except Refused as refused:
+        print(f"run.py: {refused}", file=sys.stderr)
+        sys.exit(2)
+    except TrainingStopped as stopped:
+        # The trainer printed why; its exit status is the runner's
+        # (README, Faults: 75 = interrupted, 2 = bad input, ...).
+        print(f"run.py: {stopped.run} stopped with exit status {stopped.status} "
+              f"({stopped.output_dir}); finished runs are recorded, the same command "
+              "resumes it, --snapshot records it as it is", file=sys.stderr)
+        sys.exit(stopped.status if stopped.status > 0 else 128 - stopped.status)
+
+
+def run_experiment():
+    """:func:`main`'s work: each seed and kind of ``FLAGS.experiment``,
+    trained or resumed and recorded as it ends (partial results survive a
+    stop)."""
     name = FLAGS.experiment
     seeds = [int(seed) for seed in FLAGS.seeds]
-    budget = {k: v for k, v in (("epochs", FLAGS.epochs),
-                                ("steps_per_epoch", FLAGS.steps_per_epoch)) if v}
-    budget.update(override.split("=", 1) for override in FLAGS.overrides)
+    try:
+        budget, run_options = split_overrides(
+            name, dict(override.split("=", 1) for override in FLAGS.overrides))
+    except ValueError as error:
+        raise Refused(error) from None
+    budget = {**{k: v for k, v in (("epochs", FLAGS.epochs),
+                                   ("steps_per_epoch", FLAGS.steps_per_epoch)) if v}, **budget}
     made = provenance.record()
     results_dir = os.path.join(REPO_ROOT, FLAGS.results_dir)   # as the report reads them
     result = {"name": name, "published": EXPERIMENTS[name]["published"],
               "published_accuracy": EXPERIMENTS[name]["published_accuracy"],
               "seeds": seeds, "note": FLAGS.note,
-              "budget": ", ".join(f"{k}={v}" for k, v in budget.items()) or "the source's full budget",
+              "budget": ", ".join(f"{k}={v}" for k, v in budget.items()) or FULL_BUDGET,
               "machine": provenance.machine_line(made), "commit": made["commit"],
-              "date": made["date"]}
+              "date": made["date"],
+              "status": "not measured" if FLAGS.not_measured else "measured"}
+    earlier = read_result(results_dir, name)
+    check_same_budget(results_dir, name, result, earlier)   # before hours of training
     if FLAGS.not_measured:
-        result["status"] = "not measured"
+        result["note"] = FLAGS.note or earlier.get("note", "")
         result["commands"] = {
             kind: shlex.join(["python"] + training_command(
                 name, 0, kind == "baseline", run_directory(FLAGS.runs_dir, name, kind, 0, {}),
@@ -294,29 +507,26 @@ def main(argv):
             for kind in ("sgan", "baseline")}
         write_results(name, result, results_dir)
         return
-    result["status"] = "measured"
     for seed in seeds:
         for kind in FLAGS.kinds:
             output_dir = run_directory(FLAGS.runs_dir, name, kind, seed, budget)
-            argv = training_command(name, seed, kind == "baseline", output_dir, budget,
-                                    FLAGS.data_dir)
-            # Recorded as each run ends: partial results survive a stop.
+            argv = training_command(name, seed, kind == "baseline", output_dir,
+                                    {**budget, **run_options}, FLAGS.data_dir)
+            what = f"the {kind} run of seed {seed}"
             try:
-                run = run_one(argv, train=not FLAGS.snapshot)
+                run = run_one(argv, made, train=not FLAGS.snapshot)
+            except Refused as refused:
+                raise Refused(f"{what}: {refused}") from None
             except TrainingStopped as stopped:
-                # The trainer printed why; its exit status is the runner's
-                # (README, Faults: 75 = interrupted, 2 = bad input, ...).
-                status = stopped.status if stopped.status > 0 else 128 - stopped.status
-                print(f"run.py: the {kind} run of seed {seed} stopped with exit status "
-                      f"{stopped.status} ({stopped.output_dir}); finished runs are recorded, "
-                      "the same command resumes it, --snapshot records it as it is",
-                      file=sys.stderr)
-                sys.exit(status)
+                stopped.run = what
+                raise
             if run is None:      # --snapshot: no epoch finished yet
                 continue
-            # This invocation's machine and commit (with --snapshot, the
-            # snapshot's: the trainer's run directory records neither).
-            run.update(provenance_of(result))
+            recorded = read_result(results_dir, name).get(kind, {}).get(str(seed), {})
+            if not run.pop("trained_here") and recorded.get("finished") and run["finished"]:
+                print(f"run.py: the {kind} run of seed {seed} is recorded already "
+                      f"({output_dir}); its record stays", file=sys.stderr)
+                continue
             record(name, kind, seed, run, result, results_dir,
                    grid=last_grid(output_dir) if kind == "sgan" else None)
 

@@ -139,12 +139,12 @@ def _check_same_run(output_dir, earlier, config):
         labels = ", ".join(config_lib.OPTIONS[name].label() for name in changed)
         raise UsageError(f"--output_dir={output_dir} holds a run with other flags ({labels}); "
                          "pass --overwrite or another --output_dir")
-    if _finished(output_dir, config):
+    if is_finished(output_dir, config):
         raise UsageError(f"--output_dir={output_dir} holds a finished run; "
                          "pass --overwrite to train it again")
 
 
-def _finished(output_dir, config):
+def is_finished(output_dir, config):
     """Whether ``output_dir`` holds a run that reached its end: its export and,
     with ``--tflite``, the export's scores, written last. A run stopped between
     the two resumes at its last step: it exports and scores again."""
