@@ -601,9 +601,11 @@ def test_init_batch_draws_from_the_asked_pool(tmp_path):
 
 # ------------------------------------------------------------ image folders
 def write_folder(root, classes=("zebra", "apple", "mango"), per_class=5, unlabeled=12,
-                 test=True, size=12, channels=3, seed=0):
+                 test=True, size=12, channels=3, seed=0, distinct=False):
     """A folder data set of PNG and JPEG files; each image is one flat colour
-    whose value says its class (class k: 40 * (k + 1))."""
+    whose value says its class (class k: 40 * (k + 1)). ``distinct``: the
+    labeled image i of class k is 40 * (k + 1) + 3 * i instead, each its own
+    (per_class <= 13), so that which images a split took can be seen."""
     import tensorflow as tf
     rng = np.random.default_rng(seed)
 
@@ -616,7 +618,8 @@ def write_folder(root, classes=("zebra", "apple", "mango"), per_class=5, unlabel
     for split, count in (("labeled", per_class),) + ((("test", 2),) if test else ()):
         for k, name in enumerate(classes):
             for i in range(count):
-                write(root / split / name / f"{i}.{'jpg' if i % 2 else 'png'}", 40 * (k + 1))
+                value = 40 * (k + 1) + (3 * i if distinct and split == "labeled" else 0)
+                write(root / split / name / f"{i}.{'jpg' if i % 2 else 'png'}", value)
     for i in range(unlabeled):           # nested folders, any depth
         write(root / "unlabeled" / f"part{i % 3}" / ("deep" if i % 2 else "") / f"u{i}.png",
               int(rng.integers(0, 256)))
@@ -624,6 +627,11 @@ def write_folder(root, classes=("zebra", "apple", "mango"), per_class=5, unlabel
 
 def test_image_folder_reads_classes_in_sorted_order_and_resizes(tmp_path):
     write_folder(tmp_path)
+    # apple's 0.png (labeled_images[0]: apple sorts first) is neither flat nor square, 10 x 20:
+    # red grows left to right, green top to bottom, 0 to 160 (mean 80, apple's).
+    rows, columns = np.meshgrid(np.linspace(0, 160, 10), np.linspace(0, 160, 20), indexing="ij")
+    gradient = np.stack([columns, rows, np.full_like(rows, 80)], axis=-1).round().astype(np.uint8)
+    (tmp_path / "labeled" / "apple" / "0.png").write_bytes(tf.io.encode_png(gradient).numpy())
     (tmp_path / "unlabeled" / "broken.png").write_bytes(b"not an image")
     for split in ("labeled", "test"):     # a notebook's hidden folder is no class
         (tmp_path / split / ".ipynb_checkpoints").mkdir()
@@ -631,6 +639,13 @@ def test_image_folder_reads_classes_in_sorted_order_and_resizes(tmp_path):
     # Sorted names, not the order the folders were made in.
     assert folder.class_names == ("apple", "mango", "zebra")
     assert folder.labeled_images.shape == (15, 8, 8, 3) and folder.labeled_images.dtype == np.uint8
+    # Resized whole (bilinear, antialiased; to the nearest uint8), not cropped:
+    # each edge keeps its end of the gradients, which an 8 x 8 corner has not.
+    resized = folder.labeled_images[0]
+    expected = tf.image.resize(gradient.astype(np.float32), (8, 8), antialias=True).numpy()
+    np.testing.assert_allclose(resized, expected, atol=0.5 + 1e-3)
+    assert resized[:, 0, 0].max() < 20 and resized[:, -1, 0].min() > 140     # red
+    assert resized[0, :, 1].max() < 20 and resized[-1, :, 1].min() > 140     # green
     value = {"zebra": 40, "apple": 80, "mango": 120}          # written as 40 * (k + 1)
     for image, label in zip(folder.labeled_images, folder.labeled_labels):
         assert abs(int(image.mean()) - value[folder.class_names[label]]) <= 2  # JPEG rounding
@@ -674,13 +689,25 @@ def test_a_folders_labels_are_class_balanced_even_for_first(tmp_path):
 
 
 def test_image_folder_without_test_holds_out_a_seeded_part(tmp_path):
-    write_folder(tmp_path, test=False, per_class=10)
-    folder = data_lib.read_image_folder(tmp_path, (8, 8, 3), seed=1)
-    assert folder.test_held_out
-    assert np.bincount(folder.test_labels).tolist() == [2, 2, 2]        # 20% of each class
-    assert np.bincount(folder.labeled_labels).tolist() == [8, 8, 8]
-    again = data_lib.read_image_folder(tmp_path, (8, 8, 3), seed=1)
-    np.testing.assert_array_equal(again.test_images, folder.test_images)
+    write_folder(tmp_path, test=False, per_class=10, distinct=True)   # 30 different images
+
+    def split(seed):
+        """The held-out and the kept images, each a set of their values (flat
+        images, written 3 apart: JPEG's rounding cannot make two alike)."""
+        folder = data_lib.read_image_folder(tmp_path, (8, 8, 3), seed=seed)
+        assert folder.test_held_out
+        assert np.bincount(folder.test_labels).tolist() == [2, 2, 2]    # 20% of each class
+        assert np.bincount(folder.labeled_labels).tolist() == [8, 8, 8]
+        held_out = {round(image.mean()) for image in folder.test_images}
+        kept = {round(image.mean()) for image in folder.labeled_images}
+        assert len(held_out) == 6 and len(kept) == 24 and not held_out & kept
+        return held_out, kept
+
+    first = split(seed=1)
+    assert split(seed=1) == first                  # the seed alone picks them
+    other = split(seed=2)
+    assert other[0] != first[0]                    # another seed, other images
+    assert other[0] | other[1] == first[0] | first[1]   # out of the same 30
 
 
 def test_image_folder_channel_conversion_is_explicit(tmp_path):

@@ -280,11 +280,37 @@ def test_a_mixed_bfloat16_classifier_exports_in_float32_with_its_tflite_files(tm
     assert conv.compute_dtype == "bfloat16"
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (32, *shape), dtype=np.uint8)
+    inputs = scale(images, model.pixel_range)
+    # Untrained, the float32 copy would get these very weights from its layers'
+    # seeded initializers even if export did not copy them: move every weight
+    # off its initial value (as training would), so only copied weights serve
+    # the classifier's outputs. Seeded noise: N(0, the weight's own standard
+    # deviation), 0.05 for the zero-initialized biases.
+    initial = softmax(classifier(inputs).numpy())
+    for variable in classifier.weights:
+        value = variable.numpy()
+        spread = max(float(value.std()), 0.05)
+        variable.assign(value + rng.normal(0.0, spread, value.shape).astype(value.dtype))
+    # The same weights in a float32 build: what the export must compute.
+    reference_classifier = SGAN.from_preset("mnist_blog", seed=0, precision="float32").classifier()
+    reference_classifier.set_weights(classifier.get_weights())
+    reference = softmax(reference_classifier(inputs).numpy())
+    # An export of the initial weights would be this far off (here 0.48; the
+    # untrained net's outputs are all near 1/10), far beyond both tolerances.
+    assert np.abs(reference - initial).max() > 0.1
     path = export_classifier(classifier, tmp_path / "export", image_shape=shape,
                              pixel_range=model.pixel_range, representative_images=images)
     served = tf.saved_model.load(path).signatures["classify"](images=tf.constant(images))
-    bfloat16 = softmax(classifier(scale(images, model.pixel_range)).numpy())
-    np.testing.assert_allclose(served["probabilities"].numpy(), bfloat16, atol=2e-2)
+    # float32 against float32 with the same weights: only the order of the
+    # sums may differ, float32 rounding, ~1e-7 on probabilities < 1 (measured
+    # 2e-7); 1e-5 leaves room for other kernels, far below a miss's 0.48.
+    np.testing.assert_allclose(served["probabilities"].numpy(), reference, atol=1e-5)
+    # Against the bfloat16 classifier itself: bfloat16 keeps 8 significant
+    # bits (a rounding error of up to 2^-9 = 0.2% of each activation), which
+    # through the four layers here leaves the logits about 1e-2 off; softmax
+    # moves a probability p by at most 2p times that (measured: 3e-3).
+    bfloat16 = softmax(classifier(inputs).numpy())
+    np.testing.assert_allclose(served["probabilities"].numpy(), bfloat16, atol=1e-2)
     probabilities, _ = tflite_classify(tmp_path / "export" / TFLITE_FLOAT, images)
     np.testing.assert_allclose(probabilities, served["probabilities"].numpy(), atol=1e-4)
     assert os.path.getsize(tmp_path / "export" / TFLITE_INT8) > 0

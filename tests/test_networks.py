@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from sgan_keras import layers as wn
 from sgan_keras import networks
+from sgan_keras import presets
 
 K = 10
 
@@ -175,10 +176,23 @@ def test_generator_output_shape_range_and_trainable_parameters(architecture):
     assert generator.input_shape == (None, 100)
     assert generator.output_shape == (None, *shape)
     assert trainable_count(generator) == GENERATOR_PARAMS[architecture]
-    images = generator(np.random.default_rng(0).normal(size=(2, 100)).astype("float32"),
-                       training=False).numpy()
-    low = 0.0 if architecture == "mnist_improved_gan" else -1.0  # sigmoid vs tanh output
-    assert images.shape == (2, *shape) and images.min() >= low and images.max() <= 1.0
+    # tanh output, pixels in [-1, 1], except mnist_improved_gan's sigmoid, [0, 1]:
+    # the range its preset scales the real images to.
+    low, high = (0.0, 1.0) if architecture == "mnist_improved_gan" else (-1.0, 1.0)
+    assert presets.get_preset(architecture).config.model.pixel_range == (low, high)
+    z = np.random.default_rng(0).normal(size=(4, 100)).astype("float32")
+    images = generator(z, training=False).numpy()
+    assert images.shape == (4, *shape) and images.min() >= low and images.max() <= high
+    # An untrained G's pixels sit well inside the range, where another output
+    # activation (or none) would pass as well. Every layer before the output
+    # activation is positively homogeneous but for its biases (Dense, conv and
+    # weight-normalized layers are linear in their input; ReLU, LReLU, and
+    # softplus far from 0; BatchNorm in inference, with its moving statistics),
+    # so z scaled by 1e4 makes the output's pre-activations huge and of both
+    # signs: the pixels must then reach both ends of the range, never beyond.
+    saturated = generator(z * 1e4, training=False).numpy()
+    assert saturated.min() >= low and saturated.max() <= high
+    assert saturated.min() <= low + 1e-3 and saturated.max() >= high - 1e-3
 
 
 def test_improved_gan_mnist_generator_output_activation_is_a_choice():
