@@ -480,6 +480,9 @@ def run_experiment():
     stop)."""
     name = FLAGS.experiment
     seeds = [int(seed) for seed in FLAGS.seeds]
+    malformed = [override for override in FLAGS.overrides if "=" not in override]
+    if malformed:
+        raise Refused(f"--overrides takes flag=value pairs, got {malformed[0]!r}")
     try:
         budget, run_options = split_overrides(
             name, dict(override.split("=", 1) for override in FLAGS.overrides))

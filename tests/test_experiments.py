@@ -508,6 +508,20 @@ def test_a_signal_to_the_runner_reaches_its_trainer_once(tmp_path, signal_name):
     assert count.read_text() == "1"
 
 
+@pytest.mark.parametrize("override, message", [
+    ("ema", "--overrides takes flag=value pairs, got 'ema'"),
+    ("seed=3", "--overrides=seed=...: --seed is set by the experiment or the runner"),
+])
+def test_runner_refuses_a_bad_override_in_one_line(tmp_path, override, message):
+    result = subprocess.run(
+        [sys.executable, "experiments/run.py", "--experiment=svhn_lecouat_1000",
+         f"--overrides={override}", f"--runs_dir={tmp_path}", f"--results_dir={tmp_path}"],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"run.py: {message}")
+    assert not list(tmp_path.iterdir())
+
+
 def test_overrides_the_experiment_or_runner_sets_are_refused_and_run_only_ones_kept_apart():
     shaping, run_only = definitions.split_overrides(
         "svhn_lecouat_1000", {"ema": "0.999", "checkpoint_every_steps": "50"})
