@@ -33,6 +33,7 @@ and ``presets.py`` import no TensorFlow (the values to choose among are in
 """
 
 import dataclasses
+import math
 import numbers
 import typing
 
@@ -505,6 +506,8 @@ def _check_fields(instance):
             continue
         if not _is_a(value, option.type):
             raise ConfigError(f"{option.label()} must be {option.type.__name__}, got {value!r}")
+        if option.type is float and not math.isfinite(value):   # inf passes "positive"
+            raise ConfigError(f"{option.label()} must be a finite number, got {value!r}")
         if option.choices is not None and value not in option.choices:
             allowed = tuple(choice for choice in option.choices if choice != "")
             raise ConfigError(f"{option.label()} must be one of {allowed}, got {value!r}")

@@ -123,6 +123,8 @@ def main(argv):
         _exit(EXIT_NON_FINITE, f"{faults.first_line(error)}: training stopped without saving "
                                "that state; earlier checkpoints are kept (a smaller --lr may "
                                "help, in another --output_dir)")
+    except trainer.OVERWRITE_INCOMPLETE as error:
+        _exit(EXIT_WRITE, faults.first_line(error))
     except trainer.WRITE_FAILED as error:
         _exit(EXIT_WRITE, f"{faults.first_line(error)}; earlier outputs are intact: free space "
                           f"or fix the directory, then resume with: {_resume_command()}")

@@ -38,12 +38,18 @@ class UsageError(ValueError):
     """An --output_dir that cannot be used, or a batch the replicas cannot split; one line."""
 
 
+class OverwriteIncomplete(faults.WriteError):
+    """``--overwrite`` removed part of an earlier run's outputs, not all: a
+    write failure whose earlier outputs are not all intact."""
+
+
 # The errors train() raises for the faults a user can meet, by the exit
 # status the command line gives them (train.py); any other error is a bug.
 BAD_INPUT = (config_lib.ConfigError, UsageError, data_lib.DataError, distribute.StrategyError,
              export.ExportError, checkpoint.CheckpointError)
 LOCKED = (lock_lib.RunLockedError,)
 NON_FINITE = (callbacks_lib.NonFiniteLossError, checkpoint.NonFiniteStateError)
+OVERWRITE_INCOMPLETE = (OverwriteIncomplete,)    # before WRITE_FAILED: one of them
 WRITE_FAILED = (faults.WriteError,)
 INTERRUPTED = (callbacks_lib.TrainingInterrupted,)
 WORKER_LOST = (distribute.WorkerLostError,)
@@ -93,8 +99,16 @@ def prepare_output_dir(config):
     with faults.writing(os.path.join(output_dir, lock_lib.LOCK_FILE)):
         run_lock = lock_lib.RunLock(output_dir).acquire()
     try:
-        with faults.writing(output_dir):
-            _remove_run_outputs(output_dir, temporaries_only=not config.run.overwrite)
+        try:
+            with faults.writing(output_dir):
+                _remove_run_outputs(output_dir, temporaries_only=not config.run.overwrite)
+        except faults.WriteError as error:
+            if not config.run.overwrite:
+                raise
+            raise OverwriteIncomplete(
+                f"--overwrite removed only part of the earlier run in {output_dir} "
+                f"({faults.first_line(error)}); its flags.json stays, so the same command "
+                "removes the rest once the directory is fixed") from None
         if earlier is not None and not config.run.overwrite:
             _check_same_run(output_dir, earlier, config)
         faults.write_json(flags_path, config.to_dict())
@@ -162,7 +176,19 @@ def changed_options(earlier, config):
         earlier = {**presets_lib.defaults_of(config).to_dict(), **earlier}
     current = config.to_dict()
     return sorted(name for name, option in config_lib.OPTIONS.items()
-                  if not option.run_only and earlier.get(name) != current[name])
+                  if not option.run_only and not _same_value(name, earlier.get(name),
+                                                             current[name]))
+
+
+def _same_value(name, earlier, current):
+    """Whether a field's value is unchanged; the data directory by the
+    directory it names (``../data`` and ``/home/me/data`` may be one)."""
+    if earlier == current:
+        return True
+    if name == "data_dir" and earlier and current:
+        return os.path.realpath(os.path.expanduser(earlier)) == os.path.realpath(
+            os.path.expanduser(current))
+    return False
 
 
 def _remove_run_outputs(directory, temporaries_only=False):
@@ -171,7 +197,9 @@ def _remove_run_outputs(directory, temporaries_only=False):
     so every temporary there is stale (a killed run's half-written file or
     export), but for another launch's write check, which it is about to
     delete itself. ``temporaries_only``: the stale temporaries alone."""
-    for name in os.listdir(directory):
+    # flags.json last: stopped part way (a file it cannot delete, a signal),
+    # the directory still holds a run's flags.json, so --overwrite can finish.
+    for name in sorted(os.listdir(directory), key=lambda name: name == "flags.json"):
         stale = faults.is_temporary(name) and not name.startswith(WRITE_CHECK_PREFIX)
         if not (stale or (name in RUN_OUTPUTS and not temporaries_only)):
             continue

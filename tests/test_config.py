@@ -89,6 +89,8 @@ def test_labels_flag_takes_a_number_or_all_and_absl_rejects_other_text(flag_valu
 # --------------------------------------------------------------- the checks
 @pytest.mark.parametrize("field, value, message", [
     ("g_lr", 0.0, r"^--lr \(g_lr\) must be positive, got 0.0$"),
+    ("g_lr", float("inf"), r"^--lr \(g_lr\) must be a finite number, got inf$"),
+    ("label_smoothing", float("nan"), r"^--label_smoothing must be a finite number, got nan$"),
     ("ema_decay", 1.0, r"^--ema \(ema_decay\) must be in \[0, 1\), got 1.0$"),
     ("label_smoothing", -0.1, r"^--label_smoothing must be in \[0, 1\), got -0.1$"),
     ("batch_size", 0, r"^--batch_size must be positive, got 0$"),

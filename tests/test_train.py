@@ -907,6 +907,52 @@ def test_overwrite_removes_a_runs_outputs_and_keeps_a_users_files(tmp_path):
     assert json.loads((run / "flags.json").read_text())["g_lr"] == 0.5
 
 
+def test_an_overwrite_stopped_part_way_keeps_the_runs_flags_so_it_can_finish(
+        tmp_path, monkeypatch):
+    """A run output --overwrite cannot delete (an immutable file, a read-only
+    mount) stops it part way: the directory keeps its flags.json, so it still
+    counts as a run and the same command finishes the job once it is fixed;
+    the line does not claim the earlier outputs are intact."""
+    import shutil
+    from sgan_keras import trainer
+    run = tmp_path / "run"
+    config = presets.get_preset("mnist_gans_in_action").config.replace(output_dir=str(run))
+    trainer.prepare_output_dir(config).release()
+    for name in ("metrics.csv", "tensorboard", "export"):
+        (run / name).mkdir() if name != "metrics.csv" else (run / name).write_text("epoch\n")
+    real_rmtree = shutil.rmtree
+
+    def stuck_export(path, *args, **kwargs):
+        if os.path.basename(path) == "export":
+            raise PermissionError(1, "Operation not permitted", path)
+        return real_rmtree(path, *args, **kwargs)
+    monkeypatch.setattr(shutil, "rmtree", stuck_export)
+    again = config.replace(overwrite=True)
+    with pytest.raises(trainer.OverwriteIncomplete, match=(
+            r"^--overwrite removed only part of the earlier run in .*run \(cannot write .*run "
+            r"\(Operation not permitted\)\); its flags.json stays")):
+        trainer.prepare_output_dir(again)
+    assert (run / "flags.json").exists() and (run / "export").exists()
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)      # the directory fixed
+    trainer.prepare_output_dir(again).release()
+    assert sorted(os.listdir(run)) == ["flags.json", "run.lock"]
+
+
+def test_a_resume_names_the_data_directory_any_way_it_likes(tmp_path):
+    """--data_dir=../data and /home/me/data are one directory: resuming with
+    either is the same run, and another directory is not."""
+    from sgan_keras import trainer
+    (tmp_path / "data").mkdir()
+    (tmp_path / "other").mkdir()
+    config = presets.get_preset("mnist_gans_in_action").config.replace(
+        data_dir=str(tmp_path / "data"))
+    earlier = config.to_dict()
+    spelled = str(tmp_path / "other" / ".." / "data")
+    assert trainer.changed_options(earlier, config.replace(data_dir=spelled)) == []
+    assert trainer.changed_options(earlier, config.replace(
+        data_dir=str(tmp_path / "other"))) == ["data_dir"]
+
+
 def test_helpfull_explains_every_flag_and_flagfile_works(tmp_path):
     result = fresh_cli("--helpfull")   # absl prints the help and exits 1
     assert "Global batch size" in result.stdout
