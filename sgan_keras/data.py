@@ -331,7 +331,8 @@ def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0)
         raise DataError(f"label_selection must be one of {', '.join(LABEL_SELECTIONS)}, "
                         f"got {label_selection!r}")
     if data_dir is not None and not os.path.isdir(data_dir):
-        raise DataError(f"data_dir {data_dir} does not exist")
+        raise DataError(f"data_dir {data_dir} is a file: pass the directory that holds it"
+                        if os.path.exists(data_dir) else f"data_dir {data_dir} does not exist")
     if is_custom(name):
         return _load_custom(name, budget, seed=seed, data_dir=data_dir, pixel_range=pixel_range,
                             label_selection=label_selection, image_shape=image_shape,
@@ -872,6 +873,10 @@ def read_image_folder(path, image_shape, *, convert_channels=False, seed=0,
                         f"{path}/unlabeled/** and optionally {path}/test/<class>/*")
     labeled_dir = os.path.join(path, "labeled")
     class_names = tuple(sorted(name for name in _subdirectories(labeled_dir)))
+    unwritable = [name for name in class_names if "\n" in name or "\r" in name]
+    if unwritable:      # the export's labels.txt holds one class name a line
+        raise DataError(f"class folder {os.path.join(labeled_dir, unwritable[0])!r} has a line "
+                        "break in its name; rename it")
     if len(class_names) < 2:
         raise DataError(f"{labeled_dir} must hold one folder of images per class (at least "
                         f"two), found {len(class_names)}")

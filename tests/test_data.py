@@ -460,6 +460,10 @@ def test_bad_pipeline_arguments(tmp_path):
 def test_missing_directory_and_missing_files(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_dataset("mnist", 10, data_dir=str(tmp_path / "nowhere"))
+    (tmp_path / "mnist.npz").write_bytes(b"")
+    with pytest.raises(DataError, match=r"mnist.npz is a file: pass the directory that holds"):
+        load_dataset("mnist", 10, data_dir=str(tmp_path / "mnist.npz"))
+    (tmp_path / "mnist.npz").unlink()
     with pytest.raises(DataError, match="mnist.npz"):
         load_dataset("mnist", 10, data_dir=str(tmp_path))          # empty directory
     scipy.io.savemat(tmp_path / "train_32x32.mat", {"X": np.zeros((32, 32, 3, 1), np.uint8),
@@ -733,6 +737,11 @@ def test_image_folder_bad_layouts_are_named(tmp_path):
     write_folder(tmp_path / "c", classes=("only",))
     with pytest.raises(DataError, match="at least two"):
         data_lib.read_image_folder(tmp_path / "c", (8, 8, 3))
+    # The export's labels.txt holds a class name a line: one with a line break
+    # would make the run's own export unreadable to predict.
+    write_folder(tmp_path / "d", classes=("ant", "bee\nwasp"))
+    with pytest.raises(DataError, match=r"class folder '.*bee\\nwasp' has a line break"):
+        data_lib.read_image_folder(tmp_path / "d", (8, 8, 3))
 
 
 # ------------------------------------------------------------- any TFDS set
