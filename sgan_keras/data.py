@@ -708,7 +708,8 @@ def _read_tfds(name, data_dir, include_extra):
     import tensorflow_datasets as tfds
     splits = ["train", "test"] + (["extra"] if include_extra else [])
     if data_dir is None:
-        _check_download_reachable(tfds.builder(DATASETS[name].tfds_name), name)
+        _check_download_reachable(tfds.builder(DATASETS[name].tfds_name),
+                                  f"pass --data_dir with local files ({_expected_files(name)})")
     try:
         loaded = tfds.load(DATASETS[name].tfds_name, split=splits, data_dir=data_dir,
                            as_supervised=True, download=data_dir is None)
@@ -717,10 +718,13 @@ def _read_tfds(name, data_dir, include_extra):
     except DataError:
         raise
     except Exception as error:  # TFDS raises many types; the reason is one line.
-        where = (f"data_dir {data_dir} holds no {name} files (expected "
-                 f"{_expected_files(name)} or prepared TFDS data)") if data_dir else \
-            f"TFDS could not load {DATASETS[name].tfds_name}"
-        raise DataError(f"{where}: {_reason(error)}") from None
+        if data_dir and not tfds.builder(DATASETS[name].tfds_name, data_dir=data_dir).is_prepared():
+            # TFDS' reason then tells a program to download: not for a CLI user.
+            raise DataError(f"data_dir {data_dir} holds no {name} files (expected "
+                            f"{_expected_files(name)} or prepared TFDS data)") from None
+        raise DataError(f"TFDS could not load {DATASETS[name].tfds_name}"
+                        f"{f' from data_dir {data_dir}' if data_dir else ''}: "
+                        f"{_reason(error)}") from None
     train_images, train_labels = arrays[0]
     pool = len(train_labels)
     if include_extra:
@@ -729,7 +733,7 @@ def _read_tfds(name, data_dir, include_extra):
     return (train_images, train_labels, pool), arrays[1]
 
 
-def _check_download_reachable(builder, name):
+def _check_download_reachable(builder, offline_hint):
     """One request, without retries, to the host TFDS would download ``name`` from.
 
     TFDS' downloader retries a refused connection ten times with backoff
@@ -738,6 +742,7 @@ def _check_download_reachable(builder, name):
     URL comes from the builder's own checksums file (``url_infos``), and the
     request goes through ``requests``, as TFDS' own, so the same proxy
     settings (``HTTPS_PROXY``, ``HTTP_PROXY``) apply. Prepared data skips it.
+    ``offline_hint`` says what to do without a network.
     """
     import requests
     if builder.is_prepared():
@@ -749,9 +754,9 @@ def _check_download_reachable(builder, name):
         requests.head(url, timeout=_DOWNLOAD_CHECK_SECONDS, allow_redirects=True).close()
     except requests.RequestException as error:
         host = url.split("/")[2]
-        raise DataError(f"cannot download {name}: {host} is unreachable ({_reason_of_request(error)}); "
-                        f"without a network, pass --data_dir with local files "
-                        f"({_expected_files(name)})") from None
+        raise DataError(f"cannot download {builder.name}: {host} is unreachable "
+                        f"({_reason_of_request(error)}); without a network, {offline_hint}") \
+            from None
 
 
 def _reason_of_request(error):
@@ -995,12 +1000,17 @@ def read_tfds_images(name, image_shape, *, data_dir=None, train_split="train",
     image_key, label_key = _image_and_label_features(builder, name)
     try:
         if data_dir is None:   # else: TFDS data prepared there
-            _check_download_reachable(builder, name)
+            _check_download_reachable(builder, (
+                f"prepare it where there is one (`tfds build {name} --data_dir=DIR`) and "
+                "pass --data_dir=DIR"))
             builder.download_and_prepare()
         splits = builder.as_dataset(split=[train_split, test_split], as_supervised=False)
     except DataError:
         raise
     except Exception as error:  # TFDS raises many types; the reason is one line
+        if data_dir and not builder.is_prepared():   # TFDS' reason tells a program to download
+            raise DataError(f"data_dir {data_dir} holds no prepared TFDS {name} (made where "
+                            f"there is a network by `tfds build {name} --data_dir=DIR`)") from None
         raise DataError(f"TFDS could not load {name} splits {train_split!r} and "
                         f"{test_split!r}: {_reason(error)}") from None
     height, width, channels = image_shape

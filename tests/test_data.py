@@ -470,8 +470,9 @@ def test_missing_directory_and_missing_files(tmp_path):
                                                     "y": np.ones((1, 1))})
     with pytest.raises(DataError, match="test_32x32.mat"):
         load_dataset("svhn", 10, data_dir=str(tmp_path))
-    with pytest.raises(DataError, match="data_dir .* holds no cifar10 files"):
+    with pytest.raises(DataError, match="data_dir .* holds no cifar10 files") as error:
         load_dataset("cifar10", 10, data_dir=str(tmp_path))
+    assert "download_and_prepare" not in str(error.value)    # TFDS' advice, not a CLI user's
     # Train files alone: the message lists the test files that are missing.
     idx = tmp_path / "idx"
     idx.mkdir()
@@ -757,6 +758,25 @@ def test_any_tfds_image_classification_set_with_its_class_names(tmp_path):
     assert fashion.train_images.shape == (20, 28, 28, 1) and fashion.train_images.dtype == np.uint8
     assert fashion.test_images.shape == (20, 28, 28, 1)
     assert fashion.train_labels.max() < 10 and colour.train_images.shape == (20, 32, 32, 3)
+
+
+def test_a_tfds_set_offline_says_how_to_prepare_it(tmp_path, monkeypatch):
+    """``tfds:NAME`` reads TFDS' prepared data only, so the offline advice is
+    to prepare it elsewhere, not to pass the built-in sets' local files."""
+    import socket
+    with socket.socket() as probe:      # a closed local port: the request is refused
+        probe.bind(("127.0.0.1", 0))
+        proxy = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    for variable in ("HTTPS_PROXY", "HTTP_PROXY"):
+        monkeypatch.setenv(variable, proxy)
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    with pytest.raises(DataError, match=r"^cannot download mnist: .* is unreachable .*; without "
+                       r"a network, prepare it where there is one \(`tfds build mnist "
+                       r"--data_dir=DIR`\) and pass --data_dir=DIR$"):
+        data_lib.read_tfds_images("mnist", (28, 28, 1))
+    with pytest.raises(DataError, match=r"^data_dir .*empty holds no prepared TFDS mnist "):
+        data_lib.read_tfds_images("mnist", (28, 28, 1), data_dir=str(tmp_path / "empty"))
 
 
 def test_a_tfds_set_of_rgba_images_loses_its_alpha_channel(tmp_path, monkeypatch):
