@@ -592,11 +592,14 @@ class SGAN(keras.Model):
                            "accuracy": self.accuracy_tracker.result()})
 
     def _logs(self, values):
-        """The step's logs. Under ``MultiWorkerMirroredStrategy`` Keras reduces
-        them with ``strategy.reduce(MEAN, axis=0)``, which needs an axis: the
-        (replica-identical) metric values get shape ``[1]`` there."""
-        if isinstance(self.distribute_strategy,
-                      tf.distribute.MultiWorkerMirroredStrategy):
+        """The step's logs. With ``MultiWorkerMirroredStrategy`` on more than
+        one worker Keras reduces them with ``strategy.reduce(MEAN, axis=0)``,
+        which needs an axis: the (replica-identical) metric values get shape
+        ``[1]`` there. On one worker Keras passes them on as they are, and
+        TensorBoard takes scalars only."""
+        strategy = self.distribute_strategy
+        if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+                and strategy.num_replicas_in_sync > len(strategy.extended.worker_devices)):
             return {name: tf.reshape(value, [1]) for name, value in values.items()}
         return values
 

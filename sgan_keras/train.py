@@ -198,7 +198,24 @@ def run():
     :func:`main` with the cyclic garbage collector off until
     :func:`import_trainer` has imported TensorFlow (see there)."""
     gc.disable()
+    _check_flag_files(sys.argv)
     app.run(main)
+
+
+def _check_flag_files(argv):
+    """A ``--flagfile`` that is not UTF-8 text (absl reads it as such, and its
+    error is a traceback) gets one line."""
+    for argument in argv[1:]:
+        if argument.startswith("--flagfile="):
+            path = argument.split("=", 1)[1]
+            try:
+                with open(path, encoding="utf-8") as file:
+                    file.read()
+            except UnicodeDecodeError as error:
+                _exit(EXIT_USAGE, f"--flagfile={path} is not UTF-8 text ({error.reason} at "
+                                  f"byte {error.start}); save it as UTF-8")
+            except OSError:
+                pass     # absl names a missing or unreadable flag file itself
 
 
 if __name__ == "__main__":

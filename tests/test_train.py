@@ -714,6 +714,20 @@ def test_two_worker_multi_worker_run_on_localhost_with_a_preemption(tmp_path, fa
     assert set(scores) == {"keras", "saved_model", "tflite_float", "tflite_int8"}
 
 
+def test_a_one_worker_multi_worker_run_trains_and_logs_scalars(tmp_path, fast):
+    """A TF_CONFIG of one worker (a job scaled down to one machine): Keras
+    passes the step's logs on unreduced there, and they must be scalars for
+    TensorBoard (the shape [1] of several workers stopped it with a traceback)."""
+    output_dir = tmp_path / "run"
+    tf_config = {"cluster": {"worker": [f"localhost:{free_port()}"]},
+                 "task": {"type": "worker", "index": 0}}
+    result = fresh_cli(*fast, "--epochs=1", "--steps_per_epoch=2", "--strategy=multi_worker",
+                     f"--output_dir={output_dir}",
+                     env={**ENV, "TF_CONFIG": json.dumps(tf_config)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(metrics_rows(output_dir)) == 1
+
+
 def test_a_multi_worker_run_whose_chief_stops_ends_every_worker_with_one_line(tmp_path, fast):
     """The chief refuses its --output_dir (a user's directory): it says so
     (exit 2); the other worker, left waiting for it, says it lost a worker
@@ -966,6 +980,12 @@ def test_helpfull_explains_every_flag_and_flagfile_works(tmp_path):
     flagfile.write_text("--dataset=imagenet\n")
     result = fresh_cli(f"--flagfile={flagfile}")
     assert result.returncode != 0 and "--dataset=imagenet" in result.stderr
+    flagfile.write_bytes("--output_dir=café\n".encode("latin-1"))    # not UTF-8
+    result = fresh_cli(f"--flagfile={flagfile}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert error_lines(result.stderr) == [
+        f"sgan_keras.train: error: --flagfile={flagfile} is not UTF-8 text (invalid "
+        "continuation byte at byte 16); save it as UTF-8"]
 
 
 # ------------------------------------------------------------ own images, TFLite
