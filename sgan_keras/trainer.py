@@ -79,6 +79,9 @@ def prepare_output_dir(config):
     flags_path = os.path.join(output_dir, "flags.json")
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UsageError(f"--output_dir={output_dir} is a file, not a directory")
+    if os.path.islink(output_dir) and not os.path.exists(output_dir):
+        raise UsageError(f"--output_dir={output_dir} is a symbolic link to "
+                         f"{os.readlink(output_dir)}, which does not exist")
     try:
         # Listed before flags.json is read: a launch beside this one may write
         # flags.json in between (in one rename), and then it is read as a run's.
@@ -372,6 +375,10 @@ def _train(config, strategy, output_dir, stop):
                           validation_data=data.test_dataset(config.run.eval_batch_size),
                           callbacks=callbacks, verbose=callbacks_lib.progress_verbosity(),
                           shuffle=False)
+    # A signal after the last step stops here, or between the export and its
+    # scores: the run is not finished, and the same command exports again.
+    last_step = training.epochs * training.steps_per_epoch
+    _stop_if_requested(stop, last_step)
     # All workers export (reading distributed variables may need every worker);
     # the non-chief ones into their throw-away directory.
     export_dir = os.path.join(output_dir, "export")
@@ -386,7 +393,15 @@ def _train(config, strategy, output_dir, stop):
                                  class_names=data.class_names,
                                  representative_images=representative)
     if config.run.tflite and chief:
+        _stop_if_requested(stop, last_step)
         _score_exports(export_dir, data, model, config.run.eval_batch_size)
+
+
+def _stop_if_requested(stop, step):
+    """Raises :class:`callbacks_lib.TrainingInterrupted` if a signal came
+    (``stop``: the :class:`StopSignals`); its checkpoint is already saved."""
+    if stop.received:
+        raise callbacks_lib.TrainingInterrupted(stop.received, step, path=None)
 
 
 def _score_exports(export_dir, data, model, batch_size):

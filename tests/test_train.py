@@ -515,6 +515,34 @@ def test_stop_signals_record_the_first_signal_and_let_a_second_one_end_the_proce
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 
 
+def test_a_signal_after_the_last_step_stops_before_the_export_and_the_run_then_finishes(
+        tmp_path, mnist_dir, monkeypatch):
+    """SIGTERM after the last step (here in the last epoch's end): the run
+    stops before exporting (TrainingInterrupted, exit 75) rather than ignore
+    it, and the same configuration then exports without training again."""
+    import keras
+    from sgan_keras import callbacks as callbacks_lib
+    from sgan_keras import trainer
+    config = presets.get_preset("mnist_gans_in_action").config.replace(
+        dataset="mnist", labels=100, data_dir=str(mnist_dir), epochs=1, steps_per_epoch=2,
+        batch_size=16, eval_batch_size=2500, tflite=False, output_dir=str(tmp_path / "run"))
+    callbacks_of = trainer._callbacks
+
+    class SignalAtTheEnd(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+            os.kill(os.getpid(), signal.SIGTERM)     # StopSignals records it
+
+    monkeypatch.setattr(trainer, "_callbacks", lambda *args, **kwargs: [
+        *callbacks_of(*args, **kwargs), SignalAtTheEnd()])
+    with pytest.raises(callbacks_lib.TrainingInterrupted, match=r"^SIGTERM at step 2$"):
+        trainer.train(config)
+    assert not (tmp_path / "run" / "export").exists()
+    monkeypatch.setattr(trainer, "_callbacks", callbacks_of)
+    trainer.train(config)
+    assert (tmp_path / "run" / "export" / "saved_model.pb").exists()
+    assert len(metrics_rows(tmp_path / "run")) == 1       # not trained again
+
+
 def test_two_concurrent_launches_exactly_one_runs(tmp_path, fast):
     output_dir = tmp_path / "run"
     args = [*fast, "--epochs=1", "--steps_per_epoch=30", f"--output_dir={output_dir}"]
@@ -919,6 +947,16 @@ def test_overwrite_removes_a_runs_outputs_and_keeps_a_users_files(tmp_path):
     assert sorted(os.listdir(run)) == ["flags.json", "notes.txt", "run.lock"]
     assert (run / "notes.txt").read_text() == "notes.txt"
     assert json.loads((run / "flags.json").read_text())["g_lr"] == 0.5
+
+
+def test_a_dangling_symbolic_link_as_output_dir_is_named(tmp_path):
+    from sgan_keras import trainer
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    config = presets.get_preset("mnist_gans_in_action").config.replace(
+        output_dir=str(tmp_path / "link"))
+    with pytest.raises(trainer.UsageError, match=(
+            r"^--output_dir=.*link is a symbolic link to .*gone, which does not exist$")):
+        trainer.prepare_output_dir(config)
 
 
 def test_an_overwrite_stopped_part_way_keeps_the_runs_flags_so_it_can_finish(
