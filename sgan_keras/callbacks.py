@@ -27,6 +27,7 @@ from matplotlib import image as mpl_image
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from sgan_keras import checkpoint
 from sgan_keras import faults
 
 CSV_FIRST_COLUMNS = ("epoch", "train_accuracy", "test_accuracy")
@@ -59,12 +60,57 @@ def _numeric_logs(logs):
     return values
 
 
+class MetricsFileError(checkpoint.CheckpointError):
+    """``metrics.csv`` cannot be read back to resume a run (damaged, edited, not a
+    file); the message is one line naming the file. A :class:`CheckpointError`
+    (bad input: ``train.py`` exits 2): the file is part of the run's saved state."""
+
+
 def read_metrics_csv(path):
-    """Rows of ``metrics.csv`` as ``{column: str}`` dicts (``[]`` if there is no file)."""
-    if not os.path.exists(path):
+    """Rows of ``metrics.csv`` as ``{column: str}`` dicts (``[]`` if there is no file).
+
+    A UTF-8 byte order mark (as spreadsheet programs save "CSV UTF-8") is
+    accepted. Raises :class:`MetricsFileError`, touching nothing, when the
+    file cannot be read, is not UTF-8 CSV, has no ``epoch`` column, or a row
+    whose ``epoch`` is not a whole number or that has more cells than the header.
+    """
+    path = os.fspath(path)
+    if not os.path.lexists(path):
         return []
-    with open(path, newline="") as file:
-        return list(csv.DictReader(file))
+
+    def refuse(problem):
+        return MetricsFileError(f"{path} {problem}: fix it, or move it away and run again (the "
+                                "run then writes a new metrics.csv from the epoch it resumes at)")
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as file:
+            reader = csv.DictReader(file)
+            numbered = [(reader.line_num, row) for row in reader]  # line_num: the row's last line
+            columns = reader.fieldnames or []
+    except OSError as error:
+        raise refuse(f"cannot be read ({error.strerror or type(error).__name__})") from None
+    except UnicodeDecodeError:
+        raise refuse("is not UTF-8 text") from None
+    except csv.Error as error:
+        raise refuse(f"is not CSV ({faults.first_line(error)})") from None
+    if columns and "epoch" not in columns:
+        raise refuse(f"has no epoch column (its header: {','.join(columns)[:80]!r})")
+    for number, row in numbered:
+        if None in row:
+            raise refuse(f"line {number} has more cells than the header")
+        epoch = _number(row["epoch"])
+        if epoch is None or epoch != int(epoch):
+            raise refuse(f"line {number} has epoch={str(row['epoch'])[:20]!r}, not a whole number")
+    return [row for _, row in numbered]
+
+
+def _number(text):
+    """``float(text)`` when that is finite, else ``None``."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
 
 
 class MetricsCSV(keras.callbacks.Callback):

@@ -25,8 +25,13 @@ are fsynced after each save.
 **Falls back.** Restoring takes the newest checkpoint that reads whole
 (TensorFlow checks each tensor's CRC32C). Newer ones that cannot be read are
 renamed ``unreadable-ckpt-<step>.*`` (kept, out of the manager's way) and
-listed in :attr:`Restored.unreadable`. When checkpoints exist but none reads,
-:class:`CheckpointError`: a run never starts over silently.
+listed in :attr:`Restored.unreadable`. The manager's state file, when it cannot
+be read (empty, not text, not a ``CheckpointState``), is listed there too and
+kept as ``unreadable-checkpoint``; the checkpoints are then found by their
+``ckpt-*.index`` files, and a new state file is written. When checkpoints exist
+(or the state file says they did) but none reads, :class:`CheckpointError`: a
+run never starts over silently. A full disk or an unwritable directory when a
+restore sets one aside or rewrites the state file is a :class:`faults.WriteError`.
 
 **Multi-worker** (TensorFlow tutorial "Multi-worker training with Keras"):
 every worker saves, since reading distributed variables may need all of them;
@@ -34,6 +39,7 @@ the chief into the run's directory, the others into a directory of their own
 (``write_directory``). Every worker restores from the chief's.
 """
 
+import contextlib
 import dataclasses
 import glob
 import os
@@ -66,7 +72,8 @@ class Restored:
     """What :meth:`CheckpointStore.restore` restored.
 
     ``unreadable``: ``(path, reason)`` of each newer checkpoint that could
-    not be read, newest first; ``set_aside``: whether they were renamed
+    not be read, newest first, after the manager's state file ``checkpoint``
+    when that could not be read; ``set_aside``: whether they were renamed
     ``unreadable-*`` (by the chief only).
     """
 
@@ -110,21 +117,27 @@ class CheckpointStore:
         """Restores the newest readable checkpoint: a :class:`Restored`, or
         ``None`` when ``directory`` holds no checkpoint.
 
-        Raises :class:`CheckpointError` when checkpoints exist but none can
-        be read, or the directory holds only an old ``checkpoint.npz``.
+        Raises :class:`CheckpointError` when checkpoints exist (or an
+        unreadable state file says they did) but none can be read, or the
+        directory holds only an old ``checkpoint.npz``; :class:`faults.WriteError`
+        when the chief cannot set unreadable ones aside or rewrite the state
+        file (a full disk, a read-only directory).
         """
-        candidates = _candidates(self.directory)
+        state, state_reason = _read_state(self.directory)
+        candidates = _candidates(self.directory, state)
         if not candidates and os.path.exists(os.path.join(self.directory, LEGACY_FILE)):
             raise CheckpointError(f"{os.path.join(self.directory, LEGACY_FILE)} was written by "
                                   "an earlier sgan_keras (before TensorFlow checkpoints); pass "
                                   "--overwrite to start over")
-        unreadable = []
+        # An unreadable state file: the checkpoints are those on the disk.
+        unreadable = [(os.path.join(self.directory, _STATE_FILE), state_reason)] \
+            if state_reason else []
         for step, path in candidates:
             reason = self._read(path)
             if reason is not None:
                 unreadable.append((path, reason))
                 continue
-            if self.is_chief:
+            if self.is_chief:  # a full disk or a read-only directory: faults.WriteError
                 for bad_path, _ in unreadable:
                     _set_aside(bad_path)
                 _write_state(self.directory, [
@@ -187,29 +200,54 @@ class CheckpointStore:
         return None
 
 
-def _candidates(directory):
+def _candidates(directory, state):
     """``(step, path)`` of every checkpoint in ``directory``, newest first: those
-    with an index file, and those the state file names (even if missing)."""
+    with an index file, and those the state file ``state`` names (even if missing)."""
     names = {os.path.basename(path)[:-len(".index")]
              for path in glob.glob(os.path.join(glob.escape(directory), f"{CHECKPOINT_NAME}-*.index"))}
-    state = tf.train.get_checkpoint_state(directory) if os.path.isdir(directory) else None
     if state is not None:
         names.update(os.path.basename(path) for path in state.all_model_checkpoint_paths)
     steps = {int(match.group(1)): name for name in names if (match := _STEP.match(name))}
     return [(step, os.path.join(directory, steps[step])) for step in sorted(steps, reverse=True)]
 
 
+def _read_state(directory):
+    """The manager's state file in ``directory`` as ``(state, None)``; ``(None,
+    None)`` when there is none; ``(None, reason)`` when it cannot be read (empty,
+    not UTF-8 text, not a ``CheckpointState``: a crash or a disk fault, or an
+    edit), which TensorFlow either raises for or logs and ignores."""
+    path = os.path.join(directory, _STATE_FILE)
+    if not os.path.lexists(path):
+        return None, None
+    if not os.path.isfile(path):
+        return None, "not a file"
+    try:
+        with _quiet_tensorflow_log():  # its "Checkpoint ignored" warnings
+            state = tf.train.get_checkpoint_state(directory)
+    except ValueError as error:  # empty ("Invalid checkpoint state"), or UnicodeDecodeError
+        return None, _reason(error)
+    if state is None:
+        return None, "not a checkpoint state file"
+    return state, None
+
+
 def _set_aside(path):
-    """Renames the files of checkpoint ``path`` to ``unreadable-<name>.*``."""
+    """Renames the files of checkpoint ``path`` to ``unreadable-<name>.*`` (the
+    manager's state file itself to ``unreadable-checkpoint``); a full disk or
+    an unwritable directory raises :class:`faults.WriteError`."""
     directory, name = os.path.split(path)
-    for file in glob.glob(glob.escape(path) + ".*"):
-        os.replace(file, os.path.join(directory, UNREADABLE_PREFIX + os.path.basename(file)))
+    files = [path] if name == _STATE_FILE else glob.glob(glob.escape(path) + ".*")
+    for file in files:
+        target = os.path.join(directory, UNREADABLE_PREFIX + os.path.basename(file))
+        with faults.writing(target):
+            os.replace(file, target)
 
 
 def _write_state(directory, names):
     """Makes the manager's state file list ``names`` (oldest first), so that
-    the manager keeps and deletes what is on the disk; nothing if it does."""
-    state = tf.train.get_checkpoint_state(directory)
+    the manager keeps and deletes what is on the disk; nothing if it does.
+    A full disk or an unwritable directory raises :class:`faults.WriteError`."""
+    state, _ = _read_state(directory)  # one that cannot be read is rewritten
     if not names or (state is not None and [
             os.path.basename(path) for path in state.all_model_checkpoint_paths] == names):
         return
@@ -218,19 +256,27 @@ def _write_state(directory, names):
     # Timestamps too: the manager deletes only checkpoints newer than
     # last_preserved_timestamp (older ones count as kept for good).
     times = [os.path.getmtime(os.path.join(directory, name + ".index")) for name in names]
-    logger = tf.get_logger()
-    level = logger.level
-    logger.setLevel("ERROR")
     # Its names are relative to the working directory when ``directory`` is
     # relative (it stores them relative to ``directory``), bare when absolute.
     paths = names if os.path.isabs(directory) else [os.path.join(directory, n) for n in names]
-    try:
+    path = os.path.join(directory, _STATE_FILE)
+    with faults.writing(path), _quiet_tensorflow_log():
         tf.compat.v1.train.update_checkpoint_state(
             directory, paths[-1], all_model_checkpoint_paths=paths,
             all_model_checkpoint_timestamps=times, last_preserved_timestamp=min(times) - 1)
+        faults.fsync(path)
+
+
+@contextlib.contextmanager
+def _quiet_tensorflow_log():
+    """Keeps TensorFlow's Python log to errors in the block."""
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        yield
     finally:
         logger.setLevel(level)
-    faults.fsync(os.path.join(directory, _STATE_FILE))
 
 
 def _check_finite(variables, step):

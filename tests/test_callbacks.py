@@ -13,6 +13,7 @@ from matplotlib import image as mpl_image
 
 from conftest import summary_steps
 from sgan_keras import callbacks as callbacks_lib
+from sgan_keras import checkpoint
 
 IMAGE_SIZE = 4
 NUM_CLASSES = 3
@@ -131,6 +132,54 @@ def test_metrics_csv_truncates_at_train_begin(tmp_path):
     callback.on_train_begin()
     _, rows = read_csv(path)
     assert [int(row["epoch"]) for row in rows] == [1]
+
+
+
+def test_metrics_csv_with_a_byte_order_mark_resumes(tmp_path):
+    # Excel's "CSV UTF-8" starts the file with a UTF-8 byte order mark.
+    path = tmp_path / "metrics.csv"
+    train([callbacks_lib.MetricsCSV(path)], epochs=3)
+    _, first_rows = read_csv(path)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert callbacks_lib.read_metrics_csv(path) == first_rows
+    train([callbacks_lib.MetricsCSV(path, initial_epoch=2)], epochs=3, initial_epoch=2)
+    _, rows = read_csv(path)
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3] and rows[:2] == first_rows[:2]
+
+
+@pytest.mark.parametrize("damage, problem", [
+    ("no epoch column", "has no epoch column"),
+    ("epoch abc", "line 3 has epoch='abc', not a whole number"),
+    ("random bytes", "is not UTF-8 text"),
+    ("more cells than the header", "line 2 has more cells than the header"),
+    ("a directory", r"cannot be read \(Is a directory\)"),
+])
+def test_a_damaged_metrics_csv_is_refused_with_one_line_and_kept(tmp_path, damage, problem):
+    path = tmp_path / "metrics.csv"
+    train([callbacks_lib.MetricsCSV(path)], epochs=2)
+    lines = path.read_text().splitlines()   # the header, epoch 1, epoch 2
+    if damage == "a directory":
+        path.unlink()
+        path.mkdir()
+    elif damage == "random bytes":
+        path.write_bytes(bytes(range(128, 256)) * 4)
+    else:
+        if damage == "no epoch column":
+            lines[0] = lines[0].replace("epoch,", "Epoch,", 1)
+        elif damage == "epoch abc":
+            lines[2] = "abc," + lines[2].split(",", 1)[1]
+        else:
+            lines[1] += ",0.5"
+        path.write_text("\n".join(lines) + "\n")
+    before = sorted(tmp_path.iterdir())
+    kept = None if damage == "a directory" else path.read_bytes()
+    callback = callbacks_lib.MetricsCSV(path, initial_epoch=1)
+    with pytest.raises(callbacks_lib.MetricsFileError, match=problem) as error:
+        callback.on_train_begin()
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(str(path)) and "move it away" in message
+    assert isinstance(error.value, checkpoint.CheckpointError)   # bad input: exit 2 (train.py)
+    assert sorted(tmp_path.iterdir()) == before and (kept is None or path.read_bytes() == kept)
 
 
 # ----------------------------------------------------------------- SampleGrid

@@ -2,12 +2,14 @@
 
 import os
 import pathlib
+import subprocess
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from sgan_keras import checkpoint
+from sgan_keras import faults
 
 
 def make_variables(value=0.0):
@@ -123,3 +125,84 @@ def test_an_old_npz_checkpoint_is_refused_not_ignored(tmp_path):
     np.savez(tmp_path / checkpoint.LEGACY_FILE, v00000=np.zeros(3))
     with pytest.raises(checkpoint.CheckpointError, match="--overwrite"):
         checkpoint.CheckpointStore(tmp_path, make_variables()).restore()
+
+
+@pytest.mark.parametrize("damage, reason", [
+    ("empty", "ValueError: Invalid checkpoint state"),
+    ("random bytes", "UnicodeDecodeError"),
+    ("not a state", "not a checkpoint state file"),
+    ("a directory", "not a file"),
+])
+def test_an_unreadable_state_file_falls_back_to_the_checkpoint_files(tmp_path, damage, reason):
+    # The manager's state file, damaged (a crash, a disk fault, an edit): the
+    # checkpoints are those on the disk, the file is kept as unreadable-checkpoint
+    # and a new one written, which the manager then keeps to.
+    save_steps(tmp_path, [10, 20])
+    state = tmp_path / "checkpoint"
+    os.remove(state)
+    if damage == "a directory":
+        state.mkdir()
+    else:
+        state.write_bytes({"empty": b"", "random bytes": bytes(range(128, 256)),
+                           "not a state": b"a user's note\n"}[damage])
+    variables = make_variables()
+    store = checkpoint.CheckpointStore(tmp_path, variables)
+    restored = store.restore()
+    assert restored.step == 20 and all(np.all(variable.numpy() == 20) for variable in variables)
+    [(path, why)] = restored.unreadable
+    assert path == str(state) and why.startswith(reason) and "\n" not in why
+    kept = tmp_path / "unreadable-checkpoint"
+    assert kept.is_dir() if damage == "a directory" else kept.exists()
+    assert [os.path.basename(path) for path in
+            tf.train.get_checkpoint_state(tmp_path).all_model_checkpoint_paths] == [
+        "ckpt-10", "ckpt-20"]
+    store.save(30)
+    assert saved_steps(tmp_path) == [20, 30]
+
+
+def test_an_unreadable_state_file_without_checkpoints_is_an_error_not_a_fresh_start(tmp_path):
+    save_steps(tmp_path, [10])
+    for name in os.listdir(tmp_path):
+        if name.startswith("ckpt-10."):
+            os.remove(tmp_path / name)
+    (tmp_path / "checkpoint").write_bytes(b"")
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint .* can be read") as error:
+        checkpoint.CheckpointStore(tmp_path, make_variables()).restore()
+    assert "\n" not in str(error.value) and "--overwrite" in str(error.value)
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint"]  # nothing renamed or deleted
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """Makes a directory read-only with a bind mount (real EROFS; needs root)."""
+    mounted = []
+
+    def make(directory):
+        bind = subprocess.run(["mount", "--bind", directory, directory], capture_output=True,
+                              text=True)
+        if bind.returncode:
+            pytest.skip(f"cannot bind-mount (needs root): {bind.stderr.strip()}")
+        mounted.append(directory)
+        subprocess.run(["mount", "-o", "remount,bind,ro", directory], check=True)
+
+    yield make
+    for directory in mounted:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+@pytest.mark.parametrize("damage, file", [("truncated newest", "unreadable-ckpt-20.index"),
+                                          ("lost state file", "checkpoint")])
+def test_an_unwritable_directory_at_restore_is_a_write_error(tmp_path, read_only, damage, file):
+    # A restore that must set a checkpoint aside or rewrite the state file, in a
+    # read-only directory: faults.WriteError (one line naming the file, exit 5).
+    save_steps(tmp_path, [10, 20])
+    if damage == "truncated newest":
+        truncate(tmp_path / "ckpt-20.data-00000-of-00001")
+    else:
+        os.remove(tmp_path / "checkpoint")
+    before = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
+    read_only(tmp_path)
+    with pytest.raises(faults.WriteError) as error:
+        checkpoint.CheckpointStore(tmp_path, make_variables()).restore()
+    assert str(error.value) == f"cannot write {tmp_path / file} (Read-only file system)"
+    assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before

@@ -1074,3 +1074,80 @@ def test_cli_trains_and_exports_on_an_image_folder_of_real_cifar10(cifar10_dir, 
     assert all(name.decode() in names for name in outputs["class_names"].numpy())
     rows = metrics_rows(output_dir)
     assert len(rows) == 1 and 0.0 <= float(rows[0]["test_accuracy"]) <= 1.0
+
+
+# ------------------------------------- a damaged run directory at resume time
+def resumable_copy(finished_run, tmp_path, keep_newest=True):
+    """A copy of finished_run (ckpt-3, ckpt-6) that resumes: without its export
+    (as if killed while exporting) or, with ``keep_newest=False``, without ckpt-6
+    and the manager's state file either (as if killed in epoch 2)."""
+    output_dir = copy_run(finished_run[0], tmp_path)
+    shutil.rmtree(output_dir / "export")
+    if not keep_newest:
+        for path in (output_dir / "checkpoint").glob("ckpt-6.*"):
+            path.unlink()
+        (output_dir / "checkpoint" / "checkpoint").unlink()
+    return output_dir
+
+
+def test_an_unreadable_checkpoint_state_file_falls_back_to_the_checkpoint_files(
+        finished_run, fast, tmp_path):
+    output_dir = resumable_copy(finished_run, tmp_path)
+    state = output_dir / "checkpoint" / "checkpoint"
+    state.write_bytes(bytes(range(128, 256)))   # not even text
+    result = cli(*fast, "--epochs=2", "--steps_per_epoch=3", f"--output_dir={output_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(rf"Checkpoint {re.escape(str(state))} cannot be read \(UnicodeDecodeError: "
+                     r".+\): set aside as unreadable-checkpoint; falling back to ckpt-6\.",
+                     result.stdout), result.stdout
+    assert (output_dir / "checkpoint" / "unreadable-checkpoint").read_bytes() == \
+        bytes(range(128, 256))
+    assert latest_step(output_dir) == 6 and (output_dir / "export" / "saved_model.pb").exists()
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unwritable_checkpoint_directory_at_restore_gets_one_line_and_exit_5(
+        finished_run, fast, tmp_path):
+    output_dir = resumable_copy(finished_run, tmp_path)
+    checkpoints = output_dir / "checkpoint"
+    data = checkpoints / "ckpt-6.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:1000])   # to be set aside, in a read-only directory
+    before = files_of(checkpoints)
+    mounted = subprocess.run(["mount", "--bind", checkpoints, checkpoints], capture_output=True,
+                             text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot bind-mount (needs root): {mounted.stderr.strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", checkpoints], check=True)
+        result = cli(*fast, "--epochs=2", "--steps_per_epoch=3", f"--output_dir={output_dir}")
+    finally:
+        subprocess.run(["umount", "-l", str(checkpoints)], check=False)
+    assert result.returncode == 5, result.stderr[-3000:]
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert re.search(r"error: cannot write \S+/checkpoint/unreadable-ckpt-6\.index \(Read-only "
+                     r"file system\); earlier outputs are intact", lines[0]), lines[0]
+    assert files_of(checkpoints) == before
+
+
+@pytest.mark.parametrize("damage", ["byte order mark", "epoch abc"])
+def test_a_damaged_metrics_csv_at_resume_is_read_or_refused_with_one_line(
+        finished_run, fast, tmp_path, damage):
+    output_dir = resumable_copy(finished_run, tmp_path, keep_newest=False)   # resumes epoch 2
+    metrics = output_dir / "metrics.csv"
+    text = metrics.read_bytes()
+    damaged = b"\xef\xbb\xbf" + text if damage == "byte order mark" else \
+        text.replace(b"\n1,", b"\nabc,", 1)
+    metrics.write_bytes(damaged)
+    result = cli(*fast, "--epochs=2", "--steps_per_epoch=3", f"--output_dir={output_dir}")
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    if damage == "byte order mark":   # as Excel's "CSV UTF-8" saves it
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert [row["epoch"] for row in metrics_rows(output_dir)] == ["1", "2"]
+        return
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and lines[0].startswith(
+        f"sgan_keras.train: error: {metrics} line 2 has epoch='abc', not a whole number"), lines
+    assert "move it away" in lines[0]
+    assert metrics.read_bytes() == damaged   # the user's file, untouched
