@@ -59,6 +59,7 @@ WORKER_LOST = (distribute.WorkerLostError,)
 # besides its lock and temporaries: all --overwrite removes.
 RUN_OUTPUTS = ("flags.json", "labeled_indices.json", "class_names.json", "metrics.csv",
                "accuracy.png", "losses.png", "tensorboard", "samples", "checkpoint", "export")
+RUN_DIRECTORIES = ("tensorboard", "samples", "checkpoint", "export")   # the rest are files
 WRITE_CHECK_PREFIX = f".write_check{faults.TEMPORARY_MARK}"
 
 
@@ -114,11 +115,24 @@ def prepare_output_dir(config):
                 "removes the rest once the directory is fixed") from None
         if earlier is not None and not config.run.overwrite:
             _check_same_run(output_dir, earlier, config)
+        _check_output_kinds(output_dir)
         faults.write_json(flags_path, config.to_dict())
     except BaseException:
         run_lock.release()
         raise
     return run_lock
+
+
+def _check_output_kinds(output_dir):
+    """Refuses a file where the run keeps a directory of :data:`RUN_OUTPUTS`,
+    or a directory where it keeps a file (moved there by hand)."""
+    for name in RUN_OUTPUTS:
+        path = os.path.join(output_dir, name)
+        if os.path.lexists(path) and os.path.isdir(path) != (name in RUN_DIRECTORIES):
+            found, kept = (("a directory", "file") if os.path.isdir(path)
+                           else ("a file", "directory"))
+            raise UsageError(f"{path} is {found}, where the run keeps its {name} {kept}; "
+                             "move it away")
 
 
 def _files_in(output_dir):

@@ -959,6 +959,21 @@ def test_a_dangling_symbolic_link_as_output_dir_is_named(tmp_path):
         trainer.prepare_output_dir(config)
 
 
+@pytest.mark.parametrize("name, make", [("samples", "file"), ("metrics.csv", "directory")])
+def test_a_file_where_the_run_keeps_a_directory_or_the_reverse_is_named(tmp_path, name, make):
+    from sgan_keras import trainer
+    run = tmp_path / "run"
+    config = presets.get_preset("mnist_gans_in_action").config.replace(output_dir=str(run))
+    trainer.prepare_output_dir(config).release()
+    (run / name).mkdir() if make == "directory" else (run / name).write_text("mine")
+    kept = "directory" if make == "file" else "file"
+    with pytest.raises(trainer.UsageError, match=(
+            rf"^{re.escape(str(run / name))} is a {make}, where the run keeps its {name} "
+            rf"{kept}; move it away$")):
+        trainer.prepare_output_dir(config)
+    assert (run / name).exists()
+
+
 def test_an_overwrite_stopped_part_way_keeps_the_runs_flags_so_it_can_finish(
         tmp_path, monkeypatch):
     """A run output --overwrite cannot delete (an immutable file, a read-only
