@@ -16,10 +16,12 @@ The output (CSV, to ``--output`` or standard output) has one row per image:
 ``file``, ``class_name``, ``class_id``, ``probability`` (of that class).
 
 Unreadable files (not an image, truncated) are skipped; the run ends with one
-line counting them on standard error. ``--output`` replaces only an earlier
-predictions file (its first row is the header above), once every row is
-written; any other file there is refused. Faults print one line naming what
-is wrong, and the exit status says which:
+line counting them on standard error. So are files whose name is not valid
+UTF-8 (the CSV, UTF-8 text, cannot name them), counted on a line of their
+own that shows the name's undecodable bytes as ``\xNN`` escapes. ``--output``
+replaces only an earlier predictions file (its first row is the header
+above), once every row is written; any other file there is refused. Faults
+print one line naming what is wrong, and the exit status says which:
 
     0   at least one image was classified (also when the reader of standard
         output, e.g. ``| head``, closed it early)
@@ -28,24 +30,31 @@ is wrong, and the exit status says which:
         ``--convert_channels``, an ``--output`` that is not a predictions file
         or cannot be written there
     5   a full disk or an unwritable file; an earlier ``--output`` is unchanged
+    75  stopped by SIGINT (Ctrl-C) or SIGTERM: an ``--output`` is not written
+        (its temporary is removed, an earlier file there is unchanged); on
+        standard output, the rows of the batches classified before it
+        (``sgan_keras.train``'s status for an interrupted run)
+
+TensorFlow is imported once the flags are checked, in :func:`main`, so that a
+signal during its seconds-long import gets the same line and status.
 """
 
 import gc
 
 if __name__ == "__main__":
-    gc.disable()   # import TensorFlow with the collector off: see run()
+    gc.disable()   # imports with the collector off: see _import_tensorflow()
 
 import csv
 import glob
+import importlib
 import os
+import signal
 import sys
 
 import numpy as np
 from absl import app
 from absl import flags
 
-from sgan_keras import data as data_lib
-from sgan_keras import export as export_lib
 from sgan_keras import faults
 
 FLAGS = flags.FLAGS
@@ -98,7 +107,8 @@ class Classifier:
             self.class_names = [str(k) for k in range(outputs["probabilities"].shape[-1])]
 
     def _load_tflite(self, path):
-        self._tflite = export_lib.tflite_runner(path)
+        from sgan_keras import export as export_lib  # pylint: disable=import-outside-toplevel
+        self._tflite = export_lib.tflite_runner(path)   # verified: a truncated file raises
         inputs = self._tflite.get_input_details()
         self.image_shape = tuple(int(size) for size in inputs["images"]["shape"][1:])
         labels = os.path.join(os.path.dirname(path), export_lib.LABELS)
@@ -114,6 +124,7 @@ class Classifier:
     def classify(self, images):
         """``(class_names [N], class_ids [N], probabilities [N, K])``."""
         if hasattr(self, "_tflite"):
+            from sgan_keras import export as export_lib  # pylint: disable=import-outside-toplevel
             probabilities, class_ids = export_lib.tflite_classify(self._tflite, images)
             names = [self.class_names[k] if self.class_names else str(k) for k in class_ids]
             return names, class_ids, probabilities
@@ -129,6 +140,7 @@ class Classifier:
 
 def image_files(arguments):
     """Every image file named by ``arguments`` (files, directories, globs), in order."""
+    from sgan_keras import data as data_lib  # pylint: disable=import-outside-toplevel
     found = []
     for argument in arguments:
         if os.path.isdir(argument):
@@ -149,17 +161,23 @@ def image_files(arguments):
 HEADER = ["file", "class_name", "class_id", "probability"]
 EXIT_USAGE = 2
 EXIT_WRITE = 5   # as sgan_keras.train's
+EXIT_INTERRUPTED = 75   # as sgan_keras.train's: EX_TEMPFAIL, try again
 
 
 def predict(classifier, paths, output, batch_size=256, convert_channels=False):
     """Writes the CSV rows of ``paths`` to the file object ``output``;
-    returns ``(classified, skipped)`` counts."""
+    returns ``(classified, skipped)``: a count and the skipped paths (unreadable,
+    or a name that is not valid UTF-8: :func:`is_utf8`)."""
+    from sgan_keras import data as data_lib  # pylint: disable=import-outside-toplevel
     writer = csv.writer(output)
     writer.writerow(HEADER)
     classified, skipped = 0, []
     for start in range(0, len(paths), batch_size):
         batch, names = [], []
         for path in paths[start:start + batch_size]:
+            if not is_utf8(path):        # read_image_file cannot take it, the CSV
+                skipped.append(path)     # could not name it
+                continue
             try:
                 batch.append(data_lib.read_image_file(path, classifier.image_shape,
                                                       convert_channels=convert_channels))
@@ -176,6 +194,22 @@ def predict(classifier, paths, output, batch_size=256, convert_channels=False):
     return classified, skipped
 
 
+def is_utf8(path):
+    """Whether the file name ``path`` is valid UTF-8 (Python decodes the bytes
+    of one that is not to lone surrogates, which TensorFlow and a UTF-8 CSV
+    refuse)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(path):
+    """``path`` for a message: a name's undecodable bytes as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 class _NothingClassified(Exception):
     """No image could be read: the output file is not replaced."""
 
@@ -186,8 +220,14 @@ def check_output(path):
     those are replaced."""
     if os.path.isdir(path):
         raise PredictError(f"--output={path} is a directory")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-        raise PredictError(f"--output={path} cannot be written (No such file or directory)")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        existing = parent                 # its nearest existing ancestor: a file, or a
+        while not os.path.exists(existing):   # directory that lacks the rest
+            existing = os.path.dirname(existing)
+        reason = ("No such file or directory" if os.path.isdir(existing)
+                  else f"{existing} is not a directory")
+        raise PredictError(f"--output={path} cannot be written ({reason})")
     if os.path.lexists(path) and (os.path.islink(path) or not _is_predictions_file(path)):
         raise PredictError(f"--output={path} exists and is not an earlier predictions file; "
                            "remove it or choose another --output")
@@ -236,6 +276,7 @@ def main(argv):
             raise PredictError(f"--batch_size must be positive, got {FLAGS.batch_size}")
         if FLAGS.output:
             check_output(FLAGS.output)
+        _import_tensorflow()                     # once the flags are checked: seconds
         paths = image_files(files)               # before the model's seconds-long load
         classifier = Classifier(FLAGS.model)
         if FLAGS.output:
@@ -245,7 +286,9 @@ def main(argv):
             with faults.writing("standard output"):
                 classified, skipped = predict(classifier, paths, sys.stdout, FLAGS.batch_size,
                                               FLAGS.convert_channels)
-    except (PredictError, data_lib.DataError) as error:
+    except KeyboardInterrupt:   # SIGINT, or SIGTERM (run()); a temporary is removed
+        _exit_interrupted()
+    except _bad_input() as error:
         _exit(EXIT_USAGE, f"error: {error}")
     except faults.WriteError as error:
         _exit(EXIT_WRITE, f"error: {error}")
@@ -255,26 +298,61 @@ def main(argv):
         # /dev/null.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
-    if skipped:
-        print(f"sgan_keras.predict: skipped {len(skipped)} unreadable file(s), e.g. "
-              f"{skipped[0]}", file=sys.stderr, flush=True)
+    unreadable = [path for path in skipped if is_utf8(path)]
+    if unreadable:
+        print(f"sgan_keras.predict: skipped {len(unreadable)} unreadable file(s), e.g. "
+              f"{unreadable[0]}", file=sys.stderr, flush=True)
+    if len(unreadable) < len(skipped):
+        unnamed = [path for path in skipped if not is_utf8(path)]
+        print(f"sgan_keras.predict: skipped {len(unnamed)} file(s) whose name is not valid "
+              f"UTF-8 (the CSV cannot name them; rename them), e.g. {printable(unnamed[0])}",
+              file=sys.stderr, flush=True)
     if not classified:
         _exit(EXIT_USAGE, "error: no image could be read")
 
 
-def _exit(status, message):
+def _import_tensorflow():
+    """Imports :mod:`sgan_keras.data` and :mod:`sgan_keras.export` (TensorFlow,
+    Keras: seconds), then freezes the imported modules' objects, as
+    :func:`sgan_keras.train.import_trainer` does and for its reason: the
+    collector is off until then (since :func:`run`, under ``python -m`` since
+    the module's top). A signal during the import is handled by :func:`main`."""
+    for module in ("sgan_keras.data", "sgan_keras.export"):
+        importlib.import_module(module)
+    gc.freeze()
+    gc.enable()
+
+
+def _bad_input():
+    """The exceptions that are bad input: :class:`PredictError`, and
+    :class:`sgan_keras.data.DataError` once that module is imported."""
+    data = sys.modules.get("sgan_keras.data")
+    return (PredictError,) + ((data.DataError,) if data is not None else ())
+
+
+def _exit_interrupted():
+    for number in (signal.SIGINT, signal.SIGTERM):   # a second signal ends it at once
+        signal.signal(number, signal.SIG_DFL)
+    written = (f"--output={FLAGS.output} is not written (an earlier file there is unchanged)"
+               if FLAGS.output else "standard output has the rows classified before it")
+    _exit(EXIT_INTERRUPTED, f"a signal (SIGINT or SIGTERM) stopped the run; {written}",
+          kind="interrupted")
+
+
+def _exit(status, message, kind=None):
+    if kind:
+        message = f"{kind}: {message}"
     print(f"sgan_keras.predict: {message}", file=sys.stderr, flush=True)
     sys.exit(status)
 
 
 def run():
     """Entry point of ``python -m sgan_keras.predict`` and the console script
-    ``sgan-predict``. Freezes the imported modules' objects, as
-    :func:`sgan_keras.train.import_trainer` does and for its reason; under
-    ``python -m`` the imports also ran with the collector off (the module's
-    top), under the console script with it on."""
-    gc.freeze()
-    gc.enable()
+    ``sgan-predict``. SIGTERM interrupts like SIGINT (``KeyboardInterrupt``):
+    :func:`main` turns either into one line and :data:`EXIT_INTERRUPTED`.
+    TensorFlow is imported in :func:`main` (:func:`_import_tensorflow`)."""
+    gc.disable()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     define_flags()
     app.run(main)
 

@@ -4,6 +4,8 @@ import csv
 import io
 import os
 import shutil
+import signal
+import time
 
 import keras
 import numpy as np
@@ -228,3 +230,78 @@ def test_standard_output_closed_early_or_full(run_dir, images):
     assert result.returncode == 5 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1] == (
         "sgan_keras.predict: error: cannot write standard output (No space left on device)")
+
+
+def test_a_truncated_tflite_file_gets_one_line_not_a_crash(run_dir, images, tmp_path):
+    """TFLite's ``model_path`` loader does not verify the flatbuffer: a file
+    cut at 100 or 1000 bytes crashed predict (SIGSEGV, in the forked child
+    here). Each cut, and an empty file, is bad input."""
+    _, paths = images
+    whole = (run_dir / "export" / TFLITE_FLOAT).read_bytes()
+    for size in (100, 1000, len(whole) * 9 // 10, len(whole) - 1, 0):
+        cut = tmp_path / str(size)
+        cut.mkdir()
+        (cut / TFLITE_FLOAT).write_bytes(whole[:size])
+        shutil.copy(run_dir / "export" / "labels.txt", cut)
+        refused = predict(f"--model={cut / TFLITE_FLOAT}", paths[0])
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, (
+            size, refused.returncode, refused.stderr[-2000:])
+        reason = ("the file is empty" if not size else
+                  "truncated, or not a TFLite file: its flatbuffer does not verify")
+        assert refused.stderr.strip().splitlines()[-1] == (
+            f"sgan_keras.predict: error: --model={cut / TFLITE_FLOAT} cannot be loaded "
+            f"({reason})"), size
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_mid_run_gets_one_line_and_75_and_leaves_no_temporary(
+        run_dir, images, tmp_path, number):
+    """The same image named 20,000 times, one per batch: the signal arrives
+    once the temporary beside --output holds rows."""
+    shutil.copy(images[1][0], tmp_path / "i.png")
+    (tmp_path / "o").mkdir()
+    child = preloaded.launch_module(
+        "sgan_keras.predict", [f"--model={run_dir}", "--batch_size=1", "--output=o/new.csv",
+                               *["i.png"] * 20000], ENV, tmp_path)
+    deadline = time.monotonic() + 120
+    while not any(name.startswith(".new.csv.tmp") and
+                  os.path.getsize(tmp_path / "o" / name) > 100
+                  for name in os.listdir(tmp_path / "o")):
+        assert child.poll() is None and time.monotonic() < deadline, child.communicate()[1]
+        time.sleep(0.05)
+    child.send_signal(number)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 75 and "Traceback" not in stderr, (child.returncode,
+                                                                   stderr[-2000:])
+    assert stderr.strip().splitlines()[-1] == (
+        "sgan_keras.predict: interrupted: a signal (SIGINT or SIGTERM) stopped the run; "
+        "--output=o/new.csv is not written (an earlier file there is unchanged)")
+    assert os.listdir(tmp_path / "o") == []           # no temporary left
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_and_named_with_escapes(
+        run_dir, images, tmp_path):
+    _, paths = images
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(paths[0], folder / "good.png")
+    shutil.copy(paths[0], os.fsencode(folder) + b"/caf\xe9.png")
+    output = tmp_path / "out.csv"
+    result = predict(f"--model={run_dir}", folder, f"--output={output}")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "sgan_keras.predict: skipped 1 file(s) whose name is not valid UTF-8 (the CSV "
+        f"cannot name them; rename them), e.g. {folder}/caf\\xe9.png")
+    assert [row["file"] for row in rows(output.read_text())] == [str(folder / "good.png")]
+
+
+def test_an_output_under_a_file_says_that_it_is_not_a_directory(tmp_path):
+    from sgan_keras.predict import PredictError, check_output
+    (tmp_path / "notes.txt").write_text("a user's file")
+    for output in (tmp_path / "notes.txt" / "x.csv", tmp_path / "notes.txt" / "a" / "x.csv"):
+        with pytest.raises(PredictError) as raised:
+            check_output(str(output))
+        assert str(raised.value) == (f"--output={output} cannot be written "
+                                     f"({tmp_path / 'notes.txt'} is not a directory)")
+    with pytest.raises(PredictError, match=r"\(No such file or directory\)$"):
+        check_output(str(tmp_path / "missing" / "x.csv"))
