@@ -483,16 +483,21 @@ def test_the_predict_cli_freezes_what_its_imports_made_and_keeps_the_collector_o
     from sgan_keras import predict
     seen = []
     monkeypatch.setattr(predict, "define_flags", lambda: None)  # defined once a process
-    monkeypatch.setattr(app, "run", lambda main: seen.append(
-        (main, gc.get_freeze_count(), gc.isenabled())))
+    monkeypatch.setattr(app, "run", lambda main: seen.append((main, gc.isenabled())))
+    sigterm = signal.getsignal(signal.SIGTERM)     # run() makes SIGTERM interrupt
     gc.unfreeze()          # whatever this process froze before
     gc.disable()           # as ``python -m sgan_keras.predict`` imports
     try:
         predict.run()
+        # main() imports TensorFlow once the flags are checked, the collector still off.
+        predict._import_tensorflow()
+        frozen, enabled = gc.get_freeze_count(), gc.isenabled()
     finally:
         gc.enable()
-    (main, frozen, enabled), = seen
-    assert main is predict.main and frozen > 100_000 and enabled
+        signal.signal(signal.SIGTERM, sigterm)
+    (main, enabled_at_main), = seen
+    assert main is predict.main and not enabled_at_main
+    assert frozen > 100_000 and enabled
 
 
 def test_train_needs_an_output_dir_before_it_touches_anything():
