@@ -87,6 +87,9 @@ class Classifier:
             load = self._load_tflite
         elif os.path.isfile(os.path.join(path, "saved_model.pb")):
             load = self._load_saved_model
+        elif os.path.isfile(os.path.join(path, "flags.json")):
+            raise PredictError(f"--model={path} is a run that has not exported its "
+                               "classifier yet (no export/): let it finish, or resume it")
         else:
             raise PredictError(f"--model={path} is neither a run directory, an export "
                                "directory (saved_model.pb) nor a .tflite file")

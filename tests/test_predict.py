@@ -158,6 +158,11 @@ def test_bad_model_and_image_arguments_are_named(tmp_path):
     from sgan_keras.predict import Classifier, PredictError, image_files
     with pytest.raises(PredictError, match="--model=/nonexistent is neither"):
         Classifier("/nonexistent")
+    (tmp_path / "run").mkdir()                     # a run still training: no export yet
+    (tmp_path / "run" / "flags.json").write_text("{}")
+    with pytest.raises(PredictError, match=r"run is a run that has not exported its "
+                       r"classifier yet \(no export/\): let it finish, or resume it$"):
+        Classifier(str(tmp_path / "run"))
     with pytest.raises(PredictError, match="/nonexistent/\\*.png is no file, directory"):
         image_files(["/nonexistent/*.png"])
     (tmp_path / "notes.txt").write_text("no image")
