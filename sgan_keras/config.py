@@ -53,7 +53,10 @@ POSITIVE = ("positive", lambda value: value > 0)
 NON_NEGATIVE = (">= 0", lambda value: value >= 0)
 SEED_RANGE = ("in 0..2**32 - 1 (NumPy's seed range)", lambda value: 0 <= value < 2**32)
 FRACTION = ("in [0, 1)", lambda value: 0 <= value < 1)
-NON_EMPTY = ("a non-empty path", lambda value: value != "")
+# A path TensorFlow's file system can take: a name's bytes that are not UTF-8
+# arrive as lone surrogates U+DC80..U+DCFF (Python's surrogateescape).
+UTF8_PATH = ("a non-empty path of UTF-8 text", lambda value: value != "" and not any(
+    "\udc80" <= char <= "\udcff" for char in value))
 NO_FLAG = ""   # ``flag=NO_FLAG``: set by the preset or in code only
 
 # ``needs`` of options that only act with another's value: (field, test, what).
@@ -325,7 +328,7 @@ class RunConfig:
     output_dir: typing.Optional[str] = option(
         None, "Where outputs go. Default: runs/<run name>, the run name saying the dataset, "
         "preset, labels, every option that differs from the preset, and the seed.",
-        check=NON_EMPTY, run_only=True)
+        check=UTF8_PATH, run_only=True)
     overwrite: bool = option(False, "Replace the outputs of an earlier run in --output_dir "
                              "(its other files stay).", run_only=True)
     strategy: str = option(

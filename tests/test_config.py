@@ -102,7 +102,9 @@ def test_labels_flag_takes_a_number_or_all_and_absl_rejects_other_text(flag_valu
     ("pixel_range", (0.0, 2.0), r"^pixel_range must be one of"),
     ("labels", 0, r"^--labels must be a positive integer or 'all', got 0$"),
     ("deterministic", "yes", r"^--deterministic must be bool"),
-    ("output_dir", "", r"^--output_dir must be a non-empty path, got ''$"),
+    ("output_dir", "", r"^--output_dir must be a non-empty path of UTF-8 text, got ''$"),
+    ("output_dir", "caf\udce9", r"^--output_dir must be a non-empty path of UTF-8 text, "
+                                r"got 'caf\\udce9'$"),
 ])
 def test_a_bad_value_is_refused_in_one_line_naming_its_flag(field, value, message):
     with pytest.raises(ConfigError, match=message) as error:

@@ -745,6 +745,26 @@ def test_image_folder_bad_layouts_are_named(tmp_path):
         data_lib.read_image_folder(tmp_path / "d", (8, 8, 3))
 
 
+def test_image_folder_names_that_are_not_utf8(tmp_path):
+    """A file name's bytes that are not UTF-8 (an old Latin-1 archive): the
+    file is skipped like an unreadable one (TensorFlow cannot open it); a
+    class folder so named is refused, its name shown with escapes, since the
+    run writes class names as UTF-8 text (class_names.json, labels.txt)."""
+    write_folder(tmp_path / "a")
+    good = (tmp_path / "a" / "labeled" / "apple" / "0.png").read_bytes()
+    latin = os.path.join(os.fsencode(tmp_path / "a" / "unlabeled"), b"caf\xe9.png")
+    with open(latin, "wb") as file:
+        file.write(good)
+    folder = data_lib.read_image_folder(tmp_path / "a", (8, 8, 3))
+    assert folder.skipped == (os.fsdecode(latin),)
+    assert data_lib.printable(folder.skipped[0]).endswith("caf\\xe9.png")
+    os.rename(os.fsencode(tmp_path / "a" / "labeled" / "mango"),
+              os.path.join(os.fsencode(tmp_path / "a" / "labeled"), b"mang\xf3"))
+    with pytest.raises(DataError, match=r"class folder .*mang\\xf3 has a name that is not "
+                                        r"UTF-8 text; rename it$"):
+        data_lib.read_image_folder(tmp_path / "a", (8, 8, 3))
+
+
 # ------------------------------------------------------------- any TFDS set
 def test_any_tfds_image_classification_set_with_its_class_names(tmp_path):
     import tensorflow_datasets as tfds
