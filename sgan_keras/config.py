@@ -40,6 +40,7 @@ import typing
 from absl import flags
 
 from sgan_keras import choices as choices_lib
+from sgan_keras import faults
 
 SECTIONS = ("model", "training", "data", "run")
 
@@ -53,10 +54,9 @@ POSITIVE = ("positive", lambda value: value > 0)
 NON_NEGATIVE = (">= 0", lambda value: value >= 0)
 SEED_RANGE = ("in 0..2**32 - 1 (NumPy's seed range)", lambda value: 0 <= value < 2**32)
 FRACTION = ("in [0, 1)", lambda value: 0 <= value < 1)
-# A path TensorFlow's file system can take: a name's bytes that are not UTF-8
-# arrive as lone surrogates U+DC80..U+DCFF (Python's surrogateescape).
-UTF8_PATH = ("a non-empty path of UTF-8 text", lambda value: value != "" and not any(
-    "\udc80" <= char <= "\udcff" for char in value))
+# A path TensorFlow's file system can take (faults.is_utf8).
+UTF8_PATH = ("a non-empty path of UTF-8 text",
+             lambda value: value != "" and faults.is_utf8(value))
 NO_FLAG = ""   # ``flag=NO_FLAG``: set by the preset or in code only
 
 # ``needs`` of options that only act with another's value: (field, test, what).

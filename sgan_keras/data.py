@@ -407,7 +407,7 @@ def _load_custom(name, budget, *, seed, data_dir, pixel_range, label_selection, 
         if folder.skipped:
             notes.append(f"Skipped {len(folder.skipped)} unreadable image file(s) in {source} "
                          "(not an image, or a name that is not UTF-8), e.g. "
-                         f"{printable(folder.skipped[0])}.")
+                         f"{faults.printable(folder.skipped[0])}.")
         if label_selection == "first" and budget is not None:
             # Read class by class, its first images would all be the first class's.
             label_selection = "balanced"
@@ -883,9 +883,9 @@ def read_image_folder(path, image_shape, *, convert_channels=False, seed=0,
     if unwritable:      # the export's labels.txt holds one class name a line
         raise DataError(f"class folder {os.path.join(labeled_dir, unwritable[0])!r} has a line "
                         "break in its name; rename it")
-    unnamed = [name for name in class_names if not is_utf8(name)]
+    unnamed = [name for name in class_names if not faults.is_utf8(name)]
     if unnamed:         # class_names.json and labels.txt are UTF-8 text
-        raise DataError(f"class folder {printable(os.path.join(labeled_dir, unnamed[0]))} "
+        raise DataError(f"class folder {faults.printable(os.path.join(labeled_dir, unnamed[0]))} "
                         "has a name that is not UTF-8 text; rename it")
     if len(class_names) < 2:
         raise DataError(f"{labeled_dir} must hold one folder of images per class (at least "
@@ -952,21 +952,6 @@ def _subdirectories(directory):
             if os.path.isdir(os.path.join(directory, name)) and not name.startswith(".")]
 
 
-def is_utf8(path):
-    """Whether ``path`` is UTF-8 text: a name's bytes that are not arrive as
-    lone surrogates (Python's surrogateescape), which TensorFlow refuses."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def printable(path):
-    """``path`` for a message: the bytes of a name that is not UTF-8 as ``\\xNN``."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
 def image_files_in(directory):
     """Every image file under ``directory`` (recursively), sorted."""
     if not os.path.isdir(directory):
@@ -984,7 +969,7 @@ def _read_images(files, image_shape, convert_channels, skipped):
     (which TensorFlow cannot open), are appended to ``skipped``."""
     images = []
     for file in files:
-        if not is_utf8(file):
+        if not faults.is_utf8(file):
             skipped.append(file)
             continue
         try:

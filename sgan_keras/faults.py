@@ -143,3 +143,18 @@ def fsync_tree(directory):
         for name in files:
             fsync(os.path.join(root, name))
         fsync(root)
+
+
+def is_utf8(path):
+    """Whether ``path`` is UTF-8 text: a name's bytes that are not arrive as
+    lone surrogates (Python's surrogateescape), which TensorFlow refuses."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(path):
+    """``path`` for a message: the bytes of a name that is not UTF-8 as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")

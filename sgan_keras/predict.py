@@ -170,7 +170,7 @@ EXIT_INTERRUPTED = 75   # as sgan_keras.train's: EX_TEMPFAIL, try again
 def predict(classifier, paths, output, batch_size=256, convert_channels=False):
     """Writes the CSV rows of ``paths`` to the file object ``output``;
     returns ``(classified, skipped)``: a count and the skipped paths (unreadable,
-    or a name that is not valid UTF-8: :func:`sgan_keras.data.is_utf8`)."""
+    or a name that is not valid UTF-8: :func:`sgan_keras.faults.is_utf8`)."""
     from sgan_keras import data as data_lib  # pylint: disable=import-outside-toplevel
     writer = csv.writer(output)
     writer.writerow(HEADER)
@@ -178,7 +178,7 @@ def predict(classifier, paths, output, batch_size=256, convert_channels=False):
     for start in range(0, len(paths), batch_size):
         batch, names = [], []
         for path in paths[start:start + batch_size]:
-            if not data_lib.is_utf8(path):   # read_image_file cannot take it, the CSV
+            if not faults.is_utf8(path):     # read_image_file cannot take it, the CSV
                 skipped.append(path)     # could not name it
                 continue
             try:
@@ -285,16 +285,15 @@ def main(argv):
         # /dev/null.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
-    from sgan_keras import data as data_lib  # pylint: disable=import-outside-toplevel
-    unreadable = [path for path in skipped if data_lib.is_utf8(path)]
+    unreadable = [path for path in skipped if faults.is_utf8(path)]
     if unreadable:
         print(f"sgan_keras.predict: skipped {len(unreadable)} unreadable file(s), e.g. "
               f"{unreadable[0]}", file=sys.stderr, flush=True)
     if len(unreadable) < len(skipped):
-        unnamed = [path for path in skipped if not data_lib.is_utf8(path)]
+        unnamed = [path for path in skipped if not faults.is_utf8(path)]
         print(f"sgan_keras.predict: skipped {len(unnamed)} file(s) whose name is not valid "
               f"UTF-8 (the CSV cannot name them; rename them), e.g. "
-              f"{data_lib.printable(unnamed[0])}",
+              f"{faults.printable(unnamed[0])}",
               file=sys.stderr, flush=True)
     if not classified:
         _exit(EXIT_USAGE, "error: no image could be read")

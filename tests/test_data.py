@@ -14,6 +14,7 @@ import scipy.io
 import tensorflow as tf
 
 from sgan_keras import data as data_lib
+from sgan_keras import faults
 from sgan_keras.data import DataError, load_dataset
 
 
@@ -757,7 +758,7 @@ def test_image_folder_names_that_are_not_utf8(tmp_path):
         file.write(good)
     folder = data_lib.read_image_folder(tmp_path / "a", (8, 8, 3))
     assert folder.skipped == (os.fsdecode(latin),)
-    assert data_lib.printable(folder.skipped[0]).endswith("caf\\xe9.png")
+    assert faults.printable(folder.skipped[0]).endswith("caf\\xe9.png")
     os.rename(os.fsencode(tmp_path / "a" / "labeled" / "mango"),
               os.path.join(os.fsencode(tmp_path / "a" / "labeled"), b"mang\xf3"))
     with pytest.raises(DataError, match=r"class folder .*mang\\xf3 has a name that is not "
