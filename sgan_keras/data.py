@@ -34,6 +34,7 @@ import gzip
 import io
 import os
 import pickle
+import stat
 import struct
 import tarfile
 import zipfile
@@ -813,8 +814,14 @@ def read_image_file(path, image_shape, convert_channels=False):
     one for ``C = 3``) is converted only with ``convert_channels``, otherwise
     it is a :class:`DataError`. Other sizes are resized (bilinear,
     antialiased), as ``tf.image.resize``. Raises :class:`UnreadableImage`
-    for a file that does not decode.
+    for a file that does not decode, and for a path that is no regular file
+    (a named pipe called ``*.png`` would block the read without end).
     """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise UnreadableImage(f"{path} is not a regular file (a pipe, socket or device)")
+    except OSError as error:
+        raise UnreadableImage(f"{path} cannot be read ({error.strerror})") from None
     try:
         image = tf.io.decode_image(tf.io.read_file(os.fspath(path)), channels=0,
                                    expand_animations=False)

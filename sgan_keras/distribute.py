@@ -8,8 +8,10 @@ calling :func:`make_strategy`, since creating a strategy initializes the
 TensorFlow runtime.
 """
 
+import errno
 import json
 import os
+import socket
 
 import tensorflow as tf
 
@@ -131,8 +133,14 @@ def make_strategy(name):
     if name == "multi_worker":
         # First: collective ops must be configured before the runtime starts
         # (listing logical devices would start it).
-        check_tf_config(os.environ.get("TF_CONFIG"))
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        address = check_tf_config(os.environ.get("TF_CONFIG"))
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+        except tf.errors.UnknownError as error:
+            if "gRPC server" not in str(error):
+                raise
+            raise StrategyError(f"this task cannot serve at its TF_CONFIG address {address}: "
+                                f"{_why_not_served(address)}") from None
     if name == "tpu":
         return _tpu_strategy()
     gpus = tf.config.list_logical_devices("GPU")
@@ -149,7 +157,10 @@ def make_strategy(name):
 
 
 def check_tf_config(text):
-    """Raises :class:`StrategyError` unless ``text`` is a TF_CONFIG with a cluster and a task."""
+    """This task's address in the TF_CONFIG ``text``; raises :class:`StrategyError`
+    unless it has a cluster of ``HOST:PORT`` addresses and a task in it, whose
+    host resolves here (TensorFlow's server waits for an unknown host of its
+    own without end, deaf to SIGTERM)."""
     if not text:
         raise StrategyError("strategy multi_worker needs the TF_CONFIG environment variable "
                             "(JSON with 'cluster' and 'task'); it is unset")
@@ -171,6 +182,40 @@ def check_tf_config(text):
             or not 0 <= task["index"] < len(jobs):
         raise StrategyError(f"TF_CONFIG task {task['type']}:{task['index']} is not in its "
                             f"cluster {config['cluster']}")
+    for task_type, addresses in config["cluster"].items():
+        for index, address in enumerate(addresses if isinstance(addresses, list) else [addresses]):
+            _host_and_port(address, f"{task_type}:{index}")
+    address = jobs[task["index"]]
+    host, port = _host_and_port(address, f"{task['type']}:{task['index']}")
+    try:
+        socket.getaddrinfo(host, port)
+    except (socket.gaierror, UnicodeError) as error:
+        raise StrategyError(f"TF_CONFIG gives this task ({task['type']}:{task['index']}) the "
+                            f"address {address}, whose host does not resolve here "
+                            f"({getattr(error, 'strerror', None) or error})") from None
+    return address
+
+
+def _host_and_port(address, task_name):
+    """``(host, port)`` of a TF_CONFIG address ``HOST:PORT`` (``[IPv6]:PORT`` too)."""
+    host, _, port = str(address).rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise StrategyError(f"TF_CONFIG address {address!r} of {task_name} must be HOST:PORT, "
+                            "with a port from 1 to 65535")
+    return host.strip("[]"), int(port)
+
+
+def _why_not_served(address):
+    """Why TensorFlow's server could not listen at ``address``: its port taken, or unknown."""
+    port = _host_and_port(address, "this task")[1]
+    with socket.socket() as probe:
+        try:
+            probe.bind(("", port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return f"port {port} is in use by another process"
+            return f"port {port} cannot be opened ({error.strerror})"
+    return "TensorFlow could not start its gRPC server there"
 
 
 def _tpu_strategy():

@@ -681,6 +681,26 @@ def test_an_image_file_it_may_not_read_is_skipped_as_unreadable(tmp_path, monkey
     assert folder.skipped == (os.fspath(forbidden),) and len(folder.unlabeled_images) == 11
 
 
+def test_a_named_pipe_called_png_is_skipped_without_being_opened(tmp_path, monkeypatch):
+    """Opening a FIFO blocks until something writes to it: a folder data set (and
+    predict, which reads through ``read_image_file``) skips it unread. The read
+    is made to fail loudly here instead of blocking, should it happen."""
+    write_folder(tmp_path)
+    pipe = tmp_path / "unlabeled" / "part0" / "pipe.png"
+    os.mkfifo(pipe)
+    read_file = tf.io.read_file
+
+    def no_pipe(path, *args, **kwargs):
+        assert path != os.fspath(pipe), "the named pipe was opened"
+        return read_file(path, *args, **kwargs)
+
+    monkeypatch.setattr(tf.io, "read_file", no_pipe)
+    with pytest.raises(data_lib.UnreadableImage, match=r"pipe\.png is not a regular file"):
+        data_lib.read_image_file(pipe, (8, 8, 3))
+    folder = data_lib.read_image_folder(tmp_path, (8, 8, 3))
+    assert folder.skipped == (os.fspath(pipe),) and len(folder.unlabeled_images) == 12
+
+
 def test_a_folders_labels_are_class_balanced_even_for_first(tmp_path):
     """A folder is read class by class: 'the first N images' would be one
     class's, so a preset's label_selection='first' draws balanced there."""

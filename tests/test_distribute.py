@@ -262,6 +262,12 @@ def test_unknown_strategy_lists_the_allowed_ones():
     ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 1}}',
      "worker:1"),
     ('["a list"]', "cluster"),
+    ('{"cluster": {"worker": ["localhost"]}, "task": {"type": "worker", "index": 0}}',
+     "'localhost' of worker:0 must be HOST:PORT"),
+    ('{"cluster": {"worker": ["localhost:1", "localhost:99999"]}, '
+     '"task": {"type": "worker", "index": 0}}', "'localhost:99999' of worker:1"),
+    ('{"cluster": {"worker": ["nosuchhost.invalid:2222"]}, '
+     '"task": {"type": "worker", "index": 0}}', "nosuchhost.invalid:2222, whose host does not"),
 ])
 def test_multi_worker_needs_a_valid_tf_config(monkeypatch, tf_config, words):
     if tf_config is None:
@@ -272,6 +278,31 @@ def test_multi_worker_needs_a_valid_tf_config(monkeypatch, tf_config, words):
         make_strategy("multi_worker")
     message = str(error.value)
     assert "TF_CONFIG" in message and words in message and "\n" not in message
+
+
+PORT_IN_USE = """
+import json, os, socket
+from sgan_keras import distribute
+with socket.socket() as taken:
+    taken.bind(("localhost", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"localhost:{port}"]},
+                                          "task": {"type": "worker", "index": 0}})
+    try:
+        distribute.make_strategy("multi_worker")
+        print(json.dumps({"port": port, "error": None}))
+    except distribute.StrategyError as error:
+        print(json.dumps({"port": port, "error": str(error)}))
+"""
+
+
+def test_multi_worker_on_a_port_in_use_names_the_port():
+    """TensorFlow says only "Could not start gRPC server", with a traceback."""
+    report = run_python(PORT_IN_USE)
+    assert report["error"] == (f"this task cannot serve at its TF_CONFIG address "
+                               f"localhost:{report['port']}: port {report['port']} is in use "
+                               "by another process")
 
 
 def test_tpu_without_a_tpu_is_a_one_line_error(monkeypatch):
