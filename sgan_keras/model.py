@@ -49,6 +49,8 @@ _DISCRIMINATOR_NOISE, _GENERATOR_NOISE, _MANIFOLD_NOISE = 0, 1, 2
 _FEATURE_MATCHING_DISTANCES = {"feature_matching_l1": "l1", "feature_matching_l2": "l2"}
 # The arguments of compile() on how fit() runs, which a saved model keeps.
 _RUN_OPTIONS = ("jit_compile", "steps_per_execution", "run_eagerly")
+# Keras' compile() arguments an SGAN has no use for (its losses and metrics are its own).
+_KERAS_COMPILE_REFUSED = ("optimizer", "loss", "loss_weights", "metrics", "weighted_metrics")
 
 
 @keras.saving.register_keras_serializable(package="sgan_keras")
@@ -151,8 +153,11 @@ class SGAN(keras.Model):
                    name=f"sgan_{config.preset or model.architecture}")
 
     def compile(self, d_optimizer=None, g_optimizer=None, **kwargs):
-        """``d_optimizer``/``g_optimizer`` default to ``config.training``'s Adam
-        (:func:`sgan_keras.optimizers.for_training`).
+        """``d_optimizer``/``g_optimizer``: two optimizers or Keras names
+        (``"adam"``); each defaults to ``config.training``'s Adam
+        (:func:`sgan_keras.optimizers.for_training`). Keras' ``optimizer``,
+        ``loss`` and ``metrics`` arguments are refused: the losses and metrics
+        are the model's own.
 
         Both optimizers are built here, inside the model's distribution
         strategy, so ``fit`` can run under ``tf.distribute``. D's is also
@@ -161,6 +166,15 @@ class SGAN(keras.Model):
         points at its step count (Keras' default would be an RMSprop that
         never steps).
         """
+        refused = [name for name in _KERAS_COMPILE_REFUSED if name in kwargs]
+        if refused:
+            raise TypeError(f"SGAN.compile() takes d_optimizer= and g_optimizer=, not "
+                            f"{', '.join(refused)}= (its losses and metrics are its own)")
+        d_optimizer = _optimizer(d_optimizer, "d_optimizer")
+        g_optimizer = _optimizer(g_optimizer, "g_optimizer")
+        if d_optimizer is not None and d_optimizer is g_optimizer:
+            raise ValueError("d_optimizer and g_optimizer must be two optimizers: "
+                             "one updates only the variables it was built for")
         if d_optimizer is None or (g_optimizer is None and not self.config.supervised_only):
             default_d, default_g = optimizers.for_training(self.config.training)
             d_optimizer = d_optimizer or default_d
@@ -654,6 +668,17 @@ class SGAN(keras.Model):
         for tracker in self.metrics:
             variables.extend(tracker.variables)
         return variables
+
+
+def _optimizer(value, argument):
+    """``value`` (``None``, an optimizer or a Keras name like ``"adam"``) as an optimizer."""
+    if value is None:
+        return None
+    try:
+        return keras.optimizers.get(value)
+    except ValueError:
+        raise ValueError(f"{argument} must be a keras.optimizers.Optimizer or its name, "
+                         f"got {value!r}") from None
 
 
 def _global_mean(features):

@@ -435,6 +435,24 @@ def test_bad_options_are_rejected():
             SGAN(generator, discriminator, Config().replace(**option))
 
 
+def test_compile_takes_optimizer_names_and_refuses_what_it_cannot_use():
+    generator, discriminator = tiny_networks()
+    model = SGAN(generator, discriminator, Config().replace(noise_stddev=1.0))
+    model.compile(d_optimizer="adam", g_optimizer="sgd")   # Keras names, as compile() takes
+    assert isinstance(model.d_optimizer, keras.optimizers.Adam)
+    assert isinstance(model.g_optimizer, keras.optimizers.SGD)
+    model.fit(tiny_dataset(), steps_per_epoch=2, epochs=1, verbose=0)
+    assert int(model.d_optimizer.iterations) == int(model.g_optimizer.iterations) == 2
+    shared = keras.optimizers.Adam(1e-3)
+    with pytest.raises(ValueError, match="must be two optimizers"):
+        model.compile(d_optimizer=shared, g_optimizer=shared)
+    with pytest.raises(ValueError, match="d_optimizer must be a keras.optimizers.Optimizer"):
+        model.compile(d_optimizer=3)
+    for keras_argument in ({"optimizer": "adam"}, {"loss": "mse"}, {"metrics": ["accuracy"]}):
+        with pytest.raises(TypeError, match=f"not {next(iter(keras_argument))}="):
+            model.compile(**keras_argument)
+
+
 MIRRORED_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np, tensorflow as tf, keras
