@@ -183,7 +183,7 @@ def check_tf_config(text):
         raise StrategyError(f"TF_CONFIG task {task['type']}:{task['index']} is not in its "
                             f"cluster {config['cluster']}")
     for task_type, addresses in config["cluster"].items():
-        for index, address in enumerate(addresses if isinstance(addresses, list) else [addresses]):
+        for index, address in enumerate(addresses if isinstance(addresses, list) else []):
             _host_and_port(address, f"{task_type}:{index}")
     address = jobs[task["index"]]
     host, port = _host_and_port(address, f"{task['type']}:{task['index']}")
