@@ -380,8 +380,15 @@ class SGAN(keras.Model):
         the training set with a ``label_mask``: only its labeled images reach
         ``L_sup``, and the same images are D's and G's real batch.
         """
+        batch, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
+        if sample_weight is not None:
+            raise ValueError("SGAN's training takes no sample_weight")
         if self.config.supervised_only:
-            return self._supervised_step(batch)
+            return self._supervised_step(batch if labels is None else (batch, labels))
+        if not isinstance(batch, dict) or labels is not None:
+            raise ValueError("an SGAN trains on dict batches (SemiSupervisedData.train_dataset "
+                             "or training_dataset); (images, labels) batches need "
+                             "supervised_only=True")
         if "label_mask" in batch:   # one batch: labeled images are marked in it
             images, mask = batch["images"], tf.cast(batch["label_mask"], tf.float32)
             # The others' labels are never read; any value (e.g. -1) may stand there.
@@ -633,16 +640,21 @@ class SGAN(keras.Model):
 
     # ------------------------------------------------------- classifier side
     def test_step(self, batch):
-        images, labels = _labeled_of(batch)
+        """Accuracy and cross entropy on ``(images, labels[, sample_weight])`` or
+        a training batch's labeled images."""
+        batch, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
+        images, labels = _labeled_of(batch) if labels is None else (batch, labels)
         logits = self(images, training=False)
         self.cross_entropy_tracker.update_state(
             tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=tf.cast(labels, tf.int32), logits=logits))
-        self.accuracy_tracker.update_state(losses.accuracy(labels, logits, self.num_classes))
+                labels=tf.cast(labels, tf.int32), logits=logits), sample_weight=sample_weight)
+        self.accuracy_tracker.update_state(losses.accuracy(labels, logits, self.num_classes),
+                                           sample_weight=sample_weight)
         return self._logs({"accuracy": self.accuracy_tracker.result(),
                            "cross_entropy": self.cross_entropy_tracker.result()})
 
     def predict_step(self, batch):
+        batch, _, _ = keras.utils.unpack_x_y_sample_weight(batch)
         return self(_images_of(batch), training=False)
 
     def call(self, images, training=False):

@@ -453,6 +453,24 @@ def test_compile_takes_optimizer_names_and_refuses_what_it_cannot_use():
             model.compile(**keras_argument)
 
 
+def test_batch_methods_take_dict_batches_and_evaluate_weighs_samples():
+    model = tiny_model()
+    batch = tiny_batch()
+    logs = model.train_on_batch(batch, return_dict=True)     # Keras passes (batch, None, None)
+    assert int(model.d_optimizer.iterations) == 1 and np.isfinite(logs["g_loss"])
+    on_batch = model.test_on_batch(batch, return_dict=True)
+    images, labels = batch["labeled_images"], batch["labels"]
+    assert on_batch == model.evaluate(images, labels, verbose=0, return_dict=True)
+    assert model.predict_on_batch(batch).shape == (8, K)
+    # sample_weight counts: weight only the first image, as if evaluated alone
+    weighted = model.evaluate(images, labels, sample_weight=np.eye(8)[0], verbose=0,
+                              return_dict=True)
+    alone = model.evaluate(images[:1], labels[:1], verbose=0, return_dict=True)
+    assert weighted == pytest.approx(alone)
+    with pytest.raises(ValueError, match="need supervised_only=True"):
+        model.train_on_batch(images, labels)
+
+
 MIRRORED_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np, tensorflow as tf, keras
