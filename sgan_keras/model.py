@@ -70,10 +70,16 @@ class SGAN(keras.Model):
     """
 
     def __init__(self, generator, discriminator, config=None, **kwargs):
-        super().__init__(**kwargs)
+        # float32 whatever Keras' global policy: the SGAN's own policy would only
+        # cast call()'s images (to bfloat16 under a mixed one, so predict() and
+        # classifier() disagreed); each network computes in its own.
+        super().__init__(**{**kwargs, "dtype": "float32"})
         self.config = config_lib.Config() if config is None else config
         if generator is None and not self.config.supervised_only:
             raise ValueError("generator is required unless config.supervised_only")
+        for network in (generator, discriminator):
+            if network is not None:
+                _check_precision(network)
         self.generator = generator
         self.discriminator = discriminator
         logit_count = discriminator.output_shape[0][-1]
@@ -701,6 +707,19 @@ def _global_mean(features):
     if context is not None and context.num_replicas_in_sync > 1:
         total, count = context.all_reduce(tf.distribute.ReduceOp.SUM, [total, count])
     return total / count
+
+
+def _check_precision(network):
+    """Refuses a network with outputs other than float32, or computing in float16."""
+    dtypes = sorted({str(tensor.dtype) for tensor in getattr(network, "outputs", None) or []})
+    if dtypes and dtypes != ["float32"]:
+        raise ValueError(
+            f"{network.name}'s outputs are {', '.join(dtypes)}; an SGAN needs float32 "
+            "outputs (under a mixed precision policy, end the network with a float32 layer, "
+            "e.g. keras.layers.Activation('linear', dtype='float32'))")
+    if any(layer.compute_dtype == "float16" for layer in sgan_layers.all_layers(network)):
+        raise ValueError(f"{network.name} computes in float16, which needs loss scaling, "
+                         "and an SGAN's training does none: use mixed_bfloat16")
 
 
 def _has_batch_norm(network):

@@ -554,6 +554,45 @@ def test_presets_use_their_sources_adam():
     assert model.g_optimizer.epsilon == 1e-3
 
 
+def float32_heads(network):
+    """``network`` with each output through a float32 layer (the Keras mixed precision guide)."""
+    outputs = [keras.layers.Activation("linear", dtype="float32")(tensor)
+               for tensor in network.outputs]
+    return keras.Model(network.inputs, outputs if len(outputs) > 1 else outputs[0],
+                       name=network.name)
+
+
+def test_a_global_mixed_policy_trains_float32_headed_networks_and_refuses_others():
+    float32_generator, float32_discriminator = tiny_networks()
+    try:
+        keras.config.set_dtype_policy("mixed_bfloat16")
+        generator, discriminator = tiny_networks()
+        # The SGAN itself stays float32: predict() gets the images unrounded.
+        model = SGAN(float32_generator, float32_discriminator, Config().replace(noise_stddev=1.0))
+        assert model.dtype_policy.name == "float32"
+        with pytest.raises(ValueError, match="discriminator's outputs are bfloat16"):
+            SGAN(float32_generator, discriminator, Config())
+        with pytest.raises(ValueError, match="generator's outputs are bfloat16"):
+            SGAN(generator, float32_discriminator, Config())
+        mixed = SGAN(float32_heads(generator), float32_heads(discriminator),
+                     Config().replace(noise_stddev=1.0))
+        keras.config.set_dtype_policy("mixed_float16")
+        half_generator, half_discriminator = (float32_heads(network)
+                                              for network in tiny_networks())
+        with pytest.raises(ValueError, match="computes in float16"):
+            SGAN(half_generator, half_discriminator, Config())
+    finally:
+        keras.config.set_dtype_policy("float32")
+    images, _ = class_patterns(16, 0)
+    images = images * 1.001 + 0.0123       # values bfloat16 rounds
+    model.compile(d_optimizer="adam", g_optimizer="adam")
+    np.testing.assert_array_equal(model.predict(images, verbose=0), model.classifier()(images))
+    assert mixed.precision == "mixed_bfloat16"
+    mixed.compile(d_optimizer="adam", g_optimizer="adam")
+    history = mixed.fit(tiny_dataset(), steps_per_epoch=2, epochs=1, verbose=0)
+    assert all(np.isfinite(values[0]) for values in history.history.values())
+
+
 @pytest.mark.parametrize("preset", ["mnist_gans_in_action", "mnist_improved_gan"])
 def test_mixed_bfloat16_computes_in_bfloat16_with_float32_weights_and_losses(preset):
     reference = SGAN.from_preset(preset, seed=0)
