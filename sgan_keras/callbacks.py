@@ -233,6 +233,8 @@ class SampleGrid(keras.callbacks.Callback):
                 not hasattr(self.model, "pixel_range"):
             raise TypeError(f"SampleGrid needs a model with generate(num_images, seed) and "
                             f"pixel_range; {type(self.model).__name__} has not")
+        if getattr(self.model, "generator", True) is None:
+            raise ValueError("SampleGrid needs a generator; this model is supervised_only")
         os.makedirs(self.directory, exist_ok=True)
         if self.tensorboard_dir is not None and self._writer is None:
             import tensorflow as tf

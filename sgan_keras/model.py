@@ -360,6 +360,8 @@ class SGAN(keras.Model):
 
     def generate(self, num_images, seed=0):
         """``num_images`` samples of G (inference mode) as a NumPy array."""
+        if self.generator is None:
+            raise ValueError("a supervised_only SGAN has no generator to generate with")
         z = self._sample_noise([num_images, self.latent_dim],
                                tf.constant([seed, -7], tf.int64), self.config.model.noise)
         return keras.ops.convert_to_numpy(self.generator(z, training=False))

@@ -236,6 +236,20 @@ def test_sample_grid_rejects_bad_input(tmp_path):
         callback.on_train_begin()
 
 
+def test_sample_grid_refuses_a_supervised_only_sgan_before_training(tmp_path):
+    from sgan_keras import SGAN, Config   # pylint: disable=import-outside-toplevel
+    images = keras.Input((4, 4, 1))
+    features = keras.layers.Flatten()(images)
+    model = SGAN(None, keras.Model(images, [keras.layers.Dense(3)(features), features]),
+                 Config(supervised_only=True))
+    with pytest.raises(ValueError, match="has no generator"):
+        model.generate(4)
+    callback = callbacks_lib.SampleGrid(tmp_path / "samples")
+    callback.set_model(model)
+    with pytest.raises(ValueError, match="supervised_only"):   # not after the first epoch
+        callback.on_train_begin()
+
+
 # ----------------------------------------------------------------- CurvePlots
 def test_curve_plots_are_redrawn_every_epoch(tmp_path):
     csv_path = tmp_path / "metrics.csv"
