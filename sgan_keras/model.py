@@ -32,6 +32,8 @@ layers work per replica: each replica draws its own masks and noise
 draw of the same training, not the same numbers.
 """
 
+import inspect
+
 import keras
 import tensorflow as tf
 
@@ -312,7 +314,7 @@ class SGAN(keras.Model):
         """
         if self.weight_norm_initialized:
             return
-        images = _images_of(batch)
+        images = _images_of(keras.utils.unpack_x_y_sample_weight(batch)[0])
         with self.distribute_strategy.scope():
             if self.generator is not None:
                 z = self._global_noise(_GENERATOR_NOISE, tf.shape(images)[0], step=-1)
@@ -322,11 +324,14 @@ class SGAN(keras.Model):
                 self.ema_discriminator.set_weights(self.discriminator.get_weights())
         self.weight_norm_initialized = True
 
-    def fit(self, x=None, *args, **kwargs):
-        """``keras.Model.fit``, after weight-norm init on ``x``'s first batch."""
-        if not self.weight_norm_initialized and isinstance(x, tf.data.Dataset):
-            self.initialize_weight_norm(next(iter(x.take(1))))
-        return super().fit(x, *args, **kwargs)
+    def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
+        """``keras.Model.fit``, after weight-norm init on ``x``'s first batch
+        (a data set's, a ``PyDataset``'s, a generator's or the first
+        ``batch_size`` of arrays)."""
+        if not self.weight_norm_initialized and x is not None:
+            x, first = _first_batch(x, batch_size)
+            self.initialize_weight_norm(first)
+        return super().fit(x, y, batch_size, *args, **kwargs)
 
     # ----------------------------------------------------------------- noise
     def _global_noise(self, stream, batch_size, step=None, distribution=None):
@@ -728,6 +733,24 @@ def _has_batch_norm(network):
     """Whether ``network`` or a network inside it has a BatchNormalization layer."""
     return any(isinstance(layer, keras.layers.BatchNormalization)
                for layer in sgan_layers.all_layers(network))
+
+
+def _first_batch(x, batch_size):
+    """``(x, its first batch)`` for ``fit``; a generator is replaced by one
+    that yields that batch again."""
+    if isinstance(x, tf.data.Dataset):
+        return x, next(iter(x.take(1)))
+    if isinstance(x, keras.utils.PyDataset):
+        return x, x[0]
+    if inspect.isgenerator(x):
+        first = next(x)
+
+        def replayed():
+            yield first
+            yield from x
+
+        return replayed(), first
+    return x, keras.tree.map_structure(lambda array: array[:batch_size or 32], x)
 
 
 def _images_of(batch):

@@ -375,6 +375,38 @@ def test_fit_lowers_the_supervised_loss(fake_class):
         assert np.isfinite(history.history[name][0])
 
 
+def weight_norm_discriminator():
+    """``tiny_networks``' D with a weight-normalized hidden layer (data-dependent init)."""
+    from sgan_keras.layers import WeightNormDense   # pylint: disable=import-outside-toplevel
+    images = keras.Input(IMAGE_SHAPE)
+    features = WeightNormDense(8, activation="relu", kernel_initializer="glorot_uniform")(
+        keras.layers.Flatten()(images))
+    return keras.Model(images, [keras.layers.Dense(K)(features), features])
+
+
+def test_fit_initializes_weight_norm_on_the_first_batch_of_any_data(tmp_path):
+    images, labels = class_patterns(64, 0)
+    initialized = []
+    for data in ("arrays", "generator", "dataset"):
+        keras.utils.set_random_seed(0)
+        model = SGAN(None, weight_norm_discriminator(), Config(supervised_only=True))
+        model.compile(d_optimizer=keras.optimizers.SGD(0.0))   # weights stay as initialized
+        if data == "arrays":
+            model.fit(images, labels, batch_size=16, epochs=1, verbose=0)
+        elif data == "generator":
+            batches = ((images[i:i + 16], labels[i:i + 16]) for i in range(0, 64, 16))
+            model.fit(batches, steps_per_epoch=4, epochs=1, verbose=0)
+            assert int(model.d_optimizer.iterations) == 4   # the first batch trained too
+        else:
+            model.fit(tf.data.Dataset.from_tensor_slices((images, labels)).batch(16),
+                      epochs=1, verbose=0)
+        assert model.weight_norm_initialized, data
+        initialized.append(weights(model))
+    for other in initialized[1:]:       # each on the same first 16 images
+        for a, b in zip(initialized[0], other):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
 def test_two_runs_with_the_same_seed_give_identical_weights():
     runs = []
     for _ in range(2):
