@@ -330,7 +330,13 @@ class SGAN(keras.Model):
         ``batch_size`` of arrays)."""
         if not self.weight_norm_initialized and x is not None:
             x, first = _first_batch(x, batch_size)
-            self.initialize_weight_norm(first)
+            if first is not None:
+                self.initialize_weight_norm(first)
+            elif any(layer.data_init for network in (self.generator, self.discriminator)
+                     if network is not None for layer in sgan_layers.weight_norm_layers(network)):
+                raise ValueError(f"fit() cannot read a first batch from {type(x).__name__} for "
+                                 "weight norm's data-dependent init: call "
+                                 "model.initialize_weight_norm(batch) first")
         return super().fit(x, y, batch_size, *args, **kwargs)
 
     # ----------------------------------------------------------------- noise
@@ -395,7 +401,7 @@ class SGAN(keras.Model):
         """
         batch, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
         if sample_weight is not None:
-            raise ValueError("SGAN's training takes no sample_weight")
+            raise ValueError("SGAN's training takes no sample_weight or class_weight")
         if self.config.supervised_only:
             return self._supervised_step(batch if labels is None else (batch, labels))
         if not isinstance(batch, dict) or labels is not None:
@@ -750,7 +756,11 @@ def _first_batch(x, batch_size):
             yield from x
 
         return replayed(), first
-    return x, keras.tree.map_structure(lambda array: array[:batch_size or 32], x)
+    arrays = keras.tree.flatten(x)
+    if arrays and all(hasattr(array, "shape") and hasattr(array, "__getitem__")
+                      for array in arrays):
+        return x, keras.tree.map_structure(lambda array: array[:batch_size or 32], x)
+    return x, None    # e.g. a tf.distribute DistributedDataset
 
 
 def _images_of(batch):

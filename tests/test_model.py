@@ -405,6 +405,11 @@ def test_fit_initializes_weight_norm_on_the_first_batch_of_any_data(tmp_path):
     for other in initialized[1:]:       # each on the same first 16 images
         for a, b in zip(initialized[0], other):
             np.testing.assert_allclose(a, b, rtol=1e-6)
+    # Data it cannot peek into (e.g. a DistributedDataset) asks for the init by hand.
+    model = SGAN(None, weight_norm_discriminator(), Config(supervised_only=True))
+    model.compile(d_optimizer="sgd")
+    with pytest.raises(ValueError, match="call model.initialize_weight_norm"):
+        model.fit(iter([(images, labels)]), epochs=1, verbose=0)
 
 
 def test_two_runs_with_the_same_seed_give_identical_weights():
