@@ -11,7 +11,9 @@ TensorFlow runtime.
 import errno
 import json
 import os
+import signal
 import socket
+import threading
 
 import tensorflow as tf
 
@@ -135,7 +137,7 @@ def make_strategy(name):
         # (listing logical devices would start it).
         address = check_tf_config(os.environ.get("TF_CONFIG"))
         try:
-            return tf.distribute.MultiWorkerMirroredStrategy()
+            return _wait_for_the_cluster()
         except tf.errors.UnknownError as error:
             if "gRPC server" not in str(error):
                 raise
@@ -154,6 +156,25 @@ def make_strategy(name):
         devices = gpus or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy(devices=[device.name for device in devices])
     return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")  # one_device
+
+
+def _wait_for_the_cluster():
+    """``MultiWorkerMirroredStrategy()``, which waits until every worker of the
+    cluster is up.
+
+    TensorFlow waits in C++ holding Python's interpreter lock, so no Python
+    signal handler runs meanwhile: SIGINT (Ctrl-C) would go unanswered. While
+    it waits, SIGINT takes its default action and ends the process at once;
+    nothing of the run is written before then. (SIGTERM is TensorFlow's from
+    here on: its preemption notifier, which ``PreemptionCheckpointHandler`` reads.)
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return tf.distribute.MultiWorkerMirroredStrategy()   # only it may set handlers
+    previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def check_tf_config(text):

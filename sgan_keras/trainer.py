@@ -287,6 +287,9 @@ def train(config):
             cpu, [tf.config.LogicalDeviceConfiguration()] * run.virtual_cpus)
     if run.deterministic:
         tf.config.experimental.enable_op_determinism()
+    if run.strategy == "multi_worker":
+        print("Waiting for every worker of TF_CONFIG's cluster to start (Ctrl-C ends this "
+              "process at once until they have)...", flush=True)
     strategy = distribute.make_strategy(run.strategy)
     if training.batch_size % strategy.num_replicas_in_sync:
         raise UsageError(f"--batch_size={training.batch_size} is not divisible by the "

@@ -747,6 +747,33 @@ def test_two_worker_multi_worker_run_on_localhost_with_a_preemption(tmp_path, fa
     assert set(scores) == {"keras", "saved_model", "tflite_float", "tflite_int8"}
 
 
+def test_ctrl_c_ends_a_worker_waiting_for_the_others_of_its_cluster(tmp_path, fast):
+    """A worker waits in TensorFlow's C++, holding the interpreter, until every
+    worker of TF_CONFIG is up; no Python handler runs there, so SIGINT must take
+    its default action (it went unanswered). Nothing is written before."""
+    output_dir = tmp_path / "run"
+    port = free_port()
+    cluster = {"worker": [f"localhost:{port}", f"localhost:{free_port()}"]}   # 1 never starts
+    waiting = launch(*fast, "--strategy=multi_worker", f"--output_dir={output_dir}",
+                     env={**ENV, "TF_CONFIG": json.dumps(
+                         {"cluster": cluster, "task": {"type": "worker", "index": 0}})})
+    try:
+        deadline = time.monotonic() + 120
+        while True:                # its server listens once it waits for the other worker
+            assert waiting.poll() is None and time.monotonic() < deadline, "never waited"
+            with socket.socket() as probe:
+                if probe.connect_ex(("localhost", port)) == 0:
+                    break
+            time.sleep(0.2)
+        waiting.send_signal(signal.SIGINT)
+        stdout, _ = waiting.communicate(timeout=30)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == -signal.SIGINT
+    assert "Waiting for every worker of TF_CONFIG's cluster to start" in stdout
+    assert not output_dir.exists()
+
+
 def test_a_one_worker_multi_worker_run_trains_and_logs_scalars(tmp_path, fast):
     """A TF_CONFIG of one worker (a job scaled down to one machine): Keras
     passes the step's logs on unreduced there, and they must be scalars for
