@@ -122,30 +122,44 @@ class MetricsCSV(keras.callbacks.Callback):
     missing from an epoch's logs is written as ``nan``, so every cell parses
     as a float.
 
-    Resume-safe: at train begin, rows with ``epoch > initial_epoch`` are
-    dropped (they come from a run killed after writing its CSV row but before
-    saving its checkpoint), so every epoch appears once after a resume. The
+    Resume-safe: rows with ``epoch > initial_epoch`` are dropped (they come
+    from a run killed after writing its CSV row but before saving its
+    checkpoint), so every epoch appears once after a resume: at train begin,
+    or, with ``initial_epoch=None`` (default), when the first epoch begins,
+    from fit()'s own ``initial_epoch``, so a second ``fit(...,
+    initial_epoch=3)`` continues the file after its epoch 3. The
     whole file is rewritten atomically after each epoch (like Keras'
     ``CSVLogger`` with ``append=True``, but crash-safe and resumable).
     """
 
-    def __init__(self, path, initial_epoch=0):
+    def __init__(self, path, initial_epoch=None):
         super().__init__()
-        if int(initial_epoch) < 0:
+        if initial_epoch is not None and int(initial_epoch) < 0:
             raise ValueError(f"initial_epoch must be >= 0, got {initial_epoch}")
         self.path = os.fspath(path)
-        self.initial_epoch = int(initial_epoch)
+        self.initial_epoch = None if initial_epoch is None else int(initial_epoch)
         self._rows = []
         self._epoch_start = None
+        self._first_epoch = True
 
     def on_train_begin(self, logs=None):
-        rows = read_metrics_csv(self.path)
-        self._rows = [row for row in rows if int(float(row["epoch"])) <= self.initial_epoch]
-        if os.path.exists(self.path) and len(self._rows) != len(rows):
-            self._write()
+        self._rows = read_metrics_csv(self.path)
+        self._first_epoch = True
+        if self.initial_epoch is not None:
+            self._drop_rows_after(self.initial_epoch)
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch and self.initial_epoch is None:
+            self._drop_rows_after(epoch)     # fit()'s initial_epoch
+        self._first_epoch = False
         self._epoch_start = time.perf_counter()
+
+    def _drop_rows_after(self, epoch):
+        kept = [row for row in self._rows if int(float(row["epoch"])) <= epoch]
+        if os.path.exists(self.path) and len(kept) != len(self._rows):
+            self._rows = kept
+            self._write()
+        self._rows = kept
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - (self._epoch_start or time.perf_counter())

@@ -125,6 +125,22 @@ def test_metrics_csv_resume_drops_epochs_after_the_checkpoint(tmp_path):
                                rtol=1e-6)
 
 
+
+def test_metrics_csv_continues_with_fits_initial_epoch(tmp_path):
+    # A notebook's "train more" cell: fit(..., initial_epoch=3) with the same callback.
+    path = tmp_path / "metrics.csv"
+    metrics = callbacks_lib.MetricsCSV(path)
+    train([metrics], epochs=3)
+    _, first_rows = read_csv(path)
+    history = train([metrics], epochs=5, initial_epoch=3)
+    _, rows = read_csv(path)
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3, 4, 5]
+    assert rows[:3] == first_rows
+    np.testing.assert_allclose([float(row["d_loss"]) for row in rows[3:]], history["d_loss"],
+                               rtol=1e-6)
+    train([callbacks_lib.MetricsCSV(path)], epochs=2)     # a new fit from epoch 1
+    assert [int(row["epoch"]) for row in read_csv(path)[1]] == [1, 2]
+
 def test_metrics_csv_truncates_at_train_begin(tmp_path):
     path = tmp_path / "metrics.csv"
     train([callbacks_lib.MetricsCSV(path)], epochs=3)
