@@ -76,9 +76,13 @@ class SGAN(keras.Model):
         # cast call()'s images (to bfloat16 under a mixed one, so predict() and
         # classifier() disagreed); each network computes in its own.
         super().__init__(**{**kwargs, "dtype": "float32"})
+        if config is not None and not isinstance(config, config_lib.Config):
+            raise TypeError(f"config must be a sgan_keras.Config (e.g. Config().replace("
+                            f"fake_class='learned')), got {type(config).__name__}")
         self.config = config_lib.Config() if config is None else config
         if generator is None and not self.config.supervised_only:
             raise ValueError("generator is required unless config.supervised_only")
+        _check_shapes(generator, discriminator)
         for network in (generator, discriminator):
             if network is not None:
                 _check_precision(network)
@@ -720,6 +724,21 @@ def _global_mean(features):
     if context is not None and context.num_replicas_in_sync > 1:
         total, count = context.all_reduce(tf.distribute.ReduceOp.SUM, [total, count])
     return total / count
+
+
+def _check_shapes(generator, discriminator):
+    """Refuses a D that does not output ``[logits [B, n], features]`` (e.g. G and D
+    swapped), or a G whose images D does not take."""
+    outputs = discriminator.output_shape
+    if not (isinstance(outputs, (list, tuple)) and len(outputs) == 2
+            and all(isinstance(shape, (list, tuple)) for shape in outputs)
+            and len(outputs[0]) == 2):
+        raise ValueError(f"the discriminator must map images to [logits [B, n], features]; "
+                         f"{discriminator.name} outputs shape {outputs}")
+    if generator is not None and \
+            tuple(generator.output_shape[1:]) != tuple(discriminator.input_shape[1:]):
+        raise ValueError(f"the generator makes images of shape {generator.output_shape[1:]}, "
+                         f"the discriminator takes {discriminator.input_shape[1:]}")
 
 
 def _check_precision(network):

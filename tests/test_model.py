@@ -472,6 +472,24 @@ def test_bad_options_are_rejected():
             SGAN(generator, discriminator, Config().replace(**option))
 
 
+def test_wrong_networks_or_config_get_a_clear_error():
+    generator, discriminator = tiny_networks()
+    with pytest.raises(TypeError, match="config must be a sgan_keras.Config"):
+        SGAN(generator, discriminator, {"fake_class": "zero"})
+    with pytest.raises(ValueError, match=r"must map images to \[logits \[B, n\], features\]"):
+        SGAN(discriminator, generator, Config())      # swapped
+    logits_only = keras.Model(discriminator.input, discriminator.output[0])
+    with pytest.raises(ValueError, match="must map images to"):
+        SGAN(generator, logits_only, Config())
+    z = keras.Input((LATENT,))
+    wide = keras.Model(z, keras.layers.Reshape((4, 8, 1))(keras.layers.Dense(32)(z)))
+    with pytest.raises(ValueError, match=r"makes images of shape \(4, 8, 1\), the "
+                                         r"discriminator takes \(4, 4, 1\)"):
+        SGAN(wide, discriminator, Config())
+    for preset in PRESETS:        # every preset's own networks pass
+        SGAN.from_preset(preset, seed=0)
+
+
 def test_compile_takes_optimizer_names_and_refuses_what_it_cannot_use():
     generator, discriminator = tiny_networks()
     model = SGAN(generator, discriminator, Config().replace(noise_stddev=1.0))
