@@ -194,9 +194,12 @@ class SGAN(keras.Model):
         super().compile(**{"optimizer": d_optimizer, **kwargs})
         # Kept for get_compile_config: how fit() runs, as the caller asked.
         self._run_options = {name: kwargs[name] for name in _RUN_OPTIONS if name in kwargs}
+        # A compile again with the same D optimizer (e.g. for jit_compile) keeps its copy's state.
+        keep_copy = d_optimizer is getattr(self, "d_optimizer", None)
         self.d_optimizer = d_optimizer
         self.g_optimizer = g_optimizer
-        if self.config.training.update_order == "split" and not self.config.supervised_only:
+        if (self.config.training.update_order == "split" and not self.config.supervised_only
+                and not (keep_copy and self.d_unsupervised_optimizer is not None)):
             # GANs in Action compiles a second model on D's trunk, with its own
             # Adam, for the real/fake updates: a copy of D's optimizer, which
             # updates twice a step; its schedule still follows training steps.

@@ -216,6 +216,18 @@ def test_split_order_takes_three_discriminator_updates_with_two_optimizers():
     assert np.isfinite(float(logs["d_loss"])) and np.isfinite(float(logs["g_loss"]))
 
 
+def test_compiling_again_with_the_same_optimizers_keeps_the_split_orders_third():
+    # e.g. compile(...) again to change jit_compile: Keras keeps an optimizer's state
+    model = tiny_model(update_order="split")
+    model.fit(tiny_dataset(), steps_per_epoch=2, epochs=1, verbose=0)
+    third = model.d_unsupervised_optimizer
+    model.compile(d_optimizer=model.d_optimizer, g_optimizer=model.g_optimizer,
+                  jit_compile=False)
+    assert model.d_unsupervised_optimizer is third and int(third.iterations) == 4
+    model.compile(d_optimizer="adam", g_optimizer="adam")     # a new D optimizer: a new copy
+    assert int(model.d_unsupervised_optimizer.iterations) == 0
+
+
 def test_split_orders_copied_optimizer_follows_the_schedule_by_training_step():
     # The copy updates twice a step; its schedule must not run twice as fast.
     schedule = LinearDecay(1e-2, start_step=0, end_step=10)
