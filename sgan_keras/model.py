@@ -95,6 +95,13 @@ class SGAN(keras.Model):
         self.precision = ("mixed_bfloat16" if any(
             layer.compute_dtype == "bfloat16" for layer in sgan_layers.all_layers(discriminator))
             else "float32")
+        if (self.precision == "mixed_bfloat16" and self.config.model.manifold != "none"
+                and not self.config.supervised_only):
+            raise ValueError(
+                f"networks computing in bfloat16 cannot be used with manifold="
+                f"{self.config.model.manifold!r}: manifold regularization needs float32 (its "
+                f"perturbation, epsilon {self.config.model.manifold_epsilon:g}, is below "
+                "bfloat16's resolution)")
         self.latent_dim = generator.input_shape[-1] if generator is not None else None
         self.image_shape = tuple(discriminator.input_shape[1:])
         # Without batch statistics D treats each image on its own, so its

@@ -643,6 +643,9 @@ def test_a_global_mixed_policy_trains_float32_headed_networks_and_refuses_others
             SGAN(generator, float32_discriminator, Config())
         mixed = SGAN(float32_heads(generator), float32_heads(discriminator),
                      Config().replace(noise_stddev=1.0))
+        with pytest.raises(ValueError, match="manifold regularization needs float32"):
+            SGAN(float32_heads(generator), float32_heads(discriminator),   # its term was 0
+                 Config().replace(manifold="lecouat"))
         keras.config.set_dtype_policy("mixed_float16")
         half_generator, half_discriminator = (float32_heads(network)
                                               for network in tiny_networks())
