@@ -349,7 +349,9 @@ def _svhn_dcgan_discriminator(images, seeds, width=64, rate=0.5):
     convs, LReLU(0.2).
 
     The notebook's unused stride-2 conv after the fifth is left out (its output
-    is never read; a deviation row of the ``svhn_dcgan`` preset).
+    is never read; a deviation row of the ``svhn_dcgan`` preset). Its second
+    conv has no batch norm: the notebook computes ``bn2`` but feeds ``x2`` on
+    (``relu2 = tf.maximum(alpha * x2, x2)``).
     Features: global average pool of the last, BN-free ``valid`` conv (128).
     """
     def conv(x, index, filters, stride, padding="same", batch_norm=True, dropout=False):
@@ -364,7 +366,7 @@ def _svhn_dcgan_discriminator(images, seeds, width=64, rate=0.5):
 
     x = wn.Dropout(rate / 2.5, seed=seeds(), name="d_input_dropout")(images)
     x = conv(x, 1, width, 2, batch_norm=False, dropout=True)
-    x = conv(x, 2, width, 2)
+    x = conv(x, 2, width, 2, batch_norm=False)       # bn2 unused in the notebook
     x = conv(x, 3, width, 2, dropout=True)
     x = conv(x, 4, 2 * width, 1)
     x = conv(x, 5, 2 * width, 1)

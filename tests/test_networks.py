@@ -82,13 +82,13 @@ DISCRIMINATOR_BODY_PARAMS = {
     # body                                     = 154,560
     "mnist_blog": 154_560,
     # conv(64,3,2) on 3:      3*3*3*64 + 64    =   1,792
-    # conv(64,3,2) on 64:     3*3*64*64 + 64   =  36,928  + BN(64) 128
+    # conv(64,3,2) on 64:     3*3*64*64 + 64   =  36,928  (no BN: bn2 unused in the notebook)
     # conv(64,3,2) on 64:                      =  36,928  + BN(64) 128
     # conv(128,3,1) on 64:    3*3*64*128 + 128 =  73,856  + BN(128) 256
     # conv(128,3,1) on 128:   3*3*128*128+128  = 147,584  + BN(128) 256
     # conv(128,3,1,valid):                     = 147,584  (no BN)
-    # body 1,792 + 36,928*2 + 128*2 + 73,856 + 147,584*2 + 256*2 = 445,440
-    "svhn_dcgan": 445_440,
+    # body 1,792 + 36,928*2 + 128 + 73,856 + 147,584*2 + 256*2 = 445,312
+    "svhn_dcgan": 445_312,
     # conv(32,3,2) on 1:      3*3*1*32 + 32    =     320
     # conv(64,3,2) on 32:     3*3*32*64 + 64   =  18,496  + BN(64) 128
     # conv(128,3,2) on 64:    3*3*64*128 + 128 =  73,856  + BN(128) 256
@@ -135,7 +135,7 @@ OUTPUT_LAYER_PARAMS = {
 DISCRIMINATOR_PARAMS = {
     # body + K outputs ("zero"), body + K+1 outputs ("learned")
     "mnist_blog": {"zero": 185_930, "learned": 189_067},
-    "svhn_dcgan": {"zero": 446_730, "learned": 446_859},
+    "svhn_dcgan": {"zero": 446_602, "learned": 446_731},
     "mnist_gans_in_action": {"zero": 113_546, "learned": 115_595},
     "mnist_improved_gan": {"zero": 1_538_770, "learned": 1_539_022},
     "svhn_improved_gan": {"zero": 626_580, "learned": 626_710},
