@@ -408,6 +408,8 @@ class SGAN(keras.Model):
           (D's optimizer), on real and on fake images (a second optimizer,
           the book's second compiled model), the fakes made by G in inference
           mode (``generator.predict``); then the G update on a fresh ``z``.
+          Only the first moves D's batch-norm statistics, as the book's
+          frozen Keras 2 models do.
 
         With ``label_batching="masked"`` (Udacity) the batch is one batch of
         the training set with a ``label_mask``: only its labeled images reach
@@ -470,6 +472,12 @@ class SGAN(keras.Model):
             labeled_logits, _ = self.discriminator(batch["labeled_images"], training=True)
             supervised = self._supervised_term(labels, labeled_logits, mask)
         self._apply(self.d_optimizer, tape, supervised, self.discriminator)
+        # Keras 2 updates a model's batch-norm statistics only while it is trainable, and
+        # the book freezes its unsupervised D (so the combined model's) before their first
+        # train_on_batch: only the supervised update moves D's moving statistics. The
+        # other D calls still normalize by their batch's statistics (training mode).
+        statistics = self._discriminator_moving_statistics()
+        kept = [tf.identity(variable.value) for variable in statistics]
         z = self._global_noise(_DISCRIMINATOR_NOISE, tf.shape(batch["unlabeled_images"])[0])
         fake_images = self.generator(z, training=False)     # generator.predict
         unsupervised, manifold = [], tf.zeros(tf.shape(z)[:1])
@@ -486,15 +494,23 @@ class SGAN(keras.Model):
                     loss += tf.nn.compute_average_loss(manifold)
             self._apply(self.d_unsupervised_optimizer, tape, loss, self.discriminator)
             unsupervised.append(per_example)
-        self._update_ema()
         with tf.GradientTape() as tape:
             fake_images = self.generator(
                 self._global_noise(_GENERATOR_NOISE, tf.shape(z)[0]), training=True)
             g_loss, scaled_g_loss = self._generator_pass(fake_images, batch["generator_images"])
         self._apply(self.g_optimizer, tape, scaled_g_loss, self.generator)
+        for variable, value in zip(statistics, kept):
+            variable.assign(value)
+        self._update_ema()     # after G's update, which leaves D's weights alone
         logs = self._track_discriminator(
             labels, labeled_logits, mask, supervised, unsupervised[0] + unsupervised[1], manifold)
         return self._record(logs, g_loss)
+
+    def _discriminator_moving_statistics(self):
+        """D's batch-norm moving means and variances."""
+        return [variable for layer in sgan_layers.all_layers(self.discriminator)
+                if isinstance(layer, keras.layers.BatchNormalization)
+                for variable in (layer.moving_mean, layer.moving_variance)]
 
     def _discriminator_loss(self, batch, fake_images, z):
         """D's loss on one labeled, one real and one fake batch; also its logs and

@@ -10,6 +10,7 @@ import tensorflow as tf
 import preloaded
 from conftest import random_algorithms
 from sgan_keras import PRESETS, SGAN, Config
+from sgan_keras.layers import all_layers
 from sgan_keras.optimizers import FusedAdam, ImprovedGANAdam, LinearDecay
 
 K = 3
@@ -214,6 +215,32 @@ def test_split_order_takes_three_discriminator_updates_with_two_optimizers():
     assert int(model.g_optimizer.iterations) == 2
     assert model.d_unsupervised_optimizer is not model.d_optimizer
     assert np.isfinite(float(logs["d_loss"])) and np.isfinite(float(logs["g_loss"]))
+
+
+def test_split_order_moves_ds_batch_norm_statistics_on_the_labeled_batch_only():
+    """GANs in Action's Keras 2 models: the unsupervised D and the combined
+    model's D are frozen, so their updates leave D's moving statistics alone.
+    Two steps that differ only in the unlabeled and generator images end with
+    the same statistics, which the labeled batch has moved."""
+    rng = np.random.default_rng(0)
+
+    def images(scale):
+        return tf.constant(rng.uniform(-scale, scale, (4, 28, 28, 1)).astype(np.float32))
+
+    labeled = {"labeled_images": images(1.0), "labels": tf.constant([0, 1, 2, 3])}
+    statistics = []
+    for scale in (0.1, 1.0):
+        model = SGAN.from_preset("mnist_gans_in_action", seed=0)
+        model.compile(d_optimizer="adam", g_optimizer="adam")
+        step(model, {**labeled, "unlabeled_images": images(scale),
+                     "generator_images": images(scale)})
+        statistics.append([variable.numpy() for layer in all_layers(model.discriminator)
+                           if isinstance(layer, keras.layers.BatchNormalization)
+                           for variable in (layer.moving_mean, layer.moving_variance)])
+    assert statistics[0] and all(np.array_equal(a, b) for a, b in zip(*statistics))
+    initial = [np.zeros_like(v) if i % 2 == 0 else np.ones_like(v)
+               for i, v in enumerate(statistics[0])]           # mean 0, variance 1
+    assert all(not np.allclose(a, b) for a, b in zip(statistics[0], initial))
 
 
 def test_compiling_again_with_the_same_optimizers_keeps_the_split_orders_third():
