@@ -62,6 +62,11 @@ _EMA_FROM_ZERO = Deviation(
     "(disc_param_avg = 0.*p.get_value())", "the initial weights, as TF's "
     "ExponentialMovingAverage and Lecouat et al. (the start's weight is 0.9999^t: "
     "0.25% after 60,000 steps)", "none")
+_LASAGNE_PADDING = Deviation(
+    "padding", _IMPROVED_GAN + "train_*_feature_matching.py (Lasagne's pad=1 on the "
+    "stride-2 convolutions, border_mode='half' on the transposed ones: symmetric)",
+    "Keras' 'same' (one pixel more after than before at stride 2: the grid shifted "
+    "by one pixel)", "none")
 
 
 _PRESETS = [
@@ -81,6 +86,12 @@ _PRESETS = [
             Deviation("data order", _BLOG + " prepare_input_pipeline (one shuffled copy "
                       "read through .shuffle(4000))", "a seeded reshuffle of the whole "
                       "set every epoch (exact resume)", "none"),
+            Deviation("test batches", _BLOG + " (10,000 // 32 = 312 batches of a "
+                      "repeating .batch(32) stream: 9,968-9,984 test images, the missing "
+                      "ones rotating)", "every test image", "none"),
+            Deviation("precision", _BLOG + " (float32)", "mixed bfloat16 where "
+                      "--precision=auto finds bfloat16 matrix units (checked on this "
+                      "preset)", "--precision=float32"),
         )),
     Preset(
         _source("svhn_dcgan", architecture="svhn_dcgan", dataset="svhn",
@@ -105,6 +116,12 @@ _PRESETS = [
                       "the fifth whose output is never used)", "left out", "none"),
             Deviation("test set", _UDACITY + " (half of the test split)",
                       "the whole test split", "none"),
+            Deviation("epoch length", _UDACITY + " (range(0, 73257, 128): 573 batches, "
+                      "the last of 41 images)", "572 batches of 128, which the lr decay "
+                      "follows", "none"),
+            Deviation("which first 1,000", _UDACITY + " (the .mat files' order)",
+                      "the first 1,000 of the given copy; TFDS' copy is in another order",
+                      "--data_dir holding the .mat files"),
         )),
     Preset(
         _source("mnist_gans_in_action", architecture="mnist_gans_in_action",
@@ -125,9 +142,9 @@ _PRESETS = [
                       "without replacement within an epoch", "none"),
             Deviation("unlabeled pool", _GIA + " Dataset.batch_unlabeled (images "
                       "100..59,999)", "all 60,000 training images", "none"),
-            Deviation("D's unsupervised loss", _GIA + " (Keras 2 binary cross-entropy "
-                      "of the clipped probability 1 - 1/(sum exp + 1))",
-                      "the same loss in log space, unclipped", "none (numerics)"),
+            Deviation("D's unsupervised and G's losses", _GIA + " (Keras 2 binary "
+                      "cross-entropy of the clipped probability 1 - 1/(sum exp + 1))",
+                      "the same losses in log space, unclipped", "none (numerics)"),
             Deviation("generator", _GIA + " build_generator (an extra convT(64,3,1) BN "
                       "LReLU; the book's text has none)", "left out, as the book's text",
                       "none"),
@@ -170,7 +187,7 @@ _PRESETS = [
               "lr linearly to 0 over the last 300 (min(3 - epoch/300, 1)); their Adam; "
               "weight-norm init on 500 labeled images; EMA evaluation; the unsupervised "
               "loss weighted 0.5 as in their code.",
-        deviations=(_EMA_FROM_ZERO,)),
+        deviations=(_EMA_FROM_ZERO, _LASAGNE_PADDING)),
     Preset(
         _source("cifar10_improved_gan", architecture="cifar10_improved_gan",
                 dataset="cifar10", labels=4000, batch_size=100,
@@ -183,7 +200,11 @@ _PRESETS = [
         notes="Salimans et al. 2016 CIFAR-10 (train_cifar_feature_matching.py): the "
               "SVHN model at widths 96/192; 1,200 epochs, lr linearly to 0 over the "
               "last 400; their Adam; weight-norm init on 500 labeled images.",
-        deviations=(_EMA_FROM_ZERO,)),
+        deviations=(
+            _EMA_FROM_ZERO, _LASAGNE_PADDING,
+            Deviation("pixel scale", _IMPROVED_GAN + " cifar10_data.py ((x - 127.5) / 128)",
+                      "x/127.5 - 1", "none"),
+        )),
     Preset(
         _source("svhn_lecouat", architecture="svhn_lecouat", dataset="svhn",
                 labels=1000, batch_size=50, epochs=400,
