@@ -202,7 +202,7 @@ _PRESETS = [
               "last 400; their Adam; weight-norm init on 500 labeled images.",
         deviations=(
             _EMA_FROM_ZERO, _LASAGNE_PADDING,
-            Deviation("pixel scale", _IMPROVED_GAN + " cifar10_data.py ((x - 127.5) / 128)",
+            Deviation("pixel scale", _IMPROVED_GAN + "cifar10_data.py ((x - 127.5) / 128)",
                       "x/127.5 - 1", "none"),
         )),
     Preset(
