@@ -818,6 +818,10 @@ def _images_of(batch):
 
 def _labeled_of(batch):
     if isinstance(batch, dict):
+        if "labeled_images" not in batch:    # e.g. masked_dataset's one batch
+            raise ValueError(
+                f"evaluate() takes (images, labels) batches (SemiSupervisedData."
+                f"test_dataset) or train_dataset's dicts; got a dict of {sorted(batch)}")
         return batch["labeled_images"], batch["labels"]
     return batch[0], batch[1]
 

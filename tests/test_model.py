@@ -563,6 +563,10 @@ def test_batch_methods_take_dict_batches_and_evaluate_weighs_samples():
     assert weighted == pytest.approx(alone)
     with pytest.raises(ValueError, match="need supervised_only=True"):
         model.train_on_batch(images, labels)
+    masked = {"images": images, "labels": labels, "label_mask": tf.ones([8])}  # masked_dataset
+    with pytest.raises(ValueError, match=r"evaluate\(\) takes \(images, labels\) batches.*"
+                                         r"\['images', 'label_mask', 'labels'\]"):
+        model.test_on_batch(masked)
 
 
 MIRRORED_SCRIPT = textwrap.dedent("""
