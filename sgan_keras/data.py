@@ -484,17 +484,20 @@ def _check_budget(labels):
     return int(labels)
 
 
-def _check_arrays(name, split, images, labels):
+def _check_arrays(name, split, images, labels, source=None):
+    """A :class:`DataError` for images or labels unlike ``name``'s; ``source``
+    (the file they were read from) starts its message."""
     shape, num_classes = DATASETS[name].image_shape, DATASETS[name].num_classes
+    where = f"{source}: {name} {split}" if source else f"{name} {split}"
     if images.dtype != np.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != shape:
-        raise DataError(f"{name} {split} images must be uint8 of shape [N, "
+        raise DataError(f"{where} images must be uint8 of shape [N, "
                         f"{', '.join(map(str, shape))}], got {images.dtype} {images.shape}")
     if labels.shape != (len(images),):
-        raise DataError(f"{name} {split} labels must have shape [{len(images)}], got {labels.shape}")
+        raise DataError(f"{where} labels must have shape [{len(images)}], got {labels.shape}")
     if not len(images):
-        raise DataError(f"{name} {split} holds no images")
+        raise DataError(f"{where} holds no images")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        raise DataError(f"{name} {split} labels must be in 0..{num_classes - 1}, "
+        raise DataError(f"{where} labels must be in 0..{num_classes - 1}, "
                         f"got {labels.min()}..{labels.max()}")
 
 
@@ -533,9 +536,12 @@ def _read_mnist_npz(path):
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise DataError(f"{path} is not a readable .npz file ({_reason(error)})") from None
     to_images = lambda x: x[..., None] if x.ndim == 3 else x  # noqa: E731
-    return _with_pool(
-        (to_images(arrays["x_train"]), _integer_labels(arrays["y_train"], f"{path} y_train")),
-        (to_images(arrays["x_test"]), _integer_labels(arrays["y_test"], f"{path} y_test")))
+    splits = [(to_images(arrays[f"x_{split}"]),
+               _integer_labels(arrays[f"y_{split}"], f"{path} y_{split}"))
+              for split in ("train", "test")]
+    for split, (images, labels) in zip(("train", "test"), splits):
+        _check_arrays("mnist", split, images, labels, source=path)
+    return _with_pool(*splits)
 
 
 def _integer_labels(labels, where):
@@ -579,6 +585,7 @@ def _read_mnist_idx(data_dir):
         if len(images) != len(labels):
             raise DataError(f"{image_file} and {label_file} hold {len(images)} images "
                             f"but {len(labels)} labels")
+        _check_arrays("mnist", split, images, labels, source=label_file)
         splits.append((images, labels))
     return _with_pool(*splits)
 
@@ -602,6 +609,8 @@ def _read_mat(path):
     if len(labels) and (labels.min() < 1 or labels.max() > 10):
         raise DataError(f"{path}: y must hold 1..10 (10 is digit 0), got "
                         f"{labels.min()}..{labels.max()}")
+    if not len(labels):
+        raise DataError(f"{path} holds no images")
     images = np.ascontiguousarray(np.transpose(images, (3, 0, 1, 2)))
     return images, np.where(labels == 10, 0, labels)   # SVHN stores digit 0 as 10
 
@@ -696,8 +705,11 @@ def _parse_cifar10_batch(content, where, suffix):
         labels = _integer_labels(labels.reshape(-1), f"{where} b'labels'")
         if len(labels) != len(pixels):
             raise DataError(f"{where}: {len(pixels)} images but {len(labels)} labels")
-    if len(labels) and labels.max() >= DATASETS["cifar10"].num_classes:
-        raise DataError(f"{where}: labels must be in 0..9, got {labels.max()} (corrupt file?)")
+    if not len(labels):
+        raise DataError(f"{where} holds no images")
+    if labels.min() < 0 or labels.max() >= DATASETS["cifar10"].num_classes:
+        raise DataError(f"{where}: labels must be in 0..9, got {labels.min()}..{labels.max()} "
+                        "(corrupt file?)")
     images = pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # planes -> channels last
     return np.ascontiguousarray(images), labels
 

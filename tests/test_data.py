@@ -589,6 +589,47 @@ def test_wrong_shapes_and_ranges(tmp_path):
         load_dataset("svhn", 10, data_dir=str(tmp_path))
 
 
+def test_bad_arrays_in_a_local_file_are_refused_naming_the_file(tmp_path):
+    """Labels out of range or an empty split: the message names the file
+    (it said only "mnist train labels must be in 0..9")."""
+    npz = tmp_path / "npz"
+    npz.mkdir()
+    x, y = fake_digits(2, (28, 28))
+    np.savez(npz / "mnist.npz", x_train=x, y_train=np.full(20, 12), x_test=x, y_test=y)
+    with pytest.raises(DataError, match=r"mnist.npz: mnist train labels must be in 0..9"):
+        load_dataset("mnist", 10, data_dir=str(npz))
+
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    write_idx(idx)
+    with gzip.open(idx / "t10k-labels-idx1-ubyte.gz", "wb") as file:
+        file.write(struct.pack(">II", 2049, 20) + bytes([11] * 20))
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz: mnist test labels must be "
+                                        r"in 0..9, got 11..11"):
+        load_dataset("mnist", 10, data_dir=str(idx))
+
+    python = tmp_path / "py"
+    python.mkdir()
+    write_cifar10(python, "py_files")
+    (python / "data_batch_4").write_bytes(pickle.dumps(
+        {b"data": np.zeros((3, 3072), np.uint8), b"labels": [-1, 0, 1]}))
+    with pytest.raises(DataError, match=r"data_batch_4: labels must be in 0..9, got -1..1"):
+        load_dataset("cifar10", 10, data_dir=str(python))
+    (python / "data_batch_4").write_bytes(cifar10_bytes(*cifar10_batches()["data_batch_4"], "py"))
+    (python / "test_batch").write_bytes(pickle.dumps(
+        {b"data": np.zeros((0, 3072), np.uint8), b"labels": []}))
+    with pytest.raises(DataError, match=r"test_batch holds no images"):
+        load_dataset("cifar10", 10, data_dir=str(python))
+
+    svhn = tmp_path / "svhn"
+    svhn.mkdir()
+    write_svhn(svhn)
+    scipy.io.savemat(svhn / "test_32x32.mat", {"X": np.zeros((32, 32, 3, 0), np.uint8),
+                                               "y": np.zeros((0, 1))})
+    with pytest.raises(DataError, match=r"test_32x32.mat holds no images"):
+        load_dataset("svhn", 10, data_dir=str(svhn))
+
+
 def test_init_batch_draws_from_the_asked_pool(tmp_path):
     write_npz(tmp_path, per_class=30)
     data = load_dataset("mnist", 20, seed=3, data_dir=str(tmp_path), pixel_range=(0.0, 1.0))
