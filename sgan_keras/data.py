@@ -503,13 +503,15 @@ def _check_arrays(name, split, images, labels, source=None):
 
 # ------------------------------------------------------------------ sources
 def _read_local(name, data_dir, include_extra):
-    """Local files in ``data_dir``, or ``None`` if it holds none of ours."""
+    """Local files in ``data_dir``, or ``None`` if it holds none of ours. Some
+    of a format's files but not all: a :class:`DataError` naming the missing."""
+    has = lambda file: os.path.exists(os.path.join(data_dir, file))  # noqa: E731
     if name == "mnist":
-        if os.path.exists(os.path.join(data_dir, "mnist.npz")):
+        if has("mnist.npz"):
             return _read_mnist_npz(os.path.join(data_dir, "mnist.npz"))
-        if all(os.path.exists(os.path.join(data_dir, f)) for f in _MNIST_IDX["train"]):
+        if any(has(file) for file in _MNIST_IDX["train"] + _MNIST_IDX["test"]):
             return _read_mnist_idx(data_dir)
-    if name == "svhn" and os.path.exists(os.path.join(data_dir, "train_32x32.mat")):
+    if name == "svhn" and any(has(f"{split}_32x32.mat") for split in ("train", "test", "extra")):
         return _read_svhn_mat(data_dir, include_extra)
     if name == "cifar10":
         return _read_cifar10(data_dir)
@@ -575,11 +577,14 @@ def _read_idx(path, magic, item_shape):
 
 
 def _read_mnist_idx(data_dir):
+    names = _MNIST_IDX["train"] + _MNIST_IDX["test"]
+    missing = [name for name in names if not os.path.exists(os.path.join(data_dir, name))]
+    if missing:
+        raise DataError(f"data_dir {data_dir} lacks {', '.join(missing)} (MNIST's IDX files "
+                        f"are {', '.join(names)})")
     splits = []
     for split in ("train", "test"):
         image_file, label_file = (os.path.join(data_dir, f) for f in _MNIST_IDX[split])
-        if not (os.path.exists(image_file) and os.path.exists(label_file)):
-            raise DataError(f"data_dir {data_dir} lacks {', '.join(_MNIST_IDX[split])}")
         images = _read_idx(image_file, 2051, DATASETS["mnist"].image_shape[:2])[..., None]
         labels = _read_idx(label_file, 2049, ()).astype(np.int64)
         if len(images) != len(labels):
@@ -618,7 +623,7 @@ def _read_mat(path):
 def _read_svhn_mat(data_dir, include_extra):
     paths = {split: os.path.join(data_dir, f"{split}_32x32.mat")
              for split in ("train", "test", "extra")}
-    for split in ("test",) + (("extra",) if include_extra else ()):
+    for split in ("train", "test") + (("extra",) if include_extra else ()):
         if not os.path.exists(paths[split]):
             raise DataError(f"data_dir {data_dir} lacks {split}_32x32.mat")
     train_images, train_labels = _read_mat(paths["train"])
@@ -634,26 +639,36 @@ def _read_svhn_mat(data_dir, include_extra):
 def _read_cifar10(data_dir):
     """CIFAR-10 from ``data_dir``: the batch files themselves, their
     ``cifar-10-batches-{bin,py}/`` directory, or its ``.tar.gz`` archive
-    (read in place, not extracted); ``None`` if none is there."""
+    (read in place, not extracted); ``None`` if none is there. A folder with
+    some of the batch files but not all (and no whole set elsewhere) is a
+    :class:`DataError` naming those it lacks."""
+    partial = None
     for directory, suffix, archive in _CIFAR10_LAYOUTS:
+        names = [batch + suffix for batch in CIFAR10_TRAIN_BATCHES + (CIFAR10_TEST_BATCH,)]
         for folder in (data_dir, os.path.join(data_dir, directory)):
-            if os.path.exists(os.path.join(folder, CIFAR10_TRAIN_BATCHES[0] + suffix)):
-                def read(batch, folder=folder, suffix=suffix):
-                    path = os.path.join(folder, batch + suffix)
-                    if not os.path.exists(path):
-                        raise DataError(f"data_dir {data_dir} lacks {batch + suffix} "
-                                        f"(CIFAR-10 needs {_cifar10_files(suffix)})")
-                    try:
-                        with open(path, "rb") as file:
-                            content = file.read()
-                    except OSError as error:
-                        raise DataError(f"{path} cannot be read ({error.strerror})") from None
-                    return _parse_cifar10_batch(content, path, suffix)
-                return _read_cifar10_batches(read)
+            missing = [name for name in names if not os.path.exists(os.path.join(folder, name))]
+            if not missing:
+                return _read_cifar10_batches(functools.partial(_read_cifar10_file, folder, suffix))
+            if len(missing) < len(names) and partial is None:
+                partial = (f"{folder} lacks {', '.join(missing)} (CIFAR-10 needs "
+                           f"{_cifar10_files(suffix)})")
         archive_path = os.path.join(data_dir, archive)
         if os.path.exists(archive_path):
             return _read_cifar10_archive(archive_path, suffix)
+    if partial:
+        raise DataError(partial)
     return None
+
+
+def _read_cifar10_file(folder, suffix, batch):
+    """The batch file ``batch`` of the folder ``folder``, parsed."""
+    path = os.path.join(folder, batch + suffix)
+    try:
+        with open(path, "rb") as file:
+            content = file.read()
+    except OSError as error:
+        raise DataError(f"{path} cannot be read ({error.strerror})") from None
+    return _parse_cifar10_batch(content, path, suffix)
 
 
 def _read_cifar10_archive(path, suffix):

@@ -128,9 +128,12 @@ def test_cifar10_bad_files_are_refused_by_name(version, tmp_path):
     with pytest.raises(DataError, match=f"{name} is truncated or corrupt"):
         load_dataset("cifar10", 10, data_dir=str(tmp_path))
     (folder / name).write_bytes(content)
-    (folder / "test_batch" if version == "py" else folder / "test_batch.bin").unlink()
+    test_batch = folder / ("test_batch" if version == "py" else "test_batch.bin")
+    test_content = test_batch.read_bytes()
+    test_batch.unlink()
     with pytest.raises(DataError, match="lacks test_batch"):
         load_dataset("cifar10", 10, data_dir=str(tmp_path))
+    test_batch.write_bytes(test_content)
     (folder / name).unlink()
     (folder / name).mkdir()                          # there, but no readable file
     with pytest.raises(DataError, match=f"{name} cannot be read"):
@@ -481,6 +484,39 @@ def test_missing_directory_and_missing_files(tmp_path):
     (idx / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz"):
         load_dataset("mnist", 10, data_dir=str(idx))
+
+
+@pytest.mark.parametrize("dataset, write, remove, expected", [
+    ("mnist", write_idx, "train-labels-idx1-ubyte.gz", r"lacks train-labels-idx1-ubyte.gz \("),
+    ("mnist", write_idx, "train-images-idx3-ubyte.gz", r"lacks train-images-idx3-ubyte.gz \("),
+    ("svhn", write_svhn, "train_32x32.mat", r"lacks train_32x32.mat"),
+    ("cifar10", lambda d: write_cifar10(d, "bin_files"), "data_batch_1.bin",
+     r"p[/\\]data lacks data_batch_1.bin \("),
+    ("cifar10", lambda d: write_cifar10(d.parent, "py_folder"), "data_batch_1",
+     r"cifar-10-batches-py lacks data_batch_1 \("),
+])
+def test_a_directory_missing_some_of_its_files_names_them(dataset, write, remove, expected,
+                                                          tmp_path):
+    """Some but not all of a format's files: the missing ones are named (it
+    said the directory held no files of the data set at all)."""
+    directory = tmp_path / "p" / "data"
+    directory.mkdir(parents=True)
+    write(directory)
+    if dataset == "cifar10" and remove == "data_batch_1":
+        directory = tmp_path / "p"
+        (directory / "cifar-10-batches-py" / remove).unlink()
+    else:
+        (directory / remove).unlink()
+    with pytest.raises(DataError, match=expected) as error:
+        load_dataset(dataset, 10, data_dir=str(directory))
+    assert "holds no" not in str(error.value)
+
+
+def test_a_whole_cifar10_set_is_read_beside_a_partial_one(tmp_path):
+    batches = write_cifar10(tmp_path, "py_folder")
+    (tmp_path / "test_batch.bin").write_bytes(b"")      # a stray file of the binary version
+    data = load_dataset("cifar10", 10, data_dir=str(tmp_path))
+    np.testing.assert_array_equal(data.test_images, batches["test_batch"][0])
 
 
 def test_truncated_and_corrupt_files(tmp_path):
