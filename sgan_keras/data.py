@@ -566,13 +566,14 @@ def _read_idx(path, magic, item_shape):
     if len(content) < header or struct.unpack(">I", content[:4])[0] != magic:
         raise DataError(f"{path} is not an IDX file (magic number {magic} expected)")
     count = struct.unpack(">I", content[4:8])[0]
+    if magic == 2051 and struct.unpack(">II", content[8:16]) != tuple(item_shape):
+        # Before the size check: other images are not a truncated file.
+        raise DataError(f"{path} holds {'x'.join(map(str, struct.unpack('>II', content[8:16])))} "
+                        f"images, expected {'x'.join(map(str, item_shape))}")
     expected = header + count * int(np.prod(item_shape, dtype=np.int64))
     if len(content) != expected:
         raise DataError(f"{path} is truncated or corrupt: {len(content)} bytes, "
                         f"{expected} expected for {count} items")
-    if magic == 2051 and struct.unpack(">II", content[8:16]) != item_shape:
-        raise DataError(f"{path} holds {struct.unpack('>II', content[8:16])} images, "
-                        f"expected {item_shape}")
     return np.frombuffer(content, np.uint8, offset=header).reshape(count, *item_shape)
 
 

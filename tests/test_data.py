@@ -581,6 +581,15 @@ def test_truncated_and_corrupt_files(tmp_path):
         load_dataset("svhn", 10, data_dir=str(svhn))
 
 
+def test_idx_images_of_another_size_are_named_so_not_truncated(tmp_path):
+    write_idx(tmp_path)
+    with gzip.open(tmp_path / "train-images-idx3-ubyte.gz", "wb") as file:
+        file.write(struct.pack(">IIII", 2051, 60, 32, 32) + bytes(60 * 32 * 32))
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz holds 32x32 images, "
+                                        r"expected 28x28"):
+        load_dataset("mnist", 10, data_dir=str(tmp_path))
+
+
 def test_wrong_shapes_and_ranges(tmp_path):
     def npz(**arrays):
         x, y = fake_digits(2, (28, 28))
