@@ -322,9 +322,8 @@ def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0)
       include_extra: SVHN only: add the ``extra`` split to the unlabeled data.
     """
     check_dataset_name(name)
-    pixel_range = tuple(float(x) for x in pixel_range)
-    if pixel_range not in PIXEL_RANGES:
-        raise DataError(f"pixel_range must be (-1, 1) or (0, 1), got {pixel_range}")
+    _check_seed(seed)
+    pixel_range = _pixel_range(pixel_range)
     if include_extra and name != "svhn":
         raise DataError("include_extra applies to svhn only")
     budget = _check_budget(labels)
@@ -472,6 +471,24 @@ def draw_labeled_indices(labels, budget, seed, num_classes=10, where=None):
     chosen = [rng.choice(np.flatnonzero(labels == k), per_class, replace=False)
               for k in range(num_classes)]
     return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def _check_seed(seed):
+    """The seeds NumPy takes and ``--seed`` allows: an integer in 0..2**32 - 1."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) \
+            or not 0 <= seed < 2**32:
+        raise DataError(f"seed must be an integer in 0..2**32 - 1, got {seed!r}")
+
+
+def _pixel_range(pixel_range):
+    """``pixel_range`` as a pair of floats of ``PIXEL_RANGES``, or a DataError."""
+    try:
+        as_floats = None if isinstance(pixel_range, str) else tuple(float(x) for x in pixel_range)
+    except (TypeError, ValueError):
+        as_floats = None
+    if as_floats not in PIXEL_RANGES:
+        raise DataError(f"pixel_range must be (-1, 1) or (0, 1), got {pixel_range!r}")
+    return as_floats
 
 
 def _check_budget(labels):

@@ -439,6 +439,13 @@ def test_bad_arguments(tmp_path):
         (dict(name="mnist", labels=70), "labels=70"),          # 7 per class, only 6
         (dict(name="mnist", labels="many"), "labels"),
         (dict(name="mnist", labels=10, pixel_range=(0, 255)), "pixel_range"),
+        # NumPy's or TensorFlow's own error before: a seed or range --seed never allows.
+        (dict(name="mnist", labels=10, seed=-1), "seed must be an integer in 0..2"),
+        (dict(name="mnist", labels=10, seed=2**64), "seed must be an integer in 0..2"),
+        (dict(name="mnist", labels=10, seed=1.5), "seed must be an integer in 0..2"),
+        (dict(name="mnist", labels=10, pixel_range=None), "pixel_range"),
+        (dict(name="mnist", labels=10, pixel_range=("low", "high")), "pixel_range"),
+        (dict(name="mnist", labels=10, pixel_range="01"), "pixel_range"),
         (dict(name="mnist", labels=10, include_extra=True), "include_extra"),
     ]
     for kwargs, expected in cases:
