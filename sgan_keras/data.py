@@ -690,21 +690,32 @@ def _read_cifar10_file(folder, suffix, batch):
 
 
 def _read_cifar10_archive(path, suffix):
-    """The batches of an official CIFAR-10 ``.tar.gz``, read without extracting."""
-    try:
-        with tarfile.open(path, "r:gz") as archive:
-            members = {os.path.basename(member.name): member
-                       for member in archive.getmembers() if member.isfile()}
+    """The batches of an official CIFAR-10 ``.tar.gz``, read without extracting.
 
-            def read(batch):
-                if batch + suffix not in members:
-                    raise DataError(f"{path} lacks {batch + suffix} (CIFAR-10 needs "
-                                    f"{_cifar10_files(suffix)})")
-                content = archive.extractfile(members[batch + suffix]).read()
-                return _parse_cifar10_batch(content, f"{path}:{batch + suffix}", suffix)
-            return _read_cifar10_batches(read)
+    The gzip stream is read to its end, where its CRC-32 is checked: reading
+    only the members stops before it, and a corrupt download loaded.
+    """
+    wanted = {batch + suffix for batch in CIFAR10_TRAIN_BATCHES + (CIFAR10_TEST_BATCH,)}
+    contents = {}
+    try:
+        with gzip.open(path, "rb") as stream:
+            with tarfile.open(fileobj=stream, mode="r|") as archive:
+                for member in archive:
+                    name = os.path.basename(member.name)
+                    if member.isfile() and name in wanted:
+                        contents[name] = archive.extractfile(member).read()
+            while stream.read(1 << 20):
+                pass
     except (OSError, EOFError, tarfile.TarError, zlib.error) as error:
         raise DataError(f"{path} is not a readable .tar.gz archive ({_reason(error)})") from None
+
+    def read(batch):
+        if batch + suffix not in contents:
+            raise DataError(f"{path} lacks {batch + suffix} (CIFAR-10 needs "
+                            f"{_cifar10_files(suffix)})")
+        return _parse_cifar10_batch(contents.pop(batch + suffix), f"{path}:{batch + suffix}",
+                                    suffix)
+    return _read_cifar10_batches(read)
 
 
 def _read_cifar10_batches(read):

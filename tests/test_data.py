@@ -175,6 +175,20 @@ def test_cifar10_mis_sized_and_mislabeled_files(tmp_path):
         load_dataset("cifar10", 10, data_dir=str(archive))
 
 
+@pytest.mark.parametrize("version", ["bin", "py"])
+def test_a_corrupt_cifar10_archive_fails_its_gzip_check(version, tmp_path):
+    """A byte flipped inside the compressed batches: the gzip CRC-32 refuses it
+    (reading only the members never reached the check: wrong pixels loaded)."""
+    write_cifar10(tmp_path, f"{version}_archive")
+    path = tmp_path / ("cifar-10-binary.tar.gz" if version == "bin" else "cifar-10-python.tar.gz")
+    content = bytearray(path.read_bytes())
+    content[len(content) // 2] ^= 0x01
+    path.write_bytes(bytes(content))
+    with pytest.raises(DataError, match=f"{path.name} is not a readable .tar.gz archive "
+                                        r"\(CRC check failed"):
+        load_dataset("cifar10", 10, data_dir=str(tmp_path))
+
+
 @pytest.mark.parametrize("writer", [write_npz, write_idx], ids=["npz", "idx"])
 def test_mnist_local_formats(writer, tmp_path):
     images, labels = writer(tmp_path)
