@@ -22,12 +22,15 @@ class DatasetInfo:
     num_classes: int
     train_size: int        # images of the training split (SVHN: without "extra")
     tfds_name: str         # its name in TensorFlow Datasets
+    class_names: tuple = ()   # class k's name; the digits "0".."9" when empty
 
 
 DATASETS = {info.name: info for info in (
     DatasetInfo("mnist", (28, 28, 1), 10, 60000, "mnist"),
     DatasetInfo("svhn", (32, 32, 3), 10, 73257, "svhn_cropped"),
-    DatasetInfo("cifar10", (32, 32, 3), 10, 50000, "cifar10"),
+    DatasetInfo("cifar10", (32, 32, 3), 10, 50000, "cifar10",
+                class_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                             "horse", "ship", "truck")),   # batches.meta's label_names
 )}
 SUPPORTED_DATASETS = tuple(DATASETS)
 # Data sets of the user's: ``folder:PATH`` (image folders) and ``tfds:NAME[/config]``.

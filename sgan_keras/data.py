@@ -359,7 +359,7 @@ def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0)
         name=name, num_classes=DATASETS[name].num_classes, image_shape=DATASETS[name].image_shape,
         train_images=train_images, train_labels=train_labels, test_images=test_images,
         test_labels=test_labels, labeled_indices=labeled_indices, pixel_range=pixel_range,
-        seed=int(seed), notes=tuple(notes))
+        seed=int(seed), class_names=DATASETS[name].class_names, notes=tuple(notes))
 
 
 def synthetic_dataset(name, labels, *, train_size=10000, seed=0, pixel_range=(-1.0, 1.0)):

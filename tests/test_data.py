@@ -291,6 +291,9 @@ def test_real_cifar10_sizes_budget_and_pixel_range(cifar10, cifar10_dir):
     assert len(set(cifar10.labeled_indices.tolist())) == 4000
     scaled = cifar10.scale(cifar10.train_images[:2000]).numpy()
     assert scaled.min() == -1.0 and scaled.max() == 1.0
+    # Class names as the set's own batches.meta.txt gives them (the export's labels.txt).
+    meta = (folder / "batches.meta.txt").read_text().split()
+    assert cifar10.class_names == tuple(meta) and len(meta) == 10
     assert cifar10.train_images.dtype == np.uint8
 
 
