@@ -83,8 +83,14 @@ def resolve_config(values):
     ``values`` maps flag names to values (``None`` = unset: the preset's).
     The output directory defaults to ``runs/<run name>``
     (:func:`sgan_keras.presets.run_name`). Raises
-    :class:`~sgan_keras.config.ConfigError` naming the flag on bad input.
+    :class:`~sgan_keras.config.ConfigError` naming the flag on bad input. A
+    leading ``~`` of a path is the home directory, as the shell would have read
+    it outside ``--flag=~/...``.
     """
+    values = {**values, **{name: os.path.expanduser(values[name])
+                           for name in ("data_dir", "output_dir") if values.get(name)}}
+    if (values.get("dataset") or "").startswith("folder:~"):
+        values["dataset"] = "folder:" + os.path.expanduser(values["dataset"][len("folder:"):])
     config = presets_lib.resolve(config_lib.overrides_from_flags(values))
     if config.run.output_dir is None:
         config = config.replace(output_dir=os.path.join("runs", presets_lib.run_name(config)))

@@ -236,6 +236,18 @@ def test_run_names_say_every_option_that_differs_from_the_preset():
     assert baseline.run.output_dir == "runs/mnist_mnist_blog_labels100_supervised_unified_seed0"
 
 
+def test_a_leading_tilde_in_a_path_flag_is_the_home_directory(monkeypatch):
+    """The shell leaves ``--data_dir=~/data`` alone; the run would look for, or
+    create, a directory named ``~``."""
+    monkeypatch.setenv("HOME", "/home/someone")
+    config = resolve_flags("--data_dir=~/data", "--output_dir=~/runs/a")
+    assert (config.data.data_dir, config.run.output_dir) == ("/home/someone/data",
+                                                              "/home/someone/runs/a")
+    folder = train.resolve_config(parse(cli_flags(), "--preset=mnist_blog",
+                                        "--dataset=folder:~/photos", "--labels=10"))
+    assert folder.data.dataset == "folder:/home/someone/photos"
+
+
 # ---------------------------------------------------------------- resuming
 def test_a_resume_compares_every_option_but_the_run_only_ones():
     config = presets.get_preset("mnist_gans_in_action").config
