@@ -541,7 +541,21 @@ def _with_pool(train, test):
     return (images, labels, len(labels)), test
 
 
+def check_regular_file(path, error=DataError):
+    """Raises ``error`` naming ``path`` unless it is a regular file (or a link
+    to one): opening a named pipe would wait for a writer without end."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as problem:
+        raise error(f"{path} cannot be read ({problem.strerror})") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a directory" if stat.S_ISDIR(mode) else "a named pipe"
+                if stat.S_ISFIFO(mode) else "a socket or device")
+        raise error(f"{path} is {kind}, not a regular file")
+
+
 def _read_mnist_npz(path):
+    check_regular_file(path)
     try:
         loaded = np.load(path)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
@@ -574,6 +588,7 @@ def _integer_labels(labels, where):
 
 
 def _read_idx(path, magic, item_shape):
+    check_regular_file(path)
     try:
         with gzip.open(path, "rb") as file:
             content = file.read()
@@ -615,6 +630,7 @@ def _read_mnist_idx(data_dir):
 
 def _read_mat(path):
     import scipy.io
+    check_regular_file(path)
     try:
         mat = scipy.io.loadmat(path)
         images, labels = mat["X"], mat["y"]
@@ -681,6 +697,7 @@ def _read_cifar10(data_dir):
 def _read_cifar10_file(folder, suffix, batch):
     """The batch file ``batch`` of the folder ``folder``, parsed."""
     path = os.path.join(folder, batch + suffix)
+    check_regular_file(path)
     try:
         with open(path, "rb") as file:
             content = file.read()
@@ -697,6 +714,7 @@ def _read_cifar10_archive(path, suffix):
     """
     wanted = {batch + suffix for batch in CIFAR10_TRAIN_BATCHES + (CIFAR10_TEST_BATCH,)}
     contents = {}
+    check_regular_file(path)
     try:
         with gzip.open(path, "rb") as stream:
             with tarfile.open(fileobj=stream, mode="r|") as archive:
@@ -873,11 +891,7 @@ def read_image_file(path, image_shape, convert_channels=False):
     for a file that does not decode, and for a path that is no regular file
     (a named pipe called ``*.png`` would block the read without end).
     """
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise UnreadableImage(f"{path} is not a regular file (a pipe, socket or device)")
-    except OSError as error:
-        raise UnreadableImage(f"{path} cannot be read ({error.strerror})") from None
+    check_regular_file(path, UnreadableImage)
     try:
         image = tf.io.decode_image(tf.io.read_file(os.fspath(path)), channels=0,
                                    expand_animations=False)

@@ -1,11 +1,12 @@
 """The data layer: every local format, TFDS, label budgets, pipelines, bad input."""
 
 import gzip
-import os
 import io
+import os
 import pickle
 import struct
 import tarfile
+import threading
 import zlib
 
 import numpy as np
@@ -136,7 +137,7 @@ def test_cifar10_bad_files_are_refused_by_name(version, tmp_path):
     test_batch.write_bytes(test_content)
     (folder / name).unlink()
     (folder / name).mkdir()                          # there, but no readable file
-    with pytest.raises(DataError, match=f"{name} cannot be read"):
+    with pytest.raises(DataError, match=f"{name} is a directory, not a regular file"):
         load_dataset("cifar10", 10, data_dir=str(tmp_path))
 
 
@@ -805,10 +806,48 @@ def test_a_named_pipe_called_png_is_skipped_without_being_opened(tmp_path, monke
         return read_file(path, *args, **kwargs)
 
     monkeypatch.setattr(tf.io, "read_file", no_pipe)
-    with pytest.raises(data_lib.UnreadableImage, match=r"pipe\.png is not a regular file"):
+    with pytest.raises(data_lib.UnreadableImage, match=r"pipe\.png is a named pipe, not a regular file"):
         data_lib.read_image_file(pipe, (8, 8, 3))
     folder = data_lib.read_image_folder(tmp_path, (8, 8, 3))
     assert folder.skipped == (os.fspath(pipe),) and len(folder.unlabeled_images) == 12
+
+
+PIPED_LOCAL_FILES = {   # data set, the files of one local format, made named pipes
+    "mnist npz": ("mnist", ["mnist.npz"]),
+    "mnist idx": ("mnist", ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                            "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]),
+    "svhn mat": ("svhn", ["train_32x32.mat", "test_32x32.mat"]),
+    "cifar10 bin": ("cifar10", [f"cifar-10-batches-bin/{name}.bin" for name in
+                                data_lib.CIFAR10_TRAIN_BATCHES + (data_lib.CIFAR10_TEST_BATCH,)]),
+    "cifar10 tar.gz": ("cifar10", ["cifar-10-binary.tar.gz"]),
+}
+
+
+@pytest.mark.parametrize("layout", PIPED_LOCAL_FILES)
+def test_a_named_pipe_in_place_of_a_local_data_file_is_refused_unread(tmp_path, layout):
+    """Opening a FIFO waits for a writer without end. Should a reader open one,
+    a thread writes nothing to it after 5 s, so the test fails instead of hanging."""
+    name, files = PIPED_LOCAL_FILES[layout]
+    pipes = [tmp_path / file for file in files]
+    for pipe in pipes:
+        pipe.parent.mkdir(exist_ok=True)
+        os.mkfifo(pipe)
+    done = threading.Event()
+
+    def unblock_readers():
+        if not done.wait(5):
+            for pipe in pipes:
+                try:     # succeeds only while a reader waits: it then reads an empty file
+                    os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+                except OSError:
+                    pass
+
+    threading.Thread(target=unblock_readers, daemon=True).start()
+    try:
+        with pytest.raises(DataError, match=r"is a named pipe, not a regular file"):
+            load_dataset(name, "all", data_dir=str(tmp_path))
+    finally:
+        done.set()
 
 
 def test_a_folders_labels_are_class_balanced_even_for_first(tmp_path):
