@@ -65,6 +65,9 @@ _CIFAR10_LAYOUTS = (  # (directory, file suffix, archive)
     ("cifar-10-batches-bin", ".bin", "cifar-10-binary.tar.gz"),
     ("cifar-10-batches-py", "", "cifar-10-python.tar.gz"),
 )
+# Where Keras 3's cifar10.load_data() leaves the python version in its cache
+# (~/.keras/datasets): get_file's "<fname>_extracted" directory.
+_KERAS_CACHE_DIRECTORY = "cifar-10-batches-py-target_extracted"
 _CIFAR10_PIXELS = int(np.prod(DATASETS["cifar10"].image_shape))   # 3,072 bytes
 _CIFAR10_RECORD_BYTES = 1 + _CIFAR10_PIXELS
 _DOWNLOAD_CHECK_SECONDS = 20
@@ -672,14 +675,16 @@ def _read_svhn_mat(data_dir, include_extra):
 
 def _read_cifar10(data_dir):
     """CIFAR-10 from ``data_dir``: the batch files themselves, their
-    ``cifar-10-batches-{bin,py}/`` directory, or its ``.tar.gz`` archive
-    (read in place, not extracted); ``None`` if none is there. A folder with
+    ``cifar-10-batches-{bin,py}/`` directory (also inside Keras 3's cache
+    directory), or its ``.tar.gz`` archive (read in place, not extracted);
+    ``None`` if none is there. A folder with
     some of the batch files but not all (and no whole set elsewhere) is a
     :class:`DataError` naming those it lacks."""
     partial = None
     for directory, suffix, archive in _CIFAR10_LAYOUTS:
         names = [batch + suffix for batch in CIFAR10_TRAIN_BATCHES + (CIFAR10_TEST_BATCH,)]
-        for folder in (data_dir, os.path.join(data_dir, directory)):
+        for folder in (data_dir, os.path.join(data_dir, directory),
+                       os.path.join(data_dir, _KERAS_CACHE_DIRECTORY, directory)):
             missing = [name for name in names if not os.path.exists(os.path.join(folder, name))]
             if not missing:
                 return _read_cifar10_batches(functools.partial(_read_cifar10_file, folder, suffix))

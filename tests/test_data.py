@@ -80,8 +80,9 @@ def cifar10_bytes(images, labels, version):
 
 
 def write_cifar10(directory, layout, batches=None):
-    """CIFAR-10 in ``layout``: ``{bin,py}_{files,folder,archive}`` (the batch files
-    in ``directory``, in ``cifar-10-batches-*/`` below it, or its ``.tar.gz``)."""
+    """CIFAR-10 in ``layout``: ``{bin,py}_{files,folder,archive,kerascache}`` (the
+    batch files in ``directory``, in ``cifar-10-batches-*/`` below it, its
+    ``.tar.gz``, or where Keras 3's ``cifar10.load_data()`` caches them)."""
     batches = batches or cifar10_batches()
     version, where = layout.split("_")
     folder = f"cifar-10-batches-{version}"
@@ -95,8 +96,9 @@ def write_cifar10(directory, layout, batches=None):
                 info.size = len(content)
                 tar.addfile(info, io.BytesIO(content))
         return batches
-    target = directory if where == "files" else directory / folder
-    target.mkdir(exist_ok=True)
+    target = {"files": directory, "folder": directory / folder,
+              "kerascache": directory / "cifar-10-batches-py-target_extracted" / folder}[where]
+    target.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
         (target / name).write_bytes(content)
     return batches
@@ -104,7 +106,8 @@ def write_cifar10(directory, layout, batches=None):
 
 # ------------------------------------------------------------ local formats
 @pytest.mark.parametrize("layout", [f"{version}_{where}" for version in ("bin", "py")
-                                    for where in ("files", "folder", "archive")])
+                                    for where in ("files", "folder", "archive")]
+                         + ["py_kerascache"])
 def test_cifar10_local_formats(layout, tmp_path):
     batches = write_cifar10(tmp_path, layout)
     data = load_dataset("cifar10", 20, data_dir=str(tmp_path))
