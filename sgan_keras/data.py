@@ -529,7 +529,8 @@ def _read_local(name, data_dir, include_extra):
     if name == "mnist":
         if has("mnist.npz"):
             return _read_mnist_npz(os.path.join(data_dir, "mnist.npz"))
-        if any(has(file) for file in _MNIST_IDX["train"] + _MNIST_IDX["test"]):
+        if any(has(file) or has(file[:-len(".gz")])
+               for file in _MNIST_IDX["train"] + _MNIST_IDX["test"]):
             return _read_mnist_idx(data_dir)
     if name == "svhn" and any(has(f"{split}_32x32.mat") for split in ("train", "test", "extra")):
         return _read_svhn_mat(data_dir, include_extra)
@@ -591,12 +592,14 @@ def _integer_labels(labels, where):
 
 
 def _read_idx(path, magic, item_shape):
+    """An IDX file, gzipped (``.gz``, as downloaded) or not (as unpacked)."""
     check_regular_file(path)
     try:
-        with gzip.open(path, "rb") as file:
+        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as file:
             content = file.read()
     except (OSError, EOFError, zlib.error) as error:
-        raise DataError(f"{path} is not a readable gzip file ({_reason(error)})") from None
+        kind = "gzip file" if path.endswith(".gz") else "file"
+        raise DataError(f"{path} is not a readable {kind} ({_reason(error)})") from None
     header = 8 if magic == 2049 else 16
     if len(content) < header or struct.unpack(">I", content[:4])[0] != magic:
         raise DataError(f"{path} is not an IDX file (magic number {magic} expected)")
@@ -613,14 +616,21 @@ def _read_idx(path, magic, item_shape):
 
 
 def _read_mnist_idx(data_dir):
+    """MNIST's four IDX files in ``data_dir``, each gzipped or unpacked."""
+    def found(name):
+        for candidate in (name, name[:-len(".gz")]):
+            if os.path.exists(os.path.join(data_dir, candidate)):
+                return os.path.join(data_dir, candidate)
+        return None
+
     names = _MNIST_IDX["train"] + _MNIST_IDX["test"]
-    missing = [name for name in names if not os.path.exists(os.path.join(data_dir, name))]
+    missing = [name for name in names if found(name) is None]
     if missing:
         raise DataError(f"data_dir {data_dir} lacks {', '.join(missing)} (MNIST's IDX files "
-                        f"are {', '.join(names)})")
+                        f"are {', '.join(names)}, gzipped or not)")
     splits = []
     for split in ("train", "test"):
-        image_file, label_file = (os.path.join(data_dir, f) for f in _MNIST_IDX[split])
+        image_file, label_file = (found(name) for name in _MNIST_IDX[split])
         images = _read_idx(image_file, 2051, DATASETS["mnist"].image_shape[:2])[..., None]
         labels = _read_idx(label_file, 2049, ()).astype(np.int64)
         if len(images) != len(labels):

@@ -193,7 +193,17 @@ def test_a_corrupt_cifar10_archive_fails_its_gzip_check(version, tmp_path):
         load_dataset("cifar10", 10, data_dir=str(tmp_path))
 
 
-@pytest.mark.parametrize("writer", [write_npz, write_idx], ids=["npz", "idx"])
+def write_unpacked_idx(directory):
+    """The IDX files as ``gunzip`` leaves them (no ``.gz``)."""
+    written = write_idx(directory)
+    for packed in directory.glob("*.gz"):
+        packed.with_suffix("").write_bytes(gzip.decompress(packed.read_bytes()))
+        packed.unlink()
+    return written
+
+
+@pytest.mark.parametrize("writer", [write_npz, write_idx, write_unpacked_idx],
+                         ids=["npz", "idx", "unpacked idx"])
 def test_mnist_local_formats(writer, tmp_path):
     images, labels = writer(tmp_path)
     data = load_dataset("mnist", 20, data_dir=str(tmp_path))
