@@ -95,6 +95,11 @@ class SGAN(keras.Model):
         self.precision = ("mixed_bfloat16" if any(
             layer.compute_dtype == "bfloat16" for layer in sgan_layers.all_layers(discriminator))
             else "float32")
+        if self.config.model.precision not in ("auto", self.precision):
+            raise ValueError(
+                f"config precision={self.config.model.precision!r}, but the networks compute "
+                f"in {self.precision}: a network's precision is its layers' (build them under "
+                "keras.config.set_dtype_policy, or let SGAN.from_preset / for_config build them)")
         if (self.precision == "mixed_bfloat16" and self.config.model.manifold != "none"
                 and not self.config.supervised_only):
             raise ValueError(

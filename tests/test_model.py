@@ -525,8 +525,13 @@ def test_wrong_networks_or_config_get_a_clear_error():
     with pytest.raises(ValueError, match=r"makes images of shape \(4, 8, 1\), the "
                                          r"discriminator takes \(4, 4, 1\)"):
         SGAN(wide, discriminator, Config())
+    with pytest.raises(ValueError, match=r"config precision='mixed_bfloat16', but the "
+                                         r"networks compute in float32"):
+        SGAN(generator, discriminator, Config().replace(precision="mixed_bfloat16"))
     for preset in PRESETS:        # every preset's own networks pass
         SGAN.from_preset(preset, seed=0)
+    for precision in ("float32", "mixed_bfloat16"):     # built in the precision asked
+        assert SGAN.from_preset("mnist_blog", precision=precision).precision == precision
 
 
 def test_compile_takes_optimizer_names_and_refuses_what_it_cannot_use():
