@@ -217,6 +217,11 @@ class Child:
     def kill(self):
         self.send_signal(signal.SIGKILL)
 
+    def stdout_so_far(self):
+        """What the process has written to its standard output until now."""
+        with open(self._paths.stdout) as out:
+            return out.read()
+
     def communicate(self, timeout=None):
         """Waits for the end; returns ``(stdout, stderr)``."""
         self.wait(timeout)

@@ -5,6 +5,8 @@ import io
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import keras
@@ -282,6 +284,44 @@ def test_a_signal_mid_run_gets_one_line_and_75_and_leaves_no_temporary(
         "sgan_keras.predict: interrupted: a signal (SIGINT or SIGTERM) stopped the run; "
         "--output=o/new.csv is not written (an earlier file there is unchanged)")
     assert os.listdir(tmp_path / "o") == []           # no temporary left
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_tensorflow_loads_gets_one_line_and_75(tmp_path, number):
+    """In a fresh interpreter: the signal arrives while the import runs."""
+    script = ("import os, signal, sys\n"
+              "from sgan_keras import predict\n"
+              f"predict._import_tensorflow = lambda: os.kill(os.getpid(), {int(number)})\n"
+              "sys.argv = ['predict.py', '--model=anything', 'a.png']\n"
+              "predict.run()\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120, env=ENV, cwd=tmp_path)
+    assert result.returncode == 75 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "sgan_keras.predict: interrupted: a signal (SIGINT or SIGTERM) stopped the run; "
+        "standard output has the rows classified before it")
+
+
+def test_a_signal_while_writing_standard_output_keeps_whole_rows(run_dir, images, tmp_path):
+    """The rows already on standard output stay, each whole."""
+    shutil.copy(images[1][0], tmp_path / "i.png")
+    child = preloaded.launch_module(
+        "sgan_keras.predict", [f"--model={run_dir}", "--batch_size=1", *["i.png"] * 20000],
+        ENV, tmp_path)
+    deadline = time.monotonic() + 120
+    while child.poll() is None and len(child.stdout_so_far().splitlines()) < 20:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    child.send_signal(signal.SIGINT)
+    stdout, stderr = child.communicate(timeout=60)
+    assert child.returncode == 75, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1].endswith(
+        "standard output has the rows classified before it")
+    lines = stdout.splitlines()
+    assert lines[0] == "file,class_name,class_id,probability" and stdout.endswith("\n")
+    assert 20 <= len(lines) - 1 < 20000
+    assert all(row["file"] == "i.png" and float(row["probability"]) > 0
+               for row in rows(stdout))
 
 
 def test_a_file_name_that_is_not_utf8_is_skipped_and_named_with_escapes(
