@@ -513,8 +513,7 @@ class SGAN(keras.Model):
 
     def _discriminator_moving_statistics(self):
         """D's batch-norm moving means and variances."""
-        return [variable for layer in sgan_layers.all_layers(self.discriminator)
-                if isinstance(layer, keras.layers.BatchNormalization)
+        return [variable for layer in _batch_norm_layers(self.discriminator)
                 for variable in (layer.moving_mean, layer.moving_variance)]
 
     def _discriminator_loss(self, batch, fake_images, z):
@@ -787,8 +786,13 @@ def _check_precision(network):
 
 def _has_batch_norm(network):
     """Whether ``network`` or a network inside it has a BatchNormalization layer."""
-    return any(isinstance(layer, keras.layers.BatchNormalization)
-               for layer in sgan_layers.all_layers(network))
+    return bool(_batch_norm_layers(network))
+
+
+def _batch_norm_layers(network):
+    """The BatchNormalization layers of ``network`` and the networks inside it."""
+    return [layer for layer in sgan_layers.all_layers(network)
+            if isinstance(layer, keras.layers.BatchNormalization)]
 
 
 def _first_batch(x, batch_size):
