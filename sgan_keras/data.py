@@ -524,7 +524,21 @@ def _check_arrays(name, split, images, labels, source=None):
 # ------------------------------------------------------------------ sources
 def _read_local(name, data_dir, include_extra):
     """Local files in ``data_dir``, or ``None`` if it holds none of ours. Some
-    of a format's files but not all: a :class:`DataError` naming the missing."""
+    of a format's files but not all: a :class:`DataError` naming the missing.
+    Local files come before a TFDS copy in the same directory, so an error
+    here says so when there is one (a stray file hides it)."""
+    try:
+        return _read_local_files(name, data_dir, include_extra)
+    except DataError as error:
+        tfds_copy = os.path.join(data_dir, DATASETS[name].tfds_name)
+        if not os.path.isdir(tfds_copy):
+            raise
+        raise DataError(f"{error}; data_dir also holds TFDS' {tfds_copy}, which is read "
+                        f"only when there are no local {name} files: move those away to "
+                        "use it") from None
+
+
+def _read_local_files(name, data_dir, include_extra):
     has = lambda file: os.path.exists(os.path.join(data_dir, file))  # noqa: E731
     if name == "mnist":
         if has("mnist.npz"):
@@ -573,12 +587,23 @@ def _read_mnist_npz(path):
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise DataError(f"{path} is not a readable .npz file ({_reason(error)})") from None
     to_images = lambda x: x[..., None] if x.ndim == 3 else x  # noqa: E731
-    splits = [(to_images(arrays[f"x_{split}"]),
+    splits = [(to_images(_integer_pixels(arrays[f"x_{split}"], f"{path} x_{split}")),
                _integer_labels(arrays[f"y_{split}"], f"{path} y_{split}"))
               for split in ("train", "test")]
     for split, (images, labels) in zip(("train", "test"), splits):
         _check_arrays("mnist", split, images, labels, source=path)
     return _with_pool(*splits)
+
+
+def _integer_pixels(images, where):
+    """``images`` as uint8 if they are integers of another type (an array a
+    user saved as int64, say) within 0..255; else unchanged, for
+    :func:`_check_arrays` to judge. Out of range: a :class:`DataError`."""
+    if not np.issubdtype(images.dtype, np.integer) or images.dtype == np.uint8:
+        return images
+    if images.size and (images.min() < 0 or images.max() > 255):
+        raise DataError(f"{where}: pixels must be in 0..255, got {images.min()}..{images.max()}")
+    return images.astype(np.uint8)
 
 
 def _integer_labels(labels, where):
@@ -609,9 +634,12 @@ def _read_idx(path, magic, item_shape):
         raise DataError(f"{path} holds {'x'.join(map(str, struct.unpack('>II', content[8:16])))} "
                         f"images, expected {'x'.join(map(str, item_shape))}")
     expected = header + count * int(np.prod(item_shape, dtype=np.int64))
-    if len(content) != expected:
+    if len(content) < expected:
         raise DataError(f"{path} is truncated or corrupt: {len(content)} bytes, "
                         f"{expected} expected for {count} items")
+    if len(content) > expected:
+        raise DataError(f"{path} is corrupt: {len(content) - expected} bytes follow its "
+                        f"{count} items ({expected} bytes expected in all)")
     return np.frombuffer(content, np.uint8, offset=header).reshape(count, *item_shape)
 
 

@@ -628,6 +628,51 @@ def test_idx_images_of_another_size_are_named_so_not_truncated(tmp_path):
         load_dataset("mnist", 10, data_dir=str(tmp_path))
 
 
+def test_idx_file_with_bytes_after_its_items_is_called_corrupt_not_truncated(tmp_path):
+    write_idx(tmp_path)
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    with gzip.open(path, "rb") as file:
+        raw = file.read()
+    with gzip.open(path, "wb") as file:
+        file.write(raw + b"\x00" * 7)
+    with pytest.raises(DataError) as error:
+        load_dataset("mnist", 10, data_dir=str(tmp_path))
+    assert "t10k-labels-idx1-ubyte.gz is corrupt: 7 bytes follow its 20 items" in str(error.value)
+    assert "truncated" not in str(error.value)
+
+
+def test_npz_images_of_another_integer_type_within_0_255_are_read_as_uint8(tmp_path):
+    x_train, y_train = write_npz(tmp_path)
+    with np.load(tmp_path / "mnist.npz") as archive:
+        arrays = dict(archive)
+    np.savez(tmp_path / "mnist.npz", **{**arrays, "x_train": arrays["x_train"].astype(np.int64)})
+    data = load_dataset("mnist", 10, data_dir=str(tmp_path))
+    assert data.train_images.dtype == np.uint8
+    np.testing.assert_array_equal(data.train_images[..., 0], x_train)
+    too_bright = arrays["x_train"].astype(np.int64)
+    too_bright[3, 0, 0] = 256
+    np.savez(tmp_path / "mnist.npz", **{**arrays, "x_train": too_bright})
+    with pytest.raises(DataError, match=r"mnist.npz x_train: pixels must be in 0..255, "
+                                        r"got 0..256"):
+        load_dataset("mnist", 10, data_dir=str(tmp_path))
+
+
+def test_a_stray_local_file_beside_a_tfds_copy_says_it_hides_that_copy(tmp_path):
+    write_idx(tmp_path)
+    for name in ("train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz"):
+        (tmp_path / name).unlink()            # one stray IDX file is left
+    with pytest.raises(DataError) as without_copy:
+        load_dataset("mnist", 10, data_dir=str(tmp_path))
+    assert "TFDS" not in str(without_copy.value)
+    (tmp_path / "mnist" / "3.0.1").mkdir(parents=True)   # where TFDS prepares mnist
+    with pytest.raises(DataError) as with_copy:
+        load_dataset("mnist", 10, data_dir=str(tmp_path))
+    assert str(with_copy.value).startswith(str(without_copy.value))
+    assert f"data_dir also holds TFDS' {tmp_path / 'mnist'}" in str(with_copy.value)
+    assert "move those away" in str(with_copy.value)
+
+
 def test_wrong_shapes_and_ranges(tmp_path):
     def npz(**arrays):
         x, y = fake_digits(2, (28, 28))
