@@ -446,17 +446,21 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     callback reads ``loss`` alone), and raises :class:`NonFiniteLossError`
     naming the step and the loss. Raising ends ``fit()`` before any epoch end,
     so no checkpoint or ``metrics.csv`` row of that state is written: put it
-    first in the callback list.
+    first in the callback list. ``step_counter`` defaults to
+    ``model.optimizer.iterations`` (D's optimizer's, an SGAN's step count).
     """
 
-    def __init__(self, step_counter):
+    def __init__(self, step_counter=None):
         super().__init__()
         self.step_counter = step_counter
 
     def on_train_batch_end(self, batch, logs=None):
         for name, value in (logs or {}).items():
             if name.endswith("loss") and not math.isfinite(float(np.mean(value))):
-                step = int(self.step_counter.numpy())
+                counter = self.step_counter
+                if counter is None:
+                    counter = self.model.optimizer.iterations
+                step = int(counter.numpy())
                 raise NonFiniteLossError(f"{name} is {float(np.mean(value))} at step {step}")
 
 

@@ -346,7 +346,14 @@ class SGAN(keras.Model):
     def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
         """``keras.Model.fit``, after weight-norm init on ``x``'s first batch
         (a data set's, a ``PyDataset``'s, a generator's or the first
-        ``batch_size`` of arrays)."""
+        ``batch_size`` of arrays).
+
+        ``keras.callbacks.TerminateOnNaN`` is refused: it reads the log
+        ``loss``, which an SGAN does not have (its losses are ``d_loss``,
+        ``g_loss``, ...), so it would never stop a run;
+        ``sgan_keras.callbacks.StopOnNonFiniteLoss`` checks them all."""
+        _refuse_terminate_on_nan(inspect.signature(super().fit).bind(
+            x, y, batch_size, *args, **kwargs).arguments.get("callbacks"))
         if not self.weight_norm_initialized and x is not None:
             x, first = _first_batch(x, batch_size)
             if first is not None:
@@ -744,6 +751,20 @@ def _optimizer(value, argument):
     except ValueError:
         raise ValueError(f"{argument} must be a keras.optimizers.Optimizer or its name, "
                          f"got {value!r}") from None
+
+
+def _refuse_terminate_on_nan(callbacks):
+    """Raises for a ``TerminateOnNaN`` among ``fit()``'s ``callbacks`` (a list
+    or a ``CallbackList``) that still reads ``logs["loss"]``."""
+    if isinstance(callbacks, keras.callbacks.CallbackList):
+        callbacks = callbacks.callbacks
+    for callback in callbacks or ():
+        if (isinstance(callback, keras.callbacks.TerminateOnNaN) and type(callback).on_batch_end
+                is keras.callbacks.TerminateOnNaN.on_batch_end):
+            raise ValueError(
+                "keras.callbacks.TerminateOnNaN reads the log 'loss', which an SGAN does not "
+                "have (it logs d_loss, g_loss, ...), so it would never stop: use "
+                "sgan_keras.callbacks.StopOnNonFiniteLoss(), which checks every loss")
 
 
 def _global_mean(features):
