@@ -116,7 +116,7 @@ class SGAN(keras.Model):
         self.ema_discriminator = None
         if self.config.model.ema_decay > 0:
             # Same layers, so ``weights`` pair up one to one; never trained.
-            self.ema_discriminator = keras.models.clone_model(discriminator)
+            self.ema_discriminator = _ema_copy(discriminator)
             self.ema_discriminator.set_weights(discriminator.get_weights())
             self.ema_discriminator.trainable = False   # not in trainable_weights
         self.weight_norm_initialized = False
@@ -751,6 +751,19 @@ def _optimizer(value, argument):
     except ValueError:
         raise ValueError(f"{argument} must be a keras.optimizers.Optimizer or its name, "
                          f"got {value!r}") from None
+
+
+def _ema_copy(discriminator):
+    """A clone of ``discriminator`` for its EMA, its weights' paths under
+    ``ema_discriminator/``.
+
+    A clone's layers keep their names, so without the name scope its weights'
+    paths would be D's: TensorBoard's ``histogram_freq`` logs each weight
+    under its path, and wrote D's histograms and their average's under one
+    tag at one step. (Saved files and checkpoints name weights by position.)
+    """
+    with keras.name_scope("ema_discriminator"):
+        return keras.models.clone_model(discriminator)
 
 
 def _refuse_terminate_on_nan(callbacks):

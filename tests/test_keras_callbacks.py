@@ -54,3 +54,28 @@ def test_terminate_on_nan_is_refused_for_the_callback_that_checks_every_loss():
     model.d_optimizer.learning_rate.assign(np.nan)
     with pytest.raises(callbacks_lib.NonFiniteLossError, match="^d_loss is nan at step 2$"):
         fit(model, 3, [callbacks_lib.StopOnNonFiniteLoss()])
+
+
+def summary_counts(directory):
+    """How many values each ``(tag, step)`` has in the event files in ``directory``."""
+    counts = {}
+    for event_file in directory.glob("events.out.tfevents*"):
+        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+            for value in event.summary.value:
+                counts[value.tag, event.step] = counts.get((value.tag, event.step), 0) + 1
+    return counts
+
+
+def test_tensorboard_histograms_name_the_ema_apart_from_the_discriminator(tmp_path):
+    """``histogram_freq`` logs each layer's weights under its path: the EMA
+    copy's layers are named apart, so D's histograms are not overwritten by
+    (or mixed with) its average's at the same step."""
+    model = tiny_model(ema_decay=0.5)
+    fit(model, 1, [keras.callbacks.TensorBoard(str(tmp_path), histogram_freq=1)])
+    histograms = {tag: count for (tag, _), count in summary_counts(tmp_path / "train").items()
+                  if tag.endswith("/histogram")}
+    assert len(histograms) == len(model.weights) and set(histograms.values()) == {1}
+    discriminator_paths = {weight.path for weight in model.discriminator.weights}
+    assert {weight.path for weight in model.ema_discriminator.weights}.isdisjoint(
+        discriminator_paths)
+    assert all(f"{path}/histogram" in histograms for path in discriminator_paths)
