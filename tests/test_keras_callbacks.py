@@ -79,3 +79,98 @@ def test_tensorboard_histograms_name_the_ema_apart_from_the_discriminator(tmp_pa
     assert {weight.path for weight in model.ema_discriminator.weights}.isdisjoint(
         discriminator_paths)
     assert all(f"{path}/histogram" in histograms for path in discriminator_paths)
+
+
+class Snapshots(keras.callbacks.Callback):
+    """The model's logits on a fixed batch at each epoch end (the EMA's, when on)."""
+
+    def __init__(self):
+        super().__init__()
+        self.images = tiny_batch(seed=5)["unlabeled_images"]
+        self.logits = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.logits.append(self.model(self.images).numpy())
+
+
+def interrupt_at(epoch):
+    def on_epoch_begin(index, logs=None):
+        if index == epoch:
+            raise KeyboardInterrupt
+    return keras.callbacks.LambdaCallback(on_epoch_begin=on_epoch_begin)
+
+
+def test_backup_and_restore_resumes_every_optimizer_and_the_ema_as_an_uninterrupted_run(
+        tmp_path):
+    """``save_weights`` walks the model's attributes, so the backup holds
+    G's optimizer and the split order's third one as well as
+    ``model.optimizer``: a fresh model resumed from it (a restarted notebook)
+    ends bit for bit where an uninterrupted run does."""
+    settings = dict(update_order="split", ema_decay=0.5)
+    uninterrupted = tiny_model(**settings)
+    fit(uninterrupted, 4)
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_model(**settings), 4, [backup, interrupt_at(2)])
+    resumed = tiny_model(**settings)
+    history = fit(resumed, 4, [keras.callbacks.BackupAndRestore(str(tmp_path))])
+    assert history.epoch == [2, 3]
+    assert int(resumed.g_optimizer.iterations) == 4 * STEPS
+    assert int(resumed.d_unsupervised_optimizer.iterations) == 2 * 4 * STEPS   # two a step
+    for a, b in zip(training_state(uninterrupted), training_state(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_model_checkpoint_files_load_into_a_fresh_sgan(tmp_path):
+    """A ``.keras`` file of the best ``val_accuracy`` epoch predicts as the
+    model did then; a ``.weights.h5`` loads weights, EMA and both optimizers
+    into a fresh, compiled SGAN."""
+    model, snapshots = tiny_model(ema_decay=0.5), Snapshots()
+    best = keras.callbacks.ModelCheckpoint(tmp_path / "best.keras", monitor="val_accuracy",
+                                           mode="max", save_best_only=True)
+    history = fit(model, 3, [keras.callbacks.ModelCheckpoint(
+        tmp_path / "last.weights.h5", save_weights_only=True), best, snapshots],
+        validation_data=validation_data())
+    best_epoch = int(np.argmax(history.history["val_accuracy"]))
+    loaded = keras.models.load_model(tmp_path / "best.keras")
+    np.testing.assert_allclose(loaded(snapshots.images), snapshots.logits[best_epoch],
+                               atol=1e-6)
+    fresh = tiny_model(ema_decay=0.5)
+    fresh.load_weights(tmp_path / "last.weights.h5")
+    assert int(fresh.g_optimizer.iterations) == 3 * STEPS
+    trackers = len([v for tracker in model.metrics for v in tracker.variables])
+    for a, b in zip(training_state(model)[:-trackers], training_state(fresh)[:-trackers],
+                    strict=True):     # all but the metric trackers' sums, not in the file
+        np.testing.assert_array_equal(a, b)
+
+
+def test_early_stopping_restores_the_best_epochs_weights_and_ema():
+    model, snapshots = tiny_model(ema_decay=0.5), Snapshots()
+    stopping = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=1,
+                                             restore_best_weights=True)
+    history = fit(model, 20, [snapshots, stopping], validation_data=validation_data())
+    assert len(history.epoch) < 20 and stopping.best_epoch < history.epoch[-1]
+    assert history.history["val_accuracy"][stopping.best_epoch] == max(
+        history.history["val_accuracy"])
+    images = snapshots.images      # the EMA's logits, restored with D's weights
+    np.testing.assert_array_equal(model(images), snapshots.logits[stopping.best_epoch])
+
+
+def test_csv_logger_and_tensorboard_write_the_sgans_logs(tmp_path):
+    fit(tiny_model(), 2, [keras.callbacks.CSVLogger(tmp_path / "log.csv"),
+                          keras.callbacks.TensorBoard(str(tmp_path / "tensorboard"))],
+        validation_data=validation_data())
+    with open(tmp_path / "log.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    names = ["accuracy", "d_loss", "g_loss", "manifold_loss", "supervised_loss",
+             "unsupervised_loss", "val_accuracy", "val_cross_entropy"]
+    assert [row["epoch"] for row in rows] == ["0", "1"]
+    assert sorted(rows[0]) == sorted(["epoch", *names])
+    assert all(np.isfinite(float(row[name])) for row in rows for name in names)
+    train = summary_counts(tmp_path / "tensorboard" / "train")
+    for name in ("d_loss", "g_loss", "accuracy", "learning_rate"):   # D's learning rate
+        assert summary_steps(tmp_path / "tensorboard" / "train",
+                             lambda tag, name=name: tag == f"epoch_{name}") == [0, 1], name
+    assert summary_steps(tmp_path / "tensorboard" / "validation",
+                         lambda tag: tag == "epoch_accuracy") == [0, 1]
+    assert set(train.values()) == {1}
