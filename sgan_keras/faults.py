@@ -158,3 +158,30 @@ def is_utf8(path):
 def printable(path):
     """``path`` for a message: the bytes of a name that is not UTF-8 as ``\\xNN``."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def open_closed_standard_streams():
+    """Opens ``/dev/null`` on each of descriptors 0, 1 and 2 that is closed
+    (a launch with ``>&-`` or ``2>&-``, some daemons); call it before any file
+    is opened.
+
+    Otherwise the first files the run opens take those descriptors (run.lock,
+    a TensorBoard event file), and what is written to standard output or
+    error lands in them: TensorFlow's C++ log lines, written to descriptor 2,
+    corrupt the event file's records. Python set ``sys.stdin``,
+    ``sys.stdout`` or ``sys.stderr`` to ``None`` for a closed one; each gets
+    its ``/dev/null``.
+    """
+    for fd, name, flags, mode in ((0, "stdin", os.O_RDONLY, "r"), (1, "stdout", os.O_WRONLY, "w"),
+                                  (2, "stderr", os.O_WRONLY, "w")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        devnull = os.open(os.devnull, flags)
+        if devnull != fd:
+            os.dup2(devnull, fd)
+            os.close(devnull)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, closefd=False))   # pylint: disable=consider-using-with

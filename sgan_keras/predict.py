@@ -339,6 +339,7 @@ def run():
     ``sgan-predict``. SIGTERM interrupts like SIGINT (``KeyboardInterrupt``):
     :func:`main` turns either into one line and :data:`EXIT_INTERRUPTED`.
     TensorFlow is imported in :func:`main` (:func:`_import_tensorflow`)."""
+    faults.open_closed_standard_streams()   # before any file is opened
     gc.disable()
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     define_flags()

@@ -203,6 +203,7 @@ def run():
     """Console-script entry point (``sgan-train``) and ``python -m sgan_keras.train``:
     :func:`main` with the cyclic garbage collector off until
     :func:`import_trainer` has imported TensorFlow (see there)."""
+    faults.open_closed_standard_streams()   # before any file is opened
     gc.disable()
     _check_flag_files(sys.argv)
     app.run(main)

@@ -697,6 +697,29 @@ def test_full_disk_at_export_gets_one_line_and_keeps_the_trained_run(
     assert (output_dir / "export" / "saved_model.pb").exists()
 
 
+def test_a_run_launched_with_stdout_and_stderr_closed_keeps_its_log_out_of_its_files(
+        tmp_path, fast):
+    """Launched with ``>&- 2>&-`` (a daemon, a cron job), the run's first files
+    would take descriptors 1 and 2, and TensorFlow's C++ log lines (written to
+    2) would corrupt a TensorBoard event file. They go to /dev/null. A new
+    interpreter: the streams must be closed from its start, and its C++ log
+    level must show TensorFlow's notices."""
+    import tensorflow as tf
+    output_dir = tmp_path / "run"
+    result = subprocess.run(
+        ["bash", "-c", 'exec "$@" >&- 2>&-', "bash", sys.executable, "-m", "sgan_keras.train",
+         *fast, "--epochs=1", "--steps_per_epoch=2", f"--output_dir={output_dir}"],
+        timeout=300, env={**ENV, "TF_CPP_MIN_LOG_LEVEL": "0"}, cwd=REPO_ROOT)
+    assert result.returncode == 0
+    assert [row["epoch"] for row in metrics_rows(output_dir)] == ["1"]
+    event_files = list((output_dir / "tensorboard").rglob("events.out.tfevents*"))
+    assert len(event_files) == 3
+    for path in event_files:     # every record whole (a log line in one: DataLossError)
+        assert list(tf.compat.v1.train.summary_iterator(str(path)))
+    for path in [output_dir / "run.lock", *output_dir.glob("*.json"), *output_dir.glob("*.csv")]:
+        assert b".cc:" not in path.read_bytes(), path   # no C++ log line (file.cc:NN])
+
+
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path, fast):
     result = cli(*fast, "--epochs=1", "--steps_per_epoch=2", "--strategy=mirrored",
                  "--virtual_cpus=2", f"--output_dir={tmp_path / 'run'}")
