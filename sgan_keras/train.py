@@ -102,6 +102,9 @@ def main(argv):
     the package knows becomes one line and its exit status (module docstring).
     Other errors keep their traceback."""
     logging.set_verbosity(logging.WARNING)  # keep TF's INFO lines out of the log
+    for name in ("stdout", "stderr"):
+        if not isinstance(getattr(sys, name), _OutputWhoseReaderMayGo):
+            setattr(sys, name, _OutputWhoseReaderMayGo(getattr(sys, name), name))
     if len(argv) > 1:
         _exit(EXIT_USAGE, f"unexpected arguments {argv[1:]}; every option is a --flag "
                           "(see --helpfull)")
@@ -192,6 +195,46 @@ def _resume_command():
 def _exit_interrupted_outside_training():
     _exit(EXIT_INTERRUPTED, "a signal (SIGTERM or SIGINT) arrived before training started or "
                             f"after it ended; resume with: {_resume_command()}", kind="interrupted")
+
+
+class _OutputWhoseReaderMayGo:
+    """``sys.stdout`` or ``sys.stderr`` whose pipe's reader may go (``| head -1``,
+    a pager quit, a log collector that died).
+
+    Python ignores SIGPIPE, so a write there raises ``BrokenPipeError``:
+    unhandled, the next epoch line ended the run with a traceback, before that
+    epoch's checkpoint. Training is what the run is for: the stream's
+    descriptor then writes to ``/dev/null`` (the signal module's docs, "Note
+    on SIGPIPE"), the run goes on, and the other stream gets one line saying so.
+    """
+
+    def __init__(self, stream, name):
+        self._stream, self._name = stream, name
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._reader_gone()
+            return len(text)
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_gone()
+
+    def _reader_gone(self):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())   # what is still buffered goes there too
+        os.close(devnull)
+        other = sys.stderr if self._name == "stdout" else sys.stdout
+        kept = " (metrics.csv has every epoch)" if self._name == "stdout" else ""
+        print(f"sgan_keras.train: the reader of {self._name} has gone (a closed pipe); the "
+              f"run goes on without it{kept}", file=other, flush=True)
+
+    def __getattr__(self, name):    # isatty, fileno, encoding, ...: the stream's
+        return getattr(self._stream, name)
 
 
 def _exit(status, message, kind="error"):

@@ -720,6 +720,29 @@ def test_a_run_launched_with_stdout_and_stderr_closed_keeps_its_log_out_of_its_f
         assert b".cc:" not in path.read_bytes(), path   # no C++ log line (file.cc:NN])
 
 
+def test_a_run_whose_stdout_reader_has_gone_trains_to_the_end(tmp_path, fast):
+    """``... | head -1``: the pipe's reader has gone, and Python, which ignores
+    SIGPIPE, raises BrokenPipeError at the next line on stdout. The run goes
+    on without its stdout, says so once on stderr, and finishes."""
+    script = ("import os, runpy, sys\n"
+              "read, write = os.pipe()\n"
+              "os.close(read)          # the reader has gone\n"
+              "os.dup2(write, 1)\n"
+              "os.close(write)\n"
+              "sys.argv = ['-m'] + sys.argv[1:]\n"
+              "runpy.run_module('sgan_keras.train', run_name='__main__', alter_sys=True)\n")
+    output_dir = tmp_path / "run"
+    result = preloaded.run_code(script, [*fast, "--epochs=2", "--steps_per_epoch=2",
+                                         f"--output_dir={output_dir}"], ENV, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert error_lines(result.stderr) == [
+        "sgan_keras.train: the reader of stdout has gone (a closed pipe); the run goes on "
+        "without it (metrics.csv has every epoch)"]
+    assert [row["epoch"] for row in metrics_rows(output_dir)] == ["1", "2"]
+    assert latest_step(output_dir) == 4 and (output_dir / "export" / "saved_model.pb").exists()
+
+
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path, fast):
     result = cli(*fast, "--epochs=1", "--steps_per_epoch=2", "--strategy=mirrored",
                  "--virtual_cpus=2", f"--output_dir={tmp_path / 'run'}")
