@@ -30,6 +30,7 @@ import errno
 import json
 import os
 import sys
+import tempfile
 
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)
 TEMPORARY_MARK = ".tmp"   # in the name of a file being written: .<name>.tmp<pid>
@@ -185,3 +186,20 @@ def open_closed_standard_streams():
             os.close(devnull)
         if getattr(sys, name) is None:
             setattr(sys, name, open(fd, mode, closefd=False))   # pylint: disable=consider-using-with
+
+
+def no_temporary_directory():
+    """Why no temporary directory can be had, or ``None`` when one can.
+
+    Importing TensorFlow needs one (absl's test module, which it imports,
+    asks ``tempfile``): when none of ``$TMPDIR``, ``/tmp``, ``/var/tmp``,
+    ``/usr/tmp`` and the working directory takes a file (full, read-only: a
+    container's read-only root file system), the import ends in a traceback.
+    The CLIs check first and say this in one line.
+    """
+    try:
+        tempfile.gettempdir()
+    except FileNotFoundError as error:
+        return (f"{error.strerror} (each is full, read-only or missing), and TensorFlow needs "
+                "one: set TMPDIR to a writable directory")
+    return None

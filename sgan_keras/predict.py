@@ -263,6 +263,8 @@ def main(argv):
             raise PredictError(f"--batch_size must be positive, got {FLAGS.batch_size}")
         if FLAGS.output:
             check_output(FLAGS.output)
+        if problem := faults.no_temporary_directory():   # TensorFlow's import needs one
+            raise faults.WriteError(problem)
         _import_tensorflow()                     # once the flags are checked: seconds
         paths = image_files(files)               # before the model's seconds-long load
         classifier = Classifier(FLAGS.model)

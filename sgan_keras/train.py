@@ -113,6 +113,8 @@ def main(argv):
         config = resolve_config(values)
     except config_lib.ConfigError as error:
         _exit(EXIT_USAGE, faults.first_line(error))
+    if problem := faults.no_temporary_directory():   # TensorFlow's import needs one
+        _exit(EXIT_WRITE, problem)
     # Until training takes the signals over (trainer.StopSignals), SIGTERM
     # interrupts like SIGINT (KeyboardInterrupt): one line, not a silent death.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -743,6 +743,34 @@ def test_a_run_whose_stdout_reader_has_gone_trains_to_the_end(tmp_path, fast):
     assert latest_step(output_dir) == 4 and (output_dir / "export" / "saved_model.pb").exists()
 
 
+@pytest.mark.parametrize("module", ["train", "predict"])
+def test_no_writable_temporary_directory_gets_one_line_and_exit_5(module, tmp_path, fast):
+    """A container's read-only root file system, or a full /tmp: importing
+    TensorFlow asks ``tempfile`` for a directory and failed with a traceback.
+    Read-only bind mounts, in a mount namespace of the run's own, over every
+    directory ``tempfile`` tries (needs root)."""
+    tried = [path for path in ("/tmp", "/var/tmp", "/usr/tmp") if os.path.isdir(path)]
+    script = ('for d in "$@"; do [ "$d" = -- ] && break; mount --bind "$d" "$d" && '
+              'mount -o remount,bind,ro "$d" || exit 99; shift; done; shift; exec "$@"')
+    output_dir = tmp_path / "run"
+    args = ([*fast, "--epochs=1", "--steps_per_epoch=1", f"--output_dir={output_dir}"]
+            if module == "train" else [f"--model={output_dir}", str(tmp_path / "cat.png")])
+    result = subprocess.run(
+        ["unshare", "--mount", "bash", "-c", script, "bash", *tried, str(tmp_path), "--",
+         sys.executable, "-m", f"sgan_keras.{module}", *args],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={**ENV, "TMPDIR": str(tmp_path), "PYTHONPATH": str(REPO_ROOT)})
+    if result.returncode == 99 or "unshare: " in result.stderr:
+        pytest.skip(f"cannot make a mount namespace (needs root): {result.stderr.strip()}")
+    assert result.returncode == 5, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("sgan_keras.")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert lines[0].startswith(f"sgan_keras.{module}: error: No usable temporary directory found "
+                               f"in [{str(tmp_path)!r}, '/tmp', "), lines[0]   # $TMPDIR first
+    assert lines[0].endswith("set TMPDIR to a writable directory"), lines[0]
+    assert not output_dir.exists()
+
+
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path, fast):
     result = cli(*fast, "--epochs=1", "--steps_per_epoch=2", "--strategy=mirrored",
                  "--virtual_cpus=2", f"--output_dir={tmp_path / 'run'}")
