@@ -19,7 +19,8 @@ Seeds may run in separate processes, one per core, e.g.
 ``taskset -c 1 ... --seeds=1``: each merges its runs into the result files
 of the same budget under a lock, so neither overwrites the other's. A
 result file of another budget is never replaced (exit 2: use another
-``--results_dir``), and the note stays unless ``--note`` gives a new one.
+``--results_dir``), and the note stays unless ``--note`` gives a new one
+(also when every run is recorded already).
 ``--not_measured`` writes result files that say the experiment has not been
 run (for datasets this machine cannot download). ``experiments/report.py``
 turns the JSON files into the README's table.
@@ -38,6 +39,7 @@ statuses: the trainer's when a training stops; 2 for a command run.py
 refuses.
 """
 
+import contextlib
 import csv
 import fcntl
 import glob
@@ -258,10 +260,7 @@ def record(name, kind, seed, run, result, results_dir, grid=None):
     lowest seed's (``samples_seed``), whichever process records it.
     """
     result.setdefault(kind, {})[str(seed)] = run
-    os.makedirs(results_dir, exist_ok=True)
-    base = os.path.join(results_dir, name)
-    with open(base + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with locked(results_dir, name):
         earlier = read_result(results_dir, name)
         check_same_budget(results_dir, name, result, earlier)
         merged = dict(result)
@@ -347,6 +346,24 @@ def provenance_lines(result):
                              f"{s['commit']}; {s['date']}." for s in p["sessions"])
     return ["", "Runs merged from more than one commit or machine. " + explained, ""] + [
         f"- {kind} seed {seed}: {where(p)}" for (kind, seed), p in sorted(made.items())]
+
+
+@contextlib.contextmanager
+def locked(results_dir, name):
+    """Holds the lock of ``name``'s result files: one process writes them at a time."""
+    os.makedirs(results_dir, exist_ok=True)
+    with open(os.path.join(results_dir, name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def update_note(name, note, results_dir):
+    """Writes ``note`` into ``name``'s result files, whose runs are all
+    recorded already (so ``record`` does not write them)."""
+    with locked(results_dir, name):
+        earlier = read_result(results_dir, name)
+        if earlier and earlier.get("note") != note:
+            write_results(name, {**earlier, "note": note}, results_dir)
 
 
 def write_results(name, result, results_dir):
@@ -529,6 +546,8 @@ def run_experiment():
             if not run.pop("trained_here") and recorded.get("finished") and run["finished"]:
                 print(f"run.py: the {kind} run of seed {seed} is recorded already "
                       f"({output_dir}); its record stays", file=sys.stderr)
+                if FLAGS.note is not None:
+                    update_note(name, FLAGS.note, results_dir)
                 continue
             record(name, kind, seed, run, result, results_dir,
                    grid=last_grid(output_dir) if kind == "sgan" else None)

@@ -409,6 +409,11 @@ def test_a_finished_run_is_recorded_once_and_results_of_another_budget_stay(tmp_
     result = run_py(tmp_path)       # again: its record stays, and so does the note
     assert result.returncode == 0, result.stderr[-2000:]
     assert "is recorded already" in result.stderr and path.read_bytes() == before
+    result = run_py(tmp_path, "--note=second")   # a new note for the runs it holds
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(path.read_text()) == {**recorded, "note": "second"}
+    assert "second" in (tmp_path / "results" / "svhn_lecouat_1000.md").read_text()
+    before = path.read_bytes()
     result = run_py(tmp_path, "--epochs=1")      # another budget: refused before training
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(
