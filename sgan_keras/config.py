@@ -55,7 +55,7 @@ NON_NEGATIVE = (">= 0", lambda value: value >= 0)
 SEED_RANGE = ("in 0..2**32 - 1 (NumPy's seed range)", lambda value: 0 <= value < 2**32)
 FRACTION = ("in [0, 1)", lambda value: 0 <= value < 1)
 # A path TensorFlow's file system can take (faults.is_utf8).
-UTF8_PATH = ("a non-empty path of UTF-8 text",
+UTF8_PATH = ("a non-empty path of UTF-8 text" + faults.file_name_encoding_hint(),
              lambda value: value != "" and faults.is_utf8(value))
 NO_FLAG = ""   # ``flag=NO_FLAG``: set by the preset or in code only
 

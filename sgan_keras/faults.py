@@ -156,6 +156,18 @@ def is_utf8(path):
     return True
 
 
+def file_name_encoding_hint():
+    """``""``, or, when this Python decodes file names with another encoding
+    than UTF-8 (the C locale with ``PYTHONUTF8=0``), what to change: a
+    UTF-8 name then arrives as lone surrogates, and :func:`is_utf8` refuses
+    it although its bytes are UTF-8."""
+    encoding = sys.getfilesystemencoding()
+    if encoding.lower().replace("-", "") == "utf8":
+        return ""
+    return (f" (this Python decodes file names as {encoding}: run it under a UTF-8 locale, "
+            "e.g. LC_ALL=C.UTF-8, or with PYTHONUTF8=1)")
+
+
 def printable(path):
     """``path`` for a message: the bytes of a name that is not UTF-8 as ``\\xNN``."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")

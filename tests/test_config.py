@@ -2,7 +2,11 @@
 as configurations, run names, and what a resumed run may change."""
 
 import json
+import os
+import pathlib
 import re
+import subprocess
+import sys
 
 import pytest
 from absl import flags
@@ -12,6 +16,8 @@ from sgan_keras import config as config_lib
 from sgan_keras import presets
 from sgan_keras import train
 from sgan_keras import trainer
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Every flag the CLI had before the configuration was generated: recorded
 # experiment commands (experiments/results/*.md) use them, so each must stay.
@@ -110,6 +116,23 @@ def test_a_bad_value_is_refused_in_one_line_naming_its_flag(field, value, messag
     with pytest.raises(ConfigError, match=message) as error:
         Config().replace(**{field: value})
     assert "\n" not in str(error.value)
+
+
+def test_a_utf8_name_refused_under_an_ascii_file_name_encoding_says_to_change_the_locale():
+    """With ``PYTHONUTF8=0 LC_ALL=C`` Python decodes argv and file names as
+    ASCII, so a UTF-8 name arrives as lone surrogates: the message names the
+    encoding as the cause, not the name."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import os, sys\n"
+         "from sgan_keras.config import Config\n"
+         "try:\n    Config().replace(output_dir=os.fsdecode(b'caf\\xc3\\xa9'))\n"
+         "except Exception as error:\n    print(error)\n"],
+        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONUTF8": "0", "LC_ALL": "C", "LANG": "C"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith(
+        "(this Python decodes file names as ascii: run it under a UTF-8 locale, e.g. "
+        "LC_ALL=C.UTF-8, or with PYTHONUTF8=1), got 'caf\\udcc3\\udca9'"), result.stdout
 
 
 def test_each_section_checks_itself_when_made():
