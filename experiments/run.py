@@ -358,8 +358,8 @@ def locked(results_dir, name):
 
 
 def update_note(name, note, results_dir):
-    """Writes ``note`` into ``name``'s result files, whose runs are all
-    recorded already (so ``record`` does not write them)."""
+    """Writes ``note`` into ``name``'s result files if they hold another:
+    their runs were recorded already, so ``record`` did not write it."""
     with locked(results_dir, name):
         earlier = read_result(results_dir, name)
         if earlier and earlier.get("note") != note:
@@ -546,11 +546,11 @@ def run_experiment():
             if not run.pop("trained_here") and recorded.get("finished") and run["finished"]:
                 print(f"run.py: the {kind} run of seed {seed} is recorded already "
                       f"({output_dir}); its record stays", file=sys.stderr)
-                if FLAGS.note is not None:
-                    update_note(name, FLAGS.note, results_dir)
                 continue
             record(name, kind, seed, run, result, results_dir,
                    grid=last_grid(output_dir) if kind == "sgan" else None)
+    if FLAGS.note is not None:    # runs recorded already: record() wrote none of them
+        update_note(name, FLAGS.note, results_dir)
 
 
 if __name__ == "__main__":

@@ -173,6 +173,16 @@ def printable(path):
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+def point_at_devnull(fd, flags=os.O_WRONLY):
+    """Makes descriptor ``fd`` read or write ``/dev/null`` from now on (a
+    standard stream closed at launch, or whose pipe's reader has gone: the
+    signal module's docs, "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, flags)
+    if devnull != fd:            # fd was closed, and the open took its number
+        os.dup2(devnull, fd)
+        os.close(devnull)
+
+
 def open_closed_standard_streams():
     """Opens ``/dev/null`` on each of descriptors 0, 1 and 2 that is closed
     (a launch with ``>&-`` or ``2>&-``, some daemons); call it before any file
@@ -192,10 +202,7 @@ def open_closed_standard_streams():
             continue
         except OSError:
             pass
-        devnull = os.open(os.devnull, flags)
-        if devnull != fd:
-            os.dup2(devnull, fd)
-            os.close(devnull)
+        point_at_devnull(fd, flags)
         if getattr(sys, name) is None:
             setattr(sys, name, open(fd, mode, closefd=False))   # pylint: disable=consider-using-with
 

@@ -285,7 +285,7 @@ def main(argv):
         # The reader of standard output (| head) has what it wanted. Python
         # would report the pipe again when it flushes at exit: send that to
         # /dev/null.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        faults.point_at_devnull(sys.stdout.fileno())
         sys.exit(0)
     unreadable = [path for path in skipped if faults.is_utf8(path)]
     if unreadable:

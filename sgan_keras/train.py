@@ -227,9 +227,7 @@ class _OutputWhoseReaderMayGo:
             self._reader_gone()
 
     def _reader_gone(self):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, self._stream.fileno())   # what is still buffered goes there too
-        os.close(devnull)
+        faults.point_at_devnull(self._stream.fileno())   # what is still buffered goes there too
         other = sys.stderr if self._name == "stdout" else sys.stdout
         kept = " (metrics.csv has every epoch)" if self._name == "stdout" else ""
         print(f"sgan_keras.train: the reader of {self._name} has gone (a closed pipe); the "
