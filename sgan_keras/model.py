@@ -33,7 +33,10 @@ draw of the same training, not the same numbers.
 """
 
 import inspect
+import os
+import zipfile
 
+import h5py
 import keras
 import tensorflow as tf
 
@@ -274,6 +277,25 @@ class SGAN(keras.Model):
         for index, state in enumerate(self._seed_states()):
             if f"seed_state_{index}" in seeds:
                 state.assign(seeds[f"seed_state_{index}"])
+
+    def load_weights(self, filepath, skip_mismatch=False, **kwargs):
+        """Keras' ``load_weights``, refusing a ``.weights.h5`` or ``.keras``
+        file whose weight average of D (EMA) this model does not match: Keras
+        would ignore a saved average silently, or fail on a missing one with
+        a list of D's layers. ``skip_mismatch=True`` loads what matches."""
+        if not skip_mismatch:
+            saved = _holds_weight_average(filepath)
+            kept = self.ema_discriminator is not None
+            if saved is not None and saved != kept:
+                decay = self.config.model.ema_decay
+                raise ValueError(
+                    f"{os.fspath(filepath)} holds "
+                    + ("D's weight average (saved with ema_decay > 0) and this SGAN keeps "
+                       "none (ema_decay=0)" if saved else
+                       f"no weight average of D (saved with ema_decay=0) and this SGAN "
+                       f"keeps one (ema_decay={decay:g})")
+                    + ": build the SGAN with the ema_decay the file was saved with")
+        return super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
 
     def _seed_states(self):
         return [variable for variable in self.variables
@@ -751,6 +773,24 @@ def _optimizer(value, argument):
     except ValueError:
         raise ValueError(f"{argument} must be a keras.optimizers.Optimizer or its name, "
                          f"got {value!r}") from None
+
+
+def _holds_weight_average(filepath):
+    """Whether a ``.weights.h5`` or ``.keras`` file holds an EMA copy of D
+    (its ``ema_discriminator`` group); ``None`` for another format or a file
+    that cannot be read, which Keras' own loading then names."""
+    path = os.fspath(filepath)
+    try:
+        if path.endswith(".weights.h5"):
+            with h5py.File(path, "r") as weights:
+                return "ema_discriminator" in weights
+        if path.endswith(".keras"):
+            with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as file, \
+                    h5py.File(file, "r") as weights:
+                return "ema_discriminator" in weights
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return None
+    return None
 
 
 def _ema_copy(discriminator):

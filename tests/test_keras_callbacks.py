@@ -144,6 +144,30 @@ def test_model_checkpoint_files_load_into_a_fresh_sgan(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("suffix", [".weights.h5", ".keras"])
+def test_a_file_whose_weight_average_the_model_does_not_keep_is_refused(tmp_path, suffix):
+    """Keras ignores a saved EMA copy of D that the model lacks (and fails on
+    a missing one with a list of layers): ``load_weights`` names the cause."""
+    with_average, without = tiny_model(ema_decay=0.5), tiny_model()
+    for model, name in ((with_average, "average"), (without, "plain")):
+        path = tmp_path / (name + suffix)
+        model.save(path) if suffix == ".keras" else model.save_weights(path)
+    fresh = tiny_model()
+    before = [variable.numpy() for variable in fresh.discriminator.weights]
+    with pytest.raises(ValueError, match=r"average\S* holds D's weight average .* keeps none "
+                                         r"\(ema_decay=0\): build the SGAN with the ema_decay"):
+        fresh.load_weights(tmp_path / ("average" + suffix))
+    for a, b in zip(before, fresh.discriminator.weights, strict=True):   # nothing loaded
+        np.testing.assert_array_equal(a, b.numpy())
+    with pytest.raises(ValueError, match=r"holds no weight average of D .* keeps one "
+                                         r"\(ema_decay=0.5\): build"):
+        tiny_model(ema_decay=0.5).load_weights(tmp_path / ("plain" + suffix))
+    fresh.load_weights(tmp_path / ("plain" + suffix))          # a match loads as before
+    for a, b in zip(without.discriminator.weights, fresh.discriminator.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    fresh.load_weights(tmp_path / ("average" + suffix), skip_mismatch=True)   # Keras' choice
+
+
 def test_early_stopping_restores_the_best_epochs_weights_and_ema():
     model, snapshots = tiny_model(ema_decay=0.5), Snapshots()
     stopping = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=1,
