@@ -93,6 +93,10 @@ def export_classifier(classifier, export_dir, *, image_shape, pixel_range, overw
         raise ExportError(f"{len(class_names)} class names for {num_classes} classes")
 
     def classify(images):
+        # A loaded signature does not check its input's shape: an image batch
+        # without its channel axis ([N, H, W], as keras.datasets.mnist gives it)
+        # aborted the process in oneDNN's convolution. This raises instead.
+        images = tf.ensure_shape(images, [None, *image_shape])
         scaled = tf.cast(images, tf.float32) * ((high - low) / 255.0) + low
         logits = tf.cast(classifier(scaled, training=False), tf.float32)
         return {"probabilities": tf.nn.softmax(logits, axis=-1),

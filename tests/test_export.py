@@ -111,6 +111,18 @@ def serve_in_process(path, images):
     return outputs["probabilities"].numpy()
 
 
+def test_images_of_another_shape_raise_an_error_naming_the_shape_expected(exports):
+    # A tensor (not a NumPy array, which the signature checks) without its channel
+    # axis ([N, H, W]) went on into the network without the export's own check:
+    # through oneDNN's convolution it aborted the whole process.
+    import tensorflow as tf
+    _, path = exports[(-1.0, 1.0)]
+    for images in (uint8_images()[..., 0], uint8_images()[:, :-1]):
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=r"not compatible with expected shape \[\?,6,5,2\]"):
+            serve_in_process(path, tf.constant(images))
+
+
 def test_existing_export_is_kept_without_overwrite(tmp_path):
     path = tmp_path / "export"
     export_classifier(tiny_classifier(0), path, image_shape=IMAGE_SHAPE, pixel_range=(-1, 1))
