@@ -438,6 +438,23 @@ class SaveCheckpoint(keras.callbacks.Callback):
                 raise TrainingInterrupted(reason, step, self.store.save(step))
 
 
+class CheckOutputDirectory(keras.callbacks.Callback):
+    """Calls ``check()`` (``RunLock.check_in_place``) at every step end,
+    before the callbacks after it write there: a run whose ``--output_dir``
+    was moved or removed stops instead of writing into a new directory of
+    that name. Two system calls a step."""
+
+    def __init__(self, check):
+        super().__init__()
+        self.check = check
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.check()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.check()
+
+
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Stops training at the first step whose losses are not all finite.
 

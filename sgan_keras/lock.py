@@ -26,6 +26,11 @@ class RunLockedError(Exception):
         self.pid = pid
 
 
+class LockLostError(Exception):
+    """The locked directory was removed, moved or replaced while the lock was
+    held: its lock file is no longer at its path. The message names it."""
+
+
 class RunLock:
     """``RunLock(directory).acquire()`` locks ``directory/run.lock`` or raises
     :class:`RunLockedError`; :meth:`release` unlocks. Also a context manager."""
@@ -57,6 +62,26 @@ class RunLock:
             raise
         self._fd = fd
         return self
+
+    def check_in_place(self):
+        """Raises :class:`LockLostError` if the held lock file is no longer at
+        its path: its directory was removed, moved or replaced (or, for a
+        relative path, the working directory was), so writes there would go
+        nowhere or into a new directory no lock guards."""
+        held = os.fstat(self._fd)
+        try:
+            here = os.stat(self.path)
+        except OSError:
+            here = None
+        if here is None or (here.st_dev, here.st_ino) != (held.st_dev, held.st_ino):
+            where = self.directory
+            if not os.path.isabs(where):
+                try:
+                    os.getcwd()
+                except FileNotFoundError:
+                    where += ", relative to a working directory that was removed,"
+            raise LockLostError(f"{where} was moved or removed during the run (its "
+                                f"{LOCK_FILE} is no longer there)")
 
     def release(self):
         """Empties the lock file (a clean end) and unlocks; idempotent."""

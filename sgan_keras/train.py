@@ -35,7 +35,8 @@ Faults (README "Faults") print one line on stderr, no traceback, and exit with:
     3   another run holds --output_dir (the line names its pid)
     4   training diverged: a loss, or a variable about to be saved, is NaN or
         infinite; stopped at once, earlier checkpoints kept, none of that state
-    5   a full disk or an unwritable file; earlier outputs are intact
+    5   a full disk or an unwritable file; earlier outputs are intact. Also
+        an --output_dir moved or removed during the run (its run.lock gone)
     69  --strategy=multi_worker: another worker stopped (its own line says why)
         or the network to it failed (EX_UNAVAILABLE)
     75  stopped by SIGTERM or SIGINT after saving at the next step boundary
@@ -134,6 +135,10 @@ def main(argv):
         _exit(EXIT_NON_FINITE, f"{faults.first_line(error)}: training stopped without saving "
                                "that state; earlier checkpoints are kept (a smaller --lr may "
                                "help, in another --output_dir)")
+    except trainer.OUTPUT_DIR_LOST as error:
+        _exit(EXIT_WRITE, f"{faults.first_line(error)}: training stopped and writes nothing "
+                          "more; a moved directory resumes where it now is, with its path as "
+                          "--output_dir")
     except trainer.OVERWRITE_INCOMPLETE as error:
         _exit(EXIT_WRITE, faults.first_line(error))
     except trainer.WRITE_FAILED as error:

@@ -48,6 +48,7 @@ class OverwriteIncomplete(faults.WriteError):
 BAD_INPUT = (config_lib.ConfigError, UsageError, data_lib.DataError, distribute.StrategyError,
              export.ExportError, checkpoint.CheckpointError)
 LOCKED = (lock_lib.RunLockedError,)
+OUTPUT_DIR_LOST = (lock_lib.LockLostError,)
 NON_FINITE = (callbacks_lib.NonFiniteLossError, checkpoint.NonFiniteStateError)
 OVERWRITE_INCOMPLETE = (OverwriteIncomplete,)    # before WRITE_FAILED: one of them
 WRITE_FAILED = (faults.WriteError,)
@@ -270,7 +271,7 @@ class StopSignals:
 def train(config):
     """Runs the training ``config`` describes; returns the output directory.
 
-    Faults raise the errors of :data:`BAD_INPUT`, :data:`LOCKED`,
+    Faults raise the errors of :data:`BAD_INPUT`, :data:`LOCKED`, :data:`OUTPUT_DIR_LOST`,
     :data:`NON_FINITE`, :data:`WRITE_FAILED`, :data:`INTERRUPTED` and
     :data:`WORKER_LOST`, after the lock is released and the signal handlers
     are restored.
@@ -305,12 +306,14 @@ def train(config):
                           f"{run_lock.stale_pid}, which ended without releasing it (killed or "
                           "crashed).", flush=True)
                 output_dir = run.output_dir
+                check_output_dir = run_lock.check_in_place
             else:
                 # Non-chief workers of a multi-worker run write to a throw-away directory.
                 output_dir = tempfile.mkdtemp(prefix="sgan_worker_")
                 cleanup.callback(shutil.rmtree, output_dir, ignore_errors=True)
+                check_output_dir = None
             stop = cleanup.enter_context(StopSignals(sigint_as_sigterm=multi_worker))
-            _train(config, strategy, output_dir, stop)
+            _train(config, strategy, output_dir, stop, check_output_dir)
     except tf.errors.UnavailableError:
         if not multi_worker:
             raise
@@ -321,9 +324,11 @@ def train(config):
     return run.output_dir
 
 
-def _train(config, strategy, output_dir, stop):
+def _train(config, strategy, output_dir, stop, check_output_dir):
     """:func:`train` once the output directory is ours. ``output_dir`` is this
-    worker's (the run's on the chief); ``stop`` the :class:`StopSignals`."""
+    worker's (the run's on the chief); ``stop`` the :class:`StopSignals`;
+    ``check_output_dir`` the chief's ``RunLock.check_in_place`` (else ``None``),
+    called before each write."""
     training = config.training
     chief = output_dir == config.run.output_dir
     keras.utils.set_random_seed(config.seed)
@@ -382,11 +387,12 @@ def _train(config, strategy, output_dir, stop):
             train_data = data.training_dataset(training.batch_size, training.label_batching,
                                                config.supervised_only, start_step=start_step)
             callbacks = _callbacks(config, output_dir, initial_epoch, store, step_counter, stop,
-                                   preemption,
+                                   preemption, check_output_dir,
                                    restore_metrics=restore_metrics if index == 0 else None)
             # Each output names itself when it cannot be written; this names
             # the rest (TensorBoard's event files, which TensorFlow writes).
-            with faults.writing(f"the outputs in {output_dir}"):
+            with faults.writing(f"the outputs in {output_dir}"), \
+                    _named_if_output_dir_lost(check_output_dir):
                 model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch,
                           steps_per_epoch=steps,
                           validation_data=data.test_dataset(config.run.eval_batch_size),
@@ -404,6 +410,8 @@ def _train(config, strategy, output_dir, stop):
         picked = np.random.default_rng([config.seed, 13]).permutation(
             len(data.train_images))[:TFLITE_CALIBRATION_IMAGES]
         representative = data.train_images[np.sort(picked)]
+    if check_output_dir:
+        check_output_dir()
     with faults.writing(export_dir):
         export.export_classifier(model.classifier(), export_dir, image_shape=data.image_shape,
                                  pixel_range=config.model.pixel_range, overwrite=True,
@@ -411,7 +419,20 @@ def _train(config, strategy, output_dir, stop):
                                  representative_images=representative)
     if config.run.tflite and chief:
         _stop_if_requested(stop, last_step)
+        check_output_dir()
         _score_exports(export_dir, data, model, config.run.eval_batch_size)
+
+
+@contextlib.contextmanager
+def _named_if_output_dir_lost(check_output_dir):
+    """A write that fails because ``--output_dir`` went while it ran (between
+    two checks) raises ``check_output_dir``'s :class:`lock_lib.LockLostError`."""
+    try:
+        yield
+    except (OSError, tf.errors.OpError):
+        if check_output_dir:
+            check_output_dir()
+        raise
 
 
 def _stop_if_requested(stop, step):
@@ -487,10 +508,12 @@ def _fit_calls(step, steps_per_epoch, epochs):
 
 
 def _callbacks(config, output_dir, initial_epoch, store, step_counter, stop, preemption,
-               restore_metrics):
+               check_output_dir, restore_metrics):
     """The callbacks of one ``fit()`` call, in the order they must run."""
     metrics_path = os.path.join(output_dir, "metrics.csv")
     callbacks = [callbacks_lib.StopOnNonFiniteLoss(step_counter)]  # first: before any save
+    if check_output_dir:     # then: before any write
+        callbacks.append(callbacks_lib.CheckOutputDirectory(check_output_dir))
     if restore_metrics is not None:
         callbacks.append(callbacks_lib.ResumeEpochMetrics(restore_metrics))
     callbacks += [
@@ -504,6 +527,8 @@ def _callbacks(config, output_dir, initial_epoch, store, step_counter, stop, pre
             tensorboard_dir=os.path.join(output_dir, "tensorboard", "samples")))
     if callbacks_lib.progress_verbosity() == 0:
         callbacks.append(callbacks_lib.EpochSummary(total_epochs=config.training.epochs))
+    if check_output_dir:     # again: the epoch's writes above take a while
+        callbacks.append(callbacks_lib.CheckOutputDirectory(check_output_dir))
     # Last: an epoch's checkpoint is saved once its metrics.csv row is written.
     callbacks.append(callbacks_lib.SaveCheckpoint(
         store, step_counter, config.training.steps_per_epoch,

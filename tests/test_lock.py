@@ -44,3 +44,39 @@ def test_a_dead_runs_pid_equal_to_ours_is_still_reported(tmp_path):
     (tmp_path / lock.LOCK_FILE).write_text(f"{os.getpid()}\n")     # unlocked: its run died
     with lock.RunLock(tmp_path) as taken:
         assert taken.stale_pid == os.getpid()
+
+
+@pytest.mark.parametrize("change", ["moved", "removed", "replaced", "working directory removed"])
+def test_a_held_lock_knows_when_its_directory_went_away(tmp_path, monkeypatch, change):
+    """``check_in_place`` passes while the lock file is where it was locked and
+    raises once its directory was moved, removed or replaced by another of
+    that name, or a relative one's working directory was removed."""
+    working = tmp_path / "working"
+    (working / "run").mkdir(parents=True)
+    monkeypatch.chdir(working)
+    held = lock.RunLock("run").acquire()
+    try:
+        held.check_in_place()
+        if change == "moved":
+            os.rename("run", "moved")
+        elif change == "removed":
+            os.remove("run/run.lock")
+            os.rmdir("run")
+        elif change == "replaced":
+            os.rename("run", "moved")
+            os.mkdir("run")
+            open("run/run.lock", "w").close()
+        else:
+            os.chdir(tmp_path)
+            os.rename(working, tmp_path / "elsewhere")   # keeps the lock's file alive
+            os.mkdir(working)
+            os.chdir(working)
+            os.rmdir(working)
+        hint = ", relative to a working directory that was removed," * (change.startswith("w"))
+        with pytest.raises(lock.LockLostError,
+                           match=f"^run{hint} was moved or removed during the run "
+                                 r"\(its run\.lock is no longer there\)$"):
+            held.check_in_place()
+    finally:
+        monkeypatch.chdir(tmp_path)
+        held.release()

@@ -677,6 +677,30 @@ def test_read_only_directory_at_an_epoch_end_gets_one_line_and_loses_nothing(tmp
     assert [row["epoch"] for row in metrics_rows(output_dir)] == ["1"]
 
 
+def test_an_output_dir_moved_mid_run_stops_with_one_line_and_resumes_where_it_went(
+        tmp_path, resumable, reference):
+    """A run whose directory is moved stops at its next step end with exit 5,
+    writes nothing more (no new directory of the old name) and resumes, bit
+    for bit, from where the directory went."""
+    output_dir, moved = tmp_path / "run", tmp_path / "moved"
+    process = launch(*resumable, f"--output_dir={output_dir}")
+    wait_for_step(process, output_dir, 40)
+    os.rename(output_dir, moved)
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 5, stderr[-3000:]
+    lines = error_lines(stderr)
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    assert lines[0] == (f"sgan_keras.train: error: {output_dir} was moved or removed during the "
+                        "run (its run.lock is no longer there): training stopped and writes "
+                        "nothing more; a moved directory resumes where it now is, with its "
+                        "path as --output_dir")
+    assert not output_dir.exists()
+    resumed = cli(*resumable, f"--output_dir={moved}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming from step 40" in resumed.stdout
+    assert_same_as(reference, moved)
+
+
 def test_full_disk_at_export_gets_one_line_and_keeps_the_trained_run(
         small_disk, reference, resumable):
     output_dir = small_disk / "run"
