@@ -25,10 +25,12 @@ in ``sys.modules``. Scripts that only write files (``experiments/run.py``)
 then start without TensorFlow's seconds-long import.
 """
 
+import atexit
 import contextlib
 import errno
 import json
 import os
+import shutil
 import sys
 import tempfile
 
@@ -222,3 +224,25 @@ def no_temporary_directory():
         return (f"{error.strerror} (each is full, read-only or missing), and TensorFlow needs "
                 "one: set TMPDIR to a writable directory")
     return None
+
+
+def give_matplotlib_a_writable_directory():
+    """Points ``MPLCONFIGDIR`` at a new temporary directory, removed at exit,
+    when matplotlib's own (``$XDG_CONFIG_HOME`` or ``~/.config``, then
+    ``matplotlib``) cannot be made or written: ``HOME`` read-only, unset or a
+    file, as in some containers. Matplotlib would do the same, with two
+    warning lines a run. Call it before matplotlib is imported; a set
+    ``MPLCONFIGDIR`` is left alone."""
+    if os.environ.get("MPLCONFIGDIR"):
+        return
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    directory = os.path.join(base, "matplotlib")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError:
+        pass
+    if os.path.isdir(directory) and os.access(directory, os.W_OK):
+        return
+    temporary = tempfile.mkdtemp(prefix="matplotlib-")
+    atexit.register(shutil.rmtree, temporary, ignore_errors=True)
+    os.environ["MPLCONFIGDIR"] = temporary

@@ -116,6 +116,7 @@ def main(argv):
         _exit(EXIT_USAGE, faults.first_line(error))
     if problem := faults.no_temporary_directory():   # TensorFlow's import needs one
         _exit(EXIT_WRITE, problem)
+    faults.give_matplotlib_a_writable_directory()   # for the plots (callbacks.py)
     # Until training takes the signals over (trainer.StopSignals), SIGTERM
     # interrupts like SIGINT (KeyboardInterrupt): one line, not a silent death.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

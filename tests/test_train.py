@@ -744,6 +744,25 @@ def test_a_run_launched_with_stdout_and_stderr_closed_keeps_its_log_out_of_its_f
         assert b".cc:" not in path.read_bytes(), path   # no C++ log line (file.cc:NN])
 
 
+def test_a_home_that_cannot_hold_matplotlibs_directory_gets_no_warning(tmp_path, fast):
+    """With ``HOME`` a file (or read-only, unset: some containers) matplotlib
+    cannot make ``~/.config/matplotlib`` and printed two warning lines a run;
+    the CLI gives it a temporary directory, removed at exit. A new
+    interpreter: matplotlib must not be imported yet."""
+    home, temporary = tmp_path / "home", tmp_path / "tmp"
+    home.write_text("not a directory")
+    temporary.mkdir()
+    environment = {name: value for name, value in ENV.items()
+                   if name not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
+    result = fresh_cli(*fast, "--epochs=1", "--steps_per_epoch=2",
+                       f"--output_dir={tmp_path / 'run'}",
+                       env={**environment, "HOME": str(home), "TMPDIR": str(temporary)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "matplotlib" not in result.stderr.lower(), result.stderr[-3000:]
+    assert (tmp_path / "run" / "accuracy.png").stat().st_size > 0
+    assert not list(temporary.glob("matplotlib-*"))     # removed at exit
+
+
 def test_a_run_whose_stdout_reader_has_gone_trains_to_the_end(tmp_path, fast):
     """``... | head -1``: the pipe's reader has gone, and Python, which ignores
     SIGPIPE, raises BrokenPipeError at the next line on stdout. The run goes
