@@ -1,6 +1,8 @@
-"""Generated documentation stays current."""
+"""Generated documentation stays current, and README's Python examples run."""
 
+import ast
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -11,3 +13,80 @@ def test_preset_tables_in_the_docs_are_current():
     result = subprocess.run([sys.executable, "docs/update.py", "--check"], cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, "docs/presets.md is stale: run python docs/update.py"
+
+
+def readme_python_block(heading):
+    """The first ```python block after the line ``heading`` of README.md."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"\n{heading}\n" in text, f"README.md has no section {heading!r}"
+    block = re.compile(r"^```python\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+    return block.search(text, text.index(f"\n{heading}\n")).group(1)
+
+
+def with_small_budget(code, replacements):
+    """``code`` with each ``old`` text replaced by ``new``: each must be there
+    once, so that a changed example fails here instead of running its full length."""
+    for old, new in replacements.items():
+        assert code.count(old) == 1, f"README's example no longer holds {old!r}: update this test"
+        code = code.replace(old, new)
+    return code
+
+
+def run_example(code, namespace):
+    """Runs ``code`` statement by statement in ``namespace``, as a user types
+    it; returns the value of each expression statement, keyed by its source."""
+    values = {}
+    for statement in ast.parse(code).body:
+        if isinstance(statement, ast.Expr):
+            expression = compile(ast.Expression(statement.value), "README.md", "eval")
+            values[ast.get_source_segment(code, statement)] = eval(expression, namespace)
+        else:
+            exec(compile(ast.Module([statement], type_ignores=[]), "README.md", "exec"), namespace)
+    return values
+
+
+def value_of(values, call):
+    [value] = [value for source, value in values.items() if call in source]
+    return value
+
+
+def test_the_readme_library_example_runs_as_it_says(mnist_dir, monkeypatch):
+    # As written, from the repository's root, whose ../shared/data/mnist is the
+    # mnist_dir fixture's, for 2 steps instead of 6,000.
+    code = with_small_budget(readme_python_block("## Using the library"),
+                             {"steps_per_epoch=600, epochs=10": "steps_per_epoch=2, epochs=1"})
+    assert 'data_dir="../shared/data/mnist"' in code
+    assert (REPO_ROOT / "../shared/data/mnist").resolve() == mnist_dir.resolve()
+    monkeypatch.chdir(REPO_ROOT)
+    namespace = {}
+    values = run_example(code, namespace)
+    model, images, logits = namespace["model"], namespace["images"], namespace["logits"]
+    # The text after the example: the losses and labeled-batch accuracy it reports.
+    assert set(model.history.history) == {
+        "d_loss", "g_loss", "supervised_loss", "unsupervised_loss", "manifold_loss",
+        "accuracy", "val_accuracy", "val_cross_entropy"}
+    assert set(value_of(values, "model.evaluate(")) == {"accuracy", "cross_entropy"}
+    assert logits.shape == (len(images), 10)     # [N, K]
+
+
+def test_the_readme_export_example_runs_as_it_says(mnist_dir, tmp_path, monkeypatch):
+    import numpy as np
+
+    import sgan_keras
+    from sgan_keras import export
+
+    # runs/gia100/export as the CLI writes it (without the TFLite files), of an
+    # untrained classifier: the example is about the SavedModel's interface.
+    model = sgan_keras.SGAN.from_preset("mnist_gans_in_action")
+    export.export_classifier(model.classifier(), tmp_path / "runs/gia100/export",
+                             image_shape=(28, 28, 1), pixel_range=model.config.model.pixel_range,
+                             class_names=[f"digit {k}" for k in range(10)])
+    with np.load(mnist_dir / "mnist.npz") as mnist:
+        uint8_images = mnist["x_test"][:5, :, :, None]
+    monkeypatch.chdir(tmp_path)
+    values = run_example(readme_python_block("### Using the export"),
+                         {"uint8_images": uint8_images})
+    probabilities, class_ids, class_names = value_of(values, 'outputs["probabilities"]')
+    assert probabilities.shape == (5, 10) and class_ids.shape == class_names.shape == (5,)
+    assert [name.decode() for name in class_names.numpy()] == [
+        f"digit {k}" for k in class_ids.numpy()]
