@@ -60,6 +60,9 @@ class ExportError(ValueError):
 
 
 TFLITE_FLOAT, TFLITE_INT8, LABELS = "classifier.tflite", "classifier_int8.tflite", "labels.txt"
+# TF 2.21's tf.lite.Interpreter warns that it moves to ai-edge-litert ("scheduled
+# for deletion in TF 2.20"); it still works.
+_INTERPRETER_DEPRECATED = r"\s*Warning: tf\.lite\.Interpreter is deprecated"
 
 
 def export_classifier(classifier, export_dir, *, image_shape, pixel_range, overwrite=False,
@@ -157,7 +160,9 @@ def _write_tflite(saved_model_dir, representative_images, image_shape, class_nam
     int8.optimizations = [tf.lite.Optimize.DEFAULT]
     int8.representative_dataset = representative_dataset
     int8.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    int8_model = int8.convert()
+    with warnings.catch_warnings():  # its calibration runs a tf.lite.Interpreter
+        warnings.filterwarnings("ignore", _INTERPRETER_DEPRECATED, UserWarning)
+        int8_model = int8.convert()
     for file_name, content in ((TFLITE_FLOAT, float_model), (TFLITE_INT8, int8_model)):
         with open(os.path.join(saved_model_dir, file_name), "wb") as file:
             file.write(content)

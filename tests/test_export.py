@@ -5,6 +5,7 @@ import os
 import stat
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -252,9 +253,14 @@ def test_class_names_and_tflite_files_ship_with_the_export(tmp_path):
     from sgan_keras.export import LABELS, TFLITE_FLOAT, TFLITE_INT8, tflite_classify
     classifier = tiny_conv_classifier(0)
     names = ["cat", "dog", "bird"]
-    path = export_classifier(classifier, tmp_path / "export", image_shape=IMAGE_SHAPE,
-                             pixel_range=(-1, 1), class_names=names,
-                             representative_images=uint8_images(64, seed=1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = export_classifier(classifier, tmp_path / "export", image_shape=IMAGE_SHAPE,
+                                 pixel_range=(-1, 1), class_names=names,
+                                 representative_images=uint8_images(64, seed=1))
+    # The int8 calibration's tf.lite.Interpreter warned that it is deprecated.
+    assert not [str(warning.message) for warning in caught
+                if "tf.lite.Interpreter" in str(warning.message)]
     images = uint8_images(40, seed=2)
     served = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(images))
     ids = served["class_ids"].numpy()
