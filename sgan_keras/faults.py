@@ -31,6 +31,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -246,3 +247,14 @@ def give_matplotlib_a_writable_directory():
     temporary = tempfile.mkdtemp(prefix="matplotlib-")
     atexit.register(shutil.rmtree, temporary, ignore_errors=True)
     os.environ["MPLCONFIGDIR"] = temporary
+
+
+def ignore_stop_signals():
+    """Ignores SIGTERM and SIGINT from here on: a CLI calls it once its exit
+    status is decided and its line about to be printed. A signal during the
+    exit, while TensorFlow tears down, ended the process with -15 or -2, or
+    raised ``KeyboardInterrupt`` into the exit, with a traceback; ignored
+    signals stay ignored through the interpreter's finalization (Python
+    restores only the handlers it installed). A hung exit takes SIGKILL."""
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, signal.SIG_IGN)

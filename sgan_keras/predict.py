@@ -321,8 +321,6 @@ def _bad_input():
 
 
 def _exit_interrupted():
-    for number in (signal.SIGINT, signal.SIGTERM):   # a second signal ends it at once
-        signal.signal(number, signal.SIG_DFL)
     written = (f"--output={FLAGS.output} is not written (an earlier file there is unchanged)"
                if FLAGS.output else "standard output has the rows classified before it")
     _exit(EXIT_INTERRUPTED, f"a signal (SIGINT or SIGTERM) stopped the run; {written}",
@@ -330,6 +328,7 @@ def _exit_interrupted():
 
 
 def _exit(status, message, kind=None):
+    faults.ignore_stop_signals()     # the status is decided
     if kind:
         message = f"{kind}: {message}"
     print(f"sgan_keras.predict: {message}", file=sys.stderr, flush=True)

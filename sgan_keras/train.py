@@ -244,6 +244,7 @@ class _OutputWhoseReaderMayGo:
 
 
 def _exit(status, message, kind="error"):
+    faults.ignore_stop_signals()     # the status is decided
     print(f"sgan_keras.train: {kind}: {message}", file=sys.stderr, flush=True)
     sys.exit(status)
 

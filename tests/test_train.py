@@ -500,6 +500,29 @@ def test_the_predict_cli_freezes_what_its_imports_made_and_keeps_the_collector_o
     assert frozen > 100_000 and enabled
 
 
+def test_a_signal_during_the_exit_after_an_error_line_keeps_its_status(tmp_path, fast):
+    """Once the one line is out, the status is decided: a SIGTERM or SIGINT
+    while the process exits (TensorFlow tearing down) ended it with -15 or
+    -2, or raised KeyboardInterrupt into the exit with a traceback. A new
+    interpreter: a forked test process (preloaded.py) exits without that
+    teardown."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for index, number in enumerate([signal.SIGTERM, signal.SIGINT]):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sgan_keras.train", *fast, f"--data_dir={empty}",
+             f"--output_dir={tmp_path / str(index)}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO_ROOT)
+        line = ""
+        while not line.startswith("sgan_keras.train:"):
+            line = process.stderr.readline()
+            assert line, "the process ended without its line"
+        process.send_signal(number)
+        rest = process.communicate(timeout=120)[1]
+        assert process.returncode == 2 and "Traceback" not in rest, (number, rest[-2000:])
+        assert line.startswith(f"sgan_keras.train: error: data_dir {empty} holds no mnist")
+
+
 def test_train_needs_an_output_dir_before_it_touches_anything():
     from sgan_keras import trainer
     config = presets.get_preset("mnist_gans_in_action").config
