@@ -373,9 +373,13 @@ class SGAN(keras.Model):
         ``keras.callbacks.TerminateOnNaN`` is refused: it reads the log
         ``loss``, which an SGAN does not have (its losses are ``d_loss``,
         ``g_loss``, ...), so it would never stop a run;
-        ``sgan_keras.callbacks.StopOnNonFiniteLoss`` checks them all."""
-        _refuse_terminate_on_nan(inspect.signature(super().fit).bind(
-            x, y, batch_size, *args, **kwargs).arguments.get("callbacks"))
+        ``sgan_keras.callbacks.StopOnNonFiniteLoss`` checks them all.
+        ``shuffle`` defaults to ``False`` for a ``tf.data.Dataset``, which
+        Keras does not shuffle: its default ``True`` warned on every call."""
+        given = inspect.signature(super().fit).bind(x, y, batch_size, *args, **kwargs).arguments
+        _refuse_terminate_on_nan(given.get("callbacks"))
+        if "shuffle" not in given and isinstance(x, tf.data.Dataset):
+            kwargs["shuffle"] = False
         if not self.weight_norm_initialized and x is not None:
             x, first = _first_batch(x, batch_size)
             if first is not None:
@@ -794,8 +798,9 @@ def _holds_weight_average(filepath):
 
 
 def _ema_copy(discriminator):
-    """A clone of ``discriminator`` for its EMA, its weights' paths under
-    ``ema_discriminator/``.
+    """A clone of ``discriminator`` for its EMA, named ``ema_discriminator``
+    (``model.summary()`` listed two ``discriminator`` rows) and its weights'
+    paths under ``ema_discriminator/``.
 
     A clone's layers keep their names, so without the name scope its weights'
     paths would be D's: TensorBoard's ``histogram_freq`` logs each weight
@@ -803,7 +808,9 @@ def _ema_copy(discriminator):
     tag at one step. (Saved files and checkpoints name weights by position.)
     """
     with keras.name_scope("ema_discriminator"):
-        return keras.models.clone_model(discriminator)
+        copy = keras.models.clone_model(discriminator)
+    copy.name = "ema_discriminator"
+    return copy
 
 
 def _refuse_terminate_on_nan(callbacks):
