@@ -68,7 +68,7 @@ _LAYERS = {
     "svhn_dcgan": (
         "G: z -> Dense 4*4*128 -> reshape -> BN -> LReLU(0.2) -> convT(64,5,2) BN LReLU "
         "-> convT(32,5,2) BN LReLU -> convT(3,5,2) tanh",
-        "D: Dropout 0.2 -> conv(64,3,2) LReLU Dropout 0.5 -> conv(64,3,2) BN LReLU -> "
+        "D: Dropout 0.2 -> conv(64,3,2) LReLU Dropout 0.5 -> conv(64,3,2) LReLU -> "
         "conv(64,3,2) BN LReLU Dropout 0.5 -> conv(128,3,1) BN LReLU -> conv(128,3,1) BN "
         "LReLU -> conv(128,3,1,valid) LReLU -> global average pool (128, features) -> Dense K"),
     "mnist_gans_in_action": (

@@ -83,8 +83,9 @@ _PRESETS = [
               "default, --manifold_reg=blog turns on the blog's form. One G forward "
               "pass per step: G's update re-uses the D step's fakes.",
         deviations=(
-            Deviation("data order", _BLOG + " prepare_input_pipeline (one shuffled copy "
-                      "read through .shuffle(4000))", "a seeded reshuffle of the whole "
+            Deviation("data order", _BLOG + " prepare_input_pipeline (two pipelines over "
+                      "the unlabeled set, D's batch and G's, the second over a reshuffled "
+                      "copy, each read through .shuffle(4000))", "a seeded reshuffle of the whole "
                       "set every epoch (exact resume)", "none"),
             Deviation("test batches", _BLOG + " (10,000 // 32 = 312 batches of a "
                       "repeating .batch(32) stream: 9,968-9,984 test images, the missing "
