@@ -442,7 +442,7 @@ class CheckOutputDirectory(keras.callbacks.Callback):
     """Calls ``check()`` (``RunLock.check_in_place``) at every step end,
     before the callbacks after it write there: a run whose ``--output_dir``
     was moved or removed stops instead of writing into a new directory of
-    that name. Two system calls a step."""
+    that name. Two system calls each time."""
 
     def __init__(self, check):
         super().__init__()

@@ -183,8 +183,8 @@ def tflite_runner(model_path):
         content = file.read()
     if not content:
         raise ValueError("the file is empty")
-    with warnings.catch_warnings():  # TF 2.21 points at ai-edge-litert; it still works
-        warnings.simplefilter("ignore", UserWarning)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", _INTERPRETER_DEPRECATED, UserWarning)
         try:
             interpreter = tf.lite.Interpreter(model_content=content)
         except ValueError as error:

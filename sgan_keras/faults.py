@@ -229,24 +229,32 @@ def no_temporary_directory():
 
 def give_matplotlib_a_writable_directory():
     """Points ``MPLCONFIGDIR`` at a new temporary directory, removed at exit,
-    when matplotlib's own (``$XDG_CONFIG_HOME`` or ``~/.config``, then
-    ``matplotlib``) cannot be made or written: ``HOME`` read-only, unset or a
-    file, as in some containers. Matplotlib would do the same, with two
-    warning lines a run. Call it before matplotlib is imported; a set
-    ``MPLCONFIGDIR`` is left alone."""
+    when matplotlib's own configuration or cache directory
+    (``$XDG_CONFIG_HOME`` or ``~/.config``, ``$XDG_CACHE_HOME`` or
+    ``~/.cache``, then ``matplotlib``) is not absolute or cannot be made or
+    written: ``HOME`` read-only, unset or a file, as in some containers.
+    Matplotlib would do the same, with two warning lines a run. Call it
+    before matplotlib is imported; a set ``MPLCONFIGDIR`` is left alone."""
     if os.environ.get("MPLCONFIGDIR"):
         return
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    directory = os.path.join(base, "matplotlib")
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except OSError:
-        pass
-    if os.path.isdir(directory) and os.access(directory, os.W_OK):
+    home = os.path.expanduser("~")      # "~" itself when HOME is unset and no passwd entry
+    bases = (os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config"),
+             os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"))
+    if all(os.path.isabs(base) and _writable_directory(os.path.join(base, "matplotlib"))
+           for base in bases):
         return
     temporary = tempfile.mkdtemp(prefix="matplotlib-")
     atexit.register(shutil.rmtree, temporary, ignore_errors=True)
     os.environ["MPLCONFIGDIR"] = temporary
+
+
+def _writable_directory(path):
+    """Whether ``path`` is, or can be made, a directory this process may write."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK)
 
 
 def ignore_stop_signals():

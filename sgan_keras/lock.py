@@ -67,11 +67,14 @@ class RunLock:
         """Raises :class:`LockLostError` if the held lock file is no longer at
         its path: its directory was removed, moved or replaced (or, for a
         relative path, the working directory was), so writes there would go
-        nowhere or into a new directory no lock guards."""
+        nowhere or into a new directory no lock guards. Another failure to
+        look (``PermissionError``) is raised as it is: the directory is there."""
+        if self._fd is None:
+            raise RuntimeError(f"the lock of {self.directory} is not held")
         held = os.fstat(self._fd)
         try:
             here = os.stat(self.path)
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):
             here = None
         if here is None or (here.st_dev, here.st_ino) != (held.st_dev, held.st_ino):
             where = self.directory

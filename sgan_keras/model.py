@@ -282,8 +282,9 @@ class SGAN(keras.Model):
         """Keras' ``load_weights``, refusing a ``.weights.h5`` or ``.keras``
         file whose weight average of D (EMA) this model does not match: Keras
         would ignore a saved average silently, or fail on a missing one with
-        a list of D's layers. ``skip_mismatch=True`` loads what matches."""
-        if not skip_mismatch:
+        a list of D's layers. ``skip_mismatch=True`` loads what matches, and
+        Keras' ``objects_to_skip`` what it does not skip."""
+        if not skip_mismatch and not kwargs.get("objects_to_skip"):
             saved = _holds_weight_average(filepath)
             kept = self.ema_discriminator is not None
             if saved is not None and saved != kept:

@@ -410,16 +410,16 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
         picked = np.random.default_rng([config.seed, 13]).permutation(
             len(data.train_images))[:TFLITE_CALIBRATION_IMAGES]
         representative = data.train_images[np.sort(picked)]
-    if check_output_dir:
-        check_output_dir()
     with faults.writing(export_dir):
+        if check_output_dir:
+            check_output_dir()
         export.export_classifier(model.classifier(), export_dir, image_shape=data.image_shape,
                                  pixel_range=config.model.pixel_range, overwrite=True,
                                  class_names=data.class_names,
                                  representative_images=representative)
     if config.run.tflite and chief:
         _stop_if_requested(stop, last_step)
-        check_output_dir()
+        check_output_dir()     # the chief's
         _score_exports(export_dir, data, model, config.run.eval_batch_size)
 
 

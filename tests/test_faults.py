@@ -41,3 +41,24 @@ def test_writing_files_does_not_import_tensorflow(code):
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["False"]
+
+
+@pytest.mark.parametrize("case", ["fine", "relative config home", "cache home a file"])
+def test_matplotlib_gets_a_temporary_directory_only_when_its_own_cannot_be_used(
+        case, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MPLCONFIGDIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", "config" if case == "relative config home"
+                       else str(tmp_path / "config"))
+    (tmp_path / "cache").write_text("not a directory")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / ("cache" if case == "cache home a file"
+                                                         else "cache_home")))
+    faults.give_matplotlib_a_writable_directory()
+    if case == "fine":
+        assert "MPLCONFIGDIR" not in os.environ
+        assert (tmp_path / "config" / "matplotlib").is_dir()
+    else:
+        assert os.path.isdir(os.environ["MPLCONFIGDIR"])
+        if case == "relative config home":
+            assert not (tmp_path / "config").exists()     # nothing made relative to the cwd

@@ -178,7 +178,14 @@ def test_a_file_whose_weight_average_the_model_does_not_keep_is_refused(tmp_path
     fresh.load_weights(tmp_path / ("plain" + suffix))          # a match loads as before
     for a, b in zip(without.discriminator.weights, fresh.discriminator.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
-    fresh.load_weights(tmp_path / ("average" + suffix), skip_mismatch=True)   # Keras' choice
+    fresh.load_weights(tmp_path / ("average" + suffix), skip_mismatch=True)   # Keras' choices
+    if suffix == ".weights.h5":      # Keras skips objects in these files only
+        averaging = tiny_model(ema_decay=0.5)
+        averaging.load_weights(tmp_path / ("plain" + suffix),
+                               objects_to_skip=[averaging.ema_discriminator])
+        for a, b in zip(without.discriminator.weights, averaging.discriminator.weights,
+                        strict=True):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 def test_early_stopping_restores_the_best_epochs_weights_and_ema():

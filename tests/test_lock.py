@@ -80,3 +80,19 @@ def test_a_held_lock_knows_when_its_directory_went_away(tmp_path, monkeypatch, c
     finally:
         monkeypatch.chdir(tmp_path)
         held.release()
+
+
+def test_a_lock_that_cannot_be_looked_at_is_not_called_lost(tmp_path, monkeypatch):
+    """A ``stat`` refused for another reason (a directory made unreadable) is
+    raised as it is, to be named as what it is; a released lock is not checked."""
+    held = lock.RunLock(tmp_path).acquire()
+
+    def refused(path):
+        raise PermissionError(13, "Permission denied", path)
+    with monkeypatch.context() as patch:
+        patch.setattr(lock.os, "stat", refused)
+        with pytest.raises(PermissionError):
+            held.check_in_place()
+    held.release()
+    with pytest.raises(RuntimeError, match="is not held"):
+        held.check_in_place()

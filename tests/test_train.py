@@ -508,19 +508,24 @@ def test_a_signal_during_the_exit_after_an_error_line_keeps_its_status(tmp_path,
     teardown."""
     empty = tmp_path / "empty"
     empty.mkdir()
-    for index, number in enumerate([signal.SIGTERM, signal.SIGINT]):
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sgan_keras.train", *fast, f"--data_dir={empty}",
-             f"--output_dir={tmp_path / str(index)}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO_ROOT)
-        line = ""
-        while not line.startswith("sgan_keras.train:"):
-            line = process.stderr.readline()
-            assert line, "the process ended without its line"
-        process.send_signal(number)
-        rest = process.communicate(timeout=120)[1]
-        assert process.returncode == 2 and "Traceback" not in rest, (number, rest[-2000:])
-        assert line.startswith(f"sgan_keras.train: error: data_dir {empty} holds no mnist")
+    for number in (signal.SIGTERM, signal.SIGINT):
+        for attempt in range(5):     # until the signal lands before the process has ended
+            process = subprocess.Popen(
+                [sys.executable, "-m", "sgan_keras.train", *fast, f"--data_dir={empty}",
+                 f"--output_dir={tmp_path / f'{number}_{attempt}'}"], stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO_ROOT)
+            line = ""
+            while not line.startswith("sgan_keras.train:"):
+                line = process.stderr.readline()
+                assert line, "the process ended without its line"
+            landed = process.poll() is None
+            process.send_signal(number)
+            rest = process.communicate(timeout=120)[1]
+            assert process.returncode == 2 and "Traceback" not in rest, (number, rest[-2000:])
+            assert line.startswith(f"sgan_keras.train: error: data_dir {empty} holds no mnist")
+            if landed:
+                break
+        assert landed, f"{number!r} never arrived before the process ended"
 
 
 def test_train_needs_an_output_dir_before_it_touches_anything():
