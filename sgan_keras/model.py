@@ -375,11 +375,13 @@ class SGAN(keras.Model):
         ``loss``, which an SGAN does not have (its losses are ``d_loss``,
         ``g_loss``, ...), so it would never stop a run;
         ``sgan_keras.callbacks.StopOnNonFiniteLoss`` checks them all.
-        ``shuffle`` defaults to ``False`` for a ``tf.data.Dataset``, which
-        Keras does not shuffle: its default ``True`` warned on every call."""
+        ``shuffle`` defaults to ``False`` for a ``tf.data.Dataset`` or a
+        generator, which Keras does not shuffle: its default ``True`` warned
+        on every call."""
         given = inspect.signature(super().fit).bind(x, y, batch_size, *args, **kwargs).arguments
         _refuse_terminate_on_nan(given.get("callbacks"))
-        if "shuffle" not in given and isinstance(x, tf.data.Dataset):
+        if "shuffle" not in given and (isinstance(x, tf.data.Dataset)
+                                       or inspect.isgenerator(x)):
             kwargs["shuffle"] = False
         if not self.weight_norm_initialized and x is not None:
             x, first = _first_batch(x, batch_size)

@@ -58,12 +58,14 @@ def test_terminate_on_nan_is_refused_for_the_callback_that_checks_every_loss():
 
 def test_fit_on_a_data_set_does_not_warn_that_shuffle_is_ignored():
     """Keras' ``shuffle=True`` default warned on every ``fit()`` of a
-    ``tf.data.Dataset``, which it does not shuffle; an SGAN's default is
-    ``False`` there. An explicit ``shuffle=True`` still gets Keras' warning."""
+    ``tf.data.Dataset`` or a generator, which it does not shuffle; an SGAN's
+    default is ``False`` there. An explicit ``shuffle=True`` still gets Keras' warning."""
     import warnings
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit(tiny_model(), 1)
+        tiny_model().fit(((tiny_batch(),) for _ in range(STEPS)), steps_per_epoch=STEPS,
+                         verbose=0)     # a generator, as well
     assert not [w for w in caught if "shuffle" in str(w.message)]
     with pytest.warns(UserWarning, match="shuffle=True"):
         fit(tiny_model(), 1, shuffle=True)
