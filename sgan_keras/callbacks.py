@@ -439,17 +439,20 @@ class SaveCheckpoint(keras.callbacks.Callback):
 
 
 class CheckOutputDirectory(keras.callbacks.Callback):
-    """Calls ``check()`` (``RunLock.check_in_place``) at every step end,
-    before the callbacks after it write there: a run whose ``--output_dir``
-    was moved or removed stops instead of writing into a new directory of
-    that name. Two system calls each time."""
+    """Calls ``check()`` (``RunLock.check_in_place``) at each epoch end and,
+    with ``every_step``, at every step end, before the callbacks after it
+    write there: a run whose ``--output_dir`` was moved or removed stops
+    instead of writing into a new directory of that name. Two system calls
+    each time."""
 
-    def __init__(self, check):
+    def __init__(self, check, every_step=True):
         super().__init__()
         self.check = check
+        self.every_step = every_step
 
     def on_train_batch_end(self, batch, logs=None):
-        self.check()
+        if self.every_step:
+            self.check()
 
     def on_epoch_end(self, epoch, logs=None):
         self.check()

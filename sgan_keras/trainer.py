@@ -512,8 +512,8 @@ def _callbacks(config, output_dir, initial_epoch, store, step_counter, stop, pre
     """The callbacks of one ``fit()`` call, in the order they must run."""
     metrics_path = os.path.join(output_dir, "metrics.csv")
     callbacks = [callbacks_lib.StopOnNonFiniteLoss(step_counter)]  # first: before any save
-    if check_output_dir:     # then: before any write
-        callbacks.append(callbacks_lib.CheckOutputDirectory(check_output_dir))
+    if check_output_dir:     # then: before an epoch end's writes
+        callbacks.append(callbacks_lib.CheckOutputDirectory(check_output_dir, every_step=False))
     if restore_metrics is not None:
         callbacks.append(callbacks_lib.ResumeEpochMetrics(restore_metrics))
     callbacks += [
@@ -527,7 +527,7 @@ def _callbacks(config, output_dir, initial_epoch, store, step_counter, stop, pre
             tensorboard_dir=os.path.join(output_dir, "tensorboard", "samples")))
     if callbacks_lib.progress_verbosity() == 0:
         callbacks.append(callbacks_lib.EpochSummary(total_epochs=config.training.epochs))
-    if check_output_dir:     # again: the epoch's writes above take a while
+    if check_output_dir:     # before each checkpoint (the epoch's writes above take a while)
         callbacks.append(callbacks_lib.CheckOutputDirectory(check_output_dir))
     # Last: an epoch's checkpoint is saved once its metrics.csv row is written.
     callbacks.append(callbacks_lib.SaveCheckpoint(
