@@ -465,6 +465,8 @@ class SGAN(keras.Model):
             raise ValueError("an SGAN trains on dict batches (SemiSupervisedData.train_dataset "
                              "or training_dataset); (images, labels) batches need "
                              "supervised_only=True")
+        if "labels" in batch:
+            batch = {**batch, "labels": _class_ids(batch["labels"])}
         if "label_mask" in batch:   # one batch: labeled images are marked in it
             images, mask = batch["images"], tf.cast(batch["label_mask"], tf.float32)
             # The others' labels are never read; any value (e.g. -1) may stand there.
@@ -732,7 +734,7 @@ class SGAN(keras.Model):
         """Accuracy and cross entropy on ``(images, labels[, sample_weight])`` or
         a training batch's labeled images."""
         batch, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
-        images, labels = _labeled_of(batch) if labels is None else (batch, labels)
+        images, labels = _labeled_of(batch) if labels is None else (batch, _class_ids(labels))
         logits = self(images, training=False)
         self.cross_entropy_tracker.update_state(
             tf.nn.sparse_softmax_cross_entropy_with_logits(
@@ -915,6 +917,16 @@ def _labeled_of(batch):
             raise ValueError(
                 f"evaluate() takes (images, labels) batches (SemiSupervisedData."
                 f"test_dataset) or train_dataset's dicts; got a dict of {sorted(batch)}")
-        return batch["labeled_images"], batch["labels"]
-    return batch[0], batch[1]
+        return batch["labeled_images"], _class_ids(batch["labels"])
+    return batch[0], _class_ids(batch[1])
+
+
+def _class_ids(labels):
+    """``labels`` as ``[N]`` class ids. Keras' sparse losses and metrics also take
+    ``[N, 1]`` (``keras.datasets.cifar10``'s shape), which the sparse cross
+    entropy here refused with a rank error. A retraced ``tf.function`` that saw
+    both may pass labels of unknown rank: they are flattened too ([N, K] one-hot
+    labels still fail, as N * K labels for N logits)."""
+    labels = tf.convert_to_tensor(labels)
+    return labels if labels.shape.rank == 1 else tf.reshape(labels, [-1])
 

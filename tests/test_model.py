@@ -574,6 +574,23 @@ def test_batch_methods_take_dict_batches_and_evaluate_weighs_samples():
         model.test_on_batch(masked)
 
 
+def test_labels_of_shape_n_by_1_train_and_evaluate_as_keras_sparse_labels():
+    """keras.datasets.cifar10 gives labels [N, 1], which Keras' sparse losses take:
+    they raised a rank error in the SGAN's cross entropy."""
+    images, labels = class_patterns(16, 0)
+    column = labels[:, None]
+    model = tiny_model()
+    assert model.evaluate(images, column, verbose=0, return_dict=True) == \
+        model.evaluate(images, labels, verbose=0, return_dict=True)
+    batch = {**tiny_batch(), "labels": tiny_batch()["labels"][:, None]}
+    assert np.isfinite(model.train_on_batch(batch, return_dict=True)["supervised_loss"])
+    _, discriminator = tiny_networks()
+    supervised = SGAN(None, discriminator, Config(supervised_only=True))
+    supervised.compile(d_optimizer=keras.optimizers.Adam(1e-2))
+    logs = supervised.fit(images, column, batch_size=8, epochs=1, verbose=0).history
+    assert np.isfinite(logs["supervised_loss"][0])
+
+
 MIRRORED_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np, tensorflow as tf, keras
