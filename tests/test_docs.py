@@ -1,6 +1,7 @@
 """Generated documentation stays current, and README's Python examples run."""
 
 import ast
+import os
 import pathlib
 import re
 import subprocess
@@ -90,3 +91,17 @@ def test_the_readme_export_example_runs_as_it_says(mnist_dir, tmp_path, monkeypa
     assert probabilities.shape == (5, 10) and class_ids.shape == class_names.shape == (5,)
     assert [name.decode() for name in class_names.numpy()] == [
         f"digit {k}" for k in class_ids.numpy()]
+
+
+def test_the_modules_the_readme_names_work_after_import_sgan_keras_alone():
+    # A notebook writes sgan_keras.callbacks.StopOnNonFiniteLoss() as README (and
+    # fit()'s refusal of TerminateOnNaN) spells it: it raised AttributeError.
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    names = sorted(set(re.findall(r"\bsgan_keras\.([a-z_]+)\.([A-Za-z_0-9]+)", text)))
+    assert ("callbacks", "StopOnNonFiniteLoss") in names and ("export", "export_classifier") in names
+    code = "import sgan_keras\n" + "".join(f"sgan_keras.{module}.{name}\n"
+                                          for module, name in names)
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=300,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
