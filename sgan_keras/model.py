@@ -38,6 +38,7 @@ import zipfile
 
 import h5py
 import keras
+import numpy as np
 import tensorflow as tf
 
 from sgan_keras import choices as choices_lib
@@ -56,6 +57,8 @@ _FEATURE_MATCHING_DISTANCES = {"feature_matching_l1": "l1", "feature_matching_l2
 _RUN_OPTIONS = ("jit_compile", "steps_per_execution", "run_eagerly")
 # Keras' compile() arguments an SGAN has no use for (its losses and metrics are its own).
 _KERAS_COMPILE_REFUSED = ("optimizer", "loss", "loss_weights", "metrics", "weighted_metrics")
+# The key of save_own_variables' record of the weight-norm init.
+_WEIGHT_NORM_INITIALIZED = "weight_norm_initialized"
 
 
 @keras.saving.register_keras_serializable(package="sgan_keras")
@@ -265,18 +268,24 @@ class SGAN(keras.Model):
     def save_own_variables(self, store):
         """Keras' ``.keras`` format leaves out the seed-generator states of the
         dropout and noise layers; they are saved here, so that a loaded model
-        trains on exactly as the saved one would have."""
+        trains on exactly as the saved one would have. So is whether the
+        weight-norm init has run: a ``.weights.h5`` file has no config, and
+        ``fit()`` after ``load_weights`` ran the init again over the loaded weights."""
         super().save_own_variables(store)
         for index, state in enumerate(self._seed_states()):
             store[f"seed_state_{index}"] = keras.ops.convert_to_numpy(state)
+        store[_WEIGHT_NORM_INITIALIZED] = np.array(self.weight_norm_initialized)
 
     def load_own_variables(self, store):
-        seeds = {key: store[key] for key in store.keys() if key.startswith("seed_state_")}
+        ours = {key: store[key] for key in store.keys()
+                if key.startswith("seed_state_") or key == _WEIGHT_NORM_INITIALIZED}
         super().load_own_variables({key: store[key] for key in store.keys()
-                                    if key not in seeds})
+                                    if key not in ours})
         for index, state in enumerate(self._seed_states()):
-            if f"seed_state_{index}" in seeds:
-                state.assign(seeds[f"seed_state_{index}"])
+            if f"seed_state_{index}" in ours:
+                state.assign(ours[f"seed_state_{index}"])
+        if _WEIGHT_NORM_INITIALIZED in ours:    # files saved before it was kept: as they were
+            self.weight_norm_initialized = bool(np.asarray(ours[_WEIGHT_NORM_INITIALIZED]))
 
     def load_weights(self, filepath, skip_mismatch=False, **kwargs):
         """Keras' ``load_weights``, refusing a ``.weights.h5`` or ``.keras``

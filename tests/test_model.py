@@ -451,6 +451,28 @@ def test_fit_initializes_weight_norm_on_the_first_batch_of_any_data(tmp_path):
         model.fit(iter([(images, labels)]), epochs=1, verbose=0)
 
 
+def test_fit_after_load_weights_keeps_the_loaded_weights_of_a_weight_norm_network(tmp_path):
+    """fit() ran the data-dependent init again on weights loaded from a
+    ``.weights.h5`` file, overwriting their trained scales and biases."""
+    images, labels = class_patterns(64, 0)
+    model = SGAN(None, weight_norm_discriminator(), Config(supervised_only=True))
+    model.compile(d_optimizer=keras.optimizers.SGD(0.1))
+    path = tmp_path / "before_fit.weights.h5"
+    model.save_weights(path)                      # not initialized yet: fit() still inits
+    model.fit(images, labels, batch_size=16, epochs=1, verbose=0)
+    model.save_weights(tmp_path / "trained.weights.h5")
+    for name, initialized in (("trained", True), ("before_fit", False)):
+        fresh = SGAN(None, weight_norm_discriminator(), Config(supervised_only=True))
+        fresh.compile(d_optimizer=keras.optimizers.SGD(0.1))
+        fresh.load_weights(tmp_path / f"{name}.weights.h5")
+        fresh.d_optimizer.learning_rate.assign(0.0)   # (the file's 0.1): only the init moves them
+        loaded = weights(fresh)
+        fresh.fit(images[::-1], labels[::-1], batch_size=16, epochs=1, verbose=0)
+        assert fresh.weight_norm_initialized
+        kept = all(np.array_equal(a, b) for a, b in zip(loaded, weights(fresh)))
+        assert kept == initialized, name
+
+
 def test_two_runs_with_the_same_seed_give_identical_weights():
     runs = []
     for _ in range(2):
