@@ -103,7 +103,13 @@ class Classifier:
         import tensorflow as tf
         loaded = tf.saved_model.load(path)
         self._serve = loaded.signatures["serving_default"]
-        self.image_shape = tuple(self._serve.structured_input_signature[1]["images"].shape[1:])
+        inputs = self._serve.structured_input_signature[1]
+        if "images" not in inputs or inputs["images"].dtype != tf.uint8:
+            # e.g. SGAN.export() (Keras' model.export): float images in, logits out
+            raise ValueError("its serving_default signature takes no uint8 'images', "
+                             "so it is not the classifier export that sgan_keras.train or "
+                             "sgan_keras.export.export_classifier writes")
+        self.image_shape = tuple(inputs["images"].shape[1:])
         outputs = self._serve(images=tf.zeros((1, *self.image_shape), tf.uint8))
         self.class_names = None
         if "class_names" not in outputs:     # an export from before class names

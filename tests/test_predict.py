@@ -172,6 +172,18 @@ def test_bad_model_and_image_arguments_are_named(tmp_path):
         image_files([str(tmp_path)])
 
 
+def test_a_keras_model_export_is_named_as_not_the_classifier_export(tmp_path):
+    """SGAN.export() (Keras' model.export) serves float images, no ``images``
+    input: predict said only ``cannot be loaded ('images')``."""
+    from sgan_keras.predict import Classifier, PredictError
+    model = keras.Sequential([keras.Input(IMAGE_SHAPE), keras.layers.Flatten(),
+                              keras.layers.Dense(3)])
+    model.export(str(tmp_path / "keras_export"), verbose=False)
+    with pytest.raises(PredictError, match=r"keras_export cannot be loaded \(its serving_"
+                       r"default signature takes no uint8 'images', so.*export_classifier writes\)$"):
+        Classifier(str(tmp_path / "keras_export"))
+
+
 def test_a_glob_that_matches_directories_searches_them(images):
     from sgan_keras.predict import image_files
     root, paths = images
