@@ -233,10 +233,16 @@ def _computing_in_float32(classifier):
     try:
         copy = keras.models.clone_model(classifier, clone_function=float32_layer,
                                         recursive=True)
-    except ValueError as error:   # subclassed models cannot be cloned
-        raise ExportError(f"the classifier computes in {classifier.compute_dtype} and no "
-                          f"float32 copy can be made of it ({error}); build it with the "
-                          "float32 policy to export it") from None
+    except ValueError:   # subclassed models cannot be cloned
+        # Named by its layers' dtypes: a subclassed model's own policy may be
+        # float32 around bfloat16 layers (an SGAN's), which this said it computed in.
+        dtypes = sorted({layer.compute_dtype for layer in sgan_layers.all_layers(classifier)}
+                        - {"float32"})
+        raise ExportError(f"the classifier has layers computing in {', '.join(dtypes)} and no "
+                          f"float32 copy can be made of it ({type(classifier).__name__} is "
+                          "not a functional or Sequential model): export a functional one "
+                          "(an SGAN's model.classifier()), or build it with the float32 "
+                          "policy") from None
     copy.set_weights(classifier.get_weights())
     return copy
 

@@ -333,3 +333,16 @@ def test_a_mixed_bfloat16_classifier_exports_in_float32_with_its_tflite_files(tm
     np.testing.assert_allclose(probabilities, served["probabilities"].numpy(), atol=1e-4)
     assert os.path.getsize(tmp_path / "export" / TFLITE_INT8) > 0
     assert conv.compute_dtype == "bfloat16"   # the trained model is untouched
+
+
+def test_a_mixed_bfloat16_sgan_itself_is_refused_naming_its_layers_dtype(tmp_path):
+    """An SGAN computes in float32 around bfloat16 networks: the refusal said the
+    classifier 'computes in float32' and to build it with the float32 policy."""
+    from sgan_keras import SGAN
+    model = SGAN.from_preset("mnist_blog", seed=0, precision="mixed_bfloat16")
+    with pytest.raises(ExportError, match=r"has layers computing in bfloat16 and no float32 "
+                       r"copy can be made of it \(SGAN is not a functional or Sequential "
+                       r"model\): export a functional one \(an SGAN's model.classifier\(\)\)"):
+        export_classifier(model, tmp_path / "export", image_shape=model.image_shape,
+                          pixel_range=model.pixel_range)
+    assert not (tmp_path / "export").exists()
