@@ -425,7 +425,14 @@ class Config:
         """A copy with the fields named in ``changes`` (any section) replaced, checked again."""
         unknown = sorted(set(changes) - set(OPTIONS))
         if unknown:
-            raise ConfigError(f"unknown option(s) {unknown}; allowed: {sorted(OPTIONS)}")
+            # The CLI's names for three fields (--lr, --ema, --manifold_reg) are
+            # what a notebook user types first: name their fields.
+            fields = {option.flag: name for name, option in OPTIONS.items() if option.flag}
+            renamed = [f"--{flag} is the field {fields[flag]}" for flag in unknown
+                       if fields.get(flag, flag) != flag]
+            raise ConfigError(f"unknown option(s) {unknown}"
+                              + (f" ({'; '.join(renamed)})" if renamed else "")
+                              + f"; allowed: {sorted(OPTIONS)}")
         top = {name: value for name, value in changes.items() if not OPTIONS[name].section}
         sections = {}
         for section in SECTIONS:

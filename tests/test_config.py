@@ -165,8 +165,12 @@ def test_replace_reaches_every_section_and_refuses_unknown_fields():
     assert (config.training.g_lr, config.model.fake_class, config.data.labels,
             config.run.strategy, config.seed) == (0.1, "learned", "all", "mirrored", 3)
     assert config.training.d_lr == pytest.approx(0.1)
-    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['lr'\]"):
-        Config().replace(lr=0.1)     # the flag's name, not the field's
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['lr'\] \(--lr is the "
+                       r"field g_lr\); allowed"):
+        Config().replace(lr=0.1)     # the flag's name, not the field's: named
+    with pytest.raises(ConfigError, match=r"\['ema', 'manifold_reg', 'x'\] \(--ema is the "
+                       r"field ema_decay; --manifold_reg is the field manifold\); allowed"):
+        Config().replace(ema=0.9, manifold_reg="blog", x=1)
 
 
 # ------------------------------------------------------------------ presets
