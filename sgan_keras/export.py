@@ -166,7 +166,8 @@ def _write_tflite(saved_model_dir, representative_images, image_shape, class_nam
     for file_name, content in ((TFLITE_FLOAT, float_model), (TFLITE_INT8, int8_model)):
         with open(os.path.join(saved_model_dir, file_name), "wb") as file:
             file.write(content)
-    with open(os.path.join(saved_model_dir, LABELS), "w") as file:
+    # UTF-8 whatever the locale (TFLite's convention; an ASCII one refused 'café').
+    with open(os.path.join(saved_model_dir, LABELS), "w", encoding="utf-8") as file:
         file.write("".join(f"{name}\n" for name in class_names))
 
 

@@ -123,7 +123,7 @@ class Classifier:
         labels = os.path.join(os.path.dirname(path), export_lib.LABELS)
         self.class_names = None
         if os.path.exists(labels):
-            with open(labels) as file:
+            with open(labels, encoding="utf-8") as file:   # as export writes it
                 self.class_names = file.read().splitlines()
             classes = int(self._tflite.get_output_details()["probabilities"]["shape"][-1])
             if len(self.class_names) != classes:

@@ -346,3 +346,26 @@ def test_a_mixed_bfloat16_sgan_itself_is_refused_naming_its_layers_dtype(tmp_pat
         export_classifier(model, tmp_path / "export", image_shape=model.image_shape,
                           pixel_range=model.pixel_range)
     assert not (tmp_path / "export").exists()
+
+
+def test_labels_txt_is_utf8_under_an_ascii_locale(tmp_path):
+    """labels.txt (TFLite's convention: UTF-8) was written, and read by predict,
+    in the locale's encoding: under ``PYTHONUTF8=0 LC_ALL=C`` a class named
+    'café' ended the export in a UnicodeEncodeError."""
+    script = (
+        "import sys, keras, numpy as np\n"
+        "from sgan_keras.export import export_classifier\n"
+        "from sgan_keras.predict import Classifier\n"
+        "model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), "
+        "keras.layers.Dense(2)])\n"
+        "export_classifier(model, sys.argv[1], image_shape=(4, 4, 1), pixel_range=(-1, 1), "
+        "class_names=['caf\\u00e9', 'na\\u00efve'], "
+        "representative_images=np.zeros((4, 4, 4, 1), np.uint8))\n"
+        "print(ascii(Classifier(sys.argv[1] + '/classifier.tflite').class_names))\n")
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "export")], capture_output=True,
+        text=True, timeout=300,
+        env={**ENV, "PYTHONUTF8": "0", "LC_ALL": "C", "LANG": "C"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "['caf\\xe9', 'na\\xefve']"
+    assert (tmp_path / "export" / "labels.txt").read_bytes() == "café\nnaïve\n".encode()
