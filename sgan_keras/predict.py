@@ -299,9 +299,11 @@ def main(argv):
               f"{unreadable[0]}", file=sys.stderr, flush=True)
     if len(unreadable) < len(skipped):
         unnamed = [path for path in skipped if not faults.is_utf8(path)]
+        # Under an ASCII file-name encoding (PYTHONUTF8=0 LC_ALL=C) a UTF-8 name
+        # arrives undecoded too: the hint says so, where "rename them" misled.
         print(f"sgan_keras.predict: skipped {len(unnamed)} file(s) whose name is not valid "
-              f"UTF-8 (the CSV cannot name them; rename them), e.g. "
-              f"{faults.printable(unnamed[0])}",
+              f"UTF-8 (the CSV cannot name them; rename them)"
+              f"{faults.file_name_encoding_hint()}, e.g. {faults.printable(unnamed[0])}",
               file=sys.stderr, flush=True)
     if not classified:
         _exit(EXIT_USAGE, "error: no image could be read")

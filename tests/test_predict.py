@@ -352,6 +352,22 @@ def test_a_file_name_that_is_not_utf8_is_skipped_and_named_with_escapes(
     assert [row["file"] for row in rows(output.read_text())] == [str(folder / "good.png")]
 
 
+def test_a_utf8_name_skipped_under_an_ascii_file_name_encoding_says_to_change_the_locale(
+        run_dir, images, tmp_path):
+    """Under ``PYTHONUTF8=0 LC_ALL=C`` a UTF-8 name arrives as lone surrogates:
+    the line said only that it is not UTF-8 and to rename it."""
+    _, paths = images
+    shutil.copy(paths[0], tmp_path / "café.png")
+    result = subprocess.run(
+        [sys.executable, "-m", "sgan_keras.predict", f"--model={run_dir}",
+         os.fsencode(tmp_path / "café.png")], capture_output=True, text=True, timeout=300,
+        env={**ENV, "PYTHONUTF8": "0", "LC_ALL": "C", "LANG": "C"})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert ("(the CSV cannot name them; rename them) (this Python decodes file names as ascii: "
+            "run it under a UTF-8 locale, e.g. LC_ALL=C.UTF-8, or with PYTHONUTF8=1), e.g. "
+            in result.stderr), result.stderr[-2000:]
+
+
 def test_an_output_under_a_file_says_that_it_is_not_a_directory(tmp_path):
     from sgan_keras.predict import PredictError, check_output
     (tmp_path / "notes.txt").write_text("a user's file")
