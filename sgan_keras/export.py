@@ -94,6 +94,10 @@ def export_classifier(classifier, export_dir, *, image_shape, pixel_range, overw
                    (range(num_classes) if class_names is None else class_names)]
     if len(class_names) != num_classes:
         raise ExportError(f"{len(class_names)} class names for {num_classes} classes")
+    broken = [name for name in class_names if "".join(name.splitlines()) != name]
+    if broken and representative_images is not None:   # predict read more names than classes
+        raise ExportError(f"class name {broken[0]!r} has a line break, and {LABELS} holds "
+                          "one name a line")
 
     def classify(images):
         # A loaded signature does not check its input's shape: an image batch

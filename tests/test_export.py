@@ -226,6 +226,9 @@ def test_an_overwrite_stopped_between_its_renames_puts_the_old_export_back(
     ({"image_shape": (6, 0, 2)}, "image_shape"),
     ({"image_shape": (5, 5, 2)}, "image_shape (5, 5, 2)"),   # not the classifier's input
     ({"class_names": np.array(["a", "b"])}, "2 class names for 3 classes"),
+    # labels.txt holds one name a line: predict then counted 4 names for 3 classes.
+    ({"class_names": ["a\nb", "c", "d"], "representative_images": uint8_images()},
+     "class name 'a\\nb' has a line break"),
     ({"classifier": lambda: "not a model"}, "classifier"),
     # Logits [N, H, W, 3] instead of [N, 3]: no Flatten.
     ({"classifier": lambda: keras.Sequential([keras.Input(IMAGE_SHAPE), keras.layers.Dense(3)])},
