@@ -853,7 +853,17 @@ def _global_mean(features):
 
 def _check_shapes(generator, discriminator):
     """Refuses a D that does not output ``[logits [B, n], features]`` (e.g. G and D
-    swapped), or a G whose images D does not take."""
+    swapped), or a G whose images D does not take; and networks whose shapes
+    cannot be read: a subclassed model raised AttributeError 'output_shape'."""
+    for role, network in (("generator", generator), ("discriminator", discriminator)):
+        if network is not None and not (isinstance(network, keras.Model)
+                                        and hasattr(network, "input_shape")
+                                        and hasattr(network, "output_shape")):
+            raise TypeError(
+                f"the {role} must be a functional or Sequential keras.Model (its input and "
+                f"output shapes are read from it), got {type(network).__name__}; wrap a "
+                f"subclassed one: inputs = keras.Input(shape); keras.Model(inputs, "
+                f"network(inputs))")
     outputs = discriminator.output_shape
     if not (isinstance(outputs, (list, tuple)) and len(outputs) == 2
             and all(isinstance(shape, (list, tuple)) for shape in outputs)

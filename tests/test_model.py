@@ -556,6 +556,34 @@ def test_wrong_networks_or_config_get_a_clear_error():
         assert SGAN.from_preset("mnist_blog", precision=precision).precision == precision
 
 
+class SubclassedDiscriminator(keras.Model):
+    """``tiny_networks``' D written as a subclassed model."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = keras.layers.Dense(8, activation="relu")
+        self.logits = keras.layers.Dense(K)
+
+    def call(self, images, training=False):
+        features = self.hidden(keras.ops.reshape(images, (-1, 16)))
+        return self.logits(features), features
+
+
+def test_a_subclassed_network_is_refused_with_how_to_wrap_it():
+    """Its shapes cannot be read: SGAN() raised AttributeError 'output_shape'."""
+    generator, _ = tiny_networks()
+    subclassed = SubclassedDiscriminator()
+    subclassed(np.zeros((1, *IMAGE_SHAPE), np.float32))
+    with pytest.raises(TypeError, match=r"the discriminator must be a functional or Sequential "
+                       r"keras.Model .* got SubclassedDiscriminator; wrap a subclassed one"):
+        SGAN(generator, subclassed, Config())
+    images = keras.Input(IMAGE_SHAPE)
+    wrapped = keras.Model(images, subclassed(images))     # as the message says
+    model = SGAN(generator, wrapped, Config().replace(noise_stddev=1.0))
+    model.compile(d_optimizer="adam", g_optimizer="adam")
+    assert np.isfinite(model.train_on_batch(tiny_batch(), return_dict=True)["d_loss"])
+
+
 def test_compile_takes_optimizer_names_and_refuses_what_it_cannot_use():
     generator, discriminator = tiny_networks()
     model = SGAN(generator, discriminator, Config().replace(noise_stddev=1.0))
