@@ -1005,8 +1005,10 @@ def read_image_folder(path, image_shape, *, convert_channels=False, seed=0,
                         "break in its name; rename it")
     unnamed = [name for name in class_names if not faults.is_utf8(name)]
     if unnamed:         # class_names.json and labels.txt are UTF-8 text
+        # Under an ASCII file-name encoding a UTF-8 name arrives undecoded too: the hint.
         raise DataError(f"class folder {faults.printable(os.path.join(labeled_dir, unnamed[0]))} "
-                        "has a name that is not UTF-8 text; rename it")
+                        f"has a name that is not UTF-8 text{faults.file_name_encoding_hint()}; "
+                        "rename it")
     if len(class_names) < 2:
         raise DataError(f"{labeled_dir} must hold one folder of images per class (at least "
                         f"two), found {len(class_names)}")

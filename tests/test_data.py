@@ -993,6 +993,27 @@ def test_image_folder_names_that_are_not_utf8(tmp_path):
         data_lib.read_image_folder(tmp_path / "a", (8, 8, 3))
 
 
+def test_a_utf8_class_folder_under_an_ascii_file_name_encoding_says_to_change_the_locale(
+        tmp_path):
+    """Under ``PYTHONUTF8=0 LC_ALL=C`` a UTF-8 class folder name ('café')
+    arrives undecoded: the refusal said only to rename it."""
+    import subprocess
+    import sys
+    write_folder(tmp_path / "a", classes=("ant", "café"))
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys\nfrom sgan_keras import data\ntry:\n"
+         "    data.read_image_folder(sys.argv[1], (8, 8, 3))\n"
+         "except data.DataError as error:\n    print(ascii(str(error)))\n",
+         str(tmp_path / "a")], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONUTF8": "0", "LC_ALL": "C", "LANG": "C",
+             "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith(
+        "has a name that is not UTF-8 text (this Python decodes file names as ascii: run it "
+        "under a UTF-8 locale, e.g. LC_ALL=C.UTF-8, or with PYTHONUTF8=1); rename it'"), \
+        result.stdout
+
+
 # ------------------------------------------------------------- any TFDS set
 def test_any_tfds_image_classification_set_with_its_class_names(tmp_path):
     import tensorflow_datasets as tfds
