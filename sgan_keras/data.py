@@ -408,8 +408,11 @@ def _load_custom(name, budget, *, seed, data_dir, pixel_range, label_selection, 
                          f"images ({FOLDER_TEST_FRACTION:.0%} of each class, drawn with the "
                          "seed) are held out as the test set.")
         if folder.skipped:
+            # A UTF-8 name under an ASCII file-name encoding is skipped too: the hint.
+            hint = ("" if all(faults.is_utf8(os.fspath(path)) for path in folder.skipped)
+                    else faults.file_name_encoding_hint())
             notes.append(f"Skipped {len(folder.skipped)} unreadable image file(s) in {source} "
-                         "(not an image, or a name that is not UTF-8), e.g. "
+                         f"(not an image, or a name that is not UTF-8{hint}), e.g. "
                          f"{faults.printable(folder.skipped[0])}.")
         if label_selection == "first" and budget is not None:
             # Read class by class, its first images would all be the first class's.

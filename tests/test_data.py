@@ -1014,6 +1014,32 @@ def test_a_utf8_class_folder_under_an_ascii_file_name_encoding_says_to_change_th
         result.stdout
 
 
+def test_a_utf8_image_name_skipped_under_an_ascii_file_name_encoding_says_to_change_the_locale(
+        tmp_path):
+    """Under ``PYTHONUTF8=0 LC_ALL=C`` an unlabeled 'café.png' arrives undecoded
+    and is skipped: the note gives the cause, as for a class folder."""
+    import subprocess
+    import sys
+    write_folder(tmp_path / "a")
+    (tmp_path / "a" / "unlabeled" / "café.png").write_bytes(
+        (tmp_path / "a" / "unlabeled" / "part0" / "u0.png").read_bytes())
+    script = ("import sys\nfrom sgan_keras import data\n"
+              "loaded = data.load_dataset('folder:' + sys.argv[1], 'all', image_shape=(8, 8, 3))\n"
+              "print(ascii([note for note in loaded.notes if 'Skipped' in note]))\n")
+    runs = {}
+    for utf8 in ("0", "1"):
+        result = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / "a")], capture_output=True, text=True,
+            timeout=300, env={**os.environ, "PYTHONUTF8": utf8, "LC_ALL": "C", "LANG": "C",
+                              "TF_CPP_MIN_LOG_LEVEL": "2"})
+        assert result.returncode == 0, result.stderr[-2000:]
+        runs[utf8] = result.stdout.strip()
+    assert "Skipped 1 unreadable image file(s)" in runs["0"]
+    assert ("a name that is not UTF-8 (this Python decodes file names as ascii: run it under "
+            "a UTF-8 locale, e.g. LC_ALL=C.UTF-8, or with PYTHONUTF8=1))") in runs["0"], runs["0"]
+    assert runs["1"] == "[]"       # decoded as UTF-8, the file is read
+
+
 # ------------------------------------------------------------- any TFDS set
 def test_any_tfds_image_classification_set_with_its_class_names(tmp_path):
     import tensorflow_datasets as tfds
