@@ -57,6 +57,8 @@ _FEATURE_MATCHING_DISTANCES = {"feature_matching_l1": "l1", "feature_matching_l2
 _RUN_OPTIONS = ("jit_compile", "steps_per_execution", "run_eagerly")
 # Keras' compile() arguments an SGAN has no use for (its losses and metrics are its own).
 _KERAS_COMPILE_REFUSED = ("optimizer", "loss", "loss_weights", "metrics", "weighted_metrics")
+# The image entries of a training batch (train_dataset's dicts, or masked ones).
+_IMAGE_KEYS = ("labeled_images", "unlabeled_images", "generator_images", "images")
 # The key of save_own_variables' record of the weight-norm init.
 _WEIGHT_NORM_INITIALIZED = "weight_norm_initialized"
 
@@ -366,6 +368,7 @@ class SGAN(keras.Model):
         if self.weight_norm_initialized:
             return
         images = _images_of(keras.utils.unpack_x_y_sample_weight(batch)[0])
+        self._check_float_images(images)
         with self.distribute_strategy.scope():
             if self.generator is not None:
                 z = self._global_noise(_GENERATOR_NOISE, tf.shape(images)[0], step=-1)
@@ -474,6 +477,9 @@ class SGAN(keras.Model):
             raise ValueError("an SGAN trains on dict batches (SemiSupervisedData.train_dataset "
                              "or training_dataset); (images, labels) batches need "
                              "supervised_only=True")
+        for key in _IMAGE_KEYS:
+            if key in batch:
+                self._check_float_images(batch[key])
         if "labels" in batch:
             batch = {**batch, "labels": _class_ids(batch["labels"])}
         if "label_mask" in batch:   # one batch: labeled images are marked in it
@@ -700,6 +706,7 @@ class SGAN(keras.Model):
 
     def _supervised_step(self, batch):
         images, labels = _labeled_of(batch)
+        self._check_float_images(images)
         with tf.GradientTape() as tape:
             logits, _ = self.discriminator(images, training=True)
             supervised = losses.supervised_loss(labels, logits, self.config.model.fake_class,
@@ -744,6 +751,7 @@ class SGAN(keras.Model):
         a training batch's labeled images."""
         batch, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
         images, labels = _labeled_of(batch) if labels is None else (batch, _class_ids(labels))
+        self._check_float_images(images)      # here, not under Keras' note on call()
         logits = self(images, training=False)
         self.cross_entropy_tracker.update_state(
             tf.nn.sparse_softmax_cross_entropy_with_logits(
@@ -755,12 +763,26 @@ class SGAN(keras.Model):
 
     def predict_step(self, batch):
         batch, _, _ = keras.utils.unpack_x_y_sample_weight(batch)
-        return self(_images_of(batch), training=False)
+        images = _images_of(batch)
+        self._check_float_images(images)
+        return self(images, training=False)
 
     def call(self, images, training=False):
         """The K class logits of the evaluation discriminator."""
+        self._check_float_images(images)
         logits, _ = self.evaluation_discriminator(images, training=training)
         return losses.class_logits(logits, self.num_classes)
+
+    def _check_float_images(self, images):
+        """Refuses integer images such as raw uint8 ones: Keras would cast their
+        0-255 to float without a word, far outside the pixels D learns on."""
+        dtype = tf.as_dtype(images.dtype)
+        if dtype.is_integer:
+            low, high = self.pixel_range
+            raise ValueError(
+                f"the images are {dtype.name}: an SGAN takes float images in its pixel_range "
+                f"({low:g}, {high:g}), as SemiSupervisedData's data sets give them; scale raw "
+                f"uint8 images as x / 127.5 - 1 for (-1, 1) or x / 255 for (0, 1)")
 
     def classifier(self):
         """A functional ``keras.Model``: images -> K class logits (EMA weights if on)."""

@@ -641,6 +641,37 @@ def test_labels_of_shape_n_by_1_train_and_evaluate_as_keras_sparse_labels():
     assert np.isfinite(logs["supervised_loss"][0])
 
 
+def test_integer_images_are_refused_with_one_line_not_cast_to_float():
+    """Raw uint8 images reached D as floats 0-255 without a word (Keras casts
+    them): fit(), the steps, evaluate(), predict() and the init refuse them."""
+    images, labels = class_patterns(16, 0)
+    raw = np.clip(images * 100 + 100, 0, 255).astype(np.uint8)
+    message = r"the images are uint8: an SGAN takes float images in its pixel_range \(-1, 1\)"
+    model = tiny_model()
+    with pytest.raises(ValueError, match=message):
+        model.initialize_weight_norm(raw)
+    assert not model.weight_norm_initialized        # the refused batch set nothing up
+    with pytest.raises(ValueError, match=message):
+        model.fit({**tiny_batch(), "unlabeled_images": raw}, epochs=1, verbose=0)
+    model.initialize_weight_norm(tiny_batch())
+    for key in ("labeled_images", "unlabeled_images", "generator_images"):
+        with pytest.raises(ValueError, match=message):
+            model.train_on_batch({**tiny_batch(), key: raw[:8]})
+    with pytest.raises(ValueError, match=message):
+        model.evaluate(raw, labels, verbose=0)
+    with pytest.raises(ValueError, match=message):
+        model.predict(raw, verbose=0)
+    with pytest.raises(ValueError, match=message):
+        model(raw)
+    _, discriminator = tiny_networks()
+    supervised = SGAN(None, discriminator, Config(supervised_only=True))
+    supervised.compile(d_optimizer=keras.optimizers.Adam(1e-2))
+    supervised.initialize_weight_norm((images, labels))
+    with pytest.raises(ValueError, match=message):
+        supervised.fit(raw, labels, batch_size=8, epochs=1, verbose=0)
+    assert np.isfinite(model.evaluate(images, labels, verbose=0, return_dict=True)["accuracy"])
+
+
 MIRRORED_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np, tensorflow as tf, keras
