@@ -342,8 +342,13 @@ def provenance_lines(result):
     def where(p):
         if "sessions" not in p:
             return f"{p['machine']}; commit {p['commit']}; {p['date']}."
-        return " ".join(f"From epoch {s['first_epoch']}: {s['machine']}; commit "
-                             f"{s['commit']}; {s['date']}." for s in p["sessions"])
+        # A session that starts in the epoch the one before started resumed
+        # inside it (from a checkpoint within the epoch).
+        starts = [None] + [s["first_epoch"] for s in p["sessions"]]
+        return " ".join(
+            f"{'Resumed within' if s['first_epoch'] == before else 'From'} epoch "
+            f"{s['first_epoch']}: {s['machine']}; commit {s['commit']}; {s['date']}."
+            for before, s in zip(starts, p["sessions"]))
     return ["", "Runs merged from more than one commit or machine. " + explained, ""] + [
         f"- {kind} seed {seed}: {where(p)}" for (kind, seed), p in sorted(made.items())]
 

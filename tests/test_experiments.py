@@ -449,6 +449,7 @@ argv = definitions.training_command("mnist_gans_in_action_100", 0, False, sys.ar
 config = definitions.trainer_config(argv)
 run.add_session(sys.argv[1] + "/run", {**made, "commit": "aaa"}, config, 1)
 run.add_session(sys.argv[1] + "/run", {**made, "commit": "bbb"}, config, 3)
+run.add_session(sys.argv[1] + "/run", {**made, "commit": "ccc"}, config, 3)   # stopped in epoch 3
 result = {"name": "x", "published": "p", "published_accuracy": 0.9, "seeds": [0],
           "status": "measured", "budget": "b", "machine": "m", "commit": "c", "date": "d",
           "sgan": {"0": {"finished": True, "final_test_accuracy": 0.6, "best_test_accuracy": 0.6,
@@ -470,9 +471,10 @@ def test_a_run_names_each_session_it_trained_in_and_the_trainers_kernels(tmp_pat
     assert result.returncode == 0, result.stderr[-2000:]
     line = next(line for line in result.stdout.splitlines() if line.startswith("- sgan seed 0:"))
     assert re.fullmatch(r"- sgan seed 0: From epoch 1: .*; commit aaa; \S+\. "
-                        r"From epoch 3: .*; commit bbb; \S+\.", line), line
+                        r"From epoch 3: .*; commit bbb; \S+\. "
+                        r"Resumed within epoch 3: .*; commit ccc; \S+\.", line), line
     if onednn.is_x86():
-        assert line.count("(Eigen kernels, oneDNN off)") == 2
+        assert line.count("(Eigen kernels, oneDNN off)") == 3
 
 
 CHILD = """
