@@ -932,20 +932,24 @@ def read_image_file(path, image_shape, convert_channels=False):
 
     An alpha channel is dropped; a colour image for ``C = 1`` (or a grayscale
     one for ``C = 3``) is converted only with ``convert_channels``, otherwise
-    it is a :class:`DataError`. Other sizes are resized (bilinear,
+    it is a :class:`DataError`; a GIF, which TensorFlow decodes as RGB, is
+    grayscale when its pixels are all gray. Other sizes are resized (bilinear,
     antialiased), as ``tf.image.resize``. Raises :class:`UnreadableImage`
     for a file that does not decode, and for a path that is no regular file
     (a named pipe called ``*.png`` would block the read without end).
     """
     check_regular_file(path, UnreadableImage)
     try:
-        image = tf.io.decode_image(tf.io.read_file(os.fspath(path)), channels=0,
-                                   expand_animations=False)
+        content = tf.io.read_file(os.fspath(path))
+        image = tf.io.decode_image(content, channels=0, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
             tf.errors.PermissionDeniedError) as error:
         raise UnreadableImage(f"{path} cannot be read or decoded ({_reason(error)})") from None
     height, width, channels = (int(size) for size in image_shape)
     image = image[..., :_colour_channels(image.shape[-1])]      # no alpha channel
+    if (channels == 1 and content.numpy()[:3] == b"GIF"
+            and bool(tf.reduce_all(image == image[..., :1]))):
+        image = image[..., :1]   # a gray GIF: GIF has no grayscale form, TF decodes it as RGB
     if image.shape[-1] != channels:
         if not convert_channels:
             kinds = {1: "grayscale", 3: "colour (RGB)"}

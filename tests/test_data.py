@@ -951,6 +951,19 @@ def test_image_folder_channel_conversion_is_explicit(tmp_path):
     assert folder.labeled_images.shape[-1] == 1
 
 
+def test_a_gray_gif_is_a_grayscale_image(tmp_path):
+    # TensorFlow decodes every GIF as RGB: a grayscale GIF (PIL's "L" image,
+    # saved with a palette of grays) was refused for a grayscale model.
+    from PIL import Image
+    pixels = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    Image.fromarray(pixels).save(tmp_path / "gray.gif")
+    image = data_lib.read_image_file(tmp_path / "gray.gif", (8, 8, 1))
+    np.testing.assert_array_equal(image[..., 0], pixels)
+    Image.fromarray(np.stack([pixels, pixels, 255 - pixels], axis=-1)).save(tmp_path / "rgb.gif")
+    with pytest.raises(DataError, match="is colour \\(RGB\\) but the images must be grayscale"):
+        data_lib.read_image_file(tmp_path / "rgb.gif", (8, 8, 1))
+
+
 def test_image_folder_bad_layouts_are_named(tmp_path):
     with pytest.raises(DataError, match="nowhere does not exist; expected"):
         data_lib.read_image_folder(tmp_path / "nowhere", (8, 8, 3))
