@@ -34,6 +34,7 @@ draw of the same training, not the same numbers.
 
 import inspect
 import os
+import warnings
 import zipfile
 
 import h5py
@@ -369,6 +370,7 @@ class SGAN(keras.Model):
             return
         images = _images_of(keras.utils.unpack_x_y_sample_weight(batch)[0])
         self._check_float_images(images)
+        self._check_pixel_range(images)
         with self.distribute_strategy.scope():
             if self.generator is not None:
                 z = self._global_noise(_GENERATOR_NOISE, tf.shape(images)[0], step=-1)
@@ -783,6 +785,31 @@ class SGAN(keras.Model):
                 f"the images are {dtype.name}: an SGAN takes float images in its pixel_range "
                 f"({low:g}, {high:g}), as SemiSupervisedData's data sets give them; scale raw "
                 f"uint8 images as x / 127.5 - 1 for (-1, 1) or x / 255 for (0, 1)")
+
+    def _check_pixel_range(self, images):
+        """Warns when float images do not look like pixels in ``pixel_range``:
+        values outside it by more than 1% of its width (floats 0-255, or (-1, 1)
+        images for a (0, 1) model), or none below 0 for a (-1, 1) model (the
+        usual x / 255 images). G's output activation keeps its images in the
+        range, so D would tell real images from generated ones by their range
+        alone. A warning, not an error: nothing else depends on it, and a batch
+        of bright images may have no pixel below 0. ``fit()`` checks its first
+        batch (through ``initialize_weight_norm``)."""
+        low, high = self.pixel_range
+        lowest = float(tf.reduce_min(images))
+        highest = float(tf.reduce_max(images))
+        tolerance = 0.01 * (high - low)
+        if lowest < low - tolerance or highest > high + tolerance:
+            problem = "outside"
+        elif low < 0 and lowest >= 0:
+            problem = "none below 0 in"
+        else:
+            return
+        warnings.warn(
+            f"the images lie in [{lowest:.4g}, {highest:.4g}], {problem} the model's "
+            f"pixel_range ({low:g}, {high:g}), where G's images are: scale them into it "
+            f"(x / 127.5 - 1 for (-1, 1), x / 255 for (0, 1) from uint8; load_dataset("
+            f"..., pixel_range=model.pixel_range) does)", stacklevel=3)
 
     def classifier(self):
         """A functional ``keras.Model``: images -> K class logits (EMA weights if on)."""

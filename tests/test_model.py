@@ -1,6 +1,7 @@
 """The SGAN model: step order, training, determinism, EMA, distribution."""
 
 import textwrap
+import warnings
 
 import keras
 import numpy as np
@@ -44,13 +45,14 @@ def tiny_model(fake_class="zero", seed=0, **kwargs):
 
 
 def class_patterns(count, seed):
-    """Images whose class is which third of the pixels is bright."""
+    """Images in (-1, 1), the models' pixel_range, whose class is which third
+    of the pixels is bright."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, K, size=count)
     images = rng.normal(0, 0.3, size=(count, 16)).astype(np.float32)
     for i, label in enumerate(labels):
         images[i, label * 5:(label + 1) * 5] += 1.5
-    return images.reshape(count, *IMAGE_SHAPE), labels.astype(np.int32)
+    return np.tanh(images).reshape(count, *IMAGE_SHAPE), labels.astype(np.int32)
 
 
 def tiny_batch(seed=0, size=8):
@@ -671,6 +673,34 @@ def test_integer_images_are_refused_with_one_line_not_cast_to_float():
         supervised.fit(raw, labels, batch_size=8, epochs=1, verbose=0)
     assert np.isfinite(model.evaluate(images, labels, verbose=0, return_dict=True)["accuracy"])
 
+
+
+@pytest.mark.parametrize("pixel_range, scale, problem", [
+    ((-1.0, 1.0), lambda x: (x + 1) * 127.5, "outside"),      # floats 0-255
+    ((-1.0, 1.0), lambda x: (x + 1) / 2, "none below 0 in"),  # x / 255 images
+    ((0.0, 1.0), lambda x: x, "outside"),                     # (-1, 1) images
+])
+def test_fit_warns_when_the_first_batchs_images_are_not_in_the_pixel_range(
+        pixel_range, scale, problem):
+    """D would tell real images from G's by their range alone: fit() names
+    the range it saw and the model's; images in the range give no warning."""
+    batch = tiny_batch()
+    wrong = {key: scale(value) if key.endswith("images") else value
+             for key, value in batch.items()}
+    model = tiny_model(pixel_range=pixel_range)
+    low, high = pixel_range
+    message = (rf"the images lie in \[.*\], {problem} the model's pixel_range "
+               rf"\({low:g}, {high:g}\), where G's images are")
+    with pytest.warns(UserWarning, match=message):
+        model.fit(wrong, epochs=1, verbose=0)
+    with pytest.warns(UserWarning, match=message):
+        tiny_model(pixel_range=pixel_range).initialize_weight_norm(wrong)
+    right = {key: (value + 1) / 2 if key.endswith("images") and low == 0 else value
+             for key, value in batch.items()}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_model(pixel_range=pixel_range).fit(right, epochs=1, verbose=0)
+    assert not [w for w in caught if "pixel_range" in str(w.message)]
 
 MIRRORED_SCRIPT = textwrap.dedent("""
     import json, sys
