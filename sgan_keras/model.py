@@ -795,6 +795,8 @@ class SGAN(keras.Model):
         alone. A warning, not an error: nothing else depends on it, and a batch
         of bright images may have no pixel below 0. ``fit()`` checks its first
         batch (through ``initialize_weight_norm``)."""
+        if not int(tf.size(images)):
+            return
         low, high = self.pixel_range
         lowest = float(tf.reduce_min(images))
         highest = float(tf.reduce_max(images))
