@@ -680,27 +680,32 @@ def test_integer_images_are_refused_with_one_line_not_cast_to_float():
     ((-1.0, 1.0), lambda x: (x + 1) / 2, "none below 0 in"),  # x / 255 images
     ((0.0, 1.0), lambda x: x, "outside"),                     # (-1, 1) images
 ])
-def test_fit_warns_when_the_first_batchs_images_are_not_in_the_pixel_range(
+def test_images_not_in_the_pixel_range_get_a_warning_naming_both_ranges(
         pixel_range, scale, problem):
-    """D would tell real images from G's by their range alone: fit() names
-    the range it saw and the model's; images in the range give no warning."""
+    """D would tell real images from G's by their range alone. The first batch
+    (initialize_weight_norm, which fit() calls on it) names the range it saw
+    and the model's; images in the range give no warning."""
     batch = tiny_batch()
+    low, high = pixel_range
     wrong = {key: scale(value) if key.endswith("images") else value
              for key, value in batch.items()}
-    model = tiny_model(pixel_range=pixel_range)
-    low, high = pixel_range
     message = (rf"the images lie in \[.*\], {problem} the model's pixel_range "
                rf"\({low:g}, {high:g}\), where G's images are")
-    with pytest.warns(UserWarning, match=message):
-        model.fit(wrong, epochs=1, verbose=0)
     with pytest.warns(UserWarning, match=message):
         tiny_model(pixel_range=pixel_range).initialize_weight_norm(wrong)
     right = {key: (value + 1) / 2 if key.endswith("images") and low == 0 else value
              for key, value in batch.items()}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        tiny_model(pixel_range=pixel_range).fit(right, epochs=1, verbose=0)
+        tiny_model(pixel_range=pixel_range).initialize_weight_norm(right)
     assert not [w for w in caught if "pixel_range" in str(w.message)]
+
+
+def test_fit_checks_the_pixel_range_of_its_first_batch():
+    images, labels = class_patterns(16, 0)
+    with pytest.warns(UserWarning, match=r"none below 0 in the model's pixel_range \(-1, 1\)"):
+        tiny_model().fit({**tiny_batch(), "unlabeled_images": (images[:8] + 1) / 2},
+                         epochs=1, verbose=0)
 
 MIRRORED_SCRIPT = textwrap.dedent("""
     import json, sys
