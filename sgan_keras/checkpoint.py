@@ -251,15 +251,15 @@ def _write_state(directory, names):
     if not names or (state is not None and [
             os.path.basename(path) for path in state.all_model_checkpoint_paths] == names):
         return
-    # tf.compat.v1's writer of the state file (atomic); its deprecation notice
-    # (use CheckpointManager, which has no call for this) is kept out of the log.
-    # Timestamps too: the manager deletes only checkpoints newer than
-    # last_preserved_timestamp (older ones count as kept for good).
+    # The state file lists timestamps too: the manager deletes only checkpoints
+    # newer than last_preserved_timestamp (older ones count as kept for good).
     times = [os.path.getmtime(os.path.join(directory, name + ".index")) for name in names]
-    # Its names are relative to the working directory when ``directory`` is
-    # relative (it stores them relative to ``directory``), bare when absolute.
+    # The writer takes names relative to the working directory when ``directory``
+    # is relative (it stores them relative to ``directory``), bare when absolute.
     paths = names if os.path.isabs(directory) else [os.path.join(directory, n) for n in names]
     path = os.path.join(directory, _STATE_FILE)
+    # tf.compat.v1's writer of the state file (atomic); its deprecation notice
+    # (use CheckpointManager, which has no call for this) is kept out of the log.
     with faults.writing(path), _quiet_tensorflow_log():
         tf.compat.v1.train.update_checkpoint_state(
             directory, paths[-1], all_model_checkpoint_paths=paths,
