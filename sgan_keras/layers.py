@@ -1,19 +1,27 @@
-"""Weight-normalized Dense, Conv2D and Conv2DTranspose layers for Keras 3,
-a GaussianNoise layer that draws its normals faster on CPU, and it and a
-Dropout layer drawing apart on each replica of a ``tf.distribute`` strategy,
-UpsampleConv2D, a nearest x2 upsampling and convolution without the upsampled image,
-MatmulConv2DTranspose, a transposed convolution as one matmul,
-Conv2DWithConvInputGrad, a stride-1 convolution whose input gradient is a convolution,
-and FusedBatchNormalization, Keras' batch norm on TensorFlow's fused kernel.
+"""The Keras 3 layers the networks use beyond Keras' own:
+
+- ``WeightNormDense``, ``WeightNormConv2D``, ``WeightNormConv2DTranspose``:
+  weight normalization and its data-dependent init (below);
+- ``GaussianNoise`` (its normals drawn faster on CPU) and ``Dropout``: both
+  draw apart on each replica of a ``tf.distribute`` strategy;
+- ``Conv2DWithConvInputGrad``: a stride-1 convolution whose input gradient is
+  a convolution;
+- ``UpsampleConv2D``: a nearest x2 upsampling and a convolution, computed
+  without the upsampled image;
+- ``MatmulConv2DTranspose``: a transposed convolution as one matmul;
+- ``FusedBatchNormalization``: Keras' batch norm on TensorFlow's fused kernel.
+
+The last four compute the function of the Keras layers they replace, faster
+on CPU (see each class's docstring).
 
 Weight normalization (Salimans & Kingma 2016, "Weight Normalization: A Simple
 Reparameterization to Accelerate Training of Deep Neural Networks") writes each
 output unit's weight vector as ``w = g * v / ||v||``, the norm taken over every
-kernel axis except the output one. ``v`` (the direction) and the bias are trainable;
-``g`` (the scale, one per output unit) too unless ``train_scale=False``, as
-improved-gan's hidden layers, whose ``g`` only the data-dependent init sets. tensorflow-addons, which used
-to provide ``WeightNormalization``, does not import with Keras 3, hence these
-native layers.
+kernel axis except the output one. ``v`` (the direction) and the bias are
+trainable; ``g`` (the scale, one per output unit) too unless
+``train_scale=False``, as in improved-gan's hidden layers, whose ``g`` only the
+data-dependent init sets. tensorflow-addons, which used to provide
+``WeightNormalization``, does not import with Keras 3, hence these native layers.
 
 Data-dependent initialization follows OpenAI's improved-gan code
 (``mnist_svhn_cifar10/nn.py``, the ``init=True`` pass): on a first batch each
@@ -648,8 +656,9 @@ def _shift(tensor, offset, axis):
 
 
 def _phase_taps(kernel_size):
-    """``[2, m, kernel_size]`` 0/1: which taps of a kernel over the x2-upsampled
-    axis fall on input offset ``m - m // 2`` for output phase 0 and 1."""
+    """``[2, m, kernel_size]`` 0/1: ``taps[p, j, t]`` is 1 when tap ``t`` of a
+    kernel over the x2-upsampled axis falls on input offset ``j - m // 2`` for
+    output phase ``p`` (0 or 1); ``m`` is the phase kernel's size."""
     radius = kernel_size // 2
     offsets = [[(phase + tap) // 2 for tap in range(-radius, radius + 1)] for phase in (0, 1)]
     reach = max(abs(offset) for row in offsets for offset in row)
