@@ -83,7 +83,7 @@ class SGAN(keras.Model):
     def __init__(self, generator, discriminator, config=None, **kwargs):
         # float32 whatever Keras' global policy: the SGAN's own policy would only
         # cast call()'s images (to bfloat16 under a mixed one, so predict() and
-        # classifier() disagreed); each network computes in its own.
+        # classifier() would disagree); each network computes in its own.
         super().__init__(**{**kwargs, "dtype": "float32"})
         if config is not None and not isinstance(config, config_lib.Config):
             raise TypeError(f"config must be a sgan_keras.Config (e.g. Config().replace("
@@ -273,7 +273,8 @@ class SGAN(keras.Model):
         dropout and noise layers; they are saved here, so that a loaded model
         trains on exactly as the saved one would have. So is whether the
         weight-norm init has run: a ``.weights.h5`` file has no config, and
-        ``fit()`` after ``load_weights`` ran the init again over the loaded weights."""
+        ``fit()`` after ``load_weights`` would run the init again over the
+        loaded weights."""
         super().save_own_variables(store)
         for index, state in enumerate(self._seed_states()):
             store[f"seed_state_{index}"] = keras.ops.convert_to_numpy(state)
@@ -363,8 +364,8 @@ class SGAN(keras.Model):
 
         Runs once, eagerly, on ``batch`` (``fit()`` gives it the first training
         batch; the CLI a batch of ``--init_images`` images, improved-gan's 500):
-        D on its unlabeled (or labeled) images, G on a noise batch. A no-op for networks without
-        weight normalization and on later calls.
+        D on its unlabeled (or labeled) images, G on a noise batch. A no-op for
+        networks without weight normalization and on later calls.
         """
         if self.weight_norm_initialized:
             return
@@ -390,8 +391,8 @@ class SGAN(keras.Model):
         ``g_loss``, ...), so it would never stop a run;
         ``sgan_keras.callbacks.StopOnNonFiniteLoss`` checks them all.
         ``shuffle`` defaults to ``False`` for a ``tf.data.Dataset`` or a
-        generator, which Keras does not shuffle: its default ``True`` warned
-        on every call."""
+        generator, which Keras does not shuffle: its default ``True`` would
+        warn on every call."""
         given = inspect.signature(super().fit).bind(x, y, batch_size, *args, **kwargs).arguments
         _refuse_terminate_on_nan(given.get("callbacks"))
         if "shuffle" not in given and (isinstance(x, tf.data.Dataset)
@@ -614,7 +615,8 @@ class SGAN(keras.Model):
                              manifold):
         """Updates D's trackers; ``supervised`` is this replica's scaled ``L_sup``."""
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        supervised_mean = supervised * replicas     # the global batch's L_sup
+        # The trackers average this over the replicas: the global batch's L_sup.
+        supervised_mean = supervised * replicas
         self.d_loss_tracker.update_state(
             supervised_mean + self.config.model.unsupervised_weight * tf.reduce_mean(unsupervised)
             + tf.reduce_mean(manifold))
@@ -753,7 +755,7 @@ class SGAN(keras.Model):
         a training batch's labeled images."""
         batch, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
         images, labels = _labeled_of(batch) if labels is None else (batch, _class_ids(labels))
-        self._check_float_images(images)      # here, not under Keras' note on call()
+        self._check_float_images(images)      # before self(), whose errors Keras wraps in a note
         logits = self(images, training=False)
         self.cross_entropy_tracker.update_state(
             tf.nn.sparse_softmax_cross_entropy_with_logits(
@@ -864,13 +866,13 @@ def _holds_weight_average(filepath):
 
 def _ema_copy(discriminator):
     """A clone of ``discriminator`` for its EMA, named ``ema_discriminator``
-    (``model.summary()`` listed two ``discriminator`` rows) and its weights'
+    (else ``model.summary()`` lists two ``discriminator`` rows) and its weights'
     paths under ``ema_discriminator/``.
 
     A clone's layers keep their names, so without the name scope its weights'
     paths would be D's: TensorBoard's ``histogram_freq`` logs each weight
-    under its path, and wrote D's histograms and their average's under one
-    tag at one step. (Saved files and checkpoints name weights by position.)
+    under its path, and would write D's histograms and their average's under
+    one tag at one step. (Saved files and checkpoints name weights by position.)
     """
     with keras.name_scope("ema_discriminator"):
         copy = keras.models.clone_model(discriminator)
@@ -905,7 +907,7 @@ def _global_mean(features):
 def _check_shapes(generator, discriminator):
     """Refuses a D that does not output ``[logits [B, n], features]`` (e.g. G and D
     swapped), or a G whose images D does not take; and networks whose shapes
-    cannot be read: a subclassed model raised AttributeError 'output_shape'."""
+    cannot be read (a subclassed model's ``output_shape`` raises AttributeError)."""
     for role, network in (("generator", generator), ("discriminator", discriminator)):
         if network is not None and not (isinstance(network, keras.Model)
                                         and hasattr(network, "input_shape")
@@ -994,7 +996,7 @@ def _labeled_of(batch):
 def _class_ids(labels):
     """``labels`` as ``[N]`` class ids. Keras' sparse losses and metrics also take
     ``[N, 1]`` (``keras.datasets.cifar10``'s shape), which the sparse cross
-    entropy here refused with a rank error. A retraced ``tf.function`` that saw
+    entropy here would refuse with a rank error. A retraced ``tf.function`` that saw
     both may pass labels of unknown rank: they are flattened too ([N, K] one-hot
     labels still fail, as N * K labels for N logits)."""
     labels = tf.convert_to_tensor(labels)
