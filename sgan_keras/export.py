@@ -95,14 +95,14 @@ def export_classifier(classifier, export_dir, *, image_shape, pixel_range, overw
     if len(class_names) != num_classes:
         raise ExportError(f"{len(class_names)} class names for {num_classes} classes")
     broken = [name for name in class_names if "".join(name.splitlines()) != name]
-    if broken and representative_images is not None:   # predict read more names than classes
+    if broken and representative_images is not None:   # labels.txt would read as more names
         raise ExportError(f"class name {broken[0]!r} has a line break, and {LABELS} holds "
                           "one name a line")
 
     def classify(images):
         # A loaded signature does not check its input's shape: an image batch
         # without its channel axis ([N, H, W], as keras.datasets.mnist gives it)
-        # aborted the process in oneDNN's convolution. This raises instead.
+        # would abort the process in oneDNN's convolution. This raises instead.
         images = tf.ensure_shape(images, [None, *image_shape])
         scaled = tf.cast(images, tf.float32) * ((high - low) / 255.0) + low
         logits = tf.cast(classifier(scaled, training=False), tf.float32)
@@ -170,7 +170,7 @@ def _write_tflite(saved_model_dir, representative_images, image_shape, class_nam
     for file_name, content in ((TFLITE_FLOAT, float_model), (TFLITE_INT8, int8_model)):
         with open(os.path.join(saved_model_dir, file_name), "wb") as file:
             file.write(content)
-    # UTF-8 whatever the locale (TFLite's convention; an ASCII one refused 'café').
+    # UTF-8 whatever the locale (TFLite's convention; an ASCII one would refuse 'café').
     with open(os.path.join(saved_model_dir, LABELS), "w", encoding="utf-8") as file:
         file.write("".join(f"{name}\n" for name in class_names))
 
@@ -180,7 +180,7 @@ def tflite_runner(model_path):
 
     The file's bytes are loaded with ``model_content``, which runs TFLite's
     flatbuffer verifier first; ``model_path`` does not, and a truncated file
-    crashed the process there (a segmentation fault). A file that does not
+    would crash the process there (a segmentation fault). A file that does not
     verify raises ``ValueError``. Corruption that leaves a valid flatbuffer
     (changed weight bytes) is not detected.
     """
@@ -239,8 +239,8 @@ def _computing_in_float32(classifier):
         copy = keras.models.clone_model(classifier, clone_function=float32_layer,
                                         recursive=True)
     except ValueError:   # subclassed models cannot be cloned
-        # Named by its layers' dtypes: a subclassed model's own policy may be
-        # float32 around bfloat16 layers (an SGAN's), which this said it computed in.
+        # The message names its layers' dtypes, not its own: a subclassed model's
+        # policy may be float32 around bfloat16 layers (an SGAN's).
         dtypes = sorted({layer.compute_dtype for layer in sgan_layers.all_layers(classifier)}
                         - {"float32"})
         raise ExportError(f"the classifier has layers computing in {', '.join(dtypes)} and no "
@@ -315,7 +315,7 @@ def _move_into_place(staging, export_dir, overwrite):
         os.rename(staging, export_dir)
     except BaseException:   # a failed rename, or Ctrl-C between the two
         if backup is not None:  # put the old export back
-            os.rename(os.path.join(backup, "previous"), export_dir)
+            os.rename(backup_path, export_dir)
             shutil.rmtree(backup, ignore_errors=True)
         raise
     faults.fsync(os.path.dirname(os.path.abspath(export_dir)))   # the rename itself
