@@ -124,10 +124,10 @@ class MetricsCSV(keras.callbacks.Callback):
 
     Resume-safe: rows with ``epoch > initial_epoch`` are dropped (they come
     from a run killed after writing its CSV row but before saving its
-    checkpoint), so every epoch appears once after a resume: at train begin,
-    or, with ``initial_epoch=None`` (default), when the first epoch begins,
-    from fit()'s own ``initial_epoch``, so a second ``fit(...,
-    initial_epoch=3)`` continues the file after its epoch 3. The
+    checkpoint), so every epoch appears once after a resume. A given
+    ``initial_epoch`` drops them at train begin; ``None`` (default) takes
+    ``fit()``'s own ``initial_epoch`` when the first epoch begins, so a second
+    ``fit(..., initial_epoch=3)`` continues the file after its epoch 3. The
     whole file is rewritten atomically after each epoch (like Keras'
     ``CSVLogger`` with ``append=True``, but crash-safe and resumable).
     """
@@ -156,10 +156,10 @@ class MetricsCSV(keras.callbacks.Callback):
 
     def _drop_rows_after(self, epoch):
         kept = [row for row in self._rows if int(float(row["epoch"])) <= epoch]
-        if os.path.exists(self.path) and len(kept) != len(self._rows):
-            self._rows = kept
-            self._write()
+        dropped = len(kept) != len(self._rows)
         self._rows = kept
+        if dropped and os.path.exists(self.path):
+            self._write()
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - (self._epoch_start or time.perf_counter())
