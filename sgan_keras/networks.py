@@ -382,14 +382,13 @@ def _gans_in_action_generator(z, seeds, output_activation):
     """GANs in Action SGAN G (chapter 7): Dense 7*7*256, convT(128,3,2) BN LReLU(0.01),
     convT(1,3,2).
 
-    Deviation note: the book's chapter-7 notebook also has a
-    ``convT(64,3,1) BN LReLU`` between the two; the book's text lists it
-    without, and the text is followed (a deviation row of the preset). Keras defaults otherwise (biases, BN momentum 0.99).
-    Its BN is a ``FusedBatchNormalization`` (Keras' layer on TensorFlow's
-    fused kernel, as tf.keras 2 ran the book's; alone on its 32x14x14x128
-    activations 2.6 against 5.0 ms forward and backward, in the step
-    0.98x-1.03x: README, Performance). D's BNs, on fewer pixels, measured no
-    faster that way and stay Keras' own.
+    The book's chapter-7 notebook also has a ``convT(64,3,1) BN LReLU``
+    between the two; the book's text lists it without, and the text is
+    followed (a deviation row of the preset). Keras defaults otherwise
+    (biases, BN momentum 0.99). Its BN is a ``FusedBatchNormalization``
+    (Keras' layer on TensorFlow's fused kernel, as tf.keras 2 ran the book's;
+    in the step 0.98x-1.03x: README, Performance). D's BNs, on fewer pixels,
+    measured no faster that way and stay Keras' own.
     """
     x = keras.layers.Dense(7 * 7 * 256, kernel_initializer=seeds.glorot(), name="g_dense")(z)
     x = keras.layers.Reshape((7, 7, 256), name="g_reshape")(x)
