@@ -300,7 +300,7 @@ def main(argv):
     if len(unreadable) < len(skipped):
         unnamed = [path for path in skipped if not faults.is_utf8(path)]
         # Under an ASCII file-name encoding (PYTHONUTF8=0 LC_ALL=C) a UTF-8 name
-        # arrives undecoded too: the hint says so, where "rename them" misled.
+        # arrives undecoded too: the hint says so ("rename them" alone would mislead).
         print(f"sgan_keras.predict: skipped {len(unnamed)} file(s) whose name is not valid "
               f"UTF-8 (the CSV cannot name them; rename them)"
               f"{faults.file_name_encoding_hint()}, e.g. {faults.printable(unnamed[0])}",
