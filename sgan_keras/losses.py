@@ -1,9 +1,10 @@
 """Loss functions of the semi-supervised GAN, as pure functions of tensors.
 
-Everything here follows Salimans et al. 2016, "Improved Techniques for
+The losses are those of Salimans et al. 2016, "Improved Techniques for
 Training GANs" (section 5, the semi-supervised loss; 3.1, feature matching;
 3.4, one-sided label smoothing) and its code, openai/improved-gan
-``train_*_feature_matching.py``. D outputs K class logits and a fake logit
+``train_*_feature_matching.py``; each function names the other sources whose
+variants it computes. D outputs K class logits and a fake logit
 ``l_f``; P(real | x) = Z / (Z + exp(l_f)) with Z = sum_k exp(l_k), so the
 real-vs-fake logit is ``logsumexp(l_1..l_K) - l_f``.
 
@@ -86,7 +87,8 @@ def feature_matching_loss(real_feature_mean, fake_feature_mean, distance="l1"):
     """Distance between D's mean feature on real and on generated data.
 
     L1 (mean absolute difference) as in the MNIST blog, the Udacity notebook
-    and Salimans' SVHN code; ``l2`` (mean squared) as in Salimans' MNIST code.
+    and Salimans' SVHN and CIFAR-10 code; ``l2`` (mean squared) as in
+    Salimans' MNIST code.
     Takes batch *means* (shape ``[features]``) so that the model can average
     over the global batch under ``tf.distribute``.
     """
@@ -102,7 +104,8 @@ def manifold_loss(logits, perturbed_logits, form="lecouat"):
     """Per-example manifold regularizer of Lecouat et al. 2018 (D loss only).
 
     ``sum_k (l_k(G(z)) - l_k(G(z + delta)))^2`` over the K class logits;
-    the caller multiplies by the weight (lambda = 1e-3). The MNIST blog's form
+    the caller multiplies by the weight (``manifold_weight``, Lecouat et
+    al.'s lambda = 1e-3). The MNIST blog's form
     is ``l2_loss(diff) / batch``, i.e. half of the same sum per example.
     """
     squared = tf.reduce_sum(tf.square(logits - perturbed_logits), axis=-1)
