@@ -3,7 +3,7 @@
 TF1's ``tf.train.AdamOptimizer`` (the MNIST blog, the Udacity notebook) and
 Keras 2's ``Adam`` (GANs in Action) update as Keras 3's ``keras.optimizers.Adam``
 does, ``p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``; they
-differ only in ``epsilon`` (1e-8 in TF1, 1e-7 in Keras), a preset field.
+differ only in ``epsilon`` (1e-8 in TF1, 1e-7 in Keras), a preset's ``adam_epsilon``.
 
 openai/improved-gan (Salimans et al. 2016) has its own rule,
 ``mnist_svhn_cifar10/nn.py`` ``adam_updates``::
@@ -17,9 +17,9 @@ with epsilon *inside* the square root and added to the bias-corrected
 acts ``1 / sqrt(1 - b2^t)`` times larger (31x at the first step): no choice
 of Keras' epsilon reproduces the source. :class:`ImprovedGANAdam` does.
 
-Both update each variable in one pass over its arrays (parameter, gradient,
-two moments) instead of Keras' dozen elementwise ops, each a pass through
-memory: :class:`FusedAdam` runs TensorFlow's own Adam kernel
+The two Adam classes here update each variable in one pass over its arrays
+(parameter, gradient, two moments) instead of Keras' dozen elementwise ops,
+each a pass through memory: :class:`FusedAdam` runs TensorFlow's own Adam kernel
 (``ResourceApplyAdam``, the op TF1's ``AdamOptimizer`` runs),
 :class:`ImprovedGANAdam` its rule compiled by XLA with the moments and the
 parameter updated in place. Adam is memory-bound, so this is a step-time
@@ -101,8 +101,8 @@ class PerTrainingStep(keras.optimizers.schedules.LearningRateSchedule):
 
     A schedule is a function of its optimizer's own update count. The split
     order's copied D optimizer updates twice a step (real, then fake: GANs in
-    Action's second compiled model), so read directly its schedule would run
-    twice as fast as the other optimizers'. Adam's bias correction still
+    Action's second compiled model), so its schedule, read directly, would
+    run twice as fast as the other optimizers'. Adam's bias correction still
     counts every update, as the book's Keras ``Adam`` does.
     """
 
