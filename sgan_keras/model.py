@@ -316,10 +316,11 @@ class SGAN(keras.Model):
                 if variable.path.endswith("seed_generator_state")]
 
     def get_compile_config(self):
-        """Both optimizers (and the split order's second D optimizer are copied
-        from D's), so that a loaded model trains on with their state, and the
-        ``jit_compile``, ``steps_per_execution`` and ``run_eagerly`` given to
-        :meth:`compile`, as Keras' own ``get_compile_config`` keeps them."""
+        """D's and G's optimizers (:meth:`compile` makes the split order's
+        second D optimizer again, a copy of D's), so that a loaded model trains
+        on with their state, and the ``jit_compile``, ``steps_per_execution``
+        and ``run_eagerly`` given to :meth:`compile`, as Keras' own
+        ``get_compile_config`` keeps them."""
         if not self.compiled:
             return {}
         return {"d_optimizer": keras.optimizers.serialize(self.d_optimizer),
