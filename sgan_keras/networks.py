@@ -33,7 +33,7 @@ import contextlib
 
 import keras
 
-from sgan_keras import layers as wn
+from sgan_keras import layers as sgan_layers
 from sgan_keras.choices import ARCHITECTURES
 from sgan_keras.choices import FAKE_CLASSES
 from sgan_keras.choices import GENERATOR_OUTPUT_ACTIVATIONS
@@ -249,7 +249,7 @@ def _conv_transpose(index):
     ``Conv2DTranspose``, faster there on CPU (``sgan_keras/layers.py``); the
     later ones measured slower that way and stay Keras' own.
     """
-    return wn.MatmulConv2DTranspose if index == 1 else keras.layers.Conv2DTranspose
+    return sgan_layers.MatmulConv2DTranspose if index == 1 else keras.layers.Conv2DTranspose
 
 
 def _conv2d(stride):
@@ -259,7 +259,7 @@ def _conv2d(stride):
     Keras' ``Conv2D``, whose input gradient runs as a forward convolution,
     faster on CPU (``sgan_keras/layers.py``). Strided ones stay Keras' own.
     """
-    return wn.Conv2DWithConvInputGrad if stride == 1 else keras.layers.Conv2D
+    return sgan_layers.Conv2DWithConvInputGrad if stride == 1 else keras.layers.Conv2D
 
 
 def _lrelu(slope, name):
@@ -276,8 +276,8 @@ def _dense_factory(seeds):
 def _wn_dense_factory(seeds, stddev, init_scale, data_init=True):
     """Weight-normalized output layers (``v ~ N(0, stddev)``)."""
     def make(units, name):
-        return wn.WeightNormDense(units, kernel_initializer=seeds.normal(stddev),
-                                  init_scale=init_scale, data_init=data_init, name=name)
+        return sgan_layers.WeightNormDense(units, kernel_initializer=seeds.normal(stddev),
+                                           init_scale=init_scale, data_init=data_init, name=name)
     return make
 
 
@@ -297,10 +297,10 @@ def _mnist_blog_generator(z, seeds, output_activation):
     x = keras.layers.Dense(7 * 7 * 64, activation="relu", kernel_initializer=seeds.glorot(),
                            name="g_dense")(z)
     x = keras.layers.Reshape((7, 7, 64), name="g_reshape")(x)
-    x = wn.UpsampleConv2D(128, 5, activation="relu", kernel_initializer=seeds.glorot(),
-                          name="g_conv1")(x)
-    x = wn.UpsampleConv2D(64, 5, activation="relu", kernel_initializer=seeds.glorot(),
-                          name="g_conv2")(x)
+    x = sgan_layers.UpsampleConv2D(128, 5, activation="relu", kernel_initializer=seeds.glorot(),
+                                   name="g_conv1")(x)
+    x = sgan_layers.UpsampleConv2D(64, 5, activation="relu", kernel_initializer=seeds.glorot(),
+                                   name="g_conv2")(x)
     x = _conv2d(1)(64, 5, padding="same", activation="relu",
                    kernel_initializer=seeds.glorot(), name="g_conv3")(x)
     return _conv2d(1)(1, 5, padding="same", activation=output_activation,
@@ -314,7 +314,7 @@ def _mnist_blog_discriminator(images, seeds):
         x = _conv2d(stride)(filters, 5, strides=stride, padding="same",
                             kernel_initializer=seeds.glorot(), name=f"d_conv{index}")(x)
         x = _lrelu(0.2, f"d_lrelu{index}")(x)
-        x = wn.Dropout(0.3, seed=seeds(), name=f"d_dropout{index}")(x)
+        x = sgan_layers.Dropout(0.3, seed=seeds(), name=f"d_dropout{index}")(x)
     features = keras.layers.Flatten(name="d_features")(x)
     return features, features, _dense_factory(seeds)
 
@@ -361,10 +361,10 @@ def _svhn_dcgan_discriminator(images, seeds, width=64, rate=0.5):
             x = keras.layers.BatchNormalization(name=f"d_bn{index}")(x)
         x = _lrelu(0.2, f"d_lrelu{index}")(x)
         if dropout:
-            x = wn.Dropout(rate, seed=seeds(), name=f"d_dropout{index}")(x)
+            x = sgan_layers.Dropout(rate, seed=seeds(), name=f"d_dropout{index}")(x)
         return x
 
-    x = wn.Dropout(rate / 2.5, seed=seeds(), name="d_input_dropout")(images)
+    x = sgan_layers.Dropout(rate / 2.5, seed=seeds(), name="d_input_dropout")(images)
     x = conv(x, 1, width, 2, batch_norm=False, dropout=True)
     x = conv(x, 2, width, 2, batch_norm=False)       # bn2 unused in the notebook
     x = conv(x, 3, width, 2, dropout=True)
@@ -394,7 +394,7 @@ def _gans_in_action_generator(z, seeds, output_activation):
     x = keras.layers.Reshape((7, 7, 256), name="g_reshape")(x)
     x = _conv_transpose(1)(128, 3, strides=2, padding="same",
                            kernel_initializer=seeds.glorot(), name="g_convt1")(x)
-    x = wn.FusedBatchNormalization(name="g_bn1")(x)
+    x = sgan_layers.FusedBatchNormalization(name="g_bn1")(x)
     x = _lrelu(0.01, "g_lrelu1")(x)
     return keras.layers.Conv2DTranspose(1, 3, strides=2, padding="same",
                                         activation=output_activation,
@@ -414,7 +414,7 @@ def _gans_in_action_discriminator(images, seeds):
         if index > 1:
             x = keras.layers.BatchNormalization(name=f"d_bn{index}")(x)
         x = _lrelu(0.01, f"d_lrelu{index}")(x)
-    x = wn.Dropout(0.5, seed=seeds(), name="d_dropout")(x)
+    x = sgan_layers.Dropout(0.5, seed=seeds(), name="d_dropout")(x)
     features = keras.layers.Flatten(name="d_features")(x)
     return features, features, _dense_factory(seeds)
 
@@ -449,9 +449,9 @@ def _mnist_improved_gan_generator(z, seeds, output_activation):
                                name=f"g_dense{index}")(x)
         x = _improved_gan_batch_norm(f"g_bn{index}")(x)
         x = keras.layers.Activation("softplus", name=f"g_softplus{index}")(x)
-    x = wn.WeightNormDense(28 * 28, activation=output_activation,
-                           kernel_initializer=seeds.glorot(),
-                           data_init=False, name="g_dense3")(x)
+    x = sgan_layers.WeightNormDense(28 * 28, activation=output_activation,
+                                    kernel_initializer=seeds.glorot(),
+                                    data_init=False, name="g_dense3")(x)
     return keras.layers.Reshape((28, 28, 1), name="g_images")(x)
 
 
@@ -467,13 +467,14 @@ def _mnist_improved_gan_discriminator(images, seeds):
     the hidden layers' ``g`` is set by the data-dependent init and stays fixed.
     """
     x = keras.layers.Flatten(name="d_flatten")(images)
-    x = wn.GaussianNoise(0.3, seed=seeds(), name="d_input_noise")(x)
+    x = sgan_layers.GaussianNoise(0.3, seed=seeds(), name="d_input_noise")(x)
     features = None
     for index, units in enumerate([1000, 500, 250, 250, 250], start=1):
-        x = wn.WeightNormDense(units, activation="relu", kernel_initializer=seeds.normal(0.1),
-                               train_scale=False, name=f"d_dense{index}")(x)
+        x = sgan_layers.WeightNormDense(units, activation="relu",
+                                        kernel_initializer=seeds.normal(0.1),
+                                        train_scale=False, name=f"d_dense{index}")(x)
         features = x
-        x = wn.GaussianNoise(0.5, seed=seeds(), name=f"d_noise{index}")(x)
+        x = sgan_layers.GaussianNoise(0.5, seed=seeds(), name=f"d_noise{index}")(x)
     return features, x, _wn_dense_factory(seeds, stddev=0.1, init_scale=1.0)
 
 
@@ -503,10 +504,11 @@ def _improved_gan_conv_generator(z, seeds, output_activation, lecouat=False):
                                    name=f"g_convt{index}")(x)
         x = batch_norm(f"g_bn{index}")(x)
         x = keras.layers.Activation("relu", name=f"g_relu{index}")(x)
-    return wn.WeightNormConv2DTranspose(3, 5, strides=2, padding="same",
-                                        activation=output_activation,
-                                        kernel_initializer=seeds.normal(0.05), init_scale=0.1,
-                                        data_init=not lecouat, name="g_images")(x)
+    return sgan_layers.WeightNormConv2DTranspose(3, 5, strides=2, padding="same",
+                                                 activation=output_activation,
+                                                 kernel_initializer=seeds.normal(0.05),
+                                                 init_scale=0.1, data_init=not lecouat,
+                                                 name="g_images")(x)
 
 
 def _improved_gan_conv_discriminator(images, seeds, narrow, wide, lecouat=False):
@@ -525,20 +527,20 @@ def _improved_gan_conv_discriminator(images, seeds, narrow, wide, lecouat=False)
     ``nn.py`` comments it out): ``g = 1``, trained in every layer, ``b = 0``.
     """
     def conv(x, index, filters, kernel_size=3, stride=1, padding="same"):
-        x = wn.WeightNormConv2D(filters, kernel_size, strides=stride, padding=padding,
-                                kernel_initializer=seeds.normal(0.05), train_scale=lecouat,
-                                data_init=not lecouat, name=f"d_conv{index}")(x)
+        x = sgan_layers.WeightNormConv2D(filters, kernel_size, strides=stride, padding=padding,
+                                         kernel_initializer=seeds.normal(0.05), train_scale=lecouat,
+                                         data_init=not lecouat, name=f"d_conv{index}")(x)
         return _lrelu(0.2, f"d_lrelu{index}")(x)
 
-    x = wn.Dropout(0.2, seed=seeds(), name="d_input_dropout")(images)
+    x = sgan_layers.Dropout(0.2, seed=seeds(), name="d_input_dropout")(images)
     x = conv(x, 1, narrow)
     x = conv(x, 2, narrow)
     x = conv(x, 3, narrow, stride=2)
-    x = wn.Dropout(0.5, seed=seeds(), name="d_dropout1")(x)
+    x = sgan_layers.Dropout(0.5, seed=seeds(), name="d_dropout1")(x)
     x = conv(x, 4, wide)
     x = conv(x, 5, wide)
     x = conv(x, 6, wide, stride=2)
-    x = wn.Dropout(0.5, seed=seeds(), name="d_dropout2")(x)
+    x = sgan_layers.Dropout(0.5, seed=seeds(), name="d_dropout2")(x)
     x = conv(x, 7, wide, padding="valid")
     x = conv(x, 8, wide, kernel_size=1)
     x = conv(x, 9, wide, kernel_size=1)
