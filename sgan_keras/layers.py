@@ -322,7 +322,7 @@ class Dropout(keras.layers.Dropout):
     """``keras.layers.Dropout`` whose mask differs between the replicas of a
     ``tf.distribute`` strategy (:func:`replica_seed`). Keras' layer gives
     every replica the same seed, so under ``MirroredStrategy`` each replica's
-    k-th example got the same mask. On one device the masks are Keras' own,
+    k-th example gets the same mask. On one device the masks are Keras' own,
     bit for bit (``tf.nn.experimental.stateless_dropout``, as its TensorFlow
     backend draws them)."""
 
