@@ -308,7 +308,8 @@ def _mnist_blog_generator(z, seeds, output_activation):
 
 
 def _mnist_blog_discriminator(images, seeds):
-    """MNIST blog D (``dcganmnist``): three 5x5 convs, LReLU(0.2), Dropout 0.3; features: Flatten."""
+    """MNIST blog D (``dcganmnist``): three 5x5 convs, LReLU(0.2), Dropout 0.3;
+    features: Flatten."""
     x = images
     for index, (filters, stride) in enumerate([(32, 2), (64, 2), (64, 1)], start=1):
         x = _conv2d(stride)(filters, 5, strides=stride, padding="same",
@@ -323,7 +324,8 @@ def _mnist_blog_discriminator(images, seeds):
 # svhn_dcgan (Udacity notebook)
 # ---------------------------------------------------------------------------
 def _svhn_dcgan_generator(z, seeds, output_activation, width=32):
-    """Udacity SVHN G (the notebook's ``generator``), ``m = 32``: Dense 4*4*4m, BN, LReLU(0.2), three 5x5 stride-2 convT.
+    """Udacity SVHN G (the notebook's ``generator``), ``m = 32``: Dense 4*4*4m,
+    BN, LReLU(0.2), three 5x5 stride-2 convT.
 
     As the notebook's ``tf.layers`` defaults: biases everywhere, BatchNorm
     with scale and offset (momentum 0.99, epsilon 1e-3), Glorot kernels.
