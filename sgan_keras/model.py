@@ -710,7 +710,7 @@ class SGAN(keras.Model):
                         tf.split(features, sizes, num=len(image_batches))))
 
     def _supervised_step(self, batch):
-        images, labels = _labeled_of(batch)
+        images, labels = _labeled_of(batch, "a supervised_only SGAN's fit()")
         self._check_float_images(images)
         with tf.GradientTape() as tape:
             logits, _ = self.discriminator(images, training=True)
@@ -755,7 +755,7 @@ class SGAN(keras.Model):
         """Accuracy and cross entropy on ``(images, labels[, sample_weight])`` or
         a training batch's labeled images."""
         batch, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
-        images, labels = _labeled_of(batch) if labels is None else (batch, _class_ids(labels))
+        images, labels = _labeled_of(batch, "evaluate()") if labels is None else (batch, _class_ids(labels))
         self._check_float_images(images)      # before self(), whose errors Keras wraps in a note
         logits = self(images, training=False)
         self.cross_entropy_tracker.update_state(
@@ -984,11 +984,13 @@ def _images_of(batch):
     return batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
-def _labeled_of(batch):
+def _labeled_of(batch, use):
+    """The labeled images and class ids of ``batch``; ``use`` names the caller
+    (``evaluate()``, ...) in the error."""
     if isinstance(batch, dict):
         if "labeled_images" not in batch:    # e.g. masked_dataset's one batch
             raise ValueError(
-                f"evaluate() takes (images, labels) batches (SemiSupervisedData."
+                f"{use} takes (images, labels) batches (SemiSupervisedData."
                 f"test_dataset) or train_dataset's dicts; got a dict of {sorted(batch)}")
         return batch["labeled_images"], _class_ids(batch["labels"])
     return batch[0], _class_ids(batch[1])

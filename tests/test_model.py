@@ -527,6 +527,21 @@ def test_supervised_only_mode_needs_no_generator():
     assert model.evaluate(images, labels, verbose=0, return_dict=True)["accuracy"] > 0.9
 
 
+
+def test_a_batch_without_labeled_images_names_the_call_that_needs_them():
+    """masked_dataset's one batch has no labeled_images: the line names fit()
+    of a supervised_only model, or evaluate(), whichever was called."""
+    _, discriminator = tiny_networks()
+    model = SGAN(None, discriminator, Config(supervised_only=True))
+    model.compile(d_optimizer=keras.optimizers.Adam(1e-2))
+    images, labels = class_patterns(8, 0)
+    masked = {"images": images, "labels": labels, "label_mask": np.ones(8, bool)}
+    with pytest.raises(ValueError, match=r"a supervised_only SGAN's fit\(\) takes \(images, "
+                                         r"labels\) batches .* got a dict of \['images', "):
+        model.fit(masked, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"^evaluate\(\) takes \(images, labels\) batches"):
+        model.evaluate(masked, verbose=0)
+
 def test_bad_options_are_rejected():
     generator, discriminator = tiny_networks()
     for option in ({"fake_class": "eleven"}, {"generator_loss": "wasserstein"},
