@@ -368,6 +368,11 @@ class SGAN(keras.Model):
         D on its unlabeled (or labeled) images, G on a noise batch. A no-op for
         networks without weight normalization and on later calls.
         """
+        self._initialize_weight_norm(batch)
+
+    def _initialize_weight_norm(self, batch):
+        """``initialize_weight_norm``, one call below it and ``fit()`` alike,
+        so that the pixel-range warning names the caller's line."""
         if self.weight_norm_initialized:
             return
         images = _images_of(keras.utils.unpack_x_y_sample_weight(batch)[0])
@@ -402,7 +407,7 @@ class SGAN(keras.Model):
         if not self.weight_norm_initialized and x is not None:
             x, first = _first_batch(x, batch_size)
             if first is not None:
-                self.initialize_weight_norm(first)
+                self._initialize_weight_norm(first)
             elif any(layer.data_init for network in (self.generator, self.discriminator)
                      if network is not None for layer in sgan_layers.weight_norm_layers(network)):
                 raise ValueError(f"fit() cannot read a first batch from {type(x).__name__} for "
@@ -814,7 +819,7 @@ class SGAN(keras.Model):
             f"the images lie in [{lowest:.4g}, {highest:.4g}], {problem} the model's "
             f"pixel_range ({low:g}, {high:g}), where G's images are: scale them into it "
             f"(x / 127.5 - 1 for (-1, 1), x / 255 for (0, 1) from uint8; load_dataset("
-            f"..., pixel_range=model.pixel_range) does)", stacklevel=3)
+            f"..., pixel_range=model.pixel_range) does)", stacklevel=4)
 
     def classifier(self):
         """A functional ``keras.Model``: images -> K class logits (EMA weights if on)."""

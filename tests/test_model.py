@@ -706,8 +706,9 @@ def test_images_not_in_the_pixel_range_get_a_warning_naming_both_ranges(
              for key, value in batch.items()}
     message = (rf"the images lie in \[.*\], {problem} the model's pixel_range "
                rf"\({low:g}, {high:g}\), where G's images are")
-    with pytest.warns(UserWarning, match=message):
+    with pytest.warns(UserWarning, match=message) as caught:
         tiny_model(pixel_range=pixel_range).initialize_weight_norm(wrong)
+    assert [w.filename for w in caught if "pixel_range" in str(w.message)] == [__file__]
     right = {key: (value + 1) / 2 if key.endswith("images") and low == 0 else value
              for key, value in batch.items()}
     with warnings.catch_warnings(record=True) as caught:
@@ -718,9 +719,12 @@ def test_images_not_in_the_pixel_range_get_a_warning_naming_both_ranges(
 
 def test_fit_checks_the_pixel_range_of_its_first_batch():
     images, labels = class_patterns(16, 0)
-    with pytest.warns(UserWarning, match=r"none below 0 in the model's pixel_range \(-1, 1\)"):
+    with pytest.warns(UserWarning, match=r"none below 0 in the model's pixel_range \(-1, 1\)") \
+            as caught:
         tiny_model().fit({**tiny_batch(), "unlabeled_images": (images[:8] + 1) / 2},
                          epochs=1, verbose=0)
+    assert [w.filename for w in caught if "pixel_range" in str(w.message)] == [__file__]
+
 
 MIRRORED_SCRIPT = textwrap.dedent("""
     import json, sys
