@@ -113,6 +113,12 @@ class CheckpointStore:
     def is_chief(self):
         return self.write_directory == self.directory
 
+    def newest_step(self):
+        """The step of the newest checkpoint in ``directory`` (0 when none), as
+        its files name it: nothing is read, so no collective op runs."""
+        candidates = _candidates(self.directory, _read_state(self.directory)[0])
+        return candidates[0][0] if candidates else 0
+
     def restore(self):
         """Restores the newest readable checkpoint: a :class:`Restored`, or
         ``None`` when ``directory`` holds no checkpoint.

@@ -363,6 +363,9 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
     store = checkpoint.CheckpointStore(
         os.path.join(config.run.output_dir, "checkpoint"), model.state_variables(),
         write_directory=os.path.join(output_dir, "checkpoint"))
+    # A restore runs collective ops, which a worker without checkpoints (no
+    # shared file system) would not join: compare the newest steps first.
+    distribute.check_same_step(strategy, store.newest_step(), config.run.output_dir)
     restored = _restore(store, training.steps_per_epoch, os.path.join(output_dir, "metrics.csv"))
     step = restored.step if restored else 0
     distribute.check_same_step(strategy, step, config.run.output_dir)

@@ -892,6 +892,32 @@ def test_two_worker_multi_worker_run_on_localhost_with_a_preemption(tmp_path, fa
     assert set(scores) == {"keras", "saved_model", "tflite_float", "tflite_int8"}
 
 
+def test_a_worker_without_the_chiefs_checkpoints_stops_every_worker_with_one_line(tmp_path, fast):
+    """A worker that cannot see the chief's --output_dir (no shared file system)
+    finds no checkpoint where the chief has one: both name the steps and exit 2.
+    The chief's restore runs collective ops the other did not join: that worker
+    ended in a traceback, and the chief called its checkpoint unreadable."""
+    chief_dir, worker_dir = tmp_path / "chief", tmp_path / "worker"
+    args = (*fast, "--epochs=1", "--steps_per_epoch=40", "--checkpoint_every_steps=2")
+    interrupted = launch(*args, f"--output_dir={chief_dir}")
+    wait_for_step(interrupted, chief_dir, 2)
+    interrupted.send_signal(signal.SIGTERM)
+    _, stderr = interrupted.communicate(timeout=120)
+    assert interrupted.returncode == 75, stderr[-3000:]
+    step = latest_step(chief_dir)
+    cluster = {"worker": [f"localhost:{free_port()}", f"localhost:{free_port()}"]}
+    workers = [launch(*args, "--strategy=multi_worker", f"--output_dir={directory}",
+                      env={**ENV, "TF_CONFIG": json.dumps({
+                          "cluster": cluster, "task": {"type": "worker", "index": index}})})
+               for index, directory in enumerate((chief_dir, worker_dir))]
+    for process in workers:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 2 and "Traceback" not in stderr, stderr[-3000:]
+        [line] = error_lines(stderr)
+        assert f"restored different checkpoint steps ({step}, 0, worker by worker)" in line
+    assert latest_step(chief_dir) == step
+
+
 def test_ctrl_c_ends_a_worker_waiting_for_the_others_of_its_cluster(tmp_path, fast):
     """A worker waits in TensorFlow's C++, holding the interpreter, until every
     worker of TF_CONFIG is up; no Python handler runs there, so SIGINT must take
