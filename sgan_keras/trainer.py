@@ -295,6 +295,13 @@ def train(config):
     if training.batch_size % strategy.num_replicas_in_sync:
         raise UsageError(f"--batch_size={training.batch_size} is not divisible by the "
                          f"{strategy.num_replicas_in_sync} replicas of --strategy={run.strategy}")
+    if run.jit_compile == "true" and strategy.num_replicas_in_sync > 1:
+        # XLA reaches only its own replica's copy of a variable (the optimizer
+        # steps failed with "Trying to access resource ... located in device");
+        # Keras' "auto" turns XLA off under tf.distribute for the same reason.
+        raise UsageError(f"--jit_compile=true cannot compile the step of the "
+                         f"{strategy.num_replicas_in_sync} replicas of --strategy={run.strategy} "
+                         "(XLA reaches one device's variables); use --jit_compile=auto or false")
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     try:
         with contextlib.ExitStack() as cleanup:

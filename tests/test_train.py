@@ -850,6 +850,17 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, fast):
     assert len(metrics_rows(tmp_path / "run")) == 1
 
 
+def test_jit_compile_true_under_two_replicas_is_refused_before_training(tmp_path, fast):
+    # It trained into an XLA error, a traceback at the first step: XLA reaches
+    # only one device's copy of a mirrored variable.
+    result = cli(*fast, "--epochs=1", "--steps_per_epoch=2", "--strategy=mirrored",
+                 "--virtual_cpus=2", "--jit_compile=true", f"--output_dir={tmp_path / 'run'}")
+    lines = error_lines(result.stderr)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+    assert "--jit_compile=true" in lines[0] and "2 replicas" in lines[0], lines[0]
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("localhost", 0))
