@@ -289,6 +289,7 @@ def train(config):
     if run.deterministic:
         tf.config.experimental.enable_op_determinism()
     if run.strategy == "multi_worker":
+        distribute.check_tf_config(os.environ.get("TF_CONFIG"))   # a bad one waits for nothing
         print("Waiting for every worker of TF_CONFIG's cluster to start (Ctrl-C ends this "
               "process at once until they have)...", flush=True)
     strategy = distribute.make_strategy(run.strategy)

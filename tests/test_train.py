@@ -956,6 +956,15 @@ def test_ctrl_c_ends_a_worker_waiting_for_the_others_of_its_cluster(tmp_path, fa
     assert not output_dir.exists()
 
 
+def test_a_multi_worker_run_without_tf_config_does_not_say_it_waits(tmp_path, fast):
+    """It said it was waiting for TF_CONFIG's cluster, then that TF_CONFIG was unset."""
+    env = {name: value for name, value in ENV.items() if name != "TF_CONFIG"}
+    result = cli(*fast, "--strategy=multi_worker", f"--output_dir={tmp_path / 'run'}", env=env)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "TF_CONFIG environment variable" in error_lines(result.stderr)[0]
+    assert "Waiting" not in result.stdout
+
+
 def test_a_one_worker_multi_worker_run_trains_and_logs_scalars(tmp_path, fast):
     """A TF_CONFIG of one worker (a job scaled down to one machine): Keras
     passes the step's logs on unreduced there, and they must be scalars for
