@@ -199,6 +199,8 @@ class CheckpointStore:
         try:
             status = self._checkpoint.read(path)
             status.assert_consumed()
+        except tf.errors.UnavailableError:
+            raise   # a collective op of the restore aborted (a worker lost), not the file
         except _RESTORE_ERRORS as error:
             if status is not None:
                 status.expect_partial()  # no "unrestored values" warnings at exit

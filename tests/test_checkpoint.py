@@ -71,6 +71,27 @@ def test_an_unreadable_newest_checkpoint_falls_back_and_is_set_aside(tmp_path, d
     assert saved_steps(tmp_path) == [11, 12]
 
 
+def test_a_restore_aborted_by_a_lost_worker_is_not_an_unreadable_checkpoint(
+        tmp_path, monkeypatch):
+    """Under MultiWorkerMirroredStrategy a restore runs collective ops; one that
+    another worker's end aborted (UnavailableError) was taken for an unreadable
+    checkpoint: set aside for an older one, or "pass --overwrite to start over"."""
+    save_steps(tmp_path, [10, 20])
+    read = tf.train.Checkpoint.read
+    calls = []
+
+    def aborted_once(self, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 1:
+            raise tf.errors.UnavailableError(None, None, "Collective ops is aborted by: ...")
+        return read(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(tf.train.Checkpoint, "read", aborted_once)
+    with pytest.raises(tf.errors.UnavailableError):
+        checkpoint.CheckpointStore(tmp_path, make_variables()).restore()
+    assert saved_steps(tmp_path) == [10, 20]      # nothing set aside
+
+
 def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
     save_steps(tmp_path, [10, 20])
     before = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
