@@ -35,6 +35,7 @@ and ``presets.py`` import no TensorFlow (the values to choose among are in
 import dataclasses
 import math
 import numbers
+import struct
 import typing
 
 from absl import flags
@@ -524,6 +525,36 @@ def _check_fields(instance):
             raise ConfigError(f"{option.label()} must be one of {allowed}, got {value!r}")
         if option.check is not None and not option.check[1](value):
             raise ConfigError(f"{option.label()} must be {option.check[0]}, got {value!r}")
+        if option.type is float and (problem := _float32_problem(value, option.check)):
+            raise ConfigError(f"{option.label()} must be {problem} in float32, which training "
+                              f"computes in: got {value!r}, {_float32(value)!r} in float32")
+
+
+# float32's largest value and smallest normal one (TensorFlow's CPU kernels
+# flush smaller ones to zero).
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.1754943508222875e-38
+
+
+def _float32(value):
+    """``value`` rounded to float32 (inf past its range)."""
+    try:
+        return struct.unpack("f", struct.pack("f", value))[0]
+    except OverflowError:
+        return math.copysign(math.inf, value)
+
+
+def _float32_problem(value, check):
+    """What a float option must be to keep its meaning in float32, the
+    precision of the variables and losses, or "" when it does: an epsilon of
+    1e-300 became 0 (NaN at the first step), an --ema of 0.99999999 became 1
+    (a weight average that never moved), a weight of 1e300 became inf."""
+    single = _float32(value)
+    if not math.isfinite(single) or (value != 0 and abs(single) < FLOAT32_TINY):
+        return f"0 or {FLOAT32_TINY:.4g}..{FLOAT32_MAX:.4g} in magnitude"
+    if check is not None and not check[1](single):
+        return check[0]
+    return ""
 
 
 def _is_a(value, kind):

@@ -99,6 +99,14 @@ def test_labels_flag_takes_a_number_or_all_and_absl_rejects_other_text(flag_valu
     ("label_smoothing", float("nan"), r"^--label_smoothing must be a finite number, got nan$"),
     ("ema_decay", 1.0, r"^--ema \(ema_decay\) must be in \[0, 1\), got 1.0$"),
     ("label_smoothing", -0.1, r"^--label_smoothing must be in \[0, 1\), got -0.1$"),
+    # Values that float32, which training computes in, turns into 0, 1 or inf:
+    # NaN at the first step, a weight average that never moves, inf losses.
+    ("adam_epsilon", 1e-300, r"^--adam_epsilon must be 0 or 1.175e-38..3.403e\+38 in magnitude "
+                             r"in float32, which training computes in: got 1e-300, 0.0 in float32$"),
+    ("ema_decay", 0.99999999, r"^--ema \(ema_decay\) must be in \[0, 1\) in float32, which "
+                              r"training computes in: got 0.99999999, 1.0 in float32$"),
+    ("unsupervised_weight", 1e300, r"^--unsupervised_weight must be 0 or .* got 1e\+300, inf "
+                                   r"in float32$"),
     ("batch_size", 0, r"^--batch_size must be positive, got 0$"),
     ("epochs", 2.5, r"^--epochs must be int, got 2.5$"),
     ("init_images", -1, r"^--init_images must be >= 0, got -1$"),
