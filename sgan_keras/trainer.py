@@ -347,6 +347,7 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
         image_shape=choices_lib.NATIVE_IMAGE_SHAPES[config.model.architecture],
         convert_channels=config.data.convert_channels, train_split=config.data.train_split,
         test_split=config.data.test_split)
+    _check_eval_batches(config.run, len(data.test_images), strategy.num_replicas_in_sync)
     for note in data.notes:
         print(note, flush=True)
     if chief:
@@ -432,6 +433,20 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
         _stop_if_requested(stop, last_step)
         check_output_dir()     # the chief's
         _score_exports(export_dir, data, model, config.run.eval_batch_size)
+
+
+def _check_eval_batches(run, test_images, replicas):
+    """Refuses an ``--eval_batch_size`` that leaves a test batch, the last one
+    or every one, smaller than the replica count: a replica then gets no
+    image, and TensorFlow's CPU convolution of an empty batch returns its
+    input (a traceback: "input depth must be evenly divisible by filter depth")."""
+    batch = run.eval_batch_size
+    smallest = min(batch, test_images, test_images % batch or batch)
+    if replicas > 1 and smallest < replicas:
+        raise UsageError(f"--eval_batch_size={batch} leaves a test batch of {smallest} of the "
+                         f"{test_images} test images, fewer than the {replicas} replicas of "
+                         f"--strategy={run.strategy}: choose one that leaves every batch, the "
+                         f"last too, at least {replicas}")
 
 
 @contextlib.contextmanager

@@ -861,6 +861,22 @@ def test_jit_compile_true_under_two_replicas_is_refused_before_training(tmp_path
     assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("eval_batch_size", [1, 3333])   # 10,000 = 3 x 3,333 + 1
+def test_an_eval_batch_that_leaves_a_replica_no_image_is_refused_before_training(
+        eval_batch_size, tmp_path, fast):
+    # It trained, then the evaluation's convolution of an empty batch failed
+    # with a traceback ("input depth must be evenly divisible by filter depth").
+    result = cli(*fast, "--epochs=1", "--steps_per_epoch=2", "--strategy=mirrored",
+                 "--virtual_cpus=2", f"--eval_batch_size={eval_batch_size}",
+                 f"--output_dir={tmp_path / 'run'}")
+    lines = error_lines(result.stderr)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+    assert (f"--eval_batch_size={eval_batch_size} leaves a test batch of 1 of the 10000 test "
+            "images, fewer than the 2 replicas") in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("localhost", 0))
