@@ -253,14 +253,15 @@ class TrainingConfig:
     label_batching: str = option(
         "separate", "separate: a labeled batch beside the unlabeled ones; masked: one batch "
         "of the training set whose labeled images alone reach the supervised loss (the "
-        "Udacity notebook).", choices=("separate", "masked"))
+        "Udacity notebook).", choices=("separate", "masked"), gan_only=True)
     update_order: str = option(
         "sequential", "sequential: D, then G against the updated D; simultaneous: both from "
         "one forward pass (Udacity); split: three D updates then G (GANs in Action).",
-        choices=("sequential", "simultaneous", "split"))
+        choices=("sequential", "simultaneous", "split"), gan_only=True)
     generator_fakes: str = option(
         "fresh", "fresh: G's update draws new noise; reused: it re-uses the D step's fakes "
-        "(the MNIST blog's one G forward pass per step).", choices=("fresh", "reused"))
+        "(the MNIST blog's one G forward pass per step).", choices=("fresh", "reused"),
+        gan_only=True)
     baseline_epochs: int = option(0, "--supervised_only: epochs (0 = --epochs).",
                                   check=NON_NEGATIVE, needs=SUPERVISED_ONLY)
     baseline_steps_per_epoch: int = option(

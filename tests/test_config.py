@@ -242,6 +242,13 @@ def test_an_option_that_would_change_nothing_is_refused(overrides, refused):
                for field, value in presets.UNIFIED_PROCEDURE.items())
 
 
+def test_the_gan_step_options_are_gan_only():
+    """A supervised-only step has no D/G order, no fakes and takes labeled
+    batches alone: these flags would be accepted and change nothing."""
+    assert {"update_order", "generator_fakes", "label_batching"} <= set(
+        config_lib.gan_only_flags())
+
+
 @pytest.mark.parametrize("flag", config_lib.gan_only_flags())
 def test_a_baseline_refuses_every_gan_only_flag(flag):
     field = next(o.name for o in config_lib.OPTIONS.values() if o.flag == flag)
