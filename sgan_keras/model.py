@@ -760,7 +760,10 @@ class SGAN(keras.Model):
         """Accuracy and cross entropy on ``(images, labels[, sample_weight])`` or
         a training batch's labeled images."""
         batch, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
-        images, labels = _labeled_of(batch, "evaluate()") if labels is None else (batch, _class_ids(labels))
+        if labels is None:
+            images, labels = _labeled_of(batch, "evaluate()")
+        else:
+            images, labels = batch, _class_ids(labels)
         self._check_float_images(images)      # before self(), whose errors Keras wraps in a note
         logits = self(images, training=False)
         self.cross_entropy_tracker.update_state(
@@ -801,8 +804,8 @@ class SGAN(keras.Model):
         usual x / 255 images). G's output activation keeps its images in the
         range, so D would tell real images from generated ones by their range
         alone. A warning, not an error: nothing else depends on it, and a batch
-        of bright images may have no pixel below 0. ``fit()`` checks its first
-        batch (through ``initialize_weight_norm``)."""
+        of bright images may have no pixel below 0. The weight-norm init runs it
+        on ``fit()``'s first batch."""
         if not int(tf.size(images)):
             return
         low, high = self.pixel_range
