@@ -947,7 +947,7 @@ def read_image_file(path, image_shape, convert_channels=False):
         raise UnreadableImage(f"{path} cannot be read or decoded ({_reason(error)})") from None
     height, width, channels = (int(size) for size in image_shape)
     image = image[..., :_colour_channels(image.shape[-1])]      # no alpha channel
-    if (channels == 1 and content.numpy()[:3] == b"GIF"
+    if (channels == 1 and image.shape[-1] == 3 and content.numpy()[:3] == b"GIF"
             and bool(tf.reduce_all(image == image[..., :1]))):
         image = image[..., :1]   # a gray GIF: GIF has no grayscale form, TF decodes it as RGB
     if image.shape[-1] != channels:

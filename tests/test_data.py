@@ -954,7 +954,7 @@ def test_image_folder_channel_conversion_is_explicit(tmp_path):
 def test_a_gray_gif_is_a_grayscale_image(tmp_path):
     # TensorFlow decodes every GIF as RGB: a grayscale GIF (PIL's "L" image,
     # saved with a palette of grays) was refused for a grayscale model.
-    from PIL import Image
+    from PIL import Image     # Pillow: a dependency of matplotlib
     pixels = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
     Image.fromarray(pixels).save(tmp_path / "gray.gif")
     image = data_lib.read_image_file(tmp_path / "gray.gif", (8, 8, 1))
