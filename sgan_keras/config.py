@@ -276,6 +276,21 @@ class TrainingConfig:
         """D's learning rate: ``d_lr_ratio`` x ``g_lr``."""
         return self.g_lr * self.d_lr_ratio
 
+    def schedule_line(self):
+        """The line the trainer prints about the learning rate, "" if none: a
+        linear decay that lowers no epoch's rate. Its ramp leaves epoch
+        ``lr_decay_start_epoch`` at the full rate (``optimizers.LinearDecay``), so
+        a start at or past the run's last epoch (the long presets on a short
+        budget) keeps the rate constant, as the first epochs of the source's
+        schedule do."""
+        if self.lr_schedule != "linear_decay" or self.lr_decay_start_epoch < self.epochs - 1:
+            return ""
+        return (f"note: --lr_schedule=linear_decay keeps the full rate for "
+                f"{self.lr_decay_start_epoch + 1} epochs (--lr_decay_start_epoch="
+                f"{self.lr_decay_start_epoch}) and this run has {self.epochs}: the learning "
+                f"rate stays constant; --lr_decay_start_epoch below {self.epochs - 1} "
+                f"decays it within the run")
+
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:

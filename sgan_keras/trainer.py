@@ -359,8 +359,9 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
         model = SGAN.for_config(config, num_classes=data.num_classes)
         model.compile(jit_compile=config.run.keras_jit_compile)
     precision_line = config.model.precision_line(distribute.bfloat16_matrix_units())
-    if precision_line and chief:
-        print(precision_line, flush=True)
+    for line in (precision_line, training.schedule_line()):
+        if line and chief:
+            print(line, flush=True)
     replicas = strategy.num_replicas_in_sync
     if replicas > 1 and chief:
         print(f"--strategy={config.run.strategy}: {type(strategy).__name__}, {replicas} replicas, "

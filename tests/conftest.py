@@ -40,7 +40,7 @@ SLOW_TESTS_FIRST = (
     "test_notebook_runs",
     "test_benchmark_measures_every_mode_and_writes_its_tables",
     "test_svhn_experiment_runs_with_its_baseline_on_generated_data",
-    "test_mirrored_strategy_on_two_logical_cpus",
+    "test_mirrored_strategy_on_two_logical_cpus_and_the_chiefs_start_lines",
 )
 
 

@@ -95,3 +95,17 @@ def test_linear_decay_sets_the_rate_once_an_epoch_as_the_sources_do():
         assert float(schedule(step)) == pytest.approx(source), step
     rebuilt = optimizers.LinearDecay.from_config(schedule.get_config())
     assert float(rebuilt(35)) == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("start, epochs", [(0, 1), (1, 3), (2, 3), (3, 3), (600, 2), (2, 4)])
+def test_the_schedule_line_appears_exactly_when_linear_decay_never_lowers_the_rate(start, epochs):
+    # The presets decay from epoch 300-1,200; their short CPU budgets end first.
+    training = Config().replace(lr_schedule="linear_decay", lr_decay_start_epoch=start,
+                                epochs=epochs, steps_per_epoch=3).training
+    schedule = optimizers.learning_rate(training, 0.1)
+    constant = all(float(schedule(step)) == pytest.approx(0.1) for step in range(epochs * 3))
+    line = training.schedule_line()
+    assert bool(line) == constant
+    if constant:
+        assert f"--lr_decay_start_epoch={start}" in line and f"this run has {epochs}" in line
+    assert Config().replace(epochs=1).training.schedule_line() == ""   # constant by choice

@@ -842,11 +842,14 @@ def test_no_writable_temporary_directory_gets_one_line_and_exit_5(module, tmp_pa
     assert not output_dir.exists()
 
 
-def test_mirrored_strategy_on_two_logical_cpus(tmp_path, fast):
+def test_mirrored_strategy_on_two_logical_cpus_and_the_chiefs_start_lines(tmp_path, fast):
     result = cli(*fast, "--epochs=1", "--steps_per_epoch=2", "--strategy=mirrored",
-                 "--virtual_cpus=2", f"--output_dir={tmp_path / 'run'}")
+                 "--virtual_cpus=2", "--lr_schedule=linear_decay", "--lr_decay_start_epoch=3",
+                 f"--output_dir={tmp_path / 'run'}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "--strategy=mirrored: MirroredStrategy, 2 replicas," in result.stdout
+    assert "--lr_decay_start_epoch=3) and this run has 1: the learning rate stays constant" \
+        in result.stdout
     assert len(metrics_rows(tmp_path / "run")) == 1
 
 
