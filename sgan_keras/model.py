@@ -398,9 +398,16 @@ class SGAN(keras.Model):
         ``sgan_keras.callbacks.StopOnNonFiniteLoss`` checks them all.
         ``shuffle`` defaults to ``False`` for a ``tf.data.Dataset`` or a
         generator, which Keras does not shuffle: its default ``True`` would
-        warn on every call."""
+        warn on every call. ``class_weight`` and ``sample_weight`` are refused."""
         given = inspect.signature(super().fit).bind(x, y, batch_size, *args, **kwargs).arguments
         _refuse_terminate_on_nan(given.get("callbacks"))
+        # Keras would fail on class_weight with dict batches (no y to weigh) with an
+        # AttributeError, and drop a sample_weight given without y silently.
+        weighted = [name for name in ("class_weight", "sample_weight")
+                    if given.get(name) is not None]
+        if weighted:
+            raise ValueError(f"SGAN.fit() takes no {' or '.join(weighted)}: an SGAN's "
+                             "training weighs every image alike")
         if "shuffle" not in given and (isinstance(x, tf.data.Dataset)
                                        or inspect.isgenerator(x)):
             kwargs["shuffle"] = False

@@ -136,6 +136,20 @@ def test_backup_and_restore_resumes_every_optimizer_and_the_ema_as_an_uninterrup
         np.testing.assert_array_equal(a, b)
 
 
+def test_fit_refuses_class_and_sample_weights_with_one_line():
+    """Keras failed on ``class_weight`` with dict batches (an AttributeError)
+    and dropped a ``sample_weight`` given without labels silently."""
+    model = tiny_model()
+    arrays = {key: value.numpy() for key, value in tiny_batch().items()}
+    for name, value in (("class_weight", {0: 1.0, 1: 2.0, 2: 1.0}),
+                        ("sample_weight", np.ones(8))):
+        for data in (dict(x=constant_data(), steps_per_epoch=STEPS), dict(x=arrays)):
+            with pytest.raises(ValueError, match=rf"^SGAN.fit\(\) takes no {name}: an SGAN's "
+                                                 r"training weighs every image alike$"):
+                model.fit(**data, **{name: value}, epochs=1, verbose=0)
+    assert int(model.d_optimizer.iterations) == 0
+
+
 def test_model_checkpoint_files_load_into_a_fresh_sgan(tmp_path):
     """A ``.keras`` file of the best ``val_accuracy`` epoch predicts as the
     model did then; a ``.weights.h5`` loads weights, EMA and both optimizers
