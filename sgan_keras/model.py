@@ -420,6 +420,10 @@ class SGAN(keras.Model):
                 raise ValueError(f"fit() cannot read a first batch from {type(x).__name__} for "
                                  "weight norm's data-dependent init: call "
                                  "model.initialize_weight_norm(batch) first")
+        # BackupAndRestore sets Keras' _initial_epoch for the fit() it resumes and Keras
+        # never clears it: every later fit() would start at that epoch, whatever its own
+        # initial_epoch (fit(epochs=2) after a resume at epoch 2 trained nothing).
+        self._initial_epoch = None
         return super().fit(x, y, batch_size, *args, **kwargs)
 
     # ----------------------------------------------------------------- noise

@@ -136,6 +136,19 @@ def test_backup_and_restore_resumes_every_optimizer_and_the_ema_as_an_uninterrup
         np.testing.assert_array_equal(a, b)
 
 
+def test_fit_after_a_backup_and_restore_resume_starts_at_its_own_initial_epoch(tmp_path):
+    """Keras keeps the epoch ``BackupAndRestore`` resumed at for every later
+    ``fit()``: a second ``fit(epochs=2)`` trained nothing, and one with
+    ``initial_epoch=4`` started at epoch 2."""
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_model(), 4, [keras.callbacks.BackupAndRestore(str(tmp_path)), interrupt_at(2)])
+    model = tiny_model()
+    assert fit(model, 4, [keras.callbacks.BackupAndRestore(str(tmp_path))]).epoch == [2, 3]
+    assert fit(model, 2).epoch == [0, 1]
+    assert fit(model, 5, initial_epoch=4).epoch == [4]
+    assert int(model.d_optimizer.iterations) == (4 + 2 + 1) * STEPS
+
+
 def test_fit_refuses_class_and_sample_weights_with_one_line():
     """Keras failed on ``class_weight`` with dict batches (an AttributeError)
     and dropped a ``sample_weight`` given without labels silently."""
