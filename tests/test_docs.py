@@ -105,3 +105,28 @@ def test_the_modules_the_readme_names_work_after_import_sgan_keras_alone():
                             text=True, timeout=300,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_a_saved_sgan_loads_in_a_new_process_after_the_import_the_readme_names(tmp_path):
+    # After `import sgan_keras` alone, keras.models.load_model failed with a
+    # screen-long "Could not locate class 'SGAN'": Keras imports no module of a
+    # package of its own to find a class.
+    import numpy as np
+    from test_model import class_patterns, tiny_model
+
+    text = " ".join((REPO_ROOT / "README.md").read_text(encoding="utf-8").split())
+    statement = re.search(r"in a new process, `([^`]+)` first", text).group(1)
+    model = tiny_model(ema_decay=0.5)
+    model.save(tmp_path / "sgan.keras")
+    images, _ = class_patterns(4, 0)
+    np.save(tmp_path / "images.npy", images)
+    code = (f"import sys, keras, numpy as np\n{statement}\n"
+            "model = keras.models.load_model(sys.argv[1] + '/sgan.keras')\n"
+            "np.save(sys.argv[1] + '/logits.npy', model.predict(np.load(sys.argv[1] + "
+            "'/images.npy'), verbose=0))\n")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "logits.npy"),
+                                  model.predict(images, verbose=0))
