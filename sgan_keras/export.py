@@ -76,8 +76,9 @@ def export_classifier(classifier, export_dir, *, image_shape, pixel_range, overw
       image_shape: ``(H, W, C)`` of one image.
       pixel_range: ``(-1.0, 1.0)`` or ``(0.0, 1.0)``: the classifier's input
         range; uint8 ``0..255`` maps linearly onto it.
-      overwrite: replace an existing ``export_dir`` (after the new export is
-        complete) instead of raising :class:`ExportError`.
+      overwrite: replace an earlier export (or an empty directory) at
+        ``export_dir`` once the new export is complete, instead of raising
+        :class:`ExportError`; anything else there is refused all the same.
       class_names: K names (default ``"0"``..``"K-1"``).
       representative_images: uint8 images ``[M, H, W, C]`` (a few hundred):
         also write the TFLite files, the int8 one calibrated on them.
@@ -85,9 +86,7 @@ def export_classifier(classifier, export_dir, *, image_shape, pixel_range, overw
     export_dir = os.path.abspath(os.fspath(export_dir))
     image_shape = _check_image_shape(image_shape)
     low, high = _check_pixel_range(pixel_range)
-    if os.path.lexists(export_dir) and not overwrite:
-        raise ExportError(f"export_dir {export_dir} already exists; "
-                          "pass overwrite=True to replace it")
+    _check_replaceable(export_dir, overwrite)
     num_classes = _check_classifier(classifier, image_shape)
     classifier = _computing_in_float32(classifier)
     class_names = [str(name) for name in
@@ -299,13 +298,28 @@ def _check_written(path, num_classes, image_shape):
                           f"[N, {num_classes}] probabilities")
 
 
+def _check_replaceable(export_dir, overwrite):
+    """Refuses an existing ``export_dir`` without ``overwrite``, and with it
+    anything but an earlier SavedModel (a directory holding ``saved_model.pb``)
+    or an empty directory: a user's folder or file there (a run directory, the
+    working directory) would be deleted with the old export."""
+    if not os.path.lexists(export_dir):
+        return
+    if not overwrite:
+        raise ExportError(f"export_dir {export_dir} already exists; "
+                          "pass overwrite=True to replace it")
+    empty = os.path.isdir(export_dir) and not os.listdir(export_dir)
+    if not empty and not os.path.isfile(os.path.join(export_dir, "saved_model.pb")):
+        raise ExportError(f"export_dir {export_dir} is neither an earlier export "
+                          "(saved_model.pb) nor an empty directory, all that overwrite=True "
+                          "replaces: remove it or choose another export_dir")
+
+
 def _move_into_place(staging, export_dir, overwrite):
     """Renames ``staging`` to ``export_dir``; an old export is removed only afterwards."""
     backup = None
     if os.path.lexists(export_dir):
-        if not overwrite:  # it appeared while we were writing
-            raise ExportError(f"export_dir {export_dir} already exists; "
-                              "pass overwrite=True to replace it")
+        _check_replaceable(export_dir, overwrite)   # it may have appeared while we wrote
         backup = tempfile.mkdtemp(
             prefix=f".{os.path.basename(export_dir)}.old{faults.TEMPORARY_MARK}-",
             dir=os.path.dirname(export_dir))

@@ -150,6 +150,27 @@ def test_overwrite_replaces_the_export_and_leaves_no_temporaries(tmp_path):
     assert os.listdir(tmp_path) == ["export"]
 
 
+def test_overwrite_replaces_only_an_earlier_export_or_an_empty_directory(tmp_path):
+    # overwrite=True on a run directory (or '.') deleted it, the user's files with it.
+    (tmp_path / "run" / "checkpoint").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoint" / "ckpt-1.index").write_bytes(b"weights")
+    (tmp_path / "model.keras").write_bytes(b"a user's model")
+    before = read_tree(tmp_path)
+    for name in ("run", "model.keras"):
+        with pytest.raises(ExportError) as error:
+            export_classifier(tiny_classifier(0), tmp_path / name, image_shape=IMAGE_SHAPE,
+                              pixel_range=(0, 1), overwrite=True)
+        message = str(error.value)
+        assert "\n" not in message and str(tmp_path / name) in message
+        assert "neither an earlier export" in message
+    assert read_tree(tmp_path) == before
+    assert sorted(os.listdir(tmp_path)) == ["model.keras", "run"]   # no temporaries
+    (tmp_path / "empty").mkdir()
+    export_classifier(tiny_classifier(0), tmp_path / "empty", image_shape=IMAGE_SHAPE,
+                      pixel_range=(0, 1), overwrite=True)
+    assert (tmp_path / "empty" / "saved_model.pb").is_file()
+
+
 def test_the_export_is_on_the_disk_before_it_replaces_an_old_one(tmp_path, monkeypatch):
     # TensorFlow's SavedModel writer does not fsync: a power loss after the
     # rename could leave empty files where the old export was.
