@@ -37,6 +37,9 @@ Faults (README "Faults") print one line on stderr, no traceback, and exit with:
         infinite; stopped at once, earlier checkpoints kept, none of that state
     5   a full disk or an unwritable file; earlier outputs are intact. Also
         an --output_dir moved or removed during the run (its run.lock gone)
+    6   out of memory: a batch's tensors did not fit in the device's memory
+        (TensorFlow's allocator; the system's out-of-memory killer is a
+        SIGKILL, with no line); earlier checkpoints kept
     69  --strategy=multi_worker: another worker stopped (its own line says why)
         or the network to it failed (EX_UNAVAILABLE)
     75  stopped by SIGTERM or SIGINT after saving at the next step boundary
@@ -74,6 +77,7 @@ EXIT_USAGE = 2
 EXIT_LOCKED = 3
 EXIT_NON_FINITE = 4
 EXIT_WRITE = 5
+EXIT_OUT_OF_MEMORY = 6
 EXIT_WORKER_LOST = 69  # EX_UNAVAILABLE (sysexits.h): a service is unavailable
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL (sysexits.h): temporary failure, try again
 
@@ -147,6 +151,8 @@ def main(argv):
                           f"or fix the directory, then resume with: {_resume_command()}")
     except trainer.WORKER_LOST as error:
         _exit(EXIT_WORKER_LOST, faults.first_line(error))
+    except trainer.OUT_OF_MEMORY as error:
+        _exit(EXIT_OUT_OF_MEMORY, faults.first_line(error))
     except trainer.INTERRUPTED as error:
         saved = f"saved {error.path}" if error.path else "no step trained since the last checkpoint"
         _exit(EXIT_INTERRUPTED, f"{error.reason} at step {error.step}: {saved}; resume with: "

@@ -11,6 +11,7 @@ checking its flags.
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -38,6 +39,13 @@ class UsageError(ValueError):
     """An --output_dir that cannot be used, or a batch the replicas cannot split; one line."""
 
 
+class OutOfMemoryError(RuntimeError):
+    """A batch's tensors did not fit in the device's memory (TensorFlow's
+    allocator said so: a GPU's, or the CPU's pooled one); one line. The
+    system's out-of-memory killer, which ends a process without a word, is a
+    SIGKILL (README "Faults")."""
+
+
 class OverwriteIncomplete(faults.WriteError):
     """``--overwrite`` removed part of an earlier run's outputs, not all: a
     write failure whose earlier outputs are not all intact."""
@@ -54,6 +62,7 @@ OVERWRITE_INCOMPLETE = (OverwriteIncomplete,)    # before WRITE_FAILED: one of t
 WRITE_FAILED = (faults.WriteError,)
 INTERRUPTED = (callbacks_lib.TrainingInterrupted,)
 WORKER_LOST = (distribute.WorkerLostError,)
+OUT_OF_MEMORY = (OutOfMemoryError,)
 
 
 # What a run writes in --output_dir (README "What lands in --output_dir"),
@@ -272,9 +281,9 @@ def train(config):
     """Runs the training ``config`` describes; returns the output directory.
 
     Faults raise the errors of :data:`BAD_INPUT`, :data:`LOCKED`, :data:`OUTPUT_DIR_LOST`,
-    :data:`NON_FINITE`, :data:`WRITE_FAILED`, :data:`INTERRUPTED` and
-    :data:`WORKER_LOST`, after the lock is released and the signal handlers
-    are restored.
+    :data:`NON_FINITE`, :data:`WRITE_FAILED`, :data:`INTERRUPTED`,
+    :data:`WORKER_LOST` and :data:`OUT_OF_MEMORY`, after the lock is released
+    and the signal handlers are restored.
     """
     run, training = config.run, config.training
     if run.output_dir is None:   # the CLI's default is runs/<run name> (train.py)
@@ -329,7 +338,25 @@ def train(config):
             "lost another worker of --strategy=multi_worker: it stopped (its log says why) or "
             "the network to it failed; run the same command on every worker to resume"
         ) from None
+    except tf.errors.ResourceExhaustedError as error:
+        allocation = out_of_memory_allocation(error)
+        if allocation is None:   # not the allocator's (a full disk is a WriteError by now)
+            raise
+        raise OutOfMemoryError(
+            f"out of memory ({allocation}) with --batch_size={training.batch_size} and "
+            f"--eval_batch_size={run.eval_batch_size}: training stopped, earlier checkpoints "
+            "are kept; the same command with a smaller --eval_batch_size resumes, a smaller "
+            "--batch_size trains anew in another --output_dir") from None
     return run.output_dir
+
+
+def out_of_memory_allocation(error):
+    """The allocation TensorFlow's allocator refused, as its message gives it
+    ("OOM when allocating tensor with shape[...]", "Out of memory while trying
+    to allocate 49.00MiB"), or ``None`` if ``error`` is no allocator's."""
+    match = re.search(r"OOM when allocating tensor with shape\s*\[[^\]]*\]"
+                      r"|Out of memory while trying to allocate [\d.]+\s*\w+", str(error))
+    return match.group(0) if match else None
 
 
 def _train(config, strategy, output_dir, stop, check_output_dir):

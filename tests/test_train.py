@@ -625,6 +625,45 @@ def test_non_finite_training_stops_at_once_and_keeps_the_last_good_checkpoint(
                 assert np.isfinite(value).all(), key
 
 
+def test_out_of_memory_gets_one_line_and_a_smaller_eval_batch_resumes(tmp_path, fast):
+    """TensorFlow's allocator refusing a tensor (a GPU's usual fault; here the
+    CPU's pooled allocator under a 250 MB limit, which MNIST's arrays fit)
+    ended in a traceback. The evaluation's 10,000-image batch does not fit.
+    On Eigen's kernels, which the CLI picks for this preset: oneDNN's crash
+    the process (SIGSEGV) when an allocation fails inside them."""
+    args = [*fast, "--epochs=1", "--steps_per_epoch=2", "--checkpoint_every_steps=1",
+            f"--output_dir={tmp_path / 'run'}"]
+    result = fresh_cli(*args, "--eval_batch_size=10000", env={
+        **ENV, "TF_CPU_BFC_MEM_LIMIT_IN_MB": "250", onednn.ONEDNN_VARIABLE: "0"})
+    assert result.returncode == 6, result.stderr[-3000:]
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert lines[0].startswith("sgan_keras.train: error: out of memory (OOM when allocating "
+                               "tensor with shape[10000,"), lines[0]
+    assert "--batch_size=16 and --eval_batch_size=10000: training stopped" in lines[0]
+    assert latest_step(tmp_path / "run") == 1   # saved mid-epoch; step 2's save follows the test
+    result = cli(*args, "--eval_batch_size=500")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resuming from step 1:" in result.stdout and len(metrics_rows(tmp_path / "run")) == 1
+
+
+def test_only_the_allocators_resource_exhausted_errors_are_out_of_memory():
+    import tensorflow as tf
+    from sgan_keras import trainer
+
+    def error(message):
+        return tf.errors.ResourceExhaustedError(None, None, message)
+    gpu = ("Graph execution error:\n\nOOM when allocating tensor with shape[512,64,14,14] and "
+           "type float on /job:localhost/replica:0/task:0/device:GPU:0 by allocator GPU_0_bfc")
+    assert trainer.out_of_memory_allocation(error(gpu)) == (
+        "OOM when allocating tensor with shape[512,64,14,14]")
+    assert trainer.out_of_memory_allocation(error(
+        "Graph execution error:\n\nOut of memory while trying to allocate 49.00MiB.\n\t [[{{node "
+        "g_convt1}}]]")) == "Out of memory while trying to allocate 49.00MiB"
+    assert trainer.out_of_memory_allocation(error("runs/x/ckpt-3.data; No space left on "
+                                                  "device")) is None
+
+
 def test_full_disk_mid_training_gets_one_line_and_loses_nothing(small_disk, reference, resumable):
     output_dir = small_disk / "run"
     process = launch(*resumable, f"--output_dir={output_dir}")
