@@ -190,7 +190,7 @@ class SGAN(keras.Model):
         (``"adam"``); each defaults to ``config.training``'s Adam
         (:func:`sgan_keras.optimizers.for_training`). Keras' ``optimizer``,
         ``loss`` and ``metrics`` arguments are refused: the losses and metrics
-        are the model's own.
+        are the model's own; so are optimizers with ``use_ema=True``.
 
         Both optimizers are built here, inside the model's distribution
         strategy, so ``fit`` can run under ``tf.distribute``. D's is also
@@ -208,6 +208,14 @@ class SGAN(keras.Model):
         if d_optimizer is not None and d_optimizer is g_optimizer:
             raise ValueError("d_optimizer and g_optimizer must be two optimizers: "
                              "one updates only the variables it was built for")
+        for argument, optimizer in (("d_optimizer", d_optimizer), ("g_optimizer", g_optimizer)):
+            # Keras' fit() ends by writing model.optimizer's averages over all of the
+            # model's trainable weights by position: G's, then D's, which D's do not match.
+            if getattr(optimizer, "use_ema", False):
+                raise ValueError(
+                    f"{argument} has use_ema=True, which an SGAN cannot use: Keras' fit() "
+                    "would write D's optimizer's averages over G's and D's weights by "
+                    "position; average D's weights with the SGAN's ema_decay")
         if d_optimizer is None or (g_optimizer is None and not self.config.supervised_only):
             default_d, default_g = optimizers.for_training(self.config.training)
             d_optimizer = d_optimizer or default_d

@@ -619,6 +619,19 @@ def test_compile_takes_optimizer_names_and_refuses_what_it_cannot_use():
             model.compile(**keras_argument)
 
 
+def test_compile_refuses_an_optimizer_that_keeps_its_own_weight_average():
+    """Keras' ``fit()`` ends with ``model.optimizer.finalize_variable_values(
+    model.trainable_weights)``: with ``use_ema=True`` D's optimizer wrote its
+    averages over G's and D's weights by position (here a shape error after
+    the last step; silently wrong weights where shapes agree)."""
+    model = tiny_model()
+    for argument in ("d_optimizer", "g_optimizer"):
+        with pytest.raises(ValueError, match=f"^{argument} has use_ema=True, which an SGAN "
+                                             r"cannot use: .* the SGAN's ema_decay$"):
+            model.compile(**{argument: keras.optimizers.Adam(1e-2, use_ema=True)})
+    model.fit(tiny_dataset(), steps_per_epoch=2, epochs=1, verbose=0)   # still as compiled
+
+
 def test_batch_methods_take_dict_batches_and_evaluate_weighs_samples():
     model = tiny_model()
     batch = tiny_batch()
