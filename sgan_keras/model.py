@@ -190,7 +190,7 @@ class SGAN(keras.Model):
         (``"adam"``); each defaults to ``config.training``'s Adam
         (:func:`sgan_keras.optimizers.for_training`). Keras' ``optimizer``,
         ``loss`` and ``metrics`` arguments are refused: the losses and metrics
-        are the model's own; so are optimizers with ``use_ema=True``.
+        are the model's own; so, with a generator, are optimizers with ``use_ema=True``.
 
         Both optimizers are built here, inside the model's distribution
         strategy, so ``fit`` can run under ``tf.distribute``. D's is also
@@ -211,7 +211,8 @@ class SGAN(keras.Model):
         for argument, optimizer in (("d_optimizer", d_optimizer), ("g_optimizer", g_optimizer)):
             # Keras' fit() ends by writing model.optimizer's averages over all of the
             # model's trainable weights by position: G's, then D's, which D's do not match.
-            if getattr(optimizer, "use_ema", False):
+            # (Without G they are D's alone, and Keras' EMA works.)
+            if getattr(optimizer, "use_ema", False) and self.generator is not None:
                 raise ValueError(
                     f"{argument} has use_ema=True, which an SGAN cannot use: Keras' fit() "
                     "would write D's optimizer's averages over G's and D's weights by "

@@ -630,6 +630,14 @@ def test_compile_refuses_an_optimizer_that_keeps_its_own_weight_average():
                                              r"cannot use: .* the SGAN's ema_decay$"):
             model.compile(**{argument: keras.optimizers.Adam(1e-2, use_ema=True)})
     model.fit(tiny_dataset(), steps_per_epoch=2, epochs=1, verbose=0)   # still as compiled
+    # Without G the trainable weights are D's alone: Keras' EMA ends the fit.
+    baseline = SGAN(None, tiny_networks()[1], Config().replace(supervised_only=True))
+    baseline.compile(d_optimizer=keras.optimizers.Adam(1e-2, use_ema=True, ema_momentum=0.5))
+    images, labels = class_patterns(16, 0)
+    baseline.fit(images, labels, batch_size=8, epochs=1, verbose=0)
+    averages = baseline.d_optimizer._model_variables_moving_average
+    for weight, average in zip(baseline.discriminator.trainable_weights, averages, strict=True):
+        np.testing.assert_array_equal(weight.numpy(), average.numpy())
 
 
 def test_batch_methods_take_dict_batches_and_evaluate_weighs_samples():
