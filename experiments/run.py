@@ -69,8 +69,13 @@ from sgan_keras import onednn  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("experiment", None, sorted(EXPERIMENTS), "Experiment to run.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (label draw, weights, data order).")
-flags.DEFINE_integer("epochs", None, "Shorter budget: epochs (default: the source's).")
-flags.DEFINE_integer("steps_per_epoch", None, "Shorter budget: steps per epoch.")
+flags.register_validator("seeds", lambda seeds: bool(seeds) and all(
+    seed.isdecimal() for seed in seeds), message="--seeds takes whole numbers, e.g. 0,1,2")
+# Lower bounds: 0 would read as no shortening, i.e. the source's full budget.
+flags.DEFINE_integer("epochs", None, "Shorter budget: epochs (default: the source's).",
+                     lower_bound=1)
+flags.DEFINE_integer("steps_per_epoch", None, "Shorter budget: steps per epoch.",
+                     lower_bound=1)
 flags.DEFINE_list("overrides", [], "Extra trainer flags for both runs, e.g. ema=0.999 "
                   "(recorded with the results).")
 flags.DEFINE_string("data_dir", None, "Local data directory passed to the trainer.")
@@ -501,7 +506,7 @@ def run_experiment():
     trained or resumed and recorded as it ends (partial results survive a
     stop)."""
     name = FLAGS.experiment
-    seeds = [int(seed) for seed in FLAGS.seeds]
+    seeds = list(dict.fromkeys(int(seed) for seed in FLAGS.seeds))   # each once, in order
     malformed = [override for override in FLAGS.overrides if "=" not in override]
     if malformed:
         raise Refused(f"--overrides takes flag=value pairs, got {malformed[0]!r}")

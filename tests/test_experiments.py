@@ -325,6 +325,22 @@ def test_runner_refuses_an_unknown_kind(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("argument, message", [
+    ("--seeds=0,a", "--seeds takes whole numbers"), ("--seeds=", "--seeds takes whole numbers"),
+    ("--epochs=0", "--epochs=0: 0 is not a positive integer"),
+    ("--steps_per_epoch=0", "--steps_per_epoch=0: 0 is not a positive integer")])
+def test_runner_refuses_seeds_that_are_no_numbers_and_a_budget_of_zero(tmp_path, argument,
+                                                                         message):
+    """--epochs=0 was taken for no shortening: the source's full budget."""
+    result = subprocess.run(
+        [sys.executable, "experiments/run.py", "--experiment=svhn_lecouat_1000", argument,
+         f"--runs_dir={tmp_path}", f"--results_dir={tmp_path}"],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert message in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
 def test_report_counts_the_seeds_of_a_file_with_only_baselines(tmp_path):
     import report
 
@@ -421,6 +437,16 @@ def test_a_finished_run_is_recorded_once_and_results_of_another_budget_stay(tmp_
         "budget (the source's full budget; this command: epochs=1)")
     assert path.read_bytes() == before
     assert not (tmp_path / "runs" / "svhn_lecouat_1000" / "sgan_seed0_epochs1").exists()
+
+
+def test_a_seed_given_twice_is_run_and_shown_once(tmp_path):
+    finished_run(tmp_path / "runs")
+    result = run_py(tmp_path, "--seeds=0,0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "results" / "svhn_lecouat_1000.json").read_text())[
+        "seeds"] == [0]
+    text = (tmp_path / "results" / "svhn_lecouat_1000.md").read_text()
+    assert text.count("\n| 0 | ") == 1 and "--seeds=0,0" not in text
 
 
 NOTE_KEPT = """
