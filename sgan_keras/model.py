@@ -33,6 +33,7 @@ draw of the same training, not the same numbers.
 """
 
 import inspect
+import json
 import os
 import warnings
 import zipfile
@@ -301,8 +302,8 @@ class SGAN(keras.Model):
             self.weight_norm_initialized = bool(np.asarray(ours[_WEIGHT_NORM_INITIALIZED]))
 
     def load_weights(self, filepath, skip_mismatch=False, **kwargs):
-        """Keras' ``load_weights``, refusing a ``.weights.h5`` or ``.keras``
-        file whose weight average of D (EMA) this model does not match: Keras
+        """Keras' ``load_weights``, refusing a ``.weights.h5``, ``.keras`` or
+        ``.weights.json`` file whose weight average of D (EMA) this model does not match: Keras
         would ignore a saved average silently, or fail on a missing one with
         a list of D's layers. ``skip_mismatch=True`` loads what matches, and
         Keras' ``objects_to_skip`` what it does not skip."""
@@ -876,9 +877,10 @@ def _optimizer(value, argument):
 
 
 def _holds_weight_average(filepath):
-    """Whether a ``.weights.h5`` or ``.keras`` file holds an EMA copy of D
-    (its ``ema_discriminator`` group); ``None`` for another format or a file
-    that cannot be read, which Keras' own loading then names."""
+    """Whether a ``.weights.h5``, ``.keras`` or sharded ``.weights.json`` file
+    holds an EMA copy of D (its ``ema_discriminator`` group); ``None`` for
+    another format or a file that cannot be read, which Keras' own loading
+    then names."""
     path = os.fspath(filepath)
     try:
         if path.endswith(".weights.h5"):
@@ -888,7 +890,11 @@ def _holds_weight_average(filepath):
             with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as file, \
                     h5py.File(file, "r") as weights:
                 return "ema_discriminator" in weights
-    except (OSError, KeyError, zipfile.BadZipFile):
+        if path.endswith(".weights.json"):     # save_weights(..., max_shard_size=...)
+            with open(path, encoding="utf-8") as file:
+                groups = json.load(file)["weight_map"]
+            return any(group.startswith("/ema_discriminator/") for group in groups)
+    except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile):
         return None
     return None
 

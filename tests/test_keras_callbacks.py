@@ -186,14 +186,18 @@ def test_model_checkpoint_files_load_into_a_fresh_sgan(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("suffix", [".weights.h5", ".keras"])
+@pytest.mark.parametrize("suffix", [".weights.h5", ".keras", ".weights.json"])
 def test_a_file_whose_weight_average_the_model_does_not_keep_is_refused(tmp_path, suffix):
     """Keras ignores a saved EMA copy of D that the model lacks (and fails on
-    a missing one with a list of layers): ``load_weights`` names the cause."""
+    a missing one with a list of layers): ``load_weights`` names the cause.
+    ``.weights.json`` is Keras' sharded weights file (``max_shard_size``)."""
     with_average, without = tiny_model(ema_decay=0.5), tiny_model()
     for model, name in ((with_average, "average"), (without, "plain")):
         path = tmp_path / (name + suffix)
-        model.save(path) if suffix == ".keras" else model.save_weights(path)
+        if suffix == ".keras":
+            model.save(path)
+        else:
+            model.save_weights(path, max_shard_size=1e-6 if suffix == ".weights.json" else None)
     fresh = tiny_model()
     before = [variable.numpy() for variable in fresh.discriminator.weights]
     with pytest.raises(ValueError, match=r"average\S* holds D's weight average .* keeps none "
@@ -208,7 +212,7 @@ def test_a_file_whose_weight_average_the_model_does_not_keep_is_refused(tmp_path
     for a, b in zip(without.discriminator.weights, fresh.discriminator.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     fresh.load_weights(tmp_path / ("average" + suffix), skip_mismatch=True)   # Keras' choices
-    if suffix == ".weights.h5":      # Keras skips objects in these files only
+    if suffix != ".keras":      # Keras skips objects in these files only
         averaging = tiny_model(ema_decay=0.5)
         averaging.load_weights(tmp_path / ("plain" + suffix),
                                objects_to_skip=[averaging.ema_discriminator])
