@@ -214,9 +214,14 @@ def saved_model_classify(export_dir, images, batch_size=256):
 
 
 def _classify_in_batches(signature, images, batch_size):
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        # A cast would turn float images scaled to [0, 1] into zeros without a word.
+        raise ValueError(f"the images must be uint8 [N, H, W, C] (the raw 0-255 pixels; the "
+                         f"export scales them), got {images.dtype}")
     probabilities, class_ids = [], []
     for start in range(0, len(images), batch_size):
-        outputs = signature(images=np.asarray(images[start:start + batch_size], np.uint8))
+        outputs = signature(images=images[start:start + batch_size])
         probabilities.append(np.asarray(outputs["probabilities"], np.float32))
         class_ids.append(np.asarray(outputs["class_ids"], np.int64))
     return np.concatenate(probabilities), np.concatenate(class_ids)

@@ -124,6 +124,21 @@ def test_images_of_another_shape_raise_an_error_naming_the_shape_expected(export
             serve_in_process(path, tf.constant(images))
 
 
+def test_the_classify_helpers_refuse_images_that_are_not_uint8(tmp_path):
+    # They cast with NumPy: float images scaled to [0, 1] became zeros, and every
+    # image got the class of a black one, without a word.
+    from sgan_keras.export import TFLITE_FLOAT, saved_model_classify, tflite_classify
+    images = uint8_images(4)
+    path = export_classifier(tiny_classifier(0), tmp_path / "export", image_shape=IMAGE_SHAPE,
+                             pixel_range=(0, 1), representative_images=images)
+    for classify, model in ((saved_model_classify, path),
+                            (tflite_classify, os.path.join(path, TFLITE_FLOAT))):
+        for wrong in (scale(images, (0, 1)), images.astype(np.int64)):
+            with pytest.raises(ValueError, match=rf"must be uint8 .* got {wrong.dtype}$"):
+                classify(model, wrong)
+        assert classify(model, images)[0].shape == (4, 3)
+
+
 def test_existing_export_is_kept_without_overwrite(tmp_path):
     path = tmp_path / "export"
     export_classifier(tiny_classifier(0), path, image_shape=IMAGE_SHAPE, pixel_range=(-1, 1))
