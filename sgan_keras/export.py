@@ -286,6 +286,10 @@ def _check_classifier(classifier, image_shape):
     except ValueError as error:   # Keras' input-shape check
         raise ExportError(f"classifier does not take images of image_shape {image_shape} "
                           f"({faults.first_line(error)[:200]})") from None
+    if isinstance(logits, (list, tuple, dict)):   # an SGAN's D: logits and features
+        raise ExportError(f"classifier must map images to one [N, K] logits tensor, got "
+                          f"{len(logits)} outputs (for an SGAN, export model.classifier(), "
+                          "not model.discriminator)")
     shape = tuple(logits.shape)
     if len(shape) != 2 or shape[0] != 1 or not shape[1]:
         raise ExportError(f"classifier must map [N, {', '.join(map(str, image_shape))}] images "

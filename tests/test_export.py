@@ -256,6 +256,13 @@ def test_an_overwrite_stopped_between_its_renames_puts_the_old_export_back(
     assert os.listdir(tmp_path) == ["export"]   # no backup or staging directory left
 
 
+def logits_and_features():
+    """A model with the two outputs of an SGAN's discriminator."""
+    images = keras.Input(IMAGE_SHAPE)
+    features = keras.layers.Flatten()(images)
+    return keras.Model(images, [keras.layers.Dense(3)(features), features])
+
+
 @pytest.mark.parametrize("kwargs, names", [
     ({"pixel_range": (0, 255)}, "pixel_range"),
     ({"image_shape": (6, 5)}, "image_shape"),
@@ -269,6 +276,8 @@ def test_an_overwrite_stopped_between_its_renames_puts_the_old_export_back(
     # Logits [N, H, W, 3] instead of [N, 3]: no Flatten.
     ({"classifier": lambda: keras.Sequential([keras.Input(IMAGE_SHAPE), keras.layers.Dense(3)])},
      "classifier"),
+    # Two outputs, as an SGAN's discriminator (logits, features): an AttributeError traceback.
+    ({"classifier": lambda: logits_and_features()}, "got 2 outputs"),
 ])
 def test_bad_arguments_raise_one_line_errors(tmp_path, kwargs, names):
     arguments = {"classifier": lambda: tiny_classifier(0), "image_shape": IMAGE_SHAPE,
