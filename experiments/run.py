@@ -27,7 +27,8 @@ turns the JSON files into the README's table.
 
 Where each run trained: before each training session, the commit, date and
 machine (with the kernels the trainer chooses for the preset) are appended
-to ``<run directory>.sessions.json``, and the result names them per run. A
+to ``<run directory>.sessions.json`` (and dropped if it stops before it saves
+a checkpoint), and the result names them per run. A
 run found finished is checked against the command (its ``flags.json``; exit
 2 if it trained other flags) and recorded once: a run already in the
 result file keeps its record.
@@ -41,6 +42,7 @@ refuses.
 
 import contextlib
 import csv
+import datetime
 import fcntl
 import glob
 import json
@@ -146,9 +148,18 @@ def run_one(argv, made, train=True):
     trained_here = train and not finished
     if trained_here:
         epochs_before = len(read_metrics(metrics)) if os.path.exists(metrics) else 0
-        add_session(output_dir, made, config, epochs_before + 1)
+        # The commit and date of now: the code may have changed since this
+        # process started, hours of training ago.
+        session = add_session(output_dir, {**made, "commit": provenance.commit(),
+                                           "date": datetime.date.today().isoformat()},
+                              config, epochs_before + 1)
+        saved_before = checkpoints(output_dir)
         status = run_trainer(argv)
         if status:
+            if checkpoints(output_dir) == saved_before:
+                # Refused (e.g. another process trains the run) or stopped
+                # before it saved: a resume keeps nothing of this session.
+                drop_session(output_dir, session)
             raise TrainingStopped(config.run.output_dir, status)
     else:
         check_same_flags(config, trainer)
@@ -201,20 +212,37 @@ def sessions_path(output_dir):
     return os.path.normpath(output_dir) + ".sessions.json"
 
 
+def checkpoints(output_dir):
+    """The names of the checkpoint files the run holds."""
+    directory = os.path.join(output_dir, "checkpoint")
+    return set(os.listdir(directory)) if os.path.isdir(directory) else set()
+
+
 def add_session(output_dir, made, config, first_epoch):
     """Appends where this training session runs (commit, date, and the
     machine with the kernels the trainer chooses for ``config``) to the
-    run's sessions file."""
+    run's sessions file; returns the session appended."""
     chosen = onednn.kernels_environment(config.model.architecture,
                                         os.environ.get(onednn.ONEDNN_VARIABLE),
                                         config.model.precision).get(onednn.ONEDNN_VARIABLE)
     machine = {**made, "onednn": made.get("onednn") if chosen is None else chosen == "1"}
     path = sessions_path(output_dir)
     sessions = read_json(path, [])
-    sessions.append({"commit": made["commit"], "date": made["date"],
-                     "machine": provenance.machine_line(machine), "first_epoch": first_epoch})
+    session = {"commit": made["commit"], "date": made["date"],
+               "machine": provenance.machine_line(machine), "first_epoch": first_epoch}
+    sessions.append(session)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     faults.write_json(path, sessions)
+    return session
+
+
+def drop_session(output_dir, session):
+    """Removes ``session`` (the last one equal to it) from the run's sessions file."""
+    path = sessions_path(output_dir)
+    sessions = read_json(path, [])
+    if session in sessions:
+        del sessions[len(sessions) - 1 - sessions[::-1].index(session)]
+        faults.write_json(path, sessions)
 
 
 def run_provenance(output_dir):

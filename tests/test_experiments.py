@@ -503,6 +503,48 @@ def test_a_run_names_each_session_it_trained_in_and_the_trainers_kernels(tmp_pat
         assert line.count("(Eigen kernels, oneDNN off)") == 3
 
 
+SESSION_OF_NOW = """
+import datetime
+made = {**run.provenance.record(), "commit": "at start", "date": "day 1"}
+run.provenance.commit = lambda: "now"       # a commit made while the process ran
+output_dir = sys.argv[1] + "/run"
+argv = definitions.training_command("mnist_gans_in_action_100", 0, False, output_dir, {}, None)
+
+def trains(argv):         # an epoch and its checkpoint, as the trainer leaves them
+    os.makedirs(output_dir + "/checkpoint", exist_ok=True)
+    open(output_dir + "/checkpoint/ckpt-10.index", "w").close()
+    open(output_dir + "/metrics.csv", "w").write("epoch,test_accuracy,seconds\\n1,0.5,2.0\\n")
+    return 75
+run.run_trainer = trains
+try:
+    run.run_one(argv, made)
+except run.TrainingStopped as stopped:
+    print("stopped", stopped.status)
+run.run_trainer = lambda argv: 3          # refused: another process trains the run
+try:
+    run.run_one(argv, {**made, "commit": "other"})
+except run.TrainingStopped as stopped:
+    print("stopped", stopped.status)
+sessions = json.load(open(run.sessions_path(output_dir)))
+assert [(s["commit"], s["date"]) for s in sessions] == [
+    ("now", datetime.date.today().isoformat())], sessions
+"""
+
+
+def test_a_session_names_the_commit_it_trained_on_and_one_that_trained_nothing_is_dropped(
+        tmp_path):
+    """A session records the commit and date it starts at, not those of
+    run.py's start (another seed may have trained for hours in between); a
+    trainer that stops with no new checkpoint (here: refused by the run's
+    lock) trained nothing a result holds, and its session is not kept."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import json, os, sys; sys.path.insert(0, 'experiments'); "
+         "import definitions, run\n" + SESSION_OF_NOW, str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split("\n")[-3:] == ["stopped 75", "stopped 3", ""]
+
+
 CHILD = """
 import os, signal, sys, time
 received = []
