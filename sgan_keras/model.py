@@ -1034,8 +1034,13 @@ def _class_ids(labels):
     """``labels`` as ``[N]`` class ids. Keras' sparse losses and metrics also take
     ``[N, 1]`` (``keras.datasets.cifar10``'s shape), which the sparse cross
     entropy here would refuse with a rank error. A retraced ``tf.function`` that saw
-    both may pass labels of unknown rank: they are flattened too ([N, K] one-hot
-    labels still fail, as N * K labels for N logits)."""
+    both may pass labels of unknown rank: they are flattened too. ``[N, K]``
+    labels (one-hot) are refused: flattened, they would be N * K labels for N
+    logits, a screen-long graph error."""
     labels = tf.convert_to_tensor(labels)
+    if labels.shape.rank is not None and labels.shape.rank > 1 and any(
+            size is not None and size > 1 for size in labels.shape[1:]):
+        raise ValueError(f"labels of shape {labels.shape} (one-hot?): an SGAN takes class ids, "
+                         "shape [N] or [N, 1]; np.argmax(labels, axis=-1) gives them")
     return labels if labels.shape.rank == 1 else tf.reshape(labels, [-1])
 

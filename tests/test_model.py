@@ -677,6 +677,15 @@ def test_labels_of_shape_n_by_1_train_and_evaluate_as_keras_sparse_labels():
     supervised.compile(d_optimizer=keras.optimizers.Adam(1e-2))
     logs = supervised.fit(images, column, batch_size=8, epochs=1, verbose=0).history
     assert np.isfinite(logs["supervised_loss"][0])
+    # One-hot [N, K] labels flattened to N * K labels: a graph error; now one line.
+    one_hot = np.eye(10, dtype=np.float32)[labels]
+    message = r"labels of shape \(8, 10\) \(one-hot\?\): an SGAN takes class ids"
+    with pytest.raises(ValueError, match=message):
+        model.evaluate(images, one_hot, batch_size=8, verbose=0)
+    with pytest.raises(ValueError, match=message):
+        model.train_on_batch({**tiny_batch(), "labels": np.eye(10)[tiny_batch()["labels"]]})
+    with pytest.raises(ValueError, match=message):
+        supervised.fit(images, one_hot, batch_size=8, epochs=1, verbose=0)
 
 
 def test_integer_images_are_refused_with_one_line_not_cast_to_float():
