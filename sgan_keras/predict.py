@@ -98,6 +98,9 @@ class Classifier:
         except Exception as error:  # noqa: BLE001 -- TensorFlow and TFLite raise many types
             raise PredictError(f"--model={path} cannot be loaded "
                                f"({faults.first_line(error)[:200]})") from None
+        if self.image_shape[-1] not in (1, 3):   # export_classifier takes any channel count
+            raise PredictError(f"--model={path} takes images of {self.image_shape[-1]} "
+                               "channels; image files are read as grayscale (1) or RGB (3)")
 
     def _load_saved_model(self, path):
         import tensorflow as tf

@@ -184,6 +184,26 @@ def test_a_keras_model_export_is_named_as_not_the_classifier_export(tmp_path):
         Classifier(str(tmp_path / "keras_export"))
 
 
+def test_a_model_of_neither_one_nor_three_channels_gets_one_line(images, tmp_path):
+    """export_classifier exports any channel count; predict ended in a KeyError
+    (or a ValueError with --convert_channels) traceback on a 4-channel one."""
+    from sgan_keras.predict import Classifier, PredictError
+    shape = (8, 8, 4)
+    model = keras.Sequential([keras.Input(shape), keras.layers.Flatten(), keras.layers.Dense(3)])
+    export = export_classifier(model, tmp_path / "export", image_shape=shape, pixel_range=(0, 1),
+                               representative_images=np.zeros((2, *shape), np.uint8))
+    _, paths = images
+    for flags in ([], ["--convert_channels"]):
+        result = predict(f"--model={export}", *flags, str(paths[0]))
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"sgan_keras.predict: error: --model={export} takes images of 4 channels; image "
+            "files are read as grayscale (1) or RGB (3)")
+        assert "Traceback" not in result.stderr
+    with pytest.raises(PredictError, match="takes images of 4 channels"):
+        Classifier(os.path.join(export, TFLITE_FLOAT))
+
+
 def test_a_glob_that_matches_directories_searches_them(images):
     from sgan_keras.predict import image_files
     root, paths = images
