@@ -545,6 +545,11 @@ def run_experiment():
         raise Refused(error) from None
     budget = {**{k: v for k, v in (("epochs", FLAGS.epochs),
                                    ("steps_per_epoch", FLAGS.steps_per_epoch)) if v}, **budget}
+    # In one order, whatever the command's: the budget names the runs'
+    # directories and the result file's budget (epochs, steps, then by name).
+    first = ("epochs", "steps_per_epoch")
+    budget = dict(sorted(budget.items(), key=lambda item: (
+        first.index(item[0]) if item[0] in first else len(first), item[0])))
     made = provenance.record()
     results_dir = os.path.join(REPO_ROOT, FLAGS.results_dir)   # as the report reads them
     result = {"name": name, "published": EXPERIMENTS[name]["published"],

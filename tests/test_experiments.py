@@ -375,12 +375,13 @@ def test_readme_results_table_matches_the_result_files():
     assert result.returncode == 0, "README.md is stale: run python experiments/report.py"
 
 
-def finished_run(runs_dir, name="svhn_lecouat_1000", kind="sgan", seed=0, **changed):
+def finished_run(runs_dir, name="svhn_lecouat_1000", kind="sgan", seed=0, budget=None,
+                 **changed):
     """A run directory as the trainer leaves a finished run of run.py's command
     (``changed``: fields its flags.json has otherwise); returns its path."""
-    output_dir = definitions.run_directory(str(runs_dir), name, kind, seed, {})
-    config = definitions.trainer_config(
-        definitions.training_command(name, seed, kind == "baseline", output_dir, {}, None))
+    output_dir = definitions.run_directory(str(runs_dir), name, kind, seed, budget or {})
+    config = definitions.trainer_config(definitions.training_command(
+        name, seed, kind == "baseline", output_dir, budget or {}, None))
     run = pathlib.Path(output_dir)
     (run / "export").mkdir(parents=True)
     (run / "export" / "saved_model.pb").write_bytes(b"")
@@ -447,6 +448,18 @@ def test_a_seed_given_twice_is_run_and_shown_once(tmp_path):
         "seeds"] == [0]
     text = (tmp_path / "results" / "svhn_lecouat_1000.md").read_text()
     assert text.count("\n| 0 | ") == 1 and "--seeds=0,0" not in text
+
+
+def test_overrides_in_another_order_are_the_same_budget_and_runs(tmp_path):
+    """The budget, which names the runs' directories and the result file's
+    budget, does not depend on the order of --overrides."""
+    finished_run(tmp_path / "runs", budget={"epochs": "2", "batch_size": "8", "ema": "0.5"})
+    for overrides in ("batch_size=8,ema=0.5", "ema=0.5,batch_size=8"):
+        result = run_py(tmp_path, "--epochs=2", f"--overrides={overrides}")
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert "is recorded already" in result.stderr
+    assert json.loads((tmp_path / "results" / "svhn_lecouat_1000.json").read_text())[
+        "budget"] == "epochs=2, batch_size=8, ema=0.5"
 
 
 NOTE_KEPT = """
