@@ -220,11 +220,15 @@ def _classify_in_batches(signature, images, batch_size):
         raise ValueError(f"the images must be uint8 [N, H, W, C] (the raw 0-255 pixels; the "
                          f"export scales them), got {images.dtype}")
     probabilities, class_ids = [], []
-    for start in range(0, len(images), batch_size):
-        outputs = signature(images=images[start:start + batch_size])
+    # No image: one blank one gives the [0, K] shapes (a convolution of an empty
+    # batch fails, and concatenating no batch too).
+    batches = ([images[start:start + batch_size] for start in range(0, len(images), batch_size)]
+               or [np.zeros((1, *images.shape[1:]), np.uint8)])
+    for batch in batches:
+        outputs = signature(images=batch)
         probabilities.append(np.asarray(outputs["probabilities"], np.float32))
         class_ids.append(np.asarray(outputs["class_ids"], np.int64))
-    return np.concatenate(probabilities), np.concatenate(class_ids)
+    return np.concatenate(probabilities)[:len(images)], np.concatenate(class_ids)[:len(images)]
 
 
 def _computing_in_float32(classifier):

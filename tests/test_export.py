@@ -139,6 +139,20 @@ def test_the_classify_helpers_refuse_images_that_are_not_uint8(tmp_path):
         assert classify(model, images)[0].shape == (4, 3)
 
 
+def test_the_classify_helpers_give_empty_results_for_no_image(tmp_path):
+    # They ended in NumPy's 'need at least one array to concatenate' (and the
+    # signature itself, given an empty batch, in a convolution's shape error).
+    from sgan_keras.export import TFLITE_INT8, saved_model_classify, tflite_classify
+    path = export_classifier(tiny_conv_classifier(0), tmp_path / "export",
+                             image_shape=IMAGE_SHAPE, pixel_range=(0, 1),
+                             representative_images=uint8_images(2))
+    for classify, model in ((saved_model_classify, path),
+                            (tflite_classify, os.path.join(path, TFLITE_INT8))):
+        probabilities, class_ids = classify(model, uint8_images(0))
+        assert probabilities.shape == (0, 3) and probabilities.dtype == np.float32
+        assert class_ids.shape == (0,) and class_ids.dtype == np.int64
+
+
 def test_existing_export_is_kept_without_overwrite(tmp_path):
     path = tmp_path / "export"
     export_classifier(tiny_classifier(0), path, image_shape=IMAGE_SHAPE, pixel_range=(-1, 1))
