@@ -40,6 +40,7 @@ such models in float32; the export's accuracy is measured, not assumed
 SavedModel and both TFLite files to ``export/accuracy.json``).
 """
 
+import concurrent.futures
 import os
 import secrets
 import shutil
@@ -209,8 +210,23 @@ def tflite_classify(model, images, batch_size=256):
 def saved_model_classify(export_dir, images, batch_size=256):
     """``(probabilities [N, K], class_ids [N])`` of the exported SavedModel's
     ``serving_default`` signature on uint8 images."""
-    serve = tf.saved_model.load(os.fspath(export_dir)).signatures["serving_default"]
-    return _classify_in_batches(serve, images, batch_size)
+    return _outside_any_strategy(lambda: _classify_in_batches(
+        _serve(os.fspath(export_dir)), images, batch_size))
+
+
+def _serve(export_dir):
+    return tf.saved_model.load(export_dir).signatures["serving_default"]
+
+
+def _outside_any_strategy(function):
+    """``function()``, in a thread of its own under a caller's ``tf.distribute``
+    strategy scope (a notebook exporting inside ``with strategy.scope():``):
+    a SavedModel loaded there gets distributed variables, which its signatures
+    cannot read outside ``strategy.run``. The scope belongs to the thread."""
+    if not tf.distribute.has_strategy():
+        return function()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(function).result()
 
 
 def _classify_in_batches(signature, images, batch_size):
@@ -303,8 +319,8 @@ def _check_classifier(classifier, image_shape):
 
 def _check_written(path, num_classes, image_shape):
     """Loads the new export back and checks its signature before it replaces anything."""
-    serve = tf.saved_model.load(path).signatures["serving_default"]
-    outputs = serve(images=tf.zeros((1, *image_shape), tf.uint8))
+    outputs = _outside_any_strategy(
+        lambda: _serve(path)(images=tf.zeros((1, *image_shape), tf.uint8)))
     if tuple(outputs["probabilities"].shape) != (1, num_classes) or \
             tuple(outputs["class_ids"].shape) != (1,):
         raise ExportError(f"the SavedModel written to {path} does not serve "

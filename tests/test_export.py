@@ -139,6 +139,22 @@ def test_the_classify_helpers_refuse_images_that_are_not_uint8(tmp_path):
         assert classify(model, images)[0].shape == (4, 3)
 
 
+def test_export_and_saved_model_classify_work_inside_a_strategy_scope(tmp_path):
+    # A notebook that builds, trains and exports inside `with strategy.scope():`:
+    # the export's load-back check got distributed variables and ended in a
+    # traceback ('Trying to access a placeholder that is not supposed to be executed').
+    import tensorflow as tf
+    from sgan_keras.export import saved_model_classify
+    images = uint8_images(4)
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        classifier = tiny_classifier(0)
+        path = export_classifier(classifier, tmp_path / "export", image_shape=IMAGE_SHAPE,
+                                 pixel_range=(0, 1))
+        probabilities, _ = saved_model_classify(path, images)
+    np.testing.assert_allclose(probabilities, softmax(classifier(scale(images, (0, 1)))),
+                               atol=1e-5)
+
+
 def test_the_classify_helpers_give_empty_results_for_no_image(tmp_path):
     # They ended in NumPy's 'need at least one array to concatenate' (and the
     # signature itself, given an empty batch, in a convolution's shape error).
