@@ -41,7 +41,6 @@ refuses.
 """
 
 import contextlib
-import csv
 import datetime
 import fcntl
 import glob
@@ -102,8 +101,17 @@ FULL_BUDGET = "the source's full budget"   # a result's budget without shortenin
 
 
 def read_metrics(path):
-    with open(path) as file:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
+    """A run's ``metrics.csv`` rows (``test_accuracy`` and ``seconds``, as
+    numbers), read as the trainer reads it; :class:`Refused` names a damaged file."""
+    from sgan_keras import callbacks  # pylint: disable=import-outside-toplevel
+    try:
+        return [{key: float(row[key]) for key in ("test_accuracy", "seconds")}
+                for row in callbacks.read_metrics_csv(path)]
+    except callbacks.MetricsFileError as error:
+        raise Refused(faults.first_line(error)) from None
+    except (KeyError, TypeError, ValueError):
+        raise Refused(f"{path} has a row without a number in its test_accuracy or seconds "
+                      "column: fix it, or move it away") from None
 
 
 class TrainingStopped(Exception):
@@ -259,12 +267,19 @@ def run_provenance(output_dir):
 
 
 def read_json(path, default):
-    """The JSON value in ``path``, or ``default`` when there is no such file."""
+    """The JSON value in ``path``, or ``default`` when there is no such file.
+    A file that cannot be read as JSON (edited by hand, a merge conflict) is
+    :class:`Refused`: what it holds is not replaced without a word."""
     try:
-        with open(path) as file:
+        with open(path, encoding="utf-8") as file:
             return json.load(file)
     except FileNotFoundError:
         return default
+    except (OSError, ValueError) as error:
+        problem = (error.strerror or type(error).__name__ if isinstance(error, OSError)
+                   else faults.first_line(error))
+        raise Refused(f"{path} cannot be read as JSON ({problem}): fix it, or move it "
+                      "away") from None
 
 
 def summarize(runs):
@@ -333,10 +348,7 @@ def record(name, kind, seed, run, result, results_dir, grid=None):
 
 def read_result(results_dir, name):
     """The result file of experiment ``name`` in ``results_dir``, or ``{}``."""
-    try:
-        return read_json(os.path.join(results_dir, name + ".json"), {})
-    except ValueError:      # not JSON: no result a user has (it is replaced)
-        return {}
+    return read_json(os.path.join(results_dir, name + ".json"), {})
 
 
 def check_same_budget(results_dir, name, result, earlier):
