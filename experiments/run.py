@@ -35,7 +35,9 @@ result file keeps its record.
 
 The trainer runs in a session of its own: SIGINT or SIGTERM to this process
 (a terminal's Ctrl-C, ``kill``) is passed on to it once, so it saves at its
-next step and exits 75 (README, Faults), and so does this process. Exit
+next step and exits 75 (README, Faults), and so does this process; one
+while no trainer runs (run.py starts, or records a run) stops it with one
+line, also with 75. Exit
 statuses: the trainer's when a training stops; 2 for a command run.py
 refuses.
 """
@@ -125,6 +127,17 @@ class TrainingStopped(Exception):
 
 class Refused(Exception):
     """A command run.py does not carry out (one line; exit 2)."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM while no trainer runs (one line; exit 75, as the trainer's)."""
+
+
+def interrupt(number, frame):
+    """The handler of SIGINT and SIGTERM outside :func:`run_trainer`: a
+    signal while run.py starts or records gets one line, not a traceback."""
+    del frame
+    raise Interrupted(signal.Signals(number).name)
 
 
 def last_grid(output_dir):
@@ -527,11 +540,17 @@ def runner_command(result):
 
 def main(argv):
     del argv
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, interrupt)
     try:
         run_experiment()
     except Refused as refused:
         print(f"run.py: {refused}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as interrupted:
+        print(f"run.py: interrupted: {interrupted} while no training ran; finished runs are "
+              "recorded, the same command resumes", file=sys.stderr)
+        sys.exit(75)
     except TrainingStopped as stopped:
         # The trainer printed why; its exit status is the runner's
         # (README, Faults: 75 = interrupted, 2 = bad input, ...).

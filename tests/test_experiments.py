@@ -619,6 +619,30 @@ def test_a_signal_to_the_runner_reaches_its_trainer_once(tmp_path, signal_name):
     assert count.read_text() == "1"
 
 
+BETWEEN_RUNS = """
+import os, signal, sys, time
+sys.path.insert(0, "experiments")
+import run
+def recording():         # a signal while no trainer runs (run.py starts or records)
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+    time.sleep(10)
+run.run_experiment = recording
+run.main([])
+"""
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_a_signal_to_the_runner_between_trainings_gets_one_line_and_exit_75(signal_name):
+    """Ctrl-C while run.py imports TensorFlow or records a run was a
+    KeyboardInterrupt traceback; SIGTERM ended it without a word."""
+    result = subprocess.run([sys.executable, "-c", BETWEEN_RUNS, signal_name], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 75 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"run.py: interrupted: {signal_name} while no training ran; finished runs are "
+        "recorded, the same command resumes")
+
+
 @pytest.mark.parametrize("override, message", [
     ("ema", "--overrides takes flag=value pairs, got 'ema'"),
     ("seed=3", "--overrides=seed=...: --seed is set by the experiment or the runner"),
