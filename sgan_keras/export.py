@@ -204,6 +204,13 @@ def tflite_classify(model, images, batch_size=256):
     """``(probabilities [N, K], class_ids [N])`` of a TFLite file (or its
     :func:`tflite_runner`) on uint8 images."""
     runner = tflite_runner(model) if isinstance(model, (str, os.PathLike)) else model
+    images = np.asarray(images)
+    # TFLite resizes its input to any shape and classifies RGB images with a
+    # grayscale model, or [N, H, W] ones, without a word; the SavedModel refuses them.
+    shape = tuple(int(size) for size in runner.get_input_details()["images"]["shape_signature"])
+    if images.shape[1:] != shape[1:]:
+        raise ValueError(f"the images must be [N, {', '.join(map(str, shape[1:]))}], got "
+                         f"shape {list(images.shape)}")
     return _classify_in_batches(runner, images, batch_size)
 
 

@@ -139,6 +139,23 @@ def test_the_classify_helpers_refuse_images_that_are_not_uint8(tmp_path):
         assert classify(model, images)[0].shape == (4, 3)
 
 
+def test_tflite_classify_refuses_images_of_another_shape(tmp_path):
+    # TFLite resized its input to them: images of another channel count, or
+    # without their channel axis, were classified without a word.
+    from sgan_keras.export import TFLITE_FLOAT, TFLITE_INT8, tflite_classify
+    path = export_classifier(tiny_conv_classifier(0), tmp_path / "export",
+                             image_shape=IMAGE_SHAPE, pixel_range=(0, 1),
+                             representative_images=uint8_images(2))
+    images = uint8_images(4)
+    for name in (TFLITE_FLOAT, TFLITE_INT8):
+        for wrong in (np.concatenate([images, images[..., :1]], -1), images[..., 0],
+                      images[:, :-1]):
+            got = ", ".join(map(str, wrong.shape))
+            with pytest.raises(ValueError, match=rf"must be \[N, 6, 5, 2\], got shape \[{got}\]$"):
+                tflite_classify(os.path.join(path, name), wrong)
+        assert tflite_classify(os.path.join(path, name), images)[0].shape == (4, 3)
+
+
 def test_export_and_saved_model_classify_work_inside_a_strategy_scope(tmp_path):
     # A notebook that builds, trains and exports inside `with strategy.scope():`:
     # the export's load-back check got distributed variables and ended in a
