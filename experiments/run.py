@@ -434,7 +434,7 @@ def write_results(name, result, results_dir):
     faults.write_text(base + ".json", json.dumps(result, indent=2))
     if result["status"] == "measured":
         plot(result, base + "_accuracy.png")
-    faults.write_text(base + ".md", markdown(name, result))
+    faults.write_text(base + ".md", markdown(name, result, results_dir))
 
 
 def plot(result, path):
@@ -457,7 +457,8 @@ def plot(result, path):
     plt.close(figure)
 
 
-def markdown(name, result):
+def markdown(name, result, results_dir=None):
+    """The Markdown of a result file (written in ``results_dir``)."""
     lines = [f"# {name}", "", f"Published: {result['published']}.", ""]
     if result["status"] != "measured":
         lines += ["**Not yet measured.** " + result.get("note", ""), "",
@@ -505,9 +506,9 @@ def markdown(name, result):
         seed = result.get("samples_seed")
         lines += [f"![generated images{f' (SGAN seed {seed})' if seed is not None else ''}]"
                   f"({result['samples']})", ""]
-    if runner_command(result):
+    if runner_command(result, results_dir):
         lines += ["To train (or resume) these runs and record them again:", "", "```",
-                  runner_command(result), "```", ""]
+                  runner_command(result, results_dir), "```", ""]
     lines += ["Each run's training command, as recorded (a run recorded by an earlier "
               "run.py has the run directory of its day):", "", "```"]
     for seed in shown:
@@ -518,9 +519,10 @@ def markdown(name, result):
     return "\n".join(lines)
 
 
-def runner_command(result):
+def runner_command(result, results_dir=None):
     """The run.py command of a result's seeds and budget (and the data
-    directory its runs were given); ``None`` for a budget run.py did not write."""
+    directory its runs were given, and their runs and results directories
+    when not run.py's defaults); ``None`` for a budget run.py did not write."""
     items = [] if result["budget"] == FULL_BUDGET else result["budget"].split(", ")
     if not all("=" in item for item in items):
         return None
@@ -533,9 +535,23 @@ def runner_command(result):
         argv.append("--overrides=" + ",".join(f"{key}={value}" for key, value in budget.items()))
     commands = [run["command"] for kind in ("sgan", "baseline")
                 for run in result.get(kind, {}).values()]
-    data_dirs = [argument for command in commands for argument in shlex.split(command)
-                 if argument.startswith("--data_dir=")]
+    arguments = [argument for command in commands for argument in shlex.split(command)]
+    data_dirs = [argument for argument in arguments if argument.startswith("--data_dir=")]
+    output_dirs = [argument.split("=", 1)[1] for argument in arguments
+                   if argument.startswith("--output_dir=")]
+    # Elsewhere, the command would train new runs there and record them there.
+    directories = {"runs_dir": os.path.dirname(os.path.dirname(output_dirs[0]))
+                   if output_dirs else None, "results_dir": results_dir}
+    for flag, directory in directories.items():
+        if directory and not same_directory(directory, FLAGS[flag].default):
+            argv.append(f"--{flag}={directory}")
     return shlex.join(argv + data_dirs[:1])
+
+
+def same_directory(path, default):
+    """Whether ``path`` (relative to the repository or absolute) is ``default``'s."""
+    return (os.path.normpath(os.path.join(REPO_ROOT, path))
+            == os.path.normpath(os.path.join(REPO_ROOT, default)))
 
 
 def main(argv):

@@ -169,6 +169,35 @@ run.write_results("x", result, sys.argv[1])
 """
 
 
+ELSEWHERE = """
+import os, sys
+sys.path.insert(0, "experiments")
+import run
+run_ = {"final_test_accuracy": 0.8, "best_test_accuracy": 0.85, "train_seconds": 1.0,
+        "test_accuracy": [0.8]}
+result = {"name": "x", "published": "p", "published_accuracy": 0.9, "seeds": [0],
+          "status": "measured", "budget": "epochs=1", "machine": "m", "commit": "c",
+          "date": "d"}
+for runs, results in ((sys.argv[1] + "/runs", sys.argv[1]),
+                      ("experiments/runs", os.path.join(run.REPO_ROOT, "experiments/results"))):
+    command = f"python -m sgan_keras.train --output_dir={runs}/x/sgan_seed0_epochs1"
+    print(run.runner_command({**result, "sgan": {"0": {**run_, "command": command}}}, results))
+"""
+
+
+def test_the_command_to_resume_names_the_runs_and_results_directories_it_was_given(
+        tmp_path):
+    """Without them, the command a result file shows would train new runs in
+    experiments/runs and record them in experiments/results."""
+    result = subprocess.run([sys.executable, "-c", ELSEWHERE, str(tmp_path)], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [
+        f"python experiments/run.py --experiment=x --seeds=0 --epochs=1 "
+        f"--runs_dir={tmp_path}/runs --results_dir={tmp_path}",
+        "python experiments/run.py --experiment=x --seeds=0 --epochs=1"]
+
+
 def test_partial_results_are_written_while_seeds_remain(tmp_path):
     # run.py defines absl flags of the same names as the trainer: its own process.
     result = subprocess.run([sys.executable, "-c", PARTIAL, str(tmp_path)], cwd=REPO_ROOT,
