@@ -153,6 +153,9 @@ class SGAN(keras.Model):
         ``ema_decay=0``, ``supervised_only=True``, ``precision="mixed_bfloat16"``
         (bfloat16 compute, float32 weights; see :mod:`sgan_keras.networks`).
         """
+        if overrides.get("supervised_only"):
+            presets_lib.refuse_gan_options(overrides, "supervised_only=True",
+                                           lambda option: option.name)
         return cls.for_config(presets_lib.get_preset(name).config.replace(**overrides))
 
     @classmethod

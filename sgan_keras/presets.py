@@ -294,11 +294,7 @@ def resolve(overrides):
     if overrides.get("procedure") == "unified":
         config = config.replace(**UNIFIED_PROCEDURE)
     if overrides.get("supervised_only"):
-        clashing = [config_lib.OPTIONS[field].flag for field in overrides
-                    if config_lib.OPTIONS[field].gan_only]
-        if clashing:
-            raise config_lib.ConfigError(f"--supervised_only trains no generator; drop "
-                                         f"--{clashing[0]}")
+        refuse_gan_options(overrides, "--supervised_only", lambda option: "--" + option.flag)
         for field in ("epochs", "steps_per_epoch"):
             baseline_length = overrides.get("baseline_" + field, config.value("baseline_" + field))
             overrides.setdefault(field, baseline_length or config.value(field))
@@ -309,6 +305,17 @@ def resolve(overrides):
             raise config_lib.ConfigError(f"{option.label()} changes nothing without "
                                          f"{option.needs[2]}; drop it")
     return config
+
+
+def refuse_gan_options(fields, supervised_only, name):
+    """Refuses the GAN's options (``gan_only``) among ``fields`` of a
+    supervised-only configuration, which would change nothing; ``name``
+    spells an option as the caller took it (a flag, a field)."""
+    clashing = [name(config_lib.OPTIONS[field]) for field in fields
+                if field in config_lib.OPTIONS and config_lib.OPTIONS[field].gan_only]
+    if clashing:
+        raise config_lib.ConfigError(f"{supervised_only} trains no generator; drop "
+                                     f"{clashing[0]}")
 
 
 def _presets_by_shape():

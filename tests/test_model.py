@@ -11,6 +11,7 @@ import tensorflow as tf
 import preloaded
 from conftest import random_algorithms
 from sgan_keras import PRESETS, SGAN, Config
+from sgan_keras.config import ConfigError
 from sgan_keras.layers import all_layers
 from sgan_keras.optimizers import FusedAdam, ImprovedGANAdam, LinearDecay
 
@@ -514,6 +515,16 @@ def test_ema_tracks_the_discriminator_and_is_used_for_evaluation():
     images = batch["labeled_images"]
     ema_logits, _ = model.ema_discriminator(images)
     np.testing.assert_allclose(model(images), ema_logits, rtol=1e-6)
+
+
+def test_from_preset_refuses_the_gans_options_with_supervised_only():
+    """from_preset("mnist_blog", supervised_only=True, update_order="split")
+    blamed the preset's generator_fakes; the CLI's --supervised_only already
+    named the option that changes nothing."""
+    with pytest.raises(ConfigError, match=r"^supervised_only=True trains no generator; drop "
+                                          r"update_order$"):
+        SGAN.from_preset("mnist_blog", supervised_only=True, update_order="split")
+    assert SGAN.from_preset("mnist_blog", supervised_only=True).generator is None
 
 
 def test_supervised_only_mode_needs_no_generator():
