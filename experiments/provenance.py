@@ -62,7 +62,8 @@ CPU_ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
 def machine():
-    """CPU model, its vector ISA flags and cores, accelerator, and the TensorFlow,
+    """CPU model, its vector ISA flags and cores (and those this process may use),
+    accelerator, and the TensorFlow,
     Keras and Python versions."""
     import keras
     import tensorflow as tf
@@ -80,8 +81,11 @@ def machine():
     if gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
         accelerator = f"{len(gpus)} x {details.get('device_name', 'GPU')}"
+    # The cores this process may run on: ``taskset -c 0`` (as run.py's seeds
+    # run, one per core) leaves one of the machine's.
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {"cpu": cpu, "cpu_isa": [flag for flag in CPU_ISA_FLAGS if flag in flags],
-            "cpu_cores": os.cpu_count(), "accelerator": accelerator,
+            "cpu_cores": os.cpu_count(), "cpu_cores_usable": usable, "accelerator": accelerator,
             "system": platform.system(), "tensorflow": tf.__version__,
             "keras": keras.__version__, "python": platform.python_version(),
             "onednn": onednn.onednn_kernels_in_use()}
@@ -116,7 +120,10 @@ def machine_line(record):
     cpu = f"{record['cpu']} ({', '.join(isa) or 'no AVX2'})" if isa is not None else record["cpu"]
     kernels = {True: " (oneDNN kernels)", False: " (Eigen kernels, oneDNN off)"}.get(
         record.get("onednn"), "")      # absent from records made before it was kept
-    return (f"{cpu}, {record['cpu_cores']} cores, {record['accelerator']}, "
+    usable = record.get("cpu_cores_usable")     # absent from records made before it was kept
+    cores = f"{record['cpu_cores']} cores" + (
+        f" ({usable} usable: CPU affinity)" if usable and usable < record["cpu_cores"] else "")
+    return (f"{cpu}, {cores}, {record['accelerator']}, "
             f"{record['system']}; TensorFlow {record['tensorflow']}{kernels}, "
             f"Keras {record['keras']}, Python {record['python']}")
 

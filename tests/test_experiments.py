@@ -1201,6 +1201,20 @@ def test_the_machine_record_names_the_cpus_vector_isa(tmp_path, monkeypatch, fla
     assert provenance.machine_line(record).startswith("AMD EPYC, ")
 
 
+def test_the_machine_record_names_the_cores_a_pinned_process_may_use(monkeypatch):
+    """A run under ``taskset -c 0`` (run.py's seeds, one per core) trained on
+    one of the machine's two cores: its record said "2 cores"."""
+    import provenance
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    record = provenance.machine()
+    assert ", 2 cores (1 usable: CPU affinity), " in provenance.machine_line(record)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert ", 2 cores, " in provenance.machine_line(provenance.machine())
+    del record["cpu_cores_usable"]     # a record written before it was kept
+    assert ", 2 cores, " in provenance.machine_line(record)
+
+
 @pytest.mark.parametrize("script, names, message", [
     ("experiments/benchmark.py", "--presets=nope", "--presets: unknown ['nope']"),
     ("experiments/benchmark.py", "--batch_size_presets=nope",
