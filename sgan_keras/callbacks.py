@@ -234,10 +234,11 @@ class SampleGrid(keras.callbacks.Callback):
 
     def __init__(self, directory, num_images=100, seed=0, tensorboard_dir=None):
         super().__init__()
-        if not isinstance(num_images, int) or num_images <= 0:
+        if isinstance(num_images, bool) or not isinstance(num_images, (int, np.integer)) \
+                or num_images <= 0:
             raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
         self.directory = os.fspath(directory)
-        self.num_images = num_images
+        self.num_images = int(num_images)
         self.seed = seed
         self.tensorboard_dir = tensorboard_dir
         self._writer = None

@@ -199,6 +199,14 @@ def test_a_damaged_metrics_csv_is_refused_with_one_line_and_kept(tmp_path, damag
 
 
 # ----------------------------------------------------------------- SampleGrid
+def test_sample_grid_takes_numpy_integers_and_refuses_other_counts(tmp_path):
+    # NumPy integers (a count read from an array) were refused, as the data builders do not.
+    assert callbacks_lib.SampleGrid(tmp_path, num_images=np.int64(9)).num_images == 9
+    for count in (0, -1, 2.0, True, "9"):
+        with pytest.raises(ValueError, match="num_images must be a positive integer"):
+            callbacks_lib.SampleGrid(tmp_path, num_images=count)
+
+
 @pytest.mark.parametrize("channels, pixel_range", [(1, (-1.0, 1.0)), (3, (0.0, 1.0))])
 def test_sample_grid_saves_a_square_grid_per_epoch(tmp_path, channels, pixel_range):
     directory = tmp_path / "samples"
