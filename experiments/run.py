@@ -88,8 +88,9 @@ flags.DEFINE_string("results_dir", "experiments/results", "Where the result file
                     "relative to the repository.")
 flags.DEFINE_list("kinds", ["sgan", "baseline"], "Which runs: sgan, baseline (the "
                   "supervised-only one) or both; e.g. run the baselines in another process.")
-flags.register_validator("kinds", lambda kinds: set(kinds) <= {"sgan", "baseline"},
-                         message="--kinds takes sgan, baseline or both")
+flags.register_validator(
+    "kinds", lambda kinds: bool(kinds) and set(kinds) <= {"sgan", "baseline"},
+    message="--kinds takes sgan, baseline or both")
 flags.DEFINE_bool("snapshot", False, "Train nothing: record the epochs the runs of --seeds "
                   "have finished so far (each marked 'N epochs so far'), e.g. while a long "
                   "run goes on.")

@@ -345,10 +345,11 @@ def test_a_shortened_budget_trains_in_a_directory_of_its_own():
     assert short == os.path.join("experiments/runs", "x", "sgan_seed0_epochs8_ema0.999")
 
 
-def test_runner_refuses_an_unknown_kind(tmp_path):
+@pytest.mark.parametrize("kinds", ["baselines", ""])    # none ran nothing and exited 0
+def test_runner_refuses_an_unknown_kind(tmp_path, kinds):
     result = subprocess.run(
         [sys.executable, "experiments/run.py", "--experiment=svhn_lecouat_1000",
-         "--kinds=baselines", f"--runs_dir={tmp_path}", f"--results_dir={tmp_path}"],
+         f"--kinds={kinds}", f"--runs_dir={tmp_path}", f"--results_dir={tmp_path}"],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert result.returncode == 1 and "--kinds takes sgan, baseline or both" in result.stderr
     assert not list(tmp_path.iterdir())
