@@ -1082,11 +1082,22 @@ def _subdirectories(directory):
 
 
 def image_files_in(directory):
-    """Every image file under ``directory`` (recursively), sorted."""
+    """Every image file under ``directory`` (recursively, through symbolic
+    links to folders, each folder once), sorted. A folder that cannot be
+    listed is a :class:`DataError`: its images would be left out without a
+    word, as a linked folder's were."""
     if not os.path.isdir(directory):
         raise DataError(f"{directory} does not exist")
-    found = []
-    for root, directories, files in os.walk(directory):
+
+    def refuse(error):
+        raise DataError(f"cannot list the folder {faults.printable(error.filename)} "
+                        f"({error.strerror})")
+    found, listed = [], set()
+    for root, directories, files in os.walk(directory, onerror=refuse, followlinks=True):
+        if os.path.realpath(root) in listed:   # a link back up, or a second link to it
+            directories.clear()
+            continue
+        listed.add(os.path.realpath(root))
         directories.sort()
         found += [os.path.join(root, name) for name in sorted(files)
                   if name.lower().endswith(IMAGE_EXTENSIONS)]

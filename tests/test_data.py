@@ -800,6 +800,31 @@ def write_folder(root, classes=("zebra", "apple", "mango"), per_class=5, unlabel
               int(rng.integers(0, 256)))
 
 
+def test_image_files_follow_linked_folders_once_and_name_one_that_cannot_be_listed(
+        tmp_path, monkeypatch):
+    # A linked folder's images were left out without a word (os.walk follows no link).
+    root, elsewhere = tmp_path / "images", tmp_path / "elsewhere"
+    for folder in (root / "a", root / "b", elsewhere):
+        folder.mkdir(parents=True)
+    (root / "a" / "1.png").write_bytes(b"")
+    (elsewhere / "2.png").write_bytes(b"")
+    (root / "b" / "linked").symlink_to(elsewhere)
+    (root / "b" / "loop").symlink_to(root)          # a cycle: walked once
+    (root / "c").symlink_to(root / "a")             # a second way in: its files once
+    assert data_lib.image_files_in(root) == [str(root / "a" / "1.png"),
+                                             str(root / "b" / "linked" / "2.png")]
+    scandir = os.scandir
+
+    def unlistable(path):
+        if os.fspath(path) == str(root / "b"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+    monkeypatch.setattr(os, "scandir", unlistable)
+    with pytest.raises(data_lib.DataError, match=rf"^cannot list the folder {root / 'b'} "
+                                                 r"\(Permission denied\)$"):
+        data_lib.image_files_in(root)
+
+
 def test_image_folder_reads_classes_in_sorted_order_and_resizes(tmp_path):
     write_folder(tmp_path)
     # apple's 0.png (labeled_images[0]: apple sorts first) is neither flat nor square, 10 x 20:
