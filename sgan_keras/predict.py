@@ -83,7 +83,7 @@ class Classifier:
         if os.path.isdir(os.path.join(path, "export")):
             path = os.path.join(path, "export")          # a run directory
         self.path = path
-        if path.endswith(".tflite") and os.path.isfile(path):
+        if path.lower().endswith(".tflite") and os.path.isfile(path):
             load = self._load_tflite
         elif os.path.isfile(os.path.join(path, "saved_model.pb")):
             load = self._load_saved_model
