@@ -188,6 +188,9 @@ def run_one(argv, made, train=True):
     rows = read_metrics(metrics) if os.path.exists(metrics) else []
     if not rows and not train:
         return None
+    if not rows:      # a finished run's metrics.csv moved away (or emptied)
+        raise Refused(f"{metrics} holds no epoch, so the run's test accuracy is unknown: "
+                      "put its metrics.csv back, or move the run away")
     return {"finished": train or finished,
             "test_accuracy": [row["test_accuracy"] for row in rows],
             "final_test_accuracy": rows[-1]["test_accuracy"],

@@ -496,17 +496,19 @@ def test_overrides_in_another_order_are_the_same_budget_and_runs(tmp_path):
     ("results", "cannot be read as JSON (Expecting value"),
     ("sessions", "cannot be read as JSON (Expecting value"),
     ("flags", "cannot be read as JSON (Expecting value"),
-    ("metrics", "has a row without a number in its test_accuracy or seconds column")])
+    ("metrics", "has a row without a number in its test_accuracy or seconds column"),
+    ("no epochs", "holds no epoch, so the run's test accuracy is unknown")])
 def test_a_damaged_file_is_refused_in_one_line_not_replaced(tmp_path, damaged, message):
     """A result file in a merge conflict was replaced by this process's runs
     alone (the others' records lost); a damaged run file was a traceback."""
     run = finished_run(tmp_path / "runs")
     results = tmp_path / "results" / "svhn_lecouat_1000.json"
     path = {"results": results, "sessions": pathlib.Path(f"{run}.sessions.json"),
-            "flags": run / "flags.json", "metrics": run / "metrics.csv"}[damaged]
+            "flags": run / "flags.json", "metrics": run / "metrics.csv",
+            "no epochs": run / "metrics.csv"}[damaged]
     path.parent.mkdir(exist_ok=True)
-    text = ("epoch,test_accuracy,seconds\n1,,2.0\n" if damaged == "metrics"
-            else "<<<<<<< HEAD\n{}\n")
+    text = {"metrics": "epoch,test_accuracy,seconds\n1,,2.0\n",
+            "no epochs": "epoch,test_accuracy,seconds\n"}.get(damaged, "<<<<<<< HEAD\n{}\n")
     path.write_text(text)
     result = run_py(tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
