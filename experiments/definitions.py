@@ -148,6 +148,9 @@ def trainer_config(argv):
     config_lib.define_flags(parsed, preset_names=sorted(presets_lib.PRESETS))
     parsed(["sgan_keras.train", *argv[3:]])
     values = {name: parsed[name].value for name in config_lib.flag_names()}
+    # As the trainer reads them (train.resolve_config): a leading ~ is the home directory.
+    values.update({name: os.path.expanduser(values[name]) for name in ("data_dir", "output_dir")
+                   if values.get(name)})
     return presets_lib.resolve(config_lib.overrides_from_flags(values))
 
 

@@ -602,7 +602,8 @@ def run_experiment():
     budget = dict(sorted(budget.items(), key=lambda item: (
         first.index(item[0]) if item[0] in first else len(first), item[0])))
     made = provenance.record()
-    results_dir = os.path.join(REPO_ROOT, FLAGS.results_dir)   # as the report reads them
+    # As the report reads them; ~ as the trainer reads --runs_dir's.
+    results_dir = os.path.join(REPO_ROOT, os.path.expanduser(FLAGS.results_dir))
     result = {"name": name, "published": EXPERIMENTS[name]["published"],
               "published_accuracy": EXPERIMENTS[name]["published_accuracy"],
               "seeds": seeds, "note": FLAGS.note,

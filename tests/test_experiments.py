@@ -517,6 +517,19 @@ def test_a_damaged_file_is_refused_in_one_line_not_replaced(tmp_path, damaged, m
     assert path.read_text() == text
 
 
+def test_runs_and_results_directories_under_the_home_directory(tmp_path, monkeypatch):
+    """--runs_dir=~/runs: the trainer trained in the home directory, but run.py
+    looked for the run (and wrote its sessions file) in a directory named ~
+    in the repository, and --results_dir=~/results wrote there too."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    finished_run(tmp_path / "home" / "runs")
+    result = run_py(tmp_path, "--runs_dir=~/runs", "--results_dir=~/results")
+    assert result.returncode == 0, result.stderr[-2000:]
+    recorded = json.loads((tmp_path / "home" / "results" / "svhn_lecouat_1000.json").read_text())
+    assert recorded["sgan"]["0"]["final_test_accuracy"] == 0.625
+    assert not (REPO_ROOT / "~").exists()
+
+
 NOTE_KEPT = """
 run.record("x", "sgan", 0, made(0.8), {**invocation([0]), "note": "written by hand"}, results)
 run.record("x", "sgan", 1, made(0.7), {**invocation([1]), "note": None}, results)
