@@ -113,6 +113,11 @@ _PRESETS = [
             Deviation("batch norm at test time", _UDACITY + " (is_training stays True "
                       "when testing)", "inference mode (moving statistics)",
                       "none (a bug, not copied)"),
+            Deviation("digit 0's label", _UDACITY + " Dataset, model_loss (the .mat files' "
+                      "y kept, 10 for digit 0, and tf.one_hot(10, 10) is all zeros: a labeled "
+                      "0 adds nothing to L_sup but counts in its denominator, and a test 0 "
+                      "never counts as correct)", "class 0, as the .mat readers map it",
+                      "none (a bug, not copied)"),
             Deviation("unused layer", _UDACITY + " discriminator (a stride-2 conv after "
                       "the fifth whose output is never used)", "left out", "none"),
             Deviation("test set", _UDACITY + " (half of the test split)",
@@ -143,8 +148,9 @@ _PRESETS = [
                       "without replacement within an epoch", "none"),
             Deviation("unlabeled pool", _GIA + " Dataset.batch_unlabeled (images "
                       "100..59,999)", "all 60,000 training images", "none"),
-            Deviation("D's unsupervised and G's losses", _GIA + " (Keras 2 binary "
-                      "cross-entropy of the clipped probability 1 - 1/(sum exp + 1))",
+            Deviation("D's and G's losses", _GIA + " (Keras 2 cross-entropies of clipped "
+                      "probabilities: categorical of D's softmax; binary of 1 - 1/(sum exp + 1) "
+                      "for D's real and fake updates and G's)",
                       "the same losses in log space, unclipped", "none (numerics)"),
             Deviation("generator", _GIA + " build_generator (an extra convT(64,3,1) BN "
                       "LReLU; the book's text has none)", "left out, as the book's text",
