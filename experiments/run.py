@@ -39,7 +39,7 @@ next step and exits 75 (README, Faults), and so does this process; one
 while no trainer runs (run.py starts, or records a run) stops it with one
 line, also with 75. Exit
 statuses: the trainer's when a training stops; 2 for a command run.py
-refuses.
+refuses; 5 when a result file cannot be written (a full disk).
 """
 
 import contextlib
@@ -571,6 +571,10 @@ def main(argv):
         print(f"run.py: interrupted: {interrupted} while no training ran; finished runs are "
               "recorded, the same command resumes", file=sys.stderr)
         sys.exit(75)
+    except faults.WriteError as error:      # the result files' (each replaced in one rename)
+        print(f"run.py: {error}; free space and run the same command again to record the "
+              "runs", file=sys.stderr)
+        sys.exit(5)     # the trainer's status for it (README, Faults)
     except TrainingStopped as stopped:
         # The trainer printed why; its exit status is the runner's
         # (README, Faults: 75 = interrupted, 2 = bad input, ...).

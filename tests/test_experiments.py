@@ -538,6 +538,26 @@ run.record("x", "sgan", 2, made(0.6), {**invocation([2]), "note": "new"}, result
 """
 
 
+DISK_FULL = """
+import errno
+def full(*args):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+os.replace = full
+run.run_experiment = lambda: run.record("x", "sgan", 0, made(0.8), invocation([0]), results)
+run.main([])
+"""
+
+
+def test_a_result_file_on_a_full_disk_gets_one_line_and_exit_5(tmp_path):
+    result = subprocess.run([sys.executable, "-c", RECORD_PRELUDE + DISK_FULL, str(tmp_path)],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 5 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"run.py: cannot write {tmp_path}/x.json (No space left on device); free space and "
+        "run the same command again to record the runs")
+    assert not (tmp_path / "x.json").exists()
+
+
 def test_a_process_without_a_note_keeps_the_files_note(tmp_path):
     """The docstring's second process (``--seeds=1``, no ``--note``) does not
     erase the note of the first."""
