@@ -378,7 +378,9 @@ class SGAN(keras.Model):
 
         Runs once, eagerly, on ``batch`` (``fit()`` gives it the first training
         batch; the CLI a batch of ``--init_images`` images, improved-gan's 500):
-        D on its unlabeled (or labeled) images, G on a noise batch. A no-op for
+        D on its unlabeled (or labeled) images, G on a noise batch of at most
+        ``config.training.batch_size`` (improved-gan's init pass gives G its
+        noise batch of ``batch_size`` and D the 500 images). A no-op for
         networks without weight normalization and on later calls.
         """
         self._initialize_weight_norm(batch)
@@ -393,7 +395,8 @@ class SGAN(keras.Model):
         self._check_pixel_range(images)
         with self.distribute_strategy.scope():
             if self.generator is not None:
-                z = self._global_noise(_GENERATOR_NOISE, tf.shape(images)[0], step=-1)
+                size = tf.minimum(tf.shape(images)[0], self.config.training.batch_size)
+                z = self._global_noise(_GENERATOR_NOISE, size, step=-1)
                 sgan_layers.initialize_weight_norm(self.generator, z)
             sgan_layers.initialize_weight_norm(self.discriminator, images)
             if self.ema_discriminator is not None:

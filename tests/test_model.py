@@ -11,6 +11,7 @@ import tensorflow as tf
 import preloaded
 from conftest import random_algorithms
 from sgan_keras import PRESETS, SGAN, Config
+from sgan_keras import model as model_lib
 from sgan_keras.config import ConfigError
 from sgan_keras.layers import all_layers
 from sgan_keras.optimizers import FusedAdam, ImprovedGANAdam, LinearDecay
@@ -515,6 +516,21 @@ def test_ema_tracks_the_discriminator_and_is_used_for_evaluation():
     images = batch["labeled_images"]
     ema_logits, _ = model.ema_discriminator(images)
     np.testing.assert_allclose(model(images), ema_logits, rtol=1e-6)
+
+
+def test_weight_norm_init_gives_g_a_noise_batch_of_batch_size_and_d_every_image(monkeypatch):
+    """improved-gan's init pass: D on the 500 init images, G on its noise batch of
+    batch_size (100); G got as many noise rows as D's images."""
+    seen = {}
+    initialize = model_lib.sgan_layers.initialize_weight_norm
+
+    def recording(network, batch):
+        seen[network.name] = int(batch.shape[0])
+        return initialize(network, batch)
+    monkeypatch.setattr(model_lib.sgan_layers, "initialize_weight_norm", recording)
+    model = SGAN.from_preset("mnist_improved_gan", batch_size=4)
+    model.initialize_weight_norm(np.random.default_rng(0).random((12, 28, 28, 1), np.float32))
+    assert seen == {model.generator.name: 4, model.discriminator.name: 12}
 
 
 def test_from_preset_refuses_the_gans_options_with_supervised_only():
