@@ -83,11 +83,16 @@ def main():
     readme_path = os.path.join(REPO_ROOT, "README.md")
     with open(readme_path) as file:
         readme = file.read()
+    if BEGIN not in readme or END not in readme.split(BEGIN, 1)[-1]:
+        sys.exit(f"report.py: README.md has no results table between {BEGIN} and {END}")
     head, rest = readme.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     updated = f"{head}{BEGIN}\n{table()}\n{END}{tail}"
     if "--check" in sys.argv:
-        sys.exit(0 if updated == readme else 1)
+        if updated != readme:
+            sys.exit("report.py --check: README.md's results table differs from "
+                     "experiments/results/*.json; run python experiments/report.py")
+        return
     faults.write_text(readme_path, updated)     # in one rename: never half a README
 
 

@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -403,6 +404,22 @@ def test_readme_results_table_matches_the_result_files():
     result = subprocess.run([sys.executable, "experiments/report.py", "--check"],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, "README.md is stale: run python experiments/report.py"
+
+
+@pytest.mark.parametrize("readme, line", [
+    ("<!-- results:begin -->\n| stale |\n<!-- results:end -->\n",
+     "report.py --check: README.md's results table differs from experiments/results/*.json; "
+     "run python experiments/report.py"),
+    ("no table here\n", "report.py: README.md has no results table between "
+                         "<!-- results:begin --> and <!-- results:end -->")])
+def test_report_check_says_why_it_fails(tmp_path, readme, line):
+    # A stale table exited 1 without a word; a README without the markers was a traceback.
+    (tmp_path / "experiments" / "results").mkdir(parents=True)
+    shutil.copy(os.path.join(REPO_ROOT, "experiments", "report.py"), tmp_path / "experiments")
+    (tmp_path / "README.md").write_text(readme)
+    result = subprocess.run([sys.executable, "experiments/report.py", "--check"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr.strip()) == (1, line)
 
 
 def finished_run(runs_dir, name="svhn_lecouat_1000", kind="sgan", seed=0, budget=None,
