@@ -725,14 +725,18 @@ def test_a_signal_to_the_runner_between_trainings_gets_one_line_and_exit_75(sign
         "recorded, the same command resumes")
 
 
-@pytest.mark.parametrize("override, message", [
-    ("ema", "--overrides takes flag=value pairs, got 'ema'"),
-    ("seed=3", "--overrides=seed=...: --seed is set by the experiment or the runner"),
+@pytest.mark.parametrize("arguments, message", [
+    (["--overrides=ema"], "--overrides takes flag=value pairs, got 'ema'"),
+    (["--overrides=seed=3"], "--overrides=seed=...: --seed is set by the experiment or the runner"),
+    # Both were taken, the last (the override) winning without a word:
+    (["--overrides=ema=0.9,ema=0.99"], "--overrides gives ema twice; give each flag once"),
+    (["--epochs=2", "--overrides=epochs=3"],
+     "--epochs and --overrides=epochs=... both set the length; give one"),
 ])
-def test_runner_refuses_a_bad_override_in_one_line(tmp_path, override, message):
+def test_runner_refuses_a_bad_override_in_one_line(tmp_path, arguments, message):
     result = subprocess.run(
-        [sys.executable, "experiments/run.py", "--experiment=svhn_lecouat_1000",
-         f"--overrides={override}", f"--runs_dir={tmp_path}", f"--results_dir={tmp_path}"],
+        [sys.executable, "experiments/run.py", "--experiment=svhn_lecouat_1000", *arguments,
+         f"--runs_dir={tmp_path}", f"--results_dir={tmp_path}"],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"run.py: {message}")
