@@ -81,7 +81,8 @@ flags.DEFINE_integer("steps_per_epoch", None, "Shorter budget: steps per epoch."
                      lower_bound=1)
 flags.DEFINE_list("overrides", [], "Extra trainer flags for both runs, e.g. ema=0.999 "
                   "(recorded with the results).")
-flags.DEFINE_string("data_dir", None, "Local data directory passed to the trainer.")
+flags.DEFINE_string("data_dir", None, "Local data directory passed to the trainer, "
+                    "relative to the repository (the trainer runs there).")
 flags.DEFINE_string("runs_dir", "experiments/runs", "Where the training runs go (not "
                     "committed), relative to the repository.")
 flags.DEFINE_string("results_dir", "experiments/results", "Where the result files go, "
