@@ -62,9 +62,8 @@ CPU_ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
 def machine():
-    """CPU model, its vector ISA flags and cores (and those this process may use),
-    accelerator, and the TensorFlow,
-    Keras and Python versions."""
+    """CPU model, its vector ISA flags and cores (and those this process may
+    use), accelerator, and the TensorFlow, Keras and Python versions."""
     import keras
     import tensorflow as tf
     from sgan_keras import distribute, onednn

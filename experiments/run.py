@@ -594,12 +594,12 @@ def run_experiment():
     malformed = [override for override in FLAGS.overrides if "=" not in override]
     if malformed:
         raise Refused(f"--overrides takes flag=value pairs, got {malformed[0]!r}")
-    names = [override.split("=", 1)[0] for override in FLAGS.overrides]
-    twice = [name for name in names if names.count(name) > 1]
+    given = [override.split("=", 1)[0] for override in FLAGS.overrides]
+    twice = [flag for flag in given if given.count(flag) > 1]
     if twice:
         raise Refused(f"--overrides gives {twice[0]} twice; give each flag once")
-    both = [name for name in ("epochs", "steps_per_epoch")
-            if name in names and getattr(FLAGS, name)]
+    both = [flag for flag in ("epochs", "steps_per_epoch")
+            if flag in given and getattr(FLAGS, flag)]
     if both:
         raise Refused(f"--{both[0]} and --overrides={both[0]}=... both set the length; "
                       "give one")
