@@ -58,10 +58,15 @@ __all__ = [
     "WeightNormDense",
     "WeightNormConv2D",
     "WeightNormConv2DTranspose",
+    "WeightNormInitError",
     "initialize_weight_norm",
     "replica_seed",
     "weight_norm_layers",
 ]
+
+
+class WeightNormInitError(ValueError):
+    """A batch the data-dependent init cannot take statistics over."""
 
 
 class _WeightNormBase(keras.layers.Layer):
@@ -90,6 +95,7 @@ class _WeightNormBase(keras.layers.Layer):
         self.train_scale = bool(train_scale)
         self.init_mode = False          # set by initialize_weight_norm only
         self.initialized_in_last_pass = False
+        self.init_problem = None        # why the last init pass could not set g
 
     # ------------------------------------------------------------ weights
     def build(self, input_shape):
@@ -156,6 +162,18 @@ class _WeightNormBase(keras.layers.Layer):
         t = self._linear(inputs, ops.cast(self._direction(), inputs.dtype))
         t = ops.cast(t, "float32")
         batch_axes = tuple(range(len(t.shape) - 1))
+        # One value per unit has no spread (g would be init_scale / 1e-4) and
+        # none has no mean (g and the bias would be NaN): not written, and
+        # initialize_weight_norm raises (Keras would rewrap an error raised here).
+        values = math.prod(t.shape[:-1])
+        if values < 2:
+            positions = " and its positions" if len(t.shape) > 2 else ""
+            self.init_problem = (
+                f"{self.name}: weight norm's data-dependent init takes each unit's mean and "
+                f"standard deviation over a batch of {t.shape[0]}{positions}: {values} "
+                "value(s) per unit; initialize on 2 or more images (the CLI's "
+                "--init_images; improved-gan: 500)")
+            return self.activation(ops.cast(t, self.compute_dtype))
         mean = ops.mean(t, axis=batch_axes)
         std = ops.sqrt(ops.var(t, axis=batch_axes) + _STD_EPSILON)
         scale = self.init_scale / std
@@ -690,7 +708,9 @@ def initialize_weight_norm(model: keras.Model, inputs, training=True) -> int:
     pass reaches it, sets ``g`` and its bias from the statistics of its
     pre-activation on this batch (see the module docstring) and passes the
     initialized output on, so later layers see initialized inputs. Returns the
-    number of layers initialized (0 for a model without such layers).
+    number of layers initialized (0 for a model without such layers). Raises
+    ``WeightNormInitError`` when a layer sees fewer than 2 values per unit (an
+    empty batch, or a batch of 1 for a dense layer): the other layers are set.
 
     ``training=True`` (default) matches improved-gan, whose init pass runs with
     dropout and noise on (``deterministic=False``); it also makes
@@ -709,11 +729,15 @@ def initialize_weight_norm(model: keras.Model, inputs, training=True) -> int:
     for layer in layers:
         layer.init_mode = True
         layer.initialized_in_last_pass = False
+        layer.init_problem = None
     try:
         model(inputs, training=training)
     finally:
         for layer in layers:
             layer.init_mode = False
+    problems = [layer.init_problem for layer in layers if layer.init_problem]
+    if problems:
+        raise WeightNormInitError(problems[0])
     return sum(layer.initialized_in_last_pass for layer in layers)
 
 

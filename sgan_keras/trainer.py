@@ -28,6 +28,7 @@ from sgan_keras import data as data_lib
 from sgan_keras import distribute
 from sgan_keras import export
 from sgan_keras import faults
+from sgan_keras import layers
 from sgan_keras import lock as lock_lib
 from sgan_keras import presets as presets_lib
 from sgan_keras.model import SGAN
@@ -54,7 +55,7 @@ class OverwriteIncomplete(faults.WriteError):
 # The errors train() raises for the faults a user can meet, by the exit
 # status the command line gives them (train.py); any other error is a bug.
 BAD_INPUT = (config_lib.ConfigError, UsageError, data_lib.DataError, distribute.StrategyError,
-             export.ExportError, checkpoint.CheckpointError)
+             export.ExportError, checkpoint.CheckpointError, layers.WeightNormInitError)
 LOCKED = (lock_lib.RunLockedError,)
 OUTPUT_DIR_LOST = (lock_lib.LockLostError,)
 NON_FINITE = (callbacks_lib.NonFiniteLossError, checkpoint.NonFiniteStateError)

@@ -125,6 +125,25 @@ def test_initialize_weight_norm_skips_layers_without_data_init():
     np.testing.assert_array_equal(model.get_layer("frozen").bias.numpy(), np.zeros(4))
 
 
+@pytest.mark.parametrize("batch", [0, 1])
+def test_initialize_weight_norm_refuses_a_batch_without_spread(batch):
+    # A batch of 1 gave a dense layer g = 1e4 (logits of 1e23 two layers on);
+    # an empty one wrote NaN into g and the bias without a word.
+    z = keras.Input((7,))
+    conv = keras.Input((4, 4, 3))
+    dense = keras.Model(z, wn.WeightNormDense(4, kernel_initializer=normal(1))(z))
+    with pytest.raises(wn.WeightNormInitError, match=f"batch of {batch}: {batch} value"):
+        wn.initialize_weight_norm(dense, np.ones((batch, 7), "float32"))
+    for weight in dense.get_weights():
+        assert np.isfinite(weight).all()
+    np.testing.assert_array_equal(dense.layers[-1].g.numpy(), np.ones(4))
+    assert not dense.layers[-1].init_mode
+    # A convolution takes its statistics over the positions too: one image will do.
+    model = keras.Model(conv, wn.WeightNormConv2D(2, 3, kernel_initializer=normal(1))(conv))
+    images = np.random.default_rng(0).normal(size=(max(batch, 1), 4, 4, 3)).astype("float32")
+    assert wn.initialize_weight_norm(model, images) == 1
+
+
 def test_initialize_weight_norm_without_weight_norm_layers_is_a_no_op():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     assert wn.initialize_weight_norm(model, np.ones((4, 3), "float32")) == 0

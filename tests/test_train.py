@@ -1074,6 +1074,9 @@ BAD_INPUTS = [
     (["--labels=60001"], "labels"),                 # the first 60,001 of 60,000
     (["--update_order=simultaneous", "--generator_fakes=reused"], "--generator_fakes"),
     (["--init_images=-1"], "--init_images"),
+    # A dense layer's init statistics over one image have no spread (g = 1e4,
+    # then "g_loss is inf at step 1" and advice to lower --lr).
+    (["--preset=mnist_improved_gan", "--init_images=1"], "--init_images"),
     (["--batch_size=0"], "--batch_size"),
     (["--epochs=0"], "--epochs"),
     (["--seed=4294967296"], "--seed"),              # past NumPy's seed range
