@@ -542,7 +542,8 @@ def _read_local(name, data_dir, include_extra):
 
 
 def _read_local_files(name, data_dir, include_extra):
-    has = lambda file: os.path.exists(os.path.join(data_dir, file))  # noqa: E731
+    # lexists: a broken link to a data file is reported by name, not taken as no file.
+    has = lambda file: os.path.lexists(os.path.join(data_dir, file))  # noqa: E731
     if name == "mnist":
         if has("mnist.npz"):
             return _read_mnist_npz(os.path.join(data_dir, "mnist.npz"))
@@ -568,6 +569,9 @@ def check_regular_file(path, error=DataError):
     try:
         mode = os.stat(path).st_mode
     except OSError as problem:
+        if os.path.islink(path):
+            raise error(f"{path} is a broken symbolic link (to {os.readlink(path)}: "
+                        f"{problem.strerror})") from None
         raise error(f"{path} cannot be read ({problem.strerror})") from None
     if not stat.S_ISREG(mode):
         kind = ("a directory" if stat.S_ISDIR(mode) else "a named pipe"
@@ -650,7 +654,7 @@ def _read_mnist_idx(data_dir):
     """MNIST's four IDX files in ``data_dir``, each gzipped or unpacked."""
     def found(name):
         for candidate in (name, name[:-len(".gz")]):
-            if os.path.exists(os.path.join(data_dir, candidate)):
+            if os.path.lexists(os.path.join(data_dir, candidate)):
                 return os.path.join(data_dir, candidate)
         return None
 
@@ -702,7 +706,7 @@ def _read_svhn_mat(data_dir, include_extra):
     paths = {split: os.path.join(data_dir, f"{split}_32x32.mat")
              for split in ("train", "test", "extra")}
     for split in ("train", "test") + (("extra",) if include_extra else ()):
-        if not os.path.exists(paths[split]):
+        if not os.path.lexists(paths[split]):
             raise DataError(f"data_dir {data_dir} lacks {split}_32x32.mat")
     train_images, train_labels = _read_mat(paths["train"])
     test = _read_mat(paths["test"])
@@ -726,14 +730,15 @@ def _read_cifar10(data_dir):
         names = [batch + suffix for batch in CIFAR10_TRAIN_BATCHES + (CIFAR10_TEST_BATCH,)]
         for folder in (data_dir, os.path.join(data_dir, directory),
                        os.path.join(data_dir, _KERAS_CACHE_DIRECTORY, directory)):
-            missing = [name for name in names if not os.path.exists(os.path.join(folder, name))]
+            missing = [name for name in names
+                       if not os.path.lexists(os.path.join(folder, name))]
             if not missing:
                 return _read_cifar10_batches(functools.partial(_read_cifar10_file, folder, suffix))
             if len(missing) < len(names) and partial is None:
                 partial = (f"{folder} lacks {', '.join(missing)} (CIFAR-10 needs "
                            f"{_cifar10_files(suffix)})")
         archive_path = os.path.join(data_dir, archive)
-        if os.path.exists(archive_path):
+        if os.path.lexists(archive_path):
             return _read_cifar10_archive(archive_path, suffix)
     if partial:
         raise DataError(partial)

@@ -933,6 +933,18 @@ def test_a_named_pipe_in_place_of_a_local_data_file_is_refused_unread(tmp_path, 
         done.set()
 
 
+
+@pytest.mark.parametrize("layout", PIPED_LOCAL_FILES)
+def test_a_broken_link_in_place_of_a_local_data_file_is_named(tmp_path, layout):
+    """A link to a data file on a drive not mounted: each set's line names
+    the link, not a missing file or a directory that holds no data."""
+    name, files = PIPED_LOCAL_FILES[layout]
+    for file in files:
+        (tmp_path / file).parent.mkdir(exist_ok=True)
+        os.symlink(tmp_path / "unmounted" / os.path.basename(file), tmp_path / file)
+    with pytest.raises(DataError, match=rf"{files[0]} is a broken symbolic link \(to "):
+        load_dataset(name, "all", data_dir=str(tmp_path))
+
 def test_a_folders_labels_are_class_balanced_even_for_first(tmp_path):
     """A folder is read class by class: 'the first N images' would be one
     class's, so a preset's label_selection='first' draws balanced there."""
