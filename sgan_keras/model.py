@@ -100,6 +100,10 @@ class SGAN(keras.Model):
         self.discriminator = discriminator
         logit_count = discriminator.output_shape[0][-1]
         self.num_classes = logit_count - (self.config.model.fake_class != "zero")
+        if self.num_classes < 1:
+            raise ValueError(
+                f"fake_class={self.config.model.fake_class!r} takes K + 1 logits (K >= 1 "
+                f"classes and one more); {discriminator.name} outputs {logit_count}")
         self.pixel_range = tuple(self.config.model.pixel_range)
         # What the networks compute in (auto already resolved when they were built).
         self.precision = ("mixed_bfloat16" if any(
@@ -959,11 +963,24 @@ def _check_shapes(generator, discriminator):
                 f"subclassed one: inputs = keras.Input(shape); keras.Model(inputs, "
                 f"network(inputs))")
     outputs = discriminator.output_shape
+    # output_shape flattens the outputs (a dict's by key: features before
+    # logits), so their structure is read from output.
+    structure = getattr(discriminator, "output", None)
+    if isinstance(structure, dict):
+        raise ValueError(f"the discriminator must map images to [logits [B, n], features]; "
+                         f"{discriminator.name} outputs a dict of {sorted(structure)}: give "
+                         "keras.Model the list [logits, features]")
     if not (isinstance(outputs, (list, tuple)) and len(outputs) == 2
             and all(isinstance(shape, (list, tuple)) for shape in outputs)
-            and len(outputs[0]) == 2):
+            and len(outputs[0]) == 2
+            and not any(isinstance(tensor, (list, tuple)) for tensor in structure or ())):
         raise ValueError(f"the discriminator must map images to [logits [B, n], features]; "
                          f"{discriminator.name} outputs shape {outputs}")
+    if generator is not None and not (isinstance(generator.input_shape, tuple)
+                                      and len(generator.input_shape) == 2
+                                      and isinstance(generator.input_shape[1], int)):
+        raise ValueError(f"the generator must take noise z [B, latent_dim]; {generator.name} "
+                         f"takes {generator.input_shape}")
     if generator is not None and \
             tuple(generator.output_shape[1:]) != tuple(discriminator.input_shape[1:]):
         raise ValueError(f"the generator makes images of shape {generator.output_shape[1:]}, "

@@ -594,6 +594,26 @@ def test_wrong_networks_or_config_get_a_clear_error():
     with pytest.raises(ValueError, match=r"config precision='mixed_bfloat16', but the "
                                          r"networks compute in float32"):
         SGAN(generator, discriminator, Config().replace(precision="mixed_bfloat16"))
+    # Keras flattens a dict's outputs by key: features came first, read as the
+    # logits (K = the feature width), and fit() failed on a SplitV of strings.
+    logits, features = discriminator.output
+    as_dict = keras.Model(discriminator.input, {"logits": logits, "features": features})
+    with pytest.raises(ValueError, match=r"outputs a dict of \['features', 'logits'\]: give "
+                                         r"keras.Model the list \[logits, features\]"):
+        SGAN(generator, as_dict, Config())
+    nested = keras.Model(discriminator.input, [logits, [features]])
+    with pytest.raises(ValueError, match="must map images to"):
+        SGAN(generator, nested, Config())
+    one_logit = keras.Model(discriminator.input, [keras.layers.Dense(1)(features), features])
+    for fake_class in ("learned", "separate"):     # K = 0: a traceback at the first step
+        with pytest.raises(ValueError, match=rf"^fake_class='{fake_class}' takes K \+ 1 "
+                                             r"logits .* outputs 1$"):
+            SGAN(generator, one_logit, Config().replace(fake_class=fake_class))
+    grid_noise = keras.Sequential([keras.Input((2, LATENT)), keras.layers.Flatten(),
+                                   keras.layers.Dense(16), keras.layers.Reshape((4, 4, 1))])
+    with pytest.raises(ValueError, match=r"must take noise z \[B, latent_dim\]; .* takes "
+                                         r"\(None, 2, "):
+        SGAN(grid_noise, discriminator, Config())
     for preset in PRESETS:        # every preset's own networks pass
         SGAN.from_preset(preset, seed=0)
     for precision in ("float32", "mixed_bfloat16"):     # built in the precision asked
