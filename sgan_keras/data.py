@@ -620,6 +620,11 @@ def _integer_labels(labels, where):
     if not (np.issubdtype(labels.dtype, np.integer) or (
             np.issubdtype(labels.dtype, np.floating) and np.all(np.mod(labels, 1) == 0))):
         raise DataError(f"{where}: labels must be whole numbers, got dtype {labels.dtype}")
+    if labels.size and (labels.min() < -2**63 or labels.max() >= 2**63):
+        # The cast would wrap them (2**64 - 1 to -1): the range check would name
+        # labels the file does not hold.
+        raise DataError(f"{where}: labels must be class numbers, got "
+                        f"{labels.min()}..{labels.max()}")
     return labels.astype(np.int64)
 
 

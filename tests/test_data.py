@@ -758,6 +758,23 @@ def test_bad_arrays_in_a_local_file_are_refused_naming_the_file(tmp_path):
         load_dataset("svhn", 10, data_dir=str(svhn))
 
 
+
+def test_labels_beyond_int64_are_named_as_the_file_holds_them(tmp_path):
+    """Cast to int64 first, 2**64 - 1 wrapped to -1 and 1e30 to -2**63 (with a
+    RuntimeWarning): the line named labels the file does not hold."""
+    x, y = fake_digits(2, (28, 28))
+    np.savez(tmp_path / "mnist.npz", x_train=x, y_train=np.full(20, 2**64 - 1, np.uint64),
+             x_test=x, y_test=y)
+    with pytest.raises(DataError, match=r"mnist.npz y_train: labels must be class numbers, "
+                                        r"got 18446744073709551615\.\.18446744073709551615"):
+        load_dataset("mnist", 10, data_dir=str(tmp_path))
+    write_svhn(tmp_path)
+    scipy.io.savemat(tmp_path / "test_32x32.mat", {"X": np.zeros((32, 32, 3, 2), np.uint8),
+                                                   "y": np.array([[1.0], [1e30]])})
+    with pytest.raises(DataError, match=r"test_32x32.mat y: labels must be class numbers, "
+                                        r"got 1.0\.\.1e\+30"):
+        load_dataset("svhn", 10, data_dir=str(tmp_path))
+
 def test_init_batch_draws_from_the_asked_pool(tmp_path):
     write_npz(tmp_path, per_class=30)
     data = load_dataset("mnist", 20, seed=3, data_dir=str(tmp_path), pixel_range=(0.0, 1.0))
