@@ -208,7 +208,7 @@ class SemiSupervisedData:
         """
         if source not in ("unlabeled", "labeled"):
             raise DataError(f"init source must be 'unlabeled' or 'labeled', got {source!r}")
-        _check_batch_size(count)
+        _check_batch_size(count, "count")
         pool = self.labeled_indices if source == "labeled" else np.arange(len(self.train_images))
         picked = np.resize(np.random.default_rng([self.seed, 7]).permutation(pool), count)
         return {"unlabeled_images": self.scale(self.train_images[picked])}
@@ -275,10 +275,11 @@ def _host_array(array):
         return tf.Variable(array, trainable=False)
 
 
-def _check_batch_size(batch_size):
+def _check_batch_size(batch_size, name="batch_size"):
+    """``name``: the argument the line names (``init_batch``'s is ``count``)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
             or batch_size <= 0:
-        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise DataError(f"{name} must be a positive integer, got {batch_size!r}")
 
 
 def _pipeline_options(dataset):

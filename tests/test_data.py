@@ -497,6 +497,8 @@ def test_bad_pipeline_arguments(tmp_path):
         data.train_dataset(8, start_step=-1)
     with pytest.raises(DataError, match="stream must be 0 or 1"):
         data.unlabeled_dataset(8, stream=2)
+    with pytest.raises(DataError, match="^count must be a positive integer, got 0$"):
+        data.init_batch(0)   # it said batch_size, which init_batch has not
 
 
 def test_missing_directory_and_missing_files(tmp_path):
