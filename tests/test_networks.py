@@ -366,6 +366,21 @@ def test_same_seed_builds_identical_weights(architecture):
     assert any(a.size > 1 and not np.array_equal(a, c) for a, c in zip(first, other))
 
 
+def test_numpy_integers_are_taken_and_bools_refused():
+    # labels.max() + 1 is a NumPy integer: it was refused as "not an integer".
+    labels = np.array([0, 3, 1])
+    generator = networks.build_generator("mnist_improved_gan", image_shape=(28, 28, 1),
+                                         latent_dim=np.int64(7), seed=np.int32(1))
+    discriminator = networks.build_discriminator(
+        "mnist_improved_gan", image_shape=(28, 28, 1), num_classes=labels.max() + 1,
+        seed=np.int64(1))
+    assert generator.input_shape == (None, 7) and discriminator.output_shape[0] == (None, 4)
+    for argument in ("latent_dim", "seed"):
+        with pytest.raises(ValueError, match=argument):
+            networks.build_generator("mnist_improved_gan", image_shape=(28, 28, 1),
+                                     **{argument: np.True_})
+
+
 def test_layers_of_equal_shape_get_different_initial_weights():
     discriminator = networks.build_discriminator("svhn_improved_gan", image_shape=(32, 32, 3),
                                                  seed=0)
