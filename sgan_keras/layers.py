@@ -38,6 +38,7 @@ Python-level flag on each layer, so traced graphs never contain the init branch.
 """
 
 import math
+import numbers
 
 import keras
 import numpy as np
@@ -219,9 +220,7 @@ class WeightNormDense(_WeightNormBase):
 
     def __init__(self, units, activation=None, use_bias=True, **kwargs):
         super().__init__(activation=activation, use_bias=use_bias, **kwargs)
-        self.units = int(units)
-        if self.units < 1:
-            raise ValueError(f"units must be a positive integer, got {units!r}")
+        self.units = _positive_int("units", units)
 
     def _kernel_shape(self, input_shape):
         return (int(input_shape[-1]), self.units)
@@ -244,9 +243,7 @@ class _WeightNormConvBase(_WeightNormBase):
     def __init__(self, filters, kernel_size, strides=1, padding="valid",
                  activation=None, use_bias=True, **kwargs):
         super().__init__(activation=activation, use_bias=use_bias, **kwargs)
-        self.filters = int(filters)
-        if self.filters < 1:
-            raise ValueError(f"filters must be a positive integer, got {filters!r}")
+        self.filters = _positive_int("filters", filters)
         self.kernel_size = _pair("kernel_size", kernel_size)
         self.strides = _pair("strides", strides)
         padding = str(padding).lower()
@@ -741,10 +738,22 @@ def initialize_weight_norm(model: keras.Model, inputs, training=True) -> int:
     return sum(layer.initialized_in_last_pass for layer in layers)
 
 
+def _positive_int(name, value):
+    """``value`` as an int; as Keras' layers, a float or a string is refused
+    (``int()`` cut 5.7 units to 5 and took ``"5"``)."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def _pair(name, value):
-    if isinstance(value, int):
+    if isinstance(value, numbers.Integral):
         value = (value, value)
-    value = tuple(int(v) for v in value)
-    if len(value) != 2 or min(value) < 1:
-        raise ValueError(f"{name} must be a positive int or a pair of them, got {value!r}")
-    return value
+    try:
+        pair = tuple(value)
+        if len(pair) != 2:
+            raise ValueError
+        return tuple(_positive_int(name, v) for v in pair)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive int or a pair of them, "
+                         f"got {value!r}") from None

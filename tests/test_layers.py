@@ -195,6 +195,12 @@ def test_saved_model_file_reloads_with_identical_outputs(tmp_path):
     ({"init_scale": 0.0}, "init_scale"),
     ({"padding": "full"}, "padding"),
     ({"kernel_size": (3, 0)}, "kernel_size"),
+    # As Keras' layers: int() made 2.5 filters 2 and took "2"; a float kernel
+    # size was a TypeError traceback.
+    ({"filters": 2.5}, "filters"),
+    ({"filters": "2"}, "filters"),
+    ({"kernel_size": 2.5}, "kernel_size"),
+    ({"strides": (1, 2.0)}, "strides"),
 ])
 def test_bad_arguments_raise_one_line_errors(arguments, name):
     options = {"filters": 2, "kernel_size": 3, **arguments}
