@@ -58,6 +58,7 @@ FRACTION = ("in [0, 1)", lambda value: 0 <= value < 1)
 # A path TensorFlow's file system can take (faults.is_utf8).
 UTF8_PATH = ("a non-empty path of UTF-8 text" + faults.file_name_encoding_hint(),
              lambda value: value != "" and faults.is_utf8(value))
+NON_EMPTY = ("a non-empty path (leave it out for the default)", lambda value: value != "")
 NO_FLAG = ""   # ``flag=NO_FLAG``: set by the preset or in code only
 
 # ``needs`` of options that only act with another's value: (field, test, what).
@@ -312,7 +313,8 @@ class DataConfig:
         choices=choices_lib.LABEL_SELECTIONS)
     data_dir: typing.Optional[str] = option(
         None, "Local data directory (mnist.npz, IDX files, SVHN .mat files, CIFAR-10 "
-        "batches or prepared TFDS data). Default: TFDS download.", in_run_name=False)
+        "batches or prepared TFDS data). Default: TFDS download.", check=NON_EMPTY,
+        in_run_name=False)
     include_extra: bool = option(False, "SVHN: add the 531,131 'extra' images to the "
                                  "unlabeled set.")
     train_split: str = option("train", "tfds: data sets: the split to train on.",

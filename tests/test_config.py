@@ -119,6 +119,9 @@ def test_labels_flag_takes_a_number_or_all_and_absl_rejects_other_text(flag_valu
     ("output_dir", "", r"^--output_dir must be a non-empty path of UTF-8 text, got ''$"),
     ("output_dir", "caf\udce9", r"^--output_dir must be a non-empty path of UTF-8 text, "
                                 r"got 'caf\\udce9'$"),
+    # An empty --data_dir= read as a directory '' ("data_dir  does not exist").
+    ("data_dir", "", r"^--data_dir must be a non-empty path \(leave it out for the default\), "
+                     r"got ''$"),
 ])
 def test_a_bad_value_is_refused_in_one_line_naming_its_flag(field, value, message):
     with pytest.raises(ConfigError, match=message) as error:
