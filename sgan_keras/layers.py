@@ -685,11 +685,13 @@ def _phase_taps(kernel_size):
 
 
 def all_layers(model):
-    """Every layer of ``model``, the layers of nested models included, in order."""
-    for layer in model.layers:
+    """Every layer of ``model``, the layers of nested models and of a user's
+    custom layers included, in order. ``Model.layers`` is the direct children
+    (Keras' ``_flatten_layers(recursive=False)``); a custom ``Layer`` has no
+    ``layers``, so its weight-norm and batch-norm sublayers were missed."""
+    for layer in model._flatten_layers(include_self=False, recursive=False):
         yield layer
-        if hasattr(layer, "layers"):
-            yield from all_layers(layer)
+        yield from all_layers(layer)
 
 
 def weight_norm_layers(model):

@@ -144,6 +144,25 @@ def test_initialize_weight_norm_refuses_a_batch_without_spread(batch):
     assert wn.initialize_weight_norm(model, images) == 1
 
 
+def test_initialize_weight_norm_reaches_layers_inside_a_users_custom_layer():
+    # all_layers walked Model.layers only: a custom Layer's sublayers were
+    # never initialized (0 returned, g left at 1) without a word.
+    class Block(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.inner = wn.WeightNormDense(4, kernel_initializer=normal(1), name="inner")
+
+        def call(self, inputs):
+            return self.inner(inputs)
+
+    z = keras.Input((7,), name="z")
+    model = keras.Model(z, Block(name="block")(z))
+    assert [layer.name for layer in wn.all_layers(model)] == ["z", "block", "inner"]
+    inputs = np.random.default_rng(1).normal(2.0, 3.0, (32, 7)).astype("float32")
+    assert wn.initialize_weight_norm(model, inputs) == 1
+    np.testing.assert_allclose(model(inputs).numpy().std(axis=0), 1.0, rtol=1e-3)
+
+
 def test_initialize_weight_norm_without_weight_norm_layers_is_a_no_op():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     assert wn.initialize_weight_norm(model, np.ones((4, 3), "float32")) == 0

@@ -397,6 +397,22 @@ def test_discriminators_with_batch_norm_keep_one_call_per_batch():
         has_batch_norm = any(isinstance(layer, keras.layers.BatchNormalization)
                              for layer in model.discriminator.layers)
         assert model.discriminator_batches_independent is not has_batch_norm, name
+    # A user's D whose batch norm sits inside a custom layer (not a Model): it
+    # was not found, and D's batches went through it as one concatenated batch.
+    class NormalizedDense(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.dense = keras.layers.Dense(8)
+            self.norm = keras.layers.BatchNormalization()
+
+        def call(self, inputs, training=False):
+            return self.norm(self.dense(inputs), training=training)
+
+    generator, discriminator = tiny_networks()
+    images = keras.Input(IMAGE_SHAPE)
+    features = NormalizedDense()(keras.layers.Flatten()(images))
+    blocked = keras.Model(images, [keras.layers.Dense(K)(features), features])
+    assert not SGAN(generator, blocked, Config()).discriminator_batches_independent
 
 
 def test_reused_fakes_need_the_sequential_order():
