@@ -270,6 +270,17 @@ class WeightNormConv2D(_WeightNormConvBase):
     def _kernel_shape(self, input_shape):
         return (*self.kernel_size, int(input_shape[-1]), self.filters)
 
+    def compute_output_shape(self, input_shape):
+        def length(size, kernel, stride):
+            if size is None:
+                return None
+            if self.padding == "same":
+                return -(-size // stride)
+            return (size - kernel) // stride + 1
+        sizes = (length(size, kernel, stride) for size, kernel, stride
+                 in zip(input_shape[1:3], self.kernel_size, self.strides))
+        return (input_shape[0], *sizes, self.filters)
+
     def _linear(self, inputs, kernel):
         if tuple(self.strides) == (1, 1):
             return _conv2d_with_conv_input_grad(inputs, kernel, self.padding)
@@ -290,6 +301,15 @@ class WeightNormConv2DTranspose(_WeightNormConvBase):
 
     def _kernel_shape(self, input_shape):
         return (*self.kernel_size, self.filters, int(input_shape[-1]))
+
+    def compute_output_shape(self, input_shape):
+        def length(size, kernel, stride):
+            if size is None:
+                return None
+            return size * stride + (max(kernel - stride, 0) if self.padding == "valid" else 0)
+        sizes = (length(size, kernel, stride) for size, kernel, stride
+                 in zip(input_shape[1:3], self.kernel_size, self.strides))
+        return (input_shape[0], *sizes, self.filters)
 
     def _linear(self, inputs, kernel):
         return ops.conv_transpose(inputs, kernel, strides=self.strides,

@@ -185,6 +185,20 @@ def test_weight_norm_model_compiles_and_fits():
         assert not np.allclose(old, new.numpy()), new.path
 
 
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("kernel_size, strides", [(3, 2), (1, 3), ((4, 2), (1, 2))])
+@pytest.mark.parametrize("kind", ["conv", "conv_transpose"])
+def test_compute_output_shape_is_the_shape_call_makes(kind, kernel_size, strides, padding):
+    # The convolutions had none: NotImplementedError, and so in TimeDistributed.
+    layer = (wn.WeightNormConv2D if kind == "conv" else wn.WeightNormConv2DTranspose)(
+        2, kernel_size, strides=strides, padding=padding)
+    outputs = layer(np.zeros((3, 7, 8, 1), "float32"))
+    assert layer.compute_output_shape((3, 7, 8, 1)) == tuple(outputs.shape)
+    assert layer.compute_output_shape((None, None, 8, 1))[:2] == (None, None)
+    sequences = keras.Input((5, 7, 8, 1))
+    assert keras.layers.TimeDistributed(layer)(sequences).shape == (None, 5, *outputs.shape[1:])
+
+
 @pytest.mark.parametrize("kind", ["dense", "conv", "conv_transpose"])
 def test_get_config_round_trip(kind):
     layer = make_layer(kind, activation="tanh", use_bias=False, init_scale=0.1,
