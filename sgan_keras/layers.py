@@ -364,6 +364,8 @@ class Dropout(keras.layers.Dropout):
     def call(self, inputs, training=False):
         if not (training and self.rate > 0):
             return inputs
+        if self.rate >= 1:     # as Keras' layer; TensorFlow's op refuses rate 1
+            return ops.zeros_like(inputs)
         noise_shape = self.noise_shape
         if noise_shape is not None:
             noise_shape = [tf.shape(inputs)[axis] if size is None else size

@@ -344,6 +344,10 @@ def test_dropout_is_keras_dropout_bit_for_bit_on_one_device():
             np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours(inputs, training=True)),
                                           keras.ops.convert_to_numpy(theirs(inputs, training=True)))
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours(inputs)), inputs)
+    # Rate 1 (which Keras takes): TensorFlow's op refused it with a traceback.
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(wn.Dropout(1.0)(inputs, training=True)),
+        keras.ops.convert_to_numpy(keras.layers.Dropout(1.0)(inputs, training=True)))
 
 
 @pytest.mark.parametrize("shape", [(2000, 251), (500, 4, 4, 3)])
