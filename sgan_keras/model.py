@@ -105,9 +105,12 @@ class SGAN(keras.Model):
                 f"fake_class={self.config.model.fake_class!r} takes K + 1 logits (K >= 1 "
                 f"classes and one more); {discriminator.name} outputs {logit_count}")
         self.pixel_range = tuple(self.config.model.pixel_range)
-        # What the networks compute in (auto already resolved when they were built).
+        # What the networks compute in (auto already resolved when they were built):
+        # G's layers count too, or a bfloat16 G, whose input rounds away the manifold
+        # perturbation (a manifold loss of exactly 0), passed beside a float32 D.
         self.precision = ("mixed_bfloat16" if any(
-            layer.compute_dtype == "bfloat16" for layer in sgan_layers.all_layers(discriminator))
+            layer.compute_dtype == "bfloat16" for network in (generator, discriminator)
+            if network is not None for layer in sgan_layers.all_layers(network))
             else "float32")
         if self.config.model.precision not in ("auto", self.precision):
             raise ValueError(

@@ -927,6 +927,15 @@ def test_a_global_mixed_policy_trains_float32_headed_networks_and_refuses_others
         with pytest.raises(ValueError, match="manifold regularization needs float32"):
             SGAN(float32_heads(generator), float32_heads(discriminator),   # its term was 0
                  Config().replace(manifold="lecouat"))
+        # A bfloat16 G beside a float32 D is mixed too (only D's layers were read:
+        # its manifold loss was exactly 0, and precision='float32' passed).
+        with pytest.raises(ValueError, match="manifold regularization needs float32"):
+            SGAN(float32_heads(generator), float32_discriminator,
+                 Config().replace(manifold="lecouat"))
+        with pytest.raises(ValueError, match=r"config precision='float32', but the networks "
+                                             r"compute in mixed_bfloat16"):
+            SGAN(float32_heads(generator), float32_discriminator,
+                 Config().replace(precision="float32"))
         keras.config.set_dtype_policy("mixed_float16")
         half_generator, half_discriminator = (float32_heads(network)
                                               for network in tiny_networks())
