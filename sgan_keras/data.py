@@ -1105,10 +1105,11 @@ def image_files_in(directory):
                         f"({error.strerror})")
     found, listed = [], set()
     for root, directories, files in os.walk(directory, onerror=refuse, followlinks=True):
-        if os.path.realpath(root) in listed:   # a link back up, or a second link to it
+        real = os.path.realpath(root)
+        if real in listed:      # a link back up, or a second link to it
             directories.clear()
             continue
-        listed.add(os.path.realpath(root))
+        listed.add(real)
         directories.sort()
         found += [os.path.join(root, name) for name in sorted(files)
                   if name.lower().endswith(IMAGE_EXTENSIONS)]
