@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from sgan_keras import checkpoint
+from sgan_keras.checks import is_integer
 from sgan_keras import faults
 
 CSV_FIRST_COLUMNS = ("epoch", "train_accuracy", "test_accuracy")
@@ -234,8 +235,7 @@ class SampleGrid(keras.callbacks.Callback):
 
     def __init__(self, directory, num_images=100, seed=0, tensorboard_dir=None):
         super().__init__()
-        if isinstance(num_images, bool) or not isinstance(num_images, (int, np.integer)) \
-                or num_images <= 0:
+        if not is_integer(num_images) or num_images <= 0:
             raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
         self.directory = os.fspath(directory)
         self.num_images = int(num_images)

@@ -42,6 +42,7 @@ from absl import flags
 
 from sgan_keras import choices as choices_lib
 from sgan_keras import faults
+from sgan_keras.checks import is_integer
 
 SECTIONS = ("model", "training", "data", "run")
 
@@ -116,8 +117,7 @@ class LabelsParser(flags.ArgumentParser):
 
 
 def _check_labels(labels):
-    return labels == "all" or (isinstance(labels, numbers.Integral)
-                               and not isinstance(labels, bool) and labels > 0)
+    return labels == "all" or (is_integer(labels) and labels > 0)
 
 
 # ------------------------------------------------------------------ sections
@@ -579,7 +579,7 @@ def _is_a(value, kind):
     if kind is bool:
         return isinstance(value, bool)
     if kind is int:
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        return is_integer(value)
     if kind is float:
         return isinstance(value, numbers.Real) and not isinstance(value, bool)
     return isinstance(value, kind)

@@ -44,6 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from sgan_keras import faults
+from sgan_keras.checks import is_integer
 from sgan_keras.choices import DATASETS
 from sgan_keras.choices import LABEL_SELECTIONS
 from sgan_keras.choices import PIXEL_RANGES
@@ -233,8 +234,7 @@ class SemiSupervisedData:
         Batches are gathered and scaled whole after batching the indices.
         """
         _check_batch_size(batch_size)
-        if isinstance(start_step, bool) or not isinstance(start_step, (int, np.integer)) \
-                or start_step < 0:
+        if not is_integer(start_step) or start_step < 0:
             raise DataError(f"start_step must be a non-negative integer, got {start_step!r}")
         count = len(indices)
         first_epoch, offset = divmod(int(start_step) * batch_size, count)
@@ -277,8 +277,7 @@ def _host_array(array):
 
 def _check_batch_size(batch_size, name="batch_size"):
     """``name``: the argument the line names (``init_batch``'s is ``count``)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-            or batch_size <= 0:
+    if not is_integer(batch_size) or batch_size <= 0:
         raise DataError(f"{name} must be a positive integer, got {batch_size!r}")
 
 
@@ -482,8 +481,7 @@ def draw_labeled_indices(labels, budget, seed, num_classes=10, where=None):
 
 def _check_seed(seed):
     """The seeds NumPy takes and ``--seed`` allows: an integer in 0..2**32 - 1."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) \
-            or not 0 <= seed < 2**32:
+    if not is_integer(seed) or not 0 <= seed < 2**32:
         raise DataError(f"seed must be an integer in 0..2**32 - 1, got {seed!r}")
 
 
@@ -501,7 +499,7 @@ def _pixel_range(pixel_range):
 def _check_budget(labels):
     if labels is None or (isinstance(labels, str) and labels.lower() == "all"):
         return None
-    if isinstance(labels, bool) or not isinstance(labels, (int, np.integer)):
+    if not is_integer(labels):
         raise DataError(f"labels must be a positive integer or 'all', got {labels!r}")
     if labels <= 0:
         raise DataError(f"labels must be a positive integer or 'all', got {labels}")

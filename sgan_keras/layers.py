@@ -38,12 +38,13 @@ Python-level flag on each layer, so traced graphs never contain the init branch.
 """
 
 import math
-import numbers
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
+
+from sgan_keras.checks import is_integer
 
 _NORM_EPSILON = 1e-12   # guards ||v|| of an all-zero direction
 _STD_EPSILON = 1e-8     # guards the init statistics of a constant unit
@@ -765,13 +766,13 @@ def initialize_weight_norm(model: keras.Model, inputs, training=True) -> int:
 def _positive_int(name, value):
     """``value`` as an int; as Keras' layers, a float or a string is refused
     (``int()`` cut 5.7 units to 5 and took ``"5"``)."""
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+    if not is_integer(value) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
 def _pair(name, value):
-    if isinstance(value, numbers.Integral):
+    if is_integer(value):
         value = (value, value)
     try:
         pair = tuple(value)

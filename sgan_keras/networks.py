@@ -30,12 +30,11 @@ scaling; float16 (which does) is not offered.
 """
 
 import contextlib
-import numbers
 
 import keras
-import numpy as np
 
 from sgan_keras import layers as sgan_layers
+from sgan_keras.checks import is_integer
 from sgan_keras.choices import ARCHITECTURES
 from sgan_keras.choices import FAKE_CLASSES
 from sgan_keras.choices import GENERATOR_OUTPUT_ACTIVATIONS
@@ -132,7 +131,7 @@ def build_generator(architecture, *, image_shape, latent_dim=100, seed=None,
     """
     _check_architecture(architecture)
     _check_image_shape(architecture, image_shape)
-    if not _is_integer(latent_dim) or latent_dim < 1:
+    if not is_integer(latent_dim) or latent_dim < 1:
         raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
     latent_dim = int(latent_dim)
     allowed = GENERATOR_OUTPUT_ACTIVATIONS[architecture]
@@ -160,7 +159,7 @@ def build_discriminator(architecture, *, image_shape, num_classes=10, fake_class
     _check_image_shape(architecture, image_shape)
     if fake_class not in FAKE_CLASSES:
         raise ValueError(f"fake_class must be one of {FAKE_CLASSES}, got {fake_class!r}")
-    if not _is_integer(num_classes) or num_classes < 2:
+    if not is_integer(num_classes) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     num_classes = int(num_classes)
     seeds = _SeedStream(seed, salt=1)
@@ -180,7 +179,7 @@ class _SeedStream:
     """Distinct, reproducible seeds for the layers of one network (None: random)."""
 
     def __init__(self, seed, salt):
-        if seed is not None and not _is_integer(seed):
+        if seed is not None and not is_integer(seed):
             raise ValueError(f"seed must be an integer or None, got {seed!r}")
         self._base = None if seed is None else (int(seed) * 2 + salt) * 1000
         self._count = 0
@@ -197,11 +196,6 @@ class _SeedStream:
 
     def normal(self, stddev):
         return keras.initializers.RandomNormal(stddev=stddev, seed=self())
-
-
-def _is_integer(value):
-    """An int or a NumPy integer (``labels.max() + 1``), not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from absl import flags
 
@@ -16,6 +17,7 @@ from sgan_keras import config as config_lib
 from sgan_keras import presets
 from sgan_keras import train
 from sgan_keras import trainer
+from sgan_keras.checks import is_integer
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -313,3 +315,13 @@ def test_train_without_an_architecture_refuses_before_touching_its_directory(tmp
     with pytest.raises(ConfigError, match="train.. needs config.model.architecture"):
         trainer.train(config)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("value, expected", [
+    (3, True), (np.int64(3), True), (np.uint8(3), True), (-2, True),
+    (True, False), (np.True_, False), (2.0, False), (np.float32(2), False),
+    ("2", False), (None, False)])
+def test_is_integer_takes_numpy_integers_and_refuses_bools_floats_and_strings(value, expected):
+    """The one integer test every argument check uses (config, data, layers,
+    networks, SampleGrid): ``labels.max() + 1`` passes, a bool does not."""
+    assert is_integer(value) is expected
