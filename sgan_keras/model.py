@@ -421,9 +421,15 @@ class SGAN(keras.Model):
         ``sgan_keras.callbacks.StopOnNonFiniteLoss`` checks them all.
         ``shuffle`` defaults to ``False`` for a ``tf.data.Dataset`` or a
         generator, which Keras does not shuffle: its default ``True`` would
-        warn on every call. ``class_weight`` and ``sample_weight`` are refused."""
+        warn on every call. ``class_weight`` and ``sample_weight`` are refused.
+        Labels out of ``0..K-1`` in arrays are refused (``_check_class_ids``)."""
         given = inspect.signature(super().fit).bind(x, y, batch_size, *args, **kwargs).arguments
         _refuse_terminate_on_nan(given.get("callbacks"))
+        _check_class_ids(x, y, self.num_classes, "fit()")
+        validation = given.get("validation_data")
+        if isinstance(validation, (tuple, list)) and validation:
+            _check_class_ids(validation[0], validation[1] if len(validation) > 1 else None,
+                             self.num_classes, "fit()'s validation_data")
         # Keras would fail on class_weight with dict batches (no y to weigh) with an
         # AttributeError, and drop a sample_weight given without y silently.
         weighted = [name for name in ("class_weight", "sample_weight")
@@ -448,6 +454,21 @@ class SGAN(keras.Model):
         # initial_epoch (fit(epochs=2) after a resume at epoch 2 trained nothing).
         self._initial_epoch = None
         return super().fit(x, y, batch_size, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        """``keras.Model.evaluate``, refusing labels out of ``0..K-1`` in arrays."""
+        _check_class_ids(x, y, self.num_classes, "evaluate()")
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def train_on_batch(self, x, y=None, *args, **kwargs):
+        """``keras.Model.train_on_batch``, refusing labels out of ``0..K-1``."""
+        _check_class_ids(x, y, self.num_classes, "train_on_batch()")
+        return super().train_on_batch(x, y, *args, **kwargs)
+
+    def test_on_batch(self, x, y=None, *args, **kwargs):
+        """``keras.Model.test_on_batch``, refusing labels out of ``0..K-1``."""
+        _check_class_ids(x, y, self.num_classes, "test_on_batch()")
+        return super().test_on_batch(x, y, *args, **kwargs)
 
     # ----------------------------------------------------------------- noise
     def _global_noise(self, stream, batch_size, step=None, distribution=None):
@@ -940,6 +961,37 @@ def _refuse_terminate_on_nan(callbacks):
                 "keras.callbacks.TerminateOnNaN reads the log 'loss', which an SGAN does not "
                 "have (it logs d_loss, g_loss, ...), so it would never stop: use "
                 "sgan_keras.callbacks.StopOnNonFiniteLoss(), which checks every loss")
+
+
+def _check_class_ids(x, y, num_classes, call):
+    """Refuses a class id outside ``0..num_classes - 1`` among the labels given
+    to ``call`` as an array: ``y``, or a dict batch's ``labels`` (those its
+    ``label_mask`` marks, if it has one). TensorFlow's sparse cross entropy
+    raises a graph error on one on the CPU and, as its documentation says,
+    gives NaN on a GPU (not seen here: no GPU), and the
+    accuracy counts it wrong without a word. Data sets and generators are not
+    read ahead: ``SemiSupervisedData`` checks its labels when it loads them."""
+    labels, mask = y, None
+    if labels is None and isinstance(x, dict):
+        labels, mask = x.get("labels"), x.get("label_mask")
+    if labels is None or not hasattr(labels, "__array__"):
+        return
+    values = np.asarray(labels)
+    if values.ndim == 2 and values.shape[1] == 1:      # Keras' [N, 1] sparse labels
+        values = values[:, 0]
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.number):
+        return                                          # refused where they are used
+    if mask is not None and hasattr(mask, "__array__"):
+        marked = np.asarray(mask).reshape(-1)
+        if marked.shape == values.shape:
+            values = values[marked > 0]
+    bad = np.flatnonzero((values < 0) | (values >= num_classes))
+    if bad.size:
+        raise ValueError(
+            f"{call}: label {values[bad[0]].item()!r} is not a class id of this model's "
+            f"{num_classes} classes, 0..{num_classes - 1} ({bad.size} of {values.size} labels "
+            f"are out of range); TensorFlow's cross entropy would fail on the CPU and give "
+            f"NaN on a GPU")
 
 
 def _global_mean(features):

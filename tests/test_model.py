@@ -751,6 +751,34 @@ def test_labels_of_shape_n_by_1_train_and_evaluate_as_keras_sparse_labels():
         supervised.fit(images, one_hot, batch_size=8, epochs=1, verbose=0)
 
 
+def test_labels_out_of_the_models_classes_are_refused_in_arrays():
+    """A label >= K in arrays was a graph error from the cross entropy on the CPU,
+    and NaN losses without a word on a GPU; unlabeled images' labels under a
+    label_mask may be anything (-1 here)."""
+    images, labels = class_patterns(16, 0)
+    wrong = labels.copy()
+    wrong[5] = K
+    model = tiny_model()
+    message = rf"label {K} is not a class id of this model's {K} classes, 0..{K - 1} \(1 of 16"
+    with pytest.raises(ValueError, match="evaluate\\(\\): " + message):
+        model.evaluate(images, wrong, batch_size=8, verbose=0)
+    with pytest.raises(ValueError, match="test_on_batch"):
+        model.test_on_batch(images, wrong[:, None] * 1)
+    with pytest.raises(ValueError, match=r"label -1 is not a class id"):
+        model.train_on_batch({**tiny_batch(), "labels": -np.ones(8, np.int32)})
+    with pytest.raises(ValueError, match="validation_data"):
+        model.fit(tiny_dataset().take(2), epochs=1, verbose=0,
+                  validation_data=(images, wrong))
+    _, discriminator = tiny_networks()
+    supervised = SGAN(None, discriminator, Config(supervised_only=True))
+    supervised.compile(d_optimizer=keras.optimizers.Adam(1e-2))
+    with pytest.raises(ValueError, match="fit"):
+        supervised.fit(images, wrong, batch_size=8, epochs=1, verbose=0)
+    masked = {"images": images, "labels": np.where(np.arange(16) % 2, -1, labels),
+              "label_mask": (np.arange(16) % 2 == 0).astype(np.float32)}
+    assert np.isfinite(model.train_on_batch(masked, return_dict=True)["supervised_loss"])
+
+
 def test_integer_images_are_refused_with_one_line_not_cast_to_float():
     """Raw uint8 images reached D as floats 0-255 without a word (Keras casts
     them): fit(), the steps, evaluate(), predict() and the init refuse them."""
