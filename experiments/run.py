@@ -629,10 +629,13 @@ def run_experiment():
     check_same_budget(results_dir, name, result, earlier)   # before hours of training
     if FLAGS.not_measured:
         result["note"] = FLAGS.note or earlier.get("note", "")
+        # The commands train what the file's budget says (they ignored --epochs,
+        # --steps_per_epoch and --overrides, so a short budget's file named the
+        # full budget's commands).
         result["commands"] = {
             kind: shlex.join(["python"] + training_command(
-                name, 0, kind == "baseline", run_directory(FLAGS.runs_dir, name, kind, 0, {}),
-                {}, FLAGS.data_dir)[1:])
+                name, 0, kind == "baseline", run_directory(FLAGS.runs_dir, name, kind, 0, budget),
+                {**budget, **run_options}, FLAGS.data_dir)[1:])
             for kind in ("sgan", "baseline")}
         write_results(name, result, results_dir)
         return

@@ -446,6 +446,18 @@ def run_py(tmp_path, *arguments):
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
 
 
+def test_not_measured_commands_train_the_budget_the_file_names(tmp_path):
+    """--not_measured wrote the full budget's commands into a file whose budget
+    said epochs=2."""
+    result = run_py(tmp_path, "--not_measured", "--epochs=2", "--overrides=ema=0.5")
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = json.loads((tmp_path / "results" / "svhn_lecouat_1000.json").read_text())
+    assert written["budget"] == "epochs=2, ema=0.5" and written["status"] == "not measured"
+    for kind, command in written["commands"].items():
+        assert " --epochs=2 " in command and " --ema=0.5" in command, (kind, command)
+        assert f"svhn_lecouat_1000/{kind}_seed0_epochs2_ema0.5 " in command, command
+
+
 def test_a_finished_run_of_other_flags_is_refused_not_recorded(tmp_path):
     """A run directory is reused only for the command that trained it: one
     that ran other flags (here another weight average) is not recorded as
