@@ -110,7 +110,12 @@ EXPERIMENTS = {
 def run_directory(runs_dir, name, kind, seed, budget):
     """Where a run trains: by experiment, kind and seed, and for a shortened
     budget by that budget too, so that a finished run is reused only for the
-    budget it ran (``run.py`` does not train a run that has its export)."""
+    budget it ran (``run.py`` does not train a run that has its export).
+    A baseline's name leaves out the flags it does not train with (the GAN's:
+    :func:`training_command`), so a GAN-only override reuses its baseline."""
+    if kind == "baseline":
+        gan_only = config_lib.gan_only_flags()
+        budget = {key: value for key, value in budget.items() if key not in gan_only}
     leaf = f"{kind}_seed{seed}"
     if budget:
         leaf += "".join(f"_{key}{value}" for key, value in budget.items()).replace(os.sep, "-")

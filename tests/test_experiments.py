@@ -344,6 +344,12 @@ def test_a_shortened_budget_trains_in_a_directory_of_its_own():
     short = definitions.run_directory("experiments/runs", "x", "sgan", 0,
                                       {"epochs": 8, "ema": "0.999"})
     assert short == os.path.join("experiments/runs", "x", "sgan_seed0_epochs8_ema0.999")
+    # The baseline trains none of the GAN's flags: it retrained for each of them.
+    gan_only = {"epochs": 8, "update_order": "split", "manifold_reg": "true"}
+    assert definitions.run_directory("r", "x", "baseline", 0, gan_only) == \
+        os.path.join("r", "x", "baseline_seed0_epochs8")
+    assert definitions.run_directory("r", "x", "sgan", 0, gan_only) == \
+        os.path.join("r", "x", "sgan_seed0_epochs8_update_ordersplit_manifold_regtrue")
 
 
 @pytest.mark.parametrize("kinds", ["baselines", ""])    # none ran nothing and exited 0
