@@ -67,8 +67,9 @@ _CIFAR10_LAYOUTS = (  # (directory, file suffix, archive)
     ("cifar-10-batches-py", "", "cifar-10-python.tar.gz"),
 )
 # Where Keras 3's cifar10.load_data() leaves the python version in its cache
-# (~/.keras/datasets): get_file's "<fname>_extracted" directory.
-_KERAS_CACHE_DIRECTORY = "cifar-10-batches-py-target_extracted"
+# (~/.keras/datasets): get_file's directory named as its fname, which has no
+# dot (get_file adds "_extracted" only to a name with one, cut at the dot).
+_KERAS_CACHE_DIRECTORY = "cifar-10-batches-py-target"
 _CIFAR10_PIXELS = int(np.prod(DATASETS["cifar10"].image_shape))   # 3,072 bytes
 _CIFAR10_RECORD_BYTES = 1 + _CIFAR10_PIXELS
 _DOWNLOAD_CHECK_SECONDS = 20

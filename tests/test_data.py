@@ -9,6 +9,7 @@ import tarfile
 import threading
 import zlib
 
+import keras
 import numpy as np
 import pytest
 import scipy.io
@@ -88,16 +89,22 @@ def write_cifar10(directory, layout, batches=None):
     folder = f"cifar-10-batches-{version}"
     suffix = ".bin" if version == "bin" else ""
     files = {name + suffix: cifar10_bytes(*batch, version) for name, batch in batches.items()}
-    if where == "archive":
-        archive = "cifar-10-binary.tar.gz" if version == "bin" else "cifar-10-python.tar.gz"
-        with tarfile.open(directory / archive, "w:gz") as tar:
+    if where in ("archive", "kerascache"):
+        archive = directory / ("cifar-10-binary.tar.gz" if version == "bin"
+                               else "cifar-10-python.tar.gz")
+        with tarfile.open(archive, "w:gz") as tar:
             for name, content in files.items():
                 info = tarfile.TarInfo(f"{folder}/{name}")
                 info.size = len(content)
                 tar.addfile(info, io.BytesIO(content))
+        if where == "kerascache":
+            # Keras' own get_file, called as cifar10.load_data() calls it, with
+            # directory as the cache; the archive stays only under Keras' name.
+            keras.utils.get_file(fname="cifar-10-batches-py-target", origin=archive.as_uri(),
+                                 extract=True, cache_dir=str(directory), cache_subdir=".")
+            archive.unlink()
         return batches
-    target = {"files": directory, "folder": directory / folder,
-              "kerascache": directory / "cifar-10-batches-py-target_extracted" / folder}[where]
+    target = {"files": directory, "folder": directory / folder}[where]
     target.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
         (target / name).write_bytes(content)
