@@ -183,6 +183,12 @@ def tflite_runner(model_path):
     would crash the process there (a segmentation fault). A file that does not
     verify raises ``ValueError``. Corruption that leaves a valid flatbuffer
     (changed weight bytes) is not detected.
+
+    TFLite's default XNNPACK delegate refuses some int8 files when first run
+    ("failed to create XNNPACK runtime"): one whose layer gave only zeros on
+    the calibration images (a dead ReLU layer, as a diverged run leaves) gets a
+    requantization scale beyond XNNPACK's range. A blank image is classified
+    once here, and such a file runs on TFLite's own kernels instead.
     """
     with open(model_path, "rb") as file:
         content = file.read()
@@ -197,7 +203,18 @@ def tflite_runner(model_path):
                 raise
             raise ValueError("truncated, or not a TFLite file: its flatbuffer does not "
                              "verify") from None
-    return interpreter.get_signature_runner("classify")
+        runner = interpreter.get_signature_runner("classify")
+        shape = runner.get_input_details()["images"]["shape_signature"]
+        try:
+            runner(images=np.zeros((1, *shape[1:]), np.uint8))
+        except RuntimeError as error:
+            if "XNNPACK" not in str(error):
+                raise
+            interpreter = tf.lite.Interpreter(
+                model_content=content, experimental_op_resolver_type=(
+                    tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+            runner = interpreter.get_signature_runner("classify")
+    return runner
 
 
 def tflite_classify(model, images, batch_size=256):

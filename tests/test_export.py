@@ -381,6 +381,24 @@ def test_tflite_needs_uint8_representative_images_of_the_image_shape(tmp_path):
                           pixel_range=(-1, 1), class_names=["a", "b"])
 
 
+def test_an_int8_file_xnnpack_refuses_is_classified_on_tflites_own_kernels(tmp_path):
+    # A layer that gives only zeros on the calibration images (a dead ReLU
+    # layer, as a diverged run leaves) gets a requantization scale beyond
+    # XNNPACK's range: its runtime failed to prepare, a RuntimeError traceback
+    # at the end of such a run, in scoring the export.
+    from sgan_keras.export import TFLITE_INT8, saved_model_classify, tflite_classify
+    keras.utils.set_random_seed(0)
+    classifier = keras.Sequential([
+        keras.Input(IMAGE_SHAPE), keras.layers.Flatten(),
+        keras.layers.Dense(4, "relu", bias_initializer=keras.initializers.Constant(-1e3)),
+        keras.layers.Dense(3, bias_initializer=keras.initializers.Constant([0.0, 1.0, -1.0]))])
+    images = uint8_images()
+    path = export_classifier(classifier, tmp_path / "export", image_shape=IMAGE_SHAPE,
+                             pixel_range=(0, 1), representative_images=images)
+    _, class_ids = tflite_classify(os.path.join(path, TFLITE_INT8), images)
+    np.testing.assert_array_equal(class_ids, saved_model_classify(path, images)[1])
+
+
 def test_a_mixed_bfloat16_classifier_exports_in_float32_with_its_tflite_files(tmp_path):
     """Mixed-precision runs exported with a traceback (TFLite has no bfloat16
     MatMul); the export now serves a float32 copy with the same weights."""
