@@ -331,6 +331,13 @@ class DataConfig:
         check_dataset(self.dataset)
         if not _check_labels(self.labels):
             raise ConfigError(f"--labels must be a positive integer or 'all', got {self.labels!r}")
+        # Known here for the built-in sets, so refused before any data is read
+        # or written (a folder's or a TFDS set's classes are counted when read).
+        dataset = choices_lib.DATASETS.get(self.dataset)
+        if (dataset and self.label_selection == "balanced" and self.labels != "all"
+                and self.labels % dataset.num_classes):
+            raise ConfigError(f"--labels={self.labels} must be a multiple of {self.dataset}'s "
+                              f"{dataset.num_classes} classes with --label_selection=balanced")
 
 
 def check_dataset(name):

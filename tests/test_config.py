@@ -117,6 +117,8 @@ def test_labels_flag_takes_a_number_or_all_and_absl_rejects_other_text(flag_valu
     ("manifold", "yes", r"^--manifold_reg \(manifold\) must be one of"),
     ("pixel_range", (0.0, 2.0), r"^pixel_range must be one of"),
     ("labels", 0, r"^--labels must be a positive integer or 'all', got 0$"),
+    ("labels", 7, r"^--labels=7 must be a multiple of mnist's 10 classes with "
+                  r"--label_selection=balanced$"),
     ("deterministic", "yes", r"^--deterministic must be bool"),
     ("output_dir", "", r"^--output_dir must be a non-empty path of UTF-8 text, got ''$"),
     ("output_dir", "caf\udce9", r"^--output_dir must be a non-empty path of UTF-8 text, "
@@ -129,6 +131,16 @@ def test_a_bad_value_is_refused_in_one_line_naming_its_flag(field, value, messag
     with pytest.raises(ConfigError, match=message) as error:
         Config().replace(**{field: value})
     assert "\n" not in str(error.value)
+
+
+def test_a_label_budget_balanced_classes_cannot_share_is_a_bad_flag(tmp_path, monkeypatch):
+    # It was refused only once the data was read: after a download attempt
+    # (offline: "cannot download mnist") and after flags.json was written.
+    assert Config().replace(labels=7, label_selection="first").data.labels == 7
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"^--labels=7 must be a multiple"):
+        train.resolve_config({"labels": 7})
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_utf8_name_refused_under_an_ascii_file_name_encoding_says_to_change_the_locale():
