@@ -789,7 +789,18 @@ class SGAN(keras.Model):
         one worker Keras reduces them with ``strategy.reduce(MEAN, axis=0)``,
         which needs an axis: the (replica-identical) metric values get shape
         ``[1]`` there. On one worker Keras passes them on as they are, and
-        TensorBoard takes scalars only."""
+        TensorBoard takes scalars only.
+
+        Under several replicas each value is the tracker's over the global
+        batches so far: each replica's tracker sums its own images only, and
+        Keras averages the replicas' logs, which is the global mean only when
+        every replica has as many images (an ``evaluate()`` batch of 7 on 2
+        replicas splits 4 and 3; a ``label_mask`` marks more labeled images
+        on one replica than on another)."""
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            trackers = {tracker.name: tracker for tracker in self.metrics}
+            values = {name: _global_result(trackers[name], context) for name in values}
         strategy = self.distribute_strategy
         if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
                 and strategy.num_replicas_in_sync > len(strategy.extended.worker_devices)):
@@ -992,6 +1003,17 @@ def _check_class_ids(x, y, num_classes, call):
             f"{num_classes} classes, 0..{num_classes - 1} ({bad.size} of {values.size} labels "
             f"are out of range); TensorFlow's cross entropy would fail on the CPU and give "
             f"NaN on a GPU")
+
+
+def _global_result(tracker, context):
+    """A ``keras.metrics.Mean`` tracker's result over every replica's sums."""
+    # Read on this replica's device: MultiWorkerMirroredStrategy's all-reduce
+    # of the variables as converted by Keras found no device ("destinations can
+    # not be empty").
+    total, count = context.all_reduce(
+        tf.distribute.ReduceOp.SUM,
+        [tf.identity(tracker.total.value), tf.identity(tracker.count.value)])
+    return tf.math.divide_no_nan(total, count)
 
 
 def _global_mean(features):

@@ -893,6 +893,47 @@ def test_mirrored_strategy_on_two_cpus_matches_one_device(generator_loss, adam_r
     assert report["weight_gap"] < 1e-5
 
 
+UNEVEN_REPLICAS_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    sys.path.insert(0, {tests_dir!r})
+    import test_model as t
+
+    images, labels = t.class_patterns(16, 5)
+    # One step of 8 images whose 3 labeled ones all go to the first replica.
+    masked = {{"images": images[:8], "labels": labels[:8],
+               "label_mask": np.array([1, 1, 1, 0, 0, 0, 0, 0], np.float32)}}
+    def logs(strategy):
+        with strategy.scope():
+            model = t.tiny_model(label_batching="masked")
+        evaluated = model.evaluate(images, labels, batch_size=7, verbose=0, return_dict=True)
+        trained = model.fit(masked, batch_size=8, epochs=1, verbose=0).history
+        return {{**evaluated, "train_accuracy": trained["accuracy"][0]}}
+
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    print(json.dumps({{"single": logs(tf.distribute.get_strategy()),
+                      "mirrored": logs(mirrored)}}))
+""")
+
+
+def test_metrics_of_replicas_with_unequal_shares_are_the_global_batches():
+    # Keras averages the replicas' logs: evaluate()'s batches of 7 split 4 and 3
+    # (accuracy 0.167 for 0.1875), and with the labeled images on one replica the
+    # training accuracy was another (0.75 for 0.667).
+    import json
+    import pathlib
+    script = UNEVEN_REPLICAS_SCRIPT.format(tests_dir=str(pathlib.Path(__file__).parent))
+    result = preloaded.run_code(script, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(report["single"]) == set(report["mirrored"])
+    for name, value in report["single"].items():
+        assert abs(value - report["mirrored"][name]) < 1e-5, (name, report)
+
+
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_every_preset_takes_a_finite_training_step(preset):
     fake_class = "learned" if preset == "svhn_dcgan" else "zero"
