@@ -261,6 +261,7 @@ def run():
     :func:`import_trainer` has imported TensorFlow (see there)."""
     faults.open_closed_standard_streams()   # before any file is opened
     gc.disable()
+    _use_this_docstring_as_usage()
     _check_flag_files(sys.argv)
     app.run(main)
 
@@ -279,6 +280,15 @@ def _check_flag_files(argv):
                                   f"byte {error.start}); save it as UTF-8")
             except OSError:
                 pass     # absl names a missing or unreadable flag file itself
+
+
+def _use_this_docstring_as_usage():
+    """absl's --help prints ``__main__``'s docstring (the usage, the exit
+    statuses): this module's under ``python -m``, but the console script's is
+    empty, so it printed a bare USAGE line there."""
+    main_module = sys.modules["__main__"]
+    if not main_module.__doc__:
+        main_module.__doc__ = __doc__
 
 
 if __name__ == "__main__":

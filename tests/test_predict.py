@@ -175,6 +175,17 @@ def test_bad_model_and_image_arguments_are_named(tmp_path):
         image_files([str(tmp_path)])
 
 
+
+def test_the_console_scripts_help_is_the_modules(tmp_path):
+    # As pip's sgan-predict script runs it: absl's --help printed a bare USAGE
+    # line, its __main__ having no docstring, not the usage and exit statuses.
+    script = tmp_path / "sgan-predict"
+    script.write_text("import sys\nfrom sgan_keras.predict import run\nsys.exit(run())\n")
+    result = subprocess.run([sys.executable, str(script), "--helpshort"], capture_output=True,
+                            text=True, timeout=300, env=ENV)
+    assert "Classifies image files with an exported classifier." in result.stdout
+    assert "75  stopped by SIGINT" in result.stdout
+
 def test_a_keras_model_export_is_named_as_not_the_classifier_export(tmp_path):
     """SGAN.export() (Keras' model.export) serves float images, no ``images``
     input: predict said only ``cannot be loaded ('images')``."""

@@ -1325,6 +1325,16 @@ def test_helpfull_explains_every_flag_and_flagfile_works(tmp_path):
         "continuation byte at byte 16); save it as UTF-8"]
 
 
+
+def test_the_console_scripts_help_is_the_modules(tmp_path):
+    # As pip's sgan-train script runs it: its own __main__ has no docstring,
+    # so absl's --help printed a bare USAGE line, not the usage and exit statuses.
+    script = tmp_path / "sgan-train"
+    script.write_text("import sys\nfrom sgan_keras.train import run\nsys.exit(run())\n")
+    result = subprocess.run([sys.executable, str(script), "--helpshort"], capture_output=True,
+                            text=True, timeout=300, env=ENV, cwd=REPO_ROOT)
+    assert "Faults (README" in result.stdout and "75  stopped by SIGTERM" in result.stdout
+
 # ------------------------------------------------------------ own images, TFLite
 def test_short_real_mnist_run_ships_tflite_files_that_score_like_the_model(mnist_dir, tmp_path):
     output_dir = tmp_path / "run"
