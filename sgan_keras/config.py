@@ -286,11 +286,13 @@ class TrainingConfig:
         schedule do."""
         if self.lr_schedule != "linear_decay" or self.lr_decay_start_epoch < self.epochs - 1:
             return ""
+        # One epoch has one rate, whatever the start: no start to suggest then.
+        remedy = (f"--lr_decay_start_epoch below {self.epochs - 1} decays it within the run"
+                  if self.epochs > 1 else "the rate is set once an epoch, so one epoch has one")
         return (f"note: --lr_schedule=linear_decay keeps the full rate for "
                 f"{self.lr_decay_start_epoch + 1} epochs (--lr_decay_start_epoch="
                 f"{self.lr_decay_start_epoch}) and this run has {self.epochs}: the learning "
-                f"rate stays constant; --lr_decay_start_epoch below {self.epochs - 1} "
-                f"decays it within the run")
+                f"rate stays constant; {remedy}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,7 @@
 """The source Adam rules against NumPy transcriptions of the sources' code."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -108,4 +110,12 @@ def test_the_schedule_line_appears_exactly_when_linear_decay_never_lowers_the_ra
     assert bool(line) == constant
     if constant:
         assert f"--lr_decay_start_epoch={start}" in line and f"this run has {epochs}" in line
+        # The start it suggests decays the rate (it said "below 0" for one epoch).
+        suggested = re.search(r"below (\d+) decays", line)
+        assert bool(suggested) == (epochs > 1), line
+        if suggested:
+            decaying = optimizers.learning_rate(Config().replace(
+                lr_schedule="linear_decay", lr_decay_start_epoch=int(suggested.group(1)) - 1,
+                epochs=epochs, steps_per_epoch=3).training, 0.1)
+            assert float(decaying((epochs - 1) * 3)) < 0.1
     assert Config().replace(epochs=1).training.schedule_line() == ""   # constant by choice
