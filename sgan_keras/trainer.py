@@ -294,8 +294,15 @@ def train(config):
                                      "--preset); pass networks to SGAN(...) and call fit()")
     if run.virtual_cpus:
         cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * run.virtual_cpus)
+        try:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * run.virtual_cpus)
+        except RuntimeError:   # TensorFlow fixes its devices when its runtime starts
+            raise config_lib.ConfigError(
+                f"--virtual_cpus={run.virtual_cpus} cannot split the CPU: this process's "
+                f"TensorFlow runtime already started with "
+                f"{len(tf.config.list_logical_devices('CPU'))} CPU device(s); call train() "
+                "before any TensorFlow op (e.g. in a new notebook kernel)") from None
     if run.deterministic:
         tf.config.experimental.enable_op_determinism()
     if run.strategy == "multi_worker":

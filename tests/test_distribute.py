@@ -312,6 +312,32 @@ def test_tpu_without_a_tpu_is_a_one_line_error(monkeypatch):
     assert "tpu" in str(error.value) and "\n" not in str(error.value)
 
 
+# A notebook that has run TensorFlow, then asks train() for logical CPUs.
+VIRTUAL_CPUS_TOO_LATE = """
+import json, os, tempfile
+import tensorflow as tf
+from sgan_keras import presets, trainer
+tf.constant(1.0)
+output_dir = os.path.join(tempfile.mkdtemp(), "run")
+config = presets.resolve({"preset": "mnist_gans_in_action", "strategy": "mirrored",
+                          "virtual_cpus": 2, "output_dir": output_dir})
+try:
+    trainer.train(config)
+    error = None
+except trainer.BAD_INPUT as bad:
+    error = str(bad)
+print(json.dumps({"error": error, "written": os.path.exists(output_dir)}))
+"""
+
+
+def test_virtual_cpus_after_tensorflow_started_is_bad_input():
+    # It raised TensorFlow's RuntimeError, none of the errors train() documents.
+    report = run_python(VIRTUAL_CPUS_TOO_LATE)
+    assert report["error"] is not None and "\n" not in report["error"], report
+    assert "virtual_cpus=2" in report["error"] and "already started" in report["error"]
+    assert not report["written"]
+
+
 # ------------------------------------------------------------------- is_chief
 class FakeStrategy:
     def __init__(self, cluster, task_type, task_id):
