@@ -186,6 +186,24 @@ def point_at_devnull(fd, flags=os.O_WRONLY):
         os.close(devnull)
 
 
+def help_whose_reader_may_go(parse):
+    """absl's flag parser ``parse`` (``app.parse_flags_with_usage``), for
+    ``app.run(..., flags_parser=...)``: ``--help`` into a pipe whose reader
+    has gone (``| head -3``) ends as absl ends a help, status 1, without a
+    BrokenPipeError traceback. absl prints the help before ``main`` runs, so
+    the CLIs' own handling of a gone reader is not in place yet."""
+    def parse_flags(argv):
+        try:
+            try:
+                return parse(argv)
+            finally:
+                sys.stdout.flush()   # the help's last lines: a gone reader is caught here
+        except BrokenPipeError:
+            point_at_devnull(sys.stdout.fileno())   # or Python's exit flush raises it again
+            sys.exit(1)
+    return parse_flags
+
+
 def open_closed_standard_streams():
     """Opens ``/dev/null`` on each of descriptors 0, 1 and 2 that is closed
     (a launch with ``>&-`` or ``2>&-``, some daemons); call it before any file

@@ -356,7 +356,7 @@ def run():
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     _use_this_docstring_as_usage()
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=faults.help_whose_reader_may_go(app.parse_flags_with_usage))
 
 
 def _use_this_docstring_as_usage():

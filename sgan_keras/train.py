@@ -263,7 +263,7 @@ def run():
     gc.disable()
     _use_this_docstring_as_usage()
     _check_flag_files(sys.argv)
-    app.run(main)
+    app.run(main, flags_parser=faults.help_whose_reader_may_go(app.parse_flags_with_usage))
 
 
 def _check_flag_files(argv):

@@ -1335,6 +1335,18 @@ def test_the_console_scripts_help_is_the_modules(tmp_path):
                             text=True, timeout=300, env=ENV, cwd=REPO_ROOT)
     assert "Faults (README" in result.stdout and "75  stopped by SIGTERM" in result.stdout
 
+
+@pytest.mark.parametrize("module", ["sgan_keras.train", "sgan_keras.predict"])
+def test_help_into_a_pipe_whose_reader_has_gone_ends_without_a_traceback(module):
+    """``--help | head -3``: absl prints the help before main guards stdout, so a
+    reader gone mid-help was a BrokenPipeError traceback (1 run in 5 with head)."""
+    child = subprocess.Popen([sys.executable, "-m", module, "--help"], cwd=REPO_ROOT,
+                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.close()             # gone before the child has started Python
+    stderr = child.stderr.read().decode()
+    assert child.wait(timeout=300) == 1, stderr      # absl's status for a help
+    assert stderr == "", stderr
+
 # ------------------------------------------------------------ own images, TFLite
 def test_short_real_mnist_run_ships_tflite_files_that_score_like_the_model(mnist_dir, tmp_path):
     output_dir = tmp_path / "run"
