@@ -209,6 +209,10 @@ class SGAN(keras.Model):
         TensorBoard callback logs its learning rate and places evaluation
         points at its step count (Keras' default would be an RMSprop that
         never steps).
+
+        ``jit_compile`` defaults to the config's (``--jit_compile``) when that
+        is not ``auto``; the config's other ``run`` options are the command
+        line's (:func:`sgan_keras.trainer.train`), not the model's.
         """
         refused = [name for name in _KERAS_COMPILE_REFUSED if name in kwargs]
         if refused:
@@ -232,6 +236,8 @@ class SGAN(keras.Model):
             default_d, default_g = optimizers.for_training(self.config.training)
             d_optimizer = d_optimizer or default_d
             g_optimizer = g_optimizer or default_g
+        if "jit_compile" not in kwargs and self.config.run.jit_compile != "auto":
+            kwargs["jit_compile"] = self.config.run.keras_jit_compile   # it was ignored here
         super().compile(**{"optimizer": d_optimizer, **kwargs})
         # Kept for get_compile_config: how fit() runs, as the caller asked.
         self._run_options = {name: kwargs[name] for name in _RUN_OPTIONS if name in kwargs}

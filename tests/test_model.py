@@ -682,6 +682,16 @@ def test_compile_takes_optimizer_names_and_refuses_what_it_cannot_use():
             model.compile(**keras_argument)
 
 
+def test_compile_takes_the_configs_jit_compile_unless_given_its_own():
+    """Config(jit_compile='true') (from_preset(..., jit_compile=...)) was accepted
+    and ignored by compile(): only the command line's trainer read it."""
+    assert tiny_model(jit_compile="true").jit_compile is True
+    assert tiny_model(jit_compile="false").jit_compile is False
+    model = tiny_model(jit_compile="true")
+    model.compile(jit_compile=False)
+    assert model.jit_compile is False
+
+
 def test_compile_refuses_an_optimizer_that_keeps_its_own_weight_average():
     """Keras' ``fit()`` ends with ``model.optimizer.finalize_variable_values(
     model.trainable_weights)``: with ``use_ema=True`` D's optimizer wrote its
