@@ -149,6 +149,7 @@ class CheckpointStore:
                 _write_state(self.directory, [
                     os.path.basename(name) for name_step, name in reversed(candidates)
                     if name_step <= step and os.path.exists(name + ".index")])
+                _remove_leftovers(self.directory, step)
             self._last_step = step
             return Restored(step, path, tuple(unreadable), set_aside=self.is_chief)
         if unreadable:
@@ -249,6 +250,24 @@ def _set_aside(path):
         target = os.path.join(directory, UNREADABLE_PREFIX + os.path.basename(file))
         with faults.writing(target):
             os.replace(file, target)
+
+
+def _remove_leftovers(directory, step):
+    """Removes what a run killed while saving left in ``directory``, which the
+    state file no longer names, so the manager never deletes it: the data files
+    of a checkpoint older than ``step`` whose index is gone (the manager deletes
+    a checkpoint's index first), and TensorFlow's staging directories
+    (``ckpt-<n>_temp``). Each is as large as a checkpoint. One that cannot be
+    removed stays."""
+    pattern = os.path.join(glob.escape(directory), f"{CHECKPOINT_NAME}-*")
+    for path in glob.glob(pattern + "_temp"):
+        shutil.rmtree(path, ignore_errors=True)
+    for path in glob.glob(pattern + ".data-*"):
+        prefix = path[:path.rindex(".data-")]
+        match = _STEP.match(os.path.basename(prefix))
+        if match and int(match.group(1)) < step and not os.path.exists(prefix + ".index"):
+            with contextlib.suppress(OSError):
+                os.remove(path)
 
 
 def _write_state(directory, names):

@@ -71,6 +71,21 @@ def test_an_unreadable_newest_checkpoint_falls_back_and_is_set_aside(tmp_path, d
     assert saved_steps(tmp_path) == [11, 12]
 
 
+def test_what_a_killed_save_left_is_removed_at_restore(tmp_path):
+    # kill -9 while the manager deleted the oldest checkpoint (its index first)
+    # left its data file, and one during a save TensorFlow's staging directory;
+    # the state file no longer named them, so they stayed, a checkpoint's size each.
+    save_steps(tmp_path, [10, 20])
+    (tmp_path / "ckpt-10.index").unlink()
+    (tmp_path / "ckpt-30_temp").mkdir()
+    (tmp_path / "ckpt-30_temp" / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"x")
+    (tmp_path / "mine.txt").write_text("a user's")
+    restored = checkpoint.CheckpointStore(tmp_path, make_variables()).restore()
+    assert restored.step == 20
+    assert sorted(os.listdir(tmp_path)) == [
+        "checkpoint", "ckpt-20.data-00000-of-00001", "ckpt-20.index", "mine.txt"]
+
+
 def test_a_restore_aborted_by_a_lost_worker_is_not_an_unreadable_checkpoint(
         tmp_path, monkeypatch):
     """Under MultiWorkerMirroredStrategy a restore runs collective ops; one that
