@@ -126,8 +126,8 @@ def main(argv):
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         trainer = import_trainer(config.model.architecture, config.model.precision)
-    except KeyboardInterrupt:
-        _exit_interrupted_outside_training()
+    except KeyboardInterrupt:   # nothing read or written yet: the same command, --overwrite too
+        _exit_interrupted_outside_training(keep_overwrite=True)
     try:
         output_dir = trainer.train(config)
     except KeyboardInterrupt:
@@ -190,25 +190,28 @@ def import_trainer(architecture="", precision="float32"):
     return trainer
 
 
-def _resume_command():
+def _resume_command(keep_overwrite=False):
     """The shell command that resumes this process's run from any directory:
     ``cd`` to this one (relative paths, the default ``runs/<name>``), then
     this command line without ``--overwrite``, which would remove the run it
     resumes (and with ``--nooverwrite`` last when a ``--flagfile`` might set
-    it)."""
+    it). ``keep_overwrite``: the command line as it is, for a process stopped
+    before it removed anything (without ``--overwrite``, a finished run, or
+    one of other flags, is refused)."""
     def name(argument):
         return argument.lstrip("-").split("=", 1)[0]
     arguments = [argument for argument in sys.argv[1:]
-                 if name(argument) not in ("overwrite", "nooverwrite")]
-    if any(name(argument) == "flagfile" for argument in arguments):
+                 if keep_overwrite or name(argument) not in ("overwrite", "nooverwrite")]
+    if not keep_overwrite and any(name(argument) == "flagfile" for argument in arguments):
         arguments.append("--nooverwrite")
     command = shlex.join([sys.executable, "-m", "sgan_keras.train", *arguments])
     return f"cd {shlex.quote(os.getcwd())} && {command}"
 
 
-def _exit_interrupted_outside_training():
+def _exit_interrupted_outside_training(keep_overwrite=False):
     _exit(EXIT_INTERRUPTED, "a signal (SIGTERM or SIGINT) arrived before training started or "
-                            f"after it ended; resume with: {_resume_command()}", kind="interrupted")
+                            f"after it ended; resume with: {_resume_command(keep_overwrite)}",
+          kind="interrupted")
 
 
 class _OutputWhoseReaderMayGo:

@@ -448,6 +448,23 @@ def test_a_signal_before_training_starts_gets_one_line_and_exit_75(signal_name, 
     assert not output_dir.exists()
 
 
+def test_a_signal_while_tensorflow_loads_prints_the_command_with_its_overwrite(tmp_path, fast):
+    """Nothing is removed yet: without --overwrite, the printed command was
+    refused on the finished run (or the run of other flags) it was to replace."""
+    script = ("import os, signal, sys\n"
+              "from sgan_keras import train\n"
+              "train.import_trainer = lambda *a: os.kill(os.getpid(), signal.SIGINT)\n"
+              "sys.argv = ['train.py'] + sys.argv[1:]\n"
+              "train.run()\n")
+    output_dir = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-c", script, *fast, f"--output_dir={output_dir}",
+                             "--overwrite"], capture_output=True, text=True, timeout=120,
+                            env=ENV, cwd=REPO_ROOT)
+    assert result.returncode == 75, result.stderr[-3000:]
+    command = error_lines(result.stderr)[0].split("resume with: ", 1)[1]
+    assert shlex.split(command)[-2:] == [f"--output_dir={output_dir}", "--overwrite"]
+
+
 def test_the_train_cli_freezes_what_importing_tensorflow_made_and_keeps_the_collector_on(
         monkeypatch):
     import gc
