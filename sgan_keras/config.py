@@ -383,6 +383,15 @@ class RunConfig:
 
     def __post_init__(self):
         _check_fields(self)
+        # TensorFlow reads a checkpoint's and a SavedModel's path as a file
+        # pattern: under a [ or a backslash it finds no file (a good checkpoint
+        # was read as unreadable at resume, and the export's check failed), nor
+        # old checkpoints to delete; a * or ? may match other directories' files.
+        pattern = sorted(set(self.output_dir or "") & set("*?[\\"))
+        if pattern:
+            raise ConfigError(f"--output_dir={self.output_dir} has {' '.join(pattern)}, which "
+                              "TensorFlow reads as a file pattern (its checkpoints would not "
+                              "be found): choose a path without *, ?, [ or \\")
 
     @property
     def keras_jit_compile(self):

@@ -123,6 +123,9 @@ def test_labels_flag_takes_a_number_or_all_and_absl_rejects_other_text(flag_valu
     ("output_dir", "", r"^--output_dir must be a non-empty path of UTF-8 text, got ''$"),
     ("output_dir", "caf\udce9", r"^--output_dir must be a non-empty path of UTF-8 text, "
                                 r"got 'caf\\udce9'$"),
+    # TensorFlow read its checkpoints' paths as file patterns: a resume found none.
+    ("output_dir", "runs/lr[0.1]", r"^--output_dir=runs/lr\[0.1\] has \[, which TensorFlow "
+                                   r"reads as a file pattern .*: choose a path without \*, \?, "),
     # An empty --data_dir= read as a directory '' ("data_dir  does not exist").
     ("data_dir", "", r"^--data_dir must be a non-empty path \(leave it out for the default\), "
                      r"got ''$"),
