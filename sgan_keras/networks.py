@@ -32,6 +32,7 @@ scaling; float16 (which does) is not offered.
 import contextlib
 
 import keras
+import tensorflow as tf
 
 from sgan_keras import layers as sgan_layers
 from sgan_keras.checks import is_integer
@@ -145,7 +146,7 @@ def build_generator(architecture, *, image_shape, latent_dim=100, seed=None,
         z = keras.Input((latent_dim,), name="z")
         images = _GENERATORS[architecture](z, seeds, output_activation)
         images = _float32_output(images, precision, "g_images_float32")
-    return keras.Model(z, images, name=f"generator_{architecture}")
+    return _synchronize_batch_norm(keras.Model(z, images, name=f"generator_{architecture}"))
 
 
 def build_discriminator(architecture, *, image_shape, num_classes=10, fake_class="zero",
@@ -169,7 +170,8 @@ def build_discriminator(architecture, *, image_shape, num_classes=10, fake_class
         logits = _logits_head(head_input, num_classes, fake_class, make_dense)
         logits = _float32_output(logits, precision, "d_logits_float32")
         features = _float32_output(features, precision, "d_features_float32")
-    return keras.Model(images, [logits, features], name=f"discriminator_{architecture}")
+    return _synchronize_batch_norm(
+        keras.Model(images, [logits, features], name=f"discriminator_{architecture}"))
 
 
 # ---------------------------------------------------------------------------
@@ -196,6 +198,21 @@ class _SeedStream:
 
     def normal(self, stddev):
         return keras.initializers.RandomNormal(stddev=stddev, seed=self())
+
+
+def _synchronize_batch_norm(network):
+    """Built in the scope of a strategy of several replicas, ``network``'s
+    BatchNorms take the global batch's statistics (Keras' ``synchronized``),
+    so that the replicas train as one device does (the sources ran on one).
+    Each replica's own statistics made training differ from one device's, and
+    the replicas' copies of the moving averages differ from each other (Keras
+    3.15 updates each from its replica's images): the evaluation used each
+    replica's, a checkpoint the first's."""
+    if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+        for layer in network.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.synchronized = True
+    return network
 
 
 @contextlib.contextmanager

@@ -432,3 +432,43 @@ def test_lecouat_features_are_a_global_max_pool():
     images = np.random.default_rng(0).uniform(-1, 1, size=(2, 32, 32, 3)).astype("float32")
     features = keras.Model(lecouat.input, lecouat.get_layer("d_lrelu9").output)(images)
     np.testing.assert_allclose(lecouat(images)[1], np.max(features, axis=(1, 2)), rtol=1e-6)
+
+
+SYNCHRONIZED_SCRIPT = """
+import json
+import keras, numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from sgan_keras import networks
+images = np.random.default_rng(0).uniform(-1, 1, (8, 28, 28, 1)).astype(np.float32)
+images[4:] += 0.5          # the second replica's half of the batch is brighter
+def moving_means(strategy):
+    with strategy.scope():
+        d = networks.build_discriminator("mnist_gans_in_action", image_shape=(28, 28, 1), seed=0)
+    batch = next(iter(strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensor_slices(images).batch(8))))
+    strategy.run(tf.function(lambda x: d(x, training=True)), args=(batch,))
+    norms = [layer for layer in d.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    return [[np.asarray(copy).tolist()
+             for copy in strategy.experimental_local_results(layer.moving_mean.value)]
+            for layer in norms]
+print(json.dumps({"one": moving_means(tf.distribute.get_strategy()),
+                  "two": moving_means(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))}))
+"""
+
+
+def test_batch_norm_under_several_replicas_takes_the_global_batchs_statistics():
+    """Each replica's BatchNorm took its own images' statistics, so the replicas'
+    copies of the moving averages differed (the evaluation used each replica's, a
+    checkpoint the first's: a resumed run was not the uninterrupted one) and
+    differed from one device's."""
+    import json
+    import preloaded
+    result = preloaded.run_code(SYNCHRONIZED_SCRIPT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(report["one"]) == len(report["two"]) == 2          # d_bn2, d_bn3
+    for (one_device,), replicas in zip(report["one"], report["two"]):
+        assert len(replicas) == 2
+        for copy in replicas:
+            np.testing.assert_allclose(copy, one_device, atol=1e-6)
