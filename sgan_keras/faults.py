@@ -276,11 +276,11 @@ def _writable_directory(path):
 
 
 def ignore_stop_signals():
-    """Ignores SIGTERM and SIGINT from here on: a CLI calls it once its exit
+    """Ignores SIGTERM, SIGINT and SIGHUP from here on: a CLI calls it once its exit
     status is decided and its line about to be printed. A signal during the
     exit, while TensorFlow tears down, ended the process with -15 or -2, or
     raised ``KeyboardInterrupt`` into the exit, with a traceback; ignored
     signals stay ignored through the interpreter's finalization (Python
     restores only the handlers it installed). A hung exit takes SIGKILL."""
-    for number in (signal.SIGTERM, signal.SIGINT):
+    for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(number, signal.SIG_IGN)

@@ -53,6 +53,7 @@ TensorFlow's ``PreemptionCheckpointHandler`` handles SIGTERM to any worker:
 every worker saves at the same step and exits 75.
 """
 
+import errno
 import gc
 import os
 import shlex
@@ -216,7 +217,9 @@ def _exit_interrupted_outside_training(keep_overwrite=False):
 
 class _OutputWhoseReaderMayGo:
     """``sys.stdout`` or ``sys.stderr`` whose pipe's reader may go (``| head -1``,
-    a pager quit, a log collector that died).
+    a pager quit, a log collector that died), or whose terminal may hang up
+    (an ssh session dropped: a write raises ``EIO``; training saves on its
+    SIGHUP, :class:`sgan_keras.trainer.StopSignals`).
 
     Python ignores SIGPIPE, so a write there raises ``BrokenPipeError``:
     unhandled, the next epoch line ended the run with a traceback, before that
@@ -231,25 +234,35 @@ class _OutputWhoseReaderMayGo:
     def write(self, text):
         try:
             return self._stream.write(text)
-        except BrokenPipeError:
+        except OSError as error:
+            if not _reader_gone_error(error):
+                raise
             self._reader_gone()
             return len(text)
 
     def flush(self):
         try:
             self._stream.flush()
-        except BrokenPipeError:
+        except OSError as error:
+            if not _reader_gone_error(error):
+                raise
             self._reader_gone()
 
     def _reader_gone(self):
         faults.point_at_devnull(self._stream.fileno())   # what is still buffered goes there too
         other = sys.stderr if self._name == "stdout" else sys.stdout
         kept = " (metrics.csv has every epoch)" if self._name == "stdout" else ""
-        print(f"sgan_keras.train: the reader of {self._name} has gone (a closed pipe); the "
-              f"run goes on without it{kept}", file=other, flush=True)
+        print(f"sgan_keras.train: the reader of {self._name} has gone (a closed pipe or "
+              f"terminal); the run goes on without it{kept}", file=other, flush=True)
 
     def __getattr__(self, name):    # isatty, fileno, encoding, ...: the stream's
         return getattr(self._stream, name)
+
+
+def _reader_gone_error(error):
+    """A write's error for a reader that has gone: a closed pipe, or a
+    terminal that hung up (``EIO``)."""
+    return isinstance(error, BrokenPipeError) or error.errno == errno.EIO
 
 
 def _exit(status, message, kind="error"):

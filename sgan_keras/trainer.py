@@ -239,7 +239,10 @@ def _remove_run_outputs(directory, temporaries_only=False):
 
 
 class StopSignals:
-    """While active, SIGTERM and SIGINT ask training to stop at the next step boundary.
+    """While active, SIGTERM, SIGINT and SIGHUP ask training to stop at the next
+    step boundary. SIGHUP is a closed terminal (an ssh session dropped): it
+    killed the run with everything since its last checkpoint; when it is
+    ignored (``nohup``), it stays ignored.
 
     The handler (Python's ``signal`` module) only records the first signal's
     name in :attr:`received`, which :class:`callbacks_lib.SaveCheckpoint`
@@ -257,6 +260,8 @@ class StopSignals:
 
     def __enter__(self):
         signals = (signal.SIGINT,) if self._sigint_as_sigterm else (signal.SIGTERM, signal.SIGINT)
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+            signals += (signal.SIGHUP,)
         for number in signals:
             self._previous[number] = signal.signal(number, self._handle)
         return self

@@ -565,6 +565,40 @@ def test_stop_signals_record_the_first_signal_and_let_a_second_one_end_the_proce
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 
 
+def test_sighup_saves_as_sigterm_does_unless_it_is_ignored_as_nohup_leaves_it():
+    """A dropped ssh session (SIGHUP) killed the run with everything since its
+    last checkpoint; under nohup (SIGHUP ignored) it must stay ignored."""
+    from sgan_keras import trainer
+    before = signal.getsignal(signal.SIGHUP)
+    try:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        with trainer.StopSignals() as stop:
+            os.kill(os.getpid(), signal.SIGHUP)  # handled by the next bytecode
+            assert stop.requested() == "SIGHUP"
+            assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL   # a second one ends it
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        with trainer.StopSignals() as stop:
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGHUP)
+            assert stop.requested() is None
+    finally:
+        signal.signal(signal.SIGHUP, before)
+
+
+def test_a_terminal_that_hung_up_is_a_reader_gone_not_a_traceback(capsys):
+    """Writes to a terminal that hung up raise EIO: the epoch line after a SIGHUP
+    (or the line saying where the run saved) ended in a traceback, exit 1."""
+    import pty
+    controller, terminal = pty.openpty()
+    from sgan_keras import train
+    stream = train._OutputWhoseReaderMayGo(open(terminal, "w", buffering=1), "stdout")
+    os.close(controller)                     # the terminal hangs up
+    assert stream.write("Epoch 1/2: ...\n") == len("Epoch 1/2: ...\n")
+    stream.flush()
+    assert "the reader of stdout has gone (a closed pipe or terminal)" in capsys.readouterr().err
+    stream.write("goes to /dev/null now\n")
+
+
 def test_a_signal_after_the_last_step_stops_before_the_export_and_the_run_then_finishes(
         tmp_path, mnist_dir, monkeypatch):
     """SIGTERM after the last step (here in the last epoch's end): the run
@@ -864,8 +898,8 @@ def test_a_run_whose_stdout_reader_has_gone_trains_to_the_end(tmp_path, fast):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert error_lines(result.stderr) == [
-        "sgan_keras.train: the reader of stdout has gone (a closed pipe); the run goes on "
-        "without it (metrics.csv has every epoch)"]
+        "sgan_keras.train: the reader of stdout has gone (a closed pipe or terminal); the run "
+        "goes on without it (metrics.csv has every epoch)"]
     assert [row["epoch"] for row in metrics_rows(output_dir)] == ["1", "2"]
     assert latest_step(output_dir) == 4 and (output_dir / "export" / "saved_model.pb").exists()
 
