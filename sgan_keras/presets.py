@@ -375,7 +375,9 @@ def _name_part(name, value):
     if isinstance(value, bool):
         return name if value else f"no{name}"
     if isinstance(value, float):
-        return f"{name}{value:g}"
+        # :g's 6 digits, unless they name another value (--ema=0.9999995 and
+        # 0.9999999 were both "ema1": two runs, one directory).
+        return f"{name}{value:g}" if float(f"{value:g}") == value else f"{name}{value!r}"
     if isinstance(value, int):
         return f"{name}{value}"
     if isinstance(value, tuple):

@@ -298,6 +298,14 @@ def test_run_names_say_every_option_that_differs_from_the_preset():
     assert baseline.run.output_dir == "runs/mnist_mnist_blog_labels100_supervised_unified_seed0"
 
 
+def test_run_names_of_floats_that_differ_past_six_digits_differ():
+    """:g's six digits made --ema=0.9999995 and --ema=0.9999999 both ``ema1``."""
+    first, second = resolve_flags("--ema=0.9999995"), resolve_flags("--ema=0.9999999")
+    assert first.run.output_dir == "runs/mnist_mnist_blog_labels100_ema0.9999995_seed0"
+    assert second.run.output_dir == "runs/mnist_mnist_blog_labels100_ema0.9999999_seed0"
+    assert resolve_flags("--lr=3e-4").run.output_dir.endswith("_lr0.0003_seed0")
+
+
 def test_a_leading_tilde_in_a_path_flag_is_the_home_directory(monkeypatch):
     """The shell leaves ``--data_dir=~/data`` alone; the run would look for, or
     create, a directory named ``~``."""
