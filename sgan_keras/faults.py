@@ -131,10 +131,16 @@ def write_json(path, value):
 
 
 def fsync(path):
-    """Forces the file or directory ``path`` to the disk."""
+    """Forces the file or directory ``path`` to the disk. A directory the file
+    system cannot sync (``EINVAL``, ``ENOTSUP``: some FUSE and network file
+    systems) is left as it is: its entries are written, and the run stopped
+    there with a traceback."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as error:
+        if not (error.errno in (errno.EINVAL, errno.ENOTSUP) and os.path.isdir(path)):
+            raise
     finally:
         os.close(fd)
 

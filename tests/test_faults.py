@@ -62,3 +62,28 @@ def test_matplotlib_gets_a_temporary_directory_only_when_its_own_cannot_be_used(
         assert os.path.isdir(os.environ["MPLCONFIGDIR"])
         if case == "relative config home":
             assert not (tmp_path / "config").exists()     # nothing made relative to the cwd
+
+
+@pytest.mark.parametrize("code", [errno.EINVAL, errno.ENOTSUP])
+def test_a_directory_the_file_system_cannot_sync_is_written_without_its_fsync(
+        tmp_path, monkeypatch, code):
+    """Some FUSE and network file systems refuse fsync on a directory (EINVAL):
+    every atomic write raised it as a traceback. A file's fsync still counts."""
+    fsync = os.fsync
+
+    def fsync_refusing_directories(fd):
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(code, os.strerror(code))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_refusing_directories)
+    faults.write_text(tmp_path / "a.txt", "kept")
+    assert (tmp_path / "a.txt").read_text() == "kept"
+    faults.fsync_tree(tmp_path)
+
+    def fsync_refusing_everything(fd):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "fsync", fsync_refusing_everything)
+    with pytest.raises(OSError):
+        faults.fsync(tmp_path / "a.txt")       # a file it cannot sync is not written safely
