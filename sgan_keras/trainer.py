@@ -209,10 +209,14 @@ def changed_options(earlier, config):
 
 
 def _same_value(name, earlier, current):
-    """Whether a field's value is unchanged; the data directory by the
-    directory it names (``../data`` and ``/home/me/data`` may be one)."""
+    """Whether a field's value is unchanged; the data directory, and a
+    ``folder:`` data set's, by the directory it names (``../data``, ``../data/``
+    and ``/home/me/data`` may be one)."""
     if earlier == current:
         return True
+    folder = "folder:"
+    if name == "dataset" and str(earlier).startswith(folder) and current.startswith(folder):
+        name, earlier, current = "data_dir", earlier[len(folder):], current[len(folder):]
     if name == "data_dir" and earlier and current:
         return os.path.realpath(os.path.expanduser(earlier)) == os.path.realpath(
             os.path.expanduser(current))

@@ -332,6 +332,20 @@ def test_a_resume_compares_every_option_but_the_run_only_ones():
     assert trainer.changed_options(older, config.replace(noise_stddev=0.5)) == ["noise_stddev"]
 
 
+def test_a_resume_takes_a_folder_dataset_by_the_directory_it_names(tmp_path, monkeypatch):
+    """``folder:pets/`` (a shell's completion) and ``folder:/abs/pets`` were
+    "other flags (--dataset)": the resume was refused and --overwrite offered."""
+    (tmp_path / "pets").mkdir()
+    (tmp_path / "cats").mkdir()
+    monkeypatch.chdir(tmp_path)
+    config = presets.resolve({"preset": "svhn_dcgan", "dataset": "folder:pets", "labels": 10})
+    earlier = config.to_dict()
+    for same in ("folder:pets/", f"folder:{tmp_path}/pets", "folder:./cats/../pets"):
+        assert trainer.changed_options(earlier, config.replace(dataset=same)) == []
+    assert trainer.changed_options(earlier, config.replace(dataset="folder:cats")) == ["dataset"]
+    assert trainer.changed_options(earlier, config.replace(dataset="tfds:pets")) == ["dataset"]
+
+
 def test_train_without_an_architecture_refuses_before_touching_its_directory(tmp_path):
     # Config()'s empty architecture is for networks given to SGAN(...) in code.
     config = Config().replace(output_dir=str(tmp_path / "run"))
