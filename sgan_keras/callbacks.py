@@ -102,7 +102,10 @@ def read_metrics_csv(path):
         epoch = _number(row["epoch"])
         if epoch is None or epoch != int(epoch):
             raise refuse(f"line {number} has epoch={str(row['epoch'])[:20]!r}, not a whole number")
-    return [row for _, row in numbered]
+    # A row with fewer cells than the header (cut short by hand) gets nan in the
+    # rest, as MetricsCSV writes a missing value; it was rewritten with empty cells.
+    return [{column: "nan" if value is None else value for column, value in row.items()}
+            for _, row in numbered]
 
 
 def _number(text):

@@ -151,6 +151,18 @@ def test_metrics_csv_truncates_at_train_begin(tmp_path):
 
 
 
+def test_metrics_csv_row_cut_short_by_hand_gets_nan_in_its_missing_cells(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,train_accuracy,test_accuracy,seconds\n1,0.5,0.25,3.0\n2,0.75\n")
+    rows = callbacks_lib.read_metrics_csv(path)
+    assert rows[1] == {"epoch": "2", "train_accuracy": "0.75", "test_accuracy": "nan",
+                       "seconds": "nan"}
+    callback = callbacks_lib.MetricsCSV(path, initial_epoch=2)
+    callback.on_train_begin()
+    callback._write()                       # as at the next epoch's end
+    assert path.read_text().splitlines()[2] == "2,0.75,nan,nan"
+
+
 def test_metrics_csv_with_a_byte_order_mark_resumes(tmp_path):
     # Excel's "CSV UTF-8" starts the file with a UTF-8 byte order mark.
     path = tmp_path / "metrics.csv"
