@@ -284,18 +284,30 @@ def run():
 
 def _check_flag_files(argv):
     """A ``--flagfile`` that is not UTF-8 text (absl reads it as such, and its
-    error is a traceback) gets one line."""
-    for argument in argv[1:]:
-        if argument.startswith("--flagfile="):
-            path = argument.split("=", 1)[1]
-            try:
-                with open(path, encoding="utf-8") as file:
-                    file.read()
-            except UnicodeDecodeError as error:
-                _exit(EXIT_USAGE, f"--flagfile={path} is not UTF-8 text ({error.reason} at "
-                                  f"byte {error.start}); save it as UTF-8")
-            except OSError:
-                pass     # absl names a missing or unreadable flag file itself
+    error is a traceback) gets one line; found as absl finds them: ``--flagfile=F``,
+    ``--flagfile F``, one dash too, and the ``--flagfile=`` lines of a flag file."""
+    paths, arguments = [], argv[1:]
+    for index, argument in enumerate(arguments):
+        if argument in ("--flagfile", "-flagfile") and index + 1 < len(arguments):
+            paths.append(os.path.expanduser(arguments[index + 1]))
+        elif argument.startswith(("--flagfile=", "-flagfile=")):
+            paths.append(os.path.expanduser(argument.split("=", 1)[1].strip()))
+    seen = set()
+    while paths:
+        path = paths.pop(0)
+        if not path or path in seen:   # absl skips an empty one and a loop
+            continue
+        seen.add(path)
+        try:
+            with open(path, encoding="utf-8") as file:
+                lines = file.readlines()
+        except UnicodeDecodeError as error:
+            _exit(EXIT_USAGE, f"--flagfile={path} is not UTF-8 text ({error.reason} at "
+                              f"byte {error.start}); save it as UTF-8")
+        except OSError:
+            continue     # absl names a missing or unreadable flag file itself
+        paths += [os.path.expanduser(line.split("=", 1)[1].strip()) for line in lines
+                  if line.startswith(("--flagfile=", "-flagfile="))]
 
 
 def _use_this_docstring_as_usage():

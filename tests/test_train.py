@@ -1376,6 +1376,20 @@ def test_helpfull_explains_every_flag_and_flagfile_works(tmp_path):
         "continuation byte at byte 16); save it as UTF-8"]
 
 
+@pytest.mark.parametrize("spelling", ["--flagfile {}", "-flagfile={}", "--flagfile={}.outer"])
+def test_a_flag_file_not_utf8_gets_one_line_however_it_is_named(tmp_path, spelling):
+    """Only --flagfile=F was checked: --flagfile F, -flagfile=F and a flag file
+    included by another ended in absl's UnicodeDecodeError traceback."""
+    flagfile = tmp_path / "flags.txt"
+    flagfile.write_bytes("--output_dir=café\n".encode("latin-1"))
+    (tmp_path / "flags.txt.outer").write_text(f"# runs\n--flagfile={flagfile}\n")
+    result = fresh_cli(*spelling.format(flagfile).split())
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert error_lines(result.stderr) == [
+        f"sgan_keras.train: error: --flagfile={flagfile} is not UTF-8 text (invalid "
+        "continuation byte at byte 16); save it as UTF-8"]
+
+
 
 def test_the_console_scripts_help_is_the_modules(tmp_path):
     # As pip's sgan-train script runs it: its own __main__ has no docstring,
