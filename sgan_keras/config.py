@@ -333,6 +333,8 @@ class DataConfig:
         check_dataset(self.dataset)
         if not _check_labels(self.labels):
             raise ConfigError(f"--labels must be a positive integer or 'all', got {self.labels!r}")
+        if self.labels != "all":
+            object.__setattr__(self, "labels", int(self.labels))   # as _check_fields' numbers
         # Known here for the built-in sets, so refused before any data is read
         # or written (a folder's or a TFDS set's classes are counted when read).
         dataset = choices_lib.DATASETS.get(self.dataset)
@@ -554,6 +556,11 @@ def _check_fields(instance):
             continue
         if not _is_a(value, option.type):
             raise ConfigError(f"{option.label()} must be {option.type.__name__}, got {value!r}")
+        if option.type in (int, float) and type(value) is not option.type:
+            # A NumPy scalar (np.int64 from an array) as Python's: to_dict() is
+            # JSON (flags.json, a saved model's config), which takes no NumPy.
+            value = option.type(value)
+            object.__setattr__(instance, field.name, value)
         if option.type is float and not math.isfinite(value):   # inf passes "positive"
             raise ConfigError(f"{option.label()} must be a finite number, got {value!r}")
         if option.choices is not None and value not in option.choices:

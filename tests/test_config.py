@@ -354,6 +354,19 @@ def test_train_without_an_architecture_refuses_before_touching_its_directory(tmp
     assert not (tmp_path / "run").exists()
 
 
+def test_numpy_numbers_are_kept_as_pythons_so_the_config_is_json():
+    """A seed or label count from an array (np.int64) was kept as NumPy's:
+    flags.json's json.dumps raised TypeError (a traceback) in trainer.train."""
+    config = presets.get_preset("mnist_gans_in_action").config.replace(
+        seed=np.int64(3), labels=np.int64(20), epochs=np.uint8(2), g_lr=np.float32(0.5),
+        ema_decay=np.float64(0.25))
+    values = json.loads(json.dumps(config.to_dict()))
+    assert (values["seed"], values["labels"], values["epochs"], values["g_lr"]) == (3, 20, 2, 0.5)
+    assert [type(config.value(name)) for name in ("seed", "labels", "epochs", "g_lr")] == [
+        int, int, int, float]
+    assert Config.from_dict(values) == config
+
+
 @pytest.mark.parametrize("value, expected", [
     (3, True), (np.int64(3), True), (np.uint8(3), True), (-2, True),
     (True, False), (np.True_, False), (2.0, False), (np.float32(2), False),
