@@ -432,6 +432,8 @@ class SGAN(keras.Model):
         given = inspect.signature(super().fit).bind(x, y, batch_size, *args, **kwargs).arguments
         _refuse_terminate_on_nan(given.get("callbacks"))
         _check_class_ids(x, y, self.num_classes, "fit()")
+        _check_replica_shares(x, batch_size, given.get("steps_per_epoch"),
+                              self.distribute_strategy.num_replicas_in_sync)
         validation = given.get("validation_data")
         if isinstance(validation, (tuple, list)) and validation:
             _check_class_ids(validation[0], validation[1] if len(validation) > 1 else None,
@@ -1009,6 +1011,36 @@ def _check_class_ids(x, y, num_classes, call):
             f"{num_classes} classes, 0..{num_classes - 1} ({bad.size} of {values.size} labels "
             f"are out of range); TensorFlow's cross entropy would fail on the CPU and give "
             f"NaN on a GPU")
+
+
+def _check_replica_shares(x, batch_size, steps_per_epoch, replicas):
+    """Refuses ``fit()`` batches that ``replicas`` cannot share equally, where
+    they can be seen before training: a data set's fixed batch size, or arrays'
+    ``batch_size`` and last batch. The training step gives each replica an
+    equal share of the global batch's noise and of its loss's divisor: with
+    unequal shares the noise rows overlapped, the step trained otherwise than
+    on one device, and a replica without images logged NaN losses. (The
+    command line refuses such a ``--batch_size`` too.) Generators and data
+    sets of unknown batch size are not checked."""
+    if replicas == 1:
+        return
+    if isinstance(x, tf.data.Dataset):
+        leaves = [spec for spec in tf.nest.flatten(x.element_spec) if spec.shape.rank]
+        sizes = [spec.shape[0] for spec in leaves if spec.shape[0] is not None]
+    else:
+        arrays = keras.tree.flatten(x)
+        if not arrays or not all(hasattr(array, "shape") for array in arrays):
+            return
+        count, size = len(arrays[0]), batch_size or 32
+        last = count % size
+        reaches_last = not steps_per_epoch or steps_per_epoch * size > count - last
+        sizes = [size] + ([last] if last and reaches_last else [])
+    bad = [size for size in sizes if size % replicas]
+    if bad:
+        raise ValueError(
+            f"fit() under {replicas} replicas needs batches they can share equally, a "
+            f"multiple of {replicas} images; got batches of {bad[0]}: choose batch_size "
+            f"(and the number of images) so, or batch the data set with drop_remainder=True")
 
 
 def _global_result(tracker, context):

@@ -924,8 +924,21 @@ UNEVEN_REPLICAS_SCRIPT = textwrap.dedent("""
         return {{**evaluated, "train_accuracy": trained["accuracy"][0]}}
 
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    # Training batches the 2 replicas cannot share equally are refused.
+    with mirrored.scope():
+        model = t.tiny_model()
+    arrays = {{key: np.concatenate([value] * 2)[:15] for key, value in t.tiny_batch().items()}}
+    refused = []
+    for data, kwargs in ((t.tiny_dataset(size=7), {{"steps_per_epoch": 1}}),
+                         (arrays, {{"batch_size": 7}}), (arrays, {{"batch_size": 8}})):
+        try:
+            model.fit(data, epochs=1, verbose=0, **kwargs)
+        except ValueError as error:
+            refused.append(str(error))
+    shared = model.fit(arrays, batch_size=8, steps_per_epoch=1, epochs=1, verbose=0).history
     print(json.dumps({{"single": logs(tf.distribute.get_strategy()),
-                      "mirrored": logs(mirrored)}}))
+                      "mirrored": logs(mirrored), "refused": refused,
+                      "shared": np.isfinite(shared["d_loss"][0]).item()}}))
 """)
 
 
@@ -942,6 +955,14 @@ def test_metrics_of_replicas_with_unequal_shares_are_the_global_batches():
     assert set(report["single"]) == set(report["mirrored"])
     for name, value in report["single"].items():
         assert abs(value - report["mirrored"][name]) < 1e-5, (name, report)
+    # Training batches they cannot share (a data set's 7, arrays' 7, the last 7 of
+    # 15 in 8s) overlapped their noise, trained otherwise than one device, or
+    # logged NaN on an empty replica; refused with one line. 8 of 15 for one step is not.
+    assert len(report["refused"]) == 3, report["refused"]
+    for message in report["refused"]:
+        assert message.startswith("fit() under 2 replicas needs batches they can share "
+                                  "equally, a multiple of 2 images; got batches of 7:"), message
+    assert report["shared"] is True
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
