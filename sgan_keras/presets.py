@@ -356,8 +356,9 @@ def run_name(config):
     dataset = config.data.dataset
     if choices_lib.is_custom(dataset):   # folder:/data/pets -> folder-pets
         kind, source = dataset.split(":", 1)
-        dataset = f"{kind}-" + "".join(c if c.isalnum() or c in "-._" else "-"
-                                       for c in os.path.basename(source.rstrip("/")) or source)
+        if kind == "folder":   # tfds:NAME/config keeps its NAME: config names repeat
+            source = os.path.basename(source.rstrip("/")) or source
+        dataset = f"{kind}-" + "".join(c if c.isalnum() or c in "-._" else "-" for c in source)
     parts = [dataset, config.preset, f"labels{config.data.labels}"]
     if config.supervised_only:
         parts.append("supervised")

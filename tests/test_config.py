@@ -306,6 +306,17 @@ def test_run_names_of_floats_that_differ_past_six_digits_differ():
     assert resolve_flags("--lr=3e-4").run.output_dir.endswith("_lr0.0003_seed0")
 
 
+def test_run_names_of_tfds_configs_keep_the_data_sets_name():
+    """tfds:NAME/config was named by its config alone: tfds:mnist_corrupted/fog
+    and tfds:cifar10_corrupted/fog were one directory, tfds-fog."""
+    names = [presets.run_name(presets.resolve({
+        "preset": "svhn_dcgan", "dataset": dataset, "convert_channels": True}))
+        for dataset in ("tfds:mnist_corrupted/fog", "tfds:cifar10_corrupted/fog",
+                        "folder:/data/pets/")]
+    assert [name.split("_svhn_dcgan")[0] for name in names] == [
+        "tfds-mnist_corrupted-fog", "tfds-cifar10_corrupted-fog", "folder-pets"]
+
+
 def test_a_leading_tilde_in_a_path_flag_is_the_home_directory(monkeypatch):
     """The shell leaves ``--data_dir=~/data`` alone; the run would look for, or
     create, a directory named ``~``."""
