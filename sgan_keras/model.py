@@ -163,7 +163,11 @@ class SGAN(keras.Model):
         if overrides.get("supervised_only"):
             presets_lib.refuse_gan_options(overrides, "supervised_only=True",
                                            lambda option: option.name)
-        return cls.for_config(presets_lib.get_preset(name).config.replace(**overrides))
+        config = presets_lib.get_preset(name).config.replace(**overrides)
+        # As the command line: an override that would change nothing is refused.
+        presets_lib.refuse_options_that_change_nothing(config, overrides,
+                                                       lambda option: option.name)
+        return cls.for_config(config)
 
     @classmethod
     def for_config(cls, config, num_classes=None):

@@ -313,12 +313,19 @@ def resolve(overrides):
             baseline_length = overrides.get("baseline_" + field, config.value("baseline_" + field))
             overrides.setdefault(field, baseline_length or config.value(field))
     config = config.replace(**overrides)
-    for field in overrides:
+    refuse_options_that_change_nothing(config, overrides, lambda option: option.label())
+    return config
+
+
+def refuse_options_that_change_nothing(config, fields, name):
+    """Refuses each of ``fields`` whose ``needs`` (``config.option``) ``config``
+    does not meet, e.g. the manifold weight without a manifold regularization;
+    ``name`` spells an option as the caller took it (a flag, a field)."""
+    for field in fields:
         option = config_lib.OPTIONS[field]
         if option.needs and not option.needs[1](config.value(option.needs[0])):
-            raise config_lib.ConfigError(f"{option.label()} changes nothing without "
+            raise config_lib.ConfigError(f"{name(option)} changes nothing without "
                                          f"{option.needs[2]}; drop it")
-    return config
 
 
 def refuse_gan_options(fields, supervised_only, name):

@@ -559,6 +559,16 @@ def test_from_preset_refuses_the_gans_options_with_supervised_only():
     assert SGAN.from_preset("mnist_blog", supervised_only=True).generator is None
 
 
+def test_from_preset_refuses_an_override_that_changes_nothing():
+    """manifold_weight without a manifold regularization built a model
+    without one, where --manifold_weight alone is refused."""
+    with pytest.raises(ConfigError, match=r"^manifold_weight changes nothing without "
+                                          r"--manifold_reg=lecouat or blog; drop it$"):
+        SGAN.from_preset("mnist_gans_in_action", manifold_weight=0.1)
+    with pytest.raises(ConfigError, match=r"^noise_stddev changes nothing without"):
+        SGAN.from_preset("mnist_improved_gan", noise_stddev=0.5)
+
+
 def test_supervised_only_mode_needs_no_generator():
     _, discriminator = tiny_networks()
     model = SGAN(None, discriminator, Config(supervised_only=True))
