@@ -568,6 +568,9 @@ def _check_fields(instance):
             raise ConfigError(f"{option.label()} must be one of {allowed}, got {value!r}")
         if option.check is not None and not option.check[1](value):
             raise ConfigError(f"{option.label()} must be {option.check[0]}, got {value!r}")
+        if option.type is int and abs(value) >= 2**63:   # a tensor's int64 cannot hold it
+            raise ConfigError(f"{option.label()} must be below 2**63 (int64, which TensorFlow "
+                              f"counts in), got {value!r}")
         if option.type is float and (problem := _float32_problem(value, option.check)):
             raise ConfigError(f"{option.label()} must be {problem} in float32, which training "
                               f"computes in: got {value!r}, {_float32(value)!r} in float32")

@@ -111,6 +111,9 @@ def test_labels_flag_takes_a_number_or_all_and_absl_rejects_other_text(flag_valu
                                    r"in float32$"),
     ("batch_size", 0, r"^--batch_size must be positive, got 0$"),
     ("epochs", 2.5, r"^--epochs must be int, got 2.5$"),
+    # Past int64 a tensor cannot hold it: TensorFlow's ValueError traceback.
+    ("batch_size", 10**20, r"^--batch_size must be below 2\*\*63 \(int64, which TensorFlow "
+                           r"counts in\), got 100000000000000000000$"),
     ("init_images", -1, r"^--init_images must be >= 0, got -1$"),
     ("checkpoint_every_steps", -1, r"^--checkpoint_every_steps must be >= 0"),
     ("fake_class", "eleven", r"^--fake_class must be one of \('zero', 'learned', "),
