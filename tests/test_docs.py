@@ -130,3 +130,18 @@ def test_a_saved_sgan_loads_in_a_new_process_after_the_import_the_readme_names(t
     assert result.returncode == 0, result.stderr[-2000:]
     np.testing.assert_array_equal(np.load(tmp_path / "logits.npy"),
                                   model.predict(images, verbose=0))
+
+
+def test_the_readme_names_every_field_the_unified_procedure_sets():
+    """README's --procedure=unified sentence left out G's fresh fakes, which it
+    sets (mnist_blog's reused fakes become fresh ones)."""
+    from sgan_keras import presets
+    text = " ".join((REPO_ROOT / "README.md").read_text(encoding="utf-8").split())
+    start = text.index("`--procedure=unified` trains any preset")
+    sentence = text[start:text.index(")", start)]
+    words = {"label_selection": "label selection", "label_batching": "batches",
+             "update_order": "update order", "generator_fakes": "G's fresh fakes",
+             "adam_rule": "Adam rule", "init_images": "init",
+             "baseline_epochs": "baseline budget", "baseline_steps_per_epoch": "baseline budget"}
+    assert [field for field in presets.UNIFIED_PROCEDURE
+            if words[field] not in sentence] == []
