@@ -283,7 +283,14 @@ class TrainingConfig:
         ``lr_decay_start_epoch`` at the full rate (``optimizers.LinearDecay``), so
         a start at or past the run's last epoch (the long presets on a short
         budget) keeps the rate constant, as the first epochs of the source's
-        schedule do."""
+        schedule do. Also a per-epoch decay that lowers no epoch's rate: by the
+        factor 1 (the option's default), or in a run of one epoch."""
+        if self.lr_schedule == "per_epoch_decay" and (self.lr_decay_rate == 1
+                                                      or self.epochs == 1):
+            reason = ("--lr_decay_rate=1 (its default) keeps it" if self.lr_decay_rate == 1
+                      else "it lowers the rate after each epoch and this run has 1")
+            return (f"note: --lr_schedule=per_epoch_decay: {reason}, so the learning rate "
+                    "stays constant")
         if self.lr_schedule != "linear_decay" or self.lr_decay_start_epoch < self.epochs - 1:
             return ""
         # One epoch has one rate, whatever the start: no start to suggest then.

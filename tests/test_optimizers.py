@@ -119,3 +119,17 @@ def test_the_schedule_line_appears_exactly_when_linear_decay_never_lowers_the_ra
                 epochs=epochs, steps_per_epoch=3).training, 0.1)
             assert float(decaying((epochs - 1) * 3)) < 0.1
     assert Config().replace(epochs=1).training.schedule_line() == ""   # constant by choice
+
+
+@pytest.mark.parametrize("rate, epochs", [(1.0, 3), (0.5, 1), (0.5, 3), (1.0, 1)])
+def test_the_schedule_line_appears_exactly_when_per_epoch_decay_never_lowers_the_rate(
+        rate, epochs):
+    """--lr_schedule=per_epoch_decay with the default --lr_decay_rate=1 kept the
+    rate constant without a word."""
+    training = Config().replace(lr_schedule="per_epoch_decay", lr_decay_rate=rate,
+                                epochs=epochs, steps_per_epoch=3).training
+    schedule = optimizers.learning_rate(training, 0.1)
+    constant = all(float(schedule(step)) == pytest.approx(0.1) for step in range(epochs * 3))
+    line = training.schedule_line()
+    assert bool(line) == constant, line
+    assert not line or line.startswith("note: --lr_schedule=per_epoch_decay: ")
