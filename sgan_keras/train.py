@@ -284,8 +284,10 @@ def run():
 
 def _check_flag_files(argv):
     """A ``--flagfile`` that is not UTF-8 text (absl reads it as such, and its
-    error is a traceback) gets one line; found as absl finds them: ``--flagfile=F``,
-    ``--flagfile F``, one dash too, and the ``--flagfile=`` lines of a flag file."""
+    error is a traceback), or that starts with a byte order mark (absl read
+    "unexpected arguments ['\\ufeff--...']"), gets one line; found as absl
+    finds them: ``--flagfile=F``, ``--flagfile F``, one dash too, and the
+    ``--flagfile=`` lines of a flag file."""
     paths, arguments = [], argv[1:]
     for index, argument in enumerate(arguments):
         if argument in ("--flagfile", "-flagfile") and index + 1 < len(arguments):
@@ -306,6 +308,9 @@ def _check_flag_files(argv):
                               f"byte {error.start}); save it as UTF-8")
         except OSError:
             continue     # absl names a missing or unreadable flag file itself
+        if lines and lines[0].startswith("\ufeff"):   # absl took it as an argument's first byte
+            _exit(EXIT_USAGE, f"--flagfile={path} starts with a byte order mark (an editor's "
+                              "'UTF-8 with BOM'); save it as UTF-8 without one")
         paths += [os.path.expanduser(line.split("=", 1)[1].strip()) for line in lines
                   if line.startswith(("--flagfile=", "-flagfile="))]
 

@@ -1391,6 +1391,17 @@ def test_a_flag_file_not_utf8_gets_one_line_however_it_is_named(tmp_path, spelli
 
 
 
+def test_a_flag_file_with_a_byte_order_mark_gets_one_line(tmp_path):
+    # Notepad's "UTF-8 with BOM": absl read "unexpected arguments ['\ufeff--dataset=mnist']".
+    flagfile = tmp_path / "flags.txt"
+    flagfile.write_text("--dataset=mnist\n", encoding="utf-8-sig")
+    result = fresh_cli(f"--flagfile={flagfile}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert error_lines(result.stderr) == [
+        f"sgan_keras.train: error: --flagfile={flagfile} starts with a byte order mark (an "
+        "editor's 'UTF-8 with BOM'); save it as UTF-8 without one"]
+
+
 def test_the_console_scripts_help_is_the_modules(tmp_path):
     # As pip's sgan-train script runs it: its own __main__ has no docstring,
     # so absl's --help printed a bare USAGE line, not the usage and exit statuses.
