@@ -295,6 +295,9 @@ def train(config):
     :data:`WORKER_LOST` and :data:`OUT_OF_MEMORY`, after the lock is released
     and the signal handlers are restored.
     """
+    if not isinstance(config, config_lib.Config):   # e.g. a path, or a preset's name
+        raise TypeError(f"train() takes a sgan_keras.Config (e.g. presets.resolve({{...}})), "
+                        f"got {type(config).__name__} {config!r:.60}")
     run, training = config.run, config.training
     if run.output_dir is None:   # the CLI's default is runs/<run name> (train.py)
         raise config_lib.ConfigError("--output_dir (config.run.output_dir) is not set")

@@ -553,6 +553,13 @@ def test_train_needs_an_output_dir_before_it_touches_anything():
         trainer.train(config)
 
 
+def test_train_names_what_it_takes_when_given_no_config():
+    # trainer.train("runs/x") from a notebook was an AttributeError ('str' object has no 'run').
+    from sgan_keras import trainer
+    with pytest.raises(TypeError, match=r"^train\(\) takes a sgan_keras.Config .*got str 'runs/x'"):
+        trainer.train("runs/x")
+
+
 def test_stop_signals_record_the_first_signal_and_let_a_second_one_end_the_process():
     from sgan_keras import trainer
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
