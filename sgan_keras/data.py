@@ -334,9 +334,7 @@ def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0)
     if label_selection not in LABEL_SELECTIONS:
         raise DataError(f"label_selection must be one of {', '.join(LABEL_SELECTIONS)}, "
                         f"got {label_selection!r}")
-    if data_dir is not None and not os.path.isdir(data_dir):
-        raise DataError(f"data_dir {data_dir} is a file: pass the directory that holds it"
-                        if os.path.exists(data_dir) else f"data_dir {data_dir} does not exist")
+    check_paths(name, data_dir)
     if is_custom(name):
         return _load_custom(name, budget, seed=seed, data_dir=data_dir, pixel_range=pixel_range,
                             label_selection=label_selection, image_shape=image_shape,
@@ -384,6 +382,21 @@ def synthetic_dataset(name, labels, *, train_size=10000, seed=0, pixel_range=(-1
         test_labels=train_labels[:100],
         labeled_indices=draw_labeled_indices(train_labels, labels, seed, info.num_classes),
         pixel_range=tuple(pixel_range), seed=seed)
+
+
+def check_paths(name, data_dir):
+    """A :class:`DataError` for a ``data_dir``, or a ``folder:PATH`` data set's
+    folder, that is not a directory. The trainer checks them before it touches
+    the output directory: a mistyped path with ``--overwrite`` removed the
+    earlier run, then stopped at the data."""
+    if data_dir is not None and not os.path.isdir(data_dir):
+        raise DataError(f"data_dir {data_dir} is a file: pass the directory that holds it"
+                        if os.path.exists(data_dir) else f"data_dir {data_dir} does not exist")
+    if is_custom(name) and name.startswith("folder:"):
+        path = name.split(":", 1)[1]
+        if not os.path.isdir(path):
+            raise DataError(f"folder {path} does not exist; expected {path}/labeled/<class>/*, "
+                            f"{path}/unlabeled/** and optionally {path}/test/<class>/*")
 
 
 def _load_custom(name, budget, *, seed, data_dir, pixel_range, label_selection, image_shape,

@@ -333,6 +333,7 @@ def train(config):
                          f"{strategy.num_replicas_in_sync} replicas of --strategy={run.strategy} "
                          "(XLA reaches one device's variables); use --jit_compile=auto or false")
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    data_lib.check_paths(config.data.dataset, config.data.data_dir)   # before --overwrite
     try:
         with contextlib.ExitStack() as cleanup:
             if distribute.is_chief(strategy):

@@ -199,6 +199,18 @@ def test_finished_run_is_not_overwritten_without_overwrite(finished_run, fast, t
     assert (output_dir / "metrics.csv").read_text() == before
 
 
+def test_overwrite_with_a_mistyped_data_dir_keeps_the_earlier_run(finished_run, fast, tmp_path):
+    # The earlier run was removed, then the run stopped at the data it could not find.
+    output_dir = copy_run(finished_run[0], tmp_path)
+    before = (output_dir / "metrics.csv").read_text()
+    result = cli(*fast, "--epochs=2", "--steps_per_epoch=3", f"--output_dir={output_dir}",
+                 f"--data_dir={tmp_path / 'mnsit'}", "--overwrite")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert error_lines(result.stderr) == [
+        f"sgan_keras.train: error: data_dir {tmp_path / 'mnsit'} does not exist"]
+    assert (output_dir / "metrics.csv").read_text() == before
+
+
 def test_a_run_that_never_trained_leaves_its_directory_to_a_corrected_command(tmp_path):
     from sgan_keras import trainer
     config = presets.get_preset("mnist_gans_in_action").config.replace(
