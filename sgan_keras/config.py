@@ -373,7 +373,11 @@ class RunConfig:
         "multi_worker reads TF_CONFIG.", choices=choices_lib.STRATEGIES, run_only=True)
     virtual_cpus: int = option(0, "Split the CPU into this many logical devices (to try "
                                "tf.distribute without GPUs).", check=NON_NEGATIVE,
-                               run_only=True)
+                               run_only=True,
+                               # Only MirroredStrategy takes them: auto's default strategy
+                               # and multi_worker's use one CPU device.
+                               needs=("strategy", lambda value: value == "mirrored",
+                                      "--strategy=mirrored"))
     deterministic: bool = option(False, "Make TensorFlow ops deterministic (slower on GPU).")
     jit_compile: str = option(
         "auto", "XLA-compile the train step. auto: off on CPU, where "

@@ -244,6 +244,8 @@ def test_resolve_picks_the_datasets_preset_and_the_baselines_budget():
                                  "tfds: --dataset"),
     ({"manifold_weight": 0.1}, "--manifold_weight changes nothing without "
                                "--manifold_reg=lecouat or blog"),
+    # On the CPU, auto's default strategy and multi_worker's use one device.
+    ({"virtual_cpus": 2}, "--virtual_cpus changes nothing without --strategy=mirrored"),
 ])
 def test_an_option_that_would_change_nothing_is_refused(overrides, refused):
     """Each option declares what it needs (config.option's ``needs``): given
@@ -257,7 +259,7 @@ def test_an_option_that_would_change_nothing_is_refused(overrides, refused):
     enabling = {"lr_schedule": {"lr_decay_rate": "per_epoch_decay",
                                 "lr_decay_start_epoch": "linear_decay"}.get(field),
                 "noise": "normal", "init_images": 10, "dataset": "tfds:mnist",
-                "manifold": "blog"}[needed]
+                "manifold": "blog", "strategy": "mirrored"}[needed]
     taken = presets.resolve({**base, **overrides, needed: enabling})
     assert taken.value(field) == overrides[field]
     unified = presets.resolve({"preset": "mnist_gans_in_action", "procedure": "unified"})
