@@ -310,6 +310,9 @@ def resolve(overrides):
     if overrides.get("supervised_only"):
         refuse_gan_options(overrides, "--supervised_only", lambda option: "--" + option.flag)
         for field in ("epochs", "steps_per_epoch"):
+            if field in overrides and "baseline_" + field in overrides:   # the first won
+                raise config_lib.ConfigError(f"--{field} and --baseline_{field} both set the "
+                                             "baseline's length; give one")
             baseline_length = overrides.get("baseline_" + field, config.value("baseline_" + field))
             overrides.setdefault(field, baseline_length or config.value(field))
     config = config.replace(**overrides)

@@ -229,6 +229,11 @@ def test_resolve_picks_the_datasets_preset_and_the_baselines_budget():
     with pytest.raises(ConfigError, match="--baseline_epochs changes nothing without "
                                           "--supervised_only; drop it"):
         presets.resolve({"preset": "mnist_gans_in_action", "baseline_epochs": 5})
+    # Both lengths given: --epochs won and --baseline_epochs changed nothing.
+    for field in ("epochs", "steps_per_epoch"):
+        with pytest.raises(ConfigError, match=f"^--{field} and --baseline_{field} both set "):
+            presets.resolve({"preset": "mnist_gans_in_action", "supervised_only": True,
+                             field: 2, "baseline_" + field: 5})
 
 
 @pytest.mark.parametrize("overrides, refused", [
