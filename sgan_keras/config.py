@@ -457,8 +457,10 @@ class Config:
         if data.include_extra and data.dataset != "svhn":
             raise ConfigError("--include_extra applies to --dataset=svhn only")
         if training.generator_fakes == "reused" and training.update_order != "sequential":
-            raise ConfigError("--generator_fakes=reused needs update_order='sequential' "
-                              f"(--update_order), got {training.update_order!r}")
+            raise ConfigError("--generator_fakes=reused (the D step's fakes for G, mnist_blog's) "
+                              "needs --update_order=sequential, got "
+                              f"{training.update_order!r}; with another order, give "
+                              "--generator_fakes=fresh too")
         if (model.precision == "mixed_bfloat16" and model.manifold != "none"
                 and not self.supervised_only):
             raise ConfigError(

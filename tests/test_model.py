@@ -416,7 +416,7 @@ def test_discriminators_with_batch_norm_keep_one_call_per_batch():
 
 
 def test_reused_fakes_need_the_sequential_order():
-    with pytest.raises(ValueError, match="needs update_order='sequential'"):
+    with pytest.raises(ValueError, match="needs --update_order=sequential"):
         counted_model("simultaneous", "reused")
 
 
