@@ -117,9 +117,13 @@ def manifold_loss(logits, perturbed_logits, form="lecouat"):
 
 
 def accuracy(labels, logits, num_classes):
-    """Per-example 0/1 correctness of argmax over the K real classes."""
+    """Per-example 0/1 correctness of argmax over the K real classes.
+
+    ``labels``: ``[N]`` or Keras' ``[N, 1]``, whose column would otherwise
+    broadcast against the ``[N]`` predictions into an ``[N, N]`` matrix."""
     predictions = tf.argmax(logits[:, :num_classes], axis=-1, output_type=tf.int32)
-    return tf.cast(tf.equal(predictions, tf.cast(labels, tf.int32)), tf.float32)
+    labels = tf.reshape(tf.cast(labels, tf.int32), tf.shape(predictions))
+    return tf.cast(tf.equal(predictions, labels), tf.float32)
 
 
 def _check_fake_class(fake_class):

@@ -116,6 +116,15 @@ def test_accuracy_ignores_the_fake_column():
     np.testing.assert_array_equal(got, [1.0, 0.0])
 
 
+def test_accuracy_takes_keras_column_labels():
+    # [N, 1] labels (keras.datasets' shape) broadcast against the [N]
+    # predictions gave an [N, N] matrix, whose mean is not the accuracy.
+    logits = np.zeros((3, K), np.float32)
+    logits[0, 3] = logits[1, 5] = logits[2, 7] = 1.0
+    got = losses.accuracy(np.array([[3], [4], [7]]), tf.constant(logits), K).numpy()
+    np.testing.assert_array_equal(got, [1.0, 0.0, 1.0])
+
+
 def test_unknown_fake_class_is_rejected():
     with pytest.raises(ValueError, match="fake_class"):
         losses.gan_logit(tf.constant(LOGITS), "eleven", K)
