@@ -145,3 +145,22 @@ def test_the_readme_names_every_field_the_unified_procedure_sets():
              "baseline_epochs": "baseline budget", "baseline_steps_per_epoch": "baseline budget"}
     assert [field for field in presets.UNIFIED_PROCEDURE
             if words[field] not in sentence] == []
+
+
+def test_the_readme_lists_jit_compile_apart_from_the_flags_that_change_nothing():
+    """From the same runtime seed, as the step's z, dropout and noise have,
+    TensorFlow's XLA-compiled stateless Philox draws other numbers than its
+    kernels: ``--jit_compile`` changes the draws, so README's resume sentence
+    must not list it among the flags that do not change what is computed."""
+    import numpy as np
+    import tensorflow as tf
+    seed = tf.Variable([0, 3], dtype=tf.int64)
+
+    def draw():
+        return tf.random.stateless_normal([4, 4], seed, alg="philox")
+
+    differ = not np.array_equal(draw().numpy(), tf.function(draw, jit_compile=True)().numpy())
+    text = " ".join((REPO_ROOT / "README.md").read_text(encoding="utf-8").split())
+    start = text.index("A resume may change only the flags")
+    unchanged = text[start:text.index(")", start)]
+    assert ("--jit_compile" in unchanged) != differ
