@@ -486,7 +486,7 @@ def test_the_train_cli_freezes_what_importing_tensorflow_made_and_keeps_the_coll
     monkeypatch.setenv(onednn.ONEDNN_VARIABLE, "1")
     monkeypatch.setenv(distribute.POOLED_CPU_ALLOCATOR_VARIABLE, "true")
     seen = []
-    monkeypatch.setattr(app, "run", lambda main: seen.append((main, gc.isenabled())))
+    monkeypatch.setattr(app, "run", lambda main, **kwargs: seen.append((main, gc.isenabled())))
     try:
         train.run()
     finally:
@@ -512,7 +512,7 @@ def test_the_predict_cli_freezes_what_its_imports_made_and_keeps_the_collector_o
     from sgan_keras import predict
     seen = []
     monkeypatch.setattr(predict, "define_flags", lambda: None)  # defined once a process
-    monkeypatch.setattr(app, "run", lambda main: seen.append((main, gc.isenabled())))
+    monkeypatch.setattr(app, "run", lambda main, **kwargs: seen.append((main, gc.isenabled())))
     sigterm = signal.getsignal(signal.SIGTERM)     # run() makes SIGTERM interrupt
     gc.unfreeze()          # whatever this process froze before
     gc.disable()           # as ``python -m sgan_keras.predict`` imports
