@@ -44,6 +44,7 @@ import gc
 if __name__ == "__main__":
     gc.disable()   # imports with the collector off: see _import_tensorflow()
 
+import contextlib
 import csv
 import glob
 import importlib
@@ -176,10 +177,13 @@ EXIT_WRITE = 5   # as sgan_keras.train's
 EXIT_INTERRUPTED = 75   # as sgan_keras.train's: EX_TEMPFAIL, try again
 
 
-def predict(classifier, paths, output, batch_size=256, convert_channels=False):
+def predict(classifier, paths, output, batch_size=256, convert_channels=False,
+            stopped=lambda: False):
     """Writes the CSV rows of ``paths`` to the file object ``output``;
     returns ``(classified, skipped)``: a count and the skipped paths (unreadable,
-    or a name that is not valid UTF-8: :func:`sgan_keras.faults.is_utf8`)."""
+    or a name that is not valid UTF-8: :func:`sgan_keras.faults.is_utf8`).
+    ``stopped()`` true before an image, or after the last, raises
+    ``KeyboardInterrupt`` there."""
     from sgan_keras import data as data_lib  # pylint: disable=import-outside-toplevel
     writer = csv.writer(output)
     writer.writerow(HEADER)
@@ -187,6 +191,8 @@ def predict(classifier, paths, output, batch_size=256, convert_channels=False):
     for start in range(0, len(paths), batch_size):
         batch, names = [], []
         for path in paths[start:start + batch_size]:
+            if stopped():
+                raise KeyboardInterrupt
             if not faults.is_utf8(path):     # read_image_file cannot take it, the CSV
                 skipped.append(path)     # could not name it
                 continue
@@ -203,6 +209,8 @@ def predict(classifier, paths, output, batch_size=256, convert_channels=False):
             writer.writerow([path, name, int(class_id), f"{row[class_id]:.6f}"])
         output.flush()
         classified += len(batch)
+    if stopped():      # after the last image, before an --output replaces an earlier one
+        raise KeyboardInterrupt
     return classified, skipped
 
 
@@ -237,7 +245,8 @@ def _is_predictions_file(path):
         return False
 
 
-def write_predictions(path, classifier, paths, batch_size=256, convert_channels=False):
+def write_predictions(path, classifier, paths, batch_size=256, convert_channels=False,
+                      stopped=lambda: False):
     """:func:`predict` into the file ``path``, replaced only once every row is
     written (:func:`sgan_keras.faults.replace_atomically`): a bad image, no
     readable image or a full disk leave an earlier file as it was. Returns
@@ -245,7 +254,7 @@ def write_predictions(path, classifier, paths, batch_size=256, convert_channels=
     counts = []
 
     def write(file):
-        counts.extend(predict(classifier, paths, file, batch_size, convert_channels))
+        counts.extend(predict(classifier, paths, file, batch_size, convert_channels, stopped))
         if not counts[0]:
             raise _NothingClassified()
 
@@ -259,6 +268,23 @@ def write_predictions(path, classifier, paths, batch_size=256, convert_channels=
         raise PredictError(f"--output={path} cannot be written ({error.strerror}); an earlier "
                            "file there is unchanged") from None
     return tuple(counts)
+
+
+@contextlib.contextmanager
+def _signals_stop_before_the_next_image():
+    """While images are classified, SIGINT and SIGTERM are recorded and stop
+    the run before the next image (``KeyboardInterrupt`` there): raised at
+    once, one that landed inside TensorFlow's eager ops now and then crashed
+    the process (SIGSEGV, exit -11) instead of its one line and 75. Yields the
+    test ``stopped()``."""
+    received = []
+    previous = {number: signal.signal(number, lambda number, frame: received.append(number))
+                for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: bool(received)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def main(argv):
@@ -277,13 +303,16 @@ def main(argv):
         _import_tensorflow()                     # once the flags are checked: seconds
         paths = image_files(files)               # before the model's seconds-long load
         classifier = Classifier(FLAGS.model)
-        if FLAGS.output:
-            classified, skipped = write_predictions(FLAGS.output, classifier, paths,
-                                                    FLAGS.batch_size, FLAGS.convert_channels)
-        else:
-            with faults.writing("standard output"):
-                classified, skipped = predict(classifier, paths, sys.stdout, FLAGS.batch_size,
-                                              FLAGS.convert_channels)
+        with _signals_stop_before_the_next_image() as stopped:
+            if FLAGS.output:
+                classified, skipped = write_predictions(FLAGS.output, classifier, paths,
+                                                        FLAGS.batch_size, FLAGS.convert_channels,
+                                                        stopped)
+            else:
+                with faults.writing("standard output"):
+                    classified, skipped = predict(classifier, paths, sys.stdout,
+                                                  FLAGS.batch_size, FLAGS.convert_channels,
+                                                  stopped)
     except KeyboardInterrupt:   # SIGINT, or SIGTERM (run()); a temporary is removed
         _exit_interrupted()
     except _bad_input() as error:

@@ -413,3 +413,28 @@ def test_an_output_under_a_file_says_that_it_is_not_a_directory(tmp_path):
                                      f"({tmp_path / 'notes.txt'} is not a directory)")
     with pytest.raises(PredictError, match=r"\(No such file or directory\)$"):
         check_output(str(tmp_path / "missing" / "x.csv"))
+
+
+def test_a_signal_while_classifying_stops_before_the_next_image(images):
+    """SIGINT and SIGTERM raised KeyboardInterrupt at once; one that landed
+    inside TensorFlow's eager ops now and then crashed predict (SIGSEGV, -11).
+    They are recorded, and the run stops before the next image."""
+    from sgan_keras import predict as predict_lib
+
+    class Classifier:
+        image_shape = (8, 8, 3)
+
+        def classify(self, batch):
+            return ["a"] * len(batch), np.zeros(len(batch), int), np.ones((len(batch), 1))
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with predict_lib._signals_stop_before_the_next_image() as stopped:
+        os.kill(os.getpid(), signal.SIGTERM)     # handled by the next bytecode: recorded
+        assert stopped()
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    output, asked = io.StringIO(), []
+    with pytest.raises(KeyboardInterrupt):     # stopped after the first batch of 2 images
+        predict_lib.predict(Classifier(), [str(path) for path in images[1]], output,
+                            batch_size=2, stopped=lambda: asked.append(1) or len(asked) > 2)
+    assert output.getvalue().splitlines()[1:] == [f"{path},a,0,1.000000"
+                                                  for path in images[1][:2]]
