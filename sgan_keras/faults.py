@@ -192,6 +192,16 @@ def point_at_devnull(fd, flags=os.O_WRONLY):
         os.close(devnull)
 
 
+def lend_main_the_usage(usage):
+    """Makes ``usage`` (a CLI module's docstring: its usage and exit statuses)
+    ``__main__``'s docstring when it has none. absl's --help prints
+    ``__main__``'s: the module's own under ``python -m``, but pip's console
+    scripts (``sgan-train``) have none, so they printed a bare USAGE line."""
+    main_module = sys.modules["__main__"]
+    if not main_module.__doc__:
+        main_module.__doc__ = usage
+
+
 def help_whose_reader_may_go(parse):
     """absl's flag parser ``parse`` (``app.parse_flags_with_usage``), for
     ``app.run(..., flags_parser=...)``: ``--help`` into a pipe whose reader

@@ -383,18 +383,9 @@ def run():
     faults.open_closed_standard_streams()   # before any file is opened
     gc.disable()
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    _use_this_docstring_as_usage()
+    faults.lend_main_the_usage(__doc__)
     define_flags()
     app.run(main, flags_parser=faults.help_whose_reader_may_go(app.parse_flags_with_usage))
-
-
-def _use_this_docstring_as_usage():
-    """absl's --help prints ``__main__``'s docstring (the usage, the exit
-    statuses): this module's under ``python -m``, but the console script's is
-    empty, so it printed a bare USAGE line there."""
-    main_module = sys.modules["__main__"]
-    if not main_module.__doc__:
-        main_module.__doc__ = __doc__
 
 
 if __name__ == "__main__":

@@ -277,7 +277,7 @@ def run():
     :func:`import_trainer` has imported TensorFlow (see there)."""
     faults.open_closed_standard_streams()   # before any file is opened
     gc.disable()
-    _use_this_docstring_as_usage()
+    faults.lend_main_the_usage(__doc__)
     _check_flag_files(sys.argv)
     app.run(main, flags_parser=faults.help_whose_reader_may_go(app.parse_flags_with_usage))
 
@@ -313,15 +313,6 @@ def _check_flag_files(argv):
                               "'UTF-8 with BOM'); save it as UTF-8 without one")
         paths += [os.path.expanduser(line.split("=", 1)[1].strip()) for line in lines
                   if line.startswith(("--flagfile=", "-flagfile="))]
-
-
-def _use_this_docstring_as_usage():
-    """absl's --help prints ``__main__``'s docstring (the usage, the exit
-    statuses): this module's under ``python -m``, but the console script's is
-    empty, so it printed a bare USAGE line there."""
-    main_module = sys.modules["__main__"]
-    if not main_module.__doc__:
-        main_module.__doc__ = __doc__
 
 
 if __name__ == "__main__":
