@@ -812,7 +812,7 @@ class SGAN(keras.Model):
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
             trackers = {tracker.name: tracker for tracker in self.metrics}
-            values = {name: _global_result(trackers[name], context) for name in values}
+            values = _global_results({name: trackers[name] for name in values}, context)
         strategy = self.distribute_strategy
         if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
                 and strategy.num_replicas_in_sync > len(strategy.extended.worker_devices)):
@@ -1047,15 +1047,19 @@ def _check_replica_shares(x, batch_size, steps_per_epoch, replicas):
             f"(and the number of images) so, or batch the data set with drop_remainder=True")
 
 
-def _global_result(tracker, context):
-    """A ``keras.metrics.Mean`` tracker's result over every replica's sums."""
+def _global_results(trackers, context):
+    """``keras.metrics.Mean`` trackers' results over every replica's sums, in
+    one all-reduce of their totals and counts (one collective a step, not one
+    per tracker)."""
     # Read on this replica's device: MultiWorkerMirroredStrategy's all-reduce
     # of the variables as converted by Keras found no device ("destinations can
     # not be empty").
-    total, count = context.all_reduce(
-        tf.distribute.ReduceOp.SUM,
-        [tf.identity(tracker.total.value), tf.identity(tracker.count.value)])
-    return tf.math.divide_no_nan(total, count)
+    names = list(trackers)
+    sums = tf.stack([tf.identity(variable.value) for name in names
+                     for variable in (trackers[name].total, trackers[name].count)])
+    sums = tf.reshape(context.all_reduce(tf.distribute.ReduceOp.SUM, sums), [-1, 2])
+    results = tf.math.divide_no_nan(sums[:, 0], sums[:, 1])
+    return {name: results[index] for index, name in enumerate(names)}
 
 
 def _global_mean(features):
