@@ -462,13 +462,17 @@ class CheckOutputDirectory(keras.callbacks.Callback):
         self.check()
 
 
+TOTAL_LOSSES = ("d_loss", "g_loss", "loss")   # sums of the logged parts, or Keras' own
+
+
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Stops training at the first step whose losses are not all finite.
 
     Like ``keras.callbacks.TerminateOnNaN(raise_error=True)``, but it checks
     every log whose name ends in ``loss`` (``d_loss``, ``g_loss``, ...; that
     callback reads ``loss`` alone), and raises :class:`NonFiniteLossError`
-    naming the step and the loss. Raising ends ``fit()`` before any epoch end,
+    naming the step and the losses, a part (``manifold_loss``) before the
+    total it is in. Raising ends ``fit()`` before any epoch end,
     so no checkpoint or ``metrics.csv`` row of that state is written: put it
     first in the callback list. ``step_counter`` defaults to
     ``model.optimizer.iterations`` (D's optimizer's, an SGAN's step count).
@@ -479,13 +483,19 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         self.step_counter = step_counter
 
     def on_train_batch_end(self, batch, logs=None):
-        for name, value in (logs or {}).items():
-            if name.endswith("loss") and not math.isfinite(float(np.mean(value))):
-                counter = self.step_counter
-                if counter is None:
-                    counter = self.model.optimizer.iterations
-                step = int(counter.numpy())
-                raise NonFiniteLossError(f"{name} is {float(np.mean(value))} at step {step}")
+        values = {name: float(np.mean(value)) for name, value in (logs or {}).items()
+                  if name.endswith("loss")}
+        bad = [name for name, value in values.items() if not math.isfinite(value)]
+        if not bad:
+            return
+        # A total (d_loss, g_loss) is non-finite through a part: name the part.
+        bad.sort(key=lambda name: name in TOTAL_LOSSES)
+        counter = self.step_counter
+        if counter is None:
+            counter = self.model.optimizer.iterations
+        step = int(counter.numpy())
+        also = f" (also {', '.join(bad[1:])})" if bad[1:] else ""
+        raise NonFiniteLossError(f"{bad[0]} is {values[bad[0]]}{also} at step {step}")
 
 
 class ResumeEpochMetrics(keras.callbacks.Callback):

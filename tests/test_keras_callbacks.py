@@ -52,8 +52,22 @@ def test_terminate_on_nan_is_refused_for_the_callback_that_checks_every_loss():
     # The package's callback stops at the first non-finite loss: the second
     # step's, after a NaN learning rate has made D's weights NaN.
     model.d_optimizer.learning_rate.assign(np.nan)
-    with pytest.raises(callbacks_lib.NonFiniteLossError, match="^d_loss is nan at step 2$"):
+    with pytest.raises(callbacks_lib.NonFiniteLossError,
+                       match=r"^supervised_loss is nan \(also unsupervised_loss, d_loss\) "
+                             r"at step 2$"):
         fit(model, 3, [callbacks_lib.StopOnNonFiniteLoss()])
+
+
+def test_a_non_finite_total_is_named_by_its_part():
+    """``d_loss`` is the sum of its logged parts: the line names the part that
+    went non-finite (``manifold_loss``) first, the total after it."""
+    stop = callbacks_lib.StopOnNonFiniteLoss(step_counter=tf.Variable(7))
+    stop.on_train_batch_end(0, {"d_loss": 1.0, "g_loss": 2.0, "accuracy": np.nan})
+    logs = {"d_loss": np.inf, "g_loss": 2.0, "supervised_loss": 0.5,
+            "manifold_loss": np.array([np.inf]), "accuracy": 0.5}
+    with pytest.raises(callbacks_lib.NonFiniteLossError,
+                       match=r"^manifold_loss is inf \(also d_loss\) at step 7$"):
+        stop.on_train_batch_end(0, logs)
 
 
 def test_fit_on_a_data_set_does_not_warn_that_shuffle_is_ignored():
