@@ -69,6 +69,12 @@ _SVHN_EPOCHS = Deviation(
     "the tiled labeled set is cut the same way)", "seeded permutations joined end to end, "
     "batches not aligned with epochs (every image used; a batch may span two "
     "permutations; exact resume)", "none")
+_CIFAR10_EPOCHS = Deviation(
+    "data order", _IMPROVED_GAN + "train_cifar_feature_matching.py, " + _LECOUAT
+    + " train_cifar.py (every epoch tiles the 4,000 labeled images with 13 fresh "
+    "permutations and takes the first 50,000: half of the last permutation left out)",
+    "seeded permutations joined end to end, the labeled ones not aligned with epochs "
+    "(every labeled image used equally often; exact resume)", "none")
 _LASAGNE_PADDING = Deviation(
     "padding", _IMPROVED_GAN + "train_*_feature_matching.py (Lasagne's pad=1 on the "
     "stride-2 convolutions, border_mode='half' on the transposed ones: symmetric)",
@@ -218,6 +224,7 @@ _PRESETS = [
             _EMA_FROM_ZERO, _LASAGNE_PADDING,
             Deviation("pixel scale", _IMPROVED_GAN + "cifar10_data.py ((x - 127.5) / 128)",
                       "x/127.5 - 1", "none"),
+            _CIFAR10_EPOCHS,
         )),
     Preset(
         _source("svhn_lecouat", architecture="svhn_lecouat", dataset="svhn",
@@ -251,7 +258,7 @@ _PRESETS = [
         notes="Lecouat et al. 2018 CIFAR-10 (train_cifar.py, cifar_gan.py): the SVHN "
               "model at widths 96/192; batch 25; 1,400 epochs, lr linearly down from "
               "epoch 1,200.",
-        deviations=()),
+        deviations=(_CIFAR10_EPOCHS,)),
 ]
 
 PRESETS = {preset.name: preset for preset in _PRESETS}

@@ -216,6 +216,21 @@ def test_presets_are_configs_and_round_trip_through_json(name):
     assert Config.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
+@pytest.mark.parametrize("name", [name for name in sorted(presets.PRESETS)
+                                  if name.endswith(("improved_gan", "lecouat"))])
+def test_a_source_epoch_that_cuts_the_data_is_a_listed_data_order_deviation(name):
+    # improved-gan and Lecouat et al. build each epoch anew: the unlabeled set
+    # reshuffled, the labeled set tiled by fresh permutations, both cut at
+    # steps_per_epoch batches. Ours joins permutations end to end, which differs
+    # wherever that cut leaves images out.
+    preset = presets.get_preset(name)
+    training, data = preset.config.training, preset.config.data
+    per_epoch = training.steps_per_epoch * training.batch_size
+    cut = (per_epoch != config_lib.choices_lib.DATASETS[data.dataset].train_size
+           or per_epoch % data.labels != 0)
+    assert ("data order" in [row.aspect for row in preset.deviations]) == cut
+
+
 def test_resolve_picks_the_datasets_preset_and_the_baselines_budget():
     assert presets.resolve({}).preset == "mnist_improved_gan"
     assert presets.resolve({"dataset": "cifar10"}).preset == "cifar10_improved_gan"
