@@ -146,6 +146,10 @@ class _WeightNormBase(keras.layers.Layer):
         ``effective_kernel``, with one vector of scales instead of three
         kernel-sized elementwise ops forward and more backward (on the
         improved-gan MNIST step they took about a fifth of the time)."""
+        if not keras.backend.is_float_dtype(inputs.dtype):
+            # As Keras' Dense, integer inputs give float outputs (v cast to
+            # their dtype was all zeros: the layer returned its bias).
+            inputs = ops.cast(inputs, self.compute_dtype)
         if self.init_mode and self.data_init:
             return self._initialize_from(inputs)
         scale = ops.convert_to_tensor(self.g) * self._inverse_norm()

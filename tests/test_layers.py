@@ -76,6 +76,20 @@ def test_effective_kernel_is_g_times_v_over_its_norm(kind):
                                rtol=1e-4, atol=1e-5)
 
 
+def test_weight_norm_dense_takes_integer_inputs_as_keras_dense_does():
+    """Integer inputs (a notebook's np.arange, uint8 pixels) give the float
+    outputs of the same values as floats; v cast to int32 was all zeros."""
+    inputs = np.arange(12, dtype="int32").reshape(3, 4)
+    layer = make_layer("dense")
+    expected = keras.ops.convert_to_numpy(layer(inputs.astype("float32")))
+    outputs = layer(inputs)
+    assert keras.backend.standardize_dtype(outputs.dtype) == "float32"
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(outputs), expected, rtol=1e-6)
+    assert wn.initialize_weight_norm(keras.Sequential([layer]), inputs) == 1
+    np.testing.assert_allclose(np.std(keras.ops.convert_to_numpy(layer(inputs)), axis=0),
+                               1.0, rtol=1e-3)
+
+
 def three_layer_model(init_scale_last=1.0):
     """Conv -> LReLU -> ConvT -> LReLU -> Flatten -> Dense; WN layers are linear."""
     images = keras.Input((8, 8, 3))
