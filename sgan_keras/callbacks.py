@@ -291,8 +291,12 @@ def _plot(path, rows, columns, ylabel, title):
     axes = figure.add_subplot()
     for column in columns:
         values = _float_column(rows, column)
-        if np.isfinite(values).any():
-            axes.plot(epochs, values, marker="." if len(rows) < 50 else None, label=column)
+        # Only the epochs that have a value: with fit(validation_freq=2) every test
+        # accuracy sits between two nan cells, and a line cut at each nan draws nothing.
+        finite = np.isfinite(values)
+        if finite.any():
+            axes.plot(epochs[finite], values[finite], marker="." if len(rows) < 50 else None,
+                      label=column)
     axes.set_xlabel("epoch")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel(ylabel)

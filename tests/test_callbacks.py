@@ -307,6 +307,29 @@ def test_curve_plots_are_redrawn_every_epoch(tmp_path):
         "accuracy.png", "losses.png", "metrics.csv"]
 
 
+def test_curves_join_the_epochs_that_have_a_value(tmp_path, monkeypatch):
+    """With ``fit(validation_freq=2)`` every other test accuracy is nan: the
+    curve joins the epochs evaluated (at 50 rows and more, drawn without
+    markers, a line cut at each nan showed nothing)."""
+    csv_path = tmp_path / "metrics.csv"
+    rows = ["epoch,train_accuracy,test_accuracy,d_loss,seconds"]
+    rows += [f"{epoch},0.5,{'0.25' if epoch % 2 == 0 else 'nan'},1.0,1.0"
+             for epoch in range(1, 61)]
+    csv_path.write_text("\n".join(rows) + "\n")
+    figures = []
+
+    class Recorded(callbacks_lib.Figure):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            figures.append(self)
+
+    monkeypatch.setattr(callbacks_lib, "Figure", Recorded)
+    callbacks_lib.plot_curves(csv_path, tmp_path)
+    lines = {line.get_label(): line for line in figures[0].axes[0].lines}
+    np.testing.assert_array_equal(lines["test_accuracy"].get_xdata(), np.arange(2, 61, 2))
+    np.testing.assert_array_equal(lines["train_accuracy"].get_xdata(), np.arange(1, 61))
+
+
 def test_plot_curves_without_rows_draws_nothing(tmp_path):
     assert callbacks_lib.plot_curves(tmp_path / "missing.csv", tmp_path) == []
     assert list(tmp_path.iterdir()) == []
