@@ -84,8 +84,8 @@ class _WeightNormBase(keras.layers.Layer):
                  kernel_initializer=None, bias_initializer="zeros",
                  init_scale=1.0, data_init=True, train_scale=True, **kwargs):
         super().__init__(**kwargs)
-        if not init_scale > 0:
-            raise ValueError(f"init_scale must be > 0, got {init_scale!r}")
+        if not (init_scale > 0 and math.isfinite(init_scale)):   # inf: every g infinite
+            raise ValueError(f"init_scale must be a finite number > 0, got {init_scale!r}")
         self.activation = keras.activations.get(activation)
         self.use_bias = bool(use_bias)
         # improved-gan initializes v with N(0, 0.05) (lasagne.init.Normal(0.05)).
@@ -343,6 +343,12 @@ class GaussianNoise(keras.layers.GaussianNoise):
     """
 
     def call(self, inputs, training=False):
+        if not keras.backend.is_float_dtype(inputs.dtype):
+            # Noise cast to integers would be truncated to (mostly) zeros; Keras'
+            # layer fails on them with a graph error.
+            dtype = keras.backend.standardize_dtype(inputs.dtype)
+            raise TypeError(f"GaussianNoise takes float inputs, got {dtype}: scale "
+                            "integer images to floats first")
         if not (training and self.stddev > 0):
             return inputs
         shape = ops.shape(inputs)

@@ -391,6 +391,19 @@ def test_gaussian_noise_is_seeded_and_off_at_inference():
     assert isinstance(layer, wn.GaussianNoise) and layer.stddev == 0.3
 
 
+def test_gaussian_noise_refuses_integer_inputs_rather_than_truncate_its_noise():
+    # Noise of stddev 0.3 cast to int32 was mostly 0: the layer added almost nothing.
+    with pytest.raises(TypeError, match="GaussianNoise takes float inputs, got int32"):
+        wn.GaussianNoise(0.3, seed=7)(np.arange(12, dtype="int32").reshape(3, 4), training=True)
+
+
+@pytest.mark.parametrize("init_scale", [0.0, -1.0, float("nan"), float("inf")])
+def test_weight_norm_refuses_an_init_scale_that_is_not_a_finite_positive_number(init_scale):
+    # inf made every g infinite at the data-dependent init.
+    with pytest.raises(ValueError, match="init_scale must be a finite number > 0"):
+        wn.WeightNormDense(3, init_scale=init_scale)
+
+
 def test_gaussian_noise_names_tensorflows_philox_generator():
     """Named, not TensorFlow's default ``alg="auto_select"``, with which an
     XLA-compiled Improved-GAN MNIST step took 275.1 against 50.8 ms
