@@ -238,9 +238,16 @@ def check_output(path):
 
 
 def _is_predictions_file(path):
+    """Whether ``path`` is a regular file whose first line is the header, read
+    up to the header's length only: a device or a file without line breaks
+    (``--output=/dev/full``, whose endless zeros took 21 GB until the OOM
+    killer came) was read whole, and a named pipe waited for a writer."""
+    if not os.path.isfile(path):
+        return False
     try:
         with open(path, newline="") as file:
-            return next(csv.reader(file), None) == HEADER
+            first = file.readline(len(",".join(HEADER)) + len("\r\n"))
+        return next(csv.reader([first]), None) == HEADER
     except (OSError, UnicodeDecodeError, csv.Error):
         return False
 

@@ -438,3 +438,46 @@ def test_a_signal_while_classifying_stops_before_the_next_image(images):
                             batch_size=2, stopped=lambda: asked.append(1) or len(asked) > 2)
     assert output.getvalue().splitlines()[1:] == [f"{path},a,0,1.000000"
                                                   for path in images[1][:2]]
+
+
+def test_an_output_that_is_a_device_a_pipe_or_one_long_line_is_refused_reading_little(
+        tmp_path):
+    """Whether --output is an earlier predictions file is told from its first
+    line, read up to the header's length: a file without line breaks was read
+    whole (--output=/dev/full took 21 GB until the OOM killer came), and a
+    named pipe blocked the run until something wrote to it."""
+    import threading
+    import tracemalloc
+
+    from sgan_keras.predict import PredictError, check_output
+    long_line = tmp_path / "long.bin"
+    long_line.write_bytes(b"x" * 16_000_000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(PredictError, match="exists and is not an earlier predictions"):
+            check_output(str(long_line))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, peak
+    pipe = tmp_path / "pipe.csv"
+    os.mkfifo(pipe)
+    raised = []
+
+    def check():
+        try:
+            check_output(str(pipe))
+        except PredictError as error:
+            raised.append(str(error))
+
+    thread = threading.Thread(target=check, daemon=True)
+    thread.start()
+    thread.join(5)
+    blocked = thread.is_alive()
+    if blocked:                # waiting for a writer: give it one, so the thread ends
+        with open(pipe, "w"):
+            pass
+        thread.join()
+    assert not blocked, "check_output waited on the named pipe"
+    assert raised == [f"--output={pipe} exists and is not an earlier predictions file; "
+                      "remove it or choose another --output"]
