@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import tempfile
+import threading
 
 import keras
 import numpy as np
@@ -263,6 +264,10 @@ class StopSignals:
         self._previous = {}
 
     def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():
+            # Python lets the main thread alone set handlers (train() in a thread
+            # raised ValueError), and delivers signals to it: they act as there.
+            return self
         signals = (signal.SIGINT,) if self._sigint_as_sigterm else (signal.SIGTERM, signal.SIGINT)
         if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
             signals += (signal.SIGHUP,)

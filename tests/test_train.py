@@ -584,6 +584,28 @@ def test_stop_signals_record_the_first_signal_and_let_a_second_one_end_the_proce
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 
 
+def test_stop_signals_in_a_thread_leave_the_signals_to_the_main_thread():
+    """train() run in a thread (a notebook that keeps its kernel free) stopped
+    at once: Python lets only the main thread set handlers (ValueError)."""
+    import threading
+    from sgan_keras import trainer
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    errors = []
+
+    def enter():
+        try:
+            with trainer.StopSignals() as stop:
+                assert stop.requested() is None
+        except Exception as error:   # noqa: BLE001 (reported below, in the main thread)
+            errors.append(error)
+
+    thread = threading.Thread(target=enter)
+    thread.start()
+    thread.join()
+    assert errors == []
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
 def test_sighup_saves_as_sigterm_does_unless_it_is_ignored_as_nohup_leaves_it():
     """A dropped ssh session (SIGHUP) killed the run with everything since its
     last checkpoint; under nohup (SIGHUP ignored) it must stay ignored."""
