@@ -131,6 +131,8 @@ def main(argv):
         _exit_interrupted_outside_training(keep_overwrite=True)
     try:
         output_dir = trainer.train(config)
+    except trainer.InterruptedBeforeTraining:   # the same command, --overwrite too
+        _exit_interrupted_outside_training(keep_overwrite=True)
     except KeyboardInterrupt:
         _exit_interrupted_outside_training()
     except trainer.BAD_INPUT as error:

@@ -53,6 +53,13 @@ class OverwriteIncomplete(faults.WriteError):
     write failure whose earlier outputs are not all intact."""
 
 
+class InterruptedBeforeTraining(KeyboardInterrupt):
+    """SIGINT (or SIGTERM, as the command line sets it) before :class:`StopSignals`
+    took the signals over: no step was trained, and ``--overwrite`` removed at
+    most the earlier run, so the same command, its ``--overwrite`` too, starts
+    the run again. A ``KeyboardInterrupt`` after training ended is a plain one."""
+
+
 # The errors train() raises for the faults a user can meet, by the exit
 # status the command line gives them (train.py); any other error is a bug.
 BAD_INPUT = (config_lib.ConfigError, UsageError, data_lib.DataError, distribute.StrategyError,
@@ -260,6 +267,7 @@ class StopSignals:
 
     def __init__(self, sigint_as_sigterm=False):
         self.received = None
+        self.entered = False    # the handlers are (or were) this object's
         self._sigint_as_sigterm = sigint_as_sigterm
         self._previous = {}
 
@@ -273,6 +281,7 @@ class StopSignals:
             signals += (signal.SIGHUP,)
         for number in signals:
             self._previous[number] = signal.signal(number, self._handle)
+        self.entered = True
         return self
 
     def __exit__(self, *exc_info):
@@ -298,11 +307,24 @@ def train(config):
     Faults raise the errors of :data:`BAD_INPUT`, :data:`LOCKED`, :data:`OUTPUT_DIR_LOST`,
     :data:`NON_FINITE`, :data:`WRITE_FAILED`, :data:`INTERRUPTED`,
     :data:`WORKER_LOST` and :data:`OUT_OF_MEMORY`, after the lock is released
-    and the signal handlers are restored.
+    and the signal handlers are restored; a ``KeyboardInterrupt`` before
+    training took the signals over is :class:`InterruptedBeforeTraining`.
     """
     if not isinstance(config, config_lib.Config):   # e.g. a path, or a preset's name
         raise TypeError(f"train() takes a sgan_keras.Config (e.g. presets.resolve({{...}})), "
                         f"got {type(config).__name__} {config!r:.60}")
+    stop = StopSignals(sigint_as_sigterm=config.run.strategy == "multi_worker")
+    try:
+        return _prepare_and_train(config, stop)
+    except KeyboardInterrupt:
+        if not stop.entered:
+            raise InterruptedBeforeTraining() from None
+        raise
+
+
+def _prepare_and_train(config, stop):
+    """:func:`train` of a ``config`` of the right type; ``stop`` its
+    :class:`StopSignals`, entered once the output directory is ours."""
     run, training = config.run, config.training
     if run.output_dir is None:   # the CLI's default is runs/<run name> (train.py)
         raise config_lib.ConfigError("--output_dir (config.run.output_dir) is not set")
@@ -355,7 +377,7 @@ def train(config):
                 output_dir = tempfile.mkdtemp(prefix="sgan_worker_")
                 cleanup.callback(shutil.rmtree, output_dir, ignore_errors=True)
                 check_output_dir = None
-            stop = cleanup.enter_context(StopSignals(sigint_as_sigterm=multi_worker))
+            cleanup.enter_context(stop)
             _train(config, strategy, output_dir, stop, check_output_dir)
     except tf.errors.UnavailableError:
         if not multi_worker:

@@ -477,6 +477,58 @@ def test_a_signal_while_tensorflow_loads_prints_the_command_with_its_overwrite(t
     assert shlex.split(command)[-2:] == [f"--output_dir={output_dir}", "--overwrite"]
 
 
+def test_a_signal_before_training_takes_the_signals_prints_the_command_with_its_overwrite(
+        tmp_path, fast):
+    """Inside trainer.train, before StopSignals (here: while --overwrite
+    prepares the directory; a multi-worker run waiting for its cluster),
+    nothing is trained: the printed command was the one without --overwrite,
+    refused on the finished run it was to replace."""
+    # A stand-in trainer module: its train() is interrupted as the real one
+    # reports it (test_train_tells_an_interrupt_before_training_from_one_after).
+    script = ("import os, signal, sys, types\n"
+              "from sgan_keras import train\n"
+              "class Interrupted(KeyboardInterrupt): pass\n"
+              "def interrupted(config):\n"
+              "    try:\n"
+              "        os.kill(os.getpid(), signal.SIGINT)\n"
+              "    except KeyboardInterrupt:\n"
+              "        raise Interrupted() from None\n"
+              "train.import_trainer = lambda *a: types.SimpleNamespace(\n"
+              "    InterruptedBeforeTraining=Interrupted, train=interrupted)\n"
+              "sys.argv = ['train.py'] + sys.argv[1:]\n"
+              "train.run()\n")
+    output_dir = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-c", script, *fast, f"--output_dir={output_dir}",
+                             "--overwrite"], capture_output=True, text=True, timeout=120,
+                            env=ENV, cwd=REPO_ROOT)
+    assert result.returncode == 75, result.stderr[-3000:]
+    command = error_lines(result.stderr)[0].split("resume with: ", 1)[1]
+    assert shlex.split(command)[-2:] == [f"--output_dir={output_dir}", "--overwrite"]
+
+
+def test_train_tells_an_interrupt_before_training_from_one_after(tmp_path, mnist_dir,
+                                                                 monkeypatch):
+    """KeyboardInterrupt before StopSignals took the signals over is
+    InterruptedBeforeTraining (the CLI keeps --overwrite in its command);
+    after training ended it is a plain one (the command leaves it out)."""
+    from sgan_keras import trainer
+    config = presets.get_preset("mnist_gans_in_action").config.replace(
+        dataset="mnist", labels=100, data_dir=str(mnist_dir), epochs=1, steps_per_epoch=2,
+        batch_size=16, output_dir=str(tmp_path / "run"))
+
+    def interrupt(*args):
+        raise KeyboardInterrupt
+    prepare = trainer.prepare_output_dir
+    monkeypatch.setattr(trainer, "prepare_output_dir", interrupt)
+    with pytest.raises(trainer.InterruptedBeforeTraining):
+        trainer.train(config)
+    monkeypatch.setattr(trainer, "prepare_output_dir", prepare)
+    monkeypatch.setattr(trainer, "_train", interrupt)    # the run's own part, after StopSignals
+    with pytest.raises(KeyboardInterrupt) as raised:
+        trainer.train(config)
+    assert type(raised.value) is KeyboardInterrupt
+
+
 def test_the_train_cli_freezes_what_importing_tensorflow_made_and_keeps_the_collector_on(
         monkeypatch):
     import gc
