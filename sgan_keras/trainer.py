@@ -253,8 +253,9 @@ def _remove_run_outputs(directory, temporaries_only=False):
 class StopSignals:
     """While active, SIGTERM, SIGINT and SIGHUP ask training to stop at the next
     step boundary. SIGHUP is a closed terminal (an ssh session dropped): it
-    killed the run with everything since its last checkpoint; when it is
-    ignored (``nohup``), it stays ignored.
+    killed the run with everything since its last checkpoint. SIGHUP or
+    SIGINT ignored when training starts (``nohup``; a background job of a
+    non-interactive shell) stays ignored.
 
     The handler (Python's ``signal`` module) only records the first signal's
     name in :attr:`received`, which :class:`callbacks_lib.SaveCheckpoint`
@@ -277,8 +278,12 @@ class StopSignals:
             # raised ValueError), and delivers signals to it: they act as there.
             return self
         signals = (signal.SIGINT,) if self._sigint_as_sigterm else (signal.SIGTERM, signal.SIGINT)
-        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
-            signals += (signal.SIGHUP,)
+        # One ignored when the run started stays ignored: SIGHUP under nohup,
+        # SIGINT in a background job of a non-interactive shell (so the shell's
+        # Ctrl-C is not the run's; Python leaves it ignored so too).
+        signals = tuple(number for number in (*signals, signal.SIGHUP)
+                        if number == signal.SIGTERM
+                        or signal.getsignal(number) is not signal.SIG_IGN)
         for number in signals:
             self._previous[number] = signal.signal(number, self._handle)
         self.entered = True

@@ -660,9 +660,10 @@ def test_stop_signals_in_a_thread_leave_the_signals_to_the_main_thread():
 
 def test_sighup_saves_as_sigterm_does_unless_it_is_ignored_as_nohup_leaves_it():
     """A dropped ssh session (SIGHUP) killed the run with everything since its
-    last checkpoint; under nohup (SIGHUP ignored) it must stay ignored."""
+    last checkpoint; under nohup (SIGHUP ignored) it must stay ignored, and so
+    must an ignored SIGINT."""
     from sgan_keras import trainer
-    before = signal.getsignal(signal.SIGHUP)
+    before, interrupt_before = signal.getsignal(signal.SIGHUP), signal.getsignal(signal.SIGINT)
     try:
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
         with trainer.StopSignals() as stop:
@@ -674,8 +675,16 @@ def test_sighup_saves_as_sigterm_does_unless_it_is_ignored_as_nohup_leaves_it():
             assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
             os.kill(os.getpid(), signal.SIGHUP)
             assert stop.requested() is None
+        # SIGINT, as a non-interactive shell's background job inherits it: the
+        # shell's Ctrl-C stopped the run.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with trainer.StopSignals() as stop:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            assert stop.requested() is None
     finally:
         signal.signal(signal.SIGHUP, before)
+        signal.signal(signal.SIGINT, interrupt_before)
 
 
 def test_a_terminal_that_hung_up_is_a_reader_gone_not_a_traceback(capsys):
