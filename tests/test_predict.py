@@ -432,6 +432,14 @@ def test_a_signal_while_classifying_stops_before_the_next_image(images):
         os.kill(os.getpid(), signal.SIGTERM)     # handled by the next bytecode: recorded
         assert stopped()
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    # A SIGINT ignored (a non-interactive shell's background job) stays ignored.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with predict_lib._signals_stop_before_the_next_image() as stopped:
+            os.kill(os.getpid(), signal.SIGINT)
+            assert not stopped()
+    finally:
+        signal.signal(signal.SIGINT, before[1])
     output, asked = io.StringIO(), []
     with pytest.raises(KeyboardInterrupt):     # stopped after the first batch of 2 images
         predict_lib.predict(Classifier(), [str(path) for path in images[1]], output,
