@@ -420,6 +420,14 @@ class SGAN(keras.Model):
                 self.ema_discriminator.set_weights(self.discriminator.get_weights())
         self.weight_norm_initialized = True
 
+    def _check_first_batch(self, batch):
+        """``_initialize_weight_norm``'s image checks, one call below ``fit()`` as
+        there, for a ``fit()`` after the init: the warning on pixels out of range
+        was given only with the init, so never to a loaded model's ``fit()``."""
+        images = _images_of(keras.utils.unpack_x_y_sample_weight(batch)[0])
+        self._check_float_images(images)
+        self._check_pixel_range(images)
+
     def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
         """``keras.Model.fit``, after weight-norm init on ``x``'s first batch
         (a data set's, a ``PyDataset``'s, a generator's or the first
@@ -452,12 +460,15 @@ class SGAN(keras.Model):
         if "shuffle" not in given and (isinstance(x, tf.data.Dataset)
                                        or inspect.isgenerator(x)):
             kwargs["shuffle"] = False
-        if not self.weight_norm_initialized and x is not None:
+        if x is not None:
             x, first = _first_batch(x, batch_size)
-            if first is not None:
+            if first is not None and not self.weight_norm_initialized:
                 self._initialize_weight_norm(first)
-            elif any(layer.data_init for network in (self.generator, self.discriminator)
-                     if network is not None for layer in sgan_layers.weight_norm_layers(network)):
+            elif first is not None:     # a loaded model, or a second fit(): checked all the same
+                self._check_first_batch(first)
+            elif not self.weight_norm_initialized and any(
+                    layer.data_init for network in (self.generator, self.discriminator)
+                    if network is not None for layer in sgan_layers.weight_norm_layers(network)):
                 raise ValueError(f"fit() cannot read a first batch from {type(x).__name__} for "
                                  "weight norm's data-dependent init: call "
                                  "model.initialize_weight_norm(batch) first")
@@ -1138,11 +1149,13 @@ def _first_batch(x, batch_size):
     """``(x, its first batch)`` for ``fit``; a generator is replaced by one
     that yields that batch again."""
     if isinstance(x, tf.data.Dataset):
-        return x, next(iter(x.take(1)))
+        return x, next(iter(x.take(1)), None)    # None for an empty one: Keras' to handle
     if isinstance(x, keras.utils.PyDataset):
         return x, x[0]
     if inspect.isgenerator(x):
-        first = next(x)
+        first = next(x, None)
+        if first is None:      # exhausted: Keras' to handle
+            return x, None
 
         def replayed():
             yield first

@@ -867,6 +867,23 @@ def test_fit_checks_the_pixel_range_of_its_first_batch():
     assert [w.filename for w in caught if "pixel_range" in str(w.message)] == [__file__]
 
 
+def test_fit_checks_its_first_batch_after_the_weight_norm_init_too():
+    """The check ran with the init alone: a loaded model's fit(), one after
+    initialize_weight_norm() or a second fit() took 0-255 floats without a word.
+    An empty data set is left to Keras (it raised a bare StopIteration)."""
+    images, _ = class_patterns(8, 0)
+    model = tiny_model()
+    model.initialize_weight_norm(tiny_batch())
+    wrong = {**tiny_batch(), "unlabeled_images": (images + 1) * 127.5}
+    with pytest.warns(UserWarning, match=r"outside the model's pixel_range \(-1, 1\)") as caught:
+        model.fit(wrong, epochs=1, verbose=0)
+    assert [w.filename for w in caught if "pixel_range" in str(w.message)] == [__file__]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(tf.data.Dataset.from_tensors(tiny_batch()).take(0), epochs=1, verbose=0)
+    assert not [w for w in caught if "pixel_range" in str(w.message)]
+
+
 MIRRORED_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np, tensorflow as tf, keras
