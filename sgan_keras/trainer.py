@@ -119,7 +119,13 @@ def prepare_output_dir(config):
             pass
     except OSError as error:
         raise UsageError(f"--output_dir={output_dir} cannot be written ({error.strerror})") from None
-    with faults.writing(os.path.join(output_dir, lock_lib.LOCK_FILE)):
+    lock_path = os.path.join(output_dir, lock_lib.LOCK_FILE)
+    if os.path.lexists(lock_path) and not os.path.isfile(lock_path):
+        # A directory, a named pipe or a broken link: the lock's open or pid read
+        # failed on it in a traceback.
+        raise UsageError(f"{lock_path} is not a regular file, where the run keeps its lock "
+                         "file; move it away")
+    with faults.writing(lock_path):
         run_lock = lock_lib.RunLock(output_dir).acquire()
     try:
         try:

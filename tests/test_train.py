@@ -1411,6 +1411,24 @@ def test_a_file_where_the_run_keeps_a_directory_or_the_reverse_is_named(tmp_path
     assert (run / name).exists()
 
 
+@pytest.mark.parametrize("make", ["directory", "named pipe", "broken link"])
+def test_a_lock_file_that_is_no_regular_file_is_named(tmp_path, make):
+    """os.open, or the read of the pid, failed on it in a traceback (exit 1)."""
+    from sgan_keras import trainer
+    run = tmp_path / "run"
+    config = presets.get_preset("mnist_gans_in_action").config.replace(output_dir=str(run))
+    trainer.prepare_output_dir(config).release()
+    lock = run / "run.lock"
+    lock.unlink()
+    {"directory": lock.mkdir, "named pipe": lambda: os.mkfifo(lock),
+     "broken link": lambda: lock.symlink_to(tmp_path / "gone")}[make]()
+    with pytest.raises(trainer.UsageError, match=(
+            rf"^{re.escape(str(lock))} is not a regular file, where the run keeps its lock "
+            r"file; move it away$")):
+        trainer.prepare_output_dir(config)
+    assert os.path.lexists(lock) and (run / "flags.json").exists()
+
+
 def test_an_overwrite_stopped_part_way_keeps_the_runs_flags_so_it_can_finish(
         tmp_path, monkeypatch):
     """A run output --overwrite cannot delete (an immutable file, a read-only
