@@ -1013,6 +1013,10 @@ def _check_class_ids(x, y, num_classes, call):
     values = np.asarray(labels)
     if values.ndim == 2 and values.shape[1] == 1:      # Keras' [N, 1] sparse labels
         values = values[:, 0]
+    if values.ndim == 2:    # refused in the graph too (_class_ids), but validation_data's
+        # only after the first epoch had trained
+        raise ValueError(f"{call}: labels of shape {values.shape} (one-hot?): an SGAN takes "
+                         "class ids, shape [N] or [N, 1]; np.argmax(labels, axis=-1) gives them")
     if values.ndim != 1 or not np.issubdtype(values.dtype, np.number):
         return                                          # refused where they are used
     if mask is not None and hasattr(mask, "__array__"):

@@ -762,13 +762,19 @@ def test_labels_of_shape_n_by_1_train_and_evaluate_as_keras_sparse_labels():
     assert np.isfinite(logs["supervised_loss"][0])
     # One-hot [N, K] labels flattened to N * K labels: a graph error; now one line.
     one_hot = np.eye(10, dtype=np.float32)[labels]
-    message = r"labels of shape \(8, 10\) \(one-hot\?\): an SGAN takes class ids"
+    message = r"labels of shape \(\d+, 10\) \(one-hot\?\): an SGAN takes class ids"
     with pytest.raises(ValueError, match=message):
         model.evaluate(images, one_hot, batch_size=8, verbose=0)
     with pytest.raises(ValueError, match=message):
         model.train_on_batch({**tiny_batch(), "labels": np.eye(10)[tiny_batch()["labels"]]})
     with pytest.raises(ValueError, match=message):
         supervised.fit(images, one_hot, batch_size=8, epochs=1, verbose=0)
+    # validation_data's were refused only after the first epoch had trained.
+    steps = int(supervised.d_optimizer.iterations)
+    with pytest.raises(ValueError, match="fit\\(\\)'s validation_data: " + message):
+        supervised.fit(images, labels, batch_size=8, epochs=1, verbose=0,
+                       validation_data=(images, one_hot))
+    assert int(supervised.d_optimizer.iterations) == steps
 
 
 def test_labels_out_of_the_models_classes_are_refused_in_arrays():
