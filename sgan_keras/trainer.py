@@ -282,6 +282,7 @@ class StopSignals:
         if threading.current_thread() is not threading.main_thread():
             # Python lets the main thread alone set handlers (train() in a thread
             # raised ValueError), and delivers signals to it: they act as there.
+            self.entered = True
             return self
         signals = (signal.SIGINT,) if self._sigint_as_sigterm else (signal.SIGTERM, signal.SIGINT)
         # One ignored when the run started stays ignored: SIGHUP under nohup,

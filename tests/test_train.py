@@ -480,9 +480,8 @@ def test_a_signal_while_tensorflow_loads_prints_the_command_with_its_overwrite(t
 def test_a_signal_before_training_takes_the_signals_prints_the_command_with_its_overwrite(
         tmp_path, fast):
     """Inside trainer.train, before StopSignals (here: while --overwrite
-    prepares the directory; a multi-worker run waiting for its cluster),
-    nothing is trained: the printed command was the one without --overwrite,
-    refused on the finished run it was to replace."""
+    prepares the directory), nothing is trained: the printed command was the
+    one without --overwrite, refused on the finished run it was to replace."""
     # A stand-in trainer module: its train() is interrupted as the real one
     # reports it (test_train_tells_an_interrupt_before_training_from_one_after).
     script = ("import os, signal, sys, types\n"
