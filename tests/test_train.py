@@ -460,40 +460,32 @@ def test_a_signal_before_training_starts_gets_one_line_and_exit_75(signal_name, 
     assert not output_dir.exists()
 
 
-def test_a_signal_while_tensorflow_loads_prints_the_command_with_its_overwrite(tmp_path, fast):
-    """Nothing is removed yet: without --overwrite, the printed command was
+# Where a signal lands before training: while TensorFlow loads (the import),
+# or inside trainer.train before StopSignals (here: while --overwrite prepares
+# the directory), by a stand-in trainer interrupted as the real one reports it
+# (test_train_tells_an_interrupt_before_training_from_one_after).
+BEFORE_TRAINING = {
+    "while tensorflow loads": (
+        "train.import_trainer = lambda *a: os.kill(os.getpid(), signal.SIGINT)\n"),
+    "inside trainer.train": (
+        "class Interrupted(KeyboardInterrupt): pass\n"
+        "def interrupted(config):\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "    except KeyboardInterrupt:\n"
+        "        raise Interrupted() from None\n"
+        "train.import_trainer = lambda *a: types.SimpleNamespace(\n"
+        "    InterruptedBeforeTraining=Interrupted, train=interrupted)\n"),
+}
+
+
+@pytest.mark.parametrize("where", sorted(BEFORE_TRAINING))
+def test_a_signal_before_training_prints_the_command_with_its_overwrite(where, tmp_path, fast):
+    """Nothing is trained yet: without --overwrite, the printed command was
     refused on the finished run (or the run of other flags) it was to replace."""
-    script = ("import os, signal, sys\n"
-              "from sgan_keras import train\n"
-              "train.import_trainer = lambda *a: os.kill(os.getpid(), signal.SIGINT)\n"
-              "sys.argv = ['train.py'] + sys.argv[1:]\n"
-              "train.run()\n")
-    output_dir = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-c", script, *fast, f"--output_dir={output_dir}",
-                             "--overwrite"], capture_output=True, text=True, timeout=120,
-                            env=ENV, cwd=REPO_ROOT)
-    assert result.returncode == 75, result.stderr[-3000:]
-    command = error_lines(result.stderr)[0].split("resume with: ", 1)[1]
-    assert shlex.split(command)[-2:] == [f"--output_dir={output_dir}", "--overwrite"]
-
-
-def test_a_signal_before_training_takes_the_signals_prints_the_command_with_its_overwrite(
-        tmp_path, fast):
-    """Inside trainer.train, before StopSignals (here: while --overwrite
-    prepares the directory), nothing is trained: the printed command was the
-    one without --overwrite, refused on the finished run it was to replace."""
-    # A stand-in trainer module: its train() is interrupted as the real one
-    # reports it (test_train_tells_an_interrupt_before_training_from_one_after).
     script = ("import os, signal, sys, types\n"
               "from sgan_keras import train\n"
-              "class Interrupted(KeyboardInterrupt): pass\n"
-              "def interrupted(config):\n"
-              "    try:\n"
-              "        os.kill(os.getpid(), signal.SIGINT)\n"
-              "    except KeyboardInterrupt:\n"
-              "        raise Interrupted() from None\n"
-              "train.import_trainer = lambda *a: types.SimpleNamespace(\n"
-              "    InterruptedBeforeTraining=Interrupted, train=interrupted)\n"
+              f"{BEFORE_TRAINING[where]}"
               "sys.argv = ['train.py'] + sys.argv[1:]\n"
               "train.run()\n")
     output_dir = tmp_path / "run"
