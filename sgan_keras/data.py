@@ -956,7 +956,8 @@ def read_image_file(path, image_shape, convert_channels=False):
     An alpha channel is dropped; a colour image for ``C = 1`` (or a grayscale
     one for ``C = 3``) is converted only with ``convert_channels``, otherwise
     it is a :class:`DataError`; a GIF, which TensorFlow decodes as RGB, is
-    grayscale when its pixels are all gray. Other sizes are resized (bilinear,
+    grayscale when its pixels are all gray, and a BMP with a palette takes
+    its colours (:func:`_bmp_palette`). Other sizes are resized (bilinear,
     antialiased), as ``tf.image.resize``. Raises :class:`UnreadableImage`
     for a file that does not decode, and for a path that is no regular file
     (a named pipe called ``*.png`` would block the read without end).
@@ -970,6 +971,9 @@ def read_image_file(path, image_shape, convert_channels=False):
         raise UnreadableImage(f"{path} cannot be read or decoded ({_reason(error)})") from None
     height, width, channels = (int(size) for size in image_shape)
     image = image[..., :_colour_channels(image.shape[-1])]      # no alpha channel
+    palette = _bmp_palette(content.numpy()) if image.shape[-1] == 1 else None
+    if palette is not None:
+        image = tf.gather(palette, tf.cast(image[..., 0], tf.int32))
     if (channels == 1 and image.shape[-1] == 3 and content.numpy()[:3] == b"GIF"
             and bool(tf.reduce_all(image == image[..., :1]))):
         image = image[..., :1]   # a gray GIF: GIF has no grayscale form, TF decodes it as RGB
@@ -984,6 +988,33 @@ def read_image_file(path, image_shape, convert_channels=False):
         image = tf.image.resize(tf.cast(image, tf.float32), (height, width), antialias=True)
         image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
     return image.numpy()
+
+
+def _bmp_palette(content):
+    """The colours of a BMP file of 8 bits a pixel or fewer, as uint8 ``[N, 1]``
+    grays or ``[N, 3]`` RGB, else ``None``. TensorFlow's BMP decoder returns
+    such a file's palette indices as one gray channel, not its colours: a
+    colour palette gave a gray image of indices without a word. (Indices
+    past the palette, a broken file, are clamped to its last colour.)"""
+    if content[:2] != b"BM" or len(content) < 30:
+        return None
+    header_size = int.from_bytes(content[14:18], "little")
+    bits = int.from_bytes(content[28:30], "little") if header_size >= 40 else (
+        int.from_bytes(content[24:26], "little"))
+    if bits > 8:
+        return None
+    used = int.from_bytes(content[46:50], "little") if header_size >= 40 else 0
+    entry = 3 if header_size == 12 else 4          # OS/2's header: BGR triples
+    count = used or 2 ** bits
+    start = 14 + header_size
+    table = np.frombuffer(content[start:start + entry * count], np.uint8)
+    colours = table[:len(table) // entry * entry].reshape(-1, entry)[:256, 2::-1]   # to RGB
+    if not len(colours):
+        return None
+    colours = np.concatenate([colours, np.repeat(colours[-1:], 256 - len(colours), axis=0)])
+    if (colours == colours[:, :1]).all():
+        return colours[:, :1]                    # a gray palette: a grayscale image
+    return colours
 
 
 # ----------------------------------------------------------- image folders

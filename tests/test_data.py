@@ -1027,6 +1027,23 @@ def test_a_gray_gif_is_a_grayscale_image(tmp_path):
         data_lib.read_image_file(tmp_path / "rgb.gif", (8, 8, 1))
 
 
+def test_a_bmp_with_a_palette_takes_its_colours(tmp_path):
+    # TensorFlow's BMP decoder returns an 8-bit BMP's palette indices as one
+    # gray channel: a colour palette gave a gray image of indices.
+    from PIL import Image     # Pillow: a dependency of matplotlib
+    rgb = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    indexed = Image.fromarray(rgb).convert("P", palette=Image.ADAPTIVE, colors=16)
+    indexed.save(tmp_path / "colour.bmp")
+    image = data_lib.read_image_file(tmp_path / "colour.bmp", (8, 8, 3))
+    np.testing.assert_array_equal(image, np.asarray(indexed.convert("RGB")))
+    with pytest.raises(DataError, match="is colour \\(RGB\\) but the images must be grayscale"):
+        data_lib.read_image_file(tmp_path / "colour.bmp", (8, 8, 1))
+    gray = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4     # PIL saves it with a gray palette
+    Image.fromarray(gray).save(tmp_path / "gray.bmp")
+    np.testing.assert_array_equal(
+        data_lib.read_image_file(tmp_path / "gray.bmp", (8, 8, 1))[..., 0], gray)
+
+
 def test_image_folder_bad_layouts_are_named(tmp_path):
     with pytest.raises(DataError, match="nowhere does not exist; expected"):
         data_lib.read_image_folder(tmp_path / "nowhere", (8, 8, 3))
