@@ -73,14 +73,15 @@ class Restored:
 
     ``unreadable``: ``(path, reason)`` of each newer checkpoint that could
     not be read, newest first, after the manager's state file ``checkpoint``
-    when that could not be read; ``set_aside``: whether they were renamed
-    ``unreadable-*`` (by the chief only).
+    when that could not be read; ``set_aside``: the paths among them whose
+    files were renamed ``unreadable-*`` (by the chief only; a checkpoint whose
+    files are all gone has none to rename).
     """
 
     step: int
     path: str
     unreadable: tuple = ()
-    set_aside: bool = False
+    set_aside: tuple = ()
 
 
 class CheckpointStore:
@@ -143,15 +144,15 @@ class CheckpointStore:
             if reason is not None:
                 unreadable.append((path, reason))
                 continue
+            set_aside = ()
             if self.is_chief:  # a full disk or a read-only directory: faults.WriteError
-                for bad_path, _ in unreadable:
-                    _set_aside(bad_path)
+                set_aside = tuple(bad_path for bad_path, _ in unreadable if _set_aside(bad_path))
                 _write_state(self.directory, [
                     os.path.basename(name) for name_step, name in reversed(candidates)
                     if name_step <= step and os.path.exists(name + ".index")])
                 _remove_leftovers(self.directory, step)
             self._last_step = step
-            return Restored(step, path, tuple(unreadable), set_aside=self.is_chief)
+            return Restored(step, path, tuple(unreadable), set_aside=set_aside)
         if unreadable:
             details = "; ".join(f"{os.path.basename(path)}: {reason}" for path, reason in unreadable)
             raise CheckpointError(f"no checkpoint in {self.directory} can be read ({details}); "
@@ -242,14 +243,16 @@ def _read_state(directory):
 
 def _set_aside(path):
     """Renames the files of checkpoint ``path`` to ``unreadable-<name>.*`` (the
-    manager's state file itself to ``unreadable-checkpoint``); a full disk or
-    an unwritable directory raises :class:`faults.WriteError`."""
+    manager's state file itself to ``unreadable-checkpoint``); returns whether
+    there were any. A full disk or an unwritable directory raises
+    :class:`faults.WriteError`."""
     directory, name = os.path.split(path)
     files = [path] if name == _STATE_FILE else glob.glob(glob.escape(path) + ".*")
     for file in files:
         target = os.path.join(directory, UNREADABLE_PREFIX + os.path.basename(file))
         with faults.writing(target):
             os.replace(file, target)
+    return bool(files)
 
 
 def _remove_leftovers(directory, step):

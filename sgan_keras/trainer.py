@@ -591,7 +591,7 @@ def _restore(store, steps_per_epoch, metrics_path):
         return None
     for path, reason in restored.unreadable:
         aside = (f"set aside as {checkpoint.UNREADABLE_PREFIX}{os.path.basename(path)}"
-                 if restored.set_aside else "skipped")
+                 if path in restored.set_aside else "skipped")
         print(f"Checkpoint {path} cannot be read ({reason}): {aside}; falling back to "
               f"{os.path.basename(restored.path)}.", flush=True)
     epoch, done = divmod(restored.step, steps_per_epoch)

@@ -66,9 +66,22 @@ def test_an_unreadable_newest_checkpoint_falls_back_and_is_set_aside(tmp_path, d
     assert all(np.all(variable.numpy() == 10) for variable in variables)
     # Kept for inspection, out of the manager's way; the newest two are kept again.
     assert (tmp_path / "unreadable-ckpt-20.data-00000-of-00001").exists()
+    assert restored.set_aside == (str(tmp_path / "ckpt-20"),)
     store.save(11)
     store.save(12)
     assert saved_steps(tmp_path) == [11, 12]
+
+
+def test_a_checkpoint_the_state_file_names_whose_files_are_gone_is_not_said_set_aside(
+        tmp_path):
+    # The line said "set aside as unreadable-ckpt-20" for files that did not exist.
+    save_steps(tmp_path, [10, 20])
+    for file in tmp_path.glob("ckpt-20.*"):
+        file.unlink()
+    restored = checkpoint.CheckpointStore(tmp_path, make_variables()).restore()
+    assert restored.step == 10 and [path for path, _ in restored.unreadable] == [
+        str(tmp_path / "ckpt-20")]
+    assert restored.set_aside == ()
 
 
 def test_what_a_killed_save_left_is_removed_at_restore(tmp_path):
