@@ -291,6 +291,22 @@ def _writable_directory(path):
     return os.access(path, os.W_OK)
 
 
+def take_over_signals(numbers, handler):
+    """Sets ``handler`` for each signal of ``numbers``; returns the handlers it
+    replaced, for :func:`restore_signals`. SIGTERM is always taken; a SIGINT or
+    SIGHUP ignored when the run started stays ignored: SIGHUP under ``nohup``,
+    SIGINT in a background job of a non-interactive shell, so that shell's
+    Ctrl-C is not the run's (Python leaves such a SIGINT ignored too)."""
+    return {number: signal.signal(number, handler) for number in numbers
+            if number == signal.SIGTERM or signal.getsignal(number) is not signal.SIG_IGN}
+
+
+def restore_signals(previous):
+    """Puts back the handlers :func:`take_over_signals` returned."""
+    for number, handler in previous.items():
+        signal.signal(number, handler)
+
+
 def ignore_stop_signals():
     """Ignores SIGTERM, SIGINT and SIGHUP from here on: a CLI calls it once its exit
     status is decided and its line about to be printed. A signal during the

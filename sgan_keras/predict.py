@@ -282,19 +282,16 @@ def _signals_stop_before_the_next_image():
     """While images are classified, SIGINT and SIGTERM are recorded and stop
     the run before the next image (``KeyboardInterrupt`` there): raised at
     once, one that landed inside TensorFlow's eager ops now and then crashed
-    the process (SIGSEGV, exit -11) instead of its one line and 75. Yields the
-    test ``stopped()``."""
+    the process (SIGSEGV, exit -11) instead of its one line and 75; an ignored
+    SIGINT stays ignored (:func:`faults.take_over_signals`). Yields the test
+    ``stopped()``."""
     received = []
-    # A SIGINT ignored when the run started (a background job of a
-    # non-interactive shell) stays ignored, as in training.
-    previous = {number: signal.signal(number, lambda number, frame: received.append(number))
-                for number in (signal.SIGINT, signal.SIGTERM)
-                if number == signal.SIGTERM or signal.getsignal(number) is not signal.SIG_IGN}
+    previous = faults.take_over_signals((signal.SIGINT, signal.SIGTERM),
+                                        lambda number, frame: received.append(number))
     try:
         yield lambda: bool(received)
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        faults.restore_signals(previous)
 
 
 def main(argv):

@@ -285,20 +285,12 @@ class StopSignals:
             self.entered = True
             return self
         signals = (signal.SIGINT,) if self._sigint_as_sigterm else (signal.SIGTERM, signal.SIGINT)
-        # One ignored when the run started stays ignored: SIGHUP under nohup,
-        # SIGINT in a background job of a non-interactive shell (so the shell's
-        # Ctrl-C is not the run's; Python leaves it ignored so too).
-        signals = tuple(number for number in (*signals, signal.SIGHUP)
-                        if number == signal.SIGTERM
-                        or signal.getsignal(number) is not signal.SIG_IGN)
-        for number in signals:
-            self._previous[number] = signal.signal(number, self._handle)
+        self._previous = faults.take_over_signals((*signals, signal.SIGHUP), self._handle)
         self.entered = True
         return self
 
     def __exit__(self, *exc_info):
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
+        faults.restore_signals(self._previous)
 
     def requested(self):
         """The name of the signal received (``"SIGTERM"``), or ``None``."""

@@ -87,3 +87,35 @@ def test_a_directory_the_file_system_cannot_sync_is_written_without_its_fsync(
     monkeypatch.setattr(os, "fsync", fsync_refusing_everything)
     with pytest.raises(OSError):
         faults.fsync(tmp_path / "a.txt")       # a file it cannot sync is not written safely
+
+
+def test_taking_over_signals_leaves_an_ignored_sigint_or_sighup_ignored_but_not_sigterm():
+    """The rule training and predict share: SIGINT ignored at start (a
+    non-interactive shell's background job) or SIGHUP (nohup) stays ignored,
+    so that shell's Ctrl-C is not the run's; SIGTERM is always taken; the
+    handlers come back as they were."""
+    import signal
+    numbers = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    before = {number: signal.getsignal(number) for number in numbers}
+    received = []
+    try:
+        for number in numbers:
+            signal.signal(number, signal.SIG_IGN)
+        previous = faults.take_over_signals(numbers, lambda number, frame: received.append(number))
+        assert set(previous) == {signal.SIGTERM}
+        assert [signal.getsignal(number) is signal.SIG_IGN for number in numbers] == [
+            False, True, True]
+        os.kill(os.getpid(), signal.SIGTERM)       # handled by the next bytecode
+        assert received == [signal.SIGTERM]
+        faults.restore_signals(previous)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        previous = faults.take_over_signals(numbers, lambda number, frame: received.append(number))
+        assert set(previous) == {signal.SIGTERM, signal.SIGINT}
+        os.kill(os.getpid(), signal.SIGINT)
+        assert received == [signal.SIGTERM, signal.SIGINT]
+        faults.restore_signals(previous)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_DFL
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, handler)
