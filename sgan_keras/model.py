@@ -1015,8 +1015,7 @@ def _check_class_ids(x, y, num_classes, call):
         values = values[:, 0]
     if values.ndim == 2:    # refused in the graph too (_class_ids), but validation_data's
         # only after the first epoch had trained
-        raise ValueError(f"{call}: labels of shape {values.shape} (one-hot?): an SGAN takes "
-                         "class ids, shape [N] or [N, 1]; np.argmax(labels, axis=-1) gives them")
+        raise ValueError(f"{call}: {_one_hot_refusal(values.shape)}")
     if values.ndim != 1 or not np.issubdtype(values.dtype, np.number):
         return                                          # refused where they are used
     if mask is not None and hasattr(mask, "__array__"):
@@ -1203,7 +1202,13 @@ def _class_ids(labels):
     labels = tf.convert_to_tensor(labels)
     if labels.shape.rank is not None and labels.shape.rank > 1 and any(
             size is not None and size > 1 for size in labels.shape[1:]):
-        raise ValueError(f"labels of shape {labels.shape} (one-hot?): an SGAN takes class ids, "
-                         "shape [N] or [N, 1]; np.argmax(labels, axis=-1) gives them")
+        raise ValueError(_one_hot_refusal(labels.shape))
     return labels if labels.shape.rank == 1 else tf.reshape(labels, [-1])
+
+
+def _one_hot_refusal(shape):
+    """The line refusing ``[N, K]`` labels, host-side (:func:`_check_class_ids`)
+    and in the graph (:func:`_class_ids`)."""
+    return (f"labels of shape {shape} (one-hot?): an SGAN takes class ids, shape [N] or "
+            "[N, 1]; np.argmax(labels, axis=-1) gives them")
 

@@ -762,9 +762,11 @@ def test_labels_of_shape_n_by_1_train_and_evaluate_as_keras_sparse_labels():
     assert np.isfinite(logs["supervised_loss"][0])
     # One-hot [N, K] labels flattened to N * K labels: a graph error; now one line.
     one_hot = np.eye(10, dtype=np.float32)[labels]
-    message = r"labels of shape \(\d+, 10\) \(one-hot\?\): an SGAN takes class ids"
+    message = r"labels of shape \(\w+, 10\) \(one-hot\?\): an SGAN takes class ids"
     with pytest.raises(ValueError, match=message):
         model.evaluate(images, one_hot, batch_size=8, verbose=0)
+    with pytest.raises(ValueError, match=message):      # a data set's: in the graph
+        model.evaluate(tf.data.Dataset.from_tensor_slices((images, one_hot)).batch(8), verbose=0)
     with pytest.raises(ValueError, match=message):
         model.train_on_batch({**tiny_batch(), "labels": np.eye(10)[tiny_batch()["labels"]]})
     with pytest.raises(ValueError, match=message):
