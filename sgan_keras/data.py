@@ -41,6 +41,7 @@ import zipfile
 import zlib
 
 import numpy as np
+import PIL.Image
 import tensorflow as tf
 
 from sgan_keras import faults
@@ -970,6 +971,7 @@ def read_image_file(path, image_shape, convert_channels=False):
             tf.errors.PermissionDeniedError) as error:
         raise UnreadableImage(f"{path} cannot be read or decoded ({_reason(error)})") from None
     height, width, channels = (int(size) for size in image_shape)
+    image = _upright(image, content.numpy())
     image = image[..., :_colour_channels(image.shape[-1])]      # no alpha channel
     palette = _bmp_palette(content.numpy()) if image.shape[-1] == 1 else None
     if palette is not None:
@@ -988,6 +990,36 @@ def read_image_file(path, image_shape, convert_channels=False):
         image = tf.image.resize(tf.cast(image, tf.float32), (height, width), antialias=True)
         image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
     return image.numpy()
+
+
+# PIL's Image.Transpose methods of EXIF orientations 2-8 (PIL.ImageOps.exif_transpose),
+# written with NumPy's axes: rot90 turns counter-clockwise, rows are axis 0.
+_EXIF_ORIENTATION = {
+    2: lambda image: image[:, ::-1],                           # mirrored
+    3: lambda image: image[::-1, ::-1],                        # upside down
+    4: lambda image: image[::-1],                              # flipped
+    5: lambda image: np.swapaxes(image, 0, 1),                 # transposed
+    6: lambda image: np.rot90(image, 3),                       # turned a quarter clockwise
+    7: lambda image: np.swapaxes(image[::-1, ::-1], 0, 1),     # transversed
+    8: lambda image: np.rot90(image, 1),                       # a quarter counter-clockwise
+}
+
+
+def _upright(image, content):
+    """A JPEG turned as its EXIF orientation says, as photo viewers and
+    ``PIL.ImageOps.exif_transpose`` show it: a phone stores a portrait photo
+    sideways with the tag, which TensorFlow's decoder ignores, so the digit
+    was read lying on its side. Other formats, and JPEGs without the tag or
+    whose EXIF is unreadable, are left as decoded."""
+    if content[:2] != b"\xff\xd8":
+        return image
+    try:                   # PIL reads the header only, not the pixels
+        with PIL.Image.open(io.BytesIO(content)) as file:
+            orientation = file.getexif().get(0x0112, 1)
+    except (OSError, ValueError, SyntaxError):   # EXIF that PIL cannot parse
+        return image
+    turn = _EXIF_ORIENTATION.get(orientation)
+    return image if turn is None else tf.constant(np.ascontiguousarray(turn(image.numpy())))
 
 
 def _bmp_palette(content):

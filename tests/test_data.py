@@ -1044,6 +1044,33 @@ def test_a_bmp_with_a_palette_takes_its_colours(tmp_path):
         data_lib.read_image_file(tmp_path / "gray.bmp", (8, 8, 1))[..., 0], gray)
 
 
+def test_a_jpeg_is_turned_upright_as_its_exif_orientation_says(tmp_path):
+    # A phone stores a portrait photo sideways with an EXIF orientation, which
+    # TensorFlow's JPEG decoder ignores: the digit was read lying on its side.
+    from PIL import Image, ImageOps     # Pillow: a dependency of matplotlib
+    stored = np.random.default_rng(0).integers(0, 256, (16, 8, 3), dtype=np.uint8)
+    Image.fromarray(stored).save(tmp_path / "plain.jpg", quality=95)
+    decoded = data_lib.read_image_file(tmp_path / "plain.jpg", (16, 8, 3))  # TF's own pixels
+    for orientation in range(1, 9):
+        photo = Image.fromarray(stored)
+        exif = photo.getexif()
+        exif[0x0112] = orientation
+        photo.save(tmp_path / f"{orientation}.jpg", quality=95, exif=exif.tobytes())
+        tagged = Image.fromarray(decoded)
+        tagged.getexif()[0x0112] = orientation
+        upright = np.asarray(ImageOps.exif_transpose(tagged))   # as PIL turns it
+        image = data_lib.read_image_file(tmp_path / f"{orientation}.jpg", upright.shape)
+        np.testing.assert_array_equal(image, upright, err_msg=f"orientation {orientation}")
+    assert data_lib.read_image_file(tmp_path / "6.jpg", (4, 8, 3)).shape == (4, 8, 3)
+    # A PNG's pixels are as stored: the tag is read from JPEGs only.
+    photo = Image.fromarray(stored)
+    exif = photo.getexif()
+    exif[0x0112] = 6
+    photo.save(tmp_path / "6.png", exif=exif.tobytes())
+    np.testing.assert_array_equal(data_lib.read_image_file(tmp_path / "6.png", (16, 8, 3)),
+                                  stored)
+
+
 def test_image_folder_bad_layouts_are_named(tmp_path):
     with pytest.raises(DataError, match="nowhere does not exist; expected"):
         data_lib.read_image_folder(tmp_path / "nowhere", (8, 8, 3))
