@@ -19,6 +19,10 @@ from sgan_keras import faults  # noqa: E402
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
+class DamagedResultFile(Exception):
+    """A result file that cannot be read as JSON (one line; exit 1)."""
+
+
 def epochs(count):
     """``"1 epoch"``, ``"5 epochs"``."""
     return f"{count} epoch{'' if count == 1 else 's'}"
@@ -39,8 +43,14 @@ def table(results_dir=os.path.join(REPO_ROOT, "experiments", "results")):
     rows = ["| experiment | published | SGAN test accuracy | supervised-only | budget | seeds |",
             "|---|---|---|---|---|---|"]
     for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
-        with open(path) as file:
-            result = json.load(file)
+        try:
+            with open(path) as file:
+                result = json.load(file)
+        except (OSError, ValueError) as error:    # a merge conflict, an edit by hand
+            problem = (error.strerror or type(error).__name__ if isinstance(error, OSError)
+                       else faults.first_line(error))
+            raise DamagedResultFile(f"{path} cannot be read as JSON ({problem}): fix it, "
+                                    "or move it away") from None
         if "published_accuracy" not in result:
             continue  # e.g. the input-pipeline benchmark
         name = result["name"]
@@ -87,7 +97,10 @@ def main():
         sys.exit(f"report.py: README.md has no results table between {BEGIN} and {END}")
     head, rest = readme.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    updated = f"{head}{BEGIN}\n{table()}\n{END}{tail}"
+    try:
+        updated = f"{head}{BEGIN}\n{table()}\n{END}{tail}"
+    except DamagedResultFile as error:
+        sys.exit(f"report.py: {error}")
     if "--check" in sys.argv:
         if updated != readme:
             sys.exit("report.py --check: README.md's results table differs from "

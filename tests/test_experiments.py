@@ -428,6 +428,23 @@ def test_report_check_says_why_it_fails(tmp_path, readme, line):
     assert (result.returncode, result.stderr.strip()) == (1, line)
 
 
+def test_report_names_a_result_file_it_cannot_read_in_one_line(tmp_path):
+    """A result file in a merge conflict was a JSONDecodeError traceback."""
+    (tmp_path / "experiments" / "results").mkdir(parents=True)
+    shutil.copy(os.path.join(REPO_ROOT, "experiments", "report.py"), tmp_path / "experiments")
+    readme = "<!-- results:begin -->\n<!-- results:end -->\n"
+    (tmp_path / "README.md").write_text(readme)
+    damaged = tmp_path / "experiments" / "results" / "x.json"
+    damaged.write_text("<<<<<<< HEAD\n{}\n")
+    for arguments in ([], ["--check"]):
+        result = subprocess.run([sys.executable, "experiments/report.py", *arguments],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert (result.returncode, result.stderr.strip()) == (
+            1, f"report.py: {damaged} cannot be read as JSON (Expecting value: line 1 column "
+               "1 (char 0)): fix it, or move it away")
+    assert (tmp_path / "README.md").read_text() == readme
+
+
 def finished_run(runs_dir, name="svhn_lecouat_1000", kind="sgan", seed=0, budget=None,
                  **changed):
     """A run directory as the trainer leaves a finished run of run.py's command
