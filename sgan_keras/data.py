@@ -34,6 +34,7 @@ import gzip
 import io
 import os
 import pickle
+import re
 import stat
 import struct
 import tarfile
@@ -937,7 +938,9 @@ def _expected_files(name):
 
 
 def _reason(error):
-    return faults.first_line(error)[:200]
+    # TensorFlow's op errors start with a ~100-character {{function_node ...}}
+    # tag, which left half of the reason (e.g. "corrupted record at 3252") cut off.
+    return re.sub(r"\{\{function_node [^}]*\}\}\s*", "", faults.first_line(error))[:200]
 
 
 # ------------------------------------------------------------------ images

@@ -1249,3 +1249,35 @@ def test_tfds_names_that_are_not_image_classification_are_refused():
         data_lib.read_tfds_images("no_such_set_xyz", (28, 28, 1))
     with pytest.raises(DataError, match="imdb_reviews is not an image-classification data set"):
         data_lib.read_tfds_images("imdb_reviews", (28, 28, 1))
+
+
+def test_a_corrupt_prepared_tfds_file_gets_tensorflows_whole_reason(tmp_path, monkeypatch):
+    """TensorFlow's ``{{function_node ...}}`` tag is dropped: it took half the
+    reason's 200 characters and cut the reason itself off."""
+    import tensorflow_datasets as tfds
+
+    class Squares(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(8, 8, 1)),
+                "label": tfds.features.ClassLabel(names=["a", "b"])}))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(20), "test": self._generate_examples(2)}
+
+        def _generate_examples(self, count):
+            for index in range(count):
+                yield index, {"image": np.full((8, 8, 1), index, np.uint8), "label": index % 2}
+
+    Squares(data_dir=str(tmp_path)).download_and_prepare()
+    (record,) = (tmp_path / "squares" / "1.0.0").glob("squares-train.tfrecord*")
+    content = bytearray(record.read_bytes())
+    content[len(content) // 2:len(content) // 2 + 20] = b"x" * 20
+    record.write_bytes(bytes(content))
+    monkeypatch.setattr(tfds, "builder", lambda name, data_dir=None: Squares(data_dir=data_dir))
+    with pytest.raises(DataError) as error:
+        data_lib.read_tfds_images("squares", (8, 8, 1), data_dir=str(tmp_path))
+    assert str(error.value).startswith("TFDS squares cannot be read: corrupted record at ")
+    assert "function_node" not in str(error.value)
