@@ -435,11 +435,14 @@ def update_note(name, note, results_dir):
 
 
 def write_results(name, result, results_dir):
+    """Writes the result files, the JSON last: a run it holds is recorded
+    already (never written again), so a stop before the others are written
+    must leave it without the run."""
     base = os.path.join(results_dir, name)
-    faults.write_text(base + ".json", json.dumps(result, indent=2))
     if result["status"] == "measured":
         plot(result, base + "_accuracy.png")
     faults.write_text(base + ".md", markdown(name, result, results_dir))
+    faults.write_text(base + ".json", json.dumps(result, indent=2))
 
 
 def plot(result, path):

@@ -569,6 +569,36 @@ def test_a_damaged_file_is_refused_in_one_line_not_replaced(tmp_path, damaged, m
     assert path.read_text() == text
 
 
+INTERRUPTED_WHILE_RECORDING = """
+import sys
+sys.path.insert(0, "experiments")
+from absl import app
+import run
+def interrupted(result, path):      # SIGTERM while the curves are drawn
+    raise run.Interrupted("SIGTERM")
+run.plot = interrupted
+sys.argv = ["run.py", *sys.argv[1:]]
+app.run(run.main)
+"""
+
+
+def test_a_stop_while_recording_leaves_the_run_to_record_again(tmp_path):
+    """The JSON was written first: a stop before the Markdown left a run the
+    JSON held and the Markdown did not, and the same command then kept that
+    record ('recorded already') without writing the Markdown again."""
+    finished_run(tmp_path / "runs")
+    result = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_WHILE_RECORDING, "--experiment=svhn_lecouat_1000",
+         "--seeds=0", "--kinds=sgan", f"--runs_dir={tmp_path / 'runs'}",
+         f"--results_dir={tmp_path / 'results'}"],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert result.returncode == 75, result.stderr[-2000:]
+    result = run_py(tmp_path)
+    assert result.returncode == 0 and "recorded already" not in result.stderr, result.stderr
+    assert "\n| 0 | 0.6250 | 0.6250 |" in (
+        tmp_path / "results" / "svhn_lecouat_1000.md").read_text()
+
+
 def test_runs_and_results_directories_under_the_home_directory(tmp_path, monkeypatch):
     """--runs_dir=~/runs: the trainer trained in the home directory, but run.py
     looked for the run (and wrote its sessions file) in a directory named ~
@@ -605,8 +635,8 @@ def test_a_result_file_on_a_full_disk_gets_one_line_and_exit_5(tmp_path):
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 5 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1] == (
-        f"run.py: cannot write {tmp_path}/x.json (No space left on device); free space and "
-        "run the same command again to record the runs")
+        f"run.py: cannot write {tmp_path}/x_accuracy.png (No space left on device); free "
+        "space and run the same command again to record the runs")
     assert not (tmp_path / "x.json").exists()
 
 
