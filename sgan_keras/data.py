@@ -29,6 +29,7 @@ the variable. SVHN + extra is 1.9 GB; ``experiments/benchmark_input_pipeline.py
 """
 
 import dataclasses
+import difflib
 import functools
 import gzip
 import io
@@ -1235,8 +1236,7 @@ def read_tfds_images(name, image_shape, *, data_dir=None, train_split="train",
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as error:  # TFDS raises many types for unknown names
-        raise DataError(f"TFDS has no data set {name!r} ({_reason(error)}); see "
-                        "https://www.tensorflow.org/datasets/catalog") from None
+        raise DataError(_unknown_tfds_name(name, error)) from None
     image_key, label_key = _image_and_label_features(builder, name)
     try:
         if data_dir is None:   # else: TFDS data prepared there
@@ -1280,6 +1280,25 @@ def read_tfds_images(name, image_shape, *, data_dir=None, train_split="train",
     return TFDSImages(class_names=tuple(label_feature.names), train_images=arrays[0][0],
                       train_labels=arrays[0][1], test_images=arrays[1][0],
                       test_labels=arrays[1][1])
+
+
+def _unknown_tfds_name(name, error):
+    """The line for a ``NAME[/config][:version]`` TFDS cannot build. For a config it
+    lacks, the configs it has: TFDS lists the close ones on lines after its first."""
+    import tensorflow_datasets as tfds
+    base, _, config = name.split(":")[0].partition("/")
+    try:
+        configs = list(tfds.builder_cls(base).builder_configs) if config else None
+    except Exception:  # no such data set: TFDS' reason says so
+        configs = None
+    if configs is not None and config not in configs:
+        if not configs:
+            return f"TFDS {base} has no configs: pass tfds:{base}"
+        close = difflib.get_close_matches(config, configs, n=5, cutoff=0.5) or configs[:5]
+        return (f"TFDS {base} has no config {config!r}; it has {len(configs)}, e.g. "
+                f"{', '.join(close)}")
+    return (f"TFDS has no data set {name!r} ({_reason(error)}); see "
+            "https://www.tensorflow.org/datasets/catalog")
 
 
 def _image_and_label_features(builder, name):

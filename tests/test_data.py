@@ -1251,6 +1251,18 @@ def test_tfds_names_that_are_not_image_classification_are_refused():
         data_lib.read_tfds_images("imdb_reviews", (28, 28, 1))
 
 
+def test_a_tfds_config_that_does_not_exist_names_the_configs_there_are():
+    """TFDS' first line ended 'Here are 10 BuilderConfigs whose name closely
+    match:', the names on the lines the one-line reason drops."""
+    with pytest.raises(DataError, match=r"^TFDS mnist_corrupted has no config 'fgo'; it has 16, "
+                                        r"e\.g\. fog(, |$)"):
+        data_lib.read_tfds_images("mnist_corrupted/fgo", (28, 28, 1))
+    with pytest.raises(DataError, match=r"^TFDS mnist has no configs: pass tfds:mnist$"):
+        data_lib.read_tfds_images("mnist/fog:3.0.1", (28, 28, 1))
+    with pytest.raises(DataError, match=r"^TFDS has no data set 'no_such_set_xyz/fog' "):
+        data_lib.read_tfds_images("no_such_set_xyz/fog", (28, 28, 1))
+
+
 def test_a_corrupt_prepared_tfds_file_gets_tensorflows_whole_reason(tmp_path, monkeypatch):
     """TensorFlow's ``{{function_node ...}}`` tag is dropped: it took half the
     reason's 200 characters and cut the reason itself off."""
