@@ -102,6 +102,8 @@ flags.mark_flag_as_required("experiment")
 
 
 FULL_BUDGET = "the source's full budget"   # a result's budget without shortening
+# The trainer's exit status when another process holds the run's lock (README, Faults).
+TRAINER_LOCKED = 3
 
 
 def read_metrics(path):
@@ -179,9 +181,10 @@ def run_one(argv, made, train=True):
         saved_before = checkpoints(output_dir)
         status = run_trainer(argv)
         if status:
-            if checkpoints(output_dir) == saved_before:
-                # Refused (e.g. another process trains the run) or stopped
-                # before it saved: a resume keeps nothing of this session.
+            if status == TRAINER_LOCKED or checkpoints(output_dir) == saved_before:
+                # Refused (another process trains the run, and may have saved
+                # meanwhile) or stopped before it saved: a resume keeps
+                # nothing of this session.
                 drop_session(output_dir, session)
             raise TrainingStopped(config.run.output_dir, status)
     else:

@@ -728,6 +728,39 @@ def test_a_session_names_the_commit_it_trained_on_and_one_that_trained_nothing_i
     assert result.stdout.split("\n")[-3:] == ["stopped 75", "stopped 3", ""]
 
 
+REFUSED_BY_THE_LOCK = """
+made = run.provenance.record()
+output_dir = sys.argv[1] + "/run"
+argv = definitions.training_command("mnist_gans_in_action_100", 0, False, output_dir, {}, None)
+config = definitions.trainer_config(argv)
+run.add_session(output_dir, {**made, "commit": "first"}, config, 1)   # the process training
+
+def refused(argv):       # the trainer refuses; the other process saves meanwhile
+    os.makedirs(output_dir + "/checkpoint", exist_ok=True)
+    open(output_dir + "/checkpoint/ckpt-10.index", "w").close()
+    return 3
+run.run_trainer = refused
+try:
+    run.run_one(argv, made)
+except run.TrainingStopped as stopped:
+    print("stopped", stopped.status)
+print([s["commit"] for s in json.load(open(run.sessions_path(output_dir)))])
+"""
+
+
+def test_a_session_refused_by_the_runs_lock_is_dropped_though_the_run_saved_meanwhile(
+        tmp_path):
+    """A second run.py on a run another one trains: its trainer exits 3, and
+    its session was kept whenever the other process saved a checkpoint in
+    the meantime, naming a session that trained nothing."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import json, os, sys; sys.path.insert(0, 'experiments'); "
+         "import definitions, run\n" + REFUSED_BY_THE_LOCK, str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split("\n")[-3:] == ["stopped 3", "['first']", ""]
+
+
 CHILD = """
 import os, signal, sys, time
 received = []
