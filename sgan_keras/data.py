@@ -633,8 +633,13 @@ def _integer_labels(labels, where):
     """``labels`` as int64, if every value is a whole number (MATLAB files
     store SVHN's ``y`` as double); else a :class:`DataError`."""
     labels = np.asarray(labels)
-    if not (np.issubdtype(labels.dtype, np.integer) or (
-            np.issubdtype(labels.dtype, np.floating) and np.all(np.mod(labels, 1) == 0))):
+    if np.issubdtype(labels.dtype, np.floating):
+        with np.errstate(invalid="ignore"):   # NaN and inf: not whole, and no RuntimeWarning
+            fraction = labels[~(np.mod(labels, 1) == 0)]
+        if fraction.size:
+            raise DataError(f"{where}: labels must be whole numbers, got {fraction[0]} "
+                            f"(dtype {labels.dtype})")
+    elif not np.issubdtype(labels.dtype, np.integer):
         raise DataError(f"{where}: labels must be whole numbers, got dtype {labels.dtype}")
     if labels.size and (labels.min() < -2**63 or labels.max() >= 2**63):
         # The cast would wrap them (2**64 - 1 to -1): the range check would name

@@ -784,6 +784,20 @@ def test_labels_beyond_int64_are_named_as_the_file_holds_them(tmp_path):
                                         r"got 1.0\.\.1e\+30"):
         load_dataset("svhn", 10, data_dir=str(tmp_path))
 
+def test_a_nan_label_in_a_mat_file_is_named_without_a_numpy_warning(tmp_path):
+    """A NaN (or inf) in y: the line names it, and NumPy's RuntimeWarning of
+    its remainder no longer prints two lines of source before that line."""
+    import warnings
+    write_svhn(tmp_path)
+    scipy.io.savemat(tmp_path / "test_32x32.mat", {"X": np.zeros((32, 32, 3, 2), np.uint8),
+                                                   "y": np.array([[1.0], [np.nan]])})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError, match=r"test_32x32.mat y: labels must be whole numbers, "
+                                            r"got nan \(dtype float64\)$"):
+            load_dataset("svhn", 10, data_dir=str(tmp_path))
+
+
 def test_init_batch_draws_from_the_asked_pool(tmp_path):
     write_npz(tmp_path, per_class=30)
     data = load_dataset("mnist", 20, seed=3, data_dir=str(tmp_path), pixel_range=(0.0, 1.0))
