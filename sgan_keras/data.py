@@ -710,6 +710,10 @@ def _read_mat(path):
         images, labels = mat["X"], mat["y"]
     except KeyError as error:
         raise DataError(f"{path} lacks the variable {error}; expected X and y") from None
+    except NotImplementedError:  # scipy's reason for v7.3 tells a program to use h5py
+        raise DataError(f"{path} is a MATLAB v7.3 (HDF5) file, which scipy cannot read; save "
+                        "it as v7, as SVHN's own files are (MATLAB: save(FILE, 'X', 'y', "
+                        "'-v7'))") from None
     except Exception as error:  # scipy raises many types on corrupt files
         raise DataError(f"{path} is not a readable .mat file ({_reason(error)})") from None
     if images.dtype != np.uint8 or images.ndim != 4 or \

@@ -798,6 +798,21 @@ def test_a_nan_label_in_a_mat_file_is_named_without_a_numpy_warning(tmp_path):
             load_dataset("svhn", 10, data_dir=str(tmp_path))
 
 
+def test_a_matlab_v7_3_file_says_to_save_it_as_v7(tmp_path):
+    """scipy cannot read MATLAB's HDF5 format; its reason said to use h5py."""
+    import h5py
+    write_svhn(tmp_path)
+    path = tmp_path / "train_32x32.mat"
+    with h5py.File(path, "w", userblock_size=512) as file:   # as MATLAB's save -v7.3
+        file["X"] = np.zeros((2, 3, 32, 32), np.uint8)       # column-major: axes reversed
+        file["y"] = np.ones((1, 2))
+    with open(path, "r+b") as file:   # the MAT header in the user block: v7.3 is 0x0200
+        file.write(b"MATLAB 7.3 MAT-file".ljust(116) + bytes(8) + b"\x00\x02IM")
+    with pytest.raises(DataError, match=r"train_32x32.mat is a MATLAB v7.3 \(HDF5\) file, which "
+                                        r"scipy cannot read; save it as v7"):
+        load_dataset("svhn", 10, data_dir=str(tmp_path))
+
+
 def test_init_batch_draws_from_the_asked_pool(tmp_path):
     write_npz(tmp_path, per_class=30)
     data = load_dataset("mnist", 20, seed=3, data_dir=str(tmp_path), pixel_range=(0.0, 1.0))
