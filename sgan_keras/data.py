@@ -864,9 +864,10 @@ def _cifar10_files(suffix):
 def _read_tfds(name, data_dir, include_extra):
     import tensorflow_datasets as tfds
     splits = ["train", "test"] + (["extra"] if include_extra else [])
+    expected = _expected_files(name, include_extra)
     if data_dir is None:
         _check_download_reachable(tfds.builder(DATASETS[name].tfds_name),
-                                  f"pass --data_dir with local files ({_expected_files(name)})")
+                                  f"pass --data_dir with local files ({expected})")
     try:
         loaded = tfds.load(DATASETS[name].tfds_name, split=splits, data_dir=data_dir,
                            as_supervised=True, download=data_dir is None)
@@ -878,7 +879,7 @@ def _read_tfds(name, data_dir, include_extra):
         if data_dir and not tfds.builder(DATASETS[name].tfds_name, data_dir=data_dir).is_prepared():
             # TFDS' reason then tells a program to download: not for a CLI user.
             raise DataError(f"data_dir {data_dir} holds no {name} files (expected "
-                            f"{_expected_files(name)} or prepared TFDS data)") from None
+                            f"{expected} or prepared TFDS data)") from None
         raise DataError(f"TFDS could not load {DATASETS[name].tfds_name}"
                         f"{f' from data_dir {data_dir}' if data_dir else ''}: "
                         f"{_reason(error)}") from None
@@ -938,7 +939,9 @@ def _to_numpy(split, dataset, split_name):
             np.concatenate([labels for _, labels in batches]).astype(np.int64))
 
 
-def _expected_files(name):
+def _expected_files(name, include_extra=False):
+    if include_extra:   # svhn's: the run needs the extra file too
+        return "train_32x32.mat, test_32x32.mat, extra_32x32.mat"
     if name not in DATASETS:
         return "TFDS data prepared on another machine"
     return {"mnist": "mnist.npz or " + ", ".join(_MNIST_IDX["train"] + _MNIST_IDX["test"]),

@@ -784,6 +784,17 @@ def test_labels_beyond_int64_are_named_as_the_file_holds_them(tmp_path):
                                         r"got 1.0\.\.1e\+30"):
         load_dataset("svhn", 10, data_dir=str(tmp_path))
 
+def test_svhn_with_extra_names_the_extra_file_among_those_expected(tmp_path):
+    """With --include_extra the files to pass include extra_32x32.mat; the line
+    named train and test only, so following it led to 'lacks extra_32x32.mat'."""
+    with pytest.raises(DataError, match=r"holds no svhn files \(expected train_32x32.mat, "
+                                        r"test_32x32.mat, extra_32x32.mat or prepared TFDS"):
+        load_dataset("svhn", 10, data_dir=str(tmp_path), include_extra=True)
+    with pytest.raises(DataError, match=r"holds no svhn files \(expected train_32x32.mat, "
+                                        r"test_32x32.mat or prepared TFDS"):
+        load_dataset("svhn", 10, data_dir=str(tmp_path))
+
+
 def test_a_nan_label_in_a_mat_file_is_named_without_a_numpy_warning(tmp_path):
     """A NaN (or inf) in y: the line names it, and NumPy's RuntimeWarning of
     its remainder no longer prints two lines of source before that line."""
