@@ -33,9 +33,10 @@ run found finished is checked against the command (its ``flags.json``; exit
 2 if it trained other flags) and recorded once: a run already in the
 result file keeps its record.
 
-The trainer runs in a session of its own: SIGINT or SIGTERM to this process
-(a terminal's Ctrl-C, ``kill``) is passed on to it once, so it saves at its
-next step and exits 75 (README, Faults), and so does this process; one
+The trainer runs in a session of its own: SIGINT, SIGTERM or SIGHUP to this
+process (a terminal's Ctrl-C, ``kill``, a closed terminal) is passed on to it
+once, so it saves at its next step and exits 75 (README, Faults), and so does
+this process (a SIGINT or SIGHUP ignored at start stays ignored: ``nohup``); one
 while no trainer runs (run.py starts, or records a run) stops it with one
 line, also with 75. Exit
 statuses: the trainer's when a training stops; 2 for a command run.py
@@ -134,11 +135,16 @@ class Refused(Exception):
 
 
 class Interrupted(Exception):
-    """SIGINT or SIGTERM while no trainer runs (one line; exit 75, as the trainer's)."""
+    """A stop signal while no trainer runs (one line; exit 75, as the trainer's)."""
+
+
+# The trainer's (README, Faults), by the trainer's rule (faults.take_over_signals):
+# a SIGINT or SIGHUP ignored when run.py starts stays ignored, and so it is in the trainer.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def interrupt(number, frame):
-    """The handler of SIGINT and SIGTERM outside :func:`run_trainer`: a
+    """The handler of :data:`STOP_SIGNALS` outside :func:`run_trainer`: a
     signal while run.py starts or records gets one line, not a traceback."""
     del frame
     raise Interrupted(signal.Signals(number).name)
@@ -208,20 +214,21 @@ def run_one(argv, made, train=True):
 def run_trainer(argv):
     """Runs the trainer to its end; returns its exit status.
 
-    It runs in a session of its own, and each SIGINT or SIGTERM this
-    process receives is passed on to it once: it then saves at its next
+    It runs in a session of its own, and each of :data:`STOP_SIGNALS` this
+    process takes is passed on to it once: it then saves at its next
     step and exits 75, as it does on its own. In this process's group it
     would get a terminal's Ctrl-C twice (from the terminal and passed on),
-    and a second signal ends it at once (``trainer.StopSignals``).
+    and a second signal ends it at once (``trainer.StopSignals``). Out of
+    the terminal's session it gets no SIGHUP of its own when the terminal
+    closes: passed on, it saves, where it would go on alone.
     """
     child = subprocess.Popen(argv, cwd=REPO_ROOT, start_new_session=True)
-    previous = {number: signal.signal(number, lambda number, frame: child.send_signal(number))
-                for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = faults.take_over_signals(
+        STOP_SIGNALS, lambda number, frame: child.send_signal(number))
     try:
         return child.wait()
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        faults.restore_signals(previous)
 
 
 def check_same_flags(config, trainer):
@@ -567,8 +574,7 @@ def same_directory(path, default):
 
 def main(argv):
     del argv
-    for number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(number, interrupt)
+    faults.take_over_signals(STOP_SIGNALS, interrupt)
     try:
         run_experiment()
     except Refused as refused:

@@ -764,7 +764,7 @@ def test_a_session_refused_by_the_runs_lock_is_dropped_though_the_run_saved_mean
 CHILD = """
 import os, signal, sys, time
 received = []
-for number in (signal.SIGINT, signal.SIGTERM):
+for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
     signal.signal(number, lambda number, frame: received.append(number))
 open(sys.argv[1] + ".ready", "w").close()
 deadline = time.time() + 3
@@ -775,28 +775,46 @@ open(sys.argv[1], "w").write(str(len(received)))
 sys.exit(75)
 """
 PARENT = """
-import sys
+import signal, sys
+if len(sys.argv) > 3:         # as nohup or a background job of a script leaves it
+    signal.signal(getattr(signal, sys.argv[3]), signal.SIG_IGN)
 sys.path.insert(0, "experiments")
 import run
 sys.exit(run.run_trainer([sys.executable, "-c", sys.argv[1], sys.argv[2]]))
 """
 
 
-@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
-def test_a_signal_to_the_runner_reaches_its_trainer_once(tmp_path, signal_name):
-    """Ctrl-C in a terminal signals run.py's whole process group: the trainer
-    (in a session of its own) gets the signal once, passed on, saves and
-    exits 75, and run.py exits with that status. Twice, it would end at once."""
+def signal_the_runner(tmp_path, signal_name, *ignored):
+    """Sends ``signal_name`` to the group of :data:`PARENT` (ignoring
+    ``ignored``) as its trainer waits; returns its exit status and the
+    signals its trainer received."""
     import signal
     count = tmp_path / "count"
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, CHILD, str(count)], cwd=REPO_ROOT,
-                              start_new_session=True)
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, CHILD, str(count), *ignored],
+                              cwd=REPO_ROOT, start_new_session=True)
     deadline = time.time() + 60
     while not (tmp_path / "count.ready").exists() and time.time() < deadline:
         time.sleep(0.05)
     os.killpg(parent.pid, getattr(signal, signal_name))     # as the terminal does
-    assert parent.wait(timeout=60) == 75
-    assert count.read_text() == "1"
+    return parent.wait(timeout=60), count.read_text()
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_a_signal_to_the_runner_reaches_its_trainer_once(tmp_path, signal_name):
+    """Ctrl-C in a terminal signals run.py's whole process group: the trainer
+    (in a session of its own) gets the signal once, passed on, saves and
+    exits 75, and run.py exits with that status. Twice, it would end at once.
+    A closed terminal's SIGHUP ended run.py and left its trainer training
+    alone (out of the terminal's session, it got none)."""
+    assert signal_the_runner(tmp_path, signal_name) == (75, "1")
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGHUP"])
+def test_a_signal_ignored_when_the_runner_starts_stays_ignored(tmp_path, signal_name):
+    """As the trainer's own rule: a SIGINT ignored in a background job of a
+    script (the script's Ctrl-C is not the job's) was passed on to the
+    trainer, which saved and stopped; so is a SIGHUP under nohup."""
+    assert signal_the_runner(tmp_path, signal_name, signal_name) == (75, "0")
 
 
 BETWEEN_RUNS = """
@@ -811,7 +829,7 @@ run.main([])
 """
 
 
-@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM", "SIGHUP"])
 def test_a_signal_to_the_runner_between_trainings_gets_one_line_and_exit_75(signal_name):
     """Ctrl-C while run.py imports TensorFlow or records a run was a
     KeyboardInterrupt traceback; SIGTERM ended it without a word."""
