@@ -876,7 +876,12 @@ def _read_tfds(name, data_dir, include_extra):
     except DataError:
         raise
     except Exception as error:  # TFDS raises many types; the reason is one line.
-        if data_dir and not tfds.builder(DATASETS[name].tfds_name, data_dir=data_dir).is_prepared():
+        try:   # a damaged prepared copy (its dataset_info.json) fails here too
+            missing = data_dir and not tfds.builder(DATASETS[name].tfds_name,
+                                                    data_dir=data_dir).is_prepared()
+        except Exception:
+            missing = False
+        if missing:
             # TFDS' reason then tells a program to download: not for a CLI user.
             raise DataError(f"data_dir {data_dir} holds no {name} files (expected "
                             f"{expected} or prepared TFDS data)") from None
@@ -1248,7 +1253,7 @@ def read_tfds_images(name, image_shape, *, data_dir=None, train_split="train",
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as error:  # TFDS raises many types for unknown names
-        raise DataError(_unknown_tfds_name(name, error)) from None
+        raise DataError(_unknown_tfds_name(name, data_dir, error)) from None
     image_key, label_key = _image_and_label_features(builder, name)
     try:
         if data_dir is None:   # else: TFDS data prepared there
@@ -1294,23 +1299,26 @@ def read_tfds_images(name, image_shape, *, data_dir=None, train_split="train",
                       test_labels=arrays[1][1])
 
 
-def _unknown_tfds_name(name, error):
-    """The line for a ``NAME[/config][:version]`` TFDS cannot build. For a config it
-    lacks, the configs it has: TFDS lists the close ones on lines after its first."""
+def _unknown_tfds_name(name, data_dir, error):
+    """The line for a ``NAME[/config][:version]`` TFDS cannot build: no such set, a
+    config it lacks (with the configs it has: TFDS lists the close ones on lines
+    after its first), or a version or prepared copy it cannot open."""
     import tensorflow_datasets as tfds
     base, _, config = name.split(":")[0].partition("/")
     try:
-        configs = list(tfds.builder_cls(base).builder_configs) if config else None
+        configs = list(tfds.builder_cls(base).builder_configs)
     except Exception:  # no such data set: TFDS' reason says so
-        configs = None
-    if configs is not None and config not in configs:
+        return (f"TFDS has no data set {name!r} ({_reason(error)}); see "
+                "https://www.tensorflow.org/datasets/catalog")
+    if config and config not in configs:
         if not configs:
             return f"TFDS {base} has no configs: pass tfds:{base}"
         close = difflib.get_close_matches(config, configs, n=5, cutoff=0.5) or configs[:5]
         return (f"TFDS {base} has no config {config!r}; it has {len(configs)}, e.g. "
                 f"{', '.join(close)}")
-    return (f"TFDS has no data set {name!r} ({_reason(error)}); see "
-            "https://www.tensorflow.org/datasets/catalog")
+    # A set TFDS has: a version it lacks, or a damaged copy (its dataset_info.json).
+    return (f"TFDS could not open {name}{f' in data_dir {data_dir}' if data_dir else ''}: "
+            f"{_reason(error)}")
 
 
 def _image_and_label_features(builder, name):

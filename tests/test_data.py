@@ -1303,6 +1303,18 @@ def test_a_tfds_config_that_does_not_exist_names_the_configs_there_are():
         data_lib.read_tfds_images("no_such_set_xyz/fog", (28, 28, 1))
 
 
+def test_a_prepared_tfds_copy_with_a_damaged_dataset_info_gets_one_line(tmp_path):
+    """TFDS cannot open the copy: --dataset=mnist ended in a traceback (the
+    check whether data_dir holds a copy failed as the load had), tfds:mnist
+    said TFDS had no data set 'mnist'."""
+    (tmp_path / "mnist" / "3.0.1").mkdir(parents=True)
+    (tmp_path / "mnist" / "3.0.1" / "dataset_info.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"^TFDS could not load mnist from data_dir .*: .*JSON"):
+        load_dataset("mnist", 10, data_dir=str(tmp_path))
+    with pytest.raises(DataError, match=r"^TFDS could not open mnist in data_dir .*: .*JSON"):
+        data_lib.read_tfds_images("mnist", (28, 28, 1), data_dir=str(tmp_path))
+
+
 def test_a_corrupt_prepared_tfds_file_gets_tensorflows_whole_reason(tmp_path, monkeypatch):
     """TensorFlow's ``{{function_node ...}}`` tag is dropped: it took half the
     reason's 200 characters and cut the reason itself off."""
