@@ -429,8 +429,11 @@ def provenance_lines(result):
 @contextlib.contextmanager
 def locked(results_dir, name):
     """Holds the lock of ``name``'s result files: one process writes them at a time."""
-    os.makedirs(results_dir, exist_ok=True)
-    with open(os.path.join(results_dir, name + ".lock"), "w") as lock:
+    path = os.path.join(results_dir, name + ".lock")
+    with faults.writing(path):     # an unwritable directory: exit 5, as a full disk
+        os.makedirs(results_dir, exist_ok=True)
+        lock = open(path, "w")
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 

@@ -612,6 +612,31 @@ def test_runs_and_results_directories_under_the_home_directory(tmp_path, monkeyp
     assert not (REPO_ROOT / "~").exists()
 
 
+UNWRITABLE_RESULTS = """
+import errno
+makedirs = os.makedirs
+def refused(path, *args, **kwargs):     # as for a user the directory's owner does not let in
+    if os.path.abspath(path).startswith(results):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+    return makedirs(path, *args, **kwargs)
+os.makedirs = refused
+run.run_experiment = lambda: run.record("x", "sgan", 0, made(0.8), invocation([0]),
+                                        os.path.join(results, "results"))
+run.main([])
+"""
+
+
+def test_a_results_directory_that_cannot_be_made_gets_one_line_and_exit_5(tmp_path):
+    """It was a PermissionError traceback (exit 1) once the runs had trained."""
+    result = subprocess.run(
+        [sys.executable, "-c", RECORD_PRELUDE + UNWRITABLE_RESULTS, str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 5 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"run.py: cannot write {tmp_path}/results/x.lock (Permission denied); free space and "
+        "run the same command again to record the runs")
+
+
 NOTE_KEPT = """
 run.record("x", "sgan", 0, made(0.8), {**invocation([0]), "note": "written by hand"}, results)
 run.record("x", "sgan", 1, made(0.7), {**invocation([1]), "note": None}, results)
