@@ -910,7 +910,9 @@ def _check_download_reachable(builder, offline_hint):
     import requests
     if builder.is_prepared():
         return
-    url = next(iter(type(builder).url_infos or {}), None)
+    # requests speaks HTTP only: an ftp:// URL (so2sat's) would fail with a network too.
+    url = next((url for url in type(builder).url_infos or {}
+                if url.startswith(("http://", "https://"))), None)
     if url is None:
         return
     try:

@@ -1234,6 +1234,29 @@ def test_a_tfds_set_offline_says_how_to_prepare_it(tmp_path, monkeypatch):
         data_lib.read_tfds_images("mnist", (28, 28, 1), data_dir=str(tmp_path / "empty"))
 
 
+def test_the_download_check_skips_urls_requests_cannot_fetch(monkeypatch):
+    """An ftp:// URL (so2sat's) is TFDS' to fetch: requests has no FTP adapter,
+    so the check said the host was unreachable even with a network."""
+    import socket
+    with socket.socket() as probe:      # a closed local port: the request is refused
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}/b.h5"
+    monkeypatch.setenv("NO_PROXY", "*")
+
+    class Builder:
+        name = "ftp_set"
+        url_infos = {"ftp://user:password@127.0.0.1/a.h5": None}
+
+        def is_prepared(self):
+            return False
+
+    data_lib._check_download_reachable(Builder(), "hint")   # left to TFDS: no error
+    Builder.url_infos = {**Builder.url_infos, closed: None}
+    with pytest.raises(DataError, match=r"^cannot download ftp_set: 127\.0\.0\.1:\d+ is "
+                                        r"unreachable .*; without a network, hint$"):
+        data_lib._check_download_reachable(Builder(), "hint")
+
+
 def test_a_tfds_set_of_rgba_images_loses_its_alpha_channel(tmp_path, monkeypatch):
     """As read_image_file drops it; no TFDS set of this version has RGBA
     images, so a small generated one stands in."""
