@@ -267,7 +267,8 @@ def add_session(output_dir, made, config, first_epoch):
     session = {"commit": made["commit"], "date": made["date"],
                "machine": provenance.machine_line(machine), "first_epoch": first_epoch}
     sessions.append(session)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with faults.writing(path):     # an unwritable --runs_dir: exit 5, as the trainer's
+        os.makedirs(os.path.dirname(path), exist_ok=True)
     faults.write_json(path, sessions)
     return session
 

@@ -637,6 +637,33 @@ def test_a_results_directory_that_cannot_be_made_gets_one_line_and_exit_5(tmp_pa
         "run the same command again to record the runs")
 
 
+UNWRITABLE_RUNS = """
+import errno
+sys.path.insert(0, "experiments")
+import definitions
+makedirs = os.makedirs
+def refused(path, *args, **kwargs):     # as for a user the directory's owner does not let in
+    if os.path.abspath(path).startswith(results):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+    return makedirs(path, *args, **kwargs)
+os.makedirs = refused
+output_dir = os.path.join(results, "runs", "run")
+argv = definitions.training_command("mnist_gans_in_action_100", 0, False, output_dir, {}, None)
+run.run_experiment = lambda: run.run_one(argv, run.provenance.record())
+run.main([])
+"""
+
+
+def test_a_runs_directory_that_cannot_be_made_gets_one_line_and_exit_5(tmp_path):
+    """It was a PermissionError traceback (exit 1) as run.py recorded the session."""
+    result = subprocess.run(
+        [sys.executable, "-c", RECORD_PRELUDE + UNWRITABLE_RUNS, str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 5 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"run.py: cannot write {tmp_path}/runs/run.sessions.json (Permission denied); ")
+
+
 NOTE_KEPT = """
 run.record("x", "sgan", 0, made(0.8), {**invocation([0]), "note": "written by hand"}, results)
 run.record("x", "sgan", 1, made(0.7), {**invocation([1]), "note": None}, results)
