@@ -1270,6 +1270,10 @@ def read_tfds_images(name, image_shape, *, data_dir=None, train_split="train",
         if data_dir and not builder.is_prepared():   # TFDS' reason tells a program to download
             raise DataError(f"data_dir {data_dir} holds no prepared TFDS {name} (made where "
                             f"there is a network by `tfds build {name} --data_dir=DIR`)") from None
+        if builder.MANUAL_DOWNLOAD_INSTRUCTIONS and not builder.is_prepared():
+            # TFDS' reason ends 'using instructions:', the instructions on lines dropped here.
+            raise DataError(f"TFDS {name} is downloaded by hand (see https://www.tensorflow.org/"
+                            f"datasets/catalog/{builder.name}): {_reason(error)}") from None
         raise DataError(f"TFDS could not load {name} splits {train_split!r} and "
                         f"{test_split!r}: {_reason(error)}") from None
     height, width, channels = image_shape

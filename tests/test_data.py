@@ -1257,6 +1257,15 @@ def test_the_download_check_skips_urls_requests_cannot_fetch(monkeypatch):
         data_lib._check_download_reachable(Builder(), "hint")
 
 
+def test_a_tfds_set_downloaded_by_hand_points_at_its_instructions(tmp_path, monkeypatch):
+    """TFDS' first line ends 'using instructions:' (cut at 200 characters), the
+    instructions on the lines the one-line reason drops: the catalog page has them."""
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    with pytest.raises(DataError, match=r"^TFDS resisc45 is downloaded by hand \(see https://"
+                       r"www\.tensorflow\.org/datasets/catalog/resisc45\): Manual directory "):
+        data_lib.read_tfds_images("resisc45", (32, 32, 3))
+
+
 def test_a_tfds_set_of_rgba_images_loses_its_alpha_channel(tmp_path, monkeypatch):
     """As read_image_file drops it; no TFDS set of this version has RGBA
     images, so a small generated one stands in."""
