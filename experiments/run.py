@@ -644,7 +644,8 @@ def run_experiment():
     earlier = read_result(results_dir, name)
     check_same_budget(results_dir, name, result, earlier)   # before hours of training
     if FLAGS.not_measured:
-        result["note"] = FLAGS.note or earlier.get("note", "")
+        # An empty --note empties it, as for measured results.
+        result["note"] = earlier.get("note", "") if FLAGS.note is None else FLAGS.note
         # The commands train what the file's budget says (they ignored --epochs,
         # --steps_per_epoch and --overrides, so a short budget's file named the
         # full budget's commands).

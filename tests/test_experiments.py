@@ -481,6 +481,16 @@ def test_not_measured_commands_train_the_budget_the_file_names(tmp_path):
         assert f"svhn_lecouat_1000/{kind}_seed0_epochs2_ema0.5 " in command, command
 
 
+def test_not_measured_results_take_an_empty_note(tmp_path):
+    """--note= kept the file's note for results not measured (it empties a
+    measured file's)."""
+    path = tmp_path / "results" / "svhn_lecouat_1000.json"
+    for arguments, note in ((["--note=no SVHN here"], "no SVHN here"), (["--note="], "")):
+        result = run_py(tmp_path, "--not_measured", *arguments)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert json.loads(path.read_text())["note"] == note, arguments
+
+
 def test_a_finished_run_of_other_flags_is_refused_not_recorded(tmp_path):
     """A run directory is reused only for the command that trained it: one
     that ran other flags (here another weight average) is not recorded as
