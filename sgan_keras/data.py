@@ -876,12 +876,14 @@ def _read_tfds(name, data_dir, include_extra):
     except DataError:
         raise
     except Exception as error:  # TFDS raises many types; the reason is one line.
-        try:   # a damaged prepared copy (its dataset_info.json) fails here too
-            missing = data_dir and not tfds.builder(DATASETS[name].tfds_name,
-                                                    data_dir=data_dir).is_prepared()
-        except Exception:
-            missing = False
-        if missing:
+        builder = None
+        if data_dir:
+            try:   # a damaged prepared copy (its dataset_info.json) fails here too
+                builder = tfds.builder(DATASETS[name].tfds_name, data_dir=data_dir)
+            except Exception:
+                pass
+        if builder is not None and not builder.is_prepared():
+            _refuse_other_versions(builder, data_dir, DATASETS[name].tfds_name)
             # TFDS' reason then tells a program to download: not for a CLI user.
             raise DataError(f"data_dir {data_dir} holds no {name} files (expected "
                             f"{expected} or prepared TFDS data)") from None
@@ -1268,6 +1270,7 @@ def read_tfds_images(name, image_shape, *, data_dir=None, train_split="train",
         raise
     except Exception as error:  # TFDS raises many types; the reason is one line
         if data_dir and not builder.is_prepared():   # TFDS' reason tells a program to download
+            _refuse_other_versions(builder, data_dir, name)
             raise DataError(f"data_dir {data_dir} holds no prepared TFDS {name} (made where "
                             f"there is a network by `tfds build {name} --data_dir=DIR`)") from None
         if builder.MANUAL_DOWNLOAD_INSTRUCTIONS and not builder.is_prepared():
@@ -1303,6 +1306,22 @@ def read_tfds_images(name, image_shape, *, data_dir=None, train_split="train",
     return TFDSImages(class_names=tuple(label_feature.names), train_images=arrays[0][0],
                       train_labels=arrays[0][1], test_images=arrays[1][0],
                       test_labels=arrays[1][1])
+
+
+def _refuse_other_versions(builder, data_dir, name):
+    """A :class:`DataError` if ``data_dir`` holds ``builder``'s set (``name``) prepared
+    only at versions this TFDS does not read (another TFDS release made it); the
+    line would say it holds none."""
+    folder = os.path.dirname(builder.data_dir)   # DIR/NAME[/config]/VERSION
+    try:
+        versions = sorted(entry for entry in os.listdir(folder) if entry != str(builder.version)
+                          and os.path.isfile(os.path.join(folder, entry, "dataset_info.json")))
+    except OSError:
+        return
+    if versions:
+        raise DataError(f"data_dir {data_dir} holds TFDS {name} version {', '.join(versions)}, "
+                        f"but this TFDS reads version {builder.version} only: prepare it with "
+                        f"this TFDS (`tfds build {name} --data_dir=DIR`)") from None
 
 
 def _unknown_tfds_name(name, data_dir, error):

@@ -1347,6 +1347,18 @@ def test_a_prepared_tfds_copy_with_a_damaged_dataset_info_gets_one_line(tmp_path
         data_lib.read_tfds_images("mnist", (28, 28, 1), data_dir=str(tmp_path))
 
 
+def test_a_tfds_copy_of_a_version_this_tfds_does_not_read_is_named(tmp_path):
+    """Prepared by another TFDS release: the line said data_dir held none."""
+    (tmp_path / "mnist" / "1.0.0").mkdir(parents=True)   # this TFDS reads 3.0.1
+    (tmp_path / "mnist" / "1.0.0" / "dataset_info.json").write_text("{}")
+    expected = (r"^data_dir .* holds TFDS mnist version 1\.0\.0, but this TFDS reads version "
+                r"3\.0\.1 only: prepare it with this TFDS \(`tfds build mnist --data_dir=DIR`\)$")
+    with pytest.raises(DataError, match=expected):
+        load_dataset("mnist", 10, data_dir=str(tmp_path))
+    with pytest.raises(DataError, match=expected):
+        data_lib.read_tfds_images("mnist", (28, 28, 1), data_dir=str(tmp_path))
+
+
 def test_a_corrupt_prepared_tfds_file_gets_tensorflows_whole_reason(tmp_path, monkeypatch):
     """TensorFlow's ``{{function_node ...}}`` tag is dropped: it took half the
     reason's 200 characters and cut the reason itself off."""
