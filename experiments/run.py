@@ -500,12 +500,16 @@ def markdown(name, result, results_dir=None):
         done = len(sgan["test_accuracy"]) if sgan else 0
         partial = sgan is not None and not sgan.get("finished", True)
 
-        def accuracies(run):
-            return (f"{run['final_test_accuracy']:.4f} | {run['best_test_accuracy']:.4f} | "
-                    if run else "- | - | ")
+        def accuracies(run, marked=False):
+            """``marked``: a partial run says so here (a partial SGAN, in the seed's cell)."""
+            if not run:
+                return "- | - | "
+            so_far = (f" (partial: {report.epochs(len(run['test_accuracy']))} so far)"
+                      if marked and not run.get("finished", True) else "")
+            return f"{run['final_test_accuracy']:.4f}{so_far} | {run['best_test_accuracy']:.4f} | "
         lines.append(
             f"| {seed}{f' (partial: {report.epochs(done)} so far)' if partial else ''} | "
-            + accuracies(sgan) + accuracies(base)
+            + accuracies(sgan) + accuracies(base, marked=True)
             + (f"{sgan['train_seconds']:.0f} | " if sgan else "- | ")
             + (f"{base['train_seconds']:.0f} |" if base else "- |"))
         if partial and base and len(base["test_accuracy"]) >= done:

@@ -232,6 +232,31 @@ def test_partial_result_compares_with_the_baseline_after_as_many_epochs(tmp_path
     assert "Seed 0 after 2 epochs (the SGAN's last so far): SGAN 0.6000, baseline 0.5500." in text
 
 
+PARTIAL_BASELINE = """
+import sys
+sys.path.insert(0, "experiments")
+import run
+run_ = {"final_test_accuracy": 0.5, "best_test_accuracy": 0.5, "train_seconds": 1.0,
+        "command": "b", "test_accuracy": [0.4, 0.5]}
+result = {"name": "x", "published": "p", "published_accuracy": 0.9, "seeds": [0],
+          "status": "measured", "budget": "b", "machine": "m", "commit": "c", "date": "d",
+          "sgan": {"0": {**run_, "final_test_accuracy": 0.7, "best_test_accuracy": 0.7,
+                         "test_accuracy": [0.4, 0.5, 0.6, 0.7], "finished": True}},
+          "baseline": {"0": {**run_, "finished": False}}}
+print(run.markdown("x", result))
+"""
+
+
+def test_a_partial_baseline_is_marked_in_the_table_of_its_seed():
+    """A baseline recorded by --snapshot was shown as if it had finished,
+    beside a finished SGAN."""
+    result = subprocess.run([sys.executable, "-c", PARTIAL_BASELINE], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "\n| 0 | 0.7000 | 0.7000 | 0.5000 (partial: 2 epochs so far) | 0.5000 | 1 | 1 |\n" \
+        in result.stdout
+
+
 MERGED_FROM_TWO_COMMITS = """
 import json, os, sys
 sys.path.insert(0, "experiments")
