@@ -90,6 +90,11 @@ def table(results_dir=os.path.join(REPO_ROOT, "experiments", "results")):
 
 
 def main():
+    # Anything else (a typo of --check) would rewrite the README unasked.
+    if sys.argv[1:] not in ([], ["--check"]):
+        print(f"report.py: unknown arguments {sys.argv[1:]}; usage: python "
+              "experiments/report.py [--check]", file=sys.stderr)
+        sys.exit(2)
     readme_path = os.path.join(REPO_ROOT, "README.md")
     with open(readme_path) as file:
         readme = file.read()
@@ -101,7 +106,7 @@ def main():
         updated = f"{head}{BEGIN}\n{table()}\n{END}{tail}"
     except DamagedResultFile as error:
         sys.exit(f"report.py: {error}")
-    if "--check" in sys.argv:
+    if sys.argv[1:] == ["--check"]:
         if updated != readme:
             sys.exit("report.py --check: README.md's results table differs from "
                      "experiments/results/*.json; run python experiments/report.py")

@@ -453,6 +453,20 @@ def test_report_check_says_why_it_fails(tmp_path, readme, line):
     assert (result.returncode, result.stderr.strip()) == (1, line)
 
 
+def test_report_refuses_an_argument_it_does_not_know_and_leaves_the_readme(tmp_path):
+    """A typo of --check rewrote the README without a word."""
+    (tmp_path / "experiments" / "results").mkdir(parents=True)
+    shutil.copy(os.path.join(REPO_ROOT, "experiments", "report.py"), tmp_path / "experiments")
+    readme = "<!-- results:begin -->\n| stale |\n<!-- results:end -->\n"
+    (tmp_path / "README.md").write_text(readme)
+    result = subprocess.run([sys.executable, "experiments/report.py", "--chek"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr.strip()) == (
+        2, "report.py: unknown arguments ['--chek']; usage: python experiments/report.py "
+           "[--check]")
+    assert (tmp_path / "README.md").read_text() == readme
+
+
 def test_report_names_a_result_file_it_cannot_read_in_one_line(tmp_path):
     """A result file in a merge conflict was a JSONDecodeError traceback."""
     (tmp_path / "experiments" / "results").mkdir(parents=True)
