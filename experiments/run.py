@@ -152,7 +152,8 @@ def interrupt(number, frame):
 
 def last_grid(output_dir):
     """The run's last grid of generated images, or ``None``."""
-    grids = sorted(glob.glob(os.path.join(REPO_ROOT, output_dir, "samples", "*.png")))
+    directory = os.path.join(REPO_ROOT, os.path.expanduser(output_dir))  # as the trainer reads it
+    grids = sorted(glob.glob(os.path.join(directory, "samples", "*.png")))
     return grids[-1] if grids else None
 
 

@@ -653,11 +653,16 @@ def test_runs_and_results_directories_under_the_home_directory(tmp_path, monkeyp
     looked for the run (and wrote its sessions file) in a directory named ~
     in the repository, and --results_dir=~/results wrote there too."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    finished_run(tmp_path / "home" / "runs")
+    run = finished_run(tmp_path / "home" / "runs")
+    (run / "samples").mkdir()
+    (run / "samples" / "epoch_0002.png").write_bytes(b"grid")    # nor did it find the grid
     result = run_py(tmp_path, "--runs_dir=~/runs", "--results_dir=~/results")
     assert result.returncode == 0, result.stderr[-2000:]
     recorded = json.loads((tmp_path / "home" / "results" / "svhn_lecouat_1000.json").read_text())
     assert recorded["sgan"]["0"]["final_test_accuracy"] == 0.625
+    assert recorded["samples_seed"] == 0
+    assert (tmp_path / "home" / "results" / "svhn_lecouat_1000_samples.png").read_bytes() == \
+        b"grid"
     assert not (REPO_ROOT / "~").exists()
 
 
