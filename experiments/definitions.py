@@ -132,12 +132,15 @@ def split_overrides(name, overrides):
     ``checkpoint_every_steps``). Only the first count as the budget and name
     the run's directory: the others change nothing a run computes, so a
     resumed run may change them. Raises ``ValueError`` for a name that is
-    no trainer flag, or one the experiment or the runner sets."""
+    no trainer flag, one the experiment or the runner sets, or ``overwrite``."""
     options = {option.flag: option for option in config_lib.OPTIONS.values() if option.flag}
     shaping, run_only = {}, {}
     for flag, value in overrides.items():
         if flag not in options:
             raise ValueError(f"--overrides={flag}=...: the trainer has no --{flag}")
+        if flag == "overwrite":     # each resume would remove the run and start it again
+            raise ValueError("--overrides=overwrite=...: run.py resumes a stopped run with the "
+                             "same command; move the run away to train it anew")
         if flag in RUNNER_FLAGS or flag in EXPERIMENTS[name]["flags"]:
             raise ValueError(f"--overrides={flag}=...: --{flag} is set by the experiment "
                              "or the runner (see experiments/definitions.py)")

@@ -972,6 +972,8 @@ def test_overrides_the_experiment_or_runner_sets_are_refused_and_run_only_ones_k
     for flag, message in (("seed", "is set by the experiment or the runner"),
                           ("output_dir", "is set by the experiment or the runner"),
                           ("preset", "is set by the experiment or the runner"),
+                          # Each resume removed the run and trained it again:
+                          ("overwrite", "run.py resumes a stopped run with the same command"),
                           ("no_such_flag", "the trainer has no --no_such_flag")):
         with pytest.raises(ValueError, match=message):
             definitions.split_overrides("svhn_lecouat_1000", {flag: "1"})
