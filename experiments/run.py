@@ -64,8 +64,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(REPO_ROOT, "experiments"), REPO_ROOT]
 import provenance  # noqa: E402
 import report  # noqa: E402
-from definitions import (EXPERIMENTS, run_directory, split_overrides,  # noqa: E402
-                         trainer_config, training_command)
+from definitions import (EXPERIMENTS, RUNNER_FLAGS, run_directory,  # noqa: E402
+                         split_overrides, trainer_config, training_command)
 from sgan_keras import config as config_lib  # noqa: E402
 from sgan_keras import faults  # noqa: E402
 from sgan_keras import onednn  # noqa: E402
@@ -548,8 +548,9 @@ def markdown(name, result, results_dir=None):
 
 def runner_command(result, results_dir=None):
     """The run.py command of a result's seeds and budget (and the data
-    directory its runs were given, and their runs and results directories
-    when not run.py's defaults); ``None`` for a budget run.py did not write."""
+    directory and run-only overrides its runs were given, and their runs and
+    results directories when not run.py's defaults); ``None`` for a budget
+    run.py did not write."""
     items = [] if result["budget"] == FULL_BUDGET else result["budget"].split(", ")
     if not all("=" in item for item in items):
         return None
@@ -558,11 +559,19 @@ def runner_command(result, results_dir=None):
             f"--seeds={','.join(str(seed) for seed in result['seeds'])}"]
     argv += [f"--{key}={budget.pop(key)}" for key in ("epochs", "steps_per_epoch")
              if key in budget]
-    if budget:
-        argv.append("--overrides=" + ",".join(f"{key}={value}" for key, value in budget.items()))
     commands = [run["command"] for kind in ("sgan", "baseline")
                 for run in result.get(kind, {}).values()]
     arguments = [argument for command in commands for argument in shlex.split(command)]
+    # The run-only overrides the runs were given (not in the budget): without
+    # them a resume would checkpoint less often, or make the export they skipped.
+    run_only = {option.flag for option in config_lib.OPTIONS.values()
+                if option.run_only and option.flag and option.flag not in RUNNER_FLAGS}
+    for argument in arguments:
+        key, _, value = argument[2:].partition("=")
+        if argument.startswith("--") and key in run_only and value:
+            budget.setdefault(key, value)
+    if budget:
+        argv.append("--overrides=" + ",".join(f"{key}={value}" for key, value in budget.items()))
     data_dirs = [argument for argument in arguments if argument.startswith("--data_dir=")]
     output_dirs = [argument.split("=", 1)[1] for argument in arguments
                    if argument.startswith("--output_dir=")]

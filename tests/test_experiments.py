@@ -199,6 +199,36 @@ def test_the_command_to_resume_names_the_runs_and_results_directories_it_was_giv
         "python experiments/run.py --experiment=x --seeds=0 --epochs=1"]
 
 
+RUN_ONLY_OVERRIDES = """
+import sys
+sys.path.insert(0, "experiments")
+import run
+run_ = {"final_test_accuracy": 0.8, "best_test_accuracy": 0.85, "train_seconds": 1.0,
+        "test_accuracy": [0.8]}
+command = ("python -m sgan_keras.train --dataset=mnist --seed=0 --output_dir=experiments/runs/"
+           "x/{kind}_seed0_epochs10_ema0.999 --epochs=10 --ema=0.999 --tflite=false "
+           "--checkpoint_every_steps=50 --data_dir=../data")
+result = {"name": "x", "published": "p", "published_accuracy": 0.9, "seeds": [0],
+          "status": "measured", "budget": "epochs=10, ema=0.999", "machine": "m", "commit": "c",
+          "date": "d", "sgan": {"0": {**run_, "command": command.format(kind="sgan")}},
+          "baseline": {"0": {**run_, "command": command.format(kind="baseline")
+                                     + " --supervised_only"}}}
+print(run.runner_command(result))
+"""
+
+
+def test_the_command_to_resume_keeps_the_run_only_overrides_the_runs_were_given():
+    """It gave the budget's overrides alone: resumed with it, a run given
+    checkpoint_every_steps=50 checkpointed only at its epochs' ends, and one
+    given tflite=false trained again to make the TFLite export it had skipped."""
+    result = subprocess.run([sys.executable, "-c", RUN_ONLY_OVERRIDES], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == (
+        "python experiments/run.py --experiment=x --seeds=0 --epochs=10 "
+        "--overrides=ema=0.999,tflite=false,checkpoint_every_steps=50 --data_dir=../data")
+
+
 def test_partial_results_are_written_while_seeds_remain(tmp_path):
     # run.py defines absl flags of the same names as the trainer: its own process.
     result = subprocess.run([sys.executable, "-c", PARTIAL, str(tmp_path)], cwd=REPO_ROOT,
