@@ -565,7 +565,8 @@ def runner_command(result, results_dir=None):
     # The run-only overrides the runs were given (not in the budget): without
     # them a resume would checkpoint less often, or make the export they skipped.
     run_only = {option.flag for option in config_lib.OPTIONS.values()
-                if option.run_only and option.flag and option.flag not in RUNNER_FLAGS}
+                if option.run_only and option.flag} - set(RUNNER_FLAGS) - set(
+                    EXPERIMENTS.get(result["name"], {}).get("flags", {}))
     for argument in arguments:
         key, _, value = argument[2:].partition("=")
         if argument.startswith("--") and key in run_only and value:
