@@ -214,6 +214,9 @@ result = {"name": "x", "published": "p", "published_accuracy": 0.9, "seeds": [0]
           "baseline": {"0": {**run_, "command": command.format(kind="baseline")
                                      + " --supervised_only"}}}
 print(run.runner_command(result))
+# An experiment that sets a run-only flag itself: run.py refuses it in --overrides.
+run.EXPERIMENTS["x"] = {"flags": {"tflite": "false"}}
+print(run.runner_command(result))
 """
 
 
@@ -224,9 +227,11 @@ def test_the_command_to_resume_keeps_the_run_only_overrides_the_runs_were_given(
     result = subprocess.run([sys.executable, "-c", RUN_ONLY_OVERRIDES], cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == (
+    assert result.stdout.splitlines() == [
         "python experiments/run.py --experiment=x --seeds=0 --epochs=10 "
-        "--overrides=ema=0.999,tflite=false,checkpoint_every_steps=50 --data_dir=../data")
+        "--overrides=ema=0.999,tflite=false,checkpoint_every_steps=50 --data_dir=../data",
+        "python experiments/run.py --experiment=x --seeds=0 --epochs=10 "
+        "--overrides=ema=0.999,checkpoint_every_steps=50 --data_dir=../data"]
 
 
 def test_partial_results_are_written_while_seeds_remain(tmp_path):
