@@ -198,13 +198,27 @@ def check_tf_config(text):
     if not isinstance(task, dict) or "type" not in task or "index" not in task:
         raise StrategyError("TF_CONFIG must hold a 'task' with 'type' and 'index', e.g. "
                             '"task": {"type": "worker", "index": 0}')
+    # TensorFlow's own checks end in a traceback; a 'ps' job leaves the workers
+    # waiting for it without end, and an 'evaluator' task trained a model alone.
+    for job, addresses in config["cluster"].items():
+        if job not in ("chief", "worker", "evaluator"):
+            raise StrategyError(f"TF_CONFIG's cluster has a {job!r} job: --strategy=multi_worker "
+                                "(MultiWorkerMirroredStrategy) takes 'chief' and 'worker' tasks")
+        if not isinstance(addresses, list):
+            raise StrategyError(f"TF_CONFIG's cluster job {job!r} must be a list of HOST:PORT "
+                                f"addresses; got {addresses!r}")
+    if len(config["cluster"].get("chief", [])) > 1:
+        raise StrategyError("TF_CONFIG's cluster has more than one 'chief' task")
+    if task["type"] not in ("chief", "worker"):
+        raise StrategyError(f"TF_CONFIG task type {task['type']!r}: --strategy=multi_worker "
+                            "trains on 'chief' and 'worker' tasks only (it has no evaluator)")
     jobs = config["cluster"].get(task["type"])
     if not isinstance(jobs, list) or not isinstance(task["index"], int) \
             or not 0 <= task["index"] < len(jobs):
         raise StrategyError(f"TF_CONFIG task {task['type']}:{task['index']} is not in its "
                             f"cluster {config['cluster']}")
     for task_type, addresses in config["cluster"].items():
-        for index, address in enumerate(addresses if isinstance(addresses, list) else []):
+        for index, address in enumerate(addresses):
             _host_and_port(address, f"{task_type}:{index}")
     address = jobs[task["index"]]
     host, port = _host_and_port(address, f"{task['type']}:{task['index']}")

@@ -280,6 +280,28 @@ def test_multi_worker_needs_a_valid_tf_config(monkeypatch, tf_config, words):
     assert "TF_CONFIG" in message and words in message and "\n" not in message
 
 
+@pytest.mark.parametrize("tf_config, words", [
+    ('{"cluster": {"worker": ["localhost:1"], "ps": ["localhost:2"]}, '
+     '"task": {"type": "worker", "index": 0}}', "cluster has a 'ps' job"),
+    ('{"cluster": {"trainer": ["localhost:1"]}, "task": {"type": "trainer", "index": 0}}',
+     "cluster has a 'trainer' job"),
+    ('{"cluster": {"worker": ["localhost:1"], "chief": "localhost:2"}, '
+     '"task": {"type": "worker", "index": 0}}', "job 'chief' must be a list"),
+    ('{"cluster": {"chief": ["localhost:1", "localhost:2"]}, '
+     '"task": {"type": "chief", "index": 0}}', "more than one 'chief'"),
+    ('{"cluster": {"worker": ["localhost:1"], "evaluator": ["localhost:2"]}, '
+     '"task": {"type": "evaluator", "index": 0}}', "task type 'evaluator'"),
+])
+def test_multi_worker_takes_only_chief_and_worker_tasks(tf_config, words):
+    """TensorFlow's own checks of these ended in a traceback; a worker waited
+    without end for a parameter server, and an evaluator task trained a model
+    alone and wrote nothing (exit 0)."""
+    with pytest.raises(StrategyError) as error:
+        distribute.check_tf_config(tf_config)
+    message = str(error.value)
+    assert "TF_CONFIG" in message and words in message and "\n" not in message
+
+
 PORT_IN_USE = """
 import json, os, socket
 from sgan_keras import distribute
