@@ -9,6 +9,7 @@ TensorFlow runtime.
 """
 
 import errno
+import hashlib
 import json
 import os
 import signal
@@ -289,17 +290,40 @@ def each_workers_value(strategy, value):
     order: an all-gather across workers, so it is also a barrier (every
     worker waits here for the others). One-element list without a
     multi-worker strategy."""
+    return [row[0] for row in each_workers_values(strategy, [value])]
+
+
+def each_workers_values(strategy, values):
+    """``values`` (a list of ints) as every replica of ``strategy`` has them:
+    one list per replica, in replica order (one all-gather, a barrier too).
+    One list without a multi-worker strategy."""
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return [int(value)]
+        return [[int(value) for value in values]]
 
     @tf.function
     def gather():
         def replica_fn():
             return tf.distribute.get_replica_context().all_gather(
-                tf.constant([value], tf.int64), axis=0)
+                tf.constant([values], tf.int64), axis=0)
         return strategy.run(replica_fn)
 
-    return [int(v) for v in strategy.experimental_local_results(gather())[0].numpy()]
+    rows = strategy.experimental_local_results(gather())[0].numpy()
+    return [[int(value) for value in row] for row in rows]
+
+
+def check_same_flags(strategy, flags):
+    """Raises :class:`StrategyError` on every worker, naming the flags, unless
+    all workers have the same ``flags`` (flag label -> JSON value): a worker
+    started with another --lr applied the shared gradients at its own rate
+    beside the chief, without a word."""
+    names = sorted(flags)
+    digests = [int.from_bytes(hashlib.sha256(json.dumps(flags[name], sort_keys=True).encode())
+                              .digest()[:8], "big", signed=True) for name in names]
+    rows = each_workers_values(strategy, digests)
+    differ = [name for index, name in enumerate(names) if len({row[index] for row in rows}) > 1]
+    if differ:
+        raise StrategyError(f"the workers were started with different flags ({', '.join(differ)}): "
+                            "start every worker of --strategy=multi_worker with the same flags")
 
 
 def check_same_step(strategy, step, output_dir):

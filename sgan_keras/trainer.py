@@ -367,6 +367,8 @@ def _prepare_and_train(config, stop):
     data_lib.check_paths(config.data.dataset, config.data.data_dir)   # before --overwrite
     try:
         with contextlib.ExitStack() as cleanup:
+            # Before the chief writes: every worker must run the same training.
+            distribute.check_same_flags(strategy, _shared_flags(config))
             if distribute.is_chief(strategy):
                 run_lock = prepare_output_dir(config)
                 cleanup.callback(run_lock.release)
@@ -400,6 +402,23 @@ def _prepare_and_train(config, stop):
             "are kept; the same command with a smaller --eval_batch_size resumes, a smaller "
             "--batch_size trains anew in another --output_dir") from None
     return run.output_dir
+
+
+def _shared_flags(config):
+    """The options every worker of a multi-worker run must share, by flag: those
+    that change what is computed and the two that schedule collective ops (the
+    evaluation's batches, the saves); not the data's paths, which may differ
+    from machine to machine."""
+    flags = {}
+    for name, value in config.to_dict().items():
+        option = config_lib.OPTIONS[name]
+        if name == "data_dir" or (option.run_only and name not in (
+                "eval_batch_size", "checkpoint_every_steps")):
+            continue
+        if name == "dataset" and str(value).startswith("folder:"):
+            value = "folder:"
+        flags[option.label()] = value
+    return flags
 
 
 def out_of_memory_allocation(error):

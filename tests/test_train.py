@@ -1131,6 +1131,28 @@ def test_a_worker_without_the_chiefs_checkpoints_stops_every_worker_with_one_lin
     assert latest_step(chief_dir) == step
 
 
+def test_workers_started_with_different_flags_all_stop_with_one_line(tmp_path, fast,
+                                                                     mnist_dir):
+    """A worker with another --lr applied the shared gradients at its own rate
+    beside the chief, and both finished (exit 0) without a word. The data's
+    paths may differ from machine to machine."""
+    output_dir = tmp_path / "run"
+    (tmp_path / "mnist").symlink_to(mnist_dir)
+    cluster = {"worker": [f"localhost:{free_port()}", f"localhost:{free_port()}"]}
+    workers = [launch(*fast, "--epochs=1", "--steps_per_epoch=2", "--strategy=multi_worker",
+                      f"--output_dir={output_dir}", *extra,
+                      env={**ENV, "TF_CONFIG": json.dumps({
+                          "cluster": cluster, "task": {"type": "worker", "index": index}})})
+               for index, extra in enumerate(
+                   ([], ["--lr=0.0005", f"--data_dir={tmp_path / 'mnist'}"]))]
+    for process in workers:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 2 and "Traceback" not in stderr, stderr[-3000:]
+        [line] = error_lines(stderr)
+        assert "the workers were started with different flags (--lr (g_lr))" in line, line
+    assert not output_dir.exists()
+
+
 def test_ctrl_c_ends_a_worker_waiting_for_the_others_of_its_cluster(tmp_path, fast):
     """A worker waits in TensorFlow's C++, holding the interpreter, until every
     worker of TF_CONFIG is up; no Python handler runs there, so SIGINT must take
