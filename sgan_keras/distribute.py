@@ -213,9 +213,11 @@ def check_tf_config(text):
     if task["type"] not in ("chief", "worker"):
         raise StrategyError(f"TF_CONFIG task type {task['type']!r}: --strategy=multi_worker "
                             "trains on 'chief' and 'worker' tasks only (it has no evaluator)")
+    if type(task["index"]) is not int:   # "1" read as worker:1 "not in its cluster"
+        raise StrategyError(f"TF_CONFIG task index must be a whole number, e.g. 0; "
+                            f"got {task['index']!r}")
     jobs = config["cluster"].get(task["type"])
-    if not isinstance(jobs, list) or not isinstance(task["index"], int) \
-            or not 0 <= task["index"] < len(jobs):
+    if not isinstance(jobs, list) or not 0 <= task["index"] < len(jobs):
         raise StrategyError(f"TF_CONFIG task {task['type']}:{task['index']} is not in its "
                             f"cluster {config['cluster']}")
     for task_type, addresses in config["cluster"].items():

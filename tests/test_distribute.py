@@ -291,11 +291,14 @@ def test_multi_worker_needs_a_valid_tf_config(monkeypatch, tf_config, words):
      '"task": {"type": "chief", "index": 0}}', "more than one 'chief'"),
     ('{"cluster": {"worker": ["localhost:1"], "evaluator": ["localhost:2"]}, '
      '"task": {"type": "evaluator", "index": 0}}', "task type 'evaluator'"),
+    ('{"cluster": {"worker": ["localhost:1", "localhost:2"]}, '
+     '"task": {"type": "worker", "index": "1"}}', "index must be a whole number, e.g. 0; got '1'"),
 ])
 def test_multi_worker_takes_only_chief_and_worker_tasks(tf_config, words):
     """TensorFlow's own checks of these ended in a traceback; a worker waited
     without end for a parameter server, and an evaluator task trained a model
-    alone and wrote nothing (exit 0)."""
+    alone and wrote nothing (exit 0). An index "1" was said not to be in a
+    cluster of two workers."""
     with pytest.raises(StrategyError) as error:
         distribute.check_tf_config(tf_config)
     message = str(error.value)
