@@ -166,8 +166,11 @@ def _wait_for_the_cluster():
     TensorFlow waits in C++ holding Python's interpreter lock, so no Python
     signal handler runs meanwhile: SIGINT (Ctrl-C) would go unanswered. While
     it waits, SIGINT takes its default action and ends the process at once;
-    nothing of the run is written before then. (SIGTERM is TensorFlow's from
-    here on: its preemption notifier, which ``PreemptionCheckpointHandler`` reads.)
+    nothing of the run is written before then. TensorFlow's preemption
+    notifier also takes SIGTERM there, in C++, behind Python's back: a SIGTERM
+    between then and training's ``PreemptionCheckpointHandler`` (data, model,
+    restore) was lost and the worker trained to the end. Python's handler is
+    set again once the cluster is up.
     """
     if threading.current_thread() is not threading.main_thread():
         return tf.distribute.MultiWorkerMirroredStrategy()   # only it may set handlers
@@ -176,6 +179,9 @@ def _wait_for_the_cluster():
         return tf.distribute.MultiWorkerMirroredStrategy()
     finally:
         signal.signal(signal.SIGINT, previous)
+        sigterm = signal.getsignal(signal.SIGTERM)
+        if sigterm is not None:      # None: a handler set outside Python
+            signal.signal(signal.SIGTERM, sigterm)
 
 
 def check_tf_config(text):

@@ -330,6 +330,32 @@ def test_multi_worker_on_a_port_in_use_names_the_port():
                                "by another process")
 
 
+
+SIGTERM_ONCE_THE_CLUSTER_IS_UP = """
+import json, os, signal, socket, time
+from sgan_keras import distribute
+with socket.socket() as probe:
+    probe.bind(("localhost", 0))
+    port = probe.getsockname()[1]
+os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"localhost:{port}"]},
+                                      "task": {"type": "worker", "index": 0}})
+signal.signal(signal.SIGTERM, signal.default_int_handler)    # as the CLI sets it
+distribute.make_strategy("multi_worker")
+try:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(3)
+    print(json.dumps({"answered": False}))
+except KeyboardInterrupt:
+    print(json.dumps({"answered": True}))
+"""
+
+
+def test_a_sigterm_once_the_cluster_is_up_reaches_pythons_handler():
+    """TensorFlow's preemption notifier took SIGTERM in C++ as the strategy
+    started: one before training (data, model, restore) was lost, and the
+    worker trained to the end (exit 0) instead of stopping with its line."""
+    assert run_python(SIGTERM_ONCE_THE_CLUSTER_IS_UP) == {"answered": True}
+
 def test_tpu_without_a_tpu_is_a_one_line_error(monkeypatch):
     monkeypatch.delenv("TPU_NAME", raising=False)
     with pytest.raises(StrategyError) as error:
