@@ -128,3 +128,26 @@ def test_accuracy_takes_keras_column_labels():
 def test_unknown_fake_class_is_rejected():
     with pytest.raises(ValueError, match="fake_class"):
         losses.gan_logit(tf.constant(LOGITS), "eleven", K)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(tf.float32, 1e-6), (tf.bfloat16, 1e-2)])
+def test_learned_gan_logit_keeps_its_precision_beside_large_logits(dtype, rtol):
+    # logsumexp(l_1..l_K) - l_f at logits near 1e4 cancelled: float32 lost 1e-3
+    # of the O(1) result (log 4 read 1.3869), bfloat16 all of it (read 0).
+    logits = np.full((3, 5), 1e4, np.float32)
+    logits[1] *= -1
+    logits[2, :2] = 3e38
+    logits[2, 2:] = -3e38
+    logits[2, 4] = 3e38
+    variable = tf.Variable(tf.constant(logits, dtype))
+    with tf.GradientTape() as tape:
+        got = losses.gan_logit(variable, "learned", 4)
+        total = tf.reduce_sum(got)
+    gradient = tf.cast(tape.gradient(total, variable), tf.float32).numpy()
+    # float64 log space, the fake logit subtracted before the exponentials.
+    exact = tf.cast(variable, tf.float64).numpy()
+    shifted = exact[:, :4] - exact[:, 4:]
+    peak = shifted.max(-1)
+    expected = peak + np.log(np.exp(shifted - peak[:, None]).sum(-1))
+    np.testing.assert_allclose(tf.cast(got, tf.float64).numpy(), expected, rtol=rtol)
+    assert np.all(np.isfinite(gradient))
