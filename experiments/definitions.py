@@ -111,11 +111,11 @@ def run_directory(runs_dir, name, kind, seed, budget):
     """Where a run trains: by experiment, kind and seed, and for a shortened
     budget by that budget too, so that a finished run is reused only for the
     budget it ran (``run.py`` does not train a run that has its export).
-    A baseline's name leaves out the flags it does not train with (the GAN's:
-    :func:`training_command`), so a GAN-only override reuses its baseline."""
-    if kind == "baseline":
-        gan_only = config_lib.gan_only_flags()
-        budget = {key: value for key, value in budget.items() if key not in gan_only}
+    A run's name leaves out the flags it does not train with
+    (:func:`flags_not_trained`), so a GAN-only override reuses its baseline,
+    and a baseline-only one its SGAN run."""
+    dropped = flags_not_trained(supervised_only=kind == "baseline")
+    budget = {key: value for key, value in budget.items() if key not in dropped}
     leaf = f"{kind}_seed{seed}"
     if budget:
         leaf += "".join(f"_{key}{value}" for key, value in budget.items()).replace(os.sep, "-")
@@ -162,17 +162,24 @@ def trainer_config(argv):
     return presets_lib.resolve(config_lib.overrides_from_flags(values))
 
 
+def flags_not_trained(supervised_only):
+    """The flags a run of one kind does not train with: the baseline drops those
+    that only shape the GAN (``config.gan_only_flags()``), the SGAN those that
+    act only on the baseline (``config.baseline_only_flags()``, e.g.
+    ``baseline_epochs``), which the trainer refuses without ``--supervised_only``."""
+    return config_lib.gan_only_flags() if supervised_only else config_lib.baseline_only_flags()
+
+
 def training_command(name, seed, supervised_only, output_dir, budget, data_dir):
     """The ``python -m sgan_keras.train`` argv of one run of experiment ``name``.
 
     ``budget`` holds extra flags (``epochs``, ``steps_per_epoch``, overrides).
-    The baseline (``supervised_only``) drops the flags that only shape the GAN
-    (``config.gan_only_flags()``: the fields marked ``gan_only``).
+    Each kind drops the flags it does not train with (:func:`flags_not_trained`).
     """
     run_flags = dict(EXPERIMENTS[name]["flags"], seed=seed, output_dir=output_dir, **budget)
+    dropped = flags_not_trained(supervised_only)
+    run_flags = {key: value for key, value in run_flags.items() if key not in dropped}
     if supervised_only:
-        gan_only = config_lib.gan_only_flags()
-        run_flags = {k: v for k, v in run_flags.items() if k not in gan_only}
         run_flags["supervised_only"] = True
     if data_dir:
         run_flags["data_dir"] = data_dir

@@ -664,6 +664,14 @@ def gan_only_flags():
     return tuple(option.flag for option in OPTIONS.values() if option.flag and option.gan_only)
 
 
+def baseline_only_flags():
+    """The flags of the fields that act only with ``--supervised_only``
+    (``baseline_epochs``; the trainer refuses them without it, and the
+    experiments' SGAN runs drop them)."""
+    return tuple(option.flag for option in OPTIONS.values()
+                 if option.flag and option.needs == SUPERVISED_ONLY)
+
+
 def overrides_from_flags(values):
     """``{field: value}`` of the flags set in ``values`` (flag name -> value, ``None``: unset)."""
     return {option.name: values[option.flag] for option in OPTIONS.values()

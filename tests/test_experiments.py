@@ -54,7 +54,7 @@ def test_every_experiment_resolves_to_its_preset(name):
     assert baseline.supervised_only and baseline.preset == flags["preset"]
 
 
-def test_the_runners_baseline_drops_the_configs_gan_only_flags():
+def test_the_runners_baseline_drops_the_gan_only_flags_and_the_sgan_the_baseline_only():
     gan_only = config_lib.gan_only_flags()
     assert {"fake_class", "generator_loss", "manifold_reg", "manifold_weight",
             "manifold_epsilon", "unsupervised_weight", "label_smoothing",
@@ -67,6 +67,17 @@ def test_the_runners_baseline_drops_the_configs_gan_only_flags():
     assert flags_of(sgan) - flags_of(baseline) == {"generator_activation", "label_smoothing"}
     assert flags_of(baseline) - flags_of(sgan) == {"supervised_only"}
     assert not flags_of(baseline) & set(gan_only)
+    # And the SGAN drops the baseline's own flags, which its trainer refuses
+    # without --supervised_only: such an override worked only with --kinds=baseline.
+    assert set(config_lib.baseline_only_flags()) == {"baseline_epochs",
+                                                     "baseline_steps_per_epoch"}
+    budget = {"epochs": 1, "baseline_epochs": 3}
+    sgan = definitions.training_command(name, 0, False, "out", budget, None)
+    baseline = definitions.training_command(name, 0, True, "out", budget, None)
+    assert "baseline_epochs" not in flags_of(sgan) and "baseline_epochs" in flags_of(baseline)
+    train.resolve_config(flag_values(sgan[3:]))           # the trainer takes it
+    assert definitions.run_directory("r", name, "sgan", 0, budget) == \
+        os.path.join("r", name, "sgan_seed0_epochs1")
 
 
 def write_svhn_fixture(directory, per_class=110, test_per_class=5, seed=0):
