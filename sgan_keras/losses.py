@@ -58,10 +58,18 @@ def supervised_loss(labels, logits, fake_class, num_classes):
     ``zero`` and ``separate`` use the K-way softmax over the class logits.
     """
     _check_fake_class(fake_class)
+    labels = tf.cast(labels, tf.int32)
     if fake_class != "learned":
         logits = logits[:, :num_classes]
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.cast(labels, tf.int32), logits=logits)
+    else:
+        # Label K is in the (K+1)-way softmax's range, so TensorFlow's check of
+        # the range (an error on the CPU, NaN on a GPU) let it train the fake
+        # class as a real one without a word; the other variants fail on it.
+        with tf.control_dependencies([tf.debugging.assert_less(
+                labels, num_classes, message=f"labels must be class ids 0..{num_classes - 1}; "
+                f"{num_classes} is the learned fake class's")]):
+            labels = tf.identity(labels)
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
 
 
 def sigmoid_cross_entropy(logits, target):

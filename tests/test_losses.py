@@ -151,3 +151,13 @@ def test_learned_gan_logit_keeps_its_precision_beside_large_logits(dtype, rtol):
     expected = peak + np.log(np.exp(shifted - peak[:, None]).sum(-1))
     np.testing.assert_allclose(tf.cast(got, tf.float64).numpy(), expected, rtol=rtol)
     assert np.all(np.isfinite(gradient))
+
+
+def test_learned_refuses_the_fake_class_id_as_a_label():
+    # Label K lies in the (K+1)-way softmax's range: it trained the fake class
+    # as a real one without a word, where zero and separate fail on it.
+    logits = tf.constant(LOGITS)
+    for fake_class in losses.FAKE_CLASSES:
+        with pytest.raises(tf.errors.InvalidArgumentError):
+            losses.supervised_loss(np.array([0, K]), logits[:2], fake_class, K)
+    losses.supervised_loss(np.array([0, K - 1]), logits[:2], "learned", K)
