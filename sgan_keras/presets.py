@@ -414,7 +414,13 @@ def _name_part(name, value):
         return f"{name}{value}"
     if isinstance(value, tuple):
         return f"{name}{'_'.join(f'{item:g}' for item in value)}"
-    return f"{name}_{value}"
+    # A TFDS split's slice (--train_split=train[:50%]) made a default
+    # --output_dir that RunConfig refuses as a file pattern: its brackets
+    # become parentheses, other pattern characters and a / a -.
+    return f"{name}_{value.translate(_FILE_NAME_SAFE)}"
+
+
+_FILE_NAME_SAFE = str.maketrans({"[": "(", "]": ")", "*": "-", "?": "-", "\\": "-", "/": "-"})
 
 
 def procedure_markdown():

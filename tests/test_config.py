@@ -344,6 +344,19 @@ def test_run_names_of_tfds_configs_keep_the_data_sets_name():
         "tfds-mnist_corrupted-fog", "tfds-cifar10_corrupted-fog", "folder-pets"]
 
 
+def test_run_names_of_tfds_split_slices_are_usable_output_dirs():
+    """``--train_split=train[:50%]`` named a default --output_dir with a [,
+    which RunConfig then refused as a file pattern: the flag alone failed."""
+    names = [train.resolve_config(parse(
+        cli_flags(), "--preset=mnist_blog", "--dataset=tfds:mnist", f"--{flag}={split}")
+    ).run.output_dir for flag, split in (("train_split", "train[:50%]"),
+                                         ("train_split", "train[50%:]"),
+                                         ("test_split", "test[:1000]"))]
+    assert names == ["runs/tfds-mnist_mnist_blog_labels4000_train_split_train(:50%)_seed0",
+                     "runs/tfds-mnist_mnist_blog_labels4000_train_split_train(50%:)_seed0",
+                     "runs/tfds-mnist_mnist_blog_labels4000_test_split_test(:1000)_seed0"]
+
+
 def test_a_leading_tilde_in_a_path_flag_is_the_home_directory(monkeypatch):
     """The shell leaves ``--data_dir=~/data`` alone; the run would look for, or
     create, a directory named ``~``."""
