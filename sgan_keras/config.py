@@ -449,6 +449,7 @@ class Config:
             if native != shape:
                 raise ConfigError(f"{source} is built for {native} images, but "
                                   f"--dataset={data.dataset} has {shape}")
+        if model.architecture:   # a folder: or tfds: set too (a traceback at G's build)
             allowed = choices_lib.GENERATOR_OUTPUT_ACTIVATIONS[model.architecture]
             if model.generator_activation and model.generator_activation not in allowed:
                 raise ConfigError(f"--generator_activation={model.generator_activation}: the "

@@ -192,6 +192,16 @@ def test_combinations_are_checked_across_sections(changes, message):
         config.replace(**changes)
 
 
+@pytest.mark.parametrize("dataset", ["folder:/data/pets", "tfds:mnist"])
+def test_a_generator_activation_the_preset_lacks_is_refused_for_ones_own_data(dataset):
+    """The check sat under the image-shape one, which own data sets skip: the
+    run wrote its directory, then G's build ended in a ValueError traceback."""
+    with pytest.raises(ConfigError, match=r"^--generator_activation=softplus: the mnist_blog "
+                                          r"generator allows tanh$"):
+        presets.resolve({"preset": "mnist_blog", "dataset": dataset,
+                         "generator_activation": "softplus"})
+
+
 def test_replace_reaches_every_section_and_refuses_unknown_fields():
     config = Config().replace(g_lr=0.1, fake_class="learned", labels="all", strategy="mirrored",
                               seed=3)
