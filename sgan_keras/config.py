@@ -455,6 +455,10 @@ class Config:
                 raise ConfigError(f"--generator_activation={model.generator_activation}: the "
                                   f"{self.preset or model.architecture} generator allows "
                                   f"{', '.join(allowed)}")
+            if model.generator_activation == allowed[0]:
+                # The source's, as unset: not "another" run, name or flags.json.
+                object.__setattr__(self, "model", dataclasses.replace(
+                    model, generator_activation=""))
         if data.include_extra and data.dataset != "svhn":
             raise ConfigError("--include_extra applies to --dataset=svhn only")
         if training.generator_fakes == "reused" and training.update_order != "sequential":

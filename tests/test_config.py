@@ -354,6 +354,24 @@ def test_run_names_of_tfds_configs_keep_the_data_sets_name():
         "tfds-mnist_corrupted-fog", "tfds-cifar10_corrupted-fog", "folder-pets"]
 
 
+def test_the_sources_generator_activation_given_explicitly_is_the_preset_unchanged():
+    """``--generator_activation=sigmoid`` on mnist_improved_gan (the source's)
+    named another run directory, and a resume of the run without it, or the
+    reverse, was refused as "a run with other flags"."""
+    for preset, source in (("mnist_improved_gan", "sigmoid"), ("mnist_blog", "tanh")):
+        plain = train.resolve_config(parse(cli_flags(), f"--preset={preset}"))
+        given = train.resolve_config(parse(cli_flags(), f"--preset={preset}",
+                                           f"--generator_activation={source}"))
+        assert given == plain and given.run.output_dir == plain.run.output_dir
+        assert given.model.generator_activation == ""
+        older = {**plain.to_dict(), "generator_activation": source}   # an older flags.json
+        assert trainer.changed_options(older, plain) == []
+    plain = presets.resolve({"preset": "mnist_improved_gan"})
+    softplus = plain.replace(generator_activation="softplus")
+    assert softplus.model.generator_activation == "softplus"
+    assert trainer.changed_options(plain.to_dict(), softplus) == ["generator_activation"]
+
+
 def test_run_names_of_tfds_split_slices_are_usable_output_dirs():
     """``--train_split=train[:50%]`` named a default --output_dir with a [,
     which RunConfig then refused as a file pattern: the flag alone failed."""
