@@ -163,7 +163,10 @@ class SGAN(keras.Model):
         if overrides.get("supervised_only"):
             presets_lib.refuse_gan_options(overrides, "supervised_only=True",
                                            lambda option: option.name)
-        config = presets_lib.get_preset(name).config.replace(**overrides)
+        config = presets_lib.get_preset(name).config
+        if overrides.get("procedure") == "unified":   # as the command line's --procedure
+            config = config.replace(**presets_lib.UNIFIED_PROCEDURE)
+        config = config.replace(**overrides)
         # As the command line: an override that would change nothing is refused.
         presets_lib.refuse_options_that_change_nothing(config, overrides,
                                                        lambda option: option.name)

@@ -12,6 +12,7 @@ import preloaded
 from conftest import random_algorithms
 from sgan_keras import PRESETS, SGAN, Config
 from sgan_keras import model as model_lib
+from sgan_keras import presets
 from sgan_keras.config import ConfigError
 from sgan_keras.layers import all_layers
 from sgan_keras.optimizers import FusedAdam, ImprovedGANAdam, LinearDecay
@@ -557,6 +558,18 @@ def test_from_preset_refuses_the_gans_options_with_supervised_only():
                                           r"update_order$"):
         SGAN.from_preset("mnist_blog", supervised_only=True, update_order="split")
     assert SGAN.from_preset("mnist_blog", supervised_only=True).generator is None
+
+
+def test_from_preset_with_the_unified_procedure_trains_it_as_the_command_line():
+    """from_preset("mnist_gans_in_action", procedure="unified") set the field
+    alone: its config said unified while the model took the book's three D
+    updates (update_order "split") and its first 100 labels."""
+    model = SGAN.from_preset("mnist_gans_in_action", procedure="unified", seed=0)
+    assert model.config == presets.resolve({"preset": "mnist_gans_in_action",
+                                            "procedure": "unified"})
+    assert model.config.training.update_order == "sequential"
+    own = SGAN.from_preset("mnist_gans_in_action", procedure="unified", update_order="split")
+    assert own.config.training.update_order == "split"   # a flag overrides either
 
 
 def test_from_preset_refuses_an_override_that_changes_nothing():
