@@ -27,9 +27,11 @@ reproducible, resumes exactly from a checkpoint (the step counter is the
 optimizer's), and, for networks without dropout, Gaussian noise or
 BatchNorm, one step gives the same result on one device or several. Those
 layers work per replica: each replica draws its own masks and noise
-(``layers.replica_seed``) and BatchNorm takes its own replica's statistics
-(Keras' default), so with them a run on several devices is a different
-draw of the same training, not the same numbers.
+(``layers.replica_seed``), so with them a run on several devices is a
+different draw of the same training, not the same numbers. BatchNorm takes
+its own replica's statistics (Keras' default) unless built with
+``synchronized=True``, as the presets' networks are (``networks.py``): then
+the global batch's, as on one device.
 """
 
 import inspect
