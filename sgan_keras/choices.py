@@ -82,6 +82,9 @@ GENERATOR_OUTPUT_ACTIVATIONS = {
     "svhn_lecouat": ("tanh",),
     "cifar10_lecouat": ("tanh",),
 }
+# The architectures whose weight-normalized layers take the data-dependent
+# init (--init_images, else the first batch); Lecouat's scales start at 1.
+WEIGHT_NORM_DATA_INIT = ("mnist_improved_gan", "svhn_improved_gan", "cifar10_improved_gan")
 PRECISIONS = ("float32", "mixed_bfloat16")
 
 # -------------------------------------------------- losses, optimizers, devices

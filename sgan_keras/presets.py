@@ -432,6 +432,8 @@ def procedure_markdown():
         data, training = preset.config.data, preset.config.training
         init = (f"{training.init_images} {training.init_from} images" if training.init_images
                 else "first batch")
+        if preset.config.model.architecture not in choices_lib.WEIGHT_NORM_DATA_INIT:
+            init = "none"   # no weight norm, or Lecouat's without the data-dependent init
         schedule = {"constant": "constant",
                     "per_epoch_decay": f"x {training.lr_decay_rate:g} per epoch",
                     "linear_decay": f"linear to 0 from epoch {training.lr_decay_start_epoch}",

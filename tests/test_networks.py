@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from sgan_keras import choices
 from sgan_keras import layers as wn
 from sgan_keras import networks
 from sgan_keras import presets
@@ -348,6 +349,20 @@ def test_weight_norm_networks_data_initialize(architecture, g_layers, d_layers):
     z = np.random.default_rng(0).uniform(size=(16, 100)).astype("float32")
     assert wn.initialize_weight_norm(generator, z) == g_layers
     assert wn.initialize_weight_norm(discriminator, generator(z, training=False)) == d_layers
+
+
+@pytest.mark.parametrize("architecture", networks.ARCHITECTURES)
+def test_the_procedure_table_says_which_presets_have_a_data_dependent_init(architecture):
+    """docs/presets.md said "first batch" for Lecouat's presets, whose weight
+    norm has no data-dependent init (README), and for those without weight norm."""
+    shape = IMAGE_SHAPES[architecture]
+    discriminator = networks.build_discriminator(architecture, image_shape=shape, seed=0)
+    images = np.random.default_rng(0).uniform(-1, 1, size=(4, *shape)).astype("float32")
+    initialized = wn.initialize_weight_norm(discriminator, images) > 0
+    assert (architecture in choices.WEIGHT_NORM_DATA_INIT) == initialized
+    row = next(line for line in presets.procedure_markdown().splitlines()
+               if line.startswith(f"| `{architecture}` |"))
+    assert (row.split(" | ")[6] != "none") == initialized
 
 
 @pytest.mark.parametrize("architecture", networks.ARCHITECTURES)
