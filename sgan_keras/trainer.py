@@ -484,7 +484,14 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
     if step:
         model.weight_norm_initialized = True
     elif training.init_images:  # else fit() initializes on the first training batch
-        model.initialize_weight_norm(data.init_batch(training.init_images, training.init_from))
+        try:
+            init_batch = data.init_batch(training.init_images, training.init_from)
+        except MemoryError:   # NumPy's, for the images: a huge --init_images ended in a traceback
+            raise OutOfMemoryError(
+                f"out of memory for the {training.init_images} images of --init_images "
+                "(improved-gan: 500): nothing trained yet; the same command with fewer "
+                "starts the run") from None
+        model.initialize_weight_norm(init_batch)
     # A checkpoint inside an epoch also holds that epoch's running metrics.
     restore_metrics = ((lambda: store.read(restored.path))
                        if step % training.steps_per_epoch else None)

@@ -808,6 +808,34 @@ def test_only_the_allocators_resource_exhausted_errors_are_out_of_memory():
                                                   "device")) is None
 
 
+def test_init_images_beyond_memory_are_out_of_memory_and_fewer_then_start(
+        tmp_path, mnist_dir, monkeypatch):
+    """``--init_images=100000000``: NumPy's MemoryError for 73 GiB of images
+    ended the run in a traceback (exit 1). Raised here without the allocation."""
+    from sgan_keras import data as data_lib
+    from sgan_keras import presets
+    from sgan_keras import trainer
+
+    def config(init_images):
+        return presets.resolve({
+            "preset": "mnist_improved_gan", "data_dir": str(mnist_dir), "epochs": 1,
+            "steps_per_epoch": 1, "batch_size": 16, "eval_batch_size": 5000, "tflite": False,
+            "init_images": init_images, "output_dir": str(tmp_path / "run")})
+
+    init_batch = data_lib.SemiSupervisedData.init_batch
+
+    def too_many(self, count, source="unlabeled"):
+        if count > 1000:
+            raise MemoryError(f"Unable to allocate for {count} images")
+        return init_batch(self, count, source)
+    monkeypatch.setattr(data_lib.SemiSupervisedData, "init_batch", too_many)
+    with pytest.raises(trainer.OutOfMemoryError, match=r"^out of memory for the 100000000 "
+                                                       r"images of --init_images \(improved"):
+        trainer.train(config(10**8))
+    trainer.train(config(20))
+    assert (tmp_path / "run" / "export" / "saved_model.pb").exists()
+
+
 def test_full_disk_mid_training_gets_one_line_and_loses_nothing(small_disk, reference, resumable):
     output_dir = small_disk / "run"
     process = launch(*resumable, f"--output_dir={output_dir}")
