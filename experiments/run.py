@@ -604,8 +604,9 @@ def main(argv):
               "recorded, the same command resumes", file=sys.stderr)
         sys.exit(75)
     except faults.WriteError as error:      # the result files' (each replaced in one rename)
-        print(f"run.py: {error}; free space and run the same command again to record the "
-              "runs", file=sys.stderr)
+        # Not only a full disk: a directory not permitted or read-only too.
+        print(f"run.py: {error}; free space or fix the directory, then run the same command "
+              "again to record the runs", file=sys.stderr)
         sys.exit(5)     # the trainer's status for it (README, Faults)
     except TrainingStopped as stopped:
         # The trainer printed why; its exit status is the runner's

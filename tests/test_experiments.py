@@ -712,14 +712,17 @@ def test_runs_and_results_directories_under_the_home_directory(tmp_path, monkeyp
     assert not (REPO_ROOT / "~").exists()
 
 
-UNWRITABLE_RESULTS = """
+# Directories under the test's own may not be made, as for a user the owner does not let in.
+REFUSED_DIRECTORIES = """
 import errno
 makedirs = os.makedirs
-def refused(path, *args, **kwargs):     # as for a user the directory's owner does not let in
+def refused(path, *args, **kwargs):
     if os.path.abspath(path).startswith(results):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
     return makedirs(path, *args, **kwargs)
 os.makedirs = refused
+"""
+UNWRITABLE_RESULTS = REFUSED_DIRECTORIES + """
 run.run_experiment = lambda: run.record("x", "sgan", 0, made(0.8), invocation([0]),
                                         os.path.join(results, "results"))
 run.main([])
@@ -733,20 +736,13 @@ def test_a_results_directory_that_cannot_be_made_gets_one_line_and_exit_5(tmp_pa
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 5 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1] == (
-        f"run.py: cannot write {tmp_path}/results/x.lock (Permission denied); free space and "
-        "run the same command again to record the runs")
+        f"run.py: cannot write {tmp_path}/results/x.lock (Permission denied); free space or "
+        "fix the directory, then run the same command again to record the runs")
 
 
-UNWRITABLE_RUNS = """
-import errno
+UNWRITABLE_RUNS = REFUSED_DIRECTORIES + """
 sys.path.insert(0, "experiments")
 import definitions
-makedirs = os.makedirs
-def refused(path, *args, **kwargs):     # as for a user the directory's owner does not let in
-    if os.path.abspath(path).startswith(results):
-        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
-    return makedirs(path, *args, **kwargs)
-os.makedirs = refused
 output_dir = os.path.join(results, "runs", "run")
 argv = definitions.training_command("mnist_gans_in_action_100", 0, False, output_dir, {}, None)
 run.run_experiment = lambda: run.run_one(argv, run.provenance.record())
@@ -788,7 +784,7 @@ def test_a_result_file_on_a_full_disk_gets_one_line_and_exit_5(tmp_path):
     assert result.returncode == 5 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1] == (
         f"run.py: cannot write {tmp_path}/x_accuracy.png (No space left on device); free "
-        "space and run the same command again to record the runs")
+        "space or fix the directory, then run the same command again to record the runs")
     assert not (tmp_path / "x.json").exists()
 
 
