@@ -193,8 +193,11 @@ def _check_same_run(output_dir, earlier, config):
     changed = changed_options(earlier, config)
     if changed and trained:
         labels = ", ".join(config_lib.OPTIONS[name].label() for name in changed)
+        # Another --output_dir first: two folders of one name (folder:/a/pets and
+        # folder:/b/pets) share a default one, and --overwrite removes that run.
         raise UsageError(f"--output_dir={output_dir} holds a run with other flags ({labels}); "
-                         "pass --overwrite or another --output_dir")
+                         "pass another --output_dir, or --overwrite to remove that run's "
+                         "outputs and train this one there")
     if is_finished(output_dir, config):
         raise UsageError(f"--output_dir={output_dir} holds a finished run; "
                          "pass --overwrite to train it again")

@@ -220,7 +220,8 @@ def test_a_run_that_never_trained_leaves_its_directory_to_a_corrected_command(tm
     trainer.prepare_output_dir(corrected).release()
     assert json.loads((tmp_path / "run" / "flags.json").read_text())["data_dir"] == "right"
     (tmp_path / "run" / "metrics.csv").write_text("epoch\n1\n")     # it trained
-    with pytest.raises(trainer.UsageError, match=r"other flags \(--data_dir\)"):
+    with pytest.raises(trainer.UsageError, match=r"other flags \(--data_dir\); pass another "
+                       r"--output_dir, or --overwrite to remove that run's outputs"):
         trainer.prepare_output_dir(config.replace(data_dir="other"))
     # Run-only options may change on a resume; no other may (here --lr).
     trainer.prepare_output_dir(corrected.replace(eval_batch_size=10, checkpoint_every_steps=5)
