@@ -358,6 +358,15 @@ def check_dataset(name):
         raise ConfigError(f"--dataset={name}: {problem}")
 
 
+def source_activation_as_unset(architecture, activation):
+    """``activation``, or ``""`` (unset) where it is ``architecture``'s source's
+    own: giving the source's activation is the preset unchanged, not another
+    run, run name or ``flags.json``. Also reads an older ``flags.json``, which
+    recorded it as given."""
+    allowed = choices_lib.GENERATOR_OUTPUT_ACTIVATIONS.get(architecture, ())
+    return "" if allowed and activation == allowed[0] else activation
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """How a run is carried out: devices, outputs, checkpoints (``trainer.py``)."""
@@ -455,10 +464,10 @@ class Config:
                 raise ConfigError(f"--generator_activation={model.generator_activation}: the "
                                   f"{self.preset or model.architecture} generator allows "
                                   f"{', '.join(allowed)}")
-            if model.generator_activation == allowed[0]:
-                # The source's, as unset: not "another" run, name or flags.json.
+            unset = source_activation_as_unset(model.architecture, model.generator_activation)
+            if unset != model.generator_activation:
                 object.__setattr__(self, "model", dataclasses.replace(
-                    model, generator_activation=""))
+                    model, generator_activation=unset))
         if data.include_extra and data.dataset != "svhn":
             raise ConfigError("--include_extra applies to --dataset=svhn only")
         if training.generator_fakes == "reused" and training.update_order != "sequential":

@@ -219,10 +219,8 @@ def changed_options(earlier, config):
     had no flag then: the run had its preset's value."""
     if config.preset in presets_lib.PRESETS:
         earlier = {**presets_lib.defaults_of(config).to_dict(), **earlier}
-    activations = choices_lib.GENERATOR_OUTPUT_ACTIVATIONS.get(config.model.architecture, ())
-    if activations and earlier.get("generator_activation") == activations[0]:
-        # Recorded as given before Config took the source's activation for unset.
-        earlier = {**earlier, "generator_activation": ""}
+    earlier = {**earlier, "generator_activation": config_lib.source_activation_as_unset(
+        config.model.architecture, earlier.get("generator_activation", ""))}
     current = config.to_dict()
     return sorted(name for name, option in config_lib.OPTIONS.items()
                   if not option.run_only and not _same_value(name, earlier.get(name),
