@@ -672,8 +672,9 @@ def run_experiment():
             for kind in ("sgan", "baseline")}
         write_results(name, result, results_dir)
         return
+    kinds = list(dict.fromkeys(FLAGS.kinds))   # each once, in order
     for seed in seeds:
-        for kind in FLAGS.kinds:
+        for kind in kinds:
             output_dir = run_directory(FLAGS.runs_dir, name, kind, seed, budget)
             argv = training_command(name, seed, kind == "baseline", output_dir,
                                     {**budget, **run_options}, FLAGS.data_dir)

@@ -612,10 +612,11 @@ def test_a_finished_run_is_recorded_once_and_results_of_another_budget_stay(tmp_
     assert not (tmp_path / "runs" / "svhn_lecouat_1000" / "sgan_seed0_epochs1").exists()
 
 
-def test_a_seed_given_twice_is_run_and_shown_once(tmp_path):
+def test_a_seed_or_kind_given_twice_is_run_and_shown_once(tmp_path):
     finished_run(tmp_path / "runs")
-    result = run_py(tmp_path, "--seeds=0,0")
+    result = run_py(tmp_path, "--seeds=0,0", "--kinds=sgan,sgan")
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "is recorded already" not in result.stderr   # the second sgan found it recorded
     assert json.loads((tmp_path / "results" / "svhn_lecouat_1000.json").read_text())[
         "seeds"] == [0]
     text = (tmp_path / "results" / "svhn_lecouat_1000.md").read_text()
