@@ -989,11 +989,12 @@ def _ema_copy(discriminator):
 
 
 def _refuse_terminate_on_nan(callbacks):
-    """Raises for a ``TerminateOnNaN`` among ``fit()``'s ``callbacks`` (a list
-    or a ``CallbackList``) that still reads ``logs["loss"]``."""
+    """Raises for a ``TerminateOnNaN`` among ``fit()``'s ``callbacks`` (a list,
+    a ``CallbackList`` or, as Keras flattens them, one callback or nested
+    lists) that still reads ``logs["loss"]``."""
     if isinstance(callbacks, keras.callbacks.CallbackList):
         callbacks = callbacks.callbacks
-    for callback in callbacks or ():
+    for callback in keras.tree.flatten(callbacks) if callbacks else ():
         if (isinstance(callback, keras.callbacks.TerminateOnNaN) and type(callback).on_batch_end
                 is keras.callbacks.TerminateOnNaN.on_batch_end):
             raise ValueError(

@@ -58,6 +58,22 @@ def test_terminate_on_nan_is_refused_for_the_callback_that_checks_every_loss():
         fit(model, 3, [callbacks_lib.StopOnNonFiniteLoss()])
 
 
+def test_fit_takes_one_callback_or_nested_lists_as_keras_does(tmp_path):
+    """Keras flattens ``callbacks``: one callback alone works, and a lone or
+    nested ``TerminateOnNaN`` gets its line; ``fit()`` failed on a lone one
+    with "object is not iterable"."""
+    model = tiny_model()
+    model.fit(constant_data(), steps_per_epoch=STEPS, epochs=1, verbose=0,
+              callbacks=keras.callbacks.CSVLogger(tmp_path / "log.csv"))
+    with open(tmp_path / "log.csv", newline="") as file:
+        assert [row["epoch"] for row in csv.DictReader(file)] == ["0"]
+    for callbacks in (keras.callbacks.TerminateOnNaN(), [[keras.callbacks.TerminateOnNaN()]]):
+        with pytest.raises(ValueError, match="StopOnNonFiniteLoss"):
+            model.fit(constant_data(), steps_per_epoch=STEPS, epochs=1, verbose=0,
+                      callbacks=callbacks)
+    assert int(model.d_optimizer.iterations) == STEPS
+
+
 def test_a_non_finite_total_is_named_by_its_part():
     """``d_loss`` is the sum of its logged parts: the line names the part that
     went non-finite (``manifold_loss``) first, the total after it."""
