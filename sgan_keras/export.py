@@ -51,7 +51,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sgan_keras import faults
+from sgan_keras import checks, faults
 from sgan_keras import layers as sgan_layers
 from sgan_keras.choices import PIXEL_RANGES
 
@@ -259,6 +259,9 @@ def _classify_in_batches(signature, images, batch_size):
         # A cast would turn float images scaled to [0, 1] into zeros without a word.
         raise ValueError(f"the images must be uint8 [N, H, W, C] (the raw 0-255 pixels; the "
                          f"export scales them), got {images.dtype}")
+    if not checks.is_integer(batch_size) or batch_size < 1:
+        # A negative one classified one blank image, its row returned for all the images.
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     probabilities, class_ids = [], []
     # No image: one blank one gives the [0, K] shapes (a convolution of an empty
     # batch fails, and concatenating no batch too).

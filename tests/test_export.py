@@ -186,6 +186,22 @@ def test_the_classify_helpers_give_empty_results_for_no_image(tmp_path):
         assert class_ids.shape == (0,) and class_ids.dtype == np.int64
 
 
+def test_the_classify_helpers_refuse_a_batch_size_that_is_not_a_positive_integer(tmp_path):
+    # A negative one classified one blank image and returned its row alone for all
+    # the images, without a word; 0 ended in range()'s 'arg 3 must not be zero'.
+    from sgan_keras.export import TFLITE_FLOAT, saved_model_classify, tflite_classify
+    images = uint8_images(5)
+    path = export_classifier(tiny_classifier(0), tmp_path / "export", image_shape=IMAGE_SHAPE,
+                             pixel_range=(0, 1), representative_images=images)
+    for classify, model in ((saved_model_classify, path),
+                            (tflite_classify, os.path.join(path, TFLITE_FLOAT))):
+        for wrong in (-1, 0, 2.0, True):
+            with pytest.raises(ValueError, match=rf"^batch_size must be a positive integer, "
+                                                 rf"got {wrong!r}$"):
+                classify(model, images, batch_size=wrong)
+        assert classify(model, images, batch_size=np.int64(2))[0].shape == (5, 3)
+
+
 def test_existing_export_is_kept_without_overwrite(tmp_path):
     path = tmp_path / "export"
     export_classifier(tiny_classifier(0), path, image_shape=IMAGE_SHAPE, pixel_range=(-1, 1))
