@@ -225,17 +225,30 @@ def tflite_classify(model, images, batch_size=256):
     # TFLite resizes its input to any shape and classifies RGB images with a
     # grayscale model, or [N, H, W] ones, without a word; the SavedModel refuses them.
     shape = tuple(int(size) for size in runner.get_input_details()["images"]["shape_signature"])
-    if images.shape[1:] != shape[1:]:
-        raise ValueError(f"the images must be [N, {', '.join(map(str, shape[1:]))}], got "
-                         f"shape {list(images.shape)}")
+    _check_image_batch_shape(images, shape)
     return _classify_in_batches(runner, images, batch_size)
 
 
 def saved_model_classify(export_dir, images, batch_size=256):
     """``(probabilities [N, K], class_ids [N])`` of the exported SavedModel's
     ``serving_default`` signature on uint8 images."""
-    return _outside_any_strategy(lambda: _classify_in_batches(
-        _serve(os.fspath(export_dir)), images, batch_size))
+    def classify():
+        serve = _serve(os.fspath(export_dir))
+        # The signature's own refusals are TypeErrors that print the whole batch.
+        spec = serve.structured_input_signature[1].get("images")
+        if spec is None or spec.dtype != tf.uint8:   # e.g. SGAN.export()'s: float images
+            raise ValueError(f"{os.fspath(export_dir)}: its serving_default signature takes "
+                             "no uint8 'images', so it is not an export_classifier export")
+        _check_image_batch_shape(np.asarray(images), tuple(spec.shape))
+        return _classify_in_batches(serve, images, batch_size)
+    return _outside_any_strategy(classify)
+
+
+def _check_image_batch_shape(images, shape):
+    """Refuses ``images`` whose shape is not ``[N, *shape[1:]]`` (a model's ``[N, H, W, C]``)."""
+    if images.shape[1:] != tuple(shape[1:]):
+        raise ValueError(f"the images must be [N, {', '.join(map(str, shape[1:]))}], got "
+                         f"shape {list(images.shape)}")
 
 
 def _serve(export_dir):

@@ -156,6 +156,28 @@ def test_tflite_classify_refuses_images_of_another_shape(tmp_path):
         assert tflite_classify(os.path.join(path, name), images)[0].shape == (4, 3)
 
 
+def test_saved_model_classify_refuses_images_of_another_shape_or_another_export(tmp_path):
+    # The signature's refusals were TypeErrors ('Binding inputs to tf.function
+    # failed') printing the whole image batch, for a grayscale batch given to a
+    # colour model and for any batch given to Keras' own export (model.export()).
+    from sgan_keras.export import saved_model_classify
+    classifier = tiny_classifier(0)
+    path = export_classifier(classifier, tmp_path / "export", image_shape=IMAGE_SHAPE,
+                             pixel_range=(0, 1))
+    images = uint8_images(4)
+    for wrong in (images[..., :1], images[..., 0], images[0]):
+        got = ", ".join(map(str, wrong.shape))
+        with pytest.raises(ValueError, match=rf"^the images must be \[N, 6, 5, 2\], "
+                                             rf"got shape \[{got}\]$"):
+            saved_model_classify(path, wrong)
+    classifier.export(str(tmp_path / "keras_export"), verbose=False)
+    with pytest.raises(ValueError, match=r"keras_export: its serving_default signature takes "
+                                         r"no uint8 'images', so it is not an "
+                                         r"export_classifier export$"):
+        saved_model_classify(tmp_path / "keras_export", images)
+    assert saved_model_classify(path, images)[0].shape == (4, 3)
+
+
 def test_export_and_saved_model_classify_work_inside_a_strategy_scope(tmp_path):
     # A notebook that builds, trains and exports inside `with strategy.scope():`:
     # the export's load-back check got distributed variables and ended in a
