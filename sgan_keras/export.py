@@ -290,7 +290,8 @@ def _classify_in_batches(signature, images, batch_size):
 def _computing_in_float32(classifier):
     """``classifier`` itself if every layer computes in float32, else a float32
     copy of it with the same weights (see the module docstring)."""
-    if all(layer.compute_dtype == "float32" for layer in sgan_layers.all_layers(classifier)):
+    if all(layer.compute_dtype == "float32"
+           for layer in sgan_layers.computing_layers(classifier)):
         return classifier
 
     def float32_layer(layer):
@@ -305,7 +306,8 @@ def _computing_in_float32(classifier):
     except ValueError:   # subclassed models cannot be cloned
         # The message names its layers' dtypes, not its own: a subclassed model's
         # policy may be float32 around bfloat16 layers (an SGAN's).
-        dtypes = sorted({layer.compute_dtype for layer in sgan_layers.all_layers(classifier)}
+        dtypes = sorted({layer.compute_dtype
+                         for layer in sgan_layers.computing_layers(classifier)}
                         - {"float32"})
         raise ExportError(f"the classifier has layers computing in {', '.join(dtypes)} and no "
                           f"float32 copy can be made of it ({type(classifier).__name__} is "

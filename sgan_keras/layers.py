@@ -727,6 +727,15 @@ def all_layers(model):
         yield from all_layers(layer)
 
 
+def computing_layers(model):
+    """``all_layers(model)`` but its input layers and nested models, whose own
+    dtype policy computes nothing (a model's computing is its layers'): loaded
+    (``keras.models.load_model``) under a global mixed policy, a float32 model's
+    input layers and nested models take that policy, and said it was mixed."""
+    return [layer for layer in all_layers(model)
+            if not isinstance(layer, (keras.layers.InputLayer, keras.Model))]
+
+
 def weight_norm_layers(model):
     """The weight-normalized layers of ``model`` (nested models included), in order."""
     return [layer for layer in all_layers(model) if isinstance(layer, _WeightNormBase)]

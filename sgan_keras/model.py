@@ -112,7 +112,7 @@ class SGAN(keras.Model):
         # perturbation (a manifold loss of exactly 0), passed beside a float32 D.
         self.precision = ("mixed_bfloat16" if any(
             layer.compute_dtype == "bfloat16" for network in (generator, discriminator)
-            if network is not None for layer in sgan_layers.all_layers(network))
+            if network is not None for layer in sgan_layers.computing_layers(network))
             else "float32")
         if self.config.model.precision not in ("auto", self.precision):
             raise ValueError(
@@ -1138,7 +1138,7 @@ def _check_precision(network):
             f"{network.name}'s outputs are {', '.join(dtypes)}; an SGAN needs float32 "
             "outputs (under a mixed precision policy, end the network with a float32 layer, "
             "e.g. keras.layers.Activation('linear', dtype='float32'))")
-    if any(layer.compute_dtype == "float16" for layer in sgan_layers.all_layers(network)):
+    if any(layer.compute_dtype == "float16" for layer in sgan_layers.computing_layers(network)):
         raise ValueError(f"{network.name} computes in float16, which needs loss scaling, "
                          "and an SGAN's training does none: use mixed_bfloat16")
 

@@ -1174,6 +1174,27 @@ def test_keras_file_round_trip_predicts_the_same_and_trains_on_exactly(tmp_path)
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_float32_keras_file_loads_as_float32_under_a_global_mixed_policy(tmp_path):
+    # Loaded under keras.config.set_dtype_policy("mixed_bfloat16"), the networks'
+    # InputLayers took that policy: the SGAN said it computed in mixed_bfloat16 and
+    # refused its own config (precision='float32', or a manifold loss), and an
+    # export of it was refused as computing in bfloat16.
+    from sgan_keras.export import export_classifier
+    model = tiny_model(precision="float32", manifold="lecouat")
+    model.save(tmp_path / "sgan.keras")
+    images, _ = class_patterns(5, 9)
+    try:
+        keras.config.set_dtype_policy("mixed_bfloat16")
+        loaded = keras.models.load_model(tmp_path / "sgan.keras")
+        assert loaded.precision == "float32"
+        export_classifier(loaded, tmp_path / "export", image_shape=IMAGE_SHAPE,
+                          pixel_range=loaded.pixel_range)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    np.testing.assert_array_equal(loaded.predict(images, verbose=0),
+                                  model.predict(images, verbose=0))
+
+
 def test_model_export_writes_a_serving_saved_model(tmp_path):
     model = tiny_model(ema_decay=0.5)
     model.fit(tiny_dataset(), steps_per_epoch=2, epochs=1, verbose=0)
