@@ -166,6 +166,23 @@ def test_backup_and_restore_resumes_every_optimizer_and_the_ema_as_an_uninterrup
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_backup_taken_inside_an_epoch_resumes_at_that_epochs_first_step(tmp_path):
+    """README: only ``save_freq="epoch"`` resumes as an uninterrupted run. Keras
+    restores a backup of ``save_freq=1`` taken after step 3 of 4 (the second
+    epoch's first) and trains that whole epoch again: 3 + STEPS steps, not 4."""
+    def stop_after_step_3(batch, logs=None):
+        if int(model.d_optimizer.iterations) == 3:
+            raise KeyboardInterrupt
+    model = tiny_model()
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, 2, [keras.callbacks.BackupAndRestore(str(tmp_path), save_freq=1),
+                       keras.callbacks.LambdaCallback(on_train_batch_end=stop_after_step_3)])
+    resumed = tiny_model()
+    history = fit(resumed, 2, [keras.callbacks.BackupAndRestore(str(tmp_path), save_freq=1)])
+    assert history.epoch == [1]
+    assert int(resumed.d_optimizer.iterations) == 3 + STEPS     # not 2 * STEPS
+
+
 def test_fit_after_a_backup_and_restore_resume_starts_at_its_own_initial_epoch(tmp_path):
     """Keras keeps the epoch ``BackupAndRestore`` resumed at for every later
     ``fit()``: a second ``fit(epochs=2)`` trained nothing, and one with
