@@ -728,12 +728,14 @@ def all_layers(model):
 
 
 def computing_layers(model):
-    """``all_layers(model)`` but its input layers and nested models, whose own
-    dtype policy computes nothing (a model's computing is its layers'): loaded
-    (``keras.models.load_model``) under a global mixed policy, a float32 model's
-    input layers and nested models take that policy, and said it was mixed."""
+    """``all_layers(model)`` but its input layers and nested functional or
+    Sequential models, whose own dtype policy computes nothing (their layers do):
+    loaded (``keras.models.load_model``) under a global mixed policy, a float32
+    model's take that policy, and said it was mixed. A subclassed model casts its
+    inputs to its policy's dtype, and counts (it has no ``output_shape``)."""
     return [layer for layer in all_layers(model)
-            if not isinstance(layer, (keras.layers.InputLayer, keras.Model))]
+            if not isinstance(layer, keras.layers.InputLayer)
+            and not (isinstance(layer, keras.Model) and hasattr(layer, "output_shape"))]
 
 
 def weight_norm_layers(model):
