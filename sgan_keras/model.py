@@ -452,6 +452,8 @@ class SGAN(keras.Model):
         _check_replica_shares(x, batch_size, given.get("steps_per_epoch"),
                               self.distribute_strategy.num_replicas_in_sync)
         validation = given.get("validation_data")
+        if isinstance(validation, dict):    # a dict batch of arrays, as x may be one
+            validation = (validation,)
         if isinstance(validation, (tuple, list)) and validation:
             _check_class_ids(validation[0], validation[1] if len(validation) > 1 else None,
                              self.num_classes, "fit()'s validation_data")

@@ -810,6 +810,11 @@ def test_labels_out_of_the_models_classes_are_refused_in_arrays():
     with pytest.raises(ValueError, match="validation_data"):
         model.fit(tiny_dataset().take(2), epochs=1, verbose=0,
                   validation_data=(images, wrong))
+    # A dict batch as validation_data was refused only after the first epoch, by evaluate().
+    with pytest.raises(ValueError, match="fit\\(\\)'s validation_data: " + message):
+        model.fit(tiny_dataset().take(2), epochs=1, verbose=0,
+                  validation_data={"labeled_images": images, "labels": wrong})
+    assert int(model.d_optimizer.iterations) == 0
     _, discriminator = tiny_networks()
     supervised = SGAN(None, discriminator, Config(supervised_only=True))
     supervised.compile(d_optimizer=keras.optimizers.Adam(1e-2))
