@@ -42,6 +42,7 @@ SavedModel and both TFLite files to ``export/accuracy.json``).
 
 import concurrent.futures
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -347,7 +348,7 @@ def _check_classifier(classifier, image_shape):
         logits = classifier(np.zeros((1, *image_shape), np.float32), training=False)
     except ValueError as error:   # Keras' input-shape check
         raise ExportError(f"classifier does not take images of image_shape {image_shape} "
-                          f"({faults.first_line(error)[:200]})") from None
+                          f"({_keras_reason(error)[:200]})") from None
     if isinstance(logits, (list, tuple, dict)):   # an SGAN's D: logits and features
         raise ExportError(f"classifier must map images to one [N, K] logits tensor, got "
                           f"{len(logits)} outputs (for an SGAN, export model.classifier(), "
@@ -357,6 +358,16 @@ def _check_classifier(classifier, image_shape):
         raise ExportError(f"classifier must map [N, {', '.join(map(str, image_shape))}] images "
                           f"to [N, K] logits, got output shape {shape} for N=1")
     return int(shape[1])
+
+
+def _keras_reason(error):
+    """The line of a Keras layer's error that says what is wrong. Its first line
+    says only where ('Exception encountered when calling Sequential.call().');
+    the reason follows, in bold (terminal escape codes)."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(error).splitlines()]
+    if lines and lines[0].startswith("Exception encountered when calling"):
+        return next((line for line in lines[1:] if line), lines[0])
+    return faults.first_line(error)
 
 
 def _check_written(path, num_classes, image_shape):

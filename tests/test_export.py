@@ -353,6 +353,9 @@ def logits_and_features():
     ({"image_shape": (6, 5)}, "image_shape"),
     ({"image_shape": (6, 0, 2)}, "image_shape"),
     ({"image_shape": (5, 5, 2)}, "image_shape (5, 5, 2)"),   # not the classifier's input
+    # Keras' reason, not its first line ('Exception encountered when calling ...').
+    ({"image_shape": (6, 5, 1)}, "expected axis -1 of input shape to have value 60, but "
+                                 "received input with shape (1, 30)"),
     ({"class_names": np.array(["a", "b"])}, "2 class names for 3 classes"),
     # labels.txt holds one name a line: predict then counted 4 names for 3 classes.
     ({"class_names": ["a\nb", "c", "d"], "representative_images": uint8_images()},
