@@ -373,6 +373,20 @@ class EpochSummary(keras.callbacks.Callback):
         print(f"Epoch {number}: " + " ".join(fields), file=self.stream or sys.stdout, flush=True)
 
 
+class RunProgbarLogger(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar (``fit(verbose=1)``) with epochs numbered out of
+    ``total_epochs``, as :class:`EpochSummary` does: the ``fit()`` that finishes
+    an epoch resumed mid-way has ``epochs=epoch + 1``, which Keras' own bar
+    shows as the total ("Epoch 2/2" of a 3-epoch run)."""
+
+    def __init__(self, total_epochs):
+        super().__init__()
+        self.total_epochs = total_epochs
+
+    def set_params(self, params):
+        super().set_params({**params, "epochs": self.total_epochs or params["epochs"]})
+
+
 def progress_verbosity():
     """``fit(verbose=...)``: 1 (progress bar) on a terminal, else 0 (add :class:`EpochSummary`)."""
     try:

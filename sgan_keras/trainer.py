@@ -664,6 +664,8 @@ def _callbacks(config, output_dir, initial_epoch, store, step_counter, stop, pre
             tensorboard_dir=os.path.join(output_dir, "tensorboard", "samples")))
     if callbacks_lib.progress_verbosity() == 0:
         callbacks.append(callbacks_lib.EpochSummary(total_epochs=config.training.epochs))
+    else:   # in place of Keras' own bar, which would count a resumed epoch's fit() alone
+        callbacks.append(callbacks_lib.RunProgbarLogger(total_epochs=config.training.epochs))
     if check_output_dir:     # before each checkpoint (the epoch's writes above take a while)
         callbacks.append(callbacks_lib.CheckOutputDirectory(check_output_dir))
     # Last: an epoch's checkpoint is saved once its metrics.csv row is written.

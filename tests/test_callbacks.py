@@ -4,6 +4,7 @@ import csv
 import hashlib
 import io
 import sys
+import types
 
 import keras
 import numpy as np
@@ -345,6 +346,25 @@ def test_epoch_summary_prints_one_line_per_epoch(capsys):
         for name in ("test_accuracy=", "d_loss=", "g_loss=", "test_cross_entropy="):
             assert name in line
         assert line.endswith(" s)")
+
+
+def test_run_progress_bar_numbers_a_resumed_epochs_fit_out_of_the_runs_epochs(
+        capsys, monkeypatch):
+    """The fit() that finishes an epoch resumed mid-way (epochs=2, initial_epoch=1
+    of a 3-epoch run) showed "Epoch 2/2" in Keras' bar on a terminal; the
+    command line's bar says "Epoch 2/3", as its EpochSummary line does."""
+    train([callbacks_lib.RunProgbarLogger(total_epochs=3)], epochs=2, initial_epoch=1,
+          verbose=1)
+    out = capsys.readouterr().out
+    assert "Epoch 2/3" in out and "Epoch 2/2" not in out
+    from sgan_keras import config as config_lib
+    from sgan_keras import trainer
+    monkeypatch.setattr(callbacks_lib, "progress_verbosity", lambda: 1)   # a terminal
+    stop = types.SimpleNamespace(requested=lambda: None)
+    callbacks = trainer._callbacks(config_lib.Config().replace(epochs=3), "unused", 1, None,
+                                   None, stop, None, None, None)
+    assert [callback.total_epochs for callback in callbacks
+            if isinstance(callback, keras.callbacks.ProgbarLogger)] == [3]
 
 
 class FakeStream(io.StringIO):
