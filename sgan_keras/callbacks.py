@@ -264,7 +264,9 @@ class SampleGrid(keras.callbacks.Callback):
         save_png(os.path.join(self.directory, f"samples_epoch_{epoch + 1:04d}.png"), grid)
         if self._writer is not None:
             import tensorflow as tf
-            with self._writer.as_default():
+            # record_if(True): Keras' TensorBoard(update_freq=N) leaves its own condition
+            # set (steps that are multiples of N) for summaries written by other callbacks.
+            with self._writer.as_default(), tf.summary.record_if(True):
                 tf.summary.image("samples", grid[np.newaxis], step=epoch)
             self._writer.flush()
 

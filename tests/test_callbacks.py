@@ -250,6 +250,17 @@ def test_sample_grid_logs_to_tensorboard_beside_each_epochs_scalars(tmp_path):
     assert summary_steps(logs / "samples", lambda tag: tag == "samples") == scalars
 
 
+def test_sample_grid_logs_every_epoch_beside_a_tensorboard_of_batch_summaries(tmp_path):
+    """Keras' ``TensorBoard(update_freq=3)`` leaves ``tf.summary.record_if`` set to
+    its own steps (multiples of 3) while other callbacks run: the grids of the
+    epochs ending at steps 2 and 4 were dropped from TensorBoard without a word."""
+    logs = tmp_path / "tensorboard"
+    train([keras.callbacks.TensorBoard(str(logs), update_freq=3),
+           callbacks_lib.SampleGrid(tmp_path / "samples", num_images=4,
+                                    tensorboard_dir=str(logs / "samples"))], epochs=2)
+    assert summary_steps(logs / "samples", lambda tag: tag == "samples") == [0, 1]
+
+
 def test_image_grid_layout():
     images = np.arange(3 * 2 * 2 * 1, dtype=np.float32).reshape(3, 2, 2, 1) / 11.0
     grid = callbacks_lib.image_grid(images, (0.0, 1.0))
