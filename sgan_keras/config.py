@@ -201,8 +201,11 @@ class ModelConfig:
         ``experiments/results/benchmark_cifar10_avx2.md``)."""
         if self.precision == "auto":
             checked = self.bfloat16_checked_in or "not checked for this preset"
+            # Else a checked preset on bfloat16 units read as a reason for bfloat16.
+            manifold = ("; --manifold_reg needs float32" if self.manifold != "none" else "")
             return (f"--precision=auto: {self.resolved_precision(bfloat16_units)} (bfloat16 "
-                    f"matrix units: {bfloat16_units or 'none'}; bfloat16 accuracy: {checked})")
+                    f"matrix units: {bfloat16_units or 'none'}; bfloat16 accuracy: "
+                    f"{checked}{manifold})")
         if self.precision == "mixed_bfloat16" and not bfloat16_units:
             return ("warning: --precision=mixed_bfloat16 on a device without bfloat16 matrix "
                     "units (no GPU of compute capability 8.0+, no amx_bf16 or avx512_bf16 CPU "

@@ -62,3 +62,11 @@ def test_the_trainer_says_what_auto_chose_and_warns_of_emulated_bfloat16(precisi
     line = model.precision_line(units)
     assert line.startswith(expected) and bool(line) == bool(expected)
     assert "\n" not in line
+
+
+def test_the_auto_line_says_manifold_regularization_is_why_a_checked_preset_is_float32():
+    # The line said "float32 (bfloat16 matrix units: ...; bfloat16 accuracy: <checked
+    # file>)" for mnist_blog with --manifold_reg: every reason it gave was for bfloat16.
+    model = dataclasses.replace(PRESETS["mnist_blog"].config.model, manifold="blog")
+    assert model.precision_line("AMX").endswith("; --manifold_reg needs float32)")
+    assert "manifold" not in PRESETS["mnist_blog"].config.model.precision_line("AMX")
