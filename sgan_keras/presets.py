@@ -92,6 +92,23 @@ _LASAGNE_PADDING = Deviation(
     "by one pixel)", "none")
 
 
+def _samples_in_training_mode(source):
+    """The row of a source whose own samples come from G in training mode."""
+    return Deviation(
+        "generated samples", source, "G in inference mode, normalized by its batch norms' "
+        "moving statistics, which every training-mode G pass updates (the sample grids, "
+        "generate()); training normalizes by batch statistics, as the source", "none")
+
+
+_IMPROVED_GAN_SAMPLES = _samples_in_training_mode(
+    _IMPROVED_GAN + "train_svhn_feature_matching.py, train_cifar_feature_matching.py "
+    "(samplefun draws gen_dat, G with deterministic=False: each sample batch's own "
+    "statistics; nn.BatchNormLayer's running averages are never applied)")
+_LECOUAT_SAMPLES = _samples_in_training_mode(
+    _LECOUAT + " train_svhn.py, train_cifar.py (the gen_images summary runs G with "
+    "is_training_pl=True: each sample batch's own statistics)")
+
+
 _PRESETS = [
     Preset(
         _source("mnist_blog", architecture="mnist_blog", dataset="mnist",
@@ -151,6 +168,10 @@ _PRESETS = [
             Deviation("which first 1,000", _UDACITY + " (the .mat files' order)",
                       "the first 1,000 of the given copy; TFDS' copy is in another order",
                       "--data_dir holding the .mat files"),
+            _samples_in_training_mode(
+                _UDACITY + " GAN (samples is model_loss's g_model, G in training mode: "
+                "each sample batch's own statistics; model_opt runs no update op, so G's "
+                "moving statistics never move)"),
         )),
     Preset(
         _source("mnist_gans_in_action", architecture="mnist_gans_in_action",
@@ -221,7 +242,8 @@ _PRESETS = [
               "lr linearly to 0 over the last 300 (min(3 - epoch/300, 1)); their Adam; "
               "weight-norm init on 500 labeled images; EMA evaluation; the unsupervised "
               "loss weighted 0.5 as in their code.",
-        deviations=(_EMA_FROM_ZERO, _EMA_AFTER_THE_STEP, _LASAGNE_PADDING, _SVHN_EPOCHS)),
+        deviations=(_EMA_FROM_ZERO, _EMA_AFTER_THE_STEP, _LASAGNE_PADDING, _SVHN_EPOCHS,
+                    _IMPROVED_GAN_SAMPLES)),
     Preset(
         _source("cifar10_improved_gan", architecture="cifar10_improved_gan",
                 dataset="cifar10", labels=4000, batch_size=100,
@@ -238,7 +260,7 @@ _PRESETS = [
             _EMA_FROM_ZERO, _EMA_AFTER_THE_STEP, _LASAGNE_PADDING,
             Deviation("pixel scale", _IMPROVED_GAN + "cifar10_data.py ((x - 127.5) / 128)",
                       "x/127.5 - 1", "none"),
-            _CIFAR10_EPOCHS,
+            _CIFAR10_EPOCHS, _IMPROVED_GAN_SAMPLES,
         )),
     Preset(
         _source("svhn_lecouat", architecture="svhn_lecouat", dataset="svhn",
@@ -258,7 +280,7 @@ _PRESETS = [
             Deviation("test batches", _LECOUAT + " train_svhn.py (int(26032/50) "
                       "batches: 32 test images left out each epoch)", "every test image",
                       "none"),
-            _LECOUAT_G_MOVING_STATISTICS, _SVHN_EPOCHS,
+            _LECOUAT_G_MOVING_STATISTICS, _SVHN_EPOCHS, _LECOUAT_SAMPLES,
         )),
     Preset(
         _source("cifar10_lecouat", architecture="cifar10_lecouat", dataset="cifar10",
@@ -272,7 +294,7 @@ _PRESETS = [
         notes="Lecouat et al. 2018 CIFAR-10 (train_cifar.py, cifar_gan.py): the SVHN "
               "model at widths 96/192; batch 25; 1,400 epochs, lr linearly down from "
               "epoch 1,200.",
-        deviations=(_LECOUAT_G_MOVING_STATISTICS, _CIFAR10_EPOCHS)),
+        deviations=(_LECOUAT_G_MOVING_STATISTICS, _CIFAR10_EPOCHS, _LECOUAT_SAMPLES)),
 ]
 
 PRESETS = {preset.name: preset for preset in _PRESETS}

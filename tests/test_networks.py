@@ -365,6 +365,27 @@ def test_the_procedure_table_says_which_presets_have_a_data_dependent_init(archi
     assert (row.split(" | ")[6] != "none") == initialized
 
 
+# The sources whose own samples come from G in training mode (each sample batch's
+# statistics); GANs in Action's generator.predict is in inference mode, as
+# generate(), and improved-gan's MNIST script draws no samples.
+_SOURCE_SAMPLES_IN_TRAINING_MODE = ("mnist_blog", "svhn_dcgan", "svhn_improved_gan",
+                                    "cifar10_improved_gan", "svhn_lecouat", "cifar10_lecouat")
+
+
+@pytest.mark.parametrize("architecture", networks.ARCHITECTURES)
+def test_samples_drawn_in_another_mode_than_the_sources_are_a_listed_deviation(architecture):
+    """generate() and the sample grids run G in inference mode: where G has batch
+    norm and its source samples in training mode, the two differ, and
+    docs/presets.md did not say so."""
+    shape = IMAGE_SHAPES[architecture]
+    generator = networks.build_generator(architecture, image_shape=shape, seed=0)
+    batch_norm = any(isinstance(layer, keras.layers.BatchNormalization)
+                     for layer in generator.layers)
+    differs = batch_norm and architecture in _SOURCE_SAMPLES_IN_TRAINING_MODE
+    aspects = [row.aspect for row in presets.get_preset(architecture).deviations]
+    assert ("generated samples" in aspects) == differs
+
+
 @pytest.mark.parametrize("architecture", networks.ARCHITECTURES)
 def test_same_seed_builds_identical_weights(architecture):
     shape = IMAGE_SHAPES[architecture]
