@@ -574,6 +574,10 @@ class SGAN(keras.Model):
         for key in _IMAGE_KEYS:
             if key in batch:
                 self._check_float_images(batch[key])
+        # Other floats (NumPy's float64 from x / 255 in a data set) as float32, G's fakes'
+        # dtype: D's one call on their concatenation failed on the mix (a no-op for float32).
+        batch = {key: tf.cast(value, tf.float32) if key in _IMAGE_KEYS else value
+                 for key, value in batch.items()}
         if "labels" in batch:
             batch = {**batch, "labels": _class_ids(batch["labels"])}
         if "label_mask" in batch:   # one batch: labeled images are marked in it

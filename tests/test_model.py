@@ -856,6 +856,20 @@ def test_integer_images_are_refused_with_one_line_not_cast_to_float():
     assert np.isfinite(model.evaluate(images, labels, verbose=0, return_dict=True)["accuracy"])
 
 
+def test_float64_images_train_as_float32_ones():
+    """NumPy's x / 255 is float64: D's one call on the real and fake images
+    (float32) failed with a ConcatV2 dtype error in train_on_batch() and in
+    fit() on a data set (Keras casts arrays only)."""
+    batch = {key: value.numpy() for key, value in tiny_batch().items()}
+    wide = {key: value.astype(np.float64) if key.endswith("images") else value
+            for key, value in batch.items()}
+    expected = tiny_model().train_on_batch(batch, return_dict=True)
+    assert tiny_model().train_on_batch(wide, return_dict=True) == expected
+    data = tf.data.Dataset.from_tensors(wide).repeat(2)
+    history = tiny_model().fit(data, epochs=1, verbose=0).history
+    assert np.isfinite(history["d_loss"][0])
+
+
 
 @pytest.mark.parametrize("pixel_range, scale, problem", [
     ((-1.0, 1.0), lambda x: (x + 1) * 127.5, "outside"),      # floats 0-255
