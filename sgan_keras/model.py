@@ -582,6 +582,8 @@ class SGAN(keras.Model):
             batch = {**batch, "labels": _class_ids(batch["labels"])}
         if "label_mask" in batch:   # one batch: labeled images are marked in it
             images, mask = batch["images"], tf.cast(batch["label_mask"], tf.float32)
+            if mask.shape.rank != 1:    # [N, 1], as labels may be: it broadcast to [N, N]
+                mask = tf.reshape(mask, [-1])
             # The others' labels are never read; any value (e.g. -1) may stand there.
             labels = tf.where(mask > 0, tf.cast(batch["labels"], tf.int32), 0)
             batch = {"labeled_images": images, "labels": labels, "label_mask": mask,

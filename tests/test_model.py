@@ -319,6 +319,19 @@ def test_masked_supervised_loss_is_the_mean_over_labeled_images():
                                cross_entropy[mask == 1].mean(), rtol=1e-5)
 
 
+@pytest.mark.parametrize("update_order", ["sequential", "split"])
+def test_a_label_mask_of_shape_n_by_1_trains_as_one_of_shape_n(update_order):
+    """A [N, 1] mask (labels may be [N, 1]) broadcast against the [N] labels
+    into [N, N]: a rank error from the cross entropy."""
+    images, labels, mask = masked_batch()
+    def train(step_mask):
+        model, _ = counted_model(update_order)
+        return model.train_on_batch({"images": images, "labels": labels[:, None],
+                                     "label_mask": step_mask}, return_dict=True)
+
+    assert train(mask[:, None].astype(bool)) == train(mask)
+
+
 def test_fit_takes_masked_batches_as_the_cli_gives_them():
     """svhn_dcgan's source procedure: fit() on a dataset of masked batches
     (its first batch also feeds the weight-norm init)."""
