@@ -457,6 +457,8 @@ class SGAN(keras.Model):
         if isinstance(validation, (tuple, list)) and validation:
             _check_class_ids(validation[0], validation[1] if len(validation) > 1 else None,
                              self.num_classes, "fit()'s validation_data")
+            if len(validation) > 2:
+                _refuse_dropped_sample_weight(*validation[:3], "fit()'s validation_data")
         # Keras would fail on class_weight with dict batches (no y to weigh) with an
         # AttributeError, and drop a sample_weight given without y silently.
         weighted = [name for name in ("class_weight", "sample_weight")
@@ -486,7 +488,10 @@ class SGAN(keras.Model):
         return super().fit(x, y, batch_size, *args, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
-        """``keras.Model.evaluate``, refusing labels out of ``0..K-1`` in arrays."""
+        """``keras.Model.evaluate``, refusing labels out of ``0..K-1`` in arrays
+        and a ``sample_weight`` Keras would drop (``_refuse_dropped_sample_weight``)."""
+        given = inspect.signature(super().evaluate).bind(x, y, *args, **kwargs).arguments
+        _refuse_dropped_sample_weight(x, y, given.get("sample_weight"), "evaluate()")
         _check_class_ids(x, y, self.num_classes, "evaluate()")
         return super().evaluate(x, y, *args, **kwargs)
 
@@ -1009,6 +1014,15 @@ def _refuse_terminate_on_nan(callbacks):
                 "keras.callbacks.TerminateOnNaN reads the log 'loss', which an SGAN does not "
                 "have (it logs d_loss, g_loss, ...), so it would never stop: use "
                 "sgan_keras.callbacks.StopOnNonFiniteLoss(), which checks every loss")
+
+
+def _refuse_dropped_sample_weight(x, y, sample_weight, call):
+    """Refuses a ``sample_weight`` with a dict batch and no ``y``: Keras drops it
+    without a word, so ``evaluate()`` gave the unweighted result where
+    ``test_on_batch()`` weighs it."""
+    if isinstance(x, dict) and y is None and sample_weight is not None:
+        raise ValueError(f"{call} takes no sample_weight with a dict batch: Keras drops it "
+                         "without labels y; give images, labels and sample_weight apart")
 
 
 def _check_class_ids(x, y, num_classes, call):

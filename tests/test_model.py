@@ -771,6 +771,24 @@ def test_batch_methods_take_dict_batches_and_evaluate_weighs_samples():
         model.test_on_batch(masked)
 
 
+def test_a_sample_weight_keras_would_drop_with_a_dict_batch_is_refused():
+    """evaluate(dict, sample_weight=...) gave the unweighted result without a
+    word (Keras drops a sample_weight without y), where test_on_batch weighs it."""
+    model = tiny_model()
+    batch = {key: value.numpy() for key, value in tiny_batch().items()}
+    first = np.eye(8, dtype=np.float32)[0]
+    message = r"takes no sample_weight with a dict batch: Keras drops it without labels y"
+    with pytest.raises(ValueError, match=r"^evaluate\(\) " + message):
+        model.evaluate(batch, sample_weight=first, verbose=0)
+    with pytest.raises(ValueError, match=r"^fit\(\)'s validation_data " + message):
+        model.fit(tiny_dataset().take(2), epochs=1, verbose=0,
+                  validation_data=(batch, None, first))
+    assert int(model.d_optimizer.iterations) == 0
+    weighted = model.evaluate(batch["labeled_images"], batch["labels"], sample_weight=first,
+                              verbose=0, return_dict=True)
+    assert model.test_on_batch(batch, sample_weight=first, return_dict=True) == weighted
+
+
 def test_labels_of_shape_n_by_1_train_and_evaluate_as_keras_sparse_labels():
     """keras.datasets.cifar10 gives labels [N, 1], which Keras' sparse losses take:
     they raised a rank error in the SGAN's cross entropy."""
