@@ -576,6 +576,7 @@ class SGAN(keras.Model):
             raise ValueError("an SGAN trains on dict batches (SemiSupervisedData.train_dataset "
                              "or training_dataset); (images, labels) batches need "
                              "supervised_only=True")
+        _check_training_keys(batch)
         for key in _IMAGE_KEYS:
             if key in batch:
                 self._check_float_images(batch[key])
@@ -1205,7 +1206,23 @@ def _images_of(batch):
         for key in ("unlabeled_images", "images", "labeled_images"):
             if key in batch:
                 return batch[key]
+        raise ValueError(f"a dict batch holds its images under unlabeled_images, images or "
+                         f"labeled_images; got a dict of {sorted(batch)}")
     return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+def _check_training_keys(batch):
+    """Refuses a training dict without a key the step reads, with the keys it
+    needs: a misspelled or missing one was a bare ``KeyError`` from the graph."""
+    needed = (("images", "labels", "label_mask") if "label_mask" in batch else
+              ("labeled_images", "labels", "unlabeled_images", "generator_images"))
+    missing = [key for key in needed if key not in batch]
+    if missing:
+        raise ValueError(
+            f"an SGAN's training batch is a dict of labeled_images, labels, unlabeled_images "
+            f"and generator_images (SemiSupervisedData.train_dataset), or of images, labels "
+            f"and label_mask (masked_dataset); got a dict of {sorted(batch)}, without "
+            f"{', '.join(missing)}")
 
 
 def _labeled_of(batch, use):

@@ -771,6 +771,27 @@ def test_batch_methods_take_dict_batches_and_evaluate_weighs_samples():
         model.test_on_batch(masked)
 
 
+def test_a_training_dict_without_a_key_the_step_reads_is_refused_naming_it():
+    """A missing key was a bare KeyError from the graph ('generator_images'),
+    and one without any image key the step knows an AttributeError on the
+    dict's dtype (British spelling; zipping data sets into a dict of tuples)."""
+    batch = {key: value.numpy() for key, value in tiny_batch().items()}
+    message = (r"^an SGAN's training batch is a dict of labeled_images, labels, "
+               r"unlabeled_images and generator_images .* got a dict of ")
+    with pytest.raises(ValueError, match=message + r".* without generator_images$"):
+        tiny_model().fit({key: value for key, value in batch.items()
+                          if key != "generator_images"}, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=message + r"\['generator_images', 'label', .* "
+                                                   r"without labels$"):
+        tiny_model().train_on_batch({("label" if key == "labels" else key): value
+                                     for key, value in batch.items()})
+    british = {key.replace("labeled", "labelled"): value for key, value in batch.items()}
+    with pytest.raises(ValueError, match=r"^a dict batch holds its images under "
+                                         r"unlabeled_images, images or labeled_images; got "
+                                         r"a dict of \['generator_images', 'labelled_images'"):
+        tiny_model().fit(british, epochs=1, verbose=0)
+
+
 def test_a_sample_weight_keras_would_drop_with_a_dict_batch_is_refused():
     """evaluate(dict, sample_weight=...) gave the unweighted result without a
     word (Keras drops a sample_weight without y), where test_on_batch weighs it."""
