@@ -872,6 +872,8 @@ class SGAN(keras.Model):
             images, labels = _labeled_of(batch, "evaluate()")
         else:
             images, labels = batch, _class_ids(labels)
+        if sample_weight is not None:   # [N] or [N, 1]: a retrace that saw both gave weights
+            sample_weight = tf.reshape(sample_weight, [-1])    # of unknown rank, an error
         self._check_float_images(images)      # before self(), whose errors Keras wraps in a note
         logits = self(images, training=False)
         self.cross_entropy_tracker.update_state(

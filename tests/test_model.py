@@ -810,6 +810,20 @@ def test_a_sample_weight_keras_would_drop_with_a_dict_batch_is_refused():
     assert model.test_on_batch(batch, sample_weight=first, return_dict=True) == weighted
 
 
+def test_sample_weights_of_shape_n_and_n_by_1_evaluate_alike_one_after_the_other():
+    """evaluate()'s retrace for [N, 1] weights after [N] ones gave them unknown
+    rank: 'Cannot take the length of shape with unknown rank' from the trackers."""
+    images, labels = class_patterns(16, 0)
+    weights = (np.arange(16) % 3 == 0).astype(np.float32)
+    model = tiny_model()
+    flat = model.evaluate(images, labels, sample_weight=weights, verbose=0, return_dict=True)
+    column = model.evaluate(images, labels, sample_weight=weights[:, None], verbose=0,
+                            return_dict=True)
+    assert column == pytest.approx(flat)
+    assert flat == pytest.approx(model.evaluate(images[weights > 0], labels[weights > 0],
+                                                verbose=0, return_dict=True))
+
+
 def test_labels_of_shape_n_by_1_train_and_evaluate_as_keras_sparse_labels():
     """keras.datasets.cifar10 gives labels [N, 1], which Keras' sparse losses take:
     they raised a rank error in the SGAN's cross entropy."""
