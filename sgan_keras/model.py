@@ -459,6 +459,12 @@ class SGAN(keras.Model):
                              self.num_classes, "fit()'s validation_data")
             if len(validation) > 2:
                 _refuse_dropped_sample_weight(*validation[:3], "fit()'s validation_data")
+            # Integer images, refused by evaluate(): here before the first epoch trains.
+            images = validation[0]
+            for array in ([images[key] for key in _IMAGE_KEYS if key in images]
+                          if isinstance(images, dict) else [images]):
+                if hasattr(array, "dtype"):
+                    self._check_float_images(array)
         # Keras would fail on class_weight with dict batches (no y to weigh) with an
         # AttributeError, and drop a sample_weight given without y silently.
         weighted = [name for name in ("class_weight", "sample_weight")

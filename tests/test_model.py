@@ -919,6 +919,12 @@ def test_integer_images_are_refused_with_one_line_not_cast_to_float():
     supervised.initialize_weight_norm((images, labels))
     with pytest.raises(ValueError, match=message):
         supervised.fit(raw, labels, batch_size=8, epochs=1, verbose=0)
+    # validation_data's were refused only after the first epoch had trained.
+    steps = int(model.d_optimizer.iterations)
+    for validation in ((raw, labels), {"labeled_images": raw, "labels": labels}):
+        with pytest.raises(ValueError, match=message):
+            model.fit(tiny_dataset().take(2), epochs=1, verbose=0, validation_data=validation)
+    assert int(model.d_optimizer.iterations) == steps
     assert np.isfinite(model.evaluate(images, labels, verbose=0, return_dict=True)["accuracy"])
 
 
