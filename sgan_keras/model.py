@@ -874,10 +874,7 @@ class SGAN(keras.Model):
         """Accuracy and cross entropy on ``(images, labels[, sample_weight])`` or
         a training batch's labeled images."""
         batch, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
-        if labels is None:
-            images, labels = _labeled_of(batch, "evaluate()")
-        else:
-            images, labels = batch, _class_ids(labels)
+        images, labels = _labeled_of(batch if labels is None else (batch, labels), "evaluate()")
         if sample_weight is not None:   # [N] or [N, 1]: a retrace that saw both gave weights
             sample_weight = tf.reshape(sample_weight, [-1])    # of unknown rank, an error
         self._check_float_images(images)      # before self(), whose errors Keras wraps in a note
@@ -1242,6 +1239,10 @@ def _labeled_of(batch, use):
                 f"{use} takes (images, labels) batches (SemiSupervisedData."
                 f"test_dataset) or train_dataset's dicts; got a dict of {sorted(batch)}")
         return batch["labeled_images"], _class_ids(batch["labels"])
+    if isinstance(batch[0], dict):      # it failed on the dict's dtype
+        raise ValueError(f"{use} takes images and labels, or a dict batch holding both "
+                         f"(labeled_images, labels); got a dict of {sorted(batch[0])} and "
+                         f"labels apart")
     return batch[0], _class_ids(batch[1])
 
 

@@ -769,6 +769,10 @@ def test_batch_methods_take_dict_batches_and_evaluate_weighs_samples():
     with pytest.raises(ValueError, match=r"evaluate\(\) takes \(images, labels\) batches.*"
                                          r"\['images', 'label_mask', 'labels'\]"):
         model.test_on_batch(masked)
+    # A dict of images with labels apart failed on the dict's dtype (AttributeError).
+    with pytest.raises(ValueError, match=r"^evaluate\(\) takes images and labels, or a dict "
+                                         r"batch holding both .* got a dict of \['images'\]"):
+        model.evaluate({"images": images}, labels, verbose=0)
 
 
 def test_a_training_dict_without_a_key_the_step_reads_is_refused_naming_it():
@@ -886,6 +890,9 @@ def test_labels_out_of_the_models_classes_are_refused_in_arrays():
     supervised.compile(d_optimizer=keras.optimizers.Adam(1e-2))
     with pytest.raises(ValueError, match="fit"):
         supervised.fit(images, wrong, batch_size=8, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"^a supervised_only SGAN's fit\(\) takes images and "
+                                         r"labels, or a dict batch holding both"):
+        supervised.fit({"images": images}, labels, batch_size=8, epochs=1, verbose=0)
     masked = {"images": images, "labels": np.where(np.arange(16) % 2, -1, labels),
               "label_mask": (np.arange(16) % 2 == 0).astype(np.float32)}
     assert np.isfinite(model.train_on_batch(masked, return_dict=True)["supervised_loss"])
