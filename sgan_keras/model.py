@@ -459,12 +459,17 @@ class SGAN(keras.Model):
                              self.num_classes, "fit()'s validation_data")
             if len(validation) > 2:
                 _refuse_dropped_sample_weight(*validation[:3], "fit()'s validation_data")
-            # Integer images, refused by evaluate(): here before the first epoch trains.
+            # Integer images and dicts evaluate() refuses: here before the first epoch trains.
             images = validation[0]
+            if isinstance(images, dict):
+                _labeled_of(images if len(validation) < 2 or validation[1] is None
+                            else validation[:2], "fit()'s validation_data")
             for array in ([images[key] for key in _IMAGE_KEYS if key in images]
                           if isinstance(images, dict) else [images]):
                 if hasattr(array, "dtype"):
                     self._check_float_images(array)
+        if given.get("validation_split") and isinstance(x, dict) and y is None:
+            _labeled_of(x, "fit()'s validation_split")      # a masked dict's is refused
         # Keras would fail on class_weight with dict batches (no y to weigh) with an
         # AttributeError, and drop a sample_weight given without y silently.
         weighted = [name for name in ("class_weight", "sample_weight")

@@ -796,6 +796,26 @@ def test_a_training_dict_without_a_key_the_step_reads_is_refused_naming_it():
         tiny_model().fit(british, epochs=1, verbose=0)
 
 
+def test_validation_dicts_evaluate_refuses_are_refused_before_training():
+    """A masked dict (validation_data or validation_split), or a dict of images
+    with the labels apart, was refused by evaluate() after the first epoch."""
+    images, labels = class_patterns(8, 0)
+    masked = {"images": images, "labels": labels, "label_mask": np.ones(8, np.float32)}
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"^fit\(\)'s validation_data takes \(images, labels\) "
+                                         r"batches .* got a dict of \['images', 'label_mask'"):
+        model.fit(tiny_dataset().take(2), epochs=1, verbose=0, validation_data=masked)
+    with pytest.raises(ValueError, match=r"^fit\(\)'s validation_data takes images and labels, "
+                                         r"or a dict batch holding both"):
+        model.fit(tiny_dataset().take(2), epochs=1, verbose=0,
+                  validation_data=({"images": images}, labels))
+    with pytest.raises(ValueError, match=r"^fit\(\)'s validation_split takes \(images, labels\)"):
+        model.fit(masked, batch_size=4, epochs=1, verbose=0, validation_split=0.5)
+    assert int(model.d_optimizer.iterations) == 0
+    history = model.fit(tiny_batch(), epochs=1, verbose=0, validation_split=0.5).history
+    assert "val_accuracy" in history       # train_dataset's dicts hold labeled images
+
+
 def test_a_sample_weight_keras_would_drop_with_a_dict_batch_is_refused():
     """evaluate(dict, sample_weight=...) gave the unweighted result without a
     word (Keras drops a sample_weight without y), where test_on_batch weighs it."""
