@@ -587,7 +587,7 @@ class SGAN(keras.Model):
             raise ValueError("an SGAN trains on dict batches (SemiSupervisedData.train_dataset "
                              "or training_dataset); (images, labels) batches need "
                              "supervised_only=True")
-        _check_training_keys(batch)
+        _check_training_keys(batch, self.config.training.update_order)
         for key in _IMAGE_KEYS:
             if key in batch:
                 self._check_float_images(batch[key])
@@ -1221,11 +1221,13 @@ def _images_of(batch):
     return batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
-def _check_training_keys(batch):
+def _check_training_keys(batch, update_order):
     """Refuses a training dict without a key the step reads, with the keys it
-    needs: a misspelled or missing one was a bare ``KeyError`` from the graph."""
+    needs: a misspelled or missing one was a bare ``KeyError`` from the graph.
+    The simultaneous step reads no ``generator_images`` (G's loss comes from D's pass)."""
     needed = (("images", "labels", "label_mask") if "label_mask" in batch else
-              ("labeled_images", "labels", "unlabeled_images", "generator_images"))
+              ("labeled_images", "labels", "unlabeled_images")
+              + (() if update_order == "simultaneous" else ("generator_images",)))
     missing = [key for key in needed if key not in batch]
     if missing:
         raise ValueError(

@@ -785,6 +785,9 @@ def test_a_training_dict_without_a_key_the_step_reads_is_refused_naming_it():
     with pytest.raises(ValueError, match=message + r".* without generator_images$"):
         tiny_model().fit({key: value for key, value in batch.items()
                           if key != "generator_images"}, epochs=1, verbose=0)
+    # The simultaneous step takes G's loss from D's pass: it reads no generator_images.
+    tiny_model(update_order="simultaneous").train_on_batch(
+        {key: value for key, value in batch.items() if key != "generator_images"})
     with pytest.raises(ValueError, match=message + r"\['generator_images', 'label', .* "
                                                    r"without labels$"):
         tiny_model().train_on_batch({("label" if key == "labels" else key): value
