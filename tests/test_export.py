@@ -124,15 +124,20 @@ def test_images_of_another_shape_raise_an_error_naming_the_shape_expected(export
             serve_in_process(path, tf.constant(images))
 
 
+def float_classifiers(tmp_path, images):
+    """``(classify, model)`` of a tiny classifier's export, calibrated on
+    ``images``: the SavedModel and its float TFLite file."""
+    from sgan_keras.export import TFLITE_FLOAT, saved_model_classify, tflite_classify
+    path = export_classifier(tiny_classifier(0), tmp_path / "export", image_shape=IMAGE_SHAPE,
+                             pixel_range=(0, 1), representative_images=images)
+    return [(saved_model_classify, path), (tflite_classify, os.path.join(path, TFLITE_FLOAT))]
+
+
 def test_the_classify_helpers_refuse_images_that_are_not_uint8(tmp_path):
     # They cast with NumPy: float images scaled to [0, 1] became zeros, and every
     # image got the class of a black one, without a word.
-    from sgan_keras.export import TFLITE_FLOAT, saved_model_classify, tflite_classify
     images = uint8_images(4)
-    path = export_classifier(tiny_classifier(0), tmp_path / "export", image_shape=IMAGE_SHAPE,
-                             pixel_range=(0, 1), representative_images=images)
-    for classify, model in ((saved_model_classify, path),
-                            (tflite_classify, os.path.join(path, TFLITE_FLOAT))):
+    for classify, model in float_classifiers(tmp_path, images):
         for wrong in (scale(images, (0, 1)), images.astype(np.int64)):
             with pytest.raises(ValueError, match=rf"must be uint8 .* got {wrong.dtype}$"):
                 classify(model, wrong)
@@ -211,12 +216,8 @@ def test_the_classify_helpers_give_empty_results_for_no_image(tmp_path):
 def test_the_classify_helpers_refuse_a_batch_size_that_is_not_a_positive_integer(tmp_path):
     # A negative one classified one blank image and returned its row alone for all
     # the images, without a word; 0 ended in range()'s 'arg 3 must not be zero'.
-    from sgan_keras.export import TFLITE_FLOAT, saved_model_classify, tflite_classify
     images = uint8_images(5)
-    path = export_classifier(tiny_classifier(0), tmp_path / "export", image_shape=IMAGE_SHAPE,
-                             pixel_range=(0, 1), representative_images=images)
-    for classify, model in ((saved_model_classify, path),
-                            (tflite_classify, os.path.join(path, TFLITE_FLOAT))):
+    for classify, model in float_classifiers(tmp_path, images):
         for wrong in (-1, 0, 2.0, True):
             with pytest.raises(ValueError, match=rf"^batch_size must be a positive integer, "
                                                  rf"got {wrong!r}$"):
