@@ -133,3 +133,23 @@ def test_the_schedule_line_appears_exactly_when_per_epoch_decay_never_lowers_the
     line = training.schedule_line()
     assert bool(line) == constant, line
     assert not line or line.startswith("note: --lr_schedule=per_epoch_decay: ")
+
+
+@pytest.mark.parametrize("rule", ["keras", "improved_gan"])
+def test_for_training_gives_d_and_g_their_own_rate_beta_and_epsilon(rule):
+    # --d_lr_ratio and the two --*_beta_1 flags are per network: D's optimizer
+    # first, G's second, each under the run's schedule.
+    training = Config().replace(g_lr=2e-4, d_lr_ratio=3.0, d_beta_1=0.3, g_beta_1=0.7,
+                                adam_rule=rule, adam_epsilon=1e-6).training
+    d_optimizer, g_optimizer = optimizers.for_training(training)
+    assert float(d_optimizer.learning_rate) == pytest.approx(6e-4)
+    assert float(g_optimizer.learning_rate) == pytest.approx(2e-4)
+    assert (d_optimizer.beta_1, g_optimizer.beta_1) == (0.3, 0.7)
+    assert d_optimizer.epsilon == g_optimizer.epsilon == 1e-6
+    decaying = Config().replace(g_lr=2e-4, d_lr_ratio=3.0, lr_schedule="per_epoch_decay",
+                                lr_decay_rate=0.5, epochs=3, steps_per_epoch=2).training
+    d_optimizer, g_optimizer = optimizers.for_training(decaying)
+    d_optimizer.iterations.assign(2)
+    g_optimizer.iterations.assign(4)
+    assert float(d_optimizer.learning_rate) == pytest.approx(3e-4)
+    assert float(g_optimizer.learning_rate) == pytest.approx(5e-5)
