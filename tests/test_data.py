@@ -1389,3 +1389,25 @@ def test_a_corrupt_prepared_tfds_file_gets_tensorflows_whole_reason(tmp_path, mo
         data_lib.read_tfds_images("squares", (8, 8, 1), data_dir=str(tmp_path))
     assert str(error.value).startswith("TFDS squares cannot be read: corrupted record at ")
     assert "function_node" not in str(error.value)
+
+
+def test_no_two_streams_or_epochs_share_a_shuffle():
+    # Each (stream, epoch) has its own permutation: D's and G's unlabeled
+    # streams are shuffled independently, and the masked one apart from both;
+    # seeds [seed, stream + epoch] made D's second epoch G's first.
+    data = data_lib.synthetic_dataset("mnist", 10, train_size=30, seed=5)
+    epochs = {}
+    for stream in (0, 1):
+        batches = data.unlabeled_dataset(30, stream=stream).take(4).as_numpy_iterator()
+        for epoch, images in enumerate(batches):       # a batch of 30 is an epoch
+            epochs[f"unlabeled {stream} epoch {epoch}"] = images
+    for epoch, batch in enumerate(data.masked_dataset(30).take(4).as_numpy_iterator()):
+        epochs[f"masked epoch {epoch}"] = batch["images"]
+    everything = np.sort(data.scale(data.train_images).numpy().reshape(30, -1), axis=0)
+    names = sorted(epochs)
+    for i, name in enumerate(names):
+        # every epoch is a permutation of the 30 images...
+        np.testing.assert_array_equal(np.sort(epochs[name].reshape(30, -1), axis=0), everything)
+        for other in names[i + 1:]:
+            # ...and no two are the same one.
+            assert not np.array_equal(epochs[name], epochs[other]), (name, other)
