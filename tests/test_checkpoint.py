@@ -255,3 +255,21 @@ def test_an_unwritable_directory_at_restore_is_a_write_error(tmp_path, read_only
         checkpoint.CheckpointStore(tmp_path, make_variables()).restore()
     assert str(error.value) == f"cannot write {tmp_path / file} (Read-only file system)"
     assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before
+
+
+def test_the_newest_checkpoint_is_the_highest_step_not_the_last_name(tmp_path):
+    # ckpt-10 is newer than ckpt-9, though "9" sorts after "10" as text.
+    save_steps(tmp_path, [9, 10])
+    for state_file in ("kept", "lost"):
+        if state_file == "lost":
+            os.remove(tmp_path / "checkpoint")
+        variables = make_variables()
+        store = checkpoint.CheckpointStore(tmp_path, variables)
+        assert store.newest_step() == 10, state_file
+        restored = store.restore()
+        assert restored.step == 10 and restored.unreadable == (), state_file
+        assert all(np.all(variable.numpy() == 10) for variable in variables)
+    truncate(tmp_path / "ckpt-10.data-00000-of-00001")
+    restored = checkpoint.CheckpointStore(tmp_path, make_variables()).restore()
+    assert restored.step == 9
+    assert [os.path.basename(path) for path, _ in restored.unreadable] == ["ckpt-10"]
