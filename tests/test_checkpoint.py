@@ -273,3 +273,15 @@ def test_the_newest_checkpoint_is_the_highest_step_not_the_last_name(tmp_path):
     restored = checkpoint.CheckpointStore(tmp_path, make_variables()).restore()
     assert restored.step == 9
     assert [os.path.basename(path) for path, _ in restored.unreadable] == ["ckpt-10"]
+
+
+def test_restore_keeps_the_older_checkpoint_whole_for_a_later_fall_back(tmp_path):
+    # Only data files whose index is gone are leftovers: the older of the two
+    # kept checkpoints must still read after a restore of the newer one.
+    save_steps(tmp_path, [10, 20])
+    before = sorted(os.listdir(tmp_path))
+    assert checkpoint.CheckpointStore(tmp_path, make_variables()).restore().step == 20
+    assert sorted(os.listdir(tmp_path)) == before
+    variables = make_variables()
+    checkpoint.CheckpointStore(tmp_path, variables).read(str(tmp_path / "ckpt-10"))
+    assert all(np.all(variable.numpy() == 10) for variable in variables)
