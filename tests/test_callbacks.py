@@ -391,3 +391,37 @@ class FakeStream(io.StringIO):
 def test_progress_verbosity_follows_the_terminal(monkeypatch, tty, verbosity):
     monkeypatch.setattr(sys, "stdout", FakeStream(tty))
     assert callbacks_lib.progress_verbosity() == verbosity
+
+
+class RecordingStore:
+    def __init__(self):
+        self.saved = []
+
+    def save(self, step):
+        self.saved.append(step)
+        return f"ckpt-{step}"
+
+
+def run_save_checkpoint(every_steps, epochs=2, steps_per_epoch=6, stop_at=None):
+    store, counter = RecordingStore(), tf.Variable(0, dtype=tf.int64)
+    save = callbacks_lib.SaveCheckpoint(
+        store, counter, steps_per_epoch, every_steps=every_steps,
+        stop_requested=lambda: "SIGTERM" if int(counter.numpy()) == stop_at else None)
+    for epoch in range(epochs):
+        for batch in range(steps_per_epoch):
+            counter.assign_add(1)
+            save.on_train_batch_end(batch)
+        save.on_epoch_end(epoch)
+    return store.saved
+
+
+def test_save_checkpoint_saves_every_n_steps_and_each_epoch_end_once():
+    # --checkpoint_every_steps=4 with 6 steps an epoch: steps 4 and 8 inside the
+    # epochs, 6 and 12 at their ends (12 once: an epoch's last step waits for its end).
+    assert run_save_checkpoint(every_steps=4) == [4, 6, 8, 12]
+    assert run_save_checkpoint(every_steps=0) == [6, 12]
+    assert run_save_checkpoint(every_steps=3) == [3, 6, 9, 12]
+    with pytest.raises(callbacks_lib.TrainingInterrupted) as stopped:
+        run_save_checkpoint(every_steps=0, stop_at=3)
+    assert (stopped.value.reason, stopped.value.step, stopped.value.path) == (
+        "SIGTERM", 3, "ckpt-3")
