@@ -644,3 +644,16 @@ def test_matmul_conv_transpose_round_trips_and_refuses_what_it_cannot_compute():
     unknown_size = tf.function(layer, input_signature=[tf.TensorSpec([None, None, None, 4])])
     with pytest.raises(ValueError, match="needs a known height, width"):
         unknown_size.get_concrete_function()
+
+
+def test_gaussian_noise_draws_new_noise_at_every_call_in_a_seeded_sequence():
+    # Each training call advances the layer's seed: the same noise every step
+    # would be one fixed offset, not noise. Two layers of one seed draw one sequence.
+    inputs = np.zeros((4, 6), "float32")
+    first, second = wn.GaussianNoise(0.3, seed=7), wn.GaussianNoise(0.3, seed=7)
+    draws = [keras.ops.convert_to_numpy(first(inputs, training=True)) for _ in range(3)]
+    again = [keras.ops.convert_to_numpy(second(inputs, training=True)) for _ in range(3)]
+    for i in range(3):
+        np.testing.assert_array_equal(draws[i], again[i])
+        for j in range(i):
+            assert not np.allclose(draws[i], draws[j]), (i, j)
