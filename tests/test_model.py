@@ -531,7 +531,8 @@ def test_classifier_outputs_k_logits_for_the_learned_variant():
 
 
 def test_ema_tracks_the_discriminator_and_is_used_for_evaluation():
-    model = tiny_model(ema_decay=0.5)
+    # A decay other than 0.5, at which decay and 1 - decay swapped pass too.
+    model = tiny_model(ema_decay=0.75)
     # The average is no trainable weight of the model (summary(), count_params()).
     assert {id(w) for w in model.trainable_weights} == {
         id(w) for w in model.generator.trainable_weights + model.discriminator.trainable_weights}
@@ -542,7 +543,7 @@ def test_ema_tracks_the_discriminator_and_is_used_for_evaluation():
     assert len(averages) == len(before) == 4
     for average, old, new in zip(averages, before, model.discriminator.weights):
         assert not np.allclose(old, new.numpy())
-        np.testing.assert_allclose(average.numpy(), 0.5 * old + 0.5 * new.numpy(), rtol=1e-5)
+        np.testing.assert_allclose(average.numpy(), 0.75 * old + 0.25 * new.numpy(), rtol=1e-5)
     images = batch["labeled_images"]
     ema_logits, _ = model.ema_discriminator(images)
     np.testing.assert_allclose(model(images), ema_logits, rtol=1e-6)
