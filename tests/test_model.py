@@ -1336,3 +1336,29 @@ def test_the_one_private_keras_method_overridden_still_exists():
     overridden = [name for name in vars(SGAN) if name.startswith("_")
                   and not name.startswith("__") and hasattr(keras.Model, name)]
     assert overridden == ["_maybe_symbolic_build"]
+
+
+def test_ema_copies_the_discriminators_non_trainable_state_rather_than_averaging_it():
+    # BatchNorm's moving statistics (and fixed weight-norm scales) are state,
+    # not weights to average: the copy takes them as they are. (The simultaneous
+    # order: in the sequential one G's pass through D moves them after the copy.)
+    init = lambda i: keras.initializers.GlorotUniform(seed=i)  # noqa: E731
+    generator, _ = tiny_networks()
+    images = keras.Input(IMAGE_SHAPE)
+    hidden = keras.layers.Dense(8, kernel_initializer=init(1))(keras.layers.Flatten()(images))
+    features = keras.layers.Activation("relu")(keras.layers.BatchNormalization()(hidden))
+    logits = keras.layers.Dense(K, kernel_initializer=init(2))(features)
+    discriminator = keras.Model(images, [logits, features], name="discriminator")
+    model = SGAN(generator, discriminator, Config().replace(
+        fake_class="zero", noise_stddev=1.0, seed=0, ema_decay=0.75,
+        update_order="simultaneous"))
+    model.compile(d_optimizer=keras.optimizers.Adam(1e-2),
+                  g_optimizer=keras.optimizers.Adam(1e-2))
+    before = [w.numpy().copy() for w in model.discriminator.weights]
+    model.train_step(tiny_batch())
+    pairs = list(zip(model.ema_discriminator.weights, before, model.discriminator.weights))
+    assert sum(not weight.trainable for _, _, weight in pairs) == 2   # moving mean, variance
+    for average, old, new in pairs:
+        assert not np.allclose(old, new.numpy()), new.path
+        expected = 0.75 * old + 0.25 * new.numpy() if new.trainable else new.numpy()
+        np.testing.assert_allclose(average.numpy(), expected, rtol=1e-5, err_msg=new.path)
