@@ -1411,3 +1411,12 @@ def test_no_two_streams_or_epochs_share_a_shuffle():
         for other in names[i + 1:]:
             # ...and no two are the same one.
             assert not np.array_equal(epochs[name], epochs[other]), (name, other)
+
+
+def test_a_balanced_budget_may_take_every_image_of_the_smallest_class():
+    labels = np.concatenate([np.repeat(np.arange(10), 3), np.zeros(5, int)])  # class 0: 8
+    every = data_lib.draw_labeled_indices(labels, 30, seed=0)
+    assert np.bincount(labels[every]).tolist() == [3] * 10
+    assert set(every.tolist()) >= set(range(3, 30))      # all of classes 1..9
+    with pytest.raises(DataError, match="asks for 4 per class, but the smallest class has 3"):
+        data_lib.draw_labeled_indices(labels, 40, seed=0)
