@@ -285,3 +285,15 @@ def test_restore_keeps_the_older_checkpoint_whole_for_a_later_fall_back(tmp_path
     variables = make_variables()
     checkpoint.CheckpointStore(tmp_path, variables).read(str(tmp_path / "ckpt-10"))
     assert all(np.all(variable.numpy() == 10) for variable in variables)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf])
+def test_an_infinite_state_is_never_saved(tmp_path, bad):
+    # Adam's velocity overflows to infinity before anything is NaN.
+    variables = make_variables()
+    store = checkpoint.CheckpointStore(tmp_path, variables)
+    store.save(1)
+    variables[0].assign(tf.tensor_scatter_nd_update(variables[0], [[3, 4]], [bad]))
+    with pytest.raises(checkpoint.NonFiniteStateError, match="NaN or infinity at step 2"):
+        store.save(2)
+    assert saved_steps(tmp_path) == [1]
