@@ -1420,3 +1420,17 @@ def test_a_balanced_budget_may_take_every_image_of_the_smallest_class():
     assert set(every.tolist()) >= set(range(3, 30))      # all of classes 1..9
     with pytest.raises(DataError, match="asks for 4 per class, but the smallest class has 3"):
         data_lib.draw_labeled_indices(labels, 40, seed=0)
+
+
+def test_the_label_mask_marks_exactly_the_labeled_set():
+    # A balanced draw (not the first N): the mask follows the drawn indices
+    # through the shuffle, and the labels of the marked images are theirs.
+    data = data_lib.synthetic_dataset("mnist", 10, train_size=40, seed=2)
+    assert data.labeled_indices.tolist() != list(range(10))
+    scaled = data.scale(data.train_images).numpy().reshape(40, -1)
+    index_of = {row.tobytes(): i for i, row in enumerate(scaled)}
+    for batch in data.masked_dataset(20).take(4).as_numpy_iterator():   # two epochs
+        picked = [index_of[row.tobytes()] for row in batch["images"].reshape(20, -1)]
+        marked = {i for i, flag in zip(picked, batch["label_mask"]) if flag == 1}
+        assert marked == set(picked) & set(data.labeled_indices.tolist())
+        np.testing.assert_array_equal(batch["labels"], data.train_labels[picked])
