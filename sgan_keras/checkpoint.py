@@ -311,8 +311,11 @@ def _quiet_tensorflow_log():
 
 def _check_finite(variables, step):
     for variable in variables:
+        # TensorFlow's test, not NumPy's: a bfloat16 value (ml_dtypes) is no np.floating.
+        if not tf.as_dtype(variable.dtype).is_floating:
+            continue
         value = np.asarray(variable.numpy())
-        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+        if not np.isfinite(value if value.dtype.kind == "f" else value.astype(np.float32)).all():
             name = getattr(variable, "path", variable.name)
             raise NonFiniteStateError(f"{name} holds NaN or infinity at step {step} (not saved)")
 

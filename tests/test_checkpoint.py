@@ -170,6 +170,17 @@ def test_a_non_finite_state_is_never_saved(tmp_path):
     assert saved_steps(tmp_path) == [1]
 
 
+def test_a_non_finite_bfloat16_state_is_never_saved(tmp_path):
+    # NumPy does not count bfloat16 (ml_dtypes) as np.floating: a NaN there was saved.
+    variables = [tf.Variable(tf.ones([3], tf.bfloat16))]
+    store = checkpoint.CheckpointStore(tmp_path, variables)
+    store.save(1)
+    variables[0].assign(tf.constant([1.0, np.nan, 1.0], tf.bfloat16))
+    with pytest.raises(checkpoint.NonFiniteStateError, match="at step 2"):
+        store.save(2)
+    assert saved_steps(tmp_path) == [1]
+
+
 def test_an_old_npz_checkpoint_is_refused_not_ignored(tmp_path):
     np.savez(tmp_path / checkpoint.LEGACY_FILE, v00000=np.zeros(3))
     with pytest.raises(checkpoint.CheckpointError, match="--overwrite"):
