@@ -1198,6 +1198,9 @@ def _first_batch(x, batch_size):
         first = next(x, None)
         if first is None:      # exhausted: Keras' to handle
             return x, None
+        if isinstance(first, dict):    # Keras' refusal prints the whole batch (~500 lines)
+            raise ValueError("a generator given to fit() yields tuples, (batch,) for an SGAN's "
+                             f"dict batches; it yielded a dict of {sorted(first)}")
 
         def replayed():
             yield first

@@ -1362,3 +1362,21 @@ def test_ema_copies_the_discriminators_non_trainable_state_rather_than_averaging
         assert not np.allclose(old, new.numpy()), new.path
         expected = 0.75 * old + 0.25 * new.numpy() if new.trainable else new.numpy()
         np.testing.assert_allclose(average.numpy(), expected, rtol=1e-5, err_msg=new.path)
+
+
+def test_a_generator_yielding_bare_dicts_is_refused_with_one_line():
+    # Keras refuses a generator's bare dict with a message that prints the whole
+    # batch (about 500 lines); a (dict,) tuple is what it takes.
+    batch = {key: value.numpy() for key, value in tiny_batch().items()}
+
+    def batches(wrap):
+        while True:
+            yield wrap(batch)
+
+    with pytest.raises(ValueError, match=r"^a generator given to fit\(\) yields tuples, "
+                                         r"\(batch,\) for an SGAN's dict batches; it yielded "
+                                         r"a dict of \['generator_images', 'labeled_images', "
+                                         r"'labels', 'unlabeled_images'\]$"):
+        tiny_model().fit(batches(lambda b: b), steps_per_epoch=2, epochs=1, verbose=0)
+    history = tiny_model().fit(batches(lambda b: (b,)), steps_per_epoch=2, epochs=1, verbose=0)
+    assert np.isfinite(history.history["d_loss"][-1])
