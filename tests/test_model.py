@@ -1380,3 +1380,67 @@ def test_a_generator_yielding_bare_dicts_is_refused_with_one_line():
         tiny_model().fit(batches(lambda b: b), steps_per_epoch=2, epochs=1, verbose=0)
     history = tiny_model().fit(batches(lambda b: (b,)), steps_per_epoch=2, epochs=1, verbose=0)
     assert np.isfinite(history.history["d_loss"][-1])
+
+
+def test_d_loss_logs_its_weighted_terms_and_the_manifold_term():
+    """The logged d_loss is L_sup + unsupervised_weight * L_unsup + the manifold
+    term, as trained (weights still: learning rates 0)."""
+    model, _ = counted_model("sequential", d_lr=0.0, g_lr=0.0, unsupervised_weight=0.5,
+                             manifold="lecouat", manifold_weight=1e3, manifold_epsilon=0.5)
+    logs = model.train_step(tiny_batch())
+    assert float(logs["manifold_loss"]) > 1e-3
+    np.testing.assert_allclose(
+        float(logs["d_loss"]), float(logs["supervised_loss"])
+        + 0.5 * float(logs["unsupervised_loss"]) + float(logs["manifold_loss"]), rtol=1e-5)
+
+
+def test_an_unsupervised_weight_of_zero_trains_d_on_the_supervised_loss_alone():
+    """D's update is the gradient of L_sup + unsupervised_weight * L_unsup: at
+    weight 0, one SGD step of D is the supervised cross entropy's."""
+    generator, discriminator = tiny_networks()
+    model = SGAN(generator, discriminator, Config().replace(
+        noise_stddev=1.0, seed=0, unsupervised_weight=0.0))
+    model.compile(d_optimizer=keras.optimizers.SGD(0.5), g_optimizer=keras.optimizers.SGD(0.5))
+    batch = tiny_batch()
+    variables = discriminator.trainable_variables
+    with tf.GradientTape() as tape:
+        logits, _ = discriminator(batch["labeled_images"], training=True)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            batch["labels"], logits))
+    expected = [v.numpy() - 0.5 * g.numpy() for v, g in zip(variables, tape.gradient(
+        loss, variables))]
+    model.train_step(batch)
+    for variable, value in zip(variables, expected):
+        np.testing.assert_allclose(variable.numpy(), value, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("update_order", ["sequential", "simultaneous", "split"])
+def test_a_masked_batch_without_labeled_images_has_a_supervised_loss_of_zero(update_order):
+    """L_sup is sum(mask * ce) / max(1, sum(mask)) (Udacity): 0, not NaN, for a
+    batch of unlabeled images only."""
+    images, labels, mask = masked_batch()
+    model, _ = counted_model(update_order)
+    logs = model.train_step({"images": tf.constant(images), "labels": tf.constant(labels),
+                             "label_mask": tf.zeros_like(tf.constant(mask))})
+    assert float(logs["supervised_loss"]) == 0.0
+    assert all(np.isfinite(float(value)) for value in logs.values())
+    assert all(np.isfinite(w).all() for w in weights(model.discriminator))
+
+
+def test_the_split_orders_real_update_smooths_its_target():
+    """The split order's update on real images smooths their target to
+    1 - label_smoothing, as the other orders do: with weights still, the
+    logged unsupervised loss moves by label_smoothing * mean(D's GAN logit
+    on the real images) (softplus(-l) against 0.7 * softplus(-l) + 0.3 * softplus(l))."""
+    from sgan_keras import losses
+
+    def unsupervised(smoothing):
+        model, _ = counted_model("split", d_lr=0.0, g_lr=0.0, label_smoothing=smoothing)
+        return float(model.train_step(tiny_batch())["unsupervised_loss"]), model
+
+    smoothed, model = unsupervised(0.3)
+    plain, _ = unsupervised(0.0)
+    logits, _ = model.discriminator(tiny_batch()["unlabeled_images"], training=True)
+    real = float(tf.reduce_mean(losses.gan_logit(logits, "zero", K)))
+    assert abs(real) > 0.1
+    np.testing.assert_allclose(smoothed - plain, 0.3 * real, rtol=1e-4)
