@@ -524,3 +524,26 @@ def test_labels_txt_is_utf8_under_an_ascii_locale(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "['caf\\xe9', 'na\\xefve']"
     assert (tmp_path / "export" / "labels.txt").read_bytes() == "café\nnaïve\n".encode()
+
+
+def test_the_int8_calibration_sees_every_representative_image_in_order(tmp_path, monkeypatch):
+    """The int8 model is calibrated on all of representative_images, one at a
+    time ([1, H, W, C] each), not on a part of them."""
+    import tensorflow as tf
+    converters = []
+    real = tf.lite.TFLiteConverter.from_saved_model
+
+    def recorded(*args, **kwargs):
+        converters.append(real(*args, **kwargs))
+        return converters[-1]
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_saved_model", recorded)
+    images = uint8_images(5, seed=3)
+    export_classifier(tiny_conv_classifier(0), tmp_path / "export", image_shape=IMAGE_SHAPE,
+                      pixel_range=(-1, 1), representative_images=images)
+    calibrated = [c for c in converters if c.representative_dataset is not None]
+    assert len(calibrated) == 1
+    dataset = calibrated[0].representative_dataset     # TFLite wraps the function
+    seen = [sample["images"] for sample in getattr(dataset, "input_gen", dataset)()]
+    assert len(seen) == 5
+    for sample, image in zip(seen, images):
+        np.testing.assert_array_equal(sample, image[None])
