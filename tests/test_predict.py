@@ -489,3 +489,19 @@ def test_an_output_that_is_a_device_a_pipe_or_one_long_line_is_refused_reading_l
     assert not blocked, "check_output waited on the named pipe"
     assert raised == [f"--output={pipe} exists and is not an earlier predictions file; "
                       "remove it or choose another --output"]
+
+
+def test_a_link_to_an_earlier_predictions_file_is_refused_as_output(tmp_path):
+    """A link is a user's: --output replaces only an earlier predictions file
+    itself, even when the link points at one (replaced, the link would become
+    a file and its target stay as it was)."""
+    from sgan_keras.predict import PredictError, check_output
+    earlier = tmp_path / "earlier.csv"
+    earlier.write_text(EARLIER_PREDICTIONS)
+    check_output(str(earlier))                       # the file itself: replaced
+    link = tmp_path / "link.csv"
+    link.symlink_to(earlier)
+    with pytest.raises(PredictError, match=r"^--output=.*link.csv exists and is not an "
+                                           r"earlier predictions file"):
+        check_output(str(link))
+    assert link.is_symlink() and earlier.read_text() == EARLIER_PREDICTIONS
