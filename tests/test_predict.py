@@ -505,3 +505,30 @@ def test_a_link_to_an_earlier_predictions_file_is_refused_as_output(tmp_path):
                                            r"earlier predictions file"):
         check_output(str(link))
     assert link.is_symlink() and earlier.read_text() == EARLIER_PREDICTIONS
+
+
+def test_a_stop_after_the_last_image_leaves_an_earlier_output_unchanged(images, tmp_path):
+    """A signal that lands after the last image is classified, before --output
+    replaces an earlier file, still stops the run: KeyboardInterrupt, the
+    earlier file as it was."""
+    from sgan_keras.predict import write_predictions
+
+    class Stub:
+        image_shape = IMAGE_SHAPE
+
+        def classify(self, batch):
+            return ["a"] * len(batch), np.zeros(len(batch), np.int64), np.ones((len(batch), 1))
+
+    _, paths = images
+    calls = []
+
+    def stopped():                       # false before the one image, true after it
+        calls.append(None)
+        return len(calls) > 1
+    earlier = tmp_path / "earlier.csv"
+    earlier.write_text(EARLIER_PREDICTIONS)
+    with pytest.raises(KeyboardInterrupt):
+        write_predictions(str(earlier), Stub(), [str(paths[0])], stopped=stopped)
+    assert len(calls) == 2
+    assert earlier.read_text() == EARLIER_PREDICTIONS
+    assert os.listdir(tmp_path) == ["earlier.csv"]
