@@ -230,6 +230,21 @@ def test_a_run_that_never_trained_leaves_its_directory_to_a_corrected_command(tm
         trainer.prepare_output_dir(corrected.replace(g_lr=0.5))
 
 
+
+@pytest.mark.parametrize("trained", ["metrics.csv", "checkpoint", "export"])
+def test_a_run_that_trained_to_any_output_is_not_replaced_by_other_flags(trained, tmp_path):
+    """A run counts as trained by any of its metrics.csv, checkpoint (e.g. a
+    --checkpoint_every_steps save before the first epoch ended) or export:
+    other flags there are refused, not written over its flags.json."""
+    from sgan_keras import trainer
+    run = tmp_path / "run"
+    config = presets.get_preset("mnist_gans_in_action").config.replace(output_dir=str(run))
+    trainer.prepare_output_dir(config).release()
+    (run / trained).mkdir() if trained != "metrics.csv" else (run / trained).write_text("e\n")
+    with pytest.raises(trainer.UsageError, match=r"other flags \(--lr \(g_lr\)\)"):
+        trainer.prepare_output_dir(config.replace(g_lr=0.5))
+    assert json.loads((run / "flags.json").read_text())["g_lr"] == config.training.g_lr
+
 @pytest.mark.parametrize("moment", ["write_check", "flags_temporary"])
 def test_a_second_launch_on_a_new_directory_is_refused_by_the_lock_not_as_a_users(
         moment, tmp_path, monkeypatch):
