@@ -129,6 +129,10 @@ def test_labels_flag_takes_a_number_or_all_and_absl_rejects_other_text(flag_valu
     # TensorFlow read its checkpoints' paths as file patterns: a resume found none.
     ("output_dir", "runs/lr[0.1]", r"^--output_dir=runs/lr\[0.1\] has \[, which TensorFlow "
                                    r"reads as a file pattern .*: choose a path without \*, \?, "),
+    # Each of TensorFlow's pattern characters, the backslash (its escape) too.
+    ("output_dir", "runs\\lr", r"^--output_dir=runs\\lr has \\, which TensorFlow reads "),
+    ("output_dir", "runs/*", r"^--output_dir=runs/\* has \*, which TensorFlow reads "),
+    ("output_dir", "runs/a?", r"^--output_dir=runs/a\? has \?, which TensorFlow reads "),
     # An empty --data_dir= read as a directory '' ("data_dir  does not exist").
     ("data_dir", "", r"^--data_dir must be a non-empty path \(leave it out for the default\), "
                      r"got ''$"),
