@@ -105,6 +105,9 @@ def test_labels_flag_takes_a_number_or_all_and_absl_rejects_other_text(flag_valu
     # NaN at the first step, a weight average that never moves, inf losses.
     ("adam_epsilon", 1e-300, r"^--adam_epsilon must be 0 or 1.175e-38..3.403e\+38 in magnitude "
                              r"in float32, which training computes in: got 1e-300, 0.0 in float32$"),
+    # A float32 subnormal, which TensorFlow's CPU kernels flush to zero.
+    ("adam_epsilon", 1e-40, r"^--adam_epsilon must be 0 or 1.175e-38..3.403e\+38 in magnitude "
+                            r"in float32, which training computes in: got 1e-40, 9.99"),
     ("ema_decay", 0.99999999, r"^--ema \(ema_decay\) must be in \[0, 1\) in float32, which "
                               r"training computes in: got 0.99999999, 1.0 in float32$"),
     ("unsupervised_weight", 1e300, r"^--unsupervised_weight must be 0 or .* got 1e\+300, inf "
@@ -458,3 +461,9 @@ def test_is_integer_takes_numpy_integers_and_refuses_bools_floats_and_strings(va
     """The one integer test every argument check uses (config, data, layers,
     networks, SampleGrid): ``labels.max() + 1`` passes, a bool does not."""
     assert is_integer(value) is expected
+
+
+def test_run_names_say_a_boolean_option_that_is_on():
+    """A boolean option off in the preset names the run by its flag when on."""
+    config = presets.resolve({"preset": "mnist_blog", "deterministic": True})
+    assert presets.run_name(config) == "mnist_mnist_blog_labels4000_deterministic_seed0"
