@@ -1444,3 +1444,17 @@ def test_the_split_orders_real_update_smooths_its_target():
     real = float(tf.reduce_mean(losses.gan_logit(logits, "zero", K)))
     assert abs(real) > 0.1
     np.testing.assert_allclose(smoothed - plain, 0.3 * real, rtol=1e-4)
+
+
+@pytest.mark.parametrize("update_order", ["sequential", "split"])
+def test_masked_training_accuracy_counts_the_labeled_images_only(update_order):
+    """The logged accuracy of a masked batch is over its labeled images: here
+    all wrong, the unlabeled ones' (unread) labels all D's own guesses."""
+    images, _, mask = masked_batch()
+    model, _ = counted_model(update_order, d_lr=0.0, g_lr=0.0)
+    logits, _ = model.discriminator(images, training=False)
+    guesses = np.argmax(logits.numpy(), axis=-1).astype(np.int32)
+    labels = np.where(mask == 1, (guesses + 1) % K, guesses).astype(np.int32)
+    logs = model.train_step({"images": tf.constant(images), "labels": tf.constant(labels),
+                             "label_mask": tf.constant(mask)})
+    assert float(logs["accuracy"]) == 0.0
