@@ -138,6 +138,9 @@ def test_cli_run_writes_every_output(finished_run):
     assert checkpoint_steps(output_dir) == [3, 6] and latest_step(output_dir) == 6  # keeps 2
     assert (output_dir / "export" / "saved_model.pb").exists()
     assert (output_dir / "run.lock").read_text() == ""  # released cleanly
+    # All of them are run outputs, which --overwrite removes (a user's files stay).
+    from sgan_keras import trainer
+    assert sorted(set(os.listdir(output_dir)) - {"run.lock"}) == sorted(trainer.RUN_OUTPUTS)
     # Not a terminal: one concise line per epoch, no progress bar.
     epoch_lines = re.findall(r"^Epoch [12]/2: train_accuracy=.* \(\d+\.\d s\)$", stdout, re.M)
     assert len(epoch_lines) == 2, stdout[-2000:]
