@@ -1458,3 +1458,23 @@ def test_masked_training_accuracy_counts_the_labeled_images_only(update_order):
     logs = model.train_step({"images": tf.constant(images), "labels": tf.constant(labels),
                              "label_mask": tf.constant(mask)})
     assert float(logs["accuracy"]) == 0.0
+
+
+def test_evaluate_runs_d_in_inference_mode():
+    """evaluate()'s cross entropy is that of D's inference-mode logits: no
+    dropout draws in the scores."""
+    generator, _ = tiny_networks()
+    images_in = keras.Input(IMAGE_SHAPE)
+    features = keras.layers.Dropout(0.5, seed=1)(keras.layers.Dense(
+        8, activation="relu", kernel_initializer=keras.initializers.GlorotUniform(seed=1))(
+        keras.layers.Flatten()(images_in)))
+    logits = keras.layers.Dense(K, kernel_initializer=keras.initializers.GlorotUniform(seed=2))(
+        features)
+    discriminator = keras.Model(images_in, [logits, features], name="discriminator")
+    model = SGAN(generator, discriminator, Config().replace(noise_stddev=1.0, seed=0))
+    model.compile()
+    images, labels = class_patterns(16, seed=5)
+    scores = model.evaluate(images, labels, verbose=0, return_dict=True)
+    inference, _ = discriminator(images, training=False)
+    expected = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, inference).numpy().mean()
+    np.testing.assert_allclose(scores["cross_entropy"], expected, rtol=1e-5)
