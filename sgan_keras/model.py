@@ -464,8 +464,7 @@ class SGAN(keras.Model):
             if isinstance(images, dict):
                 _labeled_of(images if len(validation) < 2 or validation[1] is None
                             else validation[:2], "fit()'s validation_data")
-            for array in ([images[key] for key in _IMAGE_KEYS if key in images]
-                          if isinstance(images, dict) else [images]):
+            for array in _image_arrays(images):
                 if hasattr(array, "dtype"):
                     self._check_float_images(array)
         if given.get("validation_split") and isinstance(x, dict) and y is None:
@@ -588,9 +587,8 @@ class SGAN(keras.Model):
                              "or training_dataset); (images, labels) batches need "
                              "supervised_only=True")
         _check_training_keys(batch, self.config.training.update_order)
-        for key in _IMAGE_KEYS:
-            if key in batch:
-                self._check_float_images(batch[key])
+        for images in _image_arrays(batch):
+            self._check_float_images(images)
         # Other floats (NumPy's float64 from x / 255 in a data set) as float32, G's fakes'
         # dtype: D's one call on their concatenation failed on the mix (a no-op for float32).
         batch = {key: tf.cast(value, tf.float32) if key in _IMAGE_KEYS else value
@@ -1212,6 +1210,13 @@ def _first_batch(x, batch_size):
                       for array in arrays):
         return x, keras.tree.map_structure(lambda array: array[:batch_size or 32], x)
     return x, None    # e.g. a tf.distribute DistributedDataset
+
+
+def _image_arrays(batch):
+    """Every image array of ``batch``: a dict batch's under :data:`_IMAGE_KEYS`, or ``batch``."""
+    if isinstance(batch, dict):
+        return [batch[key] for key in _IMAGE_KEYS if key in batch]
+    return [batch]
 
 
 def _images_of(batch):
