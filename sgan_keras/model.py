@@ -619,12 +619,12 @@ class SGAN(keras.Model):
                 with tf.GradientTape() as d_tape:
                     d_loss, logs, _ = self._discriminator_loss(batch, fake_images, z)
                 self._apply(self.d_optimizer, d_tape, d_loss, self.discriminator)
-                self._update_ema()
             if self.config.training.generator_fakes == "fresh":
                 z = self._global_noise(_GENERATOR_NOISE, tf.shape(z)[0])
                 fake_images = self.generator(z, training=True)
             g_loss, scaled_g_loss = self._generator_pass(fake_images, batch["generator_images"])
         self._apply(self.g_optimizer, g_tape, scaled_g_loss, self.generator)
+        self._update_ema()    # after G's pass, which moves D's batch-norm statistics again
         return self._record(logs, g_loss)
 
     def _simultaneous_step(self, batch):

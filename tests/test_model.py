@@ -1338,10 +1338,12 @@ def test_the_one_private_keras_method_overridden_still_exists():
     assert overridden == ["_maybe_symbolic_build"]
 
 
-def test_ema_copies_the_discriminators_non_trainable_state_rather_than_averaging_it():
+@pytest.mark.parametrize("update_order", ["simultaneous", "sequential", "split"])
+def test_ema_copies_the_discriminators_non_trainable_state_rather_than_averaging_it(
+        update_order):
     # BatchNorm's moving statistics (and fixed weight-norm scales) are state,
-    # not weights to average: the copy takes them as they are. (The simultaneous
-    # order: in the sequential one G's pass through D moves them after the copy.)
+    # not weights to average: the copy takes them as they are at the end of the
+    # step, after G's pass through D (which moves them in the sequential order).
     init = lambda i: keras.initializers.GlorotUniform(seed=i)  # noqa: E731
     generator, _ = tiny_networks()
     images = keras.Input(IMAGE_SHAPE)
@@ -1351,7 +1353,7 @@ def test_ema_copies_the_discriminators_non_trainable_state_rather_than_averaging
     discriminator = keras.Model(images, [logits, features], name="discriminator")
     model = SGAN(generator, discriminator, Config().replace(
         fake_class="zero", noise_stddev=1.0, seed=0, ema_decay=0.75,
-        update_order="simultaneous"))
+        update_order=update_order))
     model.compile(d_optimizer=keras.optimizers.Adam(1e-2),
                   g_optimizer=keras.optimizers.Adam(1e-2))
     before = [w.numpy().copy() for w in model.discriminator.weights]
