@@ -204,6 +204,11 @@ def tflite_runner(model_path):
                 raise
             raise ValueError("truncated, or not a TFLite file: its flatbuffer does not "
                              "verify") from None
+        # Another tool's file: TFLite's own words name only the missing key.
+        signature = interpreter.get_signature_list().get("classify", {})
+        if "images" not in signature.get("inputs", ()):
+            raise ValueError("it has no 'classify' signature taking 'images', so it is not "
+                             "an export_classifier TFLite file")
         runner = interpreter.get_signature_runner("classify")
         shape = runner.get_input_details()["images"]["shape_signature"]
         try:

@@ -161,6 +161,17 @@ def test_tflite_classify_refuses_images_of_another_shape(tmp_path):
         assert tflite_classify(os.path.join(path, name), images)[0].shape == (4, 3)
 
 
+def test_tflite_classify_refuses_another_tools_file_with_one_line(tmp_path):
+    # TFLite's own words named only the key: 'Invalid signature_key provided: "classify"'.
+    import tensorflow as tf
+    from sgan_keras.export import tflite_classify
+    path = tmp_path / "foreign.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(tiny_classifier(0)).convert())
+    with pytest.raises(ValueError, match=r"^it has no 'classify' signature taking 'images', "
+                                         r"so it is not an export_classifier TFLite file$"):
+        tflite_classify(path, uint8_images(2))
+
+
 def test_saved_model_classify_refuses_images_of_another_shape_or_another_export(tmp_path):
     # The signature's refusals were TypeErrors ('Binding inputs to tf.function
     # failed') printing the whole image batch, for a grayscale batch given to a
