@@ -129,8 +129,9 @@ class MetricsCSV(keras.callbacks.Callback):
     Resume-safe: rows with ``epoch > initial_epoch`` are dropped (they come
     from a run killed after writing its CSV row but before saving its
     checkpoint), so every epoch appears once after a resume. A given
-    ``initial_epoch`` drops them at train begin; ``None`` (default) takes
-    ``fit()``'s own ``initial_epoch`` when the first epoch begins, so a second
+    ``initial_epoch`` drops them when the first ``fit()`` begins; ``None``
+    (default), and every later ``fit()`` with the same callback, take
+    ``fit()``'s own ``initial_epoch`` when its first epoch begins, so a second
     ``fit(..., initial_epoch=3)`` continues the file after its epoch 3. The
     whole file is rewritten atomically after each epoch (like Keras'
     ``CSVLogger`` with ``append=True``, but crash-safe and resumable).
@@ -145,16 +146,18 @@ class MetricsCSV(keras.callbacks.Callback):
         self._rows = []
         self._epoch_start = None
         self._first_epoch = True
+        self._resume_epoch = self.initial_epoch    # the first fit()'s only
 
     def on_train_begin(self, logs=None):
         self._rows = read_metrics_csv(self.path)
         self._first_epoch = True
-        if self.initial_epoch is not None:
-            self._drop_rows_after(self.initial_epoch)
+        if self._resume_epoch is not None:
+            self._drop_rows_after(self._resume_epoch)
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self._first_epoch and self.initial_epoch is None:
+        if self._first_epoch and self._resume_epoch is None:
             self._drop_rows_after(epoch)     # fit()'s initial_epoch
+        self._resume_epoch = None   # a later fit() with this callback continues from its own
         self._first_epoch = False
         self._epoch_start = time.perf_counter()
 

@@ -142,6 +142,18 @@ def test_metrics_csv_continues_with_fits_initial_epoch(tmp_path):
     train([callbacks_lib.MetricsCSV(path)], epochs=2)     # a new fit from epoch 1
     assert [int(row["epoch"]) for row in read_csv(path)[1]] == [1, 2]
 
+
+def test_metrics_csv_given_an_initial_epoch_continues_a_later_fit_from_its_own(tmp_path):
+    # The given initial_epoch (a resumed run's) is the first fit()'s: a notebook's
+    # "train more" cell with the same callback lost every row after it.
+    path = tmp_path / "metrics.csv"
+    metrics = callbacks_lib.MetricsCSV(path, initial_epoch=0)
+    train([metrics], epochs=2)
+    _, first_rows = read_csv(path)
+    train([metrics], epochs=3, initial_epoch=2)
+    _, rows = read_csv(path)
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3] and rows[:2] == first_rows
+
 def test_metrics_csv_truncates_at_train_begin(tmp_path):
     path = tmp_path / "metrics.csv"
     train([callbacks_lib.MetricsCSV(path)], epochs=3)
