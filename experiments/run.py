@@ -180,12 +180,12 @@ def run_one(argv, made, train=True):
     trained_here = train and not finished
     if trained_here:
         epochs_before = len(read_metrics(metrics)) if os.path.exists(metrics) else 0
+        saved_before = checkpoints(output_dir)
         # The commit and date of now: the code may have changed since this
         # process started, hours of training ago.
         session = add_session(output_dir, {**made, "commit": provenance.commit(),
                                            "date": datetime.date.today().isoformat()},
-                              config, epochs_before + 1)
-        saved_before = checkpoints(output_dir)
+                              config, epochs_before + 1, new_run=not saved_before)
         status = run_trainer(argv)
         if status:
             if status == TRAINER_LOCKED or checkpoints(output_dir) == saved_before:
@@ -255,10 +255,11 @@ def checkpoints(output_dir):
     return set(os.listdir(directory)) if os.path.isdir(directory) else set()
 
 
-def add_session(output_dir, made, config, first_epoch):
+def add_session(output_dir, made, config, first_epoch, new_run=False):
     """Appends where this training session runs (commit, date, and the
     machine with the kernels the trainer chooses for ``config``) to the
-    run's sessions file; returns the session appended."""
+    run's sessions file; returns the session appended. ``new_run``: the run
+    has no checkpoint, so the session trains it from its first step."""
     chosen = onednn.kernels_environment(config.model.architecture,
                                         os.environ.get(onednn.ONEDNN_VARIABLE),
                                         config.model.precision).get(onednn.ONEDNN_VARIABLE)
@@ -267,6 +268,8 @@ def add_session(output_dir, made, config, first_epoch):
     sessions = read_json(path, [])
     session = {"commit": made["commit"], "date": made["date"],
                "machine": provenance.machine_line(machine), "first_epoch": first_epoch}
+    if new_run:
+        session["new_run"] = True
     sessions.append(session)
     with faults.writing(path):     # an unwritable --runs_dir: exit 5, as the trainer's
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -288,6 +291,10 @@ def run_provenance(output_dir):
     ``sessions`` when it trained on more than one commit or machine; "not
     recorded" for a run trained before run.py recorded its sessions."""
     sessions = read_json(sessions_path(output_dir), [])
+    # The sessions before the last that trained the run from its first step
+    # are another run's: one moved away (the file stays beside the directory).
+    starts = [index for index, session in enumerate(sessions) if session.get("new_run")]
+    sessions = sessions[starts[-1]:] if starts else sessions
     if not sessions:
         return {key: "not recorded" for key in ("machine", "commit", "date")}
     made = {key: sessions[0][key] for key in ("machine", "commit", "date")}

@@ -899,6 +899,39 @@ def test_a_session_refused_by_the_runs_lock_is_dropped_though_the_run_saved_mean
     assert result.stdout.split("\n")[-3:] == ["stopped 3", "['first']", ""]
 
 
+MOVED_AWAY = """
+made = run.provenance.record()
+output_dir = sys.argv[1] + "/run"
+argv = definitions.training_command("mnist_gans_in_action_100", 0, False, output_dir, {}, None)
+config = definitions.trainer_config(argv)
+# The sessions file of a run moved away (as run.py's lines advise) stays beside its directory.
+run.add_session(output_dir, {**made, "commit": "moved away", "date": "day 1"}, config, 1)
+
+def trains(argv):         # an epoch and its checkpoint, as the trainer leaves them
+    os.makedirs(output_dir + "/checkpoint", exist_ok=True)
+    open(f"{output_dir}/checkpoint/ckpt-{run.provenance.commit()}", "w").close()
+    open(output_dir + "/metrics.csv", "w").write("epoch,test_accuracy,seconds\\n1,0.5,2.0\\n")
+    return 0
+run.run_trainer = trains
+for commit in ("new", "resumed"):
+    run.provenance.commit = lambda: commit
+    trained = run.run_one(argv, made)
+    print(trained["commit"], [s["commit"] for s in trained.get("sessions", [])])
+"""
+
+
+def test_a_new_run_in_the_directory_of_one_moved_away_names_its_own_sessions(tmp_path):
+    """A run trained from its first step where another was moved away named
+    that run's first session (commit, date, machine) as where it trained."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import json, os, sys; sys.path.insert(0, 'experiments'); "
+         "import definitions, run\n" + MOVED_AWAY, str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # Its resume, from its checkpoint, is still its own.
+    assert result.stdout.split("\n")[-3:] == ["new []", "new ['new', 'resumed']", ""]
+
+
 CHILD = """
 import os, signal, sys, time
 received = []
