@@ -505,15 +505,49 @@ class SGAN(keras.Model):
         _check_class_ids(x, y, self.num_classes, "evaluate()")
         return super().evaluate(x, y, *args, **kwargs)
 
-    def train_on_batch(self, x, y=None, *args, **kwargs):
-        """``keras.Model.train_on_batch``, refusing labels out of ``0..K-1``."""
+    def train_on_batch(self, x, y=None, sample_weight=None, *args, **kwargs):
+        """``keras.Model.train_on_batch``, refusing labels out of ``0..K-1``;
+        under several replicas each trains on its share of the batch, as in ``fit()``."""
         _check_class_ids(x, y, self.num_classes, "train_on_batch()")
-        return super().train_on_batch(x, y, *args, **kwargs)
+        x, y, sample_weight = self._shares_of_batch((x, y, sample_weight), "train_on_batch()")
+        return super().train_on_batch(x, y, sample_weight, *args, **kwargs)
 
-    def test_on_batch(self, x, y=None, *args, **kwargs):
+    def test_on_batch(self, x, y=None, sample_weight=None, *args, **kwargs):
         """``keras.Model.test_on_batch``, refusing labels out of ``0..K-1``."""
         _check_class_ids(x, y, self.num_classes, "test_on_batch()")
-        return super().test_on_batch(x, y, *args, **kwargs)
+        x, y, sample_weight = self._shares_of_batch((x, y, sample_weight))
+        return super().test_on_batch(x, y, sample_weight, *args, **kwargs)
+
+    def predict_on_batch(self, x):
+        """``keras.Model.predict_on_batch``; one row per image under several replicas too."""
+        return super().predict_on_batch(self._shares_of_batch((x,))[0])
+
+    def _shares_of_batch(self, arguments, training_call=None):
+        """``arguments`` (each a batch, or None), each replica's share of each under
+        several replicas: Keras' ``*_on_batch`` hand every replica the whole batch, so
+        each trained on all of it with its own slice of the noise (not as one device
+        does) and ``predict_on_batch`` returned every row once per replica. Shares are
+        contiguous and in replica order, as ``fit()``'s data sets are split; a
+        ``training_call``'s must be equal (``_check_replica_shares``)."""
+        strategy = self.distribute_strategy
+        replicas = strategy.num_replicas_in_sync
+        if replicas == 1:
+            return arguments
+        if training_call is not None:
+            first = keras.tree.flatten(arguments[0])[0]
+            _check_replica_shares(arguments[0], len(first), None, replicas, training_call)
+
+        def share(value, context):
+            value = tf.convert_to_tensor(value)
+            count, index = int(value.shape[0]), context.replica_id_in_sync_group
+            start = index * (count // replicas) + min(index, count % replicas)
+            return value[start:start + count // replicas + (index < count % replicas)]
+
+        return tuple(
+            None if argument is None else strategy.experimental_distribute_values_from_function(
+                lambda context, argument=argument: tf.nest.map_structure(
+                    lambda value: share(value, context), argument))
+            for argument in arguments)
 
     # ----------------------------------------------------------------- noise
     def _global_noise(self, stream, batch_size, step=None, distribution=None):
@@ -1068,7 +1102,7 @@ def _check_class_ids(x, y, num_classes, call):
             f"NaN on a GPU")
 
 
-def _check_replica_shares(x, batch_size, steps_per_epoch, replicas):
+def _check_replica_shares(x, batch_size, steps_per_epoch, replicas, call="fit()"):
     """Refuses ``fit()`` batches that ``replicas`` cannot share equally, where
     they can be seen before training: a data set's fixed batch size, or arrays'
     ``batch_size`` and last batch. The training step gives each replica an
@@ -1093,7 +1127,7 @@ def _check_replica_shares(x, batch_size, steps_per_epoch, replicas):
     bad = [size for size in sizes if size % replicas]
     if bad:
         raise ValueError(
-            f"fit() under {replicas} replicas needs batches they can share equally, a "
+            f"{call} under {replicas} replicas needs batches they can share equally, a "
             f"multiple of {replicas} images; got batches of {bad[0]}: choose batch_size "
             f"(and the number of images) so, or batch the data set with drop_remainder=True")
 

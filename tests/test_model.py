@@ -1135,6 +1135,59 @@ def test_metrics_of_replicas_with_unequal_shares_are_the_global_batches():
     assert report["shared"] is True
 
 
+ON_BATCH_REPLICAS_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    sys.path.insert(0, {tests_dir!r})
+    import test_model as t
+
+    images, _ = t.class_patterns(7, 3)
+    def on_batch(strategy):
+        with strategy.scope():
+            model = t.tiny_model(ema_decay=0.9)
+        logs = [model.train_on_batch(t.tiny_batch(seed), return_dict=True) for seed in (0, 1)]
+        return logs[-1], [w.numpy() for w in model.weights], model.predict_on_batch(images)
+
+    single_logs, single_weights, single_logits = on_batch(tf.distribute.get_strategy())
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    logs, weights, logits = on_batch(mirrored)
+    with mirrored.scope():
+        model = t.tiny_model()
+    try:
+        model.train_on_batch({{key: value[:7] for key, value in t.tiny_batch().items()}})
+        refused = ""
+    except ValueError as error:
+        refused = str(error)
+    print(json.dumps({{"single": single_logs, "mirrored": logs, "refused": refused,
+                      "weight_gap": max(float(np.max(np.abs(a - b)))
+                                        for a, b in zip(single_weights, weights)),
+                      "logits": list(logits.shape),
+                      "logit_gap": float(np.max(np.abs(logits[:7] - single_logits)))}}))
+""")
+
+
+def test_on_batch_calls_under_two_replicas_split_the_batch_as_fit_does():
+    """Keras' train_on_batch() gave every replica the whole batch: each trained on
+    all of it with its own slice of a twice as large noise draw (other losses and
+    weights than one device), and predict_on_batch() returned 14 rows for 7 images."""
+    import json
+    import pathlib
+    script = ON_BATCH_REPLICAS_SCRIPT.format(tests_dir=str(pathlib.Path(__file__).parent))
+    result = preloaded.run_code(script, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for name, value in report["single"].items():
+        assert abs(value - report["mirrored"][name]) < 1e-5, (name, report)
+    assert report["weight_gap"] < 1e-5
+    assert report["logits"] == [7, K] and report["logit_gap"] < 1e-5
+    assert report["refused"].startswith("train_on_batch() under 2 replicas needs batches they "
+                                        "can share equally, a multiple of 2 images; got batches "
+                                        "of 7"), report["refused"]
+
+
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_every_preset_takes_a_finite_training_step(preset):
     fake_class = "learned" if preset == "svhn_dcgan" else "zero"
