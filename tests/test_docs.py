@@ -132,6 +132,34 @@ def test_a_saved_sgan_loads_in_a_new_process_after_the_import_the_readme_names(t
                                   model.predict(images, verbose=0))
 
 
+READMES_START_STEP = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, {tests_dir!r})
+import test_model as t
+with tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]).scope():
+    model = t.tiny_model()
+model.train_on_batch(t.tiny_batch())
+print(json.dumps(eval({expression!r}, {{"model": model}})))
+"""
+
+
+def test_the_readmes_start_step_for_a_second_fit_works_under_a_strategy():
+    # int(model.optimizer.iterations), as README wrote it, raised TypeError for a
+    # model built in a strategy's scope (Keras' int() of a MirroredVariable).
+    import preloaded
+
+    text = " ".join((REPO_ROOT / "README.md").read_text(encoding="utf-8").split())
+    expression = re.search(r"data\.train_dataset\(batch_size, start_step=(.+?)\)`",
+                           text).group(1)
+    script = READMES_START_STEP.format(tests_dir=str(REPO_ROOT / "tests"), expression=expression)
+    result = preloaded.run_code(script, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "1"
+
+
 def test_the_readme_names_every_field_the_unified_procedure_sets():
     """README's --procedure=unified sentence left out G's fresh fakes, which it
     sets (mnist_blog's reused fakes become fresh ones)."""
