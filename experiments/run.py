@@ -181,11 +181,13 @@ def run_one(argv, made, train=True):
     if trained_here:
         epochs_before = len(read_metrics(metrics)) if os.path.exists(metrics) else 0
         saved_before = checkpoints(output_dir)
+        step = resume_step(output_dir)
         # The commit and date of now: the code may have changed since this
         # process started, hours of training ago.
         session = add_session(output_dir, {**made, "commit": provenance.commit(),
                                            "date": datetime.date.today().isoformat()},
-                              config, epochs_before + 1, new_run=not saved_before)
+                              config, epochs_before + 1, new_run=not saved_before,
+                              within_epoch=bool(step % config.training.steps_per_epoch))
         status = run_trainer(argv)
         if status:
             if status == TRAINER_LOCKED or checkpoints(output_dir) == saved_before:
@@ -255,11 +257,18 @@ def checkpoints(output_dir):
     return set(os.listdir(directory)) if os.path.isdir(directory) else set()
 
 
-def add_session(output_dir, made, config, first_epoch, new_run=False):
+def resume_step(output_dir):
+    """The step the trainer resumes the run from: its newest checkpoint's (0 without one)."""
+    from sgan_keras import checkpoint     # pylint: disable=import-outside-toplevel
+    return checkpoint.CheckpointStore(os.path.join(output_dir, "checkpoint"), []).newest_step()
+
+
+def add_session(output_dir, made, config, first_epoch, new_run=False, within_epoch=None):
     """Appends where this training session runs (commit, date, and the
     machine with the kernels the trainer chooses for ``config``) to the
     run's sessions file; returns the session appended. ``new_run``: the run
-    has no checkpoint, so the session trains it from its first step."""
+    has no checkpoint, so the session trains it from its first step;
+    ``within_epoch``: it resumes from a checkpoint inside ``first_epoch``."""
     chosen = onednn.kernels_environment(config.model.architecture,
                                         os.environ.get(onednn.ONEDNN_VARIABLE),
                                         config.model.precision).get(onednn.ONEDNN_VARIABLE)
@@ -270,6 +279,8 @@ def add_session(output_dir, made, config, first_epoch, new_run=False):
                "machine": provenance.machine_line(machine), "first_epoch": first_epoch}
     if new_run:
         session["new_run"] = True
+    if within_epoch is not None:
+        session["within_epoch"] = within_epoch
     sessions.append(session)
     with faults.writing(path):     # an unwritable --runs_dir: exit 5, as the trainer's
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -424,12 +435,13 @@ def provenance_lines(result):
     def where(p):
         if "sessions" not in p:
             return f"{p['machine']}; commit {p['commit']}; {p['date']}."
-        # A session that starts in the epoch the one before started resumed
-        # inside it (from a checkpoint within the epoch).
+        # A session that resumed from a checkpoint inside an epoch says so; one
+        # recorded before sessions said so did if it starts in the epoch the
+        # one before started (a resume inside a later epoch read as its start).
         starts = [None] + [s["first_epoch"] for s in p["sessions"]]
         return " ".join(
-            f"{'Resumed within' if s['first_epoch'] == before else 'From'} epoch "
-            f"{s['first_epoch']}: {s['machine']}; commit {s['commit']}; {s['date']}."
+            f"{'Resumed within' if s.get('within_epoch', s['first_epoch'] == before) else 'From'}"
+            f" epoch {s['first_epoch']}: {s['machine']}; commit {s['commit']}; {s['date']}."
             for before, s in zip(starts, p["sessions"]))
     return ["", "Runs merged from more than one commit or machine. " + explained, ""] + [
         f"- {kind} seed {seed}: {where(p)}" for (kind, seed), p in sorted(made.items())]

@@ -932,6 +932,49 @@ def test_a_new_run_in_the_directory_of_one_moved_away_names_its_own_sessions(tmp
     assert result.stdout.split("\n")[-3:] == ["new []", "new ['new', 'resumed']", ""]
 
 
+RESUMED_INSIDE_A_LATER_EPOCH = """
+made = run.provenance.record()
+output_dir = sys.argv[1] + "/run"
+argv = definitions.training_command("mnist_gans_in_action_100", 0, False, output_dir,
+                                    {"steps_per_epoch": 10}, None)
+steps = iter([15, 30])      # where each session stops: inside epoch 2, then at the end
+
+def trains(argv):           # a checkpoint at its last step, as the trainer leaves them
+    step = next(steps)
+    os.makedirs(output_dir + "/checkpoint", exist_ok=True)
+    open(f"{output_dir}/checkpoint/ckpt-{step}.index", "w").close()
+    rows = "".join(f"{epoch},0.5,2.0\\n" for epoch in range(1, step // 10 + 1))
+    open(output_dir + "/metrics.csv", "w").write("epoch,test_accuracy,seconds\\n" + rows)
+    return 0 if step == 30 else 75
+run.run_trainer = trains
+for commit in ("aaa", "bbb"):
+    run.provenance.commit = lambda: commit
+    try:
+        run.run_one(argv, made)
+    except run.TrainingStopped:
+        pass
+result = {"name": "x", "published": "p", "published_accuracy": 0.9, "seeds": [0],
+          "status": "measured", "budget": "b", "machine": "m", "commit": "c", "date": "d",
+          "sgan": {"0": {"finished": True, "final_test_accuracy": 0.5, "best_test_accuracy": 0.5,
+                         "train_seconds": 1.0, "command": "s", "test_accuracy": [0.5],
+                         **run.run_provenance(output_dir)}}}
+print(run.markdown("x", result))
+"""
+
+
+def test_a_session_resumed_inside_a_later_epoch_says_so(tmp_path):
+    """A session resumed from a checkpoint inside epoch 2 (step 15 of 10-step
+    epochs) read "From epoch 2", as if all of epoch 2 trained on its commit."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import json, os, sys; sys.path.insert(0, 'experiments'); "
+         "import definitions, run\n" + RESUMED_INSIDE_A_LATER_EPOCH, str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("- sgan seed 0:"))
+    assert re.fullmatch(r"- sgan seed 0: From epoch 1: .*; commit aaa; \S+\. "
+                        r"Resumed within epoch 2: .*; commit bbb; \S+\.", line), line
+
+
 CHILD = """
 import os, signal, sys, time
 received = []
