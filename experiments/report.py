@@ -28,6 +28,14 @@ def epochs(count):
     return f"{count} epoch{'' if count == 1 else 's'}"
 
 
+def epochs_as_long(sgan, baseline):
+    """Whether two runs' epochs are as long, so that the same epoch is the same
+    point of both (GANs in Action's baseline trains 30 epochs of 4 steps, its
+    GAN 8 of 1,000); a run recorded before its length was is taken to be."""
+    lengths = sgan.get("steps_per_epoch"), baseline.get("steps_per_epoch")
+    return None in lengths or lengths[0] == lengths[1]
+
+
 def accuracy_cell(finals):
     """``"mean +- sample standard deviation%"`` of several runs' final test
     accuracies (n - 1 in the deviation), the one value of a single run."""
@@ -78,7 +86,9 @@ def table(results_dir=os.path.join(REPO_ROOT, "experiments", "results")):
             partial_seeds = [seed for seed, run in result["sgan"].items()
                              if not run.get("finished", True)]
             baselines = [result.get("baseline", {}).get(seed) for seed in partial_seeds]
-            if all(run and len(run["test_accuracy"]) >= done for run in baselines):
+            if all(run and len(run["test_accuracy"]) >= done
+                   and epochs_as_long(result["sgan"][seed], run)
+                   for seed, run in zip(partial_seeds, baselines)):
                 # Beside a partial SGAN: its baseline after as many epochs.
                 accuracy = statistics.mean(run["test_accuracy"][done - 1] for run in baselines)
                 cells[1] = f"{100 * accuracy:.2f}% after {epochs(done)}"

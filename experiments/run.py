@@ -208,6 +208,8 @@ def run_one(argv, made, train=True):
             "test_accuracy": [row["test_accuracy"] for row in rows],
             "final_test_accuracy": rows[-1]["test_accuracy"],
             "best_test_accuracy": max(row["test_accuracy"] for row in rows),
+            # A partial SGAN is set beside its baseline after as many epochs of this length.
+            "steps_per_epoch": config.training.steps_per_epoch,
             "wall_seconds": round(time.time() - start, 1),
             "train_seconds": round(sum(row["seconds"] for row in rows), 1),
             "command": shlex.join(["python"] + argv[1:]),
@@ -532,7 +534,8 @@ def markdown(name, result, results_dir=None):
             + accuracies(sgan) + accuracies(base, marked=True)
             + (f"{sgan['train_seconds']:.0f} | " if sgan else "- | ")
             + (f"{base['train_seconds']:.0f} |" if base else "- |"))
-        if partial and base and len(base["test_accuracy"]) >= done:
+        if (partial and base and len(base["test_accuracy"]) >= done
+                and report.epochs_as_long(sgan, base)):
             same_epoch.append(f"\nSeed {seed} after {report.epochs(done)} (the SGAN's last so far): "
                               f"SGAN {sgan['final_test_accuracy']:.4f}, "
                               f"baseline {base['test_accuracy'][done - 1]:.4f}.")

@@ -470,6 +470,44 @@ def test_report_sets_a_partial_sgan_beside_its_baseline_after_as_many_epochs(tmp
     assert "| 60.00% after 2 epochs | 40.00% |" in report.table(str(tmp_path))
 
 
+PARTIAL_BESIDE_SHORTER_EPOCHS = """
+import json, sys
+sys.path.insert(0, "experiments")
+import run
+result = json.loads(sys.argv[1])
+print(run.markdown("x", {**result, "published": "p", "seeds": [0], "machine": "m",
+                         "commit": "c", "date": "d"}))
+"""
+
+
+def test_a_partial_sgan_is_not_set_beside_a_baseline_of_shorter_epochs(tmp_path):
+    """GANs in Action's baseline trains 30 epochs of 4 steps beside its GAN's
+    8 of 1,000: a partial SGAN after 2 epochs (2,000 steps) was set beside its
+    baseline after 8 steps. run.py records each run's epoch length."""
+    import report
+
+    finished_run(tmp_path / "runs")
+    assert run_py(tmp_path).returncode == 0
+    recorded = json.loads((tmp_path / "results" / "svhn_lecouat_1000.json").read_text())
+    config = definitions.trainer_config(definitions.training_command(
+        "svhn_lecouat_1000", 0, False, "out", {}, None))
+    assert recorded["sgan"]["0"]["steps_per_epoch"] == config.training.steps_per_epoch
+    run = {"train_seconds": 1.0, "command": "c"}
+    result = {"name": "x", "published_accuracy": None, "status": "measured", "budget": "b",
+              "sgan": {"0": {**run, "finished": False, "test_accuracy": [0.3, 0.6],
+                             "final_test_accuracy": 0.6, "best_test_accuracy": 0.6,
+                             "steps_per_epoch": 1000}},
+              "baseline": {"0": {**run, "finished": True, "test_accuracy": [0.4, 0.5, 0.7],
+                                 "final_test_accuracy": 0.7, "best_test_accuracy": 0.7,
+                                 "steps_per_epoch": 4}}}
+    (tmp_path / "x.json").write_text(json.dumps(result))
+    assert "| 60.00% after 2 epochs | 70.00% |" in report.table(str(tmp_path))
+    shown = preloaded.run_code(PARTIAL_BESIDE_SHORTER_EPOCHS, [json.dumps(result)], timeout=60)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "| 0 (partial: 2 epochs so far) | 0.6000 |" in shown.stdout
+    assert "Seed 0 after 2 epochs" not in shown.stdout
+
+
 def test_readme_results_table_matches_the_result_files():
     result = subprocess.run([sys.executable, "experiments/report.py", "--check"],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
