@@ -36,6 +36,7 @@ the global batch's, as on one device.
 
 import inspect
 import json
+import math
 import os
 import warnings
 import zipfile
@@ -450,7 +451,8 @@ class SGAN(keras.Model):
         _refuse_terminate_on_nan(given.get("callbacks"))
         _check_class_ids(x, y, self.num_classes, "fit()")
         _check_replica_shares(x, batch_size, given.get("steps_per_epoch"),
-                              self.distribute_strategy.num_replicas_in_sync)
+                              self.distribute_strategy.num_replicas_in_sync,
+                              validation_split=given.get("validation_split"))
         validation = given.get("validation_data")
         if isinstance(validation, dict):    # a dict batch of arrays, as x may be one
             validation = (validation,)
@@ -1102,10 +1104,12 @@ def _check_class_ids(x, y, num_classes, call):
             f"NaN on a GPU")
 
 
-def _check_replica_shares(x, batch_size, steps_per_epoch, replicas, call="fit()"):
+def _check_replica_shares(x, batch_size, steps_per_epoch, replicas, call="fit()",
+                          validation_split=None):
     """Refuses ``fit()`` batches that ``replicas`` cannot share equally, where
     they can be seen before training: a data set's fixed batch size, or arrays'
-    ``batch_size`` and last batch. The training step gives each replica an
+    ``batch_size`` and last batch (of the arrays ``validation_split`` leaves for
+    training). The training step gives each replica an
     equal share of the global batch's noise and of its loss's divisor: with
     unequal shares the noise rows overlapped, the step trained otherwise than
     on one device, and a replica without images logged NaN losses. (The
@@ -1121,6 +1125,8 @@ def _check_replica_shares(x, batch_size, steps_per_epoch, replicas, call="fit()"
         if not arrays or not all(hasattr(array, "shape") for array in arrays):
             return
         count, size = len(arrays[0]), batch_size or 32
+        if validation_split:    # Keras trains on the first floor(count * (1 - split))
+            count = int(math.floor(count * (1.0 - validation_split)))
         last = count % size
         reaches_last = not steps_per_epoch or steps_per_epoch * size > count - last
         sizes = [size] + ([last] if last and reaches_last else [])

@@ -1097,10 +1097,13 @@ UNEVEN_REPLICAS_SCRIPT = textwrap.dedent("""
     # Training batches the 2 replicas cannot share equally are refused.
     with mirrored.scope():
         model = t.tiny_model()
-    arrays = {{key: np.concatenate([value] * 2)[:15] for key, value in t.tiny_batch().items()}}
+    arrays = {{key: np.concatenate([value] * 3) for key, value in t.tiny_batch().items()}}
+    arrays, split = {{key: value[:15] for key, value in arrays.items()}}, {{
+        key: value[:18] for key, value in arrays.items()}}
     refused = []
     for data, kwargs in ((t.tiny_dataset(size=7), {{"steps_per_epoch": 1}}),
-                         (arrays, {{"batch_size": 7}}), (arrays, {{"batch_size": 8}})):
+                         (arrays, {{"batch_size": 7}}), (arrays, {{"batch_size": 8}}),
+                         (split, {{"batch_size": 8, "validation_split": 1 / 6}})):
         try:
             model.fit(data, epochs=1, verbose=0, **kwargs)
         except ValueError as error:
@@ -1126,9 +1129,10 @@ def test_metrics_of_replicas_with_unequal_shares_are_the_global_batches():
     for name, value in report["single"].items():
         assert abs(value - report["mirrored"][name]) < 1e-5, (name, report)
     # Training batches they cannot share (a data set's 7, arrays' 7, the last 7 of
-    # 15 in 8s) overlapped their noise, trained otherwise than one device, or
+    # 15 in 8s, also of the 15 of 18 that validation_split=1/6 trains on, which
+    # passed) overlapped their noise, trained otherwise than one device, or
     # logged NaN on an empty replica; refused with one line. 8 of 15 for one step is not.
-    assert len(report["refused"]) == 3, report["refused"]
+    assert len(report["refused"]) == 4, report["refused"]
     for message in report["refused"]:
         assert message.startswith("fit() under 2 replicas needs batches they can share "
                                   "equally, a multiple of 2 images; got batches of 7:"), message
