@@ -181,6 +181,11 @@ def run_one(argv, made, train=True):
     if trained_here:
         epochs_before = len(read_metrics(metrics)) if os.path.exists(metrics) else 0
         saved_before = checkpoints(output_dir)
+        if saved_before or epochs_before:
+            # A stopped run of other flags (the experiment changed since): the
+            # trainer refuses it too, advising --output_dir or --overwrite,
+            # which run.py sets or refuses, and the same command cannot resume it.
+            check_same_flags(config, trainer)
         step = resume_step(output_dir)
         # The commit and date of now: the code may have changed since this
         # process started, hours of training ago.

@@ -622,6 +622,21 @@ def test_a_finished_run_of_other_flags_is_refused_not_recorded(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_a_stopped_run_of_other_flags_is_refused_before_its_trainer_runs(tmp_path):
+    """A stopped run of other flags went to the trainer, which refused it
+    advising --output_dir or --overwrite, and run.py's line then said that
+    the same command resumes it."""
+    run = finished_run(tmp_path / "runs", ema_decay=0.5)
+    shutil.rmtree(run / "export")
+    result = run_py(tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "sgan_keras.train" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"run.py: the sgan run of seed 0: {run} holds a run of other flags (--ema (ema_decay)) "
+        "than this command's; move it away or pass another --runs_dir")
+    assert not pathlib.Path(f"{run}.sessions.json").exists()
+
+
 def test_a_finished_run_is_recorded_once_and_results_of_another_budget_stay(tmp_path):
     finished_run(tmp_path / "runs")
     assert run_py(tmp_path, "--note=first").returncode == 0
