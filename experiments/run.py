@@ -460,7 +460,11 @@ def locked(results_dir, name):
     path = os.path.join(results_dir, name + ".lock")
     with faults.writing(path):     # an unwritable directory: exit 5, as a full disk
         os.makedirs(results_dir, exist_ok=True)
-        lock = open(path, "w")
+        try:
+            lock = open(path, "w")
+        except IsADirectoryError:
+            raise Refused(f"{path} is a directory, not the result files' lock: move it "
+                          "away") from None
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield

@@ -1666,3 +1666,20 @@ def test_benchmarks_reject_an_unknown_name(script, names, message, tmp_path):
     result = preloaded.run_script(script, [names, f"--output={tmp_path / 'b.md'}"], timeout=120)
     assert result.returncode != 0 and message in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "b.md").exists()
+
+
+LOCK_IS_A_DIRECTORY = """
+os.makedirs(os.path.join(results, "x.lock"))
+run.run_experiment = lambda: run.record("x", "sgan", 0, made(0.8), invocation([0]), results)
+run.main([])
+"""
+
+
+def test_a_lock_path_that_is_a_directory_gets_one_line_and_exit_2(tmp_path):
+    """It was an IsADirectoryError traceback (exit 1) once the runs had trained."""
+    result = preloaded.run_code(RECORD_PRELUDE + LOCK_IS_A_DIRECTORY, [str(tmp_path)],
+                                timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"run.py: {tmp_path}/x.lock is a directory, not the result files' lock: move it away")
+    assert not (tmp_path / "x.json").exists()
