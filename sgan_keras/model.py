@@ -471,13 +471,7 @@ class SGAN(keras.Model):
                     self._check_float_images(array)
         if given.get("validation_split") and isinstance(x, dict) and y is None:
             _labeled_of(x, "fit()'s validation_split")      # a masked dict's is refused
-        # Keras would fail on class_weight with dict batches (no y to weigh) with an
-        # AttributeError, and drop a sample_weight given without y silently.
-        weighted = [name for name in ("class_weight", "sample_weight")
-                    if given.get(name) is not None]
-        if weighted:
-            raise ValueError(f"SGAN.fit() takes no {' or '.join(weighted)}: an SGAN's "
-                             "training weighs every image alike")
+        _refuse_training_weights("fit", given)
         if "shuffle" not in given and (isinstance(x, tf.data.Dataset)
                                        or inspect.isgenerator(x)):
             kwargs["shuffle"] = False
@@ -510,6 +504,9 @@ class SGAN(keras.Model):
     def train_on_batch(self, x, y=None, sample_weight=None, *args, **kwargs):
         """``keras.Model.train_on_batch``, refusing labels out of ``0..K-1``;
         under several replicas each trains on its share of the batch, as in ``fit()``."""
+        given = inspect.signature(super().train_on_batch).bind(
+            x, y, sample_weight, *args, **kwargs).arguments
+        _refuse_training_weights("train_on_batch", given)
         _check_class_ids(x, y, self.num_classes, "train_on_batch()")
         x, y, sample_weight = self._shares_of_batch((x, y, sample_weight), "train_on_batch()")
         return super().train_on_batch(x, y, sample_weight, *args, **kwargs)
@@ -1068,6 +1065,18 @@ def _refuse_dropped_sample_weight(x, y, sample_weight, call):
     if isinstance(x, dict) and y is None and sample_weight is not None:
         raise ValueError(f"{call} takes no sample_weight with a dict batch: Keras drops it "
                          "without labels y; give images, labels and sample_weight apart")
+
+
+def _refuse_training_weights(method, given):
+    """Refuses ``class_weight`` and ``sample_weight`` among a training call's
+    ``given`` arguments: Keras fails on class_weight with dict batches (no y to
+    weigh; an AttributeError in fit(), an IndexError in train_on_batch()) and
+    drops a sample_weight given without y silently."""
+    weighted = [name for name in ("class_weight", "sample_weight")
+                if given.get(name) is not None]
+    if weighted:
+        raise ValueError(f"SGAN.{method}() takes no {' or '.join(weighted)}: an SGAN's "
+                         "training weighs every image alike")
 
 
 def _check_class_ids(x, y, num_classes, call):

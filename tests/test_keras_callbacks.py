@@ -207,6 +207,10 @@ def test_fit_refuses_class_and_sample_weights_with_one_line():
             with pytest.raises(ValueError, match=rf"^SGAN.fit\(\) takes no {name}: an SGAN's "
                                                  r"training weighs every image alike$"):
                 model.fit(**data, **{name: value}, epochs=1, verbose=0)
+        # train_on_batch() failed on class_weight with Keras' IndexError.
+        with pytest.raises(ValueError, match=rf"^SGAN.train_on_batch\(\) takes no {name}: "
+                                             r"an SGAN's training weighs every image alike$"):
+            model.train_on_batch(arrays, **{name: value})
     assert int(model.d_optimizer.iterations) == 0
 
 
