@@ -718,6 +718,8 @@ def run_experiment():
                 stopped.run = what
                 raise
             if run is None:      # --snapshot: no epoch finished yet
+                print(f"run.py: {what} has finished no epoch yet ({output_dir}); nothing of it "
+                      "is recorded", file=sys.stderr)
                 continue
             recorded = read_result(results_dir, name).get(kind, {}).get(str(seed), {})
             if not run.pop("trained_here") and recorded.get("finished") and run["finished"]:

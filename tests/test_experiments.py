@@ -1683,3 +1683,13 @@ def test_a_lock_path_that_is_a_directory_gets_one_line_and_exit_2(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         f"run.py: {tmp_path}/x.lock is a directory, not the result files' lock: move it away")
     assert not (tmp_path / "x.json").exists()
+
+
+def test_a_snapshot_of_a_run_without_a_finished_epoch_says_nothing_is_recorded(tmp_path):
+    """It exited 0 without a word, as if it had recorded the run."""
+    result = run_py(tmp_path, "--snapshot")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"run.py: the sgan run of seed 0 has finished no epoch yet ({tmp_path}/runs/"
+        "svhn_lecouat_1000/sgan_seed0); nothing of it is recorded")
+    assert not (tmp_path / "results" / "svhn_lecouat_1000.json").exists()
