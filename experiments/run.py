@@ -578,7 +578,7 @@ def markdown(name, result, results_dir=None):
 
 
 def runner_command(result, results_dir=None):
-    """The run.py command of a result's seeds and budget (and the data
+    """The run.py command of a result's seeds, kinds and budget (and the data
     directory and run-only overrides its runs were given, and their runs and
     results directories when not run.py's defaults); ``None`` for a budget
     run.py did not write."""
@@ -588,6 +588,9 @@ def runner_command(result, results_dir=None):
     budget = dict(item.split("=", 1) for item in items)
     argv = ["python", "experiments/run.py", f"--experiment={result['name']}",
             f"--seeds={','.join(str(seed) for seed in result['seeds'])}"]
+    kinds = [kind for kind in ("sgan", "baseline") if result.get(kind)]
+    if len(kinds) == 1:     # without it, the command would train the other kind too
+        argv.append(f"--kinds={kinds[0]}")
     argv += [f"--{key}={budget.pop(key)}" for key in ("epochs", "steps_per_epoch")
              if key in budget]
     commands = [run["command"] for kind in ("sgan", "baseline")

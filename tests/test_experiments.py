@@ -204,9 +204,9 @@ def test_the_command_to_resume_names_the_runs_and_results_directories_it_was_giv
     result = preloaded.run_code(ELSEWHERE, [str(tmp_path)], timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines() == [
-        f"python experiments/run.py --experiment=x --seeds=0 --epochs=1 "
+        f"python experiments/run.py --experiment=x --seeds=0 --kinds=sgan --epochs=1 "
         f"--runs_dir={tmp_path}/runs --results_dir={tmp_path}",
-        "python experiments/run.py --experiment=x --seeds=0 --epochs=1"]
+        "python experiments/run.py --experiment=x --seeds=0 --kinds=sgan --epochs=1"]
 
 
 RUN_ONLY_OVERRIDES = """
@@ -1693,3 +1693,27 @@ def test_a_snapshot_of_a_run_without_a_finished_epoch_says_nothing_is_recorded(t
         f"run.py: the sgan run of seed 0 has finished no epoch yet ({tmp_path}/runs/"
         "svhn_lecouat_1000/sgan_seed0); nothing of it is recorded")
     assert not (tmp_path / "results" / "svhn_lecouat_1000.json").exists()
+
+
+ONE_KIND = """
+import sys
+sys.path.insert(0, "experiments")
+import run
+run_ = {"final_test_accuracy": 0.8, "best_test_accuracy": 0.85, "train_seconds": 1.0,
+        "test_accuracy": [0.8], "command": "python -m sgan_keras.train --seed=0"}
+result = {"name": "x", "published": "p", "published_accuracy": 0.9, "seeds": [0],
+          "status": "measured", "budget": "epochs=1", "machine": "m", "commit": "c", "date": "d"}
+for kinds in (["sgan"], ["baseline"], ["sgan", "baseline"]):
+    print(run.runner_command({**result, **{kind: {"0": run_} for kind in kinds}}))
+"""
+
+
+def test_the_command_to_resume_trains_only_the_kind_of_runs_recorded():
+    """Runs of one kind (run.py --kinds=sgan) were shown with a command
+    that trains the other kind too: hours of a baseline never asked for."""
+    result = preloaded.run_code(ONE_KIND, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [
+        "python experiments/run.py --experiment=x --seeds=0 --kinds=sgan --epochs=1",
+        "python experiments/run.py --experiment=x --seeds=0 --kinds=baseline --epochs=1",
+        "python experiments/run.py --experiment=x --seeds=0 --epochs=1"]
