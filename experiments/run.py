@@ -615,8 +615,15 @@ def runner_command(result, results_dir=None):
                    if output_dirs else None, "results_dir": results_dir}
     for flag, directory in directories.items():
         if directory and not same_directory(directory, FLAGS[flag].default):
-            argv.append(f"--{flag}={directory}")
+            argv.append(f"--{flag}={in_repository(directory)}")
     return shlex.join(argv + data_dirs[:1])
+
+
+def in_repository(path):
+    """``path`` relative to the repository when it is inside it: the command
+    runs there, in any checkout (run.py makes ``--results_dir`` absolute)."""
+    relative = os.path.relpath(path, REPO_ROOT) if os.path.isabs(path) else path
+    return relative if relative.split(os.sep)[0] != os.pardir else path
 
 
 def same_directory(path, default):

@@ -1717,3 +1717,29 @@ def test_the_command_to_resume_trains_only_the_kind_of_runs_recorded():
         "python experiments/run.py --experiment=x --seeds=0 --kinds=sgan --epochs=1",
         "python experiments/run.py --experiment=x --seeds=0 --kinds=baseline --epochs=1",
         "python experiments/run.py --experiment=x --seeds=0 --epochs=1"]
+
+
+IN_THE_REPOSITORY = """
+import os, sys
+sys.path.insert(0, "experiments")
+import run
+run_ = {"final_test_accuracy": 0.8, "best_test_accuracy": 0.85, "train_seconds": 1.0,
+        "test_accuracy": [0.8]}
+result = {"name": "x", "published": "p", "published_accuracy": 0.9, "seeds": [0],
+          "status": "measured", "budget": "epochs=1", "machine": "m", "commit": "c",
+          "date": "d", "baseline": {"0": {**run_, "command": "python -m sgan_keras.train"}}}
+for runs in ("experiments/runs_short", os.path.join(run.REPO_ROOT, "experiments/runs_short")):
+    command = f"python -m sgan_keras.train --output_dir={runs}/x/sgan_seed0_epochs1"
+    print(run.runner_command({**result, "sgan": {"0": {**run_, "command": command}}},
+                             os.path.join(run.REPO_ROOT, "experiments", "results_short")))
+"""
+
+
+def test_the_command_to_resume_names_directories_in_the_repository_relative_to_it():
+    """run.py makes --results_dir absolute: --results_dir=experiments/results_short
+    was shown as this checkout's absolute path, which no other checkout has."""
+    result = preloaded.run_code(IN_THE_REPOSITORY, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == 2 * [
+        "python experiments/run.py --experiment=x --seeds=0 --epochs=1 "
+        "--runs_dir=experiments/runs_short --results_dir=experiments/results_short"]
