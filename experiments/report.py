@@ -4,7 +4,10 @@
     python experiments/report.py --check    # exits 1 if the README is stale
 
 The table sits between the ``<!-- results:begin -->`` and
-``<!-- results:end -->`` markers of README.md.
+``<!-- results:end -->`` markers of README.md. Exit statuses: 1 for a stale
+table (``--check``), a missing table or a damaged result file; 2 for an
+unknown argument; 5 when README.md cannot be written (a full disk; it stays
+as it was).
 """
 
 import glob
@@ -121,7 +124,12 @@ def main():
             sys.exit("report.py --check: README.md's results table differs from "
                      "experiments/results/*.json; run python experiments/report.py")
         return
-    faults.write_text(readme_path, updated)     # in one rename: never half a README
+    try:
+        faults.write_text(readme_path, updated)     # in one rename: never half a README
+    except faults.WriteError as error:
+        print(f"report.py: {error}; README.md is as it was: free space or fix the directory, "
+              "then run it again", file=sys.stderr)
+        sys.exit(5)     # run.py's and the trainer's status for it
 
 
 if __name__ == "__main__":

@@ -1743,3 +1743,28 @@ def test_the_command_to_resume_names_directories_in_the_repository_relative_to_i
     assert result.stdout.splitlines() == 2 * [
         "python experiments/run.py --experiment=x --seeds=0 --epochs=1 "
         "--runs_dir=experiments/runs_short --results_dir=experiments/results_short"]
+
+
+REPORT_ON_A_FULL_DISK = """
+import errno, os, runpy, sys
+def full(*args):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+os.replace = full
+sys.argv = ["experiments/report.py"]
+runpy.run_path("experiments/report.py", run_name="__main__")
+"""
+
+
+def test_report_on_a_full_disk_gets_one_line_and_exit_5_and_leaves_the_readme(tmp_path):
+    """It was a WriteError traceback (exit 1)."""
+    (tmp_path / "experiments" / "results").mkdir(parents=True)
+    shutil.copy(os.path.join(REPO_ROOT, "experiments", "report.py"), tmp_path / "experiments")
+    readme = "<!-- results:begin -->\n| stale |\n<!-- results:end -->\n"
+    (tmp_path / "README.md").write_text(readme)
+    result = subprocess.run([sys.executable, "-c", REPORT_ON_A_FULL_DISK], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr.strip()) == (
+        5, f"report.py: cannot write {tmp_path}/README.md (No space left on device); README.md "
+           "is as it was: free space or fix the directory, then run it again")
+    assert (tmp_path / "README.md").read_text() == readme
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["README.md", "experiments"]
