@@ -23,7 +23,33 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
 class DamagedResultFile(Exception):
-    """A result file that cannot be read as JSON (one line; exit 1)."""
+    """A result file that cannot be read as JSON, or not as one (one line; exit 1)."""
+
+
+def shape_problem(result, fields=None, run_fields=()):
+    """Why ``result`` (a result file's JSON) is not as run.py writes it (an
+    edit by hand), in a few words, or ``None``: what the table reads (a name
+    and status; if measured, a budget and runs with a test accuracy per
+    epoch), and a measured one's ``fields`` (name: type) and each run's
+    ``run_fields`` (what run.py reads too)."""
+    if not isinstance(result, dict):
+        return "not a JSON object"
+    expected = {"name": str, "status": str}
+    if result.get("status") == "measured":
+        expected.update({"budget": str, **(fields or {})})
+    for key, kind in expected.items():
+        if not isinstance(result.get(key), kind):
+            return f"no {key}" if key not in result else f"its {key} is not a JSON {kind.__name__}"
+    for kind in ("sgan", "baseline"):
+        runs = result.get(kind, {})
+        if not isinstance(runs, dict) or not all(isinstance(run, dict) for run in runs.values()):
+            return f"its {kind} runs are not JSON objects"
+        for seed, run in runs.items():
+            missing = [key for key in ("test_accuracy", *run_fields)
+                       if run.get(key) in (None, "", [])]
+            if missing or not isinstance(run["test_accuracy"], list):
+                return f"its {kind} run of seed {seed} has no {(missing or ['test_accuracy'])[0]}"
+    return None
 
 
 def epochs(count):
@@ -62,6 +88,11 @@ def table(results_dir=os.path.join(REPO_ROOT, "experiments", "results")):
                        else faults.first_line(error))
             raise DamagedResultFile(f"{path} cannot be read as JSON ({problem}): fix it, "
                                     "or move it away") from None
+        problem = (shape_problem(result) if not isinstance(result, dict)
+                   or "published_accuracy" in result else None)
+        if problem:
+            raise DamagedResultFile(f"{path} cannot be read as a result file ({problem}): "
+                                    "fix it, or move it away")
         if "published_accuracy" not in result:
             continue  # e.g. the input-pipeline benchmark
         name = result["name"]

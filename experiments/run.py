@@ -402,8 +402,17 @@ def record(name, kind, seed, run, result, results_dir, grid=None):
 
 
 def read_result(results_dir, name):
-    """The result file of experiment ``name`` in ``results_dir``, or ``{}``."""
-    return read_json(os.path.join(results_dir, name + ".json"), {})
+    """The result file of experiment ``name`` in ``results_dir``, or ``{}``;
+    one not as run.py writes it (an edit by hand) is :class:`Refused`, as a
+    damaged one is."""
+    path = os.path.join(results_dir, name + ".json")
+    result = read_json(path, {})
+    problem = result != {} and report.shape_problem(result, {"seeds": list}, (
+        "final_test_accuracy", "best_test_accuracy", "train_seconds", "command"))
+    if problem:
+        raise Refused(f"{path} cannot be read as a result file ({problem}): fix it, or move "
+                      "it away")
+    return result
 
 
 def check_same_budget(results_dir, name, result, earlier):

@@ -1768,3 +1768,46 @@ def test_report_on_a_full_disk_gets_one_line_and_exit_5_and_leaves_the_readme(tm
            "is as it was: free space or fix the directory, then run it again")
     assert (tmp_path / "README.md").read_text() == readme
     assert sorted(path.name for path in tmp_path.iterdir()) == ["README.md", "experiments"]
+
+
+WRONG_SHAPES = [("null", "not a JSON object"), ("[]", "not a JSON object"),
+                ('{"name": "svhn_lecouat_1000", "status": "measured", "seeds": [0]}',
+                 "no budget"),
+                ('{"name": "svhn_lecouat_1000", "status": "measured", "seeds": [0], "budget": '
+                 '"b", "sgan": {"0": {"test_accuracy": []}}}',
+                 "its sgan run of seed 0 has no test_accuracy")]
+
+
+@pytest.mark.parametrize("text, problem", WRONG_SHAPES)
+def test_a_result_file_of_the_wrong_shape_is_refused_in_one_line_not_replaced(
+        tmp_path, text, problem):
+    """JSON that parses but is no result file (an edit by hand) was an
+    AttributeError or KeyError traceback."""
+    finished_run(tmp_path / "runs")
+    path = tmp_path / "results" / "svhn_lecouat_1000.json"
+    path.parent.mkdir()
+    path.write_text(text)
+    result = run_py(tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"run.py: {path} cannot be read as a result file ({problem}): fix it, or move it away")
+    assert path.read_text() == text
+
+
+@pytest.mark.parametrize("text, problem", WRONG_SHAPES)
+def test_report_names_a_result_file_of_the_wrong_shape_in_one_line(tmp_path, text, problem):
+    """A file of ``null`` or without its budget was a traceback; a list was
+    left out of the table without a word."""
+    (tmp_path / "experiments" / "results").mkdir(parents=True)
+    shutil.copy(os.path.join(REPO_ROOT, "experiments", "report.py"), tmp_path / "experiments")
+    readme = "<!-- results:begin -->\n<!-- results:end -->\n"
+    (tmp_path / "README.md").write_text(readme)
+    path = tmp_path / "experiments" / "results" / "x.json"
+    path.write_text(text.replace('"status"', '"published_accuracy": 0.9, "status"'))
+    for arguments in ([], ["--check"]):
+        result = subprocess.run([sys.executable, "experiments/report.py", *arguments],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert (result.returncode, result.stderr.strip()) == (
+            1, f"report.py: {path} cannot be read as a result file ({problem}): fix it, or "
+               "move it away")
+    assert (tmp_path / "README.md").read_text() == readme
