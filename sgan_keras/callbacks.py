@@ -122,7 +122,9 @@ class MetricsCSV(keras.callbacks.Callback):
 
     Columns: ``epoch`` (1-based), ``train_accuracy``, ``test_accuracy``, every
     other scalar in the epoch's logs (names from :func:`metric_column`), then
-    ``seconds``, the epoch's wall time (training and test evaluation). A value
+    ``seconds``, the epoch's wall time (training and test evaluation). The
+    first epoch adds ``earlier_seconds``: for one resumed mid-way, what earlier
+    sessions spent on it (:class:`SaveCheckpoint`'s ``epoch_seconds``). A value
     missing from an epoch's logs is written as ``nan``, so every cell parses
     as a float.
 
@@ -137,13 +139,14 @@ class MetricsCSV(keras.callbacks.Callback):
     ``CSVLogger`` with ``append=True``, but crash-safe and resumable).
     """
 
-    def __init__(self, path, initial_epoch=None):
+    def __init__(self, path, initial_epoch=None, earlier_seconds=0.0):
         super().__init__()
         if initial_epoch is not None and int(initial_epoch) < 0:
             raise ValueError(f"initial_epoch must be >= 0, got {initial_epoch}")
         self.path = os.fspath(path)
         self.initial_epoch = None if initial_epoch is None else int(initial_epoch)
         self._rows = []
+        self._earlier_seconds = float(earlier_seconds)
         self._epoch_start = None
         self._first_epoch = True
         self._resume_epoch = self.initial_epoch    # the first fit()'s only
@@ -159,7 +162,8 @@ class MetricsCSV(keras.callbacks.Callback):
             self._drop_rows_after(epoch)     # fit()'s initial_epoch
         self._resume_epoch = None   # a later fit() with this callback continues from its own
         self._first_epoch = False
-        self._epoch_start = time.perf_counter()
+        self._epoch_start = time.perf_counter() - self._earlier_seconds
+        self._earlier_seconds = 0.0
 
     def _drop_rows_after(self, epoch):
         kept = [row for row in self._rows if int(float(row["epoch"])) <= epoch]
@@ -355,17 +359,20 @@ class EpochSummary(keras.callbacks.Callback):
     For logs that are files or pipes, where Keras' progress bar (``verbose=1``)
     writes hundreds of carriage-return updates; use it with ``verbose=0``
     (see :func:`progress_verbosity`). ``total_epochs`` is the run's epoch
-    count when a ``fit()`` call trains only part of them (a resumed epoch).
+    count when a ``fit()`` call trains only part of them (a resumed epoch);
+    ``earlier_seconds`` is added to the first epoch's, as :class:`MetricsCSV` does.
     """
 
-    def __init__(self, stream=None, total_epochs=None):
+    def __init__(self, stream=None, total_epochs=None, earlier_seconds=0.0):
         super().__init__()
         self.stream = stream
         self.total_epochs = total_epochs  # default: fit()'s epochs
+        self._earlier_seconds = float(earlier_seconds)
         self._epoch_start = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = time.perf_counter()
+        self._epoch_start = time.perf_counter() - self._earlier_seconds
+        self._earlier_seconds = 0.0
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - (self._epoch_start or time.perf_counter())
@@ -431,10 +438,19 @@ class SaveCheckpoint(keras.callbacks.Callback):
       ``save_fn`` saves through the store and whose ``exit_fn`` raises
       :class:`TrainingInterrupted`) is asked once per step instead of
       ``stop_requested``: it makes every worker save at the same step.
+
+    ``epoch_seconds`` (a float64 variable the store saves) is set before each
+    save to the epoch's seconds so far: from this callback's ``on_epoch_begin``
+    to the save, plus, in the first epoch, ``earlier_seconds`` (the value
+    restored from a checkpoint inside that epoch). So an epoch resumed from a
+    checkpoint counts the time earlier sessions spent on the steps it holds
+    (their earlier saves in the epoch included), not their time after it (lost
+    work) nor their start-up before the epoch began.
     """
 
     def __init__(self, store, step_counter, steps_per_epoch, every_steps=0,
-                 stop_requested=None, preemption=None):
+                 stop_requested=None, preemption=None, epoch_seconds=None,
+                 earlier_seconds=0.0):
         super().__init__()
         self.store = store
         self.step_counter = step_counter
@@ -442,9 +458,20 @@ class SaveCheckpoint(keras.callbacks.Callback):
         self.every_steps = int(every_steps or 0)
         self.stop_requested = stop_requested
         self.preemption = preemption
+        self.epoch_seconds = epoch_seconds
+        self._earlier_seconds = float(earlier_seconds)
+        self._epoch_start = None
 
     def _step(self):
         return int(self.step_counter.numpy())
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter() - self._earlier_seconds
+        self._earlier_seconds = 0.0
+
+    def _record_seconds(self):
+        if self.epoch_seconds is not None and self._epoch_start is not None:
+            self.epoch_seconds.assign(time.perf_counter() - self._epoch_start)
 
     def on_train_batch_end(self, batch, logs=None):
         step = self._step()
@@ -456,12 +483,15 @@ class SaveCheckpoint(keras.callbacks.Callback):
 
     def _step_boundary(self, step, save):
         if save:
+            self._record_seconds()
             self.store.save(step)
         if self.preemption is not None:
+            self._record_seconds()   # its save_fn saves through the store
             self.preemption.save_checkpoint_if_preempted()
         elif self.stop_requested is not None:
             reason = self.stop_requested()
             if reason:
+                self._record_seconds()
                 raise TrainingInterrupted(reason, step, self.store.save(step))
 
 

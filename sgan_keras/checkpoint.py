@@ -10,6 +10,10 @@ graph: Keras 3 keeps the state of its ``SeedGenerator`` objects out of that
 graph (``tf.train.Checkpoint(model=sgan)`` misses it), and replaying dropout
 exactly needs it. The list has the same order for the same configuration; a
 checkpoint of another model does not restore (other count or shapes).
+Variables added since (``optional``: the trainer's ``epoch_seconds``) are saved
+beside the list under their own names. A checkpoint written without them (by an
+earlier version) still restores, setting them to zero; one holding values
+beside the list that a store was not given restores too, without them.
 
 :class:`CheckpointStore` names each checkpoint after the training step it
 holds (``ckpt-<step>``) and keeps the newest two (``max_to_keep=2``).
@@ -90,17 +94,21 @@ class CheckpointStore:
     Args:
       directory: where checkpoints are read from (the chief's).
       variables: the variables to save, always in the same order.
+      optional: ``{name: variable}`` saved beside ``variables``; a checkpoint
+        without one (an earlier version's) restores it as zero.
       write_directory: where this process writes; default ``directory`` (the
         chief). Only the chief renames unreadable checkpoints.
       max_to_keep: how many checkpoints the manager keeps.
     """
 
-    def __init__(self, directory, variables, *, write_directory=None, max_to_keep=2):
+    def __init__(self, directory, variables, *, optional=None, write_directory=None,
+                 max_to_keep=2):
         self.directory = os.fspath(directory)
         self.write_directory = os.fspath(write_directory or directory)
         self.variables = list(variables)
+        self.optional = dict(optional or {})
         self.max_to_keep = max_to_keep
-        self._checkpoint = tf.train.Checkpoint(state=self.variables)
+        self._checkpoint = tf.train.Checkpoint(state=self.variables, **self.optional)
         # Created now, so that a restore can check that every saved value matched.
         self._checkpoint.save_counter  # noqa: B018
         self._manager = None  # made at the first save, after restore() tidied the directory
@@ -199,7 +207,7 @@ class CheckpointStore:
         """Restores ``path``; ``None`` on success, else why it failed (one line)."""
         status = None
         try:
-            status = self._checkpoint.read(path)
+            status = self._checkpoint_like(path).read(path)
             status.assert_consumed()
         except tf.errors.UnavailableError:
             raise   # a collective op of the restore aborted (a worker lost), not the file
@@ -208,6 +216,27 @@ class CheckpointStore:
                 status.expect_partial()  # no "unrestored values" warnings at exit
             return _reason(error)
         return None
+
+    def _checkpoint_like(self, path):
+        """A ``tf.train.Checkpoint`` of the values checkpoint ``path`` holds beside
+        the list, as ``assert_consumed()`` needs: an ``optional`` variable it lacks
+        is set to zero, a value this store was not given is read into a new variable."""
+        reader = tf.train.load_checkpoint(path)
+        beside = {}
+        for key in reader.get_variable_to_shape_map():
+            name, _, rest = key.partition("/")
+            if rest == ".ATTRIBUTES/VARIABLE_VALUE" and name not in ("state", "save_counter"):
+                beside[name] = self.optional.get(name)
+                if beside[name] is None:
+                    beside[name] = tf.Variable(reader.get_tensor(key))
+        if beside.keys() == self.optional.keys():
+            return self._checkpoint
+        for name, variable in self.optional.items():
+            if name not in beside:
+                variable.assign(tf.zeros_like(variable))
+        checkpoint = tf.train.Checkpoint(state=self.variables, **beside)
+        checkpoint.save_counter  # noqa: B018
+        return checkpoint
 
 
 def _candidates(directory, state):

@@ -473,8 +473,12 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
     # once the chief has prepared the directory (the gather is a barrier), and
     # all must restore the same step.
     distribute.each_workers_value(strategy, 0)
+    # An epoch's seconds at each save, so that a resumed epoch's metrics.csv
+    # row counts the earlier sessions' time (callbacks_lib.SaveCheckpoint).
+    epoch_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
     store = checkpoint.CheckpointStore(
         os.path.join(config.run.output_dir, "checkpoint"), model.state_variables(),
+        optional={"epoch_seconds": epoch_seconds},
         write_directory=os.path.join(output_dir, "checkpoint"))
     # A restore runs collective ops, which a worker without checkpoints (no
     # shared file system) would not join: compare the newest steps first.
@@ -496,6 +500,7 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
     # A checkpoint inside an epoch also holds that epoch's running metrics.
     restore_metrics = ((lambda: store.read(restored.path))
                        if step % training.steps_per_epoch else None)
+    earlier_seconds = float(epoch_seconds.numpy()) if restore_metrics else 0.0
 
     step_counter = model.d_optimizer.iterations
     if stop.received:  # before any training step: nothing new to save
@@ -511,7 +516,9 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
                                                config.supervised_only, start_step=start_step)
             callbacks = _callbacks(config, output_dir, initial_epoch, store, step_counter, stop,
                                    preemption, check_output_dir,
-                                   restore_metrics=restore_metrics if index == 0 else None)
+                                   restore_metrics=restore_metrics if index == 0 else None,
+                                   epoch_seconds=epoch_seconds,
+                                   earlier_seconds=earlier_seconds if index == 0 else 0.0)
             # Each output names itself when it cannot be written; this names
             # the rest (TensorBoard's event files, which TensorFlow writes).
             with faults.writing(f"the outputs in {output_dir}"), \
@@ -645,8 +652,9 @@ def _fit_calls(step, steps_per_epoch, epochs):
 
 
 def _callbacks(config, output_dir, initial_epoch, store, step_counter, stop, preemption,
-               check_output_dir, restore_metrics):
-    """The callbacks of one ``fit()`` call, in the order they must run."""
+               check_output_dir, restore_metrics, epoch_seconds=None, earlier_seconds=0.0):
+    """The callbacks of one ``fit()`` call, in the order they must run;
+    ``earlier_seconds``: what earlier sessions spent on its first epoch."""
     metrics_path = os.path.join(output_dir, "metrics.csv")
     callbacks = [callbacks_lib.StopOnNonFiniteLoss(step_counter)]  # first: before any save
     if check_output_dir:     # then: before an epoch end's writes
@@ -654,7 +662,8 @@ def _callbacks(config, output_dir, initial_epoch, store, step_counter, stop, pre
     if restore_metrics is not None:
         callbacks.append(callbacks_lib.ResumeEpochMetrics(restore_metrics))
     callbacks += [
-        callbacks_lib.MetricsCSV(metrics_path, initial_epoch=initial_epoch),
+        callbacks_lib.MetricsCSV(metrics_path, initial_epoch=initial_epoch,
+                                 earlier_seconds=earlier_seconds),
         callbacks_lib.CurvePlots(metrics_path, output_dir),
         keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")),
     ]
@@ -663,7 +672,8 @@ def _callbacks(config, output_dir, initial_epoch, store, step_counter, stop, pre
             os.path.join(output_dir, "samples"), seed=config.seed,
             tensorboard_dir=os.path.join(output_dir, "tensorboard", "samples")))
     if callbacks_lib.progress_verbosity() == 0:
-        callbacks.append(callbacks_lib.EpochSummary(total_epochs=config.training.epochs))
+        callbacks.append(callbacks_lib.EpochSummary(total_epochs=config.training.epochs,
+                                                    earlier_seconds=earlier_seconds))
     else:   # in place of Keras' own bar, which would count a resumed epoch's fit() alone
         callbacks.append(callbacks_lib.RunProgbarLogger(total_epochs=config.training.epochs))
     if check_output_dir:     # before each checkpoint (the epoch's writes above take a while)
@@ -672,7 +682,8 @@ def _callbacks(config, output_dir, initial_epoch, store, step_counter, stop, pre
     callbacks.append(callbacks_lib.SaveCheckpoint(
         store, step_counter, config.training.steps_per_epoch,
         every_steps=config.run.checkpoint_every_steps,
-        stop_requested=None if preemption else stop.requested, preemption=preemption))
+        stop_requested=None if preemption else stop.requested, preemption=preemption,
+        epoch_seconds=epoch_seconds, earlier_seconds=earlier_seconds))
     return callbacks
 
 

@@ -138,6 +138,26 @@ def test_a_checkpoint_of_another_model_does_not_restore(tmp_path):
         checkpoint.CheckpointStore(tmp_path, other).restore()
 
 
+def test_a_checkpoint_written_without_an_optional_variable_restores_it_as_zero(tmp_path):
+    """A run's checkpoints from before a variable was added (``optional``,
+    the trainer's ``epoch_seconds``) still restore, as a fall-back too; a store
+    not given it restores the newer ones."""
+    save_steps(tmp_path, [10])          # the earlier format: the list alone
+    seconds = tf.Variable(5.0, dtype=tf.float64)
+    variables = make_variables()
+    store = checkpoint.CheckpointStore(tmp_path, variables, optional={"epoch_seconds": seconds})
+    assert store.restore().step == 10 and seconds.numpy() == 0.0
+    assert all(np.all(variable.numpy() == 10) for variable in variables)
+    seconds.assign(12.5)
+    store.save(20)
+    seconds.assign(0.0)
+    store = checkpoint.CheckpointStore(tmp_path, variables, optional={"epoch_seconds": seconds})
+    assert store.restore().step == 20 and seconds.numpy() == 12.5
+    assert checkpoint.CheckpointStore(tmp_path, make_variables()).restore().step == 20
+    truncate(tmp_path / "ckpt-20.data-00000-of-00001")   # back to the earlier format's
+    assert store.restore().step == 10 and seconds.numpy() == 0.0
+
+
 @pytest.mark.parametrize("relative", [False, True], ids=["absolute", "relative"])
 def test_a_lost_state_file_is_rebuilt_from_the_files_on_disk(tmp_path, monkeypatch, relative):
     # A relative directory (the CLI's default runs/<name>) must not make the

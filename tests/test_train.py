@@ -739,6 +739,67 @@ def test_a_signal_after_the_last_step_stops_before_the_export_and_the_run_then_f
     assert len(metrics_rows(tmp_path / "run")) == 1       # not trained again
 
 
+def test_a_resumed_epochs_seconds_count_the_earlier_sessions_steps_not_their_lost_work(
+        tmp_path, mnist_dir, monkeypatch, capsys):
+    """metrics.csv's seconds of an epoch stopped and resumed mid-way count what
+    the stopped session spent up to its last checkpoint (experiments/run.py
+    sums them), not what it lost after it; EpochSummary's line says the same."""
+    import keras
+    from sgan_keras import trainer
+    config = presets.get_preset("mnist_gans_in_action").config.replace(
+        dataset="mnist", labels=100, data_dir=str(mnist_dir), epochs=1, steps_per_epoch=4,
+        checkpoint_every_steps=1, batch_size=16, eval_batch_size=2500, tflite=False,
+        output_dir=str(tmp_path / "run"))
+    callbacks_of = trainer._callbacks
+    times = {}
+
+    class Killed(Exception):
+        pass
+
+    class Clock(keras.callbacks.Callback):      # put first and last, around the others
+        def __init__(self, name, stop_after=None):
+            super().__init__()
+            self.name, self.stop_after = name, stop_after
+
+        def on_epoch_begin(self, epoch, logs=None):
+            times.setdefault(self.name, {})["begin"] = time.perf_counter()
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if self.stop_after is not None:
+                time.sleep(0.4)     # the steps the checkpoint holds: 0.8 s
+
+        def on_train_batch_end(self, batch, logs=None):
+            if batch + 1 == self.stop_after:    # after the save of step 2
+                times[self.name]["saved"] = time.perf_counter()
+                time.sleep(1.5)     # lost work: no checkpoint holds it
+                raise Killed()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times[self.name]["end"] = time.perf_counter()
+
+    def session(first, last):
+        monkeypatch.setattr(trainer, "_callbacks", lambda *args, **kwargs: [
+            first, *callbacks_of(*args, **kwargs), last])
+
+    session(Clock("stopped"), Clock("stopped last", stop_after=2))
+    with pytest.raises(Killed):
+        trainer.train(config)
+    session(Clock("first"), Clock("last"))
+    capsys.readouterr()
+    trainer.train(config)
+    [row] = metrics_rows(tmp_path / "run")
+    seconds = float(row["seconds"])
+    earlier = times["stopped last"]["saved"] - times["stopped"]["begin"]
+    # The resumed session's own time: at least from the last callback's epoch
+    # begin to the first's end, at most from the first's begin to the last's end.
+    inner = times["first"]["end"] - times["last"]["begin"]
+    outer = times["last"]["end"] - times["first"]["begin"]
+    assert inner + 0.8 <= seconds <= outer + earlier, (inner, outer, earlier, seconds)
+    printed = float(re.search(r"^Epoch 1/1: .* \(([\d.]+) s\)$", capsys.readouterr().out,
+                              re.MULTILINE).group(1))
+    assert printed >= seconds - 0.06 and printed >= inner + 0.8 - 0.06  # rounded to 0.1 s
+
+
 def test_two_concurrent_launches_exactly_one_runs(tmp_path, fast):
     output_dir = tmp_path / "run"
     args = [*fast, "--epochs=1", "--steps_per_epoch=30", f"--output_dir={output_dir}"]
