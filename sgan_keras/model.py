@@ -448,6 +448,7 @@ class SGAN(keras.Model):
         warn on every call. ``class_weight`` and ``sample_weight`` are refused.
         Labels out of ``0..K-1`` in arrays are refused (``_check_class_ids``)."""
         given = inspect.signature(super().fit).bind(x, y, batch_size, *args, **kwargs).arguments
+        self._check_scope("fit()")
         _refuse_terminate_on_nan(given.get("callbacks"))
         _check_class_ids(x, y, self.num_classes, "fit()")
         _check_replica_shares(x, batch_size, given.get("steps_per_epoch"),
@@ -506,6 +507,7 @@ class SGAN(keras.Model):
         under several replicas each trains on its share of the batch, as in ``fit()``."""
         given = inspect.signature(super().train_on_batch).bind(
             x, y, sample_weight, *args, **kwargs).arguments
+        self._check_scope("train_on_batch()")
         _refuse_training_weights("train_on_batch", given)
         _check_class_ids(x, y, self.num_classes, "train_on_batch()")
         x, y, sample_weight = self._shares_of_batch((x, y, sample_weight), "train_on_batch()")
@@ -520,6 +522,22 @@ class SGAN(keras.Model):
     def predict_on_batch(self, x):
         """``keras.Model.predict_on_batch``; one row per image under several replicas too."""
         return super().predict_on_batch(self._shares_of_batch((x,))[0])
+
+    def _check_scope(self, call):
+        """Refuses training inside a several-replica ``tf.distribute`` scope the
+        model was not built in (Keras failed with a bare AssertionError), or inside
+        any scope but its own strategy's (Keras' RuntimeError printed both objects).
+        A model of plain variables trains in a one-device scope, as Keras allows;
+        outside any scope Keras enters the model's own."""
+        if not (tf.distribute.has_strategy() and self.weights):
+            return
+        strategy, variable = tf.distribute.get_strategy(), self.weights[0].value
+        if not strategy.extended.variable_created_in_scope(variable) and (
+                strategy.num_replicas_in_sync > 1
+                or isinstance(variable, tf.distribute.DistributedValues)):
+            raise ValueError(f"{call} runs inside a tf.distribute strategy's scope this SGAN "
+                             "was not built in: build and compile it (its networks too) "
+                             "inside strategy.scope(), then train it there or outside any scope")
 
     def _shares_of_batch(self, arguments, training_call=None):
         """``arguments`` (each a batch, or None), each replica's share of each under

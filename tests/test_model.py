@@ -1165,7 +1165,22 @@ ON_BATCH_REPLICAS_SCRIPT = textwrap.dedent("""
         refused = ""
     except ValueError as error:
         refused = str(error)
+    # A model built outside the scope, or in another strategy's: one line, not Keras'
+    # bare AssertionError (or its RuntimeError); in a one-device scope it trains.
+    scopes = []
+    for built, scope in ((tf.distribute.get_strategy(), mirrored),
+                         (mirrored, tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])),
+                         (tf.distribute.get_strategy(), tf.distribute.OneDeviceStrategy("/cpu:0"))):
+        with built.scope():
+            model = t.tiny_model()
+        with scope.scope():
+            try:
+                model.fit(t.tiny_batch(), epochs=1, verbose=0)
+                scopes.append("trained")
+            except ValueError as error:
+                scopes.append(str(error))
     print(json.dumps({{"single": single_logs, "mirrored": logs, "refused": refused,
+                      "scopes": scopes,
                       "weight_gap": max(float(np.max(np.abs(a - b)))
                                         for a, b in zip(single_weights, weights)),
                       "logits": list(logits.shape),
@@ -1176,7 +1191,8 @@ ON_BATCH_REPLICAS_SCRIPT = textwrap.dedent("""
 def test_on_batch_calls_under_two_replicas_split_the_batch_as_fit_does():
     """Keras' train_on_batch() gave every replica the whole batch: each trained on
     all of it with its own slice of a twice as large noise draw (other losses and
-    weights than one device), and predict_on_batch() returned 14 rows for 7 images."""
+    weights than one device), and predict_on_batch() returned 14 rows for 7 images.
+    Training in a scope the model was not built in gets one line."""
     import json
     import pathlib
     script = ON_BATCH_REPLICAS_SCRIPT.format(tests_dir=str(pathlib.Path(__file__).parent))
@@ -1190,6 +1206,10 @@ def test_on_batch_calls_under_two_replicas_split_the_batch_as_fit_does():
     assert report["refused"].startswith("train_on_batch() under 2 replicas needs batches they "
                                         "can share equally, a multiple of 2 images; got batches "
                                         "of 7"), report["refused"]
+    outside = ("fit() runs inside a tf.distribute strategy's scope this SGAN was not built in: "
+               "build and compile it (its networks too) inside strategy.scope(), then train it "
+               "there or outside any scope")
+    assert report["scopes"] == [outside, outside, "trained"]
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
