@@ -514,14 +514,17 @@ class SGAN(keras.Model):
         return super().train_on_batch(x, y, sample_weight, *args, **kwargs)
 
     def test_on_batch(self, x, y=None, sample_weight=None, *args, **kwargs):
-        """``keras.Model.test_on_batch``, refusing labels out of ``0..K-1``."""
+        """``keras.Model.test_on_batch``, refusing labels out of ``0..K-1``;
+        under several replicas each scores its share of the batch."""
         _check_class_ids(x, y, self.num_classes, "test_on_batch()")
         x, y, sample_weight = self._shares_of_batch((x, y, sample_weight))
         return super().test_on_batch(x, y, sample_weight, *args, **kwargs)
 
     def predict_on_batch(self, x):
         """``keras.Model.predict_on_batch``; one row per image under several replicas too."""
-        return super().predict_on_batch(self._shares_of_batch((x,))[0])
+        count = len(keras.tree.flatten(x)[0])
+        # Fewer images than replicas: each replica had them all (_shares_of_batch).
+        return super().predict_on_batch(self._shares_of_batch((x,))[0])[:count]
 
     def _check_scope(self, call):
         """Refuses training inside a several-replica ``tf.distribute`` scope the
@@ -545,14 +548,19 @@ class SGAN(keras.Model):
         each trained on all of it with its own slice of the noise (not as one device
         does) and ``predict_on_batch`` returned every row once per replica. Shares are
         contiguous and in replica order, as ``fit()``'s data sets are split; a
-        ``training_call``'s must be equal (``_check_replica_shares``)."""
+        ``training_call``'s must be equal (``_check_replica_shares``, each array
+        of a dict batch). A batch of fewer images than replicas, which an empty
+        share would fail on (a convolution of no image), goes whole to each."""
         strategy = self.distribute_strategy
         replicas = strategy.num_replicas_in_sync
         if replicas == 1:
             return arguments
+        arrays = keras.tree.flatten(arguments[0])
         if training_call is not None:
-            first = keras.tree.flatten(arguments[0])[0]
-            _check_replica_shares(arguments[0], len(first), None, replicas, training_call)
+            for array in arrays:
+                _check_replica_shares(array, len(array), None, replicas, training_call)
+        elif min(len(array) for array in arrays) < replicas:
+            return arguments
 
         def share(value, context):
             value = tf.convert_to_tensor(value)
@@ -1133,7 +1141,7 @@ def _check_class_ids(x, y, num_classes, call):
 
 def _check_replica_shares(x, batch_size, steps_per_epoch, replicas, call="fit()",
                           validation_split=None):
-    """Refuses ``fit()`` batches that ``replicas`` cannot share equally, where
+    """Refuses ``call``'s batches that ``replicas`` cannot share equally, where
     they can be seen before training: a data set's fixed batch size, or arrays'
     ``batch_size`` and last batch (of the arrays ``validation_split`` leaves for
     training). The training step gives each replica an

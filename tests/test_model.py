@@ -1160,11 +1160,30 @@ ON_BATCH_REPLICAS_SCRIPT = textwrap.dedent("""
     logs, weights, logits = on_batch(mirrored)
     with mirrored.scope():
         model = t.tiny_model()
-    try:
-        model.train_on_batch({{key: value[:7] for key, value in t.tiny_batch().items()}})
-        refused = ""
-    except ValueError as error:
-        refused = str(error)
+    refused = []
+    for cut in ("every array", "labeled_images"):    # a dict batch's arrays checked each
+        try:
+            model.train_on_batch({{key: value[:7] if cut in (key, "every array") else value
+                                  for key, value in t.tiny_batch().items()}})
+            refused.append("")
+        except ValueError as error:
+            refused.append(str(error))
+    # Fewer images than replicas, to a weight-normed convolution (an empty share fails there).
+    import keras
+    from sgan_keras.model import SGAN
+    from sgan_keras.config import Config
+    from sgan_keras.layers import WeightNormConv2D
+    with mirrored.scope():
+        generator, _ = t.tiny_networks()
+        inputs = keras.Input(t.IMAGE_SHAPE)
+        x = keras.layers.Conv2D(2, 1)(inputs)
+        features = keras.layers.Flatten()(WeightNormConv2D(3, 3, data_init=False)(x))
+        conv = SGAN(generator, keras.Model(inputs, [keras.layers.Dense(t.K)(features), features]),
+                    Config().replace(fake_class="zero", seed=0))
+        conv.compile()
+    one_image = {{"rows": conv.predict_on_batch(images[:1]).shape[0],
+                 "accuracy": conv.test_on_batch(images[:1], np.array([0]),
+                                                return_dict=True)["accuracy"]}}
     # A model built outside the scope, or in another strategy's: one line, not Keras'
     # bare AssertionError (or its RuntimeError); in a one-device scope it trains.
     scopes = []
@@ -1180,7 +1199,7 @@ ON_BATCH_REPLICAS_SCRIPT = textwrap.dedent("""
             except ValueError as error:
                 scopes.append(str(error))
     print(json.dumps({{"single": single_logs, "mirrored": logs, "refused": refused,
-                      "scopes": scopes,
+                      "scopes": scopes, "one_image": one_image,
                       "weight_gap": max(float(np.max(np.abs(a - b)))
                                         for a, b in zip(single_weights, weights)),
                       "logits": list(logits.shape),
@@ -1203,9 +1222,10 @@ def test_on_batch_calls_under_two_replicas_split_the_batch_as_fit_does():
         assert abs(value - report["mirrored"][name]) < 1e-5, (name, report)
     assert report["weight_gap"] < 1e-5
     assert report["logits"] == [7, K] and report["logit_gap"] < 1e-5
-    assert report["refused"].startswith("train_on_batch() under 2 replicas needs batches they "
-                                        "can share equally, a multiple of 2 images; got batches "
-                                        "of 7"), report["refused"]
+    for refused in report["refused"]:
+        assert refused.startswith("train_on_batch() under 2 replicas needs batches they can "
+                                  "share equally, a multiple of 2 images; got batches of 7"), refused
+    assert report["one_image"]["rows"] == 1 and report["one_image"]["accuracy"] in (0.0, 1.0)
     outside = ("fit() runs inside a tf.distribute strategy's scope this SGAN was not built in: "
                "build and compile it (its networks too) inside strategy.scope(), then train it "
                "there or outside any scope")
