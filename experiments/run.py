@@ -377,6 +377,8 @@ def record(name, kind, seed, run, result, results_dir, grid=None):
                 if kept or result.get(key):
                     merged[key] = {**kept, **result.get(key, {})}
             merged["seeds"] = sorted(set(earlier["seeds"]) | set(result["seeds"]))
+            asked = set(recorded_kinds(earlier)) | set(recorded_kinds(result))
+            merged["kinds"] = [kind for kind in ("sgan", "baseline") if kind in asked]
             if "samples" in earlier:
                 merged["samples"] = earlier["samples"]
                 # A file from before the grid's seed was recorded holds its one
@@ -597,7 +599,7 @@ def runner_command(result, results_dir=None):
     budget = dict(item.split("=", 1) for item in items)
     argv = ["python", "experiments/run.py", f"--experiment={result['name']}",
             f"--seeds={','.join(str(seed) for seed in result['seeds'])}"]
-    kinds = [kind for kind in ("sgan", "baseline") if result.get(kind)]
+    kinds = recorded_kinds(result)
     if len(kinds) == 1:     # without it, the command would train the other kind too
         argv.append(f"--kinds={kinds[0]}")
     argv += [f"--{key}={budget.pop(key)}" for key in ("epochs", "steps_per_epoch")
@@ -626,6 +628,12 @@ def runner_command(result, results_dir=None):
         if directory and not same_directory(directory, FLAGS[flag].default):
             argv.append(f"--{flag}={in_repository(directory)}")
     return shlex.join(argv + data_dirs[:1])
+
+
+def recorded_kinds(result):
+    """The kinds of runs a result's commands asked for (``--kinds``); for a file
+    written before they were recorded, the kinds it holds runs of."""
+    return result.get("kinds") or [kind for kind in ("sgan", "baseline") if result.get(kind)]
 
 
 def in_repository(path):
@@ -700,9 +708,11 @@ def run_experiment():
     made = provenance.record()
     # As the report reads them; ~ as the trainer reads --runs_dir's.
     results_dir = os.path.join(REPO_ROOT, os.path.expanduser(FLAGS.results_dir))
+    kinds = list(dict.fromkeys(FLAGS.kinds))   # each once, in order
     result = {"name": name, "published": EXPERIMENTS[name]["published"],
               "published_accuracy": EXPERIMENTS[name]["published_accuracy"],
-              "seeds": seeds, "note": FLAGS.note,
+              "seeds": seeds, "kinds": [kind for kind in ("sgan", "baseline") if kind in kinds],
+              "note": FLAGS.note,
               "budget": ", ".join(f"{k}={v}" for k, v in budget.items()) or FULL_BUDGET,
               "machine": provenance.machine_line(made), "commit": made["commit"],
               "date": made["date"],
@@ -722,7 +732,6 @@ def run_experiment():
             for kind in ("sgan", "baseline")}
         write_results(name, result, results_dir)
         return
-    kinds = list(dict.fromkeys(FLAGS.kinds))   # each once, in order
     for seed in seeds:
         for kind in kinds:
             output_dir = run_directory(FLAGS.runs_dir, name, kind, seed, budget)

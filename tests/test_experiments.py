@@ -1705,18 +1705,29 @@ result = {"name": "x", "published": "p", "published_accuracy": 0.9, "seeds": [0]
           "status": "measured", "budget": "epochs=1", "machine": "m", "commit": "c", "date": "d"}
 for kinds in (["sgan"], ["baseline"], ["sgan", "baseline"]):
     print(run.runner_command({**result, **{kind: {"0": run_} for kind in kinds}}))
+# Both kinds asked for, the SGAN recorded first (its baseline still to train): no --kinds.
+print(run.runner_command({**result, "kinds": ["sgan", "baseline"], "sgan": {"0": run_}}))
+# Two commands of one kind each: the file asks for both.
+import tempfile
+directory = tempfile.mkdtemp()
+for kind in ("sgan", "baseline"):
+    run.record("x", kind, 0, dict(run_), {**result, "note": None, "kinds": [kind]}, directory)
+print(run.read_result(directory, "x")["kinds"])
 """
 
 
 def test_the_command_to_resume_trains_only_the_kind_of_runs_recorded():
     """Runs of one kind (run.py --kinds=sgan) were shown with a command
-    that trains the other kind too: hours of a baseline never asked for."""
+    that trains the other kind too: hours of a baseline never asked for. The
+    kinds are those the commands asked for, not those recorded so far."""
     result = preloaded.run_code(ONE_KIND, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines() == [
         "python experiments/run.py --experiment=x --seeds=0 --kinds=sgan --epochs=1",
         "python experiments/run.py --experiment=x --seeds=0 --kinds=baseline --epochs=1",
-        "python experiments/run.py --experiment=x --seeds=0 --epochs=1"]
+        "python experiments/run.py --experiment=x --seeds=0 --epochs=1",
+        "python experiments/run.py --experiment=x --seeds=0 --epochs=1",
+        "['sgan', 'baseline']"]
 
 
 IN_THE_REPOSITORY = """
