@@ -859,15 +859,20 @@ print(run.markdown("x", result))
 """
 
 
+def run_py_script(script, tmp_path):
+    """``script`` in a fresh interpreter with run.py and definitions imported
+    (and json, os, sys), its ``sys.argv[1]`` ``tmp_path``."""
+    return subprocess.run(
+        [sys.executable, "-c", "import json, os, sys; sys.path.insert(0, 'experiments'); "
+         "import definitions, run\n" + script, str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+
 def test_a_run_names_each_session_it_trained_in_and_the_trainers_kernels(tmp_path, monkeypatch):
     """A run resumed on another commit names both, from the sessions run.py
     records before each training, with the kernels the trainer picks for the
     preset (GANs in Action in float32: Eigen's on x86), not run.py's own."""
     monkeypatch.delenv(onednn.ONEDNN_VARIABLE, raising=False)
-    result = subprocess.run(
-        [sys.executable, "-c", "import sys; sys.path.insert(0, 'experiments'); "
-         "import definitions, run\n" + SESSIONS, str(tmp_path)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    result = run_py_script(SESSIONS, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     line = next(line for line in result.stdout.splitlines() if line.startswith("- sgan seed 0:"))
     assert re.fullmatch(r"- sgan seed 0: From epoch 1: .*; commit aaa; \S+\. "
@@ -911,10 +916,7 @@ def test_a_session_names_the_commit_it_trained_on_and_one_that_trained_nothing_i
     run.py's start (another seed may have trained for hours in between); a
     trainer that stops with no new checkpoint (here: refused by the run's
     lock) trained nothing a result holds, and its session is not kept."""
-    result = subprocess.run(
-        [sys.executable, "-c", "import json, os, sys; sys.path.insert(0, 'experiments'); "
-         "import definitions, run\n" + SESSION_OF_NOW, str(tmp_path)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    result = run_py_script(SESSION_OF_NOW, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split("\n")[-3:] == ["stopped 75", "stopped 3", ""]
 
@@ -944,10 +946,7 @@ def test_a_session_refused_by_the_runs_lock_is_dropped_though_the_run_saved_mean
     """A second run.py on a run another one trains: its trainer exits 3, and
     its session was kept whenever the other process saved a checkpoint in
     the meantime, naming a session that trained nothing."""
-    result = subprocess.run(
-        [sys.executable, "-c", "import json, os, sys; sys.path.insert(0, 'experiments'); "
-         "import definitions, run\n" + REFUSED_BY_THE_LOCK, str(tmp_path)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    result = run_py_script(REFUSED_BY_THE_LOCK, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split("\n")[-3:] == ["stopped 3", "['first']", ""]
 
@@ -976,10 +975,7 @@ for commit in ("new", "resumed"):
 def test_a_new_run_in_the_directory_of_one_moved_away_names_its_own_sessions(tmp_path):
     """A run trained from its first step where another was moved away named
     that run's first session (commit, date, machine) as where it trained."""
-    result = subprocess.run(
-        [sys.executable, "-c", "import json, os, sys; sys.path.insert(0, 'experiments'); "
-         "import definitions, run\n" + MOVED_AWAY, str(tmp_path)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    result = run_py_script(MOVED_AWAY, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     # Its resume, from its checkpoint, is still its own.
     assert result.stdout.split("\n")[-3:] == ["new []", "new ['new', 'resumed']", ""]
@@ -1018,10 +1014,7 @@ print(run.markdown("x", result))
 def test_a_session_resumed_inside_a_later_epoch_says_so(tmp_path):
     """A session resumed from a checkpoint inside epoch 2 (step 15 of 10-step
     epochs) read "From epoch 2", as if all of epoch 2 trained on its commit."""
-    result = subprocess.run(
-        [sys.executable, "-c", "import json, os, sys; sys.path.insert(0, 'experiments'); "
-         "import definitions, run\n" + RESUMED_INSIDE_A_LATER_EPOCH, str(tmp_path)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    result = run_py_script(RESUMED_INSIDE_A_LATER_EPOCH, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     line = next(line for line in result.stdout.splitlines() if line.startswith("- sgan seed 0:"))
     assert re.fullmatch(r"- sgan seed 0: From epoch 1: .*; commit aaa; \S+\. "

@@ -1027,14 +1027,19 @@ def test_fit_checks_its_first_batch_after_the_weight_norm_init_too():
     assert not [w for w in caught if "pixel_range" in str(w.message)]
 
 
-MIRRORED_SCRIPT = textwrap.dedent("""
+# A script's start: two logical CPUs, before TensorFlow makes its devices.
+TWO_LOGICAL_CPUS = """
     import json, sys
-    import numpy as np, tensorflow as tf, keras
+    import numpy as np, tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     sys.path.insert(0, {tests_dir!r})
     import test_model as t
+"""
+
+MIRRORED_SCRIPT = textwrap.dedent(TWO_LOGICAL_CPUS + """
+    import keras
     from sgan_keras import optimizers
 
     def one_step(strategy):
@@ -1073,14 +1078,7 @@ def test_mirrored_strategy_on_two_cpus_matches_one_device(generator_loss, adam_r
     assert report["weight_gap"] < 1e-5
 
 
-UNEVEN_REPLICAS_SCRIPT = textwrap.dedent("""
-    import json, sys
-    import numpy as np, tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    sys.path.insert(0, {tests_dir!r})
-    import test_model as t
+UNEVEN_REPLICAS_SCRIPT = textwrap.dedent(TWO_LOGICAL_CPUS + """
 
     images, labels = t.class_patterns(16, 5)
     # One step of 8 images whose 3 labeled ones all go to the first replica.
@@ -1139,14 +1137,7 @@ def test_metrics_of_replicas_with_unequal_shares_are_the_global_batches():
     assert report["shared"] is True
 
 
-ON_BATCH_REPLICAS_SCRIPT = textwrap.dedent("""
-    import json, sys
-    import numpy as np, tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    sys.path.insert(0, {tests_dir!r})
-    import test_model as t
+ON_BATCH_REPLICAS_SCRIPT = textwrap.dedent(TWO_LOGICAL_CPUS + """
 
     images, _ = t.class_patterns(7, 3)
     def on_batch(strategy):
