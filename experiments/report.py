@@ -40,6 +40,9 @@ def shape_problem(result, fields=None, run_fields=()):
     for key, kind in expected.items():
         if not isinstance(result.get(key), kind):
             return f"no {key}" if key not in result else f"its {key} is not a JSON {kind.__name__}"
+    published = result.get("published_accuracy")    # None: no published number
+    if isinstance(published, bool) or not isinstance(published, (int, float, type(None))):
+        return "its published_accuracy is not a JSON number"
     for kind in ("sgan", "baseline"):
         runs = result.get(kind, {})
         if not isinstance(runs, dict) or not all(isinstance(run, dict) for run in runs.values()):

@@ -1798,10 +1798,12 @@ def test_a_result_file_of_the_wrong_shape_is_refused_in_one_line_not_replaced(
     assert path.read_text() == text
 
 
-@pytest.mark.parametrize("text, problem", WRONG_SHAPES)
+@pytest.mark.parametrize("text, problem", WRONG_SHAPES + [
+    ('{"name": "x", "status": "not measured", "published_accuracy": "85%"}',
+     "its published_accuracy is not a JSON number")])
 def test_report_names_a_result_file_of_the_wrong_shape_in_one_line(tmp_path, text, problem):
     """A file of ``null`` or without its budget was a traceback; a list was
-    left out of the table without a word."""
+    left out of the table without a word; a published accuracy of text, too."""
     (tmp_path / "experiments" / "results").mkdir(parents=True)
     shutil.copy(os.path.join(REPO_ROOT, "experiments", "report.py"), tmp_path / "experiments")
     readme = "<!-- results:begin -->\n<!-- results:end -->\n"
