@@ -867,6 +867,7 @@ def run_py_script(script, tmp_path):
          "import definitions, run\n" + script, str(tmp_path)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
 
+
 def test_a_run_names_each_session_it_trained_in_and_the_trainers_kernels(tmp_path, monkeypatch):
     """A run resumed on another commit names both, from the sessions run.py
     records before each training, with the kernels the trainer picks for the
