@@ -117,6 +117,27 @@ def _number(text):
     return value if math.isfinite(value) else None
 
 
+class _EpochClock:
+    """An epoch's seconds so far, from :meth:`start` (at the epoch's begin); the
+    first epoch adds ``earlier_seconds``, what earlier sessions spent on it
+    (a run resumed inside it: :class:`SaveCheckpoint`'s ``epoch_seconds``)."""
+
+    def __init__(self, earlier_seconds=0.0):
+        self._earlier = float(earlier_seconds)
+        self._start = None
+
+    @property
+    def started(self):
+        return self._start is not None
+
+    def start(self):
+        self._start = time.perf_counter() - self._earlier
+        self._earlier = 0.0
+
+    def seconds(self):
+        return time.perf_counter() - self._start if self.started else 0.0
+
+
 class MetricsCSV(keras.callbacks.Callback):
     """Writes one ``metrics.csv`` row per epoch.
 
@@ -146,8 +167,7 @@ class MetricsCSV(keras.callbacks.Callback):
         self.path = os.fspath(path)
         self.initial_epoch = None if initial_epoch is None else int(initial_epoch)
         self._rows = []
-        self._earlier_seconds = float(earlier_seconds)
-        self._epoch_start = None
+        self._clock = _EpochClock(earlier_seconds)
         self._first_epoch = True
         self._resume_epoch = self.initial_epoch    # the first fit()'s only
 
@@ -162,8 +182,7 @@ class MetricsCSV(keras.callbacks.Callback):
             self._drop_rows_after(epoch)     # fit()'s initial_epoch
         self._resume_epoch = None   # a later fit() with this callback continues from its own
         self._first_epoch = False
-        self._epoch_start = time.perf_counter() - self._earlier_seconds
-        self._earlier_seconds = 0.0
+        self._clock.start()
 
     def _drop_rows_after(self, epoch):
         kept = [row for row in self._rows if int(float(row["epoch"])) <= epoch]
@@ -173,7 +192,7 @@ class MetricsCSV(keras.callbacks.Callback):
             self._write()
 
     def on_epoch_end(self, epoch, logs=None):
-        seconds = time.perf_counter() - (self._epoch_start or time.perf_counter())
+        seconds = self._clock.seconds()
         row = {**_numeric_logs(logs), "epoch": epoch + 1, CSV_LAST_COLUMN: seconds}
         self._rows = [old for old in self._rows if int(float(old["epoch"])) != epoch + 1]
         self._rows.append(row)
@@ -367,15 +386,13 @@ class EpochSummary(keras.callbacks.Callback):
         super().__init__()
         self.stream = stream
         self.total_epochs = total_epochs  # default: fit()'s epochs
-        self._earlier_seconds = float(earlier_seconds)
-        self._epoch_start = None
+        self._clock = _EpochClock(earlier_seconds)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = time.perf_counter() - self._earlier_seconds
-        self._earlier_seconds = 0.0
+        self._clock.start()
 
     def on_epoch_end(self, epoch, logs=None):
-        seconds = time.perf_counter() - (self._epoch_start or time.perf_counter())
+        seconds = self._clock.seconds()
         total = self.total_epochs or (self.params or {}).get("epochs")
         number = f"{epoch + 1}/{total}" if total else f"{epoch + 1}"
         values = _numeric_logs(logs)
@@ -459,19 +476,17 @@ class SaveCheckpoint(keras.callbacks.Callback):
         self.stop_requested = stop_requested
         self.preemption = preemption
         self.epoch_seconds = epoch_seconds
-        self._earlier_seconds = float(earlier_seconds)
-        self._epoch_start = None
+        self._clock = _EpochClock(earlier_seconds)
 
     def _step(self):
         return int(self.step_counter.numpy())
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = time.perf_counter() - self._earlier_seconds
-        self._earlier_seconds = 0.0
+        self._clock.start()
 
     def _record_seconds(self):
-        if self.epoch_seconds is not None and self._epoch_start is not None:
-            self.epoch_seconds.assign(time.perf_counter() - self._epoch_start)
+        if self.epoch_seconds is not None and self._clock.started:
+            self.epoch_seconds.assign(self._clock.seconds())
 
     def on_train_batch_end(self, batch, logs=None):
         step = self._step()
