@@ -186,13 +186,15 @@ def run_one(argv, made, train=True):
             # trainer refuses it too, advising --output_dir or --overwrite,
             # which run.py sets or refuses, and the same command cannot resume it.
             check_same_flags(config, trainer)
-        step = resume_step(output_dir)
+        # Where the trainer resumes: the newest checkpoint's step (a metrics.csv
+        # row may be one epoch ahead of it, written just before a kill).
+        step, steps_per_epoch = resume_step(output_dir), config.training.steps_per_epoch
         # The commit and date of now: the code may have changed since this
         # process started, hours of training ago.
         session = add_session(output_dir, {**made, "commit": provenance.commit(),
                                            "date": datetime.date.today().isoformat()},
-                              config, epochs_before + 1, new_run=not saved_before,
-                              within_epoch=bool(step % config.training.steps_per_epoch))
+                              config, step // steps_per_epoch + 1, new_run=not step,
+                              within_epoch=bool(step % steps_per_epoch))
         status = run_trainer(argv)
         if status:
             if status == TRAINER_LOCKED or checkpoints(output_dir) == saved_before:

@@ -962,7 +962,7 @@ run.add_session(output_dir, {**made, "commit": "moved away", "date": "day 1"}, c
 
 def trains(argv):         # an epoch and its checkpoint, as the trainer leaves them
     os.makedirs(output_dir + "/checkpoint", exist_ok=True)
-    open(f"{output_dir}/checkpoint/ckpt-{run.provenance.commit()}", "w").close()
+    open(f"{output_dir}/checkpoint/ckpt-10.index", "w").close()
     open(output_dir + "/metrics.csv", "w").write("epoch,test_accuracy,seconds\\n1,0.5,2.0\\n")
     return 0
 run.run_trainer = trains
@@ -987,13 +987,15 @@ made = run.provenance.record()
 output_dir = sys.argv[1] + "/run"
 argv = definitions.training_command("mnist_gans_in_action_100", 0, False, output_dir,
                                     {"steps_per_epoch": 10}, None)
-steps = iter([15, 30])      # where each session stops: inside epoch 2, then at the end
+# Where each session stops (inside epoch 2, or killed after epoch 2's metrics.csv
+# row but before its checkpoint), then at the end; the rows it leaves ahead of it.
+stops = iter([(FIRST_STOP, ROWS_AHEAD), (30, 0)])
 
 def trains(argv):           # a checkpoint at its last step, as the trainer leaves them
-    step = next(steps)
+    step, ahead = next(stops)
     os.makedirs(output_dir + "/checkpoint", exist_ok=True)
     open(f"{output_dir}/checkpoint/ckpt-{step}.index", "w").close()
-    rows = "".join(f"{epoch},0.5,2.0\\n" for epoch in range(1, step // 10 + 1))
+    rows = "".join(f"{epoch},0.5,2.0\\n" for epoch in range(1, step // 10 + 1 + ahead))
     open(output_dir + "/metrics.csv", "w").write("epoch,test_accuracy,seconds\\n" + rows)
     return 0 if step == 30 else 75
 run.run_trainer = trains
@@ -1012,14 +1014,20 @@ print(run.markdown("x", result))
 """
 
 
-def test_a_session_resumed_inside_a_later_epoch_says_so(tmp_path):
+@pytest.mark.parametrize("first_stop, rows_ahead, second", [
+    (15, 0, "Resumed within epoch 2"), (20, 1, "From epoch 3")])
+def test_a_session_resumed_inside_a_later_epoch_says_so(tmp_path, first_stop, rows_ahead,
+                                                       second):
     """A session resumed from a checkpoint inside epoch 2 (step 15 of 10-step
-    epochs) read "From epoch 2", as if all of epoch 2 trained on its commit."""
-    result = run_py_script(RESUMED_INSIDE_A_LATER_EPOCH, tmp_path)
+    epochs) read "From epoch 2", as if all of epoch 2 trained on its commit.
+    A run killed after writing epoch 3's metrics.csv row, before its checkpoint,
+    resumes at epoch 3's start (the trainer drops the row), not "From epoch 4"."""
+    result = run_py_script(RESUMED_INSIDE_A_LATER_EPOCH.replace(
+        "FIRST_STOP", str(first_stop)).replace("ROWS_AHEAD", str(rows_ahead)), tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     line = next(line for line in result.stdout.splitlines() if line.startswith("- sgan seed 0:"))
     assert re.fullmatch(r"- sgan seed 0: From epoch 1: .*; commit aaa; \S+\. "
-                        r"Resumed within epoch 2: .*; commit bbb; \S+\.", line), line
+                        rf"{second}: .*; commit bbb; \S+\.", line), line
 
 
 CHILD = """
