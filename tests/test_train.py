@@ -955,9 +955,8 @@ def test_a_full_disk_under_tensorboards_writer_gets_one_line(tmp_path, fast):
               "sys.argv = ['train.py'] + sys.argv[1:]\n"
               "train.run()\n")
     output_dir = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-c", script, *fast, "--epochs=1",
-                             "--steps_per_epoch=2", f"--output_dir={output_dir}"],
-                            capture_output=True, text=True, timeout=300, env=ENV, cwd=REPO_ROOT)
+    result = preloaded.run_code(script, [*fast, "--epochs=1", "--steps_per_epoch=2",
+                                         f"--output_dir={output_dir}"], ENV, timeout=300)
     assert result.returncode == 5, result.stderr[-3000:]
     lines = error_lines(result.stderr)
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
@@ -1310,9 +1309,8 @@ def test_a_one_worker_multi_worker_run_trains_and_logs_scalars(tmp_path, fast):
     output_dir = tmp_path / "run"
     tf_config = {"cluster": {"worker": [f"localhost:{free_port()}"]},
                  "task": {"type": "worker", "index": 0}}
-    result = fresh_cli(*fast, "--epochs=1", "--steps_per_epoch=2", "--strategy=multi_worker",
-                     f"--output_dir={output_dir}",
-                     env={**ENV, "TF_CONFIG": json.dumps(tf_config)})
+    result = cli(*fast, "--epochs=1", "--steps_per_epoch=2", "--strategy=multi_worker",
+                 f"--output_dir={output_dir}", env={**ENV, "TF_CONFIG": json.dumps(tf_config)})
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(metrics_rows(output_dir)) == 1
 
@@ -1343,7 +1341,7 @@ def test_a_multi_worker_run_whose_chief_stops_ends_every_worker_with_one_line(tm
 # ------------------------------------------------------------------ bad input
 BAD_INPUTS = [
     # First: logical CPUs can only be configured before TensorFlow's runtime
-    # starts, and the cases share one interpreter (BAD_INPUT_DRIVER).
+    # starts, and the cases share one process (BAD_INPUT_DRIVER).
     (["--strategy=mirrored", "--virtual_cpus=2", "--batch_size=15"], "--batch_size"),
     (["--dataset=imagenet"], "--dataset"),
     (["--preset=resnet"], "--preset"),
@@ -1377,9 +1375,9 @@ BAD_INPUTS = [
     (["--dataset=tfds:imdb_reviews"], "imdb_reviews is not an image-classification"),
 ]
 
-# Runs the CLI's own entry point, absl's ``app.run(main)``, once per argv in
-# one interpreter: each case pays TensorFlow's import (~5 s) once for all, not
-# once each. absl's flags are reset between cases; each case's stderr and exit
+# Runs the CLI's own entry point, absl's ``app.run(main)``, once per argv (a
+# JSON list, its first argument) in one process: each case pays TensorFlow's
+# import (~5 s) once for all, not once each. absl's flags are reset between cases; each case's stderr and exit
 # status are captured as the process would have printed and returned them,
 # and an exception that escapes ``app.run`` prints its traceback as an
 # uncaught one would.
@@ -1388,7 +1386,7 @@ import contextlib, io, json, sys, traceback
 from absl import app, flags
 from sgan_keras import train
 results = []
-for argv in json.loads(sys.stdin.read()):
+for argv in json.loads(sys.argv[1]):
     flags.FLAGS.unparse_flags()
     stderr, status = io.StringIO(), None
     with contextlib.redirect_stderr(stderr):
@@ -1404,19 +1402,24 @@ print(json.dumps({"results": results, "tensorflow_imported": "tensorflow" in sys
 """
 
 
-def run_bad_inputs(cases, fast, output_dir):
+def run_bad_inputs(cases, fast, output_dir, forked=False):
     """BAD_INPUT_DRIVER's report of the CLI on each of ``cases`` (lists of
     flags) on top of the fast configuration; ``output_dir(index)`` gives each
-    its output directory."""
+    its output directory. In a new interpreter, or ``forked`` from one that
+    has imported TensorFlow already (tests/preloaded.py: its report then says
+    nothing of what the cases import)."""
     argvs = []
     for index, args in enumerate(cases):
         base = {arg.split("=")[0]: arg for arg in [*fast, f"--output_dir={output_dir(index)}",
                                                   "--epochs=1", "--steps_per_epoch=1"]}
         base.update({arg.split("=")[0]: arg for arg in args})
         argvs.append(list(base.values()))
-    result = subprocess.run([sys.executable, "-c", BAD_INPUT_DRIVER], input=json.dumps(argvs),
-                            capture_output=True, text=True, timeout=600, env=ENV,
-                            cwd=REPO_ROOT)
+    if forked:
+        result = preloaded.run_code(BAD_INPUT_DRIVER, [json.dumps(argvs)], ENV, timeout=600)
+    else:
+        result = subprocess.run([sys.executable, "-c", BAD_INPUT_DRIVER, json.dumps(argvs)],
+                                capture_output=True, text=True, timeout=600, env=ENV,
+                                cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -1427,7 +1430,8 @@ def bad_input_results(tmp_path_factory, fast):
     output directory (made once per session; tests only read it)."""
     def make(directory):
         report = run_bad_inputs([args for args, _ in BAD_INPUTS], fast,
-                                lambda index: directory / f"bad_input_{index}" / "out")
+                                lambda index: directory / f"bad_input_{index}" / "out",
+                                forked=True)
         (directory / "results.json").write_text(json.dumps(report["results"]))
     directory = made_once(tmp_path_factory, "bad_input_results", make)
     return json.loads((directory / "results.json").read_text())
