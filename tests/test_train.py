@@ -1705,7 +1705,7 @@ def test_cli_trains_and_exports_on_an_image_folder_of_real_cifar10(cifar10_dir, 
                                                                    monkeypatch):
     monkeypatch.syspath_prepend(str(REPO_ROOT / "experiments"))
     from cifar10_image_folder import write_folder
-    names = write_folder(cifar10_dir, tmp_path / "pets")
+    names = write_folder(cifar10_dir, tmp_path / "pets", unlabeled=200)   # > 5 steps of 32
     (tmp_path / "pets" / "unlabeled" / "notes.png").write_bytes(b"not an image")
     output_dir = tmp_path / "run"
     result = cli(f"--dataset=folder:{tmp_path / 'pets'}", "--preset=svhn_dcgan",
