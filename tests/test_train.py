@@ -808,7 +808,9 @@ def test_a_resumed_epochs_seconds_count_the_earlier_sessions_steps_not_their_los
 
 def test_two_concurrent_launches_exactly_one_runs(tmp_path, fast):
     output_dir = tmp_path / "run"
-    args = [*fast, "--epochs=1", "--steps_per_epoch=30", f"--output_dir={output_dir}"]
+    # The winner holds the lock for seconds (its start, evaluation and export),
+    # the other meets it within its first second: 2 steps are enough.
+    args = [*fast, "--epochs=1", "--steps_per_epoch=2", f"--output_dir={output_dir}"]
     processes = [launch(*args), launch(*args)]
     outcomes = [(process, *process.communicate(timeout=300)) for process in processes]
     codes = sorted(process.returncode for process in processes)
