@@ -535,7 +535,8 @@ def run_peers(peers, output):
     command = [sys.executable, os.path.relpath(script),     # relative: its recorded command
                f"--peers={','.join(peers)}", f"--repeats={FLAGS.repeats}",
                f"--window_seconds={FLAGS.peer_window_seconds}",
-               f"--peak_repeats={FLAGS.peak_repeats}", f"--output={path}"]
+               f"--peak_repeats={FLAGS.peak_repeats}", *provenance.smoke_arguments(FLAGS),
+               f"--output={path}"]
     env = dict(os.environ)
     if KERNELS_FROM_ENVIRONMENT is None:   # this process's choice: it chooses per peer
         env.pop(onednn.ONEDNN_VARIABLE, None)
@@ -555,7 +556,8 @@ def markdown(machine, peak, rows, peers_markdown=None):
         f"({machine['date']}, commit {machine['commit']}).", "",
         provenance.quiet_line(machine["quiet_check"]), "",
         provenance.cpu_allocator_line(machine["pooled_cpu_allocator"]), "",
-        f"Peak (float32 2048x2048 matmul chain, same run, best of {machine['peak_repeats']}): "
+        f"Peak (float32 {FLAGS.peak_size}x{FLAGS.peak_size} matmul chain, same run, best of "
+        f"{machine['peak_repeats']}): "
         f"{peak / 1e9:.1f} GFLOP/s.", "",
         "Milliseconds per training step (median of the timed windows); images/s counts the "
         "images D classifies per step (3 x batch; 2 x batch with masked label batching).", "",
@@ -607,11 +609,11 @@ def main(argv):
         raise app.UsageError(f"--modes: unknown {unknown}; allowed: {sorted(MODE_TITLES)}")
     # What the CLI runs; TF_CPU_ALLOCATOR_USE_BFC=false times the default.
     distribute.use_pooled_cpu_allocator()
-    check = provenance.quiet_check(force=FLAGS.force)
+    check = provenance.quiet_check(FLAGS.quiet_seconds, force=FLAGS.force)
     machine = {**provenance.record(), "quiet_check": check,
                "pooled_cpu_allocator": distribute.pooled_cpu_allocator_in_use(),
                "peak_repeats": FLAGS.peak_repeats}
-    peak = provenance.matmul_peak_flops(repeats=FLAGS.peak_repeats)
+    peak = provenance.matmul_peak_flops(FLAGS.peak_size, repeats=FLAGS.peak_repeats)
     source_batch = {name: preset.config.training.batch_size for name, preset in PRESETS.items()}
     configs = [(name, source_batch[name]) for name in FLAGS.presets]
     configs += [(name, int(b)) for name in FLAGS.presets if name in FLAGS.batch_size_presets

@@ -110,7 +110,7 @@ def peak_memory_gb():
 
 def main(argv):
     del argv
-    check = provenance.quiet_check(force=FLAGS.force)
+    check = provenance.quiet_check(FLAGS.quiet_seconds, force=FLAGS.force)
     cases = [("mnist", lambda: data_lib.load_dataset("mnist", 100, data_dir=FLAGS.data_dir), 100),
              ("svhn-shaped", lambda: data_lib.synthetic_dataset(
                  "svhn", 1000, train_size=choices_lib.DATASETS["svhn"].train_size), 128)]

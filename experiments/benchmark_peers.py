@@ -417,7 +417,7 @@ def main(argv):
     from sgan_keras import distribute
     distribute.use_pooled_cpu_allocator()
     pooled = distribute.pooled_cpu_allocator_in_use()   # this process's; the sides inherit it
-    check = provenance.quiet_check(force=FLAGS.force)
+    check = provenance.quiet_check(FLAGS.quiet_seconds, force=FLAGS.force)
     rows = []
     for peer in FLAGS.peers:
         step_flops, fused = step_facts(PEERS[peer][0], PEERS[peer][1])
@@ -449,7 +449,7 @@ def main(argv):
                                     for side, values in times.items()}})
         print(f"{peer}: ours {ours_ms:.1f} ms, peer {peer_ms:.1f} ms, "
               f"{peer_ms / ours_ms:.2f}x", flush=True)
-    peak = provenance.matmul_peak_flops(repeats=FLAGS.peak_repeats)
+    peak = provenance.matmul_peak_flops(FLAGS.peak_size, repeats=FLAGS.peak_repeats)
     for row in rows:
         row["fraction_of_peak"] = round(row["flops_per_step"] / (row["ours_ms"] / 1000) / peak, 4)
     write(rows, check, peak, pooled)
@@ -478,7 +478,8 @@ def write(rows, check, peak, pooled):
              provenance.cpu_allocator_line(pooled) + " Both sides' processes use it.", "",
              "Milliseconds per training step, median of the timed windows (float32, "
              "alternating windows, each side in its own process).", "",
-             f"Peak: a float32 2048x2048 matmul chain, {peak / 1e9:.1f} GFLOP/s in this run "
+             f"Peak: a float32 {FLAGS.peak_size}x{FLAGS.peak_size} matmul chain, "
+             f"{peak / 1e9:.1f} GFLOP/s in this run "
              f"(best of {FLAGS.peak_repeats}). "
              "`separate D` is the package's step with D called once per batch rather than "
              "once on their concatenation. `kernels`: the CPU kernels both sides of the row "

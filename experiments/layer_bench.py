@@ -19,8 +19,8 @@ FLAGS = flags.FLAGS
 def start():
     """The quiet-machine check (refusing a busy one unless ``--force``), then
     the matmul peak in FLOP/s and the line that states it."""
-    check = provenance.quiet_check(force=FLAGS.force)
-    peak = provenance.matmul_peak_flops(repeats=FLAGS.peak_repeats)
+    check = provenance.quiet_check(FLAGS.quiet_seconds, force=FLAGS.force)
+    peak = provenance.matmul_peak_flops(FLAGS.peak_size, repeats=FLAGS.peak_repeats)
     line = (f"Matmul peak (same run, best of {FLAGS.peak_repeats}): {peak / 1e9:.1f} GFLOP/s; "
             f"float32, fastest of {FLAGS.repeats} windows of about {FLAGS.window_seconds:g} s.")
     return check, peak, line

@@ -127,14 +127,34 @@ def machine_line(record):
             f"Keras {record['keras']}, Python {record['python']}")
 
 
-def define_timing_flags(peak=True):
-    """The flags of every timing script: ``--force`` (:func:`quiet_check`'s)
-    and, with ``peak``, ``--peak_repeats`` (:func:`matmul_peak_flops`')."""
+def define_timing_flags(peak=True, flag_values=None):
+    """The flags of every timing script: ``--force`` and ``--quiet_seconds``
+    (:func:`quiet_check`'s) and, with ``peak``, ``--peak_repeats`` and
+    ``--peak_size`` (:func:`matmul_peak_flops`'), in ``flag_values`` (default
+    absl's ``FLAGS``). ``--quiet_seconds`` and ``--peak_size`` only shorten a
+    smoke run (a test's): their defaults are what a measurement uses."""
     from absl import flags
-    flags.DEFINE_bool("force", False, "Measure even if the machine is not quiet (recorded).")
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    flags.DEFINE_bool("force", False, "Measure even if the machine is not quiet (recorded).",
+                      flag_values=flag_values)
+    flags.DEFINE_float("quiet_seconds", 3.0, "Length of the quiet check's look at the other "
+                       "processes (less for a smoke run).", lower_bound=0.01,
+                       flag_values=flag_values)
     if peak:
         flags.DEFINE_integer("peak_repeats", 10, "Timed runs of the matmul-peak probe (the "
-                             "fastest is the peak; 1 for a smoke run).", lower_bound=1)
+                             "fastest is the peak; 1 for a smoke run).", lower_bound=1,
+                             flag_values=flag_values)
+        flags.DEFINE_integer("peak_size", 2048, "Side of the matmul-peak probe's square "
+                             "matrices (less for a smoke run).", lower_bound=1,
+                             flag_values=flag_values)
+
+
+def smoke_arguments(flag_values):
+    """The ``--quiet_seconds`` and ``--peak_size`` arguments given on this
+    command line (none when left at their defaults), for a script that starts
+    another timing script to pass on."""
+    return [f"--{name}={flag_values[name].value}" for name in ("quiet_seconds", "peak_size")
+            if name in flag_values and flag_values[name].present]
 
 
 def quiet_check(seconds=3.0, force=False, patience=120.0):

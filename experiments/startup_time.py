@@ -99,7 +99,7 @@ def timed(launcher, name, directory):
 
 def main(argv):
     del argv
-    check = provenance.quiet_check(force=FLAGS.force)
+    check = provenance.quiet_check(FLAGS.quiet_seconds, force=FLAGS.force)
     reference, reference_dir, described = reference_way()
     launchers = {"shipped": (SHIPPED, provenance.REPO_ROOT),
                  "reference": (SHIPPED if FLAGS.reference else UNTOUCHED, reference_dir)}

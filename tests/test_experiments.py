@@ -1156,6 +1156,32 @@ def test_report_summarizes_finished_runs_and_counts_each_kind(tmp_path):
                         "2 SGAN, 1 baseline |"), row
 
 
+# A timing script's smoke run: a 0.1 s look at the other processes (3 s
+# measuring) and a 256x256 matmul-peak probe (2048), passed on to the timing
+# scripts it starts.
+QUIET_LOOK = "--quiet_seconds=0.1"
+SMOKE = [QUIET_LOOK, "--peak_size=256"]
+
+
+def test_a_timing_scripts_smoke_flags_default_to_a_measurements_and_pass_on_when_given():
+    """--quiet_seconds and --peak_size shorten a test's run; left out, a
+    measurement looks 3 s and probes 2048x2048 as before, and a script that
+    starts another timing script passes on only those given."""
+    from absl import flags
+    import provenance
+
+    def parsed(*argv):
+        values = flags.FlagValues()
+        provenance.define_timing_flags(flag_values=values)
+        values(["benchmark.py", *argv])
+        return values
+    measuring = parsed("--peak_repeats=3")
+    assert (measuring.quiet_seconds, measuring.peak_size) == (3.0, 2048)
+    assert provenance.smoke_arguments(measuring) == []
+    assert provenance.smoke_arguments(parsed(*SMOKE)) == SMOKE
+    assert provenance.smoke_arguments(parsed("--peak_size=64")) == ["--peak_size=64"]
+
+
 def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     output = tmp_path / "benchmark.md"
     result = preloaded.run_script(
@@ -1165,7 +1191,7 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
          "--modes=function,constant,bf16,unfused_adam,joined_g_pass,native_conv_transpose,"
          "keras_batch_norm,eager,fit,fit_spe",
          "--peers=gans_in_action", "--peer_window_seconds=0.05",
-         "--peak_repeats=1", f"--output={output}", "--force"],
+         "--peak_repeats=1", *SMOKE, f"--output={output}", "--force"],
         env={key: value for key, value in os.environ.items()
              if key != distribute.POOLED_CPU_ALLOCATOR_VARIABLE}, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -1193,7 +1219,7 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     assert row["optimizers"]["function"] == ["FusedAdam", "FusedAdam"]
     assert row["optimizers"]["unfused_adam"] == ["Adam", "Adam"]
     assert table["peak_flops"] > 0 and row["derived"]["achieved_flops"] > 0
-    assert "matmul chain, same run, best of 1)" in output.read_text()
+    assert "256x256 matmul chain, same run, best of 1)" in output.read_text()
     assert "| mnist_gans_in_action | 32 |" in output.read_text()
     assert "--presets=mnist_gans_in_action" in table["machine"]["command"]
     assert table["machine"]["commit"] in output.read_text()
@@ -1225,6 +1251,7 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     if onednn.is_x86():     # both sides on the kernels the preset's CLI runs choose
         assert peer_row["onednn"] == {"ours": False, "peer": False}
     assert "\n## The package's training step beside each source's own code" in output.read_text()
+    assert "a float32 256x256 matmul chain" in output.read_text()    # the smoke run's, passed on
     assert "| mnist_gans_in_action | 32 | Keras train_on_batch loop" in output.read_text()
 
 
@@ -1232,11 +1259,13 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
 def test_startup_time_times_the_shipped_cli_beside_a_reference(reference, tmp_path, mnist_dir):
     # The reference: the untouched main of this checkout, or another checkout's
     # CLI (here this one again, as a stand-in for a git worktree).
+    # Forked (tests/preloaded.py): the processes it times start as they do from a shell.
     output = tmp_path / "startup.md"
-    subprocess.run([sys.executable, "experiments/startup_time.py", "--commands=refused",
-                    "--repeats=1", f"--data_dir={mnist_dir}", f"--output={output}", "--force",
-                    f"--reference={reference}"],
-                   cwd=REPO_ROOT, check=True, capture_output=True, timeout=120)
+    result = preloaded.run_script(
+        "experiments/startup_time.py",
+        ["--commands=refused", "--repeats=1", f"--data_dir={mnist_dir}", f"--output={output}",
+         "--force", QUIET_LOOK, f"--reference={reference}"], timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads(output.with_suffix(".json").read_text())
     times = record["results"]["refused"]["seconds"]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
@@ -1376,7 +1405,7 @@ def run_benchmark(tmp_path, *args):
     output = tmp_path / "benchmark.md"
     result = preloaded.run_script(
         "experiments/benchmark.py",
-        [*args, "--steps=2", "--repeats=1", "--peak_repeats=1", f"--output={output}",
+        [*args, "--steps=2", "--repeats=1", "--peak_repeats=1", *SMOKE, f"--output={output}",
          "--peers=", "--force"], timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(output.with_suffix(".json").read_text())["rows"], output.read_text()
@@ -1552,7 +1581,7 @@ def test_input_pipeline_benchmark_checks_the_machine_and_records_the_check(tmp_p
     result = preloaded.run_script(
         "experiments/benchmark_input_pipeline.py",
         [f"--data_dir={mnist_dir}", "--steps=2", "--warmup_steps=1", "--latency_calls=2",
-         "--step_ms=1", "--force", f"--output={output}"], timeout=180)
+         "--step_ms=1", "--force", QUIET_LOOK, f"--output={output}"], timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads(output.read_text())
     assert set(record["quiet_check"]) >= {"load_average", "busy_processes", "quiet"}
@@ -1568,7 +1597,7 @@ def test_conv_transpose_bench_times_each_layer_and_its_rewrite(tmp_path):
     result = preloaded.run_script(
         "experiments/conv_transpose_bench.py",
         ["--batch_size=2", "--window_seconds=0.001", "--repeats=1", "--peak_repeats=1",
-         f"--output={output}", "--force"], timeout=300)
+         *SMOKE, f"--output={output}", "--force"], timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     text = output.read_text()
     for layer in ("GANs in Action g_convt1 | 7x7x256 -> 128, 3x3, stride 2",
@@ -1589,7 +1618,7 @@ def test_conv_input_grad_bench_times_each_stride_one_convolutions_input_gradient
     result = preloaded.run_script(
         "experiments/conv_input_grad_bench.py",
         ["--batch_size=2", "--window_seconds=0.001", "--repeats=1", "--peak_repeats=1",
-         f"--output={output}", "--force"], timeout=300)
+         *SMOKE, f"--output={output}", "--force"], timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     text = output.read_text()
     for layer in ("MNIST blog g_conv1 (UpsampleConv2D) | 7x7x64 -> 512, 3x3, same",
