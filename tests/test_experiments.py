@@ -1036,7 +1036,7 @@ received = []
 for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
     signal.signal(number, lambda number, frame: received.append(number))
 open(sys.argv[1] + ".ready", "w").close()
-deadline = time.time() + 3
+deadline = time.time() + float(sys.argv[2])
 while time.time() < deadline and not received:
     time.sleep(0.05)
 time.sleep(0.5)                  # a duplicate would arrive by now
@@ -1045,21 +1045,23 @@ sys.exit(75)
 """
 PARENT = """
 import signal, sys
-if len(sys.argv) > 3:         # as nohup or a background job of a script leaves it
-    signal.signal(getattr(signal, sys.argv[3]), signal.SIG_IGN)
+if len(sys.argv) > 4:         # as nohup or a background job of a script leaves it
+    signal.signal(getattr(signal, sys.argv[4]), signal.SIG_IGN)
 sys.path.insert(0, "experiments")
 import run
-sys.exit(run.run_trainer([sys.executable, "-c", sys.argv[1], sys.argv[2]]))
+sys.exit(run.run_trainer([sys.executable, "-c", sys.argv[1], sys.argv[2], sys.argv[3]]))
 """
 
 
 def signal_the_runner(tmp_path, signal_name, *ignored):
     """Sends ``signal_name`` to the group of :data:`PARENT` (ignoring
     ``ignored``) as its trainer waits; returns its exit status and the
-    signals its trainer received."""
+    signals its trainer received. The trainer waits up to 3 s for the
+    signal, or 1 s when ignored: one passed on arrives within milliseconds."""
     import signal
     count = tmp_path / "count"
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, CHILD, str(count), *ignored],
+    wait = "1" if ignored else "3"
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, CHILD, str(count), wait, *ignored],
                               cwd=REPO_ROOT, start_new_session=True)
     deadline = time.time() + 60
     while not (tmp_path / "count.ready").exists() and time.time() < deadline:
