@@ -16,8 +16,8 @@ from nbclient import NotebookClient
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
-TINY_BUDGET = {"SGAN_NOTEBOOK_STEPS": "3", "SGAN_NOTEBOOK_EPOCHS": "2",
-               "SGAN_NOTEBOOK_TEST_IMAGES": "1000"}
+TINY_BUDGET = {"SGAN_NOTEBOOK_STEPS": "3", "SGAN_NOTEBOOK_EPOCHS": "1",
+               "SGAN_NOTEBOOK_TEST_IMAGES": "200"}
 # What a notebook writes into SGAN_NOTEBOOK_OUTPUT_DIR (glob patterns). Given
 # that directory, a notebook leaves nothing in the temporary directory.
 OUTPUTS = {"quickstart.ipynb": ["sgan/metrics.csv", "sgan/samples/*.png", "sgan/*.png",
