@@ -48,10 +48,11 @@ def fresh_cli(*args, timeout=300, env=None):
 
 
 @pytest.fixture(scope="session")
-def fast(mnist_dir):
-    """A small, fast configuration of the GANs in Action preset (BN, dropout, conv)."""
+def fast(small_mnist_dir):
+    """A small, fast configuration of the GANs in Action preset (BN, dropout,
+    conv) on a sixth of MNIST (``small_mnist_dir``)."""
     return ["--dataset=mnist", "--preset=mnist_gans_in_action", "--labels=100",
-            f"--data_dir={mnist_dir}", "--batch_size=16", "--eval_batch_size=2500",
+            f"--data_dir={small_mnist_dir}", "--batch_size=16", "--eval_batch_size=2500",
             "--notflite"]
 
 
@@ -857,14 +858,15 @@ def test_non_finite_training_stops_at_once_and_keeps_the_last_good_checkpoint(
                 assert np.isfinite(value).all(), key
 
 
-def test_out_of_memory_gets_one_line_and_a_smaller_eval_batch_resumes(tmp_path, fast):
+def test_out_of_memory_gets_one_line_and_a_smaller_eval_batch_resumes(tmp_path, fast,
+                                                                    mnist_dir):
     """TensorFlow's allocator refusing a tensor (a GPU's usual fault; here the
     CPU's pooled allocator under a 250 MB limit, which MNIST's arrays fit)
     ended in a traceback. The evaluation's 10,000-image batch does not fit.
     On Eigen's kernels, which the CLI picks for this preset: oneDNN's crash
     the process (SIGSEGV) when an allocation fails inside them."""
-    args = [*fast, "--epochs=1", "--steps_per_epoch=2", "--checkpoint_every_steps=1",
-            f"--output_dir={tmp_path / 'run'}"]
+    args = [*fast, f"--data_dir={mnist_dir}", "--epochs=1", "--steps_per_epoch=2",
+            "--checkpoint_every_steps=1", f"--output_dir={tmp_path / 'run'}"]
     result = fresh_cli(*args, "--eval_batch_size=10000", env={
         **ENV, "TF_CPU_BFC_MEM_LIMIT_IN_MB": "250", onednn.ONEDNN_VARIABLE: "0"})
     assert result.returncode == 6, result.stderr[-3000:]
@@ -1162,7 +1164,7 @@ def test_jit_compile_true_under_two_replicas_is_refused_before_training(tmp_path
     assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("eval_batch_size", [1, 3333])   # 10,000 = 3 x 3,333 + 1
+@pytest.mark.parametrize("eval_batch_size", [1, 1999])   # small_mnist_dir: 2,000 = 1,999 + 1
 def test_an_eval_batch_that_leaves_a_replica_no_image_is_refused_before_training(
         eval_batch_size, tmp_path, fast):
     # It trained, then the evaluation's convolution of an empty batch failed
@@ -1172,7 +1174,7 @@ def test_an_eval_batch_that_leaves_a_replica_no_image_is_refused_before_training
                  f"--output_dir={tmp_path / 'run'}")
     lines = error_lines(result.stderr)
     assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
-    assert (f"--eval_batch_size={eval_batch_size} leaves a test batch of 1 of the 10000 test "
+    assert (f"--eval_batch_size={eval_batch_size} leaves a test batch of 1 of the 2000 test "
             "images, fewer than the 2 replicas") in lines[0], lines[0]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "metrics.csv").exists()
