@@ -517,14 +517,14 @@ def test_a_signal_before_training_prints_the_command_with_its_overwrite(where, t
     assert shlex.split(command)[-2:] == [f"--output_dir={output_dir}", "--overwrite"]
 
 
-def test_train_tells_an_interrupt_before_training_from_one_after(tmp_path, mnist_dir,
+def test_train_tells_an_interrupt_before_training_from_one_after(tmp_path, small_mnist_dir,
                                                                  monkeypatch):
     """KeyboardInterrupt before StopSignals took the signals over is
     InterruptedBeforeTraining (the CLI keeps --overwrite in its command);
     after training ended it is a plain one (the command leaves it out)."""
     from sgan_keras import trainer
     config = presets.get_preset("mnist_gans_in_action").config.replace(
-        dataset="mnist", labels=100, data_dir=str(mnist_dir), epochs=1, steps_per_epoch=2,
+        dataset="mnist", labels=100, data_dir=str(small_mnist_dir), epochs=1, steps_per_epoch=2,
         batch_size=16, output_dir=str(tmp_path / "run"))
 
     def interrupt(*args):
@@ -713,7 +713,7 @@ def test_a_terminal_that_hung_up_is_a_reader_gone_not_a_traceback(capsys):
 
 
 def test_a_signal_after_the_last_step_stops_before_the_export_and_the_run_then_finishes(
-        tmp_path, mnist_dir, monkeypatch):
+        tmp_path, small_mnist_dir, monkeypatch):
     """SIGTERM after the last step (here in the last epoch's end): the run
     stops before exporting (TrainingInterrupted, exit 75) rather than ignore
     it, and the same configuration then exports without training again."""
@@ -721,7 +721,7 @@ def test_a_signal_after_the_last_step_stops_before_the_export_and_the_run_then_f
     from sgan_keras import callbacks as callbacks_lib
     from sgan_keras import trainer
     config = presets.get_preset("mnist_gans_in_action").config.replace(
-        dataset="mnist", labels=100, data_dir=str(mnist_dir), epochs=1, steps_per_epoch=2,
+        dataset="mnist", labels=100, data_dir=str(small_mnist_dir), epochs=1, steps_per_epoch=2,
         batch_size=16, eval_batch_size=2500, tflite=False, output_dir=str(tmp_path / "run"))
     callbacks_of = trainer._callbacks
 
@@ -741,14 +741,14 @@ def test_a_signal_after_the_last_step_stops_before_the_export_and_the_run_then_f
 
 
 def test_a_resumed_epochs_seconds_count_the_earlier_sessions_steps_not_their_lost_work(
-        tmp_path, mnist_dir, monkeypatch, capsys):
+        tmp_path, small_mnist_dir, monkeypatch, capsys):
     """metrics.csv's seconds of an epoch stopped and resumed mid-way count what
     the stopped session spent up to its last checkpoint (experiments/run.py
     sums them), not what it lost after it; EpochSummary's line says the same."""
     import keras
     from sgan_keras import trainer
     config = presets.get_preset("mnist_gans_in_action").config.replace(
-        dataset="mnist", labels=100, data_dir=str(mnist_dir), epochs=1, steps_per_epoch=4,
+        dataset="mnist", labels=100, data_dir=str(small_mnist_dir), epochs=1, steps_per_epoch=4,
         checkpoint_every_steps=1, batch_size=16, eval_batch_size=2500, tflite=False,
         output_dir=str(tmp_path / "run"))
     callbacks_of = trainer._callbacks
@@ -899,7 +899,7 @@ def test_only_the_allocators_resource_exhausted_errors_are_out_of_memory():
 
 
 def test_init_images_beyond_memory_are_out_of_memory_and_fewer_then_start(
-        tmp_path, mnist_dir, monkeypatch):
+        tmp_path, small_mnist_dir, monkeypatch):
     """``--init_images=100000000``: NumPy's MemoryError for 73 GiB of images
     ended the run in a traceback (exit 1). Raised here without the allocation."""
     from sgan_keras import data as data_lib
@@ -908,7 +908,7 @@ def test_init_images_beyond_memory_are_out_of_memory_and_fewer_then_start(
 
     def config(init_images):
         return presets.resolve({
-            "preset": "mnist_improved_gan", "data_dir": str(mnist_dir), "epochs": 1,
+            "preset": "mnist_improved_gan", "data_dir": str(small_mnist_dir), "epochs": 1,
             "steps_per_epoch": 1, "batch_size": 16, "eval_batch_size": 5000, "tflite": False,
             "init_images": init_images, "output_dir": str(tmp_path / "run")})
 
