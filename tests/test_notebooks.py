@@ -26,8 +26,8 @@ OUTPUTS = {"quickstart.ipynb": ["sgan/metrics.csv", "sgan/samples/*.png", "sgan/
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs(path, monkeypatch, mnist_dir, tmp_path):
-    monkeypatch.setenv("SGAN_MNIST_DIR", str(mnist_dir))
+def test_notebook_runs(path, monkeypatch, small_mnist_dir, tmp_path):
+    monkeypatch.setenv("SGAN_MNIST_DIR", str(small_mnist_dir))
     output_dir = tmp_path / "outputs"
     output_dir.mkdir()
     monkeypatch.setenv("SGAN_NOTEBOOK_OUTPUT_DIR", str(output_dir))
