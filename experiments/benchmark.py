@@ -5,7 +5,8 @@ r"""Measures the SGAN training step: images/s, FLOP/s, input wait, execution mod
 
 For each preset at its source's batch size (and at ``--batch_sizes`` for the
 presets of ``--batch_size_presets``: ``mnist_blog`` at batch 100, the figure
-the performance issue names), in one process on one machine:
+the performance issue names; ``--nosource_batch``: at those only), in one
+process on one machine:
 
 - ``function``: a bare loop ``step(next(iterator))`` over the package's
   ``tf.data`` pipeline, ``step = tf.function(model.train_step)``; the time
@@ -126,6 +127,9 @@ flags.DEFINE_list("batch_sizes", [], "Extra batch sizes for the presets of "
                   "--batch_size_presets (for mnist_blog, the issue's 100).")
 flags.DEFINE_list("batch_size_presets", ["mnist_blog"], "Presets of --presets also timed at "
                   "--batch_sizes.")
+flags.DEFINE_boolean("source_batch", True, "Time each preset at its source's batch size; "
+                     "--nosource_batch times the presets of --batch_size_presets at "
+                     "--batch_sizes only (a smoke run's small step).")
 flags.DEFINE_integer("steps", 20, "Steps per timed window (fewer for slow presets, see "
                      "--max_window_seconds).")
 flags.DEFINE_float("max_window_seconds", 20.0, "Cap on one timed window's length.")
@@ -607,6 +611,10 @@ def main(argv):
     unknown = sorted(set(FLAGS.modes) - set(MODE_TITLES))
     if unknown:
         raise app.UsageError(f"--modes: unknown {unknown}; allowed: {sorted(MODE_TITLES)}")
+    if not FLAGS.source_batch and not (FLAGS.batch_sizes
+                                       and set(FLAGS.presets) & set(FLAGS.batch_size_presets)):
+        raise app.UsageError("--nosource_batch times the presets of --presets that are in "
+                             "--batch_size_presets at --batch_sizes only: none given")
     # What the CLI runs; TF_CPU_ALLOCATOR_USE_BFC=false times the default.
     distribute.use_pooled_cpu_allocator()
     check = provenance.quiet_check(FLAGS.quiet_seconds, force=FLAGS.force)
@@ -615,9 +623,9 @@ def main(argv):
                "peak_repeats": FLAGS.peak_repeats}
     peak = provenance.matmul_peak_flops(FLAGS.peak_size, repeats=FLAGS.peak_repeats)
     source_batch = {name: preset.config.training.batch_size for name, preset in PRESETS.items()}
-    configs = [(name, source_batch[name]) for name in FLAGS.presets]
+    configs = [(name, source_batch[name]) for name in FLAGS.presets if FLAGS.source_batch]
     configs += [(name, int(b)) for name in FLAGS.presets if name in FLAGS.batch_size_presets
-                for b in FLAGS.batch_sizes if int(b) != source_batch[name]]
+                for b in FLAGS.batch_sizes if (name, int(b)) not in configs]
     elsewhere = timed_elsewhere(FLAGS.presets)
     rows = []
 
@@ -636,7 +644,7 @@ def main(argv):
     for name, batch_size in configs:
         if any(name in names for names in elsewhere.values()):
             continue
-        extra = batch_size != source_batch[name]
+        extra = batch_size != source_batch[name] or not FLAGS.source_batch
         add(measure(name, batch_size, FLAGS.modes, FLAGS.repeats, always_full=extra))
     for setting, names in elsewhere.items():
         for row in measure_elsewhere(setting, names, FLAGS.output):

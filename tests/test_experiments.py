@@ -1458,8 +1458,12 @@ print("same")
     result = preloaded.run_code(code, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("same")
-    (row,), table = run_benchmark(tmp_path, "--presets=mnist_blog",
+    # At batch 2 only (--nosource_batch): the mode and its column, not the
+    # source's batch of 32 (35 GFLOP a step); the sizes are the next test's.
+    (row,), table = run_benchmark(tmp_path, "--presets=mnist_blog", "--nosource_batch",
+                                  "--batch_size_presets=mnist_blog", "--batch_sizes=2",
                                   "--modes=function,native_conv_input_grad")
+    assert row["batch_size"] == 2
     assert set(row["seconds_per_step"]) == {"function", "native_conv_input_grad"}
     assert row["derived"]["conv_input_grad_speedup"] > 0
     assert "| conv input grad speed-up |" in table
@@ -1696,7 +1700,10 @@ def test_the_machine_record_names_the_cores_a_pinned_process_may_use(monkeypatch
     ("experiments/benchmark.py", "--batch_size_presets=nope",
      "--batch_size_presets: unknown ['nope']"),
     ("experiments/benchmark_peers.py", "--peers=blog,nope", "--peers: unknown ['nope']"),
-], ids=["preset", "batch_size_preset", "peer"])
+    ("experiments/benchmark.py", "--nosource_batch",
+     "--nosource_batch times the presets of --presets that are in --batch_size_presets "
+     "at --batch_sizes only: none given"),
+], ids=["preset", "batch_size_preset", "peer", "no_batch_at_all"])
 def test_benchmarks_reject_an_unknown_name(script, names, message, tmp_path):
     result = preloaded.run_script(script, [names, f"--output={tmp_path / 'b.md'}"], timeout=120)
     assert result.returncode != 0 and message in result.stderr
