@@ -1187,21 +1187,24 @@ def test_a_timing_scripts_smoke_flags_default_to_a_measurements_and_pass_on_when
 
 
 def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
+    """Every mode of GANs in Action (at batch 4: --nosource_batch; the
+    source's batch is the without_noise test's), timed in a process of its own
+    on Eigen's kernels. Its peers run: the two tests after this one."""
     output = tmp_path / "benchmark.md"
     result = preloaded.run_script(
         "experiments/benchmark.py",
-        ["--presets=mnist_gans_in_action", "--steps=2", "--repeats=1", "--eager_steps=1",
-         "--steps_per_execution=2",
+        ["--presets=mnist_gans_in_action", "--nosource_batch",
+         "--batch_size_presets=mnist_gans_in_action", "--batch_sizes=4",
+         "--steps=2", "--repeats=1", "--eager_steps=1", "--steps_per_execution=2",
          "--modes=function,constant,bf16,unfused_adam,joined_g_pass,native_conv_transpose,"
          "keras_batch_norm,eager,fit,fit_spe",
-         "--peers=gans_in_action", "--peer_window_seconds=0.05",
-         "--peak_repeats=1", *SMOKE, f"--output={output}", "--force"],
+         "--peers=", "--peak_repeats=1", *SMOKE, f"--output={output}", "--force"],
         env={key: value for key, value in os.environ.items()
              if key != distribute.POOLED_CPU_ALLOCATOR_VARIABLE}, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     table = json.loads(output.with_suffix(".json").read_text())
     row, = table["rows"]
-    assert row["preset"] == "mnist_gans_in_action" and row["batch_size"] == 32
+    assert row["preset"] == "mnist_gans_in_action" and row["batch_size"] == 4
     # joined_g_pass is left out: GANs in Action's G loss sees the fakes alone.
     assert set(row["seconds_per_step"]) == {"function", "constant", "bf16", "unfused_adam",
                                             "native_conv_transpose", "keras_batch_norm",
@@ -1224,7 +1227,7 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     assert row["optimizers"]["unfused_adam"] == ["Adam", "Adam"]
     assert table["peak_flops"] > 0 and row["derived"]["achieved_flops"] > 0
     assert "256x256 matmul chain, same run, best of 1)" in output.read_text()
-    assert "| mnist_gans_in_action | 32 |" in output.read_text()
+    assert "| mnist_gans_in_action | 4 |" in output.read_text()
     assert "--presets=mnist_gans_in_action" in table["machine"]["command"]
     assert table["machine"]["commit"] in output.read_text()
     assert "quiet" in table["machine"]["quiet_check"]
@@ -1236,7 +1239,7 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
     if onednn.is_x86():
         assert table["machine"]["onednn"] is True and "(oneDNN kernels)" in output.read_text()
         assert row["onednn"] is False
-        assert "| mnist_gans_in_action | 32 | Eigen |" in output.read_text()
+        assert "| mnist_gans_in_action | 4 | Eigen |" in output.read_text()
         elsewhere = json.loads((tmp_path / "benchmark_kernels0.json").read_text())
         assert elsewhere["machine"]["onednn"] is False
         assert "--presets=mnist_gans_in_action" in elsewhere["machine"]["command"]
@@ -1245,18 +1248,74 @@ def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
                                                       "keras_batch_norm", "eager"}
     assert all(faults >= 0 for faults in row["minor_page_faults_per_step"].values())
     assert "CPU allocator: TensorFlow's pooled (BFC) allocator" in output.read_text()
-    # Then the source's own code beside the package's step (benchmark_peers.py),
-    # its table a section of the same file.
-    peers = json.loads((tmp_path / "benchmark_peers.json").read_text())
+
+
+def test_peers_time_our_step_beside_the_sources_code_each_in_its_own_process(tmp_path):
+    """benchmark_peers.py: the package's step beside GANs in Action's Keras
+    loop, each side a process of its own on the kernels the preset's CLI runs
+    choose, one window a side (--repeats). Forked (tests/preloaded.py): the
+    sides it starts still start as from a shell."""
+    output = tmp_path / "benchmark_peers.md"
+    result = preloaded.run_script(
+        "experiments/benchmark_peers.py",
+        ["--peers=gans_in_action", "--repeats=1", "--window_seconds=0.05", "--peak_repeats=1",
+         *SMOKE, f"--output={output}", "--force"],
+        env={key: value for key, value in os.environ.items()     # as benchmark.py starts it
+             if key not in (distribute.POOLED_CPU_ALLOCATOR_VARIABLE, onednn.ONEDNN_VARIABLE)},
+        timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    peers = json.loads(output.with_suffix(".json").read_text())
     peer_row, = peers["rows"]
     assert peer_row["peer"] == "gans_in_action" and peer_row["batch_size"] == 32
     assert peer_row["ours_ms"] > 0 and peer_row["peer_ms"] > 0
-    assert len(peer_row["windows_ms"]["peer"]) == 1        # --repeats passes through
+    assert len(peer_row["windows_ms"]["peer"]) == len(peer_row["windows_ms"]["ours"]) == 1
+    assert peers["pooled_cpu_allocator"] is True
     if onednn.is_x86():     # both sides on the kernels the preset's CLI runs choose
         assert peer_row["onednn"] == {"ours": False, "peer": False}
-    assert "\n## The package's training step beside each source's own code" in output.read_text()
-    assert "a float32 256x256 matmul chain" in output.read_text()    # the smoke run's, passed on
+    assert "a float32 256x256 matmul chain" in output.read_text()    # the smoke run's
     assert "| mnist_gans_in_action | 32 | Keras train_on_batch loop" in output.read_text()
+
+
+def test_benchmark_runs_the_peers_with_its_timing_flags_and_adds_their_table(tmp_path):
+    """benchmark.py's peers run: benchmark_peers.py (the test above) with
+    --repeats, the window, --peak_repeats, the smoke flags and --force passed
+    on, TF_ENABLE_ONEDNN_OPTS left for it to choose per peer, and its table a
+    section of --output."""
+    code = """
+import json, os, subprocess, sys
+sys.path[:0] = ["experiments"]
+from absl import flags
+import benchmark
+
+real_run, started = subprocess.run, []
+
+def run(command, **kwargs):     # benchmark_peers.py writes its table; git runs
+    if not command[1].endswith("benchmark_peers.py"):
+        return real_run(command, **kwargs)
+    started.append({"command": command[2:], "kernels": kwargs["env"].get("TF_ENABLE_ONEDNN_OPTS")})
+    path = next(arg for arg in command if arg.startswith("--output="))[len("--output="):]
+    with open(path, "w") as file:
+        file.write("# The peers' table\\n\\n| their row |\\n")
+    return subprocess.CompletedProcess(command, 0)
+
+subprocess.run = run
+flags.FLAGS(["benchmark.py", "--presets=", "--peers=gans_in_action", "--repeats=1",
+             "--peer_window_seconds=0.05", "--peak_repeats=1", "--quiet_seconds=0.1",
+             "--peak_size=256", "--force", "--output=" + sys.argv[1]])
+benchmark.main([])
+print(json.dumps(started))
+"""
+    output = tmp_path / "benchmark.md"
+    result = preloaded.run_code(
+        code, [str(output)], env={key: value for key, value in os.environ.items()
+                                  if key != onednn.ONEDNN_VARIABLE}, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    started, = json.loads(result.stdout.strip().splitlines()[-1])
+    assert started["command"] == [
+        "--peers=gans_in_action", "--repeats=1", "--window_seconds=0.05", "--peak_repeats=1",
+        *SMOKE, f"--output={tmp_path / 'benchmark_peers.md'}", "--force"]
+    assert started["kernels"] is None
+    assert "\n## The peers' table\n\n| their row |\n" in output.read_text()
 
 
 @pytest.mark.parametrize("reference", ["", str(REPO_ROOT)], ids=["untouched", "checkout"])
