@@ -31,7 +31,7 @@ DATA_SETS = {
 }
 
 
-# The slowest tests (40-80 s each on 2 AVX2 cores) that share no module
+# The slowest tests (20-45 s each on 2 AVX2 cores) that share no module
 # fixture, run first: pytest-xdist hands out tests in collection order, and a
 # long test drawn last keeps one worker busy while the other has nothing left.
 SLOW_TESTS_FIRST = (
@@ -39,6 +39,7 @@ SLOW_TESTS_FIRST = (
     "test_short_real_mnist_run_ships_tflite_files_that_score_like_the_model",
     "test_notebook_runs",
     "test_benchmark_measures_every_mode_and_writes_its_tables",
+    "test_peers_time_our_step_beside_the_sources_code_each_in_its_own_process",
     "test_svhn_experiment_runs_with_its_baseline_on_generated_data",
     "test_mirrored_strategy_on_two_logical_cpus_and_the_chiefs_start_lines",
 )
