@@ -611,8 +611,11 @@ def main(argv):
     unknown = sorted(set(FLAGS.modes) - set(MODE_TITLES))
     if unknown:
         raise app.UsageError(f"--modes: unknown {unknown}; allowed: {sorted(MODE_TITLES)}")
-    if not FLAGS.source_batch and not (FLAGS.batch_sizes
-                                       and set(FLAGS.presets) & set(FLAGS.batch_size_presets)):
+    source_batch = {name: preset.config.training.batch_size for name, preset in PRESETS.items()}
+    configs = [(name, source_batch[name]) for name in FLAGS.presets if FLAGS.source_batch]
+    configs += [(name, int(b)) for name in FLAGS.presets if name in FLAGS.batch_size_presets
+                for b in FLAGS.batch_sizes if (name, int(b)) not in configs]
+    if not FLAGS.source_batch and not configs:
         raise app.UsageError("--nosource_batch times the presets of --presets that are in "
                              "--batch_size_presets at --batch_sizes only: none given")
     # What the CLI runs; TF_CPU_ALLOCATOR_USE_BFC=false times the default.
@@ -622,10 +625,6 @@ def main(argv):
                "pooled_cpu_allocator": distribute.pooled_cpu_allocator_in_use(),
                "peak_repeats": FLAGS.peak_repeats}
     peak = provenance.matmul_peak_flops(FLAGS.peak_size, repeats=FLAGS.peak_repeats)
-    source_batch = {name: preset.config.training.batch_size for name, preset in PRESETS.items()}
-    configs = [(name, source_batch[name]) for name in FLAGS.presets if FLAGS.source_batch]
-    configs += [(name, int(b)) for name in FLAGS.presets if name in FLAGS.batch_size_presets
-                for b in FLAGS.batch_sizes if (name, int(b)) not in configs]
     elsewhere = timed_elsewhere(FLAGS.presets)
     rows = []
 
