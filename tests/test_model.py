@@ -1,6 +1,8 @@
 """The SGAN model: step order, training, determinism, EMA, distribution."""
 
+import functools
 import textwrap
+import types
 import warnings
 
 import keras
@@ -122,21 +124,73 @@ def step(model, batch, steps=1):
     return logs
 
 
+def training_state(model):
+    """Every variable of ``model``'s training state (``SGAN.state_variables``), as arrays."""
+    return [variable.numpy().copy() for variable in model.state_variables()]
+
+
+def restore(model, state):
+    """Puts back a ``training_state``: weights, optimizers (their step, so the
+    noise drawn), trackers."""
+    for variable, value in zip(model.state_variables(), state, strict=True):
+        variable.assign(value)
+
+
 ORDERS = [("sequential", "fresh"), ("sequential", "reused"), ("simultaneous", "fresh"),
           ("split", "fresh")]
+# (D's learning rate, G's): both networks train, G is frozen, D is frozen.
+LEARNING_RATES = {"both": (1e-2, 1e-2), "frozen_generator": (1e-2, 0.0),
+                  "frozen_discriminator": (0.0, 1e-2)}
+
+
+@functools.cache
+def one_step_at_each_learning_rate(update_order, generator_fakes):
+    """``counted_model(update_order, generator_fakes)`` stepped once on ``tiny_batch()``
+    at each of ``LEARNING_RATES`` from the same start (its training state restored
+    in between), on one trace of the step: G's and D's weights before and after
+    each step, and G's forward passes in a step. Several tests read it (one
+    trace per order, not one per test and learning rate); none may change it."""
+    model, counter = counted_model(update_order, generator_fakes)
+    d_optimizers = [optimizer for optimizer in (model.d_optimizer, model.d_unsupervised_optimizer)
+                    if optimizer is not None]
+    compiled_d_rates = [float(optimizer.learning_rate) for optimizer in d_optimizers]
+    start = training_state(model)
+    compiled = tf.function(model.train_step)
+    networks = ("generator", "discriminator")
+    before = {name: weights(getattr(model, name)) for name in networks}
+    trainable = {name: [w.trainable for w in getattr(model, name).weights] for name in networks}
+    after, calls = {}, None
+    for rates in (*LEARNING_RATES, "both"):
+        restore(model, start)
+        d_lr, g_lr = LEARNING_RATES[rates]
+        for optimizer in d_optimizers:
+            optimizer.learning_rate.assign(d_lr)
+        model.g_optimizer.learning_rate.assign(g_lr)
+        compiled(tiny_batch())
+        stepped = {name: weights(getattr(model, name)) for name in networks}
+        if rates in after:       # the restored start trains as the first did
+            for a, b in zip(after[rates]["generator"] + after[rates]["discriminator"],
+                            stepped["generator"] + stepped["discriminator"]):
+                np.testing.assert_array_equal(a, b)
+        after[rates] = stepped
+        if calls is None:
+            calls = (float(counter.training_calls), float(counter.inference_calls))
+    return types.SimpleNamespace(before=before, after=after, trainable=trainable,
+                                 compiled_d_rates=compiled_d_rates,
+                                 training_calls=calls[0], inference_calls=calls[1])
 
 
 @pytest.mark.parametrize("update_order, generator_fakes", ORDERS)
 def test_each_optimizer_changes_only_its_network(update_order, generator_fakes):
-    batch = tiny_batch()
+    run = one_step_at_each_learning_rate(update_order, generator_fakes)
+    # The split order's copy of D's optimizer took D's rate in compile() (the
+    # runs set both by hand): D's rate given to compile() is the rate of both.
+    assert run.compiled_d_rates == pytest.approx([1e-2] * (2 if update_order == "split" else 1))
     for frozen in ("generator", "discriminator"):
-        model, _ = counted_model(update_order, generator_fakes,
-                                 **{("g_lr" if frozen == "generator" else "d_lr"): 0.0})
-        before = {name: weights(getattr(model, name)) for name in ("generator", "discriminator")}
-        step(model, batch)
+        after = run.after[f"frozen_{frozen}"]
         for name in ("generator", "discriminator"):
-            unchanged = all(np.array_equal(a, w.numpy()) for a, w in
-                            zip(before[name], getattr(model, name).weights) if w.trainable)
+            unchanged = all(np.array_equal(a, b) for a, b, trainable in
+                            zip(run.before[name], after[name], run.trainable[name]) if trainable)
             assert unchanged == (name == frozen), (name, frozen)
 
 
@@ -146,13 +200,9 @@ def test_generator_update_sees_the_updated_discriminator_unless_simultaneous(
     # G's update after a D update of lr 1e-2 and after one of lr 0: the same
     # G weights exactly when G's gradient is taken against the D before its
     # update (the Udacity notebook's one sess.run), different otherwise.
-    batch = tiny_batch()
-    results = []
-    for d_lr in (1e-2, 0.0):
-        model, _ = counted_model(update_order, generator_fakes, d_lr=d_lr)
-        step(model, batch)
-        results.append(weights(model.generator))
-    same = all(np.array_equal(a, b) for a, b in zip(*results))
+    run = one_step_at_each_learning_rate(update_order, generator_fakes)
+    same = all(np.array_equal(a, b) for a, b in zip(
+        run.after["both"]["generator"], run.after["frozen_discriminator"]["generator"]))
     assert same == (update_order == "simultaneous")
 
 
@@ -164,10 +214,9 @@ def test_generator_update_sees_the_updated_discriminator_unless_simultaneous(
 ])
 def test_generator_forward_passes_per_step(update_order, generator_fakes, training_calls,
                                            inference_calls):
-    model, counter = counted_model(update_order, generator_fakes)
-    step(model, tiny_batch(), steps=3)
-    assert counter.training_calls.numpy() == 3 * training_calls
-    assert counter.inference_calls.numpy() == 3 * inference_calls
+    run = one_step_at_each_learning_rate(update_order, generator_fakes)
+    assert run.training_calls == training_calls
+    assert run.inference_calls == inference_calls
 
 
 def test_keras_sees_ds_optimizer_so_callbacks_log_its_rate_and_step():
@@ -203,13 +252,10 @@ def test_latent_noise_names_tensorflows_philox_generator(distribution):
 def test_reused_fakes_train_g_on_the_d_steps_noise():
     # With reused fakes G's update differs from the fresh-noise one: it is
     # taken on G(z) of the D step, not on G(z').
-    batch = tiny_batch()
-    results = []
-    for generator_fakes in ("fresh", "reused"):
-        model, _ = counted_model("sequential", generator_fakes)
-        step(model, batch)
-        results.append(weights(model.generator))
-    assert any(not np.allclose(a, b) for a, b in zip(*results))
+    fresh, reused = (one_step_at_each_learning_rate("sequential", generator_fakes)
+                     for generator_fakes in ("fresh", "reused"))
+    assert any(not np.allclose(a, b) for a, b in zip(fresh.after["both"]["generator"],
+                                                     reused.after["both"]["generator"]))
 
 
 def test_split_order_takes_three_discriminator_updates_with_two_optimizers():
