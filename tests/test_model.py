@@ -149,7 +149,8 @@ def one_step_at_each_learning_rate(update_order, generator_fakes):
     at each of ``LEARNING_RATES`` from the same start (its training state restored
     in between), on one trace of the step: G's and D's weights before and after
     each step, and G's forward passes in a step. Several tests read it (one
-    trace per order, not one per test and learning rate); none may change it."""
+    trace per order, not one per test and learning rate); none may change it.
+    Also the first step's logs and each optimizer's updates in it."""
     model, counter = counted_model(update_order, generator_fakes)
     d_optimizers = [optimizer for optimizer in (model.d_optimizer, model.d_unsupervised_optimizer)
                     if optimizer is not None]
@@ -159,25 +160,30 @@ def one_step_at_each_learning_rate(update_order, generator_fakes):
     networks = ("generator", "discriminator")
     before = {name: weights(getattr(model, name)) for name in networks}
     trainable = {name: [w.trainable for w in getattr(model, name).weights] for name in networks}
-    after, calls = {}, None
+    after, first = {}, None
     for rates in (*LEARNING_RATES, "both"):
         restore(model, start)
         d_lr, g_lr = LEARNING_RATES[rates]
         for optimizer in d_optimizers:
             optimizer.learning_rate.assign(d_lr)
         model.g_optimizer.learning_rate.assign(g_lr)
-        compiled(tiny_batch())
+        logs = compiled(tiny_batch())
         stepped = {name: weights(getattr(model, name)) for name in networks}
         if rates in after:       # the restored start trains as the first did
             for a, b in zip(after[rates]["generator"] + after[rates]["discriminator"],
                             stepped["generator"] + stepped["discriminator"]):
                 np.testing.assert_array_equal(a, b)
         after[rates] = stepped
-        if calls is None:
-            calls = (float(counter.training_calls), float(counter.inference_calls))
+        if first is None:
+            first = types.SimpleNamespace(
+                logs={name: float(value) for name, value in logs.items()},
+                updates={name: int(getattr(model, name).iterations) for name in (
+                    "d_optimizer", "d_unsupervised_optimizer", "g_optimizer")
+                    if getattr(model, name) is not None},
+                training_calls=float(counter.training_calls),
+                inference_calls=float(counter.inference_calls))
     return types.SimpleNamespace(before=before, after=after, trainable=trainable,
-                                 compiled_d_rates=compiled_d_rates,
-                                 training_calls=calls[0], inference_calls=calls[1])
+                                 compiled_d_rates=compiled_d_rates, first_step=first)
 
 
 @pytest.mark.parametrize("update_order, generator_fakes", ORDERS)
@@ -215,8 +221,8 @@ def test_generator_update_sees_the_updated_discriminator_unless_simultaneous(
 def test_generator_forward_passes_per_step(update_order, generator_fakes, training_calls,
                                            inference_calls):
     run = one_step_at_each_learning_rate(update_order, generator_fakes)
-    assert run.training_calls == training_calls
-    assert run.inference_calls == inference_calls
+    assert run.first_step.training_calls == training_calls
+    assert run.first_step.inference_calls == inference_calls
 
 
 def test_keras_sees_ds_optimizer_so_callbacks_log_its_rate_and_step():
@@ -260,13 +266,11 @@ def test_reused_fakes_train_g_on_the_d_steps_noise():
 
 
 def test_split_order_takes_three_discriminator_updates_with_two_optimizers():
-    model, _ = counted_model("split")
-    logs = step(model, tiny_batch(), steps=2)
-    assert int(model.d_optimizer.iterations) == 2                 # labeled batch
-    assert int(model.d_unsupervised_optimizer.iterations) == 4    # real, then fake
-    assert int(model.g_optimizer.iterations) == 2
-    assert model.d_unsupervised_optimizer is not model.d_optimizer
-    assert np.isfinite(float(logs["d_loss"])) and np.isfinite(float(logs["g_loss"]))
+    first_step = one_step_at_each_learning_rate("split", "fresh").first_step
+    assert first_step.updates == {"d_optimizer": 1,                  # labeled batch
+                                  "d_unsupervised_optimizer": 2,     # real, then fake
+                                  "g_optimizer": 1}
+    assert np.isfinite(first_step.logs["d_loss"]) and np.isfinite(first_step.logs["g_loss"])
 
 
 def batch_norm_discriminator():
