@@ -1153,51 +1153,77 @@ def test_image_folder_names_that_are_not_utf8(tmp_path):
         data_lib.read_image_folder(tmp_path / "a", (8, 8, 3))
 
 
-def test_a_utf8_class_folder_under_an_ascii_file_name_encoding_says_to_change_the_locale(
-        tmp_path):
-    """Under ``PYTHONUTF8=0 LC_ALL=C`` a UTF-8 class folder name ('café')
-    arrives undecoded: the refusal said only to rename it."""
+# Run once per session in one interpreter under ``PYTHONUTF8=0 LC_ALL=C`` (the
+# file name encoding is chosen at start-up): what read_image_folder refuses for
+# a UTF-8 class folder name, and the notes of load_dataset for a UTF-8 image name.
+ASCII_FILE_NAMES = """
+import json, sys
+from sgan_keras import data
+report = {}
+try:
+    data.read_image_folder(sys.argv[1] + "/class_folder", (8, 8, 3))
+except data.DataError as error:
+    report["class_folder"] = str(error)
+loaded = data.load_dataset("folder:" + sys.argv[1] + "/image_name", "all", image_shape=(8, 8, 3))
+report["image_name"] = [note for note in loaded.notes if "Skipped" in note]
+print(json.dumps(report))   # ASCII: JSON escapes the rest
+"""
+
+
+def write_utf8_named_folders(root):
+    """``root/class_folder``, whose class 'café' has a UTF-8 name, and
+    ``root/image_name``, whose unlabeled 'café.png' has one."""
+    write_folder(root / "class_folder", classes=("ant", "café"))
+    write_folder(root / "image_name")
+    (root / "image_name" / "unlabeled" / "café.png").write_bytes(
+        (root / "image_name" / "unlabeled" / "part0" / "u0.png").read_bytes())
+
+
+@pytest.fixture(scope="session")
+def under_an_ascii_file_name_encoding(tmp_path_factory):
+    """The report of ASCII_FILE_NAMES on write_utf8_named_folders' folders, and their root."""
+    import json
     import subprocess
     import sys
-    write_folder(tmp_path / "a", classes=("ant", "café"))
-    result = subprocess.run(
-        [sys.executable, "-c", "import sys\nfrom sgan_keras import data\ntry:\n"
-         "    data.read_image_folder(sys.argv[1], (8, 8, 3))\n"
-         "except data.DataError as error:\n    print(ascii(str(error)))\n",
-         str(tmp_path / "a")], capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONUTF8": "0", "LC_ALL": "C", "LANG": "C",
-             "TF_CPP_MIN_LOG_LEVEL": "2"})
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().endswith(
+    from conftest import made_once
+
+    def make(directory):
+        write_utf8_named_folders(directory)
+        result = subprocess.run(
+            [sys.executable, "-c", ASCII_FILE_NAMES, str(directory)], capture_output=True,
+            text=True, timeout=300, env={**os.environ, "PYTHONUTF8": "0", "LC_ALL": "C",
+                                         "LANG": "C", "TF_CPP_MIN_LOG_LEVEL": "2"})
+        assert result.returncode == 0, result.stderr[-2000:]
+        (directory / "report.json").write_text(result.stdout.strip().splitlines()[-1])
+
+    root = made_once(tmp_path_factory, "ascii_file_names", make)
+    return json.loads((root / "report.json").read_text()), root
+
+
+def test_a_utf8_class_folder_under_an_ascii_file_name_encoding_says_to_change_the_locale(
+        under_an_ascii_file_name_encoding):
+    """Under ``PYTHONUTF8=0 LC_ALL=C`` a UTF-8 class folder name ('café')
+    arrives undecoded: the refusal said only to rename it."""
+    report, _ = under_an_ascii_file_name_encoding
+    assert report.get("class_folder", "").endswith(
         "has a name that is not UTF-8 text (this Python decodes file names as ascii: run it "
-        "under a UTF-8 locale, e.g. LC_ALL=C.UTF-8, or with PYTHONUTF8=1); rename it'"), \
-        result.stdout
+        "under a UTF-8 locale, e.g. LC_ALL=C.UTF-8, or with PYTHONUTF8=1); rename it"), report
 
 
 def test_a_utf8_image_name_skipped_under_an_ascii_file_name_encoding_says_to_change_the_locale(
-        tmp_path):
+        under_an_ascii_file_name_encoding):
     """Under ``PYTHONUTF8=0 LC_ALL=C`` an unlabeled 'café.png' arrives undecoded
     and is skipped: the note gives the cause, as for a class folder."""
-    import subprocess
     import sys
-    write_folder(tmp_path / "a")
-    (tmp_path / "a" / "unlabeled" / "café.png").write_bytes(
-        (tmp_path / "a" / "unlabeled" / "part0" / "u0.png").read_bytes())
-    script = ("import sys\nfrom sgan_keras import data\n"
-              "loaded = data.load_dataset('folder:' + sys.argv[1], 'all', image_shape=(8, 8, 3))\n"
-              "print(ascii([note for note in loaded.notes if 'Skipped' in note]))\n")
-    runs = {}
-    for utf8 in ("0", "1"):
-        result = subprocess.run(
-            [sys.executable, "-c", script, str(tmp_path / "a")], capture_output=True, text=True,
-            timeout=300, env={**os.environ, "PYTHONUTF8": utf8, "LC_ALL": "C", "LANG": "C",
-                              "TF_CPP_MIN_LOG_LEVEL": "2"})
-        assert result.returncode == 0, result.stderr[-2000:]
-        runs[utf8] = result.stdout.strip()
-    assert "Skipped 1 unreadable image file(s)" in runs["0"]
+    report, root = under_an_ascii_file_name_encoding
+    notes = " ".join(report["image_name"])
+    assert "Skipped 1 unreadable image file(s)" in notes
     assert ("a name that is not UTF-8 (this Python decodes file names as ascii: run it under "
-            "a UTF-8 locale, e.g. LC_ALL=C.UTF-8, or with PYTHONUTF8=1))") in runs["0"], runs["0"]
-    assert runs["1"] == "[]"       # decoded as UTF-8, the file is read
+            "a UTF-8 locale, e.g. LC_ALL=C.UTF-8, or with PYTHONUTF8=1))") in notes, notes
+    # Decoded as UTF-8 (as this Python does), the same file is read.
+    assert sys.getfilesystemencoding() == "utf-8"
+    loaded = load_dataset(f"folder:{root / 'image_name'}", "all", image_shape=(8, 8, 3))
+    assert [note for note in loaded.notes if "Skipped" in note] == []
 
 
 # ------------------------------------------------------------- any TFDS set
