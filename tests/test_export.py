@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 
+import preloaded
 from sgan_keras import faults
 from sgan_keras.export import ExportError, export_classifier
 
@@ -88,9 +89,11 @@ def test_export_serves_uint8_images_in_plain_tensorflow(exports, tmp_path):
 
 
 def test_saved_model_cli_lists_the_serving_signature(exports):
+    # The console script, forked from a process that has imported TensorFlow
+    # (tests/preloaded.py): the tool's own code and output, without its import.
     _, path = exports[(-1.0, 1.0)]
-    result = subprocess.run([SAVED_MODEL_CLI, "show", "--all", "--dir", path],
-                            capture_output=True, text=True, env=ENV, timeout=120)
+    result = preloaded.run_script(SAVED_MODEL_CLI, ["show", "--all", "--dir", path], env=ENV,
+                                  timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     signature = result.stdout.split("signature_def['serving_default']:", 1)[1]
     signature = signature.split("signature_def[", 1)[0]
@@ -124,33 +127,41 @@ def test_images_of_another_shape_raise_an_error_naming_the_shape_expected(export
             serve_in_process(path, tf.constant(images))
 
 
-def float_classifiers(tmp_path, images):
-    """``(classify, model)`` of a tiny classifier's export, calibrated on
-    ``images``: the SavedModel and its float TFLite file."""
+@pytest.fixture(scope="module")
+def conv_export(tmp_path_factory):
+    """The export, with its TFLite files, of a tiny convolutional classifier
+    (pixel range [0, 1]), made once per session: tests only read it."""
+    from conftest import made_once
+
+    def make(directory):
+        export_classifier(tiny_conv_classifier(0), directory / "export", image_shape=IMAGE_SHAPE,
+                          pixel_range=(0, 1), representative_images=uint8_images(2))
+    return str(made_once(tmp_path_factory, "conv_export", make) / "export")
+
+
+def float_classifiers(path):
+    """``(classify, model)`` of the export at ``path``: the SavedModel and its
+    float TFLite file."""
     from sgan_keras.export import TFLITE_FLOAT, saved_model_classify, tflite_classify
-    path = export_classifier(tiny_classifier(0), tmp_path / "export", image_shape=IMAGE_SHAPE,
-                             pixel_range=(0, 1), representative_images=images)
     return [(saved_model_classify, path), (tflite_classify, os.path.join(path, TFLITE_FLOAT))]
 
 
-def test_the_classify_helpers_refuse_images_that_are_not_uint8(tmp_path):
+def test_the_classify_helpers_refuse_images_that_are_not_uint8(conv_export):
     # They cast with NumPy: float images scaled to [0, 1] became zeros, and every
     # image got the class of a black one, without a word.
     images = uint8_images(4)
-    for classify, model in float_classifiers(tmp_path, images):
+    for classify, model in float_classifiers(conv_export):
         for wrong in (scale(images, (0, 1)), images.astype(np.int64)):
             with pytest.raises(ValueError, match=rf"must be uint8 .* got {wrong.dtype}$"):
                 classify(model, wrong)
         assert classify(model, images)[0].shape == (4, 3)
 
 
-def test_tflite_classify_refuses_images_of_another_shape(tmp_path):
+def test_tflite_classify_refuses_images_of_another_shape(conv_export):
     # TFLite resized its input to them: images of another channel count, or
     # without their channel axis, were classified without a word.
     from sgan_keras.export import TFLITE_FLOAT, TFLITE_INT8, tflite_classify
-    path = export_classifier(tiny_conv_classifier(0), tmp_path / "export",
-                             image_shape=IMAGE_SHAPE, pixel_range=(0, 1),
-                             representative_images=uint8_images(2))
+    path = conv_export
     images = uint8_images(4)
     for name in (TFLITE_FLOAT, TFLITE_INT8):
         for wrong in (np.concatenate([images, images[..., :1]], -1), images[..., 0],
@@ -210,13 +221,11 @@ def test_export_and_saved_model_classify_work_inside_a_strategy_scope(tmp_path):
                                atol=1e-5)
 
 
-def test_the_classify_helpers_give_empty_results_for_no_image(tmp_path):
+def test_the_classify_helpers_give_empty_results_for_no_image(conv_export):
     # They ended in NumPy's 'need at least one array to concatenate' (and the
     # signature itself, given an empty batch, in a convolution's shape error).
     from sgan_keras.export import TFLITE_INT8, saved_model_classify, tflite_classify
-    path = export_classifier(tiny_conv_classifier(0), tmp_path / "export",
-                             image_shape=IMAGE_SHAPE, pixel_range=(0, 1),
-                             representative_images=uint8_images(2))
+    path = conv_export
     for classify, model in ((saved_model_classify, path),
                             (tflite_classify, os.path.join(path, TFLITE_INT8))):
         probabilities, class_ids = classify(model, uint8_images(0))
@@ -224,11 +233,12 @@ def test_the_classify_helpers_give_empty_results_for_no_image(tmp_path):
         assert class_ids.shape == (0,) and class_ids.dtype == np.int64
 
 
-def test_the_classify_helpers_refuse_a_batch_size_that_is_not_a_positive_integer(tmp_path):
+def test_the_classify_helpers_refuse_a_batch_size_that_is_not_a_positive_integer(
+        conv_export):
     # A negative one classified one blank image and returned its row alone for all
     # the images, without a word; 0 ended in range()'s 'arg 3 must not be zero'.
     images = uint8_images(5)
-    for classify, model in float_classifiers(tmp_path, images):
+    for classify, model in float_classifiers(conv_export):
         for wrong in (-1, 0, 2.0, True):
             with pytest.raises(ValueError, match=rf"^batch_size must be a positive integer, "
                                                  rf"got {wrong!r}$"):
