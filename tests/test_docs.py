@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -93,43 +95,87 @@ def test_the_readme_export_example_runs_as_it_says(mnist_dir, tmp_path, monkeypa
         f"digit {k}" for k in class_ids.numpy()]
 
 
-def test_the_modules_the_readme_names_work_after_import_sgan_keras_alone():
-    # A notebook writes sgan_keras.callbacks.StopOnNonFiniteLoss() as README (and
-    # fit()'s refusal of TerminateOnNaN) spells it: it raised AttributeError.
+def readme_module_names():
+    """``(module, name)`` of each ``sgan_keras.<module>.<name>`` README writes."""
     text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    names = sorted(set(re.findall(r"\bsgan_keras\.([a-z_]+)\.([A-Za-z_0-9]+)", text)))
-    assert ("callbacks", "StopOnNonFiniteLoss") in names and ("export", "export_classifier") in names
-    code = "import sgan_keras\n" + "".join(f"sgan_keras.{module}.{name}\n"
-                                          for module, name in names)
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
-                            text=True, timeout=300,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert result.returncode == 0, result.stderr[-2000:]
+    return sorted(set(re.findall(r"\bsgan_keras\.([a-z_]+)\.([A-Za-z_0-9]+)", text)))
 
 
-def test_a_saved_sgan_loads_in_a_new_process_after_the_import_the_readme_names(tmp_path):
-    # After `import sgan_keras` alone, keras.models.load_model failed with a
-    # screen-long "Could not locate class 'SGAN'": Keras imports no module of a
-    # package of its own to find a class.
+# One new interpreter for the two tests below (a TensorFlow import each was 6 CPU
+# seconds): after NumPy and Keras, it forks; the child runs argv[2] (README's
+# sgan_keras.<module>.<name> after `import sgan_keras` alone) and writes its
+# traceback, if any, to names.err; the parent runs README's statement, loads
+# argv[1]/sgan.keras and saves its logits of argv[1]/images.npy. Each part
+# starts from the same imports: neither sees the modules the other imported.
+NEW_PROCESS = """
+import os, sys, traceback
+import keras, numpy as np
+child = os.fork()
+if child == 0:
+    error = ""
+    try:
+        exec(sys.argv[2])
+    except BaseException:
+        error = traceback.format_exc()
+    with open(sys.argv[1] + "/names.err", "w") as file:
+        file.write(error)
+    os._exit(0)
+try:
+{statement}
+    model = keras.models.load_model(sys.argv[1] + "/sgan.keras")
+    np.save(sys.argv[1] + "/logits.npy", model.predict(np.load(sys.argv[1] + "/images.npy"),
+                                                       verbose=0))
+finally:
+    os.waitpid(child, 0)
+"""
+
+
+@pytest.fixture(scope="session")
+def in_a_new_process(tmp_path_factory):
+    """The directory where NEW_PROCESS ran once per session (conftest.made_once),
+    with a tiny SGAN's sgan.keras, images.npy, its expected.npy logits, and
+    what the new process wrote (names.err, logits.npy, stderr.txt)."""
     import numpy as np
+    from conftest import made_once
     from test_model import class_patterns, tiny_model
 
-    text = " ".join((REPO_ROOT / "README.md").read_text(encoding="utf-8").split())
-    statement = re.search(r"in a new process, `([^`]+)` first", text).group(1)
-    model = tiny_model(ema_decay=0.5)
-    model.save(tmp_path / "sgan.keras")
-    images, _ = class_patterns(4, 0)
-    np.save(tmp_path / "images.npy", images)
-    code = (f"import sys, keras, numpy as np\n{statement}\n"
-            "model = keras.models.load_model(sys.argv[1] + '/sgan.keras')\n"
-            "np.save(sys.argv[1] + '/logits.npy', model.predict(np.load(sys.argv[1] + "
-            "'/images.npy'), verbose=0))\n")
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert result.returncode == 0, result.stderr[-2000:]
-    np.testing.assert_array_equal(np.load(tmp_path / "logits.npy"),
-                                  model.predict(images, verbose=0))
+    def make(directory):
+        # After `import sgan_keras` alone, keras.models.load_model failed with a
+        # screen-long "Could not locate class 'SGAN'": Keras imports no module of
+        # a package of its own to find a class.
+        text = " ".join((REPO_ROOT / "README.md").read_text(encoding="utf-8").split())
+        statement = re.search(r"in a new process, `([^`]+)` first", text).group(1)
+        model = tiny_model(ema_decay=0.5)
+        model.save(directory / "sgan.keras")
+        images, _ = class_patterns(4, 0)
+        np.save(directory / "images.npy", images)
+        np.save(directory / "expected.npy", model.predict(images, verbose=0))
+        names = "import sgan_keras\n" + "".join(f"sgan_keras.{module}.{name}\n"
+                                                for module, name in readme_module_names())
+        result = subprocess.run(
+            [sys.executable, "-c", NEW_PROCESS.format(statement="    " + statement),
+             str(directory), names], cwd=REPO_ROOT, capture_output=True, text=True,
+            timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        (directory / "stderr.txt").write_text(f"exit status {result.returncode}\n"
+                                              f"{result.stderr[-2000:]}")
+    return made_once(tmp_path_factory, "docs_new_process", make)
+
+
+def test_the_modules_the_readme_names_work_after_import_sgan_keras_alone(in_a_new_process):
+    # A notebook writes sgan_keras.callbacks.StopOnNonFiniteLoss() as README (and
+    # fit()'s refusal of TerminateOnNaN) spells it: it raised AttributeError.
+    names = readme_module_names()
+    assert ("callbacks", "StopOnNonFiniteLoss") in names and ("export", "export_classifier") in names
+    errors = in_a_new_process / "names.err"
+    assert errors.exists(), (in_a_new_process / "stderr.txt").read_text()
+    assert errors.read_text() == ""
+
+
+def test_a_saved_sgan_loads_in_a_new_process_after_the_import_the_readme_names(in_a_new_process):
+    import numpy as np
+    logits = in_a_new_process / "logits.npy"
+    assert logits.exists(), (in_a_new_process / "stderr.txt").read_text()
+    np.testing.assert_array_equal(np.load(logits), np.load(in_a_new_process / "expected.npy"))
 
 
 READMES_START_STEP = """
