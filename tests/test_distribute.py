@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -23,15 +24,15 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 ENV.pop("TF_CONFIG", None)
 
 
-def run_python(script, env=ENV, timeout=120, fresh=False):
-    """Runs ``script`` in a TensorFlow runtime of its own: forked from a process
-    that has imported TensorFlow (tests/preloaded.py), or with ``fresh``, in a
-    new interpreter (for what happens before TensorFlow is imported)."""
+def run_python(script, env=ENV, timeout=120, fresh=False, argv=()):
+    """Runs ``script`` (with ``argv``) in a TensorFlow runtime of its own: forked
+    from a process that has imported TensorFlow (tests/preloaded.py), or with
+    ``fresh``, in a new interpreter (for what happens before TensorFlow is imported)."""
     if fresh:
-        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                                env=env, cwd=REPO_ROOT, timeout=timeout)
+        result = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True,
+                                text=True, env=env, cwd=REPO_ROOT, timeout=timeout)
     else:
-        result = preloaded.run_code(script, env=env, cwd=REPO_ROOT, timeout=timeout)
+        result = preloaded.run_code(script, argv, env=env, cwd=REPO_ROOT, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -76,27 +77,57 @@ def test_local_strategies_on_two_logical_cpus():
     assert mirrored["is_chief"] and auto["is_chief"] and one_device["is_chief"]
 
 
-# What the CLI does before TensorFlow runs anything, then which allocator TensorFlow took.
-CLI_ALLOCATOR = """
-import json
+# What the CLI does before importing TensorFlow for a run of argv[1] (an
+# architecture), then whether TensorFlow runs oneDNN's kernels and which CPU
+# allocator it took.
+CLI_RUNTIME = """
+import json, sys
 from sgan_keras import train
-train.import_trainer()
-from sgan_keras import distribute
-print(json.dumps(distribute.pooled_cpu_allocator_in_use()))
+train.import_trainer(sys.argv[1])
+from sgan_keras import distribute, onednn
+print(json.dumps({"onednn": onednn.onednn_kernels_in_use(),
+                  "pooled": distribute.pooled_cpu_allocator_in_use()}))
 """
+# Each case: (architecture, the variables the environment sets). With oneDNN's
+# kernels TensorFlow's CPU device pools memory whatever the allocator's variable
+# says (its oneDNN allocator): the allocator is tested with them off.
+CLI_RUNTIME_CASES = {
+    "mnist_blog": ("mnist_blog", {}),
+    "mnist_gans_in_action": ("mnist_gans_in_action", {}),
+    "mnist_blog, oneDNN off": ("mnist_blog", {onednn.ONEDNN_VARIABLE: "0"}),
+    "oneDNN off, allocator false": ("", {onednn.ONEDNN_VARIABLE: "0",
+                                        distribute.POOLED_CPU_ALLOCATOR_VARIABLE: "false"}),
+}
 
 
-@pytest.mark.parametrize("setting, pooled", [(None, True), ("false", False)])
+@pytest.fixture(scope="session")
+def cli_runtime(tmp_path_factory):
+    """``cli_runtime(case)``: CLI_RUNTIME's report for a CLI_RUNTIME_CASES case, in
+    a new interpreter (the variables are read at TensorFlow's import and start),
+    run once per session (conftest.made_once), whichever tests read it."""
+    from conftest import made_once
+
+    def run(case):
+        architecture, variables = CLI_RUNTIME_CASES[case]
+
+        def make(directory):
+            env = {key: value for key, value in ENV.items()
+                   if key not in (onednn.ONEDNN_VARIABLE, distribute.POOLED_CPU_ALLOCATOR_VARIABLE)}
+            report = run_python(CLI_RUNTIME, env={**env, **variables}, fresh=True,
+                                argv=[architecture])
+            (directory / "report.json").write_text(json.dumps(report))
+        name = "cli_runtime_" + re.sub(r"\W+", "_", case)
+        return json.loads((made_once(tmp_path_factory, name, make) / "report.json").read_text())
+    return run
+
+
+@pytest.mark.parametrize("case, pooled", [("mnist_blog, oneDNN off", True),
+                                          ("oneDNN off, allocator false", False)])
 def test_the_train_cli_runs_tensorflow_with_the_pooled_cpu_allocator_unless_told_not_to(
-        setting, pooled):
-    # With oneDNN's kernels TensorFlow's CPU device pools memory whatever the
-    # variable says (its oneDNN allocator): the variable is tested with them off.
-    env = {key: value for key, value in ENV.items()
-           if key != distribute.POOLED_CPU_ALLOCATOR_VARIABLE}
-    env[onednn.ONEDNN_VARIABLE] = "0"
-    if setting is not None:
-        env[distribute.POOLED_CPU_ALLOCATOR_VARIABLE] = setting
-    assert run_python(CLI_ALLOCATOR, env=env, fresh=True) is pooled
+        cli_runtime, case, pooled):
+    report = cli_runtime(case)
+    assert report["onednn"] is False     # else TensorFlow pools whatever the variable says
+    assert report["pooled"] is pooled
 
 
 def test_use_pooled_cpu_allocator_keeps_the_environments_choice(monkeypatch):
@@ -109,31 +140,16 @@ def test_use_pooled_cpu_allocator_keeps_the_environments_choice(monkeypatch):
     assert os.environ[variable] == "true"
 
 
-# What the CLI does before importing TensorFlow for a run of ``architecture``
-# (set by a line before it), then whether TensorFlow runs oneDNN's kernels.
-CLI_ONEDNN = """
-import json
-from sgan_keras import train
-train.import_trainer(architecture)
-from sgan_keras import onednn
-print(json.dumps(onednn.onednn_kernels_in_use()))
-"""
-
-
 @pytest.mark.skipif(not onednn.is_x86(),
                     reason="the CLI chooses the kernels on x86 CPUs only")
-@pytest.mark.parametrize("setting, architecture, enabled", [
-    (None, "mnist_blog", True),                 # oneDNN's kernels, measured faster
-    (None, "mnist_gans_in_action", False),      # Eigen's, measured faster for it
-    ("1", "mnist_gans_in_action", True),        # the environment's choice wins
+@pytest.mark.parametrize("case, enabled", [
+    ("mnist_blog", True),                 # oneDNN's kernels, measured faster
+    ("mnist_gans_in_action", False),      # Eigen's, measured faster for it
+    ("mnist_blog, oneDNN off", False),    # the environment's choice wins
 ])
 def test_the_train_cli_runs_tensorflow_with_the_kernels_measured_faster_for_the_architecture(
-        setting, architecture, enabled):
-    env = {key: value for key, value in ENV.items() if key != onednn.ONEDNN_VARIABLE}
-    if setting is not None:
-        env[onednn.ONEDNN_VARIABLE] = setting
-    script = f"architecture = {architecture!r}\n" + CLI_ONEDNN
-    assert run_python(script, env=env, fresh=True) is enabled
+        cli_runtime, case, enabled):
+    assert cli_runtime(case)["onednn"] is enabled
 
 
 def test_choose_cpu_kernels_on_x86_only_by_architecture_and_keeps_the_environments_choice(
