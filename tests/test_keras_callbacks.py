@@ -109,14 +109,15 @@ def test_fit_on_a_data_set_does_not_warn_that_shuffle_is_ignored():
     ``tf.data.Dataset`` or a generator, which it does not shuffle; an SGAN's
     default is ``False`` there. An explicit ``shuffle=True`` still gets Keras' warning."""
     import warnings
+    model = tiny_model()    # one for the three fits: the warning is fit()'s, not the model's
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fit(tiny_model(), 1)
-        tiny_model().fit(((tiny_batch(),) for _ in range(STEPS)), steps_per_epoch=STEPS,
-                         verbose=0)     # a generator, as well
+        fit(model, 1)
+        model.fit(((tiny_batch(),) for _ in range(STEPS)), steps_per_epoch=STEPS,
+                  verbose=0)     # a generator, as well
     assert not [w for w in caught if "shuffle" in str(w.message)]
     with pytest.warns(UserWarning, match="shuffle=True"):
-        fit(tiny_model(), 1, shuffle=True)
+        fit(model, 1, shuffle=True)
 
 
 def summary_counts(directory):
