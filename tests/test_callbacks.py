@@ -95,6 +95,15 @@ def read_csv(path):
 
 
 # ----------------------------------------------------------------- MetricsCSV
+@pytest.fixture(scope="module")
+def two_epochs_csv(tmp_path_factory):
+    """The bytes of the metrics.csv MetricsCSV wrote for a 2-epoch fit, for tests
+    that start from such a file and train nothing themselves."""
+    path = tmp_path_factory.mktemp("two_epochs") / "metrics.csv"
+    train([callbacks_lib.MetricsCSV(path)], epochs=2)
+    return path.read_bytes()
+
+
 def test_metrics_csv_writes_one_row_per_epoch_with_test_names(tmp_path):
     path = tmp_path / "metrics.csv"
     history = train([callbacks_lib.MetricsCSV(path)], epochs=3)
@@ -154,9 +163,9 @@ def test_metrics_csv_given_an_initial_epoch_continues_a_later_fit_from_its_own(t
     _, rows = read_csv(path)
     assert [int(row["epoch"]) for row in rows] == [1, 2, 3] and rows[:2] == first_rows
 
-def test_metrics_csv_truncates_at_train_begin(tmp_path):
+def test_metrics_csv_truncates_at_train_begin(tmp_path, two_epochs_csv):
     path = tmp_path / "metrics.csv"
-    train([callbacks_lib.MetricsCSV(path)], epochs=3)
+    path.write_bytes(two_epochs_csv)
     callback = callbacks_lib.MetricsCSV(path, initial_epoch=1)
     callback.on_train_begin()
     _, rows = read_csv(path)
@@ -195,9 +204,10 @@ def test_metrics_csv_with_a_byte_order_mark_resumes(tmp_path):
     ("more cells than the header", "line 2 has more cells than the header"),
     ("a directory", r"cannot be read \(Is a directory\)"),
 ])
-def test_a_damaged_metrics_csv_is_refused_with_one_line_and_kept(tmp_path, damage, problem):
+def test_a_damaged_metrics_csv_is_refused_with_one_line_and_kept(tmp_path, two_epochs_csv,
+                                                                damage, problem):
     path = tmp_path / "metrics.csv"
-    train([callbacks_lib.MetricsCSV(path)], epochs=2)
+    path.write_bytes(two_epochs_csv)
     lines = path.read_text().splitlines()   # the header, epoch 1, epoch 2
     if damage == "a directory":
         path.unlink()
