@@ -532,11 +532,12 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
     # scores: the run is not finished, and the same command exports again.
     last_step = training.epochs * training.steps_per_epoch
     _stop_if_requested(stop, last_step)
-    # All workers export (reading distributed variables may need every worker);
-    # the non-chief ones into their throw-away directory.
+    # All workers export the SavedModel (reading distributed variables may need
+    # every worker); the non-chief ones into their throw-away directory. The
+    # TFLite files are converted from the written SavedModel, on the chief only.
     export_dir = os.path.join(output_dir, "export")
     representative = None
-    if config.run.tflite:   # int8 calibration: unlabeled training images, free here
+    if config.run.tflite and chief:   # int8 calibration: unlabeled training images, free here
         picked = np.random.default_rng([config.seed, 13]).permutation(
             len(data.train_images))[:TFLITE_CALIBRATION_IMAGES]
         representative = data.train_images[np.sort(picked)]

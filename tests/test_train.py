@@ -1190,18 +1190,38 @@ def free_port():
         return sock.getsockname()[1]
 
 
+# The training CLI, with sgan_keras.export's TFLite conversion appending the
+# worker's TF_CONFIG task index to the file argv[1] before it converts.
+RECORDING_TFLITE_CONVERSIONS = """
+import json, os, runpy, sys
+from sgan_keras import export
+convert, record = export._write_tflite, sys.argv[1]
+def recorded(*args, **kwargs):
+    with open(record, "a") as file:
+        file.write(f"{json.loads(os.environ['TF_CONFIG'])['task']['index']}\\n")
+    return convert(*args, **kwargs)
+export._write_tflite = recorded
+sys.argv = ["-m", *sys.argv[2:]]
+runpy.run_module("sgan_keras.train", run_name="__main__", alter_sys=True)
+"""
+
+
 def test_two_worker_multi_worker_run_on_localhost_with_a_preemption(tmp_path, fast):
     """SIGTERM to the non-chief worker: TensorFlow's PreemptionCheckpointHandler
     makes both workers save at the same step and stop (75); the same command
-    resumes (here with the TFLite files, which only the chief scores)."""
+    resumes (here with the TFLite files, which only the chief converts and
+    scores: the other worker's export is thrown away)."""
     output_dir = tmp_path / "run"
     cluster = {"worker": [f"localhost:{free_port()}", f"localhost:{free_port()}"]}
+    conversions = tmp_path / "tflite_conversions.txt"
 
     def start(*extra):
-        return [launch(*fast, "--epochs=1", "--steps_per_epoch=20", "--checkpoint_every_steps=5",
-                       "--strategy=multi_worker", f"--output_dir={output_dir}", *extra,
-                       env={**ENV, "TF_CONFIG": json.dumps({
-                           "cluster": cluster, "task": {"type": "worker", "index": index}})})
+        args = (*fast, "--epochs=1", "--steps_per_epoch=20", "--checkpoint_every_steps=5",
+                "--strategy=multi_worker", f"--output_dir={output_dir}", *extra)
+        return [preloaded.launch_code(RECORDING_TFLITE_CONVERSIONS, [conversions, *args],
+                                      env={**ENV, "TF_CONFIG": json.dumps({
+                                          "cluster": cluster,
+                                          "task": {"type": "worker", "index": index}})})
                 for index in range(2)]
 
     preempted = start()
@@ -1224,6 +1244,7 @@ def test_two_worker_multi_worker_run_on_localhost_with_a_preemption(tmp_path, fa
     assert (output_dir / "export" / "saved_model.pb").exists()
     scores = json.loads((output_dir / "export" / "accuracy.json").read_text())
     assert set(scores) == {"keras", "saved_model", "tflite_float", "tflite_int8"}
+    assert conversions.read_text() == "0\n"     # the chief's, once
 
 
 def test_a_worker_without_the_chiefs_checkpoints_stops_every_worker_with_one_line(tmp_path, fast):
