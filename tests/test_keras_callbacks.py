@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from conftest import summary_steps
 from sgan_keras import callbacks as callbacks_lib
-from test_model import class_patterns, tiny_batch, tiny_model
+from test_model import class_patterns, tiny_batch, tiny_model, training_state
 
 STEPS = 2   # per epoch
 
@@ -31,11 +31,6 @@ def validation_data():
 def fit(model, epochs, callbacks=(), **kwargs):
     return model.fit(constant_data(), steps_per_epoch=STEPS, epochs=epochs, verbose=0,
                      callbacks=list(callbacks), **kwargs)
-
-
-def training_state(model):
-    """Every variable a resumed run needs, as arrays, in a fixed order."""
-    return [variable.numpy().copy() for variable in model.state_variables()]
 
 
 def test_terminate_on_nan_is_refused_for_the_callback_that_checks_every_loss():
