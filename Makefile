@@ -7,10 +7,12 @@ ARGS ?= --dataset=mnist --preset=mnist_gans_in_action --labels=100 --data_dir=..
 
 .PHONY: install test train benchmark
 
+# uv installs the same packages as pip, in parallel: 34-67 s against pip's
+# 75-104 s, back to back on 2 cores (downloads and byte-compiling included).
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q uv
+	$(VENV)/bin/uv pip install -q --python $(PY) --compile-bytecode -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed
