@@ -86,19 +86,20 @@ def writing(what):
 def replace_atomically(path, write, mode="w"):
     """Replaces ``path`` in one step with what ``write(file)`` writes.
 
-    ``write`` fills a temporary sibling of ``path`` (opened with ``mode``,
-    text or binary), which is flushed to the disk (``fsync``) and renamed
-    over ``path`` (``os.replace``, atomic on POSIX); the directory is fsynced
-    too. A crash leaves the old version or the new one, never half a file.
-    A full disk or an unwritable directory raises :class:`WriteError` and
-    leaves ``path`` as it was.
+    ``write`` fills a temporary sibling of ``path`` (opened with ``mode``:
+    text, UTF-8 whatever the locale, or binary), which is flushed to the
+    disk (``fsync``) and renamed over ``path`` (``os.replace``, atomic on
+    POSIX); the directory is fsynced too. A crash leaves the old version or
+    the new one, never half a file. A full disk or an unwritable directory
+    raises :class:`WriteError` and leaves ``path`` as it was.
     """
     directory = os.path.dirname(os.path.abspath(path))
     temporary = os.path.join(directory, f".{os.path.basename(path)}{TEMPORARY_MARK}{os.getpid()}")
     try:
         with writing(path):
             os.makedirs(directory, exist_ok=True)
-            with open(temporary, mode, **({} if "b" in mode else {"newline": ""})) as file:
+            text = {} if "b" in mode else {"newline": "", "encoding": "utf-8"}
+            with open(temporary, mode, **text) as file:
                 write(file)
                 file.flush()
                 os.fsync(file.fileno())

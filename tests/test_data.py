@@ -1154,12 +1154,18 @@ def test_image_folder_names_that_are_not_utf8(tmp_path):
 
 
 # Run once per session in one interpreter under ``PYTHONUTF8=0 LC_ALL=C`` (the
-# file name encoding is chosen at start-up): what read_image_folder refuses for
-# a UTF-8 class folder name, and the notes of load_dataset for a UTF-8 image name.
+# file name and text encodings are chosen at start-up): what read_image_folder
+# refuses for a UTF-8 class folder name, the notes of load_dataset for a UTF-8
+# image name, and a text file written by faults.write_text, as every text
+# output of the package is (metrics.csv, flags.json, the experiments' records).
 ASCII_FILE_NAMES = """
 import json, sys
-from sgan_keras import data
+from sgan_keras import data, faults
 report = {}
+try:
+    faults.write_text(sys.argv[1] + "/written.txt", "g / \\u2016v\\u2016, caf\\u00e9")
+except UnicodeError as error:
+    report["written"] = repr(error)
 try:
     data.read_image_folder(sys.argv[1] + "/class_folder", (8, 8, 3))
 except data.DataError as error:
@@ -1224,6 +1230,15 @@ def test_a_utf8_image_name_skipped_under_an_ascii_file_name_encoding_says_to_cha
     assert sys.getfilesystemencoding() == "utf-8"
     loaded = load_dataset(f"folder:{root / 'image_name'}", "all", image_shape=(8, 8, 3))
     assert [note for note in loaded.notes if "Skipped" in note] == []
+
+
+def test_text_files_are_written_as_utf8_under_an_ascii_locale(under_an_ascii_file_name_encoding):
+    """faults.write_text (every text file the package and its experiment
+    scripts write) writes UTF-8 whatever the locale: under ``PYTHONUTF8=0
+    LC_ALL=C`` it raised UnicodeEncodeError on the README's '‖'."""
+    report, root = under_an_ascii_file_name_encoding
+    assert "written" not in report, report["written"]
+    assert (root / "written.txt").read_bytes() == "g / \u2016v\u2016, caf\u00e9".encode()
 
 
 # ------------------------------------------------------------- any TFDS set
