@@ -11,7 +11,7 @@ import sys
 
 # This checkout's sgan_keras, whichever copy is installed.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from sgan_keras import presets  # noqa: E402
+from sgan_keras import faults, presets  # noqa: E402
 
 PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets.md")
 TABLES = {"procedures": presets.procedure_markdown, "deviations": presets.deviations_markdown}
@@ -27,13 +27,12 @@ def updated(text):
 
 
 def main():
-    with open(PATH) as file:
+    with open(PATH, encoding="utf-8") as file:
         text = file.read()
     new = updated(text)
     if "--check" in sys.argv:
         sys.exit(0 if new == text else 1)
-    with open(PATH, "w") as file:
-        file.write(new)
+    faults.write_text(PATH, new)     # in one rename, UTF-8 whatever the locale
 
 
 if __name__ == "__main__":

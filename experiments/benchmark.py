@@ -548,7 +548,7 @@ def run_peers(peers, output):
     if status:
         sys.exit(f"benchmark_peers.py exited with status {status} (its message is above); "
                  f"the presets' table is in {output}")
-    with open(path) as file:
+    with open(path, encoding="utf-8") as file:     # as benchmark_peers.py writes it
         return file.read()
 
 

@@ -498,9 +498,9 @@ def write(rows, check, peak, pooled):
                      + (f"{separate:.1f} | " if separate else "- | ")
                      + f"{row['flops_per_step'] / 1e9:.2f} | {100 * row['fraction_of_peak']:.0f}% |")
     os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
-    with open(FLAGS.output, "w") as file:
+    with open(FLAGS.output, "w", encoding="utf-8") as file:
         file.write("\n".join(lines) + "\n")
-    with open(os.path.splitext(FLAGS.output)[0] + ".json", "w") as file:
+    with open(os.path.splitext(FLAGS.output)[0] + ".json", "w", encoding="utf-8") as file:
         json.dump({"check": check, "pooled_cpu_allocator": pooled, "peak_flops": peak,
                    "rows": rows}, file, indent=2)
 

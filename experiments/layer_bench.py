@@ -51,7 +51,7 @@ def append_section(title, check, lines):
     if not FLAGS.output:
         return
     record = provenance.record()
-    with open(FLAGS.output, "a") as file:
+    with open(FLAGS.output, "a", encoding="utf-8") as file:
         file.write("\n".join([
             f"## {title}", "",
             f"`{record['command']}`; commit {record['commit']}, {record['date']}; "

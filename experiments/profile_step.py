@@ -94,7 +94,7 @@ def main(argv):
     print("\n".join(lines))
     if FLAGS.output:
         record = provenance.record()
-        with open(FLAGS.output, "a") as file:
+        with open(FLAGS.output, "a", encoding="utf-8") as file:
             file.write("\n".join([f"## {FLAGS.preset}", "",
                                   f"`{record['command']}`; commit {record['commit']}, "
                                   f"{record['date']}; {provenance.machine_line(record)}.", "",

@@ -143,8 +143,11 @@ def main():
               "experiments/report.py [--check]", file=sys.stderr)
         sys.exit(2)
     readme_path = os.path.join(REPO_ROOT, "README.md")
-    with open(readme_path) as file:
-        readme = file.read()
+    try:
+        with open(readme_path, encoding="utf-8") as file:
+            readme = file.read()
+    except OSError as error:
+        sys.exit(f"report.py: cannot read {readme_path} ({error.strerror})")
     if BEGIN not in readme or END not in readme.split(BEGIN, 1)[-1]:
         sys.exit(f"report.py: README.md has no results table between {BEGIN} and {END}")
     head, rest = readme.split(BEGIN, 1)

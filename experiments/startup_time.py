@@ -127,7 +127,7 @@ def main(argv):
     print("\n".join(table))
     if FLAGS.output:
         record = provenance.record()
-        with open(FLAGS.output, "a") as file:
+        with open(FLAGS.output, "a", encoding="utf-8") as file:
             file.write("\n".join([
                 f"## The CLI's start and exit, shipped and {reference}",
                 "", f"`{record['command']}`; commit {record['commit']}, {record['date']}; "
@@ -137,7 +137,7 @@ def main(argv):
                 "TensorFlow is imported; imported with the collector off, then "
                 f"`gc.freeze()`); {described}.", "",
                 *table, "", ""]))
-        with open(os.path.splitext(FLAGS.output)[0] + ".json", "w") as file:
+        with open(os.path.splitext(FLAGS.output)[0] + ".json", "w", encoding="utf-8") as file:
             json.dump({"record": record, "quiet_check": check, "reference": reference,
                        "results": results}, file, indent=1)
     if any(result["same_metrics"] is False for result in results.values()):

@@ -534,6 +534,35 @@ def test_report_check_says_why_it_fails(tmp_path, readme, line):
     assert (result.returncode, result.stderr.strip()) == (1, line)
 
 
+def test_report_reads_and_writes_a_utf8_readme_under_an_ascii_locale(tmp_path):
+    """The README holds '‖': under ``PYTHONUTF8=0 LC_ALL=C`` report.py read it
+    as ASCII, a UnicodeDecodeError traceback."""
+    import report
+    results = tmp_path / "experiments" / "results"
+    results.mkdir(parents=True)
+    shutil.copy(os.path.join(REPO_ROOT, "experiments", "report.py"), tmp_path / "experiments")
+    (tmp_path / "README.md").write_text(
+        "g / \u2016v\u2016\n<!-- results:begin -->\n| stale |\n<!-- results:end -->\n",
+        encoding="utf-8")
+    result = subprocess.run([sys.executable, "experiments/report.py"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONUTF8": "0", "LC_ALL": "C", "LANG": "C",
+                                 "PYTHONPATH": str(REPO_ROOT)})  # this checkout's sgan_keras
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "README.md").read_text(encoding="utf-8") == (
+        f"g / \u2016v\u2016\n<!-- results:begin -->\n{report.table(str(results))}\n"
+        "<!-- results:end -->\n")
+
+
+def test_report_without_a_readme_says_so_in_one_line(tmp_path):
+    (tmp_path / "experiments" / "results").mkdir(parents=True)
+    shutil.copy(os.path.join(REPO_ROOT, "experiments", "report.py"), tmp_path / "experiments")
+    result = subprocess.run([sys.executable, "experiments/report.py", "--check"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr.strip()) == (
+        1, f"report.py: cannot read {tmp_path / 'README.md'} (No such file or directory)")
+
+
 def test_report_refuses_an_argument_it_does_not_know_and_leaves_the_readme(tmp_path):
     """A typo of --check rewrote the README without a word."""
     (tmp_path / "experiments" / "results").mkdir(parents=True)
