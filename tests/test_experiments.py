@@ -1561,9 +1561,9 @@ print("same")
 def test_benchmarks_without_noise_mode_times_the_step_with_ds_noise_off(tmp_path):
     """benchmark.py's ``without_noise`` mode: the Improved-GAN MNIST D with its
     six Gaussian noise layers passing their inputs through (its training-mode
-    output then equals its inference-mode one, which it did not before), the
-    noise share column, and ``--batch_size_presets``: that preset also timed
-    at ``--batch_sizes``, in the same table."""
+    output then equals its inference-mode one, which it did not before), and
+    the noise share column. At batch 8 only (--nosource_batch): which rows
+    ``--batch_size_presets`` adds is the next test's."""
     code = """
 import sys
 sys.path[:0] = ["experiments"]
@@ -1587,17 +1587,65 @@ print("noise off")
     result = preloaded.run_code(code, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("noise off")
-    rows, table = run_benchmark(tmp_path, "--presets=mnist_improved_gan", "--batch_sizes=8",
-                                "--batch_size_presets=mnist_improved_gan",
-                                "--modes=function,without_noise")
-    assert [(row["preset"], row["batch_size"]) for row in rows] == [
-        ("mnist_improved_gan", 100), ("mnist_improved_gan", 8)]
-    for row in rows:
-        assert set(row["seconds_per_step"]) == {"function", "without_noise"}
-        assert row["derived"]["noise_share"] == pytest.approx(
-            1 - row["seconds_per_step"]["without_noise"] / row["seconds_per_step"]["function"])
+    (row,), table = run_benchmark(tmp_path, "--presets=mnist_improved_gan", "--nosource_batch",
+                                  "--batch_size_presets=mnist_improved_gan", "--batch_sizes=8",
+                                  "--modes=function,without_noise")
+    assert (row["preset"], row["batch_size"]) == ("mnist_improved_gan", 8)
+    assert set(row["seconds_per_step"]) == {"function", "without_noise"}
+    assert row["derived"]["noise_share"] == pytest.approx(
+        1 - row["seconds_per_step"]["without_noise"] / row["seconds_per_step"]["function"])
     assert "| noise share of the step |" in table
     assert "| mnist_improved_gan | 8 |" in table
+
+
+ROWS_MADE = """
+import json, sys
+sys.path[:0] = ["experiments"]
+from absl import flags
+import benchmark
+
+measured = []
+
+def measure(name, batch_size, modes, repeats, always_full=False):   # a row, not timed
+    measured.append([name, batch_size, always_full])
+    return {"preset": name, "batch_size": batch_size, "steps_per_window": 2, "onednn": True,
+            "label_batching": "separate", "images_per_step": 3 * batch_size,
+            "flops_per_step": 1e6, "seconds_per_step": {"function": 0.01}, "optimizers": {},
+            "minor_page_faults_per_step": {"function": 1.0}}
+
+benchmark.measure = measure
+flags.FLAGS(["benchmark.py", *sys.argv[1:]])
+benchmark.main([])
+print(json.dumps(measured))
+"""
+
+
+@pytest.mark.parametrize("source_batch", [True, False])
+def test_benchmark_times_the_batch_size_presets_at_their_source_batch_and_at_batch_sizes(
+        tmp_path, source_batch):
+    """``--batch_size_presets``: those presets of ``--presets`` also timed at
+    each of ``--batch_sizes``, in full (no heavy-step shortening), after every
+    preset's row at its source's batch, in the same table;
+    ``--nosource_batch``: at ``--batch_sizes`` only. Each row measured as
+    the tests above measure theirs (here ``measure`` only names its row)."""
+    output = tmp_path / "benchmark.md"
+    result = preloaded.run_code(
+        ROWS_MADE, ["--presets=mnist_improved_gan,mnist_blog", "--batch_sizes=8,4",
+                    "--batch_size_presets=mnist_improved_gan", f"--output={output}",
+                    "--peers=", "--peak_repeats=1", *SMOKE, "--force",
+                    *([] if source_batch else ["--nosource_batch"])], timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    extra = [["mnist_improved_gan", 8, True], ["mnist_improved_gan", 4, True]]
+    source = [["mnist_improved_gan", presets.PRESETS["mnist_improved_gan"].config.training
+               .batch_size, False],
+              ["mnist_blog", presets.PRESETS["mnist_blog"].config.training.batch_size, False]]
+    expected = (source if source_batch else []) + extra
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == expected
+    rows = json.loads(output.with_suffix(".json").read_text())["rows"]
+    assert [[row["preset"], row["batch_size"]] for row in rows] == [row[:2] for row in expected]
+    shown = [line for line in output.read_text().splitlines() if line.startswith("| mnist_")]
+    assert [line.split(" | ")[:2] for line in shown] == [
+        [f"| {name}", str(batch)] for name, batch, _ in expected]
 
 
 def test_peers_time_our_step_in_float32_where_auto_would_pick_bfloat16():
