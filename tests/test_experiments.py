@@ -1517,7 +1517,7 @@ import numpy as np, tensorflow as tf
 import benchmark
 from sgan_keras import SGAN
 
-for preset, layers, extra in (("mnist_blog", 5, 5), ("cifar10_improved_gan", 7, 7)):
+for preset, layers, extra in (("mnist_blog", 5, 5), ("svhn_improved_gan", 7, 7)):
     z = tf.random.normal([2, 100], seed=1)
     counts, gradients = [], []
     for native in (False, True):
