@@ -1218,9 +1218,11 @@ def test_a_timing_scripts_smoke_flags_default_to_a_measurements_and_pass_on_when
 
 
 def test_benchmark_measures_every_mode_and_writes_its_tables(tmp_path):
-    """Every mode of GANs in Action (at batch 4: --nosource_batch; the
-    source's batch is the without_noise test's), timed in a process of its own
-    on Eigen's kernels. Its peers run: the two tests after this one."""
+    """Every mode of GANs in Action (at batch 4: --nosource_batch; the rows
+    of the source's batch and of --batch_sizes are
+    test_benchmark_times_the_batch_size_presets_at_their_source_batch_and_at_batch_sizes's),
+    timed in a process of its own on Eigen's kernels. Its peers run: the two
+    tests after this one."""
     output = tmp_path / "benchmark.md"
     result = preloaded.run_script(
         "experiments/benchmark.py",
