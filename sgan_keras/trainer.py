@@ -662,9 +662,15 @@ def _callbacks(config, output_dir, initial_epoch, store, step_counter, stop, pre
         callbacks.append(callbacks_lib.CheckOutputDirectory(check_output_dir, every_step=False))
     if restore_metrics is not None:
         callbacks.append(callbacks_lib.ResumeEpochMetrics(restore_metrics))
+    callbacks.append(callbacks_lib.MetricsCSV(metrics_path, initial_epoch=initial_epoch,
+                                              earlier_seconds=earlier_seconds))
+    # Right after the CSV, so the printed seconds are its row's (not the plots' too).
+    if callbacks_lib.progress_verbosity() == 0:
+        callbacks.append(callbacks_lib.EpochSummary(total_epochs=config.training.epochs,
+                                                    earlier_seconds=earlier_seconds))
+    else:   # in place of Keras' own bar, which would count a resumed epoch's fit() alone
+        callbacks.append(callbacks_lib.RunProgbarLogger(total_epochs=config.training.epochs))
     callbacks += [
-        callbacks_lib.MetricsCSV(metrics_path, initial_epoch=initial_epoch,
-                                 earlier_seconds=earlier_seconds),
         callbacks_lib.CurvePlots(metrics_path, output_dir),
         keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")),
     ]
@@ -672,11 +678,6 @@ def _callbacks(config, output_dir, initial_epoch, store, step_counter, stop, pre
         callbacks.append(callbacks_lib.SampleGrid(
             os.path.join(output_dir, "samples"), seed=config.seed,
             tensorboard_dir=os.path.join(output_dir, "tensorboard", "samples")))
-    if callbacks_lib.progress_verbosity() == 0:
-        callbacks.append(callbacks_lib.EpochSummary(total_epochs=config.training.epochs,
-                                                    earlier_seconds=earlier_seconds))
-    else:   # in place of Keras' own bar, which would count a resumed epoch's fit() alone
-        callbacks.append(callbacks_lib.RunProgbarLogger(total_epochs=config.training.epochs))
     if check_output_dir:     # before each checkpoint (the epoch's writes above take a while)
         callbacks.append(callbacks_lib.CheckOutputDirectory(check_output_dir))
     # Last: an epoch's checkpoint is saved once its metrics.csv row is written.

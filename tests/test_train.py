@@ -808,7 +808,9 @@ def test_a_resumed_epochs_seconds_count_the_earlier_sessions_steps_not_their_los
     assert inner + 0.8 <= seconds <= window + earlier, (inner, window, earlier, seconds)
     printed = float(re.search(r"^Epoch 1/1: .* \(([\d.]+) s\)$", capsys.readouterr().out,
                               re.MULTILINE).group(1))
-    assert printed >= seconds - 0.06 and printed >= inner + 0.8 - 0.06  # rounded to 0.1 s
+    # Rounded to 0.1 s. Printed after the plots and the sample grid, the line
+    # read 1.4 s more than the CSV here (on a busy core).
+    assert abs(printed - seconds) <= 0.06 and printed >= inner + 0.8 - 0.06
 
 
 def test_two_concurrent_launches_exactly_one_runs(tmp_path, fast):
