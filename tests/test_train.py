@@ -307,12 +307,13 @@ def test_a_second_launch_on_a_new_directory_is_refused_by_the_lock_not_as_a_user
 
 
 # ------------------------------------------------------------------ faults
-# One deterministic configuration for the resume tests: 2 epochs of 30 steps,
-# a checkpoint every 10 steps. Every interrupted run of it, once resumed, must
-# end bit-identical to the uninterrupted one.
+# One deterministic configuration for the resume tests: 2 epochs of 15 steps,
+# a checkpoint every 5 steps (a step is about 0.1 s of CPU: the 5 steps between
+# two saves leave the fault tests half a second to act). Every interrupted run
+# of it, once resumed, must end bit-identical to the uninterrupted one.
 @pytest.fixture(scope="session")
 def resumable(fast):
-    return [*fast, "--epochs=2", "--steps_per_epoch=30", "--checkpoint_every_steps=10",
+    return [*fast, "--epochs=2", "--steps_per_epoch=15", "--checkpoint_every_steps=5",
             "--deterministic", "--seed=1"]
 
 
@@ -327,16 +328,16 @@ def reference(tmp_path_factory, resumable):
 
 @pytest.fixture(scope="module")
 def killed(tmp_path_factory, resumable):
-    """A run of resumable killed with SIGKILL in epoch 2, just after its step-40
+    """A run of resumable killed with SIGKILL in epoch 2, just after its step-20
     checkpoint (made once per session); tests work on copies. Returns the
     directory and the dead pid."""
     def make(directory):
         output_dir = directory / "run"
         process = launch(*resumable, f"--output_dir={output_dir}")
-        wait_for_step(process, output_dir, 40)
+        wait_for_step(process, output_dir, 20)
         process.send_signal(signal.SIGKILL)
         process.communicate()
-        assert latest_step(output_dir) == 40 and checkpoint_steps(output_dir) == [30, 40]
+        assert latest_step(output_dir) == 20 and checkpoint_steps(output_dir) == [15, 20]
         assert [row["epoch"] for row in metrics_rows(output_dir)] == ["1"], \
             "not killed mid-epoch 2"
         (directory / "pid").write_text(str(process.pid))
@@ -377,7 +378,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical_at_step_granularity(
     assert result.returncode == 0, result.stderr[-3000:]
     # The killed run's lock is stale: taken over, with a line saying so.
     assert f"its lock names pid {dead_pid}, which ended without releasing it" in result.stdout
-    assert "Resuming from step 40: epoch 2, after 10 of its 30 steps." in result.stdout
+    assert "Resuming from step 20: epoch 2, after 5 of its 15 steps." in result.stdout
     assert [row["epoch"] for row in metrics_rows(output_dir)] == ["1", "2"]
     assert_same_as(reference, output_dir)
     assert not error_lines(result.stderr) and "Traceback" not in result.stderr
@@ -386,24 +387,24 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical_at_step_granularity(
 def test_truncated_newest_checkpoint_falls_back_and_finishes(
         killed, reference, tmp_path, resumable):
     output_dir = copy_run(killed[0], tmp_path)
-    data = output_dir / "checkpoint" / "ckpt-40.data-00000-of-00001"
+    data = output_dir / "checkpoint" / "ckpt-20.data-00000-of-00001"
     data.write_bytes(data.read_bytes()[:data.stat().st_size // 3])  # a crash before the disk had it
     result = cli(*resumable, f"--output_dir={output_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(r"Checkpoint \S+/ckpt-40 cannot be read \(.+\): set aside as "
-                     r"unreadable-ckpt-40; falling back to ckpt-30\.", result.stdout), result.stdout
+    assert re.search(r"Checkpoint \S+/ckpt-20 cannot be read \(.+\): set aside as "
+                     r"unreadable-ckpt-20; falling back to ckpt-15\.", result.stdout), result.stdout
     assert "Resuming from the end of epoch 1." in result.stdout
     assert [row["epoch"] for row in metrics_rows(output_dir)] == ["1", "2"]
     assert_same_as(reference, output_dir)
-    assert (output_dir / "checkpoint" / "unreadable-ckpt-40.index").exists()  # kept, not deleted
-    assert checkpoint_steps(output_dir) == [50, 60]
+    assert (output_dir / "checkpoint" / "unreadable-ckpt-20.index").exists()  # kept, not deleted
+    assert checkpoint_steps(output_dir) == [25, 30]
     assert "Traceback" not in result.stderr
 
 
 def test_no_readable_checkpoint_refuses_with_one_line_and_touches_nothing(
         killed, tmp_path, resumable):
     output_dir = copy_run(killed[0], tmp_path)
-    for step in (30, 40):
+    for step in (15, 20):
         data = output_dir / "checkpoint" / f"ckpt-{step}.data-00000-of-00001"
         data.write_bytes(data.read_bytes()[:1000])
     before = files_of(output_dir)
@@ -419,7 +420,7 @@ def test_sigint_and_sigterm_save_at_the_next_step_and_the_printed_command_resume
         reference, tmp_path, resumable):
     output_dir = tmp_path / "run"
     command = [sys.executable, "-m", "sgan_keras.train", *resumable, f"--output_dir={output_dir}"]
-    for sent, after_step in ((signal.SIGINT, 10), (signal.SIGTERM, 40)):
+    for sent, after_step in ((signal.SIGINT, 5), (signal.SIGTERM, 20)):
         process = launch(*command[3:])
         wait_for_step(process, output_dir, after_step)
         process.send_signal(sent)
@@ -431,7 +432,7 @@ def test_sigint_and_sigterm_save_at_the_next_step_and_the_printed_command_resume
                              r"(\S+); resume with: (.+)", lines[0])
         assert match, lines[0]
         step = int(match.group(1))
-        assert after_step <= step < after_step + 10  # the next step boundary, not a later save
+        assert after_step <= step < after_step + 5  # the next step boundary, not a later save
         assert match.group(2) == str(output_dir / "checkpoint" / f"ckpt-{step}")
         assert latest_step(output_dir) == step
         assert shlex.split(match.group(3)) == ["cd", str(REPO_ROOT), "&&", *command]
@@ -935,20 +936,20 @@ def test_init_images_beyond_memory_are_out_of_memory_and_fewer_then_start(
 def test_full_disk_mid_training_gets_one_line_and_loses_nothing(small_disk, reference, resumable):
     output_dir = small_disk / "run"
     process = launch(*resumable, f"--output_dir={output_dir}")
-    wait_for_step(process, output_dir, 40)
-    before = files_of(output_dir / "checkpoint")  # ckpt-30, ckpt-40, the manager's state file
-    filler = fill(small_disk)  # ckpt-50 is 10 steps away
+    wait_for_step(process, output_dir, 20)
+    before = files_of(output_dir / "checkpoint")  # ckpt-15, ckpt-20, the manager's state file
+    filler = fill(small_disk)  # ckpt-25 is 5 steps away
     _, stderr = process.communicate(timeout=240)
     assert process.returncode == 5, stderr[-3000:]
     lines = error_lines(stderr)
     assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
-    assert re.search(r"error: cannot write \S+/checkpoint/ckpt-50 \(No space left on device\); "
+    assert re.search(r"error: cannot write \S+/checkpoint/ckpt-25 \(No space left on device\); "
                      r"earlier outputs are intact", lines[0]), lines[0]
-    assert files_of(output_dir / "checkpoint") == before  # no half-written ckpt-50 either
+    assert files_of(output_dir / "checkpoint") == before  # no half-written ckpt-25 either
     filler.unlink()
     result = cli(*resumable, f"--output_dir={output_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Resuming from step 40: epoch 2, after 10 of its 30 steps." in result.stdout
+    assert "Resuming from step 20: epoch 2, after 5 of its 15 steps." in result.stdout
     assert_same_as(reference, output_dir)
 
 
@@ -979,7 +980,7 @@ def test_a_full_disk_under_tensorboards_writer_gets_one_line(tmp_path, fast):
 def test_read_only_directory_at_an_epoch_end_gets_one_line_and_loses_nothing(tmp_path, resumable):
     output_dir = tmp_path / "run"
     process = launch(*resumable, f"--output_dir={output_dir}")
-    wait_for_step(process, output_dir, 50)  # the epoch ends at step 60
+    wait_for_step(process, output_dir, 25)  # the epoch ends at step 30
     # A read-only bind mount over the run: every new write fails with EROFS.
     # (A whole file system cannot be remounted read-only while files are open
     # on it; the bind mount can, once the run has no file open for writing.)
@@ -990,7 +991,7 @@ def test_read_only_directory_at_an_epoch_end_gets_one_line_and_loses_nothing(tmp
         process.communicate()
         pytest.skip(f"cannot bind-mount (needs root): {mounted.stderr.strip()}")
     try:
-        for _ in range(100):  # busy while the save of step 50 finishes its writes
+        for _ in range(100):  # busy while the save of step 25 finishes its writes
             read_only = subprocess.run(["mount", "-o", "remount,bind,ro", output_dir],
                                        capture_output=True, text=True)
             if read_only.returncode == 0:
@@ -1018,7 +1019,7 @@ def test_an_output_dir_moved_mid_run_stops_with_one_line_and_resumes_where_it_we
     for bit, from where the directory went."""
     output_dir, moved = tmp_path / "run", tmp_path / "moved"
     process = launch(*resumable, f"--output_dir={output_dir}")
-    wait_for_step(process, output_dir, 40)
+    wait_for_step(process, output_dir, 20)
     os.rename(output_dir, moved)
     _, stderr = process.communicate(timeout=240)
     assert process.returncode == 5, stderr[-3000:]
@@ -1031,7 +1032,7 @@ def test_an_output_dir_moved_mid_run_stops_with_one_line_and_resumes_where_it_we
     assert not output_dir.exists()
     resumed = cli(*resumable, f"--output_dir={moved}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "Resuming from step 40" in resumed.stdout
+    assert "Resuming from step 20" in resumed.stdout
     assert_same_as(reference, moved)
 
 
