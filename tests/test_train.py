@@ -1017,13 +1017,14 @@ def test_read_only_directory_at_an_epoch_end_gets_one_line_and_loses_nothing(tmp
 
 
 def test_an_output_dir_moved_mid_run_stops_with_one_line_and_resumes_where_it_went(
-        tmp_path, resumable, reference):
+        killed, tmp_path, resumable, reference):
     """A run whose directory is moved stops at its next step end with exit 5,
     writes nothing more (no new directory of the old name) and resumes, bit
-    for bit, from where the directory went."""
-    output_dir, moved = tmp_path / "run", tmp_path / "moved"
+    for bit, from where the directory went. The run is itself a resumed one
+    (of killed, from step 20): it trains 5 steps, not 25, before the move."""
+    output_dir, moved = copy_run(killed[0], tmp_path), tmp_path / "moved"
     process = launch(*resumable, f"--output_dir={output_dir}")
-    wait_for_step(process, output_dir, 20)
+    wait_for_step(process, output_dir, 25)
     os.rename(output_dir, moved)
     _, stderr = process.communicate(timeout=240)
     assert process.returncode == 5, stderr[-3000:]
@@ -1036,7 +1037,7 @@ def test_an_output_dir_moved_mid_run_stops_with_one_line_and_resumes_where_it_we
     assert not output_dir.exists()
     resumed = cli(*resumable, f"--output_dir={moved}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "Resuming from step 20" in resumed.stdout
+    assert "Resuming from step 25" in resumed.stdout
     assert_same_as(reference, moved)
 
 
