@@ -56,6 +56,13 @@ def fast(small_mnist_dir):
             "--notflite"]
 
 
+@pytest.fixture(scope="session")
+def fast_blog(fast):
+    """fast with the MNIST blog post's preset, whose networks are the cheapest
+    of MNIST's to trace and run: for runs whose test is not about the networks."""
+    return [arg if not arg.startswith("--preset=") else "--preset=mnist_blog" for arg in fast]
+
+
 def metrics_rows(output_dir):
     with open(output_dir / "metrics.csv") as file:
         return list(csv.DictReader(file))
@@ -1214,7 +1221,7 @@ runpy.run_module("sgan_keras.train", run_name="__main__", alter_sys=True)
 """
 
 
-def test_two_worker_multi_worker_run_on_localhost_with_a_preemption(tmp_path, fast):
+def test_two_worker_multi_worker_run_on_localhost_with_a_preemption(tmp_path, fast_blog):
     """SIGTERM to the non-chief worker: TensorFlow's PreemptionCheckpointHandler
     makes both workers save at the same step and stop (75); the same command
     resumes (here with the TFLite files, which only the chief converts and
@@ -1224,7 +1231,7 @@ def test_two_worker_multi_worker_run_on_localhost_with_a_preemption(tmp_path, fa
     conversions = tmp_path / "tflite_conversions.txt"
 
     def start(*extra):
-        args = (*fast, "--epochs=1", "--steps_per_epoch=20", "--checkpoint_every_steps=5",
+        args = (*fast_blog, "--epochs=1", "--steps_per_epoch=20", "--checkpoint_every_steps=5",
                 "--strategy=multi_worker", f"--output_dir={output_dir}", *extra)
         return [preloaded.launch_code(RECORDING_TFLITE_CONVERSIONS, [conversions, *args],
                                       env={**ENV, "TF_CONFIG": json.dumps({
