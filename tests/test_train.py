@@ -825,11 +825,11 @@ def test_a_resumed_epochs_seconds_count_the_earlier_sessions_steps_not_their_los
     assert abs(printed - seconds) <= 0.06 and printed >= inner + 0.8 - 0.06
 
 
-def test_two_concurrent_launches_exactly_one_runs(tmp_path, fast):
+def test_two_concurrent_launches_exactly_one_runs(tmp_path, fast_blog):
     output_dir = tmp_path / "run"
     # The winner holds the lock for seconds (its start, evaluation and export),
     # the other meets it within its first second: 2 steps are enough.
-    args = [*fast, "--epochs=1", "--steps_per_epoch=2", f"--output_dir={output_dir}"]
+    args = [*fast_blog, "--epochs=1", "--steps_per_epoch=2", f"--output_dir={output_dir}"]
     processes = [launch(*args), launch(*args)]
     outcomes = [(process, *process.communicate(timeout=300)) for process in processes]
     codes = sorted(process.returncode for process in processes)
@@ -964,7 +964,7 @@ def test_full_disk_mid_training_gets_one_line_and_loses_nothing(small_disk, refe
     assert_same_as(reference, output_dir)
 
 
-def test_a_full_disk_under_tensorboards_writer_gets_one_line(tmp_path, fast):
+def test_a_full_disk_under_tensorboards_writer_gets_one_line(tmp_path, fast_blog):
     """TensorFlow writes TensorBoard's event files itself and reports a full
     disk as an OpError naming the reason (simulated at an epoch's TensorBoard
     write): one line and exit 5, like every other output."""
@@ -977,7 +977,7 @@ def test_a_full_disk_under_tensorboards_writer_gets_one_line(tmp_path, fast):
               "sys.argv = ['train.py'] + sys.argv[1:]\n"
               "train.run()\n")
     output_dir = tmp_path / "run"
-    result = preloaded.run_code(script, [*fast, "--epochs=1", "--steps_per_epoch=2",
+    result = preloaded.run_code(script, [*fast_blog, "--epochs=1", "--steps_per_epoch=2",
                                          f"--output_dir={output_dir}"], ENV, timeout=300)
     assert result.returncode == 5, result.stderr[-3000:]
     lines = error_lines(result.stderr)
@@ -1069,7 +1069,7 @@ def test_full_disk_at_export_gets_one_line_and_keeps_the_trained_run(
 
 
 def test_a_run_launched_with_stdout_and_stderr_closed_keeps_its_log_out_of_its_files(
-        tmp_path, fast):
+        tmp_path, fast_blog):
     """Launched with ``>&- 2>&-`` (a daemon, a cron job), the run's first files
     would take descriptors 1 and 2, and TensorFlow's C++ log lines (written to
     2) would corrupt a TensorBoard event file. They go to /dev/null. A new
@@ -1079,7 +1079,7 @@ def test_a_run_launched_with_stdout_and_stderr_closed_keeps_its_log_out_of_its_f
     output_dir = tmp_path / "run"
     result = subprocess.run(
         ["bash", "-c", 'exec "$@" >&- 2>&-', "bash", sys.executable, "-m", "sgan_keras.train",
-         *fast, "--epochs=1", "--steps_per_epoch=2", f"--output_dir={output_dir}"],
+         *fast_blog, "--epochs=1", "--steps_per_epoch=2", f"--output_dir={output_dir}"],
         timeout=300, env={**ENV, "TF_CPP_MIN_LOG_LEVEL": "0"}, cwd=REPO_ROOT)
     assert result.returncode == 0
     assert [row["epoch"] for row in metrics_rows(output_dir)] == ["1"]
@@ -1091,7 +1091,7 @@ def test_a_run_launched_with_stdout_and_stderr_closed_keeps_its_log_out_of_its_f
         assert b".cc:" not in path.read_bytes(), path   # no C++ log line (file.cc:NN])
 
 
-def test_a_home_that_cannot_hold_matplotlibs_directory_gets_no_warning(tmp_path, fast):
+def test_a_home_that_cannot_hold_matplotlibs_directory_gets_no_warning(tmp_path, fast_blog):
     """With ``HOME`` a file (or read-only, unset: some containers) matplotlib
     cannot make ``~/.config/matplotlib`` and printed two warning lines a run;
     the CLI gives it a temporary directory, removed at exit. A new
@@ -1101,7 +1101,7 @@ def test_a_home_that_cannot_hold_matplotlibs_directory_gets_no_warning(tmp_path,
     temporary.mkdir()
     environment = {name: value for name, value in ENV.items()
                    if name not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
-    result = fresh_cli(*fast, "--epochs=1", "--steps_per_epoch=2",
+    result = fresh_cli(*fast_blog, "--epochs=1", "--steps_per_epoch=2",
                        f"--output_dir={tmp_path / 'run'}",
                        env={**environment, "HOME": str(home), "TMPDIR": str(temporary)})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -1161,8 +1161,8 @@ def test_no_writable_temporary_directory_gets_one_line_and_exit_5(module, tmp_pa
     assert not output_dir.exists()
 
 
-def test_mirrored_strategy_on_two_logical_cpus_and_the_chiefs_start_lines(tmp_path, fast):
-    result = cli(*fast, "--epochs=1", "--steps_per_epoch=2", "--strategy=mirrored",
+def test_mirrored_strategy_on_two_logical_cpus_and_the_chiefs_start_lines(tmp_path, fast_blog):
+    result = cli(*fast_blog, "--epochs=1", "--steps_per_epoch=2", "--strategy=mirrored",
                  "--virtual_cpus=2", "--lr_schedule=linear_decay", "--lr_decay_start_epoch=3",
                  f"--output_dir={tmp_path / 'run'}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -1343,14 +1343,14 @@ def test_a_multi_worker_run_without_tf_config_does_not_say_it_waits(tmp_path, fa
     assert "Waiting" not in result.stdout
 
 
-def test_a_one_worker_multi_worker_run_trains_and_logs_scalars(tmp_path, fast):
+def test_a_one_worker_multi_worker_run_trains_and_logs_scalars(tmp_path, fast_blog):
     """A TF_CONFIG of one worker (a job scaled down to one machine): Keras
     passes the step's logs on unreduced there, and they must be scalars for
     TensorBoard (the shape [1] of several workers stopped it with a traceback)."""
     output_dir = tmp_path / "run"
     tf_config = {"cluster": {"worker": [f"localhost:{free_port()}"]},
                  "task": {"type": "worker", "index": 0}}
-    result = cli(*fast, "--epochs=1", "--steps_per_epoch=2", "--strategy=multi_worker",
+    result = cli(*fast_blog, "--epochs=1", "--steps_per_epoch=2", "--strategy=multi_worker",
                  f"--output_dir={output_dir}", env={**ENV, "TF_CONFIG": json.dumps(tf_config)})
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(metrics_rows(output_dir)) == 1
