@@ -1161,8 +1161,10 @@ def test_no_writable_temporary_directory_gets_one_line_and_exit_5(module, tmp_pa
     assert not output_dir.exists()
 
 
-def test_mirrored_strategy_on_two_logical_cpus_and_the_chiefs_start_lines(tmp_path, fast_blog):
-    result = cli(*fast_blog, "--epochs=1", "--steps_per_epoch=2", "--strategy=mirrored",
+def test_mirrored_strategy_on_two_logical_cpus_and_the_chiefs_start_lines(tmp_path, fast):
+    # GANs in Action: the one CLI run of batch norm (and the split order's
+    # restore of its statistics) under two replicas.
+    result = cli(*fast, "--epochs=1", "--steps_per_epoch=2", "--strategy=mirrored",
                  "--virtual_cpus=2", "--lr_schedule=linear_decay", "--lr_decay_start_epoch=3",
                  f"--output_dir={tmp_path / 'run'}")
     assert result.returncode == 0, result.stderr[-3000:]
