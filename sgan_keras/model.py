@@ -248,6 +248,15 @@ class SGAN(keras.Model):
             g_optimizer = g_optimizer or default_g
         if "jit_compile" not in kwargs and self.config.run.jit_compile != "auto":
             kwargs["jit_compile"] = self.config.run.keras_jit_compile   # it was ignored here
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        if kwargs.get("steps_per_execution", 1) != 1 and replicas > 1:
+            # Measured with TensorFlow 2.21 and Keras 3.15 on two logical CPUs, a
+            # plain keras.Sequential alike (keras-team/keras issue 19246).
+            raise ValueError(
+                f"steps_per_execution={kwargs['steps_per_execution']!r} under {replicas} "
+                "replicas: Keras' multi-step loop fails there at the first fit() (\"You "
+                "must feed a value for placeholder tensor\"); compile with "
+                "steps_per_execution=1")
         super().compile(**{"optimizer": d_optimizer, **kwargs})
         # Kept for get_compile_config: how fit() runs, as the caller asked.
         self._run_options = {name: kwargs[name] for name in _RUN_OPTIONS if name in kwargs}

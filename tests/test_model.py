@@ -1177,6 +1177,12 @@ UNEVEN_REPLICAS_SCRIPT = textwrap.dedent(TWO_LOGICAL_CPUS + """
         except ValueError as error:
             refused.append(str(error))
     shared = model.fit(arrays, batch_size=8, steps_per_epoch=1, epochs=1, verbose=0).history
+    try:
+        with mirrored.scope():
+            model.compile(steps_per_execution=2)
+        refused.append("")
+    except ValueError as error:
+        refused.append(str(error))
     print(json.dumps({{"single": logs(tf.distribute.get_strategy()),
                       "mirrored": logs(mirrored), "refused": refused,
                       "shared": np.isfinite(shared["d_loss"][0]).item()}}))
@@ -1200,11 +1206,17 @@ def test_metrics_of_replicas_with_unequal_shares_are_the_global_batches():
     # 15 in 8s, also of the 15 of 18 that validation_split=1/6 trains on, which
     # passed) overlapped their noise, trained otherwise than one device, or
     # logged NaN on an empty replica; refused with one line. 8 of 15 for one step is not.
-    assert len(report["refused"]) == 4, report["refused"]
-    for message in report["refused"]:
+    *uneven, steps_per_execution = report["refused"]
+    assert len(uneven) == 4, report["refused"]
+    for message in uneven:
         assert message.startswith("fit() under 2 replicas needs batches they can share "
                                   "equally, a multiple of 2 images; got batches of 7:"), message
     assert report["shared"] is True
+    # Keras' multi-step loop under 2 replicas: a graph error at the first fit().
+    assert steps_per_execution == (
+        "steps_per_execution=2 under 2 replicas: Keras' multi-step loop fails there at the "
+        "first fit() (\"You must feed a value for placeholder tensor\"); compile with "
+        "steps_per_execution=1")
 
 
 ON_BATCH_REPLICAS_SCRIPT = textwrap.dedent(TWO_LOGICAL_CPUS + """
