@@ -519,6 +519,15 @@ def test_readme_results_table_matches_the_result_files():
     assert result.returncode == 0, "README.md is stale: run python experiments/report.py"
 
 
+def report_checkout(tmp_path):
+    """``tmp_path`` as a checkout holding report.py alone, for it to run there on
+    its own README; returns its (empty) results directory."""
+    results = tmp_path / "experiments" / "results"
+    results.mkdir(parents=True)
+    shutil.copy(os.path.join(REPO_ROOT, "experiments", "report.py"), tmp_path / "experiments")
+    return results
+
+
 @pytest.mark.parametrize("readme, line", [
     ("<!-- results:begin -->\n| stale |\n<!-- results:end -->\n",
      "report.py --check: README.md's results table differs from experiments/results/*.json; "
@@ -527,8 +536,7 @@ def test_readme_results_table_matches_the_result_files():
                          "<!-- results:begin --> and <!-- results:end -->")])
 def test_report_check_says_why_it_fails(tmp_path, readme, line):
     # A stale table exited 1 without a word; a README without the markers was a traceback.
-    (tmp_path / "experiments" / "results").mkdir(parents=True)
-    shutil.copy(os.path.join(REPO_ROOT, "experiments", "report.py"), tmp_path / "experiments")
+    report_checkout(tmp_path)
     (tmp_path / "README.md").write_text(readme)
     result = subprocess.run([sys.executable, "experiments/report.py", "--check"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
@@ -539,9 +547,7 @@ def test_report_reads_and_writes_a_utf8_readme_under_an_ascii_locale(tmp_path):
     """The README holds '‖': under ``PYTHONUTF8=0 LC_ALL=C`` report.py read it
     as ASCII, a UnicodeDecodeError traceback."""
     import report
-    results = tmp_path / "experiments" / "results"
-    results.mkdir(parents=True)
-    shutil.copy(os.path.join(REPO_ROOT, "experiments", "report.py"), tmp_path / "experiments")
+    results = report_checkout(tmp_path)
     (tmp_path / "README.md").write_text(
         "g / \u2016v\u2016\n<!-- results:begin -->\n| stale |\n<!-- results:end -->\n",
         encoding="utf-8")
@@ -556,8 +562,7 @@ def test_report_reads_and_writes_a_utf8_readme_under_an_ascii_locale(tmp_path):
 
 
 def test_report_without_a_readme_says_so_in_one_line(tmp_path):
-    (tmp_path / "experiments" / "results").mkdir(parents=True)
-    shutil.copy(os.path.join(REPO_ROOT, "experiments", "report.py"), tmp_path / "experiments")
+    report_checkout(tmp_path)
     result = subprocess.run([sys.executable, "experiments/report.py", "--check"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stderr.strip()) == (
@@ -566,8 +571,7 @@ def test_report_without_a_readme_says_so_in_one_line(tmp_path):
 
 def test_report_refuses_an_argument_it_does_not_know_and_leaves_the_readme(tmp_path):
     """A typo of --check rewrote the README without a word."""
-    (tmp_path / "experiments" / "results").mkdir(parents=True)
-    shutil.copy(os.path.join(REPO_ROOT, "experiments", "report.py"), tmp_path / "experiments")
+    report_checkout(tmp_path)
     readme = "<!-- results:begin -->\n| stale |\n<!-- results:end -->\n"
     (tmp_path / "README.md").write_text(readme)
     result = subprocess.run([sys.executable, "experiments/report.py", "--chek"],
@@ -580,8 +584,7 @@ def test_report_refuses_an_argument_it_does_not_know_and_leaves_the_readme(tmp_p
 
 def test_report_names_a_result_file_it_cannot_read_in_one_line(tmp_path):
     """A result file in a merge conflict was a JSONDecodeError traceback."""
-    (tmp_path / "experiments" / "results").mkdir(parents=True)
-    shutil.copy(os.path.join(REPO_ROOT, "experiments", "report.py"), tmp_path / "experiments")
+    report_checkout(tmp_path)
     readme = "<!-- results:begin -->\n<!-- results:end -->\n"
     (tmp_path / "README.md").write_text(readme)
     damaged = tmp_path / "experiments" / "results" / "x.json"
@@ -1950,8 +1953,7 @@ runpy.run_path("experiments/report.py", run_name="__main__")
 
 def test_report_on_a_full_disk_gets_one_line_and_exit_5_and_leaves_the_readme(tmp_path):
     """It was a WriteError traceback (exit 1)."""
-    (tmp_path / "experiments" / "results").mkdir(parents=True)
-    shutil.copy(os.path.join(REPO_ROOT, "experiments", "report.py"), tmp_path / "experiments")
+    report_checkout(tmp_path)
     readme = "<!-- results:begin -->\n| stale |\n<!-- results:end -->\n"
     (tmp_path / "README.md").write_text(readme)
     result = subprocess.run([sys.executable, "-c", REPORT_ON_A_FULL_DISK], cwd=tmp_path,
@@ -1993,8 +1995,7 @@ def test_a_result_file_of_the_wrong_shape_is_refused_in_one_line_not_replaced(
 def test_report_names_a_result_file_of_the_wrong_shape_in_one_line(tmp_path, text, problem):
     """A file of ``null`` or without its budget was a traceback; a list was
     left out of the table without a word; a published accuracy of text, too."""
-    (tmp_path / "experiments" / "results").mkdir(parents=True)
-    shutil.copy(os.path.join(REPO_ROOT, "experiments", "report.py"), tmp_path / "experiments")
+    report_checkout(tmp_path)
     readme = "<!-- results:begin -->\n<!-- results:end -->\n"
     (tmp_path / "README.md").write_text(readme)
     path = tmp_path / "experiments" / "results" / "x.json"
