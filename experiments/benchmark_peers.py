@@ -497,12 +497,11 @@ def write(rows, check, peak, pooled):
                      f"{row['speedup']:.2f}x | "
                      + (f"{separate:.1f} | " if separate else "- | ")
                      + f"{row['flops_per_step'] / 1e9:.2f} | {100 * row['fraction_of_peak']:.0f}% |")
-    os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
-    with open(FLAGS.output, "w", encoding="utf-8") as file:
-        file.write("\n".join(lines) + "\n")
-    with open(os.path.splitext(FLAGS.output)[0] + ".json", "w", encoding="utf-8") as file:
-        json.dump({"check": check, "pooled_cpu_allocator": pooled, "peak_flops": peak,
-                   "rows": rows}, file, indent=2)
+    from sgan_keras import faults
+    faults.write_text(FLAGS.output, "\n".join(lines) + "\n")    # atomic, UTF-8
+    faults.write_text(os.path.splitext(FLAGS.output)[0] + ".json", json.dumps(
+        {"check": check, "pooled_cpu_allocator": pooled, "peak_flops": peak, "rows": rows},
+        indent=2))
 
 
 if __name__ == "__main__":

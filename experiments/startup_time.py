@@ -137,9 +137,10 @@ def main(argv):
                 "TensorFlow is imported; imported with the collector off, then "
                 f"`gc.freeze()`); {described}.", "",
                 *table, "", ""]))
-        with open(os.path.splitext(FLAGS.output)[0] + ".json", "w", encoding="utf-8") as file:
-            json.dump({"record": record, "quiet_check": check, "reference": reference,
-                       "results": results}, file, indent=1)
+        from sgan_keras import faults
+        faults.write_text(os.path.splitext(FLAGS.output)[0] + ".json", json.dumps(
+            {"record": record, "quiet_check": check, "reference": reference,
+             "results": results}, indent=1))
     if any(result["same_metrics"] is False for result in results.values()):
         sys.exit("startup_time.py: the short run's metrics.csv differs between the two ways")
 
