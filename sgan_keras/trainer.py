@@ -520,8 +520,9 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
                                    epoch_seconds=epoch_seconds,
                                    earlier_seconds=earlier_seconds if index == 0 else 0.0)
             # Each output names itself when it cannot be written; this names
-            # the rest (TensorBoard's event files, which TensorFlow writes).
-            with faults.writing(f"the outputs in {output_dir}"), \
+            # the rest: TensorBoard's event files, which TensorFlow writes (a
+            # resumed run creates its first validation file at an epoch end).
+            with faults.writing(f"the outputs in {output_dir}", name_tensorflow_file=True), \
                     _named_if_output_dir_lost(check_output_dir):
                 model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch,
                           steps_per_epoch=steps,

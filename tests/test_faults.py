@@ -4,6 +4,7 @@ module (and the experiment runner built on it) starts without TensorFlow."""
 import errno
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -29,6 +30,24 @@ def test_disk_errors_of_python_and_of_tensorflow_become_write_errors():
     with pytest.raises(tf.errors.InvalidArgumentError):   # any other error keeps its type
         with faults.writing("ckpt-50"):
             raise tf.errors.InvalidArgumentError(None, None, "bad shape")
+
+
+def test_a_write_tensorflow_makes_names_the_file_its_error_names(tmp_path):
+    """TensorFlow's own file errors (TensorBoard's summary writer) name the
+    file before the reason; with name_tensorflow_file the line names it."""
+    unwritable = "/sys/sgan_keras_test"   # sysfs: no new directories, even for root
+    with pytest.raises(faults.WriteError) as raised:
+        with faults.writing(f"the outputs in {tmp_path}", name_tensorflow_file=True):
+            tf.summary.create_file_writer(unwritable)
+    assert re.fullmatch(rf"cannot write {unwritable} \((Operation not permitted|Permission "
+                        r"denied)\)", str(raised.value)), raised.value
+    with pytest.raises(faults.WriteError, match=rf"^cannot write the outputs in {tmp_path} \("):
+        with faults.writing(f"the outputs in {tmp_path}"):
+            tf.summary.create_file_writer(unwritable)
+    # The TensorFlow tag is left out of the one line.
+    assert faults.first_line(tf.errors.NotFoundError(
+        None, None, "{{function_node __wrapped__X_device_/job:localhost/replica:0}} a; b\nc")) \
+        == "a; b"
 
 
 @pytest.mark.parametrize("code", [

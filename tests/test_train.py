@@ -964,27 +964,35 @@ def test_full_disk_mid_training_gets_one_line_and_loses_nothing(small_disk, refe
     assert_same_as(reference, output_dir)
 
 
-def test_a_full_disk_under_tensorboards_writer_gets_one_line(tmp_path, fast_blog):
+@pytest.mark.parametrize("named", [True, False])
+def test_a_full_disk_under_tensorboards_writer_gets_one_line(named, tmp_path, fast_blog):
     """TensorFlow writes TensorBoard's event files itself and reports a full
     disk as an OpError naming the reason (simulated at an epoch's TensorBoard
-    write): one line and exit 5, like every other output."""
+    write): one line and exit 5, like every other output. The line names the
+    file where TensorFlow's message does (as its summary writer's does: a
+    resumed run's first validation file, created at an epoch end), else the
+    output directory."""
+    output_dir = tmp_path / "run"
+    events = output_dir / "tensorboard" / "validation" / "events.out.tfevents.1.vm.2.v2"
+    message = ("{{function_node __wrapped__CreateSummaryFileWriter_device_/job:localhost/"
+               f"replica:0/task:0/device:CPU:0}}}} {events}; No space left on device\n"
+               f"\tCreating writable file {events}\n\tCould not initialize events writer."
+               if named else "events.out.tfevents; No space left on device")
     script = ("import sys, keras, tensorflow as tf\n"
               "def full(*args, **kwargs):\n"
-              "    raise tf.errors.ResourceExhaustedError(\n"
-              "        None, None, 'events.out.tfevents; No space left on device')\n"
+              f"    raise tf.errors.ResourceExhaustedError(None, None, {message!r})\n"
               "keras.callbacks.TensorBoard.on_epoch_end = full\n"
               "from sgan_keras import train\n"
               "sys.argv = ['train.py'] + sys.argv[1:]\n"
               "train.run()\n")
-    output_dir = tmp_path / "run"
     result = preloaded.run_code(script, [*fast_blog, "--epochs=1", "--steps_per_epoch=2",
                                          f"--output_dir={output_dir}"], ENV, timeout=300)
     assert result.returncode == 5, result.stderr[-3000:]
     lines = error_lines(result.stderr)
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert lines[0].startswith(f"sgan_keras.train: error: cannot write the outputs in "
-                               f"{output_dir} (No space left on device); earlier outputs are "
-                               "intact"), lines[0]
+    what = events if named else f"the outputs in {output_dir}"
+    assert lines[0].startswith(f"sgan_keras.train: error: cannot write {what} (No space left "
+                               "on device); earlier outputs are intact"), lines[0]
     assert [row["epoch"] for row in metrics_rows(output_dir)] == ["1"]   # written before it
 
 
