@@ -657,6 +657,7 @@ class SGAN(keras.Model):
         _check_training_keys(batch, self.config.training.update_order)
         for images in _image_arrays(batch):
             self._check_float_images(images)
+        _check_shares_in_graph(_image_arrays(batch))
         # Other floats (NumPy's float64 from x / 255 in a data set) as float32, G's fakes'
         # dtype: D's one call on their concatenation failed on the mix (a no-op for float32).
         batch = {key: tf.cast(value, tf.float32) if key in _IMAGE_KEYS else value
@@ -891,6 +892,7 @@ class SGAN(keras.Model):
     def _supervised_step(self, batch):
         images, labels = _labeled_of(batch, "a supervised_only SGAN's fit()")
         self._check_float_images(images)
+        _check_shares_in_graph([images])
         with tf.GradientTape() as tape:
             logits, _ = self.discriminator(images, training=True)
             supervised = losses.supervised_loss(labels, logits, self.config.model.fake_class,
@@ -1158,7 +1160,7 @@ def _check_replica_shares(x, batch_size, steps_per_epoch, replicas, call="fit()"
     unequal shares the noise rows overlapped, the step trained otherwise than
     on one device, and a replica without images logged NaN losses. (The
     command line refuses such a ``--batch_size`` too.) Generators and data
-    sets of unknown batch size are not checked."""
+    sets of unknown batch size are checked in the step (``_check_shares_in_graph``)."""
     if replicas == 1:
         return
     if isinstance(x, tf.data.Dataset):
@@ -1180,6 +1182,30 @@ def _check_replica_shares(x, batch_size, steps_per_epoch, replicas, call="fit()"
             f"{call} under {replicas} replicas needs batches they can share equally, a "
             f"multiple of {replicas} images; got batches of {bad[0]}: choose batch_size "
             f"(and the number of images) so, or batch the data set with drop_remainder=True")
+
+
+def _check_shares_in_graph(arrays):
+    """Under several replicas, stops training on a batch whose size was unknown
+    when the step was traced (a data set batched without ``drop_remainder``, a
+    generator) if the replicas got unequal shares of it (the last 7 images of
+    a data set batched by 8: 4 and 3), which ``_check_replica_shares`` cannot
+    see before training. An ``InvalidArgumentError`` at that step, naming
+    each replica's share; one all-gather of the shares' sizes a step, for
+    such batches only."""
+    context = tf.distribute.get_replica_context()
+    unknown = [array for array in arrays if array.shape[0] is None]
+    if context is None or context.num_replicas_in_sync == 1 or not unknown:
+        return
+    replicas = context.num_replicas_in_sync
+    # [replicas, arrays]: each replica's share of each array of unknown size.
+    shares = context.all_gather(tf.stack([tf.shape(array)[0] for array in unknown])[None], 0)
+    tf.debugging.Assert(
+        tf.reduce_all(tf.equal(shares, shares[:1])),
+        [f"training under {replicas} replicas needs batches they can share equally, a "
+         f"multiple of {replicas} images; a batch of unknown size was split unequally: batch "
+         f"the data set with drop_remainder=True, or give each batch a multiple of "
+         f"{replicas}. The shares (a row per image array, a column per replica):",
+         tf.transpose(shares)], summarize=-1)
 
 
 def _global_results(trackers, context):

@@ -1177,6 +1177,21 @@ UNEVEN_REPLICAS_SCRIPT = textwrap.dedent(TWO_LOGICAL_CPUS + """
         except ValueError as error:
             refused.append(str(error))
     shared = model.fit(arrays, batch_size=8, steps_per_epoch=1, epochs=1, verbose=0).history
+    # Data sets of unknown batch size (batched by 8, the last batch 7 or 6 of 15 or 14):
+    # checked at each step, for the GAN's step and the supervised one.
+    with mirrored.scope():
+        supervised = t.tiny_model(supervised_only=True)
+    in_graph = []
+    for fitted, count in ((model, 15), (model, 14), (supervised, 15)):
+        data = tf.data.Dataset.from_tensor_slices({{key: value[:count]
+                                                   for key, value in split.items()}})
+        if fitted is supervised:
+            data = data.map(lambda batch: (batch["labeled_images"], batch["labels"]))
+        try:
+            fitted.fit(data.batch(8), epochs=1, verbose=0)
+            in_graph.append("")
+        except tf.errors.InvalidArgumentError as error:
+            in_graph.append(error.message)
     try:
         with mirrored.scope():
             model.compile(steps_per_execution=2)
@@ -1184,7 +1199,7 @@ UNEVEN_REPLICAS_SCRIPT = textwrap.dedent(TWO_LOGICAL_CPUS + """
     except ValueError as error:
         refused.append(str(error))
     print(json.dumps({{"single": logs(tf.distribute.get_strategy()),
-                      "mirrored": logs(mirrored), "refused": refused,
+                      "mirrored": logs(mirrored), "refused": refused, "in_graph": in_graph,
                       "shared": np.isfinite(shared["d_loss"][0]).item()}}))
 """)
 
@@ -1212,6 +1227,15 @@ def test_metrics_of_replicas_with_unequal_shares_are_the_global_batches():
         assert message.startswith("fit() under 2 replicas needs batches they can share "
                                   "equally, a multiple of 2 images; got batches of 7:"), message
     assert report["shared"] is True
+    # A data set of unknown batch size can only be checked as it trains: its last
+    # batch of 7 split 4 and 3 stops training, one of 6 (3 and 3) trains.
+    uneven, even, supervised = report["in_graph"]
+    for message in uneven, supervised:
+        assert ("assertion failed: [training under 2 replicas needs batches they can share "
+                "equally, a multiple of 2 images; a batch of unknown size was split "
+                "unequally:") in message, message[-3000:]
+    assert "[[4 3]" in uneven and "[[4 3]]" in supervised, (uneven[-3000:], supervised[-3000:])
+    assert even == ""
     # Keras' multi-step loop under 2 replicas: a graph error at the first fit().
     assert steps_per_execution == (
         "steps_per_execution=2 under 2 replicas: Keras' multi-step loop fails there at the "
