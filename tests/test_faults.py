@@ -44,6 +44,12 @@ def test_a_write_tensorflow_makes_names_the_file_its_error_names(tmp_path):
     with pytest.raises(faults.WriteError, match=rf"^cannot write the outputs in {tmp_path} \("):
         with faults.writing(f"the outputs in {tmp_path}"):
             tf.summary.create_file_writer(unwritable)
+    # A TensorFlow error that names no file: the line names the block's outputs.
+    with pytest.raises(faults.WriteError, match=rf"^cannot write the outputs in {tmp_path} "
+                                                r"\(No space left on device\)$"):
+        with faults.writing(f"the outputs in {tmp_path}", name_tensorflow_file=True):
+            raise tf.errors.ResourceExhaustedError(
+                None, None, "events.out.tfevents; No space left on device")
     # The TensorFlow tag is left out of the one line.
     assert faults.first_line(tf.errors.NotFoundError(
         None, None, "{{function_node __wrapped__X_device_/job:localhost/replica:0}} a; b\nc")) \

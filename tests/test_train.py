@@ -964,20 +964,18 @@ def test_full_disk_mid_training_gets_one_line_and_loses_nothing(small_disk, refe
     assert_same_as(reference, output_dir)
 
 
-@pytest.mark.parametrize("named", [True, False])
-def test_a_full_disk_under_tensorboards_writer_gets_one_line(named, tmp_path, fast_blog):
+def test_a_full_disk_under_tensorboards_writer_gets_one_line(tmp_path, fast_blog):
     """TensorFlow writes TensorBoard's event files itself and reports a full
-    disk as an OpError naming the reason (simulated at an epoch's TensorBoard
-    write): one line and exit 5, like every other output. The line names the
-    file where TensorFlow's message does (as its summary writer's does: a
-    resumed run's first validation file, created at an epoch end), else the
-    output directory."""
+    disk as an OpError naming the file and the reason (simulated at an epoch's
+    TensorBoard write, in the words of its summary writer, which a resumed run
+    creates at its first epoch end): one line naming the file, and exit 5,
+    like every other output. (Without a file in TensorFlow's message the line
+    names the output directory: test_faults.py.)"""
     output_dir = tmp_path / "run"
     events = output_dir / "tensorboard" / "validation" / "events.out.tfevents.1.vm.2.v2"
     message = ("{{function_node __wrapped__CreateSummaryFileWriter_device_/job:localhost/"
                f"replica:0/task:0/device:CPU:0}}}} {events}; No space left on device\n"
-               f"\tCreating writable file {events}\n\tCould not initialize events writer."
-               if named else "events.out.tfevents; No space left on device")
+               f"\tCreating writable file {events}\n\tCould not initialize events writer.")
     script = ("import sys, keras, tensorflow as tf\n"
               "def full(*args, **kwargs):\n"
               f"    raise tf.errors.ResourceExhaustedError(None, None, {message!r})\n"
@@ -990,8 +988,7 @@ def test_a_full_disk_under_tensorboards_writer_gets_one_line(named, tmp_path, fa
     assert result.returncode == 5, result.stderr[-3000:]
     lines = error_lines(result.stderr)
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
-    what = events if named else f"the outputs in {output_dir}"
-    assert lines[0].startswith(f"sgan_keras.train: error: cannot write {what} (No space left "
+    assert lines[0].startswith(f"sgan_keras.train: error: cannot write {events} (No space left "
                                "on device); earlier outputs are intact"), lines[0]
     assert [row["epoch"] for row in metrics_rows(output_dir)] == ["1"]   # written before it
 
