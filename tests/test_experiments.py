@@ -279,6 +279,45 @@ def test_partial_result_compares_with_the_baseline_after_as_many_epochs(tmp_path
     assert "Seed 0 after 2 epochs (the SGAN's last so far): SGAN 0.6000, baseline 0.5500." in text
 
 
+ACCURACY_CURVES = """
+import json, sys
+sys.path.insert(0, "experiments")
+import run
+def result(sgan_steps, baseline_steps):
+    return {"sgan": {"0": {"steps_per_epoch": sgan_steps, "test_accuracy": [0.5, 0.6]}},
+            "baseline": {"1": {"steps_per_epoch": baseline_steps,
+                               "test_accuracy": [0.3, 0.4, 0.5]}}}
+# Recorded before epoch lengths were: read from the command (GANs in Action's baseline
+# 4 steps an epoch, its GAN 1,000), unless it no longer parses.
+command = ("python -m sgan_keras.train --dataset=mnist --preset=mnist_gans_in_action "
+           "--labels=100 --seed=0 --output_dir=runs/x")
+old = result(None, None)
+old["sgan"]["0"]["command"], old["baseline"]["1"]["command"] = command, command + " --supervised_only"
+unparsed = result(None, None)
+unparsed["sgan"]["0"]["command"] = command + " --no_such_flag=1"
+print(json.dumps([run.accuracy_curves(result(1000, 4)), run.accuracy_curves(result(10, 5)),
+                  run.accuracy_curves(result(10, 10)), run.accuracy_curves(result(None, 4)),
+                  run.accuracy_curves(old), run.accuracy_curves(unparsed)]))
+"""
+
+
+def test_the_accuracy_plot_is_against_steps_where_the_runs_epochs_differ():
+    """GANs in Action's baseline trains 30 epochs of 4 steps, its GAN 8 of
+    1,000: against epochs, the baseline's curve read as the longer run."""
+    result = preloaded.run_code(ACCURACY_CURVES, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    unequal, close, equal, unrecorded, old, unparsed = json.loads(
+        result.stdout.strip().splitlines()[-1])
+    assert unequal == ["training step", True, [["sgan seed 0", "-", [1000, 2000], [0.5, 0.6]],
+                                               ["baseline seed 1", "--", [4, 8, 12],
+                                                [0.3, 0.4, 0.5]]]]
+    assert close[:2] == ["training step", False] and close[2][1][2] == [5, 10, 15]
+    for same in equal, unrecorded, unparsed:
+        assert same[:2] == ["epoch", False] and same[2][1][2] == [1, 2, 3]
+    assert old[:2] == ["training step", True]
+    assert [xs for _, _, xs, _ in old[2]] == [[1000, 2000], [4, 8, 12]]
+
+
 PARTIAL_BASELINE = """
 import sys
 sys.path.insert(0, "experiments")
