@@ -663,12 +663,12 @@ def _callbacks(config, output_dir, initial_epoch, store, step_counter, stop, pre
         callbacks.append(callbacks_lib.CheckOutputDirectory(check_output_dir, every_step=False))
     if restore_metrics is not None:
         callbacks.append(callbacks_lib.ResumeEpochMetrics(restore_metrics))
-    callbacks.append(callbacks_lib.MetricsCSV(metrics_path, initial_epoch=initial_epoch,
-                                              earlier_seconds=earlier_seconds))
-    # Right after the CSV, so the printed seconds are its row's (not the plots' too).
-    if callbacks_lib.progress_verbosity() == 0:
+    metrics_csv = callbacks_lib.MetricsCSV(metrics_path, initial_epoch=initial_epoch,
+                                           earlier_seconds=earlier_seconds)
+    callbacks.append(metrics_csv)
+    if callbacks_lib.progress_verbosity() == 0:    # prints the CSV row's seconds
         callbacks.append(callbacks_lib.EpochSummary(total_epochs=config.training.epochs,
-                                                    earlier_seconds=earlier_seconds))
+                                                    metrics_csv=metrics_csv))
     else:   # in place of Keras' own bar, which would count a resumed epoch's fit() alone
         callbacks.append(callbacks_lib.RunProgbarLogger(total_epochs=config.training.epochs))
     callbacks += [
