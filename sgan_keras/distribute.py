@@ -319,6 +319,19 @@ def each_workers_values(strategy, values):
     return [[int(value) for value in row] for row in rows]
 
 
+def _wait_for_the_others_to_gather(strategy):
+    """Before a worker stops on what a gather showed, waits until every worker
+    has that gather's result: one that stopped as soon as its own ended shut
+    its server while another still fetched from it, and that one then stopped
+    on a lost worker (exit 69) instead of the same line. A worker reaches
+    this second gather only once its first is over; the others may stop as
+    soon as it ends, so its own failure here is ignored."""
+    try:
+        each_workers_value(strategy, 0)
+    except tf.errors.OpError:   # a worker that had both gathers stopped first
+        pass
+
+
 def check_same_flags(strategy, flags):
     """Raises :class:`StrategyError` on every worker, naming the flags, unless
     all workers have the same ``flags`` (flag label -> JSON value): a worker
@@ -330,6 +343,7 @@ def check_same_flags(strategy, flags):
     rows = each_workers_values(strategy, digests)
     differ = [name for index, name in enumerate(names) if len({row[index] for row in rows}) > 1]
     if differ:
+        _wait_for_the_others_to_gather(strategy)
         raise StrategyError(f"the workers were started with different flags ({', '.join(differ)}): "
                             "start every worker of --strategy=multi_worker with the same flags")
 
@@ -341,6 +355,7 @@ def check_same_step(strategy, step, output_dir):
     and train a different model beside the others."""
     steps = each_workers_value(strategy, step)
     if len(set(steps)) > 1:
+        _wait_for_the_others_to_gather(strategy)
         raise StrategyError(
             f"the workers restored different checkpoint steps ({', '.join(map(str, steps))}, "
             f"worker by worker): every worker must read the chief's --output_dir={output_dir} "
