@@ -319,17 +319,19 @@ def each_workers_values(strategy, values):
     return [[int(value) for value in row] for row in rows]
 
 
-def _wait_for_the_others_to_gather(strategy):
-    """Before a worker stops on what a gather showed, waits until every worker
-    has that gather's result: one that stopped as soon as its own ended shut
-    its server while another still fetched from it, and that one then stopped
-    on a lost worker (exit 69) instead of the same line. A worker reaches
-    this second gather only once its first is over; the others may stop as
-    soon as it ends, so its own failure here is ignored."""
+def _stop_every_worker(strategy, message):
+    """Raises :class:`StrategyError` ``message``, which every worker raises
+    on what a gather showed, once every worker has that gather's result: one
+    that stopped as soon as its own ended shut its server while another still
+    fetched from it, and that one then stopped on a lost worker (exit 69)
+    instead of the same line. A worker reaches this second gather only once
+    its first is over; the others may stop as soon as it ends, so its own
+    failure here is ignored."""
     try:
         each_workers_value(strategy, 0)
     except tf.errors.OpError:   # a worker that had both gathers stopped first
         pass
+    raise StrategyError(message)
 
 
 def check_same_flags(strategy, flags):
@@ -343,9 +345,9 @@ def check_same_flags(strategy, flags):
     rows = each_workers_values(strategy, digests)
     differ = [name for index, name in enumerate(names) if len({row[index] for row in rows}) > 1]
     if differ:
-        _wait_for_the_others_to_gather(strategy)
-        raise StrategyError(f"the workers were started with different flags ({', '.join(differ)}): "
-                            "start every worker of --strategy=multi_worker with the same flags")
+        _stop_every_worker(strategy, f"the workers were started with different flags "
+                                     f"({', '.join(differ)}): start every worker of "
+                                     "--strategy=multi_worker with the same flags")
 
 
 def check_same_step(strategy, step, output_dir):
@@ -355,8 +357,8 @@ def check_same_step(strategy, step, output_dir):
     and train a different model beside the others."""
     steps = each_workers_value(strategy, step)
     if len(set(steps)) > 1:
-        _wait_for_the_others_to_gather(strategy)
-        raise StrategyError(
+        _stop_every_worker(
+            strategy,
             f"the workers restored different checkpoint steps ({', '.join(map(str, steps))}, "
             f"worker by worker): every worker must read the chief's --output_dir={output_dir} "
             "on a shared file system")
