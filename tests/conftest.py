@@ -13,6 +13,7 @@ import fcntl
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 
 import pytest
@@ -22,6 +23,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # matrix units), in this process and the CLIs it starts; tests/test_precision.py
 # sets the probe's answer where the rule itself is tested.
 os.environ["SGAN_KERAS_BFLOAT16_UNITS"] = "0"
+# A shell without job control starts a background command (`make test &` in a
+# script) with SIGINT ignored, and every process the tests start inherits
+# that: the CLI keeps an ignored SIGINT ignored, so the Ctrl-C tests saw a run
+# finish (exit 0, not 75). The tests' processes take SIGINT as a terminal's
+# foreground job does, as Python sets it up when SIGINT is not ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 # fixture -> (its directory, a file that must be in it)
