@@ -17,9 +17,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
-# The tests are single-threaded CPU work: one pytest worker per core.
+# The tests are single-threaded CPU work: one pytest worker per core; a worker
+# that runs out of tests takes half of the other's queue (worksteal).
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -rs -n auto
+	$(PY) -m pytest -q -rs -n auto --dist worksteal
 
 train: $(VENV)/.installed
 	$(PY) -m sgan_keras.train $(ARGS)
