@@ -41,8 +41,9 @@ DATA_SETS = {
 # The slowest tests (20-45 s each on 2 AVX2 cores) that share no module
 # fixture, run first: pytest-xdist hands out tests in collection order, and a
 # long test drawn last keeps one worker busy while the other has nothing left.
-# `make test` runs `--dist worksteal`: a worker whose queue runs out takes half
-# of the other's (with `--dist load` the other still had 12 tests, 42 s, queued).
+# Under `make test`'s `--dist worksteal` the first half of that order is one
+# worker's queue, and a worker whose queue runs out takes half of the other's
+# (README, Development).
 SLOW_TESTS_FIRST = (
     "test_two_worker_multi_worker_run_on_localhost_with_a_preemption",
     "test_short_real_mnist_run_ships_tflite_files_that_score_like_the_model",
