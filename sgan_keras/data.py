@@ -153,9 +153,9 @@ class SemiSupervisedData:
             self.unlabeled_dataset(batch_size, 0, start_step),
             self.unlabeled_dataset(batch_size, 1, start_step)))
         return _pipeline_options(batches.map(
-            lambda labeled, unlabeled, generator: {
+            _as_written(lambda labeled, unlabeled, generator: {
                 "labeled_images": labeled[0], "labels": labeled[1],
-                "unlabeled_images": unlabeled, "generator_images": generator},
+                "unlabeled_images": unlabeled, "generator_images": generator}),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
         ).prefetch(tf.data.AUTOTUNE))
 
@@ -171,8 +171,8 @@ class SemiSupervisedData:
         batches = self._batches(np.arange(len(self.train_images)), batch_size, _STREAM_MASKED,
                                 start_step, with_labels=True, with_indices=True)
         return _pipeline_options(batches.map(
-            lambda images, labels, picked: {"images": images, "labels": labels,
-                                            "label_mask": tf.gather(mask, picked)},
+            _as_written(lambda images, labels, picked: {"images": images, "labels": labels,
+                                                        "label_mask": tf.gather(mask, picked)}),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
         ).prefetch(tf.data.AUTOTUNE))
 
@@ -223,7 +223,8 @@ class SemiSupervisedData:
         images, labels = self._test_tensors
         batches = tf.data.Dataset.range(len(self.test_images)).batch(batch_size)
         return _pipeline_options(batches.map(
-            lambda index: (self.scale(tf.gather(images, index)), tf.gather(labels, index)),
+            _as_written(lambda index: (self.scale(tf.gather(images, index)),
+                                       tf.gather(labels, index))),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
         ).prefetch(tf.data.AUTOTUNE))
 
@@ -244,6 +245,7 @@ class SemiSupervisedData:
         indices = tf.constant(indices, tf.int64)
         seed = tf.constant([self.seed, stream], tf.int64)
 
+        @_as_written
         def shuffled_epoch(epoch):
             # Seed [seed, stream + 1000 * epoch]: streams 0..3 never collide.
             keys = tf.random.stateless_uniform([count], seed + tf.stack([0, epoch * 1000]))
@@ -253,6 +255,7 @@ class SemiSupervisedData:
 
         images, labels = self._train_tensors
 
+        @_as_written
         def gather(picked):
             batch = self.scale(tf.gather(images, picked))
             if not with_labels:
@@ -282,6 +285,17 @@ def _check_batch_size(batch_size, name="batch_size"):
     """``name``: the argument the line names (``init_batch``'s is ``count``)."""
     if not is_integer(batch_size) or batch_size <= 0:
         raise DataError(f"{name} must be a positive integer, got {batch_size!r}")
+
+
+def _as_written(function):
+    """``function`` traced as written, without AutoGraph's rewrite.
+
+    tf.data converts every ``map`` function with AutoGraph (Python ``if`` and
+    ``for`` on tensors into graph control flow); these branch on Python
+    values only, so the rewrite changes nothing but costs its time, in every
+    process that builds a pipeline.
+    """
+    return tf.autograph.experimental.do_not_convert(function)
 
 
 def _pipeline_options(dataset):
@@ -1283,6 +1297,7 @@ def read_tfds_images(name, image_shape, *, data_dir=None, train_split="train",
         raise DataError(f"TFDS {name} images are {kinds.get(source_channels, source_channels)} "
                         f"but the model takes {kinds[channels]} ones; pass --convert_channels")
 
+    @_as_written
     def convert(example):
         image = example[image_key][..., :source_channels]     # no alpha channel
         if image.shape[-1] != channels:

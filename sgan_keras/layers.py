@@ -598,7 +598,7 @@ def _matmul_conv_transpose(inputs, kernel, strides, forward=None):
     return conv_transpose(inputs, kernel)
 
 
-@tf.function(jit_compile=True)
+@tf.function(jit_compile=True, autograph=False)   # Python control flow only
 def _summed_taps(inputs, kernel, strides):
     """The forward pass of ``_matmul_conv_transpose``, compiled by XLA into the
     matmul and one fused loop for the shifted sums and the interleave. As

@@ -174,7 +174,7 @@ def _handle(variable):
     return _tf_variable(variable).handle
 
 
-@tf.function(jit_compile=True)
+@tf.function(jit_compile=True, autograph=False)   # no control flow to convert
 def _improved_gan_adam_update(variable, m, v, gradient, lr, beta_1, beta_2, epsilon, step):
     """openai/improved-gan's Adam on one variable, compiled by XLA into one
     pass that updates ``m``, ``v`` and the variable in place.
