@@ -430,3 +430,35 @@ def test_is_chief(cluster, task_type, task_id, chief):
 
 def test_is_chief_without_a_cluster():
     assert is_chief(tf.distribute.get_strategy()) is True
+
+
+@pytest.mark.parametrize("second_gather", ["ends", "fails"])
+def test_a_worker_stopping_on_a_gather_joins_one_more_before_it_raises(
+        monkeypatch, second_gather):
+    """check_same_flags and check_same_step stop every worker on what one
+    gather showed. A worker that raised as soon as its own gather ended shut
+    its server while another still fetched that gather's result from it,
+    and the other stopped with 'lost another worker' (exit 69) instead of the
+    same line (seen once in CI). Each first joins one more gather, which ends
+    only once every worker has the first's result; that gather failing (a
+    worker that had both already stopped) changes nothing. The race itself
+    depends on timing; this tests the order of the calls."""
+    calls = []
+
+    def gather(strategy, value):
+        calls.append(("gather", value))
+        if len(calls) > 1 and second_gather == "fails":
+            raise tf.errors.UnavailableError(None, None, "the other worker has stopped")
+        return [value, value + 1]      # the first gather: the two workers differ
+
+    monkeypatch.setattr(distribute, "each_workers_value", gather)
+    monkeypatch.setattr(distribute, "each_workers_values",
+                        lambda strategy, values: calls.append(("flags", len(values)))
+                        or [values, [value + 1 for value in values]])
+    with pytest.raises(StrategyError, match=r"restored different checkpoint steps \(7, 8,"):
+        distribute.check_same_step("strategy", 7, "runs/x")
+    assert calls == [("gather", 7), ("gather", 0)]
+    calls.clear()
+    with pytest.raises(StrategyError, match=r"different flags \(--lr\)"):
+        distribute.check_same_flags("strategy", {"--lr": 0.1})
+    assert calls == [("flags", 1), ("gather", 0)]
