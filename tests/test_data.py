@@ -1484,7 +1484,6 @@ def test_the_label_mask_marks_exactly_the_labeled_set():
 # Improved-GAN Adam step (its XLA-compiled update) in a tf.function; prints
 # each function AutoGraph rewrote.
 _AUTOGRAPH_SCRIPT = """
-import sys
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.autograph.pyct import transpiler
@@ -1522,8 +1521,9 @@ print("done")
 def test_the_packages_functions_are_traced_as_written_not_rewritten_by_autograph():
     """AutoGraph turns Python control flow on tensors into graph ops; the
     package's tf.data and compiled functions branch on Python values only, so
-    its rewrite changed nothing but took 0.3-0.5 s at each process's first
-    pipeline or transposed convolution. A forked process: AutoGraph caches each
+    its rewrite changed nothing but took time in every process: 0.75 s of
+    building the pipelines, 0.5 s of the transposed convolution's first trace
+    (experiments/results/startup.md). A forked process: AutoGraph caches each
     function it has rewritten, and this one has traced nothing yet."""
     result = preloaded.run_code(_AUTOGRAPH_SCRIPT, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

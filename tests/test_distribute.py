@@ -451,10 +451,12 @@ def test_a_worker_stopping_on_a_gather_joins_one_more_before_it_raises(
             raise tf.errors.UnavailableError(None, None, "the other worker has stopped")
         return [value, value + 1]      # the first gather: the two workers differ
 
+    def gather_flags(strategy, values):
+        calls.append(("flags", len(values)))
+        return [values, [value + 1 for value in values]]     # every flag differs
+
     monkeypatch.setattr(distribute, "each_workers_value", gather)
-    monkeypatch.setattr(distribute, "each_workers_values",
-                        lambda strategy, values: calls.append(("flags", len(values)))
-                        or [values, [value + 1 for value in values]])
+    monkeypatch.setattr(distribute, "each_workers_values", gather_flags)
     with pytest.raises(StrategyError, match=r"restored different checkpoint steps \(7, 8,"):
         distribute.check_same_step("strategy", 7, "runs/x")
     assert calls == [("gather", 7), ("gather", 0)]
