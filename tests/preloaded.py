@@ -4,7 +4,8 @@ Each run of ``python -m sgan_keras.train``, and each script that needs a
 TensorFlow runtime of its own (logical CPUs, a cluster), spends 5-7 s of CPU
 importing TensorFlow, Keras and this package; the suite starts about 40 of
 them, on 2 cores. :func:`launch_module`, :func:`run_module`,
-:func:`launch_code`, :func:`run_code` and :func:`run_script` start each
+:func:`launch_code`, :func:`run_code`, :func:`run_script` and
+:func:`run_module_with_stdout` start each
 from a *server*: a process (one per pytest worker) that imported
 :mod:`sgan_keras.trainer` once and forks a child per command. Importing it
 does not start TensorFlow's runtime (no device, no thread pool: the only
@@ -249,6 +250,30 @@ def run_code(code, argv=(), env=None, cwd=REPO_ROOT, timeout=None):
     """Runs it to the end; returns a ``subprocess.CompletedProcess`` (text)."""
     return _completed(launch_code(code, argv, env, cwd), [sys.executable, "-c", code, *argv],
                       timeout)
+
+
+# python -m MODULE ARGV... with descriptor 1 replaced before the module runs.
+_STDOUT_REPLACED = """
+import os, runpy, sys
+_, stdout, module, *argv = sys.argv
+if stdout == "closed":
+    read, write = os.pipe()
+    os.close(read)           # the reader has gone
+else:
+    write = os.open(stdout, os.O_WRONLY)
+os.dup2(write, 1)
+os.close(write)
+sys.argv = ["-m", *argv]
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+
+
+def run_module_with_stdout(module, stdout, argv, env, timeout=None):
+    """Runs ``python -m module *argv`` (forked) to the end with its standard
+    output replaced first: ``"closed"``, a pipe whose reader has gone (``|
+    head`` once it has its lines), else the file ``stdout`` opened for writing
+    (``/dev/full``). Returns a ``subprocess.CompletedProcess`` (text)."""
+    return run_code(_STDOUT_REPLACED, [stdout, module, *argv], env, timeout=timeout)
 
 
 def run_script(path, argv=(), env=None, cwd=REPO_ROOT, timeout=None):

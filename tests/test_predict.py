@@ -264,31 +264,16 @@ def test_output_replaces_only_an_earlier_predictions_file(run_dir, images, tmp_p
     assert [row["file"] for row in rows(earlier.read_text())] == [str(paths[1])]
 
 
-# python -m sgan_keras.predict ARGV... with its standard output (descriptor 1)
-# replaced first: "closed", a pipe whose reader has gone before the first row;
-# "full", /dev/full (every write fails with ENOSPC).
-_REPLACED_STDOUT = """
-import os, runpy, sys
-if sys.argv[1] == "closed":
-    read, write = os.pipe()
-    os.close(read)
-else:
-    write = os.open("/dev/full", os.O_WRONLY)
-os.dup2(write, 1)
-os.close(write)
-sys.argv = ["-m"] + sys.argv[2:]
-runpy.run_module("sgan_keras.predict", run_name="__main__", alter_sys=True)
-"""
-
-
 def test_standard_output_closed_early_or_full(run_dir, images):
     """A reader that closes the pipe early (``| head``) ends the run quietly
     with 0; a full standard output (``> /dev/full``) gets one line and 5."""
     arguments = [f"--model={run_dir}", "--batch_size=1", *map(str, images[1])]
-    closed = preloaded.run_code(_REPLACED_STDOUT, ["closed", *arguments], ENV, timeout=300)
+    closed = preloaded.run_module_with_stdout("sgan_keras.predict", "closed", arguments, ENV,
+                                              timeout=300)
     assert closed.returncode == 0 and "Traceback" not in closed.stderr, closed.stderr[-2000:]
     assert "sgan_keras.predict: error" not in closed.stderr
-    full = preloaded.run_code(_REPLACED_STDOUT, ["full", *arguments], ENV, timeout=300)
+    full = preloaded.run_module_with_stdout("sgan_keras.predict", "/dev/full", arguments, ENV,
+                                            timeout=300)
     assert full.returncode == 5 and "Traceback" not in full.stderr, full.stderr[-2000:]
     assert full.stderr.strip().splitlines()[-1] == (
         "sgan_keras.predict: error: cannot write standard output (No space left on device)")

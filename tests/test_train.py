@@ -1128,16 +1128,11 @@ def test_a_run_whose_stdout_reader_has_gone_trains_to_the_end(tmp_path, fast):
     """``... | head -1``: the pipe's reader has gone, and Python, which ignores
     SIGPIPE, raises BrokenPipeError at the next line on stdout. The run goes
     on without its stdout, says so once on stderr, and finishes."""
-    script = ("import os, runpy, sys\n"
-              "read, write = os.pipe()\n"
-              "os.close(read)          # the reader has gone\n"
-              "os.dup2(write, 1)\n"
-              "os.close(write)\n"
-              "sys.argv = ['-m'] + sys.argv[1:]\n"
-              "runpy.run_module('sgan_keras.train', run_name='__main__', alter_sys=True)\n")
     output_dir = tmp_path / "run"
-    result = preloaded.run_code(script, [*fast, "--epochs=2", "--steps_per_epoch=2",
-                                         f"--output_dir={output_dir}"], ENV, timeout=300)
+    result = preloaded.run_module_with_stdout(
+        "sgan_keras.train", "closed",
+        [*fast, "--epochs=2", "--steps_per_epoch=2", f"--output_dir={output_dir}"], ENV,
+        timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert error_lines(result.stderr) == [
