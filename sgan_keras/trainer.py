@@ -190,6 +190,14 @@ def _check_same_run(output_dir, earlier, config):
     left only its flags: they are replaced). ``earlier`` is its ``flags.json``."""
     trained = any(os.path.exists(os.path.join(output_dir, name))
                   for name in ("metrics.csv", "checkpoint", "export"))
+    newer = fields_of_a_newer_version(earlier)
+    if newer and trained:
+        # Resumed here, the run would go on without what those fields chose,
+        # and its flags.json, rewritten, would lose them.
+        raise UsageError(f"--output_dir={output_dir} holds a run of a newer sgan_keras (its "
+                         f"flags.json has {', '.join(newer)}, which this version does not "
+                         "know); resume it with that version, or pass --overwrite to remove "
+                         "that run's outputs and train this one there")
     changed = changed_options(earlier, config)
     if changed and trained:
         labels = ", ".join(config_lib.OPTIONS[name].label() for name in changed)
@@ -211,6 +219,17 @@ def is_finished(output_dir, config):
     if not os.path.exists(os.path.join(export_dir, "saved_model.pb")):
         return False
     return not config.run.tflite or os.path.exists(os.path.join(export_dir, "accuracy.json"))
+
+
+# Fields a later version removes go here, so that its runs' flags.json,
+# which still hold them, resume rather than count as a newer version's.
+RETIRED_FIELDS = frozenset()
+
+
+def fields_of_a_newer_version(earlier):
+    """The fields of an earlier run's ``flags.json`` (``earlier``) this version
+    does not know: a newer version of the package wrote them."""
+    return sorted(set(earlier) - set(config_lib.OPTIONS) - RETIRED_FIELDS)
 
 
 def changed_options(earlier, config):

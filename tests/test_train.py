@@ -261,6 +261,31 @@ def test_a_run_that_trained_to_any_output_is_not_replaced_by_other_flags(trained
         trainer.prepare_output_dir(config.replace(g_lr=0.5))
     assert json.loads((run / "flags.json").read_text())["g_lr"] == config.training.g_lr
 
+def test_a_run_of_a_newer_version_is_refused_and_its_flags_kept(tmp_path, monkeypatch):
+    """A flags.json holding fields this version does not know was written by a
+    newer sgan_keras: resuming its training here would drop what they chose,
+    and rewriting flags.json would lose them. A retired field, which this
+    version knew once, resumes."""
+    from sgan_keras import trainer
+    run = tmp_path / "run"
+    config = presets.get_preset("mnist_gans_in_action").config.replace(output_dir=str(run))
+    trainer.prepare_output_dir(config).release()
+    newer = {**json.loads((run / "flags.json").read_text()), "g_clip": 1.0, "d_clip": 2.0}
+    (run / "flags.json").write_text(json.dumps(newer))
+    trainer.prepare_output_dir(config).release()       # not trained yet: replaced
+    assert json.loads((run / "flags.json").read_text()) == config.to_dict()
+    (run / "flags.json").write_text(json.dumps(newer))
+    (run / "metrics.csv").write_text("epoch\n1\n")
+    with pytest.raises(trainer.UsageError, match=(
+            r"holds a run of a newer sgan_keras \(its flags.json has d_clip, g_clip, which "
+            r"this version does not know\); resume it with that version, or pass --overwrite")):
+        trainer.prepare_output_dir(config)
+    assert json.loads((run / "flags.json").read_text()) == newer
+    monkeypatch.setattr(trainer, "RETIRED_FIELDS", frozenset({"g_clip", "d_clip"}))
+    trainer.prepare_output_dir(config).release()
+    assert json.loads((run / "flags.json").read_text()) == config.to_dict()
+
+
 @pytest.mark.parametrize("moment", ["write_check", "flags_temporary"])
 def test_a_second_launch_on_a_new_directory_is_refused_by_the_lock_not_as_a_users(
         moment, tmp_path, monkeypatch):
