@@ -245,8 +245,14 @@ def run_trainer(argv):
 
 def check_same_flags(config, trainer):
     """Refuses a run directory whose ``flags.json`` differs from ``config``
-    (run-only options aside), as the trainer refuses to resume one."""
+    (run-only options aside), or that a newer version trained, as the trainer
+    refuses to resume one."""
     earlier = read_json(os.path.join(REPO_ROOT, config.run.output_dir, "flags.json"), None)
+    newer = trainer.fields_of_a_newer_version(earlier) if earlier is not None else []
+    if newer:
+        raise Refused(f"{config.run.output_dir} holds a run of a newer sgan_keras (its "
+                      f"flags.json has {', '.join(newer)}, which this version does not know); "
+                      "record it with that version, or move it away")
     changed = trainer.changed_options(earlier, config) if earlier is not None else []
     if changed:
         labels = ", ".join(config_lib.OPTIONS[name].label() for name in changed)

@@ -698,6 +698,22 @@ def test_a_finished_run_of_other_flags_is_refused_not_recorded(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_a_finished_run_of_a_newer_version_is_refused_not_recorded(tmp_path):
+    """A run whose flags.json has fields this version does not know was
+    trained by a newer sgan_keras, under options this one cannot compare: it
+    is not recorded as this experiment's (trainer.fields_of_a_newer_version)."""
+    run = finished_run(tmp_path / "runs")
+    flags = json.loads((run / "flags.json").read_text())
+    (run / "flags.json").write_text(json.dumps({**flags, "g_clip": 1.0}))
+    result = run_py(tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"run.py: the sgan run of seed 0: {run} holds a run of a newer sgan_keras (its "
+        "flags.json has g_clip, which this version does not know); record it with that "
+        "version, or move it away")
+    assert not (tmp_path / "results").exists()
+
+
 def test_a_stopped_run_of_other_flags_is_refused_before_its_trainer_runs(tmp_path):
     """A stopped run of other flags went to the trainer, which refused it
     advising --output_dir or --overwrite, and run.py's line then said that
