@@ -187,7 +187,8 @@ def _earlier_flags(flags_path):
 def _check_same_run(output_dir, earlier, config):
     """Refuses a directory holding a finished run, or another configuration's
     training (one that stopped before its first step, e.g. on a data error,
-    left only its flags: they are replaced). ``earlier`` is its ``flags.json``."""
+    left only its flags: they are replaced), and one a newer version of the
+    package trained. ``earlier`` is its ``flags.json``."""
     trained = any(os.path.exists(os.path.join(output_dir, name))
                   for name in ("metrics.csv", "checkpoint", "export"))
     newer = fields_of_a_newer_version(earlier)
@@ -221,8 +222,9 @@ def is_finished(output_dir, config):
     return not config.run.tflite or os.path.exists(os.path.join(export_dir, "accuracy.json"))
 
 
-# Fields a later version removes go here, so that its runs' flags.json,
-# which still hold them, resume rather than count as a newer version's.
+# A field removed from Config goes here: the flags.json of runs trained
+# before its removal still hold it, and they resume, not count as a newer
+# version's.
 RETIRED_FIELDS = frozenset()
 
 
