@@ -248,7 +248,7 @@ def check_same_flags(config, trainer):
     (run-only options aside), or that a newer version trained, as the trainer
     refuses to resume one."""
     earlier = read_json(os.path.join(REPO_ROOT, config.run.output_dir, "flags.json"), None)
-    newer = trainer.fields_of_a_newer_version(earlier) if earlier is not None else []
+    newer = config_lib.fields_of_a_newer_version(earlier) if earlier is not None else []
     if newer:
         raise Refused(f"{config.run.output_dir} holds a run of a newer sgan_keras (its "
                       f"flags.json has {', '.join(newer)}, which this version does not know); "

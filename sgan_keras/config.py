@@ -518,10 +518,30 @@ class Config:
 
     @classmethod
     def from_dict(cls, values):
-        """The :class:`Config` of a :meth:`to_dict`; missing fields take their defaults."""
+        """The :class:`Config` of a :meth:`to_dict` (a saved model's); missing
+        fields take their defaults, :data:`RETIRED_FIELDS` are dropped, and a
+        field this version does not know is a newer version's (``ConfigError``)."""
+        newer = fields_of_a_newer_version(values)
+        if newer:
+            raise ConfigError(f"this configuration was written by a newer sgan_keras: it has "
+                              f"{', '.join(newer)}, which this version does not know; "
+                              "read it with that version")
         return cls().replace(**{
-            name: tuple(value) if OPTIONS.get(name) and OPTIONS[name].type is tuple else value
-            for name, value in values.items()})
+            name: tuple(value) if OPTIONS[name].type is tuple else value
+            for name, value in values.items() if name not in RETIRED_FIELDS})
+
+
+# A field removed from Config goes here: what runs and models from before its
+# removal wrote (flags.json, a saved model's configuration) still holds it,
+# and is read without it rather than taken for a newer version's.
+RETIRED_FIELDS = frozenset()
+
+
+def fields_of_a_newer_version(values):
+    """The fields of a :meth:`Config.to_dict` written earlier (a run's
+    ``flags.json``, a saved model's configuration) that this version does not
+    know: a newer version of the package wrote them."""
+    return sorted(set(values) - set(OPTIONS) - RETIRED_FIELDS)
 
 
 # ------------------------------------------------------------------ options

@@ -191,7 +191,7 @@ def _check_same_run(output_dir, earlier, config):
     package trained. ``earlier`` is its ``flags.json``."""
     trained = any(os.path.exists(os.path.join(output_dir, name))
                   for name in ("metrics.csv", "checkpoint", "export"))
-    newer = fields_of_a_newer_version(earlier)
+    newer = config_lib.fields_of_a_newer_version(earlier)
     if newer and trained:
         # Resumed here, the run would go on without what those fields chose,
         # and its flags.json, rewritten, would lose them.
@@ -220,18 +220,6 @@ def is_finished(output_dir, config):
     if not os.path.exists(os.path.join(export_dir, "saved_model.pb")):
         return False
     return not config.run.tflite or os.path.exists(os.path.join(export_dir, "accuracy.json"))
-
-
-# A field removed from Config goes here: the flags.json of runs trained
-# before its removal still hold it, and they resume, not count as a newer
-# version's.
-RETIRED_FIELDS = frozenset()
-
-
-def fields_of_a_newer_version(earlier):
-    """The fields of an earlier run's ``flags.json`` (``earlier``) this version
-    does not know: a newer version of the package wrote them."""
-    return sorted(set(earlier) - set(config_lib.OPTIONS) - RETIRED_FIELDS)
 
 
 def changed_options(earlier, config):

@@ -440,6 +440,21 @@ def test_train_without_an_architecture_refuses_before_touching_its_directory(tmp
     assert not (tmp_path / "run").exists()
 
 
+def test_a_configuration_of_a_newer_version_is_refused_and_a_retired_field_dropped(
+        monkeypatch):
+    """A saved model's configuration with a field this version does not know
+    was written by a newer sgan_keras: read here, its model would run without
+    what that field chose. A field retired since (config.RETIRED_FIELDS) is
+    read without it."""
+    values = {**Config().to_dict(), "g_clip": 1.0}
+    with pytest.raises(ConfigError, match=r"^this configuration was written by a newer "
+                       r"sgan_keras: it has g_clip, which this version does not know; "
+                       r"read it with that version$"):
+        Config.from_dict(values)
+    monkeypatch.setattr(config_lib, "RETIRED_FIELDS", frozenset({"g_clip"}))
+    assert Config.from_dict(values) == Config()
+
+
 def test_numpy_numbers_are_kept_as_pythons_so_the_config_is_json():
     """A seed or label count from an array (np.int64) was kept as NumPy's:
     flags.json's json.dumps raised TypeError (a traceback) in trainer.train."""

@@ -701,7 +701,7 @@ def test_a_finished_run_of_other_flags_is_refused_not_recorded(tmp_path):
 def test_a_finished_run_of_a_newer_version_is_refused_not_recorded(tmp_path):
     """A run whose flags.json has fields this version does not know was
     trained by a newer sgan_keras, under options this one cannot compare: it
-    is not recorded as this experiment's (trainer.fields_of_a_newer_version)."""
+    is not recorded as this experiment's (config.fields_of_a_newer_version)."""
     run = finished_run(tmp_path / "runs")
     flags = json.loads((run / "flags.json").read_text())
     (run / "flags.json").write_text(json.dumps({**flags, "g_clip": 1.0}))

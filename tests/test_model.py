@@ -1,9 +1,11 @@
 """The SGAN model: step order, training, determinism, EMA, distribution."""
 
 import functools
+import json
 import textwrap
 import types
 import warnings
+import zipfile
 
 import keras
 import numpy as np
@@ -1486,6 +1488,18 @@ def test_keras_file_round_trip_predicts_the_same_and_trains_on_exactly(tmp_path)
     loaded.fit(data, steps_per_epoch=1, epochs=1, verbose=0)
     for a, b in zip(model.get_weights(), loaded.get_weights()):
         np.testing.assert_array_equal(a, b)
+    # The file of a newer version, whose configuration has a field this one
+    # does not know, is refused with one line (config.fields_of_a_newer_version).
+    with zipfile.ZipFile(tmp_path / "sgan.keras") as saved:
+        files = {name: saved.read(name) for name in saved.namelist()}
+    keras_config = json.loads(files["config.json"])
+    keras_config["config"]["config"]["g_clip"] = 1.0
+    files["config.json"] = json.dumps(keras_config).encode()
+    with zipfile.ZipFile(tmp_path / "newer.keras", "w") as newer:
+        for name, content in files.items():
+            newer.writestr(name, content)
+    with pytest.raises(ConfigError, match="written by a newer sgan_keras: it has g_clip,"):
+        keras.models.load_model(tmp_path / "newer.keras")
 
 
 def test_a_float32_keras_file_loads_as_float32_under_a_global_mixed_policy(tmp_path):
