@@ -248,12 +248,14 @@ def check_same_flags(config, trainer):
     (run-only options aside), or that a newer version trained, as the trainer
     refuses to resume one."""
     earlier = read_json(os.path.join(REPO_ROOT, config.run.output_dir, "flags.json"), None)
-    newer = config_lib.fields_of_a_newer_version(earlier) if earlier is not None else []
+    if earlier is None:
+        return
+    newer = config_lib.fields_of_a_newer_version(earlier)
     if newer:
         raise Refused(f"{config.run.output_dir} holds a run of a newer sgan_keras (its "
                       f"flags.json has {', '.join(newer)}, which this version does not know); "
                       "record it with that version, or move it away")
-    changed = trainer.changed_options(earlier, config) if earlier is not None else []
+    changed = trainer.changed_options(earlier, config)
     if changed:
         labels = ", ".join(config_lib.OPTIONS[name].label() for name in changed)
         raise Refused(f"{config.run.output_dir} holds a run of other flags ({labels}) than "

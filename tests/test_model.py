@@ -1489,7 +1489,8 @@ def test_keras_file_round_trip_predicts_the_same_and_trains_on_exactly(tmp_path)
     for a, b in zip(model.get_weights(), loaded.get_weights()):
         np.testing.assert_array_equal(a, b)
     # The file of a newer version, whose configuration has a field this one
-    # does not know, is refused with one line (config.fields_of_a_newer_version).
+    # does not know, is refused with a ConfigError naming it
+    # (config.fields_of_a_newer_version).
     with zipfile.ZipFile(tmp_path / "sgan.keras") as saved:
         files = {name: saved.read(name) for name in saved.namelist()}
     keras_config = json.loads(files["config.json"])

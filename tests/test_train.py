@@ -261,6 +261,7 @@ def test_a_run_that_trained_to_any_output_is_not_replaced_by_other_flags(trained
         trainer.prepare_output_dir(config.replace(g_lr=0.5))
     assert json.loads((run / "flags.json").read_text())["g_lr"] == config.training.g_lr
 
+
 def test_a_run_of_a_newer_version_is_refused_and_its_flags_kept(tmp_path, monkeypatch):
     """A flags.json holding fields this version does not know was written by a
     newer sgan_keras: resuming its training here would drop what they chose,
