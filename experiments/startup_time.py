@@ -20,7 +20,14 @@ worktree`` of an earlier commit), for two commands:
 - ``short_run``: a short training run (the test suite's resumable run:
   2 epochs of 30 steps, a checkpoint every 10, deterministic), whose
   ``metrics.csv`` must come out the same both ways (each repeat's; the
-  script exits 1 when one differs, after writing its table).
+  script exits 1 when one differs, after writing its table);
+- ``trace``: with ``--reference`` only, each preset of ``--trace_presets``
+  in processes of its own (``python -c``, synthetic images): its model is
+  built and its train step traced (``tf.function``'s concrete function)
+  ``--traces`` times after one untimed trace, which pays what a process
+  pays once; the row gives the median seconds of a trace and the traced
+  graph's op count, what every run and test process pays before its first
+  step.
 
 Refuses a busy machine unless ``--force``.
 """
@@ -41,7 +48,11 @@ import provenance  # noqa: E402  (experiments/provenance.py)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("repeats", 3, "Processes per command and way (alternating).")
-flags.DEFINE_list("commands", ["refused", "short_run"], "Which commands to time.")
+flags.DEFINE_list("commands", ["refused", "short_run"], "Which commands to time: "
+                  "refused, short_run, trace (with --reference).")
+flags.DEFINE_list("trace_presets", ["mnist_blog", "mnist_gans_in_action", "mnist_improved_gan"],
+                  "The presets whose train step the trace command traces.")
+flags.DEFINE_integer("traces", 3, "Timed traces per process of the trace command.")
 flags.DEFINE_string("data_dir", os.path.join(provenance.REPO_ROOT, "..", "shared", "data",
                                              "mnist"), "The directory of mnist.npz.")
 flags.DEFINE_string("output", "", "Markdown file to append the table to (and a .json beside).")
@@ -53,6 +64,31 @@ flags.DEFINE_string("reference", "", "A checkout of another commit (e.g. a git w
 SHIPPED = [sys.executable, "-m", "sgan_keras.train"]
 UNTOUCHED = [sys.executable, "-c", "import sys; from absl import app; "
              "from sgan_keras import train; app.run(train.main, argv=sys.argv)"]
+
+
+# One process of the trace command: argv preset, traces; prints JSON
+# {"seconds": [each timed trace], "ops": the traced graph's op count}.
+TRACE = """
+import json, sys, time
+import keras, tensorflow as tf
+from sgan_keras import SGAN, data as data_lib
+preset, traces = sys.argv[1], int(sys.argv[2])
+seconds, ops = [], None
+for index in range(traces + 1):
+    keras.utils.set_random_seed(0)
+    model = SGAN.from_preset(preset, seed=0)
+    model.compile()
+    data = data_lib.synthetic_dataset(model.config.data.dataset, model.config.data.labels,
+                                      pixel_range=model.config.model.pixel_range)
+    batch = next(iter(data.training_dataset(16, model.config.training.label_batching)))
+    model.initialize_weight_norm(batch)
+    start = time.perf_counter()
+    graph = tf.function(model.train_step).get_concrete_function(batch).graph
+    if index:
+        seconds.append(time.perf_counter() - start)
+    ops = len(graph.get_operations())
+print(json.dumps({"seconds": seconds, "ops": ops}))
+"""
 
 
 def command_args(name, output_dir):
@@ -97,28 +133,49 @@ def timed(launcher, name, directory):
         return seconds, metrics
 
 
+def traced(preset, directory):
+    """The median seconds of a trace of ``preset``'s train step in one
+    process started in ``directory`` (``python -c`` imports the package
+    there), and the traced graph's op count."""
+    result = subprocess.run([sys.executable, "-c", TRACE, preset, str(FLAGS.traces)],
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+                            capture_output=True, text=True, cwd=directory)
+    if result.returncode != 0:
+        sys.exit(f"trace {preset} exited {result.returncode}: {result.stderr[-1500:]}")
+    report = json.loads(result.stdout.splitlines()[-1])
+    return statistics.median(report["seconds"]), report["ops"]
+
+
 def main(argv):
     del argv
+    if "trace" in FLAGS.commands and not FLAGS.reference:
+        raise app.UsageError("--commands=trace times two checkouts' traces: give --reference")
     check = provenance.quiet_check(FLAGS.quiet_seconds, force=FLAGS.force)
     reference, reference_dir, described = reference_way()
     launchers = {"shipped": (SHIPPED, provenance.REPO_ROOT),
                  "reference": (SHIPPED if FLAGS.reference else UNTOUCHED, reference_dir)}
+    names = [f"trace {preset}" if name == "trace" else name for name in FLAGS.commands
+             for preset in (FLAGS.trace_presets if name == "trace" else [None])]
     rows, results = [], {}
-    for name in FLAGS.commands:
+    for name in names:
         times = {way: [] for way in launchers}
-        metrics = {}
+        metrics, ops = {}, {}
         same = None     # only the short run writes metrics.csv; None: nothing to compare
         for _ in range(FLAGS.repeats):
             for way, (launcher, directory) in launchers.items():
-                seconds, metrics[way] = timed(launcher, name, directory)
+                if name.startswith("trace "):
+                    seconds, ops[way] = traced(name.split()[1], directory)
+                else:
+                    seconds, metrics[way] = timed(launcher, name, directory)
                 times[way].append(seconds)
                 print(f"{name} {way}: {seconds:.2f} s", flush=True)
             if name == "short_run":
                 same = (same is not False) and metrics["shipped"] == metrics["reference"]
         shipped, other = (statistics.median(times[way]) for way in launchers)
-        results[name] = {"seconds": times, "same_metrics": same}
+        results[name] = {"seconds": times, "same_metrics": same, **({"ops": ops} if ops else {})}
         same_cell = "-" if same is None else "yes" if same else "NO"
-        rows.append(f"| {name} | {shipped:.2f} | {other:.2f} | {other - shipped:.2f} | "
+        label = (f"{name} ({ops['shipped']:,} / {ops['reference']:,} ops)" if ops else name)
+        rows.append(f"| {label} | {shipped:.2f} | {other:.2f} | {other - shipped:.2f} | "
                     f"{same_cell} | "
                     f"{', '.join(f'{s:.2f}' for s in times['shipped'])} / "
                     f"{', '.join(f'{s:.2f}' for s in times['reference'])} |")
@@ -135,7 +192,11 @@ def main(argv):
                 f"Wall seconds per process, median of {FLAGS.repeats} alternating processes "
                 "per way. shipped: `python -m sgan_keras.train` (flags checked before "
                 "TensorFlow is imported; imported with the collector off, then "
-                f"`gc.freeze()`); {described}.", "",
+                f"`gc.freeze()`); {described}."
+                + (f" A trace row: the median seconds of {FLAGS.traces} traces of the train "
+                   "step in each process (after one untimed), and the traced graph's ops, "
+                   "shipped / reference." if any(n.startswith("trace ") for n in names)
+                   else ""), "",
                 *table, "", ""]))
         from sgan_keras import faults
         faults.write_text(os.path.splitext(FLAGS.output)[0] + ".json", json.dumps(

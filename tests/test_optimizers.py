@@ -1,5 +1,6 @@
 """The source Adam rules against NumPy transcriptions of the sources' code."""
 
+import collections
 import re
 
 import keras
@@ -83,6 +84,27 @@ def test_fused_adam_follows_keras_adam():
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="amsgrad"):
         optimizers.FusedAdam(amsgrad=True)
+
+
+@pytest.mark.parametrize("optimizer_class", [optimizers.FusedAdam, optimizers.ImprovedGANAdam])
+def test_a_traced_update_makes_the_step_scalars_once_not_once_a_variable(optimizer_class):
+    """One more variable adds its update op and its inputs (the gradient and
+    three handles, the graph's placeholders), no arithmetic: the step, the
+    learning rate and the betas (and their powers) are shared. Their values
+    at each step: the tests above (which apply eagerly, step after step)."""
+    import tensorflow as tf
+
+    def op_types(variable_count):
+        variables = [keras.Variable(np.ones(3, "float32")) for _ in range(variable_count)]
+        optimizer = optimizer_class(learning_rate=1e-3)
+        optimizer.build(variables)
+        update = tf.function(lambda grads: optimizer.apply(grads, variables))
+        graph = update.get_concrete_function([tf.TensorSpec((3,))] * variable_count).graph
+        return collections.Counter(op.type for op in graph.get_operations())
+    added = op_types(3) - op_types(2)
+    update_op = ("ResourceApplyAdam" if optimizer_class is optimizers.FusedAdam
+                 else "StatefulPartitionedCall")     # the XLA-compiled rule
+    assert added == {"Placeholder": 4, update_op: 1, "Identity": 1}
 
 
 def test_linear_decay_sets_the_rate_once_an_epoch_as_the_sources_do():
