@@ -17,7 +17,10 @@ and ``_samples.png`` (the lowest seed's last grid of generated images).
 Seeds may run in separate processes, one per core, e.g.
 ``taskset -c 0 python experiments/run.py ... --seeds=0`` beside
 ``taskset -c 1 ... --seeds=1``: each merges its runs into the result files
-of the same budget under a lock, so neither overwrites the other's. A
+of the same budget under a lock, so neither overwrites the other's. The
+result's Markdown gives the run.py command that trains (or resumes) the
+runs those processes asked for: one command, or one a kind when they asked
+for other seeds of each kind (``asked`` in the JSON). A
 result file of another budget is never replaced (exit 2: use another
 ``--results_dir``), and the note stays unless ``--note`` gives a new one
 (also when every run is recorded already).
@@ -389,6 +392,10 @@ def record(name, kind, seed, run, result, results_dir, grid=None):
             merged["seeds"] = sorted(set(earlier["seeds"]) | set(result["seeds"]))
             asked = set(recorded_kinds(earlier)) | set(recorded_kinds(result))
             merged["kinds"] = [kind for kind in ("sgan", "baseline") if kind in asked]
+            earlier_asked, result_asked = asked_runs(earlier), asked_runs(result)
+            merged["asked"] = {kind: sorted(set(earlier_asked.get(kind, []))
+                                            | set(result_asked.get(kind, [])))
+                               for kind in merged["kinds"]}
             if "samples" in earlier:
                 merged["samples"] = earlier["samples"]
                 # A file from before the grid's seed was recorded holds its one
@@ -637,19 +644,29 @@ def markdown(name, result, results_dir=None):
 def runner_command(result, results_dir=None):
     """The run.py command of a result's seeds, kinds and budget (and the data
     directory and run-only overrides its runs were given, and their runs and
-    results directories when not run.py's defaults); ``None`` for a budget
-    run.py did not write."""
+    results directories when not run.py's defaults), or one command a kind,
+    a line each (:func:`asked_runs`); ``None`` for a budget run.py did not
+    write."""
     items = [] if result["budget"] == FULL_BUDGET else result["budget"].split(", ")
     if not all("=" in item for item in items):
         return None
     budget = dict(item.split("=", 1) for item in items)
-    argv = ["python", "experiments/run.py", f"--experiment={result['name']}",
-            f"--seeds={','.join(str(seed) for seed in result['seeds'])}"]
-    kinds = recorded_kinds(result)
-    if len(kinds) == 1:     # without it, the command would train the other kind too
-        argv.append(f"--kinds={kinds[0]}")
-    argv += [f"--{key}={budget.pop(key)}" for key in ("epochs", "steps_per_epoch")
-             if key in budget]
+    # One command for the seeds and kinds asked for, or, when the commands that
+    # recorded the file asked for other seeds of each kind (run.py --seeds=0
+    # --kinds=sgan beside --seeds=1 --kinds=baseline), one a kind: a command
+    # for the union of both would train runs no one asked for.
+    asked = asked_runs(result)
+    same_seeds = len({tuple(seeds) for seeds in asked.values()}) == 1
+    groups = ([(list(asked), next(iter(asked.values())))] if same_seeds
+              else [([kind], seeds) for kind, seeds in asked.items()])
+    selections = []
+    for kinds, seeds in groups:
+        selection = [f"--seeds={','.join(str(seed) for seed in seeds)}"]
+        if len(kinds) == 1:     # without it, the command would train the other kind too
+            selection.append(f"--kinds={kinds[0]}")
+        selections.append(selection)
+    argv = [f"--{key}={budget.pop(key)}" for key in ("epochs", "steps_per_epoch")
+            if key in budget]
     commands = [run["command"] for kind in ("sgan", "baseline")
                 for run in result.get(kind, {}).values()]
     arguments = [argument for command in commands for argument in shlex.split(command)]
@@ -673,7 +690,17 @@ def runner_command(result, results_dir=None):
     for flag, directory in directories.items():
         if directory and not same_directory(directory, FLAGS[flag].default):
             argv.append(f"--{flag}={in_repository(directory)}")
-    return shlex.join(argv + data_dirs[:1])
+    return "\n".join(shlex.join(["python", "experiments/run.py",
+                                 f"--experiment={result['name']}", *selection, *argv,
+                                 *data_dirs[:1]]) for selection in selections)
+
+
+def asked_runs(result):
+    """``{kind: seeds}`` of the runs the commands that wrote a result asked
+    for; for a file written before they were recorded, each of its kinds
+    (:func:`recorded_kinds`) for each of its seeds."""
+    return result.get("asked") or {kind: sorted(result["seeds"])
+                                   for kind in recorded_kinds(result)}
 
 
 def recorded_kinds(result):
@@ -758,6 +785,7 @@ def run_experiment():
     result = {"name": name, "published": EXPERIMENTS[name]["published"],
               "published_accuracy": EXPERIMENTS[name]["published_accuracy"],
               "seeds": seeds, "kinds": [kind for kind in ("sgan", "baseline") if kind in kinds],
+              "asked": {kind: sorted(seeds) for kind in ("sgan", "baseline") if kind in kinds},
               "note": FLAGS.note,
               "budget": ", ".join(f"{k}={v}" for k, v in budget.items()) or FULL_BUDGET,
               "machine": provenance.machine_line(made), "commit": made["commit"],

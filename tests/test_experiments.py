@@ -762,8 +762,8 @@ def test_a_seed_or_kind_given_twice_is_run_and_shown_once(tmp_path):
     result = run_py(tmp_path, "--seeds=0,0", "--kinds=sgan,sgan")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "is recorded already" not in result.stderr   # the second sgan found it recorded
-    assert json.loads((tmp_path / "results" / "svhn_lecouat_1000.json").read_text())[
-        "seeds"] == [0]
+    written = json.loads((tmp_path / "results" / "svhn_lecouat_1000.json").read_text())
+    assert written["seeds"] == [0] and written["asked"] == {"sgan": [0]}
     text = (tmp_path / "results" / "svhn_lecouat_1000.md").read_text()
     assert text.count("\n| 0 | ") == 1 and "--seeds=0,0" not in text
 
@@ -1980,6 +1980,43 @@ def test_the_command_to_resume_trains_only_the_kind_of_runs_recorded():
         "python experiments/run.py --experiment=x --seeds=0 --epochs=1",
         "python experiments/run.py --experiment=x --seeds=0 --epochs=1",
         "['sgan', 'baseline']"]
+
+
+OTHER_SEEDS_EACH_KIND = """
+import sys, tempfile
+sys.path.insert(0, "experiments")
+import run
+run_ = {"final_test_accuracy": 0.8, "best_test_accuracy": 0.85, "train_seconds": 1.0,
+        "test_accuracy": [0.8], "command": "python -m sgan_keras.train"}
+result = {"name": "x", "published": "p", "published_accuracy": 0.9, "status": "measured",
+          "budget": "epochs=1", "machine": "m", "commit": "c", "date": "d", "note": None}
+directory = tempfile.mkdtemp()
+# run.py --seeds=0 --kinds=sgan, then --seeds=1,2 --kinds=baseline, as run_experiment asks.
+run.record("x", "sgan", 0, dict(run_),
+           {**result, "seeds": [0], "kinds": ["sgan"], "asked": {"sgan": [0]}}, directory)
+for seed in (1, 2):
+    run.record("x", "baseline", seed, dict(run_), {**result, "seeds": [1, 2], "kinds": [
+        "baseline"], "asked": {"baseline": [1, 2]}}, directory)
+print(run.runner_command(run.read_result(directory, "x")))
+# Then --seeds=1,2 --kinds=sgan and --seeds=0 --kinds=baseline: each kind of each seed.
+run.record("x", "sgan", 1, dict(run_),
+           {**result, "seeds": [1, 2], "kinds": ["sgan"], "asked": {"sgan": [1, 2]}}, directory)
+run.record("x", "baseline", 0, dict(run_),
+           {**result, "seeds": [0], "kinds": ["baseline"], "asked": {"baseline": [0]}}, directory)
+print(run.runner_command(run.read_result(directory, "x")))
+"""
+
+
+def test_the_command_to_resume_trains_only_the_seeds_asked_for_of_each_kind():
+    """Two commands, one of each kind with other seeds, were shown with one
+    command for every seed and kind of the file: runs no one asked for
+    (here the SGAN of seeds 1 and 2 and the baseline of seed 0)."""
+    result = preloaded.run_code(OTHER_SEEDS_EACH_KIND, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [
+        "python experiments/run.py --experiment=x --seeds=0 --kinds=sgan --epochs=1",
+        "python experiments/run.py --experiment=x --seeds=1,2 --kinds=baseline --epochs=1",
+        "python experiments/run.py --experiment=x --seeds=0,1,2 --epochs=1"]
 
 
 IN_THE_REPOSITORY = """
