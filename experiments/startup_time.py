@@ -22,12 +22,10 @@ worktree`` of an earlier commit), for two commands:
   ``metrics.csv`` must come out the same both ways (each repeat's; the
   script exits 1 when one differs, after writing its table);
 - ``trace``: with ``--reference`` only, each preset of ``--trace_presets``
-  in processes of its own (``python -c``, synthetic images): its model is
-  built and its train step traced (``tf.function``'s concrete function)
-  ``--traces`` times after one untimed trace, which pays what a process
-  pays once; the row gives the median seconds of a trace and the traced
-  graph's op count, what every run and test process pays before its first
-  step.
+  in processes of its own (``experiments/trace_step.py``): its train step
+  traced ``--traces`` times after one untimed trace; the row gives the
+  median seconds of a trace and the traced graph's op count, what every
+  run and test process pays before its first step.
 
 Refuses a busy machine unless ``--force``.
 """
@@ -62,33 +60,9 @@ flags.DEFINE_string("reference", "", "A checkout of another commit (e.g. a git w
                     "the untouched main.")
 
 SHIPPED = [sys.executable, "-m", "sgan_keras.train"]
+TRACE_STEP = os.path.join(provenance.REPO_ROOT, "experiments", "trace_step.py")
 UNTOUCHED = [sys.executable, "-c", "import sys; from absl import app; "
              "from sgan_keras import train; app.run(train.main, argv=sys.argv)"]
-
-
-# One process of the trace command: argv preset, traces; prints JSON
-# {"seconds": [each timed trace], "ops": the traced graph's op count}.
-TRACE = """
-import json, sys, time
-import keras, tensorflow as tf
-from sgan_keras import SGAN, data as data_lib
-preset, traces = sys.argv[1], int(sys.argv[2])
-seconds, ops = [], None
-for index in range(traces + 1):
-    keras.utils.set_random_seed(0)
-    model = SGAN.from_preset(preset, seed=0)
-    model.compile()
-    data = data_lib.synthetic_dataset(model.config.data.dataset, model.config.data.labels,
-                                      pixel_range=model.config.model.pixel_range)
-    batch = next(iter(data.training_dataset(16, model.config.training.label_batching)))
-    model.initialize_weight_norm(batch)
-    start = time.perf_counter()
-    graph = tf.function(model.train_step).get_concrete_function(batch).graph
-    if index:
-        seconds.append(time.perf_counter() - start)
-    ops = len(graph.get_operations())
-print(json.dumps({"seconds": seconds, "ops": ops}))
-"""
 
 
 def command_args(name, output_dir):
@@ -135,10 +109,11 @@ def timed(launcher, name, directory):
 
 def traced(preset, directory):
     """The median seconds of a trace of ``preset``'s train step in one
-    process started in ``directory`` (``python -c`` imports the package
-    there), and the traced graph's op count."""
-    result = subprocess.run([sys.executable, "-c", TRACE, preset, str(FLAGS.traces)],
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    process (``experiments/trace_step.py``) that imports the package of the
+    checkout in ``directory``, and the traced graph's op count."""
+    result = subprocess.run([sys.executable, TRACE_STEP, preset, str(FLAGS.traces)],
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+                                 "PYTHONPATH": directory},
                             capture_output=True, text=True, cwd=directory)
     if result.returncode != 0:
         sys.exit(f"trace {preset} exited {result.returncode}: {result.stderr[-1500:]}")
