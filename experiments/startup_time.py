@@ -121,6 +121,22 @@ def traced(preset, directory):
     return statistics.median(report["seconds"]), report["ops"]
 
 
+def explained(reference, described, names):
+    """What a table's figures are, for the output file."""
+    traces = (f"median seconds of {FLAGS.traces} traces of the train step in each process "
+              "(after one untimed) and the traced graph's ops, shipped / reference")
+    if all(name.startswith("trace ") for name in names):
+        return (f"A trace row: the median over {FLAGS.repeats} alternating processes per way "
+                f"of the {traces}. shipped: this checkout's package; {reference}: that "
+                "checkout's.")
+    return (f"Wall seconds per process, median of {FLAGS.repeats} alternating processes "
+            "per way. shipped: `python -m sgan_keras.train` (flags checked before "
+            "TensorFlow is imported; imported with the collector off, then "
+            f"`gc.freeze()`); {described}."
+            + (f" A trace row: the {traces}." if any(name.startswith("trace ")
+                                                     for name in names) else ""))
+
+
 def main(argv):
     del argv
     if "trace" in FLAGS.commands and not FLAGS.reference:
@@ -159,19 +175,14 @@ def main(argv):
     print("\n".join(table))
     if FLAGS.output:
         record = provenance.record()
+        subject = ("The train step's trace" if all(name.startswith("trace ") for name in names)
+                   else "The CLI's start and exit")
         with open(FLAGS.output, "a", encoding="utf-8") as file:
             file.write("\n".join([
-                f"## The CLI's start and exit, shipped and {reference}",
+                f"## {subject}, shipped and {reference}",
                 "", f"`{record['command']}`; commit {record['commit']}, {record['date']}; "
                 f"{provenance.machine_line(record)}. {provenance.quiet_line(check)}", "",
-                f"Wall seconds per process, median of {FLAGS.repeats} alternating processes "
-                "per way. shipped: `python -m sgan_keras.train` (flags checked before "
-                "TensorFlow is imported; imported with the collector off, then "
-                f"`gc.freeze()`); {described}."
-                + (f" A trace row: the median seconds of {FLAGS.traces} traces of the train "
-                   "step in each process (after one untimed), and the traced graph's ops, "
-                   "shipped / reference." if any(n.startswith("trace ") for n in names)
-                   else ""), "",
+                explained(reference, described, names), "",
                 *table, "", ""]))
         from sgan_keras import faults
         faults.write_text(os.path.splitext(FLAGS.output)[0] + ".json", json.dumps(
