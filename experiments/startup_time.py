@@ -1,5 +1,6 @@
 r"""Times the training CLI's start and exit beside a reference: the same CLI
-without its garbage-collector handling, or another commit's CLI.
+without its garbage-collector handling, or another commit's CLI; and, beside
+another commit, the trace of each preset's train step.
 
     python experiments/startup_time.py --output=experiments/results/startup.md
     git worktree add /tmp/old 52ecf09
@@ -13,7 +14,7 @@ CLI as shipped (``python -m sgan_keras.train``) beside the same ``main``
 started without that handling (``app.run(train.main)`` from ``python -c``,
 the collector as Python leaves it), or, with ``--reference=DIR``, beside
 ``python -m sgan_keras.train`` of the checkout in ``DIR`` (e.g. a ``git
-worktree`` of an earlier commit), for two commands:
+worktree`` of an earlier commit), for these commands:
 
 - ``refused``: a flag the CLI refuses (``--labels=0``), what a user waits
   for on a typo (refused before TensorFlow is imported since commit 81ab550);
