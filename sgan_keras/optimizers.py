@@ -141,9 +141,10 @@ class _ScalarsOncePerApply:
     learning rate, the betas and their powers) made once per ``apply`` for
     each dtype and device, not once per variable as ``update_step`` would.
 
-    The values are the same; the traced step has fewer ops: GANs in Action's
-    2,503 became 1,975, and the tracing and the first call, paid by every
-    run and test, take less time (docs/performance.md). Keras' ``apply``
+    The values are the same; the traced step has fewer ops (GANs in Action's
+    2,503 became 1,975), and GANs in Action's and SVHN DCGAN's steps, traced
+    by every run and test, trace in about a fifth less time
+    (docs/performance.md). Keras' ``apply``
     calls ``update_step`` for each variable (under ``tf.distribute``, once
     for each variable's copy on each device, in one merge call) and counts
     the step after the last one, so the scalars hold for the whole call.
