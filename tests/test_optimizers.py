@@ -101,6 +101,7 @@ def test_a_traced_update_makes_the_step_scalars_once_not_once_a_variable(optimiz
         update = tf.function(lambda grads: optimizer.apply(grads, variables))
         graph = update.get_concrete_function([tf.TensorSpec((3,))] * variable_count).graph
         return collections.Counter(op.type for op in graph.get_operations())
+
     added = op_types(3) - op_types(2)
     update_op = ("ResourceApplyAdam" if optimizer_class is optimizers.FusedAdam
                  else "StatefulPartitionedCall")     # the XLA-compiled rule
