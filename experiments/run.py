@@ -390,12 +390,12 @@ def record(name, kind, seed, run, result, results_dir, grid=None):
                 if kept or result.get(key):
                     merged[key] = {**kept, **result.get(key, {})}
             merged["seeds"] = sorted(set(earlier["seeds"]) | set(result["seeds"]))
-            asked = set(recorded_kinds(earlier)) | set(recorded_kinds(result))
-            merged["kinds"] = [kind for kind in ("sgan", "baseline") if kind in asked]
             earlier_asked, result_asked = asked_runs(earlier), asked_runs(result)
             merged["asked"] = {kind: sorted(set(earlier_asked.get(kind, []))
                                             | set(result_asked.get(kind, [])))
-                               for kind in merged["kinds"]}
+                               for kind in ("sgan", "baseline")
+                               if kind in earlier_asked or kind in result_asked}
+            merged["kinds"] = list(merged["asked"])
             if "samples" in earlier:
                 merged["samples"] = earlier["samples"]
                 # A file from before the grid's seed was recorded holds its one
@@ -782,10 +782,10 @@ def run_experiment():
     # As the report reads them; ~ as the trainer reads --runs_dir's.
     results_dir = os.path.join(REPO_ROOT, os.path.expanduser(FLAGS.results_dir))
     kinds = list(dict.fromkeys(FLAGS.kinds))   # each once, in order
+    asked = {kind: sorted(seeds) for kind in ("sgan", "baseline") if kind in kinds}
     result = {"name": name, "published": EXPERIMENTS[name]["published"],
               "published_accuracy": EXPERIMENTS[name]["published_accuracy"],
-              "seeds": seeds, "kinds": [kind for kind in ("sgan", "baseline") if kind in kinds],
-              "asked": {kind: sorted(seeds) for kind in ("sgan", "baseline") if kind in kinds},
+              "seeds": seeds, "kinds": list(asked), "asked": asked,
               "note": FLAGS.note,
               "budget": ", ".join(f"{k}={v}" for k, v in budget.items()) or FULL_BUDGET,
               "machine": provenance.machine_line(made), "commit": made["commit"],

@@ -19,20 +19,22 @@ import time
 import keras
 import tensorflow as tf
 
+from sgan_keras import PRESETS
 from sgan_keras import SGAN
 from sgan_keras import data as data_lib
 
 
 def trace_seconds_and_ops(preset, traces):
     """``(seconds of each timed trace, the traced graph's op count)``."""
+    config = PRESETS[preset].config
+    data = data_lib.synthetic_dataset(config.data.dataset, config.data.labels,
+                                      pixel_range=config.model.pixel_range)
+    batch = next(iter(data.training_dataset(16, config.training.label_batching)))
     seconds, ops = [], None
     for index in range(traces + 1):
         keras.utils.set_random_seed(0)
         model = SGAN.from_preset(preset, seed=0)
         model.compile()
-        data = data_lib.synthetic_dataset(model.config.data.dataset, model.config.data.labels,
-                                          pixel_range=model.config.model.pixel_range)
-        batch = next(iter(data.training_dataset(16, model.config.training.label_batching)))
         model.initialize_weight_norm(batch)
         start = time.perf_counter()
         graph = tf.function(model.train_step).get_concrete_function(batch).graph
