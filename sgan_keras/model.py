@@ -609,8 +609,8 @@ class SGAN(keras.Model):
         by TensorFlow's Philox generator, named as in ``layers.GaussianNoise``
         (XLA runs its default, ``auto_select``, slowly)."""
         if distribution == "uniform":
-            return tf.random.stateless_uniform(shape, seed, alg="philox")
-        z = tf.random.stateless_normal(shape, seed, alg="philox")
+            return sgan_layers.philox_uniform(shape, seed)
+        z = sgan_layers.philox_normal(shape, seed)
         return self.config.model.noise_stddev * z if distribution == "normal" else z
 
     def generate(self, num_images, seed=0):

@@ -61,29 +61,29 @@ def _serve():
         raise RuntimeError("importing sgan_keras.trainer started TensorFlow's runtime: "
                            "its thread pools cannot be forked")
     ctypes.CDLL(None).fflush(None)   # the C streams' buffered import log lines: written once
-    children = {}
+    children = {}    # a pidfd (readable once its child has ended) -> (pid, status path)
     reading = True
-    while reading or children:
-        if reading and select.select([sys.stdin], [], [], 0.01)[0]:
+    while reading or children:       # blocks until a request or a child's end: no polling
+        ready = select.select([sys.stdin] * reading + list(children), [], [])[0]
+        for pidfd in (fd for fd in ready if fd is not sys.stdin):
+            pid, status_path = children.pop(pidfd)
+            os.close(pidfd)
+            faults.write_text(status_path, str(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])))
+        if sys.stdin in ready:
             line = sys.stdin.readline()
             if not line:     # the pytest worker ended: so did its tests
                 reading = False
-                for pid in children:
+                for pid, _ in children.values():
                     os.kill(pid, signal.SIGKILL)
                 continue
             request = json.loads(line)
             pid = os.fork()
             if pid == 0:
+                for pidfd in children:   # the siblings' ends are the server's to wait for
+                    os.close(pidfd)
                 _child(request)          # never returns
-            children[pid] = request["status"]
+            children[os.pidfd_open(pid)] = (pid, request["status"])
             print(json.dumps({"pid": pid}), flush=True)
-        elif not reading:
-            time.sleep(0.01)
-        while children:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-            if pid == 0:
-                break
-            faults.write_text(children.pop(pid), str(os.waitstatus_to_exitcode(status)))
 
 
 def _child(request):
