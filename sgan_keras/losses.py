@@ -12,7 +12,7 @@ All terms are computed in log space (``logsumexp``, ``softplus``): no ``exp``
 of a raw logit, so losses and gradients stay finite for logits of +-1e4.
 
 Functions that can be written per example return a ``[batch]`` vector; the
-model reduces them by the *global* batch (``tf.nn.compute_average_loss``) so
+model reduces them by the *global* batch (:func:`global_batch_mean`) so
 that they are correct under ``tf.distribute``. Feature matching compares batch
 means, so it takes the (already globally averaged) means.
 """
@@ -20,6 +20,17 @@ means, so it takes the (already globally averaged) means.
 import tensorflow as tf
 
 from sgan_keras.choices import FAKE_CLASSES
+
+
+def global_batch_mean(per_example, replicas):
+    """``tf.nn.compute_average_loss(per_example)`` under ``replicas`` replicas
+    in sync: this replica's sum divided by the global batch (its examples
+    times ``replicas``; 0 for an empty batch), by the same ops, so the same
+    value. Without TensorFlow's checks that the batch size is a non-negative
+    integer scalar (it is: a shape times a count): 13 traced ops, not 29,
+    and a step has several."""
+    global_batch = tf.cast(tf.shape(per_example)[0] * replicas, per_example.dtype)
+    return tf.math.divide_no_nan(tf.reduce_sum(per_example), global_batch)
 
 
 def class_logits(logits, num_classes):

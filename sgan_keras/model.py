@@ -729,11 +729,11 @@ class SGAN(keras.Model):
             with tf.GradientTape() as tape:
                 logits, _ = self.discriminator(images, training=True)
                 per_example = losses.sigmoid_cross_entropy(self._gan_logit(logits), target)
-                loss = options.unsupervised_weight * tf.nn.compute_average_loss(per_example)
+                loss = options.unsupervised_weight * self._global_batch_mean(per_example)
                 if target == 0.0 and options.manifold != "none":   # with the fake update
                     manifold = options.manifold_weight * self._manifold_term(
                         z, logits, generator_training=False)
-                    loss += tf.nn.compute_average_loss(manifold)
+                    loss += self._global_batch_mean(manifold)
             self._apply(self.d_unsupervised_optimizer, tape, loss, self.discriminator)
             unsupervised.append(per_example)
         with tf.GradientTape() as tape:
@@ -769,11 +769,11 @@ class SGAN(keras.Model):
         supervised = self._supervised_term(labels, labeled_logits, mask)
         unsupervised = losses.unsupervised_loss(
             self._gan_logit(real_logits), self._gan_logit(fake_logits), options.label_smoothing)
-        d_loss = supervised + options.unsupervised_weight * tf.nn.compute_average_loss(unsupervised)
+        d_loss = supervised + options.unsupervised_weight * self._global_batch_mean(unsupervised)
         manifold = tf.zeros_like(unsupervised)
         if options.manifold != "none":
             manifold = options.manifold_weight * self._manifold_term(z, fake_logits)
-            d_loss += tf.nn.compute_average_loss(manifold)
+            d_loss += self._global_batch_mean(manifold)
         logs = self._track_discriminator(labels, labeled_logits, mask, supervised, unsupervised,
                                          manifold)
         return d_loss, logs, (fake_logits, fake_features, real_features)
@@ -785,7 +785,7 @@ class SGAN(keras.Model):
         per_example = losses.supervised_loss(labels, logits, self.config.model.fake_class,
                                              self.num_classes)
         if mask is None:
-            return tf.nn.compute_average_loss(per_example)
+            return self._global_batch_mean(per_example)
         count = tf.reduce_sum(mask)
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
@@ -814,6 +814,12 @@ class SGAN(keras.Model):
     def _record(self, logs, g_loss):
         self.g_loss_tracker.update_state(g_loss)
         return {**logs, "g_loss": self.g_loss_tracker.result()}
+
+    @staticmethod
+    def _global_batch_mean(per_example):
+        """``per_example``'s mean over the global batch, for a sum over the replicas."""
+        return losses.global_batch_mean(per_example,
+                                        tf.distribute.get_strategy().num_replicas_in_sync)
 
     @staticmethod
     def _apply(optimizer, tape, loss, network):
@@ -848,7 +854,7 @@ class SGAN(keras.Model):
         """
         if self.config.model.generator_loss == "non_saturating":
             per_example = losses.non_saturating_generator_loss(self._gan_logit(fake_logits))
-            return tf.reduce_mean(per_example), tf.nn.compute_average_loss(per_example)
+            return tf.reduce_mean(per_example), self._global_batch_mean(per_example)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         g_loss = losses.feature_matching_loss(
             _global_mean(real_features), _global_mean(fake_features),
@@ -897,7 +903,7 @@ class SGAN(keras.Model):
             logits, _ = self.discriminator(images, training=True)
             supervised = losses.supervised_loss(labels, logits, self.config.model.fake_class,
                                                 self.num_classes)
-            loss = tf.nn.compute_average_loss(supervised)
+            loss = self._global_batch_mean(supervised)
         self._apply(self.d_optimizer, tape, loss, self.discriminator)
         self._update_ema()
         self.supervised_loss_tracker.update_state(supervised)
