@@ -387,8 +387,7 @@ class Dropout(keras.layers.Dropout):
             seed=replica_seed(self.seed_generator.next()))
 
 
-# TensorFlow's number for its Philox generator (tf.random.Algorithm.PHILOX).
-_PHILOX = 1
+_PHILOX = tf.random.Algorithm.PHILOX.value   # the raw ops' alg
 
 
 def philox_key_counter(seed):
