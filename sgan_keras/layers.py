@@ -395,9 +395,9 @@ def philox_key_counter(seed):
     stateless ops derive from ``seed`` (an int32 or int64 pair) when told
     ``alg="philox"``: its own scramble, one Philox draw of the seed under a
     fixed key (``random_ops_util._philox_scramble_seed``, as the C++ kernels'
-    ``GenerateKey``). TensorFlow builds it from 32-bit halves in 46 traced
+    ``GenerateKey``). TensorFlow builds it from 32-bit halves in 43 traced
     ops; drawn as two uint64s (TensorFlow packs each from two uint32s, low
-    half first, as that scramble does), it takes 11, with the same values
+    half first, as that scramble does), it takes 10, with the same values
     with and without XLA. Every draw of a traced step pays it (the
     Improved-GAN D's noise: 18 draws a step)."""
     mix = tf.raw_ops.StatelessRandomUniformFullIntV2(
