@@ -122,11 +122,16 @@ def traced(preset, directory):
     return statistics.median(report["seconds"]), report["ops"]
 
 
-def explained(reference, described, names):
+def traces_only():
+    """Whether the trace command is the only one timed."""
+    return set(FLAGS.commands) == {"trace"}
+
+
+def explained(reference, described):
     """What a table's figures are, for the output file."""
     traces = (f"median seconds of {FLAGS.traces} traces of the train step in each process "
               "(after one untimed) and the traced graph's ops, shipped / reference")
-    if all(name.startswith("trace ") for name in names):
+    if traces_only():
         return (f"A trace row: the median over {FLAGS.repeats} alternating processes per way "
                 f"of the {traces}. shipped: this checkout's package; {reference}: that "
                 "checkout's.")
@@ -134,8 +139,7 @@ def explained(reference, described, names):
             "per way. shipped: `python -m sgan_keras.train` (flags checked before "
             "TensorFlow is imported; imported with the collector off, then "
             f"`gc.freeze()`); {described}."
-            + (f" A trace row: the {traces}." if any(name.startswith("trace ")
-                                                     for name in names) else ""))
+            + (f" A trace row: the {traces}." if "trace" in FLAGS.commands else ""))
 
 
 def main(argv):
@@ -176,14 +180,13 @@ def main(argv):
     print("\n".join(table))
     if FLAGS.output:
         record = provenance.record()
-        subject = ("The train step's trace" if all(name.startswith("trace ") for name in names)
-                   else "The CLI's start and exit")
+        subject = "The train step's trace" if traces_only() else "The CLI's start and exit"
         with open(FLAGS.output, "a", encoding="utf-8") as file:
             file.write("\n".join([
                 f"## {subject}, shipped and {reference}",
                 "", f"`{record['command']}`; commit {record['commit']}, {record['date']}; "
                 f"{provenance.machine_line(record)}. {provenance.quiet_line(check)}", "",
-                explained(reference, described, names), "",
+                explained(reference, described), "",
                 *table, "", ""]))
         from sgan_keras import faults
         faults.write_text(os.path.splitext(FLAGS.output)[0] + ".json", json.dumps(

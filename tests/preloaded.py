@@ -66,7 +66,7 @@ def _serve():
     children = {}    # a pidfd (readable once its child has ended) -> (pid, status path)
     reading = True
     while reading or children:       # blocks until a request or a child's end: no polling
-        ready = select.select([sys.stdin] * reading + list(children), [], [])[0]
+        ready = select.select(([sys.stdin] if reading else []) + list(children), [], [])[0]
         for pidfd in (fd for fd in ready if fd is not sys.stdin):
             pid, status_path = children.pop(pidfd)
             os.close(pidfd)
