@@ -388,6 +388,8 @@ class Dropout(keras.layers.Dropout):
 
 
 _PHILOX = tf.random.Algorithm.PHILOX.value   # the raw ops' alg
+# The fixed Philox key under which TensorFlow scrambles a stateless op's seed.
+_SEED_SCRAMBLE_KEY = 0x02461E293EC8F720
 
 
 def philox_key_counter(seed):
@@ -401,7 +403,7 @@ def philox_key_counter(seed):
     with and without XLA. Every draw of a traced step pays it (the
     Improved-GAN D's noise: 18 draws a step)."""
     mix = tf.raw_ops.StatelessRandomUniformFullIntV2(
-        shape=[2], key=tf.constant([0x02461E293EC8F720], tf.uint64),
+        shape=[2], key=tf.constant([_SEED_SCRAMBLE_KEY], tf.uint64),
         counter=tf.cast(seed, tf.uint64), alg=_PHILOX, dtype=tf.uint64)
     key, high = tf.split(mix, 2)
     return key, tf.concat([tf.zeros([1], tf.uint64), high], axis=0)

@@ -81,12 +81,16 @@ def test_every_requirement_has_a_range_whose_floor_the_oldest_set_pins():
     assert set(oldest) == set(requirements()), "constraints-oldest.txt pins only the requirements"
 
 
-def test_the_newest_tested_set_lies_in_every_range():
-    newest = pins("constraints.txt")
+def assert_in_every_range(versions, where):
+    """Each requirement's version in ``versions`` (by normalized name) lies in its range."""
     for name, requirement in requirements().items():
-        assert name in newest, f"constraints.txt does not pin {name}"
-        assert requirement.specifier.contains(newest[name]), f"constraints.txt's {name} " \
-            f"{newest[name]} is outside setup.cfg's {requirement}"
+        assert name in versions, f"{where} has no {name}"
+        assert requirement.specifier.contains(versions[name]), \
+            f"{where}'s {name} {versions[name]} is outside setup.cfg's {requirement}"
+
+
+def test_the_newest_tested_set_lies_in_every_range():
+    assert_in_every_range(pins("constraints.txt"), "constraints.txt")
 
 
 def test_this_environment_lies_in_every_range():
@@ -94,10 +98,8 @@ def test_this_environment_lies_in_every_range():
     and that the TensorFlow and Keras it imports are those installed under their names:
     tensorboard 2.16.0 pulled in tf-nightly, whose files replaced TensorFlow 2.21's
     while pip still listed tensorflow 2.21.0."""
-    for name, requirement in requirements().items():
-        installed = Version(importlib.metadata.version(name))
-        assert requirement.specifier.contains(installed), \
-            f"{name} {installed} is installed, outside setup.cfg's {requirement}"
+    assert_in_every_range({name: Version(importlib.metadata.version(name))
+                           for name in requirements()}, "this environment")
     import keras
     import tensorflow as tf
     for module, name in ((tf, "tensorflow"), (keras, "keras")):
