@@ -167,6 +167,13 @@ class ModelConfig:
     ema_decay: float = option(
         0.0, "Decay of the moving average of D's weights used for evaluation and export; "
         "0 turns it off.", flag="ema", check=FRACTION)
+    ema_rule: str = option(
+        "tensorflow", "How D's weight average follows D: tensorflow (from D's initial weights, "
+        "each step's weights after D's update, as tf.train.ExponentialMovingAverage and "
+        "Lecouat et al.) or improved_gan (from zeros, each step's weights before D's update, "
+        "one step behind: openai/improved-gan's disc_param_avg, which Theano updates "
+        "together with Adam's step).", choices=choices_lib.EMA_RULES,
+        needs=("ema_decay", lambda value: value > 0, "--ema above 0"))
     precision: str = option(
         "auto", "Compute precision. mixed_bfloat16: bfloat16 math, float32 weights and "
         "losses. auto: mixed_bfloat16 on devices with bfloat16 matrix math (GPUs of "
@@ -438,9 +445,9 @@ class Config:
     procedure: str = option(
         "source", "source: train as the preset's source did; unified: the package's one "
         "procedure for every preset (balanced labels, a separate labeled batch, sequential "
-        "updates, fresh fakes for G, Keras' Adam, init on the first batch, the baseline as "
-        "long as the GAN). The other flags override either.", choices=("source", "unified"),
-        in_run_name=False)
+        "updates, fresh fakes for G, Keras' Adam, TensorFlow's weight average, init on the "
+        "first batch, the baseline as long as the GAN). The other flags override either.",
+        choices=("source", "unified"), in_run_name=False)
     supervised_only: bool = option(
         False, "Train the same discriminator on the labeled data alone, without a generator "
         "(the baseline).", in_run_name=False)
@@ -519,13 +526,15 @@ class Config:
     @classmethod
     def from_dict(cls, values):
         """The :class:`Config` of a :meth:`to_dict` (a saved model's); missing
-        fields take their defaults, :data:`RETIRED_FIELDS` are dropped, and a
+        fields take their defaults (:data:`VALUES_BEFORE_ADDED`'s where listed),
+        :data:`RETIRED_FIELDS` are dropped, and a
         field this version does not know is a newer version's (``ConfigError``)."""
         newer = fields_of_a_newer_version(values)
         if newer:
             raise ConfigError(f"this configuration was written by a newer sgan_keras: it has "
                               f"{', '.join(newer)}, which this version does not know; "
                               "read it with that version")
+        values = {**VALUES_BEFORE_ADDED, **values}
         return cls().replace(**{
             name: tuple(value) if OPTIONS[name].type is tuple else value
             for name, value in values.items() if name not in RETIRED_FIELDS})
@@ -535,6 +544,12 @@ class Config:
 # removal wrote (flags.json, a saved model's configuration) still holds it,
 # and is read without it rather than taken for a newer version's.
 RETIRED_FIELDS = frozenset()
+
+# A field added after runs were recorded, where some preset's value is not what
+# those runs did, goes here with what they did: an older flags.json that lacks
+# it is read with this value rather than its preset's (trainer.changed_options).
+# Before ema_rule, every weight average followed TensorFlow's rule.
+VALUES_BEFORE_ADDED = {"ema_rule": "tensorflow"}
 
 
 def fields_of_a_newer_version(values):

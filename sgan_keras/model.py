@@ -137,8 +137,8 @@ class SGAN(keras.Model):
         if self.config.model.ema_decay > 0:
             # Same layers, so ``weights`` pair up one to one; never trained.
             self.ema_discriminator = _ema_copy(discriminator)
-            self.ema_discriminator.set_weights(discriminator.get_weights())
             self.ema_discriminator.trainable = False   # not in trainable_weights
+            self._start_ema()
         self.weight_norm_initialized = False
 
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
@@ -432,7 +432,7 @@ class SGAN(keras.Model):
                 sgan_layers.initialize_weight_norm(self.generator, z)
             sgan_layers.initialize_weight_norm(self.discriminator, images)
             if self.ema_discriminator is not None:
-                self.ema_discriminator.set_weights(self.discriminator.get_weights())
+                self._start_ema()
         self.weight_norm_initialized = True
 
     def _check_first_batch(self, batch):
@@ -648,6 +648,8 @@ class SGAN(keras.Model):
         batch, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
         if sample_weight is not None:
             raise ValueError("SGAN's training takes no sample_weight or class_weight")
+        if self.ema_discriminator is not None and self.config.model.ema_rule == "improved_gan":
+            self._average_discriminator_weights()   # the step's starting weights
         if self.config.supervised_only:
             return self._supervised_step(batch if labels is None else (batch, labels))
         if not isinstance(batch, dict) or labels is not None:
@@ -937,16 +939,39 @@ class SGAN(keras.Model):
     def _gan_logit(self, logits):
         return losses.gan_logit(logits, self.config.model.fake_class, self.num_classes)
 
+    def _start_ema(self):
+        """D's weight average as it starts: D's weights, or with ``ema_rule="improved_gan"``
+        zeros for the trainable ones (improved-gan's ``disc_param_avg = 0.*p.get_value()``)."""
+        from_zeros = self.config.model.ema_rule == "improved_gan"
+        self.ema_discriminator.set_weights([
+            np.zeros_like(value) if from_zeros and weight.trainable else value
+            for weight, value in zip(self.discriminator.weights,
+                                     self.discriminator.get_weights())])
+
     def _update_ema(self):
-        """EMA of D's weights (Salimans et al. 2016); other state is copied."""
+        """After a step's updates: the EMA of D's trainable weights (Salimans et
+        al. 2016), unless ``ema_rule="improved_gan"`` averaged them before; D's
+        other state (BatchNorm statistics, fixed weight-norm scales) is copied."""
         if self.ema_discriminator is None:
             return
+        if self.config.model.ema_rule != "improved_gan":
+            self._average_discriminator_weights()
+        for average, weight in zip(self.ema_discriminator.weights, self.discriminator.weights):
+            if not weight.trainable:
+                average.assign(weight)
+
+    def _average_discriminator_weights(self):
+        """Moves the average of D's trainable weights toward their values now.
+
+        ``ema_rule="improved_gan"`` calls it at the start of a step: Theano applies
+        a function's updates together, so improved-gan's ``disc_avg_updates``
+        average the weights from before that call's Adam update, one step
+        behind.
+        """
         decay = self.config.model.ema_decay
         for average, weight in zip(self.ema_discriminator.weights, self.discriminator.weights):
             if weight.trainable:
                 average.assign(decay * average + (1.0 - decay) * weight)
-            else:  # BatchNorm statistics, fixed weight-norm scales
-                average.assign(weight)
 
     # ------------------------------------------------------- classifier side
     def test_step(self, batch):

@@ -57,16 +57,6 @@ _LECOUAT = "bruno-31/GAN-manifold-regularization"
 # Where --precision=auto's bfloat16 choice for a preset was checked.
 _BFLOAT16_CHECK = "experiments/results/mixed_precision.md"
 
-_EMA_FROM_ZERO = Deviation(
-    "weight average's start", _IMPROVED_GAN + "train_*_feature_matching.py "
-    "(disc_param_avg = 0.*p.get_value())", "the initial weights, as TF's "
-    "ExponentialMovingAverage and Lecouat et al. (the start's weight is 0.9999^t: "
-    "0.25% after 60,000 steps)", "none")
-_EMA_AFTER_THE_STEP = Deviation(
-    "weight average's timing", _IMPROVED_GAN + "train_*_feature_matching.py (Theano applies "
-    "a function's updates together, so disc_avg_updates averages the weights from before "
-    "that step's Adam update: one step behind)", "the weights after D's update, as TF's "
-    "ExponentialMovingAverage and Lecouat et al. (the newest step's weight is 1e-4)", "none")
 _LECOUAT_G_MOVING_STATISTICS = Deviation(
     "G's batch-norm moving statistics", _LECOUAT + " train_svhn.py, train_cifar.py (G's "
     "UPDATE_OPS run under control_dependencies with G's train op only)", "also updated "
@@ -216,16 +206,17 @@ _PRESETS = [
                 epochs=300, steps_per_epoch=600, pixel_range=(0.0, 1.0),
         noise="uniform", fake_class="zero", generator_loss="feature_matching_l2",
         unsupervised_weight=0.5, g_lr=3e-3, d_lr_ratio=1.0, adam_rule="improved_gan",
-        adam_epsilon=1e-8, init_images=500, init_from="unlabeled", ema_decay=0.9999),
+        adam_epsilon=1e-8, init_images=500, init_from="unlabeled", ema_decay=0.9999,
+        ema_rule="improved_gan"),
         notes="Salimans et al. 2016 MNIST (train_mnist_feature_matching.py): sigmoid "
               "generator, pixels in [0, 1]; mean squared feature matching; the "
               "unsupervised loss weighted 0.5 as in their code; their Adam (epsilon "
               "inside the root); weight-norm init on 500 training images; lr 3e-3 "
-              "without decay; test error of the weight average (decay 0.9999). "
+              "without decay; test error of the weight average (decay 0.9999, from zeros, one "
+              "step behind D's update, as their Theano updates). "
               "generator_activation='softplus' (Sleepychord/ImprovedGAN-pytorch) is "
               "an option.",
         deviations=(
-            _EMA_FROM_ZERO, _EMA_AFTER_THE_STEP,
             Deviation("pixel scale", _IMPROVED_GAN + " (mnist.npz of floats, x/256)",
                       "x/255", "none"),
         )),
@@ -237,13 +228,13 @@ _PRESETS = [
                 fake_class="zero", generator_loss="feature_matching_l1",
                 unsupervised_weight=0.5, g_lr=3e-4, d_lr_ratio=1.0, adam_rule="improved_gan",
                 adam_epsilon=1e-8, init_images=500, init_from="labeled",
-                lr_schedule="linear_decay", lr_decay_start_epoch=600, ema_decay=0.9999),
+                lr_schedule="linear_decay", lr_decay_start_epoch=600, ema_decay=0.9999,
+                ema_rule="improved_gan"),
         notes="Salimans et al. 2016 SVHN (train_svhn_feature_matching.py): 900 epochs, "
               "lr linearly to 0 over the last 300 (min(3 - epoch/300, 1)); their Adam; "
               "weight-norm init on 500 labeled images; EMA evaluation; the unsupervised "
               "loss weighted 0.5 as in their code.",
-        deviations=(_EMA_FROM_ZERO, _EMA_AFTER_THE_STEP, _LASAGNE_PADDING, _SVHN_EPOCHS,
-                    _IMPROVED_GAN_SAMPLES)),
+        deviations=(_LASAGNE_PADDING, _SVHN_EPOCHS, _IMPROVED_GAN_SAMPLES)),
     Preset(
         _source("cifar10_improved_gan", architecture="cifar10_improved_gan",
                 dataset="cifar10", labels=4000, batch_size=100,
@@ -252,12 +243,13 @@ _PRESETS = [
                 fake_class="zero", generator_loss="feature_matching_l1",
                 unsupervised_weight=0.5, g_lr=3e-4, d_lr_ratio=1.0, adam_rule="improved_gan",
                 adam_epsilon=1e-8, init_images=500, init_from="labeled",
-                lr_schedule="linear_decay", lr_decay_start_epoch=800, ema_decay=0.9999),
+                lr_schedule="linear_decay", lr_decay_start_epoch=800, ema_decay=0.9999,
+                ema_rule="improved_gan"),
         notes="Salimans et al. 2016 CIFAR-10 (train_cifar_feature_matching.py): the "
               "SVHN model at widths 96/192; 1,200 epochs, lr linearly to 0 over the "
               "last 400; their Adam; weight-norm init on 500 labeled images.",
         deviations=(
-            _EMA_FROM_ZERO, _EMA_AFTER_THE_STEP, _LASAGNE_PADDING,
+            _LASAGNE_PADDING,
             Deviation("pixel scale", _IMPROVED_GAN + "cifar10_data.py ((x - 127.5) / 128)",
                       "x/127.5 - 1", "none"),
             _CIFAR10_EPOCHS, _IMPROVED_GAN_SAMPLES,
@@ -304,7 +296,8 @@ PRESETS = {preset.name: preset for preset in _PRESETS}
 UNIFIED_PROCEDURE = {
     "label_selection": "balanced", "label_batching": "separate",
     "update_order": "sequential", "generator_fakes": "fresh", "adam_rule": "keras",
-    "init_images": 0, "baseline_epochs": 0, "baseline_steps_per_epoch": 0,
+    "ema_rule": "tensorflow", "init_images": 0, "baseline_epochs": 0,
+    "baseline_steps_per_epoch": 0,
 }
 DEFAULT_PRESET_FOR_DATASET = {
     "mnist": "mnist_improved_gan",
@@ -448,8 +441,8 @@ _FILE_NAME_SAFE = str.maketrans({"[": "(", "]": ")", "*": "-", "?": "-", "\\": "
 def procedure_markdown():
     """A Markdown table of each preset's training procedure (docs/presets.md)."""
     rows = ["| preset | labels | label batching | update order | G's fakes | Adam | "
-            "weight-norm init | length | lr schedule | baseline | --precision=auto |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "weight-norm init | length | lr schedule | weight average | baseline | "
+            "--precision=auto |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for preset in _PRESETS:
         data, training = preset.config.data, preset.config.training
         init = (f"{training.init_images} {training.init_from} images" if training.init_images
@@ -462,13 +455,15 @@ def procedure_markdown():
                     }[training.lr_schedule]
         baseline = (f"{training.baseline_epochs} x {training.baseline_steps_per_epoch} steps"
                     if training.baseline_epochs else "as the GAN")
+        model = preset.config.model
+        average = f"{model.ema_decay:g}, {model.ema_rule}" if model.ema_decay else "none"
         rows.append(
             f"| `{preset.name}` | {data.labels:,} {data.label_selection} | "
             f"{training.label_batching} | {training.update_order} | "
             f"{training.generator_fakes} | {training.adam_rule}, eps "
             f"{training.adam_epsilon:g} | {init} | {training.epochs} x "
             f"{training.steps_per_epoch} steps, batch {training.batch_size} | "
-            f"{schedule} | {baseline} | {_auto_precision(preset.config.model)} |")
+            f"{schedule} | {average} | {baseline} | {_auto_precision(model)} |")
     return "\n".join(rows)
 
 

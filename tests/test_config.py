@@ -283,6 +283,7 @@ def test_resolve_picks_the_datasets_preset_and_the_baselines_budget():
                                  "tfds: --dataset"),
     ({"manifold_weight": 0.1}, "--manifold_weight changes nothing without "
                                "--manifold_reg=lecouat or blog"),
+    ({"ema_rule": "improved_gan"}, "--ema_rule changes nothing without --ema above 0"),
     # On the CPU, auto's default strategy and multi_worker's use one device.
     ({"virtual_cpus": 2}, "--virtual_cpus changes nothing without --strategy=mirrored"),
 ])
@@ -298,7 +299,7 @@ def test_an_option_that_would_change_nothing_is_refused(overrides, refused):
     enabling = {"lr_schedule": {"lr_decay_rate": "per_epoch_decay",
                                 "lr_decay_start_epoch": "linear_decay"}.get(field),
                 "noise": "normal", "init_images": 10, "dataset": "tfds:mnist",
-                "manifold": "blog", "strategy": "mirrored"}[needed]
+                "manifold": "blog", "strategy": "mirrored", "ema_decay": 0.999}[needed]
     taken = presets.resolve({**base, **overrides, needed: enabling})
     assert taken.value(field) == overrides[field]
     unified = presets.resolve({"preset": "mnist_gans_in_action", "procedure": "unified"})
@@ -416,6 +417,24 @@ def test_a_resume_compares_every_option_but_the_run_only_ones():
     older = {k: v for k, v in earlier.items() if k not in ("noise_stddev", "g_beta_1")}
     assert trainer.changed_options(older, config) == []
     assert trainer.changed_options(older, config.replace(noise_stddev=0.5)) == ["noise_stddev"]
+
+
+def test_a_run_from_before_ema_rule_resumes_only_with_the_rule_it_trained_with():
+    """Runs recorded before ``ema_rule`` existed averaged D's weights by
+    TensorFlow's rule, whatever their preset now says: their flags.json,
+    without the field, reads as that rule, so resuming one of the Improved-GAN
+    presets (now improved-gan's rule) needs ``--ema_rule=tensorflow``, and a
+    saved model's configuration without it keeps the rule it trained with."""
+    config = presets.get_preset("mnist_improved_gan").config
+    assert config.model.ema_rule == "improved_gan"
+    older = {k: v for k, v in config.to_dict().items() if k != "ema_rule"}
+    assert trainer.changed_options(older, config) == ["ema_rule"]
+    assert trainer.changed_options(older, config.replace(ema_rule="tensorflow")) == []
+    assert config_lib.Config.from_dict(older).model.ema_rule == "tensorflow"
+    # A preset that always had TensorFlow's rule resumes as before.
+    lecouat = presets.get_preset("svhn_lecouat").config
+    assert trainer.changed_options(
+        {k: v for k, v in lecouat.to_dict().items() if k != "ema_rule"}, lecouat) == []
 
 
 def test_a_resume_takes_a_folder_dataset_by_the_directory_it_names(tmp_path, monkeypatch):

@@ -215,7 +215,7 @@ def test_the_readme_names_every_field_the_unified_procedure_sets():
     sentence = text[start:text.index(")", start)]
     words = {"label_selection": "label selection", "label_batching": "batches",
              "update_order": "update order", "generator_fakes": "G's fresh fakes",
-             "adam_rule": "Adam rule", "init_images": "init",
+             "adam_rule": "Adam rule", "ema_rule": "weight-average rule", "init_images": "init",
              "baseline_epochs": "baseline budget", "baseline_steps_per_epoch": "baseline budget"}
     assert [field for field in presets.UNIFIED_PROCEDURE
             if words[field] not in sentence] == []

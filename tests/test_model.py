@@ -1567,6 +1567,42 @@ def test_ema_copies_the_discriminators_non_trainable_state_rather_than_averaging
         np.testing.assert_allclose(average.numpy(), expected, rtol=1e-5, err_msg=new.path)
 
 
+@pytest.mark.parametrize("order", ["simultaneous", "sequential", "split", "supervised_only"])
+def test_improved_gans_weight_average_starts_at_zero_and_averages_each_steps_starting_weights(
+        order):
+    """``ema_rule="improved_gan"``: openai/improved-gan's ``disc_param_avg``
+    starts at zeros and, updated in the Theano call of D's Adam step, averages
+    the weights from before it. D's other state is still copied after the step."""
+    if order == "supervised_only":
+        model = SGAN(None, batch_norm_discriminator(), Config(supervised_only=True).replace(
+            seed=0, ema_decay=0.75, ema_rule="improved_gan"))
+        model.compile(d_optimizer=keras.optimizers.Adam(1e-2))
+        batch = (tiny_batch()["labeled_images"], tiny_batch()["labels"])
+    else:
+        generator, _ = tiny_networks()
+        model = SGAN(generator, batch_norm_discriminator(), Config().replace(
+            fake_class="zero", noise_stddev=1.0, seed=0, ema_decay=0.75,
+            ema_rule="improved_gan", update_order=order))
+        model.compile(d_optimizer=keras.optimizers.Adam(1e-2),
+                      g_optimizer=keras.optimizers.Adam(1e-2))
+        batch = tiny_batch()
+    pairs = list(zip(model.ema_discriminator.weights, model.discriminator.weights))
+    assert sum(not weight.trainable for _, weight in pairs) == 2   # moving mean, variance
+    for average, weight in pairs:
+        start = np.zeros(weight.shape) if weight.trainable else weight.numpy()
+        np.testing.assert_array_equal(average.numpy(), start, err_msg=weight.path)
+    for _ in range(2):
+        old_averages = [average.numpy().copy() for average, _ in pairs]
+        old_weights = [weight.numpy().copy() for _, weight in pairs]
+        model.train_step(batch)
+        for (average, weight), old_average, old in zip(pairs, old_averages, old_weights):
+            assert not np.allclose(old, weight.numpy()), weight.path   # the rules differ
+            expected = (0.75 * old_average + 0.25 * old if weight.trainable
+                        else weight.numpy())
+            np.testing.assert_allclose(average.numpy(), expected, rtol=1e-5, atol=1e-7,
+                                       err_msg=weight.path)
+
+
 def test_a_generator_yielding_bare_dicts_is_refused_with_one_line():
     # Keras refuses a generator's bare dict with a message that prints the whole
     # batch (about 500 lines); a (dict,) tuple is what it takes.
