@@ -1116,7 +1116,8 @@ MIRRORED_SCRIPT = textwrap.dedent(TWO_LOGICAL_CPUS + """
 
     def one_step(strategy):
         with strategy.scope():
-            model = t.tiny_model(manifold="lecouat", ema_decay=0.9, generator_loss={loss!r})
+            model = t.tiny_model(manifold="lecouat", ema_decay=0.9, ema_rule={ema_rule!r},
+                                 generator_loss={loss!r})
             # Each device updates its own copy of every variable through the fused update.
             model.compile(d_optimizer=optimizers.adam({rule!r}, 1e-2, 0.9, 1e-8),
                           g_optimizer=optimizers.adam({rule!r}, 1e-2, 0.9, 1e-8))
@@ -1138,8 +1139,11 @@ MIRRORED_SCRIPT = textwrap.dedent(TWO_LOGICAL_CPUS + """
 def test_mirrored_strategy_on_two_cpus_matches_one_device(generator_loss, adam_rule, tmp_path):
     import json
     import pathlib
-    script = MIRRORED_SCRIPT.format(tests_dir=str(pathlib.Path(__file__).parent),
-                                    loss=generator_loss, rule=adam_rule)
+    # The weight average by the same source's rule: improved-gan's reads D's
+    # weights at the step's start, in each replica (the model's weights compared).
+    script = MIRRORED_SCRIPT.format(
+        tests_dir=str(pathlib.Path(__file__).parent), loss=generator_loss, rule=adam_rule,
+        ema_rule="improved_gan" if adam_rule == "improved_gan" else "tensorflow")
     # Logical CPUs need a TensorFlow runtime of its own (tests/preloaded.py).
     result = preloaded.run_code(script, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -1577,7 +1581,8 @@ def test_improved_gans_weight_average_starts_at_zero_and_averages_each_steps_sta
         model = SGAN(None, batch_norm_discriminator(), Config(supervised_only=True).replace(
             seed=0, ema_decay=0.75, ema_rule="improved_gan"))
         model.compile(d_optimizer=keras.optimizers.Adam(1e-2))
-        batch = (tiny_batch()["labeled_images"], tiny_batch()["labels"])
+        labeled = tiny_batch()
+        batch = (labeled["labeled_images"], labeled["labels"])
     else:
         generator, _ = tiny_networks()
         model = SGAN(generator, batch_norm_discriminator(), Config().replace(
