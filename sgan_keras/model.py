@@ -648,7 +648,7 @@ class SGAN(keras.Model):
         batch, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
         if sample_weight is not None:
             raise ValueError("SGAN's training takes no sample_weight or class_weight")
-        if self.ema_discriminator is not None and self.config.model.ema_rule == "improved_gan":
+        if self.ema_discriminator is not None and self._ema_as_improved_gan:
             self._average_discriminator_weights()   # the step's starting weights
         if self.config.supervised_only:
             return self._supervised_step(batch if labels is None else (batch, labels))
@@ -939,12 +939,17 @@ class SGAN(keras.Model):
     def _gan_logit(self, logits):
         return losses.gan_logit(logits, self.config.model.fake_class, self.num_classes)
 
+    @property
+    def _ema_as_improved_gan(self):
+        """Whether D's weight average follows improved-gan (``ema_rule``): from zeros,
+        one step behind."""
+        return self.config.model.ema_rule == "improved_gan"
+
     def _start_ema(self):
         """D's weight average as it starts: D's weights, or with ``ema_rule="improved_gan"``
         zeros for the trainable ones (improved-gan's ``disc_param_avg = 0.*p.get_value()``)."""
-        from_zeros = self.config.model.ema_rule == "improved_gan"
         self.ema_discriminator.set_weights([
-            np.zeros_like(value) if from_zeros and weight.trainable else value
+            np.zeros_like(value) if self._ema_as_improved_gan and weight.trainable else value
             for weight, value in zip(self.discriminator.weights,
                                      self.discriminator.get_weights())])
 
@@ -954,7 +959,7 @@ class SGAN(keras.Model):
         other state (BatchNorm statistics, fixed weight-norm scales) is copied."""
         if self.ema_discriminator is None:
             return
-        if self.config.model.ema_rule != "improved_gan":
+        if not self._ema_as_improved_gan:
             self._average_discriminator_weights()
         for average, weight in zip(self.ema_discriminator.weights, self.discriminator.weights):
             if not weight.trainable:

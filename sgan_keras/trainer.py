@@ -227,9 +227,9 @@ def changed_options(earlier, config):
     (``earlier``) differs from ``config``. A field an older ``flags.json`` lacks
     had no flag then: the run had its preset's value, or the one
     ``config.VALUES_BEFORE_ADDED`` lists."""
+    earlier = {**config_lib.VALUES_BEFORE_ADDED, **earlier}
     if config.preset in presets_lib.PRESETS:
-        earlier = {**presets_lib.defaults_of(config).to_dict(),
-                   **config_lib.VALUES_BEFORE_ADDED, **earlier}
+        earlier = {**presets_lib.defaults_of(config).to_dict(), **earlier}
     earlier = {**earlier, "generator_activation": config_lib.source_activation_as_unset(
         config.model.architecture, earlier.get("generator_activation", ""))}
     current = config.to_dict()
