@@ -93,5 +93,11 @@ GENERATOR_LOSSES = ("feature_matching_l1", "feature_matching_l2", "non_saturatin
 MANIFOLD_REGULARIZATIONS = ("none", "lecouat", "blog")
 ADAM_RULES = ("keras", "improved_gan")
 EMA_RULES = ("tensorflow", "improved_gan")
+# How the SVHN/CIFAR-10 networks of improved-gan and Lecouat et al. pad their
+# convolutions (networks.py): Keras' "same", or Theano's "half" (k // 2 zeros on
+# every side), which improved-gan's Lasagne layers use.
+CONV_PADDINGS = ("same", "half")
+HALF_PADDING_ARCHITECTURES = ("svhn_improved_gan", "cifar10_improved_gan", "svhn_lecouat",
+                              "cifar10_lecouat")
 LR_SCHEDULES = ("constant", "per_epoch_decay", "linear_decay")
 STRATEGIES = ("auto", "mirrored", "one_device", "multi_worker", "tpu")

@@ -145,6 +145,14 @@ class ModelConfig:
         choices=("", *sorted({name for names in
                               choices_lib.GENERATOR_OUTPUT_ACTIVATIONS.values()
                               for name in names})), gan_only=True)
+    conv_padding: str = option(
+        "same", "How the SVHN/CIFAR-10 Improved-GAN and Lecouat networks pad their "
+        "convolutions: same (Keras' and TensorFlow's, as Lecouat et al.; at stride 2 the "
+        "extra zero goes after the image) or half (Theano's border_mode='half', kernel // 2 "
+        "zeros on every side: openai/improved-gan's Lasagne pad=1 and Deconv2DLayer).",
+        choices=choices_lib.CONV_PADDINGS,
+        needs=("architecture", lambda value: value in choices_lib.HALF_PADDING_ARCHITECTURES,
+               "an SVHN or CIFAR-10 Improved-GAN or Lecouat preset"))
     fake_class: str = option(
         "zero", "zero: fixed zero fake logit; learned: K+1 outputs; separate: sigmoid head.",
         choices=choices_lib.FAKE_CLASSES, gan_only=True)
@@ -548,8 +556,9 @@ RETIRED_FIELDS = frozenset()
 # A field added after runs were recorded, where some preset's value is not what
 # those runs did, goes here with what they did: an older flags.json that lacks
 # it is read with this value rather than its preset's (trainer.changed_options).
-# Before ema_rule, every weight average followed TensorFlow's rule.
-VALUES_BEFORE_ADDED = {"ema_rule": "tensorflow"}
+# Before ema_rule, every weight average followed TensorFlow's rule; before
+# conv_padding, every network padded as Keras' "same".
+VALUES_BEFORE_ADDED = {"ema_rule": "tensorflow", "conv_padding": "same"}
 
 
 def fields_of_a_newer_version(values):

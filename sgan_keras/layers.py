@@ -9,10 +9,22 @@
 - ``UpsampleConv2D``: a nearest x2 upsampling and a convolution, computed
   without the upsampled image;
 - ``MatmulConv2DTranspose``: a transposed convolution as one matmul;
+- ``HalfPaddedConv2DTranspose``: a transposed convolution padded as
+  improved-gan's ``Deconv2DLayer`` (Theano's ``border_mode='half'``);
 - ``FusedBatchNormalization``: Keras' batch norm on TensorFlow's fused kernel.
 
-The last four compute the function of the Keras layers they replace, faster
-on CPU (see each class's docstring).
+``Conv2DWithConvInputGrad``, ``UpsampleConv2D``, ``MatmulConv2DTranspose`` and
+``FusedBatchNormalization`` compute the function of the Keras layers they
+replace, faster on CPU (see each class's docstring).
+
+Padding ``"half"`` (the weight-normalized convolutions and
+``HalfPaddedConv2DTranspose``) is Theano's ``border_mode='half'``, which
+improved-gan's SVHN/CIFAR-10 networks use (Lasagne's ``pad=1`` on their 3x3
+convolutions, ``Deconv2DLayer`` on their transposed ones): ``k // 2`` zeros on
+every side of a convolution, and a transposed convolution is the input gradient
+of such a convolution, to ``stride`` times its input's size. Keras' ``"same"``
+puts the extra zero of an even total after the image, so at stride 2 its grid
+is one pixel off Theano's; at stride 1 the two pad alike.
 
 Weight normalization (Salimans & Kingma 2016, "Weight Normalization: A Simple
 Reparameterization to Accelerate Training of Deep Neural Networks") writes each
@@ -54,6 +66,7 @@ __all__ = [
     "Dropout",
     "FusedBatchNormalization",
     "GaussianNoise",
+    "HalfPaddedConv2DTranspose",
     "MatmulConv2DTranspose",
     "UpsampleConv2D",
     "all_layers",
@@ -252,8 +265,10 @@ class _WeightNormConvBase(_WeightNormBase):
         self.kernel_size = _pair("kernel_size", kernel_size)
         self.strides = _pair("strides", strides)
         padding = str(padding).lower()
-        if padding not in ("valid", "same"):
-            raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
+        if padding not in ("valid", "same", "half"):
+            raise ValueError(f"padding must be 'valid', 'same' or 'half', got {padding!r}")
+        if padding == "half":
+            _half_padding(self.kernel_size)     # odd kernels only
         self.padding = padding
 
     def get_config(self):
@@ -281,14 +296,20 @@ class WeightNormConv2D(_WeightNormConvBase):
                 return None
             if self.padding == "same":
                 return -(-size // stride)
+            if self.padding == "half":
+                size += 2 * (kernel // 2)
             return (size - kernel) // stride + 1
         sizes = (length(size, kernel, stride) for size, kernel, stride
                  in zip(input_shape[1:3], self.kernel_size, self.strides))
         return (input_shape[0], *sizes, self.filters)
 
     def _linear(self, inputs, kernel):
-        if tuple(self.strides) == (1, 1):
-            return _conv2d_with_conv_input_grad(inputs, kernel, self.padding)
+        if tuple(self.strides) == (1, 1):   # "half" pads an odd kernel as "same" at stride 1
+            padding = "same" if self.padding == "half" else self.padding
+            return _conv2d_with_conv_input_grad(inputs, kernel, padding)
+        if self.padding == "half":
+            return tf.nn.conv2d(inputs, kernel, [1, *self.strides, 1],
+                                _half_padding(self.kernel_size))
         return ops.conv(inputs, kernel, strides=self.strides, padding=self.padding,
                         data_format="channels_last")
 
@@ -312,13 +333,77 @@ class WeightNormConv2DTranspose(_WeightNormConvBase):
             if size is None:
                 return None
             return size * stride + (max(kernel - stride, 0) if self.padding == "valid" else 0)
+            # "same" and "half": stride times the input's size
         sizes = (length(size, kernel, stride) for size, kernel, stride
                  in zip(input_shape[1:3], self.kernel_size, self.strides))
         return (input_shape[0], *sizes, self.filters)
 
     def _linear(self, inputs, kernel):
+        if self.padding == "half":
+            return _conv2d_transpose_half(inputs, kernel, self.strides)
         return ops.conv_transpose(inputs, kernel, strides=self.strides,
                                   padding=self.padding, data_format="channels_last")
+
+
+@keras.saving.register_keras_serializable(package="sgan_keras")
+class HalfPaddedConv2DTranspose(keras.layers.Conv2DTranspose):
+    """``keras.layers.Conv2DTranspose`` (channels last, odd kernel) with
+    ``padding="half"``: improved-gan's ``Deconv2DLayer``
+    (``mnist_svhn_cifar10/nn.py``), Theano's ``AbstractConv2d_gradInputs``
+    with ``border_mode='half'``, whose output is ``stride`` times its input's
+    size. The same weights, initializer and config as Keras' layer otherwise.
+    Theano's op flips the kernel in space, Keras' does not: a relabelling of
+    weights drawn from a symmetric distribution, not copied.
+    """
+
+    def __init__(self, filters, kernel_size, **kwargs):
+        padding = str(kwargs.pop("padding", "half")).lower()
+        if padding != "half":
+            raise ValueError(f"HalfPaddedConv2DTranspose pads 'half', got {padding!r}; "
+                             "use keras.layers.Conv2DTranspose for 'same' or 'valid'")
+        super().__init__(filters, kernel_size, padding="valid", **kwargs)
+        self.padding = "half"       # Keras' validation knows "valid" and "same" only
+        if (tuple(self.dilation_rate) != (1, 1) or self.output_padding is not None
+                or self.data_format != "channels_last"):
+            raise ValueError("HalfPaddedConv2DTranspose needs no dilation or output_padding "
+                             f"and channels_last; got {self.get_config()}")
+        _half_padding(self.kernel_size)     # odd kernels only
+
+    def call(self, inputs):
+        outputs = _conv2d_transpose_half(inputs, ops.cast(self.kernel, inputs.dtype),
+                                         self.strides)
+        if self.use_bias:
+            outputs = outputs + ops.cast(self.bias, outputs.dtype)
+        return self.activation(outputs)
+
+    def compute_output_shape(self, input_shape):
+        sizes = (None if size is None else size * stride
+                 for size, stride in zip(input_shape[1:3], self.strides))
+        return (input_shape[0], *sizes, self.filters)
+
+def _half_padding(kernel_size):
+    """Theano's ``border_mode='half'``, ``k // 2`` zeros on every side, as
+    the explicit paddings of TensorFlow's convolution ops (channels last)."""
+    kernel_h, kernel_w = kernel_size
+    if kernel_h % 2 == 0 or kernel_w % 2 == 0:
+        raise ValueError(f"padding 'half' needs an odd kernel, got {tuple(kernel_size)}")
+    return [[0, 0], [kernel_h // 2] * 2, [kernel_w // 2] * 2, [0, 0]]
+
+
+def _conv2d_transpose_half(inputs, kernel, strides):
+    """The input gradient of a convolution padded ``"half"`` (kernel ``[kh,
+    kw, filters, in]``, as Keras' transposed layers), whose input is
+    ``strides`` times ``inputs``' size: Theano's ``AbstractConv2d_gradInputs``
+    with ``border_mode='half'``."""
+    _, height, width, _ = inputs.shape
+    if height is None or width is None:
+        raise ValueError("padding 'half' needs a known height and width; got input shape "
+                         f"{tuple(inputs.shape)}")
+    stride_h, stride_w = strides
+    output_shape = tf.stack([tf.shape(inputs)[0], height * stride_h, width * stride_w,
+                             kernel.shape[2]])
+    return tf.nn.conv2d_transpose(inputs, kernel, output_shape, [1, stride_h, stride_w, 1],
+                                  padding=_half_padding(kernel.shape[:2]))
 
 
 @keras.saving.register_keras_serializable(package="sgan_keras")
@@ -572,11 +657,12 @@ class UpsampleConv2D(Conv2DWithConvInputGrad):
 @keras.saving.register_keras_serializable(package="sgan_keras")
 class MatmulConv2DTranspose(keras.layers.Conv2DTranspose):
     """``keras.layers.Conv2DTranspose`` ("same" padding, channels last) whose
-    forward pass is one matrix product and a sum of shifted taps.
+    forward pass is one matrix product and a sum of shifted taps; with
+    ``padding="half"``, ``HalfPaddedConv2DTranspose`` so computed.
 
     Input pixel ``(i, j)`` adds ``x[i, j] @ kernel[ky, kx]`` to output pixel
     ``(s i + ky - p, s j + kx - p)`` (stride ``s``, ``p`` the top/left padding
-    of "same"). The product of the ``[N H W, in]`` inputs with the kernel as
+    of "same", or ``k // 2`` for "half"). The product of the ``[N H W, in]`` inputs with the kernel as
     ``[in, kh kw filters]`` makes every tap's contribution (the useful
     multiply-adds only); the taps that land on output phase ``(s q + r)``,
     shifted by their whole-pixel offset, are summed, and a reshape interleaves
@@ -598,47 +684,64 @@ class MatmulConv2DTranspose(keras.layers.Conv2DTranspose):
     """
 
     def __init__(self, filters, kernel_size, **kwargs):
-        kwargs.setdefault("padding", "same")
-        super().__init__(filters, kernel_size, **kwargs)
+        padding = str(kwargs.pop("padding", "same")).lower()
+        super().__init__(filters, kernel_size, padding="same" if padding == "half" else padding,
+                         **kwargs)
         if (self.padding != "same" or tuple(self.dilation_rate) != (1, 1)
                 or self.output_padding is not None or self.data_format != "channels_last"):
-            raise ValueError("MatmulConv2DTranspose needs 'same' padding, no dilation or "
-                             f"output_padding and channels_last; got {self.get_config()}")
+            raise ValueError("MatmulConv2DTranspose needs 'same' or 'half' padding, no "
+                             "dilation or output_padding and channels_last; got "
+                             f"{self.get_config()}")
+        if padding == "half":
+            _half_padding(self.kernel_size)     # odd kernels only
+            self.padding = "half"   # Keras' validation knows "valid" and "same" only
 
     def call(self, inputs):
         if None in inputs.shape[1:]:
             raise ValueError("MatmulConv2DTranspose needs a known height, width and channel "
                              f"count; got input shape {tuple(inputs.shape)}")
         kernel = ops.cast(self.kernel, inputs.dtype)
-        outputs = _matmul_conv_transpose(inputs, kernel, tuple(self.strides))
+        outputs = _matmul_conv_transpose(inputs, kernel, tuple(self.strides),
+                                         padding=self.padding)
         if self.use_bias:
             outputs = outputs + ops.cast(self.bias, outputs.dtype)
         return self.activation(outputs)
 
+    def compute_output_shape(self, input_shape):
+        sizes = (None if size is None else size * stride   # "same" and "half" alike
+                 for size, stride in zip(input_shape[1:3], self.strides))
+        return (input_shape[0], *sizes, self.filters)
 
-def _matmul_conv_transpose(inputs, kernel, strides, forward=None):
-    """``conv2d_transpose(inputs, kernel, strides, "SAME")`` as a matmul and
-    shifted sums (see ``MatmulConv2DTranspose``); TensorFlow's gradients.
-    ``forward`` replaces the XLA-compiled ``_summed_taps`` (benchmarks time
-    its uncompiled ``python_function``)."""
+
+def _matmul_conv_transpose(inputs, kernel, strides, forward=None, padding="same"):
+    """``conv2d_transpose(inputs, kernel, strides, "SAME")`` (or padded
+    ``"half"``) as a matmul and shifted sums (see ``MatmulConv2DTranspose``);
+    TensorFlow's gradients. ``forward`` replaces the XLA-compiled
+    ``_summed_taps`` (benchmarks time its uncompiled ``python_function``)."""
     forward = forward or _summed_taps
     stride_h, stride_w = strides
+    if padding == "half":
+        pads = _half_padding(kernel.shape[:2])
+        conv_padding = {"padding": "EXPLICIT",
+                        "explicit_paddings": [size for pair in pads for size in pair]}
+    else:
+        pads, conv_padding = "SAME", {"padding": "SAME"}
 
     @tf.custom_gradient
     def conv_transpose(inputs, kernel):
         def gradients(upstream):
             strides4 = [1, stride_h, stride_w, 1]
-            return (tf.nn.conv2d(upstream, kernel, strides4, "SAME"),
+            return (tf.nn.conv2d(upstream, kernel, strides4, pads),
                     tf.raw_ops.Conv2DBackpropFilter(
                         input=upstream, filter_sizes=tf.shape(kernel), out_backprop=inputs,
-                        strides=strides4, padding="SAME"))
-        return forward(inputs, kernel, strides), gradients
+                        strides=strides4, **conv_padding))
+        return forward(inputs, kernel, strides, padding), gradients
 
     return conv_transpose(inputs, kernel)
 
 
 @tf.function(jit_compile=True, autograph=False)   # Python control flow only
-def _summed_taps(inputs, kernel, strides):
+def _summed_taps(inputs, kernel, strides, padding="same"):
     """The forward pass of ``_matmul_conv_transpose``, compiled by XLA into the
     matmul and one fused loop for the shifted sums and the interleave. As
     separate TensorFlow ops, each a pass through memory, the forward pass
@@ -648,8 +751,8 @@ def _summed_taps(inputs, kernel, strides):
     _, height, width, in_channels = inputs.shape
     kernel_h, kernel_w, filters, _ = kernel.shape
     stride_h, stride_w = strides
-    rows = _tap_offsets(kernel_h, stride_h)
-    columns = _tap_offsets(kernel_w, stride_w)
+    rows = _tap_offsets(kernel_h, stride_h, padding)
+    columns = _tap_offsets(kernel_w, stride_w, padding)
     # The kernel [kh, kw, filters, in] as [kh kw filters, in], transposed in
     # the product: column block ky * kw + kx of the taps is tap (ky, kx).
     taps = tf.matmul(tf.reshape(inputs, [-1, in_channels]),
@@ -717,12 +820,16 @@ def _in_xla_compilation():
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
-def _tap_offsets(kernel_size, stride):
-    """``(phase, shift)`` of each kernel tap along one axis of a "same"
-    transposed convolution: tap ``k`` of input ``i`` lands on output
+def _tap_offsets(kernel_size, stride, padding="same"):
+    """``(phase, shift)`` of each kernel tap along one axis of a "same" (or
+    "half") transposed convolution: tap ``k`` of input ``i`` lands on output
     ``stride * (i + shift) + phase``. "same" pads ``kernel_size - stride``
-    in all, the smaller half before (TensorFlow's rule)."""
-    pad_before = max(kernel_size - stride, 0) // 2
+    in all, the smaller half before (TensorFlow's rule); "half" pads
+    ``kernel_size // 2`` before."""
+    if padding == "half":
+        pad_before = kernel_size // 2
+    else:
+        pad_before = max(kernel_size - stride, 0) // 2
     return [((k - pad_before) % stride, (k - pad_before) // stride) for k in range(kernel_size)]
 
 

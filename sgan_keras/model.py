@@ -198,11 +198,11 @@ class SGAN(keras.Model):
                 model.architecture, image_shape=image_shape,
                 latent_dim=model.latent_dim, seed=config.seed,
                 output_activation=model.generator_activation or None,
-                precision=precision)
+                conv_padding=model.conv_padding, precision=precision)
         discriminator = networks.build_discriminator(
             model.architecture, image_shape=image_shape,
             num_classes=num_classes, fake_class=model.fake_class, seed=config.seed,
-            precision=precision)
+            conv_padding=model.conv_padding, precision=precision)
         return cls(generator, discriminator, config,
                    name=f"sgan_{config.preset or model.architecture}")
 

@@ -18,6 +18,9 @@ leaves a detail open (biases, BatchNorm scale, initializers, upsampling mode)
 the choice is written in the builder's docstring. ``describe(architecture)``
 returns the source and the layer list. ``conv(f, k, s)`` below is a 2-D
 convolution with "same" padding unless noted; LReLU(a) is a leaky ReLU.
+``conv_padding="half"`` pads the SVHN/CIFAR-10 Improved-GAN and Lecouat
+networks' convolutions as Theano's ``border_mode='half'``, improved-gan's
+(``HALF_PADDING_ARCHITECTURES``; ``sgan_keras/layers.py``).
 
 A fixed ``seed`` builds identical weights: every initializer, Dropout and
 GaussianNoise layer gets its own seed derived from it (``None``: random).
@@ -30,6 +33,7 @@ scaling; float16 (which does) is not offered.
 """
 
 import contextlib
+import functools
 
 import keras
 import tensorflow as tf
@@ -37,8 +41,10 @@ import tensorflow as tf
 from sgan_keras import layers as sgan_layers
 from sgan_keras.checks import is_integer
 from sgan_keras.choices import ARCHITECTURES
+from sgan_keras.choices import CONV_PADDINGS
 from sgan_keras.choices import FAKE_CLASSES
 from sgan_keras.choices import GENERATOR_OUTPUT_ACTIVATIONS
+from sgan_keras.choices import HALF_PADDING_ARCHITECTURES
 from sgan_keras.choices import NATIVE_IMAGE_SHAPES
 from sgan_keras.choices import PRECISIONS
 
@@ -86,10 +92,12 @@ _LAYERS = {
         "WN Dense K"),
     "svhn_improved_gan": (
         "G: z -> Dense 4*4*512 (no bias) BN (no scale) ReLU -> convT(256,5,2) BN ReLU -> "
-        "convT(128,5,2) BN ReLU -> WN convT(3,5,2) tanh",
+        "convT(128,5,2) BN ReLU -> WN convT(3,5,2) tanh (the source pads 'half': "
+        "conv_padding)",
         "D: Dropout 0.2 -> WN conv(64,3) x3 (third stride 2) -> Dropout 0.5 -> WN "
         "conv(128,3) x3 (third stride 2) -> Dropout 0.5 -> WN conv(128,3,valid) -> WN 1x1 "
-        "conv 128 x2 -> global average pool (128, features) -> WN Dense K; LReLU(0.2)"),
+        "conv 128 x2 -> global average pool (128, features) -> WN Dense K; LReLU(0.2) "
+        "(the source pads 'half': conv_padding)"),
     "cifar10_improved_gan": (
         "G: as svhn_improved_gan",
         "D: as svhn_improved_gan with widths 96/192 (features: 192)"),
@@ -97,7 +105,8 @@ _LAYERS = {
         "G: z -> Dense 4*4*512 BN ReLU -> convT(256,5,2) BN ReLU -> convT(128,5,2) BN "
         "ReLU -> WN convT(3,5,2) tanh (biases everywhere, BN with scale and offset, "
         "momentum 0.99; weight norm without data-dependent init)",
-        "D: as svhn_improved_gan, but a global MAX pool (128, features) and weight norm "
+        "D: as svhn_improved_gan (padded 'same', as their TensorFlow), but a global MAX "
+        "pool (128, features) and weight norm "
         "without data-dependent init (g = 1, trained)"),
     "cifar10_lecouat": (
         "G: as svhn_lecouat",
@@ -117,7 +126,7 @@ def describe(architecture):
 
 
 def build_generator(architecture, *, image_shape, latent_dim=100, seed=None,
-                    output_activation=None, precision="float32"):
+                    output_activation=None, conv_padding="same", precision="float32"):
     """The generator ``z [B, latent_dim] -> images [B, H, W, C]`` of ``architecture``.
 
     ``image_shape`` must be the architecture's native ``(H, W, C)``
@@ -129,6 +138,8 @@ def build_generator(architecture, *, image_shape, latent_dim=100, seed=None,
     takes ``softplus``, the output of Sleepychord/ImprovedGAN-pytorch, whose
     author replaced the source's sigmoid with it (what the sigmoid does here:
     ``experiments/results/mnist_improved_gan_sigmoid_early_epochs.md``).
+
+    ``conv_padding``: ``"same"`` or, for ``HALF_PADDING_ARCHITECTURES``, ``"half"``.
     """
     _check_architecture(architecture)
     _check_image_shape(architecture, image_shape)
@@ -142,19 +153,21 @@ def build_generator(architecture, *, image_shape, latent_dim=100, seed=None,
         raise ValueError(f"output_activation of the {architecture} generator must be one of "
                          f"{allowed}, got {output_activation!r}")
     seeds = _SeedStream(seed, salt=0)
+    builder = _with_conv_padding(_GENERATORS[architecture], architecture, conv_padding)
     with _dtype_policy(precision):
         z = keras.Input((latent_dim,), name="z")
-        images = _GENERATORS[architecture](z, seeds, output_activation)
+        images = builder(z, seeds, output_activation)
         images = _float32_output(images, precision, "g_images_float32")
     return _synchronize_batch_norm(keras.Model(z, images, name=f"generator_{architecture}"))
 
 
 def build_discriminator(architecture, *, image_shape, num_classes=10, fake_class="zero",
-                        seed=None, precision="float32"):
+                        seed=None, conv_padding="same", precision="float32"):
     """The discriminator ``images -> [logits, features]`` of ``architecture``.
 
     See the module docstring for the meaning of ``logits`` under each
-    ``fake_class`` and ``describe(architecture)`` for the layers.
+    ``fake_class`` and ``describe(architecture)`` for the layers;
+    ``conv_padding`` as :func:`build_generator`'s.
     """
     _check_architecture(architecture)
     _check_image_shape(architecture, image_shape)
@@ -164,9 +177,10 @@ def build_discriminator(architecture, *, image_shape, num_classes=10, fake_class
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     num_classes = int(num_classes)
     seeds = _SeedStream(seed, salt=1)
+    body = _with_conv_padding(_DISCRIMINATOR_BODIES[architecture], architecture, conv_padding)
     with _dtype_policy(precision):
         images = keras.Input(tuple(image_shape), name="images")
-        features, head_input, make_dense = _DISCRIMINATOR_BODIES[architecture](images, seeds)
+        features, head_input, make_dense = body(images, seeds)
         logits = _logits_head(head_input, num_classes, fake_class, make_dense)
         logits = _float32_output(logits, precision, "d_logits_float32")
         features = _float32_output(features, precision, "d_features_float32")
@@ -235,6 +249,19 @@ def _float32_output(tensor, precision, name):
     return keras.layers.Activation("linear", dtype="float32", name=name)(tensor)
 
 
+def _with_conv_padding(builder, architecture, conv_padding):
+    """``builder`` padding its convolutions as ``conv_padding`` says, where
+    ``architecture`` has the choice (``HALF_PADDING_ARCHITECTURES``)."""
+    if conv_padding not in CONV_PADDINGS:
+        raise ValueError(f"conv_padding must be one of {CONV_PADDINGS}, got {conv_padding!r}")
+    if architecture in HALF_PADDING_ARCHITECTURES:
+        return functools.partial(builder, conv_padding=conv_padding)
+    if conv_padding != "same":
+        raise ValueError(f"conv_padding={conv_padding!r} is a choice of "
+                         f"{', '.join(HALF_PADDING_ARCHITECTURES)} only, not {architecture}")
+    return builder
+
+
 def _check_architecture(architecture):
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
@@ -261,15 +288,20 @@ def _logits_head(x, num_classes, fake_class, make_dense):
     return keras.layers.Concatenate(axis=-1, name="d_logits")([class_logits, real_fake_logit])
 
 
-def _conv_transpose(index):
+def _conv_transpose(index, padding="same"):
     """The class of G's ``index``-th transposed convolution (from 1).
 
     The first, on the few pixels and many channels after G's Dense, is a
     ``MatmulConv2DTranspose``: the same function and weights as Keras'
     ``Conv2DTranspose``, faster there on CPU (``sgan_keras/layers.py``); the
-    later ones measured slower that way and stay Keras' own.
+    later ones measured slower that way and stay Keras' own
+    (``HalfPaddedConv2DTranspose`` for ``padding="half"``).
     """
-    return sgan_layers.MatmulConv2DTranspose if index == 1 else keras.layers.Conv2DTranspose
+    if index == 1:
+        return sgan_layers.MatmulConv2DTranspose
+    if padding == "half":
+        return sgan_layers.HalfPaddedConv2DTranspose
+    return keras.layers.Conv2DTranspose
 
 
 def _conv2d(stride):
@@ -500,12 +532,15 @@ def _mnist_improved_gan_discriminator(images, seeds):
     return features, x, _wn_dense_factory(seeds, stddev=0.1, init_scale=1.0)
 
 
-def _improved_gan_conv_generator(z, seeds, output_activation, lecouat=False):
+def _improved_gan_conv_generator(z, seeds, output_activation, lecouat=False,
+                                 conv_padding="same"):
     """improved-gan SVHN/CIFAR-10 G: Dense 4*4*512 BN ReLU, convT 256, 128 BN ReLU, WN convT 3.
 
     As the source: ``v``/kernels ~ N(0, 0.05); Dense and BN'd convT without bias
     and offset-only BatchNorm (``nn.batch_norm(..., g=None)``); the output WN
     convT is data-initialized to pre-activation std 0.1 (``init_stdv=0.1``).
+    ``conv_padding="half"`` pads the transposed convolutions as the source's
+    ``Deconv2DLayer``; ``"same"`` as Keras (and Lecouat et al.'s TensorFlow).
     ``lecouat=True`` (Lecouat et al.'s ``svhn_gan.py`` generator): biases, TF's
     default BatchNorm (scale and offset, momentum 0.99, epsilon 1e-3) and an
     output weight norm without data-dependent init (``g = 1``).
@@ -521,24 +556,27 @@ def _improved_gan_conv_generator(z, seeds, output_activation, lecouat=False):
     x = keras.layers.Activation("relu", name="g_relu0")(x)
     x = keras.layers.Reshape((4, 4, 512), name="g_reshape")(x)
     for index, filters in enumerate([256, 128], start=1):
-        x = _conv_transpose(index)(filters, 5, strides=2, padding="same",
-                                   use_bias=lecouat, kernel_initializer=seeds.normal(0.05),
-                                   name=f"g_convt{index}")(x)
+        x = _conv_transpose(index, conv_padding)(
+            filters, 5, strides=2, padding=conv_padding, use_bias=lecouat,
+            kernel_initializer=seeds.normal(0.05), name=f"g_convt{index}")(x)
         x = batch_norm(f"g_bn{index}")(x)
         x = keras.layers.Activation("relu", name=f"g_relu{index}")(x)
-    return sgan_layers.WeightNormConv2DTranspose(3, 5, strides=2, padding="same",
+    return sgan_layers.WeightNormConv2DTranspose(3, 5, strides=2, padding=conv_padding,
                                                  activation=output_activation,
                                                  kernel_initializer=seeds.normal(0.05),
                                                  init_scale=0.1, data_init=not lecouat,
                                                  name="g_images")(x)
 
 
-def _improved_gan_conv_discriminator(images, seeds, narrow, wide, lecouat=False):
+def _improved_gan_conv_discriminator(images, seeds, narrow, wide, lecouat=False,
+                                     conv_padding="same"):
     """improved-gan SVHN/CIFAR-10 D (widths 64/128 or 96/192), all weight-normalized, LReLU(0.2).
 
     ``v ~ N(0, 0.05)``; hidden layers data-initialized to std 1, the output
-    Dense to 0.1 (``init_stdv=0.1``). "same" padding stands for the source's
-    ``pad=1``. The 1x1 convs are the source's NIN layers. Features: the
+    Dense to 0.1 (``init_stdv=0.1``). ``conv_padding="half"`` is the
+    source's ``pad=1``; ``"same"`` (Keras', and Lecouat et al.'s TensorFlow)
+    pads its stride-2 convolutions one pixel off it. The 1x1 convs are the
+    source's NIN layers. Features: the
     global average pool before the output Dense.
 
     As the source, the hidden layers' ``g`` is fixed after the data-dependent
@@ -548,7 +586,7 @@ def _improved_gan_conv_discriminator(images, seeds, narrow, wide, lecouat=False)
     global MAX pool, and weight norm has no data-dependent init (their
     ``nn.py`` comments it out): ``g = 1``, trained in every layer, ``b = 0``.
     """
-    def conv(x, index, filters, kernel_size=3, stride=1, padding="same"):
+    def conv(x, index, filters, kernel_size=3, stride=1, padding=conv_padding):
         x = sgan_layers.WeightNormConv2D(filters, kernel_size, strides=stride, padding=padding,
                                          kernel_initializer=seeds.normal(0.05), train_scale=lecouat,
                                          data_init=not lecouat, name=f"d_conv{index}")(x)
@@ -579,10 +617,8 @@ _GENERATORS = {
     "mnist_improved_gan": _mnist_improved_gan_generator,
     "svhn_improved_gan": _improved_gan_conv_generator,
     "cifar10_improved_gan": _improved_gan_conv_generator,
-    "svhn_lecouat": lambda z, seeds, activation: _improved_gan_conv_generator(
-        z, seeds, activation, lecouat=True),
-    "cifar10_lecouat": lambda z, seeds, activation: _improved_gan_conv_generator(
-        z, seeds, activation, lecouat=True),
+    "svhn_lecouat": functools.partial(_improved_gan_conv_generator, lecouat=True),
+    "cifar10_lecouat": functools.partial(_improved_gan_conv_generator, lecouat=True),
 }
 
 _DISCRIMINATOR_BODIES = {
@@ -590,12 +626,12 @@ _DISCRIMINATOR_BODIES = {
     "svhn_dcgan": _svhn_dcgan_discriminator,
     "mnist_gans_in_action": _gans_in_action_discriminator,
     "mnist_improved_gan": _mnist_improved_gan_discriminator,
-    "svhn_improved_gan": lambda images, seeds: _improved_gan_conv_discriminator(
-        images, seeds, narrow=64, wide=128),
-    "cifar10_improved_gan": lambda images, seeds: _improved_gan_conv_discriminator(
-        images, seeds, narrow=96, wide=192),
-    "svhn_lecouat": lambda images, seeds: _improved_gan_conv_discriminator(
-        images, seeds, narrow=64, wide=128, lecouat=True),
-    "cifar10_lecouat": lambda images, seeds: _improved_gan_conv_discriminator(
-        images, seeds, narrow=96, wide=192, lecouat=True),
+    "svhn_improved_gan": functools.partial(_improved_gan_conv_discriminator,
+                                           narrow=64, wide=128),
+    "cifar10_improved_gan": functools.partial(_improved_gan_conv_discriminator,
+                                              narrow=96, wide=192),
+    "svhn_lecouat": functools.partial(_improved_gan_conv_discriminator,
+                                      narrow=64, wide=128, lecouat=True),
+    "cifar10_lecouat": functools.partial(_improved_gan_conv_discriminator,
+                                         narrow=96, wide=192, lecouat=True),
 }

@@ -75,11 +75,6 @@ _CIFAR10_EPOCHS = Deviation(
     "permutations and takes the first 50,000: half of the last permutation left out)",
     "seeded permutations joined end to end, the labeled ones not aligned with epochs "
     "(every labeled image used equally often; exact resume)", "none")
-_LASAGNE_PADDING = Deviation(
-    "padding", _IMPROVED_GAN + "train_*_feature_matching.py (Lasagne's pad=1 on the "
-    "stride-2 convolutions, border_mode='half' on the transposed ones: symmetric)",
-    "Keras' 'same' (one pixel more after than before at stride 2: the grid shifted "
-    "by one pixel)", "none")
 
 
 def _samples_in_training_mode(source):
@@ -229,12 +224,13 @@ _PRESETS = [
                 unsupervised_weight=0.5, g_lr=3e-4, d_lr_ratio=1.0, adam_rule="improved_gan",
                 adam_epsilon=1e-8, init_images=500, init_from="labeled",
                 lr_schedule="linear_decay", lr_decay_start_epoch=600, ema_decay=0.9999,
-                ema_rule="improved_gan"),
+                ema_rule="improved_gan", conv_padding="half"),
         notes="Salimans et al. 2016 SVHN (train_svhn_feature_matching.py): 900 epochs, "
               "lr linearly to 0 over the last 300 (min(3 - epoch/300, 1)); their Adam; "
               "weight-norm init on 500 labeled images; EMA evaluation; the unsupervised "
-              "loss weighted 0.5 as in their code.",
-        deviations=(_LASAGNE_PADDING, _SVHN_EPOCHS, _IMPROVED_GAN_SAMPLES)),
+              "loss weighted 0.5 as in their code; convolutions padded as their Lasagne "
+              "layers (Theano's border_mode='half').",
+        deviations=(_SVHN_EPOCHS, _IMPROVED_GAN_SAMPLES)),
     Preset(
         _source("cifar10_improved_gan", architecture="cifar10_improved_gan",
                 dataset="cifar10", labels=4000, batch_size=100,
@@ -244,12 +240,11 @@ _PRESETS = [
                 unsupervised_weight=0.5, g_lr=3e-4, d_lr_ratio=1.0, adam_rule="improved_gan",
                 adam_epsilon=1e-8, init_images=500, init_from="labeled",
                 lr_schedule="linear_decay", lr_decay_start_epoch=800, ema_decay=0.9999,
-                ema_rule="improved_gan"),
+                ema_rule="improved_gan", conv_padding="half"),
         notes="Salimans et al. 2016 CIFAR-10 (train_cifar_feature_matching.py): the "
               "SVHN model at widths 96/192; 1,200 epochs, lr linearly to 0 over the "
               "last 400; their Adam; weight-norm init on 500 labeled images.",
         deviations=(
-            _LASAGNE_PADDING,
             Deviation("pixel scale", _IMPROVED_GAN + "cifar10_data.py ((x - 127.5) / 128)",
                       "x/127.5 - 1", "none"),
             _CIFAR10_EPOCHS, _IMPROVED_GAN_SAMPLES,

@@ -284,6 +284,8 @@ def test_resolve_picks_the_datasets_preset_and_the_baselines_budget():
     ({"manifold_weight": 0.1}, "--manifold_weight changes nothing without "
                                "--manifold_reg=lecouat or blog"),
     ({"ema_rule": "improved_gan"}, "--ema_rule changes nothing without --ema above 0"),
+    ({"conv_padding": "half"}, "--conv_padding changes nothing without an SVHN or CIFAR-10 "
+                               "Improved-GAN or Lecouat preset"),
     # On the CPU, auto's default strategy and multi_worker's use one device.
     ({"virtual_cpus": 2}, "--virtual_cpus changes nothing without --strategy=mirrored"),
 ])
@@ -299,8 +301,10 @@ def test_an_option_that_would_change_nothing_is_refused(overrides, refused):
     enabling = {"lr_schedule": {"lr_decay_rate": "per_epoch_decay",
                                 "lr_decay_start_epoch": "linear_decay"}.get(field),
                 "noise": "normal", "init_images": 10, "dataset": "tfds:mnist",
-                "manifold": "blog", "strategy": "mirrored", "ema_decay": 0.999}[needed]
-    taken = presets.resolve({**base, **overrides, needed: enabling})
+                "manifold": "blog", "strategy": "mirrored", "ema_decay": 0.999,
+                "architecture": "svhn_lecouat"}[needed]
+    dataset = {"architecture": {"dataset": "svhn"}}.get(needed, {})   # its images
+    taken = presets.resolve({**base, **overrides, needed: enabling, **dataset})
     assert taken.value(field) == overrides[field]
     unified = presets.resolve({"preset": "mnist_gans_in_action", "procedure": "unified"})
     assert all(unified.value(field) == value
@@ -419,22 +423,29 @@ def test_a_resume_compares_every_option_but_the_run_only_ones():
     assert trainer.changed_options(older, config.replace(noise_stddev=0.5)) == ["noise_stddev"]
 
 
-def test_a_run_from_before_ema_rule_resumes_only_with_the_rule_it_trained_with():
+@pytest.mark.parametrize("field, preset, now, before", [
+    ("ema_rule", "mnist_improved_gan", "improved_gan", "tensorflow"),
+    ("conv_padding", "svhn_improved_gan", "half", "same"),
+])
+def test_a_run_from_before_an_option_resumes_only_with_what_it_trained_with(field, preset,
+                                                                            now, before):
     """Runs recorded before ``ema_rule`` existed averaged D's weights by
-    TensorFlow's rule, whatever their preset now says: their flags.json,
-    without the field, reads as that rule, so resuming one of the Improved-GAN
-    presets (now improved-gan's rule) needs ``--ema_rule=tensorflow``, and a
-    saved model's configuration without it keeps the rule it trained with."""
-    config = presets.get_preset("mnist_improved_gan").config
-    assert config.model.ema_rule == "improved_gan"
-    older = {k: v for k, v in config.to_dict().items() if k != "ema_rule"}
-    assert trainer.changed_options(older, config) == ["ema_rule"]
-    assert trainer.changed_options(older, config.replace(ema_rule="tensorflow")) == []
-    assert config_lib.Config.from_dict(older).model.ema_rule == "tensorflow"
-    # A preset that always had TensorFlow's rule resumes as before.
+    TensorFlow's rule, and before ``conv_padding`` padded as Keras, whatever
+    their preset now says: their flags.json, without the field, reads as that
+    value, so resuming one of the Improved-GAN presets (now their source's)
+    needs ``--ema_rule=tensorflow`` or ``--conv_padding=same``, and a saved
+    model's configuration without it keeps what it trained with."""
+    config = presets.get_preset(preset).config
+    assert config.value(field) == now
+    older = {k: v for k, v in config.to_dict().items() if k != field}
+    assert trainer.changed_options(older, config) == [field]
+    assert trainer.changed_options(older, config.replace(**{field: before})) == []
+    assert config_lib.Config.from_dict(older).value(field) == before
+    # A preset that always had that value resumes as before.
     lecouat = presets.get_preset("svhn_lecouat").config
+    assert lecouat.value(field) == before
     assert trainer.changed_options(
-        {k: v for k, v in lecouat.to_dict().items() if k != "ema_rule"}, lecouat) == []
+        {k: v for k, v in lecouat.to_dict().items() if k != field}, lecouat) == []
 
 
 def test_a_resume_takes_a_folder_dataset_by_the_directory_it_names(tmp_path, monkeypatch):

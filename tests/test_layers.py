@@ -239,6 +239,97 @@ def test_saved_model_file_reloads_with_identical_outputs(tmp_path):
     np.testing.assert_allclose(clone(inputs).numpy(), model(inputs).numpy(), rtol=1e-6)
 
 
+def _half_padded_conv(images, kernel, strides):
+    """A convolution with ``kernel // 2`` zeros on every side of the image
+    (improved-gan's Lasagne ``pad=1`` on a 3x3 kernel), padded by hand."""
+    kernel_h, kernel_w = kernel.shape[:2]
+    padded = tf.pad(images, [[0, 0], [kernel_h // 2] * 2, [kernel_w // 2] * 2, [0, 0]])
+    return tf.nn.conv2d(padded, kernel, [1, *strides, 1], "VALID")
+
+
+@pytest.mark.parametrize("kernel_size, strides, image", [
+    (3, 2, (8, 8)), (3, 2, (7, 6)), ((3, 5), (2, 1), (6, 4)), (5, 1, (5, 5)), (1, 1, (3, 3))])
+def test_half_padding_pads_a_convolution_by_half_its_kernel_on_every_side(kernel_size, strides,
+                                                                          image):
+    """Theano's border_mode='half': at stride 2 not Keras' "same", which puts
+    the odd zero after the image; at stride 1 the same as "same"."""
+    images = tf.constant(np.random.default_rng(0).normal(size=(2, *image, 3)), tf.float32)
+    layer = wn.WeightNormConv2D(4, kernel_size, strides=strides, padding="half",
+                                bias_initializer="random_normal", kernel_initializer=normal(1))
+    outputs = layer(images)
+    expected = _half_padded_conv(images, layer.effective_kernel, layer.strides) + layer.bias
+    np.testing.assert_allclose(outputs, expected, atol=1e-5)
+    assert layer.compute_output_shape(images.shape) == tuple(outputs.shape)
+    same = keras.layers.Conv2D(4, kernel_size, strides=strides, padding="same")
+    same.build(images.shape)
+    same.set_weights([layer.effective_kernel.numpy(), layer.bias.numpy()])
+    if layer.strides == (2, 2) and image[0] % 2 == 0:
+        assert not np.allclose(same(images), outputs, atol=1e-3)
+    elif layer.strides == (1, 1):
+        np.testing.assert_allclose(same(images), outputs, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel_size, strides, image", [
+    (5, 2, (4, 4)), (3, 2, (3, 5)), ((5, 3), (2, 1), (4, 3)), (3, 1, (4, 4))])
+@pytest.mark.parametrize("kind", ["plain", "matmul", "weight_norm"])
+def test_half_padded_transposed_convolution_is_the_input_gradient_of_a_half_padded_one(
+        kind, kernel_size, strides, image):
+    """improved-gan's Deconv2DLayer: Theano's AbstractConv2d_gradInputs with
+    border_mode='half', the gradient of the half-padded convolution of an
+    image ``strides`` times the input's size with respect to that image."""
+    inputs = tf.constant(np.random.default_rng(1).normal(size=(2, *image, 4)), tf.float32)
+    if kind in ("plain", "matmul"):
+        layer = (wn.HalfPaddedConv2DTranspose if kind == "plain" else wn.MatmulConv2DTranspose)(
+            3, kernel_size, strides=strides, padding="half", use_bias=False,
+            kernel_initializer=normal(2))
+    else:
+        layer = wn.WeightNormConv2DTranspose(3, kernel_size, strides=strides, padding="half",
+                                             use_bias=False, kernel_initializer=normal(2))
+    outputs = layer(inputs)
+    kernel = layer.effective_kernel if kind == "weight_norm" else layer.kernel
+    target = tf.zeros((2, image[0] * layer.strides[0], image[1] * layer.strides[1], 3))
+    with tf.GradientTape() as tape:
+        tape.watch(target)
+        forward = _half_padded_conv(target, kernel, layer.strides)
+        total = tf.reduce_sum(forward * inputs)
+    np.testing.assert_allclose(outputs, tape.gradient(total, target), atol=1e-5)
+    assert layer.compute_output_shape(inputs.shape) == tuple(outputs.shape)
+
+
+@pytest.mark.parametrize("kernel_size, strides, image", [
+    (5, 2, (4, 4)), (3, 2, (3, 5)), ((5, 3), (2, 1), (4, 3)), (1, 2, (3, 3))])
+def test_matmul_conv_transpose_padded_half_has_the_gradients_of_tensorflows_op(
+        kernel_size, strides, image):
+    """Its custom gradients (an explicitly padded Conv2D and
+    Conv2DBackpropFilter) are those of TensorFlow's transposed convolution."""
+    inputs = tf.constant(np.random.default_rng(0).normal(size=(3, *image, 4)).astype("float32"))
+    assert_same_outputs_and_gradients(
+        wn.MatmulConv2DTranspose(6, kernel_size, strides=strides, padding="half"),
+        wn.HalfPaddedConv2DTranspose(6, kernel_size, strides=strides), inputs)
+
+
+def test_half_padded_layers_round_trip_and_refuse_what_they_cannot_compute(tmp_path):
+    inputs = keras.Input((4, 4, 5))
+    x = wn.MatmulConv2DTranspose(6, 5, strides=2, padding="half", name="matmul_convt")(inputs)
+    x = wn.HalfPaddedConv2DTranspose(6, 5, strides=1, name="convt")(x)
+    x = wn.WeightNormConv2DTranspose(3, 5, strides=2, padding="half", name="wn_convt")(x)
+    outputs = wn.WeightNormConv2D(2, 3, strides=2, padding="half", name="wn_conv")(x)
+    model = keras.Model(inputs, outputs)
+    assert model.output_shape == (None, 8, 8, 2)
+    assert model.get_layer("convt").get_config()["padding"] == "half"
+    assert model.get_layer("matmul_convt").get_config()["padding"] == "half"
+    images = np.random.default_rng(2).normal(size=(2, 4, 4, 5)).astype("float32")
+    model.save(tmp_path / "model.keras")
+    reloaded = keras.saving.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(reloaded(images), model(images), rtol=1e-6)
+    with pytest.raises(ValueError, match="HalfPaddedConv2DTranspose pads 'half', got 'same'"):
+        wn.HalfPaddedConv2DTranspose(6, 5, strides=2, padding="same")
+    for layer in (wn.HalfPaddedConv2DTranspose, wn.MatmulConv2DTranspose,
+                  wn.WeightNormConv2DTranspose, wn.WeightNormConv2D):
+        with pytest.raises(ValueError, match=r"padding 'half' needs an odd kernel, got \(4, 3\)"):
+            layer(6, (4, 3), strides=2, padding="half")
+
+
 @pytest.mark.parametrize("arguments, name", [
     ({"init_scale": 0.0}, "init_scale"),
     ({"padding": "full"}, "padding"),
@@ -670,7 +761,8 @@ def test_matmul_conv_transpose_round_trips_and_refuses_what_it_cannot_compute():
     copy = wn.MatmulConv2DTranspose.from_config(layer.get_config())
     assert copy.filters == 8 and copy.kernel_size == (3, 3) and copy.strides == (2, 2)
     for bad in ({"padding": "valid"}, {"dilation_rate": 2}, {"strides": 2, "output_padding": 1}):
-        with pytest.raises(ValueError, match="MatmulConv2DTranspose needs 'same' padding"):
+        with pytest.raises(ValueError,
+                           match="MatmulConv2DTranspose needs 'same' or 'half' padding"):
             wn.MatmulConv2DTranspose(**{"filters": 8, "kernel_size": 3, **bad})
     import tensorflow as tf
     unknown_size = tf.function(layer, input_signature=[tf.TensorSpec([None, None, None, 4])])

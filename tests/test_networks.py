@@ -425,7 +425,53 @@ def test_layers_of_equal_shape_get_different_initial_weights():
     assert v5.shape == v6.shape and not np.array_equal(v5, v6)
 
 
+@pytest.mark.parametrize("architecture", choices.HALF_PADDING_ARCHITECTURES)
+def test_half_padding_pads_every_convolution_as_improved_gans_lasagne_layers(architecture):
+    """conv_padding="half": D's 3x3 convolutions (Lasagne's pad=1) and G's
+    transposed ones (Deconv2DLayer) pad as Theano's border_mode='half'; the
+    same weights, shapes and data-dependent init, a different function."""
+    shape = IMAGE_SHAPES[architecture]
+    built = {padding: (networks.build_generator(architecture, image_shape=shape, seed=0,
+                                                conv_padding=padding),
+                       networks.build_discriminator(architecture, image_shape=shape, seed=0,
+                                                    conv_padding=padding))
+             for padding in ("same", "half")}
+    generator, discriminator = built["half"]
+    padded = {layer.name: layer.padding for layer in generator.layers + discriminator.layers
+              if hasattr(layer, "padding") and layer.padding != "valid"}
+    assert set(padded.values()) == {"half"}
+    assert {"g_convt1", "g_convt2", "g_images", "d_conv3", "d_conv6"} <= set(padded)
+    assert isinstance(generator.get_layer("g_convt1"), wn.MatmulConv2DTranspose)
+    z = np.random.default_rng(0).uniform(size=(16, 100)).astype("float32")
+    images = {}
+    for padding, (g, d) in built.items():
+        assert [w.shape for w in g.weights + d.weights] == [
+            w.shape for w in generator.weights + discriminator.weights]
+        wn.initialize_weight_norm(g, z)
+        wn.initialize_weight_norm(d, g(z, training=False))
+        images[padding] = g(z, training=False)
+        assert images[padding].shape == (16, *shape)
+        assert d(images[padding], training=False)[0].shape == (16, K)
+    assert not np.allclose(images["same"], images["half"], atol=1e-3)
+
+
+def test_the_improved_gan_presets_pad_as_their_source():
+    """improved-gan's SVHN/CIFAR-10 networks pad 'half' (Lasagne); Lecouat et
+    al.'s TensorFlow ones and every other source 'same'."""
+    padding = {name: preset.config.model.conv_padding
+               for name, preset in presets.PRESETS.items()}
+    assert {name for name, value in padding.items() if value == "half"} == {
+        "svhn_improved_gan", "cifar10_improved_gan"}
+    assert not any(deviation.aspect == "padding" for preset in presets.PRESETS.values()
+                   for deviation in preset.deviations)
+
+
 @pytest.mark.parametrize("build, arguments, name", [
+    (networks.build_generator, {"architecture": "mnist_blog", "image_shape": (28, 28, 1),
+                                "conv_padding": "half"}, "conv_padding='half' is a choice of"),
+    (networks.build_discriminator, {"architecture": "svhn_improved_gan",
+                                    "image_shape": (32, 32, 3), "conv_padding": "full"},
+     "conv_padding must be one of"),
     (networks.build_generator, {"architecture": "mnist_cnn", "image_shape": (28, 28, 1)},
      "architecture"),
     (networks.build_generator, {"architecture": "mnist_blog", "image_shape": (32, 32, 3)},
