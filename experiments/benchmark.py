@@ -324,9 +324,12 @@ def matmul_conv_transposes(model):
 def native_conv_transpose(model):
     """``model`` with each ``MatmulConv2DTranspose`` of G computed by
     TensorFlow's transposed convolution, the ``native_conv_transpose`` mode's
-    reference (the same weights: the layer subclasses ``Conv2DTranspose``)."""
+    reference (the same weights: the layer subclasses ``Conv2DTranspose``;
+    padded "half", ``HalfPaddedConv2DTranspose``'s)."""
     for layer in matmul_conv_transposes(model):
-        layer.call = types.MethodType(keras.layers.Conv2DTranspose.call, layer)
+        native = (sgan_layers.HalfPaddedConv2DTranspose if layer.padding == "half"
+                  else keras.layers.Conv2DTranspose)
+        layer.call = types.MethodType(native.call, layer)
     return model
 
 
@@ -352,8 +355,9 @@ def native_conv_input_grad(model):
     for layer in conv_input_grad_layers(model):
         if isinstance(layer, keras.layers.Conv2D):
             layer.convolution_op = types.MethodType(keras.layers.Conv2D.convolution_op, layer)
-        else:
-            layer._linear = functools.partial(keras.ops.conv, strides=1, padding=layer.padding)
+        else:   # a stride-1 "half" (improved-gan's padding) pads as "same"
+            padding = "same" if layer.padding == "half" else layer.padding
+            layer._linear = functools.partial(keras.ops.conv, strides=1, padding=padding)
     return model
 
 

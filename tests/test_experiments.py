@@ -1529,16 +1529,21 @@ print("same")
     assert result.stdout.strip().endswith("same")
 
 
-@pytest.mark.parametrize("layers, reference, op_type, counts", [
-    ("matmul_conv_transposes", "native_conv_transpose", "Conv2DBackpropInput", [1, 2]),
-    ("fused_batch_norms", "keras_batch_norm", "FusedBatchNormV3", [1, 0])])
+@pytest.mark.parametrize("preset, layers, reference, op_type, counts", [
+    ("mnist_gans_in_action", "matmul_conv_transposes", "native_conv_transpose",
+     "Conv2DBackpropInput", [1, 2]),
+    ("svhn_improved_gan", "matmul_conv_transposes", "native_conv_transpose",
+     "Conv2DBackpropInput", [2, 3]),
+    ("mnist_gans_in_action", "fused_batch_norms", "keras_batch_norm", "FusedBatchNormV3",
+     [1, 0])])
 def test_benchmarks_reference_modes_are_the_same_generator_on_other_ops(
-        layers, reference, op_type, counts):
+        preset, layers, reference, op_type, counts):
     """benchmark.py's ``native_conv_transpose`` and ``keras_batch_norm``
-    references: GANs in Action G with its first transposed convolution by
-    TensorFlow's op (one more Conv2DBackpropInput in the traced G), or its
-    batch norm by Keras' own call (no FusedBatchNormV3); the same images and
-    moving averages as the package's layers."""
+    references: G with its first transposed convolution by TensorFlow's op
+    (one more Conv2DBackpropInput in the traced G; padded "half" in
+    svhn_improved_gan), or its batch norm by Keras' own call (no
+    FusedBatchNormV3); the same images and moving averages as the package's
+    layers."""
     code = f"""
 import sys
 sys.path[:0] = ["experiments"]
@@ -1549,7 +1554,7 @@ from sgan_keras import SGAN
 z = tf.random.normal([4, 100], seed=1)
 counts, results = [], []
 for reference in (False, True):
-    model = SGAN.from_preset("mnist_gans_in_action", seed=0)
+    model = SGAN.from_preset("{preset}", seed=0)
     assert len(benchmark.{layers}(model)) == 1
     if reference:
         benchmark.{reference}(model)
