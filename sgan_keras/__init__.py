@@ -1,9 +1,9 @@
 """sgan_keras: semi-supervised GANs for TensorFlow 2 / Keras 3.
 
     import sgan_keras
-    data = sgan_keras.load_dataset("mnist", labels=100, data_dir="data/mnist",
-                                   pixel_range=(0.0, 1.0))
     model = sgan_keras.SGAN.from_preset("mnist_improved_gan")
+    data = sgan_keras.load_dataset("mnist", labels=100, data_dir="data/mnist",
+                                   pixel_range=model.input_pixel_range)
     model.compile()
     model.fit(data.train_dataset(100), steps_per_epoch=600, epochs=300,
               validation_data=data.test_dataset(1000))

@@ -37,6 +37,22 @@ SUPPORTED_DATASETS = tuple(DATASETS)
 CUSTOM_PREFIXES = ("folder:", "tfds:")
 # The ranges uint8 pixels are scaled to: tanh generators' and sigmoid ones'.
 PIXEL_RANGES = ((-1.0, 1.0), (0.0, 1.0))
+# What uint8 pixels are divided by: "255" maps 0..255 onto the whole range, "256"
+# onto 255/256 of it, as openai/improved-gan: x / 256 in (0, 1) (its MNIST),
+# (x - 127.5) / 128 in (-1, 1) (its CIFAR-10).
+PIXEL_SCALES = ("255", "256")
+
+
+def input_pixel_range(pixel_range, pixel_scale="255"):
+    """The floats uint8 0 and 255 become: ``pixel_range`` times 255 / ``pixel_scale``
+    (exact in binary: 255/256 = 0.99609375)."""
+    factor = 255.0 / float(pixel_scale)
+    return tuple(float(value) * factor for value in pixel_range)
+
+
+# Every range uint8 images may be scaled to (data sets, exports).
+INPUT_PIXEL_RANGES = tuple(input_pixel_range(pixel_range, scale)
+                           for pixel_range in PIXEL_RANGES for scale in PIXEL_SCALES)
 LABEL_SELECTIONS = ("balanced", "first")
 
 

@@ -138,6 +138,10 @@ class ModelConfig:
     pixel_range: tuple = option(
         (-1.0, 1.0), "The range of real and generated pixels: (-1, 1) for tanh generators, "
         "(0, 1) for sigmoid ones.", flag=NO_FLAG, choices=choices_lib.PIXEL_RANGES)
+    pixel_scale: str = option(
+        "255", "What uint8 pixels are divided by: 255 maps 0..255 onto the whole pixel range "
+        "(x/255, or x/127.5 - 1); 256 onto 255/256 of it, as openai/improved-gan (x/256 for "
+        "its MNIST, (x - 127.5)/128 for its CIFAR-10).", choices=choices_lib.PIXEL_SCALES)
     generator_activation: str = option(
         "", "The generator's output activation; default: the source's. Only "
         "mnist_improved_gan has a choice (sigmoid, or softplus as "
@@ -196,6 +200,11 @@ class ModelConfig:
 
     def __post_init__(self):
         _check_fields(self)
+
+    def input_pixel_range(self):
+        """The floats real images' uint8 0 and 255 become (``pixel_scale``);
+        G's images stay in ``pixel_range``."""
+        return choices_lib.input_pixel_range(self.pixel_range, self.pixel_scale)
 
     def resolved_precision(self, bfloat16_units):
         """``precision`` with ``auto`` resolved for devices that have (truthy
@@ -557,8 +566,9 @@ RETIRED_FIELDS = frozenset()
 # those runs did, goes here with what they did: an older flags.json that lacks
 # it is read with this value rather than its preset's (trainer.changed_options).
 # Before ema_rule, every weight average followed TensorFlow's rule; before
-# conv_padding, every network padded as Keras' "same".
-VALUES_BEFORE_ADDED = {"ema_rule": "tensorflow", "conv_padding": "same"}
+# conv_padding, every network padded as Keras' "same"; before pixel_scale, every
+# data set was divided by 255.
+VALUES_BEFORE_ADDED = {"ema_rule": "tensorflow", "conv_padding": "same", "pixel_scale": "255"}
 
 
 def fields_of_a_newer_version(values):

@@ -49,7 +49,7 @@ from sgan_keras import faults
 from sgan_keras.checks import is_integer
 from sgan_keras.choices import DATASETS
 from sgan_keras.choices import LABEL_SELECTIONS
-from sgan_keras.choices import PIXEL_RANGES
+from sgan_keras.choices import INPUT_PIXEL_RANGES
 from sgan_keras.choices import is_custom
 from sgan_keras.choices import unknown_dataset
 
@@ -111,7 +111,8 @@ class SemiSupervisedData:
                                tuple(str(k) for k in range(self.num_classes)))
 
     def scale(self, images):
-        """uint8 images -> float32 in ``pixel_range`` (x / 127.5 - 1 or x / 255)."""
+        """uint8 images -> float32 in ``pixel_range`` (x / 127.5 - 1 or x / 255; 255/256
+        of either range for improved-gan's (x - 127.5) / 128 or x / 256)."""
         low, high = self.pixel_range
         return tf.cast(images, tf.float32) * ((high - low) / 255.0) + low
 
@@ -338,7 +339,9 @@ def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0)
       seed: seed of the label draw and of the data order.
       data_dir: a directory with local files or prepared TFDS data; ``None``
         downloads with TFDS.
-      pixel_range: ``(-1, 1)`` for tanh generators, ``(0, 1)`` for sigmoid ones.
+      pixel_range: ``(-1, 1)`` for tanh generators, ``(0, 1)`` for sigmoid ones,
+        or 255/256 of either for improved-gan's scaling (a model's
+        ``input_pixel_range``, ``--pixel_scale=256``).
       include_extra: SVHN only: add the ``extra`` split to the unlabeled data.
     """
     check_dataset_name(name)
@@ -516,13 +519,14 @@ def _check_seed(seed):
 
 
 def _pixel_range(pixel_range):
-    """``pixel_range`` as a pair of floats of ``PIXEL_RANGES``, or a DataError."""
+    """``pixel_range`` as a pair of floats of ``INPUT_PIXEL_RANGES``, or a DataError."""
     try:
         as_floats = None if isinstance(pixel_range, str) else tuple(float(x) for x in pixel_range)
     except (TypeError, ValueError):
         as_floats = None
-    if as_floats not in PIXEL_RANGES:
-        raise DataError(f"pixel_range must be (-1, 1) or (0, 1), got {pixel_range!r}")
+    if as_floats not in INPUT_PIXEL_RANGES:
+        raise DataError(f"pixel_range must be (-1, 1) or (0, 1), or 255/256 of either "
+                        f"(choices.input_pixel_range), got {pixel_range!r}")
     return as_floats
 
 

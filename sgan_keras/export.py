@@ -54,7 +54,7 @@ import tensorflow as tf
 
 from sgan_keras import checks, faults
 from sgan_keras import layers as sgan_layers
-from sgan_keras.choices import PIXEL_RANGES
+from sgan_keras.choices import INPUT_PIXEL_RANGES
 
 
 class ExportError(ValueError):
@@ -76,8 +76,9 @@ def export_classifier(classifier, export_dir, *, image_shape, pixel_range, overw
         ``pixel_range`` to K class logits ``[N, K]``.
       export_dir: the SavedModel directory to create.
       image_shape: ``(H, W, C)`` of one image.
-      pixel_range: ``(-1.0, 1.0)`` or ``(0.0, 1.0)``: the classifier's input
-        range; uint8 ``0..255`` maps linearly onto it.
+      pixel_range: ``(-1.0, 1.0)`` or ``(0.0, 1.0)``, or 255/256 of either
+        (``--pixel_scale=256``): the classifier's input range; uint8 ``0..255``
+        maps linearly onto it.
       overwrite: replace an earlier export (or an empty directory) at
         ``export_dir`` once the new export is complete, instead of raising
         :class:`ExportError`; anything else there is refused all the same.
@@ -340,8 +341,9 @@ def _check_pixel_range(pixel_range):
         low, high = (float(value) for value in pixel_range)
     except (TypeError, ValueError):
         low = high = None
-    if (low, high) not in PIXEL_RANGES:
-        raise ExportError(f"pixel_range must be one of {PIXEL_RANGES}, got {pixel_range!r}")
+    if (low, high) not in INPUT_PIXEL_RANGES:
+        raise ExportError(f"pixel_range must be one of {INPUT_PIXEL_RANGES}, got "
+                          f"{pixel_range!r}")
     return low, high
 
 

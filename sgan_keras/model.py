@@ -108,6 +108,9 @@ class SGAN(keras.Model):
                 f"fake_class={self.config.model.fake_class!r} takes K + 1 logits (K >= 1 "
                 f"classes and one more); {discriminator.name} outputs {logit_count}")
         self.pixel_range = tuple(self.config.model.pixel_range)
+        # Where real images' uint8 0..255 go (load_dataset's pixel_range): 255/256
+        # of pixel_range under improved-gan's x / 256 (config.ModelConfig.pixel_scale).
+        self.input_pixel_range = self.config.model.input_pixel_range()
         # What the networks compute in (auto already resolved when they were built):
         # G's layers count too, or a bfloat16 G, whose input rounds away the manifold
         # perturbation (a manifold loss of exactly 0), passed beside a float32 D.
@@ -1044,7 +1047,7 @@ class SGAN(keras.Model):
             f"the images lie in [{lowest:.4g}, {highest:.4g}], {problem} the model's "
             f"pixel_range ({low:g}, {high:g}), where G's images are: scale them into it "
             f"(x / 127.5 - 1 for (-1, 1), x / 255 for (0, 1) from uint8; load_dataset("
-            f"..., pixel_range=model.pixel_range) does)", stacklevel=4)
+            f"..., pixel_range=model.input_pixel_range) does)", stacklevel=4)
 
     def classifier(self):
         """A functional ``keras.Model``: images -> K class logits (EMA weights if on)."""

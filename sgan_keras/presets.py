@@ -198,23 +198,20 @@ _PRESETS = [
     Preset(
         _source("mnist_improved_gan", architecture="mnist_improved_gan",
                 dataset="mnist", labels=100, batch_size=100,
-                epochs=300, steps_per_epoch=600, pixel_range=(0.0, 1.0),
+                epochs=300, steps_per_epoch=600, pixel_range=(0.0, 1.0), pixel_scale="256",
         noise="uniform", fake_class="zero", generator_loss="feature_matching_l2",
         unsupervised_weight=0.5, g_lr=3e-3, d_lr_ratio=1.0, adam_rule="improved_gan",
         adam_epsilon=1e-8, init_images=500, init_from="unlabeled", ema_decay=0.9999,
         ema_rule="improved_gan"),
         notes="Salimans et al. 2016 MNIST (train_mnist_feature_matching.py): sigmoid "
-              "generator, pixels in [0, 1]; mean squared feature matching; the "
+              "generator, pixels in [0, 1] (x/256, as their mnist.npz); mean squared feature matching; the "
               "unsupervised loss weighted 0.5 as in their code; their Adam (epsilon "
               "inside the root); weight-norm init on 500 training images; lr 3e-3 "
               "without decay; test error of the weight average (decay 0.9999, from zeros, one "
               "step behind D's update, as their Theano updates). "
               "generator_activation='softplus' (Sleepychord/ImprovedGAN-pytorch) is "
               "an option.",
-        deviations=(
-            Deviation("pixel scale", _IMPROVED_GAN + " (mnist.npz of floats, x/256)",
-                      "x/255", "none"),
-        )),
+        deviations=()),
     Preset(
         _source("svhn_improved_gan", architecture="svhn_improved_gan",
                 dataset="svhn", labels=1000, batch_size=100,
@@ -240,13 +237,11 @@ _PRESETS = [
                 unsupervised_weight=0.5, g_lr=3e-4, d_lr_ratio=1.0, adam_rule="improved_gan",
                 adam_epsilon=1e-8, init_images=500, init_from="labeled",
                 lr_schedule="linear_decay", lr_decay_start_epoch=800, ema_decay=0.9999,
-                ema_rule="improved_gan", conv_padding="half"),
+                ema_rule="improved_gan", conv_padding="half", pixel_scale="256"),
         notes="Salimans et al. 2016 CIFAR-10 (train_cifar_feature_matching.py): the "
               "SVHN model at widths 96/192; 1,200 epochs, lr linearly to 0 over the "
               "last 400; their Adam; weight-norm init on 500 labeled images.",
         deviations=(
-            Deviation("pixel scale", _IMPROVED_GAN + "cifar10_data.py ((x - 127.5) / 128)",
-                      "x/127.5 - 1", "none"),
             _CIFAR10_EPOCHS, _IMPROVED_GAN_SAMPLES,
         )),
     Preset(

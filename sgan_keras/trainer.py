@@ -456,7 +456,7 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
     keras.utils.set_random_seed(config.seed)
     data = data_lib.load_dataset(
         config.data.dataset, config.data.labels, seed=config.seed,
-        data_dir=config.data.data_dir, pixel_range=config.model.pixel_range,
+        data_dir=config.data.data_dir, pixel_range=config.model.input_pixel_range(),
         include_extra=config.data.include_extra, label_selection=config.data.label_selection,
         image_shape=choices_lib.NATIVE_IMAGE_SHAPES[config.model.architecture],
         convert_channels=config.data.convert_channels, train_split=config.data.train_split,
@@ -557,7 +557,7 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
         if check_output_dir:
             check_output_dir()
         export.export_classifier(model.classifier(), export_dir, image_shape=data.image_shape,
-                                 pixel_range=config.model.pixel_range, overwrite=True,
+                                 pixel_range=config.model.input_pixel_range(), overwrite=True,
                                  class_names=data.class_names,
                                  representative_images=representative)
     if config.run.tflite and chief:

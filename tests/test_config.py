@@ -423,9 +423,20 @@ def test_a_resume_compares_every_option_but_the_run_only_ones():
     assert trainer.changed_options(older, config.replace(noise_stddev=0.5)) == ["noise_stddev"]
 
 
+def test_the_improved_gan_presets_scale_pixels_as_their_source():
+    """improved-gan divides by 256 (its MNIST's x / 256, its CIFAR-10's
+    (x - 127.5) / 128), its SVHN and every other source by 255."""
+    scales = {name: preset.config.model.pixel_scale for name, preset in presets.PRESETS.items()}
+    assert {name for name, scale in scales.items() if scale == "256"} == {
+        "mnist_improved_gan", "cifar10_improved_gan"}
+    assert not any(deviation.aspect == "pixel scale" for preset in presets.PRESETS.values()
+                   for deviation in preset.deviations)
+
+
 @pytest.mark.parametrize("field, preset, now, before", [
     ("ema_rule", "mnist_improved_gan", "improved_gan", "tensorflow"),
     ("conv_padding", "svhn_improved_gan", "half", "same"),
+    ("pixel_scale", "mnist_improved_gan", "256", "255"),
 ])
 def test_a_run_from_before_an_option_resumes_only_with_what_it_trained_with(field, preset,
                                                                             now, before):

@@ -356,6 +356,22 @@ def test_pixel_range_as_asked(mnist_dir, pixel_range):
     assert float(tf.reduce_max(images)) == pixel_range[1]
 
 
+def test_improved_gans_pixel_scale_divides_by_256(mnist_dir):
+    """--pixel_scale=256: x / 256 in (0, 1), as improved-gan's MNIST, and
+    (x - 127.5) / 128 in (-1, 1), as its CIFAR-10 (cifar10_data.py)."""
+    from sgan_keras import choices
+    with np.load(mnist_dir / "mnist.npz") as mnist:
+        raw = mnist["x_test"][:50, :, :, None]
+    for pixel_range, expected in (((0.0, 1.0), raw / 256), ((-1.0, 1.0), (raw - 127.5) / 128)):
+        data = load_dataset("mnist", 100, data_dir=str(mnist_dir),
+                            pixel_range=choices.input_pixel_range(pixel_range, "256"))
+        np.testing.assert_array_equal(data.scale(raw).numpy(), expected.astype(np.float32))
+        images, _ = next(iter(data.test_dataset(50)))
+        np.testing.assert_array_equal(images.numpy(), expected.astype(np.float32))
+    with pytest.raises(DataError, match="pixel_range must be"):
+        load_dataset("mnist", 100, data_dir=str(mnist_dir), pixel_range=(0.0, 0.5))
+
+
 def test_training_pipeline_is_deterministic_and_resumable(mnist):
     full = list(mnist.train_dataset(64).take(6).as_numpy_iterator())
     again = list(mnist.train_dataset(64).take(6).as_numpy_iterator())

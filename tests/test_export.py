@@ -13,7 +13,7 @@ import pytest
 
 import preloaded
 from sgan_keras import faults
-from sgan_keras.export import ExportError, export_classifier
+from sgan_keras.export import ExportError, export_classifier, saved_model_classify
 
 IMAGE_SHAPE = (6, 5, 2)
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -86,6 +86,22 @@ def test_export_serves_uint8_images_in_plain_tensorflow(exports, tmp_path):
         np.testing.assert_array_equal(outputs["class_ids"], expected.argmax(-1))
     # The two exports differ in their scaling: the same images give other outputs.
     assert not np.allclose(served[0]["probabilities"], served[1]["probabilities"], atol=1e-3)
+
+
+def test_an_export_divides_by_256_where_its_model_does(tmp_path):
+    """A model trained on improved-gan's scaling (--pixel_scale=256) is served
+    x / 256 or (x - 127.5) / 128 from uint8 images."""
+    from sgan_keras import choices
+    images = uint8_images()
+    for pixel_range, expected in (((0.0, 1.0), images / 256),
+                                  ((-1.0, 1.0), (images - 127.5) / 128)):
+        model = tiny_classifier(0)
+        path = export_classifier(model, tmp_path / f"from{pixel_range[0]:g}",
+                                 image_shape=IMAGE_SHAPE,
+                                 pixel_range=choices.input_pixel_range(pixel_range, "256"))
+        probabilities, _ = saved_model_classify(path, images)
+        np.testing.assert_allclose(probabilities, softmax(model(expected.astype(np.float32))),
+                                   atol=1e-6)
 
 
 def test_saved_model_cli_lists_the_serving_signature(exports):

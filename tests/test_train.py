@@ -980,6 +980,39 @@ def test_init_images_beyond_memory_are_out_of_memory_and_fewer_then_start(
     assert (tmp_path / "run" / "export" / "saved_model.pb").exists()
 
 
+def test_a_run_divides_its_pixels_as_its_preset_says_and_exports_the_same_scaling(
+        tmp_path, small_mnist_dir, monkeypatch):
+    """mnist_improved_gan divides by 256 as improved-gan (--pixel_scale): the
+    data set the run trains and scores on and the export that serves uint8
+    images both map 255 to 255/256."""
+    from sgan_keras import data as data_lib
+    from sgan_keras import export
+    from sgan_keras import presets
+    from sgan_keras import trainer
+
+    seen = {}
+    load_dataset, export_classifier = data_lib.load_dataset, export.export_classifier
+
+    def loading(*args, **kwargs):
+        seen["data"] = load_dataset(*args, **kwargs)
+        return seen["data"]
+
+    def exporting(*args, **kwargs):
+        seen["export"] = kwargs["pixel_range"]
+        return export_classifier(*args, **kwargs)
+    monkeypatch.setattr(data_lib, "load_dataset", loading)
+    monkeypatch.setattr(export, "export_classifier", exporting)
+    config = presets.resolve({
+        "preset": "mnist_improved_gan", "data_dir": str(small_mnist_dir), "epochs": 1,
+        "steps_per_epoch": 1, "batch_size": 16, "init_images": 20, "supervised_only": True,
+        "tflite": False, "output_dir": str(tmp_path / "run")})
+    assert config.model.pixel_scale == "256"
+    trainer.train(config)
+    scaled = seen["data"].scale(np.array([0, 128, 255], np.uint8)).numpy()
+    np.testing.assert_array_equal(scaled, np.array([0, 128, 255]) / 256)
+    assert seen["export"] == (0.0, 255 / 256)
+
+
 def test_full_disk_mid_training_gets_one_line_and_loses_nothing(small_disk, reference, resumable):
     output_dir = small_disk / "run"
     process = launch(*resumable, f"--output_dir={output_dir}")
