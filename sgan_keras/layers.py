@@ -332,8 +332,8 @@ class WeightNormConv2DTranspose(_WeightNormConvBase):
         def length(size, kernel, stride):
             if size is None:
                 return None
-            return size * stride + (max(kernel - stride, 0) if self.padding == "valid" else 0)
             # "same" and "half": stride times the input's size
+            return size * stride + (max(kernel - stride, 0) if self.padding == "valid" else 0)
         sizes = (length(size, kernel, stride) for size, kernel, stride
                  in zip(input_shape[1:3], self.kernel_size, self.strides))
         return (input_shape[0], *sizes, self.filters)
@@ -380,6 +380,7 @@ class HalfPaddedConv2DTranspose(keras.layers.Conv2DTranspose):
         sizes = (None if size is None else size * stride
                  for size, stride in zip(input_shape[1:3], self.strides))
         return (input_shape[0], *sizes, self.filters)
+
 
 def _half_padding(kernel_size):
     """Theano's ``border_mode='half'``, ``k // 2`` zeros on every side, as
@@ -662,11 +663,11 @@ class MatmulConv2DTranspose(keras.layers.Conv2DTranspose):
 
     Input pixel ``(i, j)`` adds ``x[i, j] @ kernel[ky, kx]`` to output pixel
     ``(s i + ky - p, s j + kx - p)`` (stride ``s``, ``p`` the top/left padding
-    of "same", or ``k // 2`` for "half"). The product of the ``[N H W, in]`` inputs with the kernel as
-    ``[in, kh kw filters]`` makes every tap's contribution (the useful
-    multiply-adds only); the taps that land on output phase ``(s q + r)``,
-    shifted by their whole-pixel offset, are summed, and a reshape interleaves
-    the ``s x s`` phases into the output. The gradients are TensorFlow's own
+    of "same", or ``k // 2`` of "half"). The product of the ``[N H W, in]``
+    inputs with the kernel as ``[in, kh kw filters]`` makes every tap's
+    contribution (the useful multiply-adds only); the taps that land on output
+    phase ``(s q + r)``, shifted by their whole-pixel offset, are summed, and a
+    reshape interleaves the ``s x s`` phases into the output. The gradients are TensorFlow's own
     for a transposed convolution (``Conv2D`` of the output gradient for the
     inputs, ``Conv2DBackpropFilter`` for the kernel).
 

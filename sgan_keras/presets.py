@@ -204,11 +204,11 @@ _PRESETS = [
         adam_epsilon=1e-8, init_images=500, init_from="unlabeled", ema_decay=0.9999,
         ema_rule="improved_gan"),
         notes="Salimans et al. 2016 MNIST (train_mnist_feature_matching.py): sigmoid "
-              "generator, pixels in [0, 1] (x/256, as their mnist.npz); mean squared feature matching; the "
-              "unsupervised loss weighted 0.5 as in their code; their Adam (epsilon "
-              "inside the root); weight-norm init on 500 training images; lr 3e-3 "
-              "without decay; test error of the weight average (decay 0.9999, from zeros, one "
-              "step behind D's update, as their Theano updates). "
+              "generator, pixels in [0, 1] (x/256, as their mnist.npz); mean squared "
+              "feature matching; the unsupervised loss weighted 0.5 as in their code; "
+              "their Adam (epsilon inside the root); weight-norm init on 500 training "
+              "images; lr 3e-3 without decay; test error of the weight average (decay "
+              "0.9999, from zeros, one step behind D's update, as their Theano updates). "
               "generator_activation='softplus' (Sleepychord/ImprovedGAN-pytorch) is "
               "an option.",
         deviations=()),
