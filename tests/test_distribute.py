@@ -201,7 +201,7 @@ def test_the_cli_chooses_the_kernels_for_the_presets_architecture_and_precision(
 # Each worker all-reduces (its index + 1); both must see 1 + 2 = 3. Then each
 # checks the checkpoint steps: equal ones pass, 0 and 10 stop both workers.
 MULTI_WORKER = """
-import json, os
+import json, os, pathlib, time
 from sgan_keras import distribute
 import tensorflow as tf
 strategy = distribute.make_strategy("multi_worker")
@@ -224,6 +224,12 @@ print(json.dumps({"replicas": strategy.num_replicas_in_sync, "value": float(valu
                   "is_chief": distribute.is_chief(strategy),
                   "steps": distribute.each_workers_value(strategy, index + 1),
                   "disagreement": disagreement}))
+# Neither exits before both are done: a worker whose last collective had ended
+# could close its server while the other still fetched its value from it.
+barrier = pathlib.Path(os.environ["BARRIER_DIR"])
+(barrier / f"done{index}").touch()
+while len(list(barrier.glob("done*"))) < 2:
+    time.sleep(0.05)
 """
 
 
@@ -233,14 +239,15 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def test_two_workers_on_localhost_all_reduce_and_check_their_restored_steps():
+def test_two_workers_on_localhost_all_reduce_and_check_their_restored_steps(tmp_path):
     cluster = {"worker": [f"localhost:{free_port()}", f"localhost:{free_port()}"]}
     workers = []
     try:
         for index in range(2):
             tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
             workers.append(preloaded.launch_code(
-                MULTI_WORKER, env={**ENV, "TF_CONFIG": tf_config}, cwd=REPO_ROOT))
+                MULTI_WORKER, env={**ENV, "TF_CONFIG": tf_config, "BARRIER_DIR": str(tmp_path)},
+                cwd=REPO_ROOT))
         outputs = [worker.communicate(timeout=90) for worker in workers]
     finally:
         for worker in workers:
