@@ -106,8 +106,8 @@ _LAYERS = {
         "ReLU -> WN convT(3,5,2) tanh (biases everywhere, BN with scale and offset, "
         "momentum 0.99; weight norm without data-dependent init)",
         "D: as svhn_improved_gan (padded 'same', as their TensorFlow), but a global MAX "
-        "pool (128, features) and weight norm "
-        "without data-dependent init (g = 1, trained)"),
+        "pool (128, features) and weight norm without data-dependent init (g = 1, "
+        "trained)"),
     "cifar10_lecouat": (
         "G: as svhn_lecouat",
         "D: as svhn_lecouat with widths 96/192 (features: 192)"),
@@ -576,8 +576,8 @@ def _improved_gan_conv_discriminator(images, seeds, narrow, wide, lecouat=False,
     Dense to 0.1 (``init_stdv=0.1``). ``conv_padding="half"`` is the
     source's ``pad=1``; ``"same"`` (Keras', and Lecouat et al.'s TensorFlow)
     pads its stride-2 convolutions one pixel off it. The 1x1 convs are the
-    source's NIN layers. Features: the
-    global average pool before the output Dense.
+    source's NIN layers. Features: the global average pool before the output
+    Dense.
 
     As the source, the hidden layers' ``g`` is fixed after the data-dependent
     init (``train_g=False``); the output layer's is trained.
