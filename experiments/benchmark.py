@@ -355,8 +355,8 @@ def native_conv_input_grad(model):
     for layer in conv_input_grad_layers(model):
         if isinstance(layer, keras.layers.Conv2D):
             layer.convolution_op = types.MethodType(keras.layers.Conv2D.convolution_op, layer)
-        else:   # a stride-1 "half" (improved-gan's padding) pads as "same"
-            padding = "same" if layer.padding == "half" else layer.padding
+        else:
+            padding = sgan_layers._stride_one_padding(layer.padding)   # "half" as "same"
             layer._linear = functools.partial(keras.ops.conv, strides=1, padding=padding)
     return model
 

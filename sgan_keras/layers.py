@@ -304,9 +304,9 @@ class WeightNormConv2D(_WeightNormConvBase):
         return (input_shape[0], *sizes, self.filters)
 
     def _linear(self, inputs, kernel):
-        if tuple(self.strides) == (1, 1):   # "half" pads an odd kernel as "same" at stride 1
-            padding = "same" if self.padding == "half" else self.padding
-            return _conv2d_with_conv_input_grad(inputs, kernel, padding)
+        if tuple(self.strides) == (1, 1):
+            return _conv2d_with_conv_input_grad(inputs, kernel,
+                                                _stride_one_padding(self.padding))
         if self.padding == "half":
             return tf.nn.conv2d(inputs, kernel, [1, *self.strides, 1],
                                 _half_padding(self.kernel_size))
@@ -377,9 +377,21 @@ class HalfPaddedConv2DTranspose(keras.layers.Conv2DTranspose):
         return self.activation(outputs)
 
     def compute_output_shape(self, input_shape):
-        sizes = (None if size is None else size * stride
-                 for size, stride in zip(input_shape[1:3], self.strides))
-        return (input_shape[0], *sizes, self.filters)
+        return _upsampled_shape(input_shape, self.strides, self.filters)
+
+
+def _stride_one_padding(padding):
+    """``padding`` as TensorFlow's stride-1 ops take it: "half" pads an odd
+    kernel as "same" does."""
+    return "same" if padding == "half" else padding
+
+
+def _upsampled_shape(input_shape, strides, filters):
+    """The output shape of a "same" or "half" transposed convolution: ``strides``
+    times the input's height and width."""
+    sizes = (None if size is None else size * stride
+             for size, stride in zip(input_shape[1:3], strides))
+    return (input_shape[0], *sizes, filters)
 
 
 def _half_padding(kernel_size):
@@ -709,9 +721,7 @@ class MatmulConv2DTranspose(keras.layers.Conv2DTranspose):
         return self.activation(outputs)
 
     def compute_output_shape(self, input_shape):
-        sizes = (None if size is None else size * stride   # "same" and "half" alike
-                 for size, stride in zip(input_shape[1:3], self.strides))
-        return (input_shape[0], *sizes, self.filters)
+        return _upsampled_shape(input_shape, self.strides, self.filters)
 
 
 def _matmul_conv_transpose(inputs, kernel, strides, forward=None, padding="same"):

@@ -108,9 +108,6 @@ class SGAN(keras.Model):
                 f"fake_class={self.config.model.fake_class!r} takes K + 1 logits (K >= 1 "
                 f"classes and one more); {discriminator.name} outputs {logit_count}")
         self.pixel_range = tuple(self.config.model.pixel_range)
-        # Where real images' uint8 0..255 go (load_dataset's pixel_range): 255/256
-        # of pixel_range under improved-gan's x / 256 (config.ModelConfig.pixel_scale).
-        self.input_pixel_range = self.config.model.input_pixel_range()
         # What the networks compute in (auto already resolved when they were built):
         # G's layers count too, or a bfloat16 G, whose input rounds away the manifold
         # perturbation (a manifold loss of exactly 0), passed beside a float32 D.
@@ -941,6 +938,13 @@ class SGAN(keras.Model):
 
     def _gan_logit(self, logits):
         return losses.gan_logit(logits, self.config.model.fake_class, self.num_classes)
+
+    @property
+    def input_pixel_range(self):
+        """Where real images' uint8 0..255 go (``load_dataset``'s ``pixel_range``):
+        ``pixel_range``, or 255/256 of it under improved-gan's x / 256
+        (``config.ModelConfig.pixel_scale``)."""
+        return self.config.model.input_pixel_range()
 
     @property
     def _ema_as_improved_gan(self):
