@@ -115,5 +115,9 @@ EMA_RULES = ("tensorflow", "improved_gan")
 CONV_PADDINGS = ("same", "half")
 HALF_PADDING_ARCHITECTURES = ("svhn_improved_gan", "cifar10_improved_gan", "svhn_lecouat",
                               "cifar10_lecouat")
+# The order of the training batches (data.py): shuffles joined end to end, or
+# each epoch its own shuffles cut at the epoch's length (improved-gan, Lecouat
+# et al., the Udacity notebook).
+DATA_ORDERS = ("joined", "per_epoch")
 LR_SCHEDULES = ("constant", "per_epoch_decay", "linear_decay")
 STRATEGIES = ("auto", "mirrored", "one_device", "multi_worker", "tpu")

@@ -282,6 +282,13 @@ class TrainingConfig:
         "separate", "separate: a labeled batch beside the unlabeled ones; masked: one batch "
         "of the training set whose labeled images alone reach the supervised loss (the "
         "Udacity notebook).", choices=("separate", "masked"), gan_only=True)
+    data_order: str = option(
+        "joined", "joined: each stream's seeded shuffles joined end to end, cut into batches "
+        "whatever the epoch (every image used; a batch may span two shuffles); per_epoch: "
+        "every epoch takes its own shuffles and leaves out the rest of the last one "
+        "(openai/improved-gan's and Lecouat et al.'s int(N / batch) batches of each epoch's "
+        "reshuffle, the labeled set tiled by fresh shuffles and cut the same way; the Udacity "
+        "notebook's reshuffle every epoch).", choices=choices_lib.DATA_ORDERS)
     update_order: str = option(
         "sequential", "sequential: D, then G against the updated D; simultaneous: both from "
         "one forward pass (Udacity); split: three D updates then G (GANs in Action).",
@@ -298,6 +305,12 @@ class TrainingConfig:
 
     def __post_init__(self):
         _check_fields(self)
+
+    @property
+    def epoch_steps(self):
+        """The pipelines' ``epoch_steps`` (``data.py``): the epoch's length for
+        ``data_order="per_epoch"``, 0 for ``"joined"``."""
+        return self.steps_per_epoch if self.data_order == "per_epoch" else 0
 
     @property
     def d_lr(self):
@@ -567,8 +580,9 @@ RETIRED_FIELDS = frozenset()
 # it is read with this value rather than its preset's (trainer.changed_options).
 # Before ema_rule, every weight average followed TensorFlow's rule; before
 # conv_padding, every network padded as Keras' "same"; before pixel_scale, every
-# data set was divided by 255.
-VALUES_BEFORE_ADDED = {"ema_rule": "tensorflow", "conv_padding": "same", "pixel_scale": "255"}
+# data set was divided by 255; before data_order, every run joined its shuffles.
+VALUES_BEFORE_ADDED = {"ema_rule": "tensorflow", "conv_padding": "same", "pixel_scale": "255",
+                       "data_order": "joined"}
 
 
 def fields_of_a_newer_version(values):

@@ -16,6 +16,17 @@ and one scaling. Element ``i`` of every training pipeline depends only on
 ``(seed, i)``: ``start_step`` resumes a run with exactly the batches it
 would have seen.
 
+Two data orders (``epoch_steps``, ``TrainingConfig.data_order``): by default
+each stream is its shuffles of its images joined end to end, cut into
+batches, whatever the epoch (every image used, a batch may span two
+shuffles). With ``epoch_steps`` each training epoch of that many steps takes
+its own shuffles and leaves out the rest of the last one, as improved-gan's
+and Lecouat et al.'s scripts do (every epoch reshuffles the unlabeled set and
+takes ``int(N / batch)`` batches of it; the labeled set, tiled by fresh
+shuffles, is cut the same way) and the Udacity SVHN notebook (a reshuffle
+every epoch). Where an epoch is a whole number of shuffles of every stream
+(MNIST: 600 batches of 100, and 100 labels) the two orders are the same.
+
 Memory and the 2 GB limit: the images live in ONE non-trainable host
 ``tf.Variable`` per split, shared by every stream; the ``map`` functions
 capture its resource handle, so the array is never a ``Const`` node of a
@@ -127,32 +138,34 @@ class SemiSupervisedData:
         return _host_array(self.test_images), _host_array(self.test_labels.astype(np.int32))
 
     # -------------------------------------------------------------- training
-    def labeled_dataset(self, batch_size, start_step=0):
+    def labeled_dataset(self, batch_size, start_step=0, epoch_steps=0):
         """Infinite shuffled labeled batches ``(images, labels)``.
 
         The labeled set is tiled so that every step has a full labeled batch
-        even when the budget is smaller than the batch.
+        even when the budget is smaller than the batch. ``epoch_steps``: the
+        data order (the module docstring); 0 joins the shuffles end to end.
         """
         return self._batches(self.labeled_indices, batch_size, _STREAM_LABELED, start_step,
-                             with_labels=True)
+                             epoch_steps, with_labels=True)
 
-    def unlabeled_dataset(self, batch_size, stream=0, start_step=0):
+    def unlabeled_dataset(self, batch_size, stream=0, start_step=0, epoch_steps=0):
         """Infinite shuffled batches of training images; streams 0 (D step) and
         1 (G step) are shuffled independently."""
         if stream not in (0, 1):
             raise DataError(f"stream must be 0 or 1, got {stream!r}")
         indices = np.arange(len(self.train_images))
-        return self._batches(indices, batch_size, _STREAM_UNLABELED + stream, start_step)
+        return self._batches(indices, batch_size, _STREAM_UNLABELED + stream, start_step,
+                             epoch_steps)
 
-    def train_dataset(self, batch_size, start_step=0):
+    def train_dataset(self, batch_size, start_step=0, epoch_steps=0):
         """Dicts of a labeled batch and two unlabeled batches (D step, G step).
 
         Infinite, prefetched; element ``i`` depends only on ``(seed, i)``.
         """
         batches = tf.data.Dataset.zip((
-            self.labeled_dataset(batch_size, start_step),
-            self.unlabeled_dataset(batch_size, 0, start_step),
-            self.unlabeled_dataset(batch_size, 1, start_step)))
+            self.labeled_dataset(batch_size, start_step, epoch_steps),
+            self.unlabeled_dataset(batch_size, 0, start_step, epoch_steps),
+            self.unlabeled_dataset(batch_size, 1, start_step, epoch_steps)))
         return _pipeline_options(batches.map(
             _as_written(lambda labeled, unlabeled, generator: {
                 "labeled_images": labeled[0], "labels": labeled[1],
@@ -160,7 +173,7 @@ class SemiSupervisedData:
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
         ).prefetch(tf.data.AUTOTUNE))
 
-    def masked_dataset(self, batch_size, start_step=0):
+    def masked_dataset(self, batch_size, start_step=0, epoch_steps=0):
         """Batches of the whole training split with a label mask (the Udacity
         SVHN notebook's scheme): dicts of ``images``, ``labels`` and
         ``label_mask`` (1 for the images of the labeled set, else 0; their
@@ -170,7 +183,7 @@ class SemiSupervisedData:
         is_labeled[self.labeled_indices] = 1.0
         mask = tf.constant(is_labeled)
         batches = self._batches(np.arange(len(self.train_images)), batch_size, _STREAM_MASKED,
-                                start_step, with_labels=True, with_indices=True)
+                                start_step, epoch_steps, with_labels=True, with_indices=True)
         return _pipeline_options(batches.map(
             _as_written(lambda images, labels, picked: {"images": images, "labels": labels,
                                                         "label_mask": tf.gather(mask, picked)}),
@@ -178,28 +191,29 @@ class SemiSupervisedData:
         ).prefetch(tf.data.AUTOTUNE))
 
     def training_dataset(self, batch_size, label_batching="separate", supervised_only=False,
-                         start_step=0):
+                         start_step=0, epoch_steps=0):
         """The batches a configuration trains on (``TrainingConfig.label_batching``,
         ``Config.supervised_only``): ``supervised_dataset`` for a supervised-only
         run, ``masked_dataset`` for ``"masked"``, else ``train_dataset``.
 
         The CLI and the benchmarks both call this, so a benchmark times the
         step a preset trains with (two D batches a step with masked batching,
-        three with separate).
+        three with separate). ``epoch_steps``: the data order (the module
+        docstring).
         """
         if supervised_only:
-            return self.supervised_dataset(batch_size, start_step=start_step)
+            return self.supervised_dataset(batch_size, start_step, epoch_steps)
         if label_batching == "masked":
-            return self.masked_dataset(batch_size, start_step=start_step)
+            return self.masked_dataset(batch_size, start_step, epoch_steps)
         if label_batching != "separate":
             raise DataError(f"label_batching must be 'separate' or 'masked', "
                             f"got {label_batching!r}")
-        return self.train_dataset(batch_size, start_step=start_step)
+        return self.train_dataset(batch_size, start_step, epoch_steps)
 
-    def supervised_dataset(self, batch_size, start_step=0):
+    def supervised_dataset(self, batch_size, start_step=0, epoch_steps=0):
         """Labeled batches only (the supervised-only baseline), prefetched;
         the same labeled batches as ``train_dataset``'s at every step."""
-        return _pipeline_options(self.labeled_dataset(batch_size, start_step)
+        return _pipeline_options(self.labeled_dataset(batch_size, start_step, epoch_steps)
                                  .prefetch(tf.data.AUTOTUNE))
 
     def init_batch(self, count, source="unlabeled"):
@@ -229,30 +243,48 @@ class SemiSupervisedData:
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
         ).prefetch(tf.data.AUTOTUNE))
 
-    def _batches(self, indices, batch_size, stream, start_step, with_labels=False,
-                 with_indices=False):
-        """Shuffled epochs of ``indices`` (one permutation per ``(seed, stream,
-        epoch)``), concatenated and cut into batches of ``batch_size``.
+    def _batches(self, indices, batch_size, stream, start_step, epoch_steps=0,
+                 with_labels=False, with_indices=False):
+        """Shuffles of ``indices`` (the ``p``-th from the seed ``[seed, stream +
+        1000 p]``), cut into batches of ``batch_size``.
 
-        ``start_step`` jumps to its epoch and drops the indices before it
-        from that epoch's permutation (a slice): no batch is gathered twice.
+        ``epoch_steps`` 0: the shuffles joined end to end. Else epoch ``e``
+        (``epoch_steps`` batches) takes the next ``ceil(epoch_steps x
+        batch_size / len(indices))`` shuffles and leaves out what is left of
+        the last one. ``start_step`` jumps to its shuffle (its epoch) and
+        drops the indices before it (a slice): no batch is gathered twice.
         Batches are gathered and scaled whole after batching the indices.
         """
         _check_batch_size(batch_size)
-        if not is_integer(start_step) or start_step < 0:
-            raise DataError(f"start_step must be a non-negative integer, got {start_step!r}")
+        for name, value in (("start_step", start_step), ("epoch_steps", epoch_steps)):
+            if not is_integer(value) or value < 0:
+                raise DataError(f"{name} must be a non-negative integer, got {value!r}")
         count = len(indices)
-        first_epoch, offset = divmod(int(start_step) * batch_size, count)
         indices = tf.constant(indices, tf.int64)
         seed = tf.constant([self.seed, stream], tf.int64)
 
-        @_as_written
-        def shuffled_epoch(epoch):
-            # Seed [seed, stream + 1000 * epoch]: streams 0..3 never collide.
-            keys = tf.random.stateless_uniform([count], seed + tf.stack([0, epoch * 1000]))
-            permuted = tf.gather(indices, tf.argsort(keys))
-            skip = tf.where(epoch == first_epoch, tf.constant(offset, tf.int64), 0)
-            return tf.data.Dataset.from_tensor_slices(permuted[skip:])
+        def shuffle(number, skip=0):
+            # Seed [seed, stream + 1000 * number]: streams 0..3 never collide.
+            keys = tf.random.stateless_uniform([count], seed + tf.stack([0, number * 1000]))
+            return tf.data.Dataset.from_tensor_slices(tf.gather(indices, tf.argsort(keys))[skip:])
+
+        if epoch_steps:
+            epoch_size = int(epoch_steps) * batch_size
+            shuffles = -(-epoch_size // count)
+            first, offset = divmod(int(start_step), int(epoch_steps))
+
+            @_as_written
+            def epoch(number):
+                taken = (tf.data.Dataset.range(number * shuffles, (number + 1) * shuffles)
+                         .flat_map(_as_written(shuffle)).take(epoch_size))
+                return taken.skip(tf.where(number == first, tf.constant(offset * batch_size, tf.int64),
+                                            tf.constant(0, tf.int64)))
+        else:
+            first, offset = divmod(int(start_step) * batch_size, count)
+
+            @_as_written
+            def epoch(number):
+                return shuffle(number, tf.where(number == first, tf.constant(offset, tf.int64), 0))
 
         images, labels = self._train_tensors
 
@@ -264,8 +296,8 @@ class SemiSupervisedData:
             batch = (batch, tf.gather(labels, picked))
             return batch + (picked,) if with_indices else batch
 
-        return (tf.data.Dataset.counter(start=first_epoch)
-                .flat_map(shuffled_epoch)
+        return (tf.data.Dataset.counter(start=first)
+                .flat_map(epoch)
                 .batch(batch_size, drop_remainder=True)
                 .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
 

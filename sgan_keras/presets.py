@@ -62,20 +62,6 @@ _LECOUAT_G_MOVING_STATISTICS = Deviation(
     "UPDATE_OPS run under control_dependencies with G's train op only)", "also updated "
     "by the D step's G pass; training normalizes by batch statistics, so only generated "
     "samples in inference mode (the sample grids, generate()) see them", "none")
-_SVHN_EPOCHS = Deviation(
-    "data order", _IMPROVED_GAN + "train_svhn_feature_matching.py, " + _LECOUAT
-    + " train_svhn.py (every epoch reshuffles the unlabeled set and takes int(73,257 / "
-    "batch) batches of it, leaving out the last 57 images at batch 100, 7 at batch 50; "
-    "the tiled labeled set is cut the same way)", "seeded permutations joined end to end, "
-    "batches not aligned with epochs (every image used; a batch may span two "
-    "permutations; exact resume)", "none")
-_CIFAR10_EPOCHS = Deviation(
-    "data order", _IMPROVED_GAN + "train_cifar_feature_matching.py, " + _LECOUAT
-    + " train_cifar.py (every epoch tiles the 4,000 labeled images with 13 fresh "
-    "permutations and takes the first 50,000: half of the last permutation left out)",
-    "seeded permutations joined end to end, the labeled ones not aligned with epochs "
-    "(every labeled image used equally often; exact resume)", "none")
-
 
 def _samples_in_training_mode(source):
     """The row of a source whose own samples come from G in training mode."""
@@ -127,7 +113,7 @@ _PRESETS = [
                 fake_class="zero", generator_loss="feature_matching_l1",
                 unsupervised_weight=1.0, g_lr=3e-4, d_lr_ratio=1.0, adam_epsilon=1e-8,
                 lr_schedule="per_epoch_decay", lr_decay_rate=0.9, label_selection="first",
-                label_batching="masked", update_order="simultaneous"),
+                label_batching="masked", update_order="simultaneous", data_order="per_epoch"),
         notes="Udacity SVHN notebook: one batch of the training set per step, labels "
               "masked to the first 1,000 images; D's and G's losses from one forward "
               "pass, both updates together; lr x 0.9 after every epoch.",
@@ -148,8 +134,8 @@ _PRESETS = [
             Deviation("test set", _UDACITY + " (half of the test split)",
                       "the whole test split", "none"),
             Deviation("epoch length", _UDACITY + " (range(0, 73257, 128): 573 batches, "
-                      "the last of 41 images)", "572 batches of 128, which the lr decay "
-                      "follows", "none"),
+                      "the last of 41 images)", "572 batches of 128 of each epoch's "
+                      "reshuffle (41 images left out), which the lr decay follows", "none"),
             Deviation("which first 1,000", _UDACITY + " (the .mat files' order)",
                       "the first 1,000 of the given copy; TFDS' copy is in another order",
                       "--data_dir holding the .mat files"),
@@ -202,7 +188,7 @@ _PRESETS = [
         noise="uniform", fake_class="zero", generator_loss="feature_matching_l2",
         unsupervised_weight=0.5, g_lr=3e-3, d_lr_ratio=1.0, adam_rule="improved_gan",
         adam_epsilon=1e-8, init_images=500, init_from="unlabeled", ema_decay=0.9999,
-        ema_rule="improved_gan"),
+        ema_rule="improved_gan", data_order="per_epoch"),
         notes="Salimans et al. 2016 MNIST (train_mnist_feature_matching.py): sigmoid "
               "generator, pixels in [0, 1] (x/256, as their mnist.npz); mean squared "
               "feature matching; the unsupervised loss weighted 0.5 as in their code; "
@@ -221,13 +207,13 @@ _PRESETS = [
                 unsupervised_weight=0.5, g_lr=3e-4, d_lr_ratio=1.0, adam_rule="improved_gan",
                 adam_epsilon=1e-8, init_images=500, init_from="labeled",
                 lr_schedule="linear_decay", lr_decay_start_epoch=600, ema_decay=0.9999,
-                ema_rule="improved_gan", conv_padding="half"),
+                ema_rule="improved_gan", conv_padding="half", data_order="per_epoch"),
         notes="Salimans et al. 2016 SVHN (train_svhn_feature_matching.py): 900 epochs, "
               "lr linearly to 0 over the last 300 (min(3 - epoch/300, 1)); their Adam; "
               "weight-norm init on 500 labeled images; EMA evaluation; the unsupervised "
               "loss weighted 0.5 as in their code; convolutions padded as their Lasagne "
               "layers (Theano's border_mode='half').",
-        deviations=(_SVHN_EPOCHS, _IMPROVED_GAN_SAMPLES)),
+        deviations=(_IMPROVED_GAN_SAMPLES,)),
     Preset(
         _source("cifar10_improved_gan", architecture="cifar10_improved_gan",
                 dataset="cifar10", labels=4000, batch_size=100,
@@ -237,13 +223,12 @@ _PRESETS = [
                 unsupervised_weight=0.5, g_lr=3e-4, d_lr_ratio=1.0, adam_rule="improved_gan",
                 adam_epsilon=1e-8, init_images=500, init_from="labeled",
                 lr_schedule="linear_decay", lr_decay_start_epoch=800, ema_decay=0.9999,
-                ema_rule="improved_gan", conv_padding="half", pixel_scale="256"),
+                ema_rule="improved_gan", conv_padding="half", pixel_scale="256",
+                data_order="per_epoch"),
         notes="Salimans et al. 2016 CIFAR-10 (train_cifar_feature_matching.py): the "
               "SVHN model at widths 96/192; 1,200 epochs, lr linearly to 0 over the "
               "last 400; their Adam; weight-norm init on 500 labeled images.",
-        deviations=(
-            _CIFAR10_EPOCHS, _IMPROVED_GAN_SAMPLES,
-        )),
+        deviations=(_IMPROVED_GAN_SAMPLES,)),
     Preset(
         _source("svhn_lecouat", architecture="svhn_lecouat", dataset="svhn",
                 labels=1000, batch_size=50, epochs=400,
@@ -252,7 +237,7 @@ _PRESETS = [
                 generator_loss="feature_matching_l1", unsupervised_weight=0.5,
                 manifold="lecouat", manifold_weight=1e-3, manifold_epsilon=1e-5,
                 g_lr=3e-4, d_lr_ratio=1.0, adam_epsilon=1e-8, lr_schedule="linear_decay",
-                lr_decay_start_epoch=300, ema_decay=0.9999),
+                lr_decay_start_epoch=300, ema_decay=0.9999, data_order="per_epoch"),
         notes="Lecouat et al. 2018 SVHN (train_svhn.py, svhn_gan.py): Salimans' "
               "networks with a global max pool as the feature layer, weight norm "
               "without data-dependent init, G with biases and Keras-default batch "
@@ -262,7 +247,7 @@ _PRESETS = [
             Deviation("test batches", _LECOUAT + " train_svhn.py (int(26032/50) "
                       "batches: 32 test images left out each epoch)", "every test image",
                       "none"),
-            _LECOUAT_G_MOVING_STATISTICS, _SVHN_EPOCHS, _LECOUAT_SAMPLES,
+            _LECOUAT_G_MOVING_STATISTICS, _LECOUAT_SAMPLES,
         )),
     Preset(
         _source("cifar10_lecouat", architecture="cifar10_lecouat", dataset="cifar10",
@@ -272,11 +257,11 @@ _PRESETS = [
                 generator_loss="feature_matching_l1", unsupervised_weight=0.5,
                 manifold="lecouat", manifold_weight=1e-3, manifold_epsilon=1e-5,
                 g_lr=3e-4, d_lr_ratio=1.0, adam_epsilon=1e-8, lr_schedule="linear_decay",
-                lr_decay_start_epoch=1200, ema_decay=0.9999),
+                lr_decay_start_epoch=1200, ema_decay=0.9999, data_order="per_epoch"),
         notes="Lecouat et al. 2018 CIFAR-10 (train_cifar.py, cifar_gan.py): the SVHN "
               "model at widths 96/192; batch 25; 1,400 epochs, lr linearly down from "
               "epoch 1,200.",
-        deviations=(_LECOUAT_G_MOVING_STATISTICS, _CIFAR10_EPOCHS, _LECOUAT_SAMPLES)),
+        deviations=(_LECOUAT_G_MOVING_STATISTICS, _LECOUAT_SAMPLES)),
 ]
 
 PRESETS = {preset.name: preset for preset in _PRESETS}
@@ -284,7 +269,7 @@ PRESETS = {preset.name: preset for preset in _PRESETS}
 # The package's one procedure for every preset (``--procedure=unified``): the
 # fields that make a preset train its source's way, set to the shared choice.
 UNIFIED_PROCEDURE = {
-    "label_selection": "balanced", "label_batching": "separate",
+    "label_selection": "balanced", "label_batching": "separate", "data_order": "joined",
     "update_order": "sequential", "generator_fakes": "fresh", "adam_rule": "keras",
     "ema_rule": "tensorflow", "init_images": 0, "baseline_epochs": 0,
     "baseline_steps_per_epoch": 0,
@@ -430,9 +415,9 @@ _FILE_NAME_SAFE = str.maketrans({"[": "(", "]": ")", "*": "-", "?": "-", "\\": "
 
 def procedure_markdown():
     """A Markdown table of each preset's training procedure (docs/presets.md)."""
-    rows = ["| preset | labels | label batching | update order | G's fakes | Adam | "
-            "weight-norm init | length | lr schedule | weight average | baseline | "
-            "--precision=auto |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| preset | labels | label batching | data order | update order | G's fakes | "
+            "Adam | weight-norm init | length | lr schedule | weight average | baseline | "
+            "--precision=auto |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for preset in _PRESETS:
         data, training = preset.config.data, preset.config.training
         init = (f"{training.init_images} {training.init_from} images" if training.init_images
@@ -449,7 +434,7 @@ def procedure_markdown():
         average = f"{model.ema_decay:g}, {model.ema_rule}" if model.ema_decay else "none"
         rows.append(
             f"| `{preset.name}` | {data.labels:,} {data.label_selection} | "
-            f"{training.label_batching} | {training.update_order} | "
+            f"{training.label_batching} | {training.data_order} | {training.update_order} | "
             f"{training.generator_fakes} | {training.adam_rule}, eps "
             f"{training.adam_epsilon:g} | {init} | {training.epochs} x "
             f"{training.steps_per_epoch} steps, batch {training.batch_size} | "

@@ -524,7 +524,8 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
         for index, (initial_epoch, epochs, steps, start_step) in enumerate(_fit_calls(
                 step, training.steps_per_epoch, training.epochs)):
             train_data = data.training_dataset(training.batch_size, training.label_batching,
-                                               config.supervised_only, start_step=start_step)
+                                               config.supervised_only, start_step=start_step,
+                                               epoch_steps=training.epoch_steps)
             callbacks = _callbacks(config, output_dir, initial_epoch, store, step_counter, stop,
                                    preemption, check_output_dir,
                                    restore_metrics=restore_metrics if index == 0 else None,

@@ -233,21 +233,6 @@ def test_presets_are_configs_and_round_trip_through_json(name):
     assert Config.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
-@pytest.mark.parametrize("name", [name for name in sorted(presets.PRESETS)
-                                  if name.endswith(("improved_gan", "lecouat"))])
-def test_a_source_epoch_that_cuts_the_data_is_a_listed_data_order_deviation(name):
-    # improved-gan and Lecouat et al. build each epoch anew: the unlabeled set
-    # reshuffled, the labeled set tiled by fresh permutations, both cut at
-    # steps_per_epoch batches. Ours joins permutations end to end, which differs
-    # wherever that cut leaves images out.
-    preset = presets.get_preset(name)
-    training, data = preset.config.training, preset.config.data
-    per_epoch = training.steps_per_epoch * training.batch_size
-    cut = (per_epoch != config_lib.choices_lib.DATASETS[data.dataset].train_size
-           or per_epoch % data.labels != 0)
-    assert ("data order" in [row.aspect for row in preset.deviations]) == cut
-
-
 def test_resolve_picks_the_datasets_preset_and_the_baselines_budget():
     assert presets.resolve({}).preset == "mnist_improved_gan"
     assert presets.resolve({"dataset": "cifar10"}).preset == "cifar10_improved_gan"
@@ -433,13 +418,35 @@ def test_the_improved_gan_presets_scale_pixels_as_their_source():
                    for deviation in preset.deviations)
 
 
-@pytest.mark.parametrize("field, preset, now, before", [
-    ("ema_rule", "mnist_improved_gan", "improved_gan", "tensorflow"),
-    ("conv_padding", "svhn_improved_gan", "half", "same"),
-    ("pixel_scale", "mnist_improved_gan", "256", "255"),
+def test_the_sources_that_reshuffle_every_epoch_order_their_batches_per_epoch():
+    """improved-gan's and Lecouat et al.'s scripts take int(N / batch) batches of
+    each epoch's reshuffle (the labeled set tiled and cut the same way), the
+    Udacity notebook reshuffles every epoch: their presets' data order; the
+    blog (a shuffle buffer) and GANs in Action (draws with replacement) keep
+    the package's joined order, and so does --procedure=unified."""
+    orders = {name: preset.config.training.data_order for name, preset in presets.PRESETS.items()}
+    assert {name for name, order in orders.items() if order == "per_epoch"} == {
+        "svhn_dcgan", "mnist_improved_gan", "svhn_improved_gan", "cifar10_improved_gan",
+        "svhn_lecouat", "cifar10_lecouat"}
+    assert not any(deviation.aspect == "data order" and deviation.option == "none"
+                   for name, preset in presets.PRESETS.items() if orders[name] == "per_epoch"
+                   for deviation in preset.deviations)
+    training = presets.get_preset("svhn_improved_gan").config.training
+    assert training.epoch_steps == training.steps_per_epoch == 732
+    assert presets.get_preset("mnist_blog").config.training.epoch_steps == 0
+    unified = presets.resolve({"preset": "svhn_improved_gan", "procedure": "unified"})
+    assert unified.training.data_order == "joined" and unified.training.epoch_steps == 0
+
+
+@pytest.mark.parametrize("field, preset, now, before, always", [
+    ("ema_rule", "mnist_improved_gan", "improved_gan", "tensorflow", "svhn_lecouat"),
+    ("conv_padding", "svhn_improved_gan", "half", "same", "svhn_lecouat"),
+    ("pixel_scale", "mnist_improved_gan", "256", "255", "svhn_lecouat"),
+    ("data_order", "svhn_improved_gan", "per_epoch", "joined", "mnist_gans_in_action"),
 ])
 def test_a_run_from_before_an_option_resumes_only_with_what_it_trained_with(field, preset,
-                                                                            now, before):
+                                                                            now, before,
+                                                                            always):
     """Runs recorded before ``ema_rule`` existed averaged D's weights by
     TensorFlow's rule, and before ``conv_padding`` padded as Keras, whatever
     their preset now says: their flags.json, without the field, reads as that
@@ -453,10 +460,10 @@ def test_a_run_from_before_an_option_resumes_only_with_what_it_trained_with(fiel
     assert trainer.changed_options(older, config.replace(**{field: before})) == []
     assert config_lib.Config.from_dict(older).value(field) == before
     # A preset that always had that value resumes as before.
-    lecouat = presets.get_preset("svhn_lecouat").config
-    assert lecouat.value(field) == before
+    unchanged = presets.get_preset(always).config
+    assert unchanged.value(field) == before
     assert trainer.changed_options(
-        {k: v for k, v in lecouat.to_dict().items() if k != field}, lecouat) == []
+        {k: v for k, v in unchanged.to_dict().items() if k != field}, unchanged) == []
 
 
 def test_a_resume_takes_a_folder_dataset_by_the_directory_it_names(tmp_path, monkeypatch):

@@ -467,6 +467,67 @@ def test_start_step_resumes_across_epoch_boundaries(tmp_path):
     assert order("unlabeled_images") != order("generator_images")
 
 
+def indices_of(data, images):
+    """The training-set index of each of a batch's scaled ``images`` (pixel range -1..1)."""
+    index_of = {image.tobytes(): i for i, image in enumerate(data.train_images)}
+    return [index_of[np.round((x + 1) * 127.5).astype(np.uint8).tobytes()] for x in images]
+
+
+def test_per_epoch_order_gives_each_epoch_its_own_shuffles_and_leaves_out_the_rest():
+    """``epoch_steps`` (--data_order=per_epoch): improved-gan's epoch, int(N /
+    batch) batches of a fresh reshuffle, the labeled set tiled by fresh
+    shuffles and cut the same way. 30 images, 10 labeled, 3 steps of 8: each
+    epoch 24 distinct images of the 30 (6 left out, not carried over), its
+    labeled batches 3 shuffles of the 10 cut at 24."""
+    data = data_lib.synthetic_dataset("mnist", 10, train_size=30, seed=5)
+    epochs = 3
+    unlabeled = [indices_of(data, batch["unlabeled_images"]) for batch in
+                 data.train_dataset(8, epoch_steps=3).take(3 * epochs).as_numpy_iterator()]
+    generator = [indices_of(data, batch["generator_images"]) for batch in
+                 data.train_dataset(8, epoch_steps=3).take(3 * epochs).as_numpy_iterator()]
+    labeled = [indices_of(data, images) for images, _ in
+               data.labeled_dataset(8, epoch_steps=3).take(3 * epochs).as_numpy_iterator()]
+    joined = [indices_of(data, batch) for batch in
+              data.unlabeled_dataset(8).take(3 * epochs).as_numpy_iterator()]
+    shuffles = set()
+    for epoch in range(epochs):
+        for stream in (unlabeled, generator):
+            taken = sum(stream[3 * epoch:3 * epoch + 3], [])
+            assert len(set(taken)) == 24      # one shuffle, its last 6 left out
+            shuffles.add(tuple(taken))
+        taken = sum(labeled[3 * epoch:3 * epoch + 3], [])
+        assert [sorted(taken[start:start + 10]) for start in (0, 10)] == [
+            sorted(data.labeled_indices.tolist())] * 2        # two whole shuffles...
+        assert len(set(taken[20:])) == 4                      # ...and 4 of a third
+    assert len(shuffles) == 2 * epochs       # every epoch and stream its own
+    # The first epoch is the joined order's first 24; the second starts a new
+    # shuffle where the joined order goes on with the first one's last 6.
+    assert unlabeled[:3] == joined[:3] and unlabeled[3] != joined[3]
+    assert sorted(sum(joined[3:], [])[:6]) == sorted(set(range(30)) - set(sum(joined[:3], [])))
+
+
+def test_per_epoch_order_resumes_at_any_step_and_is_the_joined_one_when_epochs_are_whole_shuffles():
+    data = data_lib.synthetic_dataset("mnist", 10, train_size=30, seed=5)
+    for make in (lambda **kw: data.train_dataset(8, **kw),
+                 lambda **kw: data.masked_dataset(8, **kw),
+                 lambda **kw: data.supervised_dataset(8, **kw)):
+        full = list(make(epoch_steps=3).take(9).as_numpy_iterator())
+        for start in (1, 3, 5, 7):
+            resumed = list(make(epoch_steps=3, start_step=start).take(2).as_numpy_iterator())
+            for expected, got in zip(full[start:], resumed):
+                for key in (expected if isinstance(expected, dict) else range(len(expected))):
+                    np.testing.assert_array_equal(expected[key], got[key], err_msg=str(start))
+    # Batches of 10 of 30 images and 10 labels, 3 steps: an epoch is one
+    # unlabeled shuffle and three labeled ones, as joined.
+    aligned = list(data.train_dataset(10, epoch_steps=3).take(7).as_numpy_iterator())
+    joined = list(data.train_dataset(10).take(7).as_numpy_iterator())
+    for a, b in zip(aligned, joined):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    with pytest.raises(DataError, match="epoch_steps must be a non-negative integer"):
+        data.train_dataset(8, epoch_steps=-1)
+
+
 def test_pipelines_inside_a_strategy_scope(tmp_path):
     # Made inside a strategy scope the host arrays must not become mirrored variables.
     write_npz(tmp_path)

@@ -980,11 +980,12 @@ def test_init_images_beyond_memory_are_out_of_memory_and_fewer_then_start(
     assert (tmp_path / "run" / "export" / "saved_model.pb").exists()
 
 
-def test_a_run_divides_its_pixels_as_its_preset_says_and_exports_the_same_scaling(
+def test_a_run_scales_and_orders_its_data_as_its_preset_says_and_exports_the_same_scaling(
         tmp_path, small_mnist_dir, monkeypatch):
     """mnist_improved_gan divides by 256 as improved-gan (--pixel_scale): the
     data set the run trains and scores on and the export that serves uint8
-    images both map 255 to 255/256."""
+    images both map 255 to 255/256. Its batches follow its epochs
+    (--data_order=per_epoch): the pipeline gets the epoch's length."""
     from sgan_keras import data as data_lib
     from sgan_keras import export
     from sgan_keras import presets
@@ -1000,14 +1001,21 @@ def test_a_run_divides_its_pixels_as_its_preset_says_and_exports_the_same_scalin
     def exporting(*args, **kwargs):
         seen["export"] = kwargs["pixel_range"]
         return export_classifier(*args, **kwargs)
+    training_dataset = data_lib.SemiSupervisedData.training_dataset
+
+    def ordering(self, *args, **kwargs):
+        seen["epoch_steps"] = kwargs["epoch_steps"]
+        return training_dataset(self, *args, **kwargs)
     monkeypatch.setattr(data_lib, "load_dataset", loading)
     monkeypatch.setattr(export, "export_classifier", exporting)
+    monkeypatch.setattr(data_lib.SemiSupervisedData, "training_dataset", ordering)
     config = presets.resolve({
         "preset": "mnist_improved_gan", "data_dir": str(small_mnist_dir), "epochs": 1,
-        "steps_per_epoch": 1, "batch_size": 16, "init_images": 20, "supervised_only": True,
+        "steps_per_epoch": 2, "batch_size": 16, "init_images": 20, "supervised_only": True,
         "tflite": False, "output_dir": str(tmp_path / "run")})
-    assert config.model.pixel_scale == "256"
+    assert (config.model.pixel_scale, config.training.data_order) == ("256", "per_epoch")
     trainer.train(config)
+    assert seen["epoch_steps"] == 2
     scaled = seen["data"].scale(np.array([0, 128, 255], np.uint8)).numpy()
     np.testing.assert_array_equal(scaled, np.array([0, 128, 255]) / 256)
     assert seen["export"] == (0.0, 255 / 256)
