@@ -268,22 +268,24 @@ class SemiSupervisedData:
             keys = tf.random.stateless_uniform([count], seed + tf.stack([0, number * 1000]))
             return tf.data.Dataset.from_tensor_slices(tf.gather(indices, tf.argsort(keys))[skip:])
 
+        # The indices of the run's part ``number``: an epoch (per_epoch), else a
+        # shuffle; of the part ``start_step`` falls in, those from it on.
         if epoch_steps:
-            epoch_size = int(epoch_steps) * batch_size
-            shuffles = -(-epoch_size // count)
+            part_size = int(epoch_steps) * batch_size
+            shuffles = -(-part_size // count)
             first, offset = divmod(int(start_step), int(epoch_steps))
+            offset *= batch_size
 
             @_as_written
-            def epoch(number):
-                taken = (tf.data.Dataset.range(number * shuffles, (number + 1) * shuffles)
-                         .flat_map(_as_written(shuffle)).take(epoch_size))
-                return taken.skip(tf.where(number == first, tf.constant(offset * batch_size, tf.int64),
-                                            tf.constant(0, tf.int64)))
+            def part(number):
+                skip = tf.where(number == first, tf.constant(offset, tf.int64), 0)
+                return (tf.data.Dataset.range(number * shuffles, (number + 1) * shuffles)
+                        .flat_map(_as_written(shuffle)).take(part_size).skip(skip))
         else:
             first, offset = divmod(int(start_step) * batch_size, count)
 
             @_as_written
-            def epoch(number):
+            def part(number):
                 return shuffle(number, tf.where(number == first, tf.constant(offset, tf.int64), 0))
 
         images, labels = self._train_tensors
@@ -297,7 +299,7 @@ class SemiSupervisedData:
             return batch + (picked,) if with_indices else batch
 
         return (tf.data.Dataset.counter(start=first)
-                .flat_map(epoch)
+                .flat_map(part)
                 .batch(batch_size, drop_remainder=True)
                 .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
 
