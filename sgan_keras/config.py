@@ -157,6 +157,16 @@ class ModelConfig:
         choices=choices_lib.CONV_PADDINGS,
         needs=("architecture", lambda value: value in choices_lib.HALF_PADDING_ARCHITECTURES,
                "an SVHN or CIFAR-10 Improved-GAN or Lecouat preset"))
+    sample_mode: str = option(
+        "inference", "How generate() and the sample grids run G: inference (batch norms "
+        "by their moving statistics; GANs in Action's generator.predict) or training (each "
+        "sample batch's own statistics, the moving statistics left as they were: "
+        "openai/improved-gan's samplefun, Lecouat et al.'s gen_images, the Udacity "
+        "notebook's samples).", choices=choices_lib.SAMPLE_MODES, gan_only=True,
+        run_only=True,
+        needs=("architecture",
+               lambda value: value in choices_lib.GENERATOR_BATCH_NORM_ARCHITECTURES,
+               "a preset whose G has batch norm (all but mnist_blog)"))
     fake_class: str = option(
         "zero", "zero: fixed zero fake logit; learned: K+1 outputs; separate: sigmoid head.",
         choices=choices_lib.FAKE_CLASSES, gan_only=True)

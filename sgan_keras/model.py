@@ -614,12 +614,23 @@ class SGAN(keras.Model):
         return self.config.model.noise_stddev * z if distribution == "normal" else z
 
     def generate(self, num_images, seed=0):
-        """``num_images`` samples of G (inference mode) as a NumPy array."""
+        """``num_images`` samples of G as a NumPy array: G in inference mode, or
+        with ``sample_mode="training"`` in training mode (its batch norms
+        normalize by this batch's statistics, as improved-gan's ``samplefun``),
+        computed by ``stateless_call`` so that the moving statistics stay as
+        they were (the sources run no update op when they sample)."""
         if self.generator is None:
             raise ValueError("a supervised_only SGAN has no generator to generate with")
         z = self._sample_noise([num_images, self.latent_dim],
                                tf.constant([seed, -7], tf.int64), self.config.model.noise)
-        return keras.ops.convert_to_numpy(self.generator(z, training=False))
+        if self.config.model.sample_mode == "inference":
+            return keras.ops.convert_to_numpy(self.generator(z, training=False))
+        generator = self.generator
+        images, _ = generator.stateless_call(
+            [variable.value for variable in generator.trainable_variables],
+            [variable.value for variable in generator.non_trainable_variables], z,
+            training=True)
+        return keras.ops.convert_to_numpy(images)
 
     # ------------------------------------------------------------ train step
     def train_step(self, batch):

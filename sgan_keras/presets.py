@@ -60,25 +60,9 @@ _BFLOAT16_CHECK = "experiments/results/mixed_precision.md"
 _LECOUAT_G_MOVING_STATISTICS = Deviation(
     "G's batch-norm moving statistics", _LECOUAT + " train_svhn.py, train_cifar.py (G's "
     "UPDATE_OPS run under control_dependencies with G's train op only)", "also updated "
-    "by the D step's G pass; training normalizes by batch statistics, so only generated "
-    "samples in inference mode (the sample grids, generate()) see them", "none")
-
-def _samples_in_training_mode(source):
-    """The row of a source whose own samples come from G in training mode."""
-    return Deviation(
-        "generated samples", source, "G in inference mode, normalized by its batch norms' "
-        "moving statistics, which every training-mode G pass updates (the sample grids, "
-        "generate()); training normalizes by batch statistics, as the source", "none")
-
-
-_IMPROVED_GAN_SAMPLES = _samples_in_training_mode(
-    _IMPROVED_GAN + "train_svhn_feature_matching.py, train_cifar_feature_matching.py "
-    "(samplefun draws gen_dat, G with deterministic=False: each sample batch's own "
-    "statistics; nn.BatchNormLayer's running averages are never applied)")
-_LECOUAT_SAMPLES = _samples_in_training_mode(
-    _LECOUAT + " train_svhn.py, train_cifar.py (the gen_images summary runs G with "
-    "is_training_pl=True: each sample batch's own statistics)")
-
+    "by the D step's G pass; training and the samples (--sample_mode=training) normalize "
+    "by batch statistics, so only samples in inference mode (--sample_mode=inference) "
+    "see them", "none")
 
 _PRESETS = [
     Preset(
@@ -113,7 +97,8 @@ _PRESETS = [
                 fake_class="zero", generator_loss="feature_matching_l1",
                 unsupervised_weight=1.0, g_lr=3e-4, d_lr_ratio=1.0, adam_epsilon=1e-8,
                 lr_schedule="per_epoch_decay", lr_decay_rate=0.9, label_selection="first",
-                label_batching="masked", update_order="simultaneous", data_order="per_epoch"),
+                label_batching="masked", update_order="simultaneous", data_order="per_epoch",
+                sample_mode="training"),
         notes="Udacity SVHN notebook: one batch of the training set per step, labels "
               "masked to the first 1,000 images; D's and G's losses from one forward "
               "pass, both updates together; lr x 0.9 after every epoch.",
@@ -139,10 +124,6 @@ _PRESETS = [
             Deviation("which first 1,000", _UDACITY + " (the .mat files' order)",
                       "the first 1,000 of the given copy; TFDS' copy is in another order",
                       "--data_dir holding the .mat files"),
-            _samples_in_training_mode(
-                _UDACITY + " GAN (samples is model_loss's g_model, G in training mode: "
-                "each sample batch's own statistics; model_opt runs no update op, so G's "
-                "moving statistics never move)"),
         )),
     Preset(
         _source("mnist_gans_in_action", architecture="mnist_gans_in_action",
@@ -207,13 +188,14 @@ _PRESETS = [
                 unsupervised_weight=0.5, g_lr=3e-4, d_lr_ratio=1.0, adam_rule="improved_gan",
                 adam_epsilon=1e-8, init_images=500, init_from="labeled",
                 lr_schedule="linear_decay", lr_decay_start_epoch=600, ema_decay=0.9999,
-                ema_rule="improved_gan", conv_padding="half", data_order="per_epoch"),
+                ema_rule="improved_gan", conv_padding="half", data_order="per_epoch",
+                sample_mode="training"),
         notes="Salimans et al. 2016 SVHN (train_svhn_feature_matching.py): 900 epochs, "
               "lr linearly to 0 over the last 300 (min(3 - epoch/300, 1)); their Adam; "
               "weight-norm init on 500 labeled images; EMA evaluation; the unsupervised "
               "loss weighted 0.5 as in their code; convolutions padded as their Lasagne "
               "layers (Theano's border_mode='half').",
-        deviations=(_IMPROVED_GAN_SAMPLES,)),
+        deviations=()),
     Preset(
         _source("cifar10_improved_gan", architecture="cifar10_improved_gan",
                 dataset="cifar10", labels=4000, batch_size=100,
@@ -224,11 +206,11 @@ _PRESETS = [
                 adam_epsilon=1e-8, init_images=500, init_from="labeled",
                 lr_schedule="linear_decay", lr_decay_start_epoch=800, ema_decay=0.9999,
                 ema_rule="improved_gan", conv_padding="half", pixel_scale="256",
-                data_order="per_epoch"),
+                data_order="per_epoch", sample_mode="training"),
         notes="Salimans et al. 2016 CIFAR-10 (train_cifar_feature_matching.py): the "
               "SVHN model at widths 96/192; 1,200 epochs, lr linearly to 0 over the "
               "last 400; their Adam; weight-norm init on 500 labeled images.",
-        deviations=(_IMPROVED_GAN_SAMPLES,)),
+        deviations=()),
     Preset(
         _source("svhn_lecouat", architecture="svhn_lecouat", dataset="svhn",
                 labels=1000, batch_size=50, epochs=400,
@@ -237,7 +219,8 @@ _PRESETS = [
                 generator_loss="feature_matching_l1", unsupervised_weight=0.5,
                 manifold="lecouat", manifold_weight=1e-3, manifold_epsilon=1e-5,
                 g_lr=3e-4, d_lr_ratio=1.0, adam_epsilon=1e-8, lr_schedule="linear_decay",
-                lr_decay_start_epoch=300, ema_decay=0.9999, data_order="per_epoch"),
+                lr_decay_start_epoch=300, ema_decay=0.9999, data_order="per_epoch",
+                sample_mode="training"),
         notes="Lecouat et al. 2018 SVHN (train_svhn.py, svhn_gan.py): Salimans' "
               "networks with a global max pool as the feature layer, weight norm "
               "without data-dependent init, G with biases and Keras-default batch "
@@ -247,7 +230,7 @@ _PRESETS = [
             Deviation("test batches", _LECOUAT + " train_svhn.py (int(26032/50) "
                       "batches: 32 test images left out each epoch)", "every test image",
                       "none"),
-            _LECOUAT_G_MOVING_STATISTICS, _LECOUAT_SAMPLES,
+            _LECOUAT_G_MOVING_STATISTICS,
         )),
     Preset(
         _source("cifar10_lecouat", architecture="cifar10_lecouat", dataset="cifar10",
@@ -257,11 +240,12 @@ _PRESETS = [
                 generator_loss="feature_matching_l1", unsupervised_weight=0.5,
                 manifold="lecouat", manifold_weight=1e-3, manifold_epsilon=1e-5,
                 g_lr=3e-4, d_lr_ratio=1.0, adam_epsilon=1e-8, lr_schedule="linear_decay",
-                lr_decay_start_epoch=1200, ema_decay=0.9999, data_order="per_epoch"),
+                lr_decay_start_epoch=1200, ema_decay=0.9999, data_order="per_epoch",
+                sample_mode="training"),
         notes="Lecouat et al. 2018 CIFAR-10 (train_cifar.py, cifar_gan.py): the SVHN "
               "model at widths 96/192; batch 25; 1,400 epochs, lr linearly down from "
               "epoch 1,200.",
-        deviations=(_LECOUAT_G_MOVING_STATISTICS, _LECOUAT_SAMPLES)),
+        deviations=(_LECOUAT_G_MOVING_STATISTICS,)),
 ]
 
 PRESETS = {preset.name: preset for preset in _PRESETS}

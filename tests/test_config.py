@@ -271,6 +271,8 @@ def test_resolve_picks_the_datasets_preset_and_the_baselines_budget():
     ({"ema_rule": "improved_gan"}, "--ema_rule changes nothing without --ema above 0"),
     ({"conv_padding": "half"}, "--conv_padding changes nothing without an SVHN or CIFAR-10 "
                                "Improved-GAN or Lecouat preset"),
+    ({"sample_mode": "training"}, "--sample_mode changes nothing without a preset whose G "
+                                  "has batch norm (all but mnist_blog)"),
     # On the CPU, auto's default strategy and multi_worker's use one device.
     ({"virtual_cpus": 2}, "--virtual_cpus changes nothing without --strategy=mirrored"),
 ])

@@ -1460,6 +1460,23 @@ def test_mixed_bfloat16_refuses_manifold_regularization():
         SGAN.from_preset("mnist_blog", seed=0, precision="float16")
 
 
+def test_generate_in_training_mode_takes_the_samples_statistics_and_moves_nothing():
+    """--sample_mode=training, as improved-gan's samplefun, Lecouat et al.'s and
+    the Udacity notebook's samples: G in training mode (each sample batch's own
+    batch-norm statistics), its moving statistics left as they were (the
+    sources run no update op when they sample)."""
+    model = SGAN.from_preset("mnist_gans_in_action", seed=0, sample_mode="training")
+    inference = SGAN.from_preset("mnist_gans_in_action", seed=0)
+    state = [variable.numpy() for variable in model.generator.non_trainable_variables]
+    sampled = model.generate(6, seed=3)
+    for variable, value in zip(model.generator.non_trainable_variables, state):
+        np.testing.assert_array_equal(variable.numpy(), value)
+    assert not np.allclose(sampled, inference.generate(6, seed=3), atol=1e-4)
+    z = model._sample_noise([6, model.latent_dim], tf.constant([3, -7], tf.int64),
+                            model.config.model.noise)
+    np.testing.assert_allclose(sampled, model.generator(z, training=True).numpy(), atol=1e-6)
+
+
 # ------------------------------------------------------------- Keras-native
 def test_keras_file_round_trip_predicts_the_same_and_trains_on_exactly(tmp_path):
     # The split order has a third optimizer; EMA a second discriminator;
