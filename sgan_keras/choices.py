@@ -98,8 +98,6 @@ GENERATOR_OUTPUT_ACTIVATIONS = {
     "svhn_lecouat": ("tanh",),
     "cifar10_lecouat": ("tanh",),
 }
-# The architectures whose weight-normalized layers take the data-dependent
-# init (--init_images, else the first batch); Lecouat's scales start at 1.
 # How generate() and the sample grids run G (model.py): in inference mode (its
 # batch norms' moving statistics) or in training mode (each sample batch's own
 # statistics), which only the generators with batch norm tell apart.
@@ -107,6 +105,8 @@ SAMPLE_MODES = ("inference", "training")
 GENERATOR_BATCH_NORM_ARCHITECTURES = ("svhn_dcgan", "mnist_gans_in_action",
                                       "mnist_improved_gan", "svhn_improved_gan",
                                       "cifar10_improved_gan", "svhn_lecouat", "cifar10_lecouat")
+# The architectures whose weight-normalized layers take the data-dependent
+# init (--init_images, else the first batch); Lecouat's scales start at 1.
 WEIGHT_NORM_DATA_INIT = ("mnist_improved_gan", "svhn_improved_gan", "cifar10_improved_gan")
 PRECISIONS = ("float32", "mixed_bfloat16")
 

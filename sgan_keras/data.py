@@ -263,30 +263,27 @@ class SemiSupervisedData:
         indices = tf.constant(indices, tf.int64)
         seed = tf.constant([self.seed, stream], tf.int64)
 
-        def shuffle(number, skip=0):
+        @_as_written
+        def shuffle(number):
             # Seed [seed, stream + 1000 * number]: streams 0..3 never collide.
             keys = tf.random.stateless_uniform([count], seed + tf.stack([0, number * 1000]))
-            return tf.data.Dataset.from_tensor_slices(tf.gather(indices, tf.argsort(keys))[skip:])
+            return tf.data.Dataset.from_tensor_slices(tf.gather(indices, tf.argsort(keys)))
 
-        # The indices of the run's part ``number``: an epoch (per_epoch), else a
-        # shuffle; of the part ``start_step`` falls in, those from it on.
+        # The run's parts: its epochs (per_epoch), else its shuffles. ``first``
+        # is the part ``start_step`` falls in, ``offset`` its indices before it.
         if epoch_steps:
             part_size = int(epoch_steps) * batch_size
             shuffles = -(-part_size // count)
             first, offset = divmod(int(start_step), int(epoch_steps))
             offset *= batch_size
-
-            @_as_written
-            def part(number):
-                skip = tf.where(number == first, tf.constant(offset, tf.int64), 0)
-                return (tf.data.Dataset.range(number * shuffles, (number + 1) * shuffles)
-                        .flat_map(_as_written(shuffle)).take(part_size).skip(skip))
         else:
             first, offset = divmod(int(start_step) * batch_size, count)
 
-            @_as_written
-            def part(number):
-                return shuffle(number, tf.where(number == first, tf.constant(offset, tf.int64), 0))
+        @_as_written
+        def part(number):
+            taken = (tf.data.Dataset.range(number * shuffles, (number + 1) * shuffles)
+                     .flat_map(shuffle).take(part_size) if epoch_steps else shuffle(number))
+            return taken.skip(tf.where(number == first, tf.constant(offset, tf.int64), 0))
 
         images, labels = self._train_tensors
 

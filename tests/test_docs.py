@@ -214,7 +214,8 @@ def test_the_readme_names_every_field_the_unified_procedure_sets():
     start = text.index("`--procedure=unified` trains any preset")
     sentence = text[start:text.index(")", start)]
     words = {"label_selection": "label selection", "label_batching": "batches",
-             "data_order": "data order", "update_order": "update order", "generator_fakes": "G's fresh fakes",
+             "data_order": "data order", "update_order": "update order",
+             "generator_fakes": "G's fresh fakes",
              "adam_rule": "Adam rule", "ema_rule": "weight-average rule", "init_images": "init",
              "baseline_epochs": "baseline budget", "baseline_steps_per_epoch": "baseline budget"}
     assert [field for field in presets.UNIFIED_PROCEDURE
