@@ -122,9 +122,13 @@ EMA_RULES = ("tensorflow", "improved_gan")
 CONV_PADDINGS = ("same", "half")
 HALF_PADDING_ARCHITECTURES = ("svhn_improved_gan", "cifar10_improved_gan", "svhn_lecouat",
                               "cifar10_lecouat")
-# The order of the training batches (data.py): shuffles joined end to end, or
+# The order of the training batches (data.py): shuffles joined end to end,
 # each epoch its own shuffles cut at the epoch's length (improved-gan, Lecouat
-# et al., the Udacity notebook).
-DATA_ORDERS = ("joined", "per_epoch")
+# et al., the Udacity notebook), or every batch drawn with replacement (GANs in
+# Action's np.random.randint).
+DATA_ORDERS = ("joined", "per_epoch", "with_replacement")
+# The images the unlabeled batches come from (data.py): the whole training
+# split, or the images outside the labeled set (GANs in Action's 100..59,999).
+UNLABELED_POOLS = ("all", "unlabeled_only")
 LR_SCHEDULES = ("constant", "per_epoch_decay", "linear_decay")
 STRATEGIES = ("auto", "mirrored", "one_device", "multi_worker", "tpu")

@@ -298,7 +298,9 @@ class TrainingConfig:
         "every epoch takes its own shuffles and leaves out the rest of the last one "
         "(openai/improved-gan's and Lecouat et al.'s int(N / batch) batches of each epoch's "
         "reshuffle, the labeled set tiled by fresh shuffles and cut the same way; the Udacity "
-        "notebook's reshuffle every epoch).", choices=choices_lib.DATA_ORDERS)
+        "notebook's reshuffle every epoch); with_replacement: every batch of every stream "
+        "drawn uniformly with replacement (GANs in Action's np.random.randint).",
+        choices=choices_lib.DATA_ORDERS)
     update_order: str = option(
         "sequential", "sequential: D, then G against the updated D; simultaneous: both from "
         "one forward pass (Udacity); split: three D updates then G (GANs in Action).",
@@ -321,6 +323,11 @@ class TrainingConfig:
         """The pipelines' ``epoch_steps`` (``data.py``): the epoch's length for
         ``data_order="per_epoch"``, 0 for ``"joined"``."""
         return self.steps_per_epoch if self.data_order == "per_epoch" else 0
+
+    @property
+    def with_replacement(self):
+        """The pipelines' ``with_replacement`` (``data.py``): ``data_order="with_replacement"``."""
+        return self.data_order == "with_replacement"
 
     @property
     def d_lr(self):
@@ -370,6 +377,10 @@ class DataConfig:
         "first: the first --labels training images (GANs in Action, the Udacity notebook; "
         "balanced for folder: data, which has no order across classes).",
         choices=choices_lib.LABEL_SELECTIONS)
+    unlabeled_pool: str = option(
+        "all", "The images of the unlabeled batches: all (the whole training split, labeled "
+        "images included) or unlabeled_only (those outside the labeled set: GANs in Action's "
+        "images 100..59,999).", choices=choices_lib.UNLABELED_POOLS, gan_only=True)
     data_dir: typing.Optional[str] = option(
         None, "Local data directory (mnist.npz, IDX files, SVHN .mat files, CIFAR-10 "
         "batches or prepared TFDS data). Default: TFDS download.", check=NON_EMPTY,
@@ -484,8 +495,8 @@ class Config:
         in_run_name=False)
     procedure: str = option(
         "source", "source: train as the preset's source did; unified: the package's one "
-        "procedure for every preset (balanced labels, a separate labeled batch, sequential "
-        "updates, fresh fakes for G, Keras' Adam, TensorFlow's weight average, init on the "
+        "procedure for every preset (balanced labels, the whole training split unlabeled, a "
+        "separate labeled batch, shuffles joined end to end, sequential updates, fresh fakes for G, Keras' Adam, TensorFlow's weight average, init on the "
         "first batch, the baseline as long as the GAN). The other flags override either.",
         choices=("source", "unified"), in_run_name=False)
     supervised_only: bool = option(
@@ -520,6 +531,14 @@ class Config:
                     model, generator_activation=unset))
         if data.include_extra and data.dataset != "svhn":
             raise ConfigError("--include_extra applies to --dataset=svhn only")
+        if data.unlabeled_pool == "unlabeled_only" and not self.supervised_only:
+            if training.label_batching == "masked":
+                raise ConfigError("--unlabeled_pool=unlabeled_only needs --label_batching="
+                                  "separate: a masked batch is drawn from the whole training "
+                                  "split")
+            if data.labels == "all":
+                raise ConfigError("--unlabeled_pool=unlabeled_only leaves no unlabeled image "
+                                  "with --labels=all")
         if training.generator_fakes == "reused" and training.update_order != "sequential":
             raise ConfigError("--generator_fakes=reused (the D step's fakes for G, mnist_blog's) "
                               "needs --update_order=sequential, got "
@@ -590,9 +609,10 @@ RETIRED_FIELDS = frozenset()
 # it is read with this value rather than its preset's (trainer.changed_options).
 # Before ema_rule, every weight average followed TensorFlow's rule; before
 # conv_padding, every network padded as Keras' "same"; before pixel_scale, every
-# data set was divided by 255; before data_order, every run joined its shuffles.
+# data set was divided by 255; before data_order, every run joined its shuffles;
+# before unlabeled_pool, every unlabeled batch came from the whole training split.
 VALUES_BEFORE_ADDED = {"ema_rule": "tensorflow", "conv_padding": "same", "pixel_scale": "255",
-                       "data_order": "joined"}
+                       "data_order": "joined", "unlabeled_pool": "all"}
 
 
 def fields_of_a_newer_version(values):

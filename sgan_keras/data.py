@@ -26,6 +26,13 @@ takes ``int(N / batch)`` batches of it; the labeled set, tiled by fresh
 shuffles, is cut the same way) and the Udacity SVHN notebook (a reshuffle
 every epoch). Where an epoch is a whole number of shuffles of every stream
 (MNIST: 600 batches of 100, and 100 labels) the two orders are the same.
+A third order, ``with_replacement``, draws every batch of every stream
+uniformly with replacement, as GANs in Action's ``np.random.randint`` does;
+its batch ``i`` too depends only on ``(seed, i)``.
+
+The unlabeled batches come from the whole training split (labeled images
+included), or with ``unlabeled_pool="unlabeled_only"`` from the images
+outside the labeled set (GANs in Action's images 100..59,999).
 
 Memory and the 2 GB limit: the images live in ONE non-trainable host
 ``tf.Variable`` per split, shared by every stream; the ``map`` functions
@@ -60,6 +67,7 @@ from sgan_keras import faults
 from sgan_keras.checks import is_integer
 from sgan_keras.choices import DATASETS
 from sgan_keras.choices import LABEL_SELECTIONS
+from sgan_keras.choices import UNLABELED_POOLS
 from sgan_keras.choices import INPUT_PIXEL_RANGES
 from sgan_keras.choices import is_custom
 from sgan_keras.choices import unknown_dataset
@@ -115,11 +123,23 @@ class SemiSupervisedData:
     seed: int
     class_names: tuple = ()   # class k's name (default: "0".."K-1")
     notes: tuple = ()         # lines the trainer reports (a held-out test set, skipped files)
+    unlabeled_pool: str = "all"   # or "unlabeled_only" (UNLABELED_POOLS; the module docstring)
 
     def __post_init__(self):
         if not self.class_names:
             object.__setattr__(self, "class_names",
                                tuple(str(k) for k in range(self.num_classes)))
+        if self.unlabeled_pool not in UNLABELED_POOLS:
+            raise DataError(f"unlabeled_pool must be one of {', '.join(UNLABELED_POOLS)}, "
+                            f"got {self.unlabeled_pool!r}")
+
+    @functools.cached_property
+    def unlabeled_indices(self):
+        """The training images the unlabeled batches come from (``unlabeled_pool``)."""
+        every = np.arange(len(self.train_images))
+        if self.unlabeled_pool == "all":
+            return every
+        return np.setdiff1d(every, self.labeled_indices)
 
     def scale(self, images):
         """uint8 images -> float32 in ``pixel_range`` (x / 127.5 - 1 or x / 255; 255/256
@@ -138,34 +158,39 @@ class SemiSupervisedData:
         return _host_array(self.test_images), _host_array(self.test_labels.astype(np.int32))
 
     # -------------------------------------------------------------- training
-    def labeled_dataset(self, batch_size, start_step=0, epoch_steps=0):
+    def labeled_dataset(self, batch_size, start_step=0, epoch_steps=0, with_replacement=False):
         """Infinite shuffled labeled batches ``(images, labels)``.
 
         The labeled set is tiled so that every step has a full labeled batch
-        even when the budget is smaller than the batch. ``epoch_steps``: the
-        data order (the module docstring); 0 joins the shuffles end to end.
+        even when the budget is smaller than the batch. ``epoch_steps`` and
+        ``with_replacement``: the data order (the module docstring); by
+        default the shuffles are joined end to end.
         """
         return self._batches(self.labeled_indices, batch_size, _STREAM_LABELED, start_step,
-                             epoch_steps, with_labels=True)
+                             epoch_steps, with_replacement, with_labels=True)
 
-    def unlabeled_dataset(self, batch_size, stream=0, start_step=0, epoch_steps=0):
-        """Infinite shuffled batches of training images; streams 0 (D step) and
-        1 (G step) are shuffled independently."""
+    def unlabeled_dataset(self, batch_size, stream=0, start_step=0, epoch_steps=0,
+                          with_replacement=False):
+        """Infinite shuffled batches of the ``unlabeled_pool``'s images;
+        streams 0 (D step) and 1 (G step) are shuffled independently."""
         if stream not in (0, 1):
             raise DataError(f"stream must be 0 or 1, got {stream!r}")
-        indices = np.arange(len(self.train_images))
-        return self._batches(indices, batch_size, _STREAM_UNLABELED + stream, start_step,
-                             epoch_steps)
+        if not len(self.unlabeled_indices):
+            raise DataError("unlabeled_pool='unlabeled_only' leaves no unlabeled image: every "
+                            "training image is labeled")
+        return self._batches(self.unlabeled_indices, batch_size, _STREAM_UNLABELED + stream,
+                             start_step, epoch_steps, with_replacement)
 
-    def train_dataset(self, batch_size, start_step=0, epoch_steps=0):
+    def train_dataset(self, batch_size, start_step=0, epoch_steps=0, with_replacement=False):
         """Dicts of a labeled batch and two unlabeled batches (D step, G step).
 
         Infinite, prefetched; element ``i`` depends only on ``(seed, i)``.
         """
+        order = (start_step, epoch_steps, with_replacement)
         batches = tf.data.Dataset.zip((
-            self.labeled_dataset(batch_size, start_step, epoch_steps),
-            self.unlabeled_dataset(batch_size, 0, start_step, epoch_steps),
-            self.unlabeled_dataset(batch_size, 1, start_step, epoch_steps)))
+            self.labeled_dataset(batch_size, *order),
+            self.unlabeled_dataset(batch_size, 0, *order),
+            self.unlabeled_dataset(batch_size, 1, *order)))
         return _pipeline_options(batches.map(
             _as_written(lambda labeled, unlabeled, generator: {
                 "labeled_images": labeled[0], "labels": labeled[1],
@@ -173,7 +198,7 @@ class SemiSupervisedData:
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
         ).prefetch(tf.data.AUTOTUNE))
 
-    def masked_dataset(self, batch_size, start_step=0, epoch_steps=0):
+    def masked_dataset(self, batch_size, start_step=0, epoch_steps=0, with_replacement=False):
         """Batches of the whole training split with a label mask (the Udacity
         SVHN notebook's scheme): dicts of ``images``, ``labels`` and
         ``label_mask`` (1 for the images of the labeled set, else 0; their
@@ -183,7 +208,8 @@ class SemiSupervisedData:
         is_labeled[self.labeled_indices] = 1.0
         mask = tf.constant(is_labeled)
         batches = self._batches(np.arange(len(self.train_images)), batch_size, _STREAM_MASKED,
-                                start_step, epoch_steps, with_labels=True, with_indices=True)
+                                start_step, epoch_steps, with_replacement, with_labels=True,
+                                with_indices=True)
         return _pipeline_options(batches.map(
             _as_written(lambda images, labels, picked: {"images": images, "labels": labels,
                                                         "label_mask": tf.gather(mask, picked)}),
@@ -191,30 +217,36 @@ class SemiSupervisedData:
         ).prefetch(tf.data.AUTOTUNE))
 
     def training_dataset(self, batch_size, label_batching="separate", supervised_only=False,
-                         start_step=0, epoch_steps=0):
+                         start_step=0, epoch_steps=0, with_replacement=False):
         """The batches a configuration trains on (``TrainingConfig.label_batching``,
         ``Config.supervised_only``): ``supervised_dataset`` for a supervised-only
         run, ``masked_dataset`` for ``"masked"``, else ``train_dataset``.
 
         The CLI and the benchmarks both call this, so a benchmark times the
         step a preset trains with (two D batches a step with masked batching,
-        three with separate). ``epoch_steps``: the data order (the module
-        docstring).
+        three with separate). ``epoch_steps`` and ``with_replacement``: the
+        data order (the module docstring).
         """
+        order = (start_step, epoch_steps, with_replacement)
         if supervised_only:
-            return self.supervised_dataset(batch_size, start_step, epoch_steps)
+            return self.supervised_dataset(batch_size, *order)
         if label_batching == "masked":
-            return self.masked_dataset(batch_size, start_step, epoch_steps)
+            if self.unlabeled_pool != "all":
+                raise DataError("masked batches are drawn from the whole training split: "
+                                "unlabeled_pool must be 'all'")
+            return self.masked_dataset(batch_size, *order)
         if label_batching != "separate":
             raise DataError(f"label_batching must be 'separate' or 'masked', "
                             f"got {label_batching!r}")
-        return self.train_dataset(batch_size, start_step, epoch_steps)
+        return self.train_dataset(batch_size, *order)
 
-    def supervised_dataset(self, batch_size, start_step=0, epoch_steps=0):
+    def supervised_dataset(self, batch_size, start_step=0, epoch_steps=0,
+                           with_replacement=False):
         """Labeled batches only (the supervised-only baseline), prefetched;
         the same labeled batches as ``train_dataset``'s at every step."""
-        return _pipeline_options(self.labeled_dataset(batch_size, start_step, epoch_steps)
-                                 .prefetch(tf.data.AUTOTUNE))
+        return _pipeline_options(
+            self.labeled_dataset(batch_size, start_step, epoch_steps, with_replacement)
+            .prefetch(tf.data.AUTOTUNE))
 
     def init_batch(self, count, source="unlabeled"):
         """A batch for the weight-norm data-dependent init: ``count`` training
@@ -244,7 +276,7 @@ class SemiSupervisedData:
         ).prefetch(tf.data.AUTOTUNE))
 
     def _batches(self, indices, batch_size, stream, start_step, epoch_steps=0,
-                 with_labels=False, with_indices=False):
+                 with_replacement=False, with_labels=False, with_indices=False):
         """Shuffles of ``indices`` (the ``p``-th from the seed ``[seed, stream +
         1000 p]``), cut into batches of ``batch_size``.
 
@@ -253,15 +285,40 @@ class SemiSupervisedData:
         batch_size / len(indices))`` shuffles and leaves out what is left of
         the last one. ``start_step`` jumps to its shuffle (its epoch) and
         drops the indices before it (a slice): no batch is gathered twice.
+        ``with_replacement``: batch ``i`` is instead ``batch_size`` uniform
+        draws of ``indices`` from the seed ``[seed, stream + 1000 i + 500]``.
         Batches are gathered and scaled whole after batching the indices.
         """
         _check_batch_size(batch_size)
         for name, value in (("start_step", start_step), ("epoch_steps", epoch_steps)):
             if not is_integer(value) or value < 0:
                 raise DataError(f"{name} must be a non-negative integer, got {value!r}")
+        if with_replacement and epoch_steps:
+            raise DataError("with_replacement draws every batch anew: epoch_steps must be 0")
         count = len(indices)
         indices = tf.constant(indices, tf.int64)
         seed = tf.constant([self.seed, stream], tf.int64)
+        images, labels = self._train_tensors
+
+        @_as_written
+        def gather(picked):
+            batch = self.scale(tf.gather(images, picked))
+            if not with_labels:
+                return batch
+            batch = (batch, tf.gather(labels, picked))
+            return batch + (picked,) if with_indices else batch
+
+        if with_replacement:
+            @_as_written
+            def draw(step):
+                drawn = tf.random.stateless_uniform(
+                    [batch_size], seed + tf.stack([0, step * 1000 + 500]), minval=0,
+                    maxval=count, dtype=tf.int64)
+                return tf.gather(indices, drawn)
+
+            return (tf.data.Dataset.counter(start=int(start_step))
+                    .map(draw, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                    .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
 
         @_as_written
         def shuffle(number):
@@ -284,16 +341,6 @@ class SemiSupervisedData:
             taken = (tf.data.Dataset.range(number * shuffles, (number + 1) * shuffles)
                      .flat_map(shuffle).take(part_size) if epoch_steps else shuffle(number))
             return taken.skip(tf.where(number == first, tf.constant(offset, tf.int64), 0))
-
-        images, labels = self._train_tensors
-
-        @_as_written
-        def gather(picked):
-            batch = self.scale(tf.gather(images, picked))
-            if not with_labels:
-                return batch
-            batch = (batch, tf.gather(labels, picked))
-            return batch + (picked,) if with_indices else batch
 
         return (tf.data.Dataset.counter(start=first)
                 .flat_map(part)
@@ -350,7 +397,8 @@ def _pipeline_options(dataset):
 
 def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0),
                  include_extra=False, label_selection="balanced", image_shape=None,
-                 convert_channels=False, train_split="train", test_split="test"):
+                 convert_channels=False, train_split="train", test_split="test",
+                 unlabeled_pool="all"):
     """Loads ``name`` with a budget of ``labels`` labels.
 
     Args:
@@ -374,6 +422,8 @@ def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0)
         or 255/256 of either for improved-gan's scaling (a model's
         ``input_pixel_range``, ``--pixel_scale=256``).
       include_extra: SVHN only: add the ``extra`` split to the unlabeled data.
+      unlabeled_pool: ``all`` (the whole training split) or ``unlabeled_only``
+        (the images outside the labeled set) for the unlabeled batches.
     """
     check_dataset_name(name)
     _check_seed(seed)
@@ -384,12 +434,16 @@ def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0)
     if label_selection not in LABEL_SELECTIONS:
         raise DataError(f"label_selection must be one of {', '.join(LABEL_SELECTIONS)}, "
                         f"got {label_selection!r}")
+    if unlabeled_pool not in UNLABELED_POOLS:
+        raise DataError(f"unlabeled_pool must be one of {', '.join(UNLABELED_POOLS)}, "
+                        f"got {unlabeled_pool!r}")
     check_paths(name, data_dir)
     if is_custom(name):
-        return _load_custom(name, budget, seed=seed, data_dir=data_dir, pixel_range=pixel_range,
+        data = _load_custom(name, budget, seed=seed, data_dir=data_dir, pixel_range=pixel_range,
                             label_selection=label_selection, image_shape=image_shape,
                             convert_channels=convert_channels, train_split=train_split,
                             test_split=test_split)
+        return dataclasses.replace(data, unlabeled_pool=unlabeled_pool)
     splits = _read_local(name, data_dir, include_extra) if data_dir else None
     notes = []
     if splits is None:
@@ -411,7 +465,8 @@ def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0)
         name=name, num_classes=DATASETS[name].num_classes, image_shape=DATASETS[name].image_shape,
         train_images=train_images, train_labels=train_labels, test_images=test_images,
         test_labels=test_labels, labeled_indices=labeled_indices, pixel_range=pixel_range,
-        seed=int(seed), class_names=DATASETS[name].class_names, notes=tuple(notes))
+        seed=int(seed), class_names=DATASETS[name].class_names, notes=tuple(notes),
+        unlabeled_pool=unlabeled_pool)
 
 
 def synthetic_dataset(name, labels, *, train_size=10000, seed=0, pixel_range=(-1.0, 1.0)):

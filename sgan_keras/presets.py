@@ -132,18 +132,15 @@ _PRESETS = [
                 fake_class="zero", generator_loss="non_saturating",
                 unsupervised_weight=1.0, g_lr=1e-3, d_lr_ratio=1.0, g_beta_1=0.9,
                 d_beta_1=0.9, label_selection="first", update_order="split",
+                data_order="with_replacement", unlabeled_pool="unlabeled_only",
                 baseline_epochs=30, baseline_steps_per_epoch=4),
         notes="GANs in Action SGAN tutorial: 8,000 iterations as 8 epochs x 1,000 "
               "steps; Adam defaults. The first 100 training images are the labeled "
-              "set. Each iteration takes three D updates (labeled; real; fake, made "
+              "set, the other 59,900 the unlabeled pool; every batch is drawn from its "
+              "set with replacement. Each iteration takes three D updates (labeled; real; fake, made "
               "by G in inference mode) with two Adam optimizers on one trunk, then "
               "the G update. The baseline trains the same D for 120 steps.",
         deviations=(
-            Deviation("sampling", _GIA + " Dataset.batch_labeled/batch_unlabeled "
-                      "(np.random.randint: with replacement)", "seeded permutations, "
-                      "without replacement within an epoch", "none"),
-            Deviation("unlabeled pool", _GIA + " Dataset.batch_unlabeled (images "
-                      "100..59,999)", "all 60,000 training images", "none"),
             Deviation("D's and G's losses", _GIA + " (Keras 2 cross-entropies of clipped "
                       "probabilities: categorical of D's softmax; binary of 1 - 1/(sum exp + 1) "
                       "for D's real and fake updates and G's)",
@@ -156,8 +153,9 @@ _PRESETS = [
                       "Keras 3's, from the biased one (n = 32 x 4 x 4 values a channel at "
                       "the smallest, D's last: 0.2% lower)", "none"),
             Deviation("baseline batches", _GIA + " (fit(batch_size=32, epochs=30) on "
-                      "100 images: batches of 32, 32, 32, 4)", "120 batches of 32 from "
-                      "the tiled labeled set", "none"),
+                      "100 images: each epoch a reshuffle in batches of 32, 32, 32, 4)",
+                      "120 batches of 32, each drawn with replacement (the GAN's data order)",
+                      "none"),
             Deviation("which first 100", _GIA + " (Keras' mnist.npz order)", "the first "
                       "100 of the given copy; a copy in another order gives other labels",
                       "--data_dir holding Keras' own mnist.npz"),
@@ -253,8 +251,8 @@ PRESETS = {preset.name: preset for preset in _PRESETS}
 # The package's one procedure for every preset (``--procedure=unified``): the
 # fields that make a preset train its source's way, set to the shared choice.
 UNIFIED_PROCEDURE = {
-    "label_selection": "balanced", "label_batching": "separate", "data_order": "joined",
-    "update_order": "sequential", "generator_fakes": "fresh", "adam_rule": "keras",
+    "label_selection": "balanced", "unlabeled_pool": "all", "label_batching": "separate",
+    "data_order": "joined", "update_order": "sequential", "generator_fakes": "fresh", "adam_rule": "keras",
     "ema_rule": "tensorflow", "init_images": 0, "baseline_epochs": 0,
     "baseline_steps_per_epoch": 0,
 }
@@ -399,9 +397,9 @@ _FILE_NAME_SAFE = str.maketrans({"[": "(", "]": ")", "*": "-", "?": "-", "\\": "
 
 def procedure_markdown():
     """A Markdown table of each preset's training procedure (docs/presets.md)."""
-    rows = ["| preset | labels | label batching | data order | update order | G's fakes | "
-            "Adam | weight-norm init | length | lr schedule | weight average | baseline | "
-            "--precision=auto |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| preset | labels | unlabeled pool | label batching | data order | update order | "
+            "G's fakes | Adam | weight-norm init | length | lr schedule | weight average | "
+            "baseline | --precision=auto |", "|---" * 14 + "|"]
     for preset in _PRESETS:
         data, training = preset.config.data, preset.config.training
         init = (f"{training.init_images} {training.init_from} images" if training.init_images
@@ -418,7 +416,7 @@ def procedure_markdown():
         average = f"{model.ema_decay:g}, {model.ema_rule}" if model.ema_decay else "none"
         rows.append(
             f"| `{preset.name}` | {data.labels:,} {data.label_selection} | "
-            f"{training.label_batching} | {training.data_order} | {training.update_order} | "
+            f"{data.unlabeled_pool} | {training.label_batching} | {training.data_order} | {training.update_order} | "
             f"{training.generator_fakes} | {training.adam_rule}, eps "
             f"{training.adam_epsilon:g} | {init} | {training.epochs} x "
             f"{training.steps_per_epoch} steps, batch {training.batch_size} | "

@@ -460,7 +460,7 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
         include_extra=config.data.include_extra, label_selection=config.data.label_selection,
         image_shape=choices_lib.NATIVE_IMAGE_SHAPES[config.model.architecture],
         convert_channels=config.data.convert_channels, train_split=config.data.train_split,
-        test_split=config.data.test_split)
+        test_split=config.data.test_split, unlabeled_pool=config.data.unlabeled_pool)
     _check_eval_batches(config.run, len(data.test_images), strategy.num_replicas_in_sync)
     for note in data.notes:
         print(note, flush=True)
@@ -525,7 +525,8 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
                 step, training.steps_per_epoch, training.epochs)):
             train_data = data.training_dataset(training.batch_size, training.label_batching,
                                                config.supervised_only, start_step=start_step,
-                                               epoch_steps=training.epoch_steps)
+                                               epoch_steps=training.epoch_steps,
+                                               with_replacement=training.with_replacement)
             callbacks = _callbacks(config, output_dir, initial_epoch, store, step_counter, stop,
                                    preemption, check_output_dir,
                                    restore_metrics=restore_metrics if index == 0 else None,

@@ -425,26 +425,52 @@ def test_the_sources_that_reshuffle_every_epoch_order_their_batches_per_epoch():
     each epoch's reshuffle (the labeled set tiled and cut the same way), the
     Udacity notebook reshuffles every epoch: their presets' data order; the
     blog (a shuffle buffer) and GANs in Action (draws with replacement) keep
-    the package's joined order, and so does --procedure=unified."""
+    the package's joined order, and so does --procedure=unified. GANs in
+    Action draws every batch with replacement (np.random.randint), its
+    unlabeled ones from the images outside its labeled set."""
     orders = {name: preset.config.training.data_order for name, preset in presets.PRESETS.items()}
     assert {name for name, order in orders.items() if order == "per_epoch"} == {
         "svhn_dcgan", "mnist_improved_gan", "svhn_improved_gan", "cifar10_improved_gan",
         "svhn_lecouat", "cifar10_lecouat"}
-    assert not any(deviation.aspect == "data order" and deviation.option == "none"
-                   for name, preset in presets.PRESETS.items() if orders[name] == "per_epoch"
+    assert {name for name, order in orders.items() if order == "with_replacement"} == {
+        "mnist_gans_in_action"}
+    pools = {name: preset.config.data.unlabeled_pool for name, preset in presets.PRESETS.items()}
+    assert {name for name, pool in pools.items() if pool == "unlabeled_only"} == {
+        "mnist_gans_in_action"}
+    assert not any(deviation.aspect in ("data order", "sampling", "unlabeled pool")
+                   and deviation.option == "none"
+                   for name, preset in presets.PRESETS.items() if orders[name] != "joined"
                    for deviation in preset.deviations)
     training = presets.get_preset("svhn_improved_gan").config.training
     assert training.epoch_steps == training.steps_per_epoch == 732
     assert presets.get_preset("mnist_blog").config.training.epoch_steps == 0
     unified = presets.resolve({"preset": "svhn_improved_gan", "procedure": "unified"})
     assert unified.training.data_order == "joined" and unified.training.epoch_steps == 0
+    gans_in_action = presets.get_preset("mnist_gans_in_action").config.training
+    assert gans_in_action.with_replacement and gans_in_action.epoch_steps == 0
+    unified = presets.resolve({"preset": "mnist_gans_in_action", "procedure": "unified"})
+    assert not unified.training.with_replacement and unified.data.unlabeled_pool == "all"
+
+
+def test_the_unlabeled_pool_outside_the_labeled_set_is_refused_where_it_cannot_be():
+    """A masked batch is drawn from the whole split, and --labels=all leaves
+    no unlabeled image: one line each, before any data is read; a baseline
+    (which draws no unlabeled batch) takes either."""
+    with pytest.raises(config_lib.ConfigError, match="unlabeled_only needs --label_batching="):
+        presets.resolve({"preset": "svhn_dcgan", "unlabeled_pool": "unlabeled_only"})
+    with pytest.raises(config_lib.ConfigError, match="leaves no unlabeled image with --labels"):
+        presets.resolve({"preset": "mnist_gans_in_action", "labels": "all"})
+    baseline = presets.resolve({"preset": "mnist_gans_in_action", "labels": "all",
+                                "supervised_only": True})
+    assert baseline.data.unlabeled_pool == "unlabeled_only"
 
 
 @pytest.mark.parametrize("field, preset, now, before, always", [
     ("ema_rule", "mnist_improved_gan", "improved_gan", "tensorflow", "svhn_lecouat"),
     ("conv_padding", "svhn_improved_gan", "half", "same", "svhn_lecouat"),
     ("pixel_scale", "mnist_improved_gan", "256", "255", "svhn_lecouat"),
-    ("data_order", "svhn_improved_gan", "per_epoch", "joined", "mnist_gans_in_action"),
+    ("data_order", "svhn_improved_gan", "per_epoch", "joined", "mnist_blog"),
+    ("unlabeled_pool", "mnist_gans_in_action", "unlabeled_only", "all", "mnist_blog"),
 ])
 def test_a_run_from_before_an_option_resumes_only_with_what_it_trained_with(field, preset,
                                                                             now, before,

@@ -1,5 +1,6 @@
 """The data layer: every local format, TFDS, label budgets, pipelines, bad input."""
 
+import dataclasses
 import gzip
 import io
 import os
@@ -526,6 +527,61 @@ def test_per_epoch_order_resumes_at_any_step_and_is_the_joined_one_when_epochs_a
             np.testing.assert_array_equal(a[key], b[key])
     with pytest.raises(DataError, match="epoch_steps must be a non-negative integer"):
         data.train_dataset(8, epoch_steps=-1)
+
+
+def test_with_replacement_draws_each_batch_anew_from_its_pool_and_resumes_at_any_step():
+    """--data_order=with_replacement: GANs in Action's np.random.randint, every
+    batch of every stream ``batch`` uniform draws of its set (repeats within
+    a batch, none left out for good), batch ``i`` from ``(seed, i)`` alone.
+    With --unlabeled_pool=unlabeled_only the unlabeled streams draw from the
+    images outside the labeled set (GANs in Action's 100..59,999)."""
+    data = data_lib.synthetic_dataset("mnist", 10, train_size=30, seed=5)
+    labeled = set(data.labeled_indices.tolist())
+    draws = [indices_of(data, images) for images, _ in
+             data.labeled_dataset(16, with_replacement=True).take(20).as_numpy_iterator()]
+    assert all(set(batch) <= labeled for batch in draws)
+    assert all(len(set(batch)) < 16 for batch in draws)       # 16 of 10: repeats
+    assert len({tuple(batch) for batch in draws}) == 20
+    # Uniform: each labeled image drawn 32 times on average in 320 draws.
+    counts = np.bincount(sum(draws, []), minlength=30)[sorted(labeled)]
+    assert counts.min() > 12 and counts.max() < 56, counts
+    outside = dataclasses.replace(data, unlabeled_pool="unlabeled_only")
+    for make in (lambda **kw: data.train_dataset(8, **kw),
+                 lambda **kw: outside.train_dataset(8, **kw),
+                 lambda **kw: data.masked_dataset(8, **kw),
+                 lambda **kw: data.supervised_dataset(8, **kw)):
+        full = list(make(with_replacement=True).take(6).as_numpy_iterator())
+        for start in (1, 4):
+            resumed = list(make(with_replacement=True, start_step=start).take(2)
+                           .as_numpy_iterator())
+            for expected, got in zip(full[start:], resumed):
+                for key in (expected if isinstance(expected, dict) else range(len(expected))):
+                    np.testing.assert_array_equal(expected[key], got[key], err_msg=str(start))
+    batches = list(outside.train_dataset(8, with_replacement=True).take(20).as_numpy_iterator())
+    for key in ("unlabeled_images", "generator_images"):
+        drawn = set(sum((indices_of(data, batch[key]) for batch in batches), []))
+        assert drawn == set(range(30)) - labeled, key         # all 20 others, no labeled one
+    assert not np.array_equal(batches[0]["unlabeled_images"], batches[0]["generator_images"])
+    with pytest.raises(DataError, match="with_replacement draws every batch anew"):
+        data.train_dataset(8, epoch_steps=3, with_replacement=True)
+
+
+def test_the_unlabeled_pool_outside_the_labeled_set_is_the_rest_of_the_split(tmp_path):
+    write_npz(tmp_path)
+    data = load_dataset("mnist", 10, data_dir=str(tmp_path), label_selection="first",
+                        unlabeled_pool="unlabeled_only")
+    np.testing.assert_array_equal(data.unlabeled_indices,
+                                  np.arange(10, len(data.train_images)))
+    assert len(load_dataset("mnist", 10, data_dir=str(tmp_path)).unlabeled_indices) == len(
+        data.train_images)
+    with pytest.raises(DataError, match="masked batches are drawn from the whole training split"):
+        data.training_dataset(4, label_batching="masked")
+    with pytest.raises(DataError, match="unlabeled_pool must be one of all, unlabeled_only"):
+        load_dataset("mnist", 10, data_dir=str(tmp_path), unlabeled_pool="rest")
+    every = load_dataset("mnist", "all", data_dir=str(tmp_path), unlabeled_pool="unlabeled_only")
+    assert len(list(every.supervised_dataset(4).take(1))) == 1    # a baseline needs no pool
+    with pytest.raises(DataError, match="leaves no unlabeled image"):
+        every.train_dataset(4)
 
 
 def test_pipelines_inside_a_strategy_scope(tmp_path):

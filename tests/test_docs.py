@@ -213,7 +213,8 @@ def test_the_readme_names_every_field_the_unified_procedure_sets():
     text = " ".join((REPO_ROOT / "README.md").read_text(encoding="utf-8").split())
     start = text.index("`--procedure=unified` trains any preset")
     sentence = text[start:text.index(")", start)]
-    words = {"label_selection": "label selection", "label_batching": "batches",
+    words = {"label_selection": "label selection", "unlabeled_pool": "unlabeled pool",
+             "label_batching": "batches",
              "data_order": "data order", "update_order": "update order",
              "generator_fakes": "G's fresh fakes",
              "adam_rule": "Adam rule", "ema_rule": "weight-average rule", "init_images": "init",

@@ -1021,6 +1021,29 @@ def test_a_run_scales_and_orders_its_data_as_its_preset_says_and_exports_the_sam
     assert seen["export"] == (0.0, 255 / 256)
 
 
+def test_a_run_draws_its_batches_as_its_preset_says(tmp_path, small_mnist_dir, monkeypatch):
+    """GANs in Action (--data_order=with_replacement, --unlabeled_pool=
+    unlabeled_only): the run's data holds the pool and its pipeline draws
+    with replacement. Stopped at the pipeline: what follows is any run's."""
+    from sgan_keras import data as data_lib
+    from sgan_keras import presets
+    from sgan_keras import trainer
+
+    class Seen(Exception):
+        pass
+
+    def ordering(self, *args, **kwargs):
+        raise Seen(self.unlabeled_pool, kwargs["epoch_steps"], kwargs["with_replacement"])
+    monkeypatch.setattr(data_lib.SemiSupervisedData, "training_dataset", ordering)
+    config = presets.resolve({
+        "preset": "mnist_gans_in_action", "data_dir": str(small_mnist_dir), "epochs": 1,
+        "steps_per_epoch": 2, "batch_size": 16, "tflite": False,
+        "output_dir": str(tmp_path / "run")})
+    with pytest.raises(Seen) as seen:
+        trainer.train(config)
+    assert seen.value.args == ("unlabeled_only", 0, True)
+
+
 def test_full_disk_mid_training_gets_one_line_and_loses_nothing(small_disk, reference, resumable):
     output_dir = small_disk / "run"
     process = launch(*resumable, f"--output_dir={output_dir}")
