@@ -102,6 +102,10 @@ GENERATOR_OUTPUT_ACTIVATIONS = {
 # batch norms' moving statistics) or in training mode (each sample batch's own
 # statistics), which only the generators with batch norm tell apart.
 SAMPLE_MODES = ("inference", "training")
+# Which of G's training-mode passes move its batch norms' moving statistics
+# (model.py): every one (Keras'), or only those of G's own loss, as a TF1 graph
+# running G's update ops with G's train op only (Lecouat et al.).
+GENERATOR_STATISTICS = ("every_pass", "g_step")
 GENERATOR_BATCH_NORM_ARCHITECTURES = ("svhn_dcgan", "mnist_gans_in_action",
                                       "mnist_improved_gan", "svhn_improved_gan",
                                       "cifar10_improved_gan", "svhn_lecouat", "cifar10_lecouat")

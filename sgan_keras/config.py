@@ -167,6 +167,15 @@ class ModelConfig:
         needs=("architecture",
                lambda value: value in choices_lib.GENERATOR_BATCH_NORM_ARCHITECTURES,
                "a preset whose G has batch norm (all but mnist_blog)"))
+    generator_statistics: str = option(
+        "every_pass", "Which of G's training-mode passes move its batch norms' moving "
+        "statistics: every_pass (Keras': also the D step's fakes and the manifold term's "
+        "perturbed ones) or g_step (only those of G's own loss: Lecouat et al.'s G update "
+        "ops, run with G's train op). Only inference-mode samples read them: no weight "
+        "changes.", choices=choices_lib.GENERATOR_STATISTICS, gan_only=True, run_only=True,
+        needs=("architecture",
+               lambda value: value in choices_lib.GENERATOR_BATCH_NORM_ARCHITECTURES,
+               "a preset whose G has batch norm (all but mnist_blog)"))
     fake_class: str = option(
         "zero", "zero: fixed zero fake logit; learned: K+1 outputs; separate: sigmoid head.",
         choices=choices_lib.FAKE_CLASSES, gan_only=True)

@@ -695,13 +695,19 @@ class SGAN(keras.Model):
 
     def _sequential_step(self, batch):
         z = self._global_noise(_DISCRIMINATOR_NOISE, tf.shape(batch["unlabeled_images"])[0])
+        fresh = self.config.training.generator_fakes == "fresh"
         with tf.GradientTape() as g_tape:
+            if fresh:
+                kept = self._kept_generator_statistics()
             fake_images = self.generator(z, training=True)
+            if not fresh:      # the fakes' pass is also G's loss pass
+                kept = self._kept_generator_statistics()
             with g_tape.stop_recording():
                 with tf.GradientTape() as d_tape:
                     d_loss, logs, _ = self._discriminator_loss(batch, fake_images, z)
                 self._apply(self.d_optimizer, d_tape, d_loss, self.discriminator)
-            if self.config.training.generator_fakes == "fresh":
+            self._restore(kept)
+            if fresh:
                 z = self._global_noise(_GENERATOR_NOISE, tf.shape(z)[0])
                 fake_images = self.generator(z, training=True)
             g_loss, scaled_g_loss = self._generator_pass(fake_images, batch["generator_images"])
@@ -712,9 +718,11 @@ class SGAN(keras.Model):
     def _simultaneous_step(self, batch):
         z = self._global_noise(_DISCRIMINATOR_NOISE, tf.shape(batch["unlabeled_images"])[0])
         with tf.GradientTape(persistent=True) as tape:
-            fake_images = self.generator(z, training=True)
+            fake_images = self.generator(z, training=True)   # D's fakes and G's loss pass
+            kept = self._kept_generator_statistics()
             d_loss, logs, (fake_logits, fake_features, real_features) = \
                 self._discriminator_loss(batch, fake_images, z)
+            self._restore(kept)     # the manifold term's pass
             g_loss, scaled_g_loss = self._generator_loss(fake_logits, fake_features, real_features)
         self._apply(self.d_optimizer, tape, d_loss, self.discriminator)
         self._apply(self.g_optimizer, tape, scaled_g_loss, self.generator)
@@ -731,8 +739,7 @@ class SGAN(keras.Model):
         # the book freezes its unsupervised D (so the combined model's) before their first
         # train_on_batch: only the supervised update moves D's moving statistics. The
         # other D calls still normalize by their batch's statistics (training mode).
-        statistics = self._discriminator_moving_statistics()
-        kept = [tf.identity(variable.value) for variable in statistics]
+        kept = _kept_moving_statistics(self.discriminator)
         z = self._global_noise(_DISCRIMINATOR_NOISE, tf.shape(batch["unlabeled_images"])[0])
         fake_images = self.generator(z, training=False)     # generator.predict
         unsupervised, manifold = [], tf.zeros(tf.shape(z)[:1])
@@ -754,17 +761,26 @@ class SGAN(keras.Model):
                 self._global_noise(_GENERATOR_NOISE, tf.shape(z)[0]), training=True)
             g_loss, scaled_g_loss = self._generator_pass(fake_images, batch["generator_images"])
         self._apply(self.g_optimizer, tape, scaled_g_loss, self.generator)
-        for variable, value in zip(statistics, kept):
-            variable.assign(value)
+        self._restore(kept)
         self._update_ema()     # after G's update, which leaves D's weights alone
         logs = self._track_discriminator(
             labels, labeled_logits, mask, supervised, unsupervised[0] + unsupervised[1], manifold)
         return self._record(logs, g_loss)
 
-    def _discriminator_moving_statistics(self):
-        """D's batch-norm moving means and variances."""
-        return [variable for layer in _batch_norm_layers(self.discriminator)
-                for variable in (layer.moving_mean, layer.moving_variance)]
+    def _kept_generator_statistics(self):
+        """With ``generator_statistics="g_step"``, G's batch-norm moving
+        statistics and their values now, for :meth:`_restore` after the D
+        step's G passes (Lecouat et al. run G's update ops with G's train op
+        only); else nothing to keep. The split order's D step runs G in
+        inference mode, which moves nothing."""
+        if self.config.model.generator_statistics != "g_step":
+            return []
+        return _kept_moving_statistics(self.generator)
+
+    @staticmethod
+    def _restore(kept):
+        for variable, value in kept:
+            variable.assign(value)
 
     def _discriminator_loss(self, batch, fake_images, z):
         """D's loss on one labeled, one real and one fake batch; also its logs and
@@ -1347,6 +1363,13 @@ def _batch_norm_layers(network):
     """The BatchNormalization layers of ``network`` and the networks inside it."""
     return [layer for layer in sgan_layers.all_layers(network)
             if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def _kept_moving_statistics(network):
+    """``network``'s batch-norm moving means and variances with their values
+    now, for ``SGAN._restore``."""
+    return [(variable, tf.identity(variable.value)) for layer in _batch_norm_layers(network)
+            for variable in (layer.moving_mean, layer.moving_variance)]
 
 
 def _first_batch(x, batch_size):

@@ -57,13 +57,6 @@ _LECOUAT = "bruno-31/GAN-manifold-regularization"
 # Where --precision=auto's bfloat16 choice for a preset was checked.
 _BFLOAT16_CHECK = "experiments/results/mixed_precision.md"
 
-_LECOUAT_G_MOVING_STATISTICS = Deviation(
-    "G's batch-norm moving statistics", _LECOUAT + " train_svhn.py, train_cifar.py (G's "
-    "UPDATE_OPS run under control_dependencies with G's train op only)", "also updated "
-    "by the D step's G pass; training and the samples (--sample_mode=training) normalize "
-    "by batch statistics, so only samples in inference mode (--sample_mode=inference) "
-    "see them", "none")
-
 _PRESETS = [
     Preset(
         _source("mnist_blog", architecture="mnist_blog", dataset="mnist",
@@ -218,7 +211,7 @@ _PRESETS = [
                 manifold="lecouat", manifold_weight=1e-3, manifold_epsilon=1e-5,
                 g_lr=3e-4, d_lr_ratio=1.0, adam_epsilon=1e-8, lr_schedule="linear_decay",
                 lr_decay_start_epoch=300, ema_decay=0.9999, data_order="per_epoch",
-                sample_mode="training"),
+                generator_statistics="g_step", sample_mode="training"),
         notes="Lecouat et al. 2018 SVHN (train_svhn.py, svhn_gan.py): Salimans' "
               "networks with a global max pool as the feature layer, weight norm "
               "without data-dependent init, G with biases and Keras-default batch "
@@ -228,7 +221,6 @@ _PRESETS = [
             Deviation("test batches", _LECOUAT + " train_svhn.py (int(26032/50) "
                       "batches: 32 test images left out each epoch)", "every test image",
                       "none"),
-            _LECOUAT_G_MOVING_STATISTICS,
         )),
     Preset(
         _source("cifar10_lecouat", architecture="cifar10_lecouat", dataset="cifar10",
@@ -239,11 +231,11 @@ _PRESETS = [
                 manifold="lecouat", manifold_weight=1e-3, manifold_epsilon=1e-5,
                 g_lr=3e-4, d_lr_ratio=1.0, adam_epsilon=1e-8, lr_schedule="linear_decay",
                 lr_decay_start_epoch=1200, ema_decay=0.9999, data_order="per_epoch",
-                sample_mode="training"),
+                generator_statistics="g_step", sample_mode="training"),
         notes="Lecouat et al. 2018 CIFAR-10 (train_cifar.py, cifar_gan.py): the SVHN "
               "model at widths 96/192; batch 25; 1,400 epochs, lr linearly down from "
               "epoch 1,200.",
-        deviations=(_LECOUAT_G_MOVING_STATISTICS,)),
+        deviations=()),
 ]
 
 PRESETS = {preset.name: preset for preset in _PRESETS}

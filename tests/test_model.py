@@ -1477,6 +1477,55 @@ def test_generate_in_training_mode_takes_the_samples_statistics_and_moves_nothin
     np.testing.assert_allclose(sampled, model.generator(z, training=True).numpy(), atol=1e-6)
 
 
+@pytest.mark.parametrize("update_order, counted", [("sequential", [2]),
+                                                   ("simultaneous", [0])])
+def test_g_step_statistics_move_only_by_gs_own_loss_pass_and_change_no_weight(update_order,
+                                                                             counted):
+    """--generator_statistics=g_step, as Lecouat et al.'s G update ops (run
+    with G's train op only): of G's training-mode passes in a step (D's
+    fakes, the manifold term's perturbed ones, G's fresh ones), only those of
+    G's loss move its batch norms' moving statistics; every_pass, Keras', is
+    every one in turn. The weights train the same."""
+    def step(generator_statistics):
+        model = SGAN.from_preset("mnist_gans_in_action", seed=0, update_order=update_order,
+                                 manifold="lecouat", generator_statistics=generator_statistics)
+        model.compile()
+        layer = [layer for layer in model.generator.layers
+                 if isinstance(layer, keras.layers.BatchNormalization)][0]
+        passes, call = [], layer.call
+
+        def recording(inputs, training=None, **kwargs):
+            if training:
+                passes.append(inputs.numpy())
+            return call(inputs, training=training, **kwargs)
+        layer.call = recording
+        rng = np.random.default_rng(0)
+        images = lambda: tf.constant(  # noqa: E731
+            rng.uniform(-1, 1, size=(4, 28, 28, 1)).astype(np.float32))
+        model.train_step({"labeled_images": images(), "labels": tf.constant([0, 1, 2, 3]),
+                          "unlabeled_images": images(), "generator_images": images()})
+        return model, layer, passes
+
+    def moved(layer, passes):
+        mean, variance = np.zeros(layer.moving_mean.shape), np.ones(layer.moving_mean.shape)
+        for inputs in passes:
+            mean = layer.momentum * mean + (1 - layer.momentum) * inputs.mean(axis=(0, 1, 2))
+            variance = (layer.momentum * variance
+                        + (1 - layer.momentum) * inputs.var(axis=(0, 1, 2)))
+        return mean, variance
+
+    weights = {}
+    for generator_statistics, kept in (("every_pass", None), ("g_step", counted)):
+        model, layer, passes = step(generator_statistics)
+        assert len(passes) == (3 if update_order == "sequential" else 2)
+        mean, variance = moved(layer, passes if kept is None else [passes[i] for i in kept])
+        np.testing.assert_allclose(layer.moving_mean.numpy(), mean, atol=1e-5)
+        np.testing.assert_allclose(layer.moving_variance.numpy(), variance, atol=1e-5)
+        weights[generator_statistics] = [v.numpy() for v in model.trainable_variables]
+    for every_pass, g_step in zip(weights["every_pass"], weights["g_step"]):
+        np.testing.assert_array_equal(every_pass, g_step)
+
+
 # ------------------------------------------------------------- Keras-native
 def test_keras_file_round_trip_predicts_the_same_and_trains_on_exactly(tmp_path):
     # The split order has a third optimizer; EMA a second discriminator;
