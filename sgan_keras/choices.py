@@ -126,6 +126,9 @@ EMA_RULES = ("tensorflow", "improved_gan")
 CONV_PADDINGS = ("same", "half")
 HALF_PADDING_ARCHITECTURES = ("svhn_improved_gan", "cifar10_improved_gan", "svhn_lecouat",
                               "cifar10_lecouat")
+# GANs in Action's G (networks.py): as the book's text lists it, or as its
+# chapter-7 notebook, with a convT(64,3,1) BN LReLU between the two others.
+GANS_IN_ACTION_GENERATORS = ("text", "notebook")
 # The order of the training batches (data.py): shuffles joined end to end,
 # each epoch its own shuffles cut at the epoch's length (improved-gan, Lecouat
 # et al., the Udacity notebook), or every batch drawn with replacement (GANs in

@@ -157,6 +157,12 @@ class ModelConfig:
         choices=choices_lib.CONV_PADDINGS,
         needs=("architecture", lambda value: value in choices_lib.HALF_PADDING_ARCHITECTURES,
                "an SVHN or CIFAR-10 Improved-GAN or Lecouat preset"))
+    gans_in_action_generator: str = option(
+        "text", "GANs in Action's G as the book's text lists it (Dense, convT(128,3,2) BN "
+        "LReLU, convT(1,3,2)) or as its chapter-7 notebook, with a convT(64,3,1) BN LReLU "
+        "between the two.", choices=choices_lib.GANS_IN_ACTION_GENERATORS, gan_only=True,
+        needs=("architecture", lambda value: value == "mnist_gans_in_action",
+               "--preset=mnist_gans_in_action"))
     sample_mode: str = option(
         "inference", "How generate() and the sample grids run G: inference (batch norms "
         "by their moving statistics; GANs in Action's generator.predict) or training (each "

@@ -198,7 +198,8 @@ class SGAN(keras.Model):
                 model.architecture, image_shape=image_shape,
                 latent_dim=model.latent_dim, seed=config.seed,
                 output_activation=model.generator_activation or None,
-                conv_padding=model.conv_padding, precision=precision)
+                conv_padding=model.conv_padding, precision=precision,
+                gans_in_action_generator=model.gans_in_action_generator)
         discriminator = networks.build_discriminator(
             model.architecture, image_shape=image_shape,
             num_classes=num_classes, fake_class=model.fake_class, seed=config.seed,

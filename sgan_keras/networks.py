@@ -43,6 +43,7 @@ from sgan_keras.checks import is_integer
 from sgan_keras.choices import ARCHITECTURES
 from sgan_keras.choices import CONV_PADDINGS
 from sgan_keras.choices import FAKE_CLASSES
+from sgan_keras.choices import GANS_IN_ACTION_GENERATORS
 from sgan_keras.choices import GENERATOR_OUTPUT_ACTIVATIONS
 from sgan_keras.choices import HALF_PADDING_ARCHITECTURES
 from sgan_keras.choices import NATIVE_IMAGE_SHAPES
@@ -81,7 +82,7 @@ _LAYERS = {
         "LReLU -> conv(128,3,1,valid) LReLU -> global average pool (128, features) -> Dense K"),
     "mnist_gans_in_action": (
         "G: z -> Dense 7*7*256 -> reshape -> convT(128,3,2) BN LReLU(0.01) -> "
-        "convT(1,3,2) tanh",
+        "[convT(64,3,1) BN LReLU: --gans_in_action_generator=notebook] -> convT(1,3,2) tanh",
         "D: conv(32,3,2) LReLU(0.01) -> conv(64,3,2) BN LReLU -> conv(128,3,2) BN LReLU "
         "-> Dropout 0.5 -> Flatten (2048, features) -> Dense K"),
     "mnist_improved_gan": (
@@ -126,7 +127,8 @@ def describe(architecture):
 
 
 def build_generator(architecture, *, image_shape, latent_dim=100, seed=None,
-                    output_activation=None, conv_padding="same", precision="float32"):
+                    output_activation=None, conv_padding="same", precision="float32",
+                    gans_in_action_generator="text"):
     """The generator ``z [B, latent_dim] -> images [B, H, W, C]`` of ``architecture``.
 
     ``image_shape`` must be the architecture's native ``(H, W, C)``
@@ -140,6 +142,8 @@ def build_generator(architecture, *, image_shape, latent_dim=100, seed=None,
     ``experiments/results/mnist_improved_gan_sigmoid_early_epochs.md``).
 
     ``conv_padding``: ``"same"`` or, for ``HALF_PADDING_ARCHITECTURES``, ``"half"``.
+    ``gans_in_action_generator``: ``"text"`` or, for ``mnist_gans_in_action``,
+    ``"notebook"`` (:func:`_gans_in_action_generator`).
     """
     _check_architecture(architecture)
     _check_image_shape(architecture, image_shape)
@@ -154,6 +158,14 @@ def build_generator(architecture, *, image_shape, latent_dim=100, seed=None,
                          f"{allowed}, got {output_activation!r}")
     seeds = _SeedStream(seed, salt=0)
     builder = _with_conv_padding(_GENERATORS[architecture], architecture, conv_padding)
+    if gans_in_action_generator not in GANS_IN_ACTION_GENERATORS:
+        raise ValueError(f"gans_in_action_generator must be one of "
+                         f"{GANS_IN_ACTION_GENERATORS}, got {gans_in_action_generator!r}")
+    if architecture == "mnist_gans_in_action":
+        builder = functools.partial(builder, variant=gans_in_action_generator)
+    elif gans_in_action_generator != "text":
+        raise ValueError(f"gans_in_action_generator={gans_in_action_generator!r} is a choice "
+                         f"of mnist_gans_in_action only, not {architecture}")
     with _dtype_policy(precision):
         z = keras.Input((latent_dim,), name="z")
         images = builder(z, seeds, output_activation)
@@ -432,13 +444,15 @@ def _svhn_dcgan_discriminator(images, seeds, width=64, rate=0.5):
 # ---------------------------------------------------------------------------
 # mnist_gans_in_action
 # ---------------------------------------------------------------------------
-def _gans_in_action_generator(z, seeds, output_activation):
+def _gans_in_action_generator(z, seeds, output_activation, variant="text"):
     """GANs in Action SGAN G (chapter 7): Dense 7*7*256, convT(128,3,2) BN LReLU(0.01),
     convT(1,3,2).
 
     The book's chapter-7 notebook also has a ``convT(64,3,1) BN LReLU``
-    between the two; the book's text lists it without, and the text is
-    followed (a deviation row of the preset). Keras defaults otherwise
+    between the two (``variant="notebook"``); the book's text lists it
+    without, and the preset follows the text, as the peers' transcription of
+    the book's loop in ``experiments/benchmark_peers.py`` does (a deviation
+    row of the preset). Keras defaults otherwise
     (biases, BN momentum 0.99). Its BN is a ``FusedBatchNormalization``
     (Keras' layer on TensorFlow's fused kernel, as tf.keras 2 ran the book's;
     in the step 0.98x-1.03x: README, Performance). D's BNs, on fewer pixels,
@@ -450,6 +464,11 @@ def _gans_in_action_generator(z, seeds, output_activation):
                            kernel_initializer=seeds.glorot(), name="g_convt1")(x)
     x = sgan_layers.FusedBatchNormalization(name="g_bn1")(x)
     x = _lrelu(0.01, "g_lrelu1")(x)
+    if variant == "notebook":
+        x = keras.layers.Conv2DTranspose(64, 3, strides=1, padding="same",
+                                         kernel_initializer=seeds.glorot(), name="g_convt2")(x)
+        x = sgan_layers.FusedBatchNormalization(name="g_bn2")(x)
+        x = _lrelu(0.01, "g_lrelu2")(x)
     return keras.layers.Conv2DTranspose(1, 3, strides=2, padding="same",
                                         activation=output_activation,
                                         kernel_initializer=seeds.glorot(), name="g_images")(x)

@@ -140,7 +140,7 @@ _PRESETS = [
                       "the same losses in log space, unclipped", "none (numerics)"),
             Deviation("generator", _GIA + " build_generator (an extra convT(64,3,1) BN "
                       "LReLU; the book's text has none)", "left out, as the book's text",
-                      "none"),
+                      "--gans_in_action_generator=notebook"),
             Deviation("batch norm's moving variance", _GIA + " (Keras 2's "
                       "BatchNormalization: from the unbiased batch variance, x n/(n - 1))",
                       "Keras 3's, from the biased one (n = 32 x 4 x 4 values a channel at "

@@ -452,6 +452,15 @@ def test_the_sources_that_reshuffle_every_epoch_order_their_batches_per_epoch():
     assert not unified.training.with_replacement and unified.data.unlabeled_pool == "all"
 
 
+def test_the_gans_in_action_notebooks_generator_is_gans_in_actions_choice_only():
+    config = presets.resolve({"preset": "mnist_gans_in_action",
+                              "gans_in_action_generator": "notebook"})
+    assert config.model.gans_in_action_generator == "notebook"
+    assert "gans_in_action_generator_notebook" in presets.run_name(config)
+    with pytest.raises(config_lib.ConfigError, match="--preset=mnist_gans_in_action"):
+        presets.resolve({"preset": "mnist_blog", "gans_in_action_generator": "notebook"})
+
+
 def test_the_unlabeled_pool_outside_the_labeled_set_is_refused_where_it_cannot_be():
     """A masked batch is drawn from the whole split, and --labels=all leaves
     no unlabeled image: one line each, before any data is read; a baseline

@@ -196,6 +196,30 @@ def test_generator_output_shape_range_and_trainable_parameters(architecture):
     assert saturated.min() <= low + 1e-3 and saturated.max() >= high - 1e-3
 
 
+def test_the_gans_in_action_notebooks_generator_adds_its_convt_64_between_the_texts_two():
+    """--gans_in_action_generator=notebook: the chapter-7 notebook's G, with a
+    convT(64,3,1) BN LReLU after the first convT(128,3,2) BN LReLU; the text's
+    (the preset's) keeps its seeds, so its weights are as before."""
+    text = networks.build_generator("mnist_gans_in_action", image_shape=(28, 28, 1), seed=0)
+    notebook = networks.build_generator("mnist_gans_in_action", image_shape=(28, 28, 1), seed=0,
+                                        gans_in_action_generator="notebook")
+    assert notebook.output_shape == (None, 28, 28, 1)
+    names = [layer.name for layer in notebook.layers]
+    assert names[names.index("g_lrelu1") + 1:names.index("g_images")] == [
+        "g_convt2", "g_bn2", "g_lrelu2"]
+    assert notebook.get_layer("g_convt2").kernel.shape == (3, 3, 64, 128)
+    assert notebook.get_layer("g_images").kernel.shape == (3, 3, 1, 64)
+    assert trainable_count(notebook) - trainable_count(text) == (
+        3 * 3 * 128 * 64 + 64 + 2 * 64 - 3 * 3 * 64 * 1)   # convT2, its BN; g_images' narrower
+    assert [layer.name for layer in text.layers] == [name for name in names
+                                                     if not name.endswith("2")]
+    np.testing.assert_array_equal(text.get_layer("g_dense").kernel.numpy(),
+                                  notebook.get_layer("g_dense").kernel.numpy())
+    with pytest.raises(ValueError, match="a choice of mnist_gans_in_action only"):
+        networks.build_generator("mnist_blog", image_shape=(28, 28, 1),
+                                 gans_in_action_generator="notebook")
+
+
 def test_improved_gan_mnist_generator_output_activation_is_a_choice():
     """sigmoid by default (the source); softplus (Sleepychord/ImprovedGAN-pytorch) on request."""
     z = np.random.default_rng(0).uniform(size=(64, 100)).astype("float32")
