@@ -402,6 +402,10 @@ class DataConfig:
         in_run_name=False)
     include_extra: bool = option(False, "SVHN: add the 531,131 'extra' images to the "
                                  "unlabeled set.")
+    test_fraction: float = option(
+        1.0, "Test on the first int(N x this) of the test split's N images (the Udacity "
+        "notebook's Dataset(val_frac=0.5): the first half); 1 = all of them.",
+        check=("in (0, 1]", lambda value: 0 < value <= 1))
     train_split: str = option("train", "tfds: data sets: the split to train on.",
                               needs=TFDS_DATASET)
     test_split: str = option("test", "tfds: data sets: the split to test on.",
@@ -510,8 +514,8 @@ class Config:
         in_run_name=False)
     procedure: str = option(
         "source", "source: train as the preset's source did; unified: the package's one "
-        "procedure for every preset (balanced labels, the whole training split unlabeled, a "
-        "separate labeled batch, shuffles joined end to end, sequential updates, fresh fakes for G, Keras' Adam, TensorFlow's weight average, init on the "
+        "procedure for every preset (balanced labels, the whole training split unlabeled, "
+        "the whole test split, a separate labeled batch, shuffles joined end to end, sequential updates, fresh fakes for G, Keras' Adam, TensorFlow's weight average, init on the "
         "first batch, the baseline as long as the GAN). The other flags override either.",
         choices=("source", "unified"), in_run_name=False)
     supervised_only: bool = option(
@@ -625,9 +629,10 @@ RETIRED_FIELDS = frozenset()
 # Before ema_rule, every weight average followed TensorFlow's rule; before
 # conv_padding, every network padded as Keras' "same"; before pixel_scale, every
 # data set was divided by 255; before data_order, every run joined its shuffles;
-# before unlabeled_pool, every unlabeled batch came from the whole training split.
+# before unlabeled_pool, every unlabeled batch came from the whole training split;
+# before test_fraction, every run tested on its whole test split.
 VALUES_BEFORE_ADDED = {"ema_rule": "tensorflow", "conv_padding": "same", "pixel_scale": "255",
-                       "data_order": "joined", "unlabeled_pool": "all"}
+                       "data_order": "joined", "unlabeled_pool": "all", "test_fraction": 1.0}
 
 
 def fields_of_a_newer_version(values):

@@ -398,7 +398,7 @@ def _pipeline_options(dataset):
 def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0),
                  include_extra=False, label_selection="balanced", image_shape=None,
                  convert_channels=False, train_split="train", test_split="test",
-                 unlabeled_pool="all"):
+                 unlabeled_pool="all", test_fraction=1.0):
     """Loads ``name`` with a budget of ``labels`` labels.
 
     Args:
@@ -424,6 +424,9 @@ def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0)
       include_extra: SVHN only: add the ``extra`` split to the unlabeled data.
       unlabeled_pool: ``all`` (the whole training split) or ``unlabeled_only``
         (the images outside the labeled set) for the unlabeled batches.
+      test_fraction: test on the first ``int(N x test_fraction)`` of the test
+        split's ``N`` images (the Udacity notebook's ``Dataset(val_frac=0.5)``:
+        the first half); 1 tests on all of them.
     """
     check_dataset_name(name)
     _check_seed(seed)
@@ -437,13 +440,16 @@ def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0)
     if unlabeled_pool not in UNLABELED_POOLS:
         raise DataError(f"unlabeled_pool must be one of {', '.join(UNLABELED_POOLS)}, "
                         f"got {unlabeled_pool!r}")
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) \
+            or not 0 < test_fraction <= 1:
+        raise DataError(f"test_fraction must be in (0, 1], got {test_fraction!r}")
     check_paths(name, data_dir)
     if is_custom(name):
         data = _load_custom(name, budget, seed=seed, data_dir=data_dir, pixel_range=pixel_range,
                             label_selection=label_selection, image_shape=image_shape,
                             convert_channels=convert_channels, train_split=train_split,
                             test_split=test_split)
-        return dataclasses.replace(data, unlabeled_pool=unlabeled_pool)
+        return _tested_on(dataclasses.replace(data, unlabeled_pool=unlabeled_pool), test_fraction)
     splits = _read_local(name, data_dir, include_extra) if data_dir else None
     notes = []
     if splits is None:
@@ -454,19 +460,31 @@ def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0)
             notes.append(f"--label_selection=first takes the first {budget} {name} training "
                          "images in TFDS' order, not the original files' order the sources "
                          f"use; for their labeled set pass --data_dir with {_expected_files(name)}")
-    (train_images, train_labels, labeled_pool), (test_images, test_labels) = splits
+    (train_images, train_labels, labeled_pool), (split_images, test_labels) = splits
     for split, images, split_labels in (("train", train_images, train_labels),
-                                        ("test", test_images, test_labels)):
+                                        ("test", split_images, test_labels)):
         _check_arrays(name, split, images, split_labels)
     labeled_indices = select_labeled_indices(
         train_labels[:labeled_pool], budget, seed, label_selection,
         num_classes=DATASETS[name].num_classes, pool_name="training images")
-    return SemiSupervisedData(
+    return _tested_on(SemiSupervisedData(
         name=name, num_classes=DATASETS[name].num_classes, image_shape=DATASETS[name].image_shape,
-        train_images=train_images, train_labels=train_labels, test_images=test_images,
+        train_images=train_images, train_labels=train_labels, test_images=split_images,
         test_labels=test_labels, labeled_indices=labeled_indices, pixel_range=pixel_range,
         seed=int(seed), class_names=DATASETS[name].class_names, notes=tuple(notes),
-        unlabeled_pool=unlabeled_pool)
+        unlabeled_pool=unlabeled_pool), test_fraction)
+
+
+def _tested_on(data, test_fraction):
+    """``data`` with the first ``int(N x test_fraction)`` of its ``N`` test
+    images alone (at least one)."""
+    if test_fraction == 1:
+        return data
+    count = max(1, int(len(data.test_images) * test_fraction))
+    return dataclasses.replace(
+        data, test_images=data.test_images[:count], test_labels=data.test_labels[:count],
+        notes=data.notes + (f"Testing on the first {count:,} of the {len(data.test_images):,} "
+                            f"test images (--test_fraction={test_fraction:g}).",))
 
 
 def synthetic_dataset(name, labels, *, train_size=10000, seed=0, pixel_range=(-1.0, 1.0)):

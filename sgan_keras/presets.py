@@ -91,7 +91,7 @@ _PRESETS = [
                 unsupervised_weight=1.0, g_lr=3e-4, d_lr_ratio=1.0, adam_epsilon=1e-8,
                 lr_schedule="per_epoch_decay", lr_decay_rate=0.9, label_selection="first",
                 label_batching="masked", update_order="simultaneous", data_order="per_epoch",
-                sample_mode="training"),
+                test_fraction=0.5, sample_mode="training"),
         notes="Udacity SVHN notebook: one batch of the training set per step, labels "
               "masked to the first 1,000 images; D's and G's losses from one forward "
               "pass, both updates together; lr x 0.9 after every epoch.",
@@ -109,13 +109,12 @@ _PRESETS = [
                       "none (a bug, not copied)"),
             Deviation("unused layer", _UDACITY + " discriminator (a stride-2 conv after "
                       "the fifth whose output is never used)", "left out", "none"),
-            Deviation("test set", _UDACITY + " (half of the test split)",
-                      "the whole test split", "none"),
             Deviation("epoch length", _UDACITY + " (range(0, 73257, 128): 573 batches, "
                       "the last of 41 images)", "572 batches of 128 of each epoch's "
                       "reshuffle (41 images left out), which the lr decay follows", "none"),
-            Deviation("which first 1,000", _UDACITY + " (the .mat files' order)",
-                      "the first 1,000 of the given copy; TFDS' copy is in another order",
+            Deviation("which first 1,000", _UDACITY + " (the .mat files' order: the "
+                      "first 1,000 training images and the first 13,016 test images)",
+                      "the first of the given copy; TFDS' copy is in another order",
                       "--data_dir holding the .mat files"),
         )),
     Preset(
@@ -243,7 +242,8 @@ PRESETS = {preset.name: preset for preset in _PRESETS}
 # The package's one procedure for every preset (``--procedure=unified``): the
 # fields that make a preset train its source's way, set to the shared choice.
 UNIFIED_PROCEDURE = {
-    "label_selection": "balanced", "unlabeled_pool": "all", "label_batching": "separate",
+    "label_selection": "balanced", "unlabeled_pool": "all", "test_fraction": 1.0,
+    "label_batching": "separate",
     "data_order": "joined", "update_order": "sequential", "generator_fakes": "fresh", "adam_rule": "keras",
     "ema_rule": "tensorflow", "init_images": 0, "baseline_epochs": 0,
     "baseline_steps_per_epoch": 0,

@@ -460,7 +460,8 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
         include_extra=config.data.include_extra, label_selection=config.data.label_selection,
         image_shape=choices_lib.NATIVE_IMAGE_SHAPES[config.model.architecture],
         convert_channels=config.data.convert_channels, train_split=config.data.train_split,
-        test_split=config.data.test_split, unlabeled_pool=config.data.unlabeled_pool)
+        test_split=config.data.test_split, unlabeled_pool=config.data.unlabeled_pool,
+        test_fraction=config.data.test_fraction)
     _check_eval_batches(config.run, len(data.test_images), strategy.num_replicas_in_sync)
     for note in data.notes:
         print(note, flush=True)

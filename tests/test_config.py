@@ -452,6 +452,19 @@ def test_the_sources_that_reshuffle_every_epoch_order_their_batches_per_epoch():
     assert not unified.training.with_replacement and unified.data.unlabeled_pool == "all"
 
 
+def test_the_udacity_notebooks_preset_tests_on_the_first_half_of_the_test_split():
+    assert presets.get_preset("svhn_dcgan").config.data.test_fraction == 0.5
+    assert {name for name, preset in presets.PRESETS.items()
+            if preset.config.data.test_fraction != 1} == {"svhn_dcgan"}
+    assert not any(deviation.aspect == "test set" for deviation in
+                   presets.get_preset("svhn_dcgan").deviations)
+    assert presets.resolve({"preset": "svhn_dcgan", "procedure": "unified"}
+                           ).data.test_fraction == 1
+    for bad in (0, 1.5):
+        with pytest.raises(config_lib.ConfigError, match=r"--test_fraction.*in \(0, 1\]"):
+            presets.resolve({"preset": "svhn_dcgan", "test_fraction": bad})
+
+
 def test_the_gans_in_action_notebooks_generator_is_gans_in_actions_choice_only():
     config = presets.resolve({"preset": "mnist_gans_in_action",
                               "gans_in_action_generator": "notebook"})
@@ -480,6 +493,7 @@ def test_the_unlabeled_pool_outside_the_labeled_set_is_refused_where_it_cannot_b
     ("pixel_scale", "mnist_improved_gan", "256", "255", "svhn_lecouat"),
     ("data_order", "svhn_improved_gan", "per_epoch", "joined", "mnist_blog"),
     ("unlabeled_pool", "mnist_gans_in_action", "unlabeled_only", "all", "mnist_blog"),
+    ("test_fraction", "svhn_dcgan", 0.5, 1.0, "mnist_blog"),
 ])
 def test_a_run_from_before_an_option_resumes_only_with_what_it_trained_with(field, preset,
                                                                             now, before,

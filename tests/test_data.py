@@ -566,6 +566,23 @@ def test_with_replacement_draws_each_batch_anew_from_its_pool_and_resumes_at_any
         data.train_dataset(8, epoch_steps=3, with_replacement=True)
 
 
+def test_a_test_fraction_keeps_the_first_part_of_the_test_split(tmp_path):
+    """--test_fraction=0.5: the Udacity notebook's Dataset(val_frac=0.5) tests
+    on the first int(N x 0.5) test images (the rest is its validation set)."""
+    write_npz(tmp_path)
+    whole = load_dataset("mnist", 10, data_dir=str(tmp_path))
+    half = load_dataset("mnist", 10, data_dir=str(tmp_path), test_fraction=0.5)
+    count = len(whole.test_images) // 2
+    np.testing.assert_array_equal(half.test_images, whole.test_images[:count])
+    np.testing.assert_array_equal(half.test_labels, whole.test_labels[:count])
+    assert sum(len(labels) for _, labels in half.test_dataset(8).as_numpy_iterator()) == count
+    assert half.notes[-1].startswith(f"Testing on the first {count:,} of the ")
+    np.testing.assert_array_equal(half.train_images, whole.train_images)
+    for bad in (0, 1.5, True, "half"):
+        with pytest.raises(DataError, match="test_fraction must be in"):
+            load_dataset("mnist", 10, data_dir=str(tmp_path), test_fraction=bad)
+
+
 def test_the_unlabeled_pool_outside_the_labeled_set_is_the_rest_of_the_split(tmp_path):
     write_npz(tmp_path)
     data = load_dataset("mnist", 10, data_dir=str(tmp_path), label_selection="first",

@@ -1024,7 +1024,9 @@ def test_a_run_scales_and_orders_its_data_as_its_preset_says_and_exports_the_sam
 def test_a_run_draws_its_batches_as_its_preset_says(tmp_path, small_mnist_dir, monkeypatch):
     """GANs in Action (--data_order=with_replacement, --unlabeled_pool=
     unlabeled_only): the run's data holds the pool and its pipeline draws
-    with replacement. Stopped at the pipeline: what follows is any run's."""
+    with replacement; --test_fraction=0.5 (the Udacity notebook's test half)
+    leaves it the first half of the test split. Stopped at the pipeline: what
+    follows is any run's."""
     from sgan_keras import data as data_lib
     from sgan_keras import presets
     from sgan_keras import trainer
@@ -1033,15 +1035,21 @@ def test_a_run_draws_its_batches_as_its_preset_says(tmp_path, small_mnist_dir, m
         pass
 
     def ordering(self, *args, **kwargs):
-        raise Seen(self.unlabeled_pool, kwargs["epoch_steps"], kwargs["with_replacement"])
+        raise Seen(self.unlabeled_pool, kwargs["epoch_steps"], kwargs["with_replacement"],
+                   len(self.test_images), self.notes)
     monkeypatch.setattr(data_lib.SemiSupervisedData, "training_dataset", ordering)
     config = presets.resolve({
         "preset": "mnist_gans_in_action", "data_dir": str(small_mnist_dir), "epochs": 1,
-        "steps_per_epoch": 2, "batch_size": 16, "tflite": False,
+        "steps_per_epoch": 2, "batch_size": 16, "tflite": False, "test_fraction": 0.5,
         "output_dir": str(tmp_path / "run")})
     with pytest.raises(Seen) as seen:
         trainer.train(config)
-    assert seen.value.args == ("unlabeled_only", 0, True)
+    pool, epoch_steps, with_replacement, tested, notes = seen.value.args
+    assert (pool, epoch_steps, with_replacement) == ("unlabeled_only", 0, True)
+    whole = len(np.load(small_mnist_dir / "mnist.npz")["y_test"])
+    assert tested == whole // 2
+    assert notes[-1] == (f"Testing on the first {whole // 2:,} of the {whole:,} test images "
+                         "(--test_fraction=0.5).")
 
 
 def test_full_disk_mid_training_gets_one_line_and_loses_nothing(small_disk, reference, resumable):
