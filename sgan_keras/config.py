@@ -336,7 +336,7 @@ class TrainingConfig:
     @property
     def epoch_steps(self):
         """The pipelines' ``epoch_steps`` (``data.py``): the epoch's length for
-        ``data_order="per_epoch"``, 0 for ``"joined"``."""
+        ``data_order="per_epoch"``, else 0."""
         return self.steps_per_epoch if self.data_order == "per_epoch" else 0
 
     @property

@@ -67,8 +67,8 @@ from sgan_keras import faults
 from sgan_keras.checks import is_integer
 from sgan_keras.choices import DATASETS
 from sgan_keras.choices import LABEL_SELECTIONS
-from sgan_keras.choices import UNLABELED_POOLS
 from sgan_keras.choices import INPUT_PIXEL_RANGES
+from sgan_keras.choices import UNLABELED_POOLS
 from sgan_keras.choices import is_custom
 from sgan_keras.choices import unknown_dataset
 
