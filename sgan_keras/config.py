@@ -515,8 +515,10 @@ class Config:
     procedure: str = option(
         "source", "source: train as the preset's source did; unified: the package's one "
         "procedure for every preset (balanced labels, the whole training split unlabeled, "
-        "the whole test split, a separate labeled batch, shuffles joined end to end, sequential updates, fresh fakes for G, Keras' Adam, TensorFlow's weight average, init on the "
-        "first batch, the baseline as long as the GAN). The other flags override either.",
+        "the whole test split, a separate labeled batch, shuffles joined end to end, "
+        "sequential updates, fresh fakes for G, Keras' Adam, TensorFlow's weight average, "
+        "init on the first batch, the baseline as long as the GAN). The other flags override "
+        "either.",
         choices=("source", "unified"), in_run_name=False)
     supervised_only: bool = option(
         False, "Train the same discriminator on the labeled data alone, without a generator "

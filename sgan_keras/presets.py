@@ -114,7 +114,7 @@ _PRESETS = [
                       "reshuffle (41 images left out), which the lr decay follows", "none"),
             Deviation("which first 1,000", _UDACITY + " (the .mat files' order: the "
                       "first 1,000 training images and the first 13,016 test images)",
-                      "the first of the given copy; TFDS' copy is in another order",
+                      "the first ones of the given copy; TFDS' copy is in another order",
                       "--data_dir holding the .mat files"),
         )),
     Preset(
@@ -129,9 +129,9 @@ _PRESETS = [
         notes="GANs in Action SGAN tutorial: 8,000 iterations as 8 epochs x 1,000 "
               "steps; Adam defaults. The first 100 training images are the labeled "
               "set, the other 59,900 the unlabeled pool; every batch is drawn from its "
-              "set with replacement. Each iteration takes three D updates (labeled; real; fake, made "
-              "by G in inference mode) with two Adam optimizers on one trunk, then "
-              "the G update. The baseline trains the same D for 120 steps.",
+              "set with replacement. Each iteration takes three D updates (labeled; "
+              "real; fake, made by G in inference mode) with two Adam optimizers on one "
+              "trunk, then the G update. The baseline trains the same D for 120 steps.",
         deviations=(
             Deviation("D's and G's losses", _GIA + " (Keras 2 cross-entropies of clipped "
                       "probabilities: categorical of D's softmax; binary of 1 - 1/(sum exp + 1) "
@@ -243,10 +243,9 @@ PRESETS = {preset.name: preset for preset in _PRESETS}
 # fields that make a preset train its source's way, set to the shared choice.
 UNIFIED_PROCEDURE = {
     "label_selection": "balanced", "unlabeled_pool": "all", "test_fraction": 1.0,
-    "label_batching": "separate",
-    "data_order": "joined", "update_order": "sequential", "generator_fakes": "fresh", "adam_rule": "keras",
-    "ema_rule": "tensorflow", "init_images": 0, "baseline_epochs": 0,
-    "baseline_steps_per_epoch": 0,
+    "label_batching": "separate", "data_order": "joined", "update_order": "sequential",
+    "generator_fakes": "fresh", "adam_rule": "keras", "ema_rule": "tensorflow", "init_images": 0,
+    "baseline_epochs": 0, "baseline_steps_per_epoch": 0,
 }
 DEFAULT_PRESET_FOR_DATASET = {
     "mnist": "mnist_improved_gan",
@@ -408,7 +407,8 @@ def procedure_markdown():
         average = f"{model.ema_decay:g}, {model.ema_rule}" if model.ema_decay else "none"
         rows.append(
             f"| `{preset.name}` | {data.labels:,} {data.label_selection} | "
-            f"{data.unlabeled_pool} | {training.label_batching} | {training.data_order} | {training.update_order} | "
+            f"{data.unlabeled_pool} | {training.label_batching} | {training.data_order} | "
+            f"{training.update_order} | "
             f"{training.generator_fakes} | {training.adam_rule}, eps "
             f"{training.adam_epsilon:g} | {init} | {training.epochs} x "
             f"{training.steps_per_epoch} steps, batch {training.batch_size} | "

@@ -1136,6 +1136,7 @@ sys.exit(75)
 """
 PARENT = """
 import signal, sys
+signal.signal(signal.SIGHUP, signal.SIG_DFL)   # a terminal's, whatever the suite runs under
 if len(sys.argv) > 4:         # as nohup or a background job of a script leaves it
     signal.signal(getattr(signal, sys.argv[4]), signal.SIG_IGN)
 sys.path.insert(0, "experiments")
@@ -1181,6 +1182,7 @@ def test_a_signal_ignored_when_the_runner_starts_stays_ignored(tmp_path, signal_
 
 BETWEEN_RUNS = """
 import os, signal, sys, time
+signal.signal(signal.SIGHUP, signal.SIG_DFL)   # a terminal's, whatever the suite runs under
 sys.path.insert(0, "experiments")
 import run
 def recording():         # a signal while no trainer runs (run.py starts or records)
