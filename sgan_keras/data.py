@@ -129,9 +129,7 @@ class SemiSupervisedData:
         if not self.class_names:
             object.__setattr__(self, "class_names",
                                tuple(str(k) for k in range(self.num_classes)))
-        if self.unlabeled_pool not in UNLABELED_POOLS:
-            raise DataError(f"unlabeled_pool must be one of {', '.join(UNLABELED_POOLS)}, "
-                            f"got {self.unlabeled_pool!r}")
+        _check_unlabeled_pool(self.unlabeled_pool)
 
     @functools.cached_property
     def unlabeled_indices(self):
@@ -308,17 +306,16 @@ class SemiSupervisedData:
             batch = (batch, tf.gather(labels, picked))
             return batch + (picked,) if with_indices else batch
 
-        if with_replacement:
+        if with_replacement:   # one map: draw a step's indices and gather them
             @_as_written
             def draw(step):
                 drawn = tf.random.stateless_uniform(
                     [batch_size], seed + tf.stack([0, step * 1000 + 500]), minval=0,
                     maxval=count, dtype=tf.int64)
-                return tf.gather(indices, drawn)
+                return gather(tf.gather(indices, drawn))
 
             return (tf.data.Dataset.counter(start=int(start_step))
-                    .map(draw, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-                    .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+                    .map(draw, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
 
         @_as_written
         def shuffle(number):
@@ -346,6 +343,12 @@ class SemiSupervisedData:
                 .flat_map(part)
                 .batch(batch_size, drop_remainder=True)
                 .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+
+
+def _check_unlabeled_pool(unlabeled_pool):
+    if unlabeled_pool not in UNLABELED_POOLS:
+        raise DataError(f"unlabeled_pool must be one of {', '.join(UNLABELED_POOLS)}, "
+                        f"got {unlabeled_pool!r}")
 
 
 def _host_array(array):
@@ -437,9 +440,7 @@ def load_dataset(name, labels, *, seed=0, data_dir=None, pixel_range=(-1.0, 1.0)
     if label_selection not in LABEL_SELECTIONS:
         raise DataError(f"label_selection must be one of {', '.join(LABEL_SELECTIONS)}, "
                         f"got {label_selection!r}")
-    if unlabeled_pool not in UNLABELED_POOLS:
-        raise DataError(f"unlabeled_pool must be one of {', '.join(UNLABELED_POOLS)}, "
-                        f"got {unlabeled_pool!r}")
+    _check_unlabeled_pool(unlabeled_pool)   # before any file is read
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) \
             or not 0 < test_fraction <= 1:
         raise DataError(f"test_fraction must be in (0, 1], got {test_fraction!r}")
