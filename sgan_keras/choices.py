@@ -106,6 +106,9 @@ SAMPLE_MODES = ("inference", "training")
 # (model.py): every one (Keras'), or only those of G's own loss, as a TF1 graph
 # running G's update ops with G's train op only (Lecouat et al.).
 GENERATOR_STATISTICS = ("every_pass", "g_step")
+# What the batch norms' moving variance follows (layers.BatchNormalization):
+# the batch's variance (Keras 3's), or Keras 2's unbiased estimate of it.
+BATCH_NORM_VARIANCES = ("biased", "unbiased")
 GENERATOR_BATCH_NORM_ARCHITECTURES = ("svhn_dcgan", "mnist_gans_in_action",
                                       "mnist_improved_gan", "svhn_improved_gan",
                                       "cifar10_improved_gan", "svhn_lecouat", "cifar10_lecouat")

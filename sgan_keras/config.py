@@ -182,6 +182,15 @@ class ModelConfig:
         needs=("architecture",
                lambda value: value in choices_lib.GENERATOR_BATCH_NORM_ARCHITECTURES,
                "a preset whose G has batch norm (all but mnist_blog)"))
+    batch_norm_variance: str = option(
+        "biased", "What the batch norms' moving variance follows: biased (Keras 3's: the "
+        "batch's variance, the one it normalizes by) or unbiased (Keras 2's, which GANs in "
+        "Action ran: that variance x n / (n - 1 - epsilon), n the values a channel). Only "
+        "inference, the test accuracy and the export, reads it.",
+        choices=choices_lib.BATCH_NORM_VARIANCES,
+        needs=("architecture",
+               lambda value: value in choices_lib.GENERATOR_BATCH_NORM_ARCHITECTURES,
+               "a preset with batch norm (all but mnist_blog)"))
     fake_class: str = option(
         "zero", "zero: fixed zero fake logit; learned: K+1 outputs; separate: sigmoid head.",
         choices=choices_lib.FAKE_CLASSES, gan_only=True)
@@ -517,7 +526,8 @@ class Config:
         "procedure for every preset (balanced labels, the whole training split unlabeled, "
         "the whole test split, a separate labeled batch, shuffles joined end to end, "
         "sequential updates, fresh fakes for G, Keras' Adam, TensorFlow's weight average, "
-        "init on the first batch, the baseline as long as the GAN). The other flags override "
+        "Keras 3's batch-norm variance, init on the first batch, the baseline as long as the "
+        "GAN). The other flags override "
         "either.",
         choices=("source", "unified"), in_run_name=False)
     supervised_only: bool = option(
@@ -632,9 +642,11 @@ RETIRED_FIELDS = frozenset()
 # conv_padding, every network padded as Keras' "same"; before pixel_scale, every
 # data set was divided by 255; before data_order, every run joined its shuffles;
 # before unlabeled_pool, every unlabeled batch came from the whole training split;
-# before test_fraction, every run tested on its whole test split.
+# before test_fraction, every run tested on its whole test split; before
+# batch_norm_variance, every batch norm's moving variance followed Keras 3's rule.
 VALUES_BEFORE_ADDED = {"ema_rule": "tensorflow", "conv_padding": "same", "pixel_scale": "255",
-                       "data_order": "joined", "unlabeled_pool": "all", "test_fraction": 1.0}
+                       "data_order": "joined", "unlabeled_pool": "all", "test_fraction": 1.0,
+                       "batch_norm_variance": "biased"}
 
 
 def fields_of_a_newer_version(values):

@@ -11,7 +11,9 @@
 - ``MatmulConv2DTranspose``: a transposed convolution as one matmul;
 - ``HalfPaddedConv2DTranspose``: a transposed convolution padded as
   improved-gan's ``Deconv2DLayer`` (Theano's ``border_mode='half'``);
-- ``FusedBatchNormalization``: Keras' batch norm on TensorFlow's fused kernel.
+- ``BatchNormalization``: Keras' batch norm, its moving variance by Keras 3's
+  rule or Keras 2's; ``FusedBatchNormalization``: the same on TensorFlow's
+  fused kernel.
 
 ``Conv2DWithConvInputGrad``, ``UpsampleConv2D``, ``MatmulConv2DTranspose`` and
 ``FusedBatchNormalization`` compute the function of the Keras layers they
@@ -784,7 +786,73 @@ def _summed_taps(inputs, kernel, strides, padding="same"):
 
 
 @keras.saving.register_keras_serializable(package="sgan_keras")
-class FusedBatchNormalization(keras.layers.BatchNormalization):
+class BatchNormalization(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` whose moving variance may follow
+    Keras 2's rule (``unbiased_moving_variance=True``).
+
+    Keras 3 moves the moving variance toward the batch's variance, the one it
+    normalizes by (``/ n``, ``n`` the values a channel: the batch times the
+    pixels). Keras 2's layer, from 2.1.3 on (keras-team/keras pull request
+    9028), moves it toward ``variance * n / (n - (1 + epsilon))`` instead, an
+    unbiased estimate; GANs in Action's repository pins Keras 2.1.6. Only the
+    moving variance differs: the outputs and gradients are Keras 3's, and
+    inference is Keras' own ``call``. Masks and renorm are refused with it.
+    """
+
+    def __init__(self, *args, unbiased_moving_variance=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(unbiased_moving_variance, bool):
+            raise ValueError("unbiased_moving_variance must be True or False, got "
+                             f"{unbiased_moving_variance!r}")
+        self.unbiased_moving_variance = unbiased_moving_variance
+
+    def call(self, inputs, training=None, mask=None):
+        if not (self.unbiased_moving_variance and training and self.trainable):
+            return super().call(inputs, training=training, mask=mask)
+        if mask is not None or self.renorm:
+            raise ValueError(f"{self.name}: unbiased_moving_variance=True takes no mask "
+                             "and no renorm")
+        inputs = ops.cast(inputs, "float32")
+        axis = self.axis % len(inputs.shape)
+        axes = [index for index in range(len(inputs.shape)) if index != axis]
+        mean, variance = ops.moments(inputs, axes=axes, synchronized=self.synchronized)
+        self._update_moving_statistics(mean, variance, _values_per_channel(
+            inputs, axis, self.synchronized))
+        outputs = ops.batch_normalization(
+            inputs, mean, variance, axis=axis,
+            offset=ops.cast(self.beta, "float32") if self.center else None,
+            scale=ops.cast(self.gamma, "float32") if self.scale else None,
+            epsilon=self.epsilon)
+        return ops.cast(outputs, self.compute_dtype)
+
+    def _update_moving_statistics(self, mean, biased_variance, count):
+        """Moves the moving mean and variance toward a training batch's ``mean``
+        and ``biased_variance`` (``count`` values a channel), by Keras 3's rule
+        or, with ``unbiased_moving_variance``, Keras 2's."""
+        variance = biased_variance
+        if self.unbiased_moving_variance:
+            variance = biased_variance * count / (count - (1.0 + self.epsilon))
+        momentum = self.momentum
+        self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
+        self.moving_variance.assign(self.moving_variance * momentum
+                                    + variance * (1.0 - momentum))
+
+    def get_config(self):
+        return {**super().get_config(), "unbiased_moving_variance": self.unbiased_moving_variance}
+
+
+def _values_per_channel(inputs, axis, synchronized):
+    """How many values of each channel ``inputs`` holds (float32): over every
+    replica's batch when ``synchronized`` under a strategy of several."""
+    count = tf.cast(tf.size(inputs, out_type=tf.int64) // inputs.shape[axis], "float32")
+    context = tf.distribute.get_replica_context()
+    if synchronized and context is not None and context.num_replicas_in_sync > 1:
+        count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+    return count
+
+
+@keras.saving.register_keras_serializable(package="sgan_keras")
+class FusedBatchNormalization(BatchNormalization):
     """``keras.layers.BatchNormalization`` whose training-mode pass on
     channels-last images is TensorFlow's fused kernel (``FusedBatchNormV3``
     and its gradient), as tf.keras 2 ran it by default for 4-D inputs.
@@ -792,7 +860,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     The same weights, config and function up to float rounding
     (``tests/test_layers.py``): the moving averages take the batch's biased
     variance, as Keras 3's layer does (the kernel returns the unbiased one,
-    which is rescaled). Keras 3 computes the same step as separate moments,
+    which is rescaled), or Keras 2's estimate (:class:`BatchNormalization`).
+    Keras 3 computes the same step as separate moments,
     normalization and their gradients; on the AVX2 CPU the package is
     developed on, the fused kernel runs GANs in Action G's batch norm
     (and LeakyReLU) on 32x14x14x128 forward and backward in 2.6 ms against
@@ -816,11 +885,9 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         outputs, mean, unbiased_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
             x=inputs, scale=scale, offset=offset, mean=tf.zeros([0]), variance=tf.zeros([0]),
             epsilon=self.epsilon, is_training=True)
-        count = tf.cast(tf.size(inputs, out_type=tf.int64) // channels, "float32")
-        variance = unbiased_variance * (count - 1.0) / tf.maximum(count, 1.0)
-        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-        self.moving_variance.assign(
-            self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        count = _values_per_channel(inputs, 3, synchronized=False)
+        self._update_moving_statistics(
+            mean, unbiased_variance * (count - 1.0) / tf.maximum(count, 1.0), count)
         return ops.cast(outputs, self.compute_dtype)
 
 

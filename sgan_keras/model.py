@@ -199,11 +199,13 @@ class SGAN(keras.Model):
                 latent_dim=model.latent_dim, seed=config.seed,
                 output_activation=model.generator_activation or None,
                 conv_padding=model.conv_padding, precision=precision,
-                gans_in_action_generator=model.gans_in_action_generator)
+                gans_in_action_generator=model.gans_in_action_generator,
+                batch_norm_variance=model.batch_norm_variance)
         discriminator = networks.build_discriminator(
             model.architecture, image_shape=image_shape,
             num_classes=num_classes, fake_class=model.fake_class, seed=config.seed,
-            conv_padding=model.conv_padding, precision=precision)
+            conv_padding=model.conv_padding, precision=precision,
+            batch_norm_variance=model.batch_norm_variance)
         return cls(generator, discriminator, config,
                    name=f"sgan_{config.preset or model.architecture}")
 

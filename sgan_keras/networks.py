@@ -41,6 +41,7 @@ import tensorflow as tf
 from sgan_keras import layers as sgan_layers
 from sgan_keras.checks import is_integer
 from sgan_keras.choices import ARCHITECTURES
+from sgan_keras.choices import BATCH_NORM_VARIANCES
 from sgan_keras.choices import CONV_PADDINGS
 from sgan_keras.choices import FAKE_CLASSES
 from sgan_keras.choices import GANS_IN_ACTION_GENERATORS
@@ -128,7 +129,7 @@ def describe(architecture):
 
 def build_generator(architecture, *, image_shape, latent_dim=100, seed=None,
                     output_activation=None, conv_padding="same", precision="float32",
-                    gans_in_action_generator="text"):
+                    gans_in_action_generator="text", batch_norm_variance="biased"):
     """The generator ``z [B, latent_dim] -> images [B, H, W, C]`` of ``architecture``.
 
     ``image_shape`` must be the architecture's native ``(H, W, C)``
@@ -144,6 +145,9 @@ def build_generator(architecture, *, image_shape, latent_dim=100, seed=None,
     ``conv_padding``: ``"same"`` or, for ``HALF_PADDING_ARCHITECTURES``, ``"half"``.
     ``gans_in_action_generator``: ``"text"`` or, for ``mnist_gans_in_action``,
     ``"notebook"`` (:func:`_gans_in_action_generator`).
+    ``batch_norm_variance``: what the batch norms' moving variance follows,
+    ``"biased"`` (Keras 3's) or ``"unbiased"`` (Keras 2's;
+    ``layers.BatchNormalization``).
     """
     _check_architecture(architecture)
     _check_image_shape(architecture, image_shape)
@@ -170,16 +174,18 @@ def build_generator(architecture, *, image_shape, latent_dim=100, seed=None,
         z = keras.Input((latent_dim,), name="z")
         images = builder(z, seeds, output_activation)
         images = _float32_output(images, precision, "g_images_float32")
-    return _synchronize_batch_norm(keras.Model(z, images, name=f"generator_{architecture}"))
+    return _configure_batch_norm(keras.Model(z, images, name=f"generator_{architecture}"),
+                                 batch_norm_variance)
 
 
 def build_discriminator(architecture, *, image_shape, num_classes=10, fake_class="zero",
-                        seed=None, conv_padding="same", precision="float32"):
+                        seed=None, conv_padding="same", precision="float32",
+                        batch_norm_variance="biased"):
     """The discriminator ``images -> [logits, features]`` of ``architecture``.
 
     See the module docstring for the meaning of ``logits`` under each
     ``fake_class`` and ``describe(architecture)`` for the layers;
-    ``conv_padding`` as :func:`build_generator`'s.
+    ``conv_padding`` and ``batch_norm_variance`` as :func:`build_generator`'s.
     """
     _check_architecture(architecture)
     _check_image_shape(architecture, image_shape)
@@ -196,8 +202,9 @@ def build_discriminator(architecture, *, image_shape, num_classes=10, fake_class
         logits = _logits_head(head_input, num_classes, fake_class, make_dense)
         logits = _float32_output(logits, precision, "d_logits_float32")
         features = _float32_output(features, precision, "d_features_float32")
-    return _synchronize_batch_norm(
-        keras.Model(images, [logits, features], name=f"discriminator_{architecture}"))
+    return _configure_batch_norm(
+        keras.Model(images, [logits, features], name=f"discriminator_{architecture}"),
+        batch_norm_variance)
 
 
 # ---------------------------------------------------------------------------
@@ -226,18 +233,25 @@ class _SeedStream:
         return keras.initializers.RandomNormal(stddev=stddev, seed=self())
 
 
-def _synchronize_batch_norm(network):
-    """Built in the scope of a strategy of several replicas, ``network``'s
-    BatchNorms take the global batch's statistics (Keras' ``synchronized``),
-    so that the replicas train as one device does (the sources ran on one).
+def _configure_batch_norm(network, batch_norm_variance):
+    """``network`` with its batch norms' moving variance following
+    ``batch_norm_variance`` (``layers.BatchNormalization``).
+
+    Built in the scope of a strategy of several replicas, its batch norms
+    also take the global batch's statistics (Keras' ``synchronized``), so that the replicas train as one device does (the sources ran on one).
     Each replica's own statistics made training differ from one device's, and
     the replicas' copies of the moving averages differ from each other (Keras
     3.15 updates each from its replica's images): the evaluation used each
     replica's, a checkpoint the first's."""
-    if tf.distribute.get_strategy().num_replicas_in_sync > 1:
-        for layer in network.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.synchronized = True
+    if batch_norm_variance not in BATCH_NORM_VARIANCES:
+        raise ValueError(f"batch_norm_variance must be one of {BATCH_NORM_VARIANCES}, got "
+                         f"{batch_norm_variance!r}")
+    synchronized = tf.distribute.get_strategy().num_replicas_in_sync > 1
+    for layer in network.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = layer.synchronized or synchronized
+        if isinstance(layer, sgan_layers.BatchNormalization):
+            layer.unbiased_moving_variance = batch_norm_variance == "unbiased"
     return network
 
 
@@ -397,13 +411,13 @@ def _svhn_dcgan_generator(z, seeds, output_activation, width=32):
     x = keras.layers.Dense(4 * 4 * 4 * width, kernel_initializer=seeds.glorot(),
                            name="g_dense")(z)
     x = keras.layers.Reshape((4, 4, 4 * width), name="g_reshape")(x)
-    x = keras.layers.BatchNormalization(name="g_bn0")(x)
+    x = sgan_layers.BatchNormalization(name="g_bn0")(x)
     x = _lrelu(0.2, "g_lrelu0")(x)
     for index, filters in enumerate([2 * width, width], start=1):
         x = _conv_transpose(index)(filters, 5, strides=2, padding="same",
                                    kernel_initializer=seeds.glorot(),
                                    name=f"g_convt{index}")(x)
-        x = keras.layers.BatchNormalization(name=f"g_bn{index}")(x)
+        x = sgan_layers.BatchNormalization(name=f"g_bn{index}")(x)
         x = _lrelu(0.2, f"g_lrelu{index}")(x)
     return keras.layers.Conv2DTranspose(3, 5, strides=2, padding="same",
                                         activation=output_activation,
@@ -424,7 +438,7 @@ def _svhn_dcgan_discriminator(images, seeds, width=64, rate=0.5):
         x = _conv2d(stride)(filters, 3, strides=stride, padding=padding,
                             kernel_initializer=seeds.glorot(), name=f"d_conv{index}")(x)
         if batch_norm:
-            x = keras.layers.BatchNormalization(name=f"d_bn{index}")(x)
+            x = sgan_layers.BatchNormalization(name=f"d_bn{index}")(x)
         x = _lrelu(0.2, f"d_lrelu{index}")(x)
         if dropout:
             x = sgan_layers.Dropout(rate, seed=seeds(), name=f"d_dropout{index}")(x)
@@ -485,7 +499,7 @@ def _gans_in_action_discriminator(images, seeds):
         x = keras.layers.Conv2D(filters, 3, strides=2, padding="same",
                                 kernel_initializer=seeds.glorot(), name=f"d_conv{index}")(x)
         if index > 1:
-            x = keras.layers.BatchNormalization(name=f"d_bn{index}")(x)
+            x = sgan_layers.BatchNormalization(name=f"d_bn{index}")(x)
         x = _lrelu(0.01, f"d_lrelu{index}")(x)
     x = sgan_layers.Dropout(0.5, seed=seeds(), name="d_dropout")(x)
     features = keras.layers.Flatten(name="d_features")(x)
@@ -501,7 +515,7 @@ def _improved_gan_batch_norm(name):
     Its BatchNormLayer uses epsilon 1e-6 and moving averages with 0.9 (the
     wrapped layer's bias is dropped: the builders pass ``use_bias=False``).
     """
-    return keras.layers.BatchNormalization(scale=False, momentum=0.9, epsilon=1e-6, name=name)
+    return sgan_layers.BatchNormalization(scale=False, momentum=0.9, epsilon=1e-6, name=name)
 
 
 def _mnist_improved_gan_generator(z, seeds, output_activation):
@@ -566,7 +580,7 @@ def _improved_gan_conv_generator(z, seeds, output_activation, lecouat=False,
     """
     def batch_norm(name):
         if lecouat:
-            return keras.layers.BatchNormalization(name=name)
+            return sgan_layers.BatchNormalization(name=name)
         return _improved_gan_batch_norm(name)
 
     x = keras.layers.Dense(4 * 4 * 512, use_bias=lecouat, kernel_initializer=seeds.normal(0.05),

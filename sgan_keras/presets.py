@@ -125,13 +125,16 @@ _PRESETS = [
                 unsupervised_weight=1.0, g_lr=1e-3, d_lr_ratio=1.0, g_beta_1=0.9,
                 d_beta_1=0.9, label_selection="first", update_order="split",
                 data_order="with_replacement", unlabeled_pool="unlabeled_only",
-                baseline_epochs=30, baseline_steps_per_epoch=4),
+                batch_norm_variance="unbiased", baseline_epochs=30,
+                baseline_steps_per_epoch=4),
         notes="GANs in Action SGAN tutorial: 8,000 iterations as 8 epochs x 1,000 "
               "steps; Adam defaults. The first 100 training images are the labeled "
               "set, the other 59,900 the unlabeled pool; every batch is drawn from its "
               "set with replacement. Each iteration takes three D updates (labeled; "
               "real; fake, made by G in inference mode) with two Adam optimizers on one "
-              "trunk, then the G update. The baseline trains the same D for 120 steps.",
+              "trunk, then the G update. The batch norms' moving variance is Keras 2's "
+              "unbiased estimate (the book's repository pins Keras 2.1.6). The baseline "
+              "trains the same D for 120 steps.",
         deviations=(
             Deviation("D's and G's losses", _GIA + " (Keras 2 cross-entropies of clipped "
                       "probabilities: categorical of D's softmax; binary of 1 - 1/(sum exp + 1) "
@@ -140,10 +143,6 @@ _PRESETS = [
             Deviation("generator", _GIA + " build_generator (an extra convT(64,3,1) BN "
                       "LReLU; the book's text has none)", "left out, as the book's text",
                       "--gans_in_action_generator=notebook"),
-            Deviation("batch norm's moving variance", _GIA + " (Keras 2's "
-                      "BatchNormalization: from the unbiased batch variance, x n/(n - 1))",
-                      "Keras 3's, from the biased one (n = 32 x 4 x 4 values a channel at "
-                      "the smallest, D's last: 0.2% lower)", "none"),
             Deviation("baseline batches", _GIA + " (fit(batch_size=32, epochs=30) on "
                       "100 images: each epoch a reshuffle in batches of 32, 32, 32, 4)",
                       "120 batches of 32, each drawn with replacement (the GAN's data order)",
@@ -244,7 +243,8 @@ PRESETS = {preset.name: preset for preset in _PRESETS}
 UNIFIED_PROCEDURE = {
     "label_selection": "balanced", "unlabeled_pool": "all", "test_fraction": 1.0,
     "label_batching": "separate", "data_order": "joined", "update_order": "sequential",
-    "generator_fakes": "fresh", "adam_rule": "keras", "ema_rule": "tensorflow", "init_images": 0,
+    "generator_fakes": "fresh", "adam_rule": "keras", "ema_rule": "tensorflow",
+    "batch_norm_variance": "biased", "init_images": 0,
     "baseline_epochs": 0, "baseline_steps_per_epoch": 0,
 }
 DEFAULT_PRESET_FOR_DATASET = {

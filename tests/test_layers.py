@@ -756,6 +756,79 @@ def test_fused_batch_norm_runs_keras_own_call_where_the_kernel_does_not_apply():
     assert copy.momentum == 0.8 and copy.name == "g_bn1"
 
 
+def _train_once(layer, inputs, weights, projection, jit_compile=False):
+    """One training-mode call of ``layer`` (built, ``weights`` set, the step
+    compiled by XLA if ``jit_compile``): its outputs, the gradients of
+    ``sum(outputs * projection)`` for the inputs and the trainable weights,
+    and the moving mean and variance after the call."""
+    if not layer.built:
+        layer.build(inputs.shape)
+    layer.set_weights(weights)
+
+    def step(images):
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            outputs = layer(images, training=True)
+            loss = tf.reduce_sum(outputs * projection)
+        return [outputs, *tape.gradient(loss, [images, *layer.trainable_weights])]
+
+    if jit_compile:
+        step = tf.function(step, jit_compile=True)
+    results = [np.asarray(result) for result in step(inputs)]
+    return results, [np.asarray(layer.moving_mean), np.asarray(layer.moving_variance)]
+
+
+@pytest.mark.parametrize("layer_class, shape, jit_compile", [
+    (wn.BatchNormalization, (6, 5), False), (wn.BatchNormalization, (4, 3, 3, 5), False),
+    (wn.FusedBatchNormalization, (4, 3, 3, 5), False),
+    (wn.FusedBatchNormalization, (4, 3, 3, 5), True)])
+def test_unbiased_moving_variance_is_keras_2s_and_changes_nothing_else(layer_class, shape,
+                                                                        jit_compile):
+    """unbiased_moving_variance=True (GANs in Action's Keras 2): the moving
+    variance moves toward the batch's variance x n / (n - 1 - epsilon), n the
+    values a channel; the outputs, gradients and moving mean are
+    keras.layers.BatchNormalization's, and inference reads the moving
+    statistics. Without it the moving variance is Keras 3's too. For the plain
+    layer, the fused kernel, and Keras' own call, which the fused layer runs
+    under XLA."""
+    rng = np.random.default_rng(1)
+    inputs = tf.constant(rng.normal(2.0, 3.0, size=shape).astype("float32"))
+    projection = tf.constant(rng.normal(size=shape).astype("float32"))
+    options = {"momentum": 0.8, "epsilon": 1e-3}
+    reference = keras.layers.BatchNormalization(**options)
+    reference.build(shape)
+    weights = [rng.uniform(0.5, 1.5, size=w.shape).astype("float32") for w in reference.weights]
+    gamma, beta, moving_mean, moving_variance = weights
+    expected, _ = _train_once(reference, inputs, weights, projection)
+    flat = np.asarray(inputs, np.float64).reshape(-1, shape[-1])
+    count = flat.shape[0]
+    mean = 0.8 * moving_mean + 0.2 * flat.mean(axis=0)
+    biased = 0.8 * moving_variance + 0.2 * flat.var(axis=0)
+    unbiased = 0.8 * moving_variance + 0.2 * flat.var(axis=0) * count / (count - 1.001)
+    assert np.all(unbiased / biased > 1 + 1e-3)   # the two rules tell apart here
+    for flag, variance in ((False, biased), (True, unbiased)):
+        layer = layer_class(unbiased_moving_variance=flag, **options)
+        ours, moving = _train_once(layer, inputs, weights, projection, jit_compile)
+        for got, want in zip(ours, expected):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(moving[0], mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(moving[1], variance, rtol=1e-5)
+        inferred = gamma * (flat - moving[0]) / np.sqrt(moving[1] + 1e-3) + beta
+        np.testing.assert_allclose(np.asarray(layer(inputs, training=False)).reshape(-1, shape[-1]),
+                                   inferred, rtol=1e-4, atol=1e-4)
+    copy = layer_class.from_config(layer.get_config())
+    assert copy.unbiased_moving_variance is True and copy.momentum == 0.8
+
+
+def test_unbiased_moving_variance_refuses_masks_and_non_booleans():
+    layer = wn.BatchNormalization(unbiased_moving_variance=True)
+    with pytest.raises(ValueError, match="takes no mask and no renorm"):
+        layer(tf.ones((2, 3, 4)), training=True, mask=tf.ones((2, 3), bool))
+    layer(tf.ones((2, 3, 4)), training=False, mask=tf.ones((2, 3), bool))   # inference: Keras'
+    with pytest.raises(ValueError, match="unbiased_moving_variance must be True or False"):
+        wn.BatchNormalization(unbiased_moving_variance="unbiased")
+
+
 def test_matmul_conv_transpose_round_trips_and_refuses_what_it_cannot_compute():
     layer = wn.MatmulConv2DTranspose(8, 3, strides=2, name="g_convt1")
     copy = wn.MatmulConv2DTranspose.from_config(layer.get_config())
