@@ -474,6 +474,27 @@ def test_the_gans_in_action_notebooks_generator_is_gans_in_actions_choice_only()
         presets.resolve({"preset": "mnist_blog", "gans_in_action_generator": "notebook"})
 
 
+def test_gans_in_action_takes_keras_2s_batch_norm_variance_and_the_others_keras_3s():
+    """GANs in Action ran Keras 2, whose batch norms move their moving variance
+    toward the unbiased estimate: its preset's default, with no deviation row
+    left; every other preset, and the unified procedure, keep Keras 3's. A
+    preset without batch norm refuses the flag, and an older flags.json
+    without the field is read as the rule it trained with."""
+    assert {name for name, preset in presets.PRESETS.items()
+            if preset.config.model.batch_norm_variance == "unbiased"} == {"mnist_gans_in_action"}
+    assert not any("variance" in deviation.aspect for preset in presets.PRESETS.values()
+                   for deviation in preset.deviations)
+    assert presets.resolve({"preset": "mnist_gans_in_action", "procedure": "unified"}
+                           ).model.batch_norm_variance == "biased"
+    biased = presets.resolve({"preset": "mnist_gans_in_action", "batch_norm_variance": "biased"})
+    assert "batch_norm_variance_biased" in presets.run_name(biased)
+    with pytest.raises(config_lib.ConfigError, match="--batch_norm_variance changes nothing"):
+        presets.resolve({"preset": "mnist_blog", "batch_norm_variance": "unbiased"})
+    older = presets.get_preset("mnist_gans_in_action").config.to_dict()
+    del older["batch_norm_variance"]
+    assert config_lib.Config.from_dict(older).model.batch_norm_variance == "biased"
+
+
 def test_the_unlabeled_pool_outside_the_labeled_set_is_refused_where_it_cannot_be():
     """A masked batch is drawn from the whole split, and --labels=all leaves
     no unlabeled image: one line each, before any data is read; a baseline

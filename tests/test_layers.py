@@ -820,6 +820,44 @@ def test_unbiased_moving_variance_is_keras_2s_and_changes_nothing_else(layer_cla
     assert copy.unbiased_moving_variance is True and copy.momentum == 0.8
 
 
+_SYNCHRONIZED_UNBIASED_SCRIPT = textwrap.dedent("""
+    import json, os
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from sgan_keras import layers as wn
+
+    images = np.random.default_rng(2).normal(1.0, 2.0, (8, 3, 3, 4)).astype("float32")
+    single = wn.BatchNormalization(unbiased_moving_variance=True, momentum=0.5)
+    single(images, training=True)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        layer = wn.BatchNormalization(unbiased_moving_variance=True, momentum=0.5,
+                                      synchronized=True)
+        layer.build(images.shape)
+    batches = strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensor_slices(images).batch(8))
+    strategy.run(tf.function(lambda x: layer(x, training=True)), (next(iter(batches)),))
+    copies = strategy.experimental_local_results(layer.moving_variance.value)
+    print(json.dumps({"replicas": len(copies), "gap": max(
+        float(np.abs(np.asarray(copy) - np.asarray(single.moving_variance)).max())
+        for copy in copies)}))
+""")
+
+
+def test_unbiased_moving_variance_counts_every_replicas_values_when_synchronized():
+    """Synchronized over two replicas of four images each (as the networks'
+    batch norms are under a strategy of several), n is the eight images' count:
+    every replica's moving variance is one device's on the whole batch."""
+    # Logical CPUs need a TensorFlow runtime of its own (tests/preloaded.py).
+    result = preloaded.run_code(_SYNCHRONIZED_UNBIASED_SCRIPT, cwd=REPO_ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2
+    assert report["gap"] < 1e-5
+
+
 def test_unbiased_moving_variance_refuses_masks_and_non_booleans():
     layer = wn.BatchNormalization(unbiased_moving_variance=True)
     with pytest.raises(ValueError, match="takes no mask and no renorm"):

@@ -300,6 +300,25 @@ def test_only_the_gans_in_action_generator_runs_its_batch_norm_on_the_fused_kern
     assert fused == (["g_bn1"] if architecture == "mnist_gans_in_action" else [])
 
 
+@pytest.mark.parametrize("rule", choices.BATCH_NORM_VARIANCES)
+def test_every_batch_norm_of_both_networks_follows_the_batch_norm_variance(rule):
+    """batch_norm_variance reaches each batch norm of the model's G and D (GANs
+    in Action has both kinds, the fused one in G), and a saved network keeps it."""
+    from sgan_keras.model import SGAN
+    shape = IMAGE_SHAPES["mnist_gans_in_action"]
+    model = SGAN.for_config(presets.resolve({"preset": "mnist_gans_in_action",
+                                             "batch_norm_variance": rule}))
+    built = [model.generator, model.discriminator]
+    norms = {layer.name: layer.unbiased_moving_variance for network in built
+             for layer in wn.all_layers(network) if isinstance(layer, keras.layers.BatchNormalization)}
+    assert norms == dict.fromkeys(["g_bn1", "d_bn2", "d_bn3"], rule == "unbiased")
+    copy = keras.Model.from_config(built[1].get_config())
+    assert copy.get_layer("d_bn2").unbiased_moving_variance == (rule == "unbiased")
+    with pytest.raises(ValueError, match="batch_norm_variance must be one of"):
+        networks.build_discriminator("mnist_gans_in_action", image_shape=shape,
+                                     batch_norm_variance="keras2")
+
+
 def input_gradient_ops(layer):
     """The op types of ``layer``'s gradient with respect to a small input."""
     channels = int(layer.v.shape[2])
