@@ -415,6 +415,12 @@ class DataConfig:
         1.0, "Test on the first int(N x this) of the test split's N images (the Udacity "
         "notebook's Dataset(val_frac=0.5): the first half); 1 = all of them.",
         check=("in (0, 1]", lambda value: 0 < value <= 1))
+    test_batches: str = option(
+        "all", "Which test images each epoch's evaluation scores: all (every one, in order) or "
+        "reshuffled_full (int(N / --batch_size) batches of --batch_size of a fresh seeded "
+        "reshuffle each epoch, the rest left out: Lecouat et al.'s train_svhn.py, 32 of "
+        "SVHN's 26,032 images an epoch). export/accuracy.json scores every one either way.",
+        choices=choices_lib.TEST_BATCHES)
     train_split: str = option("train", "tfds: data sets: the split to train on.",
                               needs=TFDS_DATASET)
     test_split: str = option("test", "tfds: data sets: the split to test on.",
@@ -524,11 +530,10 @@ class Config:
     procedure: str = option(
         "source", "source: train as the preset's source did; unified: the package's one "
         "procedure for every preset (balanced labels, the whole training split unlabeled, "
-        "the whole test split, a separate labeled batch, shuffles joined end to end, "
-        "sequential updates, fresh fakes for G, Keras' Adam, TensorFlow's weight average, "
-        "Keras 3's batch-norm variance, init on the first batch, the baseline as long as the "
-        "GAN). The other flags override "
-        "either.",
+        "every image of the whole test split, a separate labeled batch, shuffles joined end "
+        "to end, sequential updates, fresh fakes for G, Keras' Adam, TensorFlow's weight "
+        "average, Keras 3's batch-norm variance, init on the first batch, the baseline as "
+        "long as the GAN). The other flags override either.",
         choices=("source", "unified"), in_run_name=False)
     supervised_only: bool = option(
         False, "Train the same discriminator on the labeled data alone, without a generator "
@@ -643,10 +648,11 @@ RETIRED_FIELDS = frozenset()
 # data set was divided by 255; before data_order, every run joined its shuffles;
 # before unlabeled_pool, every unlabeled batch came from the whole training split;
 # before test_fraction, every run tested on its whole test split; before
-# batch_norm_variance, every batch norm's moving variance followed Keras 3's rule.
+# batch_norm_variance, every batch norm's moving variance followed Keras 3's rule;
+# before test_batches, every evaluation scored every test image.
 VALUES_BEFORE_ADDED = {"ema_rule": "tensorflow", "conv_padding": "same", "pixel_scale": "255",
                        "data_order": "joined", "unlabeled_pool": "all", "test_fraction": 1.0,
-                       "batch_norm_variance": "biased"}
+                       "batch_norm_variance": "biased", "test_batches": "all"}
 
 
 def fields_of_a_newer_version(values):

@@ -262,11 +262,39 @@ class SemiSupervisedData:
         picked = np.resize(np.random.default_rng([self.seed, 7]).permutation(pool), count)
         return {"unlabeled_images": self.scale(self.train_images[picked])}
 
-    def test_dataset(self, batch_size):
-        """The test split in order, last partial batch kept: ``(images, labels)``."""
+    def test_dataset(self, batch_size, full_batches_of=0, evaluation=0):
+        """The test split in order, last partial batch kept: ``(images, labels)``.
+
+        With ``full_batches_of`` (``--test_batches=reshuffled_full``) an
+        evaluation takes ``int(N / full_batches_of)`` batches of that size
+        from a fresh reshuffle of the ``N`` test images and leaves out the
+        rest, as Lecouat et al.'s ``train_svhn.py`` (a permutation of the test
+        set every epoch, ``int(26032 / 50)`` batches): the reshuffle is drawn
+        from ``(seed, evaluation)`` each time the dataset is iterated, so
+        ``evaluation``, an int or a scalar int64 ``tf.Variable`` (the trainer
+        sets it to the epoch), picks it. Either way batched by ``batch_size``.
+        """
         _check_batch_size(batch_size)
         images, labels = self._test_tensors
-        batches = tf.data.Dataset.range(len(self.test_images)).batch(batch_size)
+        count = len(self.test_images)
+        if full_batches_of:
+            _check_batch_size(full_batches_of, "full_batches_of")
+            count = count // full_batches_of * full_batches_of
+            if count == 0:
+                raise DataError(f"{len(self.test_images)} test images make no batch of "
+                                f"{full_batches_of}")
+
+            def reshuffled(_):
+                seed = tf.random.experimental.stateless_fold_in(
+                    tf.constant([self.seed, 11], tf.int64), tf.cast(evaluation, tf.int64))
+                order = tf.random.experimental.stateless_shuffle(
+                    tf.range(len(self.test_images), dtype=tf.int64), seed)
+                return tf.data.Dataset.from_tensor_slices(order[:count])
+            indices = tf.data.Dataset.range(1).flat_map(reshuffled)
+        else:
+            indices = tf.data.Dataset.range(count)
+        batches = indices.batch(batch_size).apply(
+            tf.data.experimental.assert_cardinality(-(-count // batch_size)))
         return _pipeline_options(batches.map(
             _as_written(lambda index: (self.scale(tf.gather(images, index)),
                                        tf.gather(labels, index))),

@@ -462,9 +462,15 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
         convert_channels=config.data.convert_channels, train_split=config.data.train_split,
         test_split=config.data.test_split, unlabeled_pool=config.data.unlabeled_pool,
         test_fraction=config.data.test_fraction)
-    _check_eval_batches(config.run, len(data.test_images), strategy.num_replicas_in_sync)
+    full_batches_of, tested = _tested_per_evaluation(config, len(data.test_images))
+    _check_eval_batches(config.run, tested, strategy.num_replicas_in_sync)
     for note in data.notes:
         print(note, flush=True)
+    if full_batches_of:
+        print(f"Testing each epoch on {tested:,} of the {len(data.test_images):,} test images: "
+              f"{tested // full_batches_of:,} batches of {full_batches_of} of a fresh "
+              "reshuffle (--test_batches=reshuffled_full); export/accuracy.json scores "
+              "every one.", flush=True)
     if chief:
         faults.write_json(os.path.join(output_dir, "labeled_indices.json"),
                           [int(i) for i in data.labeled_indices])
@@ -528,11 +534,19 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
                                                config.supervised_only, start_step=start_step,
                                                epoch_steps=training.epoch_steps,
                                                with_replacement=training.with_replacement)
+            # The epoch picks its test images' reshuffle: set as it begins,
+            # read when its evaluation iterates the test set.
+            evaluation = tf.Variable(initial_epoch, dtype=tf.int64, trainable=False)
+            test_data = data.test_dataset(config.run.eval_batch_size, full_batches_of,
+                                          evaluation)
             callbacks = _callbacks(config, output_dir, initial_epoch, store, step_counter, stop,
                                    preemption, check_output_dir,
                                    restore_metrics=restore_metrics if index == 0 else None,
                                    epoch_seconds=epoch_seconds,
                                    earlier_seconds=earlier_seconds if index == 0 else 0.0)
+            callbacks.append(keras.callbacks.LambdaCallback(
+                on_epoch_begin=lambda epoch, logs, evaluation=evaluation: evaluation.assign(
+                    epoch)))
             # Each output names itself when it cannot be written; this names
             # the rest: TensorBoard's event files, which TensorFlow writes (a
             # resumed run creates its first validation file at an epoch end).
@@ -540,7 +554,7 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
                     _named_if_output_dir_lost(check_output_dir):
                 model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch,
                           steps_per_epoch=steps,
-                          validation_data=data.test_dataset(config.run.eval_batch_size),
+                          validation_data=test_data,
                           callbacks=callbacks, verbose=callbacks_lib.progress_verbosity(),
                           shuffle=False)
     # A signal after the last step stops here, or between the export and its
@@ -567,6 +581,19 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
         _stop_if_requested(stop, last_step)
         check_output_dir()     # the chief's
         _score_exports(export_dir, data, model, config.run.eval_batch_size)
+
+
+def _tested_per_evaluation(config, test_images):
+    """``(full_batches_of, tested)``: the batch an evaluation's test images
+    come in whole (``--test_batches=reshuffled_full``: the training batch;
+    else 0) and how many of the ``test_images`` it scores."""
+    if config.data.test_batches == "all":
+        return 0, test_images
+    batch = config.training.batch_size
+    if test_images < batch:
+        raise UsageError(f"--test_batches=reshuffled_full tests on whole batches of "
+                         f"--batch_size={batch}, and the test split has {test_images} images")
+    return batch, test_images // batch * batch
 
 
 def _check_eval_batches(run, test_images, replicas):

@@ -495,6 +495,23 @@ def test_gans_in_action_takes_keras_2s_batch_norm_variance_and_the_others_keras_
     assert config_lib.Config.from_dict(older).model.batch_norm_variance == "biased"
 
 
+def test_lecouats_svhn_preset_tests_each_epoch_on_full_batches_of_a_reshuffle():
+    """Lecouat et al.'s train_svhn.py scores int(26032 / 50) batches of a test
+    set it permutes every epoch: svhn_lecouat's default (its CIFAR-10 script's
+    10,000 / 25 leaves no image out); the unified procedure scores every
+    image, and so does an older run's flags.json."""
+    assert {name for name, preset in presets.PRESETS.items()
+            if preset.config.data.test_batches != "all"} == {"svhn_lecouat"}
+    assert presets.get_preset("svhn_lecouat").deviations == ()
+    assert presets.resolve({"preset": "svhn_lecouat", "procedure": "unified"}
+                           ).data.test_batches == "all"
+    older = presets.get_preset("svhn_lecouat").config.to_dict()
+    del older["test_batches"]
+    assert config_lib.Config.from_dict(older).data.test_batches == "all"
+    config = presets.resolve({"preset": "mnist_blog", "test_batches": "reshuffled_full"})
+    assert "test_batches_reshuffled_full" in presets.run_name(config)
+
+
 def test_the_unlabeled_pool_outside_the_labeled_set_is_refused_where_it_cannot_be():
     """A masked batch is drawn from the whole split, and --labels=all leaves
     no unlabeled image: one line each, before any data is read; a baseline

@@ -620,6 +620,44 @@ def test_test_dataset_keeps_the_last_partial_batch(tmp_path):
     assert sizes == [8, 8, 4]
 
 
+def test_reshuffled_full_test_batches_are_a_fresh_seeded_reshuffle_each_evaluation(tmp_path):
+    """--test_batches=reshuffled_full (Lecouat et al.'s train_svhn.py): an
+    evaluation tests on int(N / b) batches of b of a reshuffle of the N test
+    images, drawn from (seed, evaluation); the evaluation a tf.Variable sets
+    picks it each time the dataset is iterated, and the same evaluation is
+    the same images again (a resumed run's). The batches it is cut into for
+    the forward pass do not change which images."""
+    write_npz(tmp_path)
+    data = load_dataset("mnist", 10, data_dir=str(tmp_path), seed=5)
+    count = 23
+    data = dataclasses.replace(   # image i holds the pixel value i
+        data, test_images=np.arange(count, dtype=np.uint8)[:, None, None, None]
+        * np.ones((1, 28, 28, 1), np.uint8), test_labels=np.arange(count) % 10)
+
+    def tested(dataset):
+        batches = [images.numpy() for images, _ in dataset]
+        return ([len(batch) for batch in batches],
+                [round((image[0, 0, 0] + 1) * 127.5) for batch in batches for image in batch])
+
+    evaluation = tf.Variable(0, dtype=tf.int64)
+    dataset = data.test_dataset(4, full_batches_of=5, evaluation=evaluation)
+    sizes, first = tested(dataset)
+    assert sizes == [4, 4, 4, 4, 4] and dataset.cardinality() == 5
+    assert len(set(first)) == 20 and set(first) <= set(range(count))
+    assert first != sorted(first)                      # reshuffled, not in order
+    assert tested(dataset)[1] == first                 # the same evaluation again
+    assert tested(data.test_dataset(7, full_batches_of=5))[1] == first   # any batching
+    evaluation.assign(1)
+    second = tested(dataset)[1]
+    assert set(second) != set(first) and len(set(second)) == 20
+    assert tested(data.test_dataset(20, full_batches_of=5, evaluation=1))[1] == second
+    other_seed = dataclasses.replace(data, seed=6)
+    assert tested(other_seed.test_dataset(20, full_batches_of=5))[1] != first
+    assert tested(data.test_dataset(8))[0] == [8, 8, 7]   # without: every image, in order
+    with pytest.raises(DataError, match="23 test images make no batch of 24"):
+        data.test_dataset(8, full_batches_of=24)
+
+
 # ---------------------------------------------------------------- bad input
 def test_bad_arguments(tmp_path):
     write_npz(tmp_path)

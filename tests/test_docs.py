@@ -214,7 +214,7 @@ def test_the_readme_names_every_field_the_unified_procedure_sets():
     start = text.index("`--procedure=unified` trains any preset")
     sentence = text[start:text.index(")", start)]
     words = {"label_selection": "label selection", "unlabeled_pool": "unlabeled pool",
-             "test_fraction": "test set",
+             "test_fraction": "test set", "test_batches": "test set",
              "label_batching": "batches",
              "data_order": "data order", "update_order": "update order",
              "generator_fakes": "G's fresh fakes",

@@ -1052,6 +1052,48 @@ def test_a_run_draws_its_batches_as_its_preset_says(tmp_path, small_mnist_dir, m
                          "(--test_fraction=0.5).")
 
 
+def test_reshuffled_full_test_batches_score_each_epoch_on_its_own_reshuffle(
+        tmp_path, small_mnist_dir, monkeypatch, capsys):
+    """--test_batches=reshuffled_full: epoch e's evaluation scores the
+    int(N / batch) batches of the training batch that evaluation e's
+    reshuffle gives (data.py), a line says how many, and the export still
+    scores every test image."""
+    import tensorflow as tf
+    from sgan_keras import data as data_lib
+    from sgan_keras import presets
+    from sgan_keras import trainer
+
+    scored, made = [], []   # each test batch's image sums; the data
+    test_dataset = data_lib.SemiSupervisedData.test_dataset
+
+    def recording(self, *args, **kwargs):
+        made.append(self)
+
+        def record(images):
+            scored.extend(images.numpy().reshape(len(images), -1).sum(axis=1))
+            return np.int64(0)
+        return test_dataset(self, *args, **kwargs).map(lambda images, labels: (
+            images, labels + tf.cast(tf.py_function(record, [images], tf.int64), labels.dtype)))
+    monkeypatch.setattr(data_lib.SemiSupervisedData, "test_dataset", recording)
+    config = presets.resolve({
+        "preset": "mnist_improved_gan", "data_dir": str(small_mnist_dir), "epochs": 2,
+        "steps_per_epoch": 1, "batch_size": 48, "init_images": 20, "supervised_only": True,
+        "test_batches": "reshuffled_full", "eval_batch_size": 500, "tflite": False,
+        "output_dir": str(tmp_path / "run")})
+    trainer.train(config)
+    data, = made
+    whole = len(data.test_images)
+    tested = whole // 48 * 48
+    assert f"Testing each epoch on {tested:,} of the {whole:,} test images: {whole // 48} " \
+        "batches of 48 of a fresh reshuffle" in capsys.readouterr().out
+    expected = [np.concatenate([images.numpy().reshape(len(images), -1).sum(axis=1) for images, _
+                                in test_dataset(data, 500, 48, evaluation)]) for evaluation in (0, 1)]
+    assert len(scored) == 2 * tested
+    np.testing.assert_allclose(scored[:tested], expected[0], rtol=1e-6)
+    np.testing.assert_allclose(scored[tested:], expected[1], rtol=1e-6)
+    assert sorted(expected[0]) != sorted(expected[1])
+
+
 def test_full_disk_mid_training_gets_one_line_and_loses_nothing(small_disk, reference, resumable):
     output_dir = small_disk / "run"
     process = launch(*resumable, f"--output_dir={output_dir}")
@@ -1271,12 +1313,15 @@ def test_no_writable_temporary_directory_gets_one_line_and_exit_5(module, tmp_pa
 
 def test_mirrored_strategy_on_two_logical_cpus_and_the_chiefs_start_lines(tmp_path, fast):
     # GANs in Action: the one CLI run of batch norm (and the split order's
-    # restore of its statistics) under two replicas.
+    # restore of its statistics, Keras 2's moving variance synchronized)
+    # under two replicas, and of the test set's reshuffle read from a variable.
     result = cli(*fast, "--epochs=1", "--steps_per_epoch=2", "--strategy=mirrored",
                  "--virtual_cpus=2", "--lr_schedule=linear_decay", "--lr_decay_start_epoch=3",
-                 f"--output_dir={tmp_path / 'run'}")
+                 "--test_batches=reshuffled_full", f"--output_dir={tmp_path / 'run'}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "--strategy=mirrored: MirroredStrategy, 2 replicas," in result.stdout
+    assert "Testing each epoch on 2,000 of the 2,000 test images: 125 batches of 16" \
+        in result.stdout
     assert "--lr_decay_start_epoch=3) and this run has 1: the learning rate stays constant" \
         in result.stdout
     assert len(metrics_rows(tmp_path / "run")) == 1
