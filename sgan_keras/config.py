@@ -323,7 +323,10 @@ class TrainingConfig:
         "(openai/improved-gan's and Lecouat et al.'s int(N / batch) batches of each epoch's "
         "reshuffle, the labeled set tiled by fresh shuffles and cut the same way; the Udacity "
         "notebook's reshuffle every epoch); with_replacement: every batch of every stream "
-        "drawn uniformly with replacement (GANs in Action's np.random.randint).",
+        "drawn uniformly with replacement (GANs in Action's np.random.randint); per_shuffle: "
+        "each shuffle cut into ceil(N / --batch_size) batches, the last one partial, for one "
+        "stream of batches, masked or a baseline's (the Udacity notebook's range(0, 73257, "
+        "128), Keras' fit(shuffle=True): GANs in Action's baseline).",
         choices=choices_lib.DATA_ORDERS)
     update_order: str = option(
         "sequential", "sequential: D, then G against the updated D; simultaneous: both from "
@@ -338,6 +341,9 @@ class TrainingConfig:
     baseline_steps_per_epoch: int = option(
         0, "--supervised_only: steps per epoch (0 = --steps_per_epoch).", check=NON_NEGATIVE,
         needs=SUPERVISED_ONLY)
+    baseline_data_order: str = option(
+        "", "--supervised_only: the data order ('' = --data_order).",
+        choices=("", *choices_lib.DATA_ORDERS), needs=SUPERVISED_ONLY)
 
     def __post_init__(self):
         _check_fields(self)
@@ -352,6 +358,11 @@ class TrainingConfig:
     def with_replacement(self):
         """The pipelines' ``with_replacement`` (``data.py``): ``data_order="with_replacement"``."""
         return self.data_order == "with_replacement"
+
+    @property
+    def partial_batches(self):
+        """The pipelines' ``partial_batches`` (``data.py``): ``data_order="per_shuffle"``."""
+        return self.data_order == "per_shuffle"
 
     @property
     def d_lr(self):
@@ -575,6 +586,11 @@ class Config:
             if data.labels == "all":
                 raise ConfigError("--unlabeled_pool=unlabeled_only leaves no unlabeled image "
                                   "with --labels=all")
+        if (training.data_order == "per_shuffle" and training.label_batching == "separate"
+                and not self.supervised_only):
+            raise ConfigError("--data_order=per_shuffle cuts the shuffles of one stream of "
+                              "batches: it needs --label_batching=masked or --supervised_only "
+                              "(a labeled batch beside unlabeled ones has three)")
         if training.generator_fakes == "reused" and training.update_order != "sequential":
             raise ConfigError("--generator_fakes=reused (the D step's fakes for G, mnist_blog's) "
                               "needs --update_order=sequential, got "

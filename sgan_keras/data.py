@@ -28,7 +28,13 @@ every epoch). Where an epoch is a whole number of shuffles of every stream
 (MNIST: 600 batches of 100, and 100 labels) the two orders are the same.
 A third order, ``with_replacement``, draws every batch of every stream
 uniformly with replacement, as GANs in Action's ``np.random.randint`` does;
-its batch ``i`` too depends only on ``(seed, i)``.
+its batch ``i`` too depends only on ``(seed, i)``. A fourth,
+``partial_batches``, cuts each shuffle of one stream into ``ceil(N / batch)``
+batches, the last one partial, as Keras' ``fit(shuffle=True)`` on arrays (GANs
+in Action's baseline: 32, 32, 32 and 4 of its 100 images) and the Udacity
+notebook's ``range(0, 73257, 128)`` (572 batches of 128 and one of 41); with
+several streams their last batches would not line up, so only the masked and
+the supervised batches take it.
 
 The unlabeled batches come from the whole training split (labeled images
 included), or with ``unlabeled_pool="unlabeled_only"`` from the images
@@ -156,16 +162,18 @@ class SemiSupervisedData:
         return _host_array(self.test_images), _host_array(self.test_labels.astype(np.int32))
 
     # -------------------------------------------------------------- training
-    def labeled_dataset(self, batch_size, start_step=0, epoch_steps=0, with_replacement=False):
+    def labeled_dataset(self, batch_size, start_step=0, epoch_steps=0, with_replacement=False,
+                        partial_batches=False):
         """Infinite shuffled labeled batches ``(images, labels)``.
 
         The labeled set is tiled so that every step has a full labeled batch
-        even when the budget is smaller than the batch. ``epoch_steps`` and
-        ``with_replacement``: the data order (the module docstring); by
-        default the shuffles are joined end to end.
+        even when the budget is smaller than the batch. ``epoch_steps``,
+        ``with_replacement`` and ``partial_batches``: the data order (the
+        module docstring); by default the shuffles are joined end to end.
         """
         return self._batches(self.labeled_indices, batch_size, _STREAM_LABELED, start_step,
-                             epoch_steps, with_replacement, with_labels=True)
+                             epoch_steps, with_replacement, with_labels=True,
+                             partial_batches=partial_batches)
 
     def unlabeled_dataset(self, batch_size, stream=0, start_step=0, epoch_steps=0,
                           with_replacement=False):
@@ -179,11 +187,18 @@ class SemiSupervisedData:
         return self._batches(self.unlabeled_indices, batch_size, _STREAM_UNLABELED + stream,
                              start_step, epoch_steps, with_replacement)
 
-    def train_dataset(self, batch_size, start_step=0, epoch_steps=0, with_replacement=False):
+    def train_dataset(self, batch_size, start_step=0, epoch_steps=0, with_replacement=False,
+                      partial_batches=False):
         """Dicts of a labeled batch and two unlabeled batches (D step, G step).
 
         Infinite, prefetched; element ``i`` depends only on ``(seed, i)``.
+        Its three streams' shuffles differ in length, so it refuses
+        ``partial_batches``, whose last batches would not line up.
         """
+        if partial_batches:
+            raise DataError("partial_batches cuts each shuffle of one stream: a labeled batch "
+                            "beside the unlabeled ones has three; use the masked or the "
+                            "supervised batches")
         order = (start_step, epoch_steps, with_replacement)
         batches = tf.data.Dataset.zip((
             self.labeled_dataset(batch_size, *order),
@@ -196,7 +211,8 @@ class SemiSupervisedData:
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
         ).prefetch(tf.data.AUTOTUNE))
 
-    def masked_dataset(self, batch_size, start_step=0, epoch_steps=0, with_replacement=False):
+    def masked_dataset(self, batch_size, start_step=0, epoch_steps=0, with_replacement=False,
+                       partial_batches=False):
         """Batches of the whole training split with a label mask (the Udacity
         SVHN notebook's scheme): dicts of ``images``, ``labels`` and
         ``label_mask`` (1 for the images of the labeled set, else 0; their
@@ -207,7 +223,7 @@ class SemiSupervisedData:
         mask = tf.constant(is_labeled)
         batches = self._batches(np.arange(len(self.train_images)), batch_size, _STREAM_MASKED,
                                 start_step, epoch_steps, with_replacement, with_labels=True,
-                                with_indices=True)
+                                with_indices=True, partial_batches=partial_batches)
         return _pipeline_options(batches.map(
             _as_written(lambda images, labels, picked: {"images": images, "labels": labels,
                                                         "label_mask": tf.gather(mask, picked)}),
@@ -215,17 +231,18 @@ class SemiSupervisedData:
         ).prefetch(tf.data.AUTOTUNE))
 
     def training_dataset(self, batch_size, label_batching="separate", supervised_only=False,
-                         start_step=0, epoch_steps=0, with_replacement=False):
+                         start_step=0, epoch_steps=0, with_replacement=False,
+                         partial_batches=False):
         """The batches a configuration trains on (``TrainingConfig.label_batching``,
         ``Config.supervised_only``): ``supervised_dataset`` for a supervised-only
         run, ``masked_dataset`` for ``"masked"``, else ``train_dataset``.
 
         The CLI and the benchmarks both call this, so a benchmark times the
         step a preset trains with (two D batches a step with masked batching,
-        three with separate). ``epoch_steps`` and ``with_replacement``: the
-        data order (the module docstring).
+        three with separate). ``epoch_steps``, ``with_replacement`` and
+        ``partial_batches``: the data order (the module docstring).
         """
-        order = (start_step, epoch_steps, with_replacement)
+        order = (start_step, epoch_steps, with_replacement, partial_batches)
         if supervised_only:
             return self.supervised_dataset(batch_size, *order)
         if label_batching == "masked":
@@ -239,11 +256,12 @@ class SemiSupervisedData:
         return self.train_dataset(batch_size, *order)
 
     def supervised_dataset(self, batch_size, start_step=0, epoch_steps=0,
-                           with_replacement=False):
+                           with_replacement=False, partial_batches=False):
         """Labeled batches only (the supervised-only baseline), prefetched;
         the same labeled batches as ``train_dataset``'s at every step."""
         return _pipeline_options(
-            self.labeled_dataset(batch_size, start_step, epoch_steps, with_replacement)
+            self.labeled_dataset(batch_size, start_step, epoch_steps, with_replacement,
+                                 partial_batches)
             .prefetch(tf.data.AUTOTUNE))
 
     def init_batch(self, count, source="unlabeled"):
@@ -302,7 +320,8 @@ class SemiSupervisedData:
         ).prefetch(tf.data.AUTOTUNE))
 
     def _batches(self, indices, batch_size, stream, start_step, epoch_steps=0,
-                 with_replacement=False, with_labels=False, with_indices=False):
+                 with_replacement=False, with_labels=False, with_indices=False,
+                 partial_batches=False):
         """Shuffles of ``indices`` (the ``p``-th from the seed ``[seed, stream +
         1000 p]``), cut into batches of ``batch_size``.
 
@@ -313,14 +332,18 @@ class SemiSupervisedData:
         drops the indices before it (a slice): no batch is gathered twice.
         ``with_replacement``: batch ``i`` is instead ``batch_size`` uniform
         draws of ``indices`` from the seed ``[seed, stream + 1000 i + 500]``.
+        ``partial_batches``: each shuffle is cut into ``ceil(len(indices) /
+        batch_size)`` batches, its last one partial, and the next shuffle
+        starts a new batch (the batches' size is then unknown when traced).
         Batches are gathered and scaled whole after batching the indices.
         """
         _check_batch_size(batch_size)
         for name, value in (("start_step", start_step), ("epoch_steps", epoch_steps)):
             if not is_integer(value) or value < 0:
                 raise DataError(f"{name} must be a non-negative integer, got {value!r}")
-        if with_replacement and epoch_steps:
-            raise DataError("with_replacement draws every batch anew: epoch_steps must be 0")
+        if sum(map(bool, (epoch_steps, with_replacement, partial_batches))) > 1:
+            raise DataError("epoch_steps, with_replacement and partial_batches are three data "
+                            "orders: give one")
         count = len(indices)
         indices = tf.constant(indices, tf.int64)
         seed = tf.constant([self.seed, stream], tf.int64)
@@ -350,6 +373,17 @@ class SemiSupervisedData:
             # Seed [seed, stream + 1000 * number]: streams 0..3 never collide.
             keys = tf.random.stateless_uniform([count], seed + tf.stack([0, number * 1000]))
             return tf.data.Dataset.from_tensor_slices(tf.gather(indices, tf.argsort(keys)))
+
+        if partial_batches:   # shuffle p is batches [p * per_shuffle, (p + 1) * per_shuffle)
+            first, skipped = divmod(int(start_step), -(-count // batch_size))
+
+            @_as_written
+            def batched_shuffle(number):
+                return shuffle(number).batch(batch_size).skip(
+                    tf.where(number == first, tf.constant(skipped, tf.int64), 0))
+
+            return (tf.data.Dataset.counter(start=first).flat_map(batched_shuffle)
+                    .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
 
         # The run's parts: its epochs (per_epoch), else its shuffles. ``first``
         # is the part ``start_step`` falls in, ``offset`` its indices before it.

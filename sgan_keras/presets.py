@@ -85,16 +85,18 @@ _PRESETS = [
     Preset(
         _source("svhn_dcgan", architecture="svhn_dcgan", dataset="svhn",
                 labels=1000, batch_size=128, epochs=25,
-                steps_per_epoch=DATASETS["svhn"].train_size // 128, noise="normal",
+                steps_per_epoch=-(-DATASETS["svhn"].train_size // 128), noise="normal",
                 noise_stddev=1.0,
                 fake_class="zero", generator_loss="feature_matching_l1",
                 unsupervised_weight=1.0, g_lr=3e-4, d_lr_ratio=1.0, adam_epsilon=1e-8,
                 lr_schedule="per_epoch_decay", lr_decay_rate=0.9, label_selection="first",
-                label_batching="masked", update_order="simultaneous", data_order="per_epoch",
+                label_batching="masked", update_order="simultaneous", data_order="per_shuffle",
                 test_fraction=0.5, sample_mode="training"),
         notes="Udacity SVHN notebook: one batch of the training set per step, labels "
               "masked to the first 1,000 images; D's and G's losses from one forward "
-              "pass, both updates together; lr x 0.9 after every epoch.",
+              "pass, both updates together; each epoch a reshuffle in 573 batches, the "
+              "last of 41 images (G's fakes as many: the notebook draws 128 z for it); "
+              "lr x 0.9 after every epoch.",
         deviations=(
             Deviation("dropout", _UDACITY + " discriminator (tf.layers.dropout without "
                       "training=, so it never drops)", "dropout drops while training",
@@ -107,11 +109,11 @@ _PRESETS = [
                       "0 adds nothing to L_sup but counts in its denominator, and a test 0 "
                       "never counts as correct)", "class 0, as the .mat readers map it",
                       "none (a bug, not copied)"),
+            Deviation("the last batch's fakes", _UDACITY + " (batch_z of batch_size, 128, "
+                      "also beside the epoch's last 41 images)", "as many fakes as real "
+                      "images: 41", "none"),
             Deviation("unused layer", _UDACITY + " discriminator (a stride-2 conv after "
                       "the fifth whose output is never used)", "left out", "none"),
-            Deviation("epoch length", _UDACITY + " (range(0, 73257, 128): 573 batches, "
-                      "the last of 41 images)", "572 batches of 128 of each epoch's "
-                      "reshuffle (41 images left out), which the lr decay follows", "none"),
             Deviation("which first 1,000", _UDACITY + " (the .mat files' order: the "
                       "first 1,000 training images and the first 13,016 test images)",
                       "the first ones of the given copy; TFDS' copy is in another order",
@@ -126,7 +128,7 @@ _PRESETS = [
                 d_beta_1=0.9, label_selection="first", update_order="split",
                 data_order="with_replacement", unlabeled_pool="unlabeled_only",
                 batch_norm_variance="unbiased", baseline_epochs=30,
-                baseline_steps_per_epoch=4),
+                baseline_steps_per_epoch=4, baseline_data_order="per_shuffle"),
         notes="GANs in Action SGAN tutorial: 8,000 iterations as 8 epochs x 1,000 "
               "steps; Adam defaults. The first 100 training images are the labeled "
               "set, the other 59,900 the unlabeled pool; every batch is drawn from its "
@@ -134,7 +136,8 @@ _PRESETS = [
               "real; fake, made by G in inference mode) with two Adam optimizers on one "
               "trunk, then the G update. The batch norms' moving variance is Keras 2's "
               "unbiased estimate (the book's repository pins Keras 2.1.6). The baseline "
-              "trains the same D for 120 steps.",
+              "trains the same D as the book's fit(batch_size=32, epochs=30) does: 30 "
+              "reshuffles of the 100 labeled images in batches of 32, 32, 32 and 4.",
         deviations=(
             Deviation("D's and G's losses", _GIA + " (Keras 2 cross-entropies of clipped "
                       "probabilities: categorical of D's softmax; binary of 1 - 1/(sum exp + 1) "
@@ -143,10 +146,6 @@ _PRESETS = [
             Deviation("generator", _GIA + " build_generator (an extra convT(64,3,1) BN "
                       "LReLU; the book's text has none)", "left out, as the book's text",
                       "--gans_in_action_generator=notebook"),
-            Deviation("baseline batches", _GIA + " (fit(batch_size=32, epochs=30) on "
-                      "100 images: each epoch a reshuffle in batches of 32, 32, 32, 4)",
-                      "120 batches of 32, each drawn with replacement (the GAN's data order)",
-                      "none"),
             Deviation("which first 100", _GIA + " (Keras' mnist.npz order)", "the first "
                       "100 of the given copy; a copy in another order gives other labels",
                       "--data_dir holding Keras' own mnist.npz"),
@@ -244,7 +243,7 @@ UNIFIED_PROCEDURE = {
     "label_batching": "separate", "data_order": "joined", "update_order": "sequential",
     "generator_fakes": "fresh", "adam_rule": "keras", "ema_rule": "tensorflow",
     "batch_norm_variance": "biased", "init_images": 0,
-    "baseline_epochs": 0, "baseline_steps_per_epoch": 0,
+    "baseline_epochs": 0, "baseline_steps_per_epoch": 0, "baseline_data_order": "",
 }
 DEFAULT_PRESET_FOR_DATASET = {
     "mnist": "mnist_improved_gan",
@@ -272,7 +271,8 @@ def resolve(overrides):
     :data:`UNIFIED_PROCEDURE` with ``procedure="unified"``, and a
     ``supervised_only`` baseline the length of ``baseline_epochs`` and
     ``baseline_steps_per_epoch`` (the preset's own; GANs in Action: 120 steps)
-    unless ``epochs``/``steps_per_epoch`` are given. Options that would
+    and the data order ``baseline_data_order`` unless ``epochs``,
+    ``steps_per_epoch`` or ``data_order`` are given. Options that would
     change nothing are refused: the GAN's with ``supervised_only``, and each
     whose ``needs`` (``config.option``) the configuration does not meet,
     e.g. the manifold weight without a manifold regularization.
@@ -292,12 +292,13 @@ def resolve(overrides):
         config = config.replace(**UNIFIED_PROCEDURE)
     if overrides.get("supervised_only"):
         refuse_gan_options(overrides, "--supervised_only", lambda option: "--" + option.flag)
-        for field in ("epochs", "steps_per_epoch"):
+        for field in ("epochs", "steps_per_epoch", "data_order"):
             if field in overrides and "baseline_" + field in overrides:   # the first won
+                what = "data order" if field == "data_order" else "length"
                 raise config_lib.ConfigError(f"--{field} and --baseline_{field} both set the "
-                                             "baseline's length; give one")
-            baseline_length = overrides.get("baseline_" + field, config.value("baseline_" + field))
-            overrides.setdefault(field, baseline_length or config.value(field))
+                                             f"baseline's {what}; give one")
+            baseline_value = overrides.get("baseline_" + field, config.value("baseline_" + field))
+            overrides.setdefault(field, baseline_value or config.value(field))
     config = config.replace(**overrides)
     refuse_options_that_change_nothing(config, overrides, lambda option: option.label())
     return config
@@ -402,6 +403,8 @@ def procedure_markdown():
                     }[training.lr_schedule]
         baseline = (f"{training.baseline_epochs} x {training.baseline_steps_per_epoch} steps"
                     if training.baseline_epochs else "as the GAN")
+        if training.baseline_data_order:
+            baseline += f", {training.baseline_data_order}"
         model = preset.config.model
         average = f"{model.ema_decay:g}, {model.ema_rule}" if model.ema_decay else "none"
         rows.append(

@@ -234,8 +234,14 @@ def changed_options(earlier, config):
         config.model.architecture, earlier.get("generator_activation", ""))}
     current = config.to_dict()
     return sorted(name for name, option in config_lib.OPTIONS.items()
-                  if not option.run_only and not _same_value(name, earlier.get(name),
-                                                             current[name]))
+                  if not option.run_only and _acts(option, config)
+                  and not _same_value(name, earlier.get(name), current[name]))
+
+
+def _acts(option, config):
+    """Whether ``option`` can change what ``config`` computes: not one whose
+    ``needs`` it does not meet (a baseline's data order in a GAN's run)."""
+    return not option.needs or option.needs[1](config.value(option.needs[0]))
 
 
 def _same_value(name, earlier, current):
@@ -462,6 +468,7 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
         convert_channels=config.data.convert_channels, train_split=config.data.train_split,
         test_split=config.data.test_split, unlabeled_pool=config.data.unlabeled_pool,
         test_fraction=config.data.test_fraction)
+    _check_partial_batches(config, data, strategy.num_replicas_in_sync)
     full_batches_of, tested = _tested_per_evaluation(config, len(data.test_images))
     _check_eval_batches(config.run, tested, strategy.num_replicas_in_sync)
     for note in data.notes:
@@ -533,7 +540,8 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
             train_data = data.training_dataset(training.batch_size, training.label_batching,
                                                config.supervised_only, start_step=start_step,
                                                epoch_steps=training.epoch_steps,
-                                               with_replacement=training.with_replacement)
+                                               with_replacement=training.with_replacement,
+                                               partial_batches=training.partial_batches)
             # The epoch picks its test images' reshuffle: set as it begins,
             # read when its evaluation iterates the test set.
             evaluation = tf.Variable(initial_epoch, dtype=tf.int64, trainable=False)
@@ -581,6 +589,24 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
         _stop_if_requested(stop, last_step)
         check_output_dir()     # the chief's
         _score_exports(export_dir, data, model, config.run.eval_batch_size)
+
+
+def _check_partial_batches(config, data, replicas):
+    """Refuses ``--data_order=per_shuffle`` where the last batch of a shuffle,
+    ``N mod --batch_size`` images of the stream's ``N``, is not a multiple of
+    the replicas: the step refuses a batch they cannot share equally, which
+    would stop the run there with a traceback."""
+    training = config.training
+    if not training.partial_batches or replicas == 1:
+        return
+    count = len(data.labeled_indices) if config.supervised_only else len(data.train_images)
+    last = count % training.batch_size
+    if last % replicas:
+        raise UsageError(f"--data_order=per_shuffle ends each shuffle of the {count} images "
+                         f"with a batch of {last}, which the {replicas} replicas of "
+                         f"--strategy={config.run.strategy} cannot share equally: choose a "
+                         f"--batch_size that leaves a multiple of {replicas}, or another "
+                         "--data_order")
 
 
 def _tested_per_evaluation(config, test_images):

@@ -424,14 +424,17 @@ def test_the_sources_that_reshuffle_every_epoch_order_their_batches_per_epoch():
     """improved-gan's and Lecouat et al.'s scripts take int(N / batch) batches of
     each epoch's reshuffle (the labeled set tiled and cut the same way), the
     Udacity notebook reshuffles every epoch: their presets' data order; the
-    blog (a shuffle buffer) and GANs in Action (draws with replacement) keep
-    the package's joined order, and so does --procedure=unified. GANs in
+    blog (a shuffle buffer) keeps the package's joined order, and so does
+    --procedure=unified. The Udacity notebook cuts each epoch's reshuffle
+    with range(0, 73257, 128), its last batch of 41 (per_shuffle). GANs in
     Action draws every batch with replacement (np.random.randint), its
     unlabeled ones from the images outside its labeled set."""
     orders = {name: preset.config.training.data_order for name, preset in presets.PRESETS.items()}
     assert {name for name, order in orders.items() if order == "per_epoch"} == {
-        "svhn_dcgan", "mnist_improved_gan", "svhn_improved_gan", "cifar10_improved_gan",
+        "mnist_improved_gan", "svhn_improved_gan", "cifar10_improved_gan",
         "svhn_lecouat", "cifar10_lecouat"}
+    assert {name for name, order in orders.items() if order == "per_shuffle"} == {"svhn_dcgan"}
+    assert presets.get_preset("svhn_dcgan").config.training.steps_per_epoch == 573
     assert {name for name, order in orders.items() if order == "with_replacement"} == {
         "mnist_gans_in_action"}
     pools = {name: preset.config.data.unlabeled_pool for name, preset in presets.PRESETS.items()}
@@ -510,6 +513,37 @@ def test_lecouats_svhn_preset_tests_each_epoch_on_full_batches_of_a_reshuffle():
     assert config_lib.Config.from_dict(older).data.test_batches == "all"
     config = presets.resolve({"preset": "mnist_blog", "test_batches": "reshuffled_full"})
     assert "test_batches_reshuffled_full" in presets.run_name(config)
+
+
+def test_a_baseline_takes_its_own_data_order_and_per_shuffle_needs_one_stream():
+    """GANs in Action's baseline is Keras' fit(batch_size=32, epochs=30) on its
+    100 labels: each epoch a reshuffle in batches of 32, 32, 32 and 4
+    (per_shuffle), while its GAN draws with replacement. A baseline takes
+    --baseline_data_order unless --data_order is given; the two together are
+    refused, and so is per_shuffle for a GAN with a labeled batch beside
+    unlabeled ones (three streams whose last batches would not line up)."""
+    baseline = presets.resolve({"preset": "mnist_gans_in_action", "supervised_only": True})
+    assert baseline.training.data_order == "per_shuffle" and baseline.training.partial_batches
+    assert (baseline.training.epochs, baseline.training.steps_per_epoch) == (30, 4)
+    gan = presets.resolve({"preset": "mnist_gans_in_action"})
+    assert gan.training.data_order == "with_replacement" and not gan.training.partial_batches
+    assert presets.run_name(baseline) == presets.run_name(gan).replace(
+        "labels100", "labels100_supervised")
+    given = presets.resolve({"preset": "mnist_gans_in_action", "supervised_only": True,
+                             "data_order": "joined"})
+    assert given.training.data_order == "joined"
+    assert presets.resolve({"preset": "mnist_blog", "supervised_only": True}
+                           ).training.data_order == "joined"     # '' = the GAN's
+    with pytest.raises(config_lib.ConfigError, match="both set the baseline's data order"):
+        presets.resolve({"preset": "mnist_gans_in_action", "supervised_only": True,
+                         "data_order": "joined", "baseline_data_order": "joined"})
+    with pytest.raises(config_lib.ConfigError, match="--data_order=per_shuffle cuts the "
+                                                     "shuffles of one stream"):
+        presets.resolve({"preset": "mnist_blog", "data_order": "per_shuffle"})
+    assert presets.resolve({"preset": "mnist_gans_in_action", "procedure": "unified",
+                            "supervised_only": True}).training.data_order == "joined"
+    assert not any(deviation.aspect in ("baseline batches", "epoch length")
+                   for preset in presets.PRESETS.values() for deviation in preset.deviations)
 
 
 def test_the_unlabeled_pool_outside_the_labeled_set_is_refused_where_it_cannot_be():

@@ -564,8 +564,44 @@ def test_with_replacement_draws_each_batch_anew_from_its_pool_and_resumes_at_any
         drawn = set(sum((indices_of(data, batch[key]) for batch in batches), []))
         assert drawn == set(range(30)) - labeled, key         # all 20 others, no labeled one
     assert not np.array_equal(batches[0]["unlabeled_images"], batches[0]["generator_images"])
-    with pytest.raises(DataError, match="with_replacement draws every batch anew"):
+    with pytest.raises(DataError, match="three data orders: give one"):
         data.train_dataset(8, epoch_steps=3, with_replacement=True)
+
+
+def test_partial_batches_cut_each_shuffle_with_its_last_batch_partial():
+    """--data_order=per_shuffle (Keras fit's shuffle on GANs in Action's 100
+    labels, the Udacity notebook's range(0, N, 128)): each shuffle of the one
+    stream in ceil(N / batch) batches, the last partial, the next shuffle a
+    new batch; resumed at any step, also across a shuffle, it gives the
+    same batches. The masked batches' mask follows their images. Three
+    streams (a labeled batch beside unlabeled ones) are refused."""
+    data = data_lib.synthetic_dataset("mnist", 10, train_size=30, seed=5)
+    labeled = data.supervised_dataset(4, partial_batches=True)
+    assert labeled.element_spec[0].shape.as_list() == [None, 28, 28, 1]
+    batches = list(labeled.take(9).as_numpy_iterator())
+    assert [len(labels) for _, labels in batches] == [4, 4, 2] * 3
+    for shuffle in range(3):
+        images = np.concatenate([batch[0] for batch in batches[3 * shuffle:3 * shuffle + 3]])
+        assert sorted(indices_of(data, images)) == sorted(data.labeled_indices), shuffle
+    assert indices_of(data, batches[0][0]) != indices_of(data, batches[3][0])   # reshuffled
+    masked = list(data.masked_dataset(8, partial_batches=True).take(8).as_numpy_iterator())
+    assert [len(batch["labels"]) for batch in masked] == [8, 8, 8, 6] * 2
+    for batch in masked:
+        picked = indices_of(data, batch["images"])
+        np.testing.assert_array_equal(batch["label_mask"],
+                                      np.isin(picked, data.labeled_indices).astype(np.float32))
+    assert sorted(sum((indices_of(data, batch["images"]) for batch in masked[:4]), [])) \
+        == list(range(30))
+    for start in (1, 2, 3, 5):
+        resumed = list(data.supervised_dataset(4, start_step=start, partial_batches=True)
+                       .take(9 - start).as_numpy_iterator())
+        for expected, got in zip(batches[start:], resumed):
+            np.testing.assert_array_equal(expected[0], got[0], err_msg=str(start))
+            np.testing.assert_array_equal(expected[1], got[1], err_msg=str(start))
+    with pytest.raises(DataError, match="partial_batches cuts each shuffle of one stream"):
+        data.training_dataset(4, "separate", partial_batches=True)
+    with pytest.raises(DataError, match="three data orders: give one"):
+        data.supervised_dataset(4, epoch_steps=3, partial_batches=True)
 
 
 def test_a_test_fraction_keeps_the_first_part_of_the_test_split(tmp_path):

@@ -220,7 +220,8 @@ def test_the_readme_names_every_field_the_unified_procedure_sets():
              "generator_fakes": "G's fresh fakes",
              "adam_rule": "Adam rule", "ema_rule": "weight-average rule",
              "batch_norm_variance": "batch-norm variance", "init_images": "init",
-             "baseline_epochs": "baseline budget", "baseline_steps_per_epoch": "baseline budget"}
+             "baseline_epochs": "baseline budget", "baseline_steps_per_epoch": "baseline budget",
+             "baseline_data_order": "baseline budget and data order"}
     assert [field for field in presets.UNIFIED_PROCEDURE
             if words[field] not in sentence] == []
 

@@ -3,6 +3,7 @@ and every fault of the README's "Faults" table (one line, a documented exit stat
 nothing lost)."""
 
 import csv
+import dataclasses
 import json
 import os
 import pathlib
@@ -1050,6 +1051,38 @@ def test_a_run_draws_its_batches_as_its_preset_says(tmp_path, small_mnist_dir, m
     assert tested == whole // 2
     assert notes[-1] == (f"Testing on the first {whole // 2:,} of the {whole:,} test images "
                          "(--test_fraction=0.5).")
+
+
+def test_a_gans_in_action_baseline_cuts_each_reshuffle_of_its_labels_as_keras_fit(
+        tmp_path, small_mnist_dir, monkeypatch):
+    """The baseline's data order (per_shuffle: the book's fit(batch_size=32,
+    epochs=30)) reaches its pipeline; stopped there, as the GAN's test above.
+    Under two replicas a last batch they cannot share is refused before any
+    training, naming its size."""
+    from sgan_keras import data as data_lib
+    from sgan_keras import presets
+    from sgan_keras import trainer
+
+    class Seen(Exception):
+        pass
+
+    def ordering(self, *args, **kwargs):
+        raise Seen(kwargs["partial_batches"], kwargs["with_replacement"], args)
+    monkeypatch.setattr(data_lib.SemiSupervisedData, "training_dataset", ordering)
+    config = presets.resolve({
+        "preset": "mnist_gans_in_action", "data_dir": str(small_mnist_dir),
+        "supervised_only": True, "tflite": False, "output_dir": str(tmp_path / "run")})
+    with pytest.raises(Seen) as seen:
+        trainer.train(config)
+    assert seen.value.args == (True, False, (32, "separate", True))
+    odd = presets.resolve({"preset": "mnist_gans_in_action", "supervised_only": True,
+                           "labels": 99, "batch_size": 16})
+    data = dataclasses.replace(data_lib.synthetic_dataset("mnist", 100, train_size=200),
+                               labeled_indices=np.arange(99))
+    trainer._check_partial_batches(odd, data, 1)
+    with pytest.raises(trainer.UsageError, match="ends each shuffle of the 99 images with a "
+                                                 "batch of 3, which the 2 replicas"):
+        trainer._check_partial_batches(odd, data, 2)
 
 
 def test_reshuffled_full_test_batches_score_each_epoch_on_its_own_reshuffle(
