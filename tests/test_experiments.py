@@ -70,7 +70,8 @@ def test_the_runners_baseline_drops_the_gan_only_flags_and_the_sgan_the_baseline
     # And the SGAN drops the baseline's own flags, which its trainer refuses
     # without --supervised_only: such an override worked only with --kinds=baseline.
     assert set(config_lib.baseline_only_flags()) == {"baseline_epochs",
-                                                     "baseline_steps_per_epoch"}
+                                                     "baseline_steps_per_epoch",
+                                                     "baseline_data_order"}
     budget = {"epochs": 1, "baseline_epochs": 3}
     sgan = definitions.training_command(name, 0, False, "out", budget, None)
     baseline = definitions.training_command(name, 0, True, "out", budget, None)
