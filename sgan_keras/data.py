@@ -302,6 +302,7 @@ class SemiSupervisedData:
                 raise DataError(f"{len(self.test_images)} test images make no batch of "
                                 f"{full_batches_of}")
 
+            @_as_written
             def reshuffled(_):
                 seed = tf.random.experimental.stateless_fold_in(
                     tf.constant([self.seed, 11], tf.int64), tf.cast(evaluation, tf.int64))
