@@ -186,7 +186,8 @@ class ModelConfig:
         "biased", "What the batch norms' moving variance follows: biased (Keras 3's: the "
         "batch's variance, the one it normalizes by) or unbiased (Keras 2's, which GANs in "
         "Action ran: that variance x n / (n - 1 - epsilon), n the values a channel). Only "
-        "inference, the test accuracy and the export, reads it.",
+        "inference reads it: the test accuracy, the export, and the fakes G makes in "
+        "inference mode in the split step (GANs in Action's generator.predict).",
         choices=choices_lib.BATCH_NORM_VARIANCES,
         needs=("architecture",
                lambda value: value in choices_lib.GENERATOR_BATCH_NORM_ARCHITECTURES,
