@@ -141,8 +141,10 @@ DATA_ORDERS = ("joined", "per_epoch", "with_replacement", "per_shuffle")
 # The images the unlabeled batches come from (data.py): the whole training
 # split, or the images outside the labeled set (GANs in Action's 100..59,999).
 UNLABELED_POOLS = ("all", "unlabeled_only")
-# Which test images an evaluation scores (data.py): every one, in order, or
-# int(N / batch) batches of a fresh reshuffle each epoch (Lecouat et al.).
-TEST_BATCHES = ("all", "reshuffled_full")
+# Which test images an evaluation scores (data.py): every one, in order;
+# int(N / batch) batches of a fresh reshuffle each epoch (Lecouat et al.); or
+# the next int(N / batch) batches of a repeating stream, scored as the mean of
+# the batches' scores (the MNIST blog).
+TEST_BATCHES = ("all", "reshuffled_full", "stream")
 LR_SCHEDULES = ("constant", "per_epoch_decay", "linear_decay")
 STRATEGIES = ("auto", "mirrored", "one_device", "multi_worker", "tpu")

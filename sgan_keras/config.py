@@ -428,10 +428,13 @@ class DataConfig:
         "notebook's Dataset(val_frac=0.5): the first half); 1 = all of them.",
         check=("in (0, 1]", lambda value: 0 < value <= 1))
     test_batches: str = option(
-        "all", "Which test images each epoch's evaluation scores: all (every one, in order) or "
+        "all", "Which test images each epoch's evaluation scores: all (every one, in order); "
         "reshuffled_full (int(N / --batch_size) batches of --batch_size of a fresh seeded "
         "reshuffle each epoch, the rest left out: Lecouat et al.'s train_svhn.py, 32 of "
-        "SVHN's 26,032 images an epoch). export/accuracy.json scores every one either way.",
+        "SVHN's 26,032 images an epoch); or stream (the next int(N / --batch_size) batches of "
+        "a repeating stream of the test set in batches of --batch_size, the last of each pass "
+        "partial, scored as the mean of the batches' scores: the MNIST blog's 312 batches of "
+        "its .batch(32).repeat() test stream). export/accuracy.json scores every image.",
         choices=choices_lib.TEST_BATCHES)
     train_split: str = option("train", "tfds: data sets: the split to train on.",
                               needs=TFDS_DATASET)

@@ -74,6 +74,7 @@ from sgan_keras.checks import is_integer
 from sgan_keras.choices import DATASETS
 from sgan_keras.choices import LABEL_SELECTIONS
 from sgan_keras.choices import INPUT_PIXEL_RANGES
+from sgan_keras.choices import TEST_BATCHES
 from sgan_keras.choices import UNLABELED_POOLS
 from sgan_keras.choices import is_custom
 from sgan_keras.choices import unknown_dataset
@@ -280,44 +281,75 @@ class SemiSupervisedData:
         picked = np.resize(np.random.default_rng([self.seed, 7]).permutation(pool), count)
         return {"unlabeled_images": self.scale(self.train_images[picked])}
 
-    def test_dataset(self, batch_size, full_batches_of=0, evaluation=0):
-        """The test split in order, last partial batch kept: ``(images, labels)``.
+    def test_dataset(self, batch_size, order="all", source_batch=0, evaluation=0):
+        """The test images an evaluation scores, batched by ``batch_size``:
+        ``(images, labels)``, or ``(images, labels, weights)`` for ``stream``.
 
-        With ``full_batches_of`` (``--test_batches=reshuffled_full``) an
-        evaluation takes ``int(N / full_batches_of)`` batches of that size
-        from a fresh reshuffle of the ``N`` test images and leaves out the
-        rest, as Lecouat et al.'s ``train_svhn.py`` (a permutation of the test
-        set every epoch, ``int(26032 / 50)`` batches): the reshuffle is drawn
-        from ``(seed, evaluation)`` each time the dataset is iterated, so
-        ``evaluation``, an int or a scalar int64 ``tf.Variable`` (the trainer
-        sets it to the epoch), picks it. Either way batched by ``batch_size``.
+        ``order`` (``TEST_BATCHES``): ``all``, the ``N`` test images in order,
+        the last batch partial. ``reshuffled_full``: ``int(N / source_batch)``
+        batches of ``source_batch`` of a fresh reshuffle, the rest left out,
+        as Lecouat et al.'s ``train_svhn.py`` (a permutation of the test set
+        every epoch, ``int(26032 / 50)`` batches). ``stream``: the next
+        ``int(N / source_batch)`` batches of a repeating stream of the test
+        set in batches of ``source_batch``, the last of each pass partial, as
+        the MNIST blog's ``.batch(32).repeat()`` read 312 batches at a time;
+        weighted so that the scores are the mean of those batches' scores,
+        as the blog's mean of its batch accuracies (an image of a partial
+        batch weighs more; each evaluation pads its batches' missing places
+        with weight 0, so that every one has ``int(N / source_batch) x
+        source_batch`` places). The reshuffle, or where the stream stands, is
+        evaluation ``evaluation``'s: an int or a scalar int64 ``tf.Variable``
+        (the trainer sets it to the epoch), read each time the dataset is
+        iterated.
         """
         _check_batch_size(batch_size)
+        if order not in TEST_BATCHES:
+            raise DataError(f"order must be one of {', '.join(TEST_BATCHES)}, got {order!r}")
         images, labels = self._test_tensors
-        count = len(self.test_images)
-        if full_batches_of:
-            _check_batch_size(full_batches_of, "full_batches_of")
-            count = count // full_batches_of * full_batches_of
+        total = len(self.test_images)
+        count = total
+        if order != "all":
+            _check_batch_size(source_batch, "source_batch")
+            per_evaluation = total // source_batch
+            count = per_evaluation * source_batch
             if count == 0:
-                raise DataError(f"{len(self.test_images)} test images make no batch of "
-                                f"{full_batches_of}")
+                raise DataError(f"{total} test images make no batch of {source_batch}")
 
-            @_as_written
-            def reshuffled(_):
-                seed = tf.random.experimental.stateless_fold_in(
-                    tf.constant([self.seed, 11], tf.int64), tf.cast(evaluation, tf.int64))
-                order = tf.random.experimental.stateless_shuffle(
-                    tf.range(len(self.test_images), dtype=tf.int64), seed)
-                return tf.data.Dataset.from_tensor_slices(order[:count])
-            indices = tf.data.Dataset.range(1).flat_map(reshuffled)
-        else:
-            indices = tf.data.Dataset.range(count)
+        def evaluation_index():   # read when the dataset is iterated
+            return tf.cast(evaluation, tf.int64)
+
+        @_as_written
+        def reshuffled(_):
+            seed = tf.random.experimental.stateless_fold_in(
+                tf.constant([self.seed, 11], tf.int64), evaluation_index())
+            shuffled = tf.random.experimental.stateless_shuffle(
+                tf.range(total, dtype=tf.int64), seed)
+            return tf.data.Dataset.from_tensor_slices(shuffled[:count])
+
+        @_as_written
+        def streamed(_):
+            # Batch j of the stream is batch j mod ceil(N / b) of the test set.
+            batches = (evaluation_index() * per_evaluation
+                       + tf.range(per_evaluation, dtype=tf.int64)) % -(-total // source_batch)
+            places = batches[:, None] * source_batch + tf.range(source_batch, dtype=tf.int64)
+            sizes = tf.minimum(tf.constant(source_batch, tf.int64), total - batches * source_batch)
+            present = places < total
+            weights = tf.where(present, source_batch / tf.cast(sizes, tf.float32)[:, None], 0.0)
+            return tf.data.Dataset.from_tensor_slices(
+                (tf.reshape(tf.where(present, places, 0), [-1]), tf.reshape(weights, [-1])))
+
+        indices = {"all": lambda: tf.data.Dataset.range(count),
+                   "reshuffled_full": lambda: tf.data.Dataset.range(1).flat_map(reshuffled),
+                   "stream": lambda: tf.data.Dataset.range(1).flat_map(streamed)}[order]()
         batches = indices.batch(batch_size).apply(
             tf.data.experimental.assert_cardinality(-(-count // batch_size)))
+
+        @_as_written
+        def gather(index, *weights):
+            return (self.scale(tf.gather(images, index)), tf.gather(labels, index), *weights)
+
         return _pipeline_options(batches.map(
-            _as_written(lambda index: (self.scale(tf.gather(images, index)),
-                                       tf.gather(labels, index))),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
+            gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
         ).prefetch(tf.data.AUTOTUNE))
 
     def _batches(self, indices, batch_size, stream, start_step, epoch_steps=0,

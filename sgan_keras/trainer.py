@@ -469,15 +469,10 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
         test_split=config.data.test_split, unlabeled_pool=config.data.unlabeled_pool,
         test_fraction=config.data.test_fraction)
     _check_partial_batches(config, data, strategy.num_replicas_in_sync)
-    full_batches_of, tested = _tested_per_evaluation(config, len(data.test_images))
+    source_batch, tested, testing_line = _tested_per_evaluation(config, len(data.test_images))
     _check_eval_batches(config.run, tested, strategy.num_replicas_in_sync)
-    for note in data.notes:
+    for note in data.notes + ((testing_line,) if testing_line else ()):
         print(note, flush=True)
-    if full_batches_of:
-        print(f"Testing each epoch on {tested:,} of the {len(data.test_images):,} test images: "
-              f"{tested // full_batches_of:,} batches of {full_batches_of} of a fresh "
-              "reshuffle (--test_batches=reshuffled_full); export/accuracy.json scores "
-              "every one.", flush=True)
     if chief:
         faults.write_json(os.path.join(output_dir, "labeled_indices.json"),
                           [int(i) for i in data.labeled_indices])
@@ -545,8 +540,8 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
             # The epoch picks its test images' reshuffle: set as it begins,
             # read when its evaluation iterates the test set.
             evaluation = tf.Variable(initial_epoch, dtype=tf.int64, trainable=False)
-            test_data = data.test_dataset(config.run.eval_batch_size, full_batches_of,
-                                          evaluation)
+            test_data = data.test_dataset(config.run.eval_batch_size, config.data.test_batches,
+                                          source_batch, evaluation)
             callbacks = _callbacks(config, output_dir, initial_epoch, store, step_counter, stop,
                                    preemption, check_output_dir,
                                    restore_metrics=restore_metrics if index == 0 else None,
@@ -610,16 +605,27 @@ def _check_partial_batches(config, data, replicas):
 
 
 def _tested_per_evaluation(config, test_images):
-    """``(full_batches_of, tested)``: the batch an evaluation's test images
-    come in whole (``--test_batches=reshuffled_full``: the training batch;
-    else 0) and how many of the ``test_images`` it scores."""
-    if config.data.test_batches == "all":
-        return 0, test_images
+    """``(source_batch, places, line)`` of ``--test_batches``: the source's
+    test batch (the training batch; 0 for ``all``), how many places of the
+    ``test_images`` an evaluation scores, and a line that says so ("" for all)."""
+    order = config.data.test_batches
+    if order == "all":
+        return 0, test_images, ""
     batch = config.training.batch_size
-    if test_images < batch:
-        raise UsageError(f"--test_batches=reshuffled_full tests on whole batches of "
-                         f"--batch_size={batch}, and the test split has {test_images} images")
-    return batch, test_images // batch * batch
+    batches = test_images // batch
+    if not batches:
+        raise UsageError(f"--test_batches={order} tests on batches of --batch_size={batch}, "
+                         f"and the test split has {test_images} images")
+    if order == "reshuffled_full":
+        line = (f"Testing each epoch on {batches * batch:,} of the {test_images:,} test images: "
+                f"{batches:,} batches of {batch} of a fresh reshuffle (--test_batches="
+                "reshuffled_full); export/accuracy.json scores every one.")
+    else:
+        line = (f"Testing each epoch on the next {batches:,} batches of {batch} of a repeating "
+                f"stream of the {test_images:,} test images, the last of each pass of "
+                f"{test_images % batch or batch}, scored as the mean of the batches' scores "
+                "(--test_batches=stream); export/accuracy.json scores every image.")
+    return batch, batches * batch, line
 
 
 def _check_eval_batches(run, test_images, replicas):

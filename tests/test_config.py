@@ -498,14 +498,18 @@ def test_gans_in_action_takes_keras_2s_batch_norm_variance_and_the_others_keras_
     assert config_lib.Config.from_dict(older).model.batch_norm_variance == "biased"
 
 
-def test_lecouats_svhn_preset_tests_each_epoch_on_full_batches_of_a_reshuffle():
+def test_lecouats_svhn_preset_and_the_blog_test_on_their_sources_test_batches():
     """Lecouat et al.'s train_svhn.py scores int(26032 / 50) batches of a test
     set it permutes every epoch: svhn_lecouat's default (its CIFAR-10 script's
-    10,000 / 25 leaves no image out); the unified procedure scores every
-    image, and so does an older run's flags.json."""
-    assert {name for name, preset in presets.PRESETS.items()
-            if preset.config.data.test_batches != "all"} == {"svhn_lecouat"}
+    10,000 / 25 leaves no image out); the MNIST blog reads the next 312 batches
+    of a repeating test stream (test_data.py); the unified procedure scores
+    every image, and so does an older run's flags.json."""
+    tests = {name: preset.config.data.test_batches for name, preset in presets.PRESETS.items()}
+    assert {name: order for name, order in tests.items() if order != "all"} == {
+        "svhn_lecouat": "reshuffled_full", "mnist_blog": "stream"}
     assert presets.get_preset("svhn_lecouat").deviations == ()
+    assert not any(deviation.aspect == "test batches" for preset in presets.PRESETS.values()
+                   for deviation in preset.deviations)
     assert presets.resolve({"preset": "svhn_lecouat", "procedure": "unified"}
                            ).data.test_batches == "all"
     older = presets.get_preset("svhn_lecouat").config.to_dict()

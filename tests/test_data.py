@@ -676,22 +676,64 @@ def test_reshuffled_full_test_batches_are_a_fresh_seeded_reshuffle_each_evaluati
                 [round((image[0, 0, 0] + 1) * 127.5) for batch in batches for image in batch])
 
     evaluation = tf.Variable(0, dtype=tf.int64)
-    dataset = data.test_dataset(4, full_batches_of=5, evaluation=evaluation)
+    dataset = data.test_dataset(4, "reshuffled_full", 5, evaluation)
     sizes, first = tested(dataset)
     assert sizes == [4, 4, 4, 4, 4] and dataset.cardinality() == 5
     assert len(set(first)) == 20 and set(first) <= set(range(count))
     assert first != sorted(first)                      # reshuffled, not in order
     assert tested(dataset)[1] == first                 # the same evaluation again
-    assert tested(data.test_dataset(7, full_batches_of=5))[1] == first   # any batching
+    assert tested(data.test_dataset(7, "reshuffled_full", 5))[1] == first   # any batching
     evaluation.assign(1)
     second = tested(dataset)[1]
     assert set(second) != set(first) and len(set(second)) == 20
-    assert tested(data.test_dataset(20, full_batches_of=5, evaluation=1))[1] == second
+    assert tested(data.test_dataset(20, "reshuffled_full", 5, 1))[1] == second
     other_seed = dataclasses.replace(data, seed=6)
-    assert tested(other_seed.test_dataset(20, full_batches_of=5))[1] != first
+    assert tested(other_seed.test_dataset(20, "reshuffled_full", 5))[1] != first
     assert tested(data.test_dataset(8))[0] == [8, 8, 7]   # without: every image, in order
     with pytest.raises(DataError, match="23 test images make no batch of 24"):
-        data.test_dataset(8, full_batches_of=24)
+        data.test_dataset(8, "reshuffled_full", 24)
+
+
+def test_a_test_stream_scores_the_next_batches_as_the_mean_of_their_scores(tmp_path):
+    """--test_batches=stream (the MNIST blog's .batch(32).repeat() test set,
+    312 batches an evaluation): evaluation e reads stream batches
+    [e x int(N / b), (e + 1) x int(N / b)), batch j being batch j mod
+    ceil(N / b) of the test set in order, the last of a pass partial; each
+    image weighs b / (its batch's size), so a weighted mean is the mean of
+    the batches' means, and the missing places of a partial batch are
+    padding of weight 0."""
+    write_npz(tmp_path)
+    data = load_dataset("mnist", 10, data_dir=str(tmp_path))
+    count = 23   # batches of 5: 4 an evaluation, 5 a pass, the last of 3
+    data = dataclasses.replace(
+        data, test_images=np.arange(count, dtype=np.uint8)[:, None, None, None]
+        * np.ones((1, 28, 28, 1), np.uint8), test_labels=np.arange(count) % 10)
+
+    def read(evaluation, batch_size=6):
+        images, weights = [], []
+        for batch_images, _, batch_weights in data.test_dataset(batch_size, "stream", 5,
+                                                                evaluation):
+            images += [round((image[0, 0, 0] + 1) * 127.5) for image in batch_images.numpy()]
+            weights += list(batch_weights.numpy())
+        return images, weights
+
+    images, weights = read(0)
+    assert images == list(range(20)) and weights == [1.0] * 20   # stream batches 0-3
+    images, weights = read(1)          # stream batches 4 (the partial one), 5, 6, 7
+    assert images == [20, 21, 22, 0, 0] + list(range(15))
+    assert weights == [5 / 3] * 3 + [0.0, 0.0] + [1.0] * 15
+    evaluation = tf.Variable(2, dtype=tf.int64)
+    dataset = data.test_dataset(20, "stream", 5, evaluation)
+    assert dataset.cardinality() == 1
+    assert read(evaluation) == read(2)     # stream batches 8, 9 (partial), 10, 11
+    assert read(2)[0] == [15, 16, 17, 18, 19, 20, 21, 22, 0, 0] + list(range(10))
+    correct = np.isin(np.arange(count), [0, 20]).astype(float)   # two right answers
+    images, weights = read(1)
+    batch_means = [np.mean(correct[[20, 21, 22]]), np.mean(correct[0:5]),
+                   np.mean(correct[5:10]), np.mean(correct[10:15])]
+    assert np.isclose(np.dot(weights, correct[images]) / np.sum(weights), np.mean(batch_means))
+    with pytest.raises(DataError, match="order must be one of all, reshuffled_full, stream"):
+        data.test_dataset(8, "shuffled")
 
 
 # ---------------------------------------------------------------- bad input

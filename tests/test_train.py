@@ -1085,12 +1085,17 @@ def test_a_gans_in_action_baseline_cuts_each_reshuffle_of_its_labels_as_keras_fi
         trainer._check_partial_batches(odd, data, 2)
 
 
-def test_reshuffled_full_test_batches_score_each_epoch_on_its_own_reshuffle(
-        tmp_path, small_mnist_dir, monkeypatch, capsys):
-    """--test_batches=reshuffled_full: epoch e's evaluation scores the
-    int(N / batch) batches of the training batch that evaluation e's
-    reshuffle gives (data.py), a line says how many, and the export still
-    scores every test image."""
+@pytest.mark.parametrize("order, line", [
+    ("reshuffled_full", "Testing each epoch on 1,968 of the 2,000 test images: 41 batches of 48 "
+                        "of a fresh reshuffle"),
+    ("stream", "Testing each epoch on the next 41 batches of 48 of a repeating stream of the "
+               "2,000 test images, the last of each pass of 32")])
+def test_each_epoch_tests_on_its_sources_test_batches(order, line, tmp_path, small_mnist_dir,
+                                                       monkeypatch, capsys):
+    """--test_batches=reshuffled_full (Lecouat et al.) and stream (the MNIST
+    blog): epoch e's evaluation scores what evaluation e's batches are
+    (data.py: a reshuffle, or the stream's next batches), a line says so, and
+    the export still scores every test image."""
     import tensorflow as tf
     from sgan_keras import data as data_lib
     from sgan_keras import presets
@@ -1105,25 +1110,24 @@ def test_reshuffled_full_test_batches_score_each_epoch_on_its_own_reshuffle(
         def record(images):
             scored.extend(images.numpy().reshape(len(images), -1).sum(axis=1))
             return np.int64(0)
-        return test_dataset(self, *args, **kwargs).map(lambda images, labels: (
-            images, labels + tf.cast(tf.py_function(record, [images], tf.int64), labels.dtype)))
+        return test_dataset(self, *args, **kwargs).map(lambda images, labels, *weights: (
+            images, labels + tf.cast(tf.py_function(record, [images], tf.int64), labels.dtype),
+            *weights))
     monkeypatch.setattr(data_lib.SemiSupervisedData, "test_dataset", recording)
     config = presets.resolve({
         "preset": "mnist_improved_gan", "data_dir": str(small_mnist_dir), "epochs": 2,
         "steps_per_epoch": 1, "batch_size": 48, "init_images": 20, "supervised_only": True,
-        "test_batches": "reshuffled_full", "eval_batch_size": 500, "tflite": False,
+        "test_batches": order, "eval_batch_size": 500, "tflite": False,
         "output_dir": str(tmp_path / "run")})
     trainer.train(config)
     data, = made
-    whole = len(data.test_images)
-    tested = whole // 48 * 48
-    assert f"Testing each epoch on {tested:,} of the {whole:,} test images: {whole // 48} " \
-        "batches of 48 of a fresh reshuffle" in capsys.readouterr().out
-    expected = [np.concatenate([images.numpy().reshape(len(images), -1).sum(axis=1) for images, _
-                                in test_dataset(data, 500, 48, evaluation)]) for evaluation in (0, 1)]
-    assert len(scored) == 2 * tested
-    np.testing.assert_allclose(scored[:tested], expected[0], rtol=1e-6)
-    np.testing.assert_allclose(scored[tested:], expected[1], rtol=1e-6)
+    assert line in capsys.readouterr().out
+    expected = [np.concatenate([batch[0].numpy().reshape(len(batch[0]), -1).sum(axis=1)
+                                for batch in test_dataset(data, 500, order, 48, evaluation)])
+                for evaluation in (0, 1)]
+    assert len(scored) == 2 * 1968
+    np.testing.assert_allclose(scored[:1968], expected[0], rtol=1e-6)
+    np.testing.assert_allclose(scored[1968:], expected[1], rtol=1e-6)
     assert sorted(expected[0]) != sorted(expected[1])
 
 
