@@ -110,7 +110,8 @@ _PRESETS = [
                       "none (a bug, not copied)"),
             Deviation("the last batch's fakes", _UDACITY + " (batch_z of batch_size, 128, "
                       "also beside the epoch's last 41 images)", "as many fakes as real "
-                      "images: 41", "none"),
+                      "images: 41", "none (D's unsupervised loss pairs each real image with "
+                      "a fake)"),
             Deviation("unused layer", _UDACITY + " discriminator (a stride-2 conv after "
                       "the fifth whose output is never used)", "left out", "none"),
             Deviation("which first 1,000", _UDACITY + " (the .mat files' order: the "
