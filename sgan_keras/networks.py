@@ -238,7 +238,8 @@ def _configure_batch_norm(network, batch_norm_variance):
     ``batch_norm_variance`` (``layers.BatchNormalization``).
 
     Built in the scope of a strategy of several replicas, its batch norms
-    also take the global batch's statistics (Keras' ``synchronized``), so that the replicas train as one device does (the sources ran on one).
+    also take the global batch's statistics (Keras' ``synchronized``), so
+    that the replicas train as one device does (the sources ran on one).
     Each replica's own statistics made training differ from one device's, and
     the replicas' copies of the moving averages differ from each other (Keras
     3.15 updates each from its replica's images): the evaluation used each
@@ -248,8 +249,8 @@ def _configure_batch_norm(network, batch_norm_variance):
                          f"{batch_norm_variance!r}")
     synchronized = tf.distribute.get_strategy().num_replicas_in_sync > 1
     for layer in network.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.synchronized = layer.synchronized or synchronized
+        if synchronized and isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
         if isinstance(layer, sgan_layers.BatchNormalization):
             layer.unbiased_moving_variance = batch_norm_variance == "unbiased"
     return network

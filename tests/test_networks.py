@@ -310,7 +310,8 @@ def test_every_batch_norm_of_both_networks_follows_the_batch_norm_variance(rule)
                                              "batch_norm_variance": rule}))
     built = [model.generator, model.discriminator]
     norms = {layer.name: layer.unbiased_moving_variance for network in built
-             for layer in wn.all_layers(network) if isinstance(layer, keras.layers.BatchNormalization)}
+             for layer in wn.all_layers(network)
+             if isinstance(layer, keras.layers.BatchNormalization)}
     assert norms == dict.fromkeys(["g_bn1", "d_bn2", "d_bn3"], rule == "unbiased")
     copy = keras.Model.from_config(built[1].get_config())
     assert copy.get_layer("d_bn2").unbiased_moving_variance == (rule == "unbiased")
