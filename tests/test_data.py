@@ -718,10 +718,11 @@ def test_a_test_stream_scores_the_next_batches_as_the_mean_of_their_scores(tmp_p
         return images, weights
 
     images, weights = read(0)
-    assert images == list(range(20)) and weights == [1.0] * 20   # stream batches 0-3
+    assert images == list(range(20))      # stream batches 0-3
+    np.testing.assert_allclose(weights, [1.0] * 20)
     images, weights = read(1)          # stream batches 4 (the partial one), 5, 6, 7
     assert images == [20, 21, 22, 0, 0] + list(range(15))
-    assert weights == [5 / 3] * 3 + [0.0, 0.0] + [1.0] * 15
+    np.testing.assert_allclose(weights, [5 / 3] * 3 + [0.0, 0.0] + [1.0] * 15, rtol=1e-6)
     evaluation = tf.Variable(2, dtype=tf.int64)
     dataset = data.test_dataset(20, "stream", 5, evaluation)
     assert dataset.cardinality() == 1
