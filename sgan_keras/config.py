@@ -68,6 +68,9 @@ SUPERVISED_ONLY = ("supervised_only", bool, "--supervised_only")
 TFDS_DATASET = ("dataset", lambda value: value.startswith("tfds:"), "a tfds: --dataset")
 OWN_DATASET = ("dataset", lambda value: value.startswith(("folder:", "tfds:")),
                "a folder: or tfds: --dataset")
+BATCH_NORM = ("architecture",
+              lambda value: value in choices_lib.GENERATOR_BATCH_NORM_ARCHITECTURES,
+              "a preset whose G has batch norm (all but mnist_blog)")
 
 
 def option(default, help, *, flag=None, choices=None, check=None, gan_only=False,
@@ -170,18 +173,14 @@ class ModelConfig:
         "openai/improved-gan's samplefun, Lecouat et al.'s gen_images, the Udacity "
         "notebook's samples).", choices=choices_lib.SAMPLE_MODES, gan_only=True,
         run_only=True,
-        needs=("architecture",
-               lambda value: value in choices_lib.GENERATOR_BATCH_NORM_ARCHITECTURES,
-               "a preset whose G has batch norm (all but mnist_blog)"))
+        needs=BATCH_NORM)
     generator_statistics: str = option(
         "every_pass", "Which of G's training-mode passes move its batch norms' moving "
         "statistics: every_pass (Keras': also the D step's fakes and the manifold term's "
         "perturbed ones) or g_step (only those of G's own loss: Lecouat et al.'s G update "
         "ops, run with G's train op). Only inference-mode samples read them: no weight "
         "changes.", choices=choices_lib.GENERATOR_STATISTICS, gan_only=True, run_only=True,
-        needs=("architecture",
-               lambda value: value in choices_lib.GENERATOR_BATCH_NORM_ARCHITECTURES,
-               "a preset whose G has batch norm (all but mnist_blog)"))
+        needs=BATCH_NORM)
     batch_norm_variance: str = option(
         "biased", "What the batch norms' moving variance follows: biased (Keras 3's: the "
         "batch's variance, the one it normalizes by) or unbiased (Keras 2's, which GANs in "
@@ -189,9 +188,7 @@ class ModelConfig:
         "inference reads it: the test accuracy, the export, and the fakes G makes in "
         "inference mode in the split step (GANs in Action's generator.predict).",
         choices=choices_lib.BATCH_NORM_VARIANCES,
-        needs=("architecture",
-               lambda value: value in choices_lib.GENERATOR_BATCH_NORM_ARCHITECTURES,
-               "a preset with batch norm (all but mnist_blog)"))
+        needs=BATCH_NORM)
     fake_class: str = option(
         "zero", "zero: fixed zero fake logit; learned: K+1 outputs; separate: sigmoid head.",
         choices=choices_lib.FAKE_CLASSES, gan_only=True)
@@ -700,6 +697,12 @@ class Option:
     in_run_name: bool
     parser: object
     needs: tuple
+
+    def acts_in(self, config):
+        """Whether it can change what ``config`` computes: not when ``config``
+        does not meet its ``needs`` (the manifold weight without a manifold
+        regularization, a baseline's data order in a GAN's run)."""
+        return not self.needs or self.needs[1](config.value(self.needs[0]))
 
     def label(self):
         """How messages name it: ``--flag``, ``--flag (field)``, or the field."""

@@ -338,9 +338,11 @@ class SemiSupervisedData:
             return tf.data.Dataset.from_tensor_slices(
                 (tf.reshape(tf.where(present, places, 0), [-1]), tf.reshape(weights, [-1])))
 
-        indices = {"all": lambda: tf.data.Dataset.range(count),
-                   "reshuffled_full": lambda: tf.data.Dataset.range(1).flat_map(reshuffled),
-                   "stream": lambda: tf.data.Dataset.range(1).flat_map(streamed)}[order]()
+        if order == "all":
+            indices = tf.data.Dataset.range(count)
+        else:   # drawn when iterated: once an evaluation
+            indices = tf.data.Dataset.range(1).flat_map(
+                reshuffled if order == "reshuffled_full" else streamed)
         batches = indices.batch(batch_size).apply(
             tf.data.experimental.assert_cardinality(-(-count // batch_size)))
 

@@ -310,7 +310,7 @@ def refuse_options_that_change_nothing(config, fields, name):
     ``name`` spells an option as the caller took it (a flag, a field)."""
     for field in fields:
         option = config_lib.OPTIONS[field]
-        if option.needs and not option.needs[1](config.value(option.needs[0])):
+        if not option.acts_in(config):
             raise config_lib.ConfigError(f"{name(option)} changes nothing without "
                                          f"{option.needs[2]}; drop it")
 

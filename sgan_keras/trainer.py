@@ -234,14 +234,8 @@ def changed_options(earlier, config):
         config.model.architecture, earlier.get("generator_activation", ""))}
     current = config.to_dict()
     return sorted(name for name, option in config_lib.OPTIONS.items()
-                  if not option.run_only and _acts(option, config)
+                  if not option.run_only and option.acts_in(config)
                   and not _same_value(name, earlier.get(name), current[name]))
-
-
-def _acts(option, config):
-    """Whether ``option`` can change what ``config`` computes: not one whose
-    ``needs`` it does not meet (a baseline's data order in a GAN's run)."""
-    return not option.needs or option.needs[1](config.value(option.needs[0]))
 
 
 def _same_value(name, earlier, current):
@@ -471,8 +465,10 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
     _check_partial_batches(config, data, strategy.num_replicas_in_sync)
     source_batch, tested, testing_line = _tested_per_evaluation(config, len(data.test_images))
     _check_eval_batches(config.run, tested, strategy.num_replicas_in_sync)
-    for note in data.notes + ((testing_line,) if testing_line else ()):
+    for note in data.notes:
         print(note, flush=True)
+    if testing_line:
+        print(testing_line, flush=True)
     if chief:
         faults.write_json(os.path.join(output_dir, "labeled_indices.json"),
                           [int(i) for i in data.labeled_indices])

@@ -408,6 +408,13 @@ def test_a_resume_compares_every_option_but_the_run_only_ones():
     older = {k: v for k, v in earlier.items() if k not in ("noise_stddev", "g_beta_1")}
     assert trainer.changed_options(older, config) == []
     assert trainer.changed_options(older, config.replace(noise_stddev=0.5)) == ["noise_stddev"]
+    # An option that cannot act on the run is not compared: a baseline's data
+    # order in the GAN's run; in a baseline's run it is.
+    other_order = {**earlier, "baseline_data_order": ""}
+    assert trainer.changed_options(other_order, config) == []
+    baseline = presets.resolve({"preset": "mnist_gans_in_action", "supervised_only": True})
+    assert trainer.changed_options({**baseline.to_dict(), "baseline_data_order": ""},
+                                   baseline) == ["baseline_data_order"]
 
 
 def test_the_improved_gan_presets_scale_pixels_as_their_source():
