@@ -135,9 +135,11 @@ GANS_IN_ACTION_GENERATORS = ("text", "notebook")
 # The order of the training batches (data.py): shuffles joined end to end,
 # each epoch its own shuffles cut at the epoch's length (improved-gan, Lecouat
 # et al.), every batch drawn with replacement (GANs in Action's
-# np.random.randint), or each shuffle in batches, its last one partial (Keras'
-# fit(shuffle=True), the Udacity notebook's range(0, N, batch)).
-DATA_ORDERS = ("joined", "per_epoch", "with_replacement", "per_shuffle")
+# np.random.randint), each shuffle in batches, its last one partial (Keras'
+# fit(shuffle=True), the Udacity notebook's range(0, N, batch)), or one shuffle
+# read pass after pass through a shuffle buffer (the MNIST blog's
+# Dataset.shuffle(4000)).
+DATA_ORDERS = ("joined", "per_epoch", "with_replacement", "per_shuffle", "shuffle_buffer")
 # The images the unlabeled batches come from (data.py): the whole training
 # split, or the images outside the labeled set (GANs in Action's 100..59,999).
 UNLABELED_POOLS = ("all", "unlabeled_only")

@@ -324,8 +324,17 @@ class TrainingConfig:
         "drawn uniformly with replacement (GANs in Action's np.random.randint); per_shuffle: "
         "each shuffle cut into ceil(N / --batch_size) batches, the last one partial, for one "
         "stream of batches, masked or a baseline's (the Udacity notebook's range(0, 73257, "
-        "128), Keras' fit(shuffle=True): GANs in Action's baseline).",
+        "128), Keras' fit(shuffle=True): GANs in Action's baseline); shuffle_buffer: each "
+        "stream's images shuffled once, then read pass after pass through a buffer of "
+        "--shuffle_buffer images, as tf.data's Dataset.shuffle (the MNIST blog's "
+        ".shuffle(4000) pipelines), the passes joined end to end.",
         choices=choices_lib.DATA_ORDERS)
+    shuffle_buffer: int = option(
+        4000, "--data_order=shuffle_buffer: the buffer's images (each step takes one of them "
+        "uniformly and the next image takes its place; a stream no larger is reshuffled "
+        "uniformly every pass).", check=POSITIVE,
+        needs=("data_order", lambda value: value == "shuffle_buffer",
+               "--data_order=shuffle_buffer"))
     update_order: str = option(
         "sequential", "sequential: D, then G against the updated D; simultaneous: both from "
         "one forward pass (Udacity); split: three D updates then G (GANs in Action).",
@@ -361,6 +370,12 @@ class TrainingConfig:
     def partial_batches(self):
         """The pipelines' ``partial_batches`` (``data.py``): ``data_order="per_shuffle"``."""
         return self.data_order == "per_shuffle"
+
+    @property
+    def buffer_size(self):
+        """The pipelines' ``shuffle_buffer`` (``data.py``): ``shuffle_buffer`` with
+        ``data_order="shuffle_buffer"``, else 0."""
+        return self.shuffle_buffer if self.data_order == "shuffle_buffer" else 0
 
     @property
     def d_lr(self):

@@ -34,7 +34,11 @@ batches, the last one partial, as Keras' ``fit(shuffle=True)`` on arrays (GANs
 in Action's baseline: 32, 32, 32 and 4 of its 100 images) and the Udacity
 notebook's ``range(0, 73257, 128)`` (572 batches of 128 and one of 41); with
 several streams their last batches would not line up, so only the masked and
-the supervised batches take it.
+the supervised batches take it. A fifth, ``shuffle_buffer``, shuffles each
+stream's images once and reads them pass after pass through a buffer of that
+many images, as ``tf.data``'s ``Dataset.shuffle`` does (:func:`buffer_order`):
+the MNIST blog's ``.shuffle(4000)`` pipelines. Its passes are joined end to
+end; a stream no larger than the buffer is reshuffled uniformly every pass.
 
 The unlabeled batches come from the whole training split (labeled images
 included), or with ``unlabeled_pool="unlabeled_only"`` from the images
@@ -164,20 +168,21 @@ class SemiSupervisedData:
 
     # -------------------------------------------------------------- training
     def labeled_dataset(self, batch_size, start_step=0, epoch_steps=0, with_replacement=False,
-                        partial_batches=False):
+                        partial_batches=False, shuffle_buffer=0):
         """Infinite shuffled labeled batches ``(images, labels)``.
 
         The labeled set is tiled so that every step has a full labeled batch
         even when the budget is smaller than the batch. ``epoch_steps``,
-        ``with_replacement`` and ``partial_batches``: the data order (the
-        module docstring); by default the shuffles are joined end to end.
+        ``with_replacement``, ``partial_batches`` and ``shuffle_buffer``: the
+        data order (the module docstring); by default the shuffles are joined
+        end to end.
         """
         return self._batches(self.labeled_indices, batch_size, _STREAM_LABELED, start_step,
                              epoch_steps, with_replacement, with_labels=True,
-                             partial_batches=partial_batches)
+                             partial_batches=partial_batches, shuffle_buffer=shuffle_buffer)
 
     def unlabeled_dataset(self, batch_size, stream=0, start_step=0, epoch_steps=0,
-                          with_replacement=False):
+                          with_replacement=False, shuffle_buffer=0):
         """Infinite shuffled batches of the ``unlabeled_pool``'s images;
         streams 0 (D step) and 1 (G step) are shuffled independently."""
         if stream not in (0, 1):
@@ -186,10 +191,11 @@ class SemiSupervisedData:
             raise DataError("unlabeled_pool='unlabeled_only' leaves no unlabeled image: every "
                             "training image is labeled")
         return self._batches(self.unlabeled_indices, batch_size, _STREAM_UNLABELED + stream,
-                             start_step, epoch_steps, with_replacement)
+                             start_step, epoch_steps, with_replacement,
+                             shuffle_buffer=shuffle_buffer)
 
     def train_dataset(self, batch_size, start_step=0, epoch_steps=0, with_replacement=False,
-                      partial_batches=False):
+                      partial_batches=False, shuffle_buffer=0):
         """Dicts of a labeled batch and two unlabeled batches (D step, G step).
 
         Infinite, prefetched; element ``i`` depends only on ``(seed, i)``.
@@ -200,11 +206,12 @@ class SemiSupervisedData:
             raise DataError("partial_batches cuts each shuffle of one stream: a labeled batch "
                             "beside the unlabeled ones has three; use the masked or the "
                             "supervised batches")
-        order = (start_step, epoch_steps, with_replacement)
+        order = dict(start_step=start_step, epoch_steps=epoch_steps,
+                     with_replacement=with_replacement, shuffle_buffer=shuffle_buffer)
         batches = tf.data.Dataset.zip((
-            self.labeled_dataset(batch_size, *order),
-            self.unlabeled_dataset(batch_size, 0, *order),
-            self.unlabeled_dataset(batch_size, 1, *order)))
+            self.labeled_dataset(batch_size, **order),
+            self.unlabeled_dataset(batch_size, 0, **order),
+            self.unlabeled_dataset(batch_size, 1, **order)))
         return _pipeline_options(batches.map(
             _as_written(lambda labeled, unlabeled, generator: {
                 "labeled_images": labeled[0], "labels": labeled[1],
@@ -213,7 +220,7 @@ class SemiSupervisedData:
         ).prefetch(tf.data.AUTOTUNE))
 
     def masked_dataset(self, batch_size, start_step=0, epoch_steps=0, with_replacement=False,
-                       partial_batches=False):
+                       partial_batches=False, shuffle_buffer=0):
         """Batches of the whole training split with a label mask (the Udacity
         SVHN notebook's scheme): dicts of ``images``, ``labels`` and
         ``label_mask`` (1 for the images of the labeled set, else 0; their
@@ -224,7 +231,8 @@ class SemiSupervisedData:
         mask = tf.constant(is_labeled)
         batches = self._batches(np.arange(len(self.train_images)), batch_size, _STREAM_MASKED,
                                 start_step, epoch_steps, with_replacement, with_labels=True,
-                                with_indices=True, partial_batches=partial_batches)
+                                with_indices=True, partial_batches=partial_batches,
+                                shuffle_buffer=shuffle_buffer)
         return _pipeline_options(batches.map(
             _as_written(lambda images, labels, picked: {"images": images, "labels": labels,
                                                         "label_mask": tf.gather(mask, picked)}),
@@ -233,17 +241,18 @@ class SemiSupervisedData:
 
     def training_dataset(self, batch_size, label_batching="separate", supervised_only=False,
                          start_step=0, epoch_steps=0, with_replacement=False,
-                         partial_batches=False):
+                         partial_batches=False, shuffle_buffer=0):
         """The batches a configuration trains on (``TrainingConfig.label_batching``,
         ``Config.supervised_only``): ``supervised_dataset`` for a supervised-only
         run, ``masked_dataset`` for ``"masked"``, else ``train_dataset``.
 
         The CLI and the benchmarks both call this, so a benchmark times the
         step a preset trains with (two D batches a step with masked batching,
-        three with separate). ``epoch_steps``, ``with_replacement`` and
-        ``partial_batches``: the data order (the module docstring).
+        three with separate). ``epoch_steps``, ``with_replacement``,
+        ``partial_batches`` and ``shuffle_buffer``: the data order (the module
+        docstring).
         """
-        order = (start_step, epoch_steps, with_replacement, partial_batches)
+        order = (start_step, epoch_steps, with_replacement, partial_batches, shuffle_buffer)
         if supervised_only:
             return self.supervised_dataset(batch_size, *order)
         if label_batching == "masked":
@@ -257,12 +266,12 @@ class SemiSupervisedData:
         return self.train_dataset(batch_size, *order)
 
     def supervised_dataset(self, batch_size, start_step=0, epoch_steps=0,
-                           with_replacement=False, partial_batches=False):
+                           with_replacement=False, partial_batches=False, shuffle_buffer=0):
         """Labeled batches only (the supervised-only baseline), prefetched;
         the same labeled batches as ``train_dataset``'s at every step."""
         return _pipeline_options(
             self.labeled_dataset(batch_size, start_step, epoch_steps, with_replacement,
-                                 partial_batches)
+                                 partial_batches, shuffle_buffer)
             .prefetch(tf.data.AUTOTUNE))
 
     def init_batch(self, count, source="unlabeled"):
@@ -356,7 +365,7 @@ class SemiSupervisedData:
 
     def _batches(self, indices, batch_size, stream, start_step, epoch_steps=0,
                  with_replacement=False, with_labels=False, with_indices=False,
-                 partial_batches=False):
+                 partial_batches=False, shuffle_buffer=0):
         """Shuffles of ``indices`` (the ``p``-th from the seed ``[seed, stream +
         1000 p]``), cut into batches of ``batch_size``.
 
@@ -370,15 +379,20 @@ class SemiSupervisedData:
         ``partial_batches``: each shuffle is cut into ``ceil(len(indices) /
         batch_size)`` batches, its last one partial, and the next shuffle
         starts a new batch (the batches' size is then unknown when traced).
+        ``shuffle_buffer``: the shuffles are instead passes over one shuffle of
+        ``indices`` (seed ``[seed, stream - 1000]``) through a buffer of that
+        many (:func:`buffer_order`, pass ``p`` from the seeds ``[seed, stream +
+        1000 p]`` and ``[seed, stream + 1000 p + 250]``), joined end to end.
         Batches are gathered and scaled whole after batching the indices.
         """
         _check_batch_size(batch_size)
-        for name, value in (("start_step", start_step), ("epoch_steps", epoch_steps)):
+        for name, value in (("start_step", start_step), ("epoch_steps", epoch_steps),
+                            ("shuffle_buffer", shuffle_buffer)):
             if not is_integer(value) or value < 0:
                 raise DataError(f"{name} must be a non-negative integer, got {value!r}")
-        if sum(map(bool, (epoch_steps, with_replacement, partial_batches))) > 1:
-            raise DataError("epoch_steps, with_replacement and partial_batches are three data "
-                            "orders: give one")
+        if sum(map(bool, (epoch_steps, with_replacement, partial_batches, shuffle_buffer))) > 1:
+            raise DataError("epoch_steps, with_replacement, partial_batches and shuffle_buffer "
+                            "are four data orders: give one")
         count = len(indices)
         indices = tf.constant(indices, tf.int64)
         seed = tf.constant([self.seed, stream], tf.int64)
@@ -403,11 +417,21 @@ class SemiSupervisedData:
             return (tf.data.Dataset.counter(start=int(start_step))
                     .map(draw, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
 
+        if shuffle_buffer:   # the one shuffle the buffer reads, pass after pass
+            once = tf.gather(indices, tf.argsort(
+                tf.random.stateless_uniform([count], seed - tf.constant([0, 1000], tf.int64))))
+
         @_as_written
         def shuffle(number):
             # Seed [seed, stream + 1000 * number]: streams 0..3 never collide.
-            keys = tf.random.stateless_uniform([count], seed + tf.stack([0, number * 1000]))
-            return tf.data.Dataset.from_tensor_slices(tf.gather(indices, tf.argsort(keys)))
+            number_seed = seed + tf.stack([0, number * 1000])
+            if shuffle_buffer:
+                order = tf.gather(once, buffer_order(count, shuffle_buffer, number_seed,
+                                                     number_seed + tf.constant([0, 250], tf.int64)))
+            else:
+                order = tf.gather(indices, tf.argsort(
+                    tf.random.stateless_uniform([count], number_seed)))
+            return tf.data.Dataset.from_tensor_slices(order)
 
         if partial_batches:   # shuffle p is batches [p * per_shuffle, (p + 1) * per_shuffle)
             first, skipped = divmod(int(start_step), -(-count // batch_size))
@@ -440,6 +464,42 @@ class SemiSupervisedData:
                 .flat_map(part)
                 .batch(batch_size, drop_remainder=True)
                 .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+
+
+def buffer_order(count, buffer_size, slot_seed, drain_seed):
+    """The order in which ``tf.data``'s ``Dataset.shuffle(buffer_size)`` reads
+    ``count`` items: positions ``[count]`` (int64) into its input.
+
+    The buffer first holds items ``0 .. B - 1`` (``B = min(buffer_size,
+    count)``). Each of the next ``count - B`` steps takes the item of a
+    uniformly drawn slot (seed ``slot_seed``) and puts the next input item in
+    its place; then the ``B`` items left come out in a uniform order (seed
+    ``drain_seed``). So item ``i >= B`` comes out at step ``i - B + 1`` or
+    later, and ``count <= buffer_size`` is a uniform shuffle. ``tf.data``
+    keeps its buffer in another layout with its own generator: the same
+    distribution of orders, other numbers. Vectorized: step ``t`` takes the
+    item its slot last received, ``B + s`` for the latest step ``s < t``
+    that drew the same slot, else the slot's first item.
+    """
+    buffered = min(int(buffer_size), int(count))
+    steps = int(count) - buffered
+    left = tf.range(buffered, dtype=tf.int64)           # the slots' first items
+    taken = tf.zeros([0], tf.int64)
+    if steps:
+        step = tf.range(steps, dtype=tf.int64)
+        slot = tf.random.stateless_uniform([steps], slot_seed, minval=0, maxval=buffered,
+                                           dtype=tf.int64)
+        by_slot = tf.cast(tf.argsort(slot * steps + step), tf.int64)   # each slot's steps
+        sorted_slot = tf.gather(slot, by_slot)
+        same_slot = tf.concat([[False], sorted_slot[1:] == sorted_slot[:-1]], axis=0)
+        previous = tf.where(same_slot, tf.concat([[-1], by_slot[:-1]], axis=0),
+                            tf.constant(-1, tf.int64))
+        previous = tf.scatter_nd(by_slot[:, None], previous, [steps])   # per step
+        taken = tf.where(previous >= 0, buffered + previous, slot)
+        last = tf.math.unsorted_segment_max(step, slot, buffered)  # < 0: never drawn
+        left = tf.where(last >= 0, buffered + last, left)
+    drained = tf.gather(left, tf.argsort(tf.random.stateless_uniform([buffered], drain_seed)))
+    return tf.concat([taken, drained], axis=0)
 
 
 def _check_unlabeled_pool(unlabeled_pool):

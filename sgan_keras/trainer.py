@@ -532,7 +532,8 @@ def _train(config, strategy, output_dir, stop, check_output_dir):
                                                config.supervised_only, start_step=start_step,
                                                epoch_steps=training.epoch_steps,
                                                with_replacement=training.with_replacement,
-                                               partial_batches=training.partial_batches)
+                                               partial_batches=training.partial_batches,
+                                               shuffle_buffer=training.buffer_size)
             # The epoch picks its test images' reshuffle: set as it begins,
             # read when its evaluation iterates the test set.
             evaluation = tf.Variable(initial_epoch, dtype=tf.int64, trainable=False)

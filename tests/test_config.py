@@ -544,7 +544,7 @@ def test_a_baseline_takes_its_own_data_order_and_per_shuffle_needs_one_stream():
                              "data_order": "joined"})
     assert given.training.data_order == "joined"
     assert presets.resolve({"preset": "mnist_blog", "supervised_only": True}
-                           ).training.data_order == "joined"     # '' = the GAN's
+                           ).training.data_order == "shuffle_buffer"     # '' = the GAN's
     with pytest.raises(config_lib.ConfigError, match="both set the baseline's data order"):
         presets.resolve({"preset": "mnist_gans_in_action", "supervised_only": True,
                          "data_order": "joined", "baseline_data_order": "joined"})
@@ -555,6 +555,29 @@ def test_a_baseline_takes_its_own_data_order_and_per_shuffle_needs_one_stream():
                             "supervised_only": True}).training.data_order == "joined"
     assert not any(deviation.aspect in ("baseline batches", "epoch length")
                    for preset in presets.PRESETS.values() for deviation in preset.deviations)
+
+
+def test_the_blog_reads_its_streams_through_a_shuffle_buffer_whose_size_is_an_option():
+    """mnist_blog's pipelines read each stream through .shuffle(4000): its
+    data order, with the buffer's size an option that names its run and is
+    refused where it would change nothing; --procedure=unified joins plain
+    shuffles, and its deviation table no longer lists the data order."""
+    blog = presets.resolve({"preset": "mnist_blog"})
+    assert (blog.training.data_order, blog.training.buffer_size) == ("shuffle_buffer", 4000)
+    assert presets.resolve({"preset": "mnist_blog", "procedure": "unified"}
+                           ).training.buffer_size == 0
+    assert presets.resolve({"preset": "mnist_blog", "data_order": "joined"}
+                           ).training.buffer_size == 0
+    smaller = presets.resolve({"preset": "mnist_blog", "shuffle_buffer": 1000})
+    assert "shuffle_buffer1000" in presets.run_name(smaller)
+    assert smaller.training.buffer_size == 1000
+    with pytest.raises(config_lib.ConfigError, match="--shuffle_buffer changes nothing "
+                                                     "without --data_order=shuffle_buffer"):
+        presets.resolve({"preset": "mnist_improved_gan", "shuffle_buffer": 1000})
+    with pytest.raises(config_lib.ConfigError, match="--shuffle_buffer must be positive"):
+        presets.resolve({"preset": "mnist_blog", "shuffle_buffer": 0})
+    assert not any(deviation.aspect == "data order"
+                   for deviation in presets.get_preset("mnist_blog").deviations)
 
 
 def test_the_unlabeled_pool_outside_the_labeled_set_is_refused_where_it_cannot_be():
@@ -571,12 +594,13 @@ def test_the_unlabeled_pool_outside_the_labeled_set_is_refused_where_it_cannot_b
 
 
 @pytest.mark.parametrize("field, preset, now, before, always", [
-    ("ema_rule", "mnist_improved_gan", "improved_gan", "tensorflow", "svhn_lecouat"),
-    ("conv_padding", "svhn_improved_gan", "half", "same", "svhn_lecouat"),
-    ("pixel_scale", "mnist_improved_gan", "256", "255", "svhn_lecouat"),
-    ("data_order", "svhn_improved_gan", "per_epoch", "joined", "mnist_blog"),
-    ("unlabeled_pool", "mnist_gans_in_action", "unlabeled_only", "all", "mnist_blog"),
-    ("test_fraction", "svhn_dcgan", 0.5, 1.0, "mnist_blog"),
+    ("ema_rule", "mnist_improved_gan", "improved_gan", "tensorflow", {"preset": "svhn_lecouat"}),
+    ("conv_padding", "svhn_improved_gan", "half", "same", {"preset": "svhn_lecouat"}),
+    ("pixel_scale", "mnist_improved_gan", "256", "255", {"preset": "svhn_lecouat"}),
+    ("data_order", "svhn_improved_gan", "per_epoch", "joined",
+     {"preset": "mnist_blog", "procedure": "unified"}),
+    ("unlabeled_pool", "mnist_gans_in_action", "unlabeled_only", "all", {"preset": "mnist_blog"}),
+    ("test_fraction", "svhn_dcgan", 0.5, 1.0, {"preset": "mnist_blog"}),
 ])
 def test_a_run_from_before_an_option_resumes_only_with_what_it_trained_with(field, preset,
                                                                             now, before,
@@ -593,8 +617,8 @@ def test_a_run_from_before_an_option_resumes_only_with_what_it_trained_with(fiel
     assert trainer.changed_options(older, config) == [field]
     assert trainer.changed_options(older, config.replace(**{field: before})) == []
     assert config_lib.Config.from_dict(older).value(field) == before
-    # A preset that always had that value resumes as before.
-    unchanged = presets.get_preset(always).config
+    # A configuration that always had that value resumes as before.
+    unchanged = presets.resolve(always)
     assert unchanged.value(field) == before
     assert trainer.changed_options(
         {k: v for k, v in unchanged.to_dict().items() if k != field}, unchanged) == []

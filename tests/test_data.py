@@ -1,5 +1,6 @@
 """The data layer: every local format, TFDS, label budgets, pipelines, bad input."""
 
+import collections
 import dataclasses
 import gzip
 import io
@@ -564,7 +565,7 @@ def test_with_replacement_draws_each_batch_anew_from_its_pool_and_resumes_at_any
         drawn = set(sum((indices_of(data, batch[key]) for batch in batches), []))
         assert drawn == set(range(30)) - labeled, key         # all 20 others, no labeled one
     assert not np.array_equal(batches[0]["unlabeled_images"], batches[0]["generator_images"])
-    with pytest.raises(DataError, match="three data orders: give one"):
+    with pytest.raises(DataError, match="four data orders: give one"):
         data.train_dataset(8, epoch_steps=3, with_replacement=True)
 
 
@@ -600,8 +601,95 @@ def test_partial_batches_cut_each_shuffle_with_its_last_batch_partial():
             np.testing.assert_array_equal(expected[1], got[1], err_msg=str(start))
     with pytest.raises(DataError, match="partial_batches cuts each shuffle of one stream"):
         data.training_dataset(4, "separate", partial_batches=True)
-    with pytest.raises(DataError, match="three data orders: give one"):
+    with pytest.raises(DataError, match="four data orders: give one"):
         data.supervised_dataset(4, epoch_steps=3, partial_batches=True)
+
+
+def _sequential_buffer_order(count, buffer_size, slot_seed, drain_seed):
+    """tf.data's shuffle buffer step by step, on the draws ``buffer_order`` makes."""
+    buffered = min(buffer_size, count)
+    steps = count - buffered
+    slots = (tf.random.stateless_uniform([steps], slot_seed, minval=0, maxval=buffered,
+                                         dtype=tf.int64).numpy() if steps else [])
+    buffer, order = list(range(buffered)), []
+    for step in range(steps):
+        order.append(buffer[slots[step]])
+        buffer[slots[step]] = buffered + step        # the next item takes its place
+    keys = tf.random.stateless_uniform([buffered], drain_seed).numpy()
+    return order + [buffer[slot] for slot in np.argsort(keys, kind="stable")]
+
+
+@pytest.mark.parametrize("count, buffer_size", [(10, 3), (200, 7), (4000, 250), (9, 9),
+                                                (5, 40), (8, 1)])
+def test_buffer_order_is_a_shuffle_buffer_read_to_its_end(count, buffer_size):
+    """``buffer_order`` (tf.data's ``Dataset.shuffle(buffer_size)``, vectorized)
+    is the sequential algorithm: each step takes a uniformly drawn slot's item
+    and the next item takes its place, then the buffer is emptied in a random
+    order. So an item can come out no earlier than ``buffer_size`` - 1 steps
+    before its place in the input, which a global shuffle would break."""
+    slot_seed, drain_seed = tf.constant([3, 1], tf.int64), tf.constant([3, 2], tf.int64)
+    order = data_lib.buffer_order(count, buffer_size, slot_seed, drain_seed).numpy()
+    assert order.dtype == np.int64
+    assert order.tolist() == _sequential_buffer_order(count, buffer_size, slot_seed,
+                                                      drain_seed)
+    assert sorted(order) == list(range(count))
+    place = np.argsort(order)                  # the step each item comes out at
+    late = np.arange(buffer_size, count)
+    assert np.all(place[late] >= late - buffer_size + 1)
+    if buffer_size == 1:
+        assert order.tolist() == list(range(count))
+
+
+def test_buffer_order_draws_each_possible_order_alike():
+    """Three items through a buffer of two: the first out is item 0 or 1,
+    each half the time, and the other two follow in either order: four
+    orders, a quarter each; item 2 never comes first."""
+    seen = collections.Counter(
+        tuple(data_lib.buffer_order(3, 2, tf.constant([seed, 0], tf.int64),
+                                    tf.constant([seed, 1], tf.int64)).numpy().tolist())
+        for seed in range(400))
+    assert set(seen) == {(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0)}
+    assert all(60 < times < 140 for times in seen.values()), seen
+
+
+def test_the_shuffle_buffer_order_reads_one_shuffle_of_each_stream_pass_after_pass():
+    """--data_order=shuffle_buffer (the MNIST blog's ``.shuffle(4000)``
+    pipelines): each stream's images shuffled once, every pass read through
+    the buffer. With a buffer of one image every pass is that one shuffle;
+    D's and G's unlabeled streams shuffle apart; a stream no larger than the
+    buffer is reshuffled every pass; resumed at any step, the same batches."""
+    data = data_lib.synthetic_dataset("mnist", 10, train_size=30, seed=5)
+    labeled = sorted(data.labeled_indices)
+
+    def passes(dataset, key, batches):
+        taken = list(dataset.take(batches).as_numpy_iterator())
+        return np.reshape(sum((indices_of(data, batch[key]) for batch in taken), []),
+                          (-1, 30))
+
+    one = data.train_dataset(10, shuffle_buffer=1)
+    for key in ("unlabeled_images", "generator_images"):
+        order = passes(one, key, 9)
+        assert (order == order[0]).all() and order[0].tolist() != list(range(30)), key
+        assert sorted(order[0]) == list(range(30))
+    assert (passes(one, "unlabeled_images", 3) != passes(one, "generator_images", 3)).any()
+    wide = list(data.train_dataset(5, shuffle_buffer=40).take(6).as_numpy_iterator())
+    shuffles = [sum((indices_of(data, batch["labeled_images"]) for batch in wide[i:i + 2]), [])
+                for i in (0, 2, 4)]
+    assert all(sorted(shuffle) == labeled for shuffle in shuffles)
+    assert len({tuple(shuffle) for shuffle in shuffles}) == 3       # a reshuffle a pass
+    full = list(data.train_dataset(4, shuffle_buffer=6).take(20).as_numpy_iterator())
+    for start in (1, 7, 8, 15):
+        resumed = list(data.train_dataset(4, start_step=start, shuffle_buffer=6)
+                       .take(20 - start).as_numpy_iterator())
+        for expected, got in zip(full[start:], resumed):
+            for key in expected:
+                np.testing.assert_array_equal(expected[key], got[key], err_msg=str(start))
+    for make in (data.masked_dataset, data.supervised_dataset):
+        assert len(list(make(4, shuffle_buffer=3).take(2).as_numpy_iterator())) == 2
+    with pytest.raises(DataError, match="four data orders: give one"):
+        data.train_dataset(4, epoch_steps=3, shuffle_buffer=6)
+    with pytest.raises(DataError, match="shuffle_buffer must be a non-negative integer"):
+        data.train_dataset(4, shuffle_buffer=-1)
 
 
 def test_a_test_fraction_keeps_the_first_part_of_the_test_split(tmp_path):

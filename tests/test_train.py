@@ -1056,7 +1056,8 @@ def test_a_run_draws_its_batches_as_its_preset_says(tmp_path, small_mnist_dir, m
 def test_a_gans_in_action_baseline_cuts_each_reshuffle_of_its_labels_as_keras_fit(
         tmp_path, small_mnist_dir, monkeypatch):
     """The baseline's data order (per_shuffle: the book's fit(batch_size=32,
-    epochs=30)) reaches its pipeline; stopped there, as the GAN's test above.
+    epochs=30)) reaches its pipeline, and the MNIST blog's shuffle buffer its
+    GAN's; stopped there, as the GAN's test above.
     Under two replicas a last batch they cannot share is refused before any
     training, naming its size."""
     from sgan_keras import data as data_lib
@@ -1067,14 +1068,21 @@ def test_a_gans_in_action_baseline_cuts_each_reshuffle_of_its_labels_as_keras_fi
         pass
 
     def ordering(self, *args, **kwargs):
-        raise Seen(kwargs["partial_batches"], kwargs["with_replacement"], args)
+        raise Seen(kwargs["partial_batches"], kwargs["with_replacement"],
+                   kwargs["shuffle_buffer"], args)
     monkeypatch.setattr(data_lib.SemiSupervisedData, "training_dataset", ordering)
     config = presets.resolve({
         "preset": "mnist_gans_in_action", "data_dir": str(small_mnist_dir),
         "supervised_only": True, "tflite": False, "output_dir": str(tmp_path / "run")})
     with pytest.raises(Seen) as seen:
         trainer.train(config)
-    assert seen.value.args == (True, False, (32, "separate", True))
+    assert seen.value.args == (True, False, 0, (32, "separate", True))
+    # The MNIST blog's GAN reads its streams through its 4,000-image buffer.
+    blog = presets.resolve({"preset": "mnist_blog", "data_dir": str(small_mnist_dir),
+                            "labels": 100, "tflite": False, "output_dir": str(tmp_path / "blog")})
+    with pytest.raises(Seen) as seen:
+        trainer.train(blog)
+    assert seen.value.args == (False, False, 4000, (32, "separate", False))
     odd = presets.resolve({"preset": "mnist_gans_in_action", "supervised_only": True,
                            "labels": 99, "batch_size": 16})
     data = dataclasses.replace(data_lib.synthetic_dataset("mnist", 100, train_size=200),
