@@ -16,29 +16,29 @@ and one scaling. Element ``i`` of every training pipeline depends only on
 ``(seed, i)``: ``start_step`` resumes a run with exactly the batches it
 would have seen.
 
-Two data orders (``epoch_steps``, ``TrainingConfig.data_order``): by default
-each stream is its shuffles of its images joined end to end, cut into
-batches, whatever the epoch (every image used, a batch may span two
-shuffles). With ``epoch_steps`` each training epoch of that many steps takes
-its own shuffles and leaves out the rest of the last one, as improved-gan's
-and Lecouat et al.'s scripts do (every epoch reshuffles the unlabeled set and
-takes ``int(N / batch)`` batches of it; the labeled set, tiled by fresh
-shuffles, is cut the same way) and the Udacity SVHN notebook (a reshuffle
-every epoch). Where an epoch is a whole number of shuffles of every stream
-(MNIST: 600 batches of 100, and 100 labels) the two orders are the same.
-A third order, ``with_replacement``, draws every batch of every stream
-uniformly with replacement, as GANs in Action's ``np.random.randint`` does;
-its batch ``i`` too depends only on ``(seed, i)``. A fourth,
-``partial_batches``, cuts each shuffle of one stream into ``ceil(N / batch)``
-batches, the last one partial, as Keras' ``fit(shuffle=True)`` on arrays (GANs
-in Action's baseline: 32, 32, 32 and 4 of its 100 images) and the Udacity
-notebook's ``range(0, 73257, 128)`` (572 batches of 128 and one of 41); with
-several streams their last batches would not line up, so only the masked and
-the supervised batches take it. A fifth, ``shuffle_buffer``, shuffles each
-stream's images once and reads them pass after pass through a buffer of that
-many images, as ``tf.data``'s ``Dataset.shuffle`` does (:func:`buffer_order`):
-the MNIST blog's ``.shuffle(4000)`` pipelines. Its passes are joined end to
-end; a stream no larger than the buffer is reshuffled uniformly every pass.
+Data orders (``TrainingConfig.data_order``): by default each stream is its
+shuffles of its images joined end to end, cut into batches, whatever the epoch
+(every image used, a batch may span two shuffles). With ``epoch_steps`` each
+training epoch of that many steps takes its own shuffles and leaves out the
+rest of the last one, as improved-gan's and Lecouat et al.'s scripts do (every
+epoch reshuffles the unlabeled set and takes ``int(N / batch)`` batches of it;
+the labeled set, tiled by fresh shuffles, is cut the same way) and the Udacity
+SVHN notebook (a reshuffle every epoch). Where an epoch is a whole number of
+shuffles of every stream (MNIST: 600 batches of 100, and 100 labels) the two
+orders are the same. A third order, ``with_replacement``, draws every batch of
+every stream uniformly with replacement, as GANs in Action's
+``np.random.randint`` does; its batch ``i`` too depends only on ``(seed, i)``.
+A fourth, ``partial_batches``, cuts each shuffle of one stream into
+``ceil(N / batch)`` batches, the last one partial, as Keras' ``fit(shuffle=True)`` on
+arrays (GANs in Action's baseline: 32, 32, 32 and 4 of its 100 images) and the
+Udacity notebook's ``range(0, 73257, 128)`` (572 batches of 128 and one of
+41); with several streams their last batches would not line up, so only the
+masked and the supervised batches take it. A fifth, ``shuffle_buffer``,
+shuffles each stream's images once and reads them pass after pass through a
+buffer of that many images, as ``tf.data``'s ``Dataset.shuffle`` does
+(:func:`buffer_order`): the MNIST blog's ``.shuffle(4000)`` pipelines. Its
+passes are joined end to end; a stream no larger than the buffer is reshuffled
+uniformly every pass.
 
 The unlabeled batches come from the whole training split (labeled images
 included), or with ``unlabeled_pool="unlabeled_only"`` from the images
