@@ -324,15 +324,16 @@ class TrainingConfig:
         "drawn uniformly with replacement (GANs in Action's np.random.randint); per_shuffle: "
         "each shuffle cut into ceil(N / --batch_size) batches, the last one partial, for one "
         "stream of batches, masked or a baseline's (the Udacity notebook's range(0, 73257, "
-        "128), Keras' fit(shuffle=True): GANs in Action's baseline); shuffle_buffer: each "
-        "stream's images shuffled once, then read pass after pass through a buffer of "
-        "--shuffle_buffer images, as tf.data's Dataset.shuffle (the MNIST blog's "
-        ".shuffle(4000) pipelines), the passes joined end to end.",
+        "128), Keras' fit(shuffle=True): GANs in Action's baseline); shuffle_buffer: the "
+        "images of each unlabeled (or masked) stream shuffled once, then read pass after "
+        "pass through a buffer of --shuffle_buffer images, as tf.data's Dataset.shuffle, "
+        "the passes joined end to end, the labeled stream's shuffles joined (the MNIST "
+        "blog's .shuffle(4000) pipelines, its labels' buffer holding them all).",
         choices=choices_lib.DATA_ORDERS)
     shuffle_buffer: int = option(
-        4000, "--data_order=shuffle_buffer: the buffer's images (each step takes one of them "
-        "uniformly and the next image takes its place; a stream no larger is reshuffled "
-        "uniformly every pass).", check=POSITIVE,
+        4000, "--data_order=shuffle_buffer: the unlabeled (or masked) streams' buffer, in "
+        "images (each step takes one of them uniformly and the next image takes its place; "
+        "a stream no larger is reshuffled uniformly every pass).", check=POSITIVE,
         needs=("data_order", lambda value: value == "shuffle_buffer",
                "--data_order=shuffle_buffer"))
     update_order: str = option(

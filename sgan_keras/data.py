@@ -29,16 +29,18 @@ orders are the same. A third order, ``with_replacement``, draws every batch of
 every stream uniformly with replacement, as GANs in Action's
 ``np.random.randint`` does; its batch ``i`` too depends only on ``(seed, i)``.
 A fourth, ``partial_batches``, cuts each shuffle of one stream into
-``ceil(N / batch)`` batches, the last one partial, as Keras' ``fit(shuffle=True)`` on
-arrays (GANs in Action's baseline: 32, 32, 32 and 4 of its 100 images) and the
-Udacity notebook's ``range(0, 73257, 128)`` (572 batches of 128 and one of
-41); with several streams their last batches would not line up, so only the
-masked and the supervised batches take it. A fifth, ``shuffle_buffer``,
-shuffles each stream's images once and reads them pass after pass through a
-buffer of that many images, as ``tf.data``'s ``Dataset.shuffle`` does
-(:func:`buffer_order`): the MNIST blog's ``.shuffle(4000)`` pipelines. Its
-passes are joined end to end; a stream no larger than the buffer is reshuffled
-uniformly every pass.
+``ceil(N / batch)`` batches, the last one partial, as Keras'
+``fit(shuffle=True)`` on arrays (GANs in Action's baseline: 32, 32, 32 and 4
+of its 100 images) and the Udacity notebook's ``range(0, 73257, 128)`` (572
+batches of 128 and one of 41); with several streams their last batches would
+not line up, so only the masked and the supervised batches take it. A fifth,
+``shuffle_buffer``, shuffles the images of each unlabeled (or masked) stream
+once and reads them pass after pass through a buffer of that many, as
+``tf.data``'s ``Dataset.shuffle`` does (:func:`buffer_order`), the passes
+joined end to end, while the labeled stream's shuffles are joined as by
+default: the MNIST blog's pipelines, which read D's and G's unlabeled images
+each through ``.shuffle(4000)`` and its labels through a buffer that holds
+them all.
 
 The unlabeled batches come from the whole training split (labeled images
 included), or with ``unlabeled_pool="unlabeled_only"`` from the images
@@ -168,18 +170,19 @@ class SemiSupervisedData:
 
     # -------------------------------------------------------------- training
     def labeled_dataset(self, batch_size, start_step=0, epoch_steps=0, with_replacement=False,
-                        partial_batches=False, shuffle_buffer=0):
+                        partial_batches=False):
         """Infinite shuffled labeled batches ``(images, labels)``.
 
         The labeled set is tiled so that every step has a full labeled batch
         even when the budget is smaller than the batch. ``epoch_steps``,
-        ``with_replacement``, ``partial_batches`` and ``shuffle_buffer``: the
-        data order (the module docstring); by default the shuffles are joined
-        end to end.
+        ``with_replacement`` and ``partial_batches``: the data order (the
+        module docstring); by default the shuffles are joined end to end,
+        also in the ``shuffle_buffer`` order, as the MNIST blog's labeled
+        pipeline, whose buffer holds every label.
         """
         return self._batches(self.labeled_indices, batch_size, _STREAM_LABELED, start_step,
                              epoch_steps, with_replacement, with_labels=True,
-                             partial_batches=partial_batches, shuffle_buffer=shuffle_buffer)
+                             partial_batches=partial_batches)
 
     def unlabeled_dataset(self, batch_size, stream=0, start_step=0, epoch_steps=0,
                           with_replacement=False, shuffle_buffer=0):
@@ -206,12 +209,11 @@ class SemiSupervisedData:
             raise DataError("partial_batches cuts each shuffle of one stream: a labeled batch "
                             "beside the unlabeled ones has three; use the masked or the "
                             "supervised batches")
-        order = dict(start_step=start_step, epoch_steps=epoch_steps,
-                     with_replacement=with_replacement, shuffle_buffer=shuffle_buffer)
+        order = (start_step, epoch_steps, with_replacement)
         batches = tf.data.Dataset.zip((
-            self.labeled_dataset(batch_size, **order),
-            self.unlabeled_dataset(batch_size, 0, **order),
-            self.unlabeled_dataset(batch_size, 1, **order)))
+            self.labeled_dataset(batch_size, *order),
+            self.unlabeled_dataset(batch_size, 0, *order, shuffle_buffer=shuffle_buffer),
+            self.unlabeled_dataset(batch_size, 1, *order, shuffle_buffer=shuffle_buffer)))
         return _pipeline_options(batches.map(
             _as_written(lambda labeled, unlabeled, generator: {
                 "labeled_images": labeled[0], "labels": labeled[1],
@@ -268,10 +270,12 @@ class SemiSupervisedData:
     def supervised_dataset(self, batch_size, start_step=0, epoch_steps=0,
                            with_replacement=False, partial_batches=False, shuffle_buffer=0):
         """Labeled batches only (the supervised-only baseline), prefetched;
-        the same labeled batches as ``train_dataset``'s at every step."""
+        the same labeled batches as ``train_dataset``'s at every step (with
+        ``shuffle_buffer`` too: the labeled stream's shuffles are joined)."""
+        _check_shuffle_buffer(shuffle_buffer)
         return _pipeline_options(
             self.labeled_dataset(batch_size, start_step, epoch_steps, with_replacement,
-                                 partial_batches, shuffle_buffer)
+                                 partial_batches)
             .prefetch(tf.data.AUTOTUNE))
 
     def init_batch(self, count, source="unlabeled"):
@@ -386,10 +390,10 @@ class SemiSupervisedData:
         Batches are gathered and scaled whole after batching the indices.
         """
         _check_batch_size(batch_size)
-        for name, value in (("start_step", start_step), ("epoch_steps", epoch_steps),
-                            ("shuffle_buffer", shuffle_buffer)):
+        for name, value in (("start_step", start_step), ("epoch_steps", epoch_steps)):
             if not is_integer(value) or value < 0:
                 raise DataError(f"{name} must be a non-negative integer, got {value!r}")
+        _check_shuffle_buffer(shuffle_buffer)
         if sum(map(bool, (epoch_steps, with_replacement, partial_batches, shuffle_buffer))) > 1:
             raise DataError("epoch_steps, with_replacement, partial_batches and shuffle_buffer "
                             "are four data orders: give one")
@@ -500,6 +504,11 @@ def buffer_order(count, buffer_size, slot_seed, drain_seed):
         left = tf.where(last >= 0, buffered + last, left)
     drained = tf.gather(left, tf.argsort(tf.random.stateless_uniform([buffered], drain_seed)))
     return tf.concat([taken, drained], axis=0)
+
+
+def _check_shuffle_buffer(shuffle_buffer):
+    if not is_integer(shuffle_buffer) or shuffle_buffer < 0:
+        raise DataError(f"shuffle_buffer must be a non-negative integer, got {shuffle_buffer!r}")
 
 
 def _check_unlabeled_pool(unlabeled_pool):

@@ -71,10 +71,10 @@ _PRESETS = [
               "with Adam's default betas for D; manifold regularization off by "
               "default, --manifold_reg=blog turns on the blog's form. One G forward "
               "pass per step: G's update re-uses the D step's fakes. Its input "
-              "pipelines: each stream (the labeled images, D's and G's unlabeled ones) "
-              "shuffled once and read pass after pass through a 4,000-image shuffle "
-              "buffer (.shuffle(4000)), a pass of the 60,000 in 1,875 batches of 32; "
-              "the 4,000 labeled images, no more than the buffer, reshuffled every pass. "
+              "pipelines: D's and G's unlabeled images each shuffled once and read pass "
+              "after pass through a 4,000-image shuffle buffer (.shuffle(4000)), a pass "
+              "of the 60,000 in 1,875 batches of 32; the labels reshuffled every pass "
+              "(their buffer holds them all). "
               "Each epoch tests on the next 312 batches of its repeating test stream, "
               "the mean of their accuracies.",
         deviations=(

@@ -654,10 +654,11 @@ def test_buffer_order_draws_each_possible_order_alike():
 
 def test_the_shuffle_buffer_order_reads_one_shuffle_of_each_stream_pass_after_pass():
     """--data_order=shuffle_buffer (the MNIST blog's ``.shuffle(4000)``
-    pipelines): each stream's images shuffled once, every pass read through
-    the buffer. With a buffer of one image every pass is that one shuffle;
-    D's and G's unlabeled streams shuffle apart; a stream no larger than the
-    buffer is reshuffled every pass; resumed at any step, the same batches."""
+    pipelines): each unlabeled stream's images shuffled once, every pass read
+    through the buffer. With a buffer of one image every pass is that one
+    shuffle; D's and G's streams shuffle apart; the labels are reshuffled
+    every pass whatever the buffer, as are the masked batches of a stream no
+    larger than it; resumed at any step, the same batches."""
     data = data_lib.synthetic_dataset("mnist", 10, train_size=30, seed=5)
     labeled = sorted(data.labeled_indices)
 
@@ -672,11 +673,20 @@ def test_the_shuffle_buffer_order_reads_one_shuffle_of_each_stream_pass_after_pa
         assert (order == order[0]).all() and order[0].tolist() != list(range(30)), key
         assert sorted(order[0]) == list(range(30))
     assert (passes(one, "unlabeled_images", 3) != passes(one, "generator_images", 3)).any()
-    wide = list(data.train_dataset(5, shuffle_buffer=40).take(6).as_numpy_iterator())
-    shuffles = [sum((indices_of(data, batch["labeled_images"]) for batch in wide[i:i + 2]), [])
-                for i in (0, 2, 4)]
-    assert all(sorted(shuffle) == labeled for shuffle in shuffles)
-    assert len({tuple(shuffle) for shuffle in shuffles}) == 3       # a reshuffle a pass
+    for make in (lambda: data.train_dataset(5, shuffle_buffer=1),
+                 lambda: data.supervised_dataset(5, shuffle_buffer=1)):
+        taken = list(make().take(6).as_numpy_iterator())
+        images = [batch["labeled_images"] if isinstance(batch, dict) else batch[0]
+                  for batch in taken]
+        shuffles = [sum((indices_of(data, batch) for batch in images[i:i + 2]), [])
+                    for i in (0, 2, 4)]
+        assert all(sorted(shuffle) == labeled for shuffle in shuffles)
+        assert len({tuple(shuffle) for shuffle in shuffles}) == 3     # a reshuffle a pass
+    masked = passes(data.masked_dataset(10, shuffle_buffer=40), "images", 9)
+    assert all(sorted(order) == list(range(30)) for order in masked)
+    assert len({tuple(order) for order in masked}) == 3
+    masked = passes(data.masked_dataset(10, shuffle_buffer=1), "images", 6)
+    assert (masked == masked[0]).all()          # the masked stream reads its buffer
     full = list(data.train_dataset(4, shuffle_buffer=6).take(20).as_numpy_iterator())
     for start in (1, 7, 8, 15):
         resumed = list(data.train_dataset(4, start_step=start, shuffle_buffer=6)
@@ -684,12 +694,11 @@ def test_the_shuffle_buffer_order_reads_one_shuffle_of_each_stream_pass_after_pa
         for expected, got in zip(full[start:], resumed):
             for key in expected:
                 np.testing.assert_array_equal(expected[key], got[key], err_msg=str(start))
-    for make in (data.masked_dataset, data.supervised_dataset):
-        assert len(list(make(4, shuffle_buffer=3).take(2).as_numpy_iterator())) == 2
     with pytest.raises(DataError, match="four data orders: give one"):
         data.train_dataset(4, epoch_steps=3, shuffle_buffer=6)
-    with pytest.raises(DataError, match="shuffle_buffer must be a non-negative integer"):
-        data.train_dataset(4, shuffle_buffer=-1)
+    for make in (data.train_dataset, data.supervised_dataset, data.masked_dataset):
+        with pytest.raises(DataError, match="shuffle_buffer must be a non-negative integer"):
+            make(4, shuffle_buffer=-1)
 
 
 def test_a_test_fraction_keeps_the_first_part_of_the_test_split(tmp_path):
