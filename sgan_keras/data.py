@@ -272,7 +272,7 @@ class SemiSupervisedData:
         """Labeled batches only (the supervised-only baseline), prefetched;
         the same labeled batches as ``train_dataset``'s at every step (with
         ``shuffle_buffer`` too: the labeled stream's shuffles are joined)."""
-        _check_shuffle_buffer(shuffle_buffer)
+        _check_non_negative("shuffle_buffer", shuffle_buffer)
         return _pipeline_options(
             self.labeled_dataset(batch_size, start_step, epoch_steps, with_replacement,
                                  partial_batches)
@@ -390,10 +390,9 @@ class SemiSupervisedData:
         Batches are gathered and scaled whole after batching the indices.
         """
         _check_batch_size(batch_size)
-        for name, value in (("start_step", start_step), ("epoch_steps", epoch_steps)):
-            if not is_integer(value) or value < 0:
-                raise DataError(f"{name} must be a non-negative integer, got {value!r}")
-        _check_shuffle_buffer(shuffle_buffer)
+        for name, value in (("start_step", start_step), ("epoch_steps", epoch_steps),
+                            ("shuffle_buffer", shuffle_buffer)):
+            _check_non_negative(name, value)
         if sum(map(bool, (epoch_steps, with_replacement, partial_batches, shuffle_buffer))) > 1:
             raise DataError("epoch_steps, with_replacement, partial_batches and shuffle_buffer "
                             "are four data orders: give one")
@@ -506,9 +505,9 @@ def buffer_order(count, buffer_size, slot_seed, drain_seed):
     return tf.concat([taken, drained], axis=0)
 
 
-def _check_shuffle_buffer(shuffle_buffer):
-    if not is_integer(shuffle_buffer) or shuffle_buffer < 0:
-        raise DataError(f"shuffle_buffer must be a non-negative integer, got {shuffle_buffer!r}")
+def _check_non_negative(name, value):
+    if not is_integer(value) or value < 0:
+        raise DataError(f"{name} must be a non-negative integer, got {value!r}")
 
 
 def _check_unlabeled_pool(unlabeled_pool):
